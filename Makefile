@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh clone:
+#   make demo   -> creates .venv, installs brainmri, runs the whole flow on synthetic data
+#   make test   -> creates .venv, installs brainmri with test extras, runs the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/brainmri demo --out demo-output
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --durations=10
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache

@@ -1,0 +1,171 @@
+"""The ``brainmri`` command line: parse, call the library, print.
+
+Results go to stdout and files; logs and progress bars to stderr. Errors a
+user can cause print one line (a traceback only with ``--debug``) and exit
+with status 2; a batch job exits 1 when nothing usable remained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from brainmri import __version__
+from brainmri.errors import BrainMRIError
+
+logger = logging.getLogger("brainmri")
+
+
+def _common(parser: argparse.ArgumentParser, *, seed: bool = False, jobs: bool = False) -> None:
+    group = parser.add_argument_group("general")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug logs)")
+    group.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
+    group.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    if seed:
+        group.add_argument("--seed", type=int, default=0, help="random seed: same seed, same data, same numbers (default 0)")
+    if jobs:
+        group.add_argument("--jobs", type=int, default=-1, help="worker processes (-1: every core; default -1)")
+
+
+def _duplicate_options(parser: argparse.ArgumentParser) -> None:
+    from brainmri.data.duplicates import DuplicateParams
+
+    d = DuplicateParams()
+    group = parser.add_argument_group("duplicate detection")
+    group.add_argument("--hash-radius", type=int, default=d.hash_radius, help=f"pHash bits within which two images are candidates (default {d.hash_radius})")
+    group.add_argument("--near-threshold", type=float, default=d.near_threshold, help=f"structure correlation that confirms a near-duplicate (default {d.near_threshold})")
+    group.add_argument("--similar-radius", type=int, default=d.similar_radius, help=f"pHash radius for look-alike grouping (default {d.similar_radius})")
+    group.add_argument("--similar-threshold", type=float, default=d.similar_threshold, help=f"structure correlation that joins look-alikes (default {d.similar_threshold})")
+
+
+def _duplicate_params(args):
+    from brainmri.data.duplicates import DuplicateParams
+
+    return DuplicateParams(args.hash_radius, args.near_threshold, args.similar_radius, args.similar_threshold)
+
+
+@contextmanager
+def _progress(args, total: int, desc: str):
+    """A tqdm bar on stderr (off with -q); yields its ``update`` callback."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="img", disable=args.quiet, file=sys.stderr, leave=False) as bar:
+        yield bar.update
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brainmri",
+        description="Classify brain MRI with every family of method the field uses, and compare them honestly.",
+    )
+    parser.add_argument("--version", action="version", version=f"brainmri {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("audit", help="what is in a dataset: classes, sizes, unreadable files, duplicates, leakage",
+                       description="Read every image of DATA and report classes, sizes, unreadable files, "
+                       "exact and near-duplicates, label conflicts and cross-split leakage.")
+    p.add_argument("data", type=Path, metavar="DATA", help="dataset folder (class sub-folders, optionally under Training/Testing) or CSV manifest")
+    p.add_argument("--out", type=Path, help="write DIR/audit.json")
+    p.add_argument("--group-similar", action="store_true", help="also report the look-alike groups used by --group-similar splits")
+    _duplicate_options(p)
+    _common(p, jobs=True)
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("demo-data", help="write a synthetic dataset of brain-MRI-like slices",
+                       description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
+                       "(glioma, meningioma, notumor, pituitary). Deterministic per --seed.")
+    p.add_argument("out", type=Path, metavar="OUT", help="folder to create (must not exist or be empty)")
+    p.add_argument("--n", type=int, default=40, help="images per class (default 40)")
+    p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
+    _common(p, seed=True)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("demo", help="the whole flow on built-in synthetic data",
+                       description="Write synthetic data, then audit it. Outputs go to --out.")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
+    p.add_argument("--n", type=int, default=40, help="images per class (default 40)")
+    _common(p, seed=True, jobs=True)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def cmd_audit(args) -> int:
+    from brainmri.data.audit import analyse, audit_report, format_audit
+    from brainmri.data.dataset import load_dataset
+    from brainmri.files import write_json
+
+    params = _duplicate_params(args)
+    dataset = load_dataset(args.data)
+    with _progress(args, len(dataset), "reading") as update:
+        analysis = analyse(dataset, params=params, n_jobs=args.jobs, progress=update)
+    report = audit_report(analysis)
+    if args.group_similar:
+        import numpy as np
+
+        sizes = np.bincount(analysis.similar_groups)
+        report["similar_groups"] = {"n_groups": int(len(sizes)), "largest": int(sizes.max(initial=0))}
+    print(format_audit(report))
+    if args.group_similar:
+        print(f"look-alike groups (--group-similar): {report['similar_groups']['n_groups']}, largest {report['similar_groups']['largest']}")
+    if args.out:
+        path = write_json(args.out / "audit.json", report)
+        print(f"\nwrote {path}")
+    if not len(analysis.dataset):
+        logger.error("%s: no readable image; see the unreadable list above", args.data)
+        return 1
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from brainmri.data.synthetic import CLASSES, write_demo_data
+
+    with _progress(args, args.n * len(CLASSES), "writing") as update:
+        out = write_demo_data(args.out, n=args.n, seed=args.seed, size=args.size, progress=update)
+    print(f"wrote {args.n * len(CLASSES)} synthetic images ({', '.join(CLASSES)}) to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    data = args.out / "data"
+    if not data.exists():
+        demo_args = argparse.Namespace(**{**vars(args), "out": data, "size": 128})
+        cmd_demo_data(demo_args)
+    else:
+        print(f"using existing demo data in {data}")
+    audit_args = argparse.Namespace(**{**vars(args), "data": data, "out": args.out / "audit", "group_similar": False,
+                                       **_duplicate_defaults()})
+    return cmd_audit(audit_args)
+
+
+def _duplicate_defaults() -> dict:
+    from brainmri.data.duplicates import DuplicateParams
+
+    return DuplicateParams().to_dict()
+
+
+def _configure_logging(args) -> None:
+    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    try:
+        return args.func(args)
+    except BrainMRIError as exc:
+        if args.debug:
+            raise
+        print(f"brainmri {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"brainmri {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

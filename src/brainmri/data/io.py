@@ -1,0 +1,223 @@
+"""Read MRI images and volumes into float32 arrays with their metadata.
+
+One entry point, :func:`read_image`, dispatches on the file type:
+
+* 2D images (PNG, JPEG, BMP, TIFF), 8- or 16-bit, grayscale or RGB holding
+  grayscale content, through Pillow;
+* DICOM through pydicom (rescale slope/intercept applied, MONOCHROME1
+  inverted, multi-frame files returned as a stack of slices);
+* NIfTI through nibabel (3D volumes as volumes; :func:`volume_slices` cuts
+  2D slices along a chosen axis).
+
+Every failure is a :class:`~brainmri.errors.DataError` whose message names the
+file and says what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from brainmri.errors import DataError
+
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SUPPORTED_SUFFIXES = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What is known about an image besides its pixels.
+
+    Attributes
+    ----------
+    path : str
+        The file read.
+    format : str
+        ``"png"``, ``"jpeg"``, ``"bmp"``, ``"tiff"``, ``"dicom"`` or ``"nifti"``.
+    original_shape : tuple of int
+        Shape of the array as stored (before any channel reduction).
+    mode : str
+        Pillow mode (``"L"``, ``"RGB"``, ``"I;16"``...), DICOM photometric
+        interpretation, or ``"volume"`` for NIfTI.
+    bit_depth : int
+        Bits per stored sample (8, 16, 32...).
+    spacing : tuple of float or None
+        Pixel or voxel spacing in mm where the file records it.
+    """
+
+    path: str
+    format: str
+    original_shape: tuple[int, ...]
+    mode: str
+    bit_depth: int
+    spacing: tuple[float, ...] | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def image_format(path: str | Path) -> str | None:
+    """Return the reader name for ``path`` from its suffix, or None if unsupported.
+
+    >>> image_format("a/b/scan.nii.gz"), image_format("x.JPG"), image_format("notes.txt")
+    ('nifti', 'jpeg', None)
+    """
+    name = str(path).lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(DICOM_SUFFIXES):
+        return "dicom"
+    for suffix in PIL_SUFFIXES:
+        if name.endswith(suffix):
+            return {"jpg": "jpeg", "tif": "tiff"}.get(suffix[1:], suffix[1:])
+    return None
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
+    """Read one image or volume.
+
+    Parameters
+    ----------
+    path : str or Path
+        A PNG, JPEG, BMP, TIFF, DICOM or NIfTI file.
+
+    Returns
+    -------
+    array : ndarray of float32
+        ``(H, W)`` for 2D images and single-frame DICOM, ``(frames, H, W)``
+        for multi-frame DICOM, ``(X, Y, Z)`` for NIfTI volumes. Values keep
+        their stored scale (0-255 for 8-bit, 0-65535 for 16-bit, physical
+        units for DICOM after rescale).
+    meta : ImageMeta
+
+    Raises
+    ------
+    DataError
+        The file is missing, of an unsupported type, truncated or corrupt,
+        holds colour content, has no pixel data or contains NaNs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the path (CSV paths are relative to the CSV file)")
+    kind = image_format(path)
+    if kind is None:
+        raise DataError(
+            f"{path}: not a supported image type ({path.suffix or 'no suffix'}); "
+            f"use one of {', '.join(SUPPORTED_SUFFIXES)} or remove the file"
+        )
+    reader = {"nifti": _read_nifti, "dicom": _read_dicom}.get(kind, _read_pil)
+    array, meta = reader(path, kind)
+    if not np.all(np.isfinite(array)):
+        raise DataError(f"{path}: contains NaN or infinite values; fix or remove the file")
+    return array, meta
+
+
+def volume_slices(volume: np.ndarray, axis: int = 2) -> list[np.ndarray]:
+    """Cut a 3D volume into 2D slices along ``axis``.
+
+    >>> [s.shape for s in volume_slices(np.zeros((4, 5, 2)), axis=2)]
+    [(4, 5), (4, 5)]
+    """
+    if volume.ndim != 3:
+        raise DataError(f"expected a 3D volume, got an array of shape {volume.shape}")
+    if axis not in (0, 1, 2):
+        raise DataError(f"slice axis must be 0, 1 or 2, got {axis}")
+    return [np.take(volume, i, axis=axis) for i in range(volume.shape[axis])]
+
+
+#: Bits per sample of Pillow modes whose array dtype does not tell it.
+_PIL_BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16}
+
+
+def _read_pil(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            im.load()
+            array = np.asarray(im)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable {kind.upper()} image; re-export or remove it") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode ({exc}); the file is truncated or corrupt, re-export or remove it") from None
+    original_shape = array.shape
+    bit_depth = _PIL_BIT_DEPTH.get(mode, 8 * array.dtype.itemsize)
+    if array.ndim == 3:
+        array = _gray_from_channels(array, path, mode)
+    return array.astype(np.float32, copy=False), ImageMeta(
+        str(path), kind, tuple(original_shape), mode, bit_depth
+    )
+
+
+def _gray_from_channels(array: np.ndarray, path: Path, mode: str) -> np.ndarray:
+    """Reduce RGB(A) holding grayscale content to one channel (the channel mean).
+
+    MRI exported as RGB JPEG carries the same value in every channel up to
+    compression noise; real colour content (a coloured overlay, a photo) would
+    silently change the data, so it is refused. The check looks at every
+    fourth row and column, which is plenty to see colour and 16x cheaper.
+    """
+    sample = array[::4, ::4, :3].astype(np.float32)
+    spread = float(np.abs(sample - sample.mean(axis=-1, keepdims=True)).mean())
+    if spread > 8.0:
+        raise DataError(
+            f"{path}: {mode} image with colour content (mean channel spread {spread:.1f}); "
+            "brainmri expects grayscale MRI, convert or remove it"
+        )
+    rgb = array[..., :3]
+    return (rgb[..., 0].astype(np.float32) + rgb[..., 1] + rgb[..., 2]) / 3.0
+
+
+def _read_dicom(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable DICOM file ({exc}); re-export or remove it") from None
+    if "PixelData" not in ds:
+        raise DataError(f"{path}: DICOM file has no pixel data (a report or structured file?); remove it from the dataset")
+    try:
+        raw = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for broken pixel data
+        raise DataError(f"{path}: DICOM pixel data cannot be decoded ({exc}); re-export or remove it") from None
+    array = np.asarray(apply_modality_lut(raw, ds), dtype=np.float32)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "MONOCHROME1":
+        array = array.max() + array.min() - array
+    elif photometric not in ("MONOCHROME2",):
+        raise DataError(f"{path}: DICOM photometric interpretation {photometric} is not grayscale; convert it first")
+    spacing = ds.get("PixelSpacing")
+    meta = ImageMeta(
+        str(path),
+        kind,
+        tuple(raw.shape),
+        photometric,
+        int(ds.get("BitsStored", 8 * raw.dtype.itemsize)),
+        tuple(float(s) for s in spacing) if spacing is not None else None,
+        {"frames": int(ds.get("NumberOfFrames", 1))},
+    )
+    return array, meta
+
+
+def _read_nifti(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        img = nib.load(path)
+        array = np.asarray(img.get_fdata(dtype=np.float32))
+    except (ImageFileError, OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable NIfTI file ({exc}); re-export or remove it") from None
+    original_shape = array.shape
+    array = np.squeeze(array)
+    if array.ndim not in (2, 3):
+        raise DataError(f"{path}: NIfTI of shape {original_shape} is not a 2D slice or 3D volume; split 4D series first")
+    zooms = tuple(float(z) for z in img.header.get_zooms()[: array.ndim])
+    bits = int(img.header.get_data_dtype().itemsize * 8)
+    return array, ImageMeta(str(path), kind, tuple(original_shape), "volume", bits, zooms)

@@ -1,0 +1,154 @@
+"""Leakage-safe train/test splits used by every evaluation.
+
+* :func:`group_labels` decides what must stay together: subjects when the
+  dataset names them, otherwise near-duplicate clusters, or (``similar``)
+  the looser look-alike groups that also join adjacent slices of a patient.
+* :func:`kfold_splits` is stratified k-fold over those groups
+  (scikit-learn's ``StratifiedGroupKFold``), so no group straddles folds.
+* :func:`official_split` honours the dataset's own train/test folders and can
+  drop test items that duplicate a training item.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from brainmri.data.audit import Analysis, cross_split_leaks
+from brainmri.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+GROUPINGS = ("auto", "subject", "duplicates", "similar", "none")
+
+
+@dataclass
+class Split:
+    """One train/test partition of a dataset's items (indices into ``Analysis.dataset.items``)."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def group_labels(analysis: Analysis, grouping: str = "auto") -> tuple[np.ndarray, str]:
+    """Group id of every item, and the grouping actually used.
+
+    Parameters
+    ----------
+    analysis : Analysis
+    grouping : {"auto", "subject", "duplicates", "similar", "none"}
+        ``auto`` uses subjects when every item has one, else duplicate
+        clusters. ``similar`` joins look-alikes too (``--group-similar``); it
+        is applied on top of subjects when those are known.
+
+    Returns
+    -------
+    groups : ndarray of int, shape (n_items,)
+    used : str
+    """
+    if grouping not in GROUPINGS:
+        raise ConfigError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
+    ds = analysis.dataset
+    n = len(ds)
+    if grouping == "subject" and not ds.has_subjects:
+        raise ConfigError("grouping 'subject' needs a subject id for every item; add a subject column to the CSV manifest")
+    if grouping == "none":
+        return np.arange(n), "none"
+    if grouping in ("auto", "subject") and ds.has_subjects:
+        return np.unique([it.subject for it in ds.items], return_inverse=True)[1].ravel(), "subject"
+    base = analysis.similar_groups if grouping == "similar" else analysis.graph.cluster_of
+    if ds.has_subjects:
+        # Join subjects with the image groups so that neither is split.
+        from brainmri.data.duplicates import components
+
+        subjects = np.unique([it.subject for it in ds.items], return_inverse=True)[1].ravel()
+        i, j = _same_label_edges(subjects)
+        k, m = _same_label_edges(base)
+        return components(n, np.r_[i, k], np.r_[j, m]), f"subject+{grouping}"
+    return base, "similar" if grouping == "similar" else "duplicates"
+
+
+def _same_label_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges joining every item to the first item carrying its label."""
+    _, first = np.unique(labels, return_index=True)
+    anchor = first[np.unique(labels, return_inverse=True)[1].ravel()]
+    return anchor, np.arange(len(labels))
+
+
+def kfold_splits(analysis: Analysis, *, k: int = 5, grouping: str = "auto", seed: int = 0) -> tuple[list[Split], str]:
+    """Stratified, grouped k-fold splits.
+
+    Returns
+    -------
+    splits : list of Split
+        ``k`` folds; every item is in exactly one test fold.
+    grouping : str
+        The grouping used (see :func:`group_labels`).
+
+    Raises
+    ------
+    ConfigError
+        ``k`` is below 2 or above the number of groups of some class.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not isinstance(k, int) or k < 2:
+        raise ConfigError(f"--cv must be an integer >= 2, got {k!r}")
+    labels = analysis.dataset.labels
+    groups, used = group_labels(analysis, grouping)
+    for label in np.unique(labels):
+        n_groups = len(np.unique(groups[labels == label]))
+        if n_groups < k:
+            raise DataError(
+                f"class '{label}' has {n_groups} independent group(s) of images, fewer than the {k} folds asked; "
+                "lower --cv or add images of that class"
+            )
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    splits = [
+        Split(f"fold{f}", np.sort(tr), np.sort(te))
+        for f, (tr, te) in enumerate(cv.split(np.zeros(len(labels)), labels, groups))
+    ]
+    return splits, used
+
+
+def official_split(analysis: Analysis, *, drop_test_duplicates: bool = False) -> Split:
+    """The dataset's own train/test split.
+
+    Parameters
+    ----------
+    drop_test_duplicates : bool
+        Remove test items that have an exact or confirmed near-duplicate in
+        the training split; :attr:`Split.dropped` counts them per class.
+
+    Raises
+    ------
+    DataError
+        The dataset has no train or no test split.
+    """
+    ds = analysis.dataset
+    splits = np.array([it.split or "" for it in ds.items])
+    train = np.flatnonzero(splits == "train")
+    test = np.flatnonzero(splits == "test")
+    if not len(test):
+        test = np.flatnonzero(splits == "val")
+    if not len(train) or not len(test):
+        raise DataError(
+            f"{ds.root}: --split official needs train and test folders (Training/Testing, train/test) "
+            "or a split column in the CSV; use --cv K instead"
+        )
+    dropped: dict[str, int] = {}
+    if drop_test_duplicates:
+        leaking = {leak["test_path"] for leak in cross_split_leaks(analysis)}
+        keep = []
+        for idx in test:
+            if ds.relpath(ds.items[idx]) in leaking:
+                dropped[ds.items[idx].label] = dropped.get(ds.items[idx].label, 0) + 1
+            else:
+                keep.append(idx)
+        test = np.asarray(keep, dtype=int)
+        logger.info("dropped %d test items that duplicate training items", sum(dropped.values()))
+    return Split("official", train, test, dict(sorted(dropped.items())))
