@@ -147,8 +147,15 @@ def _duplicate_defaults() -> dict:
 
 
 def _configure_logging(args) -> None:
+    """Log brainmri's messages to stderr (the root logger is left to the host program)."""
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,6 +153,12 @@ def load_dataset(source: str | Path) -> Dataset:
         dataset = _from_csv(source)
     else:
         dataset = _from_folder(source)
+    if not dataset.items and dataset.problems:
+        first, more = dataset.problems[0], len(dataset.problems) - 1
+        raise DataError(
+            f"{source}: no usable images; {first['path']}: {first['reason']}"
+            + (f" (and {more} more problem(s) like it)" if more else "")
+        )
     if not dataset.items:
         raise DataError(
             f"{source}: no images found; expect class sub-folders (optionally under Training/Testing) "
@@ -230,6 +236,9 @@ def _from_csv(path: Path) -> Dataset:
     items: list[Item] = []
     problems: list[dict] = []
     for line, row in enumerate(rows, start=2):
+        if None in row:  # csv.DictReader puts fields beyond the header under the key None
+            problems.append({"path": f"{path.name}:{line}", "reason": f"row has more fields than the header ({len(columns)}); quote paths that contain commas"})
+            continue
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         if not row["path"] or not row["label"]:
             problems.append({"path": f"{path.name}:{line}", "reason": "row with an empty path or label; fill it in or delete the row"})

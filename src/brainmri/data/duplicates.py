@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 
+from brainmri.data.preprocess import resize
 from brainmri.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -101,15 +102,8 @@ def fingerprint(image: np.ndarray) -> Fingerprint:
     digest.update(np.ascontiguousarray(image).data)
     pixel_hash = digest.hexdigest()
     plane = image if image.ndim == 2 else np.take(image, image.shape[-1] // 2, axis=-1)
-    small = _resize(plane, THUMB)
-    return Fingerprint(pixel_hash, _phash(_resize(small, 32)), _structure_thumb(small))
-
-
-def _resize(plane: np.ndarray, size: int) -> np.ndarray:
-    # Pillow's float resize is antialiased and ~20x faster than skimage's here.
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(plane.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+    small = resize(plane, THUMB)
+    return Fingerprint(pixel_hash, _phash(resize(small, 32)), _structure_thumb(small))
 
 
 def _phash(small: np.ndarray) -> np.uint64:

@@ -127,6 +127,11 @@ def volume_slices(volume: np.ndarray, axis: int = 2) -> list[np.ndarray]:
     return [np.take(volume, i, axis=axis) for i in range(volume.shape[axis])]
 
 
+def _one_line(exc: BaseException) -> str:
+    """The library's own message, on one line (nibabel's span two), for our one-line errors."""
+    return " ".join(str(exc).split())
+
+
 #: Bits per sample of Pillow modes whose array dtype does not tell it.
 _PIL_BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16}
 
@@ -138,11 +143,14 @@ def _read_pil(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
         with Image.open(path) as im:
             mode = im.mode
             im.load()
+            if mode in ("P", "PA", "CMYK"):
+                # Stored values are palette indices or ink, not intensities.
+                im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
             array = np.asarray(im)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable {kind.upper()} image; re-export or remove it") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode ({exc}); the file is truncated or corrupt, re-export or remove it") from None
+        raise DataError(f"{path}: cannot decode ({_one_line(exc)}); the file is truncated or corrupt, re-export or remove it") from None
     original_shape = array.shape
     bit_depth = _PIL_BIT_DEPTH.get(mode, 8 * array.dtype.itemsize)
     if array.ndim == 3:
@@ -153,13 +161,15 @@ def _read_pil(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
 
 
 def _gray_from_channels(array: np.ndarray, path: Path, mode: str) -> np.ndarray:
-    """Reduce RGB(A) holding grayscale content to one channel (the channel mean).
+    """Reduce RGB(A) holding grayscale content to one channel (the channel mean); LA keeps L.
 
     MRI exported as RGB JPEG carries the same value in every channel up to
     compression noise; real colour content (a coloured overlay, a photo) would
     silently change the data, so it is refused. The check looks at every
     fourth row and column, which is plenty to see colour and 16x cheaper.
     """
+    if array.shape[-1] == 2:  # LA: gray plus alpha
+        return array[..., 0].astype(np.float32)
     sample = array[::4, ::4, :3].astype(np.float32)
     spread = float(np.abs(sample - sample.mean(axis=-1, keepdims=True)).mean())
     if spread > 8.0:
@@ -179,13 +189,13 @@ def _read_dicom(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable DICOM file ({exc}); re-export or remove it") from None
+        raise DataError(f"{path}: not a readable DICOM file ({_one_line(exc)}); re-export or remove it") from None
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM file has no pixel data (a report or structured file?); remove it from the dataset")
     try:
         raw = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for broken pixel data
-        raise DataError(f"{path}: DICOM pixel data cannot be decoded ({exc}); re-export or remove it") from None
+        raise DataError(f"{path}: DICOM pixel data cannot be decoded ({_one_line(exc)}); re-export or remove it") from None
     array = np.asarray(apply_modality_lut(raw, ds), dtype=np.float32)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "MONOCHROME1":
@@ -213,7 +223,7 @@ def _read_nifti(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
         img = nib.load(path)
         array = np.asarray(img.get_fdata(dtype=np.float32))
     except (ImageFileError, OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable NIfTI file ({exc}); re-export or remove it") from None
+        raise DataError(f"{path}: not a readable NIfTI file ({_one_line(exc)}); re-export or remove it") from None
     original_shape = array.shape
     array = np.squeeze(array)
     if array.ndim not in (2, 3):

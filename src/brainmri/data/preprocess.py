@@ -64,10 +64,19 @@ class Preprocess:
         if self.crop:
             image = crop_to_head(image)
         if self.size is not None and image.shape != (self.size, self.size):
-            from skimage.transform import resize
-
-            image = resize(image, (self.size, self.size), order=1, anti_aliasing=True, preserve_range=True)
+            image = resize(image, self.size)
         return normalize_intensity(image, self.clip_percentiles)
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear, antialiased resize to ``size x size`` (float32).
+
+    Pillow's float ("F") resize is used rather than ``skimage.transform.resize``
+    because it is an order of magnitude faster and antialiases as well.
+    """
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.asarray(image, dtype=np.float32), mode="F").resize((size, size), Image.BILINEAR))
 
 
 def crop_to_head(image: np.ndarray, margin: int = 2) -> np.ndarray:
@@ -80,22 +89,22 @@ def crop_to_head(image: np.ndarray, margin: int = 2) -> np.ndarray:
     >>> crop_to_head(img, margin=0).shape
     (3, 4)
     """
+    from scipy import ndimage
     from skimage.filters import threshold_otsu
-    from skimage.measure import label, regionprops
 
     if image.min() == image.max():
         return image
-    mask = image > threshold_otsu(image)
-    labels = label(mask, connectivity=2)
-    regions = regionprops(labels)
-    if not regions:
+    labels, n = ndimage.label(image > threshold_otsu(image), structure=np.ones((3, 3)))
+    if n == 0:
         return image
-    largest = max(regions, key=lambda r: r.area)
-    if largest.area < 0.01 * image.size:
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    largest = int(sizes.argmax())
+    if sizes[largest] < 0.01 * image.size:
         return image
-    r0, c0, r1, c1 = largest.bbox
-    r0, c0 = max(r0 - margin, 0), max(c0 - margin, 0)
-    r1, c1 = min(r1 + margin, image.shape[0]), min(c1 + margin, image.shape[1])
+    rows, cols = ndimage.find_objects(labels, max_label=largest)[largest - 1]
+    r0, c0 = max(rows.start - margin, 0), max(cols.start - margin, 0)
+    r1, c1 = min(rows.stop + margin, image.shape[0]), min(cols.stop + margin, image.shape[1])
     return image[r0:r1, c0:c1]
 
 
@@ -106,7 +115,8 @@ def normalize_intensity(image: np.ndarray, clip_percentiles: tuple[float, float]
     [[0.0, 0.25], [0.5, 1.0]]
     """
     if clip_percentiles is not None:
-        low, high = np.percentile(image, clip_percentiles)
+        # Percentiles of every second row and column: 4x cheaper, same values to within noise.
+        low, high = np.percentile(image[::2, ::2] if min(image.shape) >= 64 else image, clip_percentiles)
     else:
         low, high = float(image.min()), float(image.max())
     if high <= low:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from brainmri.data.dataset import Dataset
 from brainmri.data.duplicates import Fingerprint, fingerprint
 from brainmri.data.io import read_image
@@ -38,6 +40,8 @@ def _scan_one(path: Path) -> ScanRecord:
         array, meta = read_image(path)
     except DataError as exc:
         return ScanRecord(str(exc))
+    if meta.format == "dicom" and array.ndim == 3:
+        array = np.moveaxis(array, 0, -1)  # frames first in DICOM; fingerprint slices the last axis
     return ScanRecord(None, meta.format, tuple(meta.original_shape), meta.mode, meta.bit_depth, fingerprint(array))
 
 

@@ -92,7 +92,9 @@ def kfold_splits(analysis: Analysis, *, k: int = 5, grouping: str = "auto", seed
     Raises
     ------
     ConfigError
-        ``k`` is below 2 or above the number of groups of some class.
+        ``k`` is below 2 or ``grouping`` is unknown.
+    DataError
+        Some class has fewer independent groups than ``k``.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -102,10 +104,15 @@ def kfold_splits(analysis: Analysis, *, k: int = 5, grouping: str = "auto", seed
     groups, used = group_labels(analysis, grouping)
     for label in np.unique(labels):
         n_groups = len(np.unique(groups[labels == label]))
-        if n_groups < k:
+        if n_groups < 2:
             raise DataError(
-                f"class '{label}' has {n_groups} independent group(s) of images, fewer than the {k} folds asked; "
-                "lower --cv or add images of that class"
+                f"class '{label}' has {n_groups} independent group of images; it needs at least 2 to be both "
+                "trained on and tested, so add images of that class or remove it"
+            )
+        if n_groups < k:
+            logger.warning(
+                "class '%s' has %d independent groups of images, fewer than the %d folds: it is absent from %d "
+                "test folds (pooled metrics still cover it)", label, n_groups, k, k - n_groups
             )
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     splits = [

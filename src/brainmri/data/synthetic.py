@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -151,11 +151,14 @@ def write_demo_data(
 
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"--n must be a positive integer (images per class), got {n!r}")
+    if not isinstance(size, int) or size < 8:
+        raise ConfigError(f"--size must be an integer >= 8 (pixels), got {size!r}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not an empty folder; choose another output folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()  # honours the umask, unlike tempfile.mkdtemp (always 0700)
     try:
         for c, label in enumerate(CLASSES):
             (tmp / label).mkdir()

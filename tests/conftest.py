@@ -1,0 +1,174 @@
+"""Shared fixtures: a small synthetic dataset and writers of tiny image files.
+
+Writers are exposed as fixtures that return a function, so a test asks for
+exactly the formats it needs. Every writer creates missing parent folders and
+returns the path it wrote.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brainmri.data.synthetic import write_demo_data
+
+#: The demo dataset used throughout: 4 classes x 6 images of 64 x 64 pixels.
+DEMO_N, DEMO_SIZE, DEMO_SEED = 6, 64, 0
+
+
+def _write_pil(path, array, **save_kwargs) -> Path:
+    """Write ``array`` with Pillow; the suffix picks the format.
+
+    uint8 (H, W) -> mode L, uint16 (H, W) -> I;16, uint8 (H, W, 3) -> RGB.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array)).save(path, **save_kwargs)
+    return path
+
+
+def _jpeg_roundtrip(array: np.ndarray, quality: int = 90) -> np.ndarray:
+    """What ``array`` (uint8) looks like after a JPEG re-encode at ``quality``."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as im:
+        return np.asarray(im)
+
+
+def _write_dicom(
+    path,
+    pixels,
+    *,
+    photometric: str = "MONOCHROME2",
+    slope: float | None = None,
+    intercept: float | None = None,
+    spacing: tuple[float, float] | None = None,
+    pixel_data: bool = True,
+) -> Path:
+    """Write a minimal MR DICOM file (Explicit VR Little Endian, 16-bit unsigned, 12 bits stored).
+
+    ``pixels`` of shape (frames, H, W) writes a multi-frame file; ``pixel_data=False`` writes
+    a DICOM with no PixelData element (like a structured report).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
+    if pixel_data:
+        pixels = np.asarray(pixels, dtype=np.uint16)
+        ds.Rows, ds.Columns = pixels.shape[-2:]
+        if pixels.ndim == 3:
+            ds.NumberOfFrames = pixels.shape[0]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        ds.PixelRepresentation = 0
+        if slope is not None:
+            ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        if spacing is not None:
+            ds.PixelSpacing = list(spacing)
+        ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _write_nifti(path, volume, zooms=(1.0, 1.0, 1.0)) -> Path:
+    """Write ``volume`` as NIfTI-1 with voxel size ``zooms`` (``.nii`` or ``.nii.gz``)."""
+    import nibabel as nib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    volume = np.asarray(volume)
+    nib.Nifti1Image(volume, np.diag([*zooms, 1.0])).to_filename(path)
+    return path
+
+
+@pytest.fixture
+def listing():
+    """``listing(root)``: ``{relative path: (size, mtime_ns)}`` of everything below ``root``, hidden entries included."""
+
+    def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+        return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+    return snapshot
+
+
+@pytest.fixture
+def write_pil():
+    return _write_pil
+
+
+@pytest.fixture
+def write_dicom():
+    return _write_dicom
+
+
+@pytest.fixture
+def write_nifti():
+    return _write_nifti
+
+
+@pytest.fixture
+def jpeg_roundtrip():
+    return _jpeg_roundtrip
+
+
+@pytest.fixture(scope="session")
+def demo_source(tmp_path_factory) -> Path:
+    """The demo dataset, written once per session. Read-only: copy it (``demo_data``) to change it."""
+    return write_demo_data(tmp_path_factory.mktemp("demo") / "data", n=DEMO_N, seed=DEMO_SEED, size=DEMO_SIZE)
+
+
+@pytest.fixture
+def demo_data(demo_source, tmp_path) -> Path:
+    """A private, writable copy of the demo dataset: ``<class>/<class>_NNNN.png``."""
+    return Path(shutil.copytree(demo_source, tmp_path / "data"))
+
+
+@pytest.fixture
+def load_gray():
+    """Read an 8-bit image file as a uint8 array."""
+
+    def load(path) -> np.ndarray:
+        with Image.open(path) as im:
+            return np.asarray(im)
+
+    return load
+
+
+@pytest.fixture
+def leaky_split(demo_source, tmp_path) -> Path:
+    """A Training/Testing dataset where one test image copies a training image exactly
+    and another is a JPEG re-encode (quality 90) of a different training image.
+
+    Training holds images 0-3 of each demo class, Testing images 4-5, plus
+    ``Testing/glioma/copy_of_glioma_0000.png`` and ``Testing/notumor/reencoded_notumor_0001.jpg``.
+    """
+    root = tmp_path / "split"
+    for cls_dir in sorted(p for p in demo_source.iterdir() if p.is_dir()):
+        for k, src in enumerate(sorted(cls_dir.glob("*.png"))):
+            dest = root / ("Training" if k < 4 else "Testing") / cls_dir.name / src.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest)
+    shutil.copy(root / "Training/glioma/glioma_0000.png", root / "Testing/glioma/copy_of_glioma_0000.png")
+    with Image.open(root / "Training/notumor/notumor_0001.png") as im:
+        original = np.asarray(im)
+    _write_pil(root / "Testing/notumor/reencoded_notumor_0001.jpg", original, quality=90)
+    return root
+
