@@ -48,7 +48,7 @@ def _duplicate_params(args):
 
 
 @contextmanager
-def _progress(args, total: int, desc: str):
+def _progress(args, total: int | None, desc: str):
     """A tqdm bar on stderr (off with -q); yields its ``update`` callback."""
     from tqdm import tqdm
 
@@ -73,6 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     _duplicate_options(p)
     _common(p, jobs=True)
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("benchmark", help="every method under the same leakage-safe protocol -> report.html",
+                       description="Train and test every method on the same splits; write results.json, "
+                       "predictions.csv, figures and a self-contained report.html to --out. Rerunning the same "
+                       "command resumes an interrupted run.")
+    p.add_argument("data", type=Path, metavar="DATA", help="dataset folder or CSV manifest")
+    p.add_argument("--methods", default="glcm-svm,multifeature-rf,ovo-svm,rf",
+                   help="comma-separated method names, or 'all' (default: the classical methods)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    protocol = p.add_mutually_exclusive_group()
+    protocol.add_argument("--cv", type=int, default=5, metavar="K", help="stratified K-fold, grouped by subject or duplicate cluster (default 5)")
+    protocol.add_argument("--split", choices=["official"], help="use the dataset's own train/test folders")
+    p.add_argument("--drop-test-duplicates", action="store_true", help="with --split official: drop test items that duplicate training items")
+    p.add_argument("--group-similar", action="store_true", help="group look-alike images (e.g. adjacent slices) as well as near-duplicates")
+    p.add_argument("--test-data", type=Path, metavar="OTHER", help="external validation: train on all of DATA, test on OTHER")
+    p.add_argument("--label-map", metavar="MAP", help="JSON file or inline old=new,... applied to DATA and OTHER")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
+    p.add_argument("--size", type=int, default=224, help="preprocessing: resize to SIZE x SIZE (default 224)")
+    p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
+    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--restart", action="store_true", help="discard finished units of an earlier run in --out")
+    _duplicate_options(p)
+    _common(p, seed=True, jobs=True)
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("demo-data", help="write a synthetic dataset of brain-MRI-like slices",
                        description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
@@ -116,6 +141,40 @@ def cmd_audit(args) -> int:
     if not len(analysis.dataset):
         logger.error("%s: no readable image; see the unreadable list above", args.data)
         return 1
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from brainmri.data.preprocess import Preprocess
+    from brainmri.evaluation.benchmark import format_results, run_benchmark
+    from brainmri.evaluation.protocol import BenchmarkConfig, default_cache_dir, parse_label_map
+    from brainmri.models.registry import parse_methods
+
+    config = BenchmarkConfig(
+        data=str(args.data),
+        methods=tuple(parse_methods(args.methods)),
+        split=args.split or "cv",
+        cv=args.cv,
+        grouping="similar" if args.group_similar else "auto",
+        drop_test_duplicates=args.drop_test_duplicates,
+        test_data=str(args.test_data) if args.test_data else None,
+        label_map=parse_label_map(args.label_map),
+        seed=args.seed,
+        n_boot=args.n_boot,
+        preprocess=Preprocess(crop=not args.no_crop, size=args.size),
+        duplicates=_duplicate_params(args),
+    )
+    cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    with _progress(args, None, "reading") as update:
+        results = run_benchmark(config, args.out, n_jobs=args.jobs, cache_dir=cache, restart=args.restart,
+                                on_event=say, progress=update)
+    print(format_results(results))
+    print(f"\nreport: {args.out / 'report.html'}")
     return 0
 
 

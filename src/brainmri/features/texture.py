@@ -23,7 +23,7 @@ def quantize(image: np.ndarray, levels: int) -> np.ndarray:
 
 
 class GLCMFeatures(ImageTransformer):
-    """Haralick-style GLCM texture features (scikit-image ``graycomatrix``/``graycoprops``).
+    """Haralick-style GLCM texture features (``graycomatrix``/``graycoprops`` definitions of scikit-image).
 
     As in Kumari (2013), "SVM classification an approach on detecting
     abnormality in brain MRI images", Int. J. Eng. Res. Appl. 3(4):1686-1690.
@@ -35,8 +35,8 @@ class GLCMFeatures(ImageTransformer):
     angles : tuple of float
         Directions in radians.
     levels : int
-        Gray levels after quantisation (2..256). 32 keeps matrices dense on
-        small images and is ~20x faster than 256.
+        Gray levels after quantisation (2..256). 16 keeps the matrices of
+        small tiles well populated and is much faster than 256.
     properties : tuple of str
         ``graycoprops`` properties.
     per_angle : bool
@@ -47,12 +47,20 @@ class GLCMFeatures(ImageTransformer):
         of the image, which tells where texture changes (a tumour's
         location); 1 uses the whole image only.
 
+    Notes
+    -----
+    The defaults (distances 1 and 3, 16 levels, whole image plus a 4x4
+    tiling: 204 features) were chosen on ``brain-tumor-mri``'s official
+    training split: with an RBF SVM, whole-image GLCM alone reached 80%
+    test accuracy, per-angle values at 4 distances 89%, whole image + 4x4
+    tiles 97% (see ``docs/benchmarks.md``).
+
     Output: ``len(properties) * len(distances) * (len(angles) if per_angle else 1)``
     features for the whole image, times ``1 + grid**2`` when ``grid > 1``.
     """
 
-    def __init__(self, *, distances=(1, 2, 4), angles=(0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4), levels=32,
-                 properties=GLCM_PROPERTIES, per_angle=False, grid=1):
+    def __init__(self, *, distances=(1, 3), angles=(0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4), levels=16,
+                 properties=GLCM_PROPERTIES, per_angle=False, grid=4):
         self.distances = distances
         self.angles = angles
         self.levels = levels
@@ -76,26 +84,96 @@ class GLCMFeatures(ImageTransformer):
         return [f"glcm_{cell}_{n}" for cell in cells for n in names]
 
     def _extract(self, image):
-        levels = quantize(image, self.levels)
-        g = int(self.grid)
-        if g == 1:
-            return self._cell(levels)
-        rows = np.array_split(np.arange(levels.shape[0]), g)
-        cols = np.array_split(np.arange(levels.shape[1]), g)
-        cells = [levels[r[0] : r[-1] + 1, c[0] : c[-1] + 1] for r in rows for c in cols]
-        return np.concatenate([self._cell(levels)] + [self._cell(cell) for cell in cells])
+        glcm = cooccurrence(quantize(image, self.levels), self.levels, self.distances, self.angles, int(self.grid))
+        values = glcm_properties(glcm, self.properties)  # (n_props, cells, distances, angles)
+        if not self.per_angle:
+            values = values.mean(axis=3, keepdims=True)
+        return values.transpose(1, 0, 2, 3).ravel()
 
-    def _cell(self, levels):
-        from skimage.feature import graycomatrix, graycoprops
 
-        glcm = graycomatrix(levels, list(self.distances), list(self.angles),
-                            levels=self.levels, symmetric=True, normed=True)
-        values = []
-        for prop in self.properties:
-            table = graycoprops(glcm, prop)  # (n_distances, n_angles)
-            table = np.nan_to_num(table, nan=1.0)  # correlation of a constant image
-            values.append(table if self.per_angle else table.mean(axis=1, keepdims=True))
-        return np.concatenate([v.ravel() for v in values])
+def cooccurrence(levels: np.ndarray, n_levels: int, distances, angles, grid: int = 1) -> np.ndarray:
+    """Symmetric co-occurrence counts of the whole image and of each tile of a ``grid x grid`` tiling.
+
+    Same offsets and counts as ``skimage.feature.graycomatrix(..., symmetric=True)``
+    (neighbour at row ``+round(sin(angle) * d)``, column ``+round(cos(angle) * d)``),
+    but every tile's matrix comes from one ``np.bincount`` per offset: a pair
+    belongs to the tile of its first pixel. Hand-written because scikit-image
+    builds one matrix per call and the tiled features need ``1 + grid**2``
+    matrices per image, which made GLCM extraction 4x slower.
+
+    Returns
+    -------
+    ndarray of float64, shape (1 + grid**2 if grid > 1 else 1, len(distances), len(angles), n_levels, n_levels)
+        Raw (unnormalised) counts; index 0 is the whole image.
+    """
+    rows, cols = levels.shape
+    n_tiles = grid * grid
+    size = n_levels * n_levels
+    # Code of each pixel as a first element: tile * L^2 + level * L; adding the
+    # neighbour's level gives the bin. int32 keeps the arrays small and fast.
+    tile = (np.arange(rows)[:, None] * grid // rows) * grid + (np.arange(cols)[None, :] * grid // cols)
+    first_code = (tile * size + levels.astype(np.int64) * n_levels).astype(np.int32)
+    second_level = levels.astype(np.int32)
+    out = np.zeros((n_tiles, len(distances), len(angles), n_levels, n_levels))
+    for a, angle in enumerate(angles):
+        for d, distance in enumerate(distances):
+            dr, dc = int(round(np.sin(angle) * distance)), int(round(np.cos(angle) * distance))
+            r0, r1 = max(0, -dr), min(rows, rows - dr)
+            c0, c1 = max(0, -dc), min(cols, cols - dc)
+            if r1 <= r0 or c1 <= c0:
+                continue
+            codes = first_code[r0:r1, c0:c1] + second_level[r0 + dr : r1 + dr, c0 + dc : c1 + dc]
+            counts = np.bincount(codes.ravel(), minlength=n_tiles * size).reshape(n_tiles, n_levels, n_levels)
+            out[:, d, a] = counts + counts.transpose(0, 2, 1)
+    whole = out.sum(axis=0, keepdims=True)
+    return whole if grid == 1 else np.concatenate([whole, out])
+
+
+def glcm_properties(counts: np.ndarray, properties=GLCM_PROPERTIES) -> np.ndarray:
+    """Haralick properties of co-occurrence matrices, as ``skimage.feature.graycoprops`` defines them.
+
+    Parameters
+    ----------
+    counts : ndarray, shape (..., L, L)
+        Co-occurrence counts (normalised here).
+    properties : sequence of str
+
+    Returns
+    -------
+    ndarray, shape (len(properties), ...)
+        A constant region's correlation is 1, as in scikit-image.
+    """
+    total = counts.sum(axis=(-2, -1), keepdims=True)
+    P = counts / np.where(total == 0, 1, total)
+    n = P.shape[-1]
+    i = np.arange(n, dtype=np.float64)[:, None]
+    j = np.arange(n, dtype=np.float64)[None, :]
+    flat = P.reshape(*P.shape[:-2], n * n)
+
+    def weighted(weights):
+        return flat @ np.broadcast_to(weights, (n, n)).ravel()
+
+    out = []
+    for prop in properties:
+        if prop == "contrast":
+            value = weighted((i - j) ** 2)
+        elif prop == "dissimilarity":
+            value = weighted(np.abs(i - j))
+        elif prop == "homogeneity":
+            value = weighted(1.0 / (1.0 + (i - j) ** 2))
+        elif prop in ("ASM", "energy"):
+            value = np.einsum("...k,...k->...", flat, flat)
+            value = np.sqrt(value) if prop == "energy" else value
+        else:  # correlation
+            mu_i, mu_j = weighted(i), weighted(j)
+            var_i = weighted(i**2) - mu_i**2
+            var_j = weighted(j**2) - mu_j**2
+            cov = weighted(i * j) - mu_i * mu_j
+            std_i, std_j = np.sqrt(np.maximum(var_i, 0)), np.sqrt(np.maximum(var_j, 0))
+            flat_region = (std_i < 1e-15) | (std_j < 1e-15)
+            value = np.where(flat_region, 1.0, cov / np.where(flat_region, 1.0, std_i * std_j))
+        out.append(value)
+    return np.stack(out)
 
 
 class LBPFeatures(ImageTransformer):

@@ -1,0 +1,392 @@
+"""``brainmri benchmark``: every method under one leakage-safe protocol.
+
+The run is a list of units, one per (method, fold). Each finished unit is
+saved (test items, probabilities, timings) under ``OUT/units/``; running the
+same command again skips them, so an interrupted benchmark resumes. Metrics,
+tests and the report are always recomputed from the saved units.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from brainmri import __version__
+from brainmri.data.audit import analyse, audit_report, cross_split_leaks
+from brainmri.data.dataset import load_dataset
+from brainmri.data.splits import Split, group_labels, kfold_splits, official_split
+from brainmri.errors import ConfigError, DataError
+from brainmri.evaluation.metrics import METRICS, classification_metrics, summarize
+from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes
+from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
+from brainmri.files import write_json, write_text
+from brainmri.models.classical import INNER_FOLDS
+from brainmri.models.registry import get_method
+
+logger = logging.getLogger(__name__)
+
+ALPHA = 0.05
+
+
+@dataclass
+class Plan:
+    """What will be trained and tested: items, labels, groups and splits."""
+
+    paths: np.ndarray  # every item (train and external test) as str
+    labels: np.ndarray
+    rel: list[str]  # paths as written in outputs
+    groups: np.ndarray  # bootstrap / grouping id of every item
+    splits: list[Split]
+    protocol: dict
+    dataset: dict
+    audit: dict
+    audit_report: dict
+    dedup_test: np.ndarray | None = None  # official split: test items without a training duplicate
+
+
+def _audit_summary(report: dict) -> dict:
+    return {
+        "n_unreadable": report["n_unreadable"],
+        "exact_duplicate_clusters": len(report["exact_duplicate_clusters"]),
+        "exact_duplicate_images": report["n_exact_duplicate_images"],
+        "near_duplicate_clusters": len(report["near_duplicate_clusters"]),
+        "near_duplicate_images": report["n_near_duplicate_images"],
+        "largest_cluster_size": report["largest_cluster_size"],
+        "conflicting_label_clusters": len(report["conflicting_label_clusters"]),
+        "cross_split_leaks": len(report["cross_split_leaks"]),
+        "leaks_per_class": report["leaks_per_class"],
+    }
+
+
+def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Callable[[int], None] | None = None) -> Plan:
+    """Read and audit the data, then build the splits the config asks for."""
+    dataset = apply_label_map(load_dataset(config.data), config.label_map, "DATA")
+    analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress)
+    if not len(analysis.dataset):
+        raise DataError(f"{config.data}: no readable image; run `brainmri audit` to see why")
+    ds = analysis.dataset
+    report = audit_report(analysis)
+    notes = []
+    if analysis.unreadable:
+        notes.append(f"{len(analysis.unreadable)} unreadable file(s) were skipped (see audit.json)")
+    if not ds.has_subjects:
+        notes.append("subject ids are absent: slices of one patient may sit in training and test; "
+                     f"items are grouped by {'look-alike group' if config.grouping == 'similar' else 'near-duplicate cluster'} instead")
+    paths = np.array([str(it.path) for it in ds.items])
+    labels = ds.labels.astype(str)
+    rel = [ds.relpath(it) for it in ds.items]
+    dedup = None
+    dataset_info = {"path": str(ds.root), "n_items": len(ds), "classes": ds.classes, "counts": ds.counts(), "test_data": None}
+
+    if config.kind == "cv":
+        splits, used = kfold_splits(analysis, k=config.cv, grouping=config.grouping, seed=config.seed)
+        groups, _ = group_labels(analysis, config.grouping)
+        protocol = {"kind": "cv", "folds": config.cv, "grouping": used, "n_groups": int(len(np.unique(groups)))}
+        for label in ds.classes:
+            absent = [s.name for s in splits if not (labels[s.test] == label).any()]
+            if absent:
+                notes.append(f"class {label} has too few independent groups to appear in every test fold "
+                             f"(absent from {', '.join(absent)}); pooled metrics still include it")
+    elif config.kind == "official":
+        split = official_split(analysis, drop_test_duplicates=config.drop_test_duplicates)
+        splits = [split]
+        groups = analysis.graph.cluster_of
+        leaking = {leak["test_path"] for leak in cross_split_leaks(analysis)}
+        dedup = np.array([k for k in split.test if rel[k] not in leaking], dtype=int)
+        protocol = {"kind": "official", "folds": 1, "grouping": "official split", "n_groups": int(len(np.unique(groups)))}
+        if leaking and not config.drop_test_duplicates:
+            notes.append(f"{len(leaking)} test items duplicate a training item; metrics_deduplicated "
+                         "reports the test split without them")
+    else:
+        test_ds = apply_label_map(load_dataset(config.test_data), config.label_map, "--test-data")
+        test_analysis = analyse(test_ds, params=config.duplicates, n_jobs=n_jobs, progress=progress)
+        check_test_classes(ds.classes, test_analysis.dataset.classes, config.test_data)
+        tds = test_analysis.dataset
+        n_train = len(paths)
+        paths = np.concatenate([paths, [str(it.path) for it in tds.items]])
+        labels = np.concatenate([labels, tds.labels.astype(str)])
+        rel = rel + [f"TEST/{tds.relpath(it)}" for it in tds.items]
+        groups = np.concatenate([analysis.graph.cluster_of, test_analysis.graph.cluster_of + n_train])
+        splits = [Split("external", np.arange(n_train), np.arange(n_train, len(paths)))]
+        protocol = {"kind": "external", "folds": 1, "grouping": "separate datasets", "n_groups": None}
+        dataset_info["test_data"] = {"path": str(tds.root), "n_items": len(tds), "counts": tds.counts()}
+        notes.append(f"external validation: trained on all of {ds.root.name}, tested on {tds.root.name}")
+    protocol.update({
+        "subjects_known": ds.has_subjects,
+        "dropped_duplicates": splits[0].dropped if config.kind == "official" else {},
+        "label_map": config.label_map,
+        "notes": notes,
+    })
+    for split in splits:
+        _check_training_counts(labels[split.train], split.name)
+    return Plan(paths, labels, rel, np.asarray(groups), splits, protocol, dataset_info, _audit_summary(report), report, dedup)
+
+
+def _check_training_counts(y: np.ndarray, fold: str) -> None:
+    values, counts = np.unique(y, return_counts=True)
+    small = [f"{v} ({n})" for v, n in zip(values, counts) if n < INNER_FOLDS]
+    if small:
+        raise DataError(
+            f"{fold}: class(es) {', '.join(small)} have fewer than {INNER_FOLDS} training images; "
+            "use fewer folds, add images, or merge classes with --label-map"
+        )
+
+
+def _unit_path(out: Path, method: str, fold: str) -> Path:
+    return out / "units" / method / f"{fold}.json"
+
+
+def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, n_jobs: int, cache_dir) -> dict:
+    """Fit one method on one split's training items and predict its test items."""
+    spec = get_method(method)
+    model = spec.builder(seed=config.seed, n_jobs=n_jobs, cache_dir=str(cache_dir) if cache_dir else None,
+                         preprocess=config.preprocess)
+    start = time.perf_counter()
+    model.fit(plan.paths[split.train], plan.labels[split.train])
+    fitted = time.perf_counter()
+    proba = model.predict_proba(plan.paths[split.test])
+    done = time.perf_counter()
+    final = model[-1] if hasattr(model, "steps") else model
+    return {
+        "method": method,
+        "fold": split.name,
+        "test": split.test.tolist(),
+        "classes": [str(c) for c in model.classes_],
+        "proba": np.round(proba, 6).tolist(),
+        "fit_s": round(fitted - start, 3),
+        "predict_s": round(done - fitted, 3),
+        "params": {k: v for k, v in getattr(final, "best_params_", {}).items()},
+    }
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    out: str | Path,
+    *,
+    n_jobs: int = -1,
+    cache_dir: str | Path | None = None,
+    restart: bool = False,
+    on_event: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Run (or resume) a benchmark and write its results, predictions, figures and report.
+
+    Parameters
+    ----------
+    config : BenchmarkConfig
+    out : path
+        Output folder: ``results.json``, ``predictions.csv``, ``audit.json``,
+        ``figures/``, ``report.html`` and the resumable ``units/``.
+    n_jobs : int
+        Worker processes for reading, features and model fitting.
+    cache_dir : path or None
+        Feature cache folder; None disables caching.
+    restart : bool
+        Discard finished units of an earlier run in ``out``.
+    on_event : callable, optional
+        Receives one-line progress messages (per method, per fold).
+    progress : callable, optional
+        Receives counts of images read during the audit.
+
+    Returns
+    -------
+    dict
+        The ``results.json`` document.
+    """
+    say = on_event or (lambda message: None)
+    out = Path(out)
+    run_file = out / "run.json"
+    fingerprint = config.fingerprint()
+    if run_file.exists() and not restart:
+        previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
+        if previous != fingerprint:
+            raise ConfigError(f"{out} holds a benchmark run with other arguments; choose another --out or add --restart")
+    if restart and (out / "units").exists():
+        import shutil
+
+        shutil.rmtree(out / "units")
+    write_json(run_file, {"fingerprint": fingerprint, "config": config.to_dict()})
+
+    say(f"reading and auditing {config.data}")
+    plan = plan_benchmark(config, n_jobs=n_jobs, progress=progress)
+    write_json(out / "audit.json", plan.audit_report)
+    units: dict[str, list[dict]] = {}
+    for m, method in enumerate(config.methods, start=1):
+        units[method] = []
+        for f, split in enumerate(plan.splits, start=1):
+            path = _unit_path(out, method, split.name)
+            where = f"[{m}/{len(config.methods)}] {method} {split.name} ({f}/{len(plan.splits)})"
+            if path.exists():
+                unit = json.loads(path.read_text(encoding="utf-8"))
+                say(f"{where}: done earlier, reusing")
+            else:
+                say(f"{where}: training on {len(split.train)} images, testing on {len(split.test)}")
+                unit = run_unit(config, plan, method, split, n_jobs=n_jobs, cache_dir=cache_dir)
+                write_json(path, unit)
+                say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s")
+            units[method].append(unit)
+    say("computing metrics, confidence intervals and tests")
+    results, predictions = summarize_units(config, plan, units)
+    write_outputs(out, results, predictions, plan)
+    return results
+
+
+def _pooled(plan: Plan, units: list[dict], classes: list[str]) -> dict:
+    index, folds, proba = [], [], []
+    for unit in units:
+        p = np.zeros((len(unit["test"]), len(classes)))
+        for c, name in enumerate(unit["classes"]):
+            p[:, classes.index(name)] = np.asarray(unit["proba"])[:, c]
+        index += unit["test"]
+        folds += [unit["fold"]] * len(unit["test"])
+        proba.append(p)
+    return {"index": np.asarray(index, dtype=int), "fold": folds, "proba": np.vstack(proba),
+            "y_true": [str(v) for v in plan.labels[np.asarray(index, dtype=int)]], "classes": classes}
+
+
+def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[dict]]) -> tuple[dict, dict]:
+    """Metrics with CIs per method, per-fold scores and pairwise tests, from saved units."""
+    classes = sorted({c for us in units.values() for u in us for c in u["classes"]})
+    methods: dict[str, dict] = {}
+    predictions: dict[str, dict] = {}
+    for method, us in units.items():
+        spec = get_method(method)
+        pooled = _pooled(plan, us, classes)
+        predictions[method] = pooled
+        groups = plan.groups[pooled["index"]]
+        summary = summarize(pooled["y_true"], pooled["proba"], classes, groups=groups, n_boot=config.n_boot, seed=config.seed)
+        entry = {
+            "summary": spec.summary,
+            "reference": spec.reference,
+            "metrics": summary["metrics"],
+            "per_class": summary["per_class"],
+            "confusion": summary["confusion"],
+            "n_test": summary["n"],
+        }
+        if plan.dedup_test is not None and len(plan.dedup_test) < len(pooled["index"]):
+            keep = np.isin(pooled["index"], plan.dedup_test)
+            dedup = summarize([y for y, k in zip(pooled["y_true"], keep) if k], pooled["proba"][keep], classes,
+                              groups=groups[keep], n_boot=config.n_boot, seed=config.seed)
+            entry["metrics_deduplicated"] = dedup["metrics"]
+            entry["n_test_deduplicated"] = dedup["n"]
+        per_fold = []
+        for unit, split in zip(us, plan.splits):
+            y = [str(v) for v in plan.labels[unit["test"]]]
+            p = pooled["proba"][np.asarray(pooled["fold"]) == unit["fold"]]
+            scores = classification_metrics(y, p, classes)["metrics"]
+            per_fold.append({"fold": unit["fold"], "n_train": len(split.train), "n_test": len(y),
+                             **{k: scores[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}})
+        entry["per_fold"] = per_fold
+        fit = sum(u["fit_s"] for u in us)
+        predict = sum(u["predict_s"] for u in us)
+        entry["timing_s"] = {"fit": round(fit, 2), "predict": round(predict, 2), "total": round(fit + predict, 2)}
+        entry["params"] = us[0]["params"] if len(us) == 1 else {u["fold"]: u["params"] for u in us if u["params"]}
+        methods[method] = entry
+
+    results = {
+        "brainmri_version": __version__,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "config": config.to_dict(),
+        "protocol": plan.protocol,
+        "dataset": plan.dataset,
+        "audit": plan.audit,
+        "methods": methods,
+        "comparisons": _comparisons(plan, predictions, methods),
+        "alpha": ALPHA,
+    }
+    return results, predictions
+
+
+def _comparisons(plan: Plan, predictions: dict, methods: dict) -> list[dict]:
+    names = list(predictions)
+    rows = []
+    for a_pos, a in enumerate(names):
+        for b in names[a_pos + 1 :]:
+            pa, pb = predictions[a], predictions[b]
+            order_a, order_b = np.argsort(pa["index"]), np.argsort(pb["index"])
+            truth = np.asarray(pa["y_true"])[order_a]
+            classes = np.asarray(pa["classes"])
+            right_a = classes[pa["proba"][order_a].argmax(1)] == truth
+            right_b = classes[pb["proba"][order_b].argmax(1)] == truth
+            row = {"a": a, "b": b, "mcnemar": mcnemar(right_a, right_b), "t_test": None}
+            folds_a, folds_b = methods[a]["per_fold"], methods[b]["per_fold"]
+            if len(folds_a) >= 2:
+                split = plan.splits[0]
+                row["t_test"] = corrected_resampled_ttest(
+                    [f["accuracy"] for f in folds_a], [f["accuracy"] for f in folds_b],
+                    n_train=len(split.train), n_test=len(split.test),
+                )
+            rows.append(row)
+    adjusted = holm([r["mcnemar"]["p_value"] for r in rows]) if rows else []
+    for row, p in zip(rows, adjusted):
+        row["p_adjusted"] = p
+        row["significant"] = bool(p < ALPHA)
+    return rows
+
+
+def predictions_csv(plan: Plan, predictions: dict) -> str:
+    """Every test prediction: method, fold, path, true label, predicted label, one probability per class."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    classes = next(iter(predictions.values()))["classes"] if predictions else []
+    writer.writerow(["method", "fold", "path", "label", "predicted", *[f"p_{c}" for c in classes]])
+    for method, pooled in predictions.items():
+        for k, fold, p, y in zip(pooled["index"], pooled["fold"], pooled["proba"], pooled["y_true"]):
+            writer.writerow([method, fold, plan.rel[k], y, classes[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])
+    return buffer.getvalue()
+
+
+def write_outputs(out: Path, results: dict, predictions: dict, plan: Plan) -> None:
+    """results.json, predictions.csv, figures and report.html (each written atomically)."""
+    from brainmri.report.html import write_report
+
+    write_json(out / "results.json", results)
+    write_text(out / "predictions.csv", predictions_csv(plan, predictions))
+    write_report(results, {m: {k: p[k] for k in ("y_true", "proba", "classes")} for m, p in predictions.items()}, out)
+
+
+def format_results(results: dict) -> str:
+    """The comparison table for the terminal."""
+    shown = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "precision")
+    heads = ["method", *[{"balanced_accuracy": "bal_acc"}.get(m, m) for m in shown]]
+    rows = []
+    for name, entry in results["methods"].items():
+        cells = [name]
+        for m in shown:
+            v = entry["metrics"][m]
+            cells.append("n/a" if v["value"] is None or v["value"] != v["value"] else
+                         f"{v['value']:.3f} [{v['ci_low']:.3f},{v['ci_high']:.3f}]")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    p = results["protocol"]
+    lines.insert(0, f"protocol: {p['kind']}, {p['folds']} fold(s), grouping: {p['grouping']}  (95% bootstrap CIs)")
+    dedup = [(n, e) for n, e in results["methods"].items() if "metrics_deduplicated" in e]
+    if dedup:
+        lines.append("")
+        lines.append("accuracy on the test split without items that duplicate training items:")
+        for name, e in dedup:
+            full, clean = e["metrics"]["accuracy"]["value"], e["metrics_deduplicated"]["accuracy"]["value"]
+            lines.append(f"  {name}: {clean:.3f} on {e['n_test_deduplicated']} items (full test {full:.3f}, "
+                         f"gap {100 * (full - clean):+.1f} points)")
+    significant = [c for c in results["comparisons"] if c["significant"]]
+    if results["comparisons"]:
+        lines.append("")
+        lines.append("significant differences (McNemar, Holm-adjusted p < 0.05): " +
+                     (", ".join(f"{c['a']} vs {c['b']} (p={c['p_adjusted']:.3g})" for c in significant) or "none"))
+    for note in p["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+__all__ = ["METRICS", "BenchmarkConfig", "format_results", "plan_benchmark", "run_benchmark"]

@@ -1,0 +1,153 @@
+"""Benchmark configuration and the label mapping shared by train and test data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from brainmri.data.dataset import Dataset, Item
+from brainmri.data.duplicates import DuplicateParams
+from brainmri.data.preprocess import Preprocess
+from brainmri.errors import ConfigError, DataError
+
+SPLITS = ("cv", "official")
+
+
+def default_cache_dir() -> Path:
+    """``$BRAINMRI_CACHE``, else ``$XDG_CACHE_HOME/brainmri``, else ``~/.cache/brainmri``."""
+    if os.environ.get("BRAINMRI_CACHE"):
+        return Path(os.environ["BRAINMRI_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "brainmri"
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Everything that determines a benchmark's numbers (written to ``results.json``).
+
+    Parameters
+    ----------
+    data : str
+        Dataset folder or CSV manifest.
+    methods : tuple of str
+        Registered method names.
+    split : {"cv", "official"}
+        Grouped stratified k-fold, or the dataset's own train/test folders.
+    cv : int
+        Folds for ``split="cv"``.
+    grouping : str
+        What must stay together across folds (see
+        :func:`brainmri.data.splits.group_labels`); ``similar`` is
+        ``--group-similar``.
+    drop_test_duplicates : bool
+        With ``split="official"``: remove test items that duplicate training items.
+    test_data : str or None
+        External validation: train on all of ``data``, test on this dataset.
+    label_map : dict or None
+        Class renaming applied to both datasets.
+    seed : int
+    n_boot : int
+        Bootstrap resamples of the confidence intervals.
+    preprocess : Preprocess
+    duplicates : DuplicateParams
+    """
+
+    data: str
+    methods: tuple[str, ...]
+    split: str = "cv"
+    cv: int = 5
+    grouping: str = "auto"
+    drop_test_duplicates: bool = False
+    test_data: str | None = None
+    label_map: dict | None = None
+    seed: int = 0
+    n_boot: int = 1000
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    duplicates: DuplicateParams = field(default_factory=DuplicateParams)
+
+    def __post_init__(self):
+        if self.split not in SPLITS:
+            raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.drop_test_duplicates and self.split != "official":
+            raise ConfigError("--drop-test-duplicates only applies to --split official")
+        if self.test_data and self.split != "cv":
+            raise ConfigError("--test-data trains on all of DATA; do not combine it with --split official")
+        if not isinstance(self.n_boot, int) or self.n_boot < 0:
+            raise ConfigError(f"--n-boot must be a non-negative integer, got {self.n_boot!r}")
+
+    @property
+    def kind(self) -> str:
+        return "external" if self.test_data else self.split
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["methods"] = list(self.methods)
+        return d
+
+    def fingerprint(self) -> str:
+        """Hash of the settings that change results, to recognise a resumable run."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+def parse_label_map(text: str | None) -> dict[str, str] | None:
+    """A label map from a JSON file or an inline ``a=b,c=d`` list.
+
+    >>> parse_label_map("glioma=tumor, notumor=no")
+    {'glioma': 'tumor', 'notumor': 'no'}
+    """
+    if not text:
+        return None
+    path = Path(text)
+    if text.endswith(".json") or path.is_file():
+        try:
+            mapping = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"--label-map {text}: file not found") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"--label-map {text}: not a JSON object of class -> class ({exc})") from None
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise ConfigError(f"--label-map {text}: expected a JSON object such as {{\"glioma\": \"tumor\"}}")
+        return {str(k): v for k, v in mapping.items()}
+    mapping = {}
+    for part in text.split(","):
+        if part.strip().count("=") != 1:
+            raise ConfigError(f"--label-map: '{part.strip()}' is not of the form old=new (e.g. glioma=tumor,notumor=no)")
+        old, new = (s.strip() for s in part.split("="))
+        if not old or not new:
+            raise ConfigError(f"--label-map: '{part.strip()}' has an empty class name")
+        mapping[old] = new
+    return mapping
+
+
+def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str) -> Dataset:
+    """Rename classes of ``dataset``; every class must be mapped or already a target name.
+
+    Raises
+    ------
+    ConfigError
+        The map leaves some class of ``dataset`` unmapped.
+    """
+    if not mapping:
+        return dataset
+    targets = set(mapping.values())
+    unmapped = sorted(c for c in dataset.classes if c not in mapping and c not in targets)
+    if unmapped:
+        raise ConfigError(
+            f"--label-map leaves {what} class(es) {', '.join(unmapped)} unmapped; "
+            f"add them (e.g. {unmapped[0]}=<new name>)"
+        )
+    items = [Item(it.path, mapping.get(it.label, it.label), it.subject, it.split) for it in dataset.items]
+    return Dataset(dataset.root, items, dataset.source, dataset.ignored, dataset.problems)
+
+
+def check_test_classes(train_classes, test_classes, test_path: str) -> None:
+    """Every class of the test set must be one the model was trained on."""
+    unseen = sorted(set(test_classes) - set(train_classes))
+    if unseen:
+        raise DataError(
+            f"{test_path}: test classes {', '.join(unseen)} were never seen in training "
+            f"(training classes: {', '.join(sorted(train_classes))}); map them with --label-map"
+        )
