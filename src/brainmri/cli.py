@@ -168,11 +168,13 @@ def cmd_benchmark(args) -> int:
 
     def say(message: str) -> None:
         if not args.quiet:
-            print(message, file=sys.stderr, flush=True)
+            from tqdm import tqdm
 
-    with _progress(args, None, "reading") as update:
+            tqdm.write(message, file=sys.stderr)
+
+    with _progress(args, None, "reading") as read, _progress(args, None, "features") as features:
         results = run_benchmark(config, args.out, n_jobs=args.jobs, cache_dir=cache, restart=args.restart,
-                                on_event=say, progress=update)
+                                on_event=say, progress=read, feature_progress=features)
     print(format_results(results))
     print(f"\nreport: {args.out / 'report.html'}")
     return 0

@@ -177,6 +177,7 @@ def run_benchmark(
     restart: bool = False,
     on_event: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    feature_progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Run (or resume) a benchmark and write its results, predictions, figures and report.
 
@@ -196,6 +197,8 @@ def run_benchmark(
         Receives one-line progress messages (per method, per fold).
     progress : callable, optional
         Receives counts of images read during the audit.
+    feature_progress : callable, optional
+        Receives counts of images whose features were computed.
 
     Returns
     -------
@@ -219,6 +222,13 @@ def run_benchmark(
     say(f"reading and auditing {config.data}")
     plan = plan_benchmark(config, n_jobs=n_jobs, progress=progress)
     write_json(out / "audit.json", plan.audit_report)
+    if cache_dir:
+        from brainmri.features.extract import precompute_features
+
+        models = [get_method(m).builder(seed=config.seed, n_jobs=n_jobs, cache_dir=str(cache_dir),
+                                        preprocess=config.preprocess) for m in config.methods]
+        say(f"computing features of {len(plan.paths)} images for all methods at once (cached in {cache_dir})")
+        precompute_features(models, plan.paths, n_jobs=n_jobs, progress=feature_progress)
     units: dict[str, list[dict]] = {}
     for m, method in enumerate(config.methods, start=1):
         units[method] = []
@@ -346,12 +356,15 @@ def predictions_csv(plan: Plan, predictions: dict) -> str:
 
 
 def write_outputs(out: Path, results: dict, predictions: dict, plan: Plan) -> None:
-    """results.json, predictions.csv, figures and report.html (each written atomically)."""
+    """results.json, predictions.csv, figures/ and report.html (each written atomically)."""
+    from brainmri.report.figures import render_figures, write_figures
     from brainmri.report.html import write_report
 
     write_json(out / "results.json", results)
     write_text(out / "predictions.csv", predictions_csv(plan, predictions))
-    write_report(results, {m: {k: p[k] for k in ("y_true", "proba", "classes")} for m, p in predictions.items()}, out)
+    figures = render_figures(results, predictions)
+    write_figures(results, predictions, out, figures)
+    write_report(results, predictions, out, figures)
 
 
 def format_results(results: dict) -> str:

@@ -204,3 +204,29 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self.feature_names_, dtype=object)
+
+
+def precompute_features(models, paths, *, n_jobs: int = 1, progress: Callable[[int], None] | None = None) -> int:
+    """Fill the feature cache for every cached ``ImageFeatures`` step of ``models`` in one pass.
+
+    Methods that share extractors (the GLCM of ``glcm-svm`` and
+    ``multifeature-rf``) or preprocessing then read each image once, instead
+    of once per method and fold. Models without such a step are ignored.
+
+    Returns
+    -------
+    int
+        Number of distinct extractors computed or found in the cache.
+    """
+    wanted: dict[tuple, dict[str, ImageTransformer]] = {}
+    for model in models:
+        for _, step in getattr(model, "steps", []):
+            if isinstance(step, ImageFeatures) and step.cache_dir:
+                preprocess = step.preprocess or Preprocess()
+                group = wanted.setdefault((str(step.cache_dir), preprocess), {})
+                for _, extractor in step.extractors:
+                    group.setdefault(extractor.cache_key(), extractor)
+    for (cache_dir, preprocess), extractors in wanted.items():
+        compute_features(paths, list(extractors.values()), preprocess=preprocess,
+                         cache=FeatureCache(Path(cache_dir) / "features.sqlite"), n_jobs=n_jobs, progress=progress)
+    return sum(len(e) for e in wanted.values())

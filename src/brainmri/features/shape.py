@@ -26,13 +26,16 @@ class ShapeFeatures(ImageTransformer):
         return [f"shape_{p}" for p in _PROPS] + [f"shape_hu{k}" for k in range(7)]
 
     def _extract(self, image):
-        from skimage.measure import label, regionprops
+        from scipy import ndimage
+        from skimage.measure import regionprops
 
-        labels = label(otsu_mask(image), connectivity=2)
-        regions = regionprops(labels)
-        if not regions:
+        labels, n_components = ndimage.label(otsu_mask(image), structure=np.ones((3, 3)))
+        if n_components == 0:
             return np.zeros(len(_PROPS) + 7)
-        region = max(regions, key=lambda r: r.area)
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        # Measure the largest component only: noise makes hundreds of tiny ones.
+        (region,) = regionprops((labels == sizes.argmax()).astype(np.uint8))
         side = float(max(image.shape))
         hu = region.moments_hu
         values = [
@@ -44,6 +47,6 @@ class ShapeFeatures(ImageTransformer):
             region.axis_major_length / side,
             region.axis_minor_length / side,
             region.orientation,
-            len(regions),
+            n_components,
         ]
         return np.concatenate([values, -np.sign(hu) * np.log10(np.abs(hu) + 1e-30)])

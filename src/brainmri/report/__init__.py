@@ -1,0 +1,28 @@
+"""Benchmark reports: figures as PNG and one self-contained HTML page.
+
+After ``brainmri benchmark``, with its ``results`` dict and pooled predictions::
+
+    write_figures(results, predictions, out_dir)  # out_dir/figures/*.png
+    write_report(results, predictions, out_dir)   # out_dir/report.html
+"""
+
+from __future__ import annotations
+
+from brainmri.report.figures import (
+    confusion_matrix_png,
+    metric_comparison_png,
+    render_figures,
+    roc_curves_png,
+    write_figures,
+)
+from brainmri.report.html import render_report, write_report
+
+__all__ = [
+    "confusion_matrix_png",
+    "metric_comparison_png",
+    "render_figures",
+    "render_report",
+    "roc_curves_png",
+    "write_figures",
+    "write_report",
+]

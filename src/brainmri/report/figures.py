@@ -1,0 +1,314 @@
+"""Figures of a benchmark report, rendered to PNG bytes.
+
+Every function draws on its own :class:`matplotlib.figure.Figure` with the Agg
+canvas, so nothing here selects a backend, opens a window or leaves a figure
+in pyplot's global registry. :func:`render_figures` draws every figure of a
+benchmark once; :func:`write_figures` saves them and the HTML report
+(:mod:`brainmri.report.html`) inlines them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from brainmri.files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+#: Metrics drawn by :func:`metric_comparison_png`, with their axis labels.
+CHART_METRICS = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "macro_f1": "macro F1",
+    "auc": "AUC",
+}
+
+_DPI = 110
+
+
+def _figure(width: float, height: float):
+    """A new figure attached to its own Agg canvas (no pyplot, no global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    """Encode ``fig`` as PNG (no metadata, so the bytes depend only on the drawing)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(k % cmap.N) for k in range(n)]
+
+
+def confusion_matrix_png(confusion: dict, title: str) -> bytes:
+    """Draw a confusion matrix: colours normalised per true class, counts written in each cell.
+
+    Parameters
+    ----------
+    confusion : dict
+        ``{"labels": [str, ...], "matrix": [[int, ...], ...]}``; row ``i`` holds
+        the items whose true class is ``labels[i]``, column ``j`` those predicted
+        as ``labels[j]``.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    bytes
+        A PNG image. Each cell shows the count and the share of its row; a row
+        with no items is drawn as zeros.
+    """
+    labels = [str(label) for label in confusion["labels"]]
+    matrix = np.asarray(confusion["matrix"], dtype=float)
+    n = len(labels)
+    if matrix.shape != (n, n):
+        raise ValueError(f"confusion matrix has shape {matrix.shape}, expected ({n}, {n}) for labels {labels}")
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
+    side = max(3.8, 1.1 + 0.85 * n)
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    ax.set_xticks(range(n), labels, rotation=35 if max(map(len, labels), default=0) > 6 else 0, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    size = 9 if n <= 6 else 7
+    for i in range(n):
+        for j in range(n):
+            color = "white" if share[i, j] > 0.55 else "black"
+            ax.text(j, i, f"{int(matrix[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", color=color, fontsize=size)
+    return _png(fig)
+
+
+def roc_curves_png(y_true: Sequence, proba, classes: Sequence[str], title: str) -> bytes:
+    """Draw one-vs-rest ROC curves, one per class, with each AUC in the legend.
+
+    Parameters
+    ----------
+    y_true : sequence of str, length n
+        True labels.
+    proba : array-like of shape (n, n_classes)
+        Predicted probabilities; column ``k`` belongs to ``classes[k]``.
+    classes : sequence of str, length n_classes
+        Class names in the column order of ``proba``.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    bytes
+        A PNG image. With two classes a single curve is drawn (``classes[1]``
+        against ``classes[0]``; the other is its mirror image with the same
+        AUC). A class with no positive or no negative item in ``y_true`` has no
+        ROC curve: it is skipped and named under the plot.
+    """
+    from sklearn.metrics import auc, roc_curve
+
+    y_true = np.asarray([str(y) for y in y_true])
+    proba = np.asarray(proba, dtype=float)
+    classes = [str(c) for c in classes]
+    if proba.ndim != 2 or proba.shape != (len(y_true), len(classes)):
+        raise ValueError(
+            f"proba has shape {proba.shape}, expected ({len(y_true)}, {len(classes)}): "
+            "one row per item of y_true and one column per class"
+        )
+
+    drawn = classes[1:] if len(classes) == 2 else classes
+    fig = _figure(5.6, 5.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="chance")
+    skipped = []
+    for k, (cls, color) in enumerate(zip(classes, _colors(len(classes)))):
+        if cls not in drawn:
+            continue
+        positive = y_true == cls
+        if positive.all() or not positive.any():
+            skipped.append(cls)
+            continue
+        fpr, tpr, _ = roc_curve(positive, proba[:, k])
+        name = f"{cls} vs {classes[0]}" if len(classes) == 2 else cls
+        ax.plot(fpr, tpr, color=color, linewidth=1.6, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+    if skipped:
+        logger.debug("no ROC curve for %s: each needs positive and negative items", skipped)
+        ax.set_xlabel(f"false positive rate\n(no curve, class absent or alone in y_true: {', '.join(skipped)})")
+    else:
+        ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title)
+    return _png(fig)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float, np.number)) and math.isfinite(x)
+
+
+def metric_comparison_png(results: dict) -> bytes:
+    """Draw a grouped bar chart of the headline metrics of every method, with confidence intervals.
+
+    Parameters
+    ----------
+    results : dict
+        The benchmark results; reads ``results["methods"][name]["metrics"]`` (and
+        ``"metrics_deduplicated"`` where present), each metric a dict
+        ``{"value", "ci_low", "ci_high"}``.
+
+    Returns
+    -------
+    bytes
+        A PNG image: one group of bars per metric of :data:`CHART_METRICS`, one
+        bar per method, error bars from ``ci_low`` to ``ci_high``. Where a method
+        has deduplicated metrics, the accuracy group gets a second, hatched bar
+        for it beside the method's bar, so the gap shows. Missing or NaN values
+        leave a gap. Each bar is labelled with its value, since the value axis
+        starts above zero when every value is high.
+    """
+    from matplotlib.patches import Patch
+
+    methods = list(results["methods"])
+    colors = dict(zip(methods, _colors(len(methods))))
+    dedup = [m for m in methods if results["methods"][m].get("metrics_deduplicated")]
+
+    # one slot per bar: (metric, method, deduplicated?)
+    slots: list[tuple[str, str, bool]] = []
+    for metric in CHART_METRICS:
+        for method in methods:
+            slots.append((metric, method, False))
+            if metric == "accuracy" and method in dedup:
+                slots.append((metric, method, True))
+
+    width, gap = 0.8, 0.8
+    x, pos, centres = [], 0.0, {}
+    for k, (metric, _, _) in enumerate(slots):
+        if k and metric != slots[k - 1][0]:
+            pos += gap
+        x.append(pos)
+        centres.setdefault(metric, []).append(pos)
+        pos += width
+
+    fig = _figure(max(6.5, 0.42 * len(slots) + 2.5), 4.4)
+    ax = fig.add_subplot()
+    lows = []
+    for xk, (metric, method, is_dedup) in zip(x, slots):
+        key = "metrics_deduplicated" if is_dedup else "metrics"
+        m = results["methods"][method].get(key, {}).get(metric, {})
+        value = m.get("value")
+        if not _finite(value):
+            continue
+        lo, hi = m.get("ci_low"), m.get("ci_high")
+        yerr = None
+        if _finite(lo) and _finite(hi):
+            yerr = [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
+            lows.append(lo)
+        lows.append(value)
+        ax.bar(
+            xk, value, width=width * 0.92, color=colors[method], edgecolor="black", linewidth=0.6,
+            hatch="///" if is_dedup else None, alpha=0.55 if is_dedup else 1.0,
+            yerr=yerr, capsize=2.5, error_kw={"linewidth": 0.9},
+        )
+        top = hi if yerr is not None else value
+        ax.text(xk, top + 0.004, f"{value:.3f}", ha="center", va="bottom", rotation=90, fontsize=7)
+
+    bottom = max(0.0, math.floor((min(lows, default=0.0) - 0.05) * 10) / 10)
+    ax.set_ylim(bottom, 1.06)
+    ax.set_xticks([np.mean(c) for c in centres.values()], list(CHART_METRICS.values()))
+    ax.set_ylabel("value (bars: 95% CI)" if bottom == 0 else f"value (axis starts at {bottom:.1f})")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    handles = [Patch(facecolor=colors[m], edgecolor="black", label=m) for m in methods]
+    if dedup:
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label="accuracy, deduplicated test"))
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=min(len(handles), 4), frameon=False)
+    ax.set_title("Headline metrics with confidence intervals")
+    return _png(fig)
+
+
+def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, bytes]:
+    """Draw every figure of a benchmark report.
+
+    Parameters
+    ----------
+    results : dict
+        The benchmark results (``results.json``).
+    predictions : dict of str to dict
+        Method name -> ``{"y_true": list of str, "proba": array (n, n_classes),
+        "classes": list of str}``, pooled over folds. A method missing here gets
+        no ROC figure.
+
+    Returns
+    -------
+    dict of str to bytes
+        PNG images keyed ``"metric_comparison"``, ``"confusion/<method>"`` and
+        ``"roc/<method>"``, in that order, methods in the order of ``results``.
+    """
+    figures = {"metric_comparison": metric_comparison_png(results)}
+    for name, method in results["methods"].items():
+        if method.get("confusion"):
+            figures[f"confusion/{name}"] = confusion_matrix_png(method["confusion"], f"{name}: confusion matrix")
+        if name in predictions:
+            p = predictions[name]
+            figures[f"roc/{name}"] = roc_curves_png(p["y_true"], p["proba"], p["classes"], f"{name}: ROC, one vs rest")
+    return figures
+
+
+def _file_names(keys) -> dict[str, str]:
+    """A distinct, filesystem-safe PNG name for each figure key (``roc/glcm-svm`` -> ``roc_glcm-svm.png``)."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for key in keys:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", key.replace("/", "_", 1)).strip("._") or "figure"
+        name, k = f"{stem}.png", 2
+        while name.lower() in taken:
+            name, k = f"{stem}-{k}.png", k + 1
+        taken.add(name.lower())
+        names[key] = name
+    return names
+
+
+def write_figures(results: dict, predictions: dict[str, dict], out_dir: str | Path,
+                  figures: dict[str, bytes] | None = None) -> dict[str, Path]:
+    """Write every figure of :func:`render_figures` as a PNG file in ``out_dir/figures/``, atomically.
+
+    ``figures`` are those already drawn by :func:`render_figures` (drawn here when None).
+
+    Returns
+    -------
+    dict of str to Path
+        Figure key (as in :func:`render_figures`) -> the file written. Method
+        names are made safe for file names (``<`` or ``/`` become ``_``).
+    """
+    folder = Path(out_dir) / "figures"
+    if figures is None:
+        figures = render_figures(results, predictions)
+    written = {}
+    for key, name in _file_names(figures).items():
+        with atomic_path(folder / name) as tmp:
+            tmp.write_bytes(figures[key])
+        written[key] = folder / name
+    logger.info("wrote %d figures to %s", len(written), folder)
+    return written

@@ -1,0 +1,197 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from brainmri.data.preprocess import Preprocess
+from brainmri.errors import ConfigError, DataError
+from brainmri.evaluation import benchmark as benchmark_module
+from brainmri.evaluation.benchmark import format_results, run_benchmark
+from brainmri.evaluation.protocol import BenchmarkConfig, parse_label_map
+
+PRE = Preprocess(size=48)
+METRIC_NAMES = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "precision"}
+
+
+def config(data, **kw):
+    base = dict(data=str(data), methods=("glcm-svm", "rf"), cv=3, n_boot=50, preprocess=PRE)
+    return BenchmarkConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory):
+    from brainmri.data.synthetic import write_demo_data
+
+    root = tmp_path_factory.mktemp("bench")
+    data = write_demo_data(root / "data", n=9, seed=5, size=64)
+    out = root / "out"
+    results = run_benchmark(config(data), out, n_jobs=1, cache_dir=root / "cache")
+    return data, out, results
+
+
+def test_results_have_the_documented_shape(cv_run):
+    data, out, results = cv_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["methods"].keys() == results["methods"].keys() == {"glcm-svm", "rf"}
+    assert on_disk["protocol"]["kind"] == "cv" and on_disk["protocol"]["folds"] == 3
+    assert on_disk["protocol"]["grouping"] == "duplicates"
+    assert any("subject ids are absent" in n for n in on_disk["protocol"]["notes"])
+    assert on_disk["dataset"]["n_items"] == 36
+    for entry in on_disk["methods"].values():
+        assert set(entry["metrics"]) == METRIC_NAMES
+        for value in entry["metrics"].values():
+            assert value["ci_low"] <= value["value"] <= value["ci_high"]
+        assert set(entry["per_class"]) == {"glioma", "meningioma", "notumor", "pituitary"}
+        assert np.sum(entry["confusion"]["matrix"]) == 36
+        assert len(entry["per_fold"]) == 3 and entry["timing_s"]["total"] > 0
+    (comparison,) = on_disk["comparisons"]
+    assert {comparison["a"], comparison["b"]} == {"glcm-svm", "rf"}
+    assert comparison["t_test"]["df"] == 2 and "p_adjusted" in comparison
+    assert on_disk["config"]["seed"] == 0 and on_disk["config"]["preprocess"]["size"] == 48
+
+
+def test_every_prediction_is_saved(cv_run):
+    data, out, results = cv_run
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 36
+    assert {r["fold"] for r in rows} == {"fold0", "fold1", "fold2"}
+    # every item tested exactly once per method, paths relative to DATA
+    assert len({(r["method"], r["path"]) for r in rows}) == 72
+    assert all(not r["path"].startswith("/") for r in rows)
+    probs = np.array([[float(r[f"p_{c}"]) for c in ("glioma", "meningioma", "notumor", "pituitary")] for r in rows])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # accuracy recomputed from the CSV equals the reported one
+    rf = [r for r in rows if r["method"] == "rf"]
+    acc = np.mean([r["label"] == r["predicted"] for r in rf])
+    assert acc == pytest.approx(results["methods"]["rf"]["metrics"]["accuracy"]["value"])
+    assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
+    assert len(list((out / "figures").glob("*.png"))) == 1 + 2 * 2  # comparison chart, confusion + ROC per method
+
+
+def test_rerun_resumes_without_refitting(cv_run, monkeypatch):
+    data, out, results = cv_run
+
+    def refit(*args, **kwargs):
+        raise AssertionError("a finished unit was trained again")
+
+    monkeypatch.setattr(benchmark_module, "run_unit", refit)
+    again = run_benchmark(config(data), out, n_jobs=1, cache_dir=out.parent / "cache")
+    for name in results["methods"]:
+        assert again["methods"][name]["metrics"] == results["methods"][name]["metrics"]
+
+
+def test_interrupted_run_continues_from_finished_units(cv_run, tmp_path):
+    import shutil
+
+    data, out, results = cv_run
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    shutil.rmtree(partial / "units" / "rf")  # as if interrupted before the rf units
+    (partial / "results.json").unlink()
+    again = run_benchmark(config(data), partial, n_jobs=1, cache_dir=out.parent / "cache")
+    assert again["methods"]["rf"]["metrics"] == results["methods"]["rf"]["metrics"]
+
+
+def test_other_arguments_in_the_same_folder_are_refused(cv_run):
+    data, out, _ = cv_run
+    with pytest.raises(ConfigError, match=r"holds a benchmark run with other arguments; choose another --out or add --restart"):
+        run_benchmark(config(data, seed=1), out, n_jobs=1)
+
+
+def test_format_results_shows_every_method(cv_run):
+    text = format_results(cv_run[2])
+    assert "glcm-svm" in text and "rf" in text and "note: subject ids are absent" in text
+
+
+def test_official_split_reports_deduplicated_accuracy(leaky_split, tmp_path):
+    results = run_benchmark(config(leaky_split, split="official", methods=("rf",)), tmp_path / "o", n_jobs=1)
+    entry = results["methods"]["rf"]
+    assert entry["n_test"] == 10 and entry["n_test_deduplicated"] == 8
+    assert set(entry["metrics_deduplicated"]) == METRIC_NAMES
+    assert results["audit"]["cross_split_leaks"] == 2
+
+
+def test_drop_test_duplicates_counts_per_class(leaky_split, tmp_path):
+    results = run_benchmark(config(leaky_split, split="official", methods=("rf",), drop_test_duplicates=True),
+                            tmp_path / "d", n_jobs=1)
+    assert results["protocol"]["dropped_duplicates"] == {"glioma": 1, "notumor": 1}
+    assert results["methods"]["rf"]["n_test"] == 8
+
+
+def test_external_validation_with_label_map(leaky_split, demo_source, tmp_path):
+    mapping = {"glioma": "tumor", "meningioma": "tumor", "pituitary": "tumor", "notumor": "normal"}
+    results = run_benchmark(config(leaky_split, methods=("rf",), test_data=str(demo_source), label_map=mapping),
+                            tmp_path / "e", n_jobs=1)
+    assert results["protocol"]["kind"] == "external"
+    assert results["dataset"]["classes"] == ["normal", "tumor"]
+    assert results["methods"]["rf"]["n_test"] == 24
+
+
+def test_unseen_test_class_is_an_error(demo_source, tmp_path):
+    # Train on two of the classes only, test on all four.
+    import shutil
+
+    train = tmp_path / "train"
+    for name in ("glioma", "notumor"):
+        shutil.copytree(demo_source / name, train / name)
+    with pytest.raises(DataError, match=r"test classes meningioma, pituitary were never seen in training \(training classes: glioma, notumor\); map them with --label-map"):
+        run_benchmark(config(train, methods=("rf",), test_data=str(demo_source)), tmp_path / "u", n_jobs=1)
+
+
+def test_label_map_leaving_a_class_unmapped(demo_source, tmp_path):
+    with pytest.raises(ConfigError, match=r"--label-map leaves DATA class\(es\) notumor, pituitary unmapped; add them"):
+        run_benchmark(config(demo_source, label_map={"glioma": "tumor", "meningioma": "tumor"}), tmp_path / "x", n_jobs=1)
+
+
+def test_fold_with_too_few_training_items(demo_source, tmp_path):
+    # 6 images per class in 6 folds leaves 5 per class for training: fine; a 2-image class is not.
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_source, data)
+    for extra in sorted((data / "glioma").glob("*.png"))[2:]:
+        extra.unlink()
+    with pytest.raises(DataError, match=r"class\(es\) glioma \(1\) have fewer than 3 training images"):
+        run_benchmark(config(data, cv=2), tmp_path / "y", n_jobs=1)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("glioma=tumor, notumor=no", {"glioma": "tumor", "notumor": "no"}), (None, None)],
+)
+def test_parse_label_map_inline(text, expected):
+    assert parse_label_map(text) == expected
+
+
+def test_parse_label_map_file(tmp_path):
+    path = tmp_path / "map.json"
+    path.write_text('{"glioma": "tumor"}')
+    assert parse_label_map(str(path)) == {"glioma": "tumor"}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("glioma:tumor", r"'glioma:tumor' is not of the form old=new"),
+        ("glioma=", r"'glioma=' has an empty class name"),
+        ("missing.json", r"--label-map missing.json: file not found"),
+    ],
+)
+def test_parse_label_map_errors(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_label_map(text)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"split": "random"}, r"--split must be one of cv, official, got 'random'"),
+        ({"drop_test_duplicates": True}, r"--drop-test-duplicates only applies to --split official"),
+        ({"split": "official", "test_data": "x"}, r"do not combine it with --split official"),
+    ],
+)
+def test_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        config("data", **kwargs)

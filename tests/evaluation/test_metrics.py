@@ -1,0 +1,227 @@
+"""Classification metrics and bootstrap intervals: hand-computed cases, agreement with scikit-learn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from brainmri.errors import ConfigError
+from brainmri.evaluation.metrics import METRICS, _scorer, bootstrap_ci, classification_metrics, summarize
+
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+def random_predictions(n: int, *, seed: int, k: int = 4, signal: float = 1.5):
+    """``n`` labels over the first ``k`` of CLASSES and softmax probabilities that favour the true class."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += signal
+    proba = np.exp(logits)
+    proba /= proba.sum(axis=1, keepdims=True)
+    return np.array(CLASSES[:k])[y], proba, CLASSES[:k]
+
+
+def test_two_classes_by_hand():
+    # true:      n    n    n    n    p    p
+    # predicted: n    n    n    p    p    p        confusion [[3, 1], [0, 2]]
+    # accuracy 5/6; recall n 3/4, p 2/2 -> balanced accuracy = sensitivity = 7/8
+    # precision n 3/3, p 2/3 -> 5/6; F1 n 2*3/(6+0+1) = 6/7, p 2*2/(4+1+0) = 4/5 -> 29/35
+    # specificity n 2/2, p 3/4 -> 7/8
+    # AUC of column p: positives .6, .8 vs negatives .1 .2 .3 .6 -> (3 + 0.5 + 4) / 8 = 15/16
+    y = ["n", "n", "n", "n", "p", "p"]
+    proba = [[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.4, 0.6], [0.4, 0.6], [0.2, 0.8]]
+    out = classification_metrics(y, proba, ["n", "p"])
+    assert out["confusion"] == {"labels": ["n", "p"], "matrix": [[3, 1], [0, 2]]}
+    expected = {
+        "accuracy": 5 / 6,
+        "balanced_accuracy": 7 / 8,
+        "macro_f1": 29 / 35,
+        "auc": 15 / 16,
+        "sensitivity": 7 / 8,
+        "specificity": 7 / 8,
+        "precision": 5 / 6,
+    }
+    assert out["metrics"] == pytest.approx(expected)
+    assert out["per_class"]["p"] == pytest.approx(
+        {"sensitivity": 1.0, "specificity": 3 / 4, "precision": 2 / 3, "f1": 4 / 5, "support": 2}
+    )
+
+
+def test_three_classes_by_hand():
+    # true:      a a a b b c
+    # predicted: a a b b c c          confusion [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    # accuracy 4/6; recall a 2/3, b 1/2, c 1 -> balanced accuracy 13/18
+    # precision a 2/2, b 1/2, c 1/2 -> 2/3; F1 a 4/5, b 2/4, c 2/3 -> 59/90
+    # specificity a 3/3, b 3/4 (one a called b), c 4/5 (one b called c) -> 17/20
+    y = ["a", "a", "a", "b", "b", "c"]
+    proba = [[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.3, 0.5, 0.2], [0.1, 0.6, 0.3], [0.1, 0.4, 0.5], [0.2, 0.2, 0.6]]
+    out = classification_metrics(y, proba, ["a", "b", "c"])
+    assert out["confusion"]["matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    expected = {
+        "accuracy": 4 / 6,
+        "balanced_accuracy": 13 / 18,
+        "macro_f1": 59 / 90,
+        "sensitivity": 13 / 18,
+        "specificity": 17 / 20,
+        "precision": 2 / 3,
+    }
+    assert {name: out["metrics"][name] for name in expected} == pytest.approx(expected)
+    assert [out["per_class"][c]["support"] for c in "abc"] == [3, 2, 1]
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_agrees_with_sklearn(k, seed):
+    y, proba, classes = random_predictions(300, seed=seed, k=k)
+    pred = np.array(classes)[proba.argmax(axis=1)]
+    out = classification_metrics(y, proba, classes)
+    auc = (
+        skm.roc_auc_score(y == classes[1], proba[:, 1])
+        if k == 2
+        else skm.roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes)
+    )
+    expected = {
+        "accuracy": skm.accuracy_score(y, pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
+        "macro_f1": skm.f1_score(y, pred, average="macro", labels=classes),
+        "auc": auc,
+        "sensitivity": skm.recall_score(y, pred, average="macro", labels=classes),
+        "precision": skm.precision_score(y, pred, average="macro", labels=classes),
+    }
+    assert {name: out["metrics"][name] for name in expected} == pytest.approx(expected)
+    assert out["confusion"]["matrix"] == skm.confusion_matrix(y, pred, labels=classes).tolist()
+    # Specificity of a class is the recall of "not this class".
+    specificity = [skm.recall_score(y != c, pred != c) for c in classes]
+    assert out["metrics"]["specificity"] == pytest.approx(np.mean(specificity))
+
+
+def test_tied_scores_match_sklearn_auc():
+    y, proba, classes = random_predictions(200, seed=3, k=3)
+    proba = np.round(proba, 1)  # many ties within each column
+    expected = np.mean([skm.roc_auc_score(y == c, proba[:, j]) for j, c in enumerate(classes)])
+    assert classification_metrics(y, proba, classes)["metrics"]["auc"] == pytest.approx(expected)
+
+
+def test_weights_equal_repeated_items():
+    # A bootstrap resample is scored through item weights; that must equal scoring the repeated items.
+    y, proba, classes = random_predictions(60, seed=4)
+    weights = np.random.default_rng(5).integers(0, 4, 60)
+    scorer, _ = _scorer(y, proba, classes)
+    repeated = classification_metrics(np.repeat(y, weights), np.repeat(proba, weights, axis=0), classes)
+    assert dict(zip(METRICS, scorer.values(weights))) == pytest.approx(repeated["metrics"])
+
+
+def test_class_absent_from_y_true():
+    # Class c never occurs but is predicted once; AUC averages the classes present (a and b).
+    y = ["a", "a", "b", "b"]
+    proba = [[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.3, 0.6, 0.1], [0.5, 0.4, 0.1]]
+    out = classification_metrics(y, proba, ["a", "b", "c"])  # warnings are errors in this suite
+    present = np.isin(y, ["a", "b"])
+    y_arr, p_arr = np.array(y), np.array(proba)
+    expected_auc = np.mean([skm.roc_auc_score(y_arr[present] == c, p_arr[present, j]) for j, c in enumerate("ab")])
+    assert out["metrics"]["auc"] == pytest.approx(expected_auc)
+    assert out["per_class"]["c"] == {"sensitivity": 0.0, "specificity": 0.75, "precision": 0.0, "f1": 0.0, "support": 0}
+    # balanced accuracy averages the classes present (1/2 and 1/2); sensitivity counts c's recall as 0.
+    assert out["metrics"]["balanced_accuracy"] == pytest.approx(0.5)
+    assert out["metrics"]["sensitivity"] == pytest.approx(1 / 3)
+
+
+def test_single_class_gives_nan_auc():
+    out = summarize(["a", "a", "a"], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["a", "b"], n_boot=50)
+    assert np.isnan(out["metrics"]["auc"]["value"])
+    assert np.isnan(out["metrics"]["auc"]["ci_low"]) and np.isnan(out["metrics"]["auc"]["ci_high"])
+    assert out["metrics"]["accuracy"]["value"] == pytest.approx(2 / 3)
+
+
+def test_summarize_is_json_ready():
+    y, proba, classes = random_predictions(100, seed=6)
+    out = summarize(y, proba, classes, n_boot=20)
+    assert set(out) == {"metrics", "per_class", "confusion", "n"} and out["n"] == 100
+    assert list(out["metrics"]) == list(METRICS)
+    for entry in out["metrics"].values():
+        assert set(entry) == {"value", "ci_low", "ci_high"}
+        assert all(type(v) is float for v in entry.values())
+    assert all(type(v["support"]) is int for v in out["per_class"].values())
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_interval_contains_point_estimate():
+    y, proba, classes = random_predictions(500, seed=7)
+    out = summarize(y, proba, classes, n_boot=500)
+    for name, entry in out["metrics"].items():
+        assert entry["ci_low"] <= entry["value"] <= entry["ci_high"], name
+
+
+def test_interval_narrows_with_more_data():
+    small = bootstrap_ci(*random_predictions(200, seed=8), n_boot=300)
+    large = bootstrap_ci(*random_predictions(2000, seed=8), n_boot=300)
+    for name in METRICS:
+        assert large[name][1] - large[name][0] < small[name][1] - small[name][0], name
+
+
+def test_bootstrap_is_deterministic_per_seed():
+    data = random_predictions(150, seed=9)
+    assert bootstrap_ci(*data, n_boot=100, seed=1) == bootstrap_ci(*data, n_boot=100, seed=1)
+    assert bootstrap_ci(*data, n_boot=100, seed=1) != bootstrap_ci(*data, n_boot=100, seed=2)
+
+
+def test_group_bootstrap_is_wider_when_items_are_duplicated():
+    # 40 distinct items, each copied 25 times: the item bootstrap believes it has 1000 independent
+    # items, the cluster bootstrap knows it has 40.
+    y, proba, classes = random_predictions(40, seed=10, signal=1.0)
+    y, proba = np.repeat(y, 25), np.repeat(proba, 25, axis=0)
+    groups = np.repeat(np.arange(40), 25)
+    items = bootstrap_ci(y, proba, classes, n_boot=300)
+    clusters = bootstrap_ci(y, proba, classes, groups=groups, n_boot=300)
+    for name in ("accuracy", "balanced_accuracy", "auc"):
+        assert clusters[name][1] - clusters[name][0] > 2 * (items[name][1] - items[name][0]), name
+
+
+def test_each_item_its_own_group_is_the_item_bootstrap():
+    data = random_predictions(80, seed=11)
+    assert bootstrap_ci(*data, groups=np.arange(80), n_boot=50) == bootstrap_ci(*data, n_boot=50)
+
+
+def test_alpha_sets_the_interval_level():
+    data = random_predictions(200, seed=12)
+    wide, narrow = bootstrap_ci(*data, alpha=0.01, n_boot=200), bootstrap_ci(*data, alpha=0.5, n_boot=200)
+    assert wide["accuracy"][0] < narrow["accuracy"][0] < narrow["accuracy"][1] < wide["accuracy"][1]
+
+
+GOOD = (["a", "b", "a"], [[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("y", "proba", "classes", "match"),
+    [
+        (GOOD[0], GOOD[1], ["a"], "at least two distinct"),
+        (GOOD[0], GOOD[1], ["a", "a"], "at least two distinct"),
+        ([], np.empty((0, 2)), GOOD[2], "non-empty"),
+        (GOOD[0], [[0.9, 0.1], [0.3, 0.7]], GOOD[2], r"shape \(n_items, n_classes\) = \(3, 2\)"),
+        (GOOD[0], GOOD[1], ["a", "b", "c"], r"= \(3, 3\)"),
+        (GOOD[0], [[np.nan, 0.1], [0.3, 0.7], [0.6, 0.4]], GOOD[2], "finite"),
+        (["a", "b", "x"], GOOD[1], GOOD[2], r"not in classes .*\['x'\]"),
+    ],
+)
+def test_invalid_inputs(y, proba, classes, match):
+    with pytest.raises(ConfigError, match=match):
+        classification_metrics(y, proba, classes)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_boot": 0}, "n_boot must be a positive integer"),
+        ({"n_boot": 10.5}, "n_boot must be a positive integer"),
+        ({"alpha": 1.5}, "alpha must lie strictly between 0 and 1"),
+        ({"alpha": 0}, "alpha must lie strictly between 0 and 1"),
+        ({"groups": [0, 1]}, r"one group id per item \(3\)"),
+    ],
+)
+def test_invalid_bootstrap_settings(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        bootstrap_ci(*GOOD, **kwargs)

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from brainmri.data.preprocess import Preprocess
+from brainmri.errors import ConfigError, DataError
+from brainmri.models.registry import available_methods, get_method, parse_methods
+
+CLASSICAL = ["glcm-svm", "multifeature-rf", "ovo-svm", "rf"]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    from brainmri.data.synthetic import write_demo_data
+
+    root = write_demo_data(tmp_path_factory.mktemp("m") / "d", n=9, seed=3, size=64)
+    paths = np.array(sorted(str(p) for p in root.rglob("*.png")))
+    labels = np.array([p.split("/")[-2] for p in paths])
+    return paths, labels
+
+
+def build(name, seed=0):
+    return get_method(name).builder(seed=seed, n_jobs=1, cache_dir=None, preprocess=Preprocess(size=64))
+
+
+def test_registry_lists_the_classical_methods_with_references():
+    methods = available_methods()
+    assert set(CLASSICAL) <= set(methods)
+    assert all(m.reference and m.summary for m in methods.values())
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("glcm-svm,nope", r"unknown method 'nope'; valid methods: glcm-svm, multifeature-rf, ovo-svm, rf"),
+        ("", r"--methods needs at least one name"),
+        ("rf,rf", r"--methods lists a method twice"),
+    ],
+)
+def test_parse_methods_errors(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_methods(text)
+
+
+def test_parse_all():
+    assert parse_methods("all") == list(available_methods())
+
+
+@pytest.mark.parametrize("name", CLASSICAL)
+def test_method_fits_and_returns_probabilities(small, name):
+    paths, labels = small
+    train = np.arange(len(paths)) % 3 != 0
+    model = build(name).fit(paths[train], labels[train])
+    proba = model.predict_proba(paths[~train])
+    assert proba.shape == (int((~train).sum()), 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert list(model.classes_) == ["glioma", "meningioma", "notumor", "pituitary"]
+    # Better than chance on the synthetic classes.
+    assert (model.classes_[proba.argmax(1)] == labels[~train]).mean() > 0.4
+
+
+def test_same_seed_same_probabilities(small):
+    paths, labels = small
+    a = build("rf", seed=1).fit(paths, labels).predict_proba(paths[:5])
+    b = build("rf", seed=1).fit(paths, labels).predict_proba(paths[:5])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_too_few_items_of_a_class(small):
+    paths, labels = small
+    keep = np.r_[np.flatnonzero(labels != "glioma"), np.flatnonzero(labels == "glioma")[:2]]
+    with pytest.raises(DataError, match=r"class\(es\) 'glioma' \(2\) have fewer than 3 training images"):
+        build("glcm-svm").fit(paths[keep], labels[keep])
+
+
+def test_single_class_is_refused(small):
+    paths, labels = small
+    one = labels == "glioma"
+    with pytest.raises(DataError, match=r"training data has a single class \(glioma\)"):
+        build("rf").fit(paths[one], labels[one])
