@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("demo", help="the whole flow on built-in synthetic data",
-                       description="Write synthetic data, then audit it. Outputs go to --out.")
+                       description="Write synthetic data, audit it, and benchmark the classical methods on it "
+                       "(5-fold CV). Outputs go to --out; the report is OUT/benchmark/report.html.")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
     p.add_argument("--n", type=int, default=40, help="images per class (default 40)")
     _common(p, seed=True, jobs=True)
@@ -192,13 +193,19 @@ def cmd_demo_data(args) -> int:
 def cmd_demo(args) -> int:
     data = args.out / "data"
     if not data.exists():
-        demo_args = argparse.Namespace(**{**vars(args), "out": data, "size": 128})
-        cmd_demo_data(demo_args)
+        cmd_demo_data(argparse.Namespace(**{**vars(args), "out": data, "size": 128}))
     else:
         print(f"using existing demo data in {data}")
-    audit_args = argparse.Namespace(**{**vars(args), "data": data, "out": args.out / "audit", "group_similar": False,
-                                       **_duplicate_defaults()})
-    return cmd_audit(audit_args)
+    common = {**vars(args), "data": data, "group_similar": False, **_duplicate_defaults()}
+    status = cmd_audit(argparse.Namespace(**{**common, "out": args.out / "audit"}))
+    if status:
+        return status
+    print()
+    return cmd_benchmark(argparse.Namespace(**{
+        **common, "out": args.out / "benchmark", "methods": "glcm-svm,multifeature-rf,ovo-svm,rf", "cv": 5,
+        "split": None, "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
+        "size": 128, "no_crop": False, "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
+    }))
 
 
 def _duplicate_defaults() -> dict:

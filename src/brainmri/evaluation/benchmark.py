@@ -78,9 +78,12 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
     notes = []
     if analysis.unreadable:
         notes.append(f"{len(analysis.unreadable)} unreadable file(s) were skipped (see audit.json)")
-    if not ds.has_subjects:
-        notes.append("subject ids are absent: slices of one patient may sit in training and test; "
-                     f"items are grouped by {'look-alike group' if config.grouping == 'similar' else 'near-duplicate cluster'} instead")
+    if not ds.has_subjects and config.kind == "cv":
+        notes.append("subject ids are absent: folds group items by "
+                     f"{'look-alike group' if config.grouping == 'similar' else 'near-duplicate cluster'} instead, "
+                     "which keeps copies together but cannot guarantee that one patient's slices stay on one side")
+    elif not ds.has_subjects:
+        notes.append("subject ids are absent: the split cannot be checked for patients in both training and test")
     paths = np.array([str(it.path) for it in ds.items])
     labels = ds.labels.astype(str)
     rel = [ds.relpath(it) for it in ds.items]

@@ -22,7 +22,7 @@ from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
 from brainmri.errors import DataError
-from brainmri.features import GLCMFeatures, IntensityFeatures, LBPFeatures, OtsuFeatures, ShapeFeatures, WaveletFeatures
+from brainmri.features import GLCMFeatures, IntensityFeatures, OtsuFeatures, ShapeFeatures, WaveletFeatures
 from brainmri.features.extract import ImageFeatures
 from brainmri.models.registry import register_method
 
@@ -44,7 +44,7 @@ def feature_sets() -> dict[str, list[tuple[str, BaseEstimator]]]:
     return {
         "glcm": [glcm],
         "multifeature": zhan,
-        "all": zhan + [("wavelet", WaveletFeatures()), ("lbp", LBPFeatures())],
+        "extended": zhan + [("wavelet", WaveletFeatures())],
     }
 
 
@@ -181,7 +181,7 @@ def multifeature_rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproces
 
 @register_method(
     "ovo-svm",
-    summary="one-vs-one RBF SVMs on all classical features (multi-class staging)",
+    summary="one-vs-one RBF SVMs on texture, intensity, Otsu, shape and wavelet features (multi-class staging)",
     reference="Zheng et al. (2023), pairwise SVM classification from binary to 5-class Alzheimer's disease "
     "staging (as reviewed in the seed paper)",
 )
@@ -189,18 +189,18 @@ def ovo_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) 
     """Explicit one-vs-one RBF SVMs on every classical feature, calibrated (Zheng et al. 2023)."""
     classifier = CalibratedSVC(svc_params={"kernel": "rbf", "C": 10.0, "gamma": "scale"}, one_vs_one=True,
                                random_state=seed, n_jobs=n_jobs)
-    return _pipeline("all", classifier, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
+    return _pipeline("extended", classifier, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
 @register_method(
     "rf",
-    summary="random forest on all classical features (the RF counterpart of ovo-svm)",
+    summary="random forest on the features of ovo-svm (its RF counterpart)",
     reference="Zheng et al. (2023), random-forest baseline for Alzheimer's disease staging "
     "(as reviewed in the seed paper)",
 )
 def rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> Pipeline:
     """Random forest on every classical feature, calibrated (Zheng et al. 2023's RF baseline)."""
-    return _pipeline("all", CalibratedForest(random_state=seed, n_jobs=n_jobs),
+    return _pipeline("extended", CalibratedForest(random_state=seed, n_jobs=n_jobs),
                      preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
