@@ -83,15 +83,52 @@ def test_demo_data_errors(tmp_path, capsys, args, taken, message):
     assert (out / "mine.txt").exists() if taken else not out.exists()
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_flow(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n", "2", "-q"]) == 0
+    assert main(["demo", "--out", str(out), "--n", "8", "-q", "--jobs", "1"]) == 0
     stdout = capsys.readouterr().out
-    assert "wrote 8 synthetic images" in stdout and "items: 8  readable: 8" in stdout
-    report = json.loads((out / "audit" / "audit.json").read_text())
-    assert report["n_items"] == 8
-    assert main(["demo", "--out", str(out), "--n", "2", "-q"]) == 0
+    assert "wrote 32 synthetic images" in stdout and "items: 32  readable: 32" in stdout
+    assert json.loads((out / "audit" / "audit.json").read_text())["n_items"] == 32
+    results = json.loads((out / "benchmark" / "results.json").read_text())
+    assert list(results["methods"]) == ["glcm-svm", "multifeature-rf", "ovo-svm", "rf"]
+    assert f"report: {out / 'benchmark' / 'report.html'}" in stdout
+    assert (out / "benchmark" / "report.html").exists()
+    assert main(["demo", "--out", str(out), "--n", "8", "-q", "--jobs", "1"]) == 0
     assert f"using existing demo data in {out / 'data'}" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- benchmark
+
+
+def test_benchmark_prints_the_table_and_writes_the_report(demo_data, tmp_path, capsys):
+    out = tmp_path / "b"
+    argv = ["benchmark", str(demo_data), "--methods", "rf", "--cv", "3", "--out", str(out), "--size", "48",
+            "--n-boot", "20", "--cache-dir", str(tmp_path / "cache"), "--jobs", "1"]
+    assert main([*argv, "-q"]) == 0
+    stdout = capsys.readouterr().out
+    assert "protocol: cv, 3 fold(s), grouping: duplicates" in stdout
+    assert re.search(r"^rf +\d\.\d{3} \[", stdout, re.M)
+    assert (out / "results.json").exists() and (out / "predictions.csv").exists()
+    # progress per method and fold goes to stderr
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "[1/1] rf fold0 (1/3): done earlier, reusing" in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--methods", "glcm-svm,cnn"], r"unknown method 'cnn'; valid methods: glcm-svm, multifeature-rf, ovo-svm, rf$"),
+        (["--label-map", "glioma=tumor"], r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped"),
+        (["--split", "official"], r"--split official needs train and test folders"),
+        (["--drop-test-duplicates"], r"--drop-test-duplicates only applies to --split official$"),
+    ],
+)
+def test_benchmark_errors_are_one_line(demo_data, tmp_path, capsys, extra, message):
+    assert main(["benchmark", str(demo_data), "--out", str(tmp_path / "b"), "-q", "--no-cache", *extra]) == 2
+    line = _error_line(capsys, "benchmark")
+    assert re.search(message, line), line
 
 
 # ---------------------------------------------------------------- audit

@@ -55,3 +55,20 @@ def test_image_features_transformer_in_a_pipeline(paths):
     out = clone(step).fit(paths).transform(paths)
     assert out.shape == (10, step.fit(paths).n_features_out_)
     assert step.get_feature_names_out()[0] == "intensity_mean"
+
+
+def test_precompute_fills_the_cache_for_every_method(paths, tmp_path, monkeypatch):
+    from brainmri.features.extract import precompute_features
+    from brainmri.models.registry import get_method
+
+    models = [get_method(m).builder(seed=0, n_jobs=1, cache_dir=str(tmp_path), preprocess=PRE)
+              for m in ("glcm-svm", "multifeature-rf", "rf")]
+    # glcm, intensity, otsu, shape, wavelet: the GLCM shared by all three counts once
+    assert precompute_features(models, paths) == 5
+
+    def fail(*args, **kwargs):
+        raise AssertionError("features were recomputed after precompute_features")
+
+    monkeypatch.setattr(extract_module, "_extract_chunk", fail)
+    for model in models:
+        assert model[0].fit(paths).transform(paths).shape[0] == len(paths)
