@@ -195,3 +195,12 @@ def test_parse_label_map_errors(text, message):
 def test_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         config("data", **kwargs)
+
+
+def test_same_seed_same_numbers(cv_run, tmp_path):
+    data, _, _ = cv_run
+    a = run_benchmark(config(data, methods=("glcm-svm",), seed=7), tmp_path / "a", n_jobs=1)
+    b = run_benchmark(config(data, methods=("glcm-svm",), seed=7), tmp_path / "b", n_jobs=2)
+    for results in (a, b):
+        del results["methods"]["glcm-svm"]["timing_s"]
+    assert a["methods"] == b["methods"] and a["comparisons"] == b["comparisons"]
