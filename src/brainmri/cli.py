@@ -86,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--cv", type=int, default=5, metavar="K", help="stratified K-fold, grouped by subject or duplicate cluster (default 5)")
     protocol.add_argument("--split", choices=["official"], help="use the dataset's own train/test folders")
     p.add_argument("--drop-test-duplicates", action="store_true", help="with --split official: drop test items that duplicate training items")
-    p.add_argument("--group-similar", action="store_true", help="group look-alike images (e.g. adjacent slices) as well as near-duplicates")
+    p.add_argument("--group-similar", action="store_true", help="group look-alike images (e.g. adjacent slices) as well as near-duplicates; same as --grouping similar")
+    p.add_argument("--grouping", choices=["auto", "subject", "duplicates", "similar", "none"], default="auto",
+                   help="what k-fold keeps together: auto (subjects if known, else near-duplicate clusters), "
+                   "subject, duplicates, similar, or none (a naive split, to measure what leakage adds)")
     p.add_argument("--test-data", type=Path, metavar="OTHER", help="external validation: train on all of DATA, test on OTHER")
     p.add_argument("--label-map", metavar="MAP", help="JSON file or inline old=new,... applied to DATA and OTHER")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
@@ -156,7 +159,7 @@ def cmd_benchmark(args) -> int:
         methods=tuple(parse_methods(args.methods)),
         split=args.split or "cv",
         cv=args.cv,
-        grouping="similar" if args.group_similar else "auto",
+        grouping="similar" if args.group_similar else args.grouping,
         drop_test_duplicates=args.drop_test_duplicates,
         test_data=str(args.test_data) if args.test_data else None,
         label_map=parse_label_map(args.label_map),
@@ -203,7 +206,7 @@ def cmd_demo(args) -> int:
     print()
     return cmd_benchmark(argparse.Namespace(**{
         **common, "out": args.out / "benchmark", "methods": "glcm-svm,multifeature-rf,ovo-svm,rf", "cv": 5,
-        "split": None, "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
+        "split": None, "grouping": "auto", "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
         "size": 128, "no_crop": False, "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
     }))
 

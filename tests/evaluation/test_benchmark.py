@@ -204,3 +204,10 @@ def test_same_seed_same_numbers(cv_run, tmp_path):
     for results in (a, b):
         del results["methods"]["glcm-svm"]["timing_s"]
     assert a["methods"] == b["methods"] and a["comparisons"] == b["comparisons"]
+
+
+def test_naive_grouping_is_flagged(cv_run, tmp_path):
+    data, _, _ = cv_run
+    results = run_benchmark(config(data, methods=("rf",), grouping="none"), tmp_path / "n", n_jobs=1)
+    assert results["protocol"]["grouping"] == "none" and results["protocol"]["n_groups"] == 36
+    assert any(n.startswith("grouping none: items are split one by one") for n in results["protocol"]["notes"])

@@ -78,7 +78,10 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
     notes = []
     if analysis.unreadable:
         notes.append(f"{len(analysis.unreadable)} unreadable file(s) were skipped (see audit.json)")
-    if not ds.has_subjects and config.kind == "cv":
+    if config.kind == "cv" and config.grouping == "none":
+        notes.append("grouping none: items are split one by one, so duplicates and slices of one patient can sit in "
+                     "training and test; these numbers show what a naive split reports, not unseen-data performance")
+    elif not ds.has_subjects and config.kind == "cv":
         notes.append("subject ids are absent: folds group items by "
                      f"{'look-alike group' if config.grouping == 'similar' else 'near-duplicate cluster'} instead, "
                      "which keeps copies together but cannot guarantee that one patient's slices stay on one side")
