@@ -21,4 +21,7 @@ run tumor-cv5 "$DATA/brain-tumor-mri" --cv 5
 run tumor-cv5-similar "$DATA/brain-tumor-mri" --cv 5 --group-similar
 run alz-cv5 "$DATA/alzheimer-mri" --cv 5
 run alz-cv5-similar "$DATA/alzheimer-mri" --cv 5 --group-similar
+# What a naive slice-level split would report (duplicates may straddle folds):
+run tumor-cv5-naive "$DATA/brain-tumor-mri" --cv 5 --grouping none
+run alz-cv5-naive "$DATA/alzheimer-mri" --cv 5 --grouping none
 cat "$OUT/times.txt"

@@ -92,8 +92,8 @@ def otsu_mask(image: np.ndarray) -> np.ndarray:
     >>> otsu_mask(np.array([[0.0, 0.1], [0.9, 1.0]])).tolist()
     [[False, False], [True, True]]
     """
-    from skimage.filters import threshold_otsu
+    from brainmri.data.preprocess import otsu_threshold
 
     if image.min() == image.max():
         return np.zeros(image.shape, dtype=bool)
-    return image > threshold_otsu(image)
+    return image > otsu_threshold(image)
