@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
 
@@ -58,7 +58,6 @@ class Analysis:
     records: list[ScanRecord]
     graph: DuplicateGraph
     params: DuplicateParams
-    extra: dict = field(default_factory=dict)
 
     @cached_property
     def similar_groups(self) -> np.ndarray:

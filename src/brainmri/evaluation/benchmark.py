@@ -25,7 +25,7 @@ from brainmri.data.audit import analyse, audit_report, cross_split_leaks
 from brainmri.data.dataset import load_dataset
 from brainmri.data.splits import Split, group_labels, kfold_splits, official_split
 from brainmri.errors import ConfigError, DataError
-from brainmri.evaluation.metrics import METRICS, classification_metrics, summarize
+from brainmri.evaluation.metrics import classification_metrics, summarize
 from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.files import write_json, write_text
@@ -407,5 +407,3 @@ def format_results(results: dict) -> str:
         lines.append(f"note: {note}")
     return "\n".join(lines)
 
-
-__all__ = ["METRICS", "BenchmarkConfig", "format_results", "plan_benchmark", "run_benchmark"]
