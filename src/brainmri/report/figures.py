@@ -22,13 +22,22 @@ from brainmri.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
-#: Metrics drawn by :func:`metric_comparison_png`, with their axis labels.
-CHART_METRICS = {
+#: Display names of metrics; also their column order (others follow, sorted).
+METRIC_NAMES = {
+    "n_test": "test items",
     "accuracy": "accuracy",
     "balanced_accuracy": "balanced accuracy",
     "macro_f1": "macro F1",
     "auc": "AUC",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "precision": "precision",
+    "f1": "F1",
+    "support": "support",
 }
+
+#: Metrics drawn by :func:`metric_comparison_png`, with their axis labels.
+CHART_METRICS = {k: METRIC_NAMES[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}
 
 _DPI = 110
 

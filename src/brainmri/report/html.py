@@ -21,23 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.files import write_text
-from brainmri.report.figures import render_figures
+from brainmri.report.figures import METRIC_NAMES, render_figures
 
 logger = logging.getLogger(__name__)
-
-#: Display names of metrics; also their column order (others follow, sorted).
-METRIC_NAMES = {
-    "n_test": "test items",
-    "accuracy": "accuracy",
-    "balanced_accuracy": "balanced accuracy",
-    "macro_f1": "macro F1",
-    "auc": "AUC",
-    "sensitivity": "sensitivity",
-    "specificity": "specificity",
-    "precision": "precision",
-    "f1": "F1",
-    "support": "support",
-}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
