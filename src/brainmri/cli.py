@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     protocol = p.add_mutually_exclusive_group()
     protocol.add_argument("--cv", type=int, default=5, metavar="K", help="stratified K-fold, grouped by subject or duplicate cluster (default 5)")
     protocol.add_argument("--split", choices=["official"], help="use the dataset's own train/test folders")
-    p.add_argument("--drop-test-duplicates", action="store_true", help="with --split official: drop test items that duplicate training items")
+    p.add_argument("--drop-test-duplicates", action="store_true", help="with --split official or --test-data: drop test items that duplicate training items")
     p.add_argument("--group-similar", action="store_true", help="group look-alike images (e.g. adjacent slices) as well as near-duplicates; same as --grouping similar")
     p.add_argument("--grouping", choices=["auto", "subject", "duplicates", "similar", "none"], default="auto",
                    help="what k-fold keeps together: auto (subjects if known, else near-duplicate clusters), "
