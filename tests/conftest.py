@@ -172,3 +172,25 @@ def leaky_split(demo_source, tmp_path) -> Path:
     _write_pil(root / "Testing/notumor/reencoded_notumor_0001.jpg", original, quality=90)
     return root
 
+
+
+@pytest.fixture(scope="session")
+def copies_elsewhere(demo_source, tmp_path_factory) -> Path:
+    """A second dataset: 3 fresh demo images per class (another seed) plus copies of ``demo_source`` images.
+
+    * ``glioma/copy_of_glioma_0000.jpg``: resized to 80 x 80, JPEG quality 85;
+    * ``notumor/copy_of_notumor_0001.jpg``: resized to 96 x 72 (other aspect), JPEG quality 90;
+    * ``notumor/copy_of_notumor_0002.jpg``: resized to 128 x 128, JPEG quality 90;
+    * ``pituitary/copy_of_pituitary_0003.png``: an exact copy.
+
+    So 1 of 4 glioma, 2 of 5 notumor, 0 of 3 meningioma and 1 of 4 pituitary items copy ``demo_source``.
+    """
+    root = write_demo_data(tmp_path_factory.mktemp("other") / "other", n=3, seed=DEMO_SEED + 1, size=DEMO_SIZE)
+    for name, size, quality in (("glioma/glioma_0000", (80, 80), 85), ("notumor/notumor_0001", (96, 72), 90),
+                                ("notumor/notumor_0002", (128, 128), 90)):
+        with Image.open(demo_source / f"{name}.png") as im:
+            resized = im.resize(size, Image.BILINEAR)
+        cls, stem = name.split("/")
+        resized.save(root / cls / f"copy_of_{stem}.jpg", quality=quality)
+    shutil.copy(demo_source / "pituitary/pituitary_0003.png", root / "pituitary/copy_of_pituitary_0003.png")
+    return root

@@ -122,7 +122,7 @@ def test_benchmark_prints_the_table_and_writes_the_report(demo_data, tmp_path, c
         (["--methods", "glcm-svm,cnn"], r"unknown method 'cnn'; valid methods: glcm-svm, multifeature-rf, ovo-svm, rf$"),
         (["--label-map", "glioma=tumor"], r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped"),
         (["--split", "official"], r"--split official needs train and test folders"),
-        (["--drop-test-duplicates"], r"--drop-test-duplicates only applies to --split official$"),
+        (["--drop-test-duplicates"], r"--drop-test-duplicates only applies to --split official or --test-data; k-fold already keeps duplicates on one side$"),
     ],
 )
 def test_benchmark_errors_are_one_line(demo_data, tmp_path, capsys, extra, message):

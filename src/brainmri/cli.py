@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "exact and near-duplicates, label conflicts and cross-split leakage.")
     p.add_argument("data", type=Path, metavar="DATA", help="dataset folder (class sub-folders, optionally under Training/Testing) or CSV manifest")
     p.add_argument("--out", type=Path, help="write DIR/audit.json")
+    p.add_argument("--against", type=Path, metavar="OTHER",
+                   help="also find images of OTHER (another dataset folder or CSV) that copy images of DATA")
     p.add_argument("--group-similar", action="store_true", help="also report the look-alike groups used by --group-similar splits")
     _duplicate_options(p)
     _common(p, jobs=True)
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     protocol = p.add_mutually_exclusive_group()
     protocol.add_argument("--cv", type=int, default=5, metavar="K", help="stratified K-fold, grouped by subject or duplicate cluster (default 5)")
     protocol.add_argument("--split", choices=["official"], help="use the dataset's own train/test folders")
-    p.add_argument("--drop-test-duplicates", action="store_true", help="with --split official: drop test items that duplicate training items")
+    p.add_argument("--drop-test-duplicates", action="store_true", help="with --split official or --test-data: drop test items that duplicate training items")
     p.add_argument("--group-similar", action="store_true", help="group look-alike images (e.g. adjacent slices) as well as near-duplicates; same as --grouping similar")
     p.add_argument("--grouping", choices=["auto", "subject", "duplicates", "similar", "none"], default="auto",
                    help="what k-fold keeps together: auto (subjects if known, else near-duplicate clusters), "
@@ -122,15 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_audit(args) -> int:
-    from brainmri.data.audit import analyse, audit_report, format_audit
+    from brainmri.data.audit import analyse, audit_report, cross_dataset_leaks, format_audit, format_cross_dataset_leaks
     from brainmri.data.dataset import load_dataset
     from brainmri.files import write_json
 
     params = _duplicate_params(args)
     dataset = load_dataset(args.data)
+    other = load_dataset(args.against) if args.against else None
     with _progress(args, len(dataset), "reading") as update:
         analysis = analyse(dataset, params=params, n_jobs=args.jobs, progress=update)
     report = audit_report(analysis)
+    if other is not None:
+        with _progress(args, len(other), "reading OTHER") as update:
+            other_analysis = analyse(other, params=params, n_jobs=args.jobs, progress=update)
+        report["cross_dataset_leaks"] = cross_dataset_leaks(analysis, other_analysis)
     if args.group_similar:
         import numpy as np
 
@@ -139,6 +146,8 @@ def cmd_audit(args) -> int:
     print(format_audit(report))
     if args.group_similar:
         print(f"look-alike groups (--group-similar): {report['similar_groups']['n_groups']}, largest {report['similar_groups']['largest']}")
+    if other is not None:
+        print("\n".join(format_cross_dataset_leaks(report["cross_dataset_leaks"])))
     if args.out:
         path = write_json(args.out / "audit.json", report)
         print(f"\nwrote {path}")
@@ -200,7 +209,7 @@ def cmd_demo(args) -> int:
     else:
         print(f"using existing demo data in {data}")
     common = {**vars(args), "data": data, "group_similar": False, **_duplicate_defaults()}
-    status = cmd_audit(argparse.Namespace(**{**common, "out": args.out / "audit"}))
+    status = cmd_audit(argparse.Namespace(**{**common, "out": args.out / "audit", "against": None}))
     if status:
         return status
     print()

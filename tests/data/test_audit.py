@@ -8,7 +8,15 @@ import shutil
 import numpy as np
 import pytest
 
-from brainmri.data.audit import AUDIT_KEYS, analyse, audit_report, cross_split_leaks, format_audit
+from brainmri.data.audit import (
+    AUDIT_KEYS,
+    analyse,
+    audit_report,
+    cross_dataset_leaks,
+    cross_split_leaks,
+    format_audit,
+    format_cross_dataset_leaks,
+)
 from brainmri.data.dataset import load_dataset
 from brainmri.data.duplicates import DuplicateParams
 from brainmri.files import write_json
@@ -152,3 +160,53 @@ def test_custom_params_are_recorded(demo_source):
     params = DuplicateParams(hash_radius=4, near_threshold=0.95)
     report = audit_report(analyse(load_dataset(demo_source), params=params, n_jobs=1))
     assert report["params"]["hash_radius"] == 4 and report["params"]["near_threshold"] == 0.95
+
+
+# ---------------------------------------------------------------- copies between two datasets
+
+
+def _fresh_only(copies_elsewhere, tmp_path):
+    other = shutil.copytree(copies_elsewhere, tmp_path / "fresh")
+    for copy in other.rglob("copy_of_*"):
+        copy.unlink()
+    return other
+
+
+def test_cross_dataset_leaks_catch_resized_reencoded_copies_per_class(demo_source, copies_elsewhere):
+    block = cross_dataset_leaks(analyse(load_dataset(demo_source), n_jobs=1), analyse(load_dataset(copies_elsewhere), n_jobs=1))
+    assert (block["n_other"], block["n_leaking"]) == (16, 4)
+    assert block["per_class"] == {
+        "glioma": {"leaking": 1, "of": 4, "matches": {"glioma": 1}},
+        "meningioma": {"leaking": 0, "of": 3, "matches": {}},
+        "notumor": {"leaking": 2, "of": 5, "matches": {"notumor": 2}},
+        "pituitary": {"leaking": 1, "of": 4, "matches": {"pituitary": 1}},
+    }
+    assert [(x["other_path"], x["data_path"], x["exact"]) for x in block["pairs"]] == [
+        ("glioma/copy_of_glioma_0000.jpg", "glioma/glioma_0000.png", False),
+        ("notumor/copy_of_notumor_0001.jpg", "notumor/notumor_0001.png", False),
+        ("notumor/copy_of_notumor_0002.jpg", "notumor/notumor_0002.png", False),
+        ("pituitary/copy_of_pituitary_0003.png", "pituitary/pituitary_0003.png", True),
+    ]
+    assert all(0.9 <= x["similarity"] < 1.0 and x["distance"] <= 8 for x in block["pairs"][:3])
+    assert block["pairs"][3]["similarity"] == 1.0
+    assert block["data"] == str(demo_source.resolve()) and block["other"] == str(copies_elsewhere.resolve())
+    json.dumps(block)
+
+
+def test_a_second_set_without_copies_reports_none(demo_source, copies_elsewhere, tmp_path):
+    other = _fresh_only(copies_elsewhere, tmp_path)
+    block = cross_dataset_leaks(analyse(load_dataset(demo_source), n_jobs=1), analyse(load_dataset(other), n_jobs=1))
+    assert block["n_leaking"] == 0 and block["pairs"] == []
+    assert {c: v["leaking"] for c, v in block["per_class"].items()} == dict.fromkeys(("glioma", "meningioma", "notumor", "pituitary"), 0)
+    assert format_cross_dataset_leaks(block) == [f"copies of DATA images in {other.resolve()}: none among its 12 items"]
+
+
+def test_format_cross_dataset_leaks(demo_source, copies_elsewhere):
+    block = cross_dataset_leaks(analyse(load_dataset(demo_source), n_jobs=1), analyse(load_dataset(copies_elsewhere), n_jobs=1))
+    assert format_cross_dataset_leaks(block) == [
+        f"copies of DATA images in {copies_elsewhere.resolve()}: 4 of its 16 items",
+        "  glioma: 1 of 4 (copies of DATA glioma 1)",
+        "  meningioma: 0 of 3",
+        "  notumor: 2 of 5 (copies of DATA notumor 2)",
+        "  pituitary: 1 of 4 (copies of DATA pituitary 1)",
+    ]

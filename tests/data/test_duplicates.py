@@ -11,6 +11,7 @@ from brainmri.data.duplicates import (
     candidate_pairs,
     clusters_from_labels,
     components,
+    find_cross_duplicates,
     find_duplicates,
     fingerprint,
     hamming,
@@ -211,3 +212,48 @@ def test_duplicate_params_reject(kwargs, message):
 
 def test_duplicate_params_defaults():
     assert DuplicateParams().to_dict() == {"hash_radius": 8, "near_threshold": 0.9, "similar_radius": 10, "similar_threshold": 0.7}
+
+
+# ---------------------------------------------------------------- copies between two datasets
+
+
+def _jpeg_resized(image: np.ndarray, size: tuple[int, int], *, shift_px: float = 0.0) -> np.ndarray:
+    """``image`` (0-255) moved right by ``shift_px`` pixels, resized to ``size`` (W, H) and JPEG re-encoded."""
+    import io
+
+    from PIL import Image
+    from scipy.ndimage import shift
+
+    moved = np.clip(shift(image.astype(np.float32), (0, shift_px), order=1, mode="nearest"), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(moved).resize(size, Image.BILINEAR).save(buffer, format="JPEG", quality=90)
+    buffer.seek(0)
+    with Image.open(buffer) as im:
+        return np.asarray(im).astype(np.float32)
+
+
+def test_cross_duplicates_tolerate_the_misregistration_of_another_publishers_resize():
+    # A 128-px slice copied by "another publisher": moved by 1 px (half a 64-px thumbnail pixel),
+    # resized to 96 x 80 and re-encoded. Unshifted, its structure correlation falls below the threshold.
+    originals = [synthetic_slice(label, np.random.default_rng([3, c]), size=128) * 255 for c, label in enumerate(CLASSES)]
+    copy = _jpeg_resized(originals[1].astype(np.uint8), (96, 80), shift_px=1.0)
+    reference, other = [fingerprint(im) for im in originals], [fingerprint(copy)]
+    thumbs = np.stack([reference[1].thumb, other[0].thumb])
+    assert structure_similarity(thumbs, np.array([0]), np.array([1]))[0] < 0.9
+    found = find_cross_duplicates(reference, other, radius=8, threshold=0.9)
+    assert found["i"].tolist() == [1] and found["j"].tolist() == [0]
+    assert found["similarity"][0] > 0.95 and not found["exact"][0]
+
+
+def test_cross_duplicates_report_exact_copies_and_only_pairs_across_the_sets(slices):
+    reference = [fingerprint(im) for im in slices[:6]] + [fingerprint(slices[0])]  # a copy inside the reference
+    other = [fingerprint(slices[0]), fingerprint(slices[8]), fingerprint(slices[8])]  # a copy inside the other set
+    found = find_cross_duplicates(reference, other, radius=8, threshold=0.9)
+    assert list(zip(found["i"].tolist(), found["j"].tolist())) == [(0, 0), (6, 0)]
+    assert found["exact"].tolist() == [True, True] and found["similarity"].tolist() == [1.0, 1.0]
+    assert found["distance"].tolist() == [0, 0]
+
+
+def test_cross_duplicates_of_an_empty_set():
+    found = find_cross_duplicates([], [], radius=8, threshold=0.9)
+    assert all(len(v) == 0 for v in found.values())

@@ -95,3 +95,17 @@ def test_brain_tumor_official_split_drops_leaking_test_items(brain_tumor):
     assert n_dropped > 400
     assert len(split.test) == 1311 - n_dropped and len(split.train) == 5708
     assert max(split.dropped, key=split.dropped.get) == "notumor"
+
+
+def test_brain_tumor_yes_no_copies_of_brain_tumor_mri_are_all_found(brain_tumor):
+    # The datasets README: 115 of the 253 yes/no images copy brain-tumor-mri images
+    # (96 of the 98 "no", which match notumor; 19 "yes", which match meningioma).
+    from brainmri.data.audit import cross_dataset_leaks
+
+    other, _ = _analysis("brain-tumor-yes-no")
+    block = cross_dataset_leaks(brain_tumor[0], other)
+    assert block["n_other"] == 253 and block["n_leaking"] == 115
+    assert block["per_class"] == {
+        "no": {"leaking": 96, "of": 98, "matches": {"notumor": 96}},
+        "yes": {"leaking": 19, "of": 155, "matches": {"meningioma": 19}},
+    }

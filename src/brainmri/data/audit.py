@@ -4,6 +4,8 @@
 :func:`audit_report` turns that into the ``audit.json`` document, and
 :func:`format_audit` into the terminal summary. Splitting reuses the same
 :class:`Analysis`, so an evaluation never reads the images twice to group them.
+:func:`cross_dataset_leaks` compares two analysed datasets (``audit --against``,
+``benchmark --test-data``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from typing import Callable
 import numpy as np
 
 from brainmri.data.dataset import Dataset
-from brainmri.data.duplicates import DuplicateGraph, DuplicateParams, clusters_from_labels, find_duplicates
+from brainmri.data.duplicates import (
+    DuplicateGraph,
+    DuplicateParams,
+    clusters_from_labels,
+    find_cross_duplicates,
+    find_duplicates,
+)
 from brainmri.data.scan import ScanRecord, scan_dataset
 
 logger = logging.getLogger(__name__)
@@ -101,6 +109,18 @@ def _reason(message: str, path) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
+def _closest(held, match, exact, similarity, distance) -> dict[int, tuple[bool, float, int, int]]:
+    """For each held-out index, its closest match: an exact copy first, then the highest similarity.
+
+    Returns ``{held: (exact, similarity, distance, match)}``; ties keep the input order.
+    """
+    order = np.lexsort((-np.asarray(similarity, dtype=float), ~np.asarray(exact, dtype=bool), np.asarray(held, dtype=int)))
+    best: dict[int, tuple[bool, float, int, int]] = {}
+    for k in order:
+        best.setdefault(int(held[k]), (bool(exact[k]), float(similarity[k]), int(distance[k]), int(match[k])))
+    return best
+
+
 def cross_split_leaks(analysis: Analysis) -> list[dict]:
     """Test/validation items with an exact or confirmed near-duplicate in training.
 
@@ -111,23 +131,22 @@ def cross_split_leaks(analysis: Analysis) -> list[dict]:
     splits = np.array([it.split or "" for it in items])
     if not (splits == "train").any():
         return []
-    best: dict[int, tuple] = {}
+    found: list[tuple[int, int, bool, float, int]] = []
     g = analysis.graph
     for c in g.exact_clusters:
         train = [k for k in c if splits[k] == "train"]
         if train:
-            for k in c:
-                if splits[k] in ("test", "val"):
-                    best[k] = (True, 1.0, 0, train[0])
+            found += [(k, train[0], True, 1.0, 0) for k in c if splits[k] in ("test", "val")]
     p = g.pairs
     for i, j, d, s, exact in zip(p["i"], p["j"], p["distance"], p["similarity"], p["exact"]):
         if exact:
             continue
         for held, train in ((i, j), (j, i)):
             if splits[held] in ("test", "val") and splits[train] == "train":
-                candidate = (False, float(s), int(d), int(train))
-                if held not in best or (not best[held][0] and candidate[1] > best[held][1]):
-                    best[held] = candidate
+                found.append((int(held), int(train), False, float(s), int(d)))
+    if not found:
+        return []
+    best = _closest(*zip(*found))
     ds = analysis.dataset
     return [
         {
@@ -142,6 +161,75 @@ def cross_split_leaks(analysis: Analysis) -> list[dict]:
         }
         for k, (exact, s, d, t) in sorted(best.items())
     ]
+
+
+def cross_dataset_leaks(reference: Analysis, other: Analysis) -> dict:
+    """Items of ``other`` that copy an item of ``reference`` (another dataset).
+
+    Uses the duplicate thresholds of ``reference`` and
+    :func:`~brainmri.data.duplicates.find_cross_duplicates` (pHash
+    candidates, structure confirmation tolerant to sub-pixel shifts), so
+    copies resized or re-encoded by another publisher are found.
+
+    Returns
+    -------
+    dict
+        The ``cross_dataset_leaks`` block of ``audit.json`` and
+        ``results.json``: ``data`` and ``other`` (roots), ``n_other``,
+        ``n_leaking``, ``per_class`` (per class of ``other``: ``leaking``,
+        ``of`` and ``matches``, the ``reference`` classes copied), and
+        ``pairs``: each leaking item once, with its closest match
+        (``other_path``, ``data_path``, ``label``, ``data_label``,
+        ``distance``, ``similarity``, ``exact``; paths relative to each root).
+    """
+    params = reference.params
+    pairs = find_cross_duplicates(
+        [r.fingerprint for r in reference.records],
+        [r.fingerprint for r in other.records],
+        radius=params.hash_radius,
+        threshold=params.near_threshold,
+    )
+    best = _closest(pairs["j"], pairs["i"], pairs["exact"], pairs["similarity"], pairs["distance"]) if len(pairs["i"]) else {}
+    ref, oth = reference.dataset, other.dataset
+    leaks = [
+        {
+            "other_path": oth.relpath(oth.items[k]),
+            "data_path": ref.relpath(ref.items[t]),
+            "label": oth.items[k].label,
+            "data_label": ref.items[t].label,
+            "distance": d,
+            "similarity": round(s, 4),
+            "exact": exact,
+        }
+        for k, (exact, s, d, t) in sorted(best.items())
+    ]
+    per_class = {}
+    for label, total in sorted(Counter(it.label for it in oth.items).items()):
+        mine = [leak for leak in leaks if leak["label"] == label]
+        per_class[label] = {
+            "leaking": len(mine),
+            "of": total,
+            "matches": dict(sorted(Counter(leak["data_label"] for leak in mine).items())),
+        }
+    return {
+        "data": str(ref.root),
+        "other": str(oth.root),
+        "n_other": len(oth),
+        "n_leaking": len(leaks),
+        "per_class": per_class,
+        "pairs": leaks,
+    }
+
+
+def format_cross_dataset_leaks(block: dict) -> list[str]:
+    """Terminal lines for a :func:`cross_dataset_leaks` block."""
+    if not block["n_leaking"]:
+        return [f"copies of DATA images in {block['other']}: none among its {block['n_other']} items"]
+    lines = [f"copies of DATA images in {block['other']}: {block['n_leaking']} of its {block['n_other']} items"]
+    for label, v in block["per_class"].items():
+        matches = ", ".join(f"{c} {n}" for c, n in v["matches"].items())
+        lines.append(f"  {label}: {v['leaking']} of {v['of']}" + (f" (copies of DATA {matches})" if matches else ""))
+    return lines
 
 
 def audit_report(analysis: Analysis) -> dict:

@@ -24,6 +24,24 @@ breaks the chains: the largest cluster drops to 32 images.
 ``--group-similar`` uses the same machinery with looser settings
 (``similar_radius``, ``similar_threshold``) to also join look-alikes such as
 adjacent slices of one patient.
+
+Copies *between* two datasets (:func:`find_cross_duplicates`, used by
+``audit --against`` and ``benchmark --test-data``) use the same hash and
+threshold, with one difference: the confirmation takes the best correlation
+over shifts of -0.5, 0 and +0.5 thumbnail pixel in each direction
+(:data:`SUBPIXEL_SHIFTS`). Collections compiled from each other resize images
+with their own kernels, crops and pixel-centre conventions, which
+misregisters a copy by a fraction of a pixel, and a high-pass map is
+sensitive to that. Evidence: ``brain-tumor-yes-no`` holds 115 copies of
+``brain-tumor-mri`` images (its README). Without shifts the default
+confirmation finds 114; the missed one (``yes/Y36.JPG``, 251x204, a copy of
+``Testing/meningioma/Te-me_0036.jpg``, 224x224; pixel correlation 0.985 at
+64x64) scores 0.88, and 0.98 after a half-pixel horizontal shift. With shifts
+all 115 score >= 0.96 while the best non-copy within the hash radius scores
+0.79 (0.67 without shifts). Shifts do not make look-alikes pass: of the 11,509
+``alzheimer-mri`` candidate pairs at 0.60-0.90 without shifts (adjacent
+slices), none reaches 0.90 with them. Within one dataset the unshifted
+confirmation is kept, so the clusters above are unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +59,9 @@ from brainmri.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 THUMB = 64
+
+#: Sub-pixel shifts (thumbnail pixels, each axis) tried when confirming copies between two datasets.
+SUBPIXEL_SHIFTS = (-0.5, 0.0, 0.5)
 
 
 @dataclass(frozen=True)
@@ -185,23 +206,52 @@ def candidate_pairs(hashes: np.ndarray, radius: int) -> tuple[np.ndarray, np.nda
     return i, j, hamming(hashes[i], hashes[j])
 
 
-def structure_similarity(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def structure_similarity(
+    thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, *, partners: np.ndarray | None = None
+) -> np.ndarray:
     """Pearson correlation of the structure thumbnails of pairs ``(i, j)``.
 
-    Pairs are taken per first index, one matrix-vector product each: this
-    reads each partner once and is ~10x faster than gathering both sides.
+    ``i`` indexes ``thumbs`` and ``j`` indexes ``partners`` (default:
+    ``thumbs`` too). Pairs are taken per first index, one matrix-vector
+    product each: this reads each partner once and is ~10x faster than
+    gathering both sides.
     """
     thumbs = np.asarray(thumbs, dtype=np.float32)
+    partners = thumbs if partners is None else np.asarray(partners, dtype=np.float32)
     order = np.argsort(i, kind="stable")
     si, sj = i[order], j[order]
     sims = np.empty(len(i), dtype=np.float32)
     starts = np.flatnonzero(np.r_[True, si[1:] != si[:-1]]) if len(si) else np.zeros(0, dtype=int)
     ends = np.r_[starts[1:], len(si)]
     for s, e in zip(starts, ends):
-        sims[s:e] = thumbs[sj[s:e]] @ thumbs[si[s]]
+        sims[s:e] = partners[sj[s:e]] @ thumbs[si[s]]
     out = np.empty_like(sims)
     out[order] = sims / thumbs.shape[1]
     return out
+
+
+def shifted_thumbs(thumbs: np.ndarray) -> np.ndarray:
+    """Every structure thumbnail moved by each pair of :data:`SUBPIXEL_SHIFTS` (bilinear), re-z-scored.
+
+    Parameters
+    ----------
+    thumbs : ndarray, shape (n, THUMB*THUMB)
+
+    Returns
+    -------
+    ndarray of float32, shape (len(SUBPIXEL_SHIFTS) ** 2, n, THUMB*THUMB)
+    """
+    from scipy.ndimage import shift
+
+    planes = np.asarray(thumbs, dtype=np.float32).reshape(-1, THUMB, THUMB)
+    out = []
+    for dy in SUBPIXEL_SHIFTS:
+        for dx in SUBPIXEL_SHIFTS:
+            moved = shift(planes, (0, dy, dx), order=1, mode="nearest")
+            moved -= moved.mean(axis=(1, 2), keepdims=True)
+            std = moved.std(axis=(1, 2), keepdims=True)
+            out.append((moved / np.where(std > 0, std, 1)).reshape(len(planes), -1))
+    return np.stack(out)
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -304,3 +354,53 @@ def find_duplicates(
         "exact": np.concatenate([np.ones(len(ei), bool), np.zeros(int(keep.sum()), bool)]),
     }
     return DuplicateGraph(n, exact_clusters, pairs, components(n, pairs["i"], pairs["j"]))
+
+
+def find_cross_duplicates(
+    reference: list[Fingerprint],
+    other: list[Fingerprint],
+    *,
+    radius: int,
+    threshold: float,
+) -> dict[str, np.ndarray]:
+    """Exact and confirmed near-duplicates between two sets of images.
+
+    Candidates come from the same pHash radius join as
+    :func:`find_duplicates`, run over both sets and restricted to pairs
+    across them; a candidate is confirmed by the best structure correlation
+    over :data:`SUBPIXEL_SHIFTS` (see the module docstring for why).
+
+    Parameters
+    ----------
+    reference, other : list of Fingerprint
+    radius : int
+        pHash candidate radius in bits.
+    threshold : float
+        Smallest structure correlation that confirms a pair.
+
+    Returns
+    -------
+    dict of ndarray
+        ``i`` (index into ``reference``), ``j`` (index into ``other``),
+        ``distance`` (pHash bits), ``similarity`` (1.0 for exact copies) and
+        ``exact`` (identical decoded pixels) of every confirmed pair, sorted
+        by ``(i, j)``.
+    """
+    n = len(reference)
+    both = [*reference, *other]
+    hashes = np.array([f.phash for f in both], dtype=np.uint64)
+    ci, cj, dist = candidate_pairs(hashes, radius)
+    across = (ci < n) & (cj >= n)
+    ci, cj, dist = ci[across], cj[across] - n, dist[across]
+    pixel_ids = np.unique([f.pixel_hash for f in both], return_inverse=True)[1].ravel() if both else np.zeros(0, int)
+    exact = pixel_ids[ci] == pixel_ids[cj + n]
+    sim = np.ones(len(ci), dtype=np.float32)
+    if len(other) and (~exact).any():
+        thumbs = np.stack([f.thumb for f in reference]).astype(np.float32)
+        moved = shifted_thumbs(np.stack([f.thumb for f in other]))
+        a, b = ci[~exact], cj[~exact]
+        sim[~exact] = np.max([structure_similarity(thumbs, a, b, partners=m) for m in moved], axis=0)
+    keep = exact | (sim >= threshold)
+    logger.info("%d candidate pairs across the two sets within %d bits, %d confirmed (%d exact)",
+                len(ci), radius, int(keep.sum()), int(exact.sum()))
+    return {"i": ci[keep], "j": cj[keep], "distance": dist[keep], "similarity": sim[keep], "exact": exact[keep]}

@@ -21,7 +21,13 @@ from typing import Callable
 import numpy as np
 
 from brainmri import __version__
-from brainmri.data.audit import analyse, audit_report, cross_split_leaks
+from brainmri.data.audit import (
+    analyse,
+    audit_report,
+    cross_dataset_leaks,
+    cross_split_leaks,
+    format_cross_dataset_leaks,
+)
 from brainmri.data.dataset import load_dataset
 from brainmri.data.splits import Split, group_labels, kfold_splits, official_split
 from brainmri.errors import ConfigError, DataError
@@ -50,7 +56,7 @@ class Plan:
     dataset: dict
     audit: dict
     audit_report: dict
-    dedup_test: np.ndarray | None = None  # official split: test items without a training duplicate
+    dedup_test: np.ndarray | None = None  # official split or external test: test items without a training duplicate
 
 
 def _audit_summary(report: dict) -> dict:
@@ -117,18 +123,39 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         test_analysis = analyse(test_ds, params=config.duplicates, n_jobs=n_jobs, progress=progress)
         check_test_classes(ds.classes, test_analysis.dataset.classes, config.test_data)
         tds = test_analysis.dataset
+        leaks = cross_dataset_leaks(analysis, test_analysis)
+        report["cross_dataset_leaks"] = leaks
+        leaking = {leak["other_path"] for leak in leaks["pairs"]}
+        copies = np.array([tds.relpath(it) in leaking for it in tds.items], dtype=bool)
         n_train = len(paths)
         paths = np.concatenate([paths, [str(it.path) for it in tds.items]])
         labels = np.concatenate([labels, tds.labels.astype(str)])
         rel = rel + [f"TEST/{tds.relpath(it)}" for it in tds.items]
         groups = np.concatenate([analysis.graph.cluster_of, test_analysis.graph.cluster_of + n_train])
-        splits = [Split("external", np.arange(n_train), np.arange(n_train, len(paths)))]
-        protocol = {"kind": "external", "folds": 1, "grouping": "separate datasets", "n_groups": None}
+        dedup = n_train + np.flatnonzero(~copies)
+        if copies.all() and config.drop_test_duplicates:
+            raise DataError(f"{config.test_data}: all {len(tds)} test items copy a {ds.root.name} image, so "
+                            "--drop-test-duplicates leaves no test item; test on another dataset")
+        if config.drop_test_duplicates:
+            dropped = {label: v["leaking"] for label, v in leaks["per_class"].items() if v["leaking"]}
+            splits = [Split("external", np.arange(n_train), dedup, dropped)]
+        else:
+            splits = [Split("external", np.arange(n_train), np.arange(n_train, len(paths)))]
+        protocol = {"kind": "external", "folds": 1, "grouping": "separate datasets", "n_groups": None,
+                    "cross_dataset_leaks": leaks}
         dataset_info["test_data"] = {"path": str(tds.root), "n_items": len(tds), "counts": tds.counts()}
         notes.append(f"external validation: trained on all of {ds.root.name}, tested on {tds.root.name}")
+        if copies.all():
+            notes.append(f"all {len(tds)} items of {tds.root.name} copy a {ds.root.name} image: the external score "
+                         "measures memorisation only, and there is no deduplicated score")
+            dedup = None
+        elif leaking and not config.drop_test_duplicates:
+            notes.append(f"{len(leaking)} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image, so "
+                         "the external score partly measures memorisation; metrics_deduplicated reports the test "
+                         "without them")
     protocol.update({
         "subjects_known": ds.has_subjects,
-        "dropped_duplicates": splits[0].dropped if config.kind == "official" else {},
+        "dropped_duplicates": splits[0].dropped,
         "label_map": config.label_map,
         "notes": notes,
     })
@@ -390,10 +417,13 @@ def format_results(results: dict) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     p = results["protocol"]
     lines.insert(0, f"protocol: {p['kind']}, {p['folds']} fold(s), grouping: {p['grouping']}  (95% bootstrap CIs)")
+    if "cross_dataset_leaks" in p:
+        lines.append("")
+        lines += format_cross_dataset_leaks(p["cross_dataset_leaks"])
     dedup = [(n, e) for n, e in results["methods"].items() if "metrics_deduplicated" in e]
     if dedup:
         lines.append("")
-        lines.append("accuracy on the test split without items that duplicate training items:")
+        lines.append("accuracy on the test items that do not duplicate a training item:")
         for name, e in dedup:
             full, clean = e["metrics"]["accuracy"]["value"], e["metrics_deduplicated"]["accuracy"]["value"]
             lines.append(f"  {name}: {clean:.3f} on {e['n_test_deduplicated']} items (full test {full:.3f}, "

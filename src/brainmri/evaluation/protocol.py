@@ -42,7 +42,8 @@ class BenchmarkConfig:
         :func:`brainmri.data.splits.group_labels`); ``similar`` is
         ``--group-similar``.
     drop_test_duplicates : bool
-        With ``split="official"``: remove test items that duplicate training items.
+        With ``split="official"`` or ``test_data``: remove test items that
+        duplicate training items.
     test_data : str or None
         External validation: train on all of ``data``, test on this dataset.
     label_map : dict or None
@@ -70,8 +71,9 @@ class BenchmarkConfig:
     def __post_init__(self):
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
-        if self.drop_test_duplicates and self.split != "official":
-            raise ConfigError("--drop-test-duplicates only applies to --split official")
+        if self.drop_test_duplicates and self.split != "official" and not self.test_data:
+            raise ConfigError("--drop-test-duplicates only applies to --split official or --test-data; "
+                              "k-fold already keeps duplicates on one side")
         if self.test_data and self.split != "cv":
             raise ConfigError("--test-data trains on all of DATA; do not combine it with --split official")
         if not isinstance(self.n_boot, int) or self.n_boot < 0:

@@ -191,9 +191,33 @@ def _protocol(results: dict) -> str:
     if dropped:
         parts.append("<h3>Test items dropped as duplicates of training items</h3>")
         parts.append(_table(["class", "dropped"], [[_e(c), _num(n)] for c, n in dropped.items()]))
+    if p.get("cross_dataset_leaks"):
+        parts.append(_cross_dataset_leaks(p["cross_dataset_leaks"]))
     if p.get("label_map"):
         parts.append("<h3>Label map</h3>")
         parts.append(_table(["class in the data", "class used"], [[_e(a), _e(b)] for a, b in p["label_map"].items()], numeric_from=2))
+    return "".join(parts)
+
+
+def _cross_dataset_leaks(block: dict) -> str:
+    """External test items that copy a training image: a callout, counts per class and the pairs."""
+    n, of = block.get("n_leaking", 0), block.get("n_other", 0)
+    parts = ["<h3>Copies of training images in the external test data</h3>"]
+    if not n:
+        parts.append(f"<p>None of the {_num(of)} external test items copies a training image.</p>")
+        return "".join(parts)
+    parts.append(
+        f'<div class="callout alert"><strong>{_num(n)} of the {_num(of)} external test items copy a training image'
+        "</strong> (perceptual hash and structure correlation, after decoding and resizing). A score on them "
+        "measures memorisation, not generalisation.</div>"
+    )
+    rows = [[_e(c), _num(v["leaking"]), _num(v["of"]), _e(", ".join(f"{k} {m}" for k, m in v["matches"].items()))]
+            for c, v in block.get("per_class", {}).items()]
+    parts.append(_table(["external class", "copies", "of", "training classes copied"], rows))
+    pairs = [[_e(x["other_path"]), _e(x["data_path"]), _num(x["similarity"]), _yes_no(x["exact"])] for x in block.get("pairs", [])]
+    parts.append("<details><summary>Every copy and its closest training image</summary>"
+                 + _table(["external item", "training image", "structure correlation", "exact"], pairs, numeric_from=2)
+                 + "</details>")
     return "".join(parts)
 
 
