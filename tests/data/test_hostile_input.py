@@ -26,6 +26,17 @@ from brainmri.evaluation.benchmark import plan_benchmark
 from brainmri.evaluation.protocol import BenchmarkConfig
 
 
+@pytest.fixture(autouse=True)
+def _restore_brainmri_logger():
+    """``main()`` sets up the 'brainmri' logger for a terminal (no propagation); undo it for later tests' caplog."""
+    logger = logging.getLogger("brainmri")
+    handlers, propagate, level = logger.handlers[:], logger.propagate, logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.propagate = propagate
+    logger.setLevel(level)
+
+
 def _touch(root: Path, *names: str) -> Path:
     for name in names:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
