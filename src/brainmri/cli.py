@@ -41,6 +41,16 @@ def _duplicate_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--similar-threshold", type=float, default=d.similar_threshold, help=f"structure correlation that joins look-alikes (default {d.similar_threshold})")
 
 
+def _input_options(parser: argparse.ArgumentParser) -> None:
+    from brainmri.data.io import MAX_PIXELS
+
+    group = parser.add_argument_group("input")
+    group.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                       help=f"2D images with more pixels are skipped as unreadable (decompression bombs; default {MAX_PIXELS:,})")
+    group.add_argument("--allow-outside-paths", action="store_true",
+                       help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)")
+
+
 def _duplicate_params(args):
     from brainmri.data.duplicates import DuplicateParams
 
@@ -72,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", type=Path, metavar="OTHER",
                    help="also find images of OTHER (another dataset folder or CSV) that copy images of DATA")
     p.add_argument("--group-similar", action="store_true", help="also report the look-alike groups used by --group-similar splits")
+    _input_options(p)
     _duplicate_options(p)
     _common(p, jobs=True)
     p.set_defaults(func=cmd_audit)
@@ -100,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--restart", action="store_true", help="discard finished units of an earlier run in --out")
+    _input_options(p)
     _duplicate_options(p)
     _common(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_benchmark)
@@ -126,17 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_audit(args) -> int:
     from brainmri.data.audit import analyse, audit_report, cross_dataset_leaks, format_audit, format_cross_dataset_leaks
     from brainmri.data.dataset import load_dataset
+    from brainmri.data.io import check_max_pixels
     from brainmri.files import write_json
 
     params = _duplicate_params(args)
-    dataset = load_dataset(args.data)
-    other = load_dataset(args.against) if args.against else None
+    check_max_pixels(args.max_pixels)
+    dataset = load_dataset(args.data, allow_outside=args.allow_outside_paths)
+    other = load_dataset(args.against, allow_outside=args.allow_outside_paths) if args.against else None
     with _progress(args, len(dataset), "reading") as update:
-        analysis = analyse(dataset, params=params, n_jobs=args.jobs, progress=update)
+        analysis = analyse(dataset, params=params, n_jobs=args.jobs, progress=update, max_pixels=args.max_pixels)
     report = audit_report(analysis)
     if other is not None:
         with _progress(args, len(other), "reading OTHER") as update:
-            other_analysis = analyse(other, params=params, n_jobs=args.jobs, progress=update)
+            other_analysis = analyse(other, params=params, n_jobs=args.jobs, progress=update, max_pixels=args.max_pixels)
         report["cross_dataset_leaks"] = cross_dataset_leaks(analysis, other_analysis)
     if args.group_similar:
         import numpy as np
@@ -176,6 +190,8 @@ def cmd_benchmark(args) -> int:
         n_boot=args.n_boot,
         preprocess=Preprocess(crop=not args.no_crop, size=args.size),
         duplicates=_duplicate_params(args),
+        max_pixels=args.max_pixels,
+        allow_outside_paths=args.allow_outside_paths,
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
 
@@ -208,7 +224,7 @@ def cmd_demo(args) -> int:
         cmd_demo_data(argparse.Namespace(**{**vars(args), "out": data, "size": 128}))
     else:
         print(f"using existing demo data in {data}")
-    common = {**vars(args), "data": data, "group_similar": False, **_duplicate_defaults()}
+    common = {**vars(args), "data": data, "group_similar": False, **_input_defaults(), **_duplicate_defaults()}
     status = cmd_audit(argparse.Namespace(**{**common, "out": args.out / "audit", "against": None}))
     if status:
         return status
@@ -218,6 +234,12 @@ def cmd_demo(args) -> int:
         "split": None, "grouping": "auto", "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
         "size": 128, "no_crop": False, "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
     }))
+
+
+def _input_defaults() -> dict:
+    from brainmri.data.io import MAX_PIXELS
+
+    return {"max_pixels": MAX_PIXELS, "allow_outside_paths": False}
 
 
 def _duplicate_defaults() -> dict:

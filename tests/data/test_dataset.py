@@ -109,7 +109,7 @@ def test_subset_keeps_root_and_items(demo_source):
 # ---------------------------------------------------------------- CSV manifests
 
 
-def test_csv_manifest_paths_relative_to_the_csv(tmp_path):
+def test_csv_manifest_paths_relative_to_the_csv_leading_out_of_its_folder_when_allowed(tmp_path):
     _touch(tmp_path, "img/s1_a.png", "img/s1_b.png", "img/s2_a.png")
     manifest = tmp_path / "lists" / "m.csv"
     manifest.parent.mkdir()
@@ -119,7 +119,7 @@ def test_csv_manifest_paths_relative_to_the_csv(tmp_path):
         "../img/s1_b.png,tumour,s1,train\n"
         "../img/s2_a.png,healthy,s2,TEST\n"
     )
-    ds = load_dataset(manifest)
+    ds = load_dataset(manifest, allow_outside=True)
     assert ds.source == "csv"
     assert ds.root == manifest.parent.resolve()
     assert ds.items[0] == Item((tmp_path / "img/s1_a.png").resolve(), "tumour", "s1", "train")
@@ -162,7 +162,7 @@ def test_csv_rows_that_cannot_be_used_are_reported_and_skipped(tmp_path):
         ({"m.csv": ""}, "m.csv", r"m\.csv: CSV manifest lacks column\(s\) path, label; found no header"),
         ({"m.csv": "path,label,split\nx.png,a,holdout\n", "x.png": ""}, "m.csv", r"m\.csv:2: unknown split 'holdout'; use one of train, val, test"),
         ({"m.csv": "path,label\ngone.png,a\n"}, "m.csv", r"m\.csv: no usable images; gone\.png: listed in m\.csv line 2 but the file does not exist; fix the path"),
-        ({"m.csv": b"path,label\n\xff\xfe,a\n"}, "m.csv", r"m\.csv: cannot read the CSV manifest \(.*codec can't decode"),
+        ({"m.csv": b"path,label\n\xff\xfe,a\n"}, "m.csv", r"m\.csv: not UTF-8 text \(byte 0xff at offset 11; saved as Latin-1 or Windows-1252\?\); convert it, e\.g\. iconv -f latin1 -t utf-8 m\.csv > m-utf8\.csv$"),
     ],
     ids=["missing", "not-csv", "empty-folder", "only-empty-class", "two-empty-classes", "csv-missing-path-column",
          "csv-missing-label-column", "csv-empty", "csv-bad-split", "csv-missing-file", "csv-not-utf8"],

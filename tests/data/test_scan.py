@@ -10,9 +10,9 @@ from brainmri.data.scan import scan_dataset
 
 
 def test_scan_records_in_item_order_with_errors(tmp_path, write_pil, write_dicom, write_nifti):
-    write_pil(tmp_path / "a/img.png", np.full((8, 8), 7, np.uint8))
-    write_dicom(tmp_path / "a/slice.dcm", np.full((8, 8), 100))
-    write_nifti(tmp_path / "b/vol.nii.gz", np.ones((8, 8, 3), np.float32))
+    write_pil(tmp_path / "a/img.png", np.full((16, 16), 7, np.uint8))
+    write_dicom(tmp_path / "a/slice.dcm", np.full((16, 16), 100))
+    write_nifti(tmp_path / "b/vol.nii.gz", np.ones((16, 16, 3), np.float32))
     (tmp_path / "b/notes.txt").write_text("hello")
     ds = load_dataset(tmp_path)
     calls = []
@@ -20,7 +20,7 @@ def test_scan_records_in_item_order_with_errors(tmp_path, write_pil, write_dicom
     assert calls == [4]
     by_name = {it.path.name: rec for it, rec in zip(ds.items, records)}
     assert [by_name[n].format for n in ("img.png", "slice.dcm", "vol.nii.gz")] == ["png", "dicom", "nifti"]
-    assert by_name["vol.nii.gz"].shape == (8, 8, 3)
+    assert by_name["vol.nii.gz"].shape == (16, 16, 3)
     assert by_name["img.png"].fingerprint is not None
     bad = by_name["notes.txt"]
     assert bad.fingerprint is None and bad.format is None

@@ -26,6 +26,7 @@ from brainmri.data.duplicates import (
     find_cross_duplicates,
     find_duplicates,
 )
+from brainmri.data.io import MAX_PIXELS
 from brainmri.data.scan import ScanRecord, scan_dataset
 
 logger = logging.getLogger(__name__)
@@ -84,14 +85,16 @@ def analyse(
     params: DuplicateParams | None = None,
     n_jobs: int = -1,
     progress: Callable[[int], None] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> Analysis:
     """Read, fingerprint and group every item of ``dataset``.
 
-    Unreadable files are dropped from the returned dataset and listed in
-    :attr:`Analysis.unreadable`.
+    Unreadable files (see :func:`~brainmri.data.scan.scan_dataset`, which
+    also takes ``max_pixels``) are dropped from the returned dataset and
+    listed in :attr:`Analysis.unreadable`.
     """
     params = params or DuplicateParams()
-    records = scan_dataset(dataset, n_jobs=n_jobs, progress=progress)
+    records = scan_dataset(dataset, n_jobs=n_jobs, progress=progress, max_pixels=max_pixels)
     unreadable = [
         {"path": dataset.relpath(it), "reason": _reason(rec.error, it.path)}
         for it, rec in zip(dataset.items, records)

@@ -10,17 +10,30 @@ from
   relative to the CSV file.
 
 Listing never decodes images; unreadable files are found by the readers and
-reported by the batch job that reads them.
+reported by the batch job that reads them. What listing can see is reported
+in :attr:`Dataset.problems` and skipped, never silently used:
+
+* directory symlinks that lead back to a folder containing them (a loop: one
+  such link listed the data 41 times, two never finished) or to another folder
+  of the dataset (its images would be listed again under another class);
+  symlinks to folders outside the dataset are followed;
+* CSV rows naming a file outside the CSV's folder (unless ``allow_outside``),
+  rows repeating an earlier row (dropped, counted), files listed with
+  conflicting labels, subjects or splits (every row of that file skipped),
+  and rows with a blank split when others have one (kept for k-fold, but an
+  official split uses them neither for training nor for testing).
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from brainmri.data.io import file_problem, image_format
 from brainmri.errors import DataError
 
 #: Split folder names understood in a folder dataset (lower case) -> canonical split.
@@ -74,8 +87,10 @@ class Dataset:
         Hidden files and folders, and files outside any class folder, that
         were not taken as items (relative paths).
     problems : list of dict
-        ``{path, reason}`` for what could not be used (empty class folders,
-        CSV rows naming missing files).
+        ``{path, reason}`` for what could not be used or needs a look (empty
+        class folders, directory symlinks not followed, CSV rows naming
+        missing files or files outside the CSV's folder, duplicate or
+        conflicting rows, blank splits).
     """
 
     root: Path
@@ -125,7 +140,7 @@ class Dataset:
         return {s: dict(sorted(c.items())) for s, c in sorted(out.items())}
 
 
-def load_dataset(source: str | Path) -> Dataset:
+def load_dataset(source: str | Path, *, allow_outside: bool = False) -> Dataset:
     """List a dataset from a folder or a CSV manifest.
 
     Parameters
@@ -133,6 +148,10 @@ def load_dataset(source: str | Path) -> Dataset:
     source : str or Path
         A folder of class sub-folders (optionally under split folders) or a
         ``.csv`` manifest.
+    allow_outside : bool
+        Accept CSV paths that lead out of the CSV's folder (``../x.png`` or
+        absolute paths; ``--allow-outside-paths``). Off by default, so a
+        manifest cannot pull in files from elsewhere unnoticed.
 
     Returns
     -------
@@ -141,8 +160,9 @@ def load_dataset(source: str | Path) -> Dataset:
     Raises
     ------
     DataError
-        The path does not exist, the CSV lacks a required column, or no
-        image was found at all.
+        The path does not exist, the CSV is not UTF-8 or lacks a required
+        column, images sit directly in the folder instead of class
+        sub-folders, or no image was found at all.
     """
     source = Path(source)
     if not source.exists():
@@ -150,9 +170,15 @@ def load_dataset(source: str | Path) -> Dataset:
     if source.is_file():
         if source.suffix.lower() != ".csv":
             raise DataError(f"{source}: a dataset is a folder of class sub-folders or a .csv manifest, not a {source.suffix or 'plain'} file")
-        dataset = _from_csv(source)
+        dataset = _from_csv(source, allow_outside)
     else:
         dataset = _from_folder(source)
+    stray = [p for p in dataset.ignored if image_format(p) and not _hidden(Path(p).name)]
+    if not dataset.items and stray:
+        raise DataError(
+            f"{source}: {len(stray)} image(s) sit one level too high, outside any class sub-folder (e.g. {stray[0]}); "
+            "expected DATA/<class>/<image> (optionally DATA/Training/<class>/<image>): move them into one folder per class"
+        )
     if not dataset.items and dataset.problems:
         first, more = dataset.problems[0], len(dataset.problems) - 1
         raise DataError(
@@ -171,21 +197,39 @@ def _hidden(name: str) -> bool:
     return name.startswith((".", "__")) or name in ("Thumbs.db", "desktop.ini")
 
 
-def _visible_children(folder: Path, root: Path, ignored: list[str]) -> list[Path]:
+def _visible_children(folder: Path, root: Path, ignored: list[str], problems: list[dict], ancestors: frozenset[Path]) -> list[Path]:
+    """Children of ``folder`` to list: not hidden (those go to ``ignored``), no directory symlink not to follow.
+
+    ``ancestors`` holds the real paths of the folders walked down to ``folder``, itself included.
+    """
     children = []
     for child in sorted(folder.iterdir()):
+        rel = child.relative_to(root).as_posix()
         if _hidden(child.name):
-            ignored.append(child.relative_to(root).as_posix())
+            ignored.append(rel)
+        elif child.is_symlink() and child.is_dir() and (reason := _unfollowed_link(child, root, ancestors)):
+            problems.append({"path": rel, "reason": reason})
         else:
             children.append(child)
     return children
+
+
+def _unfollowed_link(link: Path, root: Path, ancestors: frozenset[Path]) -> str | None:
+    """Why the directory symlink ``link`` is not followed, or None to follow it (it leads out of the dataset)."""
+    target = link.resolve()
+    if target in ancestors or root.is_relative_to(target):
+        return f"directory symlink to {target}, a folder that contains the link (a loop); not followed, remove the link"
+    if target.is_relative_to(root):
+        return (f"directory symlink to {target.relative_to(root).as_posix()}, inside the dataset; not followed, so its "
+                "images are not listed twice under another class; remove the link")
+    return None
 
 
 def _from_folder(root: Path) -> Dataset:
     root = root.resolve()
     ignored: list[str] = []
     problems: list[dict] = []
-    top = _visible_children(root, root, ignored)
+    top = _visible_children(root, root, ignored, problems, frozenset({root}))
     top_dirs = [p for p in top if p.is_dir()]
     ignored += [p.relative_to(root).as_posix() for p in top if p.is_file()]
     split_dirs = [p for p in top_dirs if p.name.lower() in SPLIT_NAMES]
@@ -196,9 +240,10 @@ def _from_folder(root: Path) -> Dataset:
         layout = [(None, root)]
     items: list[Item] = []
     for split, base in layout:
-        entries = top if base == root else _visible_children(base, root, ignored)
+        ancestors = frozenset({root, base.resolve()})
+        entries = top if base == root else _visible_children(base, root, ignored, problems, ancestors)
         for class_dir in (p for p in entries if p.is_dir()):
-            files = _files_below(class_dir, root, ignored)
+            files = _files_below(class_dir, root, ignored, problems, ancestors)
             if not files:
                 problems.append({
                     "path": class_dir.relative_to(root).as_posix(),
@@ -210,22 +255,31 @@ def _from_folder(root: Path) -> Dataset:
     return Dataset(root, items, "folder", sorted(ignored), problems)
 
 
-def _files_below(folder: Path, root: Path, ignored: list[str]) -> list[Path]:
-    """Every non-hidden file below ``folder`` (class folders may nest, e.g. one per subject)."""
+def _files_below(folder: Path, root: Path, ignored: list[str], problems: list[dict], ancestors: frozenset[Path]) -> list[Path]:
+    """Every non-hidden file below ``folder`` (class folders may nest, e.g. one per subject).
+
+    A file symlink that loops or points nowhere is kept: reading it reports why it is unusable.
+    """
+    ancestors = ancestors | {folder.resolve()}
     files = []
-    for child in _visible_children(folder, root, ignored):
-        files += _files_below(child, root, ignored) if child.is_dir() else [child]
+    for child in _visible_children(folder, root, ignored, problems, ancestors):
+        files += _files_below(child, root, ignored, problems, ancestors) if child.is_dir() else [child]
     return files
 
 
-def _from_csv(path: Path) -> Dataset:
+def _from_csv(path: Path, allow_outside: bool) -> Dataset:
     root = path.resolve().parent
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             columns = [c.strip().lower() for c in (reader.fieldnames or [])]
             rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}; saved as Latin-1 or "
+            f"Windows-1252?); convert it, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}-utf8.csv"
+        ) from None
+    except (OSError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read the CSV manifest ({exc})") from None
     missing = [c for c in ("path", "label") if c not in columns]
     if missing:
@@ -233,7 +287,7 @@ def _from_csv(path: Path) -> Dataset:
             f"{path}: CSV manifest lacks column(s) {', '.join(missing)}; "
             f"found {columns or 'no header'}, expected path,label[,subject][,split]"
         )
-    items: list[Item] = []
+    listed: dict[Path, list[tuple[int, Item]]] = {}
     problems: list[dict] = []
     for line, row in enumerate(rows, start=2):
         if None in row:  # csv.DictReader puts fields beyond the header under the key None
@@ -248,9 +302,47 @@ def _from_csv(path: Path) -> Dataset:
             if split.lower() not in SPLIT_NAMES:
                 raise DataError(f"{path}:{line}: unknown split '{split}'; use one of train, val, test")
             split = SPLIT_NAMES[split.lower()]
-        file = (root / row["path"]).resolve()
-        if not file.is_file():
-            problems.append({"path": row["path"], "reason": f"listed in {path.name} line {line} but the file does not exist; fix the path (relative to the CSV)"})
+        file = Path(os.path.normpath(root / row["path"]))  # lexical: symlinks may lead anywhere, '..' may not
+        if not allow_outside and not file.is_relative_to(root):
+            problems.append({"path": row["path"], "reason": f"listed in {path.name} line {line} but outside the CSV's folder; "
+                             "move the CSV to a folder above its images, or allow such paths with --allow-outside-paths"})
             continue
-        items.append(Item(file, row["label"], row.get("subject") or None, split))
+        if not file.is_file():
+            reason = f": {file_problem(file)}" if file.is_symlink() else " but the file does not exist; fix the path (relative to the CSV)"
+            problems.append({"path": row["path"], "reason": f"listed in {path.name} line {line}{reason}"})
+            continue
+        listed.setdefault(file, []).append((line, Item(file, row["label"], row.get("subject") or None, split)))
+    kept = _one_row_per_file(listed, root, path.name, problems)
+    items = [it for _, it in kept]
+    if "split" in columns:
+        blank = [line for line, it in kept if it.split is None]
+        if blank and len(blank) < len(items):
+            problems.append({"path": path.name, "reason": f"{len(blank)} row(s) with a blank split ({_lines(blank)}): --split "
+                             "official uses them neither for training nor for testing; fill in train or test"})
     return Dataset(root, items, "csv", [], problems)
+
+
+def _one_row_per_file(
+    listed: dict[Path, list[tuple[int, Item]]], root: Path, name: str, problems: list[dict]
+) -> list[tuple[int, Item]]:
+    """``(line, item)`` once per file: repeated identical rows are dropped, files listed with conflicting values skipped."""
+    kept, repeated = [], []
+    for file, rows in listed.items():
+        if len({it for _, it in rows}) == 1:
+            kept.append(rows[0])
+            repeated += [line for line, _ in rows[1:]]
+            continue
+        fields = [f for f in ("label", "subject", "split") if len({getattr(it, f) for _, it in rows}) > 1]
+        detail = "; ".join(f"line {line}: " + ", ".join(f"{f} {getattr(it, f) or '(blank)'}" for f in fields) for line, it in rows)
+        problems.append({"path": os.path.relpath(file, root), "reason": f"listed {len(rows)} times with conflicting "
+                         f"{'/'.join(fields)} ({detail}); all its rows were skipped, keep one row per file"})
+    if repeated:
+        problems.append({"path": name, "reason": f"{len(repeated)} row(s) repeating an earlier row ({_lines(repeated)}) "
+                         "were dropped; each file counts once"})
+    return kept
+
+
+def _lines(lines: list[int], shown: int = 10) -> str:
+    """``lines 3, 5, 8`` (the first ``shown`` of them)."""
+    more = f" and {len(lines) - shown} more" if len(lines) > shown else ""
+    return "line" + "s" * (len(lines) > 1) + " " + ", ".join(map(str, sorted(lines)[:shown])) + more

@@ -11,21 +11,48 @@ One entry point, :func:`read_image`, dispatches on the file type:
 
 Every failure is a :class:`~brainmri.errors.DataError` whose message names the
 file and says what to do.
+
+Pillow images are checked against a pixel limit before they are decoded
+(:data:`MAX_PIXELS`, or ``max_pixels=``; ``--max-pixels`` on the command
+line): a PNG of 30000 x 30000 pixels takes 855 KB on disk and about 3.6 GB
+once decoded to float32, the classic decompression bomb. Pillow's own guard
+(``Image.MAX_IMAGE_PIXELS``) raises an exception that is not a brainmri error
+and warns at half its limit; this module applies its own limit instead, so
+a bomb is one unreadable file with a clear reason.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from brainmri.errors import DataError
+from brainmri.errors import ConfigError, DataError
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SUPPORTED_SUFFIXES = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
+
+#: Default pixel limit of a 2D image (width x height); larger images are refused
+#: undecoded. 200 MP is ten times a 4096 x 4096 scan; an image above half the
+#: limit is read but reported (see :func:`brainmri.data.scan.scan_dataset`).
+MAX_PIXELS = 200_000_000
+
+
+def check_max_pixels(max_pixels) -> int:
+    """Validate a pixel limit (``--max-pixels``) and return it.
+
+    >>> check_max_pixels(1000)
+    1000
+    """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be a positive integer (pixels of one image), got {max_pixels!r}")
+    return int(max_pixels)
 
 
 @dataclass(frozen=True)
@@ -75,13 +102,16 @@ def image_format(path: str | Path) -> str | None:
     return None
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
+def read_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Read one image or volume.
 
     Parameters
     ----------
     path : str or Path
         A PNG, JPEG, BMP, TIFF, DICOM or NIfTI file.
+    max_pixels : int, optional
+        Refuse 2D images (PNG, JPEG, BMP, TIFF) with more pixels than this,
+        before decoding them; defaults to :data:`MAX_PIXELS`.
 
     Returns
     -------
@@ -95,23 +125,56 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
     Raises
     ------
     DataError
-        The file is missing, of an unsupported type, truncated or corrupt,
-        holds colour content, has no pixel data or contains NaNs.
+        The file is missing, a symlink loop, not readable by this user, of an
+        unsupported type, truncated or corrupt, too large (``max_pixels``),
+        made of several frames (GIF, APNG, multi-page TIFF), holds colour
+        content, has no pixel data or contains NaNs.
+    ConfigError
+        ``max_pixels`` is not a positive integer.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; check the path (CSV paths are relative to the CSV file)")
+    max_pixels = check_max_pixels(MAX_PIXELS if max_pixels is None else max_pixels)
+    problem = file_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     kind = image_format(path)
     if kind is None:
         raise DataError(
             f"{path}: not a supported image type ({path.suffix or 'no suffix'}); "
             f"use one of {', '.join(SUPPORTED_SUFFIXES)} or remove the file"
         )
-    reader = {"nifti": _read_nifti, "dicom": _read_dicom}.get(kind, _read_pil)
-    array, meta = reader(path, kind)
+    if kind in ("nifti", "dicom"):
+        array, meta = (_read_nifti if kind == "nifti" else _read_dicom)(path, kind)
+    else:
+        array, meta = _read_pil(path, kind, max_pixels)
     if not np.all(np.isfinite(array)):
         raise DataError(f"{path}: contains NaN or infinite values; fix or remove the file")
     return array, meta
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be opened as a file, or None when it can.
+
+    Tells apart a missing file, a symlink that loops or points nowhere, a
+    folder, and a file without read permission: each has another fix.
+
+    >>> file_problem("no/such/file.png")
+    'file not found; check the path'
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb"):
+            return None
+    except PermissionError:
+        return "permission denied; make the file readable (chmod a+r) or remove it from the dataset"
+    except IsADirectoryError:
+        return "a folder, not an image file"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop (the link leads back to itself); point it at a real file or remove it"
+        if path.is_symlink():
+            return f"broken symlink to {os.readlink(path)}; point it at a real file or remove it"
+        return "file not found; check the path"
 
 
 def volume_slices(volume: np.ndarray, axis: int = 2) -> list[np.ndarray]:
@@ -136,11 +199,42 @@ def _one_line(exc: BaseException) -> str:
 _PIL_BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16}
 
 
-def _read_pil(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
+@contextmanager
+def _own_pixel_limit():
+    """Switch off Pillow's global decompression-bomb guard while this module checks its own limit.
+
+    Pillow reads ``Image.MAX_IMAGE_PIXELS`` at open time and cannot take a
+    limit per call; the previous value is restored on exit. Not thread-safe
+    (brainmri reads in worker processes, not threads).
+    """
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _read_pil(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _own_pixel_limit(), Image.open(path) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise DataError(
+                    f"{path}: {width}x{height} image has {width * height:,} pixels, above the limit of "
+                    f"{max_pixels:,} (a decompression bomb, or a scan larger than expected); remove it, "
+                    f"or raise the limit with --max-pixels {width * height}"
+                )
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                raise DataError(
+                    f"{path}: multi-frame image ({frames} frames, {im.format}); only its first frame would be read, "
+                    "so export one slice per file"
+                )
             mode = im.mode
             im.load()
             if mode in ("P", "PA", "CMYK"):

@@ -28,7 +28,7 @@ from brainmri.data.audit import (
     cross_split_leaks,
     format_cross_dataset_leaks,
 )
-from brainmri.data.dataset import load_dataset
+from brainmri.data.dataset import Dataset, load_dataset
 from brainmri.data.splits import Split, group_labels, kfold_splits, official_split
 from brainmri.errors import ConfigError, DataError
 from brainmri.evaluation.metrics import classification_metrics, summarize
@@ -75,8 +75,8 @@ def _audit_summary(report: dict) -> dict:
 
 def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Callable[[int], None] | None = None) -> Plan:
     """Read and audit the data, then build the splits the config asks for."""
-    dataset = apply_label_map(load_dataset(config.data), config.label_map, "DATA")
-    analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress)
+    dataset = apply_label_map(load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA")
+    analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
     if not len(analysis.dataset):
         raise DataError(f"{config.data}: no readable image; run `brainmri audit` to see why")
     ds = analysis.dataset
@@ -84,6 +84,8 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
     notes = []
     if analysis.unreadable:
         notes.append(f"{len(analysis.unreadable)} unreadable file(s) were skipped (see audit.json)")
+    if ds.problems:
+        notes.append(_listing_note(ds, config.data))
     if config.kind == "cv" and config.grouping == "none":
         notes.append("grouping none: items are split one by one, so duplicates and slices of one patient can sit in "
                      "training and test; these numbers show what a naive split reports, not unseen-data performance")
@@ -118,9 +120,14 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         if leaking and not config.drop_test_duplicates:
             notes.append(f"{len(leaking)} test items duplicate a training item; metrics_deduplicated "
                          "reports the test split without them")
+        unsplit = sum(it.split is None for it in ds.items)
+        if unsplit:
+            notes.append(f"{unsplit} item(s) have a blank split and are used neither for training nor for testing; "
+                         "fill in their split (train or test) in the CSV")
     else:
-        test_ds = apply_label_map(load_dataset(config.test_data), config.label_map, "--test-data")
-        test_analysis = analyse(test_ds, params=config.duplicates, n_jobs=n_jobs, progress=progress)
+        test_ds = apply_label_map(load_dataset(config.test_data, allow_outside=config.allow_outside_paths),
+                                  config.label_map, "--test-data")
+        test_analysis = analyse(test_ds, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
         check_test_classes(ds.classes, test_analysis.dataset.classes, config.test_data)
         tds = test_analysis.dataset
         leaks = cross_dataset_leaks(analysis, test_analysis)
@@ -153,15 +160,48 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
             notes.append(f"{len(leaking)} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image, so "
                          "the external score partly measures memorisation; metrics_deduplicated reports the test "
                          "without them")
+        if tds.problems:
+            notes.append(_listing_note(tds, config.test_data))
+    for split in splits:
+        _check_test_classes_trained(labels[split.train], labels[split.test], split.name)
+        _check_training_counts(labels[split.train], split.name)
+    if config.kind != "cv":
+        notes += _untested_classes_note(labels[splits[0].train], labels[splits[0].test])
     protocol.update({
         "subjects_known": ds.has_subjects,
         "dropped_duplicates": splits[0].dropped,
         "label_map": config.label_map,
         "notes": notes,
     })
-    for split in splits:
-        _check_training_counts(labels[split.train], split.name)
     return Plan(paths, labels, rel, np.asarray(groups), splits, protocol, dataset_info, _audit_summary(report), report, dedup)
+
+
+def _listing_note(ds: Dataset, source: str) -> str:
+    first = ds.problems[0]
+    return (f"{len(ds.problems)} problem(s) found while listing {source} (rows, files or folders skipped or to check), "
+            f"e.g. {first['path']}: {first['reason']}; `brainmri audit {source}` lists them all")
+
+
+def _check_test_classes_trained(y_train: np.ndarray, y_test: np.ndarray, fold: str) -> None:
+    """Refuse, before any training, a split whose test part holds a class its training part lacks."""
+    unseen = sorted(set(y_test) - set(y_train))
+    if unseen:
+        raise DataError(
+            f"{fold}: class(es) {', '.join(unseen)} have test images but no training images, so no model can predict "
+            "them; add training images of that class, remove its test images, or merge it into a trained class with --label-map"
+        )
+
+
+def _untested_classes_note(y_train: np.ndarray, y_test: np.ndarray) -> list[str]:
+    """A note when a trained class has no test item: macro averages and balanced accuracy then disagree."""
+    untested = sorted(set(y_train) - set(y_test))
+    if not untested:
+        return []
+    n_classes = len(set(y_train))
+    return [f"class(es) {', '.join(untested)} have training images but none in the test set, so they cannot be scored: "
+            f"balanced accuracy averages recall over the {n_classes - len(untested)} tested classes, while macro "
+            f"sensitivity, precision and F1 average over all {n_classes} classes and count 0 for "
+            f"{', '.join(untested)}; compare methods on balanced accuracy, or add test images of those classes"]
 
 
 def _check_training_counts(y: np.ndarray, fold: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from brainmri.data.dataset import Dataset, Item
 from brainmri.data.duplicates import DuplicateParams
+from brainmri.data.io import MAX_PIXELS, check_max_pixels
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
 
@@ -53,6 +54,10 @@ class BenchmarkConfig:
         Bootstrap resamples of the confidence intervals.
     preprocess : Preprocess
     duplicates : DuplicateParams
+    max_pixels : int
+        2D images with more pixels are skipped as unreadable (``--max-pixels``).
+    allow_outside_paths : bool
+        Accept CSV paths leading out of the CSV's folder (``--allow-outside-paths``).
     """
 
     data: str
@@ -67,8 +72,11 @@ class BenchmarkConfig:
     n_boot: int = 1000
     preprocess: Preprocess = field(default_factory=Preprocess)
     duplicates: DuplicateParams = field(default_factory=DuplicateParams)
+    max_pixels: int = MAX_PIXELS
+    allow_outside_paths: bool = False
 
     def __post_init__(self):
+        check_max_pixels(self.max_pixels)
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.drop_test_duplicates and self.split != "official" and not self.test_data:
