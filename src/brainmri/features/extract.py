@@ -75,7 +75,10 @@ class FeatureCache:
         try:
             con.execute("CREATE TABLE IF NOT EXISTS features (key TEXT, digest TEXT, value BLOB, PRIMARY KEY (key, digest))")
             (page_size,) = con.execute("PRAGMA page_size").fetchone()
+            con.execute("BEGIN")  # a shared lock: no other process writes the file while its size is read
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
             size = self.path.stat().st_size
+            con.execute("COMMIT")
             if size % page_size:
                 raise _Corrupt(f"truncated: {size} bytes is not a whole number of {page_size}-byte pages")
         except BaseException:
@@ -84,6 +87,7 @@ class FeatureCache:
         return con
 
     def _session(self, work: Callable[[sqlite3.Connection], object]):
+        """``work(connection)`` on a fresh connection; corruption raises ``_Corrupt``."""
         try:
             con = self._connect()
             try:
