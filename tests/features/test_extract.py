@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from brainmri.data.preprocess import Preprocess
+from brainmri.errors import DataError
 from brainmri.features import GLCMFeatures, IntensityFeatures
 from brainmri.features import extract as extract_module
 from brainmri.features.extract import FeatureCache, ImageFeatures, compute_features
@@ -72,3 +73,67 @@ def test_precompute_fills_the_cache_for_every_method(paths, tmp_path, monkeypatc
     monkeypatch.setattr(extract_module, "_extract_chunk", fail)
     for model in models:
         assert model[0].fit(paths).transform(paths).shape[0] == len(paths)
+
+
+@pytest.mark.parametrize("owner", [IntensityFeatures, Preprocess], ids=lambda cls: cls.__name__)
+def test_rows_of_another_code_version_are_never_read(paths, tmp_path, monkeypatch, owner):
+    cache = FeatureCache(tmp_path / "f.sqlite")
+    computed = []
+    real = extract_module._extract_chunk
+    monkeypatch.setattr(extract_module, "_extract_chunk", lambda chunk, *a: computed.extend(chunk) or real(chunk, *a))
+    first = compute_features(paths, [IntensityFeatures()], preprocess=PRE, cache=cache)
+    assert len(computed) == len(paths)
+    monkeypatch.setattr(owner, "version", owner.version + 1)
+    again = compute_features(paths, [IntensityFeatures()], preprocess=PRE, cache=cache)
+    assert len(computed) == 2 * len(paths)  # recomputed, not read from the rows of the old version
+    np.testing.assert_array_equal(again, first)
+    compute_features(paths, [IntensityFeatures()], preprocess=PRE, cache=cache)
+    assert len(computed) == 2 * len(paths)  # the new version's rows are cached in turn
+
+
+def _truncated(data: bytes) -> list[bytes]:
+    """A cache file cut inside its last page and at a page boundary."""
+    return [data[: len(data) - 100], data[: len(data) // 2 // 4096 * 4096]]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut inside a page", "cut at a page boundary"])
+def test_corrupt_cache_is_moved_aside_and_rebuilt(paths, tmp_path, caplog, damage):
+    extractors = [GLCMFeatures(), IntensityFeatures()]
+    fresh = compute_features(paths, extractors, preprocess=PRE)
+    path = tmp_path / "cache" / "features.sqlite"
+    compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path))
+    good = path.read_bytes()
+    assert len(good) > 3 * 4096
+    broken = {"garbage": b"not a database\n" * 500, "cut inside a page": _truncated(good)[0],
+              "cut at a page boundary": _truncated(good)[1]}[damage]
+    path.write_bytes(broken)
+
+    with caplog.at_level("WARNING", logger="brainmri"):
+        again = compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path))
+    np.testing.assert_array_equal(again, fresh)
+    (moved,) = tmp_path.joinpath("cache").glob("features.sqlite.corrupt-*")
+    assert moved.read_bytes() == broken  # kept for inspection, never deleted
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"feature cache {path} is corrupt" in warning and f"moved it to {moved}" in warning
+    # the fresh cache works: nothing is recomputed or moved the next time
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="brainmri"):
+        compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path))
+    assert not caplog.records and len(list(path.parent.iterdir())) == 2
+
+
+def test_unusable_cache_folder_is_a_one_line_error(paths, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DataError, match=r"^feature cache .*a_file/features\.sqlite: .*; choose another --cache-dir or use --no-cache$"):
+        compute_features(paths[:1], [IntensityFeatures()], preprocess=PRE, cache=FeatureCache(tmp_path / "a_file" / "features.sqlite"))
+
+
+def test_memory_cache_is_shared_by_clones(paths, monkeypatch):
+    from sklearn.base import clone
+
+    from brainmri.features.extract import MemoryCache
+
+    step = ImageFeatures([("intensity", IntensityFeatures())], preprocess=PRE, cache_dir=MemoryCache())
+    first = step.fit(paths).transform(paths)
+    monkeypatch.setattr(extract_module, "_extract_chunk", lambda *a: pytest.fail("features were recomputed"))
+    np.testing.assert_array_equal(clone(step).fit(paths).transform(paths), first)

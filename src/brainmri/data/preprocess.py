@@ -7,6 +7,7 @@ every result so a run can be repeated exactly.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -27,7 +28,19 @@ class Preprocess:
     clip_percentiles : tuple of float or None
         Clip intensities to these percentiles, then scale to [0, 1]. None
         only scales min..max to [0, 1].
+
+    Attributes
+    ----------
+    version : int
+        Version of the preprocessing code, part of the feature cache key
+        (not a setting). Bump it in every change of :func:`crop_to_head`,
+        :func:`resize`, :func:`normalize_intensity` or ``__call__`` that
+        alters the output for some image, so cached features of the old
+        code are never read; ``tests/features/test_versions.py`` fails
+        when the output of a fixed image changes and the version does not.
     """
+
+    version: ClassVar[int] = 1
 
     crop: bool = True
     size: int | None = 224

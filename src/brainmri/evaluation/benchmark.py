@@ -32,8 +32,9 @@ from brainmri.data.dataset import Dataset, load_dataset
 from brainmri.data.splits import Split, group_labels, kfold_splits, official_split
 from brainmri.errors import ConfigError, DataError
 from brainmri.evaluation.metrics import classification_metrics, summarize
-from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes
+from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes, code_versions
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
+from brainmri.features.extract import MemoryCache, precompute_features
 from brainmri.files import write_json, write_text
 from brainmri.models.classical import INNER_FOLDS
 from brainmri.models.registry import get_method
@@ -219,10 +220,12 @@ def _unit_path(out: Path, method: str, fold: str) -> Path:
 
 
 def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, n_jobs: int, cache_dir) -> dict:
-    """Fit one method on one split's training items and predict its test items."""
+    """Fit one method on one split's training items and predict its test items.
+
+    ``cache_dir`` is a feature cache folder, the run's ``MemoryCache`` or None.
+    """
     spec = get_method(method)
-    model = spec.builder(seed=config.seed, n_jobs=n_jobs, cache_dir=str(cache_dir) if cache_dir else None,
-                         preprocess=config.preprocess)
+    model = spec.builder(seed=config.seed, n_jobs=n_jobs, cache_dir=cache_dir, preprocess=config.preprocess)
     start = time.perf_counter()
     model.fit(plan.paths[split.train], plan.labels[split.train])
     fitted = time.perf_counter()
@@ -263,7 +266,8 @@ def run_benchmark(
     n_jobs : int
         Worker processes for reading, features and model fitting.
     cache_dir : path or None
-        Feature cache folder; None disables caching.
+        Feature cache folder; None keeps the features in memory for this
+        run only (computed once, shared by all methods and folds).
     restart : bool
         Discard finished units of an earlier run in ``out``.
     on_event : callable, optional
@@ -281,26 +285,29 @@ def run_benchmark(
     say = on_event or (lambda message: None)
     out = Path(out)
     run_file = out / "run.json"
-    fingerprint = config.fingerprint()
+    record = config.run_record()
     if run_file.exists() and not restart:
-        previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
-        if previous != fingerprint:
-            raise ConfigError(f"{out} holds a benchmark run with other arguments; choose another --out or add --restart")
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        if previous.get("fingerprint") != record["fingerprint"]:
+            raise ConfigError(f"{out} holds a benchmark run with {config.changes_since(previous)}; "
+                              "choose another --out or add --restart")
     if restart and (out / "units").exists():
         import shutil
 
         shutil.rmtree(out / "units")
-    write_json(run_file, {"fingerprint": fingerprint, "config": config.to_dict()})
+    write_json(run_file, record)
 
     say(f"reading and auditing {config.data}")
     plan = plan_benchmark(config, n_jobs=n_jobs, progress=progress)
     write_json(out / "audit.json", plan.audit_report)
-    if cache_dir:
-        from brainmri.features.extract import precompute_features
-
-        models = [get_method(m).builder(seed=config.seed, n_jobs=n_jobs, cache_dir=str(cache_dir),
-                                        preprocess=config.preprocess) for m in config.methods]
-        say(f"computing features of {len(plan.paths)} images for all methods at once (cached in {cache_dir})")
+    # Without a cache folder, the features of this run are kept in memory and shared by all methods and folds.
+    cache = str(cache_dir) if cache_dir else MemoryCache()
+    pending = [m for m in config.methods if not all(_unit_path(out, m, s.name).exists() for s in plan.splits)]
+    if pending:
+        models = [get_method(m).builder(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess)
+                  for m in pending]
+        kept = f"cached in {cache_dir}" if cache_dir else "kept in memory for this run"
+        say(f"computing features of {len(plan.paths)} images for all methods at once ({kept})")
         precompute_features(models, plan.paths, n_jobs=n_jobs, progress=feature_progress)
     units: dict[str, list[dict]] = {}
     for m, method in enumerate(config.methods, start=1):
@@ -313,7 +320,7 @@ def run_benchmark(
                 say(f"{where}: done earlier, reusing")
             else:
                 say(f"{where}: training on {len(split.train)} images, testing on {len(split.test)}")
-                unit = run_unit(config, plan, method, split, n_jobs=n_jobs, cache_dir=cache_dir)
+                unit = run_unit(config, plan, method, split, n_jobs=n_jobs, cache_dir=cache)
                 write_json(path, unit)
                 say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s")
             units[method].append(unit)
@@ -377,6 +384,7 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
 
     results = {
         "brainmri_version": __version__,
+        "versions": code_versions(),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "config": config.to_dict(),
         "protocol": plan.protocol,

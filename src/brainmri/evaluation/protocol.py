@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from brainmri import __version__
 from brainmri.data.dataset import Dataset, Item
 from brainmri.data.duplicates import DuplicateParams
 from brainmri.data.io import MAX_PIXELS, check_max_pixels
@@ -97,9 +98,46 @@ class BenchmarkConfig:
         return d
 
     def fingerprint(self) -> str:
-        """Hash of the settings that change results, to recognise a resumable run."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """Hash of the settings and code versions that change results, to recognise a resumable run."""
+        text = json.dumps({"config": self.to_dict(), "versions": code_versions()}, sort_keys=True, default=str)
         return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+    def run_record(self) -> dict:
+        """What a run folder's ``run.json`` holds: fingerprint, settings and code versions."""
+        return {"fingerprint": self.fingerprint(), "config": self.to_dict(), "versions": code_versions()}
+
+    def changes_since(self, record: dict) -> str:
+        """What differs from an earlier :meth:`run_record`, in words.
+
+        ``"other arguments"``, ``"other code versions (GLCMFeatures 1 -> 2)"``
+        or both, joined by ``and``.
+        """
+        changes = []
+        if record.get("config") != json.loads(json.dumps(self.to_dict(), default=str)):
+            changes.append("other arguments")
+        old, new = _flat_versions(record.get("versions") or {}), _flat_versions(code_versions())
+        moved = [f"{name} {old.get(name, 'none')} -> {new.get(name, 'none')}"
+                 for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)]
+        if moved:
+            changes.append(f"other code versions ({', '.join(moved)})")
+        return " and ".join(changes) or "other arguments"
+
+
+def code_versions() -> dict:
+    """Versions of the code behind a benchmark's numbers: brainmri, the preprocessing and every extractor.
+
+    Recorded in ``results.json`` and part of :meth:`BenchmarkConfig.fingerprint`,
+    so that a run folder is never resumed with units computed by other code.
+    The preprocessing and extractor versions are also in the feature cache key.
+    """
+    from brainmri.features import EXTRACTORS
+
+    return {"brainmri": __version__, "preprocess": Preprocess.version,
+            "extractors": {cls.__name__: cls.version for cls in EXTRACTORS}}
+
+
+def _flat_versions(versions: dict) -> dict:
+    return {**{k: v for k, v in versions.items() if k != "extractors"}, **versions.get("extractors", {})}
 
 
 def parse_label_map(text: str | None) -> dict[str, str] | None:

@@ -5,4 +5,8 @@ from brainmri.features.shape import ShapeFeatures
 from brainmri.features.texture import GLCMFeatures, LBPFeatures
 from brainmri.features.wavelet import WaveletFeatures
 
-__all__ = ["GLCMFeatures", "IntensityFeatures", "LBPFeatures", "OtsuFeatures", "ShapeFeatures", "WaveletFeatures"]
+#: Every extractor class; their ``version`` values are recorded in ``results.json``.
+EXTRACTORS = (GLCMFeatures, IntensityFeatures, LBPFeatures, OtsuFeatures, ShapeFeatures, WaveletFeatures)
+
+__all__ = ["EXTRACTORS", "GLCMFeatures", "IntensityFeatures", "LBPFeatures", "OtsuFeatures", "ShapeFeatures",
+           "WaveletFeatures"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -19,8 +20,19 @@ class ImageTransformer(TransformerMixin, BaseEstimator):
     ``(n_images, H, W)``. ``transform`` returns float64 of shape
     ``(n_images, n_features)``. Subclasses store their arguments in
     ``__init__`` and implement ``_validate``, ``_names`` and ``_extract``
-    (one image to a 1D vector).
+    (one image to a 1D vector), and set ``version``.
+
+    Attributes
+    ----------
+    version : int
+        Version of the extractor's output, part of :meth:`cache_key`. Bump it
+        in every change that alters the features of some image under the same
+        parameters, so the feature cache never serves rows of the old code;
+        ``tests/features/test_versions.py`` fails when the output of a fixed
+        image changes and the version does not.
     """
+
+    version: ClassVar[int]
 
     def _validate(self) -> None:  # pragma: no cover - overridden
         pass
@@ -59,9 +71,10 @@ class ImageTransformer(TransformerMixin, BaseEstimator):
         return np.asarray(self.feature_names_, dtype=object)
 
     def cache_key(self) -> str:
-        """Identifies the extractor and its parameters (the feature cache key)."""
+        """Identifies the extractor, its code version and its parameters (the feature cache key)."""
         text = type(self).__name__ + repr(sorted(self.get_params().items()))
-        return type(self).__name__ + "-" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        return f"{type(self).__name__}-v{self.version}-{digest}"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

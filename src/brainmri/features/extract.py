@@ -1,10 +1,13 @@
 """From image files to feature matrices: read, preprocess, extract - in parallel, cached on disk.
 
 The cache is a SQLite file keyed by the content hash of each image file
-plus the extractor's and preprocessing's parameters, so a second benchmark
+plus the extractor's and preprocessing's parameters and code versions
+(``ImageTransformer.version``, ``Preprocess.version``), so a second benchmark
 on the same data (or another method needing the same extractor) reads the
-features instead of recomputing them. SQLite gives atomic, concurrent-safe
-writes with the standard library alone.
+features instead of recomputing them, and never reads features that older
+code computed. SQLite gives atomic, concurrent-safe writes with the standard
+library alone. Without a cache folder, a :class:`MemoryCache` shares the
+features of one run between its methods and folds.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
@@ -40,8 +44,21 @@ def file_digest(path: str | Path) -> str:
     return _digest(str(path), st.st_mtime_ns, st.st_size)
 
 
+#: SQLite result codes of a file that is not, or no longer, a valid database.
+_CORRUPT_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+class _Corrupt(Exception):
+    """The cache file is truncated or not a SQLite database."""
+
+
 class FeatureCache:
     """Feature rows stored by (extractor key, image content hash) in a SQLite file.
+
+    A file that SQLite finds corrupt, or whose size is not a whole number of
+    pages (a truncated copy, which SQLite would read as zero-padded rows), is
+    renamed to ``<name>.corrupt-<timestamp>`` (never deleted) and replaced by
+    a fresh, empty cache, with a warning naming the moved file.
 
     Parameters
     ----------
@@ -55,14 +72,69 @@ class FeatureCache:
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=60)
-        con.execute("CREATE TABLE IF NOT EXISTS features (key TEXT, digest TEXT, value BLOB, PRIMARY KEY (key, digest))")
+        try:
+            con.execute("CREATE TABLE IF NOT EXISTS features (key TEXT, digest TEXT, value BLOB, PRIMARY KEY (key, digest))")
+            (page_size,) = con.execute("PRAGMA page_size").fetchone()
+            con.execute("BEGIN")  # a shared lock: no other process writes the file while its size is read
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            size = self.path.stat().st_size
+            con.execute("COMMIT")
+            if size % page_size:
+                raise _Corrupt(f"truncated: {size} bytes is not a whole number of {page_size}-byte pages")
+        except BaseException:
+            con.close()
+            raise
         return con
+
+    def _session(self, work: Callable[[sqlite3.Connection], object]):
+        """``work(connection)`` on a fresh connection; corruption raises ``_Corrupt``."""
+        try:
+            con = self._connect()
+            try:
+                return work(con)
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES:
+                raise _Corrupt(str(exc)) from None
+            raise
+
+    def _run(self, work: Callable[[sqlite3.Connection], object]):
+        """``work(connection)``; a corrupt file is moved aside first and ``work`` runs on a fresh one."""
+        try:
+            try:
+                return self._session(work)
+            except _Corrupt as exc:
+                self._move_aside(exc)
+                return self._session(work)
+        except (_Corrupt, sqlite3.OperationalError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise DataError(f"feature cache {self.path}: {reason}; choose another --cache-dir or use --no-cache") from None
+
+    def _move_aside(self, reason: Exception) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        try:
+            self.path.rename(target)
+        except FileNotFoundError:  # another process moved it first
+            return
+        # A journal left beside the broken file belongs to it, not to the fresh cache.
+        for suffix in ("-journal", "-wal", "-shm"):
+            sidecar = self.path.with_name(self.path.name + suffix)
+            if sidecar.exists():
+                sidecar.rename(target.with_name(target.name + suffix))
+        logger.warning("feature cache %s is corrupt (%s): moved it to %s and started a fresh cache",
+                       self.path, reason, target)
 
     def get(self, key: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
         """Rows found for ``digests`` (missing ones are absent from the result)."""
-        found: dict[str, np.ndarray] = {}
-        con = self._connect()
-        try:
+
+        def select(con: sqlite3.Connection) -> dict[str, np.ndarray]:
+            found = {}
             wanted = sorted(set(digests))
             for s in range(0, len(wanted), 900):
                 chunk = wanted[s : s + 900]
@@ -71,20 +143,58 @@ class FeatureCache:
                     f"SELECT digest, value FROM features WHERE key = ? AND digest IN ({marks})", [key, *chunk]
                 ):
                     found[digest] = np.frombuffer(value, dtype=np.float64)
-        finally:
-            con.close()
-        return found
+            return found
+
+        return self._run(select)
 
     def put(self, key: str, rows: dict[str, np.ndarray]) -> None:
-        con = self._connect()
-        try:
+        """Store ``rows`` (digest -> feature vector) under ``key``."""
+
+        def insert(con: sqlite3.Connection) -> None:
             with con:
                 con.executemany(
                     "INSERT OR REPLACE INTO features VALUES (?, ?, ?)",
                     [(key, d, np.asarray(v, dtype=np.float64).tobytes()) for d, v in rows.items()],
                 )
-        finally:
-            con.close()
+
+        self._run(insert)
+
+
+class MemoryCache:
+    """:class:`FeatureCache`'s interface over a dictionary: rows live as long as the object.
+
+    A benchmark without a cache folder (``--no-cache``) gives one to every
+    method and fold of the run, so each image's features are computed once
+    per run instead of once per method and fold, and nothing is written to
+    disk. Copies (``sklearn.base.clone`` deep-copies parameters) share the
+    rows of the original.
+    """
+
+    def __init__(self):
+        self._rows: dict[str, dict[str, np.ndarray]] = {}
+
+    def __deepcopy__(self, memo) -> MemoryCache:
+        return self
+
+    def get(self, key: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
+        """Rows found for ``digests`` (missing ones are absent from the result)."""
+        table = self._rows.get(key, {})
+        return {d: table[d] for d in set(digests) if d in table}
+
+    def put(self, key: str, rows: dict[str, np.ndarray]) -> None:
+        """Store ``rows`` (digest -> feature vector) under ``key``."""
+        self._rows.setdefault(key, {}).update(rows)
+
+
+def open_cache(cache_dir: str | Path | MemoryCache | None) -> FeatureCache | MemoryCache | None:
+    """The cache that a ``cache_dir`` setting designates.
+
+    A folder gives the :class:`FeatureCache` file ``features.sqlite`` in it; a
+    :class:`MemoryCache` is used as it is; None (or ``""``) means no cache.
+    """
+    if isinstance(cache_dir, MemoryCache):
+        return cache_dir
+    return FeatureCache(Path(cache_dir) / "features.sqlite") if cache_dir else None
 
 
 def load_preprocessed(path: str | Path, preprocess: Preprocess) -> np.ndarray:
@@ -106,7 +216,7 @@ def compute_features(
     extractors: Sequence[ImageTransformer],
     *,
     preprocess: Preprocess | None = None,
-    cache: FeatureCache | None = None,
+    cache: FeatureCache | MemoryCache | None = None,
     n_jobs: int = 1,
     progress: Callable[[int], None] | None = None,
     chunk_size: int = 64,
@@ -120,7 +230,7 @@ def compute_features(
         Fitted or not (they learn nothing from data).
     preprocess : Preprocess, optional
         Defaults to ``Preprocess()``.
-    cache : FeatureCache, optional
+    cache : FeatureCache or MemoryCache, optional
     n_jobs : int
         Worker processes for the images not in the cache.
     progress : callable, optional
@@ -137,7 +247,7 @@ def compute_features(
     paths = [str(p) for p in paths]
     digests = [file_digest(p) for p in paths]
     keys = [f"{ex.cache_key()}|{_preprocess_key(preprocess)}" for ex in extractors]
-    known = [cache.get(k, digests) if cache else {} for k in keys]
+    known = [cache.get(k, digests) if cache is not None else {} for k in keys]
     todo = sorted({k for k, d in enumerate(digests) if any(d not in kn for kn in known)})
     if todo:
         first = {}
@@ -160,7 +270,7 @@ def compute_features(
                 progress(len(chunk))
         for e, rows in enumerate(fresh):
             known[e].update(rows)
-            if cache:
+            if cache is not None:
                 cache.put(keys[e], rows)
         logger.info("computed features of %d images (%d from cache)", len(todo), len(paths) - len(todo))
     blocks = [np.vstack([kn[d] for d in digests]) if digests else np.zeros((0, ex.n_features_out_)) for kn, ex in zip(known, extractors)]
@@ -168,7 +278,8 @@ def compute_features(
 
 
 def _preprocess_key(preprocess: Preprocess) -> str:
-    return hashlib.blake2b(repr(sorted(preprocess.to_dict().items())).encode(), digest_size=6).hexdigest()
+    text = repr(sorted(preprocess.to_dict().items()))
+    return f"pre-v{preprocess.version}-" + hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
 class ImageFeatures(TransformerMixin, BaseEstimator):
@@ -180,8 +291,10 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         Their columns are concatenated in this order.
     preprocess : Preprocess or None
         Shared preprocessing; None means ``Preprocess()``.
-    cache_dir : str or None
-        Folder of the feature cache; None computes without caching.
+    cache_dir : str, MemoryCache or None
+        Folder of the feature cache, or an in-memory cache shared with other
+        pipelines (as ``Pipeline(memory=...)`` takes a folder or an object);
+        None computes without caching.
     n_jobs : int
         Worker processes.
     """
@@ -198,9 +311,8 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X) -> np.ndarray:
-        cache = FeatureCache(Path(self.cache_dir) / "features.sqlite") if self.cache_dir else None
         return compute_features(list(X), [ex for _, ex in self.extractors], preprocess=self.preprocess,
-                                cache=cache, n_jobs=self.n_jobs)
+                                cache=open_cache(self.cache_dir), n_jobs=self.n_jobs)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self.feature_names_, dtype=object)
@@ -222,11 +334,11 @@ def precompute_features(models, paths, *, n_jobs: int = 1, progress: Callable[[i
     for model in models:
         for _, step in getattr(model, "steps", []):
             if isinstance(step, ImageFeatures) and step.cache_dir:
-                preprocess = step.preprocess or Preprocess()
-                group = wanted.setdefault((str(step.cache_dir), preprocess), {})
+                where = step.cache_dir if isinstance(step.cache_dir, MemoryCache) else str(step.cache_dir)
+                group = wanted.setdefault((where, step.preprocess or Preprocess()), {})
                 for _, extractor in step.extractors:
                     group.setdefault(extractor.cache_key(), extractor)
-    for (cache_dir, preprocess), extractors in wanted.items():
-        compute_features(paths, list(extractors.values()), preprocess=preprocess,
-                         cache=FeatureCache(Path(cache_dir) / "features.sqlite"), n_jobs=n_jobs, progress=progress)
+    for (where, preprocess), extractors in wanted.items():
+        compute_features(paths, list(extractors.values()), preprocess=preprocess, cache=open_cache(where),
+                         n_jobs=n_jobs, progress=progress)
     return sum(len(e) for e in wanted.values())

@@ -26,6 +26,8 @@ class IntensityFeatures(ImageTransformer):
     ``bins`` histogram fractions.
     """
 
+    version = 1  # bump with every change of the output (see ImageTransformer.version)
+
     def __init__(self, *, bins=16):
         self.bins = bins
 
@@ -68,6 +70,8 @@ class OtsuFeatures(ImageTransformer):
     Output: threshold, foreground fraction, mean and std inside, mean and
     std outside, contrast (inside mean minus outside mean).
     """
+
+    version = 1  # bump with every change of the output (see ImageTransformer.version)
 
     def _names(self):
         return ["otsu_threshold", "otsu_foreground", "otsu_in_mean", "otsu_in_std",

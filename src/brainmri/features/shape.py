@@ -23,6 +23,8 @@ class ShapeFeatures(ImageTransformer):
     components, then the 7 Hu moments (log-scaled).
     """
 
+    version = 1  # bump with every change of the output (see ImageTransformer.version)
+
     def _names(self):
         return [f"shape_{p}" for p in _PROPS] + [f"shape_hu{k}" for k in range(7)]
 

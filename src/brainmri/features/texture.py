@@ -59,6 +59,8 @@ class GLCMFeatures(ImageTransformer):
     features for the whole image, times ``1 + grid**2`` when ``grid > 1``.
     """
 
+    version = 1  # bump with every change of the output (see ImageTransformer.version)
+
     def __init__(self, *, distances=(1, 3), angles=(0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4), levels=16,
                  properties=GLCM_PROPERTIES, per_angle=False, grid=4):
         self.distances = distances
@@ -188,6 +190,8 @@ class LBPFeatures(ImageTransformer):
 
     Output: ``points + 2`` features (the uniform-pattern histogram, normalised).
     """
+
+    version = 1  # bump with every change of the output (see ImageTransformer.version)
 
     def __init__(self, *, points=8, radius=1.0):
         self.points = points

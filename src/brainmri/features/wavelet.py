@@ -28,6 +28,8 @@ class WaveletFeatures(ImageTransformer):
     ``4 * (1 + 3 * level)`` features.
     """
 
+    version = 1  # bump with every change of the output (see ImageTransformer.version)
+
     def __init__(self, *, wavelet="haar", level=3):
         self.wavelet = wavelet
         self.level = level

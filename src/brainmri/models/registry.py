@@ -26,7 +26,9 @@ class MethodSpec:
         Registry name (``glcm-svm``).
     builder : callable
         ``builder(*, seed, n_jobs, cache_dir, preprocess)`` returning an
-        unfitted classifier.
+        unfitted classifier. ``cache_dir`` is a feature cache folder, or a
+        :class:`~brainmri.features.extract.MemoryCache` that a run without
+        a cache folder shares between its methods, or None.
     summary : str
         One line for ``--help`` and reports.
     reference : str
