@@ -36,7 +36,7 @@ own normalisation, the mean over items of the sum over classes of
 ranges from 0 to 2 (twice the one-column binary score of
 :func:`sklearn.metrics.brier_score_loss` with two classes). ``ece`` is the
 expected calibration error of the top-class probability (the confidence) over
-:data:`ECE_BINS` equal-width bins ``((b - 1) / 15, b / 15]``:
+:data:`ECE_BINS` equal-width bins ``((b - 1) / 15, b / 15]``, b = 1, ..., 15:
 ``sum_b |B_b| / n * |acc(B_b) - conf(B_b)|``, where ``acc`` is the share of
 items of the bin classified correctly and ``conf`` their mean confidence. It
 ranges from 0 to 1. Both read the rows of ``proba`` as probabilities.
@@ -215,8 +215,8 @@ def summarize(
 
         ``calibration`` is ``{"n_bins": 15, "mean_confidence": float, "bins":
         {"count", "accuracy", "confidence": list}}``: the mean top-class
-        probability, and per confidence bin ``((b - 1) / 15, b / 15]`` the
-        number of items, the share classified correctly and their mean
+        probability, and per confidence bin (index ``b`` covers
+        ``(b / 15, (b + 1) / 15]``) the number of items, the share classified correctly and their mean
         confidence (None for an empty bin), which is what ``ece`` sums and a
         reliability diagram draws.
 
@@ -261,16 +261,14 @@ def summarize(
     }
 
 
-def interval_statement(bootstrap: dict, groups: str | None = None) -> str:
+def interval_statement(bootstrap: dict) -> str:
     """Say in words how the intervals of :func:`summarize` were computed.
 
     Parameters
     ----------
     bootstrap : dict
-        The ``"bootstrap"`` block of :func:`summarize`.
-    groups : str, optional
-        What the groups are (``"near-duplicate clusters"``), when the
-        bootstrap resampled groups.
+        The ``"bootstrap"`` block of :func:`summarize`, optionally with a
+        ``"groups"`` key saying what the groups are (the benchmark adds it).
 
     Returns
     -------
@@ -278,11 +276,12 @@ def interval_statement(bootstrap: dict, groups: str | None = None) -> str:
 
     Examples
     --------
-    >>> interval_statement({"level": 0.95, "n_boot": 1000, "unit": "groups", "n_units": 374}, "subjects")
+    >>> interval_statement({"level": 0.95, "n_boot": 1000, "unit": "groups", "n_units": 374, "groups": "subjects"})
     '95% percentile bootstrap, 1000 resamples, over 374 groups (subjects)'
     >>> interval_statement({"level": 0.95, "n_boot": 200, "unit": "items", "n_units": 1311})
     '95% percentile bootstrap, 200 resamples, over 1311 items'
     """
+    groups = bootstrap.get("groups")
     what = f" ({groups})" if groups and bootstrap["unit"] == "groups" else ""
     return (f"{bootstrap['level']:.0%} percentile bootstrap, {bootstrap['n_boot']} resamples, "
             f"over {bootstrap['n_units']} {bootstrap['unit']}{what}")
