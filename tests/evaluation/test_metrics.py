@@ -296,3 +296,81 @@ def test_invalid_inputs(y, proba, classes, match):
 def test_invalid_bootstrap_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         bootstrap_ci(*GOOD, **kwargs)
+
+
+# ---------------------------------------------------------------- the benchmark's intervals
+
+
+def _duplicated_benchmark(kind: str, grouping: str):
+    """A 2-fold benchmark of ``rf`` on 40 distinct images each copied 5 times, predictions given (no training)."""
+    from brainmri.data.splits import Split
+    from brainmri.evaluation.benchmark import Plan
+    from brainmri.evaluation.protocol import BenchmarkConfig
+
+    y, proba, classes = random_predictions(40, seed=15, signal=1.0)
+    y, proba = np.repeat(y, 5), np.repeat(proba, 5, axis=0)
+    clusters = np.repeat(np.arange(40), 5)
+    groups = np.arange(200) if grouping == "none" else clusters
+    folds = [np.flatnonzero(clusters < 20), np.flatnonzero(clusters >= 20)]
+    splits = [Split(f"fold{k}", train=folds[1 - k], test=folds[k]) for k in range(2)]
+    protocol = {"kind": kind, "folds": 2, "grouping": grouping, "n_groups": len(np.unique(groups)), "notes": []}
+    plan = Plan(np.array([f"{k}.png" for k in range(200)]), y, [f"{k}.png" for k in range(200)], groups, splits,
+                protocol, {}, {}, {})
+    units = {"rf": [{"method": "rf", "fold": s.name, "test": s.test.tolist(), "classes": classes,
+                     "proba": proba[s.test].tolist(), "fit_s": 1.0, "predict_s": 0.1, "params": {}} for s in splits]}
+    config = BenchmarkConfig(data="data", methods=("rf",), cv=2, n_boot=300)
+    return config, plan, units, (y, proba, classes, groups)
+
+
+@pytest.mark.parametrize(
+    ("kind", "grouping", "unit", "n_units", "names"),
+    [
+        ("cv", "duplicates", "groups", 40, "near-duplicate clusters"),
+        ("cv", "subject+similar", "groups", 40, "subjects joined with their look-alike groups"),
+        ("official", "official split", "groups", 40, "near-duplicate clusters"),
+        ("cv", "none", "items", 200, None),
+    ],
+)
+def test_benchmark_resamples_groups_when_there_are_groups(kind, grouping, unit, n_units, names):
+    from brainmri.evaluation.benchmark import summarize_units
+
+    config, plan, units, (y, proba, classes, groups) = _duplicated_benchmark(kind, grouping)
+    entry = summarize_units(config, plan, units)[0]["methods"]["rf"]
+    assert entry["bootstrap"] == {"method": "percentile", "level": 0.95, "n_boot": 300, "unit": unit,
+                                  "n_units": n_units, "groups": names}
+    cluster = bootstrap_ci(y, proba, classes, groups=groups, n_boot=300)
+    item = bootstrap_ci(y, proba, classes, n_boot=300)
+    reported = {name: (m["ci_low"], m["ci_high"]) for name, m in entry["metrics"].items()}
+    assert reported == (cluster if unit == "groups" else item)
+    if unit == "groups":
+        # 5 copies of each image: the cluster intervals must be much wider than the item ones
+        width = {name: high - low for name, (low, high) in reported.items()}
+        assert width["accuracy"] > 1.5 * (item["accuracy"][1] - item["accuracy"][0])
+
+
+def test_benchmark_reports_calibration_per_method_and_fold():
+    from brainmri.evaluation.benchmark import summarize_units
+
+    config, plan, units, (y, proba, classes, _) = _duplicated_benchmark("cv", "duplicates")
+    entry = summarize_units(config, plan, units)[0]["methods"]["rf"]
+    assert entry["calibration"] == summarize(y, proba, classes, n_boot=1)["calibration"]
+    for fold, split in zip(entry["per_fold"], plan.splits):
+        expected = classification_metrics(y[split.test], proba[split.test], classes)["metrics"]
+        assert (fold["n_train"], fold["n_test"]) == (100, 100)
+        assert {k: fold[k] for k in ("brier", "ece")} == pytest.approx({k: expected[k] for k in ("brier", "ece")})
+
+
+def test_terminal_table_shows_calibration_and_states_the_intervals():
+    from brainmri.evaluation.benchmark import format_results, summarize_units
+
+    results = summarize_units(*_duplicated_benchmark("cv", "duplicates")[:3])[0]
+    lines = format_results(results).splitlines()
+    assert lines[1] == "intervals: 95% percentile bootstrap, 300 resamples, over 40 groups (near-duplicate clusters); " \
+                       "(low): lower is better"
+    assert lines[2].split() == ["method", "accuracy", "bal_acc", "macro_f1", "auc", "brier(low)", "ece(low)",
+                                "sensitivity", "specificity", "precision"]
+    m = results["methods"]["rf"]
+    ece = m["metrics"]["ece"]
+    assert f"{ece['value']:.3f} [{ece['ci_low']:.3f},{ece['ci_high']:.3f}]" in lines[4]
+    assert (f"  rf: mean confidence {m['calibration']['mean_confidence']:.3f} at accuracy "
+            f"{m['metrics']['accuracy']['value']:.3f}, ECE {ece['value']:.3f}") in lines
