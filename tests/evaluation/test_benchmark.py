@@ -11,7 +11,7 @@ from brainmri.evaluation.benchmark import format_results, run_benchmark
 from brainmri.evaluation.protocol import BenchmarkConfig, parse_label_map
 
 PRE = Preprocess(size=48)
-METRIC_NAMES = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "precision"}
+METRIC_NAMES = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "precision", "brier", "ece"}
 
 
 def config(data, **kw):
@@ -67,7 +67,7 @@ def test_every_prediction_is_saved(cv_run):
     acc = np.mean([r["label"] == r["predicted"] for r in rf])
     assert acc == pytest.approx(results["methods"]["rf"]["metrics"]["accuracy"]["value"])
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
-    assert len(list((out / "figures").glob("*.png"))) == 1 + 2 * 2  # comparison chart, confusion + ROC per method
+    assert len(list((out / "figures").glob("*.png"))) == 1 + 3 * 2  # comparison chart, confusion + ROC + reliability per method
 
 
 def test_rerun_resumes_without_refitting(cv_run, monkeypatch):

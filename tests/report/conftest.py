@@ -1,13 +1,16 @@
 """A benchmark outcome to report on: ``results`` shaped like results.json, plus pooled predictions.
 
 ``make_benchmark(...)`` builds both from seeded random predictions, so the
-confusion matrices and accuracies agree with the probabilities drawn.
+confusion matrices, accuracies and calibration agree with the probabilities
+drawn.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from brainmri.evaluation.metrics import summarize
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 METHODS = {
@@ -33,6 +36,7 @@ def _ci(value: float) -> dict:
 
 def _method(pred: dict, *, name: str, split: str, folds: int) -> dict:
     classes = pred["classes"]
+    scored = summarize(pred["y_true"], pred["proba"], classes, n_boot=1)
     y = np.array([classes.index(t) for t in pred["y_true"]])
     guess = pred["proba"].argmax(axis=1)
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
@@ -46,6 +50,8 @@ def _method(pred: dict, *, name: str, split: str, folds: int) -> dict:
         "sensitivity": _ci(accuracy - 0.01),
         "specificity": _ci(min(accuracy + 0.05, 0.999)),
         "precision": _ci(accuracy - 0.005),
+        "brier": _ci(scored["metrics"]["brier"]["value"]),
+        "ece": _ci(scored["metrics"]["ece"]["value"]),
     }
     per_class = {
         c: {
@@ -64,11 +70,15 @@ def _method(pred: dict, *, name: str, split: str, folds: int) -> dict:
         "per_class": per_class,
         "confusion": {"labels": classes, "matrix": matrix.tolist()},
         "per_fold": [
-            {"fold": f"fold{k}", "n_test": len(y) // folds, "accuracy": accuracy + 0.01 * (k - 1),
+            {"fold": f"fold{k}", "n_train": len(y) - len(y) // folds - k % 2, "n_test": len(y) // folds + k % 2,
+             "accuracy": accuracy + 0.01 * (k - 1),
              "balanced_accuracy": accuracy, "macro_f1": accuracy - 0.01, "auc": float("nan") if k == 0 else 0.97}
             for k in range(folds)
         ],
         "timing_s": {"fit": 12.3, "predict": 1.2, "total": 13.5},
+        "calibration": scored["calibration"],
+        "bootstrap": {"method": "percentile", "level": 0.95, "n_boot": 1000, "unit": "groups", "n_units": 374,
+                      "groups": "near-duplicate clusters"},
         "params": {"C": 100, "kernel": "rbf"} if "svm" in name else {},
     }
     if split == "official":
@@ -122,6 +132,7 @@ def build_benchmark(
                 "a": a, "b": b,
                 "mcnemar": {"n01": 40, "n10": 12 + k, "p_value": 0.0001 * 10**k, "statistic": 14.0},
                 "t_test": {"mean_difference": 0.03, "statistic": 3.1, "p_value": 0.03, "df": 4} if split == "cv" else None,
+                "decided_by": "t_test" if split == "cv" else "mcnemar",
                 "p_adjusted": min(0.0002 * 100**k, 1.0),
                 "significant": 0.0002 * 100**k < 0.05,
             }

@@ -31,7 +31,7 @@ from brainmri.data.audit import (
 from brainmri.data.dataset import Dataset, load_dataset
 from brainmri.data.splits import Split, group_labels, kfold_splits, official_split
 from brainmri.errors import ConfigError, DataError
-from brainmri.evaluation.metrics import classification_metrics, summarize
+from brainmri.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, interval_statement, summarize
 from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes, code_versions
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.features.extract import MemoryCache, precompute_features
@@ -343,9 +343,28 @@ def _pooled(plan: Plan, units: list[dict], classes: list[str]) -> dict:
             "y_true": [str(v) for v in plan.labels[np.asarray(index, dtype=int)]], "classes": classes}
 
 
+#: Metrics of each ``per_fold`` entry.
+FOLD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "brier", "ece")
+
+#: What the bootstrap groups are, by the grouping of the folds (:func:`brainmri.data.splits.group_labels`).
+_GROUP_NAMES = {
+    "subject": "subjects",
+    "duplicates": "near-duplicate clusters",
+    "similar": "look-alike groups",
+    "subject+duplicates": "subjects joined with their near-duplicate clusters",
+    "subject+similar": "subjects joined with their look-alike groups",
+}
+
+
+def _bootstrap_groups(protocol: dict) -> str:
+    """What ``plan.groups`` holds: the fold grouping in CV, near-duplicate clusters on a fixed test set."""
+    return _GROUP_NAMES.get(protocol["grouping"] if protocol["kind"] == "cv" else "duplicates", protocol["grouping"])
+
+
 def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[dict]]) -> tuple[dict, dict]:
     """Metrics with CIs per method, per-fold scores and pairwise tests, from saved units."""
     classes = sorted({c for us in units.values() for u in us for c in u["classes"]})
+    groups_name = _bootstrap_groups(plan.protocol)
     methods: dict[str, dict] = {}
     predictions: dict[str, dict] = {}
     for method, us in units.items():
@@ -361,6 +380,8 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
             "per_class": summary["per_class"],
             "confusion": summary["confusion"],
             "n_test": summary["n"],
+            "calibration": summary["calibration"],
+            "bootstrap": {**summary["bootstrap"], "groups": groups_name if summary["bootstrap"]["unit"] == "groups" else None},
         }
         if plan.dedup_test is not None and len(plan.dedup_test) < len(pooled["index"]):
             keep = np.isin(pooled["index"], plan.dedup_test)
@@ -374,7 +395,7 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
             p = pooled["proba"][np.asarray(pooled["fold"]) == unit["fold"]]
             scores = classification_metrics(y, p, classes)["metrics"]
             per_fold.append({"fold": unit["fold"], "n_train": len(split.train), "n_test": len(y),
-                             **{k: scores[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}})
+                             **{k: scores[k] for k in FOLD_METRICS}})
         entry["per_fold"] = per_fold
         fit = sum(u["fit_s"] for u in us)
         predict = sum(u["predict_s"] for u in us)
@@ -450,8 +471,9 @@ def write_outputs(out: Path, results: dict, predictions: dict, plan: Plan) -> No
 
 def format_results(results: dict) -> str:
     """The comparison table for the terminal."""
-    shown = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "precision")
-    heads = ["method", *[{"balanced_accuracy": "bal_acc"}.get(m, m) for m in shown]]
+    shown = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "brier", "ece", "sensitivity", "specificity", "precision")
+    heads = ["method", *[{"balanced_accuracy": "bal_acc"}.get(m, m) + ("(low)" if m in LOWER_IS_BETTER else "")
+                         for m in shown]]
     rows = []
     for name, entry in results["methods"].items():
         cells = [name]
@@ -464,10 +486,17 @@ def format_results(results: dict) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     p = results["protocol"]
-    lines.insert(0, f"protocol: {p['kind']}, {p['folds']} fold(s), grouping: {p['grouping']}  (95% bootstrap CIs)")
+    lines.insert(0, f"protocol: {p['kind']}, {p['folds']} fold(s), grouping: {p['grouping']}")
+    bootstrap = next(iter(results["methods"].values()))["bootstrap"]
+    lines.insert(1, f"intervals: {interval_statement(bootstrap)}; (low): lower is better")
     if "cross_dataset_leaks" in p:
         lines.append("")
         lines += format_cross_dataset_leaks(p["cross_dataset_leaks"])
+    lines.append("")
+    lines.append("calibration (mean confidence equals accuracy when calibrated):")
+    for name, entry in results["methods"].items():
+        lines.append(f"  {name}: mean confidence {entry['calibration']['mean_confidence']:.3f} at accuracy "
+                     f"{entry['metrics']['accuracy']['value']:.3f}, ECE {entry['metrics']['ece']['value']:.3f}")
     dedup = [(n, e) for n, e in results["methods"].items() if "metrics_deduplicated" in e]
     if dedup:
         lines.append("")

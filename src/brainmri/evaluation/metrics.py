@@ -6,7 +6,9 @@
   resampling items or, when ``groups`` is given, whole groups (subjects or
   duplicate clusters), so that near-copies of an image do not pass for
   independent evidence.
-* :func:`summarize` combines both into the JSON-ready block that reports use.
+* :func:`summarize` combines both into the JSON-ready block that reports use,
+  with the reliability bins of the calibration and what the bootstrap
+  resampled; :func:`interval_statement` says the latter in words.
 
 Conventions
 -----------
@@ -26,6 +28,19 @@ classes present in ``y_true`` of the AUC of "this class against the rest",
 scored by its own probability column. With two classes it is the binary AUC
 of the second column. It is NaN when fewer than two classes are present.
 
+``brier`` and ``ece`` measure calibration: whether the probabilities mean what
+they say. Both are 0 for perfect predictions and lower is better
+(:data:`LOWER_IS_BETTER`). ``brier`` is the multiclass Brier score in Brier's
+own normalisation, the mean over items of the sum over classes of
+``(p_ic - y_ic) ** 2`` with ``y_ic`` 1 for the true class and 0 otherwise; it
+ranges from 0 to 2 (twice the one-column binary score of
+:func:`sklearn.metrics.brier_score_loss` with two classes). ``ece`` is the
+expected calibration error of the top-class probability (the confidence) over
+:data:`ECE_BINS` equal-width bins ``((b - 1) / 15, b / 15]``, b = 1, ..., 15:
+``sum_b |B_b| / n * |acc(B_b) - conf(B_b)|``, where ``acc`` is the share of
+items of the bin classified correctly and ``conf`` their mean confidence. It
+ranges from 0 to 1. Both read the rows of ``proba`` as probabilities.
+
 Everything is computed from item weights (1 for each item; the number of
 times an item was drawn in a bootstrap resample) with :func:`numpy.bincount`,
 so a resample costs a few passes over the data and the point estimate and
@@ -36,6 +51,15 @@ References
 ----------
 B. Efron and R. J. Tibshirani, *An Introduction to the Bootstrap*, Chapman &
 Hall, 1993 (percentile intervals; chapter 13).
+
+G. W. Brier, "Verification of forecasts expressed in terms of probability",
+Monthly Weather Review 78(1):1-3, 1950.
+DOI: 10.1175/1520-0493(1950)078<0001:VOFEIT>2.0.CO;2
+
+C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger, "On Calibration of Modern
+Neural Networks", Proceedings of the 34th International Conference on
+Machine Learning (ICML), PMLR 70:1321-1330, 2017 (expected calibration error,
+reliability diagrams).
 """
 
 from __future__ import annotations
@@ -47,7 +71,18 @@ import numpy as np
 from brainmri.errors import ConfigError
 
 #: Names of the metrics, in the order every result lists them.
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "precision")
+METRICS = (
+    "accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "precision", "brier", "ece",
+)
+
+#: The metrics of :data:`METRICS` where a lower value is better; higher is better for the others.
+LOWER_IS_BETTER = frozenset({"brier", "ece"})
+
+#: Equal-width bins of the top-class probability for ``ece`` and the reliability diagram (Guo et al. use 15).
+ECE_BINS = 15
+
+#: Largest distance of a row sum of ``proba`` from 1 that is accepted (saved predictions have 6 decimals).
+_SUM_TOLERANCE = 1e-3
 
 #: Per-class rates, in the order ``per_class`` lists them (followed by ``support``).
 _RATES = ("sensitivity", "specificity", "precision", "f1")
@@ -61,9 +96,8 @@ def classification_metrics(y_true: Sequence[str], proba, classes: Sequence[str])
     y_true : sequence of str, length n
         True class of every item; each must be one of ``classes``.
     proba : array-like of float, shape (n, n_classes)
-        Predicted probabilities; column ``j`` belongs to ``classes[j]``. Rows
-        need not sum to 1 (only the argmax and the ranking within a column
-        matter).
+        Predicted probabilities; column ``j`` belongs to ``classes[j]``. Every
+        value lies in [0, 1] and every row sums to 1 (within 0.001).
     classes : sequence of str, length n_classes >= 2
         Class names, unique.
 
@@ -81,8 +115,8 @@ def classification_metrics(y_true: Sequence[str], proba, classes: Sequence[str])
     Raises
     ------
     ConfigError
-        If the shapes disagree, a label is not in ``classes`` or ``proba`` is
-        not finite.
+        If the shapes disagree, a label is not in ``classes`` or ``proba`` does
+        not hold probabilities.
 
     Examples
     --------
@@ -91,6 +125,16 @@ def classification_metrics(y_true: Sequence[str], proba, classes: Sequence[str])
     [[1, 1], [0, 1]]
     >>> out["metrics"]["accuracy"], out["metrics"]["balanced_accuracy"], out["metrics"]["auc"]
     (0.6666666666666666, 0.75, 1.0)
+
+    Calibration, by hand: the confidences 0.9 (right) and 0.92 (wrong) share
+    the bin (13/15, 14/15] = (0.867, 0.933], accuracy 1/2 against mean
+    confidence 0.91; 0.7 and 0.6 (both right) sit alone in theirs. ECE =
+    2/4 * 0.41 + 1/4 * 0.3 + 1/4 * 0.4 = 0.38. Brier: the squared errors of
+    the rows are 0.02, 2 * 0.92 ** 2 = 1.6928, 0.18 and 0.32, mean 0.5532.
+
+    >>> out = classification_metrics(["a", "b", "b", "b"], [[0.9, 0.1], [0.92, 0.08], [0.3, 0.7], [0.4, 0.6]], ["a", "b"])
+    >>> round(out["metrics"]["ece"], 4), round(out["metrics"]["brier"], 4)
+    (0.38, 0.5532)
     """
     scorer, classes = _scorer(y_true, proba, classes)
     return _point_estimate(scorer, classes)
@@ -140,7 +184,7 @@ def bootstrap_ci(
         the wrong length, ``n_boot < 1`` or ``alpha`` outside (0, 1).
     """
     scorer, _ = _scorer(y_true, proba, classes)
-    return _bootstrap(scorer, groups=groups, n_boot=n_boot, alpha=alpha, seed=seed)
+    return _bootstrap(scorer, groups=groups, n_boot=n_boot, alpha=alpha, seed=seed)[0]
 
 
 def summarize(
@@ -165,33 +209,105 @@ def summarize(
     -------
     dict
         ``{"metrics": {name: {"value", "ci_low", "ci_high"}}, "per_class": ...,
-        "confusion": ..., "n": int}`` with ``per_class`` and ``confusion`` as
-        in :func:`classification_metrics` and ``n`` the number of items. All
-        numbers are plain Python ``float`` / ``int`` (NaN where undefined), so
-        the result can be written with :func:`json.dump`.
+        "confusion": ..., "n": int, "calibration": {...}, "bootstrap": {...}}``
+        with ``per_class`` and ``confusion`` as in
+        :func:`classification_metrics` and ``n`` the number of items.
+
+        ``calibration`` is ``{"n_bins": 15, "mean_confidence": float, "bins":
+        {"count", "accuracy", "confidence": list}}``: the mean top-class
+        probability, and per confidence bin (index ``b`` covers
+        ``(b / 15, (b + 1) / 15]``) the number of items, the share classified correctly and their mean
+        confidence (None for an empty bin), which is what ``ece`` sums and a
+        reliability diagram draws.
+
+        ``bootstrap`` is ``{"method": "percentile", "level": 0.95, "n_boot":
+        int, "unit": "groups" or "items", "n_units": int}``: what the
+        resamples drew. ``unit`` is ``"items"`` when ``groups`` is None or
+        every group holds a single item (then the two are the same bootstrap).
+
+        All numbers are plain Python ``float`` / ``int`` (NaN where
+        undefined), so the result can be written with :func:`json.dump`.
+
+    Examples
+    --------
+    >>> out = summarize(["a", "a", "b", "b"], [[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]], ["a", "b"],
+    ...                 groups=[0, 0, 1, 2], n_boot=10)
+    >>> out["bootstrap"]["unit"], out["bootstrap"]["n_units"]
+    ('groups', 3)
+    >>> round(out["calibration"]["mean_confidence"], 3), out["calibration"]["bins"]["count"][8:14]
+    (0.75, [1, 0, 1, 1, 0, 1])
     """
     scorer, classes = _scorer(y_true, proba, classes)
     point = _point_estimate(scorer, classes)
-    intervals = _bootstrap(scorer, groups=groups, n_boot=n_boot, alpha=0.05, seed=seed)
+    intervals, n_units = _bootstrap(scorer, groups=groups, n_boot=n_boot, alpha=0.05, seed=seed)
     metrics = {
         name: {"value": value, "ci_low": intervals[name][0], "ci_high": intervals[name][1]}
         for name, value in point["metrics"].items()
     }
-    return {"metrics": metrics, "per_class": point["per_class"], "confusion": point["confusion"], "n": scorer.n}
+    count, correct, confidence = scorer.reliability(np.ones(scorer.n))
+    bins = {
+        "count": count.astype(int).tolist(),
+        "accuracy": [float(c / n) if n else None for c, n in zip(correct, count)],
+        "confidence": [float(c / n) if n else None for c, n in zip(confidence, count)],
+    }
+    return {
+        "metrics": metrics,
+        "per_class": point["per_class"],
+        "confusion": point["confusion"],
+        "n": scorer.n,
+        "calibration": {"n_bins": ECE_BINS, "mean_confidence": float(confidence.sum() / scorer.n), "bins": bins},
+        "bootstrap": {"method": "percentile", "level": 0.95, "n_boot": n_boot,
+                      "unit": "items" if n_units == scorer.n else "groups", "n_units": n_units},
+    }
+
+
+def interval_statement(bootstrap: dict) -> str:
+    """Say in words how the intervals of :func:`summarize` were computed.
+
+    Parameters
+    ----------
+    bootstrap : dict
+        The ``"bootstrap"`` block of :func:`summarize`, optionally with a
+        ``"groups"`` key saying what the groups are (the benchmark adds it).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> interval_statement({"level": 0.95, "n_boot": 1000, "unit": "groups", "n_units": 374, "groups": "subjects"})
+    '95% percentile bootstrap, 1000 resamples, over 374 groups (subjects)'
+    >>> interval_statement({"level": 0.95, "n_boot": 200, "unit": "items", "n_units": 1311})
+    '95% percentile bootstrap, 200 resamples, over 1311 items'
+    """
+    groups = bootstrap.get("groups")
+    what = f" ({groups})" if groups and bootstrap["unit"] == "groups" else ""
+    return (f"{bootstrap['level']:.0%} percentile bootstrap, {bootstrap['n_boot']} resamples, "
+            f"over {bootstrap['n_units']} {bootstrap['unit']}{what}")
 
 
 class _Scorer:
     """The metrics of fixed predictions under item weights.
 
     Everything that does not depend on the weights (the confusion-matrix cell
-    of each item, the rank of each item's score in every AUC column) is
-    computed once here; :meth:`values` then costs a few :func:`numpy.bincount`
-    calls, which is what makes thousands of bootstrap resamples cheap.
+    of each item, the rank of each item's score in every AUC column, its
+    squared error and confidence bin) is computed once here; :meth:`values`
+    then costs a few :func:`numpy.bincount` calls, which is what makes
+    thousands of bootstrap resamples cheap.
     """
 
     def __init__(self, codes: np.ndarray, proba: np.ndarray):
         self.n, self.k = proba.shape
-        self.cells = codes * self.k + np.argmax(proba, axis=1)
+        predicted = np.argmax(proba, axis=1)
+        self.cells = codes * self.k + predicted
+        self.correct = (predicted == codes).astype(float)
+        self.confidence = proba.max(axis=1)
+        onehot = np.eye(self.k)[codes]
+        self.squared_error = ((proba - onehot) ** 2).sum(axis=1)
+        # Bin b holds the confidences in ((b - 1) / ECE_BINS, b / ECE_BINS]: count the inner edges below.
+        inner_edges = np.arange(1, ECE_BINS) / ECE_BINS  # exact as decimals: 9 / 15 == 0.6
+        self.bin_of = np.searchsorted(inner_edges, self.confidence, side="left")
         # One AUC column per class (one-vs-rest); with two classes only the second.
         columns = [1] if self.k == 2 else range(self.k)
         self.auc_bins = []
@@ -217,10 +333,19 @@ class _Scorer:
                 aucs.append(pos @ (np.cumsum(neg) - 0.5 * neg) / (n_pos * n_neg))
         return float(np.mean(aucs)) if aucs else float("nan")
 
+    def reliability(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per confidence bin: the weight of its items, of those classified correctly, and their summed confidence."""
+        def per_bin(values):
+            return np.bincount(self.bin_of, weights=values, minlength=ECE_BINS)
+
+        return per_bin(weights), per_bin(weights * self.correct), per_bin(weights * self.confidence)
+
     def values(self, weights: np.ndarray) -> np.ndarray:
         """Every metric of :data:`METRICS`, in that order, as a float array."""
         cm = self.confusion(weights)
         rates, support = _rates(cm)
+        total = weights.sum()
+        _, correct, confidence = self.reliability(weights)
         metrics = {
             "accuracy": np.trace(cm) / cm.sum(),
             "balanced_accuracy": rates["sensitivity"][support > 0].mean(),
@@ -229,6 +354,9 @@ class _Scorer:
             "sensitivity": rates["sensitivity"].mean(),
             "specificity": rates["specificity"].mean(),
             "precision": rates["precision"].mean(),
+            "brier": weights @ self.squared_error / total,
+            # sum_b |B_b| / n * |acc(B_b) - conf(B_b)| = sum_b |correct(B_b) - confidence(B_b)| / n
+            "ece": np.abs(correct - confidence).sum() / total,
         }
         return np.array([metrics[name] for name in METRICS], dtype=float)
 
@@ -271,8 +399,8 @@ def _point_estimate(scorer: _Scorer, classes: list[str]) -> dict:
 
 def _bootstrap(
     scorer: _Scorer, *, groups, n_boot: int, alpha: float, seed: int | None
-) -> dict[str, tuple[float, float]]:
-    """Percentile intervals of :meth:`_Scorer.values` over item or cluster resamples."""
+) -> tuple[dict[str, tuple[float, float]], int]:
+    """Percentile intervals of :meth:`_Scorer.values` over item or cluster resamples, and the number of groups."""
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise ConfigError(f"n_boot must be a positive integer (e.g. 1000), got {n_boot!r}")
     if not 0 < alpha < 1:
@@ -298,7 +426,7 @@ def _bootstrap(
         defined = values[~np.isnan(values[:, j]), j]
         low, high = np.percentile(defined, quantiles) if defined.size else (np.nan, np.nan)
         intervals[name] = (float(low), float(high))
-    return intervals
+    return intervals, n_groups
 
 
 def _scorer(y_true: Sequence[str], proba, classes: Sequence[str]) -> tuple[_Scorer, list[str]]:
@@ -317,6 +445,14 @@ def _scorer(y_true: Sequence[str], proba, classes: Sequence[str]) -> tuple[_Scor
         )
     if not np.isfinite(proba).all():
         raise ConfigError("proba must be finite, got NaN or infinite values")
+    if proba.min() < 0 or proba.max() > 1:
+        raise ConfigError(f"proba must hold probabilities in [0, 1], got values from {proba.min():g} to {proba.max():g}")
+    worst = int(np.argmax(np.abs(proba.sum(axis=1) - 1)))
+    if abs(proba[worst].sum() - 1) > _SUM_TOLERANCE:
+        raise ConfigError(
+            f"proba must sum to 1 over the classes of each item, got {proba[worst].sum():g} in row {worst}; "
+            "pass predict_proba's output, not decision scores"
+        )
     distinct, inverse = np.unique(labels, return_inverse=True)
     index = {cls: j for j, cls in enumerate(classes)}
     unknown = [label for label in distinct.tolist() if label not in index]

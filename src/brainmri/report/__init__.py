@@ -9,20 +9,24 @@ After ``brainmri benchmark``, with its ``results`` dict and pooled predictions::
 from __future__ import annotations
 
 from brainmri.report.figures import (
-    confusion_matrix_png,
-    metric_comparison_png,
+    confusion_matrix_figure,
+    figure_png,
+    metric_comparison_figure,
+    reliability_figure,
     render_figures,
-    roc_curves_png,
+    roc_curves_figure,
     write_figures,
 )
 from brainmri.report.html import render_report, write_report
 
 __all__ = [
-    "confusion_matrix_png",
-    "metric_comparison_png",
+    "confusion_matrix_figure",
+    "figure_png",
+    "metric_comparison_figure",
+    "reliability_figure",
     "render_figures",
     "render_report",
-    "roc_curves_png",
+    "roc_curves_figure",
     "write_figures",
     "write_report",
 ]

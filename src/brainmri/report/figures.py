@@ -1,9 +1,11 @@
-"""Figures of a benchmark report, rendered to PNG bytes.
+"""Figures of a benchmark report.
 
-Every function draws on its own :class:`matplotlib.figure.Figure` with the Agg
-canvas, so nothing here selects a backend, opens a window or leaves a figure
-in pyplot's global registry. :func:`render_figures` draws every figure of a
-benchmark once; :func:`write_figures` saves them and the HTML report
+Every ``*_figure`` function draws on its own :class:`matplotlib.figure.Figure`
+with the Agg canvas, so nothing here selects a backend, opens a window or
+leaves a figure in pyplot's global registry; the figure's axes can be
+inspected (tests read the plotted values back) and :func:`figure_png` encodes
+it. :func:`render_figures` draws every figure of a benchmark once as PNG
+bytes; :func:`write_figures` saves them and the HTML report
 (:mod:`brainmri.report.html`) inlines them.
 """
 
@@ -24,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 #: Display names of metrics; also their column order (others follow, sorted).
 METRIC_NAMES = {
+    "n_train": "training items",
     "n_test": "test items",
     "accuracy": "accuracy",
     "balanced_accuracy": "balanced accuracy",
@@ -32,11 +35,14 @@ METRIC_NAMES = {
     "sensitivity": "sensitivity",
     "specificity": "specificity",
     "precision": "precision",
+    "brier": "Brier score",
+    "ece": "ECE",
+    "mean_confidence": "mean confidence",
     "f1": "F1",
     "support": "support",
 }
 
-#: Metrics drawn by :func:`metric_comparison_png`, with their axis labels.
+#: Metrics drawn by :func:`metric_comparison_figure`, with their axis labels (all higher-is-better).
 CHART_METRICS = {k: METRIC_NAMES[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}
 
 _DPI = 110
@@ -52,8 +58,8 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _png(fig) -> bytes:
-    """Encode ``fig`` as PNG (no metadata, so the bytes depend only on the drawing)."""
+def figure_png(fig) -> bytes:
+    """Encode a figure of this module as PNG (no metadata, so the bytes depend only on the drawing)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()
@@ -66,7 +72,7 @@ def _colors(n: int) -> list:
     return [cmap(k % cmap.N) for k in range(n)]
 
 
-def confusion_matrix_png(confusion: dict, title: str) -> bytes:
+def confusion_matrix_figure(confusion: dict, title: str):
     """Draw a confusion matrix: colours normalised per true class, counts written in each cell.
 
     Parameters
@@ -80,9 +86,10 @@ def confusion_matrix_png(confusion: dict, title: str) -> bytes:
 
     Returns
     -------
-    bytes
-        A PNG image. Each cell shows the count and the share of its row; a row
-        with no items is drawn as zeros.
+    matplotlib.figure.Figure
+        One axes whose image holds the share of each row (shape (n, n)); each
+        cell is written with the count and the share. A row with no items is
+        drawn as zeros.
     """
     labels = [str(label) for label in confusion["labels"]]
     matrix = np.asarray(confusion["matrix"], dtype=float)
@@ -107,10 +114,10 @@ def confusion_matrix_png(confusion: dict, title: str) -> bytes:
         for j in range(n):
             color = "white" if share[i, j] > 0.55 else "black"
             ax.text(j, i, f"{int(matrix[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", color=color, fontsize=size)
-    return _png(fig)
+    return fig
 
 
-def roc_curves_png(y_true: Sequence, proba, classes: Sequence[str], title: str) -> bytes:
+def roc_curves_figure(y_true: Sequence, proba, classes: Sequence[str], title: str):
     """Draw one-vs-rest ROC curves, one per class, with each AUC in the legend.
 
     Parameters
@@ -126,11 +133,13 @@ def roc_curves_png(y_true: Sequence, proba, classes: Sequence[str], title: str) 
 
     Returns
     -------
-    bytes
-        A PNG image. With two classes a single curve is drawn (``classes[1]``
-        against ``classes[0]``; the other is its mirror image with the same
-        AUC). A class with no positive or no negative item in ``y_true`` has no
-        ROC curve: it is skipped and named under the plot.
+    matplotlib.figure.Figure
+        One axes: the chance diagonal, then one line per class (false positive
+        rate, true positive rate) labelled with its AUC. With two classes a
+        single curve is drawn (``classes[1]`` against ``classes[0]``; the other
+        is its mirror image with the same AUC). A class with no positive or no
+        negative item in ``y_true`` has no ROC curve: it is skipped and named
+        under the plot.
     """
     from sklearn.metrics import auc, roc_curve
 
@@ -170,14 +179,14 @@ def roc_curves_png(y_true: Sequence, proba, classes: Sequence[str], title: str) 
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title)
-    return _png(fig)
+    return fig
 
 
 def _finite(x) -> bool:
     return isinstance(x, (int, float, np.number)) and math.isfinite(x)
 
 
-def metric_comparison_png(results: dict) -> bytes:
+def metric_comparison_figure(results: dict):
     """Draw a grouped bar chart of the headline metrics of every method, with confidence intervals.
 
     Parameters
@@ -189,8 +198,8 @@ def metric_comparison_png(results: dict) -> bytes:
 
     Returns
     -------
-    bytes
-        A PNG image: one group of bars per metric of :data:`CHART_METRICS`, one
+    matplotlib.figure.Figure
+        One axes: one group of bars per metric of :data:`CHART_METRICS`, one
         bar per method, error bars from ``ci_low`` to ``ci_high``. Where a method
         has deduplicated metrics, the accuracy group gets a second, hatched bar
         for it beside the method's bar, so the gap shows. Missing or NaN values
@@ -254,7 +263,64 @@ def metric_comparison_png(results: dict) -> bytes:
         handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label="accuracy, deduplicated test"))
     ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=min(len(handles), 4), frameon=False)
     ax.set_title("Headline metrics with confidence intervals")
-    return _png(fig)
+    return fig
+
+
+def reliability_figure(calibration: dict, ece: float, title: str):
+    """Draw a reliability diagram: accuracy against confidence per bin, and how many items each bin holds.
+
+    Parameters
+    ----------
+    calibration : dict
+        The ``"calibration"`` block of :func:`brainmri.evaluation.metrics.summarize`:
+        ``{"n_bins": int, "bins": {"count", "accuracy", "confidence": list}}``,
+        bin ``b`` covering the top-class probabilities in
+        ``(b / n_bins, (b + 1) / n_bins]``, None for an empty bin.
+    ece : float
+        The expected calibration error, written in the legend.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes sharing the confidence axis. The upper one holds the diagonal
+        of perfect calibration and a line through ``(confidence, accuracy)``
+        of every non-empty bin, labelled with the ECE: below the diagonal the
+        method is overconfident, above it underconfident. The lower one has a
+        bar per bin whose height (written above it) is the number of items.
+
+    References
+    ----------
+    C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger, "On Calibration of Modern
+    Neural Networks", ICML 2017, PMLR 70:1321-1330 (reliability diagrams).
+    """
+    n_bins = calibration["n_bins"]
+    bins = calibration["bins"]
+    count = np.asarray(bins["count"], dtype=int)
+    filled = count > 0
+    accuracy = np.array([a for a, f in zip(bins["accuracy"], filled) if f], dtype=float)
+    confidence = np.array([c for c, f in zip(bins["confidence"], filled) if f], dtype=float)
+
+    fig = _figure(5.2, 5.6)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
+    ece_text = f"{ece:.3f}" if _finite(ece) else "n/a"
+    top.plot(confidence, accuracy, color=_colors(1)[0], marker="o", linewidth=1.6,
+             label=f"accuracy per confidence bin (ECE {ece_text})")
+    top.set_ylabel("accuracy")
+    top.set_xlim(0, 1)
+    top.set_ylim(-0.01, 1.01)
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize=8)
+    top.set_title(title)
+    bars = bottom.bar(np.arange(n_bins) / n_bins, count, width=1 / n_bins, align="edge",
+                      color="0.7", edgecolor="black", linewidth=0.5)
+    bottom.bar_label(bars, labels=[str(c) if c else "" for c in count], fontsize=7)
+    bottom.set_ylim(0, max(count.max(initial=0), 1) * 1.3)
+    bottom.set_ylabel("items")
+    bottom.set_xlabel(f"confidence (top-class probability, {n_bins} bins)")
+    return fig
 
 
 def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, bytes]:
@@ -272,16 +338,21 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
     Returns
     -------
     dict of str to bytes
-        PNG images keyed ``"metric_comparison"``, ``"confusion/<method>"`` and
-        ``"roc/<method>"``, in that order, methods in the order of ``results``.
+        PNG images keyed ``"metric_comparison"``, then per method
+        ``"confusion/<method>"``, ``"roc/<method>"`` and
+        ``"reliability/<method>"`` (when its results have a ``calibration``
+        block), methods in the order of ``results``.
     """
-    figures = {"metric_comparison": metric_comparison_png(results)}
+    figures = {"metric_comparison": figure_png(metric_comparison_figure(results))}
     for name, method in results["methods"].items():
         if method.get("confusion"):
-            figures[f"confusion/{name}"] = confusion_matrix_png(method["confusion"], f"{name}: confusion matrix")
+            figures[f"confusion/{name}"] = figure_png(confusion_matrix_figure(method["confusion"], f"{name}: confusion matrix"))
         if name in predictions:
             p = predictions[name]
-            figures[f"roc/{name}"] = roc_curves_png(p["y_true"], p["proba"], p["classes"], f"{name}: ROC, one vs rest")
+            figures[f"roc/{name}"] = figure_png(roc_curves_figure(p["y_true"], p["proba"], p["classes"], f"{name}: ROC, one vs rest"))
+        if method.get("calibration"):
+            ece = method.get("metrics", {}).get("ece", {}).get("value")
+            figures[f"reliability/{name}"] = figure_png(reliability_figure(method["calibration"], ece, f"{name}: reliability"))
     return figures
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainmri.evaluation.metrics import LOWER_IS_BETTER, interval_statement
 from brainmri.files import write_text
 from brainmri.report.figures import METRIC_NAMES, render_figures
 
@@ -37,6 +38,8 @@ th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.6rem; text-align: left; ve
 th { background: #f6f8fa; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
+.ci { display: block; font-size: 0.8em; color: #57606a; }
 .callout { border-left: 5px solid #d97706; background: #fff8e6; padding: 0.6rem 1rem; margin: 1rem 0; }
 .callout.alert { border-left-color: #cf222e; background: #ffebe9; }
 .callout ul { margin: 0.3rem 0; padding-left: 1.2rem; }
@@ -82,13 +85,13 @@ def _p(x) -> str:
 
 
 def _metric(m) -> str:
-    """``{"value", "ci_low", "ci_high"}`` as ``0.953 [0.941, 0.964]``."""
+    """``{"value", "ci_low", "ci_high"}`` as ``0.953 [0.941, 0.964]``, the interval on a line of its own."""
     if not isinstance(m, dict):
         return _num(m)
     lo, hi = m.get("ci_low"), m.get("ci_high")
     if lo is None and hi is None:
         return _num(m.get("value"))
-    return f"{_num(m.get('value'))} [{_num(lo)}, {_num(hi)}]"
+    return f'{_num(m.get("value"))} <span class="ci">[{_num(lo)}, {_num(hi)}]</span>'
 
 
 def _value(m) -> float:
@@ -112,13 +115,16 @@ def _ordered(keys) -> list[str]:
 
 
 def _table(header: list[str] | None, rows: list[list[str]], numeric_from: int = 1) -> str:
-    """A table from cells that are already HTML; columns from ``numeric_from`` on are right-aligned."""
+    """A table from cells that are already HTML; columns from ``numeric_from`` on are right-aligned.
+
+    The table scrolls sideways inside the page when it is wider than the page.
+    """
     head = "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead>" if header else ""
     body = "".join(
         "<tr>" + "".join(f'<td class="num">{c}</td>' if j >= numeric_from else f"<td>{c}</td>" for j, c in enumerate(row)) + "</tr>"
         for row in rows
     )
-    return f"<table>{head}<tbody>{body}</tbody></table>"
+    return f'<div class="table-wrap"><table>{head}<tbody>{body}</tbody></table></div>'
 
 
 def _key_values(pairs: list[tuple[str, str]]) -> str:
@@ -140,6 +146,23 @@ def _count(x) -> int | None:
     if isinstance(x, (list, tuple)):
         return len(x)
     return x
+
+
+def _best(values: list[float], key: str) -> float:
+    """The best of ``values`` for metric ``key`` (lowest where lower is better); NaN when none is finite."""
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return math.nan
+    return min(finite) if key in LOWER_IS_BETTER else max(finite)
+
+
+def _intervals(results: dict) -> str:
+    """How the confidence intervals were computed (every method is scored on the same test items)."""
+    bootstrap = next((m["bootstrap"] for m in results["methods"].values() if m.get("bootstrap")), None)
+    if bootstrap:
+        return _e(interval_statement(bootstrap))
+    n_boot = results.get("config", {}).get("n_boot")
+    return f"95% percentile bootstrap, {_num(n_boot)} resamples (whether over items or groups is not recorded in these results)"
 
 
 # ---------------------------------------------------------------- sections
@@ -182,6 +205,7 @@ def _protocol(results: dict) -> str:
                 ("folds", _num(p.get("folds"))),
                 ("grouping", _e(p.get("grouping", "n/a"))),
                 ("groups", _num(p.get("n_groups"))),
+                ("confidence intervals", _intervals(results)),
                 ("subject ids known", _yes_no(p.get("subjects_known"))),
                 ("test duplicates dropped", str(sum(dropped.values())) if dropped else "none"),
                 ("label map", "see below" if p.get("label_map") else "none (classes as found)"),
@@ -225,8 +249,8 @@ def _comparison(results: dict, figures: dict[str, bytes]) -> str:
     methods = results["methods"]
     keys = _ordered(k for m in methods.values() for k in m.get("metrics", {}))
     dedup = {name: m["metrics_deduplicated"] for name, m in methods.items() if m.get("metrics_deduplicated")}
-    best = {k: np.nanmax([_value(m.get("metrics", {}).get(k)) for m in methods.values()] + [-math.inf]) for k in keys}
-    best_dedup = max((_value(d.get("accuracy")) for d in dedup.values()), default=math.nan)
+    best = {k: _best([_value(m.get("metrics", {}).get(k)) for m in methods.values()], k) for k in keys}
+    best_dedup = _best([_value(d.get("accuracy")) for d in dedup.values()], "accuracy")
 
     def cell(m, top):
         return f"<strong>{_metric(m)}</strong>" if _value(m) == top else _metric(m)
@@ -246,10 +270,17 @@ def _comparison(results: dict, figures: dict[str, bytes]) -> str:
 
     parts = ['<h2 id="results">Results</h2>']
     if "metric_comparison" in figures:
-        parts.append(_img(figures["metric_comparison"], "bar chart of the headline metrics of every method",
-                          "Bars: point estimates; whiskers: confidence intervals. Hatched: accuracy on deduplicated test items."))
+        caption = "Bars: point estimates; whiskers: 95% confidence intervals."
+        if dedup:
+            caption += " Hatched: accuracy on the test items that do not duplicate a training item."
+        parts.append(_img(figures["metric_comparison"], "bar chart of the headline metrics of every method", caption))
     parts.append(_table(header, rows))
-    parts.append('<p class="small">Each metric: value [confidence interval]. The best value of each column is in bold.</p>')
+    lower = ", ".join(_e(_label(k)) for k in keys if k in LOWER_IS_BETTER)
+    parts.append(
+        f'<p class="small">Each metric: value [95% confidence interval: {_intervals(results)}]. '
+        "The best value of each column is in bold: the highest"
+        + (f", or the lowest for {lower} (lower is better)" if lower else "") + ".</p>"
+    )
     if dedup:
         gaps = []
         for name, d in dedup.items():
@@ -263,6 +294,10 @@ def _comparison(results: dict, figures: dict[str, bytes]) -> str:
     return "".join(parts)
 
 
+#: The test that decides a comparison (its ``decided_by``); results written before that key was added used McNemar.
+_DECIDERS = {"t_test": "corrected t-test", "mcnemar": "McNemar"}
+
+
 def _pairwise(results: dict) -> str:
     comparisons = results.get("comparisons") or []
     alpha = results.get("alpha", 0.05)
@@ -272,13 +307,16 @@ def _pairwise(results: dict) -> str:
         parts.append("<p>No pairwise comparison (fewer than two methods).</p>")
         return "".join(parts)
     header = ["method A", "method B", "McNemar n01 (A right, B wrong)", "McNemar n10 (A wrong, B right)", "McNemar p",
-              "t-test mean accuracy difference (A &minus; B)", "t-test p", "adjusted p (McNemar, Holm)", f"significant at &alpha; = {alpha}"]
+              "t-test mean accuracy difference (A &minus; B)", "t-test p", "decided by", "adjusted p (Holm)",
+              f"significant at &alpha; = {alpha}"]
     rows = []
     for c in comparisons:
         mc, tt = c.get("mcnemar") or {}, c.get("t_test") or {}
+        decided_by = c.get("decided_by", "mcnemar")
         rows.append([
             _e(c["a"]), _e(c["b"]), _num(mc.get("n01")), _num(mc.get("n10")), _p(mc.get("p_value")),
-            _num(tt.get("mean_difference")), _p(tt.get("p_value")), _p(c.get("p_adjusted")),
+            _num(tt.get("mean_difference")), _p(tt.get("p_value")), _e(_DECIDERS.get(decided_by, decided_by)),
+            _p(c.get("p_adjusted")),
             f"<strong>{_yes_no(c.get('significant'))}</strong>" if c.get("significant") else _yes_no(c.get("significant")),
         ])
     parts.append(_table(header, rows, numeric_from=2))
@@ -291,7 +329,9 @@ def _pairwise(results: dict) -> str:
     parts.append(
         '<p class="small">McNemar: exact test on the items where exactly one method of the pair is right. t-test: '
         "Nadeau-Bengio corrected resampled t-test of per-fold accuracy (n/a with a single test set). "
-        "Significance: the McNemar p-values, Holm-adjusted over all pairs.</p>"
+        "Significance: the p-value of the test named in &ldquo;decided by&rdquo; (the corrected t-test across "
+        "cross-validation folds, whose models and test items differ per fold; McNemar on a single test set), "
+        "Holm-adjusted over all pairs.</p>"
     )
     return "".join(parts)
 
@@ -375,11 +415,15 @@ def _audit(results: dict) -> str:
     return "".join(parts)
 
 
+#: Columns of per-class and per-fold tables that count items.
+_COUNTS = ("n_train", "n_test", "support")
+
+
 def _dict_table(items: dict[str, dict] | list[dict], first: str, *, summary: bool = False) -> str:
     """A table with one row per dict; ``first`` names the row-label column.
 
-    ``summary`` adds mean and standard deviation rows (over the dicts) for the
-    metric columns.
+    ``summary`` adds mean and standard deviation rows (over the dicts); those
+    of the count columns (:data:`_COUNTS`) are rounded to integers.
     """
     if isinstance(items, dict):
         items = [{first: k, **v} for k, v in items.items()]
@@ -389,9 +433,31 @@ def _dict_table(items: dict[str, dict] | list[dict], first: str, *, summary: boo
         values = [np.array([_value(it.get(k)) for it in items]) for k in keys]
         for stat, fn in (("mean", np.mean), ("sd", lambda v: np.std(v, ddof=1))):
             rows.append([f"<em>{stat}</em>"] + [
-                "" if k in ("n_test", "support") or np.isnan(v).any() else _num(float(fn(v))) for k, v in zip(keys, values)
+                "" if np.isnan(v).any() else f"{fn(v):.0f}" if k in _COUNTS else _num(float(fn(v)))
+                for k, v in zip(keys, values)
             ])
     return _table([_e(first)] + [_e(_label(k)) for k in keys], rows)
+
+
+def _calibration(m: dict) -> str:
+    """Mean confidence against accuracy, with the ECE and Brier score; empty without a calibration block."""
+    calibration = m.get("calibration")
+    if not calibration:
+        return ""
+    metrics = m.get("metrics", {})
+    confidence, accuracy = calibration.get("mean_confidence"), _value(metrics.get("accuracy"))
+    gap = (confidence - accuracy) * 100 if _is_number(confidence) else math.nan
+    if math.isnan(gap):
+        verdict = ""
+    elif abs(gap) < 0.05:
+        verdict = " (as confident as it is accurate)"
+    else:
+        verdict = f" ({'over' if gap > 0 else 'under'}confident by {abs(gap):.1f} percentage points)"
+    return (
+        f"<h4>Calibration</h4><p>Mean confidence (top-class probability) {_num(confidence)} at accuracy "
+        f"{_num(accuracy)}{verdict}; ECE {_metric(metrics.get('ece'))}, Brier score {_metric(metrics.get('brier'))} "
+        "(lower is better for both; 0 when every probability is right).</p>"
+    )
 
 
 def _method(name: str, index: int, m: dict, figures: dict[str, bytes]) -> str:
@@ -418,10 +484,17 @@ def _method(name: str, index: int, m: dict, figures: dict[str, bytes]) -> str:
     timing = m.get("timing_s") or {}
     if timing:
         parts.append('<p class="small">Time (s): ' + ", ".join(f"{_e(k)} {_num(v)}" for k, v in timing.items()) + "</p>")
+    parts.append(_calibration(m))
 
+    reliability = ("Below the diagonal the method is overconfident, above it underconfident; "
+                   "the bars count the test items in each confidence bin.")
     images = [
-        _img(figures[key], f"{kind} of {name}")
-        for key, kind in ((f"confusion/{name}", "confusion matrix"), (f"roc/{name}", "ROC curves"))
+        _img(figures[key], f"{kind} of {name}", caption)
+        for key, kind, caption in (
+            (f"confusion/{name}", "confusion matrix", ""),
+            (f"roc/{name}", "ROC curves", ""),
+            (f"reliability/{name}", "reliability diagram", reliability),
+        )
         if key in figures
     ]
     if images:
