@@ -14,20 +14,17 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV
 from sklearn.multiclass import OneVsOneClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
-from brainmri.errors import DataError
 from brainmri.features import GLCMFeatures, IntensityFeatures, OtsuFeatures, ShapeFeatures, WaveletFeatures
 from brainmri.features.extract import ImageFeatures
 from brainmri.models.registry import register_method
-
-#: Folds of the internal cross-validation (kernel search and calibration).
-INNER_FOLDS = 3
+from brainmri.models.validation import inner_splits
 
 #: Kernels and C/gamma searched by ``glcm-svm`` (Kumari 2013 chose the kernel by CV).
 SVM_GRID = [
@@ -48,21 +45,58 @@ def feature_sets() -> dict[str, list[tuple[str, BaseEstimator]]]:
     }
 
 
-def check_class_counts(y, need: int, purpose: str) -> None:
-    """Raise a clear error when a class has fewer than ``need`` training items."""
-    labels, counts = np.unique(np.asarray(y), return_counts=True)
-    if len(labels) < 2:
-        raise DataError(f"training data has a single class ({labels[0] if len(labels) else 'none'}); a classifier needs at least two")
-    small = [f"'{lab}' ({n})" for lab, n in zip(labels, counts) if n < need]
-    if small:
-        raise DataError(
-            f"class(es) {', '.join(small)} have fewer than {need} training images, too few for {purpose}; "
-            "add images, merge classes, or use fewer folds"
-        )
+class GroupedPipeline(Pipeline):
+    """A ``Pipeline`` whose ``fit`` hands the training items' group ids to its final step.
+
+    Methods receive the outer split's groups as an explicit ``groups``
+    argument (see :mod:`brainmri.models.registry`) rather than through
+    scikit-learn's metadata routing: routing must be switched on globally
+    (``sklearn.set_config(enable_metadata_routing=True)``), which changes how
+    every other scikit-learn object in the process handles fit parameters,
+    and deep methods outside scikit-learn would need their own routing. An
+    explicit argument is visible in the signature and works for both.
+
+    Attributes
+    ----------
+    params_ : dict
+        What the final step chose while fitting (its ``params_``).
+    """
+
+    def fit(self, X, y=None, groups=None, **params):
+        """Fit every step; ``groups`` (one id per item of ``X``) goes to the final step's ``fit``."""
+        if groups is not None:
+            params[f"{self.steps[-1][0]}__groups"] = groups
+        return super().fit(X, y, **params)
+
+    @property
+    def params_(self) -> dict:
+        return self.steps[-1][1].params_
 
 
-class CalibratedSVC(ClassifierMixin, BaseEstimator):
-    """Standardisation + SVM, kernel and C chosen by inner CV, Platt-calibrated probabilities.
+class _Calibrated(ClassifierMixin, BaseEstimator):
+    """Shared part of the classifiers below: calibrate on the inner folds, predict from the calibrated model."""
+
+    def _calibrate(self, estimator, X, y, splits) -> None:
+        self.calibrated_ = CalibratedClassifierCV(estimator, method=self.calibration, cv=splits,
+                                                  ensemble=self.ensemble).fit(X, y)
+        self.classes_ = self.calibrated_.classes_
+
+    def _calibration_params(self, how: str) -> dict:
+        return {"calibration": f"{self.calibration}{'' if self.ensemble else ', one calibrator on out-of-fold scores'}",
+                "inner_cv": how}
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Calibrated class probabilities, shape (n_items, n_classes), columns in ``classes_`` order."""
+        check_is_fitted(self, "calibrated_")
+        return self.calibrated_.predict_proba(np.asarray(X, dtype=np.float64))
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of every item."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class CalibratedSVC(_Calibrated):
+    """Standardisation + SVM, kernel and C chosen by grouped inner CV, calibrated probabilities.
 
     Parameters
     ----------
@@ -74,85 +108,106 @@ class CalibratedSVC(ClassifierMixin, BaseEstimator):
     one_vs_one : bool
         Wrap the SVM in an explicit ``OneVsOneClassifier`` (pairwise binary
         SVMs voting, as in Zheng et al. 2023).
+    calibration : {"sigmoid", "isotonic", "temperature"}
+        ``CalibratedClassifierCV`` method.
+    ensemble : bool
+        ``CalibratedClassifierCV(ensemble=...)``: True averages one
+        calibrated model per inner fold, False fits one calibrator on the
+        out-of-fold scores and one SVM on all the training data.
     random_state : int
     n_jobs : int
         Parallel jobs of the grid search.
 
     Attributes
     ----------
-    best_params_ : dict
-        The parameters chosen by the inner search (or the fixed ones).
+    params_ : dict
+        The SVM parameters chosen by the inner search (or the fixed ones),
+        the calibration and the inner cross-validation used.
+    search_ : GridSearchCV
+        The inner search (only with ``param_grid``); ``search_.cv`` holds
+        its folds.
+    calibrated_ : CalibratedClassifierCV
     classes_ : ndarray
     """
 
-    def __init__(self, *, param_grid=None, svc_params=None, one_vs_one=False, random_state=0, n_jobs=1):
+    def __init__(self, *, param_grid=None, svc_params=None, one_vs_one=False, calibration="sigmoid", ensemble=True,
+                 random_state=0, n_jobs=1):
         self.param_grid = param_grid
         self.svc_params = svc_params
         self.one_vs_one = one_vs_one
+        self.calibration = calibration
+        self.ensemble = ensemble
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
+        """Search (optionally), then calibrate, both on the same inner folds.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_items, n_features)
+        y : array-like of shape (n_items,)
+        groups : array-like of shape (n_items,) or None
+            Group id of every item; inner folds never split a group
+            (:func:`~brainmri.models.validation.inner_splits`).
+        """
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
-        check_class_counts(y, INNER_FOLDS, f"{INNER_FOLDS}-fold inner cross-validation")
+        splits, how = inner_splits(y, groups, random_state=self.random_state)
         base = Pipeline([("scale", StandardScaler()), ("svc", SVC(**(self.svc_params or {})))])
-        inner = StratifiedKFold(INNER_FOLDS, shuffle=True, random_state=self.random_state)
         if self.param_grid:
-            search = GridSearchCV(base, self.param_grid, cv=inner, n_jobs=self.n_jobs, scoring="balanced_accuracy")
-            search.fit(X, y)
-            base.set_params(**search.best_params_)
-            self.best_params_ = {k.removeprefix("svc__"): v for k, v in search.best_params_.items()}
+            self.search_ = GridSearchCV(base, self.param_grid, cv=splits, n_jobs=self.n_jobs,
+                                        scoring="balanced_accuracy", refit=False).fit(X, y)
+            base.set_params(**self.search_.best_params_)
+            chosen = {k.removeprefix("svc__"): v for k, v in self.search_.best_params_.items()}
         else:
-            self.best_params_ = dict(self.svc_params or {})
-        estimator = OneVsOneClassifier(base, n_jobs=1) if self.one_vs_one else base
-        self.calibrated_ = CalibratedClassifierCV(estimator, method="sigmoid", cv=inner).fit(X, y)
-        self.classes_ = self.calibrated_.classes_
+            chosen = dict(self.svc_params or {})
+        self._calibrate(OneVsOneClassifier(base, n_jobs=1) if self.one_vs_one else base, X, y, splits)
+        self.params_ = {**chosen, **self._calibration_params(how)}
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
-        check_is_fitted(self, "calibrated_")
-        return self.calibrated_.predict_proba(np.asarray(X, dtype=np.float64))
 
-    def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
-
-
-class CalibratedForest(ClassifierMixin, BaseEstimator):
-    """Random forest with sigmoid-calibrated probabilities.
+class CalibratedForest(_Calibrated):
+    """Random forest with calibrated probabilities (grouped inner folds).
 
     Parameters
     ----------
     n_estimators : int
+    calibration : {"sigmoid", "isotonic", "temperature"}
+        ``CalibratedClassifierCV`` method.
+    ensemble : bool
+        ``CalibratedClassifierCV(ensemble=...)``, see :class:`CalibratedSVC`.
     random_state : int
     n_jobs : int
+
+    Attributes
+    ----------
+    params_ : dict
+        The calibration and the inner cross-validation used.
+    calibrated_ : CalibratedClassifierCV
+    classes_ : ndarray
     """
 
-    def __init__(self, *, n_estimators=300, random_state=0, n_jobs=1):
+    def __init__(self, *, n_estimators=300, calibration="sigmoid", ensemble=True, random_state=0, n_jobs=1):
         self.n_estimators = n_estimators
+        self.calibration = calibration
+        self.ensemble = ensemble
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
+        """Fit and calibrate on grouped inner folds (see :meth:`CalibratedSVC.fit`)."""
         y = np.asarray(y)
-        check_class_counts(y, INNER_FOLDS, "calibrating probabilities by cross-validation")
+        splits, how = inner_splits(y, groups, random_state=self.random_state)
         forest = RandomForestClassifier(n_estimators=self.n_estimators, random_state=self.random_state, n_jobs=self.n_jobs)
-        inner = StratifiedKFold(INNER_FOLDS, shuffle=True, random_state=self.random_state)
-        self.calibrated_ = CalibratedClassifierCV(forest, method="sigmoid", cv=inner).fit(X, y)
-        self.classes_ = self.calibrated_.classes_
+        self._calibrate(forest, X, y, splits)
+        self.params_ = self._calibration_params(how)
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
-        check_is_fitted(self, "calibrated_")
-        return self.calibrated_.predict_proba(X)
 
-    def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
-
-
-def _pipeline(features: str, classifier, *, preprocess, cache_dir, n_jobs) -> Pipeline:
+def _pipeline(features: str, classifier, *, preprocess, cache_dir, n_jobs) -> GroupedPipeline:
     extract = ImageFeatures(feature_sets()[features], preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
-    return Pipeline([("features", extract), ("classifier", classifier)])
+    return GroupedPipeline([("features", extract), ("classifier", classifier)])
 
 
 @register_method(
