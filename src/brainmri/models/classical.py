@@ -210,52 +210,91 @@ def _pipeline(features: str, classifier, *, preprocess, cache_dir, n_jobs) -> Gr
     return GroupedPipeline([("features", extract), ("classifier", classifier)])
 
 
-@register_method(
-    "glcm-svm",
-    summary="GLCM texture features + SVM, kernel and C chosen by inner CV",
-    reference="Kumari R. (2013), SVM classification an approach on detecting abnormality in brain MRI images, "
-    "Int. J. Engineering Research and Applications 3(4):1686-1690",
-)
-def glcm_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> Pipeline:
-    """GLCM features, standardisation, SVM with kernel/C/gamma chosen by 3-fold inner CV (Kumari 2013)."""
+#: The studies the classical methods follow, as cited in the seed review (X. Xie, "Deep learning-based image
+#: classification of MRI brain image"), its references [5]-[7]. Kumari's article has no DOI; the Chinese-language
+#: articles of Zhan et al. and Zheng et al. are given with the bibliographic data of the seed's reference list, as
+#: their titles and DOIs could not be verified here.
+KUMARI_2013 = ("R. Kumari (2013), \"SVM classification an approach on detecting abnormality in brain MRI images\", "
+               "International Journal of Engineering Research and Applications (IJERA) 3(4):1686-1690, ISSN 2248-9622")
+ZHAN_2013 = ("S. Zhan, Y. Yao and H. Gao (2013), Journal of Electronic Measurement and Instrumentation "
+             "27(11):1067-1072 (article title not verified; a random forest on texture, gray-level, histogram, "
+             "Otsu-threshold and shape features of brain MR images)")
+ZHENG_2023 = ("Y. Zheng, T. Yang and Z. Zhou (2023), Modeling and Simulation 12:1321-1330 (article title not "
+              "verified; pairwise SVMs and a random forest for Alzheimer's disease staging, binary to five classes)")
+
+
+@register_method("glcm-svm", summary="GLCM texture features + SVM, kernel and C chosen by grouped inner CV",
+                 reference=KUMARI_2013)
+def glcm_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> GroupedPipeline:
+    """GLCM features, standardisation, SVM with kernel/C/gamma chosen by 3-fold grouped inner CV.
+
+    References
+    ----------
+    R. Kumari, "SVM classification an approach on detecting abnormality in
+    brain MRI images", International Journal of Engineering Research and
+    Applications 3(4):1686-1690, 2013 (no DOI).
+
+    R. M. Haralick, K. Shanmugam and I. Dinstein, "Textural features for
+    image classification", IEEE Transactions on Systems, Man, and Cybernetics
+    SMC-3(6):610-621, 1973. DOI: 10.1109/TSMC.1973.4309314
+
+    C. Cortes and V. Vapnik, "Support-vector networks", Machine Learning
+    20:273-297, 1995. DOI: 10.1007/BF00994018
+    """
     return _pipeline("glcm", CalibratedSVC(param_grid=SVM_GRID, random_state=seed, n_jobs=n_jobs),
                      preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
-@register_method(
-    "multifeature-rf",
-    summary="texture + gray-level + histogram + Otsu + shape features + random forest",
-    reference="Zhan T. et al. (2013), Automatic detection of abnormal brain MR images using texture, gray-level "
-    "and histogram features (as reviewed in the seed paper)",
-)
-def multifeature_rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> Pipeline:
-    """GLCM, first-order, histogram, Otsu and shape features with a random forest (Zhan et al. 2013)."""
+@register_method("multifeature-rf", summary="texture + gray-level + histogram + Otsu + shape features + random forest",
+                 reference=ZHAN_2013)
+def multifeature_rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> GroupedPipeline:
+    """GLCM, first-order, histogram, Otsu and shape features with a random forest.
+
+    References
+    ----------
+    S. Zhan, Y. Yao and H. Gao, Journal of Electronic Measurement and
+    Instrumentation 27(11):1067-1072, 2013 (random forest on texture,
+    gray-level, histogram, Otsu-threshold and shape features; title and DOI
+    not verified).
+
+    L. Breiman, "Random forests", Machine Learning 45:5-32, 2001.
+    DOI: 10.1023/A:1010933404324
+    """
     return _pipeline("multifeature", CalibratedForest(random_state=seed, n_jobs=n_jobs),
                      preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
-@register_method(
-    "ovo-svm",
-    summary="one-vs-one RBF SVMs on texture, intensity, Otsu, shape and wavelet features (multi-class staging)",
-    reference="Zheng et al. (2023), pairwise SVM classification from binary to 5-class Alzheimer's disease "
-    "staging (as reviewed in the seed paper)",
-)
-def ovo_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> Pipeline:
-    """Explicit one-vs-one RBF SVMs on every classical feature, calibrated (Zheng et al. 2023)."""
+@register_method("ovo-svm", summary="one-vs-one RBF SVMs on texture, intensity, Otsu, shape and wavelet features "
+                 "(multi-class staging)", reference=ZHENG_2023)
+def ovo_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> GroupedPipeline:
+    """Explicit one-vs-one RBF SVMs on every classical feature, calibrated.
+
+    References
+    ----------
+    Y. Zheng, T. Yang and Z. Zhou, Modeling and Simulation 12:1321-1330,
+    2023 (pairwise SVMs from binary to five-class Alzheimer's disease
+    staging; title and DOI not verified).
+
+    C.-W. Hsu and C.-J. Lin, "A comparison of methods for multiclass support
+    vector machines", IEEE Transactions on Neural Networks 13(2):415-425,
+    2002. DOI: 10.1109/72.991427
+    """
     classifier = CalibratedSVC(svc_params={"kernel": "rbf", "C": 10.0, "gamma": "scale"}, one_vs_one=True,
                                random_state=seed, n_jobs=n_jobs)
     return _pipeline("extended", classifier, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
-@register_method(
-    "rf",
-    summary="random forest on the features of ovo-svm (its RF counterpart)",
-    reference="Zheng et al. (2023), random-forest baseline for Alzheimer's disease staging "
-    "(as reviewed in the seed paper)",
-)
-def rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> Pipeline:
-    """Random forest on every classical feature, calibrated (Zheng et al. 2023's RF baseline)."""
+@register_method("rf", summary="random forest on the features of ovo-svm (its RF counterpart)", reference=ZHENG_2023)
+def rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> GroupedPipeline:
+    """Random forest on every classical feature, calibrated (the random-forest baseline of Zheng et al.).
+
+    References
+    ----------
+    Y. Zheng, T. Yang and Z. Zhou, Modeling and Simulation 12:1321-1330,
+    2023 (title and DOI not verified).
+
+    L. Breiman, "Random forests", Machine Learning 45:5-32, 2001.
+    DOI: 10.1023/A:1010933404324
+    """
     return _pipeline("extended", CalibratedForest(random_state=seed, n_jobs=n_jobs),
                      preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
-
-
