@@ -130,7 +130,7 @@ class CalibratedSVC(_Calibrated):
     classes_ : ndarray
     """
 
-    def __init__(self, *, param_grid=None, svc_params=None, one_vs_one=False, calibration="sigmoid", ensemble=True,
+    def __init__(self, *, param_grid=None, svc_params=None, one_vs_one=False, calibration="isotonic", ensemble=False,
                  random_state=0, n_jobs=1):
         self.param_grid = param_grid
         self.svc_params = svc_params
@@ -188,7 +188,7 @@ class CalibratedForest(_Calibrated):
     classes_ : ndarray
     """
 
-    def __init__(self, *, n_estimators=300, calibration="sigmoid", ensemble=True, random_state=0, n_jobs=1):
+    def __init__(self, *, n_estimators=300, calibration="isotonic", ensemble=False, random_state=0, n_jobs=1):
         self.n_estimators = n_estimators
         self.calibration = calibration
         self.ensemble = ensemble
