@@ -33,7 +33,15 @@ method; isotonic has the lowest ECE but for ovo-svm (where temperature
 scaling is as good), so one rule serves all methods. Log-loss prefers
 temperature scaling by a small margin; the choice follows ECE, the target
 of the benchmark. Isotonic maps are step functions, so a few probabilities
-are exactly 0 or 1. Official-test figures are in ``docs/benchmarks.md``.
+are exactly 0 or 1.
+
+On the official test (1311 images, 551 of them near-copies of training
+images) this gives ECE / accuracy: glcm-svm 0.055 / 0.963 (was 0.094 /
+0.936), multifeature-rf 0.030 / 0.924 (0.059 / 0.915), ovo-svm 0.045 /
+0.978 (0.067 / 0.967), rf 0.023 / 0.916 (0.056 / 0.917). The SVMs stay
+underconfident on the near-copies (glcm-svm: 0.998 accuracy at 0.909 mean
+confidence), which grouped inner folds cannot see by design; on the 760
+test items without a training copy their ECE is 0.053 and 0.037.
 
 References
 ----------
