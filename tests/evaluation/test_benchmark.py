@@ -366,3 +366,45 @@ def test_subject_csv_benchmark_keeps_each_subject_on_one_side(tmp_path):
     for fold in results["methods"]["rf"]["per_fold"]:
         n_subjects = fold["n_train"] // 2
         assert results["methods"]["rf"]["params"][fold["fold"]]["inner_cv"] == f"StratifiedGroupKFold over {n_subjects} groups"
+
+
+# --- significance -------------------------------------------------------------------------------------------------
+
+
+def _two_methods(fold_sizes):
+    """A right on all 30 items; B wrong on 6, 0 and 1 items of three folds of 10 (accuracies .4, 1, .9)."""
+    wrong_b = np.r_[np.arange(6), [29]]
+    classes = ["x", "y"]
+    proba_a = np.tile([1.0, 0.0], (30, 1))
+    proba_b = proba_a.copy()
+    proba_b[wrong_b] = [0.0, 1.0]
+    folds = np.repeat([f"fold{f}" for f in range(len(fold_sizes))], fold_sizes)
+    predictions = {m: {"index": np.arange(30), "fold": list(folds), "proba": p, "y_true": ["x"] * 30, "classes": classes}
+                   for m, p in (("a", proba_a), ("b", proba_b))}
+    accuracy = {"a": [1.0] * 3, "b": [0.4, 1.0, 0.9]} if len(fold_sizes) == 3 else {"a": [1.0], "b": [23 / 30]}
+    methods = {m: {"per_fold": [{"fold": f"fold{f}", "n_train": 30 - n, "n_test": n, "accuracy": acc}
+                                for f, (n, acc) in enumerate(zip(fold_sizes, accuracy[m]))]} for m in ("a", "b")}
+    return predictions, methods
+
+
+def test_cv_significance_comes_from_the_corrected_t_test():
+    # McNemar: 7 discordant items all going A's way, p = 2 / 2^7 = .0156: "significant".
+    # Corrected t-test: d = [.6, 0, .1], mean .2333, variance .10333, r = 10/20: t = .2333 / sqrt((1/3 + 1/2) * .10333)
+    # = .795 with 2 df, p = .51: not significant, and that decides in CV.
+    (row,) = benchmark_module._comparisons(*_two_methods([10, 10, 10]))
+    assert row["mcnemar"]["p_value"] == pytest.approx(2 / 128)
+    assert row["t_test"]["statistic"] == pytest.approx(0.7951, abs=1e-4)
+    assert row["decided_by"] == "t_test" and row["p_adjusted"] == pytest.approx(row["t_test"]["p_value"])
+    assert row["p_adjusted"] == pytest.approx(0.5100, abs=1e-3) and row["significant"] is False
+    text = format_results({"methods": {}, "comparisons": [row], "alpha": 0.05,
+                           "protocol": {"kind": "cv", "folds": 3, "grouping": "duplicates", "notes": []}})
+    assert "significant differences (corrected resampled t-test over folds, Holm-adjusted p < 0.05): none" in text
+
+
+def test_single_test_set_significance_comes_from_mcnemar():
+    (row,) = benchmark_module._comparisons(*_two_methods([30]))
+    assert row["t_test"] is None and row["decided_by"] == "mcnemar"
+    assert row["p_adjusted"] == pytest.approx(2 / 128) and row["significant"] is True
+    text = format_results({"methods": {}, "comparisons": [row], "alpha": 0.05,
+                           "protocol": {"kind": "official", "folds": 1, "grouping": "official split", "notes": []}})
+    assert "significant differences (McNemar, Holm-adjusted p < 0.05): a vs b (p=0.0156)" in text

@@ -314,13 +314,13 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         "dataset": plan.dataset,
         "audit": plan.audit,
         "methods": methods,
-        "comparisons": _comparisons(plan, predictions, methods),
+        "comparisons": _comparisons(predictions, methods),
         "alpha": ALPHA,
     }
     return results, predictions
 
 
-def _comparisons(plan: Plan, predictions: dict, methods: dict) -> list[dict]:
+def _comparisons(predictions: dict, methods: dict) -> list[dict]:
     """Every pair of methods, tested both ways; ``decided_by`` names the test behind ``significant``.
 
     With several folds the decision comes from the corrected resampled
