@@ -48,6 +48,7 @@ def test_results_have_the_documented_shape(cv_run):
     (comparison,) = on_disk["comparisons"]
     assert {comparison["a"], comparison["b"]} == {"glcm-svm", "rf"}
     assert comparison["t_test"]["df"] == 2 and "p_adjusted" in comparison
+    assert comparison["decided_by"] == "t_test" and comparison["mcnemar"]["p_value"] <= 1
     assert on_disk["config"]["seed"] == 0 and on_disk["config"]["preprocess"]["size"] == 48
 
 
@@ -153,7 +154,8 @@ def test_fold_with_too_few_training_items(demo_source, tmp_path):
     shutil.copytree(demo_source, data)
     for extra in sorted((data / "glioma").glob("*.png"))[2:]:
         extra.unlink()
-    with pytest.raises(DataError, match=r"class\(es\) glioma \(1\) have fewer than 3 training images"):
+    with pytest.raises(DataError, match=r"fold\d: class\(es\) 'glioma' \(1\) have fewer than 3 independent groups of "
+                                        r"training images \(subjects or duplicate clusters\), too few for 3-fold grouped"):
         run_benchmark(config(data, cv=2), tmp_path / "y", n_jobs=1)
 
 
@@ -211,3 +213,198 @@ def test_naive_grouping_is_flagged(cv_run, tmp_path):
     results = run_benchmark(config(data, methods=("rf",), grouping="none"), tmp_path / "n", n_jobs=1)
     assert results["protocol"]["grouping"] == "none" and results["protocol"]["n_groups"] == 36
     assert any(n.startswith("grouping none: items are split one by one") for n in results["protocol"]["notes"])
+
+
+# --- grouped inner validation -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def duplicated_run(tmp_path_factory):
+    """A 3-fold benchmark of glcm-svm and rf on demo data where 16 images have a planted copy.
+
+    Half of the copies are exact, half JPEG re-encodes; ``clusters`` maps each file name to the
+    name of the image it copies. Every method built during the run is kept, with its training paths.
+    """
+    import dataclasses
+    import shutil
+
+    from PIL import Image
+
+    from brainmri.data.synthetic import write_demo_data
+
+    root = tmp_path_factory.mktemp("dups")
+    data = write_demo_data(root / "data", n=9, seed=5, size=64)
+    clusters = {p.name: p.name for p in data.rglob("*.png")}
+    for cls_dir in sorted(p for p in data.iterdir() if p.is_dir()):
+        for k, src in enumerate(sorted(cls_dir.glob("*.png"))[:4]):
+            if k % 2:
+                with Image.open(src) as im:
+                    im.save(cls_dir / f"copy_{src.stem}.jpg", quality=90)
+                clusters[f"copy_{src.stem}.jpg"] = src.name
+            else:
+                shutil.copy(src, cls_dir / f"copy_{src.name}")
+                clusters[f"copy_{src.name}"] = src.name
+    built = []
+    real_get_method = benchmark_module.get_method
+
+    def spying_get_method(name):
+        spec = real_get_method(name)
+
+        def builder(**kwargs):
+            model = spec.builder(**kwargs)
+            fit = model.fit
+
+            def recording_fit(X, y, groups=None):
+                built.append((name, np.asarray(X), model))
+                return fit(X, y, groups=groups)
+
+            model.fit = recording_fit
+            return model
+
+        return dataclasses.replace(spec, builder=builder)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(benchmark_module, "get_method", spying_get_method)
+        results = run_benchmark(config(data), root / "out", n_jobs=1, cache_dir=root / "cache")
+    return data, root / "out", results, clusters, built
+
+
+def _cluster_of(paths, clusters) -> np.ndarray:
+    return np.array([clusters[str(p).rsplit("/", 1)[-1]] for p in paths])
+
+
+def test_inner_validation_never_shares_a_cluster_with_inner_training(duplicated_run):
+    _, _, results, clusters, built = duplicated_run
+    assert {name for name, _, _ in built} == {"glcm-svm", "rf"} and len(built) == 6  # 2 methods x 3 folds
+    for name, X, model in built:
+        cluster = _cluster_of(X, clusters)
+        assert len(cluster) - len(set(cluster)) >= 4  # copies and originals both in this training set
+        used = [("calibration", model[-1].calibrated_.cv)]
+        if name == "glcm-svm":
+            used.append(("kernel search", model[-1].search_.cv))
+        for what, splits in used:
+            assert len(splits) == 3
+            for train, valid in splits:
+                shared = set(cluster[train]) & set(cluster[valid])
+                assert not shared, f"{name} {what}: validation items copy inner training items {sorted(shared)}"
+        assert model.params_["inner_cv"] == f"StratifiedGroupKFold over {len(set(cluster))} groups"
+    for entry in results["methods"].values():
+        assert all(p["inner_cv"].startswith("StratifiedGroupKFold over") for p in entry["params"].values())
+
+
+def test_benchmark_folds_keep_every_duplicate_cluster_on_one_side(duplicated_run):
+    # Read the folds from the run's own outputs: predictions.csv and the saved units.
+    data, out, results, clusters, _ = duplicated_run
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for method in ("glcm-svm", "rf"):
+        fold_of = {}
+        for row in rows:
+            if row["method"] == method:
+                fold_of.setdefault(_cluster_of([row["path"]], clusters)[0], set()).add(row["fold"])
+        assert len(fold_of) == 36 and sum(len(f) for f in fold_of.values()) == 36, fold_of
+        tested = {}
+        for unit_file in sorted((out / "units" / method).glob("*.json")):
+            unit = json.loads(unit_file.read_text())
+            for k in unit["test"]:
+                tested.setdefault(k, []).append(unit["fold"])
+        assert len(tested) == 52 and all(len(folds) == 1 for folds in tested.values())
+    assert results["audit"]["exact_duplicate_clusters"] >= 8
+
+
+# --- input formats and subject ids --------------------------------------------------------------------------------
+
+
+def _demo_arrays(demo_source):
+    from PIL import Image
+
+    for cls_dir in sorted(p for p in demo_source.iterdir() if p.is_dir()):
+        for src in sorted(cls_dir.glob("*.png")):
+            with Image.open(src) as im:
+                yield cls_dir.name, src.stem, np.asarray(im.convert("L"))
+
+
+@pytest.mark.parametrize("fmt", ["dicom", "nifti"])
+def test_benchmark_on_dicom_and_nifti_input(fmt, demo_source, tmp_path, write_dicom, write_nifti):
+    data = tmp_path / fmt
+    for label, stem, pixels in _demo_arrays(demo_source):
+        if fmt == "dicom":
+            write_dicom(data / label / f"{stem}.dcm", pixels.astype(np.uint16) * 16)  # 12 bits stored
+        else:
+            write_nifti(data / label / f"{stem}.nii.gz", pixels.astype(np.float32)[:, :, None])  # one 2D slice
+    results = run_benchmark(config(data, methods=("rf",), cv=2), tmp_path / "out", n_jobs=1)
+    entry = results["methods"]["rf"]
+    assert results["dataset"]["n_items"] == entry["n_test"] == 24
+    assert results["audit"]["n_unreadable"] == 0
+    with open(tmp_path / "out" / "predictions.csv", newline="") as fh:
+        paths = {row["path"] for row in csv.DictReader(fh)}
+    assert len(paths) == 24 and all(p.endswith(".dcm" if fmt == "dicom" else ".nii.gz") for p in paths)
+    assert entry["metrics"]["accuracy"]["value"] > 0.5  # 4 classes: chance is 0.25
+
+
+def test_subject_csv_benchmark_keeps_each_subject_on_one_side(tmp_path):
+    from brainmri.data.synthetic import write_demo_data
+
+    data = write_demo_data(tmp_path / "images", n=12, seed=2, size=64)
+    subject_of = {}
+    lines = ["path,label,subject"]
+    for path in sorted(data.rglob("*.png")):
+        k = int(path.stem.rsplit("_", 1)[-1])
+        subject_of[path.relative_to(data).as_posix()] = subject = f"{path.parent.name}-s{k // 2}"  # 2 slices each
+        lines.append(f"{path.relative_to(data).as_posix()},{path.parent.name},{subject}")
+    manifest = data / "manifest.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    results = run_benchmark(config(manifest, methods=("rf",), cv=2), tmp_path / "out", n_jobs=1)
+    assert results["protocol"]["grouping"] == "subject" and results["protocol"]["n_groups"] == 24
+    with open(tmp_path / "out" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    folds_of_subject = {}
+    for row in rows:
+        folds_of_subject.setdefault(subject_of[row["path"]], set()).add(row["fold"])
+    assert len(folds_of_subject) == 24 and all(len(folds) == 1 for folds in folds_of_subject.values())
+    # The inner folds are grouped by the same subjects: one group per training subject.
+    for fold in results["methods"]["rf"]["per_fold"]:
+        n_subjects = fold["n_train"] // 2
+        assert results["methods"]["rf"]["params"][fold["fold"]]["inner_cv"] == f"StratifiedGroupKFold over {n_subjects} groups"
+
+
+# --- significance -------------------------------------------------------------------------------------------------
+
+
+def _two_methods(fold_sizes):
+    """A right on all 30 items; B wrong on 6, 0 and 1 items of three folds of 10 (accuracies .4, 1, .9)."""
+    wrong_b = np.r_[np.arange(6), [29]]
+    classes = ["x", "y"]
+    proba_a = np.tile([1.0, 0.0], (30, 1))
+    proba_b = proba_a.copy()
+    proba_b[wrong_b] = [0.0, 1.0]
+    folds = np.repeat([f"fold{f}" for f in range(len(fold_sizes))], fold_sizes)
+    predictions = {m: {"index": np.arange(30), "fold": list(folds), "proba": p, "y_true": ["x"] * 30, "classes": classes}
+                   for m, p in (("a", proba_a), ("b", proba_b))}
+    accuracy = {"a": [1.0] * 3, "b": [0.4, 1.0, 0.9]} if len(fold_sizes) == 3 else {"a": [1.0], "b": [23 / 30]}
+    methods = {m: {"per_fold": [{"fold": f"fold{f}", "n_train": 30 - n, "n_test": n, "accuracy": acc}
+                                for f, (n, acc) in enumerate(zip(fold_sizes, accuracy[m]))]} for m in ("a", "b")}
+    return predictions, methods
+
+
+def test_cv_significance_comes_from_the_corrected_t_test():
+    # McNemar: 7 discordant items all going A's way, p = 2 / 2^7 = .0156: "significant".
+    # Corrected t-test: d = [.6, 0, .1], mean .2333, variance .10333, r = 10/20: t = .2333 / sqrt((1/3 + 1/2) * .10333)
+    # = .795 with 2 df, p = .51: not significant, and that decides in CV.
+    (row,) = benchmark_module._comparisons(*_two_methods([10, 10, 10]))
+    assert row["mcnemar"]["p_value"] == pytest.approx(2 / 128)
+    assert row["t_test"]["statistic"] == pytest.approx(0.7951, abs=1e-4)
+    assert row["decided_by"] == "t_test" and row["p_adjusted"] == pytest.approx(row["t_test"]["p_value"])
+    assert row["p_adjusted"] == pytest.approx(0.5100, abs=1e-3) and row["significant"] is False
+    text = format_results({"methods": {}, "comparisons": [row], "alpha": 0.05,
+                           "protocol": {"kind": "cv", "folds": 3, "grouping": "duplicates", "notes": []}})
+    assert "significant differences (corrected resampled t-test over folds, Holm-adjusted p < 0.05): none" in text
+
+
+def test_single_test_set_significance_comes_from_mcnemar():
+    (row,) = benchmark_module._comparisons(*_two_methods([30]))
+    assert row["t_test"] is None and row["decided_by"] == "mcnemar"
+    assert row["p_adjusted"] == pytest.approx(2 / 128) and row["significant"] is True
+    text = format_results({"methods": {}, "comparisons": [row], "alpha": 0.05,
+                           "protocol": {"kind": "official", "folds": 1, "grouping": "official split", "notes": []}})
+    assert "significant differences (McNemar, Holm-adjusted p < 0.05): a vs b (p=0.0156)" in text

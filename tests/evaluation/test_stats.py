@@ -71,6 +71,20 @@ def test_corrected_ttest_by_hand():
     assert out["df"] == 4
 
 
+def test_corrected_ttest_uses_each_folds_own_sizes():
+    # d = [.125, .375]: mean .25, sample variance .03125. Folds of 75/25 and 100/25 items give
+    # r = (1/3 + 1/4) / 2 = 7/24, t = .25 / sqrt((1/2 + 7/24) * .03125) = 1.58944 with 1 df.
+    out = corrected_resampled_ttest([0.875, 0.875], [0.75, 0.5], n_train=[75, 100], n_test=[25, 25])
+    assert out["size_ratio"] == pytest.approx(7 / 24)
+    assert out["statistic"] == pytest.approx(0.25 / math.sqrt(19 / 24 * 0.03125))
+    assert out["statistic"] == pytest.approx(1.58944, abs=1e-5)
+    assert out["p_value"] == pytest.approx(2 * stats.t.sf(1.5894388, 1))
+    # The first fold's sizes alone (r = 1/3) would give another statistic.
+    first = corrected_resampled_ttest([0.875, 0.875], [0.75, 0.5], n_train=75, n_test=25)
+    assert first["statistic"] == pytest.approx(0.25 / math.sqrt(5 / 6 * 0.03125))
+    assert first["statistic"] != pytest.approx(out["statistic"])
+
+
 def test_corrected_ttest_is_more_conservative_than_paired_ttest():
     rng = np.random.default_rng(0)
     a = rng.normal(0.8, 0.02, 10)
@@ -106,8 +120,10 @@ def test_corrected_ttest_zero_variance(a, b, statistic, p_value):
         ([0.8], [0.7], {}, "at least 2 folds, got 1"),
         ([0.8, 0.9], [0.7], {}, r"one score per fold, got shapes \(2,\) and \(1,\)"),
         ([0.8, np.nan], [0.7, 0.6], {}, "must be finite"),
-        ([0.8, 0.9], [0.7, 0.6], {"n_train": 0}, "n_train must be a positive integer"),
-        ([0.8, 0.9], [0.7, 0.6], {"n_test": 2.5}, "n_test must be a positive integer"),
+        ([0.8, 0.9], [0.7, 0.6], {"n_train": 0}, "n_train must hold positive integers .*got 0"),
+        ([0.8, 0.9], [0.7, 0.6], {"n_test": 2.5}, "n_test must hold positive integers .*got 2.5"),
+        ([0.8, 0.9], [0.7, 0.6], {"n_test": [20, 0]}, "n_test must hold positive integers .*got 0"),
+        ([0.8, 0.9], [0.7, 0.6], {"n_train": [80, 80, 80]}, r"n_train must be one size or one size per fold \(2\), got 3"),
     ],
 )
 def test_corrected_ttest_invalid(a, b, kwargs, match):

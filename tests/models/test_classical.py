@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -26,6 +28,10 @@ def test_registry_lists_the_classical_methods_with_references():
     methods = available_methods()
     assert set(CLASSICAL) <= set(methods)
     assert all(m.reference and m.summary for m in methods.values())
+    for name in CLASSICAL:
+        reference = methods[name].reference
+        assert re.search(r"\(20\d\d\)", reference) and re.search(r"\d+-\d+", reference), reference  # year, pages
+        assert "seed paper" not in reference and "et al." not in reference, reference  # every author named
 
 
 @pytest.mark.parametrize(
@@ -77,3 +83,47 @@ def test_single_class_is_refused(small):
     one = labels == "glioma"
     with pytest.raises(DataError, match=r"training data has a single class \(glioma\)"):
         build("rf").fit(paths[one], labels[one])
+
+
+@pytest.mark.parametrize("name", ["glcm-svm", "rf"])
+def test_inner_folds_follow_the_groups_given(small, name):
+    paths, labels = small
+    groups = np.arange(len(paths)) // 3  # items 3g, 3g+1, 3g+2 form group g (one class each)
+    model = build(name).fit(paths, labels, groups=groups)
+    assert model.params_["inner_cv"] == f"StratifiedGroupKFold over {len(set(groups))} groups"
+    folds = [model[-1].calibrated_.cv] + ([model[-1].search_.cv] if name == "glcm-svm" else [])
+    for splits in folds:
+        for train, valid in splits:
+            assert not set(groups[train]) & set(groups[valid])
+
+
+def test_without_groups_the_method_says_so(small):
+    paths, labels = small
+    model = build("rf").fit(paths, labels)
+    assert model.params_["inner_cv"] == "StratifiedKFold, no groups given"
+    assert set(model.params_) == {"calibration", "inner_cv"}
+
+
+def test_too_few_groups_of_a_class(small):
+    paths, labels = small
+    groups = np.arange(len(paths))
+    groups[labels == "glioma"] = np.arange((labels == "glioma").sum()) % 2  # all glioma images in 2 groups
+    with pytest.raises(DataError, match=r"^class\(es\) 'glioma' \(2\) have fewer than 3 independent groups of training "
+                                        r"images \(subjects or duplicate clusters\), too few for grouped 3-fold inner "
+                                        r"cross-validation; add images, merge classes with --label-map, or use fewer folds$"):
+        build("glcm-svm").fit(paths, labels, groups=groups)
+
+
+def test_groups_of_the_wrong_length(small):
+    paths, labels = small
+    with pytest.raises(DataError, match=r"groups must hold one id per training item, got 5 ids for 36 items"):
+        build("rf").fit(paths, labels, groups=np.arange(5))
+
+
+@pytest.mark.parametrize("module", ["brainmri.models.validation", "brainmri.evaluation.stats"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

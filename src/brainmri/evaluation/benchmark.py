@@ -36,7 +36,7 @@ from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.features.extract import MemoryCache, precompute_features
 from brainmri.files import write_json, write_text
-from brainmri.models.classical import INNER_FOLDS
+from brainmri.models.validation import INNER_FOLDS, check_class_counts
 from brainmri.models.registry import get_method
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
     elif config.kind == "official":
         split = official_split(analysis, drop_test_duplicates=config.drop_test_duplicates)
         splits = [split]
-        groups = analysis.graph.cluster_of
+        groups, _ = group_labels(analysis, "auto")  # subjects when known, else near-duplicate clusters
         leaking = {leak["test_path"] for leak in cross_split_leaks(analysis)}
         dedup = np.array([k for k in split.test if rel[k] not in leaking], dtype=int)
         protocol = {"kind": "official", "folds": 1, "grouping": "official split", "n_groups": int(len(np.unique(groups)))}
@@ -139,7 +139,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         paths = np.concatenate([paths, [str(it.path) for it in tds.items]])
         labels = np.concatenate([labels, tds.labels.astype(str)])
         rel = rel + [f"TEST/{tds.relpath(it)}" for it in tds.items]
-        groups = np.concatenate([analysis.graph.cluster_of, test_analysis.graph.cluster_of + n_train])
+        groups = np.concatenate([group_labels(analysis, "auto")[0], test_analysis.graph.cluster_of + n_train])
         dedup = n_train + np.flatnonzero(~copies)
         if copies.all() and config.drop_test_duplicates:
             raise DataError(f"{config.test_data}: all {len(tds)} test items copy a {ds.root.name} image, so "
@@ -165,7 +165,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
             notes.append(_listing_note(tds, config.test_data))
     for split in splits:
         _check_test_classes_trained(labels[split.train], labels[split.test], split.name)
-        _check_training_counts(labels[split.train], split.name)
+        _check_training_counts(labels[split.train], np.asarray(groups)[split.train], split.name)
     if config.kind != "cv":
         notes += _untested_classes_note(labels[splits[0].train], labels[splits[0].test])
     protocol.update({
@@ -205,14 +205,12 @@ def _untested_classes_note(y_train: np.ndarray, y_test: np.ndarray) -> list[str]
             f"{', '.join(untested)}; compare methods on balanced accuracy, or add test images of those classes"]
 
 
-def _check_training_counts(y: np.ndarray, fold: str) -> None:
-    values, counts = np.unique(y, return_counts=True)
-    small = [f"{v} ({n})" for v, n in zip(values, counts) if n < INNER_FOLDS]
-    if small:
-        raise DataError(
-            f"{fold}: class(es) {', '.join(small)} have fewer than {INNER_FOLDS} training images; "
-            "use fewer folds, add images, or merge classes with --label-map"
-        )
+def _check_training_counts(y: np.ndarray, groups: np.ndarray, fold: str) -> None:
+    """Refuse, before any training, a split whose training part cannot be split into grouped inner folds."""
+    try:
+        check_class_counts(y, INNER_FOLDS, f"{INNER_FOLDS}-fold grouped inner cross-validation", groups=groups)
+    except DataError as error:
+        raise DataError(f"{fold}: {error}") from None
 
 
 def _unit_path(out: Path, method: str, fold: str) -> Path:
@@ -227,11 +225,11 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     spec = get_method(method)
     model = spec.builder(seed=config.seed, n_jobs=n_jobs, cache_dir=cache_dir, preprocess=config.preprocess)
     start = time.perf_counter()
-    model.fit(plan.paths[split.train], plan.labels[split.train])
+    # Every method gets the outer split's groups, so its inner splits keep them together too.
+    model.fit(plan.paths[split.train], plan.labels[split.train], groups=plan.groups[split.train])
     fitted = time.perf_counter()
     proba = model.predict_proba(plan.paths[split.test])
     done = time.perf_counter()
-    final = model[-1] if hasattr(model, "steps") else model
     return {
         "method": method,
         "fold": split.name,
@@ -240,7 +238,7 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
         "proba": np.round(proba, 6).tolist(),
         "fit_s": round(fitted - start, 3),
         "predict_s": round(done - fitted, 3),
-        "params": {k: v for k, v in getattr(final, "best_params_", {}).items()},
+        "params": dict(getattr(model, "params_", {})),
     }
 
 
@@ -412,13 +410,22 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         "dataset": plan.dataset,
         "audit": plan.audit,
         "methods": methods,
-        "comparisons": _comparisons(plan, predictions, methods),
+        "comparisons": _comparisons(predictions, methods),
         "alpha": ALPHA,
     }
     return results, predictions
 
 
-def _comparisons(plan: Plan, predictions: dict, methods: dict) -> list[dict]:
+def _comparisons(predictions: dict, methods: dict) -> list[dict]:
+    """Every pair of methods, tested both ways; ``decided_by`` names the test behind ``significant``.
+
+    With several folds the decision comes from the corrected resampled
+    t-test on per-fold accuracies (each fold's own sizes), because pooled
+    predictions come from different models per fold and McNemar's
+    independence assumption fails; with a single test set from McNemar's
+    exact test. Either way the p-values are Holm-adjusted across pairs, and
+    both raw results are kept.
+    """
     names = list(predictions)
     rows = []
     for a_pos, a in enumerate(names):
@@ -429,16 +436,16 @@ def _comparisons(plan: Plan, predictions: dict, methods: dict) -> list[dict]:
             classes = np.asarray(pa["classes"])
             right_a = classes[pa["proba"][order_a].argmax(1)] == truth
             right_b = classes[pb["proba"][order_b].argmax(1)] == truth
-            row = {"a": a, "b": b, "mcnemar": mcnemar(right_a, right_b), "t_test": None}
+            row = {"a": a, "b": b, "mcnemar": mcnemar(right_a, right_b), "t_test": None, "decided_by": "mcnemar"}
             folds_a, folds_b = methods[a]["per_fold"], methods[b]["per_fold"]
             if len(folds_a) >= 2:
-                split = plan.splits[0]
                 row["t_test"] = corrected_resampled_ttest(
                     [f["accuracy"] for f in folds_a], [f["accuracy"] for f in folds_b],
-                    n_train=len(split.train), n_test=len(split.test),
+                    n_train=[f["n_train"] for f in folds_a], n_test=[f["n_test"] for f in folds_a],
                 )
+                row["decided_by"] = "t_test"
             rows.append(row)
-    adjusted = holm([r["mcnemar"]["p_value"] for r in rows]) if rows else []
+    adjusted = holm([r[r["decided_by"]]["p_value"] for r in rows]) if rows else []
     for row, p in zip(rows, adjusted):
         row["p_adjusted"] = p
         row["significant"] = bool(p < ALPHA)
@@ -507,8 +514,9 @@ def format_results(results: dict) -> str:
                          f"gap {100 * (full - clean):+.1f} points)")
     significant = [c for c in results["comparisons"] if c["significant"]]
     if results["comparisons"]:
+        test = {"t_test": "corrected resampled t-test over folds", "mcnemar": "McNemar"}[results["comparisons"][0]["decided_by"]]
         lines.append("")
-        lines.append("significant differences (McNemar, Holm-adjusted p < 0.05): " +
+        lines.append(f"significant differences ({test}, Holm-adjusted p < {results['alpha']:g}): " +
                      (", ".join(f"{c['a']} vs {c['b']} (p={c['p_adjusted']:.3g})" for c in significant) or "none"))
     for note in p["notes"]:
         lines.append(f"note: {note}")

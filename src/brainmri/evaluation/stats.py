@@ -79,43 +79,58 @@ def mcnemar(correct_a, correct_b) -> dict:
 # ttest_rel is the uncorrected paired test, which is far too liberal across
 # overlapping training sets). Nadeau, C. and Bengio, Y. (2003), "Inference for the
 # generalization error", Machine Learning 52:239-281.
-def corrected_resampled_ttest(scores_a, scores_b, *, n_train: int, n_test: int) -> dict:
+def corrected_resampled_ttest(scores_a, scores_b, *, n_train, n_test) -> dict:
     """Nadeau-Bengio corrected resampled t-test of per-fold scores.
 
     The scores of the k folds are not independent (training sets overlap), so
     the variance of the mean difference ``d = a - b`` is inflated from
-    ``var(d) / k`` to ``(1 / k + n_test / n_train) * var(d)``, with
-    ``var(d)`` the sample variance (ddof=1). The statistic
-    ``mean(d) / sqrt(corrected variance)`` is compared with Student's t with
-    ``k - 1`` degrees of freedom, two-sided.
+    ``var(d) / k`` to ``(1 / k + r) * var(d)``, with ``var(d)`` the sample
+    variance (ddof=1) and ``r = n_test / n_train``. When the folds differ in
+    size (grouped folds always do), ``r`` is the mean over folds of each
+    fold's own ``n_test_j / n_train_j``, which is Nadeau and Bengio's ratio
+    when all folds are equal. The statistic ``mean(d) / sqrt((1 / k + r) *
+    var(d))`` is compared with Student's t with ``k - 1`` degrees of
+    freedom, two-sided.
 
     Parameters
     ----------
     scores_a, scores_b : array-like of float, shape (k,), k >= 2
         A score of methods A and B on each fold (the same folds, in order).
-    n_train, n_test : int
-        Training and test set sizes of one fold (for k-fold cross-validation
-        ``n_test / n_train`` is about ``1 / (k - 1)``).
+    n_train, n_test : int or array-like of int, shape (k,)
+        Training and test set sizes of each fold, in the order of the
+        scores; a single int stands for every fold (for k-fold
+        cross-validation ``n_test / n_train`` is about ``1 / (k - 1)``).
 
     Returns
     -------
     dict
         ``{"mean_difference": float, "statistic": float, "p_value": float,
-        "df": int}``. When all differences are equal (zero variance) the test
-        is degenerate: a zero difference gives ``statistic`` NaN and
-        ``p_value`` 1.0; a non-zero one gives ``statistic`` +-inf and
-        ``p_value`` 0.0.
+        "df": int, "size_ratio": float}`` (``size_ratio`` is ``r``). When all
+        differences are equal (zero variance) the test is degenerate: a zero
+        difference gives ``statistic`` NaN and ``p_value`` 1.0; a non-zero
+        one gives ``statistic`` +-inf and ``p_value`` 0.0.
 
     Raises
     ------
     ConfigError
         For fewer than 2 folds, score arrays of different lengths, non-finite
-        scores or non-positive ``n_train`` / ``n_test``.
+        scores, non-positive ``n_train`` / ``n_test`` or sizes not given for
+        every fold.
 
     References
     ----------
     C. Nadeau and Y. Bengio, "Inference for the generalization error",
     Machine Learning 52:239-281, 2003. DOI: 10.1023/A:1024068626366
+
+    Examples
+    --------
+    Differences 0.125 and 0.375 (mean 0.25, variance 0.03125) over folds of
+    75/25 and 100/25 items: ``r = (1/3 + 1/4) / 2 = 7/24`` and
+    ``t = 0.25 / sqrt((1/2 + 7/24) * 0.03125) = 1.589``.
+
+    >>> out = corrected_resampled_ttest([0.875, 0.875], [0.75, 0.5], n_train=[75, 100], n_test=[25, 25])
+    >>> round(out["size_ratio"], 4), round(out["statistic"], 3), out["df"]
+    (0.2917, 1.589, 1)
     """
     a = np.asarray(scores_a, dtype=float)
     b = np.asarray(scores_b, dtype=float)
@@ -127,19 +142,29 @@ def corrected_resampled_ttest(scores_a, scores_b, *, n_train: int, n_test: int) 
         raise ConfigError(f"the corrected t-test needs at least 2 folds, got {a.size}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ConfigError("scores_a and scores_b must be finite, got NaN or infinite values")
-    for name, value in (("n_train", n_train), ("n_test", n_test)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer (items in one fold), got {value!r}")
     k = a.size
+    n_train, n_test = _fold_sizes(n_train, "n_train", k), _fold_sizes(n_test, "n_test", k)
+    ratio = float(np.mean(n_test / n_train))
     d = a - b
     mean = float(d.mean())
     if np.all(d == d[0]):
         statistic = float("nan") if mean == 0 else float(np.copysign(np.inf, mean))
         p_value = 1.0 if mean == 0 else 0.0
     else:
-        statistic = mean / float(np.sqrt((1 / k + n_test / n_train) * d.var(ddof=1)))
+        statistic = mean / float(np.sqrt((1 / k + ratio) * d.var(ddof=1)))
         p_value = float(2 * stats.t.sf(abs(statistic), k - 1))
-    return {"mean_difference": mean, "statistic": statistic, "p_value": p_value, "df": k - 1}
+    return {"mean_difference": mean, "statistic": statistic, "p_value": p_value, "df": k - 1, "size_ratio": ratio}
+
+
+def _fold_sizes(value, name: str, k: int) -> np.ndarray:
+    """``value`` (an int, or one int per fold) as k positive integers."""
+    values = [value] * k if np.ndim(value) == 0 else list(value)
+    if len(values) != k:
+        raise ConfigError(f"{name} must be one size or one size per fold ({k}), got {len(values)} sizes")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ConfigError(f"{name} must hold positive integers (items in a fold), got {v!r}")
+    return np.asarray(values, dtype=float)
 
 
 def holm(p_values) -> list[float]:

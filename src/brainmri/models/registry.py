@@ -1,11 +1,24 @@
 """The method registry: every method of brainmri is reachable by name.
 
-A method is a scikit-learn classifier whose ``fit(X, y)`` takes ``X``, an
-array of image file paths, and ``y``, their labels, and which provides
-``predict_proba(X)`` and ``classes_``. Classical methods are ``Pipeline``s
-whose first step turns paths into features; deep methods wrap a torch model
-behind the same interface. The benchmark runner, tuning and serving see
-methods only through :func:`get_method`.
+A method is a scikit-learn classifier with
+
+* ``fit(X, y, groups=None)``: ``X`` an array of image file paths, ``y``
+  their labels, ``groups`` one group id per item (subject, near-duplicate
+  cluster or look-alike group: the grouping of the outer split). Every
+  split the method makes inside ``fit`` (hyperparameter search, probability
+  calibration, early stopping, validation) must keep each group on one side,
+  e.g. through :func:`brainmri.models.validation.inner_splits`. Called
+  without groups, a method splits item by item, as before;
+* ``predict_proba(X)`` and ``classes_``;
+* after fitting, ``params_``: a dict of what it chose (hyperparameters,
+  calibration) and how (``params_["inner_cv"]`` names the inner split,
+  grouped or not), written to the results.
+
+The benchmark runner always calls ``fit(paths, labels, groups=groups)``.
+Classical methods are ``Pipeline``s whose first step turns paths into
+features; deep methods wrap a torch model behind the same interface. The
+benchmark runner, tuning and serving see methods only through
+:func:`get_method`.
 """
 
 from __future__ import annotations

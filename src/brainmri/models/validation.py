@@ -1,0 +1,113 @@
+"""Inner validation splits of a training set, grouped like the outer split.
+
+Every split made inside a method's ``fit`` (hyperparameter search,
+probability calibration, early stopping of deep methods) must keep together
+what the benchmark keeps together across its outer folds: one subject's
+slices, near-duplicate clusters or look-alike groups. Otherwise a near-copy
+of a validation image sits in the inner training part and model selection
+rewards memorising (on the brain-tumor-mri training split about a quarter of
+the validation items of a plain ``StratifiedKFold`` had such a copy).
+
+The benchmark passes the outer split's group ids to ``fit(X, y, groups=...)``;
+:func:`inner_splits` turns them into ``StratifiedGroupKFold`` folds. A method
+called without groups falls back to ``StratifiedKFold`` and says so in the
+description it returns (recorded in the method's ``params_``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from brainmri.errors import DataError
+
+#: Folds of the inner cross-validation (hyperparameter search and calibration).
+INNER_FOLDS = 3
+
+
+def check_class_counts(y, need: int, purpose: str, groups=None) -> None:
+    """Raise a clear error when a class has fewer than ``need`` training items (or groups).
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        Training labels.
+    need : int
+        The smallest number of items (of groups, when ``groups`` is given) a
+        class may have.
+    purpose : str
+        What the items are needed for, quoted in the message.
+    groups : array-like of shape (n,) or None
+        Group id of every item; when given, independent groups are counted
+        instead of items.
+
+    Raises
+    ------
+    DataError
+        A single class, or a class below ``need``.
+    """
+    y = np.asarray(y)
+    labels = np.unique(y)
+    if len(labels) < 2:
+        raise DataError(f"training data has a single class ({labels[0] if len(labels) else 'none'}); a classifier needs at least two")
+    unit = "training images" if groups is None else "independent groups of training images (subjects or duplicate clusters)"
+    counts = [len(y[y == lab]) if groups is None else len(np.unique(np.asarray(groups)[y == lab])) for lab in labels]
+    small = [f"'{lab}' ({n})" for lab, n in zip(labels, counts) if n < need]
+    if small:
+        raise DataError(
+            f"class(es) {', '.join(small)} have fewer than {need} {unit}, too few for {purpose}; "
+            "add images, merge classes with --label-map, or use fewer folds"
+        )
+
+
+def inner_splits(y, groups=None, *, random_state: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """The ``INNER_FOLDS`` stratified folds of a training set, grouped when groups are given.
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        Training labels.
+    groups : array-like of shape (n,) or None
+        Group id of every training item (the outer split's grouping). With
+        groups no group straddles an inner train/validation boundary
+        (``StratifiedGroupKFold``); without, items are split one by one
+        (``StratifiedKFold``).
+    random_state : int
+        Seed of the shuffling.
+
+    Returns
+    -------
+    splits : list of (ndarray, ndarray)
+        ``INNER_FOLDS`` (train indices, validation indices) pairs; every
+        item is validated exactly once. Pass the list as ``cv`` to every
+        inner search and calibration so that they all use the same folds.
+    description : str
+        ``"StratifiedGroupKFold over G groups"`` or
+        ``"StratifiedKFold, no groups given"``, for the method's ``params_``.
+
+    Raises
+    ------
+    DataError
+        ``groups`` does not have one id per item, or a class has fewer than
+        ``INNER_FOLDS`` items (groups).
+
+    Examples
+    --------
+    >>> y = ["a", "a", "a", "b", "b", "b"]
+    >>> splits, how = inner_splits(y, groups=[0, 1, 2, 3, 4, 5])
+    >>> how, len(splits)
+    ('StratifiedGroupKFold over 6 groups', 3)
+    """
+    y = np.asarray(y)
+    purpose = f"{INNER_FOLDS}-fold inner cross-validation"
+    if groups is None:
+        check_class_counts(y, INNER_FOLDS, purpose)
+        cv = StratifiedKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
+        return list(cv.split(np.zeros(len(y)), y)), "StratifiedKFold, no groups given"
+    groups = np.asarray(groups)
+    if groups.shape != y.shape:
+        raise DataError(f"groups must hold one id per training item, got {groups.size} ids for {len(y)} items")
+    check_class_counts(y, INNER_FOLDS, f"grouped {purpose}", groups=groups)
+    cv = StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
+    splits = list(cv.split(np.zeros(len(y)), y, groups))
+    return splits, f"StratifiedGroupKFold over {len(np.unique(groups))} groups"
