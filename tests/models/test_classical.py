@@ -14,7 +14,7 @@ CLASSICAL = ["glcm-svm", "multifeature-rf", "ovo-svm", "rf"]
 def small(tmp_path_factory):
     from brainmri.data.synthetic import write_demo_data
 
-    root = write_demo_data(tmp_path_factory.mktemp("m") / "d", n=9, seed=3, size=64)
+    root = write_demo_data(tmp_path_factory.mktemp("m") / "d", n=15, seed=3, size=64)
     paths = np.array(sorted(str(p) for p in root.rglob("*.png")))
     labels = np.array([p.split("/")[-2] for p in paths])
     return paths, labels
@@ -73,9 +73,17 @@ def test_same_seed_same_probabilities(small):
 
 def test_too_few_items_of_a_class(small):
     paths, labels = small
-    keep = np.r_[np.flatnonzero(labels != "glioma"), np.flatnonzero(labels == "glioma")[:2]]
-    with pytest.raises(DataError, match=r"class\(es\) 'glioma' \(2\) have fewer than 3 training images"):
+    keep = np.r_[np.flatnonzero(labels != "glioma"), np.flatnonzero(labels == "glioma")[:1]]
+    with pytest.raises(DataError, match=r"class\(es\) 'glioma' \(1\) have fewer than 2 training images"):
         build("glcm-svm").fit(paths[keep], labels[keep])
+
+
+def test_a_class_with_few_items_lowers_the_inner_folds(small):
+    paths, labels = small
+    keep = np.r_[np.flatnonzero(labels != "glioma"), np.flatnonzero(labels == "glioma")[:3]]
+    model = build("rf").fit(paths[keep], labels[keep])
+    assert model.params_["inner_cv"] == "StratifiedKFold, no groups given, 3 folds (class 'glioma' has only 3 items)"
+    assert len(model[-1].calibrated_.cv) == 3
 
 
 def test_single_class_is_refused(small):
@@ -90,7 +98,7 @@ def test_inner_folds_follow_the_groups_given(small, name):
     paths, labels = small
     groups = np.arange(len(paths)) // 3  # items 3g, 3g+1, 3g+2 form group g (one class each)
     model = build(name).fit(paths, labels, groups=groups)
-    assert model.params_["inner_cv"] == f"StratifiedGroupKFold over {len(set(groups))} groups"
+    assert model.params_["inner_cv"].startswith(f"StratifiedGroupKFold over {len(set(groups))} groups")
     folds = [model[-1].calibrated_.cv] + ([model[-1].search_.cv] if name == "glcm-svm" else [])
     for splits in folds:
         for train, valid in splits:
@@ -107,16 +115,26 @@ def test_without_groups_the_method_says_so(small):
 def test_too_few_groups_of_a_class(small):
     paths, labels = small
     groups = np.arange(len(paths))
-    groups[labels == "glioma"] = np.arange((labels == "glioma").sum()) % 2  # all glioma images in 2 groups
-    with pytest.raises(DataError, match=r"^class\(es\) 'glioma' \(2\) have fewer than 3 independent groups of training "
-                                        r"images \(subjects or duplicate clusters\), too few for grouped 3-fold inner "
+    groups[labels == "glioma"] = 0  # all glioma images in one group
+    with pytest.raises(DataError, match=r"^class\(es\) 'glioma' \(1\) have fewer than 2 independent groups of training "
+                                        r"images \(subjects or duplicate clusters\), too few for grouped inner "
                                         r"cross-validation; add images, merge classes with --label-map, or use fewer folds$"):
         build("glcm-svm").fit(paths, labels, groups=groups)
 
 
+def test_a_class_in_two_groups_gets_two_grouped_folds(small):
+    paths, labels = small
+    groups = np.arange(len(paths))
+    groups[labels == "glioma"] = np.arange((labels == "glioma").sum()) % 2  # all glioma images in 2 groups
+    model = build("rf").fit(paths, labels, groups=groups)
+    assert model.params_["inner_cv"].endswith(", 2 folds (class 'glioma' has only 2 groups)")
+    for train, valid in model[-1].calibrated_.cv:
+        assert "glioma" in set(labels[train]) and not set(groups[train]) & set(groups[valid])
+
+
 def test_groups_of_the_wrong_length(small):
     paths, labels = small
-    with pytest.raises(DataError, match=r"groups must hold one id per training item, got 5 ids for 36 items"):
+    with pytest.raises(DataError, match=r"groups must hold one id per training item, got 5 ids for 60 items"):
         build("rf").fit(paths, labels, groups=np.arange(5))
 
 

@@ -36,7 +36,7 @@ from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.features.extract import MemoryCache, precompute_features
 from brainmri.files import write_json, write_text
-from brainmri.models.validation import INNER_FOLDS, check_class_counts
+from brainmri.models.validation import check_class_counts
 from brainmri.models.registry import get_method
 
 logger = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def _untested_classes_note(y_train: np.ndarray, y_test: np.ndarray) -> list[str]
 def _check_training_counts(y: np.ndarray, groups: np.ndarray, fold: str) -> None:
     """Refuse, before any training, a split whose training part cannot be split into grouped inner folds."""
     try:
-        check_class_counts(y, INNER_FOLDS, f"{INNER_FOLDS}-fold grouped inner cross-validation", groups=groups)
+        check_class_counts(y, 2, "grouped inner cross-validation", groups=groups)
     except DataError as error:
         raise DataError(f"{fold}: {error}") from None
 
@@ -494,13 +494,15 @@ def format_results(results: dict) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     p = results["protocol"]
     lines.insert(0, f"protocol: {p['kind']}, {p['folds']} fold(s), grouping: {p['grouping']}")
-    bootstrap = next(iter(results["methods"].values()))["bootstrap"]
-    lines.insert(1, f"intervals: {interval_statement(bootstrap)}; (low): lower is better")
+    if results["methods"]:
+        bootstrap = next(iter(results["methods"].values()))["bootstrap"]
+        lines.insert(1, f"intervals: {interval_statement(bootstrap)}; (low): lower is better")
     if "cross_dataset_leaks" in p:
         lines.append("")
         lines += format_cross_dataset_leaks(p["cross_dataset_leaks"])
-    lines.append("")
-    lines.append("calibration (mean confidence equals accuracy when calibrated):")
+    if results["methods"]:
+        lines.append("")
+        lines.append("calibration (mean confidence equals accuracy when calibrated):")
     for name, entry in results["methods"].items():
         lines.append(f"  {name}: mean confidence {entry['calibration']['mean_confidence']:.3f} at accuracy "
                      f"{entry['metrics']['accuracy']['value']:.3f}, ECE {entry['metrics']['ece']['value']:.3f}")

@@ -22,7 +22,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from brainmri.errors import DataError
 
 #: Folds of the inner cross-validation (hyperparameter search and calibration).
-INNER_FOLDS = 3
+INNER_FOLDS = 5
 
 
 def check_class_counts(y, need: int, purpose: str, groups=None) -> None:
@@ -61,7 +61,10 @@ def check_class_counts(y, need: int, purpose: str, groups=None) -> None:
 
 
 def inner_splits(y, groups=None, *, random_state: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
-    """The ``INNER_FOLDS`` stratified folds of a training set, grouped when groups are given.
+    """Stratified inner folds of a training set, grouped when groups are given.
+
+    ``INNER_FOLDS`` folds, or fewer when a class has fewer items (groups):
+    a class needs two, so that every inner training part holds every class.
 
     Parameters
     ----------
@@ -78,36 +81,55 @@ def inner_splits(y, groups=None, *, random_state: int = 0) -> tuple[list[tuple[n
     Returns
     -------
     splits : list of (ndarray, ndarray)
-        ``INNER_FOLDS`` (train indices, validation indices) pairs; every
+        ``min(INNER_FOLDS, fewest items or groups of a class)`` (train
+        indices, validation indices) pairs; every
         item is validated exactly once. Pass the list as ``cv`` to every
         inner search and calibration so that they all use the same folds.
     description : str
         ``"StratifiedGroupKFold over G groups"`` or
-        ``"StratifiedKFold, no groups given"``, for the method's ``params_``.
+        ``"StratifiedKFold, no groups given"`` (with the number of folds
+        when it is below ``INNER_FOLDS``), for the method's ``params_``.
 
     Raises
     ------
     DataError
-        ``groups`` does not have one id per item, or a class has fewer than
-        ``INNER_FOLDS`` items (groups).
+        ``groups`` does not have one id per item, a class has fewer than two
+        items (groups), or a class falls in a single validation fold.
 
     Examples
     --------
     >>> y = ["a", "a", "a", "b", "b", "b"]
     >>> splits, how = inner_splits(y, groups=[0, 1, 2, 3, 4, 5])
     >>> how, len(splits)
-    ('StratifiedGroupKFold over 6 groups', 3)
+    ("StratifiedGroupKFold over 6 groups, 3 folds (class 'a' has only 3 groups)", 3)
     """
     y = np.asarray(y)
-    purpose = f"{INNER_FOLDS}-fold inner cross-validation"
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != y.shape:
+            raise DataError(f"groups must hold one id per training item, got {groups.size} ids for {len(y)} items")
+    # Two items (groups) per class is the least with which every inner training part holds every class;
+    # a class with fewer than INNER_FOLDS of them lowers the number of folds instead of stopping the run.
+    check_class_counts(y, 2, "inner cross-validation" if groups is None else "grouped inner cross-validation",
+                       groups=groups)
+    labels = np.unique(y)
+    units = [np.sum(y == lab) if groups is None else len(np.unique(groups[y == lab])) for lab in labels]
+    n_folds = int(min(INNER_FOLDS, min(units)))
     if groups is None:
-        check_class_counts(y, INNER_FOLDS, purpose)
-        cv = StratifiedKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
-        return list(cv.split(np.zeros(len(y)), y)), "StratifiedKFold, no groups given"
-    groups = np.asarray(groups)
-    if groups.shape != y.shape:
-        raise DataError(f"groups must hold one id per training item, got {groups.size} ids for {len(y)} items")
-    check_class_counts(y, INNER_FOLDS, f"grouped {purpose}", groups=groups)
-    cv = StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
-    splits = list(cv.split(np.zeros(len(y)), y, groups))
-    return splits, f"StratifiedGroupKFold over {len(np.unique(groups))} groups"
+        cv = StratifiedKFold(n_folds, shuffle=True, random_state=random_state)
+        splits = list(cv.split(np.zeros(len(y)), y))
+        how = "StratifiedKFold, no groups given"
+    else:
+        cv = StratifiedGroupKFold(n_folds, shuffle=True, random_state=random_state)
+        splits = list(cv.split(np.zeros(len(y)), y, groups))
+        how = f"StratifiedGroupKFold over {len(np.unique(groups))} groups"
+        for train, _ in splits:
+            missing = sorted(set(labels) - set(y[train]))
+            if missing:
+                raise DataError(f"class(es) {', '.join(map(str, missing))} fall in a single inner validation fold, so an "
+                                "inner model never sees them; add images of independent subjects, or merge classes "
+                                "with --label-map")
+    if n_folds < INNER_FOLDS:
+        fewest = labels[int(np.argmin(units))]
+        how += f", {n_folds} folds (class '{fewest}' has only {min(units)} {'items' if groups is None else 'groups'})"
+    return splits, how
