@@ -23,12 +23,14 @@ import numpy as np
 from brainmri import __version__
 from brainmri.data.audit import analyse, audit_report, cross_split_leaks
 from brainmri.data.dataset import load_dataset
-from brainmri.data.splits import Split, group_labels, kfold_splits, official_split
-from brainmri.errors import ConfigError, DataError
+from brainmri.data.splits import (Split, check_folds, check_grouping, group_labels, kfold_splits, official_indices,
+                                  official_split)
+from brainmri.errors import DataError
 from brainmri.evaluation.metrics import classification_metrics, summarize
 from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes
+from brainmri.evaluation.run_folder import check_run_folder, start_run_folder
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
-from brainmri.files import write_json, write_text
+from brainmri.files import check_output_folder, write_json, write_text
 from brainmri.models.classical import INNER_FOLDS
 from brainmri.models.registry import get_method
 
@@ -174,6 +176,29 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     }
 
 
+def _check_before_reading(config: BenchmarkConfig) -> int:
+    """Refuse, from the file listings alone, what would otherwise fail after every image was read.
+
+    Returns
+    -------
+    int
+        Number of files listed in DATA and ``--test-data``.
+    """
+    for method in config.methods:
+        get_method(method)
+    dataset = apply_label_map(load_dataset(config.data), config.label_map, "DATA")
+    if config.kind == "cv":
+        check_folds(config.cv)
+        check_grouping(dataset, config.grouping)
+    elif config.kind == "official":
+        official_indices(dataset)
+    else:
+        test = apply_label_map(load_dataset(config.test_data), config.label_map, "--test-data")
+        check_test_classes(dataset.classes, test.classes, config.test_data)
+        return len(dataset) + len(test)
+    return len(dataset)
+
+
 def run_benchmark(
     config: BenchmarkConfig,
     out: str | Path,
@@ -198,7 +223,8 @@ def run_benchmark(
     cache_dir : path or None
         Feature cache folder; None disables caching.
     restart : bool
-        Discard finished units of an earlier run in ``out``.
+        Discard the outputs of an earlier brainmri run in ``out`` (see
+        :mod:`brainmri.evaluation.run_folder`).
     on_event : callable, optional
         Receives one-line progress messages (per method, per fold).
     progress : callable, optional
@@ -210,22 +236,24 @@ def run_benchmark(
     -------
     dict
         The ``results.json`` document.
+
+    Raises
+    ------
+    BrainMRIError
+        A refused configuration or output folder; every refusal that the file
+        listings allow comes before anything is written or any image is read.
     """
     say = on_event or (lambda message: None)
-    out = Path(out)
-    run_file = out / "run.json"
+    inputs = [config.data, *([config.test_data] if config.test_data else [])]
     fingerprint = config.fingerprint()
-    if run_file.exists() and not restart:
-        previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
-        if previous != fingerprint:
-            raise ConfigError(f"{out} holds a benchmark run with other arguments; choose another --out or add --restart")
-    if restart and (out / "units").exists():
-        import shutil
+    check_run_folder(out, fingerprint, restart=restart, inputs=inputs)
+    if cache_dir:
+        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
+    n_files = _check_before_reading(config)
+    out = Path(out)
+    start_run_folder(out, fingerprint, config.to_dict(), restart=restart)
 
-        shutil.rmtree(out / "units")
-    write_json(run_file, {"fingerprint": fingerprint, "config": config.to_dict()})
-
-    say(f"reading and auditing {config.data}")
+    say(f"reading and auditing {n_files} files of {' and '.join(inputs)}")
     plan = plan_benchmark(config, n_jobs=n_jobs, progress=progress)
     write_json(out / "audit.json", plan.audit_report)
     if cache_dir:
