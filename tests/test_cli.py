@@ -452,11 +452,14 @@ def _stop_mid_run(demo_data, tmp_path, sig: int) -> tuple[int, list[str], list[i
         assert workers, "the benchmark started no worker process; the test needs some"
         proc.send_signal(sig)
         status = proc.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [pid for pid in workers if _alive(pid)]
+        for pid in left:  # after a failure, end them: they hold stderr open
+            os.kill(pid, signal.SIGKILL)
         reader.join(timeout=10)
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return status, [line.rstrip("\n") for line in lines], [pid for pid in workers if _alive(pid)]
+    return status, [line.rstrip("\n") for line in lines], left
 
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="lists processes through /proc (Linux)")
