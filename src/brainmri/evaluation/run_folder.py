@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Iterable
 
 from brainmri import __version__
 from brainmri.errors import ConfigError
@@ -56,7 +57,8 @@ def read_run_file(out: str | Path) -> dict | None:
     return doc
 
 
-def check_run_folder(out: str | Path, fingerprint: str, *, restart: bool = False, inputs=()) -> None:
+def check_run_folder(out: str | Path, fingerprint: str, *, restart: bool = False,
+                     inputs: Iterable[str | Path] = ()) -> None:
     """Refuse an output folder that brainmri must not write in, without writing anything.
 
     Parameters
