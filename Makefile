@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+	@echo "brainmri is installed in $(VENV): run $(BIN)/brainmri, or 'source $(BIN)/activate' and then brainmri"
 
 install: $(STAMP)
 

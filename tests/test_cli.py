@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from brainmri import __version__
+from brainmri import __version__, cli
 from brainmri.cli import main
 from brainmri.data.audit import AUDIT_KEYS
 from brainmri.errors import DataError
@@ -123,12 +131,52 @@ def test_benchmark_prints_the_table_and_writes_the_report(demo_data, tmp_path, c
         (["--label-map", "glioma=tumor"], r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped"),
         (["--split", "official"], r"--split official needs train and test folders"),
         (["--drop-test-duplicates"], r"--drop-test-duplicates only applies to --split official or --test-data; k-fold already keeps duplicates on one side$"),
+        (["--cv", "1"], r"--cv must be an integer >= 2, got 1$"),
     ],
 )
-def test_benchmark_errors_are_one_line(demo_data, tmp_path, capsys, extra, message):
-    assert main(["benchmark", str(demo_data), "--out", str(tmp_path / "b"), "-q", "--no-cache", *extra]) == 2
+@pytest.mark.parametrize("quiet", [["-q"], []], ids=["quiet", "verbose"])
+def test_benchmark_errors_are_one_line_and_write_nothing(demo_data, tmp_path, capsys, extra, message, quiet):
+    assert main(["benchmark", str(demo_data), "--out", str(tmp_path / "b"), "--no-cache", *quiet, *extra]) == 2
     line = _error_line(capsys, "benchmark")
     assert re.search(message, line), line
+    assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_help_lists_the_methods(capsys):
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "valid methods: glcm-svm, multifeature-rf, ovo-svm, rf" in help_text
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("{data}/runs", r"--out .*/runs: lies inside the input folder .*/data, which must stay unchanged; choose a folder outside it$"),
+        ("{data}/glioma/glioma_0000.png", r"--out .*glioma_0000\.png: lies inside the input folder"),
+        ("{tmp}/file/runs", r"--out .*/file/runs: .*/file is a file, so no folder can be created there; choose another folder$"),
+    ],
+    ids=["inside-data", "an-image-of-data", "under-a-file"],
+)
+@pytest.mark.parametrize("command", ["benchmark", "audit"])
+def test_unusable_out_is_one_line_and_writes_nothing(demo_data, tmp_path, capsys, listing, out, message, command):
+    (tmp_path / "file").write_text("keep")
+    before = listing(tmp_path)
+    assert main([command, str(demo_data), "--out", out.format(data=demo_data, tmp=tmp_path)]) == 2
+    line = _error_line(capsys, command)
+    assert re.search(message, line), line
+    assert listing(tmp_path) == before
+
+
+def test_bad_run_file_is_one_line(demo_data, tmp_path, capsys):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "run.json").write_text("not json")
+    assert main(["benchmark", str(demo_data), "--out", str(out), "--no-cache", "--restart"]) == 2
+    line = _error_line(capsys, "benchmark")
+    assert line.endswith("b/run.json: not a run file written by brainmri, so the folder is not brainmri's to write in; "
+                         "choose a new or empty --out")
+    assert (out / "run.json").read_text() == "not json"
 
 
 # ---------------------------------------------------------------- audit
@@ -272,3 +320,171 @@ def test_audit_of_a_csv_manifest(demo_source, tmp_path, capsys):
     assert f"dataset: {manifest.parent} (csv)" in out and "subjects: 3" in out
     report = json.loads((tmp_path / "res" / "audit.json").read_text())
     assert report["n_items"] == 24 and report["subjects"] == 3
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_benchmark_progress_off_a_terminal_is_plain_lines(demo_data, tmp_path, capsys):
+    argv = ["benchmark", str(demo_data), "--methods", "rf", "--cv", "2", "--out", str(tmp_path / "b"), "--size", "48",
+            "--n-boot", "20", "--cache-dir", str(tmp_path / "cache"), "--jobs", "1"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err  # captured: not a terminal
+    assert "\r" not in err and "\x1b" not in err
+    lines = err.splitlines()
+    assert len(lines) <= 12, err
+    for pattern in [r"reading: 24 images in \d+\.\d s", r"features: 24 images in \d+\.\d s",
+                    r"\[1/1\] rf fold0 \(1/2\): training on \d+ images, testing on \d+",
+                    r"\[1/1\] rf fold0 \(1/2\): fit \d+\.\ds, predict \d+\.\ds",
+                    r"\[1/1\] rf fold1 \(2/2\): fit \d+\.\ds, predict \d+\.\ds"]:
+        assert sum(bool(re.fullmatch(pattern, line)) for line in lines) == 1, (pattern, err)
+
+
+def test_plain_progress_writes_a_line_every_ten_seconds(monkeypatch):
+    clock = iter(0.06 * k for k in range(10_000))
+    monkeypatch.setattr(cli.time, "monotonic", lambda: next(clock))
+    stream = io.StringIO()
+    reporter = cli.Reporter(stream)
+    reading = reporter.stage("reading", total=1000)
+    for _ in range(1000):
+        reading(1)
+    reporter.say("next step")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "reading: 168/1000 images (10 s)"
+    assert len(lines) == 7  # 5 progress lines in 60 s, the closing line, the message
+    assert lines[-2:] == ["reading: 1000/1000 images in 60.0 s", "next step"]
+
+
+def test_progress_on_a_terminal_closes_its_bar_at_the_next_step():
+    stream = _Terminal()
+    reporter = cli.Reporter(stream)
+    reading = reporter.stage("reading")
+    reading(3)
+    reading(2)
+    assert "\r" in stream.getvalue()  # a live bar
+    reporter.say("next step")
+    for k in range(100):
+        reporter.write(f"log line {k}")
+    after = stream.getvalue().split("next step", 1)[1]
+    assert "reading" not in after  # closed: later lines do not redraw it
+    assert re.search(r"reading: 5 images in \d+\.\d s\n", stream.getvalue())
+
+
+def test_quiet_shows_no_progress():
+    stream = _Terminal()
+    reporter = cli.Reporter(stream, quiet=True)
+    reporter.stage("reading")(5)
+    reporter.say("step")
+    reporter.close()
+    assert stream.getvalue() == ""
+
+
+# ---------------------------------------------------------------- stopping a benchmark
+
+_STOPPABLE = """
+import sys, time
+import brainmri.evaluation.benchmark as benchmark
+from brainmri.cli import main
+
+real, started = benchmark.run_unit, []
+
+def run_unit(*args, **kwargs):
+    if started:  # the second unit waits until the test stops the process
+        print("second unit started", file=sys.stderr, flush=True)
+        time.sleep(300)
+    started.append(1)
+    return real(*args, **kwargs)
+
+benchmark.run_unit = run_unit
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _benchmark_argv(demo_data, tmp_path) -> list[str]:
+    return ["benchmark", str(demo_data), "--methods", "glcm-svm", "--cv", "2", "--out", str(tmp_path / "b"),
+            "--size", "48", "--n-boot", "20", "--cache-dir", str(tmp_path / "cache"), "--jobs", "2"]
+
+
+def _env() -> dict:
+    import brainmri
+
+    return {**os.environ, "PYTHONPATH": str(Path(brainmri.__file__).parents[1])}
+
+
+def _stop_mid_run(demo_data, tmp_path, sig: int) -> tuple[int, list[str], list[int]]:
+    """Start a benchmark, stop it with ``sig`` during its second unit; exit status, stderr lines, worker pids."""
+    script = tmp_path / "stoppable.py"
+    script.write_text(_STOPPABLE)
+    lines: list[str] = []
+    with subprocess.Popen([sys.executable, str(script), *_benchmark_argv(demo_data, tmp_path)], env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while "second unit started\n" not in lines and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "second unit started\n" in lines, "".join(lines)
+        workers = [pid for pid in _children(proc.pid) if b"loky" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert workers, "the benchmark started no worker process; the test needs some"
+        proc.send_signal(sig)
+        status = proc.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [pid for pid in workers if _alive(pid)]
+        for pid in left:  # after a failure, end them: they hold stderr open
+            os.kill(pid, signal.SIGKILL)
+        reader.join(timeout=10)
+    return status, [line.rstrip("\n") for line in lines], left
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="lists processes through /proc (Linux)")
+
+
+@needs_proc
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_and_the_rerun_resumes(demo_data, tmp_path):
+    status, lines, left = _stop_mid_run(demo_data, tmp_path, signal.SIGTERM)
+    assert status == 143
+    assert lines[-1] == "brainmri benchmark: terminated (SIGTERM); rerun the same command to resume from the finished units"
+    assert left == []
+    out = tmp_path / "b"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "audit.json", "run.json", "units", "units/glcm-svm", "units/glcm-svm/fold0.json"]  # no partial output
+    rerun = subprocess.run([sys.executable, "-m", "brainmri", *_benchmark_argv(demo_data, tmp_path)], env=_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "[1/1] glcm-svm fold0 (1/2): done earlier, reusing" in rerun.stderr.splitlines()
+    assert (out / "results.json").exists() and (out / "units/glcm-svm/fold1.json").exists()
+
+
+@needs_proc
+@pytest.mark.slow
+def test_workers_exit_soon_after_their_parent_is_killed(demo_data, tmp_path):
+    status, lines, left = _stop_mid_run(demo_data, tmp_path, signal.SIGKILL)
+    assert status == -signal.SIGKILL
+    assert left == []

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainmri.files import atomic_path, write_json, write_text
+from brainmri.errors import ConfigError
+from brainmri.files import atomic_path, check_output_folder, write_json, write_text
 
 
 def test_write_json_converts_numpy_and_paths(tmp_path):
@@ -43,3 +44,30 @@ def test_result_files_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("data", r"^--out .*data: lies inside the input folder .*data, which must stay unchanged; choose a folder outside it$"),
+        ("data/a/new", r"^--out .*data/a/new: lies inside the input folder"),
+        ("alias/new", r"^--out .*alias/new: lies inside the input folder .*data, "),  # a symbolic link to data
+        ("file", r"^--out .*file: is an existing file, not a folder; choose a new or empty folder$"),
+        ("file/new", r"^--out .*file/new: .*file is a file, so no folder can be created there; choose another folder$"),
+    ],
+)
+def test_check_output_folder_refuses(tmp_path, out, message):
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(tmp_path / "data")
+    (tmp_path / "file").write_text("keep")
+    with pytest.raises(ConfigError, match=message):
+        check_output_folder(tmp_path / out, "--out", inputs=[tmp_path / "data"])
+    assert (tmp_path / "file").read_text() == "keep" and not (tmp_path / "data" / "a" / "new").exists()
+
+
+@pytest.mark.parametrize("out", ["results", "data-results/new", "data.csv-runs"])
+def test_check_output_folder_accepts_and_writes_nothing(tmp_path, out):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data.csv").write_text("path,label\n")
+    assert check_output_folder(tmp_path / out, "--out", inputs=[tmp_path / "data", tmp_path / "data.csv"]) == tmp_path / out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.csv"]

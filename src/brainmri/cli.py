@@ -1,22 +1,33 @@
 """The ``brainmri`` command line: parse, call the library, print.
 
-Results go to stdout and files; logs and progress bars to stderr. Errors a
-user can cause print one line (a traceback only with ``--debug``) and exit
-with status 2; a batch job exits 1 when nothing usable remained.
+Results go to stdout and files; logs and progress to stderr (bars on a
+terminal, plain lines otherwise). Errors a user can cause print one line (a
+traceback only with ``--debug``) and exit with status 2; a batch job exits 1
+when nothing usable remained. Ctrl-C and SIGTERM stop the command cleanly
+(exit 130 and 143: finished work kept, no half-written file), and worker
+processes end with the command, even when it is killed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from brainmri import __version__
 from brainmri.errors import BrainMRIError
 
 logger = logging.getLogger("brainmri")
+
+#: Seconds between two plain progress lines of one stage when stderr is not a terminal.
+PLAIN_EVERY_S = 10.0
 
 
 def _common(parser: argparse.ArgumentParser, *, seed: bool = False, jobs: bool = False) -> None:
@@ -57,13 +68,116 @@ def _duplicate_params(args):
     return DuplicateParams(args.hash_radius, args.near_threshold, args.similar_radius, args.similar_threshold)
 
 
+class Reporter:
+    """Messages and progress of one command on a stream (stderr).
+
+    On a terminal a stage shows a tqdm bar, closed when the stage ends (at the
+    next message, or when the command ends). Elsewhere (a log file, a pipe)
+    there are no escape codes: a stage writes a plain line at most every
+    :data:`PLAIN_EVERY_S` seconds. Either way a finished stage leaves one line
+    with its count and time. With ``quiet`` only log records of level ERROR
+    get through (see :func:`_configure_logging`).
+
+    Parameters
+    ----------
+    stream : file
+    quiet : bool
+        Show no messages and no progress.
+    """
+
+    def __init__(self, stream: TextIO, *, quiet: bool = False):
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty()
+        self._stages: list[_Stage] = []
+
+    def stage(self, desc: str, total: int | None = None) -> _Stage:
+        """A progress callback: call it with the number of images just done."""
+        stage = _Stage(self, desc, total)
+        self._stages.append(stage)
+        return stage
+
+    def say(self, message: str) -> None:
+        """A message line; it ends the stages in progress (a new step has begun)."""
+        if not self.quiet:
+            self.close()
+            self.write(message)
+
+    def write(self, line: str) -> None:
+        """A line, written so that an open bar stays intact."""
+        if self.tty:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """End every stage in progress."""
+        for stage in self._stages:
+            stage.close()
+
+
+class _Stage:
+    """One counted step of a :class:`Reporter` (``reading``, ``features``)."""
+
+    def __init__(self, reporter: Reporter, desc: str, total: int | None):
+        self.reporter, self.desc, self.total = reporter, desc, total
+        self.count = 0
+        self.started: float | None = None
+        self.shown = 0.0
+        self.bar = None
+
+    def __call__(self, n: int) -> None:
+        if self.reporter.quiet:
+            return
+        now = time.monotonic()
+        if self.started is None:
+            self.started = self.shown = now
+            if self.reporter.tty:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=self.total, desc=self.desc, unit="img", file=self.reporter.stream, leave=False)
+        self.count += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif now - self.shown >= PLAIN_EVERY_S:
+            self.shown = now
+            self.reporter.write(f"{self.desc}: {self._done()} images ({now - self.started:.0f} s)")
+
+    def _done(self) -> str:
+        return f"{self.count}/{self.total}" if self.total else str(self.count)
+
+    def close(self) -> None:
+        if self.started is None:
+            return
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.reporter.write(f"{self.desc}: {self._done()} images in {time.monotonic() - self.started:.1f} s")
+        self.started, self.count = None, 0
+
+
 @contextmanager
 def _progress(args, total: int | None, desc: str):
-    """A tqdm bar on stderr (off with -q); yields its ``update`` callback."""
-    from tqdm import tqdm
+    """A progress callback of ``args.reporter`` for the ``with`` block; the stage ends with it."""
+    stage = args.reporter.stage(desc, total)
+    try:
+        yield stage
+    finally:
+        stage.close()
 
-    with tqdm(total=total, desc=desc, unit="img", disable=args.quiet, file=sys.stderr, leave=False) as bar:
-        yield bar.update
+
+class _MethodsHelpFormatter(argparse.HelpFormatter):
+    """Lists the registered methods under ``--methods``; the registry (and scikit-learn) is imported only
+    when the help is shown, so that parsing stays fast."""
+
+    def _get_help_string(self, action):
+        if "--methods" in action.option_strings:
+            from brainmri.models.registry import available_methods
+
+            return f"{action.help}; valid methods: {', '.join(available_methods())}"
+        return action.help
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,12 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="every method under the same leakage-safe protocol -> report.html",
                        description="Train and test every method on the same splits; write results.json, "
-                       "predictions.csv, figures and a self-contained report.html to --out. Rerunning the same "
-                       "command resumes an interrupted run.")
+                       "predictions.csv, figures and a self-contained report.html to --out (a new or empty "
+                       "folder, outside DATA). Rerunning the same command resumes an interrupted run.",
+                       formatter_class=_MethodsHelpFormatter)
     p.add_argument("data", type=Path, metavar="DATA", help="dataset folder or CSV manifest")
     p.add_argument("--methods", default="glcm-svm,multifeature-rf,ovo-svm,rf",
                    help="comma-separated method names, or 'all' (default: the classical methods)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder: new, empty, or an earlier run of brainmri benchmark")
     protocol = p.add_mutually_exclusive_group()
     protocol.add_argument("--cv", type=int, default=5, metavar="K", help="stratified K-fold, grouped by subject or duplicate cluster (default 5)")
     protocol.add_argument("--split", choices=["official"], help="use the dataset's own train/test folders")
@@ -110,11 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--restart", action="store_true", help="discard finished units of an earlier run in --out")
+    p.add_argument("--restart", action="store_true", help="discard the results of an earlier brainmri run in --out and start over")
     _input_options(p)
     _duplicate_options(p)
     _common(p, seed=True, jobs=True)
-    p.set_defaults(func=cmd_benchmark)
+    p.set_defaults(func=cmd_benchmark, resume_hint="rerun the same command to resume from the finished units")
 
     p = sub.add_parser("demo-data", help="write a synthetic dataset of brain-MRI-like slices",
                        description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
@@ -131,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
     p.add_argument("--n", type=int, default=40, help="images per class (default 40)")
     _common(p, seed=True, jobs=True)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, resume_hint="rerun the same command to resume")
     return parser
 
 
@@ -139,10 +254,12 @@ def cmd_audit(args) -> int:
     from brainmri.data.audit import analyse, audit_report, cross_dataset_leaks, format_audit, format_cross_dataset_leaks
     from brainmri.data.dataset import load_dataset
     from brainmri.data.io import check_max_pixels
-    from brainmri.files import write_json
+    from brainmri.files import check_output_folder, write_json
 
     params = _duplicate_params(args)
     check_max_pixels(args.max_pixels)
+    if args.out:
+        check_output_folder(args.out, "--out", inputs=[args.data, *([args.against] if args.against else [])])
     dataset = load_dataset(args.data, allow_outside=args.allow_outside_paths)
     other = load_dataset(args.against, allow_outside=args.allow_outside_paths) if args.against else None
     with _progress(args, len(dataset), "reading") as update:
@@ -194,16 +311,9 @@ def cmd_benchmark(args) -> int:
         allow_outside_paths=args.allow_outside_paths,
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
-
-    def say(message: str) -> None:
-        if not args.quiet:
-            from tqdm import tqdm
-
-            tqdm.write(message, file=sys.stderr)
-
     with _progress(args, None, "reading") as read, _progress(args, None, "features") as features:
         results = run_benchmark(config, args.out, n_jobs=args.jobs, cache_dir=cache, restart=args.restart,
-                                on_event=say, progress=read, feature_progress=features)
+                                on_event=args.reporter.say, progress=read, feature_progress=features)
     print(format_results(results))
     print(f"\nreport: {args.out / 'report.html'}")
     return 0
@@ -248,32 +358,107 @@ def _duplicate_defaults() -> dict:
     return DuplicateParams().to_dict()
 
 
+class _ReporterHandler(logging.Handler):
+    """Log records as lines of a :class:`Reporter`, so that they do not break its progress bars."""
+
+    def __init__(self, reporter: Reporter):
+        super().__init__()
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reporter.write(self.format(record))
+        except Exception:  # logging must never raise; the standard handlers do the same
+            self.handleError(record)
+
+
 def _configure_logging(args) -> None:
-    """Log brainmri's messages to stderr (the root logger is left to the host program)."""
+    """Log brainmri's messages to stderr through ``args.reporter`` (the root logger is left to the host program)."""
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ReporterHandler(args.reporter)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it stops the command like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises :class:`_Terminated` (a ``KeyboardInterrupt``) in the main thread.
+
+    Work then stops as on Ctrl-C: joblib aborts its workers, atomic writes
+    remove their temporary files, and finished units stay for a resume.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_with_parent() -> None:
+    """Worker initializer: end this worker within a second of its parent's death.
+
+    A loky worker whose parent was killed (SIGKILL, or a crash) otherwise
+    waits for its idle timeout (300 s) before it exits, holding its memory.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="brainmri-exit-with-parent", daemon=True).start()
+
+
+def _workers_exit_with_parent() -> None:
+    """Make joblib's default process backend (loky) start workers that exit with this process.
+
+    Registered as the default backend rather than set with
+    ``joblib.parallel_config(backend=...)``, which would override the thread
+    preference of scikit-learn's forests.
+    """
+    from functools import partial
+
+    from joblib import register_parallel_backend
+    from joblib.parallel import LokyBackend
+
+    register_parallel_backend("brainmri-loky", partial(LokyBackend, initializer=_exit_with_parent), make_default=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.reporter = Reporter(sys.stderr, quiet=args.quiet)
     _configure_logging(args)
+    _workers_exit_with_parent()
     try:
-        return args.func(args)
+        with _sigterm_as_interrupt():
+            return args.func(args)
     except BrainMRIError as exc:
         if args.debug:
             raise
         print(f"brainmri {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"brainmri {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
+        hint = getattr(args, "resume_hint", None)
+        print(f"brainmri {args.command}: {how}" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Atomic output: a result file is complete or absent, never half-written."""
+"""Output files: complete or absent, never half-written, and never among the inputs.
+
+Every result file is written atomically (:func:`atomic_path`). Before a
+command writes anything, :func:`check_output_folder` refuses an output
+folder that it could not create or write, or that lies inside one of the
+command's input folders (a dataset must never receive figures or results).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,11 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
+
+from brainmri.errors import ConfigError
 
 
 @contextmanager
@@ -59,3 +67,44 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def check_output_folder(path: str | Path, option: str, *, inputs: Iterable[str | Path] = ()) -> Path:
+    """Refuse an output folder that cannot be used, without writing anything.
+
+    Parameters
+    ----------
+    path : path
+        The output folder; it may not exist yet.
+    option : str
+        The option that named it (``--out``), for the message.
+    inputs : iterable of path
+        Input files and folders; ``path`` must be none of the folders and lie
+        below none of them (symbolic links resolved).
+
+    Returns
+    -------
+    Path
+        ``path`` as given.
+
+    Raises
+    ------
+    ConfigError
+        ``path`` is an existing file, lies under a file or a folder without
+        write permission, or is equal to or inside an input folder.
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if source.is_dir() and (resolved == source or source in resolved.parents):
+            raise ConfigError(f"{option} {path}: lies inside the input folder {source}, which must stay unchanged; "
+                              "choose a folder outside it")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: is an existing file, not a folder; choose a new or empty folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path}: {existing} is a file, so no folder can be created there; choose another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: no permission to write in {existing}; choose another folder or change its permissions")
+    return path

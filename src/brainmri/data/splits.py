@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from brainmri.data.audit import Analysis, cross_split_leaks
+from brainmri.data.dataset import Dataset
 from brainmri.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -50,12 +51,9 @@ def group_labels(analysis: Analysis, grouping: str = "auto") -> tuple[np.ndarray
     groups : ndarray of int, shape (n_items,)
     used : str
     """
-    if grouping not in GROUPINGS:
-        raise ConfigError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
     ds = analysis.dataset
+    check_grouping(ds, grouping)
     n = len(ds)
-    if grouping == "subject" and not ds.has_subjects:
-        raise ConfigError("grouping 'subject' needs a subject id for every item; add a subject column to the CSV manifest")
     if grouping == "none":
         return np.arange(n), "none"
     if grouping in ("auto", "subject") and ds.has_subjects:
@@ -70,6 +68,32 @@ def group_labels(analysis: Analysis, grouping: str = "auto") -> tuple[np.ndarray
         k, m = _same_label_edges(base)
         return components(n, np.r_[i, k], np.r_[j, m]), f"subject+{grouping}"
     return base, "similar" if grouping == "similar" else "duplicates"
+
+
+def check_grouping(dataset: Dataset, grouping: str) -> None:
+    """Refuse a grouping the dataset cannot give (from the file listing alone).
+
+    Raises
+    ------
+    ConfigError
+        ``grouping`` is unknown, or ``subject`` without a subject id for every item.
+    """
+    if grouping not in GROUPINGS:
+        raise ConfigError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
+    if grouping == "subject" and not dataset.has_subjects:
+        raise ConfigError("grouping 'subject' needs a subject id for every item; add a subject column to the CSV manifest")
+
+
+def check_folds(k: int) -> None:
+    """Refuse a fold count below 2.
+
+    Raises
+    ------
+    ConfigError
+        ``k`` is not an integer >= 2.
+    """
+    if not isinstance(k, int) or k < 2:
+        raise ConfigError(f"--cv must be an integer >= 2, got {k!r}")
 
 
 def _same_label_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +122,7 @@ def kfold_splits(analysis: Analysis, *, k: int = 5, grouping: str = "auto", seed
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
-    if not isinstance(k, int) or k < 2:
-        raise ConfigError(f"--cv must be an integer >= 2, got {k!r}")
+    check_folds(k)
     labels = analysis.dataset.labels
     groups, used = group_labels(analysis, grouping)
     for label in np.unique(labels):
@@ -122,6 +145,27 @@ def kfold_splits(analysis: Analysis, *, k: int = 5, grouping: str = "auto", seed
     return splits, used
 
 
+def official_indices(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training and test items of the dataset's own split (``val`` when there is no ``test``).
+
+    Raises
+    ------
+    DataError
+        The dataset has no train or no test split.
+    """
+    splits = np.array([it.split or "" for it in dataset.items])
+    train = np.flatnonzero(splits == "train")
+    test = np.flatnonzero(splits == "test")
+    if not len(test):
+        test = np.flatnonzero(splits == "val")
+    if not len(train) or not len(test):
+        raise DataError(
+            f"{dataset.root}: --split official needs train and test folders (Training/Testing, train/test) "
+            "or a split column in the CSV; use --cv K instead"
+        )
+    return train, test
+
+
 def official_split(analysis: Analysis, *, drop_test_duplicates: bool = False) -> Split:
     """The dataset's own train/test split.
 
@@ -137,16 +181,7 @@ def official_split(analysis: Analysis, *, drop_test_duplicates: bool = False) ->
         The dataset has no train or no test split.
     """
     ds = analysis.dataset
-    splits = np.array([it.split or "" for it in ds.items])
-    train = np.flatnonzero(splits == "train")
-    test = np.flatnonzero(splits == "test")
-    if not len(test):
-        test = np.flatnonzero(splits == "val")
-    if not len(train) or not len(test):
-        raise DataError(
-            f"{ds.root}: --split official needs train and test folders (Training/Testing, train/test) "
-            "or a split column in the CSV; use --cv K instead"
-        )
+    train, test = official_indices(ds)
     dropped: dict[str, int] = {}
     if drop_test_duplicates:
         leaking = {leak["test_path"] for leak in cross_split_leaks(analysis)}

@@ -29,13 +29,15 @@ from brainmri.data.audit import (
     format_cross_dataset_leaks,
 )
 from brainmri.data.dataset import Dataset, load_dataset
-from brainmri.data.splits import Split, group_labels, kfold_splits, official_split
-from brainmri.errors import ConfigError, DataError
+from brainmri.data.splits import (Split, check_folds, check_grouping, group_labels, kfold_splits, official_indices,
+                                  official_split)
+from brainmri.errors import DataError
 from brainmri.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, interval_statement, summarize
 from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes, code_versions
+from brainmri.evaluation.run_folder import check_run_folder, start_run_folder
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.features.extract import MemoryCache, precompute_features
-from brainmri.files import write_json, write_text
+from brainmri.files import check_output_folder, write_json, write_text
 from brainmri.models.validation import check_class_counts
 from brainmri.models.registry import get_method
 
@@ -242,6 +244,30 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     }
 
 
+def _check_before_reading(config: BenchmarkConfig) -> int:
+    """Refuse, from the file listings alone, what would otherwise fail after every image was read.
+
+    Returns
+    -------
+    int
+        Number of files listed in DATA and ``--test-data``.
+    """
+    for method in config.methods:
+        get_method(method)
+    dataset = apply_label_map(load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA")
+    if config.kind == "cv":
+        check_folds(config.cv)
+        check_grouping(dataset, config.grouping)
+    elif config.kind == "official":
+        official_indices(dataset)
+    else:
+        test = apply_label_map(load_dataset(config.test_data, allow_outside=config.allow_outside_paths),
+                               config.label_map, "--test-data")
+        check_test_classes(dataset.classes, test.classes, config.test_data)
+        return len(dataset) + len(test)
+    return len(dataset)
+
+
 def run_benchmark(
     config: BenchmarkConfig,
     out: str | Path,
@@ -267,7 +293,8 @@ def run_benchmark(
         Feature cache folder; None keeps the features in memory for this
         run only (computed once, shared by all methods and folds).
     restart : bool
-        Discard finished units of an earlier run in ``out``.
+        Discard the outputs of an earlier brainmri run in ``out`` (see
+        :mod:`brainmri.evaluation.run_folder`).
     on_event : callable, optional
         Receives one-line progress messages (per method, per fold).
     progress : callable, optional
@@ -279,23 +306,23 @@ def run_benchmark(
     -------
     dict
         The ``results.json`` document.
+
+    Raises
+    ------
+    BrainMRIError
+        A refused configuration or output folder; every refusal that the file
+        listings allow comes before anything is written or any image is read.
     """
     say = on_event or (lambda message: None)
+    inputs = [config.data, *([config.test_data] if config.test_data else [])]
+    check_run_folder(out, config, restart=restart, inputs=inputs)
+    if cache_dir:
+        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
+    n_files = _check_before_reading(config)
     out = Path(out)
-    run_file = out / "run.json"
-    record = config.run_record()
-    if run_file.exists() and not restart:
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if previous.get("fingerprint") != record["fingerprint"]:
-            raise ConfigError(f"{out} holds a benchmark run with {config.changes_since(previous)}; "
-                              "choose another --out or add --restart")
-    if restart and (out / "units").exists():
-        import shutil
+    start_run_folder(out, config.run_record(), restart=restart)
 
-        shutil.rmtree(out / "units")
-    write_json(run_file, record)
-
-    say(f"reading and auditing {config.data}")
+    say(f"reading and auditing {n_files} files of {' and '.join(inputs)}")
     plan = plan_benchmark(config, n_jobs=n_jobs, progress=progress)
     write_json(out / "audit.json", plan.audit_report)
     # Without a cache folder, the features of this run are kept in memory and shared by all methods and folds.
