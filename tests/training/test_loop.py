@@ -45,6 +45,9 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_
     assert [r["epoch"] for r in resumed.history_] == [1, 2, 3]
     assert same(weights(whole), weights(resumed))
     assert resumed.temperature_ == whole.temperature_
+    # The last epoch's raw and averaged weights too, not only the best epoch's (which may precede the cut).
+    end = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("whole", "cut")]
+    assert same(end[0]["model"], end[1]["model"]) and same(end[0]["ema"], end[1]["ema"])
 
 
 def test_every_epoch_is_logged_to_csv_and_to_listeners(tiny_images, tiny_net, tmp_path):
