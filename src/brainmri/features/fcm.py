@@ -243,17 +243,22 @@ class FCMWaveletFeatures(ImageTransformer):
         labels, centres = self.segment(image)
         return pywt.wavedec2(centres[labels], self.wavelet, level=self.level)[0].ravel()
 
-    def illustrate(self, image: np.ndarray) -> np.ndarray:
-        """The slice beside its segmentation, as an RGB picture.
+    def illustrate(self, image: np.ndarray) -> tuple[str, np.ndarray]:
+        """The slice beside its segmentation, as an RGB picture with its caption.
 
         Returns
         -------
-        ndarray of uint8, shape (size, 2 * size, 3)
+        caption : str
+        picture : ndarray of uint8, shape (size, 2 * size, 3)
             Left the resized slice in grey, right every pixel in the
             :data:`PALETTE` colour of its cluster (black the darkest).
         """
         self._validate()
         image = np.asarray(image, dtype=np.float64)
+        if image.shape != (self.size, self.size):
+            image = resize(image, self.size)
         labels, _ = self.segment(image)
-        grey = np.rint(np.clip(image if image.shape == labels.shape else resize(image, self.size), 0, 1) * 255)
-        return np.hstack([np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2), PALETTE[labels]])
+        grey = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+        caption = (f"fuzzy C-means segmentation into {self.n_clusters} intensity classes (left the slice, right "
+                   "its classes from dark to bright: black, blue, green, yellow, red...)")
+        return caption, np.hstack([np.repeat(grey[..., None], 3, axis=2), PALETTE[labels]])

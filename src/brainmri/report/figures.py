@@ -341,7 +341,9 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
         PNG images keyed ``"metric_comparison"``, then per method
         ``"confusion/<method>"``, ``"roc/<method>"`` and
         ``"reliability/<method>"`` (when its results have a ``calibration``
-        block), methods in the order of ``results``.
+        block) and ``"illustration/<method>/<k>"`` (the PNG pictures of the
+        method's ``illustrate`` hook, ``predictions[method]["illustrations"]``,
+        as they are), methods in the order of ``results``.
     """
     figures = {"metric_comparison": figure_png(metric_comparison_figure(results))}
     for name, method in results["methods"].items():
@@ -353,6 +355,8 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
         if method.get("calibration"):
             ece = method.get("metrics", {}).get("ece", {}).get("value")
             figures[f"reliability/{name}"] = figure_png(reliability_figure(method["calibration"], ece, f"{name}: reliability"))
+        for k, png in enumerate(predictions.get(name, {}).get("illustrations", [])):
+            figures[f"illustration/{name}/{k}"] = png
     return figures
 
 
