@@ -85,6 +85,7 @@ def _load_builtin() -> None:
     # Importing the modules registers their methods.
     import brainmri.models.classical  # noqa: F401
     import brainmri.models.deep  # noqa: F401
+    import brainmri.models.hybrid  # noqa: F401
 
 
 def available_methods() -> dict[str, MethodSpec]:
