@@ -127,7 +127,7 @@ def test_benchmark_prints_the_table_and_writes_the_report(demo_data, tmp_path, c
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--methods", "glcm-svm,cnn"], r"unknown method 'cnn'; valid methods: glcm-svm, multifeature-rf, ovo-svm, rf$"),
+        (["--methods", "glcm-svm,cnn"], r"unknown method 'cnn'; valid methods: ayadi-cnn, fcm-dwt-dnn, glcm-svm, mlp, multifeature-rf, ovo-svm, rf$"),
         (["--label-map", "glioma=tumor"], r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped"),
         (["--split", "official"], r"--split official needs train and test folders"),
         (["--drop-test-duplicates"], r"--drop-test-duplicates only applies to --split official or --test-data; k-fold already keeps duplicates on one side$"),
@@ -146,7 +146,7 @@ def test_benchmark_help_lists_the_methods(capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "valid methods: glcm-svm, multifeature-rf, ovo-svm, rf" in help_text
+    assert "valid methods: ayadi-cnn, fcm-dwt-dnn, glcm-svm, mlp, multifeature-rf, ovo-svm, rf" in help_text
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ def test_registry_lists_the_classical_methods_with_references():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("glcm-svm,nope", r"unknown method 'nope'; valid methods: glcm-svm, multifeature-rf, ovo-svm, rf"),
+        ("glcm-svm,nope", r"unknown method 'nope'; valid methods: ayadi-cnn, fcm-dwt-dnn, glcm-svm, mlp, multifeature-rf, ovo-svm, rf"),
         ("", r"--methods needs at least one name"),
         ("rf,rf", r"--methods lists a method twice"),
     ],
