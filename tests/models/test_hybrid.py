@@ -144,7 +144,8 @@ def test_benchmark_without_cv_uses_the_methods_protocol(small, tmp_path, monkeyp
 @pytest.mark.slow
 def test_report_shows_a_few_segmentation_maps(small, tmp_path):
     data, _, _ = small
-    config = BenchmarkConfig(data=str(data), methods=("fcm-dwt-dnn",), cv=2, n_boot=20, preprocess=PRE)
+    config = BenchmarkConfig(data=str(data), methods=("fcm-dwt-dnn",), cv=2, n_boot=20, preprocess=PRE,
+                             params={"fcm-dwt-dnn": {"epochs": 2}})
     results = run_benchmark(config, tmp_path / "out", n_jobs=1, cache_dir=tmp_path / "cache")
     out = tmp_path / "out"
     captions = results["methods"]["fcm-dwt-dnn"]["illustrations"]
@@ -155,5 +156,6 @@ def test_report_shows_a_few_segmentation_maps(small, tmp_path):
         f"illustration_fcm-dwt-dnn_{k}.png" for k in range(4)]
     html = (out / "report.html").read_text()
     assert html.count("<h4>Illustrations</h4>") == 1 and all(c in html for c in captions)
+    assert results["methods"]["fcm-dwt-dnn"]["params"]["fold0"]["epochs_run"] == 2
     notes = json.loads((out / "results.json").read_text())["protocol"]["notes"]
     assert any(n.startswith("fcm-dwt-dnn was evaluated with 7-fold cross-validation") for n in notes)
