@@ -34,6 +34,16 @@ RUMELHART_1986 = ("D. E. Rumelhart, G. E. Hinton and R. J. Williams (1986), \"Le
                   "features as in ovo-svm and rf)")
 
 
+#: The builder arguments of both methods that go to their TorchClassifier as they are.
+_TRAINING = ("epochs", "lr", "weight_decay", "batch_size", "label_smoothing", "ema_decay", "patience", "device",
+             "threads", "seed", "work_dir")
+
+
+def _training(arguments: dict) -> dict:
+    """The :data:`_TRAINING` entries of a builder's ``locals()``."""
+    return {name: arguments[name] for name in _TRAINING}
+
+
 class IllustratedPipeline(GroupedPipeline):
     """A :class:`GroupedPipeline` that draws what its feature extractors see (the ``illustrate`` hook).
 
@@ -115,9 +125,7 @@ def fcm_dwt_dnn(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=No
 
     features = ImageFeatures([("fcm_dwt", FCMWaveletFeatures(n_clusters=n_clusters, size=size, level=level))],
                              preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
-    net = TorchClassifier(dnn7, module_params={"dropout": dropout}, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                          batch_size=batch_size, label_smoothing=label_smoothing, ema_decay=ema_decay,
-                          patience=patience, device=device, threads=threads, seed=seed, work_dir=work_dir)
+    net = TorchClassifier(dnn7, module_params={"dropout": dropout}, **_training(locals()))
     pca = PCA(n_components=n_components, whiten=True, svd_solver="full", random_state=seed)
     return IllustratedPipeline([("features", features), ("pca", pca), ("classifier", net)])
 
@@ -149,8 +157,5 @@ def mlp_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=Non
     from brainmri.models.torch_classifier import TorchClassifier
 
     features = ImageFeatures(feature_sets()["extended"], preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
-    net = TorchClassifier(mlp, module_params={"hidden": tuple(hidden), "dropout": dropout}, epochs=epochs, lr=lr,
-                          weight_decay=weight_decay, batch_size=batch_size, label_smoothing=label_smoothing,
-                          ema_decay=ema_decay, patience=patience, device=device, threads=threads, seed=seed,
-                          work_dir=work_dir)
+    net = TorchClassifier(mlp, module_params={"hidden": tuple(hidden), "dropout": dropout}, **_training(locals()))
     return GroupedPipeline([("features", features), ("scale", StandardScaler()), ("classifier", net)])
