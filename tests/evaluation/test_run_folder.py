@@ -69,7 +69,7 @@ def _unseen_test_class(data):
     [
         (lambda data: {"cv": 1}, ConfigError, r"^--cv must be an integer >= 2, got 1$"),
         (lambda data: {"split": "official"}, DataError, r"--split official needs train and test folders .*; use --cv K instead$"),
-        (lambda data: {"methods": ("rf", "cnn")}, ConfigError, r"^unknown method 'cnn'; valid methods: glcm-svm, "),
+        (lambda data: {"methods": ("rf", "cnn")}, ConfigError, r"^unknown method 'cnn'; valid methods: ayadi-cnn, fcm-dwt-dnn, glcm-svm, "),
         (lambda data: {"label_map": {"glioma": "tumor"}}, ConfigError, r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped"),
         (_subjectless_csv, ConfigError, r"grouping 'subject' needs a subject id for every item"),
         (_unseen_test_class, DataError, r"test classes unknown were never seen in training"),
