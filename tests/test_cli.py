@@ -22,6 +22,10 @@ from brainmri import __version__, cli
 from brainmri.cli import main
 from brainmri.data.audit import AUDIT_KEYS
 from brainmri.errors import DataError
+from brainmri.models.registry import available_methods
+
+#: Every registered method, as error messages and --help list them.
+ALL_METHODS = ", ".join(available_methods())
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +103,9 @@ def test_demo_runs_the_whole_flow(tmp_path, capsys):
     assert "wrote 32 synthetic images" in stdout and "items: 32  readable: 32" in stdout
     assert json.loads((out / "audit" / "audit.json").read_text())["n_items"] == 32
     results = json.loads((out / "benchmark" / "results.json").read_text())
-    assert list(results["methods"]) == ["glcm-svm", "multifeature-rf", "ovo-svm", "rf"]
+    assert list(results["methods"]) == ["glcm-svm", "multifeature-rf", "ovo-svm", "rf", "ayadi-cnn"]
+    assert results["config"]["params"] == {"ayadi-cnn": cli.DEMO_DEEP_PARAMS}
+    assert (out / "benchmark" / "figures" / "learning_ayadi-cnn.png").exists()
     assert f"report: {out / 'benchmark' / 'report.html'}" in stdout
     assert (out / "benchmark" / "report.html").exists()
     assert main(["demo", "--out", str(out), "--n", "8", "-q", "--jobs", "1"]) == 0
@@ -127,7 +133,7 @@ def test_benchmark_prints_the_table_and_writes_the_report(demo_data, tmp_path, c
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--methods", "glcm-svm,cnn"], r"unknown method 'cnn'; valid methods: ayadi-cnn, fcm-dwt-dnn, glcm-svm, mlp, multifeature-rf, ovo-svm, rf$"),
+        (["--methods", "glcm-svm,cnn"], rf"unknown method 'cnn'; valid methods: {ALL_METHODS}$"),
         (["--label-map", "glioma=tumor"], r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped"),
         (["--split", "official"], r"--split official needs train and test folders"),
         (["--drop-test-duplicates"], r"--drop-test-duplicates only applies to --split official or --test-data; k-fold already keeps duplicates on one side$"),
@@ -146,7 +152,7 @@ def test_benchmark_help_lists_the_methods(capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "valid methods: ayadi-cnn, fcm-dwt-dnn, glcm-svm, mlp, multifeature-rf, ovo-svm, rf" in help_text
+    assert f"valid methods: {ALL_METHODS}" in help_text
 
 
 @pytest.mark.parametrize(

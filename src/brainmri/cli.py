@@ -386,8 +386,10 @@ def cmd_demo(args) -> int:
     }))
 
 
-#: Settings of the demo's deep method: a small ayadi-cnn that trains in seconds per fold on a CPU.
-DEMO_DEEP_PARAMS = {"size": 64, "width": 16, "epochs": 12, "batch_size": 16}
+#: Settings of the demo's deep method: a small ayadi-cnn that trains in seconds per fold on a CPU. One torch
+#: thread: on a busy 2-core machine (load 6) two threads ran this network 5-10x slower than one (threads that
+#: spin-wait for each other), while on an idle one they gain little on so small a network.
+DEMO_DEEP_PARAMS = {"size": 64, "width": 8, "epochs": 10, "batch_size": 16, "threads": 1}
 
 
 def _input_defaults() -> dict:

@@ -15,6 +15,10 @@ from brainmri.evaluation import benchmark as benchmark_module
 from brainmri.evaluation.benchmark import run_benchmark
 from brainmri.evaluation.protocol import BenchmarkConfig
 from brainmri.evaluation.run_folder import read_run_file
+from brainmri.models.registry import available_methods
+
+#: Every registered method, as error messages and --help list them.
+ALL_METHODS = ", ".join(available_methods())
 
 
 BASE = dict(methods=("rf",), cv=2, n_boot=20, preprocess=Preprocess(size=48))
@@ -69,7 +73,7 @@ def _unseen_test_class(data):
     [
         (lambda data: {"cv": 1}, ConfigError, r"^--cv must be an integer >= 2, got 1$"),
         (lambda data: {"split": "official"}, DataError, r"--split official needs train and test folders .*; use --cv K instead$"),
-        (lambda data: {"methods": ("rf", "cnn")}, ConfigError, r"^unknown method 'cnn'; valid methods: ayadi-cnn, fcm-dwt-dnn, glcm-svm, "),
+        (lambda data: {"methods": ("rf", "cnn")}, ConfigError, rf"^unknown method 'cnn'; valid methods: {ALL_METHODS}$"),
         (lambda data: {"label_map": {"glioma": "tumor"}}, ConfigError, r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped"),
         (_subjectless_csv, ConfigError, r"grouping 'subject' needs a subject id for every item"),
         (_unseen_test_class, DataError, r"test classes unknown were never seen in training"),

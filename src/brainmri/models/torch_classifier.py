@@ -84,7 +84,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     class_weight : {"balanced", None}
         Weight the loss by inverse class frequency.
     augment : bool
-        Augment training images (:func:`brainmri.training.augment.default_augment`);
+        Augment training images (:func:`brainmri.training.augment.augment_batch`);
         ignored for vectors.
     ema_decay : float or None
         Validate and keep an exponential moving average of the weights.

@@ -108,7 +108,6 @@ class ImageArrays(TransformerMixin, BaseEstimator):
     def fit(self, X=None, y=None):
         """Check the settings (nothing is learnt from data)."""
         self._preprocess()
-        self.n_features_in_ = None
         return self
 
     def transform(self, X) -> np.ndarray:

@@ -164,15 +164,17 @@ def autocast_dtype(precision: str, device):
 
 
 def to_batch(X: np.ndarray, device, *, channels_last: bool = False, augment=None):
-    """Items of ``X`` as a float32 tensor on ``device``: (n, 1, H, W) for images, (n, F) for vectors."""
+    """Items of ``X`` as a float32 tensor on ``device``: (n, 1, H, W) for images, (n, F) for vectors.
+
+    ``augment`` (a function of a batch of images) is applied on ``device``.
+    """
     import torch
 
-    x = torch.from_numpy(np.asarray(X, dtype=np.float32))
+    x = torch.from_numpy(np.asarray(X, dtype=np.float32)).to(device)
     if x.ndim == 3:
         x = x.unsqueeze(1)
         if augment is not None:
-            x = torch.stack([augment(image) for image in x])
-    x = x.to(device)
+            x = augment(x)
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
@@ -266,9 +268,7 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
     dtype = autocast_dtype(s.precision, device)
     augment = None
     if s.augment and X.ndim == 3:
-        from brainmri.training.augment import default_augment
-
-        augment = default_augment()
+        from brainmri.training.augment import augment_batch as augment
 
     work = Path(work_dir) if work_dir else None
     fingerprint = _fingerprint(module, X, y, X_val, s)
