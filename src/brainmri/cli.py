@@ -191,6 +191,12 @@ class _MethodsHelpFormatter(argparse.HelpFormatter):
             return f"{action.help}; valid methods: {', '.join(available_methods())}"
         return action.help
 
+    def _split_lines(self, text, width):
+        # As argparse's, but a method name (fcm-dwt-dnn) is never split at a hyphen.
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
