@@ -191,6 +191,12 @@ class _MethodsHelpFormatter(argparse.HelpFormatter):
             return f"{action.help}; valid methods: {', '.join(available_methods())}"
         return action.help
 
+    def _split_lines(self, text, width):
+        # As argparse's, but a method name (fcm-dwt-dnn) is never split at a hyphen.
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -223,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated method names, or 'all' (default: the classical methods)")
     p.add_argument("--out", type=Path, required=True, help="output folder: new, empty, or an earlier run of brainmri benchmark")
     protocol = p.add_mutually_exclusive_group()
-    protocol.add_argument("--cv", type=int, default=5, metavar="K", help="stratified K-fold, grouped by subject or duplicate cluster (default 5)")
+    protocol.add_argument("--cv", type=int, metavar="K",
+                          help="stratified K-fold, grouped by subject or duplicate cluster (default: the folds of the "
+                          "methods' studies when they agree, e.g. 7 for fcm-dwt-dnn alone, else 5)")
     protocol.add_argument("--split", choices=["official"], help="use the dataset's own train/test folders")
     p.add_argument("--drop-test-duplicates", action="store_true", help="with --split official or --test-data: drop test items that duplicate training items")
     p.add_argument("--group-similar", action="store_true", help="group look-alike images (e.g. adjacent slices) as well as near-duplicates; same as --grouping similar")
@@ -306,13 +314,14 @@ def cmd_benchmark(args) -> int:
     from brainmri.data.preprocess import Preprocess
     from brainmri.evaluation.benchmark import format_results, run_benchmark
     from brainmri.evaluation.protocol import BenchmarkConfig, default_cache_dir, parse_label_map, parse_params
-    from brainmri.models.registry import parse_methods
+    from brainmri.models.registry import default_cv, parse_methods
 
+    methods = tuple(parse_methods(args.methods))
     config = BenchmarkConfig(
         data=str(args.data),
-        methods=tuple(parse_methods(args.methods)),
+        methods=methods,
         split=args.split or "cv",
-        cv=args.cv,
+        cv=default_cv(methods) if args.cv is None else args.cv,
         grouping="similar" if args.group_similar else args.grouping,
         drop_test_duplicates=args.drop_test_duplicates,
         test_data=str(args.test_data) if args.test_data else None,

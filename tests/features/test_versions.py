@@ -18,6 +18,7 @@ import pytest
 from brainmri.data.preprocess import Preprocess
 from brainmri.features import (
     EXTRACTORS,
+    FCMWaveletFeatures,
     GLCMFeatures,
     IntensityFeatures,
     LBPFeatures,
@@ -31,6 +32,8 @@ from brainmri.features.base import ImageTransformer
 RECORDED = [
     (Preprocess(), 1, "7fc45b8c12d48e33"),
     (Preprocess(size=None, clip_percentiles=None), 1, "844fdbafd1cf6fe5"),
+    (FCMWaveletFeatures(), 1, "7fcef1150bfee449"),
+    (FCMWaveletFeatures(n_clusters=3, size=64, level=2), 1, "aa03f0a8e02eac94"),
     (GLCMFeatures(), 1, "a9a839639bef7018"),
     (GLCMFeatures(grid=1, per_angle=True), 1, "fb40284309223f66"),
     (IntensityFeatures(), 1, "bc2d471717214754"),

@@ -8,6 +8,7 @@ tests and the report are always recomputed from the saved units.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -40,7 +41,7 @@ from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.features.extract import MemoryCache, precompute_features
 from brainmri.files import check_output_folder, write_json, write_text
 from brainmri.models.validation import check_class_counts
-from brainmri.models.registry import get_method
+from brainmri.models.registry import get_method, protocol_notes
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         splits, used = kfold_splits(analysis, k=config.cv, grouping=config.grouping, seed=config.seed)
         groups, _ = group_labels(analysis, config.grouping)
         protocol = {"kind": "cv", "folds": config.cv, "grouping": used, "n_groups": int(len(np.unique(groups)))}
+        notes += protocol_notes(config.methods, config.cv)
         for label in ds.classes:
             absent = [s.name for s in splits if not (labels[s.test] == label).any()]
             if absent:
@@ -240,7 +242,7 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     done = time.perf_counter()
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     history = getattr(final, "history_", None)
-    return {
+    unit = {
         "method": method,
         "fold": split.name,
         "test": split.test.tolist(),
@@ -251,6 +253,31 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
         "params": dict(getattr(model, "params_", {})),
         **({"history": history} if history is not None else {}),
     }
+    # The optional hook of the method interface: pictures of what the method computes, for the report.
+    if hasattr(model, "illustrate") and split.name == plan.splits[0].name:
+        unit["illustrations"] = _illustrations(model, plan, split)
+    return unit
+
+
+#: Test images of the first fold shown by a method's ``illustrate`` hook in the report (the first of each class).
+ILLUSTRATED = 4
+
+
+def _illustrations(model, plan: Plan, split: Split) -> list[dict]:
+    """``model.illustrate`` on the first test item of each class (at most :data:`ILLUSTRATED`), as PNG in base64."""
+    from PIL import Image
+
+    first = {}
+    for k in split.test:
+        first.setdefault(plan.labels[k], k)
+    chosen = [first[label] for label in sorted(first)][:ILLUSTRATED]
+    pictures = []
+    for k, (caption, rgb) in zip(chosen, model.illustrate(plan.paths[chosen])):
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buffer, format="PNG")
+        pictures.append({"caption": f"{plan.rel[k]} ({plan.labels[k]}): {caption}",
+                         "png": base64.b64encode(buffer.getvalue()).decode("ascii")})
+    return pictures
 
 
 def _check_before_reading(config: BenchmarkConfig) -> int:
@@ -461,6 +488,10 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         entry["params"] = us[0]["params"] if len(us) == 1 else {u["fold"]: u["params"] for u in us if u["params"]}
         if any("history" in u for u in us):
             entry["history"] = {u["fold"]: u["history"] for u in us if "history" in u}
+        pictures = next((u["illustrations"] for u in us if u.get("illustrations")), [])
+        if pictures:
+            entry["illustrations"] = [p["caption"] for p in pictures]
+            pooled["illustrations"] = [base64.b64decode(p["png"]) for p in pictures]
         methods[method] = entry
 
     results = {

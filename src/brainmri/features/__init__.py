@@ -1,12 +1,14 @@
 """Classical feature extractors (scikit-learn transformers over preprocessed 2D images)."""
 
+from brainmri.features.fcm import FCMWaveletFeatures
 from brainmri.features.intensity import IntensityFeatures, OtsuFeatures
 from brainmri.features.shape import ShapeFeatures
 from brainmri.features.texture import GLCMFeatures, LBPFeatures
 from brainmri.features.wavelet import WaveletFeatures
 
 #: Every extractor class; their ``version`` values are recorded in ``results.json``.
-EXTRACTORS = (GLCMFeatures, IntensityFeatures, LBPFeatures, OtsuFeatures, ShapeFeatures, WaveletFeatures)
+EXTRACTORS = (FCMWaveletFeatures, GLCMFeatures, IntensityFeatures, LBPFeatures, OtsuFeatures, ShapeFeatures,
+              WaveletFeatures)
 
-__all__ = ["EXTRACTORS", "GLCMFeatures", "IntensityFeatures", "LBPFeatures", "OtsuFeatures", "ShapeFeatures",
-           "WaveletFeatures"]
+__all__ = ["EXTRACTORS", "FCMWaveletFeatures", "GLCMFeatures", "IntensityFeatures", "LBPFeatures", "OtsuFeatures",
+           "ShapeFeatures", "WaveletFeatures"]

@@ -32,6 +32,9 @@ from typing import Callable
 
 from brainmri.errors import ConfigError
 
+#: Folds of ``brainmri benchmark`` when ``--cv`` is not given and the selected methods' protocols disagree.
+DEFAULT_CV = 5
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -57,6 +60,10 @@ class MethodSpec:
         The study the method follows (authors, year, venue, DOI).
     family : str
         ``"classical"`` or ``"deep"``.
+    default_cv : int
+        Folds of the cross-validation of the method's study (7 for
+        Mohsen et al. 2018), used by ``brainmri benchmark`` when ``--cv`` is
+        not given and every selected method agrees (see :func:`default_cv`).
     """
 
     name: str
@@ -64,6 +71,7 @@ class MethodSpec:
     summary: str
     reference: str
     family: str = "classical"
+    default_cv: int = DEFAULT_CV
 
     def settings(self) -> dict:
         """The method's own settings (the builder's keywords beyond the common ones) and their defaults."""
@@ -104,13 +112,14 @@ COMMON_KWARGS = ("seed", "n_jobs", "cache_dir", "preprocess", "work_dir", "devic
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, *, summary: str, reference: str, family: str = "classical"):
-    """Decorator registering a builder under ``name``."""
+def register_method(name: str, *, summary: str, reference: str, family: str = "classical",
+                    default_cv: int = DEFAULT_CV):
+    """Decorator registering a builder under ``name`` (arguments as in :class:`MethodSpec`)."""
 
     def decorate(builder: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is registered twice")
-        _REGISTRY[name] = MethodSpec(name, builder, summary, reference, family)
+        _REGISTRY[name] = MethodSpec(name, builder, summary, reference, family, default_cv)
         return builder
 
     return decorate
@@ -120,6 +129,7 @@ def _load_builtin() -> None:
     # Importing the modules registers their methods.
     import brainmri.models.classical  # noqa: F401
     import brainmri.models.deep  # noqa: F401
+    import brainmri.models.hybrid  # noqa: F401
 
 
 def available_methods() -> dict[str, MethodSpec]:
@@ -140,6 +150,29 @@ def get_method(name: str) -> MethodSpec:
     if name not in methods:
         raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(methods)}")
     return methods[name]
+
+
+def default_cv(names) -> int:
+    """Folds for ``names`` when ``--cv`` is not given: their common ``default_cv``, else :data:`DEFAULT_CV`.
+
+    A benchmark compares methods on one set of folds, so a method's own
+    protocol is followed only when every selected method shares it; the
+    benchmark then notes which methods run on another protocol than their
+    study's (:func:`protocol_notes`).
+    """
+    folds = {get_method(name).default_cv for name in names}
+    return folds.pop() if len(folds) == 1 else DEFAULT_CV
+
+
+def protocol_notes(names, folds: int) -> list[str]:
+    """A note for the methods of ``names`` whose study used another number of folds than ``folds``."""
+    notes = []
+    for name in names:
+        study = get_method(name).default_cv
+        if study != folds:
+            notes.append(f"{name} was evaluated with {study}-fold cross-validation in its study; this run uses "
+                         f"{folds} folds, shared by all methods (--cv {study} follows the study)")
+    return notes
 
 
 def parse_methods(text: str) -> list[str]:

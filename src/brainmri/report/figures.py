@@ -377,9 +377,11 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
         PNG images keyed ``"metric_comparison"``, then per method
         ``"confusion/<method>"``, ``"roc/<method>"`` and
         ``"reliability/<method>"`` (when its results have a ``calibration``
-        block) and ``"learning/<method>"`` (when they have a ``history``
-        block: methods that train in epochs), methods in the order of
-        ``results``.
+        block), ``"learning/<method>"`` (when they have a ``history``
+        block: methods that train in epochs) and
+        ``"illustration/<method>/<k>"`` (the PNG pictures of the method's
+        ``illustrate`` hook, ``predictions[method]["illustrations"]``, as
+        they are), methods in the order of ``results``.
     """
     figures = {"metric_comparison": figure_png(metric_comparison_figure(results))}
     for name, method in results["methods"].items():
@@ -393,6 +395,8 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
             figures[f"reliability/{name}"] = figure_png(reliability_figure(method["calibration"], ece, f"{name}: reliability"))
         if method.get("history"):
             figures[f"learning/{name}"] = figure_png(learning_curves_figure(method["history"], f"{name}: learning curves"))
+        for k, png in enumerate(predictions.get(name, {}).get("illustrations", [])):
+            figures[f"illustration/{name}/{k}"] = png
     return figures
 
 

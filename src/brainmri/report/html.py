@@ -501,6 +501,11 @@ def _method(name: str, index: int, m: dict, figures: dict[str, bytes]) -> str:
     ]
     if images:
         parts.append('<div class="figures">' + "".join(images) + "</div>")
+    pictures = [_img(figures[key], caption, caption) for k, caption in enumerate(m.get("illustrations") or [])
+                if (key := f"illustration/{name}/{k}") in figures]
+    if pictures:
+        parts.append("<h4>Illustrations</h4><p>What the method computes on a few test images of the first fold, "
+                     "as the method draws them.</p>" + '<div class="figures">' + "".join(pictures) + "</div>")
     return "".join(parts)
 
 
