@@ -410,13 +410,14 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
 # --- training ---------------------------------------------------------------------------------------------------
 
 
-def _shape_counts(records) -> tuple[dict[str, int], dict[str, int]]:
-    """Image sizes (``HxW``) and Pillow modes / photometric interpretations of scanned images, with counts."""
+def _image_kinds(records) -> dict[str, dict[str, int]]:
+    """Sizes (``HxW``), channel counts and Pillow modes (or DICOM photometry) of scanned images, with counts."""
     from collections import Counter
 
-    sizes = Counter("x".join(map(str, r.shape[:2])) for r in records)
-    modes = Counter(str(r.mode) for r in records)
-    return dict(sizes.most_common()), dict(modes.most_common())
+    shapes = [tuple(r.shape) for r in records]
+    return {"image_sizes": dict(Counter("x".join(map(str, s[:2])) for s in shapes).most_common()),
+            "channels": dict(Counter(str(s[2] if len(s) == 3 else 1) for s in shapes).most_common()),
+            "modes": dict(Counter(str(r.mode) for r in records).most_common())}
 
 
 def internal_validation(build: Callable, model, paths: np.ndarray, labels: np.ndarray, groups: np.ndarray,
@@ -535,7 +536,6 @@ def train_bundle(
     model = build().fit(paths, labels, groups=groups)
     fit_s = time.perf_counter() - start
     validation = internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
-    sizes, modes = _shape_counts(analysis.records)
     report = audit_report(analysis)
     manifest = {
         "format": "brainmri model bundle",
@@ -551,7 +551,7 @@ def train_bundle(
         "config": config.to_dict(),
         "training_data": {"path": str(ds.root), "n_items": len(ds), "counts": ds.counts(),
                           "grouping": grouping, "n_groups": int(len(np.unique(groups))),
-                          "image_sizes": sizes, "modes": modes, "fit_s": round(fit_s, 2)},
+                          **_image_kinds(analysis.records), "fit_s": round(fit_s, 2)},
         "audit": _audit_summary(report),
         "validation": validation,
         "libraries": library_versions(),
