@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--no-validation", action="store_true",
+                   help="skip the internal validation (a method without its own validation part is refitted on "
+                   "each grouped inner fold to measure it)")
     _input_options(p)
     _duplicate_options(p)
     _common(p, seed=True, jobs=True)
@@ -361,11 +364,12 @@ def cmd_train(args) -> int:
         duplicates=_duplicate_params(args),
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
+        validate=not args.no_validation,
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     with _progress(args, None, "reading") as read, _progress(args, None, "features") as features:
         manifest = train_bundle(config, args.out, n_jobs=args.jobs, cache_dir=cache, on_event=args.reporter.say,
-                                progress=read, feature_progress=features)
+                                progress=read, feature_progress=features).manifest
     validation = manifest["validation"]
     if "metrics" in validation:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in validation["metrics"].items()

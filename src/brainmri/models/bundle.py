@@ -99,6 +99,9 @@ class TrainConfig:
         Near-duplicate detection, which forms the groups of the inner validation.
     max_pixels : int
     allow_outside_paths : bool
+    validate : bool
+        Measure the internal validation (:func:`internal_validation`); False
+        skips the inner refits of a method without its own validation part.
     """
 
     data: str
@@ -110,6 +113,7 @@ class TrainConfig:
     duplicates: DuplicateParams = field(default_factory=DuplicateParams)
     max_pixels: int = MAX_PIXELS
     allow_outside_paths: bool = False
+    validate: bool = True
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
@@ -472,7 +476,7 @@ def train_bundle(
     on_event: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
     feature_progress: Callable[[int], None] | None = None,
-) -> dict:
+) -> Bundle:
     """Audit DATA, train the method on all of it, measure its internal validation and write a bundle.
 
     The items are grouped as in ``brainmri benchmark`` (subjects when known,
@@ -496,8 +500,8 @@ def train_bundle(
 
     Returns
     -------
-    dict
-        The manifest written to ``out/manifest.json``.
+    Bundle
+        The fitted method and the manifest written to ``out/manifest.json``.
     """
     from brainmri.data.audit import analyse, audit_report
     from brainmri.data.dataset import load_dataset
@@ -535,7 +539,8 @@ def train_bundle(
     start = time.perf_counter()
     model = build().fit(paths, labels, groups=groups)
     fit_s = time.perf_counter() - start
-    validation = internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
+    validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
+                  if config.validate else {"skipped": "not asked for (--no-validation)"})
     report = audit_report(analysis)
     manifest = {
         "format": "brainmri model bundle",
@@ -558,4 +563,4 @@ def train_bundle(
     }
     manifest = save_bundle(model, out, manifest)
     say(f"wrote the bundle {out}")
-    return manifest
+    return Bundle(model, manifest, Path(out))

@@ -63,7 +63,7 @@ def list_images(sources: Sequence[str | Path]) -> list[ImageItem]:
     Raises
     ------
     DataError
-        An argument that does not exist, or a folder without images.
+        An argument that does not exist, or a folder without image files.
     """
     from brainmri.data.dataset import load_dataset
 
@@ -74,6 +74,9 @@ def list_images(sources: Sequence[str | Path]) -> list[ImageItem]:
             flat = sorted(p for p in source.iterdir() if not p.name.startswith(".") and p.is_file() and image_format(p))
             if flat:
                 items += [ImageItem(p, None, str(source)) for p in flat]
+            elif not any(image_format(p) for p in source.rglob("*") if not p.name.startswith(".")):
+                raise DataError(f"{source}: no image files in this folder or below; give image files, a folder of "
+                                "images or a folder of class sub-folders")
             else:
                 items += [ImageItem(it.path, it.label, str(source)) for it in load_dataset(source).items]
         elif source.exists() or source.is_symlink():
