@@ -424,13 +424,23 @@ def _image_kinds(records) -> dict[str, dict[str, int]]:
             "modes": dict(Counter(str(r.mode) for r in records).most_common())}
 
 
+def _input_size(model, preprocess: Preprocess) -> list[int] | None:
+    """The image size the method sees: its final step's ``input_shape_`` (deep methods), else the preprocessing's."""
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    shape = getattr(final, "input_shape_", None)
+    if shape is not None and len(shape) == 2:
+        return [int(v) for v in shape]
+    return [preprocess.size, preprocess.size] if preprocess.size else None
+
+
 def internal_validation(build: Callable, model, paths: np.ndarray, labels: np.ndarray, groups: np.ndarray,
                         *, seed: int, on_event: Callable[[str], None]) -> dict:
     """How well the method does on training data it did not learn from.
 
     A method whose final step kept a validation part of the training data
     (``history_``: per-epoch ``val_loss`` and ``val_accuracy``) reports the
-    epoch of lowest validation loss. Any other method is refitted on the
+    epoch it kept: the highest validation accuracy, ties broken by the lower
+    loss (:mod:`brainmri.training.loop`). Any other method is refitted on the
     training part of every grouped inner fold
     (:func:`~brainmri.models.validation.inner_splits`, the folds it calibrates
     on) and scored on the held-out part: out-of-fold metrics of
@@ -447,9 +457,9 @@ def internal_validation(build: Callable, model, paths: np.ndarray, labels: np.nd
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     history = getattr(final, "history_", None)
     if history:
-        best = min(history, key=lambda row: row["val_loss"])
-        return {"how": f"validation part of the training data, grouped like the inner folds; epoch {best['epoch']} "
-                       "of lowest validation loss",
+        best = max(history, key=lambda row: (row["val_accuracy"], -row["val_loss"]))
+        return {"how": f"validation part of the training data (grouped), epoch {best['epoch']} of {len(history)}: "
+                       "the best validation accuracy",
                 "metrics": {k: v for k, v in best.items() if k.startswith("val_")}}
     splits, how = inner_splits(labels, groups, random_state=seed)
     classes = [str(c) for c in model.classes_]
@@ -551,7 +561,7 @@ def train_bundle(
                    "params": dict(config.params), "fitted": dict(getattr(model, "params_", {}))},
         "classes": [str(c) for c in model.classes_],
         "preprocess": {**config.preprocess.to_dict(), "version": Preprocess.version},
-        "input_size": [config.preprocess.size, config.preprocess.size] if config.preprocess.size else None,
+        "input_size": _input_size(model, config.preprocess),
         "versions": code_versions(),
         "config": config.to_dict(),
         "training_data": {"path": str(ds.root), "n_items": len(ds), "counts": ds.counts(),
