@@ -191,3 +191,22 @@ def test_a_failed_save_leaves_no_bundle(demo_source, tmp_path, monkeypatch):
 def test_empty_input_is_refused(trained):
     with pytest.raises(BrainMRIError, match="at least one image"):
         load_model(trained("glcm-svm").path).predict_proba([])
+
+
+@pytest.mark.slow
+def test_a_deep_method_round_trips_through_safetensors(demo_source, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    fitted = _train(demo_source, tmp_path / "cnn", "ayadi-cnn", params={"size": 32, "epochs": 1, "batch_size": 8})
+    manifest = fitted.manifest
+    assert sorted(manifest["files"]) == ["model.classifier.state.json", "model.classifier.weights.safetensors"]
+    assert manifest["input_size"] == [32, 32]
+    assert manifest["method"]["params"] == {"size": 32, "epochs": 1, "batch_size": 8}
+    assert "validation part of the training data (grouped), epoch 1 of 1" in manifest["validation"]["how"]
+    assert 0 <= manifest["validation"]["metrics"]["val_accuracy"] <= 1
+    loaded = load_model(fitted.path)
+    paths = _images(demo_source)
+    np.testing.assert_array_equal(loaded.predict_proba(paths), fitted.predict_proba(paths))
+    (fitted.path / "model.classifier.weights.safetensors").write_bytes(b"\0" * 10)
+    with pytest.raises(DataError, match=r"model.classifier.weights.safetensors: sha256 differs"):
+        load_model(fitted.path)
