@@ -176,16 +176,20 @@ def test_training_again_replaces_an_earlier_bundle_and_leaves_no_temporary_folde
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
-def test_a_failed_save_leaves_no_bundle(demo_source, tmp_path, monkeypatch):
+def test_a_failed_save_keeps_the_earlier_bundle_and_leaves_nothing_else(trained, demo_source, tmp_path, monkeypatch,
+                                                                        listing):
     from brainmri.models import bundle
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
+    out = Path(shutil.copytree(trained("glcm-svm").path, tmp_path / "model"))
+    before = listing(tmp_path)
     monkeypatch.setattr(bundle, "save_steps", fail)
-    with pytest.raises(OSError):
-        _train(demo_source, tmp_path / "model", validate=False)
-    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match="disk full"):
+        _train(demo_source, out, validate=False)
+    assert listing(tmp_path) == before
+    assert load_model(out).manifest["config"]["seed"] == 0
 
 
 def test_empty_input_is_refused(trained):
