@@ -11,6 +11,7 @@ processes end with the command, even when it is killed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
@@ -60,6 +61,17 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
                        help=f"2D images with more pixels are skipped as unreadable (decompression bombs; default {MAX_PIXELS:,})")
     group.add_argument("--allow-outside-paths", action="store_true",
                        help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)")
+
+
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("methods' settings and deep learning")
+    group.add_argument("--params", metavar="SETTINGS",
+                       help="settings of the methods: a JSON file {\"method\": {\"key\": value}} or inline "
+                       "method.key=value,... (e.g. ayadi-cnn.epochs=10,ayadi-cnn.size=96)")
+    group.add_argument("--device", default="auto",
+                       help="where deep methods run: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps "
+                       "(default auto)")
+    group.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (default: torch's choice)")
 
 
 def _duplicate_params(args):
@@ -226,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--restart", action="store_true", help="discard the results of an earlier brainmri run in --out and start over")
+    _training_options(p)
     _input_options(p)
     _duplicate_options(p)
     _common(p, seed=True, jobs=True)
@@ -273,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("demo", help="the whole flow on built-in synthetic data",
-                       description="Write synthetic data, audit it, and benchmark the classical methods on it "
-                       "(5-fold CV). Outputs go to --out; the report is OUT/benchmark/report.html.")
+                       description="Write synthetic data, audit it, and benchmark the classical methods and a "
+                       "small deep one (ayadi-cnn at 64 px, when PyTorch is installed) on it (5-fold CV). Outputs "
+                       "go to --out; the report is OUT/benchmark/report.html.")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
     p.add_argument("--n", type=int, default=40, help="images per class (default 40)")
     _common(p, seed=True, jobs=True)
@@ -323,7 +337,7 @@ def cmd_audit(args) -> int:
 def cmd_benchmark(args) -> int:
     from brainmri.data.preprocess import Preprocess
     from brainmri.evaluation.benchmark import format_results, run_benchmark
-    from brainmri.evaluation.protocol import BenchmarkConfig, default_cache_dir, parse_label_map
+    from brainmri.evaluation.protocol import BenchmarkConfig, default_cache_dir, parse_label_map, parse_params
     from brainmri.models.registry import parse_methods
 
     config = BenchmarkConfig(
@@ -341,11 +355,14 @@ def cmd_benchmark(args) -> int:
         duplicates=_duplicate_params(args),
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
+        params=parse_params(args.params),
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
-    with _progress(args, None, "reading") as read, _progress(args, None, "features") as features:
+    with _torch_threads(args.threads), _progress(args, None, "reading") as read, \
+            _progress(args, None, "features") as features:
         results = run_benchmark(config, args.out, n_jobs=args.jobs, cache_dir=cache, restart=args.restart,
-                                on_event=args.reporter.say, progress=read, feature_progress=features)
+                                device=args.device, on_event=args.reporter.say, progress=read,
+                                feature_progress=features)
     print(format_results(results))
     print(f"\nreport: {args.out / 'report.html'}")
     return 0
@@ -430,6 +447,19 @@ def cmd_predict(args) -> int:
     return 0
 
 
+@contextmanager
+def _torch_threads(threads: int | None):
+    """torch uses ``threads`` CPU threads within the block (torch is not imported when None)."""
+    if threads is None:
+        yield
+        return
+    from brainmri.training.device import check_threads, torch_threads
+
+    check_threads(threads)
+    with torch_threads(threads):
+        yield
+
+
 def cmd_demo_data(args) -> int:
     from brainmri.data.synthetic import CLASSES, write_demo_data
 
@@ -450,11 +480,22 @@ def cmd_demo(args) -> int:
     if status:
         return status
     print()
+    methods, params = "glcm-svm,multifeature-rf,ovo-svm,rf", None
+    if importlib.util.find_spec("torch") is not None:
+        methods += ",ayadi-cnn"
+        params = ",".join(f"ayadi-cnn.{k}={v}" for k, v in DEMO_DEEP_PARAMS.items())
+    else:
+        args.reporter.say("PyTorch is not installed: the demo skips the deep method (pip install 'brainmri[deep]')")
     return cmd_benchmark(argparse.Namespace(**{
-        **common, "out": args.out / "benchmark", "methods": "glcm-svm,multifeature-rf,ovo-svm,rf", "cv": 5,
+        **common, "out": args.out / "benchmark", "methods": methods, "cv": 5,
         "split": None, "grouping": "auto", "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
         "size": 128, "no_crop": False, "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
+        "params": params, "device": "auto", "threads": None,
     }))
+
+
+#: Settings of the demo's deep method: a small ayadi-cnn that trains in seconds per fold on a CPU.
+DEMO_DEEP_PARAMS = {"size": 64, "width": 16, "epochs": 12, "batch_size": 16}
 
 
 def _input_defaults() -> dict:

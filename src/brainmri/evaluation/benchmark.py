@@ -13,10 +13,11 @@ import io
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -219,19 +220,26 @@ def _unit_path(out: Path, method: str, fold: str) -> Path:
     return out / "units" / method / f"{fold}.json"
 
 
-def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, n_jobs: int, cache_dir) -> dict:
+def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, n_jobs: int, cache_dir,
+             work_dir: Path | None = None, device: str = "auto") -> dict:
     """Fit one method on one split's training items and predict its test items.
 
-    ``cache_dir`` is a feature cache folder, the run's ``MemoryCache`` or None.
+    ``cache_dir`` is a feature cache folder, the run's ``MemoryCache`` or None;
+    ``work_dir`` a folder for the method's resumable state (checkpoints).
+    A fitted method whose final step has ``history_`` (per-epoch records)
+    gets it stored in the unit.
     """
     spec = get_method(method)
-    model = spec.builder(seed=config.seed, n_jobs=n_jobs, cache_dir=cache_dir, preprocess=config.preprocess)
+    model = spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache_dir, preprocess=config.preprocess,
+                       work_dir=work_dir, device=device, params=config.method_params(method))
     start = time.perf_counter()
     # Every method gets the outer split's groups, so its inner splits keep them together too.
     model.fit(plan.paths[split.train], plan.labels[split.train], groups=plan.groups[split.train])
     fitted = time.perf_counter()
     proba = model.predict_proba(plan.paths[split.test])
     done = time.perf_counter()
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    history = getattr(final, "history_", None)
     return {
         "method": method,
         "fold": split.name,
@@ -241,6 +249,7 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
         "fit_s": round(fitted - start, 3),
         "predict_s": round(done - fitted, 3),
         "params": dict(getattr(model, "params_", {})),
+        **({"history": history} if history is not None else {}),
     }
 
 
@@ -253,7 +262,7 @@ def _check_before_reading(config: BenchmarkConfig) -> int:
         Number of files listed in DATA and ``--test-data``.
     """
     for method in config.methods:
-        get_method(method)
+        get_method(method).check_params(config.method_params(method))
     dataset = apply_label_map(load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA")
     if config.kind == "cv":
         check_folds(config.cv)
@@ -275,6 +284,7 @@ def run_benchmark(
     n_jobs: int = -1,
     cache_dir: str | Path | None = None,
     restart: bool = False,
+    device: str = "auto",
     on_event: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
     feature_progress: Callable[[int], None] | None = None,
@@ -295,8 +305,12 @@ def run_benchmark(
     restart : bool
         Discard the outputs of an earlier brainmri run in ``out`` (see
         :mod:`brainmri.evaluation.run_folder`).
+    device : str
+        Where deep methods run (``auto``, ``cpu``, ``cuda``, ``mps``);
+        checked before anything is read.
     on_event : callable, optional
-        Receives one-line progress messages (per method, per fold).
+        Receives one-line progress messages (per method, per fold, and per
+        epoch of methods that train in epochs).
     progress : callable, optional
         Receives counts of images read during the audit.
     feature_progress : callable, optional
@@ -319,6 +333,10 @@ def run_benchmark(
     if cache_dir:
         check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
     n_files = _check_before_reading(config)
+    if any(get_method(m).family == "deep" for m in config.methods):
+        from brainmri.training.device import resolve_device
+
+        resolve_device(device)
     out = Path(out)
     start_run_folder(out, config.run_record(), restart=restart)
 
@@ -329,8 +347,8 @@ def run_benchmark(
     cache = str(cache_dir) if cache_dir else MemoryCache()
     pending = [m for m in config.methods if not all(_unit_path(out, m, s.name).exists() for s in plan.splits)]
     if pending:
-        models = [get_method(m).builder(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess)
-                  for m in pending]
+        models = [get_method(m).build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
+                                      device=device, params=config.method_params(m)) for m in pending]
         kept = f"cached in {cache_dir}" if cache_dir else "kept in memory for this run"
         say(f"computing features of {len(plan.paths)} images for all methods at once ({kept})")
         precompute_features(models, plan.paths, n_jobs=n_jobs, progress=feature_progress)
@@ -345,7 +363,9 @@ def run_benchmark(
                 say(f"{where}: done earlier, reusing")
             else:
                 say(f"{where}: training on {len(split.train)} images, testing on {len(split.test)}")
-                unit = run_unit(config, plan, method, split, n_jobs=n_jobs, cache_dir=cache)
+                with _epoch_lines(where, say):
+                    unit = run_unit(config, plan, method, split, n_jobs=n_jobs, cache_dir=cache,
+                                    work_dir=path.with_suffix(".work"), device=device)
                 write_json(path, unit)
                 say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s")
             units[method].append(unit)
@@ -353,6 +373,19 @@ def run_benchmark(
     results, predictions = summarize_units(config, plan, units)
     write_outputs(out, results, predictions, plan)
     return results
+
+
+@contextmanager
+def _epoch_lines(where: str, say: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, each finished training epoch (of any method that trains in epochs) becomes a line."""
+    from brainmri.training.loop import epoch_listener  # torch-free module: classical runs pay nothing
+
+    def line(r: dict) -> None:
+        say(f"{where}: epoch {r['epoch']}/{r['epochs']} train loss {r['train_loss']:.4f}, validation loss "
+            f"{r['val_loss']:.4f}, accuracy {r['val_accuracy']:.3f} ({r['seconds']:.1f} s, {r['images_per_s']:.0f} img/s)")
+
+    with epoch_listener(line):
+        yield
 
 
 def _pooled(plan: Plan, units: list[dict], classes: list[str]) -> dict:
@@ -426,6 +459,8 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         predict = sum(u["predict_s"] for u in us)
         entry["timing_s"] = {"fit": round(fit, 2), "predict": round(predict, 2), "total": round(fit + predict, 2)}
         entry["params"] = us[0]["params"] if len(us) == 1 else {u["fold"]: u["params"] for u in us if u["params"]}
+        if any("history" in u for u in us):
+            entry["history"] = {u["fold"]: u["history"] for u in us if "history" in u}
         methods[method] = entry
 
     results = {

@@ -59,6 +59,8 @@ class BenchmarkConfig:
         2D images with more pixels are skipped as unreadable (``--max-pixels``).
     allow_outside_paths : bool
         Accept CSV paths leading out of the CSV's folder (``--allow-outside-paths``).
+    params : dict or None
+        Settings of the methods (``--params``): method name -> {setting: value}.
     """
 
     data: str
@@ -75,6 +77,7 @@ class BenchmarkConfig:
     duplicates: DuplicateParams = field(default_factory=DuplicateParams)
     max_pixels: int = MAX_PIXELS
     allow_outside_paths: bool = False
+    params: dict | None = None
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
@@ -87,6 +90,14 @@ class BenchmarkConfig:
             raise ConfigError("--test-data trains on all of DATA; do not combine it with --split official")
         if not isinstance(self.n_boot, int) or self.n_boot < 0:
             raise ConfigError(f"--n-boot must be a non-negative integer, got {self.n_boot!r}")
+        stray = sorted(set(self.params or {}) - set(self.methods))
+        if stray:
+            raise ConfigError(f"--params names method {stray[0]!r}, which is not among --methods "
+                              f"({', '.join(self.methods)}); add it to --methods or remove its settings")
+
+    def method_params(self, method: str) -> dict:
+        """The ``--params`` settings of ``method`` (empty when none)."""
+        return dict((self.params or {}).get(method, {}))
 
     @property
     def kind(self) -> str:
@@ -168,6 +179,41 @@ def parse_label_map(text: str | None) -> dict[str, str] | None:
             raise ConfigError(f"--label-map: '{part.strip()}' has an empty class name")
         mapping[old] = new
     return mapping
+
+
+def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] | None:
+    """Method settings from a JSON file or an inline ``method.key=value,...`` list.
+
+    The JSON file holds ``{"method": {"key": value}}``. Inline values are
+    read as JSON when they parse (numbers, ``true``, ``null``), else as text.
+
+    >>> parse_params("ayadi-cnn.epochs=5, ayadi-cnn.precision=fp32")
+    {'ayadi-cnn': {'epochs': 5, 'precision': 'fp32'}}
+    """
+    if not text:
+        return None
+    if text.endswith(".json") or Path(text).is_file():
+        try:
+            params = json.loads(Path(text).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{option} {text}: file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{option} {text}: not a JSON object of method -> settings ({exc})") from None
+        if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+            raise ConfigError(f"{option} {text}: expected a JSON object such as {{\"ayadi-cnn\": {{\"epochs\": 5}}}}")
+        return {str(m): dict(v) for m, v in params.items()}
+    params: dict[str, dict] = {}
+    for part in (p.strip() for p in text.split(",")):
+        name, sep, value = part.partition("=")
+        method, dot, key = name.strip().rpartition(".")
+        if not sep or not dot or not method or not key.strip():
+            raise ConfigError(f"{option}: '{part}' is not of the form method.setting=value (e.g. ayadi-cnn.epochs=5)")
+        try:
+            parsed = json.loads(value.strip())
+        except json.JSONDecodeError:
+            parsed = value.strip()
+        params.setdefault(method, {})[key.strip()] = parsed
+    return params
 
 
 def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str) -> Dataset:

@@ -273,6 +273,8 @@ class CalibratedForest(_Calibrated):
         return self
 
 
+# Every classical builder takes work_dir and device (the registry's builder protocol) and ignores them:
+# nothing to resume within a fit, and no torch.
 def _pipeline(features: str, classifier, *, preprocess, cache_dir, n_jobs) -> GroupedPipeline:
     extract = ImageFeatures(feature_sets()[features], preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
     return GroupedPipeline([("features", extract), ("classifier", classifier)])
@@ -293,7 +295,8 @@ ZHENG_2023 = ("Y. Zheng, T. Yang and Z. Zhou (2023), Modeling and Simulation 12:
 
 @register_method("glcm-svm", summary="GLCM texture features + SVM, kernel and C chosen by grouped inner CV",
                  reference=KUMARI_2013)
-def glcm_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> GroupedPipeline:
+def glcm_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
+             device: str = "auto") -> GroupedPipeline:
     """GLCM features, standardisation, SVM with kernel/C/gamma chosen by 3-fold grouped inner CV.
 
     References
@@ -315,7 +318,8 @@ def glcm_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None)
 
 @register_method("multifeature-rf", summary="texture + gray-level + histogram + Otsu + shape features + random forest",
                  reference=ZHAN_2013)
-def multifeature_rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> GroupedPipeline:
+def multifeature_rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
+                    device: str = "auto") -> GroupedPipeline:
     """GLCM, first-order, histogram, Otsu and shape features with a random forest.
 
     References
@@ -334,7 +338,8 @@ def multifeature_rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproces
 
 @register_method("ovo-svm", summary="one-vs-one RBF SVMs on texture, intensity, Otsu, shape and wavelet features "
                  "(multi-class staging)", reference=ZHENG_2023)
-def ovo_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> GroupedPipeline:
+def ovo_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
+            device: str = "auto") -> GroupedPipeline:
     """Explicit one-vs-one RBF SVMs on every classical feature, calibrated.
 
     References
@@ -353,7 +358,8 @@ def ovo_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) 
 
 
 @register_method("rf", summary="random forest on the features of ovo-svm (its RF counterpart)", reference=ZHENG_2023)
-def rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None) -> GroupedPipeline:
+def rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
+       device: str = "auto") -> GroupedPipeline:
     """Random forest on every classical feature, calibrated (the random-forest baseline of Zheng et al.).
 
     References

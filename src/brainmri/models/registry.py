@@ -15,6 +15,9 @@ A method is a scikit-learn classifier with
   grouped or not), written to the results.
 
 The benchmark runner always calls ``fit(paths, labels, groups=groups)``.
+Optional hooks, used wherever a fitted method has them (never by name):
+``history_`` on the final step (per-epoch records; the report draws
+learning curves from it).
 Classical methods are ``Pipeline``s whose first step turns paths into
 features; deep methods wrap a torch model behind the same interface. The
 benchmark runner, tuning and serving see methods only through
@@ -23,6 +26,7 @@ benchmark runner, tuning and serving see methods only through
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,10 +42,15 @@ class MethodSpec:
     name : str
         Registry name (``glcm-svm``).
     builder : callable
-        ``builder(*, seed, n_jobs, cache_dir, preprocess)`` returning an
-        unfitted classifier. ``cache_dir`` is a feature cache folder, or a
+        ``builder(*, seed, n_jobs, cache_dir, preprocess, work_dir=None,
+        device="auto", **params)`` returning an unfitted classifier.
+        ``cache_dir`` is a feature cache folder, or a
         :class:`~brainmri.features.extract.MemoryCache` that a run without
-        a cache folder shares between its methods, or None.
+        a cache folder shares between its methods, or None. ``work_dir`` is
+        a folder where the method may keep resumable state (checkpoints);
+        ``device`` is where torch runs. Methods without torch accept and
+        ignore both. ``params`` are the method's own settings (``--params``),
+        keyword arguments of the builder with defaults.
     summary : str
         One line for ``--help`` and reports.
     reference : str
@@ -55,6 +64,41 @@ class MethodSpec:
     summary: str
     reference: str
     family: str = "classical"
+
+    def settings(self) -> dict:
+        """The method's own settings (the builder's keywords beyond the common ones) and their defaults."""
+        return {name: p.default for name, p in inspect.signature(self.builder).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and name not in COMMON_KWARGS}
+
+    def check_params(self, params: dict | None) -> None:
+        """Refuse settings the method does not have, and a deep method without torch installed.
+
+        Raises
+        ------
+        ConfigError
+        """
+        if self.family == "deep":
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                raise ConfigError(f"method {self.name} needs PyTorch, which is not installed; "
+                                  "install it with: pip install 'brainmri[deep]'") from None
+        unknown = sorted(set(params or {}) - set(self.settings()))
+        if unknown:
+            valid = ", ".join(self.settings()) or "none"
+            raise ConfigError(f"--params {self.name}.{unknown[0]}: {self.name} has no setting {unknown[0]!r}; "
+                              f"its settings: {valid}")
+
+    def build(self, *, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
+              device: str = "auto", params: dict | None = None):
+        """An unfitted instance of the method with ``params`` (checked by :meth:`check_params`)."""
+        self.check_params(params)
+        return self.builder(seed=seed, n_jobs=n_jobs, cache_dir=cache_dir, preprocess=preprocess,
+                            work_dir=work_dir, device=device, **(params or {}))
+
+
+#: Keywords every builder takes; the others are the method's settings.
+COMMON_KWARGS = ("seed", "n_jobs", "cache_dir", "preprocess", "work_dir", "device")
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

@@ -323,6 +323,42 @@ def reliability_figure(calibration: dict, ece: float, title: str):
     return fig
 
 
+def learning_curves_figure(history: dict[str, list[dict]], title: str):
+    """Draw training and validation loss, and validation accuracy, per epoch of every fold.
+
+    Parameters
+    ----------
+    history : dict of str to list of dict
+        Fold name -> per-epoch records with ``epoch``, ``train_loss``,
+        ``val_loss`` and ``val_accuracy`` (a method's ``history`` block in
+        ``results.json``).
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes sharing the epoch axis: losses (solid: training, dashed:
+        validation) and validation accuracy, one colour per fold.
+    """
+    fig = _figure(6.4, 4.2)
+    loss, accuracy = fig.subplots(1, 2, sharex=True)
+    for color, (fold, records) in zip(_colors(len(history)), history.items()):
+        epochs = [r["epoch"] for r in records]
+        loss.plot(epochs, [r["train_loss"] for r in records], color=color, label=f"{fold} training")
+        loss.plot(epochs, [r["val_loss"] for r in records], color=color, linestyle="--", label=f"{fold} validation")
+        accuracy.plot(epochs, [r["val_accuracy"] for r in records], color=color, marker=".", label=fold)
+    loss.set_xlabel("epoch")
+    loss.set_ylabel("loss")
+    loss.legend(fontsize=7)
+    accuracy.set_xlabel("epoch")
+    accuracy.set_ylabel("validation accuracy")
+    accuracy.set_ylim(-0.01, 1.01)
+    for ax in (loss, accuracy):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
 def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, bytes]:
     """Draw every figure of a benchmark report.
 
@@ -341,7 +377,9 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
         PNG images keyed ``"metric_comparison"``, then per method
         ``"confusion/<method>"``, ``"roc/<method>"`` and
         ``"reliability/<method>"`` (when its results have a ``calibration``
-        block), methods in the order of ``results``.
+        block) and ``"learning/<method>"`` (when they have a ``history``
+        block: methods that train in epochs), methods in the order of
+        ``results``.
     """
     figures = {"metric_comparison": figure_png(metric_comparison_figure(results))}
     for name, method in results["methods"].items():
@@ -353,6 +391,8 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
         if method.get("calibration"):
             ece = method.get("metrics", {}).get("ece", {}).get("value")
             figures[f"reliability/{name}"] = figure_png(reliability_figure(method["calibration"], ece, f"{name}: reliability"))
+        if method.get("history"):
+            figures[f"learning/{name}"] = figure_png(learning_curves_figure(method["history"], f"{name}: learning curves"))
     return figures
 
 

@@ -494,6 +494,8 @@ def _method(name: str, index: int, m: dict, figures: dict[str, bytes]) -> str:
             (f"confusion/{name}", "confusion matrix", ""),
             (f"roc/{name}", "ROC curves", ""),
             (f"reliability/{name}", "reliability diagram", reliability),
+            (f"learning/{name}", "learning curves",
+             "Per epoch on the grouped validation part of the training data; the weights of the best epoch are kept."),
         )
         if key in figures
     ]
