@@ -149,6 +149,10 @@ def test_a_folder_with_other_classes_gets_no_metrics(model, demo_source, tmp_pat
     (lambda d, m, t: ["predict", m, str(d), "--batch-size", "0"], r"--batch-size must be a positive integer, got 0"),
     (lambda d, m, t: ["train", str(d), "--out", str(d / "model"), *TRAIN], r"--out .*lies inside the input folder"),
     (lambda d, m, t: ["train", str(d), "--out", str(t / "empty"), "--method", "no-such"], r"unknown method 'no-such'"),
+    (lambda d, m, t: ["train", str(d), "--out", str(t / "m"), *TRAIN, "--params", "rf.n_estimators=5"],
+     r"--params names method 'rf', but --method is ovo-svm"),
+    (lambda d, m, t: ["train", str(d), "--out", str(t / "m"), *TRAIN, "--params", "ovo-svm.kernel=linear"],
+     r"--params ovo-svm.kernel: ovo-svm has no setting 'kernel'"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(model, demo_data, tmp_path, capsys, listing, argv, match):
     (tmp_path / "empty").mkdir()
@@ -166,3 +170,29 @@ def test_a_tampered_bundle_is_refused_in_one_line(model, demo_source, tmp_path, 
     assert main(["predict", str(copy), str(demo_source), "--out", str(tmp_path / "p.csv")]) == 2
     assert "model.classifier.skops: sha256 differs from the manifest" in _error_line(capsys, "predict")
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_device_cuda_without_a_gpu_is_refused_before_reading(demo_data, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    argv = ["train", str(demo_data), "--method", "ayadi-cnn", "--device", "cuda", "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    assert "--device cuda: torch sees no CUDA GPU" in _error_line(capsys, "train")
+    assert list(tmp_path.iterdir()) == [demo_data]
+
+
+@pytest.mark.slow
+def test_a_deep_bundle_from_the_command_line(demo_source, tmp_path, capsys):
+    pytest.importorskip("torch")
+    settings = "ayadi-cnn.size=32,ayadi-cnn.epochs=1,ayadi-cnn.batch_size=8"
+    out = tmp_path / "cnn"
+    assert main(["train", str(demo_source), "--method", "ayadi-cnn", "--params", settings, "--device", "cpu",
+                 "--threads", "1", "--out", str(out), "-q"]) == 0
+    assert "internal validation (validation part of the training data (grouped), epoch 1 of 1" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["method"]["params"] == {"size": 32, "epochs": 1, "batch_size": 8}
+    assert main(["predict", str(out), str(demo_source), "--device", "cpu", "--threads", "1",
+                 "--out", str(tmp_path / "p.json"), "-q"]) == 0
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["method"] == "ayadi-cnn" and len(doc["predictions"]) == 24
+    assert doc["metrics"][str(demo_source)]["n"] == 24

@@ -63,11 +63,12 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
                        help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)")
 
 
-def _training_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("methods' settings and deep learning")
-    group.add_argument("--params", metavar="SETTINGS",
-                       help="settings of the methods: a JSON file {\"method\": {\"key\": value}} or inline "
-                       "method.key=value,... (e.g. ayadi-cnn.epochs=10,ayadi-cnn.size=96)")
+def _training_options(parser: argparse.ArgumentParser, *, params: bool = True) -> None:
+    group = parser.add_argument_group("methods' settings and deep learning" if params else "deep learning")
+    if params:
+        group.add_argument("--params", metavar="SETTINGS",
+                           help="settings of the methods: a JSON file {\"method\": {\"key\": value}} or inline "
+                           "method.key=value,... (e.g. ayadi-cnn.epochs=10,ayadi-cnn.size=96)")
     group.add_argument("--device", default="auto",
                        help="where deep methods run: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps "
                        "(default auto)")
@@ -259,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validation", action="store_true",
                    help="skip the internal validation (a method without its own validation part is refitted on "
                    "each grouped inner fold to measure it)")
+    _training_options(p)
     _input_options(p)
     _duplicate_options(p)
     _common(p, seed=True, jobs=True)
@@ -273,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files, folders of images, or folders of class sub-folders")
     p.add_argument("--out", type=Path, help="write the predictions to a .csv or .json file (default: CSV on stdout)")
     p.add_argument("--batch-size", type=int, default=64, help="images read and predicted at a time (default 64)")
+    _training_options(p, params=False)
     _common(p, jobs=True)
     p.set_defaults(func=cmd_predict)
 
@@ -370,13 +373,20 @@ def cmd_benchmark(args) -> int:
 
 def cmd_train(args) -> int:
     from brainmri.data.preprocess import Preprocess
-    from brainmri.evaluation.protocol import default_cache_dir
+    from brainmri.evaluation.protocol import default_cache_dir, parse_params
     from brainmri.models.bundle import TrainConfig, train_bundle
 
+    params = parse_params(args.params) or {}
+    stray = sorted(set(params) - {args.method})
+    if stray:
+        raise ConfigError(f"--params names method {stray[0]!r}, but --method is {args.method}; "
+                          f"give settings as {args.method}.key=value")
     config = TrainConfig(
         data=str(args.data),
         method=args.method,
+        params=params.get(args.method, {}),
         seed=args.seed,
+        device=args.device,
         preprocess=Preprocess(crop=not args.no_crop, size=args.size),
         duplicates=_duplicate_params(args),
         max_pixels=args.max_pixels,
@@ -384,7 +394,8 @@ def cmd_train(args) -> int:
         validate=not args.no_validation,
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
-    with _progress(args, None, "reading") as read, _progress(args, None, "features") as features:
+    with _torch_threads(args.threads), _progress(args, None, "reading") as read, \
+            _progress(args, None, "features") as features:
         manifest = train_bundle(config, args.out, n_jobs=args.jobs, cache_dir=cache, on_event=args.reporter.say,
                                 progress=read, feature_progress=features).manifest
     validation = manifest["validation"]
@@ -413,9 +424,9 @@ def cmd_predict(args) -> int:
             raise ConfigError(f"--out {args.out}: is a folder; name a .csv or .json file")
         check_output_folder(args.out.parent, "--out", inputs=[args.model, *args.images])
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
-    bundle = load_model(args.model, n_jobs=jobs)
+    bundle = load_model(args.model, n_jobs=jobs, device=args.device)
     items = list_images(args.images)
-    with _progress(args, len(items), "predicting") as update:
+    with _torch_threads(args.threads), _progress(args, len(items), "predicting") as update:
         result = predict_images(bundle, items, batch_size=args.batch_size, n_jobs=jobs, progress=update)
     rows, skipped = result["rows"], result["skipped"]
     if not rows:

@@ -398,8 +398,8 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
     if spec is None:
         raise ConfigError(f"{folder / MANIFEST}: method {method['name']!r} is not registered in this brainmri "
                           f"{__version__}; valid methods: {', '.join(available_methods())}")
-    model = spec.builder(seed=manifest["config"]["seed"], n_jobs=n_jobs, cache_dir=None,
-                         preprocess=_preprocess(manifest["preprocess"]), **method["params"])
+    model = spec.build(seed=manifest["config"]["seed"], n_jobs=n_jobs, preprocess=_preprocess(manifest["preprocess"]),
+                       device=device, params=method["params"])
     [(_, model)] = load_steps([("model", model)], folder, "")
     if [str(c) for c in model.classes_] != manifest["classes"]:
         raise DataError(f"{folder / MANIFEST}: classes {manifest['classes']} differ from the saved model's "
@@ -516,7 +516,7 @@ def train_bundle(
     from brainmri.data.audit import analyse, audit_report
     from brainmri.data.dataset import load_dataset
     from brainmri.data.splits import group_labels
-    from brainmri.evaluation.benchmark import _audit_summary
+    from brainmri.evaluation.benchmark import _audit_summary, _epoch_lines
     from brainmri.evaluation.protocol import code_versions
     from brainmri.features.extract import MemoryCache, precompute_features
     from brainmri.models.registry import get_method
@@ -524,6 +524,11 @@ def train_bundle(
 
     say = on_event or (lambda message: None)
     spec = get_method(config.method)
+    spec.check_params(config.params)
+    if spec.family == "deep":  # refuse --device cuda without a GPU before reading anything
+        from brainmri.training.device import resolve_device
+
+        resolve_device(config.device)
     check_bundle_target(out, inputs=[config.data])
     if cache_dir:
         check_output_folder(cache_dir, "--cache-dir", inputs=[config.data])
@@ -540,14 +545,15 @@ def train_bundle(
     cache = str(cache_dir) if cache_dir else MemoryCache()
 
     def build():
-        return spec.builder(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
-                            **config.params)
+        return spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
+                          device=config.device, params=config.params)
 
     say(f"computing features of {len(paths)} images")
     precompute_features([build()], paths, n_jobs=n_jobs, progress=feature_progress)
     say(f"training {config.method} on {len(paths)} images ({len(np.unique(groups))} groups: {grouping})")
     start = time.perf_counter()
-    model = build().fit(paths, labels, groups=groups)
+    with _epoch_lines(config.method, say):
+        model = build().fit(paths, labels, groups=groups)
     fit_s = time.perf_counter() - start
     validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
                   if config.validate else {"skipped": "not asked for (--no-validation)"})
