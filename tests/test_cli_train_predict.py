@@ -64,7 +64,7 @@ def test_train_prints_the_internal_validation_and_writes_a_bundle(trained):
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["method"]["name"] == "ovo-svm"
     accuracy = manifest["validation"]["metrics"]["accuracy"]
-    assert f"internal validation (out-of-fold predictions of StratifiedGroupKFold over 24 groups" in printed
+    assert "internal validation (out-of-fold predictions of StratifiedGroupKFold over 24 groups" in printed
     assert f"accuracy {accuracy:.3f}" in printed
     assert f"bundle: {model} (ovo-svm, classes glioma, meningioma, notumor, pituitary, 24 training images)" in printed
     assert sorted(p.name for p in model.iterdir()) == ["manifest.json", "model.classifier.skops"]
