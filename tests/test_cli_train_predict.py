@@ -95,6 +95,14 @@ def test_predict_files_to_csv_on_stdout_in_input_order(model, demo_source, capsy
     assert all(r["label"] == "" and r["note"] == "" for r in rows)
 
 
+def test_small_batches_give_the_same_predictions_in_the_same_order(model, demo_source, capsys):
+    assert main(["predict", str(model), str(demo_source), "-q"]) == 0
+    whole = capsys.readouterr().out
+    assert main(["predict", str(model), str(demo_source), "--batch-size", "5", "--jobs", "2", "-q"]) == 0
+    assert capsys.readouterr().out == whole
+    assert len(_csv(whole)) == 24
+
+
 def test_unreadable_images_are_reported_and_skipped(model, demo_source, tmp_path, capsys):
     folder = tmp_path / "new"
     folder.mkdir()

@@ -126,7 +126,8 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
     batch_size : int
         Images read and predicted at a time.
     n_jobs : int
-        Threads reading the images of a batch.
+        Threads reading images; they read the next batch while the model
+        predicts the current one.
     progress : callable, optional
         Called with the number of images of each finished batch.
 
@@ -140,11 +141,15 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
     training = bundle.manifest.get("training_data", {})
     input_size = bundle.manifest.get("input_size")
     rows, skipped = [], []
+    batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
     with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-        for start in range(0, len(items), batch_size):
-            batch = items[start : start + batch_size]
+        reading = pool.map(_read, [it.path for it in batches[0]]) if batches else iter(())
+        for k, batch in enumerate(batches):
+            read = list(reading)
+            if k + 1 < len(batches):  # Executor.map submits at once: the next batch is read during this one's predict
+                reading = pool.map(_read, [it.path for it in batches[k + 1]])
             images, kept = [], []
-            for item, got in zip(batch, pool.map(_read, [it.path for it in batch])):
+            for item, got in zip(batch, read):
                 if isinstance(got, str):
                     logger.warning("skipped %s", got)
                     skipped.append({"path": str(item.path), "reason": got})
