@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from brainmri import __version__
-from brainmri.errors import BrainMRIError
+from brainmri.errors import BrainMRIError, ConfigError
 
 logger = logging.getLogger("brainmri")
 
@@ -63,11 +63,12 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
                        help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)")
 
 
-def _training_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("methods' settings and deep learning")
-    group.add_argument("--params", metavar="SETTINGS",
-                       help="settings of the methods: a JSON file {\"method\": {\"key\": value}} or inline "
-                       "method.key=value,... (e.g. ayadi-cnn.epochs=10,ayadi-cnn.size=96)")
+def _training_options(parser: argparse.ArgumentParser, *, params: bool = True) -> None:
+    group = parser.add_argument_group("methods' settings and deep learning" if params else "deep learning")
+    if params:
+        group.add_argument("--params", metavar="SETTINGS",
+                           help="settings of the methods: a JSON file {\"method\": {\"key\": value}} or inline "
+                           "method.key=value,... (e.g. ayadi-cnn.epochs=10,ayadi-cnn.size=96)")
     group.add_argument("--device", default="auto",
                        help="where deep methods run: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps "
                        "(default auto)")
@@ -185,7 +186,7 @@ class _MethodsHelpFormatter(argparse.HelpFormatter):
     when the help is shown, so that parsing stays fast."""
 
     def _get_help_string(self, action):
-        if "--methods" in action.option_strings:
+        if {"--methods", "--method"} & set(action.option_strings):
             from brainmri.models.registry import available_methods
 
             return f"{action.help}; valid methods: {', '.join(available_methods())}"
@@ -251,6 +252,40 @@ def build_parser() -> argparse.ArgumentParser:
     _duplicate_options(p)
     _common(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_benchmark, resume_hint="rerun the same command to resume from the finished units")
+
+    p = sub.add_parser("train", help="train one method on all of DATA -> a model bundle folder",
+                       description="Audit DATA, train the method on all of it (its inner validation grouped by "
+                       "subject or near-duplicate cluster), measure the internal validation and write a bundle "
+                       "folder to --out: weights (skops or safetensors) and manifest.json.",
+                       formatter_class=_MethodsHelpFormatter)
+    p.add_argument("data", type=Path, metavar="DATA", help="dataset folder or CSV manifest")
+    p.add_argument("--method", required=True, help="the method to train")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder: new, empty or an earlier bundle (replaced); outside DATA")
+    p.add_argument("--size", type=int, default=224, help="preprocessing: resize to SIZE x SIZE (default 224)")
+    p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
+    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--no-validation", action="store_true",
+                   help="skip the internal validation (a method without its own validation part is refitted on "
+                   "each grouped inner fold to measure it)")
+    _training_options(p)
+    _input_options(p)
+    _duplicate_options(p)
+    _common(p, seed=True, jobs=True)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="class probabilities of images from a model bundle",
+                       description="Predict every image of IMAGES_OR_FOLDERS with the bundle MODEL: probabilities "
+                       "per class and the predicted class, as CSV (stdout or --out x.csv) or JSON (--out x.json). "
+                       "Unreadable images are reported and skipped; a folder of class sub-folders also gets metrics.")
+    p.add_argument("model", type=Path, metavar="MODEL", help="bundle folder written by brainmri train")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGES_OR_FOLDERS",
+                   help="image files, folders of images, or folders of class sub-folders")
+    p.add_argument("--out", type=Path, help="write the predictions to a .csv or .json file (default: CSV on stdout)")
+    p.add_argument("--batch-size", type=int, default=64, help="images read and predicted at a time (default 64)")
+    _training_options(p, params=False)
+    _common(p, jobs=True)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo-data", help="write a synthetic dataset of brain-MRI-like slices",
                        description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
@@ -342,6 +377,93 @@ def cmd_benchmark(args) -> int:
                                 feature_progress=features)
     print(format_results(results))
     print(f"\nreport: {args.out / 'report.html'}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from brainmri.data.preprocess import Preprocess
+    from brainmri.evaluation.protocol import default_cache_dir, parse_params
+    from brainmri.models.bundle import TrainConfig, train_bundle
+
+    params = parse_params(args.params) or {}
+    stray = sorted(set(params) - {args.method})
+    if stray:
+        raise ConfigError(f"--params names method {stray[0]!r}, but --method is {args.method}; "
+                          f"give settings as {args.method}.key=value")
+    config = TrainConfig(
+        data=str(args.data),
+        method=args.method,
+        params=params.get(args.method, {}),
+        seed=args.seed,
+        device=args.device,
+        preprocess=Preprocess(crop=not args.no_crop, size=args.size),
+        duplicates=_duplicate_params(args),
+        max_pixels=args.max_pixels,
+        allow_outside_paths=args.allow_outside_paths,
+        validate=not args.no_validation,
+    )
+    cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    with _torch_threads(args.threads), _progress(args, None, "reading") as read, \
+            _progress(args, None, "features") as features:
+        manifest = train_bundle(config, args.out, n_jobs=args.jobs, cache_dir=cache, on_event=args.reporter.say,
+                                progress=read, feature_progress=features).manifest
+    validation = manifest["validation"]
+    if "metrics" in validation:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in validation["metrics"].items()
+                          if k in ("accuracy", "balanced_accuracy", "macro_f1", "ece", "val_loss", "val_accuracy"))
+        print(f"internal validation ({validation['how']}): {shown}")
+    else:
+        print(f"internal validation skipped: {validation['skipped']}")
+    print(f"bundle: {args.out} ({manifest['method']['name']}, classes {', '.join(manifest['classes'])}, "
+          f"{manifest['training_data']['n_items']} training images)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from brainmri.files import check_output_folder, write_json, write_text
+    from brainmri.models.bundle import load_model
+    from brainmri.models.predict import folder_metrics, list_images, predict_images, predictions_csv, predictions_document
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.out is not None:
+        if args.out.suffix.lower() not in (".csv", ".json"):
+            raise ConfigError(f"--out {args.out}: name a .csv or .json file")
+        if args.out.is_dir():
+            raise ConfigError(f"--out {args.out}: is a folder; name a .csv or .json file")
+        check_output_folder(args.out.parent, "--out", inputs=[args.model, *args.images])
+    jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
+    bundle = load_model(args.model, n_jobs=jobs, device=args.device)
+    items = list_images(args.images)
+    with _torch_threads(args.threads), _progress(args, len(items), "predicting") as update:
+        result = predict_images(bundle, items, batch_size=args.batch_size, n_jobs=jobs, progress=update)
+    rows, skipped = result["rows"], result["skipped"]
+    if not rows:
+        logger.error("none of the %d image(s) could be read; nothing was predicted", len(items))
+        return 1
+    classes = [str(c) for c in bundle.classes_]
+    metrics = folder_metrics(rows, classes)
+    if args.out is None:
+        sys.stdout.write(predictions_csv(rows, classes))
+    elif args.out.suffix.lower() == ".csv":
+        write_text(args.out, predictions_csv(rows, classes))
+    else:
+        write_json(args.out, predictions_document(bundle, result, metrics))
+    noted = sum(bool(r["note"]) for r in rows)
+    # The summary is a result (stdout), unless stdout carries the CSV.
+    say = print if args.out else args.reporter.say
+    say(f"predicted {len(rows)} image(s) with {bundle.manifest['method']['name']}"
+                      + (f", skipped {len(skipped)} unreadable" if skipped else "")
+                      + (f"; {noted} differ from the training images (see the note column)" if noted else "")
+                      + (f"; wrote {args.out}" if args.out else ""))
+    for source, entry in metrics.items():
+        if "skipped" in entry:
+            say(f"{source}: {entry['skipped']}")
+        else:
+            m = entry["metrics"]
+            say(f"{source}: {entry['n']} labelled images, accuracy {m['accuracy']:.3f}, balanced accuracy "
+                              f"{m['balanced_accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}, AUC {m['auc']:.3f}, "
+                              f"ECE {m['ece']:.3f}")
     return 0
 
 

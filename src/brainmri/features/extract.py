@@ -44,6 +44,15 @@ def file_digest(path: str | Path) -> str:
     return _digest(str(path), st.st_mtime_ns, st.st_size)
 
 
+def item_digest(item: str | Path | np.ndarray) -> str:
+    """Content hash of an image item: a file's bytes, or a 2D array's pixels (prefixed ``px-``)."""
+    if isinstance(item, np.ndarray):
+        pixels = np.ascontiguousarray(item)
+        head = f"{pixels.dtype.str}{pixels.shape}".encode()
+        return "px-" + hashlib.blake2b(head + pixels.tobytes(), digest_size=16).hexdigest()
+    return file_digest(item)
+
+
 #: SQLite result codes of a file that is not, or no longer, a valid database.
 _CORRUPT_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
@@ -197,16 +206,16 @@ def open_cache(cache_dir: str | Path | MemoryCache | None) -> FeatureCache | Mem
     return FeatureCache(Path(cache_dir) / "features.sqlite") if cache_dir else None
 
 
-def load_preprocessed(path: str | Path, preprocess: Preprocess) -> np.ndarray:
-    """Read one file and apply ``preprocess``; a 2D float32 image in [0, 1]."""
-    image, _ = read_image(path)
+def load_preprocessed(path: str | Path | np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """Read one file (or take a 2D array as it is) and apply ``preprocess``; a 2D float32 image in [0, 1]."""
+    image = path if isinstance(path, np.ndarray) else read_image(path)[0]
     try:
         return preprocess(image)
     except DataError as exc:
-        raise DataError(f"{path}: {exc}") from None
+        raise DataError(f"{'an image array' if isinstance(path, np.ndarray) else path}: {exc}") from None
 
 
-def _extract_chunk(paths: list[str], preprocess: Preprocess, extractors: list[ImageTransformer]) -> list[list[np.ndarray]]:
+def _extract_chunk(paths: list[str | np.ndarray], preprocess: Preprocess, extractors: list[ImageTransformer]) -> list[list[np.ndarray]]:
     images = [load_preprocessed(p, preprocess) for p in paths]
     return [ex.transform(images) for ex in extractors]
 
@@ -225,7 +234,8 @@ def compute_features(
 
     Parameters
     ----------
-    paths : sequence of path
+    paths : sequence of path or 2D ndarray
+        Image files, or images already read (cached by their pixels' hash).
     extractors : sequence of ImageTransformer
         Fitted or not (they learn nothing from data).
     preprocess : Preprocess, optional
@@ -244,8 +254,8 @@ def compute_features(
 
     preprocess = preprocess or Preprocess()
     extractors = [clone(ex).fit() for ex in extractors]
-    paths = [str(p) for p in paths]
-    digests = [file_digest(p) for p in paths]
+    paths = [p if isinstance(p, np.ndarray) else str(p) for p in paths]
+    digests = [item_digest(p) for p in paths]
     keys = [f"{ex.cache_key()}|{_preprocess_key(preprocess)}" for ex in extractors]
     known = [cache.get(k, digests) if cache is not None else {} for k in keys]
     todo = sorted({k for k, d in enumerate(digests) if any(d not in kn for kn in known)})
@@ -283,7 +293,11 @@ def _preprocess_key(preprocess: Preprocess) -> str:
 
 
 class ImageFeatures(TransformerMixin, BaseEstimator):
-    """Transformer from image paths to features, for the first step of a pipeline.
+    """Transformer from images (file paths or 2D arrays) to features, for the first step of a pipeline.
+
+    It learns nothing from data (scikit-learn tag ``requires_fit`` False), so
+    a saved model bundle does not store it: the method's builder makes it
+    again (:mod:`brainmri.models.bundle`).
 
     Parameters
     ----------
@@ -304,6 +318,11 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         self.preprocess = preprocess
         self.cache_dir = cache_dir
         self.n_jobs = n_jobs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        return tags
 
     def fit(self, X, y=None):
         self.feature_names_ = [name for _, ex in self.extractors for name in clone(ex).fit().feature_names_]

@@ -127,6 +127,19 @@ class GroupedPipeline(Pipeline):
     def params_(self) -> dict:
         return self.steps[-1][1].params_
 
+    def save_state(self, folder, prefix: str) -> list[str]:
+        """Write the fitted steps as files ``prefix<step>.*`` in ``folder`` (:func:`~brainmri.models.bundle.save_steps`)."""
+        from brainmri.models.bundle import save_steps
+
+        return save_steps(self.steps, folder, prefix)
+
+    def load_state(self, folder, prefix: str) -> GroupedPipeline:
+        """Restore into this unfitted pipeline (made by the same builder) what :meth:`save_state` wrote."""
+        from brainmri.models.bundle import load_steps
+
+        self.steps = load_steps(self.steps, folder, prefix)
+        return self
+
 
 class _Calibrated(ClassifierMixin, BaseEstimator):
     """Shared part of the classifiers below: calibrate on the inner folds, predict from the calibrated model."""

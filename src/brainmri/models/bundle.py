@@ -1,0 +1,582 @@
+"""Model bundles: a fitted method saved to a folder, and loaded again without running code from it.
+
+A bundle is a folder written by ``brainmri train`` (:func:`train_bundle`)::
+
+    model/
+      manifest.json              what the model is, how it was trained, sha256 of every other file
+      model.classifier.skops     a scikit-learn step (skops format, never pickle)
+      model.classifier.*         or a torch step's own files (weights as safetensors + JSON)
+
+Every method is saved the same way (:func:`save_steps`): a step with learned
+torch state writes itself (``save_state(folder, prefix)``, see
+:class:`~brainmri.models.torch_classifier.TorchClassifier`); a step that
+learns nothing (scikit-learn tag ``requires_fit`` False, such as
+:class:`~brainmri.features.extract.ImageFeatures`) is not stored at all, the
+method's builder makes it again; every other step is a skops file. A
+:class:`~brainmri.models.classical.GroupedPipeline` applies the same rule to
+each of its steps.
+
+Loading (:func:`load_model`) never executes code from the bundle: the
+manifest is JSON, torch weights are safetensors, and skops files are loaded
+with :data:`TRUSTED_TYPES`, an explicit list of the types brainmri itself
+saves (``skops.io.load(..., trusted=True)`` is never used). Before anything
+is loaded, the sha256 of every file is checked against the manifest, and the
+bundle's format version, brainmri major version and preprocessing/extractor
+versions against this installation's, so that a tampered, truncated or
+incompatible bundle is refused with one line naming the file.
+
+References
+----------
+skops: "Secure persistence of scikit-learn models", https://skops.readthedocs.io
+(``skops.io``); safetensors: https://huggingface.co/docs/safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from brainmri import __version__
+from brainmri.data.duplicates import DuplicateParams
+from brainmri.data.io import MAX_PIXELS, check_max_pixels
+from brainmri.data.preprocess import Preprocess
+from brainmri.errors import ConfigError, DataError
+from brainmri.files import atomic_path, check_output_folder, write_json
+
+logger = logging.getLogger(__name__)
+
+#: Version of the bundle layout; a bundle of another version is refused.
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+#: Types that skops does not trust by default but brainmri's own methods save. Loading a skops file
+#: that holds any other untrusted type is refused.
+TRUSTED_TYPES = [
+    "brainmri.models.classical.CalibratedForest",
+    "brainmri.models.classical.CalibratedSVC",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.metrics._classification.balanced_accuracy_score",
+    "sklearn.metrics._scorer._Scorer",
+    "sklearn.model_selection._split._CVIterableWrapper",
+    "sklearn.tree._tree.Tree",
+]
+
+#: Libraries whose versions a manifest records (those installed).
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "scikit-image", "Pillow", "PyWavelets", "skops", "torch",
+             "torchvision", "safetensors", "scikit-fuzzy")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained bundle (written to its manifest as ``config``).
+
+    Parameters
+    ----------
+    data : str
+        Dataset folder or CSV manifest; every readable item is used for training.
+    method : str
+        Registered method name.
+    params : dict
+        Method-specific keyword arguments of the builder (``--params``).
+    seed : int
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps`` (deep methods; classical ones ignore it).
+    preprocess : Preprocess
+    duplicates : DuplicateParams
+        Near-duplicate detection, which forms the groups of the inner validation.
+    max_pixels : int
+    allow_outside_paths : bool
+    validate : bool
+        Measure the internal validation (:func:`internal_validation`); False
+        skips the inner refits of a method without its own validation part.
+    """
+
+    data: str
+    method: str
+    params: dict = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    duplicates: DuplicateParams = field(default_factory=DuplicateParams)
+    max_pixels: int = MAX_PIXELS
+    allow_outside_paths: bool = False
+    validate: bool = True
+
+    def __post_init__(self):
+        check_max_pixels(self.max_pixels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- saving and loading the steps of a method -------------------------------------------------------------------
+
+
+def _learns_nothing(step) -> bool:
+    from sklearn.utils import get_tags
+
+    return not get_tags(step).requires_fit
+
+
+def save_steps(steps, folder: str | Path, prefix: str) -> list[str]:
+    """Save fitted ``(name, step)`` pairs into ``folder``; the names of the files written.
+
+    A step with ``save_state`` writes its own files (named ``prefix + name +
+    "."...``); a step that learns nothing writes none; any other step is
+    dumped with skops to ``prefix + name + ".skops"``.
+    """
+    folder = Path(folder)
+    files: list[str] = []
+    for name, step in steps:
+        if hasattr(step, "save_state"):
+            files += step.save_state(folder, f"{prefix}{name}.")
+        elif not _learns_nothing(step):
+            import skops.io
+
+            with atomic_path(folder / f"{prefix}{name}.skops") as tmp:
+                skops.io.dump(step, tmp)
+            files.append(f"{prefix}{name}.skops")
+    return files
+
+
+def load_steps(steps, folder: str | Path, prefix: str) -> list:
+    """The ``(name, step)`` pairs of unfitted ``steps`` restored from what :func:`save_steps` wrote."""
+    folder = Path(folder)
+    loaded = []
+    for name, step in steps:
+        if hasattr(step, "load_state"):
+            step = step.load_state(folder, f"{prefix}{name}.")
+        elif _learns_nothing(step):
+            step = step.fit([])
+        else:
+            step = _load_skops(folder / f"{prefix}{name}.skops")
+        loaded.append((name, step))
+    return loaded
+
+
+def _load_skops(path: Path):
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        return skops.io.load(path, trusted=TRUSTED_TYPES)
+    except UntrustedTypesFoundException as exc:
+        raise DataError(f"{path}: holds types that brainmri does not load ({exc}); use bundles written by brainmri train") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; the bundle is incomplete, train it again with brainmri train") from None
+    except Exception as exc:  # zipfile, json and skops raise many types for a damaged file
+        raise DataError(f"{path}: cannot be read as a skops file ({type(exc).__name__}: {exc}); "
+                        "the bundle is damaged, train it again with brainmri train") from None
+
+
+# --- the bundle folder ----------------------------------------------------------------------------------------
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's content."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Python and the installed :data:`LIBRARIES`, by name."""
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def check_bundle_target(out: str | Path, *, inputs=()) -> Path:
+    """Refuse ``--out`` of ``brainmri train`` unless it is new, empty or an earlier bundle, outside ``inputs``."""
+    out = check_output_folder(out, "--out", inputs=inputs)
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ConfigError(f"--out {out}: an existing folder that is not a brainmri bundle (no {MANIFEST}); "
+                          "choose a new folder, or an earlier bundle to replace")
+    return out
+
+
+def save_bundle(model, out: str | Path, manifest: dict) -> dict:
+    """Write a fitted ``model`` and its ``manifest`` as the bundle folder ``out``, atomically.
+
+    The files go to a temporary folder beside ``out``, which is then renamed
+    to ``out`` (an earlier bundle there is replaced); on any failure nothing
+    is left behind. ``manifest`` gets ``files``: the sha256 of every file.
+
+    Returns
+    -------
+    dict
+        The manifest written, with ``files``.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        files = save_steps([("model", model)], tmp, "")
+        manifest = {**manifest, "files": {name: sha256(tmp / name) for name in sorted(files)}}
+        write_json(tmp / MANIFEST, manifest)
+        if out.exists():
+            old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of a bundle folder, checked to be one this brainmri can load.
+
+    Raises
+    ------
+    DataError
+        ``folder`` is not a bundle, its manifest is unreadable, or the bundle
+        has another format version, brainmri major version or
+        preprocessing/extractor versions.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{folder}: not a brainmri model bundle (no {MANIFEST}); train one with brainmri train")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        format_version, made_by = manifest["format_version"], str(manifest["brainmri_version"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a readable bundle manifest ({type(exc).__name__}: {exc}); train the bundle again") from None
+    if format_version != FORMAT_VERSION:
+        raise DataError(f"{path}: bundle format version {format_version}, this brainmri {__version__} reads version "
+                        f"{FORMAT_VERSION}; train the bundle again with this brainmri")
+    if made_by.split(".")[0] != __version__.split(".")[0]:
+        raise DataError(f"{path}: bundle written by brainmri {made_by}, incompatible with brainmri {__version__} "
+                        f"(another major version); train it again, or install brainmri {made_by}")
+    from brainmri.evaluation.protocol import code_versions
+
+    now, then = code_versions(), manifest.get("versions", {})
+    moved = [f"{name} {then.get(name)} -> {now[name]}" for name in ("preprocess", "extractors") if then.get(name) != now[name]]
+    if moved:
+        raise DataError(f"{path}: made with other preprocessing or feature code ({'; '.join(moved)}), so its inputs "
+                        "would differ; train the bundle again with this brainmri")
+    return manifest
+
+
+def verify_files(folder: str | Path, manifest: dict) -> None:
+    """Check every file the manifest lists against its sha256.
+
+    Raises
+    ------
+    DataError
+        A file is missing, or its content differs from what was written
+        (tampered with, truncated or damaged); the message names it.
+    """
+    folder = Path(folder)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise DataError(f"{folder / MANIFEST}: lists no model files; train the bundle again")
+    for name, digest in files.items():
+        path = folder / name
+        if Path(name).name != name:
+            raise DataError(f"{folder / MANIFEST}: file name {name!r} leads out of the bundle folder; the manifest is not brainmri's")
+        if not path.is_file():
+            raise DataError(f"{path}: missing from the bundle; copy the whole folder, or train it again")
+        if sha256(path) != digest:
+            raise DataError(f"{path}: sha256 differs from the manifest (the file was changed, truncated or damaged); "
+                            "copy the bundle again, or train it again")
+
+
+def _preprocess(settings: dict) -> Preprocess:
+    clip = settings.get("clip_percentiles")
+    return Preprocess(crop=settings["crop"], size=settings["size"], clip_percentiles=tuple(clip) if clip else None)
+
+
+class Bundle:
+    """A fitted method loaded from a bundle folder (see :func:`load_model`).
+
+    Attributes
+    ----------
+    model : estimator
+        The fitted method, as its builder makes it.
+    manifest : dict
+        The bundle's ``manifest.json``.
+    path : Path
+    classes_ : ndarray of str
+        Class names, in the column order of :meth:`predict_proba`.
+    """
+
+    def __init__(self, model, manifest: dict, path: Path):
+        self.model = model
+        self.manifest = manifest
+        self.path = path
+        self.classes_ = np.asarray(manifest["classes"])
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, method={self.manifest['method']['name']!r}, classes={list(self.classes_)})"
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities of images.
+
+        Parameters
+        ----------
+        X : sequence of path or 2D ndarray, or ndarray of shape (n, H, W)
+            Image files, or grayscale images already read (any size: the
+            bundle's preprocessing resizes them).
+
+        Returns
+        -------
+        ndarray of float, shape (n, n_classes)
+            Columns in :attr:`classes_` order.
+        """
+        items = np.empty(len(X), dtype=object)
+        for k, x in enumerate(X):
+            items[k] = x if isinstance(x, np.ndarray) else str(x)
+        if not len(items):
+            raise ConfigError("predict_proba needs at least one image, got none")
+        return self.model.predict_proba(items)
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of every image (see :meth:`predict_proba`)."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bundle:
+    """Load a bundle written by ``brainmri train``.
+
+    Parameters
+    ----------
+    path : path
+        The bundle folder.
+    n_jobs : int
+        Worker processes of the feature step, when the method has one.
+    device : str
+        Where a deep method runs (``auto``, ``cpu``, ``cuda``, ``mps``).
+
+    Returns
+    -------
+    Bundle
+
+    Raises
+    ------
+    DataError
+        Not a bundle; a missing, changed or unreadable file; an incompatible
+        version (the message names the file).
+    ConfigError
+        The bundle's method is not registered here, or needs torch
+        (``pip install brainmri[deep]``).
+
+    Examples
+    --------
+    >>> model = load_model("model/")                              # doctest: +SKIP
+    >>> model.predict_proba(["scan1.png", "scan2.png"]).shape     # doctest: +SKIP
+    (2, 4)
+    """
+    from brainmri.models.registry import available_methods
+
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest)
+    method = manifest["method"]
+    spec = available_methods().get(method["name"])
+    if spec is None:
+        raise ConfigError(f"{folder / MANIFEST}: method {method['name']!r} is not registered in this brainmri "
+                          f"{__version__}; valid methods: {', '.join(available_methods())}")
+    model = spec.build(seed=manifest["config"]["seed"], n_jobs=n_jobs, preprocess=_preprocess(manifest["preprocess"]),
+                       device=device, params=method["params"])
+    [(_, model)] = load_steps([("model", model)], folder, "")
+    if [str(c) for c in model.classes_] != manifest["classes"]:
+        raise DataError(f"{folder / MANIFEST}: classes {manifest['classes']} differ from the saved model's "
+                        f"{[str(c) for c in model.classes_]}; train the bundle again")
+    trained_with = manifest.get("libraries", {}).get("scikit-learn")
+    if trained_with and trained_with != metadata.version("scikit-learn"):
+        logger.warning("%s was trained with scikit-learn %s, this is %s: predictions may differ slightly",
+                       folder, trained_with, metadata.version("scikit-learn"))
+    return Bundle(model, manifest, folder)
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+
+def _image_kinds(records) -> dict[str, dict[str, int]]:
+    """Sizes (``HxW``), channel counts and Pillow modes (or DICOM photometry) of scanned images, with counts."""
+    from collections import Counter
+
+    shapes = [tuple(r.shape) for r in records]
+    return {"image_sizes": dict(Counter("x".join(map(str, s[:2])) for s in shapes).most_common()),
+            "channels": dict(Counter(str(s[2] if len(s) == 3 else 1) for s in shapes).most_common()),
+            "modes": dict(Counter(str(r.mode) for r in records).most_common())}
+
+
+def _input_size(model, preprocess: Preprocess) -> list[int] | None:
+    """The image size the method sees: its final step's ``input_shape_`` (deep methods), else the preprocessing's."""
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    shape = getattr(final, "input_shape_", None)
+    if shape is not None and len(shape) == 2:
+        return [int(v) for v in shape]
+    return [preprocess.size, preprocess.size] if preprocess.size else None
+
+
+def internal_validation(build: Callable, model, paths: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+                        *, seed: int, on_event: Callable[[str], None]) -> dict:
+    """How well the method does on training data it did not learn from.
+
+    A method whose final step kept a validation part of the training data
+    (``history_``: per-epoch ``val_loss`` and ``val_accuracy``) reports the
+    epoch it kept: the highest validation accuracy, ties broken by the lower
+    loss (:mod:`brainmri.training.loop`). Any other method is refitted on the
+    training part of every grouped inner fold
+    (:func:`~brainmri.models.validation.inner_splits`, the folds it calibrates
+    on) and scored on the held-out part: out-of-fold metrics of
+    :func:`~brainmri.evaluation.metrics.classification_metrics`.
+
+    Returns
+    -------
+    dict
+        ``how`` (in words) and ``metrics``, or ``skipped`` with the reason.
+    """
+    from brainmri.evaluation.metrics import classification_metrics
+    from brainmri.models.validation import inner_splits
+
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    history = getattr(final, "history_", None)
+    if history:
+        best = max(history, key=lambda row: (row["val_accuracy"], -row["val_loss"]))
+        return {"how": f"validation part of the training data (grouped), epoch {best['epoch']} of {len(history)}: "
+                       "the best validation accuracy",
+                "metrics": {k: v for k, v in best.items() if k.startswith("val_")}}
+    splits, how = inner_splits(labels, groups, random_state=seed)
+    classes = [str(c) for c in model.classes_]
+    proba = np.zeros((len(labels), len(classes)))
+    try:
+        for k, (train, held_out) in enumerate(splits, start=1):
+            on_event(f"internal validation: inner fold {k}/{len(splits)}")
+            inner = build().fit(paths[train], labels[train], groups=groups[train])
+            proba[held_out] = inner.predict_proba(paths[held_out])
+    except DataError as exc:
+        logger.warning("internal validation skipped: %s", exc)
+        return {"skipped": str(exc)}
+    scores = classification_metrics([str(v) for v in labels], proba, classes)
+    return {"how": f"out-of-fold predictions of {how}, the method refitted on each inner training part",
+            "metrics": scores["metrics"], "per_class": scores["per_class"], "confusion": scores["confusion"]}
+
+
+def train_bundle(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    n_jobs: int = -1,
+    cache_dir: str | Path | None = None,
+    on_event: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    feature_progress: Callable[[int], None] | None = None,
+) -> Bundle:
+    """Audit DATA, train the method on all of it, measure its internal validation and write a bundle.
+
+    The items are grouped as in ``brainmri benchmark`` (subjects when known,
+    else near-duplicate clusters), and the groups reach the method's ``fit``,
+    so its own inner validation (calibration, early stopping) never splits a
+    group.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out : path
+        The bundle folder: new, empty or an earlier bundle (replaced); never
+        inside DATA.
+    n_jobs : int
+        Worker processes for reading, features and fitting.
+    cache_dir : path or None
+        Feature cache folder; None keeps features in memory for this run.
+    on_event, progress, feature_progress : callable, optional
+        One-line messages; counts of images read; counts of images whose
+        features were computed.
+
+    Returns
+    -------
+    Bundle
+        The fitted method and the manifest written to ``out/manifest.json``.
+    """
+    from brainmri.data.audit import analyse, audit_report
+    from brainmri.data.dataset import load_dataset
+    from brainmri.data.splits import group_labels
+    from brainmri.evaluation.benchmark import _audit_summary, _epoch_lines
+    from brainmri.evaluation.protocol import code_versions
+    from brainmri.features.extract import MemoryCache, precompute_features
+    from brainmri.models.registry import get_method
+    from brainmri.models.validation import check_class_counts
+
+    say = on_event or (lambda message: None)
+    spec = get_method(config.method)
+    spec.check_params(config.params)
+    if spec.family == "deep":  # refuse --device cuda without a GPU before reading anything
+        from brainmri.training.device import resolve_device
+
+        resolve_device(config.device)
+    check_bundle_target(out, inputs=[config.data])
+    if cache_dir:
+        check_output_folder(cache_dir, "--cache-dir", inputs=[config.data])
+    dataset = load_dataset(config.data, allow_outside=config.allow_outside_paths)
+    say(f"reading and auditing {len(dataset)} files of {config.data}")
+    analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
+    if not len(analysis.dataset):
+        raise DataError(f"{config.data}: no readable image; run `brainmri audit` to see why")
+    ds = analysis.dataset
+    paths = np.array([str(it.path) for it in ds.items])
+    labels = ds.labels.astype(str)
+    groups, grouping = group_labels(analysis, "auto")
+    check_class_counts(labels, 2, "grouped inner validation", groups=groups)
+    cache = str(cache_dir) if cache_dir else MemoryCache()
+
+    def build():
+        return spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
+                          device=config.device, params=config.params)
+
+    say(f"computing features of {len(paths)} images")
+    precompute_features([build()], paths, n_jobs=n_jobs, progress=feature_progress)
+    say(f"training {config.method} on {len(paths)} images ({len(np.unique(groups))} groups: {grouping})")
+    start = time.perf_counter()
+    with _epoch_lines(config.method, say):
+        model = build().fit(paths, labels, groups=groups)
+    fit_s = time.perf_counter() - start
+    validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
+                  if config.validate else {"skipped": "not asked for (--no-validation)"})
+    report = audit_report(analysis)
+    manifest = {
+        "format": "brainmri model bundle",
+        "format_version": FORMAT_VERSION,
+        "brainmri_version": __version__,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "method": {"name": spec.name, "family": spec.family, "summary": spec.summary, "reference": spec.reference,
+                   "params": dict(config.params), "fitted": dict(getattr(model, "params_", {}))},
+        "classes": [str(c) for c in model.classes_],
+        "preprocess": {**config.preprocess.to_dict(), "version": Preprocess.version},
+        "input_size": _input_size(model, config.preprocess),
+        "versions": code_versions(),
+        "config": config.to_dict(),
+        "training_data": {"path": str(ds.root), "n_items": len(ds), "counts": ds.counts(),
+                          "grouping": grouping, "n_groups": int(len(np.unique(groups))),
+                          **_image_kinds(analysis.records), "fit_s": round(fit_s, 2)},
+        "audit": _audit_summary(report),
+        "validation": validation,
+        "libraries": library_versions(),
+    }
+    manifest = save_bundle(model, out, manifest)
+    say(f"wrote the bundle {out}")
+    return Bundle(model, manifest, Path(out))

@@ -1,0 +1,211 @@
+"""``brainmri predict``: class probabilities of new images from a model bundle.
+
+Images are read here, batch by batch, so that an unreadable file is
+reported and skipped instead of stopping the run, and so that an image
+unlike the training images (another size, another number of channels) can
+be flagged: the bundle's preprocessing converts it to grayscale and resizes
+it like every other image, and the prediction's ``note`` says so. The
+arrays read are handed to the bundle (:meth:`~brainmri.models.bundle.Bundle.predict_proba`
+takes 2D arrays as well as paths), so no image is decoded twice.
+
+A folder of class sub-folders also yields metrics
+(:func:`~brainmri.evaluation.metrics.classification_metrics`) when its
+classes are among the bundle's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from brainmri.data.io import image_format, read_image
+from brainmri.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: Images read and predicted at a time.
+BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image to predict.
+
+    Attributes
+    ----------
+    path : Path
+    label : str or None
+        Its class, when it lies in a class sub-folder.
+    source : str
+        The command-line argument it came from.
+    """
+
+    path: Path
+    label: str | None
+    source: str
+
+
+def list_images(sources: Sequence[str | Path]) -> list[ImageItem]:
+    """The images named by ``brainmri predict`` arguments.
+
+    An image file stands for itself. A folder holding image files lists
+    them (unlabelled); a folder without any lists its class sub-folders
+    (optionally under split folders) as a dataset does
+    (:func:`~brainmri.data.dataset.load_dataset`), with labels.
+
+    Raises
+    ------
+    DataError
+        An argument that does not exist, or a folder without image files.
+    """
+    from brainmri.data.dataset import load_dataset
+
+    items: list[ImageItem] = []
+    for source in sources:
+        source = Path(source)
+        if source.is_dir():
+            flat = sorted(p for p in source.iterdir() if not p.name.startswith(".") and p.is_file() and image_format(p))
+            if flat:
+                items += [ImageItem(p, None, str(source)) for p in flat]
+            elif not any(image_format(p) for p in source.rglob("*") if not p.name.startswith(".")):
+                raise DataError(f"{source}: no image files in this folder or below; give image files, a folder of "
+                                "images or a folder of class sub-folders")
+            else:
+                items += [ImageItem(it.path, it.label, str(source)) for it in load_dataset(source).items]
+        elif source.exists() or source.is_symlink():
+            items.append(ImageItem(source, None, str(source)))
+        else:
+            raise DataError(f"{source}: no such file or folder; give image files or folders of images")
+    return items
+
+
+def _read(path: Path) -> tuple[np.ndarray, object] | str:
+    """The image and its metadata, or why it cannot be used."""
+    try:
+        image, meta = read_image(path)
+    except DataError as exc:
+        return str(exc)
+    if image.ndim != 2:
+        return f"{path}: a volume or multi-frame image of shape {image.shape}; predict takes 2D slices"
+    return image, meta
+
+
+def _note(meta, training: dict, input_size) -> str:
+    """What differs from the training images (size, channels), and what the preprocessing did about it."""
+    notes = []
+    shape = tuple(meta.original_shape)
+    size = "x".join(map(str, shape[:2]))
+    sizes = training.get("image_sizes") or {}
+    if sizes and size not in sizes:
+        seen = ", ".join(list(sizes)[:3]) + (", ..." if len(sizes) > 3 else "")
+        target = "x".join(map(str, input_size)) if input_size else "the training size"
+        notes.append(f"size {size} not seen in training ({seen}): resized to {target}")
+    channels = str(shape[2] if len(shape) == 3 else 1)
+    seen_channels = training.get("channels") or {}
+    if seen_channels and channels not in seen_channels:
+        notes.append(f"{channels} channel(s) ({meta.mode}) where training images had {'/'.join(seen_channels)}: "
+                     "converted to grayscale")
+    return "; ".join(notes)
+
+
+def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATCH_SIZE, n_jobs: int = 1,
+                   progress: Callable[[int], None] | None = None) -> dict:
+    """Predict every readable image of ``items`` with ``bundle``, batch by batch.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    items : sequence of ImageItem
+    batch_size : int
+        Images read and predicted at a time.
+    n_jobs : int
+        Threads reading images; they read the next batch while the model
+        predicts the current one.
+    progress : callable, optional
+        Called with the number of images of each finished batch.
+
+    Returns
+    -------
+    dict
+        ``rows``: ``{path, label, source, proba (n_classes floats), predicted,
+        note}`` per usable image, in input order; ``skipped``: ``{path,
+        reason}`` per unusable one (also logged as warnings).
+    """
+    training = bundle.manifest.get("training_data", {})
+    input_size = bundle.manifest.get("input_size")
+    rows, skipped = [], []
+    batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
+    with ThreadPoolExecutor(max(1, n_jobs)) as pool:
+        reading = pool.map(_read, [it.path for it in batches[0]]) if batches else iter(())
+        for k, batch in enumerate(batches):
+            read = list(reading)
+            if k + 1 < len(batches):  # Executor.map submits at once: the next batch is read during this one's predict
+                reading = pool.map(_read, [it.path for it in batches[k + 1]])
+            images, kept = [], []
+            for item, got in zip(batch, read):
+                if isinstance(got, str):
+                    logger.warning("skipped %s", got)
+                    skipped.append({"path": str(item.path), "reason": got})
+                else:
+                    images.append(got[0])
+                    kept.append((item, _note(got[1], training, input_size)))
+            if images:
+                proba = bundle.predict_proba(images)
+                for (item, note), p in zip(kept, proba):
+                    rows.append({"path": str(item.path), "label": item.label, "source": item.source,
+                                 "proba": [float(v) for v in p], "predicted": str(bundle.classes_[int(np.argmax(p))]),
+                                 "note": note})
+            if progress:
+                progress(len(batch))
+    return {"rows": rows, "skipped": skipped}
+
+
+def folder_metrics(rows: list[dict], classes: Sequence[str]) -> dict[str, dict]:
+    """Metrics of every labelled folder whose classes are all among ``classes``.
+
+    Returns
+    -------
+    dict
+        Source folder -> ``{"n", "metrics", "per_class", "confusion"}``, or
+        ``{"n", "skipped": reason}`` when the folder has classes the bundle
+        does not know.
+    """
+    from brainmri.evaluation.metrics import classification_metrics
+
+    out = {}
+    for source in dict.fromkeys(r["source"] for r in rows if r["label"] is not None):
+        mine = [r for r in rows if r["source"] == source]
+        unknown = sorted({r["label"] for r in mine} - set(classes))
+        if unknown:
+            out[source] = {"n": len(mine), "skipped": f"class(es) {', '.join(unknown)} are not among the bundle's "
+                                                       f"({', '.join(classes)}), so no metrics"}
+            continue
+        scores = classification_metrics([r["label"] for r in mine], [r["proba"] for r in mine], list(classes))
+        out[source] = {"n": len(mine), **scores}
+    return out
+
+
+def predictions_csv(rows: list[dict], classes: Sequence[str]) -> str:
+    """One line per image: path, label (empty when unknown), predicted class, probabilities, note."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes], "note"])
+    for r in rows:
+        writer.writerow([r["path"], r["label"] or "", r["predicted"], *[f"{v:.6f}" for v in r["proba"]], r["note"]])
+    return buffer.getvalue()
+
+
+def predictions_document(bundle, result: dict, metrics: dict) -> dict:
+    """The JSON output: the bundle, every prediction (probabilities by class), skipped files, metrics."""
+    classes = [str(c) for c in bundle.classes_]
+    predictions = [{"path": r["path"], "label": r["label"], "predicted": r["predicted"],
+                    "proba": dict(zip(classes, r["proba"])), "note": r["note"]} for r in result["rows"]]
+    return {"bundle": str(bundle.path), "method": bundle.manifest["method"]["name"], "classes": classes,
+            "predictions": predictions, "skipped": result["skipped"], "metrics": metrics}
