@@ -194,3 +194,13 @@ def copies_elsewhere(demo_source, tmp_path_factory) -> Path:
         resized.save(root / cls / f"copy_of_{stem}.jpg", quality=quality)
     shutil.copy(demo_source / "pituitary/pituitary_0003.png", root / "pituitary/copy_of_pituitary_0003.png")
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread (tiny networks gain nothing from more, and tests run side by side)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -21,13 +21,7 @@ from brainmri.models.registry import default_cv, get_method, protocol_notes  # n
 
 PRE = Preprocess(size=48)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,7 @@ from brainmri.errors import ConfigError, DataError  # noqa: E402
 from brainmri.models.cnn import ayadi_cnn  # noqa: E402
 from brainmri.models.torch_classifier import TorchClassifier, holdout_split  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,8 @@ from brainmri.data.synthetic import CLASSES, synthetic_slice  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every training test runs on one torch thread."""
 
 
 @pytest.fixture(scope="session")
