@@ -297,7 +297,7 @@ ZHENG_2023 = ("Y. Zheng, T. Yang and Z. Zhou (2023), Modeling and Simulation 12:
                  reference=KUMARI_2013)
 def glcm_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
              device: str = "auto") -> GroupedPipeline:
-    """GLCM features, standardisation, SVM with kernel/C/gamma chosen by 3-fold grouped inner CV.
+    """GLCM features, standardisation, SVM with kernel/C/gamma chosen by grouped inner CV.
 
     References
     ----------
