@@ -64,7 +64,8 @@ class Plan:
     dedup_test: np.ndarray | None = None  # official split or external test: test items without a training duplicate
 
 
-def _audit_summary(report: dict) -> dict:
+def audit_summary(report: dict) -> dict:
+    """The counts of an ``audit.json`` report that results and bundle manifests carry."""
     return {
         "n_unreadable": report["n_unreadable"],
         "exact_duplicate_clusters": len(report["exact_duplicate_clusters"]),
@@ -179,7 +180,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         "label_map": config.label_map,
         "notes": notes,
     })
-    return Plan(paths, labels, rel, np.asarray(groups), splits, protocol, dataset_info, _audit_summary(report), report, dedup)
+    return Plan(paths, labels, rel, np.asarray(groups), splits, protocol, dataset_info, audit_summary(report), report, dedup)
 
 
 def _listing_note(ds: Dataset, source: str) -> str:
@@ -390,7 +391,7 @@ def run_benchmark(
                 say(f"{where}: done earlier, reusing")
             else:
                 say(f"{where}: training on {len(split.train)} images, testing on {len(split.test)}")
-                with _epoch_lines(where, say):
+                with epoch_lines(where, say):
                     unit = run_unit(config, plan, method, split, n_jobs=n_jobs, cache_dir=cache,
                                     work_dir=path.with_suffix(".work"), device=device)
                 write_json(path, unit)
@@ -403,7 +404,7 @@ def run_benchmark(
 
 
 @contextmanager
-def _epoch_lines(where: str, say: Callable[[str], None]) -> Iterator[None]:
+def epoch_lines(where: str, say: Callable[[str], None]) -> Iterator[None]:
     """Within the block, each finished training epoch (of any method that trains in epochs) becomes a line."""
     from brainmri.training.loop import epoch_listener  # torch-free module: classical runs pay nothing
 

@@ -256,7 +256,7 @@ def compute_features(
     extractors = [clone(ex).fit() for ex in extractors]
     paths = [p if isinstance(p, np.ndarray) else str(p) for p in paths]
     digests = [item_digest(p) for p in paths]
-    keys = [f"{ex.cache_key()}|{_preprocess_key(preprocess)}" for ex in extractors]
+    keys = [f"{ex.cache_key()}|{preprocess_key(preprocess)}" for ex in extractors]
     known = [cache.get(k, digests) if cache is not None else {} for k in keys]
     todo = sorted({k for k, d in enumerate(digests) if any(d not in kn for kn in known)})
     if todo:
@@ -287,7 +287,8 @@ def compute_features(
     return np.hstack(blocks)
 
 
-def _preprocess_key(preprocess: Preprocess) -> str:
+def preprocess_key(preprocess: Preprocess) -> str:
+    """Cache-key part of a preprocessing: its code version and a hash of its settings."""
     text = repr(sorted(preprocess.to_dict().items()))
     return f"pre-v{preprocess.version}-" + hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 

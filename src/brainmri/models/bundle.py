@@ -516,7 +516,7 @@ def train_bundle(
     from brainmri.data.audit import analyse, audit_report
     from brainmri.data.dataset import load_dataset
     from brainmri.data.splits import group_labels
-    from brainmri.evaluation.benchmark import _audit_summary, _epoch_lines
+    from brainmri.evaluation.benchmark import audit_summary, epoch_lines
     from brainmri.evaluation.protocol import code_versions
     from brainmri.features.extract import MemoryCache, precompute_features
     from brainmri.models.registry import get_method
@@ -552,7 +552,7 @@ def train_bundle(
     precompute_features([build()], paths, n_jobs=n_jobs, progress=feature_progress)
     say(f"training {config.method} on {len(paths)} images ({len(np.unique(groups))} groups: {grouping})")
     start = time.perf_counter()
-    with _epoch_lines(config.method, say):
+    with epoch_lines(config.method, say):
         model = build().fit(paths, labels, groups=groups)
     fit_s = time.perf_counter() - start
     validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
@@ -573,7 +573,7 @@ def train_bundle(
         "training_data": {"path": str(ds.root), "n_items": len(ds), "counts": ds.counts(),
                           "grouping": grouping, "n_groups": int(len(np.unique(groups))),
                           **_image_kinds(analysis.records), "fit_s": round(fit_s, 2)},
-        "audit": _audit_summary(report),
+        "audit": audit_summary(report),
         "validation": validation,
         "libraries": library_versions(),
     }

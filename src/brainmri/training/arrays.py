@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import DataError
-from brainmri.features.extract import MemoryCache, _preprocess_key, file_digest, load_preprocessed
+from brainmri.features.extract import MemoryCache, preprocess_key, file_digest, load_preprocessed
 from brainmri.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class ImageArrays(TransformerMixin, BaseEstimator):
         from joblib import Parallel, delayed
 
         cache = self._cache()
-        key = f"{_preprocess_key(preprocess)}-{self.size}"
+        key = f"{preprocess_key(preprocess)}-{self.size}"
         digests = [file_digest(p) for p in paths]
         known = cache.get(key, digests) if cache is not None else {}
         first: dict[str, str] = {}
