@@ -204,3 +204,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _restore_brainmri_logger():
+    """``brainmri.cli.main`` points the "brainmri" logger at the stderr pytest captured for one
+    test; restore it afterwards so later tests neither log to a closed stream nor miss records
+    in ``caplog``."""
+    import logging
+
+    log = logging.getLogger("brainmri")
+    handlers, level, propagate = log.handlers[:], log.level, log.propagate
+    yield
+    log.handlers[:] = handlers
+    log.setLevel(level)
+    log.propagate = propagate

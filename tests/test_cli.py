@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -26,19 +25,6 @@ from brainmri.models.registry import available_methods
 
 #: Every registered method, as error messages and --help list them.
 ALL_METHODS = ", ".join(available_methods())
-
-
-@pytest.fixture(autouse=True)
-def _restore_brainmri_logger():
-    """``main`` points the "brainmri" logger at the stderr pytest captured for one
-    test; restore it afterwards so later tests neither log to a closed stream
-    nor miss records in ``caplog``."""
-    log = logging.getLogger("brainmri")
-    handlers, level, propagate = log.handlers[:], log.level, log.propagate
-    yield
-    log.handlers[:] = handlers
-    log.setLevel(level)
-    log.propagate = propagate
 
 
 def _error_line(capsys, command: str) -> str:

@@ -6,7 +6,6 @@ import contextlib
 import csv
 import io
 import json
-import logging
 import re
 import shutil
 from pathlib import Path
@@ -15,17 +14,6 @@ import numpy as np
 import pytest
 
 from brainmri.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _restore_brainmri_logger():
-    """``main`` points the "brainmri" logger at this test's captured stderr; restore it afterwards."""
-    log = logging.getLogger("brainmri")
-    handlers, level, propagate = log.handlers[:], log.level, log.propagate
-    yield
-    log.handlers[:] = handlers
-    log.setLevel(level)
-    log.propagate = propagate
 
 
 def _error_line(capsys, command: str) -> str:
