@@ -219,3 +219,17 @@ def _restore_brainmri_logger():
     log.handlers[:] = handlers
     log.setLevel(level)
     log.propagate = propagate
+
+
+@pytest.fixture
+def error_line(capsys):
+    """Read stderr: check it is one brainmri error line of ``command`` and return that line."""
+
+    def read(command: str) -> str:
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"brainmri {command}: error: ")
+        return lines[0]
+
+    return read

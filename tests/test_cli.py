@@ -27,15 +27,6 @@ from brainmri.models.registry import available_methods
 ALL_METHODS = ", ".join(available_methods())
 
 
-def _error_line(capsys, command: str) -> str:
-    """The single line on stderr, checked to be a brainmri error for ``command``."""
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"brainmri {command}: error: ")
-    return lines[0]
-
-
 def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
@@ -70,13 +61,13 @@ def test_demo_data(tmp_path, capsys):
     ],
     ids=["n", "size", "taken"],
 )
-def test_demo_data_errors(tmp_path, capsys, args, taken, message):
+def test_demo_data_errors(tmp_path, capsys, args, taken, message, error_line):
     out = tmp_path / "d"
     if taken:
         out.mkdir()
         (out / "mine.txt").write_text("keep")
     assert main(["demo-data", str(out), "-q", *args]) == 2
-    line = _error_line(capsys, "demo-data")
+    line = error_line("demo-data")
     assert re.search(message, line), line
     assert (out / "mine.txt").exists() if taken else not out.exists()
 
@@ -127,9 +118,9 @@ def test_benchmark_prints_the_table_and_writes_the_report(demo_data, tmp_path, c
     ],
 )
 @pytest.mark.parametrize("quiet", [["-q"], []], ids=["quiet", "verbose"])
-def test_benchmark_errors_are_one_line_and_write_nothing(demo_data, tmp_path, capsys, extra, message, quiet):
+def test_benchmark_errors_are_one_line_and_write_nothing(demo_data, tmp_path, capsys, extra, message, quiet, error_line):
     assert main(["benchmark", str(demo_data), "--out", str(tmp_path / "b"), "--no-cache", *quiet, *extra]) == 2
-    line = _error_line(capsys, "benchmark")
+    line = error_line("benchmark")
     assert re.search(message, line), line
     assert not (tmp_path / "b").exists()
 
@@ -152,21 +143,21 @@ def test_benchmark_help_lists_the_methods(capsys):
     ids=["inside-data", "an-image-of-data", "under-a-file"],
 )
 @pytest.mark.parametrize("command", ["benchmark", "audit"])
-def test_unusable_out_is_one_line_and_writes_nothing(demo_data, tmp_path, capsys, listing, out, message, command):
+def test_unusable_out_is_one_line_and_writes_nothing(demo_data, tmp_path, capsys, listing, out, message, command, error_line):
     (tmp_path / "file").write_text("keep")
     before = listing(tmp_path)
     assert main([command, str(demo_data), "--out", out.format(data=demo_data, tmp=tmp_path)]) == 2
-    line = _error_line(capsys, command)
+    line = error_line(command)
     assert re.search(message, line), line
     assert listing(tmp_path) == before
 
 
-def test_bad_run_file_is_one_line(demo_data, tmp_path, capsys):
+def test_bad_run_file_is_one_line(demo_data, tmp_path, capsys, error_line):
     out = tmp_path / "b"
     out.mkdir()
     (out / "run.json").write_text("not json")
     assert main(["benchmark", str(demo_data), "--out", str(out), "--no-cache", "--restart"]) == 2
-    line = _error_line(capsys, "benchmark")
+    line = error_line("benchmark")
     assert line.endswith("b/run.json: not a run file written by brainmri, so the folder is not brainmri's to write in; "
                          "choose a new or empty --out")
     assert (out / "run.json").read_text() == "not json"
@@ -289,10 +280,10 @@ def _an_image_not_a_dataset(tmp_path):
     ],
     ids=["missing-folder", "csv-missing-column", "csv-missing-file", "empty-class-folder", "not-a-dataset", "bad-radius", "bad-threshold"],
 )
-def test_audit_errors_are_one_line_and_exit_2(tmp_path, capsys, make, extra, message):
+def test_audit_errors_are_one_line_and_exit_2(tmp_path, capsys, make, extra, message, error_line):
     source = make(tmp_path)
     assert main(["audit", str(source), "-q", *extra]) == 2
-    line = _error_line(capsys, "audit")
+    line = error_line("audit")
     assert re.search(message, line), line
     assert capsys.readouterr().out == ""
 

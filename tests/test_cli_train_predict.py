@@ -16,14 +16,6 @@ import pytest
 from brainmri.cli import main
 
 
-def _error_line(capsys, command: str) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"brainmri {command}: error: ")
-    return lines[0]
-
-
 TRAIN = ["--method", "ovo-svm", "--size", "64", "--no-cache", "--jobs", "1", "-q"]
 
 
@@ -150,31 +142,31 @@ def test_a_folder_with_other_classes_gets_no_metrics(model, demo_source, tmp_pat
     (lambda d, m, t: ["train", str(d), "--out", str(t / "m"), *TRAIN, "--params", "ovo-svm.kernel=linear"],
      r"--params ovo-svm.kernel: ovo-svm has no setting 'kernel'"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(model, demo_data, tmp_path, capsys, listing, argv, match):
+def test_bad_input_is_one_line_and_writes_nothing(model, demo_data, tmp_path, capsys, listing, argv, match, error_line):
     (tmp_path / "empty").mkdir()
     before = listing(demo_data), listing(tmp_path)
     assert main(argv(demo_data, str(model), tmp_path)) == 2
-    line = _error_line(capsys, argv(demo_data, str(model), tmp_path)[0])
+    line = error_line(argv(demo_data, str(model), tmp_path)[0])
     assert re.search(match, line), line
     assert (listing(demo_data), listing(tmp_path)) == before
 
 
-def test_a_tampered_bundle_is_refused_in_one_line(model, demo_source, tmp_path, capsys):
+def test_a_tampered_bundle_is_refused_in_one_line(model, demo_source, tmp_path, capsys, error_line):
     copy = Path(shutil.copytree(model, tmp_path / "model"))
     with open(copy / "model.classifier.skops", "ab") as fh:
         fh.write(b"x")
     assert main(["predict", str(copy), str(demo_source), "--out", str(tmp_path / "p.csv")]) == 2
-    assert "model.classifier.skops: sha256 differs from the manifest" in _error_line(capsys, "predict")
+    assert "model.classifier.skops: sha256 differs from the manifest" in error_line("predict")
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_device_cuda_without_a_gpu_is_refused_before_reading(demo_data, tmp_path, capsys):
+def test_device_cuda_without_a_gpu_is_refused_before_reading(demo_data, tmp_path, capsys, error_line):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     argv = ["train", str(demo_data), "--method", "ayadi-cnn", "--device", "cuda", "--out", str(tmp_path / "m")]
     assert main(argv) == 2
-    assert "--device cuda: torch sees no CUDA GPU" in _error_line(capsys, "train")
+    assert "--device cuda: torch sees no CUDA GPU" in error_line("train")
     assert list(tmp_path.iterdir()) == [demo_data]
 
 
