@@ -55,6 +55,18 @@ def test_probabilities_are_calibrated_softmax_in_classes_order(data):
     assert [r["epoch"] for r in model.history_] == [1, 2]
 
 
+def test_predictions_fold_batch_norm_without_changing_the_outputs(data):
+    X, y, groups = data
+    model = small(precision="fp32").fit(X, y, groups)
+    logits = model.predict_logits(X)
+    folded = model._inference_module()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.module_.modules())  # the trained module is kept
+    with torch.inference_mode():
+        expected = model.module_(torch.from_numpy(X).unsqueeze(1)).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_vectors_train_too():
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(0, 1, (20, 5)), rng.normal(3, 1, (20, 5))]).astype(np.float32)
