@@ -1,0 +1,139 @@
+"""Transfer learning from ImageNet backbones, registered by name (family ``deep``).
+
+``transfer-features`` is the fast path: a frozen backbone's pooled
+embeddings (:class:`~brainmri.features.embeddings.BackboneEmbeddings`,
+cached on disk like every feature), then a calibrated classifier whose
+hyperparameters and calibration use grouped inner folds
+(:func:`~brainmri.models.validation.inner_splits`), like the classical
+methods. Like them it is a :class:`~brainmri.models.classical.GroupedPipeline`,
+so benchmark, train and predict need nothing new: a bundle stores the
+classifier, and the builder makes the embedding step again.
+
+References
+----------
+A. Sharif Razavian, H. Azizpour, J. Sullivan and S. Carlsson, "CNN features
+off-the-shelf: an astounding baseline for recognition", Proc. CVPR
+Workshops 2014, 806-813. DOI: 10.1109/CVPRW.2014.131
+
+M. Fayaz, N. Torokeldiev, S. Turdumamatov, M. S. Qureshi, M. B. Qureshi and
+J. Gwak, "An efficient methodology for brain MRI classification based on DWT
+and convolutional neural network", Sensors 21(22):7480, 2021.
+DOI: 10.3390/s21227480
+
+S. Mehnatkesh, S. M. J. Jalali, A. Khosravi and S. Nahavandi, "An intelligent
+driven deep residual learning framework for brain tumor classification using
+MRI images", Expert Systems with Applications 213:119087, 2023.
+DOI: 10.1016/j.eswa.2022.119087
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from brainmri.data.preprocess import Preprocess
+from brainmri.errors import ConfigError
+from brainmri.features.extract import ImageFeatures
+from brainmri.models.classical import CalibratedSVC, GroupedPipeline, _Calibrated
+from brainmri.models.registry import register_method
+from brainmri.models.validation import inner_splits
+
+RAZAVIAN_2014 = ("A. Sharif Razavian, H. Azizpour, J. Sullivan and S. Carlsson (2014), \"CNN features off-the-shelf: "
+                 "an astounding baseline for recognition\", CVPR Workshops 806-813, DOI 10.1109/CVPRW.2014.131")
+
+#: C of the RBF SVM, chosen by the grouped inner search.
+SVM_GRID = [{"svc__kernel": ["rbf"], "svc__C": [1.0, 10.0], "svc__gamma": ["scale"]}]
+#: Inverse regularisation of the logistic regression, chosen by the grouped inner search.
+LOGREG_GRID = [{"logreg__C": [0.01, 0.1, 1.0]}]
+CLASSIFIERS = ("svm", "logreg")
+
+
+class CalibratedLogistic(_Calibrated):
+    """Standardisation + multinomial logistic regression, C chosen by grouped inner CV, calibrated.
+
+    Parameters
+    ----------
+    param_grid : list of dict
+        ``GridSearchCV`` grid over the ``logreg__`` parameters.
+    calibration : {"sigmoid", "isotonic", "temperature"}
+    ensemble : bool
+        See :class:`~brainmri.models.classical.CalibratedSVC`.
+    random_state : int
+    n_jobs : int
+
+    Attributes
+    ----------
+    params_ : dict
+    search_ : GridSearchCV
+    calibrated_ : CalibratedClassifierCV
+    classes_ : ndarray
+    """
+
+    def __init__(self, *, param_grid=tuple(LOGREG_GRID), calibration="isotonic", ensemble=False, random_state=0,
+                 n_jobs=1):
+        self.param_grid = param_grid
+        self.calibration = calibration
+        self.ensemble = ensemble
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X, y, groups=None):
+        """Search C, then calibrate, on the same (grouped) inner folds (see ``CalibratedSVC.fit``)."""
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y)
+        splits, how = inner_splits(y, groups, random_state=self.random_state)
+        base = Pipeline([("scale", StandardScaler()), ("logreg", LogisticRegression(max_iter=2000))])
+        self.search_ = GridSearchCV(base, list(self.param_grid), cv=splits, n_jobs=self.n_jobs,
+                                    scoring="balanced_accuracy", refit=False).fit(X, y)
+        base.set_params(**self.search_.best_params_)
+        self._calibrate(base, X, y, splits)
+        self.params_ = {**{k.removeprefix("logreg__"): v for k, v in self.search_.best_params_.items()},
+                        **self._calibration_params(how)}
+        return self
+
+
+@register_method("transfer-features", family="deep", reference=RAZAVIAN_2014,
+                 summary="frozen ImageNet backbone (offline EfficientNet-Lite0 by default), pooled embeddings of "
+                         "several depths, calibrated RBF SVM")
+def transfer_features(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
+                      device: str = "auto", backbone: str = "efficientnet_lite0", weights_file: str | None = None,
+                      size: int = 224, depths: int = 3, classifier: str = "svm", precision: str = "bf16",
+                      batch_size: int = 64, threads: int | None = None) -> GroupedPipeline:
+    """Pooled embeddings of a frozen backbone, then a calibrated classifier with grouped inner CV.
+
+    Every keyword after ``device`` is a ``--params`` setting
+    (``transfer-features.backbone=mobilenet_v2``): ``backbone``
+    (:func:`brainmri.models.backbones.available_backbones`),
+    ``weights_file`` (a local state dict), ``size`` (input side, px),
+    ``depths`` (final stages pooled), ``classifier`` (``svm``: RBF SVM with
+    C in {1, 10}; ``logreg``: logistic regression with C in {0.01, 0.1, 1}),
+    ``precision`` (``bf16`` or ``fp32``), ``batch_size`` and ``threads``.
+
+    References
+    ----------
+    A. Sharif Razavian, H. Azizpour, J. Sullivan and S. Carlsson, "CNN
+    features off-the-shelf: an astounding baseline for recognition", Proc.
+    CVPR Workshops 2014, 806-813. DOI: 10.1109/CVPRW.2014.131
+
+    M. Tan and Q. V. Le, "EfficientNet: Rethinking model scaling for
+    convolutional neural networks", Proc. 36th ICML, PMLR 97:6105-6114, 2019.
+    """
+    from brainmri.features.embeddings import BackboneEmbeddings
+
+    if classifier not in CLASSIFIERS:
+        raise ConfigError(f"--params transfer-features.classifier={classifier!r}: use one of {', '.join(CLASSIFIERS)}")
+    embeddings = BackboneEmbeddings(backbone, weights_file=weights_file, size=size, depths=depths,
+                                    precision=precision, batch_size=batch_size, device=device, threads=threads)
+    embeddings.fit()  # checks every setting (and loads the weights) before any image is read
+    images = dataclasses.replace(preprocess or Preprocess(), size=size)
+    features = ImageFeatures([("embeddings", embeddings)], preprocess=images, cache_dir=cache_dir, n_jobs=n_jobs)
+    if classifier == "svm":
+        model = CalibratedSVC(param_grid=SVM_GRID, random_state=seed, n_jobs=n_jobs)
+    else:
+        model = CalibratedLogistic(random_state=seed, n_jobs=n_jobs)
+    return GroupedPipeline([("features", features), ("classifier", model)])
