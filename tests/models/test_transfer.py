@@ -30,17 +30,25 @@ def _paths_and_labels(data):
     return [str(p) for p in paths], np.array([p.parent.name for p in paths])
 
 
-@pytest.mark.parametrize("classifier, chosen", [("svm", "C"), ("logreg", "C")])
-def test_groups_reach_the_inner_cross_validation(demo_source, classifier, chosen):
+@pytest.mark.parametrize("classifier, grid", [("svm", [1.0, 10.0]), ("logreg", [0.01, 0.1, 1.0])])
+def test_groups_reach_the_inner_search_and_calibration(demo_source, classifier, grid):
     paths, y = _paths_and_labels(demo_source)
     groups = np.arange(len(paths)) // 2
-    model = get_method("transfer-features").build(params={**TINY, "classifier": classifier})
+    model = get_method("transfer-features").build(params={**TINY, "classifier": classifier, "C": None})
     model.fit(paths, y, groups=groups)
     assert model.params_["inner_cv"].startswith(f"StratifiedGroupKFold over {len(set(groups))} groups")
-    assert chosen in model.params_
+    assert model.params_["C"] in grid
     folds = model.steps[-1][1].search_.cv
     assert all(not set(groups[train]) & set(groups[test]) for train, test in folds)
     assert model.predict_proba(paths).shape == (len(paths), 4)
+
+
+@pytest.mark.parametrize("classifier", ["svm", "logreg"])
+def test_a_fixed_c_is_fitted_without_a_search(demo_source, classifier):
+    paths, y = _paths_and_labels(demo_source)
+    model = get_method("transfer-features").build(params={**TINY, "classifier": classifier, "C": 0.5})
+    model.fit(paths, y, groups=np.arange(len(paths)) // 2)
+    assert model.params_["C"] == 0.5 and not hasattr(model.steps[-1][1], "search_")
 
 
 def test_an_unknown_classifier_is_refused():
