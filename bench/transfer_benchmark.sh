@@ -3,12 +3,13 @@
 # its last 3 stages + calibrated RBF SVM) and MobileNetV2 for comparison. Target (issue 8): >= 98.0 % official /
 # 96.5 % deduplicated accuracy, the whole run (embedding extraction included) under 10 minutes on the 2-core CPU.
 # Each run starts with an empty cache so that its time includes the embeddings.
-# Usage: bash bench/transfer_benchmark.sh [OUT] [BRAINMRI]   (defaults: bench-output/, .venv/bin/brainmri)
+# Usage: [DATA=folder] bash bench/transfer_benchmark.sh [OUT] [BRAINMRI]
+#   (defaults: ../shared/datasets/brain-tumor-mri, bench-output/, .venv/bin/brainmri)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench-output}
 B=${2:-.venv/bin/brainmri}
-DATA=../shared/datasets/brain-tumor-mri
+DATA=${DATA:-../shared/datasets/brain-tumor-mri}
 mkdir -p "$OUT"
 run() {  # name, args...
   local name=$1; shift
