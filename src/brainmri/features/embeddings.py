@@ -13,11 +13,14 @@ adds the preprocessing's settings and version.
 Speed on a CPU. The backbone runs frozen in eval mode under
 ``torch.inference_mode``, in batches, with channels-last memory and bf16
 autocast, after :func:`~brainmri.training.device.tune_malloc`. EfficientNet-Lite0
-on 64 images of 224 px, 2-core AMD EPYC with AVX512-BF16, shared with other
-jobs: fp32 5 images/s, fp32 channels-last 17, bf16 58, bf16 channels-last
-61. bf16 rounds activations to 8 significant bits; pooled over a feature
-map the embedding changes by about 1 % of its spread, which the SVM
-does not notice (see ``bench/transfer_benchmark.sh``).
+on a batch of 64 images of 224 px, two torch threads on a 2-core AMD EPYC
+with AVX512-BF16 shared with other jobs, images/s for fp32, fp32
+channels-last, bf16, bf16 channels-last: 5.4, 17, 58, 61 (load 1.5,
+without ``tune_malloc``); 3.3, 6.5, 6.5, 9.5 (load 12, with it). bf16 rounds
+activations to 8 significant bits; the pooled embedding stays within a
+few percent of its spread of the float32 one
+(``tests/features/test_embeddings.py``), and the defaults met the accuracy
+target with it (``bench/transfer_benchmark.sh``).
 
 The embedding of an image is the global average pool of the feature maps
 at the end of the backbone's last ``depths`` stages, side by side
