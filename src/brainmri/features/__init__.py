@@ -1,5 +1,6 @@
-"""Classical feature extractors (scikit-learn transformers over preprocessed 2D images)."""
+"""Feature extractors (scikit-learn transformers over preprocessed 2D images): classical ones and backbone embeddings."""
 
+from brainmri.features.embeddings import BackboneEmbeddings
 from brainmri.features.fcm import FCMWaveletFeatures
 from brainmri.features.intensity import IntensityFeatures, OtsuFeatures
 from brainmri.features.shape import ShapeFeatures
@@ -7,8 +8,8 @@ from brainmri.features.texture import GLCMFeatures, LBPFeatures
 from brainmri.features.wavelet import WaveletFeatures
 
 #: Every extractor class; their ``version`` values are recorded in ``results.json``.
-EXTRACTORS = (FCMWaveletFeatures, GLCMFeatures, IntensityFeatures, LBPFeatures, OtsuFeatures, ShapeFeatures,
+EXTRACTORS = (BackboneEmbeddings, FCMWaveletFeatures, GLCMFeatures, IntensityFeatures, LBPFeatures, OtsuFeatures, ShapeFeatures,
               WaveletFeatures)
 
-__all__ = ["EXTRACTORS", "FCMWaveletFeatures", "GLCMFeatures", "IntensityFeatures", "LBPFeatures", "OtsuFeatures",
+__all__ = ["EXTRACTORS", "BackboneEmbeddings", "FCMWaveletFeatures", "GLCMFeatures", "IntensityFeatures", "LBPFeatures", "OtsuFeatures",
            "ShapeFeatures", "WaveletFeatures"]

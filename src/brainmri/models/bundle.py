@@ -67,6 +67,7 @@ MANIFEST = "manifest.json"
 TRUSTED_TYPES = [
     "brainmri.models.classical.CalibratedForest",
     "brainmri.models.classical.CalibratedSVC",
+    "brainmri.models.transfer.CalibratedLogistic",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.metrics._classification.balanced_accuracy_score",
     "sklearn.metrics._scorer._Scorer",

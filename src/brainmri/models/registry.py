@@ -130,6 +130,7 @@ def _load_builtin() -> None:
     import brainmri.models.classical  # noqa: F401
     import brainmri.models.deep  # noqa: F401
     import brainmri.models.hybrid  # noqa: F401
+    import brainmri.models.transfer  # noqa: F401
 
 
 def available_methods() -> dict[str, MethodSpec]:
