@@ -132,7 +132,7 @@ def _versions(folder):
     (lambda f: (f / "model.classifier.skops").unlink(), r"model.classifier.skops: missing from the bundle"),
     (lambda f: _edit_manifest(f, format_version=99), r"manifest.json: bundle format version 99"),
     (lambda f: _edit_manifest(f, brainmri_version="9.0.0"), r"manifest.json: bundle written by brainmri 9.0.0, incompatible"),
-    (_versions, r"manifest.json: made with other preprocessing or feature code \(extractors"),
+    (_versions, r"manifest.json: made with other preprocessing or feature code \(GLCMFeatures \d+ -> \d+\)"),
     (lambda f: (f / MANIFEST).write_text("{not json"), r"manifest.json: not a readable bundle manifest"),
     (lambda f: (f / MANIFEST).unlink(), r"not a brainmri model bundle \(no manifest.json\)"),
     (lambda f: _edit_manifest(f, files={"../x.skops": "0"}), r"leads out of the bundle folder"),
@@ -142,6 +142,13 @@ def test_damaged_or_incompatible_bundles_are_refused(bundle_copy, damage, match)
     with pytest.raises(DataError, match=match) as info:
         load_model(bundle_copy)
     assert "\n" not in str(info.value)
+
+
+def test_an_extractor_added_since_the_bundle_was_written_does_not_refuse_it(bundle_copy):
+    manifest = json.loads((bundle_copy / MANIFEST).read_text())
+    del manifest["versions"]["extractors"]["BackboneEmbeddings"]  # as if the bundle's brainmri had no such extractor
+    _edit_manifest(bundle_copy, versions=manifest["versions"])
+    assert load_model(bundle_copy).classes_.tolist() == manifest["classes"]
 
 
 def test_unknown_method_is_refused(bundle_copy):

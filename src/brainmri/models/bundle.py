@@ -273,7 +273,13 @@ def read_manifest(folder: str | Path) -> dict:
     from brainmri.evaluation.protocol import code_versions
 
     now, then = code_versions(), manifest.get("versions", {})
-    moved = [f"{name} {then.get(name)} -> {now[name]}" for name in ("preprocess", "extractors") if then.get(name) != now[name]]
+    # Only the extractors the bundle's brainmri had are compared: one added since then cannot be in the bundle.
+    was = then.get("extractors") if isinstance(then.get("extractors"), dict) else {}
+    moved = [f"preprocess {then.get('preprocess')} -> {now['preprocess']}"] if then.get("preprocess") != now["preprocess"] else []
+    moved += [f"{name} {version} -> {now['extractors'].get(name)}" for name, version in was.items()
+              if now["extractors"].get(name) != version]
+    if not was:
+        moved.append("no extractor versions recorded")
     if moved:
         raise DataError(f"{path}: made with other preprocessing or feature code ({'; '.join(moved)}), so its inputs "
                         "would differ; train the bundle again with this brainmri")
