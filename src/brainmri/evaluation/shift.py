@@ -183,6 +183,16 @@ def summarize_shift(
     return {"n_items": len(y_true), "clean": clean_scores, "shifts": table, "mean_over_shifts": mean}
 
 
+def severity_label(severity: int) -> str:
+    """``"severity 3 (medium)"``: a severity as reports name it.
+
+    >>> severity_label(5), severity_label(2)
+    ('severity 5 (severe)', 'severity 2')
+    """
+    named = NAMED_SEVERITIES.get(severity)
+    return f"severity {severity}" + (f" ({named})" if named else "")
+
+
 def shift_definitions(names: Sequence[str]) -> dict[str, dict]:
     """What each shift of a run does and its parameter per severity, as written to ``results.json``."""
     return {name: SHIFTS[name].to_dict() for name in names}
@@ -202,7 +212,6 @@ def format_shift(results: dict) -> list[str]:
         cells = [f"clean {clean:.3f}"]
         for s in run["severities"]:
             value = mean[str(s)]["accuracy"]
-            label = f"severity {s}" + (f" ({NAMED_SEVERITIES[s]})" if s in NAMED_SEVERITIES else "")
-            cells.append(f"{label} {value:.3f} ({100 * (value - clean):+.1f})")
+            cells.append(f"{severity_label(s)} {value:.3f} ({100 * (value - clean):+.1f})")
         lines.append(f"  {name}: " + ", ".join(cells))
     return lines
