@@ -103,7 +103,14 @@ def _torchio(transform, x: np.ndarray, *, depth_axis: int = 3) -> np.ndarray:
     import torchio
 
     tensor = torch.from_numpy(np.expand_dims(x, depth_axis - 1)[None].copy())
-    out = transform(torchio.ScalarImage(tensor=tensor)).data[0].numpy()
+    # One torch thread for one small image: on a busy machine, torch's threads wait for each other and made
+    # these transforms 3 to 10 times slower (gamma 85 ms against 10 ms per 224-pixel image, motion 357 against 31).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = transform(torchio.ScalarImage(tensor=tensor)).data[0].numpy()
+    finally:
+        torch.set_num_threads(threads)
     return np.squeeze(out, axis=depth_axis - 1)
 
 
