@@ -90,17 +90,11 @@ def _shift_options(parser: argparse.ArgumentParser) -> None:
 
 def _shift_settings(args) -> dict:
     """The shift fields of a BenchmarkConfig from ``--shift``, ``--shift-severities`` and ``--shift-max-items``."""
-    from brainmri.data.shifts import SEVERITIES, parse_shifts
+    from brainmri.data.shifts import SEVERITIES, parse_severities, parse_shifts
 
     if args.shift is None and args.shift_severities is not None:
         raise ConfigError("--shift-severities only applies with --shift; add --shift (all shifts) or remove it")
-    severities = SEVERITIES
-    if args.shift_severities is not None:
-        try:
-            severities = tuple(int(v) for v in args.shift_severities.split(","))
-        except ValueError:
-            raise ConfigError(f"--shift-severities must be distinct integers from 1 to 5 (e.g. 1,3,5), "
-                              f"got {args.shift_severities!r}") from None
+    severities = SEVERITIES if args.shift_severities is None else parse_severities(args.shift_severities)
     return {"shift": parse_shifts(args.shift), "shift_severities": severities, "shift_max_items": args.shift_max_items}
 
 

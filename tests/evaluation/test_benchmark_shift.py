@@ -106,6 +106,7 @@ def test_progress_has_a_line_per_shift(tmp_path, capsys):
         (["--shift", "blur,fog"], r"--shift: unknown shift 'fog'; choose among all, gamma, window, bias-field, blur"),
         (["--shift", "--shift-severities", "1,7"], r"--shift-severities must be distinct integers from 1 to 5"),
         (["--shift", "--shift-severities", "mild"], r"--shift-severities must be distinct integers from 1 to 5 .*'mild'"),
+        (["--shift", "--shift-severities", "3,3"], r"--shift-severities must be distinct integers from 1 to 5"),
         (["--shift-severities", "1"], r"--shift-severities only applies with --shift"),
         (["--shift-max-items", "5"], r"--shift-max-items only applies with --shift"),
         (["--shift", "--shift-max-items", "0"], r"--shift-max-items must be a positive integer"),
@@ -121,6 +122,8 @@ def test_bad_shift_options_are_one_line_errors(demo_data, tmp_path, extra, messa
 def test_a_config_without_shifts_records_no_shift_settings():
     config = BenchmarkConfig(data="d", methods=("rf",))
     assert not any(key.startswith("shift") for key in config.to_dict())
+    shifted = BenchmarkConfig(data="d", methods=("rf",), shift=["blur"], shift_severities=[5, 1])
+    assert shifted.to_dict()["shift"] == ("blur",) and shifted.to_dict()["shift_severities"] == (1, 5)
     with pytest.raises(ConfigError, match="unknown shift 'snow'"):
         BenchmarkConfig(data="d", methods=("rf",), shift=("snow",))
 

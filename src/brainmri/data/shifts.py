@@ -272,6 +272,19 @@ def check_severities(severities) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
+def parse_severities(text: str) -> tuple[int, ...]:
+    """Severities from ``--shift-severities``: a comma-separated list of integers from 1 to 5, sorted.
+
+    >>> parse_severities("5,1,3")
+    (1, 3, 5)
+    """
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = [text]
+    return check_severities(values)
+
+
 def shift_image(image: np.ndarray, name: str, severity: int, *, seed: int = 0) -> np.ndarray:
     """The image under shift ``name`` at ``severity``.
 

@@ -94,7 +94,9 @@ class BenchmarkConfig:
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
         check_shifts(self.shift)
-        check_severities(self.shift_severities)
+        # Stored as tuples, severities sorted: lists, or severities in another order, make the same run.
+        object.__setattr__(self, "shift", tuple(self.shift))
+        object.__setattr__(self, "shift_severities", check_severities(self.shift_severities))
         if self.shift_max_items is not None and (isinstance(self.shift_max_items, bool)
                                                  or not isinstance(self.shift_max_items, int) or self.shift_max_items < 1):
             raise ConfigError(f"--shift-max-items must be a positive integer (test items per split), "
