@@ -94,7 +94,7 @@ def test_progress_has_a_line_per_shift(tmp_path, capsys):
     assert main(argv) == 0
     err = capsys.readouterr().err
     for n, name in enumerate(["blur", "jpeg"], start=1):
-        assert f"rf fold0 (1/3): shift {name} ({n}/2): " in err
+        assert f"rf fold0 (1/3): shift {name} ({n}/2): 6 images at severity 3 in " in err
     results = json.loads((tmp_path / "out/results.json").read_text())
     assert results["methods"]["rf"]["shift"]["n_items"] == 3 * 6 <= results["methods"]["rf"]["n_test"]
     assert "a stratified sample of at most 6 per split" in results["shift"]["subset"]

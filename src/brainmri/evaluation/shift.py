@@ -131,8 +131,8 @@ def predict_shifted(
             for k, s in enumerate(severities):
                 blocks[s].append(proba[k * len(images) : (k + 1) * len(images)])
         out[name] = {str(s): np.vstack(blocks[s]) for s in severities}
-        say(f"shift {name} ({n}/{len(shifts)}): {len(paths)} images x {len(severities)} severities in "
-            f"{time.perf_counter() - start:.1f} s")
+        levels = f"severities {','.join(map(str, severities))}" if len(severities) > 1 else f"severity {severities[0]}"
+        say(f"shift {name} ({n}/{len(shifts)}): {len(paths)} images at {levels} in {time.perf_counter() - start:.1f} s")
     return out
 
 
