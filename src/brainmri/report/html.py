@@ -308,7 +308,8 @@ def _shift(results: dict, figures: dict[str, bytes]) -> str:
     parts = [
         '<h2 id="shift">Robustness to acquisition shifts</h2>',
         "<p>Each fitted method predicted its test images again, altered as another scanner, sequence or export "
-        f"would alter them: {len(run['shifts'])} shifts at severities {', '.join(map(str, severities))} of 5, on "
+        f"would alter them: {len(run['shifts'])} shifts at severities {', '.join(map(str, severities))} "
+        f"(on a scale from 1, mild, to 5, severe), on "
         f"{_e(run['subset'])}. The shifts apply to the images as read, before the method's own preprocessing; "
         f"their random draws are seeded (seed {_num(run.get('seed'))}), so a rerun sees the same images.</p>",
     ]
