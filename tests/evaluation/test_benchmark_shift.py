@@ -136,3 +136,35 @@ def test_the_subset_keeps_each_class_share_and_is_seeded():
     np.testing.assert_array_equal(subset, shift_subset(labels, test, 10, seed=3))
     assert not np.array_equal(subset, shift_subset(labels, test, 10, seed=4))
     np.testing.assert_array_equal(shift_subset(labels, test[::-1], None, seed=3), test)
+
+
+def _shift_results(severities, methods=("glcm-svm",)):
+    """Hand-made results of a shift run: shift k at severity s has accuracy 0.9 - 0.1 * s - 0.05 * k."""
+    def metric(v):
+        return {"value": v, "ci_low": v - 0.02, "ci_high": v + 0.02}
+
+    names = list(SHIFTS)[:3]
+    shifts = {n: {str(s): {m: metric(0.9 - 0.1 * s - 0.05 * k) for m in ("accuracy", "balanced_accuracy", "auc")}
+                  for s in severities} for k, n in enumerate(names)}
+    mean = {"clean": {m: 0.95 for m in ("accuracy", "balanced_accuracy", "auc")}}
+    mean.update({str(s): {m: float(np.mean([0.9 - 0.1 * s - 0.05 * k for k in range(3)]))
+                          for m in ("accuracy", "balanced_accuracy", "auc")} for s in severities})
+    block = {"n_items": 10, "clean": {m: metric(0.95) for m in ("accuracy", "balanced_accuracy", "auc")},
+             "shifts": shifts, "mean_over_shifts": mean}
+    return {"shift": {"severities": list(severities)}, "methods": {m: {"shift": block} for m in methods}}
+
+
+@pytest.mark.parametrize("severities, methods", [((1, 2, 3, 4, 5), ("glcm-svm",)), ((3,), ("a", "b", "c", "d"))])
+def test_shift_figures_draw_the_means_and_every_shift(severities, methods):
+    from brainmri.report.figures import figure_png, shift_severity_figure, shift_summary_figure
+
+    results = _shift_results(severities, methods)
+    summary = shift_summary_figure(results)
+    heights = [round(p.get_height(), 6) for p in summary.axes[0].patches]
+    expected = [0.95] * len(methods) + [round(results["methods"][methods[0]]["shift"]["mean_over_shifts"][str(s)]
+                                              ["accuracy"], 6) for s in severities for _ in methods]
+    assert heights == expected
+    lines = shift_severity_figure(results["methods"][methods[0]]["shift"], severities, "t").axes[0].get_lines()
+    assert [line.get_label() for line in lines] == [*list(SHIFTS)[:3], "mean over shifts"]
+    assert list(lines[1].get_ydata()) == [0.95, *(0.9 - 0.1 * s - 0.05 for s in severities)]
+    assert figure_png(summary).startswith(b"\x89PNG")  # drawn without a layout warning (warnings are errors)

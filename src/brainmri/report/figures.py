@@ -423,7 +423,7 @@ def shift_summary_figure(results: dict):
     labels = ["clean", *(severity_label(s) for s in severities)]
     shades = colormaps["Blues_r"](np.linspace(0.1, 0.75, len(labels)))
     width = 0.8 / len(labels)
-    fig = _figure(max(5.0, 1.0 * len(methods) * len(labels) / 3 + 2.5), 4.2)
+    fig = _figure(max(6.4, 0.35 * len(methods) * len(labels) + 2.5), 4.6)
     ax = fig.add_subplot()
     for k, (label, shade) in enumerate(zip(labels, shades)):
         key = "clean" if k == 0 else str(severities[k - 1])
@@ -437,7 +437,7 @@ def shift_summary_figure(results: dict):
     ax.set_ylabel("accuracy (mean over shifts)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=len(labels), frameon=False)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=3, frameon=False)
     ax.set_title("Accuracy under acquisition shifts")
     return fig
 
