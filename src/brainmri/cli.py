@@ -75,6 +75,29 @@ def _training_options(parser: argparse.ArgumentParser, *, params: bool = True) -
     group.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (default: torch's choice)")
 
 
+def _shift_options(parser: argparse.ArgumentParser) -> None:
+    from brainmri.data.shifts import SHIFTS
+
+    group = parser.add_argument_group("shift benchmark")
+    group.add_argument("--shift", nargs="?", const="all", metavar="NAMES",
+                       help="also test every fitted method on its test images under acquisition-like shifts, each at "
+                       f"5 severities: all (the default of a bare --shift) or some of {', '.join(SHIFTS)}")
+    group.add_argument("--shift-severities", metavar="LIST",
+                       help="with --shift: the severities to test, from 1 (mild) to 5 (severe), e.g. 1,3,5 (default all)")
+    group.add_argument("--shift-max-items", type=int, metavar="N",
+                       help="with --shift: re-test a stratified sample of N test items per split (default all)")
+
+
+def _shift_settings(args) -> dict:
+    """The shift fields of a BenchmarkConfig from ``--shift``, ``--shift-severities`` and ``--shift-max-items``."""
+    from brainmri.data.shifts import SEVERITIES, parse_severities, parse_shifts
+
+    if args.shift is None and args.shift_severities is not None:
+        raise ConfigError("--shift-severities only applies with --shift; add --shift (all shifts) or remove it")
+    severities = SEVERITIES if args.shift_severities is None else parse_severities(args.shift_severities)
+    return {"shift": parse_shifts(args.shift), "shift_severities": severities, "shift_max_items": args.shift_max_items}
+
+
 def _duplicate_params(args):
     from brainmri.data.duplicates import DuplicateParams
 
@@ -247,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--restart", action="store_true", help="discard the results of an earlier brainmri run in --out and start over")
+    _shift_options(p)
     _training_options(p)
     _input_options(p)
     _duplicate_options(p)
@@ -368,6 +392,7 @@ def cmd_benchmark(args) -> int:
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
         params=parse_params(args.params),
+        **_shift_settings(args),
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     with _torch_threads(args.threads), _progress(args, None, "reading") as read, \
@@ -510,7 +535,8 @@ def cmd_demo(args) -> int:
         **common, "out": args.out / "benchmark", "methods": methods, "cv": 5,
         "split": None, "grouping": "auto", "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
         "size": 128, "no_crop": False, "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
-        "params": params, "device": "auto", "threads": None,
+        "params": params, "device": "auto", "threads": None, "shift": None, "shift_severities": None,
+        "shift_max_items": None,
     }))
 
 

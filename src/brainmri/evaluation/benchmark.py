@@ -37,6 +37,7 @@ from brainmri.errors import DataError
 from brainmri.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, interval_statement, summarize
 from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes, code_versions
 from brainmri.evaluation.run_folder import check_run_folder, start_run_folder
+from brainmri.evaluation.shift import format_shift, predict_shifted, shift_definitions, shift_subset, summarize_shift
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.features.extract import MemoryCache, precompute_features
 from brainmri.files import check_output_folder, write_json, write_text
@@ -224,13 +225,16 @@ def _unit_path(out: Path, method: str, fold: str) -> Path:
 
 
 def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, n_jobs: int, cache_dir,
-             work_dir: Path | None = None, device: str = "auto") -> dict:
+             work_dir: Path | None = None, device: str = "auto", on_event: Callable[[str], None] | None = None) -> dict:
     """Fit one method on one split's training items and predict its test items.
 
     ``cache_dir`` is a feature cache folder, the run's ``MemoryCache`` or None;
     ``work_dir`` a folder for the method's resumable state (checkpoints).
     A fitted method whose final step has ``history_`` (per-epoch records)
-    gets it stored in the unit.
+    gets it stored in the unit. With ``config.shift``, the unit also holds
+    the probabilities of (a stratified sample of) the test items under each
+    shift and severity (:mod:`brainmri.evaluation.shift`), and ``on_event``
+    receives a line per shift.
     """
     spec = get_method(method)
     model = spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache_dir, preprocess=config.preprocess,
@@ -254,6 +258,13 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
         "params": dict(getattr(model, "params_", {})),
         **({"history": history} if history is not None else {}),
     }
+    if config.shift:
+        items = shift_subset(plan.labels, split.test, config.shift_max_items, seed=config.seed)
+        shifted = predict_shifted(model, plan.paths[items], config.shift, config.shift_severities, seed=config.seed,
+                                  max_pixels=config.max_pixels, on_event=on_event)
+        unit["shift"] = {"test": items.tolist(), "proba": {name: {s: np.round(p, 6).tolist() for s, p in by.items()}
+                                                           for name, by in shifted.items()}}
+        unit["shift_s"] = round(time.perf_counter() - done, 3)
     # The optional hook of the method interface: pictures of what the method computes, for the report.
     if hasattr(model, "illustrate") and split.name == plan.splits[0].name:
         unit["illustrations"] = _illustrations(model, plan, split)
@@ -393,9 +404,11 @@ def run_benchmark(
                 say(f"{where}: training on {len(split.train)} images, testing on {len(split.test)}")
                 with epoch_lines(where, say):
                     unit = run_unit(config, plan, method, split, n_jobs=n_jobs, cache_dir=cache,
-                                    work_dir=path.with_suffix(".work"), device=device)
+                                    work_dir=path.with_suffix(".work"), device=device,
+                                    on_event=lambda message, where=where: say(f"{where}: {message}"))
                 write_json(path, unit)
-                say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s")
+                shifted = f", shifted tests {unit['shift_s']:.1f}s" if "shift_s" in unit else ""
+                say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s{shifted}")
             units[method].append(unit)
     say("computing metrics, confidence intervals and tests")
     results, predictions = summarize_units(config, plan, units)
@@ -416,17 +429,34 @@ def epoch_lines(where: str, say: Callable[[str], None]) -> Iterator[None]:
         yield
 
 
+def _columns(unit: dict, proba, classes: list[str]) -> np.ndarray:
+    """A unit's probabilities (columns in ``unit["classes"]`` order) with one column per class of the run."""
+    proba = np.asarray(proba)
+    p = np.zeros((len(proba), len(classes)))
+    for c, name in enumerate(unit["classes"]):
+        p[:, classes.index(name)] = proba[:, c]
+    return p
+
+
 def _pooled(plan: Plan, units: list[dict], classes: list[str]) -> dict:
     index, folds, proba = [], [], []
     for unit in units:
-        p = np.zeros((len(unit["test"]), len(classes)))
-        for c, name in enumerate(unit["classes"]):
-            p[:, classes.index(name)] = np.asarray(unit["proba"])[:, c]
         index += unit["test"]
         folds += [unit["fold"]] * len(unit["test"])
-        proba.append(p)
+        proba.append(_columns(unit, unit["proba"], classes))
     return {"index": np.asarray(index, dtype=int), "fold": folds, "proba": np.vstack(proba),
             "y_true": [str(v) for v in plan.labels[np.asarray(index, dtype=int)]], "classes": classes}
+
+
+def _shift_entry(config: BenchmarkConfig, plan: Plan, units: list[dict], pooled: dict) -> dict:
+    """The ``shift`` block of a method: its units' shifted probabilities pooled and scored."""
+    index = np.asarray([k for u in units for k in u["shift"]["test"]], dtype=int)
+    row = {k: r for r, k in enumerate(pooled["index"])}
+    shifted = {name: {s: np.vstack([_columns(u, u["shift"]["proba"][name][s], pooled["classes"]) for u in units])
+                      for s in by}
+               for name, by in units[0]["shift"]["proba"].items()}
+    return summarize_shift([str(v) for v in plan.labels[index]], pooled["proba"][[row[k] for k in index]], shifted,
+                           pooled["classes"], groups=plan.groups[index], n_boot=config.n_boot, seed=config.seed)
 
 
 #: Metrics of each ``per_fold`` entry.
@@ -486,6 +516,10 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         fit = sum(u["fit_s"] for u in us)
         predict = sum(u["predict_s"] for u in us)
         entry["timing_s"] = {"fit": round(fit, 2), "predict": round(predict, 2), "total": round(fit + predict, 2)}
+        if config.shift:
+            entry["shift"] = _shift_entry(config, plan, us, pooled)
+            shifted = sum(u["shift_s"] for u in us)
+            entry["timing_s"].update(shifted_tests=round(shifted, 2), total=round(fit + predict + shifted, 2))
         entry["params"] = us[0]["params"] if len(us) == 1 else {u["fold"]: u["params"] for u in us if u["params"]}
         if any("history" in u for u in us):
             entry["history"] = {u["fold"]: u["history"] for u in us if "history" in u}
@@ -507,6 +541,14 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         "comparisons": _comparisons(predictions, methods),
         "alpha": ALPHA,
     }
+    if config.shift:
+        first = next(iter(methods.values()))
+        n_items = first["shift"]["n_items"]
+        subset = (f"all {n_items} test items" if n_items == first["n_test"] else
+                  f"{n_items} of {first['n_test']} test items, a stratified sample of at most "
+                  f"{config.shift_max_items} per split")
+        results["shift"] = {"shifts": shift_definitions(config.shift), "severities": list(config.shift_severities),
+                            "subset": subset, "seed": config.seed}
     return results, predictions
 
 
@@ -608,6 +650,10 @@ def format_results(results: dict) -> str:
             full, clean = e["metrics"]["accuracy"]["value"], e["metrics_deduplicated"]["accuracy"]["value"]
             lines.append(f"  {name}: {clean:.3f} on {e['n_test_deduplicated']} items (full test {full:.3f}, "
                          f"gap {100 * (full - clean):+.1f} points)")
+    shift_lines = format_shift(results)
+    if shift_lines:
+        lines.append("")
+        lines += shift_lines
     significant = [c for c in results["comparisons"] if c["significant"]]
     if results["comparisons"]:
         test = {"t_test": "corrected resampled t-test over folds", "mcnemar": "McNemar"}[results["comparisons"][0]["decided_by"]]

@@ -13,6 +13,7 @@ from brainmri.data.dataset import Dataset, Item
 from brainmri.data.duplicates import DuplicateParams
 from brainmri.data.io import MAX_PIXELS, check_max_pixels
 from brainmri.data.preprocess import Preprocess
+from brainmri.data.shifts import SEVERITIES, check_severities, check_shifts
 from brainmri.errors import ConfigError, DataError
 
 SPLITS = ("cv", "official")
@@ -61,6 +62,14 @@ class BenchmarkConfig:
         Accept CSV paths leading out of the CSV's folder (``--allow-outside-paths``).
     params : dict or None
         Settings of the methods (``--params``): method name -> {setting: value}.
+    shift : tuple of str
+        Shifts under which every fitted method is tested again (``--shift``;
+        :mod:`brainmri.evaluation.shift`); empty for none.
+    shift_severities : tuple of int
+        Their severities (``--shift-severities``), from 1 to 5.
+    shift_max_items : int or None
+        Re-test a stratified sample of this many test items per split
+        (``--shift-max-items``); None re-tests them all.
     """
 
     data: str
@@ -78,9 +87,22 @@ class BenchmarkConfig:
     max_pixels: int = MAX_PIXELS
     allow_outside_paths: bool = False
     params: dict | None = None
+    shift: tuple[str, ...] = ()
+    shift_severities: tuple[int, ...] = SEVERITIES
+    shift_max_items: int | None = None
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
+        check_shifts(self.shift)
+        # Stored as tuples, severities sorted: lists, or severities in another order, make the same run.
+        object.__setattr__(self, "shift", tuple(self.shift))
+        object.__setattr__(self, "shift_severities", check_severities(self.shift_severities))
+        if self.shift_max_items is not None and (isinstance(self.shift_max_items, bool)
+                                                 or not isinstance(self.shift_max_items, int) or self.shift_max_items < 1):
+            raise ConfigError(f"--shift-max-items must be a positive integer (test items per split), "
+                              f"got {self.shift_max_items!r}")
+        if self.shift_max_items is not None and not self.shift:
+            raise ConfigError("--shift-max-items only applies with --shift; add --shift (all shifts) or remove it")
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.drop_test_duplicates and self.split != "official" and not self.test_data:
@@ -106,6 +128,10 @@ class BenchmarkConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["methods"] = list(self.methods)
+        if not self.shift:
+            # A run without shifts records what it recorded before they existed, so its folder still resumes.
+            for key in ("shift", "shift_severities", "shift_max_items"):
+                del d[key]
         return d
 
     def fingerprint(self) -> str:

@@ -4,8 +4,9 @@
 pooled predictions into a page that needs nothing else: CSS inline, every
 figure a base64 PNG, no script, no external link. Every string that comes from
 the data is escaped. Sections, in order: protocol (its notes first), results
-(chart, comparison table, pairwise tests), dataset, audit, one section per
-method, and the configuration as JSON so the run can be repeated.
+(chart, comparison table, pairwise tests), robustness to acquisition shifts
+(with ``--shift``), dataset, audit, one section per method, and the
+configuration as JSON so the run can be repeated.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.evaluation.metrics import LOWER_IS_BETTER, interval_statement
+from brainmri.evaluation.shift import SHIFT_METRICS, severity_label
 from brainmri.files import write_text
 from brainmri.report.figures import METRIC_NAMES, render_figures
 
@@ -182,6 +184,8 @@ def _header(results: dict) -> str:
 def _contents(results: dict) -> str:
     items = [("protocol", "Protocol"), ("results", "Results"), ("pairwise", "Pairwise comparisons"),
              ("dataset", "Dataset"), ("audit", "Audit")]
+    if results.get("shift"):
+        items.insert(2, ("shift", "Robustness to shifts"))
     items += [(_anchor(name, k), _e(name)) for k, name in enumerate(results["methods"])]
     items.append(("config", "Configuration"))
     return "<nav><ul>" + "".join(f'<li><a href="#{a}">{t}</a></li>' for a, t in items) + "</ul></nav>"
@@ -291,6 +295,53 @@ def _comparison(results: dict, figures: dict[str, bytes]) -> str:
             '<div class="callout alert"><strong>Duplicate inflation.</strong> Accuracy on all test items against accuracy on the '
             "test items that do not duplicate a training item: " + "; ".join(gaps) + ".</div>"
         )
+    return "".join(parts)
+
+
+def _shift(results: dict, figures: dict[str, bytes]) -> str:
+    """The shift benchmark: what each shift does, the mean over shifts per method, and per method the full table."""
+    run = results.get("shift")
+    if not run:
+        return ""
+    severities = run["severities"]
+    methods = {name: m["shift"] for name, m in results["methods"].items() if m.get("shift")}
+    parts = [
+        '<h2 id="shift">Robustness to acquisition shifts</h2>',
+        "<p>Each fitted method predicted its test images again, altered as another scanner, sequence or export "
+        f"would alter them: {len(run['shifts'])} shifts at severities {', '.join(map(str, severities))} "
+        f"(on a scale from 1, mild, to 5, severe), on "
+        f"{_e(run['subset'])}. The shifts apply to the images as read, before the method's own preprocessing; "
+        f"their random draws are seeded (seed {_num(run.get('seed'))}), so a rerun sees the same images.</p>",
+    ]
+    header = ["method", "metric", "clean"] + [_e(severity_label(s)) for s in severities]
+    rows = []
+    for name, shift in methods.items():
+        mean = shift["mean_over_shifts"]
+        for metric in SHIFT_METRICS:
+            clean = mean["clean"][metric]
+            cells = [f"{_num(mean[str(s)][metric])} ({(mean[str(s)][metric] - clean) * 100:+.1f})" for s in severities]
+            rows.append([_e(name), _e(_label(metric)), _num(clean), *cells])
+    parts.append("<h3>Mean over shifts</h3>" + _table(header, rows, numeric_from=2))
+    parts.append('<p class="small">Clean: the same test items without a shift. In brackets: percentage points '
+                 "gained (+) or lost (-) against clean.</p>")
+    if "shift_summary" in figures:
+        parts.append(_img(figures["shift_summary"], "bar chart of accuracy clean and under shifts per method",
+                          "Accuracy averaged over the shifts, per severity, beside the clean accuracy."))
+    parts.append(_table(["shift", "imitates", "parameter", "at severities 1-5", "applied by"],
+                        [[_e(n), _e(d["description"]), _e(d["parameter"]), _e(", ".join(map(str, d["levels"]))),
+                          _e(d["source"])] for n, d in run["shifts"].items()], numeric_from=5))
+    for name, shift in methods.items():
+        parts.append(f"<h3>{_e(name)} under shifts</h3>")
+        for k, metric in enumerate(SHIFT_METRICS):
+            header = ["shift", "clean"] + [_e(severity_label(s)) for s in severities]
+            table = _table(header, [[_e(n), _metric(shift["clean"][metric]),
+                                     *(_metric(by[str(s)][metric]) for s in severities)]
+                                    for n, by in shift["shifts"].items()])
+            title = f"{_label(metric)} [95% CI] per shift and severity"
+            parts.append(f"<h4>{_e(title)}</h4>{table}" if k == 0 else
+                         f"<details><summary>{_e(title)}</summary>{table}</details>")
+        if f"shift/{name}" in figures:
+            parts.append(_img(figures[f"shift/{name}"], f"accuracy of {name} against severity per shift"))
     return "".join(parts)
 
 
@@ -548,6 +599,7 @@ def render_report(results: dict, predictions: dict[str, dict], figures: dict[str
         _contents(results),
         _protocol(results),
         _comparison(results, figures),
+        _shift(results, figures),
         _pairwise(results),
         _dataset(results),
         _audit(results),
