@@ -112,6 +112,7 @@ class Saliency:
     def __call__(self, x, target) -> np.ndarray:
         from captum.attr import Saliency as CaptumSaliency
 
+        x = x.detach().requires_grad_()  # Captum warns when it has to switch gradients on itself
         return _numpy(CaptumSaliency(self.module).attribute(x, target=target, abs=True))
 
 

@@ -1,9 +1,11 @@
-"""Overlay figures: an attribution map over the image the model saw, with what it predicted.
+"""Overlay images: an attribution map over the image the model saw, with what it predicted.
 
-Drawing a new matplotlib figure for every image costs more than computing a
-Grad-CAM map, so :class:`Overlay` draws one figure once and, per image, only
-replaces its pixels and title before encoding it (about 3x faster than a
-fresh figure each time).
+The overlay is composed with numpy (matplotlib's ``jet`` colour map over the
+grayscale image) and written with Pillow, title included, rather than drawn
+as a matplotlib figure: on the 2-core CPU a figure per image cost about
+100 ms (``Figure.savefig``, reused figure or not), ten times the Grad-CAM map
+itself, which would have held ``brainmri explain`` far below 20 images/s;
+composing and writing one costs about 10 ms.
 """
 
 from __future__ import annotations
@@ -16,47 +18,45 @@ from brainmri.files import atomic_path
 
 
 class Overlay:
-    """Write PNG overlays of maps on images, one figure reused for all of them.
+    """Write PNG overlays of maps on images, with a title line above.
 
     Parameters
     ----------
     alpha : float
         Opacity of the map over the grayscale image.
-    dpi : int
+    side : int
+        Images are enlarged (nearest neighbour, by a whole factor) to at
+        least this many pixels a side, so that the title fits.
+    floor : float
+        Map values below this share of the map's maximum stay uncoloured.
     """
 
-    def __init__(self, *, alpha: float = 0.45, dpi: int = 100):
+    def __init__(self, *, alpha: float = 0.45, side: int = 256, floor: float = 0.05):
         self.alpha = alpha
-        self.dpi = dpi
-        self._figure = None
-
-    def _draw(self, shape: tuple[int, int]):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(3.2, 3.5), dpi=self.dpi)
-        FigureCanvasAgg(fig)
-        ax = fig.add_axes((0.02, 0.02, 0.96, 0.84))
-        ax.set_axis_off()
-        blank = np.zeros(shape, dtype=np.float32)
-        image = ax.imshow(blank, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        heat = ax.imshow(blank, cmap="jet", vmin=0, vmax=1, alpha=self.alpha, interpolation="bilinear")
-        title = fig.text(0.5, 0.93, "", ha="center", va="center", fontsize=9)
-        self._figure = (fig, image, heat, title, shape)
+        self.side = side
+        self.floor = floor
 
     def __call__(self, path: str | Path, image: np.ndarray, attribution: np.ndarray, title: str) -> Path:
-        """Write ``path`` (PNG): ``image`` (H, W) in [0, 1] in gray, ``attribution`` (H, W) scaled to [0, 1] over it.
+        """Write ``path`` (PNG): ``image`` (H, W) in [0, 1] in gray, ``attribution`` (H, W) in colour over it.
 
-        Negative attribution is shown as none (the colour scale runs from 0
-        to the map's maximum).
+        The colour scale runs from 0 (blue) to the map's maximum (red);
+        negative attribution is left uncoloured.
         """
-        if self._figure is None or self._figure[4] != image.shape:
-            self._draw(image.shape)
-        fig, drawn, heat, text, _ = self._figure
+        from matplotlib import colormaps
+        from PIL import Image, ImageDraw, ImageFont
+
         top = float(attribution.max())
-        drawn.set_data(np.asarray(image, dtype=np.float32))
-        heat.set_data(np.clip(attribution, 0, None) / top if top > 0 else np.zeros_like(attribution))
-        text.set_text(title)
+        heat = np.clip(attribution, 0, None) / top if top > 0 else np.zeros(attribution.shape)
+        weight = (self.alpha * (heat >= self.floor))[..., None]
+        gray = np.repeat(np.clip(np.asarray(image, dtype=np.float64), 0, 1)[..., None], 3, axis=-1)
+        rgb = gray * (1 - weight) + colormaps["jet"](heat)[..., :3] * weight
+        factor = max(1, -(-self.side // max(image.shape)))
+        picture = Image.fromarray((rgb * 255).round().astype(np.uint8)).resize(
+            (image.shape[1] * factor, image.shape[0] * factor), Image.NEAREST)
+        band = 24
+        canvas = Image.new("RGB", (picture.width, picture.height + band), "white")
+        canvas.paste(picture, (0, band))
+        ImageDraw.Draw(canvas).text((4, 4), title, fill="black", font=ImageFont.load_default(size=14))
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", metadata={"Software": None})
+            canvas.save(tmp, format="PNG", compress_level=1)  # zlib level 1: 9 ms, not 29 (default 6), for 3% more bytes
         return Path(path)
