@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-data", help="write a synthetic dataset of brain-MRI-like slices",
                        description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
-                       "(glioma, meningioma, notumor, pituitary). Deterministic per --seed.")
+                       "(glioma, meningioma, notumor, pituitary), and OUT/.masks/<class>/*.png: the lesion mask of "
+                       "every tumour image (a hidden folder, so it is not taken for a class). Deterministic per --seed.")
     p.add_argument("out", type=Path, metavar="OUT", help="folder to create (must not exist or be empty)")
     p.add_argument("--n", type=int, default=40, help="images per class (default 40)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
@@ -550,11 +551,12 @@ def _torch_threads(threads: int | None):
 
 
 def cmd_demo_data(args) -> int:
-    from brainmri.data.synthetic import CLASSES, write_demo_data
+    from brainmri.data.synthetic import CLASSES, MASKS_FOLDER, write_demo_data
 
     with _progress(args, args.n * len(CLASSES), "writing") as update:
-        out = write_demo_data(args.out, n=args.n, seed=args.seed, size=args.size, progress=update)
-    print(f"wrote {args.n * len(CLASSES)} synthetic images ({', '.join(CLASSES)}) to {out}")
+        out = write_demo_data(args.out, n=args.n, seed=args.seed, size=args.size, masks=True, progress=update)
+    print(f"wrote {args.n * len(CLASSES)} synthetic images ({', '.join(CLASSES)}) to {out}, and the lesion masks of "
+          f"the {args.n * (len(CLASSES) - 1)} tumour images to {out / MASKS_FOLDER} (for brainmri explain --masks)")
     return 0
 
 

@@ -24,6 +24,14 @@ def _train(data: Path, out: Path, argv: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
+def masked_demo(tmp_path_factory) -> Path:
+    """The demo dataset (same images as ``demo_source``) with its lesion masks in ``.masks``."""
+    from brainmri.data.synthetic import write_demo_data
+
+    return write_demo_data(tmp_path_factory.mktemp("masked") / "data", n=6, seed=0, size=64, masks=True)
+
+
+@pytest.fixture(scope="module")
 def cnn(demo_source, tmp_path_factory) -> Path:
     return _train(demo_source, tmp_path_factory.mktemp("explain") / "cnn", CNN)
 
@@ -37,12 +45,12 @@ def _explain(model, images, out, *more) -> int:
     return main(["explain", str(model), *map(str, images), "--out", str(out), "--jobs", "1", "-q", *map(str, more)])
 
 
-def test_explain_writes_a_map_and_an_overlay_per_image_and_the_checks(cnn, demo_source, tmp_path, capsys,
+def test_explain_writes_a_map_and_an_overlay_per_image_and_the_checks(cnn, masked_demo, tmp_path, capsys,
                                                                         one_torch_thread):
     from PIL import Image
 
     out = tmp_path / "gradcam"
-    assert _explain(cnn, [demo_source], out, "--masks", demo_source / ".masks", "--check-items", "4") == 0
+    assert _explain(cnn, [masked_demo], out, "--masks", masked_demo / ".masks", "--check-items", "4") == 0
     doc = json.loads((out / "explain.json").read_text())
     assert len(doc["images"]) == 24 and doc["skipped"] == []
     for entry in doc["images"]:

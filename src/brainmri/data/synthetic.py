@@ -158,16 +158,17 @@ def write_demo_data(
     n: int = 40,
     seed: int = 0,
     size: int = 128,
+    masks: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Write a dataset folder of synthetic slices: ``out/<class>/<class>_NNNN.png``.
 
-    The lesion mask of every tumour image goes to
+    With ``masks``, the lesion mask of every tumour image goes to
     ``out/.masks/<class>/<class>_NNNN.png`` (:data:`MASKS_FOLDER`; 255 inside
     the lesion, 0 elsewhere, same size as the image): the known answer that
     ``brainmri explain --masks`` checks attribution maps against. The
     folder is hidden, so dataset listing, the audit and the benchmark see
-    the same classes and images as without it.
+    the same classes and images as without it (they list it as ignored).
 
     Parameters
     ----------
@@ -177,6 +178,8 @@ def write_demo_data(
         Images per class.
     seed : int
         Same seed, same images.
+    masks : bool
+        Also write the lesion masks (``brainmri demo-data`` does).
 
     Returns
     -------
@@ -199,14 +202,14 @@ def write_demo_data(
     try:
         for c, label in enumerate(CLASSES):
             (tmp / label).mkdir()
-            if label != "notumor":
+            if masks and label != "notumor":
                 (tmp / MASKS_FOLDER / label).mkdir(parents=True)
             for k in range(n):
                 rng = np.random.default_rng([seed, c, k])
                 img, mask = synthetic_slice_and_mask(label, rng, size)
                 name = f"{label}/{label}_{k:04d}.png"
                 Image.fromarray((img * 255).round().astype(np.uint8)).save(tmp / name)
-                if mask.any():
+                if masks and mask.any():
                     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / MASKS_FOLDER / name)
                 if progress:
                     progress(1)

@@ -165,8 +165,9 @@ class ModelView:
     def align(self, mask: np.ndarray, image: np.ndarray) -> np.ndarray:
         """A lesion mask of ``image`` (same shape) moved into the model's input space, as :attr:`preprocess` moves the image."""
         mask = np.asarray(mask, dtype=np.float32)
-        if self.preprocess.crop:
-            mask = mask[head_box(np.asarray(image, dtype=np.float32))]
+        box = head_box(np.asarray(image, dtype=np.float32)) if self.preprocess.crop else None
+        if box is not None:
+            mask = mask[box]
         if self.preprocess.size is not None and mask.shape != (self.preprocess.size,) * 2:
             mask = resize(mask, self.preprocess.size)
         return mask >= 0.5
