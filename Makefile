@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh clone:
 #   make demo   -> creates .venv, installs brainmri, runs the whole flow on synthetic data
 #   make test   -> creates .venv, installs brainmri with test extras, runs the test suite
-# Both install the deep-learning extra (PyTorch) too: .[test,deep].
+# Both install the deep-learning and explanation extras (PyTorch, Captum) too: .[test,deep,explain].
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,deep]'
+	$(BIN)/pip install --quiet -e '.[test,deep,explain]'
 	touch $(STAMP)
 	@echo "brainmri is installed in $(VENV): run $(BIN)/brainmri, or 'source $(BIN)/activate' and then brainmri"
 

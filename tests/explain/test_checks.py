@@ -71,6 +71,7 @@ def test_rank_correlation_is_one_for_the_same_map_and_undefined_for_a_constant_o
 
 def test_randomising_the_weights_changes_the_maps_of_a_network(one_torch_thread):
     torch = pytest.importorskip("torch")
+    pytest.importorskip("captum")
     from brainmri.explain.attribution import GradCAM, Saliency
     from brainmri.models.cnn import ayadi_cnn
 

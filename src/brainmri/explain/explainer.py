@@ -23,12 +23,13 @@ costs nothing).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -123,29 +124,59 @@ class ModelView:
         Raises
         ------
         ConfigError
-            ``method`` does not apply to this model; the message names those that do.
+            ``method`` does not apply to this model (the message names those
+            that do), or Captum is not installed.
         """
         if method not in self.methods():
             name = self.bundle.manifest["method"]["name"]
             why = "it needs a torch network on the images, and this model is not one"
             raise ConfigError(f"--method {method}: does not apply to {name} ({why}); valid methods for this model: "
                               f"{', '.join(self.methods())}")
+        if importlib.util.find_spec("captum") is None:
+            raise ConfigError(f"--method {method}: explanations need Captum, which is not installed; "
+                              "pip install 'brainmri[explain]'")
         cls = METHODS[method]
         return cls(self.module, **settings) if cls.needs_gradients else cls(self.proba, **settings)
 
-    def threads(self):
-        """A context in which torch uses the classifier's ``threads`` setting (if it has one)."""
-        from brainmri.training.device import torch_threads
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Within the block the network runs as it predicts (its ``threads``, its autocast ``precision``), frozen.
 
-        threads = getattr(self.classifier, "threads", None)
-        return torch_threads(threads) if self.module is not None else nullcontext()
+        ayadi-cnn predicts in bf16 with channels-last images; Grad-CAM in
+        that precision ran at 29 instead of 14 images/s on the 2-core CPU,
+        and its maps kept the ranking of the float32 maps (see
+        ``bench/explain_benchmark.sh``).
+        """
+        if self.module is None:
+            yield
+            return
+        import torch
+
+        from brainmri.training.device import torch_threads
+        from brainmri.training.loop import autocast_dtype
+
+        device = self.classifier.device_
+        dtype = autocast_dtype(self.classifier.precision, device)
+        parameters = [p for p in self.module.parameters() if p.requires_grad]
+        for parameter in parameters:  # attribution needs gradients of inputs and activations, not of weights
+            parameter.requires_grad_(False)
+        try:
+            with torch_threads(self.classifier.threads), \
+                    torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
+                yield
+        finally:
+            for parameter in parameters:
+                parameter.requires_grad_(True)
 
     def tensor(self, images: np.ndarray):
         """Preprocessed images ``(n, H, W)`` as a float32 tensor ``(n, 1, H, W)`` on the model's device."""
         import torch
 
         x = torch.as_tensor(np.asarray(images, dtype=np.float32))[:, None]
-        return x.to(self.classifier.device_) if self.module is not None else x
+        if self.module is None:
+            return x
+        x = x.to(self.classifier.device_)
+        return x.contiguous(memory_format=torch.channels_last) if self.classifier.channels_last else x
 
     def proba(self, x):
         """Class probabilities ``(n, n_classes)`` (tensor) of images ``(n, 1, H, W)`` (tensor).
@@ -266,7 +297,7 @@ class Explainer:
 
         x = np.stack([self.view.preprocess(image) for image in images])
         targets = [self.classes.index(row["predicted"]) for row in rows]
-        with self.view.threads():
+        with self.view.running():
             maps = self.attribute(self.view.tensor(x), torch.as_tensor(targets))
         for row, image, name, seen, attribution, target in zip(rows, images, _output_names(rows, self._taken), x, maps,
                                                                targets):
@@ -313,7 +344,7 @@ class Explainer:
     def faithfulness(self, picked: np.ndarray, *, steps: int, seed: int) -> dict:
         """Deletion and insertion curves of the maps of ``picked``, beside a random ranking of the pixels."""
         def score(k, perturbed):
-            with self.view.threads():
+            with self.view.running():
                 return self.view.proba(self.view.tensor(perturbed))[:, self.targets[picked[k]]].cpu().numpy()
 
         images, maps = np.stack([self.images[k] for k in picked]), np.stack([self.maps[k] for k in picked])
@@ -329,7 +360,7 @@ class Explainer:
         randomized.module = randomized_copy(self.view.module, seed=seed)
         attribute = randomized.attribution(self.method)
         x = self.view.tensor(np.stack([self.images[k] for k in picked]))
-        with self.view.threads():
+        with self.view.running():
             other = attribute(x, torch.as_tensor([self.targets[k] for k in picked]))
         rho = rank_correlations(np.stack([self.maps[k] for k in picked]), other)
         defined = rho[~np.isnan(rho)]
