@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", type=Path, metavar="DIR",
                    help="lesion masks (DIR/<class>/<image name> or DIR/<image name>; brainmri demo-data writes "
                    "DATA/.masks): report the pointing game and the share of attribution inside the lesion")
+    p.add_argument("--tolerance", type=float, metavar="PX",
+                   help="pointing game: a map maximum within PX pixels of the lesion is a hit (default: 15 px at 224, "
+                   "scaled to the model's input size, as Zhang et al. 2018)")
     p.add_argument("--no-checks", action="store_true", help="skip the deletion/insertion and randomisation checks")
     p.add_argument("--check-items", type=int, default=64, metavar="N",
                    help="images (a seeded sample) in the deletion/insertion and randomisation checks (default 64)")
@@ -521,7 +524,8 @@ def cmd_explain(args) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
     config = ExplainConfig(method=args.method, masks=str(args.masks) if args.masks else None,
-                           checks=not args.no_checks, check_items=args.check_items, seed=args.seed)
+                           checks=not args.no_checks, check_items=args.check_items, tolerance=args.tolerance,
+                           seed=args.seed)
     check_explain_folder(args.out, inputs=[args.model, *args.images, *([args.masks] if args.masks else [])])
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     bundle = load_model(args.model, n_jobs=jobs, device=args.device)

@@ -23,6 +23,16 @@ def test_pointing_game_hits_a_map_whose_maximum_is_inside_and_misses_one_outside
     assert pointing_game(maps, _lesion()).tolist() == [True, False]
 
 
+def test_a_maximum_near_the_lesion_hits_within_the_tolerance_and_so_does_more_of_a_random_map():
+    maps = np.zeros((2, 8, 8))
+    maps[0, 3, 6] = 1.0  # two pixels right of the lesion (columns 2-4)
+    maps[1, 7, 7] = 1.0  # three pixels diagonally from its corner (4, 4): sqrt(18) = 4.2 pixels
+    assert pointing_game(maps, _lesion(), tolerance=2).tolist() == [True, False]
+    assert pointing_game(maps, _lesion(), tolerance=1).tolist() == [False, False]
+    # Within 1 px: the 3 x 3 square grows to 5 x 5 less its 4 corners = 21 pixels of 64.
+    assert random_map_baseline(_lesion(), tolerance=1).tolist() == [21 / 64, 21 / 64]
+
+
 def test_a_constant_map_points_nowhere():
     assert pointing_game(np.ones((2, 8, 8)), np.ones((2, 8, 8), dtype=bool)).tolist() == [False, False]
 

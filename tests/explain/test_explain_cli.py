@@ -69,7 +69,10 @@ def test_explain_writes_a_map_and_an_overlay_per_image_and_the_checks(cnn, maske
     assert checks["deletion_insertion"]["n_images"] == 4 and len(checks["deletion_insertion"]["deletion"]) == 11
     assert checks["randomisation"]["n_images"] == 4
     printed = capsys.readouterr().out
-    assert f"pointing game {known['pointing_game']:.1%} (random map {known['random_map_pointing_game']:.1%})" in printed
+    assert known["tolerance_px"] == 2  # 15 px of 224, at 32 px
+    assert known["pointing_game"] >= known["pointing_game_strict"]
+    assert (f"pointing game {known['pointing_game']:.1%} within 2 px (random map {known['random_map_pointing_game']:.1%}), "
+            f"{known['pointing_game_strict']:.1%} strictly inside") in printed
     assert f"deletion AOPC {checks['deletion_insertion']['deletion_aopc']:.3f}" in printed
     assert "randomisation check: Spearman rank correlation with random weights" in printed
 

@@ -62,6 +62,9 @@ class ExplainConfig:
         Run the deletion/insertion and randomisation checks.
     check_items : int
         At most this many images (a seeded sample) enter those two checks.
+    tolerance : float or None
+        Pointing-game tolerance in pixels of the model's input; None: Zhang
+        et al.'s 15 pixels of 224, scaled to the input size.
     steps : int
         Steps of the deletion and insertion curves.
     seed : int
@@ -71,6 +74,7 @@ class ExplainConfig:
     masks: str | None = None
     checks: bool = True
     check_items: int = 64
+    tolerance: float | None = None
     steps: int = 10
     seed: int = 0
 
@@ -82,6 +86,8 @@ class ExplainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        if self.tolerance is not None and not self.tolerance >= 0:
+            raise ConfigError(f"--tolerance must be a number of pixels >= 0, got {self.tolerance!r}")
 
 
 class ModelView:
@@ -318,23 +324,34 @@ class Explainer:
             self.maps.append(attribution)
             self.targets.append(target)
 
-    def known_answer(self) -> dict:
-        """Pointing game and lesion share over the images with a mask, beside a random map's."""
+    def known_answer(self, tolerance: float | None = None) -> dict:
+        """Pointing game (within ``tolerance`` pixels, and strict) and lesion share, beside a random map's.
+
+        Over the images with a mask; None takes 15 pixels of 224 at the input size.
+        """
         if self.masks is None:
             return {"skipped": "no --masks given"}
         if not self.lesions:
             return {"skipped": f"none of the {len(self.entries)} images has a mask in {self.masks.folder}"}
+        if tolerance is None:
+            tolerance = round(15 * self.view.preprocess.size / 224) if self.view.preprocess.size else 15
         keys = sorted(self.lesions)
         maps, masks = np.stack([self.maps[k] for k in keys]), np.stack([self.lesions[k] for k in keys])
-        hits, share, chance = pointing_game(maps, masks), lesion_share(maps, masks), random_map_baseline(masks)
-        for k, hit, part in zip(keys, hits, share):
-            self.entries[k].update(pointing_hit=bool(hit), lesion_share=round(float(part), 6))
-        return {"n_images": len(keys), "n_without_mask": len(self.entries) - len(keys),
-                "pointing_game": float(hits.mean()), "lesion_share": float(share.mean()),
-                "random_map_pointing_game": float(chance.mean()), "random_map_lesion_share": float(chance.mean()),
-                "how": "hit: the map's maximum lies inside the lesion mask; share: positive attribution inside the "
-                       "mask / all positive attribution; random map: the mask's share of the image (exact "
-                       "expectation of both for a map of random values)"}
+        hits, strict = pointing_game(maps, masks, tolerance=tolerance), pointing_game(maps, masks)
+        share = lesion_share(maps, masks)
+        for k, hit, exact, part in zip(keys, hits, strict, share):
+            self.entries[k].update(pointing_hit=bool(hit), pointing_hit_strict=bool(exact),
+                                   lesion_share=round(float(part), 6))
+        return {"n_images": len(keys), "n_without_mask": len(self.entries) - len(keys), "tolerance_px": tolerance,
+                "pointing_game": float(hits.mean()),
+                "random_map_pointing_game": float(random_map_baseline(masks, tolerance=tolerance).mean()),
+                "pointing_game_strict": float(strict.mean()),
+                "random_map_pointing_game_strict": float(random_map_baseline(masks).mean()),
+                "lesion_share": float(share.mean()), "random_map_lesion_share": float(random_map_baseline(masks).mean()),
+                "how": "hit: the map's maximum lies within tolerance_px pixels of the lesion mask (strict: inside "
+                       "it; Zhang et al. 2018 use 15 px of 224); share: positive attribution inside the mask / all "
+                       "positive attribution; random map: the share of the image that counts as a hit (exact "
+                       "expectation for a map of random values)"}
 
     def sample(self, n: int, seed: int) -> np.ndarray:
         """Indices of at most ``n`` explained images, a seeded random sample in input order."""
@@ -422,7 +439,7 @@ def explain_images(bundle, items, config: ExplainConfig, out: str | Path, *, bat
     n = len(explainer.entries)
     checks: dict = {}
     if n:
-        checks["known_answer"] = explainer.known_answer()
+        checks["known_answer"] = explainer.known_answer(config.tolerance)
         if config.checks:
             picked = explainer.sample(config.check_items, config.seed)
             say(f"deletion/insertion curves of {len(picked)} maps")
@@ -448,8 +465,10 @@ def format_checks(document: dict) -> list[str]:
     known = checks.get("known_answer", {})
     if "pointing_game" in known:
         lines.append(f"known answer ({known['n_images']} images with a lesion mask): pointing game "
-                     f"{known['pointing_game']:.1%} (random map {known['random_map_pointing_game']:.1%}), lesion "
-                     f"share {known['lesion_share']:.1%} (random map {known['random_map_lesion_share']:.1%})")
+                     f"{known['pointing_game']:.1%} within {known['tolerance_px']} px (random map "
+                     f"{known['random_map_pointing_game']:.1%}), {known['pointing_game_strict']:.1%} strictly inside "
+                     f"(random map {known['random_map_pointing_game_strict']:.1%}); lesion share "
+                     f"{known['lesion_share']:.1%} (random map {known['random_map_lesion_share']:.1%})")
     elif known:
         lines.append(f"known answer skipped: {known['skipped']}")
     curves = checks.get("deletion_insertion")
