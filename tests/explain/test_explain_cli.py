@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -142,7 +144,13 @@ def test_predict_explain_writes_an_overlay_per_image(cnn, demo_source, tmp_path,
     preds, out = tmp_path / "preds.csv", tmp_path / "overlays"
     assert main(["predict", str(cnn), str(demo_source / "glioma"), "--out", str(preds), "--explain", str(out),
                  "--jobs", "1", "-q"]) == 0
-    assert len(preds.read_text().splitlines()) == 7
+    explained = list(csv.DictReader(io.StringIO(preds.read_text())))
+    assert main(["predict", str(cnn), str(demo_source / "glioma"), "--out", str(tmp_path / "plain.csv"), "-q"]) == 0
+    plain = list(csv.DictReader(io.StringIO((tmp_path / "plain.csv").read_text())))
+    assert len(explained) == 6 and [r["path"] for r in explained] == [r["path"] for r in plain]
+    for got, want in zip(explained, plain):  # Grad-CAM's own pass predicts (no batch-norm folding): same up to bf16
+        assert [float(got[k]) for k in got if k.startswith("p_")] == pytest.approx(
+            [float(want[k]) for k in want if k.startswith("p_")], abs=0.02)
     doc = json.loads((out / "explain.json").read_text())
     assert doc["method"] == "gradcam" and doc["checks"] == {"known_answer": {"skipped": "no --masks given"}}
     assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"glioma_{k:04d}.png" for k in range(6)]

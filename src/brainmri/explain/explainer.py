@@ -36,7 +36,7 @@ import numpy as np
 from brainmri.data.io import image_format, read_image
 from brainmri.data.preprocess import Preprocess, head_box, resize
 from brainmri.errors import ConfigError, DataError
-from brainmri.explain.attribution import METHODS
+from brainmri.explain.attribution import METHODS, predicted_score
 from brainmri.explain.checks import (lesion_share, perturbation_curves, pointing_game, random_map_baseline,
                                      randomized_copy, rank_correlations)
 from brainmri.explain.overlay import Overlay
@@ -289,6 +289,11 @@ class Explainer:
         self.attribute = view.attribution(method)
         self.out = Path(out)
         self.masks = masks
+        self.single_pass = METHODS[method].single_pass and view.module is not None
+        if self.single_pass:
+            self._scored = predicted_score(view.module)
+            self._predicted = METHODS[method](self._scored)
+        self._pending = None
         self.overlay = Overlay()
         self.classes = [str(c) for c in view.bundle.classes_]
         self.images: list[np.ndarray] = []
@@ -298,13 +303,32 @@ class Explainer:
         self.entries: list[dict] = []
         self._taken: set[str] = set()
 
+    def predict_proba(self, images: list[np.ndarray]) -> np.ndarray:
+        """Probabilities of ``images`` from the pass that also computes their maps (``single_pass`` methods).
+
+        The maps wait for the ``__call__`` of the same batch. The network's
+        temperature-scaled softmax, as its ``predict_proba``, but without
+        folding batch norm: equal up to bf16 rounding.
+        """
+        from scipy.special import softmax
+
+        x = np.stack([self.view.preprocess(image) for image in images])
+        with self.view.running():
+            maps = self._predicted(self.view.tensor(x), None)
+        self._pending = (x, maps)
+        logits = self._scored.logits.float().cpu().numpy().astype(np.float64)
+        return softmax(logits / self.view.classifier.temperature_, axis=1)
+
     def __call__(self, rows: list[dict], images: list[np.ndarray]) -> None:
         import torch
 
-        x = np.stack([self.view.preprocess(image) for image in images])
         targets = [self.classes.index(row["predicted"]) for row in rows]
-        with self.view.running():
-            maps = self.attribute(self.view.tensor(x), torch.as_tensor(targets))
+        if self._pending is not None:
+            (x, maps), self._pending = self._pending, None
+        else:
+            x = np.stack([self.view.preprocess(image) for image in images])
+            with self.view.running():
+                maps = self.attribute(self.view.tensor(x), torch.as_tensor(targets))
         for row, image, name, seen, attribution, target in zip(rows, images, _output_names(rows, self._taken), x, maps,
                                                                targets):
             index = len(self.entries)
@@ -434,7 +458,8 @@ def explain_images(bundle, items, config: ExplainConfig, out: str | Path, *, bat
     masks = MaskFolder(config.masks) if config.masks else None
     explainer = Explainer(view, config.method, Path(out), masks=masks)
     start = time.perf_counter()
-    result = predict_images(bundle, items, batch_size=batch_size, n_jobs=n_jobs, progress=progress, on_batch=explainer)
+    result = predict_images(bundle, items, batch_size=batch_size, n_jobs=n_jobs, progress=progress, on_batch=explainer,
+                            predict=explainer.predict_proba if explainer.single_pass else None)
     seconds = time.perf_counter() - start
     n = len(explainer.entries)
     checks: dict = {}

@@ -117,7 +117,8 @@ def _note(meta, training: dict, input_size) -> str:
 
 def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATCH_SIZE, n_jobs: int = 1,
                    progress: Callable[[int], None] | None = None,
-                   on_batch: Callable[[list[dict], list[np.ndarray]], None] | None = None) -> dict:
+                   on_batch: Callable[[list[dict], list[np.ndarray]], None] | None = None,
+                   predict: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> dict:
     """Predict every readable image of ``items`` with ``bundle``, batch by batch.
 
     Parameters
@@ -136,6 +137,10 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
         predicted from (2D arrays as read), before ``progress``: explanations
         (:mod:`brainmri.explain`) use the images read here instead of reading
         them again.
+    predict : callable, optional
+        Class probabilities ``(n, n_classes)`` of a list of images, in place
+        of ``bundle.predict_proba`` (an explanation that predicts in the
+        pass it explains).
 
     Returns
     -------
@@ -163,7 +168,7 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
                     images.append(got[0])
                     kept.append((item, _note(got[1], training, input_size)))
             if images:
-                proba = bundle.predict_proba(images)
+                proba = (predict or bundle.predict_proba)(images)
                 new = [{"path": str(item.path), "label": item.label, "source": item.source,
                         "proba": [float(v) for v in p], "predicted": str(bundle.classes_[int(np.argmax(p))]),
                         "note": note} for (item, note), p in zip(kept, proba)]
