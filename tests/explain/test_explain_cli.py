@@ -150,7 +150,7 @@ def test_predict_explain_writes_an_overlay_per_image(cnn, demo_source, tmp_path,
     assert len(explained) == 6 and [r["path"] for r in explained] == [r["path"] for r in plain]
     for got, want in zip(explained, plain):  # Grad-CAM's own pass predicts (no batch-norm folding): same up to bf16
         assert [float(got[k]) for k in got if k.startswith("p_")] == pytest.approx(
-            [float(want[k]) for k in want if k.startswith("p_")], abs=0.02)
+            [float(want[k]) for k in want if k.startswith("p_")], abs=1e-3)
     doc = json.loads((out / "explain.json").read_text())
     assert doc["method"] == "gradcam" and doc["checks"] == {"known_answer": {"skipped": "no --masks given"}}
     assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"glioma_{k:04d}.png" for k in range(6)]
