@@ -23,6 +23,7 @@ costs nothing).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import time
@@ -34,7 +35,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from brainmri.data.io import image_format, read_image
-from brainmri.data.preprocess import Preprocess, head_box, resize
+from brainmri.data.preprocess import head_box, resize
 from brainmri.errors import ConfigError, DataError
 from brainmri.explain.attribution import METHODS, predicted_score
 from brainmri.explain.checks import (lesion_share, perturbation_curves, pointing_game, random_map_baseline,
@@ -114,11 +115,11 @@ class ModelView:
         shape = getattr(final, "input_shape_", None)
         self.classifier = final
         self.module = final.module_ if hasattr(final, "module_") and shape is not None and len(shape) == 2 else None
-        settings = bundle.manifest["preprocess"]
+        from brainmri.models.bundle import _preprocess
+
         size = bundle.manifest.get("input_size")
-        clip = settings.get("clip_percentiles")
-        self.preprocess = Preprocess(crop=settings["crop"], size=size[0] if size else settings["size"],
-                                     clip_percentiles=tuple(clip) if clip else None)
+        preprocess = _preprocess(bundle.manifest["preprocess"])
+        self.preprocess = dataclasses.replace(preprocess, size=size[0]) if size else preprocess
 
     def methods(self) -> list[str]:
         """The attribution methods that apply to this model."""
