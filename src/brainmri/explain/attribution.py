@@ -17,8 +17,9 @@ A method whose map of a class takes one forward and one backward pass
 (``single_pass``: ``gradcam``, ``saliency``) can explain the class the
 network predicts in the same pass that predicts it: given
 :func:`predicted_score` as its module and no target, it differentiates each
-image's largest logit, and the wrapper keeps the logits. That halves the
-cost of ``brainmri explain`` (one forward pass per image instead of two).
+image's largest logit, and the wrapper keeps the logits: ``brainmri
+explain`` then runs one forward pass per image instead of two (one to
+predict, one to explain).
 
 References
 ----------
