@@ -48,8 +48,11 @@ def test_usage_errors_exit_2(capsys, argv):
 def test_demo_data(tmp_path, capsys):
     assert main(["demo-data", str(tmp_path / "d"), "--n", "2", "--size", "32", "--seed", "3", "-q"]) == 0
     out = capsys.readouterr().out
-    assert out.strip() == f"wrote 8 synthetic images (glioma, meningioma, notumor, pituitary) to {tmp_path / 'd'}"
-    assert len(list((tmp_path / "d").rglob("*.png"))) == 8
+    assert out.strip() == (f"wrote 8 synthetic images (glioma, meningioma, notumor, pituitary) to {tmp_path / 'd'}, and "
+                           f"the lesion masks of the 6 tumour images to {tmp_path / 'd' / '.masks'} (for brainmri "
+                           "explain --masks)")
+    assert len(list((tmp_path / "d").glob("*/*.png"))) == 8
+    assert len(list((tmp_path / "d" / ".masks").glob("*/*.png"))) == 6
 
 
 @pytest.mark.parametrize(

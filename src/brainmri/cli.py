@@ -307,13 +307,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files, folders of images, or folders of class sub-folders")
     p.add_argument("--out", type=Path, help="write the predictions to a .csv or .json file (default: CSV on stdout)")
     p.add_argument("--batch-size", type=int, default=64, help="images read and predicted at a time (default 64)")
+    p.add_argument("--explain", type=Path, metavar="DIR",
+                   help="also write an attribution map (.npy) and overlay (PNG) of every image to DIR")
+    p.add_argument("--explain-method", metavar="NAME",
+                   help="attribution method of --explain (default: gradcam for a CNN, occlusion for other models)")
     _training_options(p, params=False)
     _common(p, jobs=True)
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("explain", help="attribution maps of images from a model bundle, and checks of them",
+                       description="Write an attribution map (OUT/maps/*.npy) and an overlay with the predicted class "
+                       "and probability (OUT/overlays/*.png) for every image, and check the maps: deletion/insertion "
+                       "curves, the weight-randomisation sanity check and, with --masks, the pointing game against "
+                       "known lesion masks. Numbers are printed and written to OUT/explain.json.")
+    p.add_argument("model", type=Path, metavar="MODEL", help="bundle folder written by brainmri train")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGES_OR_FOLDERS",
+                   help="image files, folders of images, or folders of class sub-folders")
+    p.add_argument("--method", default="gradcam",
+                   help="gradcam, integrated-gradients, saliency (CNNs) or occlusion (every model; default gradcam)")
+    p.add_argument("--out", type=Path, required=True, help="output folder: new, empty or an earlier brainmri explain output")
+    p.add_argument("--masks", type=Path, metavar="DIR",
+                   help="lesion masks (DIR/<class>/<image name> or DIR/<image name>; brainmri demo-data writes "
+                   "DATA/.masks): report the pointing game and the share of attribution inside the lesion")
+    p.add_argument("--tolerance", type=float, metavar="PX",
+                   help="pointing game: a map maximum within PX pixels of the lesion is a hit (default: 15 px at 224, "
+                   "scaled to the model's input size, as Zhang et al. 2018)")
+    p.add_argument("--no-checks", action="store_true", help="skip the deletion/insertion and randomisation checks")
+    p.add_argument("--check-items", type=int, default=64, metavar="N",
+                   help="images (a seeded sample) in the deletion/insertion and randomisation checks (default 64)")
+    p.add_argument("--batch-size", type=int, default=64, help="images read and explained at a time (default 64)")
+    _training_options(p, params=False)
+    _common(p, seed=True, jobs=True)
+    p.set_defaults(func=cmd_explain)
+
     p = sub.add_parser("demo-data", help="write a synthetic dataset of brain-MRI-like slices",
                        description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
-                       "(glioma, meningioma, notumor, pituitary). Deterministic per --seed.")
+                       "(glioma, meningioma, notumor, pituitary), and OUT/.masks/<class>/*.png: the lesion mask of "
+                       "every tumour image (a hidden folder, so it is not taken for a class). Deterministic per --seed.")
     p.add_argument("out", type=Path, metavar="OUT", help="folder to create (must not exist or be empty)")
     p.add_argument("--n", type=int, default=40, help="images per class (default 40)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
@@ -457,11 +487,18 @@ def cmd_predict(args) -> int:
         if args.out.is_dir():
             raise ConfigError(f"--out {args.out}: is a folder; name a .csv or .json file")
         check_output_folder(args.out.parent, "--out", inputs=[args.model, *args.images])
+    if args.explain is not None:
+        from brainmri.explain.explainer import check_explain_folder
+
+        check_explain_folder(args.explain, inputs=[args.model, *args.images], option="--explain")
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     bundle = load_model(args.model, n_jobs=jobs, device=args.device)
     items = list_images(args.images)
     with _torch_threads(args.threads), _progress(args, len(items), "predicting") as update:
-        result = predict_images(bundle, items, batch_size=args.batch_size, n_jobs=jobs, progress=update)
+        if args.explain is None:
+            result = predict_images(bundle, items, batch_size=args.batch_size, n_jobs=jobs, progress=update)
+        else:
+            result = _predict_and_explain(args, bundle, items, jobs, update)
     rows, skipped = result["rows"], result["skipped"]
     if not rows:
         logger.error("none of the %d image(s) could be read; nothing was predicted", len(items))
@@ -492,6 +529,43 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _predict_and_explain(args, bundle, items, jobs: int, update) -> dict:
+    """``predict --explain``: predictions, plus a map and overlay per image in ``args.explain`` (no checks)."""
+    from brainmri.explain.explainer import ExplainConfig, ModelView, explain_images
+
+    method = args.explain_method or ModelView(bundle).methods()[0]
+    config = ExplainConfig(method=method, checks=False, seed=0)
+    document, result = explain_images(bundle, items, config, args.explain, batch_size=args.batch_size, n_jobs=jobs,
+                                      progress=update)
+    args.reporter.say(f"wrote {len(document['images'])} {method} overlay(s) to {args.explain / 'overlays'}")
+    return result
+
+
+def cmd_explain(args) -> int:
+    from brainmri.explain.explainer import ExplainConfig, check_explain_folder, explain_images, format_checks
+    from brainmri.models.bundle import load_model
+    from brainmri.models.predict import list_images
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    config = ExplainConfig(method=args.method, masks=str(args.masks) if args.masks else None,
+                           checks=not args.no_checks, check_items=args.check_items, tolerance=args.tolerance,
+                           seed=args.seed)
+    check_explain_folder(args.out, inputs=[args.model, *args.images, *([args.masks] if args.masks else [])])
+    jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
+    bundle = load_model(args.model, n_jobs=jobs, device=args.device)
+    items = list_images(args.images)
+    with _torch_threads(args.threads), _progress(args, len(items), "explaining") as update:
+        document, _ = explain_images(bundle, items, config, args.out, batch_size=args.batch_size, n_jobs=jobs,
+                                  progress=update, on_event=args.reporter.say)
+    if not document["images"]:
+        logger.error("none of the %d image(s) could be read; nothing was explained", len(items))
+        return 1
+    print("\n".join(format_checks(document)))
+    print(f"wrote {len(document['images'])} maps and overlays, and {args.out / 'explain.json'}")
+    return 0
+
+
 @contextmanager
 def _torch_threads(threads: int | None):
     """torch uses ``threads`` CPU threads within the block (torch is not imported when None)."""
@@ -506,11 +580,12 @@ def _torch_threads(threads: int | None):
 
 
 def cmd_demo_data(args) -> int:
-    from brainmri.data.synthetic import CLASSES, write_demo_data
+    from brainmri.data.synthetic import CLASSES, MASKS_FOLDER, write_demo_data
 
     with _progress(args, args.n * len(CLASSES), "writing") as update:
-        out = write_demo_data(args.out, n=args.n, seed=args.seed, size=args.size, progress=update)
-    print(f"wrote {args.n * len(CLASSES)} synthetic images ({', '.join(CLASSES)}) to {out}")
+        out = write_demo_data(args.out, n=args.n, seed=args.seed, size=args.size, masks=True, progress=update)
+    print(f"wrote {args.n * len(CLASSES)} synthetic images ({', '.join(CLASSES)}) to {out}, and the lesion masks of "
+          f"the {args.n * (len(CLASSES) - 1)} tumour images to {out / MASKS_FOLDER} (for brainmri explain --masks)")
     return 0
 
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from brainmri.data.synthetic import CLASSES, synthetic_slice, write_demo_data
+from brainmri.data.synthetic import CLASSES, MASKS_FOLDER, synthetic_slice, synthetic_slice_and_mask, write_demo_data
 from brainmri.errors import ConfigError, DataError
 
 
@@ -29,6 +29,36 @@ def test_slice_is_determined_by_the_generator():
     c = synthetic_slice("glioma", np.random.default_rng([1, 0, 1]), size=32)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("label", ["glioma", "meningioma", "pituitary"])
+def test_the_mask_covers_the_lesion_the_slice_was_given(label):
+    """Same image with and without the mask; inside the mask the image differs from its tumour-free anatomy."""
+    image, mask = synthetic_slice_and_mask(label, np.random.default_rng([0, 1, 2]), size=96)
+    np.testing.assert_array_equal(image, synthetic_slice(label, np.random.default_rng([0, 1, 2]), size=96))
+    assert mask.dtype == bool and 0.002 < mask.mean() < 0.2  # a lesion, not the whole head
+    outside = image[~mask & (image > 0.3)].mean()  # brain tissue away from the lesion
+    assert abs(image[mask].mean() - outside) > 0.1
+
+
+def test_a_slice_without_tumour_has_an_empty_mask():
+    assert not synthetic_slice_and_mask("notumor", np.random.default_rng(0), size=32)[1].any()
+
+
+def test_masks_are_written_beside_the_classes_but_never_listed_as_images(tmp_path, demo_source):
+    from brainmri.data.audit import analyse, audit_report
+    from brainmri.data.dataset import load_dataset
+
+    data = write_demo_data(tmp_path / "d", n=3, seed=0, size=64, masks=True)
+    masks = sorted(p.relative_to(data / MASKS_FOLDER).as_posix() for p in (data / MASKS_FOLDER).rglob("*.png"))
+    assert masks == [f"{c}/{c}_{k:04d}.png" for c in ("glioma", "meningioma", "pituitary") for k in range(3)]
+    ds = load_dataset(data)
+    assert ds.classes == list(CLASSES) and len(ds) == 12 and ds.ignored == [MASKS_FOLDER]
+    assert all(MASKS_FOLDER not in it.path.parts for it in ds.items)
+    report = audit_report(analyse(ds, n_jobs=1))
+    assert report["n_unreadable"] == 0 and report["classes"] == {c: 3 for c in CLASSES}
+    plain = write_demo_data(tmp_path / "plain", n=3, seed=0, size=64)
+    assert not (plain / MASKS_FOLDER).exists() and _contents(plain).keys() < _contents(data).keys()
 
 
 def test_unknown_class():

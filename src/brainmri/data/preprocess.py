@@ -113,35 +113,49 @@ def otsu_threshold(image: np.ndarray) -> float:
 
 
 def crop_to_head(image: np.ndarray, margin: int = 2) -> np.ndarray:
-    """Crop to the bounding box of the largest bright connected component.
+    """Crop to the bounding box of the largest bright connected component (:func:`head_box`).
 
-    Returns the image unchanged when it is constant or the component is tiny
-    (under 1% of the image), which would mean the threshold found no head.
-    Images of 128 px and more are searched at half resolution (the box is
-    then accurate to 2 px, within the margin).
+    Returns ``image`` itself when no head is found.
 
     >>> img = np.zeros((10, 10)); img[3:6, 4:8] = 1.0
     >>> crop_to_head(img, margin=0).shape
     (3, 4)
     """
+    box = head_box(image, margin)
+    return image if box is None else image[box]
+
+
+def head_box(image: np.ndarray, margin: int = 2) -> tuple[slice, slice] | None:
+    """Rows and columns of the bounding box of the largest bright connected component (the head).
+
+    None when the image is constant or the component is tiny (under 1% of
+    the image), which would mean the threshold found no head. Images of
+    128 px and more are searched at half resolution (the box is then
+    accurate to 2 px, within the margin). Explanations crop lesion masks
+    with the box of their image, so that masks and maps stay aligned.
+
+    >>> img = np.zeros((10, 10)); img[3:6, 4:8] = 1.0
+    >>> head_box(img, margin=0)
+    (slice(3, 6, None), slice(4, 8, None))
+    """
     from scipy import ndimage
 
     if image.min() == image.max():
-        return image
+        return None
     step = 2 if min(image.shape) >= 128 else 1
     small = image[::step, ::step]
     labels, n = ndimage.label(small > otsu_threshold(small), structure=np.ones((3, 3)))
     if n == 0:
-        return image
+        return None
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     largest = int(sizes.argmax())
     if sizes[largest] < 0.01 * small.size:
-        return image
+        return None
     rows, cols = ndimage.find_objects(labels, max_label=largest)[largest - 1]
     r0, c0 = max(rows.start * step - margin, 0), max(cols.start * step - margin, 0)
     r1, c1 = min(rows.stop * step + margin, image.shape[0]), min(cols.stop * step + margin, image.shape[1])
-    return image[r0:r1, c0:c1]
+    return slice(r0, r1), slice(c0, c1)
 
 
 def normalize_intensity(image: np.ndarray, clip_percentiles: tuple[float, float] | None = (0.5, 99.5)) -> np.ndarray:

@@ -29,6 +29,10 @@ from brainmri.errors import ConfigError, DataError
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 
+#: Folder of ``write_demo_data``'s output holding the lesion masks. A hidden name, so that
+#: :func:`~brainmri.data.dataset.load_dataset` never takes it for a class (it lists it as ignored).
+MASKS_FOLDER = ".masks"
+
 # T1-like tissue intensities.
 _SCALP, _BONE, _CSF, _GM, _WM = 0.8, 0.08, 0.15, 0.5, 0.75
 
@@ -47,6 +51,29 @@ def synthetic_slice(label: str, rng: np.random.Generator, size: int = 128) -> np
     Returns
     -------
     ndarray of float32, shape (size, size), values in [0, 1]
+    """
+    return synthetic_slice_and_mask(label, rng, size)[0]
+
+
+def synthetic_slice_and_mask(label: str, rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic axial slice and the mask of the lesion planted in it.
+
+    The mask is the known answer of an explanation: the pixels whose
+    intensity the tumour changed (for a glioma its oedema too, for a
+    meningioma or pituitary mass the bright disc), before noise and bias.
+    The anatomy the mass pushes aside (mass effect) is not part of it.
+
+    Parameters
+    ----------
+    label, rng, size
+        As :func:`synthetic_slice`, which returns the same image for the
+        same generator state.
+
+    Returns
+    -------
+    image : ndarray of float32, shape (size, size), values in [0, 1]
+    mask : ndarray of bool, shape (size, size)
+        All False for ``notumor``.
     """
     if label not in CLASSES:
         raise ConfigError(f"unknown synthetic class {label!r}; use one of {', '.join(CLASSES)}")
@@ -83,14 +110,15 @@ def synthetic_slice(label: str, rng: np.random.Generator, size: int = 128) -> np
         v = -(xs - vx) * np.sin(tilt) + (ys - vy) * np.cos(tilt)
         img[(u / vent_w) ** 2 + (v / vent_h) ** 2 < 1] = _CSF
 
+    mask = np.zeros(img.shape, dtype=bool)
     if mass is not None:
-        img = _draw_mass(img, x, y, mass, rng)
+        img, mask = _draw_mass(img, x, y, mass, rng)
 
     img *= rng.uniform(0.85, 1.1)
     bias = 1 + rng.uniform(-0.2, 0.2) * x + rng.uniform(-0.2, 0.2) * y + rng.uniform(-0.1, 0.1) * x * y
     sigma = rng.uniform(0.02, 0.05)
     noisy = np.sqrt((img * bias + rng.normal(0, sigma, img.shape)) ** 2 + rng.normal(0, sigma, img.shape) ** 2)
-    return np.clip(noisy / 1.2, 0, 1).astype(np.float32)
+    return np.clip(noisy / 1.2, 0, 1).astype(np.float32), mask
 
 
 def _mass(label: str, rng: np.random.Generator, ax: float, ay: float) -> dict | None:
@@ -105,7 +133,9 @@ def _mass(label: str, rng: np.random.Generator, ax: float, ay: float) -> dict | 
     return {"x": rng.uniform(-0.03, 0.03), "y": rng.uniform(0.35, 0.45), "r": rng.uniform(0.05, 0.09), "push": 0.15, "kind": "pituitary"}
 
 
-def _draw_mass(img: np.ndarray, x: np.ndarray, y: np.ndarray, mass: dict, rng: np.random.Generator) -> np.ndarray:
+def _draw_mass(img: np.ndarray, x: np.ndarray, y: np.ndarray, mass: dict,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The image with the mass drawn in, and the mask of the pixels it changed."""
     mx, my, radius = mass["x"], mass["y"], mass["r"]
     theta = np.arctan2(y - my, x - mx)
     d = np.sqrt((x - mx) ** 2 + (y - my) ** 2)
@@ -117,9 +147,9 @@ def _draw_mass(img: np.ndarray, x: np.ndarray, y: np.ndarray, mass: dict, rng: n
         img[rr < 1.0] = rng.uniform(0.8, 0.95)
         img[rr < 0.7] = rng.uniform(0.3, 0.45) + 0.1 * rng.random(int((rr < 0.7).sum()))
         img[rr < 0.35] = 0.12
-    else:  # meningioma and pituitary: round, homogeneous, bright
-        img[d < radius] = rng.uniform(0.9, 1.0)
-    return img
+        return img, rr < 1.6
+    img[d < radius] = rng.uniform(0.9, 1.0)  # meningioma and pituitary: round, homogeneous, bright
+    return img, d < radius
 
 
 def write_demo_data(
@@ -128,9 +158,17 @@ def write_demo_data(
     n: int = 40,
     seed: int = 0,
     size: int = 128,
+    masks: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Write a dataset folder of synthetic slices: ``out/<class>/<class>_NNNN.png``.
+
+    With ``masks``, the lesion mask of every tumour image goes to
+    ``out/.masks/<class>/<class>_NNNN.png`` (:data:`MASKS_FOLDER`; 255 inside
+    the lesion, 0 elsewhere, same size as the image): the known answer that
+    ``brainmri explain --masks`` checks attribution maps against. The
+    folder is hidden, so dataset listing, the audit and the benchmark see
+    the same classes and images as without it (they list it as ignored).
 
     Parameters
     ----------
@@ -140,6 +178,8 @@ def write_demo_data(
         Images per class.
     seed : int
         Same seed, same images.
+    masks : bool
+        Also write the lesion masks (``brainmri demo-data`` does).
 
     Returns
     -------
@@ -162,10 +202,15 @@ def write_demo_data(
     try:
         for c, label in enumerate(CLASSES):
             (tmp / label).mkdir()
+            if masks and label != "notumor":
+                (tmp / MASKS_FOLDER / label).mkdir(parents=True)
             for k in range(n):
                 rng = np.random.default_rng([seed, c, k])
-                img = synthetic_slice(label, rng, size)
-                Image.fromarray((img * 255).round().astype(np.uint8)).save(tmp / label / f"{label}_{k:04d}.png")
+                img, mask = synthetic_slice_and_mask(label, rng, size)
+                name = f"{label}/{label}_{k:04d}.png"
+                Image.fromarray((img * 255).round().astype(np.uint8)).save(tmp / name)
+                if masks and mask.any():
+                    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / MASKS_FOLDER / name)
                 if progress:
                     progress(1)
         if out.exists():

@@ -116,7 +116,9 @@ def _note(meta, training: dict, input_size) -> str:
 
 
 def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATCH_SIZE, n_jobs: int = 1,
-                   progress: Callable[[int], None] | None = None) -> dict:
+                   progress: Callable[[int], None] | None = None,
+                   on_batch: Callable[[list[dict], list[np.ndarray]], None] | None = None,
+                   predict: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> dict:
     """Predict every readable image of ``items`` with ``bundle``, batch by batch.
 
     Parameters
@@ -130,6 +132,15 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
         predicts the current one.
     progress : callable, optional
         Called with the number of images of each finished batch.
+    on_batch : callable, optional
+        Called with the rows of each batch and the images they were
+        predicted from (2D arrays as read), before ``progress``: explanations
+        (:mod:`brainmri.explain`) use the images read here instead of reading
+        them again.
+    predict : callable, optional
+        Class probabilities ``(n, n_classes)`` of a list of images, in place
+        of ``bundle.predict_proba`` (an explanation that predicts in the
+        pass it explains).
 
     Returns
     -------
@@ -157,11 +168,13 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
                     images.append(got[0])
                     kept.append((item, _note(got[1], training, input_size)))
             if images:
-                proba = bundle.predict_proba(images)
-                for (item, note), p in zip(kept, proba):
-                    rows.append({"path": str(item.path), "label": item.label, "source": item.source,
-                                 "proba": [float(v) for v in p], "predicted": str(bundle.classes_[int(np.argmax(p))]),
-                                 "note": note})
+                proba = (predict or bundle.predict_proba)(images)
+                new = [{"path": str(item.path), "label": item.label, "source": item.source,
+                        "proba": [float(v) for v in p], "predicted": str(bundle.classes_[int(np.argmax(p))]),
+                        "note": note} for (item, note), p in zip(kept, proba)]
+                rows += new
+                if on_batch:
+                    on_batch(new, images)
             if progress:
                 progress(len(batch))
     return {"rows": rows, "skipped": skipped}

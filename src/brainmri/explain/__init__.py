@@ -1,0 +1,1 @@
+"""Attribution maps of a model bundle, and the numbers that check them (``brainmri explain``)."""

@@ -1,0 +1,62 @@
+"""Overlay images: an attribution map over the image the model saw, with what it predicted.
+
+The overlay is composed with numpy (matplotlib's ``jet`` colour map over the
+grayscale image) and written with Pillow, title included, rather than drawn
+as a matplotlib figure: on the 2-core CPU a figure per image cost about
+100 ms (``Figure.savefig``, reused figure or not), ten times the Grad-CAM map
+itself, which would have held ``brainmri explain`` far below 20 images/s;
+composing and writing one costs about 10 ms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from brainmri.files import atomic_path
+
+
+class Overlay:
+    """Write PNG overlays of maps on images, with a title line above.
+
+    Parameters
+    ----------
+    alpha : float
+        Opacity of the map over the grayscale image.
+    side : int
+        Images are enlarged (nearest neighbour, by a whole factor) to at
+        least this many pixels a side, so that the title fits.
+    floor : float
+        Map values below this share of the map's maximum stay uncoloured.
+    """
+
+    def __init__(self, *, alpha: float = 0.45, side: int = 256, floor: float = 0.05):
+        self.alpha = alpha
+        self.side = side
+        self.floor = floor
+
+    def __call__(self, path: str | Path, image: np.ndarray, attribution: np.ndarray, title: str) -> Path:
+        """Write ``path`` (PNG): ``image`` (H, W) in [0, 1] in gray, ``attribution`` (H, W) in colour over it.
+
+        The colour scale runs from 0 (blue) to the map's maximum (red);
+        negative attribution is left uncoloured.
+        """
+        from matplotlib import colormaps
+        from PIL import Image, ImageDraw, ImageFont
+
+        top = float(attribution.max())
+        heat = np.clip(attribution, 0, None) / top if top > 0 else np.zeros(attribution.shape)
+        weight = (self.alpha * (heat >= self.floor))[..., None]
+        gray = np.repeat(np.clip(np.asarray(image, dtype=np.float64), 0, 1)[..., None], 3, axis=-1)
+        rgb = gray * (1 - weight) + colormaps["jet"](heat)[..., :3] * weight
+        factor = max(1, -(-self.side // max(image.shape)))
+        picture = Image.fromarray((rgb * 255).round().astype(np.uint8)).resize(
+            (image.shape[1] * factor, image.shape[0] * factor), Image.NEAREST)
+        band = 24
+        canvas = Image.new("RGB", (picture.width, picture.height + band), "white")
+        canvas.paste(picture, (0, band))
+        ImageDraw.Draw(canvas).text((4, 4), title, fill="black", font=ImageFont.load_default(size=14))
+        with atomic_path(path) as tmp:
+            canvas.save(tmp, format="PNG", compress_level=1)  # zlib level 1: 9 ms, not 29 (default 6), for 3% more bytes
+        return Path(path)
