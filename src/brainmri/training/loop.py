@@ -106,6 +106,8 @@ class TrainSettings:
     precision: str = "auto"
     channels_last: bool = False
     seed: int = 0
+    backbone_lr_factor: float = 1.0
+    unfreeze_after: int = 0
 
     def __post_init__(self):
         checks = [
@@ -121,6 +123,10 @@ class TrainSettings:
             ("patience", self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
              "an integer >= 1 or null"),
             ("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            ("backbone_lr_factor", isinstance(self.backbone_lr_factor, (int, float)) and self.backbone_lr_factor > 0,
+             "a number > 0"),
+            ("unfreeze_after", isinstance(self.unfreeze_after, int) and not isinstance(self.unfreeze_after, bool)
+             and self.unfreeze_after >= 0, "an integer >= 0"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -208,9 +214,15 @@ def _ema_avg(decay: float):
     return avg
 
 
+#: Settings added after checkpoints were first written, with their defaults: left out of the fingerprint at those
+#: defaults, so that the checkpoints of earlier runs (same training) still resume.
+_LATER_SETTINGS = {"backbone_lr_factor": 1.0, "unfreeze_after": 0}
+
+
 def _fingerprint(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, settings: TrainSettings) -> str:
     h = hashlib.blake2b(digest_size=12)
-    h.update(json.dumps({"module": type(module).__name__, "settings": asdict(settings),
+    fields = {k: v for k, v in asdict(settings).items() if k not in _LATER_SETTINGS or v != _LATER_SETTINGS[k]}
+    h.update(json.dumps({"module": type(module).__name__, "settings": fields,
                          "shapes": [X.shape, X_val.shape]}, sort_keys=True, default=str).encode())
     for array in (X, y, X_val):
         h.update(np.ascontiguousarray(array).tobytes())
@@ -224,6 +236,44 @@ def _write_log(path: Path, history: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(history)
     write_text(path, buffer.getvalue())
+
+
+def _optimizer(module, s: TrainSettings, steps: int):
+    """AdamW and its one-cycle schedule: one parameter group, or the head's and the backbone's.
+
+    A module with a ``backbone`` attribute gets two groups, the backbone's
+    peaking at ``lr * backbone_lr_factor`` (discriminative learning rates,
+    Howard and Ruder 2018); any other module one group peaking at ``lr``.
+    """
+    import torch
+
+    trunk = getattr(module, "backbone", None)
+    if trunk is None:
+        for name in ("backbone_lr_factor", "unfreeze_after"):
+            if getattr(s, name) != _LATER_SETTINGS[name]:
+                raise ConfigError(f"training parameter {name}={getattr(s, name)!r} needs a network with a backbone, "
+                                  f"and {type(module).__name__} has none; leave it at {_LATER_SETTINGS[name]}")
+        params, max_lr = module.parameters(), s.lr
+    else:
+        in_trunk = {id(p) for p in trunk.parameters()}
+        params = [{"params": [p for p in module.parameters() if id(p) not in in_trunk]},
+                  {"params": list(trunk.parameters())}]
+        max_lr = [s.lr, s.lr * s.backbone_lr_factor]
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=s.epochs * steps,
+                                                    anneal_strategy="cos")
+    return optimizer, scheduler
+
+
+def _train_mode(module, frozen: bool) -> None:
+    """Training mode; a frozen backbone gets no gradient (hence no AdamW step or decay) and keeps its batch-norm
+    statistics (eval mode), so that its weights and buffers stay exactly as they are."""
+    module.train()
+    trunk = getattr(module, "backbone", None)
+    if trunk is not None:
+        trunk.requires_grad_(not frozen)
+        if frozen:
+            trunk.eval()
 
 
 def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
@@ -255,10 +305,8 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
     module.to(device)
     if s.channels_last and X.ndim == 3:
         module.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     steps = max(len(X) // s.batch_size, 1)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=s.lr, total_steps=s.epochs * steps,
-                                                    anneal_strategy="cos")
+    optimizer, scheduler = _optimizer(module, s, steps)
     ema = AveragedModel(module, avg_fn=_ema_avg(s.ema_decay), use_buffers=True) if s.ema_decay else None
     weight = None
     if s.class_weight == "balanced":
@@ -294,7 +342,7 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
         start = time.perf_counter()
         torch.manual_seed(s.seed * 100_003 + epoch)  # shuffling, augmentation and dropout of this epoch
         order = torch.randperm(len(X)).numpy()
-        module.train()
+        _train_mode(module, frozen=epoch < s.unfreeze_after)
         total, seen = 0.0, 0
         for b in range(steps):
             idx = np.sort(order[b * s.batch_size : (b + 1) * s.batch_size])
