@@ -31,6 +31,16 @@ moving average of the weights and buffers (``torch.optim.swa_utils``,
 Polyak averaging), and the weights kept are those of the epoch with the
 best validation accuracy (ties: lower loss), not the last.
 
+Pretrained backbones. A module with a ``backbone`` attribute (fine-tuning,
+:class:`~brainmri.models.finetune.FineTuneNet`) gets two parameter groups:
+the backbone's learning rate is ``lr * backbone_lr_factor`` and the rest's
+``lr``, both on the same one-cycle schedule (discriminative learning rates,
+Howard and Ruder 2018). During the first ``unfreeze_after`` epochs the
+backbone is frozen: no gradient (so AdamW neither steps nor decays it) and
+eval-mode batch norm, so its weights and statistics stay exactly as loaded.
+Whether an epoch is frozen depends on its number only, so resume is exact
+across the unfreezing too.
+
 References
 ----------
 L. N. Smith and N. Topin, "Super-convergence: very fast training of neural
@@ -43,6 +53,9 @@ ICLR 2019 (AdamW).
 B. T. Polyak and A. B. Juditsky, "Acceleration of stochastic approximation
 by averaging", SIAM Journal on Control and Optimization 30(4):838-855, 1992.
 DOI: 10.1137/0330046
+
+J. Howard and S. Ruder, "Universal language model fine-tuning for text
+classification", Proc. 56th ACL, 328-339, 2018. DOI: 10.18653/v1/P18-1031
 """
 
 from __future__ import annotations
@@ -266,8 +279,12 @@ def _optimizer(module, s: TrainSettings, steps: int):
 
 
 def _train_mode(module, frozen: bool) -> None:
-    """Training mode; a frozen backbone gets no gradient (hence no AdamW step or decay) and keeps its batch-norm
-    statistics (eval mode), so that its weights and buffers stay exactly as they are."""
+    """Training mode, with the module's ``backbone`` (if any) frozen or not.
+
+    A frozen backbone gets no gradient (hence no AdamW step or decay) and
+    keeps its batch-norm statistics (eval mode): its weights and buffers
+    stay exactly as they are.
+    """
     module.train()
     trunk = getattr(module, "backbone", None)
     if trunk is not None:
