@@ -131,7 +131,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     history_ : list of dict
         Per epoch: epoch, train_loss, val_loss, val_accuracy, lr, seconds, images_per_s.
     params_ : dict
-        Best epoch, temperature, validation split and device used.
+        Best epoch, temperature, validation split and device used (and the
+        TTA views, with ``tta``).
     """
 
     def __init__(self, module_builder, *, module_params=None, epochs=10, lr=2e-3, weight_decay=0.05, batch_size=64,

@@ -217,8 +217,11 @@ def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
     from brainmri.training.arrays import ImageArrays
 
     weights_for(backbone, weights_file)  # an unknown backbone or a missing file is refused before any image is read
-    if not (isinstance(size, int) and size >= 32):
-        raise ConfigError(f"--params transfer-finetune.size={size!r}: use an integer of at least 32 (pixels)")
+    checks = [("size", size, isinstance(size, int) and size >= 32, "an integer of at least 32 (pixels)"),
+              ("dropout", dropout, isinstance(dropout, (int, float)) and 0 <= dropout < 1, "a number in [0, 1)")]
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(f"--params transfer-finetune.{name}={value!r}: use {allowed}")
     images = ImageArrays(size=size, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
     net = TorchClassifier(finetune_net, module_params={"backbone_name": backbone, "weights_file": weights_file,
                                                        "dropout": dropout},
