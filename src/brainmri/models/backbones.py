@@ -220,7 +220,8 @@ def _normalisation(name: str) -> tuple[tuple, tuple, int]:
     return tuple(transform.mean), tuple(transform.std), int(transform.crop_size[0])
 
 
-def backbone(name: str, *, weights_file: str | Path | None = None, size: int | None = None):
+def backbone(name: str, *, weights_file: str | Path | None = None, size: int | None = None,
+             pretrained: bool = True):
     """A pretrained backbone for grayscale images, and the weights it holds.
 
     Parameters
@@ -233,6 +234,10 @@ def backbone(name: str, *, weights_file: str | Path | None = None, size: int | N
     size : int, optional
         Side of the input images (EfficientNet-Lite pads "same" for a fixed
         size); defaults to the weights' input size.
+    pretrained : bool
+        False keeps the architecture's random initialisation and reads no
+        weights (no file, no network): for a model whose own saved state is
+        loaded next.
 
     Returns
     -------
@@ -250,7 +255,8 @@ def backbone(name: str, *, weights_file: str | Path | None = None, size: int | N
     """
     weights = weights_for(name, weights_file)
     model = _architecture(name, size or weights.input_size)
-    _load_strict(model, _state_dict(name, weights), name, weights.source)
+    if pretrained:
+        _load_strict(model, _state_dict(name, weights), name, weights.source)
     return Backbone(_blocks(name, model), mean=weights.mean, std=weights.std).eval(), weights
 
 

@@ -9,6 +9,7 @@ probabilities are calibrated like those of the classical methods.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: Version of the files written by :meth:`TorchClassifier.save_state`.
 STATE_FORMAT = 1
+#: Test-time augmentation: the views of a batch of images (N, H, W) whose logits are averaged.
+TTA_VIEWS = {"identity": lambda X: X, "horizontal flip": lambda X: np.ascontiguousarray(X[:, :, ::-1])}
 
 
 def holdout_split(y, groups=None, *, fraction: float = 0.2, random_state: int = 0):
@@ -75,7 +78,10 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     module_builder : callable
         ``module_builder(*, num_classes, input_shape, **module_params)``
         returning an untrained ``torch.nn.Module`` (e.g.
-        :func:`brainmri.models.cnn.ayadi_cnn`).
+        :func:`brainmri.models.cnn.ayadi_cnn`). A builder with a
+        ``pretrained`` keyword is called with ``pretrained=False`` by
+        :meth:`load_state`: the saved state holds every weight, so no
+        pretrained file or network is needed to load a model.
     module_params : dict or None
         Extra keyword arguments of ``module_builder``.
     epochs, lr, weight_decay, batch_size, label_smoothing : number
@@ -86,6 +92,17 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     augment : bool
         Augment training images (:func:`brainmri.training.augment.augment_batch`);
         ignored for vectors.
+    backbone_lr_factor : float
+        For a module with a ``backbone`` attribute (e.g.
+        :class:`~brainmri.models.finetune.FineTuneNet`): the backbone's
+        learning rate is ``lr * backbone_lr_factor``, the rest's ``lr``.
+    unfreeze_after : int
+        Epochs during which that backbone is frozen (only the rest learns);
+        0: never frozen.
+    tta : bool
+        Test-time augmentation of images: the logits are the mean over
+        :data:`TTA_VIEWS` (the image and its left-right mirror), in
+        prediction and for the temperature fitted on the validation part.
     ema_decay : float or None
         Validate and keep an exponential moving average of the weights.
     patience : int or None
@@ -114,13 +131,14 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     history_ : list of dict
         Per epoch: epoch, train_loss, val_loss, val_accuracy, lr, seconds, images_per_s.
     params_ : dict
-        Best epoch, temperature, validation split and device used.
+        Best epoch, temperature, validation split and device used (and the
+        TTA views, with ``tta``).
     """
 
     def __init__(self, module_builder, *, module_params=None, epochs=10, lr=2e-3, weight_decay=0.05, batch_size=64,
-                 label_smoothing=0.05, class_weight="balanced", augment=False, ema_decay=0.99, patience=None,
-                 precision="auto", channels_last=False, val_fraction=0.2, device="auto", threads=None, seed=0,
-                 work_dir=None):
+                 label_smoothing=0.05, class_weight="balanced", augment=False, backbone_lr_factor=1.0,
+                 unfreeze_after=0, tta=False, ema_decay=0.99, patience=None, precision="auto", channels_last=False,
+                 val_fraction=0.2, device="auto", threads=None, seed=0, work_dir=None):
         self.module_builder = module_builder
         self.module_params = module_params
         self.epochs = epochs
@@ -130,6 +148,9 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.label_smoothing = label_smoothing
         self.class_weight = class_weight
         self.augment = augment
+        self.backbone_lr_factor = backbone_lr_factor
+        self.unfreeze_after = unfreeze_after
+        self.tta = tta
         self.ema_decay = ema_decay
         self.patience = patience
         self.precision = precision
@@ -147,13 +168,17 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
                              batch_size=self.batch_size, label_smoothing=self.label_smoothing,
                              class_weight=self.class_weight, augment=self.augment, ema_decay=self.ema_decay,
                              patience=self.patience, precision=self.precision, channels_last=self.channels_last,
-                             seed=self.seed)
+                             seed=self.seed, backbone_lr_factor=self.backbone_lr_factor,
+                             unfreeze_after=self.unfreeze_after)
 
-    def _build(self, n_classes: int, input_shape: tuple):
+    def _build(self, n_classes: int, input_shape: tuple, *, restoring: bool = False):
         import torch
 
+        params = dict(self.module_params or {})
+        if restoring and "pretrained" in inspect.signature(self.module_builder).parameters:
+            params["pretrained"] = False  # the saved state replaces every weight: read no pretrained ones
         torch.manual_seed(self.seed)
-        return self.module_builder(num_classes=n_classes, input_shape=tuple(input_shape), **(self.module_params or {}))
+        return self.module_builder(num_classes=n_classes, input_shape=tuple(input_shape), **params)
 
     @staticmethod
     def _check_X(X) -> np.ndarray:
@@ -181,7 +206,11 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         settings = self._settings()
         if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction <= 0.5):
             raise ConfigError(f"training parameter val_fraction must be a number in (0, 0.5], got {self.val_fraction!r}")
+        if not isinstance(self.tta, bool):
+            raise ConfigError(f"training parameter tta must be true or false, got {self.tta!r}")
         X = self._check_X(X)
+        if self.tta and X.ndim != 3:
+            raise ConfigError("training parameter tta=true needs images (N, H, W), not vectors; set tta=false")
         y = np.asarray(y)
         if len(X) != len(y):
             raise DataError(f"X has {len(X)} items but y has {len(y)} labels")
@@ -198,19 +227,23 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.__dict__.pop("_inference_module_", None)
         self.device_ = device
         self.input_shape_ = tuple(int(v) for v in X.shape[1:])
-        self.temperature_ = fit_temperature(result.val_logits, y_idx[val])
+        # The temperature (and reported accuracy) of the logits that prediction gives: averaged over the views.
+        val_logits = self.predict_logits(X[val]) if self.tta else result.val_logits
+        self.temperature_ = fit_temperature(val_logits, y_idx[val])
         self.history_ = result.history
-        val_acc = float((result.val_logits.argmax(1) == y_idx[val]).mean())
+        val_acc = float((val_logits.argmax(1) == y_idx[val]).mean())
         self.params_ = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
                         "val_accuracy": round(val_acc, 6), "n_val": int(len(val)),
                         "temperature": round(self.temperature_, 4), "calibration": "temperature scaling on the validation part",
                         "inner_cv": how, "device": str(device), "precision": self.precision}
+        if self.tta:
+            self.params_["tta"] = "mean logits of " + " and ".join(TTA_VIEWS)
         if result.resumed_from:
             self.params_["resumed_after_epoch"] = result.resumed_from
         return self
 
     def predict_logits(self, X) -> np.ndarray:
-        """Uncalibrated logits, float32 of shape (n, n_classes)."""
+        """Uncalibrated logits, float32 of shape (n, n_classes); with ``tta``, their mean over :data:`TTA_VIEWS`."""
         from brainmri.training.device import torch_threads, tune_malloc
         from brainmri.training.loop import predict_logits
 
@@ -219,10 +252,12 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         if tuple(X.shape[1:]) != self.input_shape_:
             raise DataError(f"items of shape {tuple(X.shape[1:])}, but the model was trained on {self.input_shape_}")
         tune_malloc()
+        views = list(TTA_VIEWS.values()) if self.tta else [TTA_VIEWS["identity"]]
         with torch_threads(self.threads):
-            return predict_logits(self._inference_module(), X, device=self.device_,
-                                  batch_size=max(self.batch_size, 128), precision=self.precision,
-                                  channels_last=self.channels_last)
+            logits = [predict_logits(self._inference_module(), view(X), device=self.device_,
+                                     batch_size=max(self.batch_size, 128), precision=self.precision,
+                                     channels_last=self.channels_last) for view in views]
+        return sum(logits) / len(logits)
 
     def _inference_module(self):
         """``module_`` with every batch norm folded into the convolution before it, built once.
@@ -317,7 +352,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
                             f"{self._builder_name()}")
         try:
             tensors = load_file(str(weights_path))
-            module = self._build(len(meta["classes"]), tuple(meta["input_shape"]))
+            module = self._build(len(meta["classes"]), tuple(meta["input_shape"]), restoring=True)
             module.load_state_dict(tensors, strict=True)
         except (OSError, SafetensorError, RuntimeError, KeyError, TypeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

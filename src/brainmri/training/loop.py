@@ -31,6 +31,16 @@ moving average of the weights and buffers (``torch.optim.swa_utils``,
 Polyak averaging), and the weights kept are those of the epoch with the
 best validation accuracy (ties: lower loss), not the last.
 
+Pretrained backbones. A module with a ``backbone`` attribute (fine-tuning,
+:class:`~brainmri.models.finetune.FineTuneNet`) gets two parameter groups:
+the backbone's learning rate is ``lr * backbone_lr_factor`` and the rest's
+``lr``, both on the same one-cycle schedule (discriminative learning rates,
+Howard and Ruder 2018). During the first ``unfreeze_after`` epochs the
+backbone is frozen: no gradient (so AdamW neither steps nor decays it) and
+eval-mode batch norm, so its weights and statistics stay exactly as loaded.
+Whether an epoch is frozen depends on its number only, so resume is exact
+across the unfreezing too.
+
 References
 ----------
 L. N. Smith and N. Topin, "Super-convergence: very fast training of neural
@@ -43,6 +53,9 @@ ICLR 2019 (AdamW).
 B. T. Polyak and A. B. Juditsky, "Acceleration of stochastic approximation
 by averaging", SIAM Journal on Control and Optimization 30(4):838-855, 1992.
 DOI: 10.1137/0330046
+
+J. Howard and S. Ruder, "Universal language model fine-tuning for text
+classification", Proc. 56th ACL, 328-339, 2018. DOI: 10.18653/v1/P18-1031
 """
 
 from __future__ import annotations
@@ -106,6 +119,8 @@ class TrainSettings:
     precision: str = "auto"
     channels_last: bool = False
     seed: int = 0
+    backbone_lr_factor: float = 1.0
+    unfreeze_after: int = 0
 
     def __post_init__(self):
         checks = [
@@ -121,6 +136,10 @@ class TrainSettings:
             ("patience", self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
              "an integer >= 1 or null"),
             ("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            ("backbone_lr_factor", isinstance(self.backbone_lr_factor, (int, float)) and self.backbone_lr_factor > 0,
+             "a number > 0"),
+            ("unfreeze_after", isinstance(self.unfreeze_after, int) and not isinstance(self.unfreeze_after, bool)
+             and self.unfreeze_after >= 0, "an integer >= 0"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -208,9 +227,15 @@ def _ema_avg(decay: float):
     return avg
 
 
+#: Settings added after checkpoints were first written, with their defaults: left out of the fingerprint at those
+#: defaults, so that the checkpoints of earlier runs (same training) still resume.
+_LATER_SETTINGS = {"backbone_lr_factor": 1.0, "unfreeze_after": 0}
+
+
 def _fingerprint(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, settings: TrainSettings) -> str:
     h = hashlib.blake2b(digest_size=12)
-    h.update(json.dumps({"module": type(module).__name__, "settings": asdict(settings),
+    fields = {k: v for k, v in asdict(settings).items() if k not in _LATER_SETTINGS or v != _LATER_SETTINGS[k]}
+    h.update(json.dumps({"module": type(module).__name__, "settings": fields,
                          "shapes": [X.shape, X_val.shape]}, sort_keys=True, default=str).encode())
     for array in (X, y, X_val):
         h.update(np.ascontiguousarray(array).tobytes())
@@ -224,6 +249,48 @@ def _write_log(path: Path, history: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(history)
     write_text(path, buffer.getvalue())
+
+
+def _optimizer(module, s: TrainSettings, steps: int):
+    """AdamW and its one-cycle schedule: one parameter group, or the head's and the backbone's.
+
+    A module with a ``backbone`` attribute gets two groups, the backbone's
+    peaking at ``lr * backbone_lr_factor`` (discriminative learning rates,
+    Howard and Ruder 2018); any other module one group peaking at ``lr``.
+    """
+    import torch
+
+    trunk = getattr(module, "backbone", None)
+    if trunk is None:
+        for name in ("backbone_lr_factor", "unfreeze_after"):
+            if getattr(s, name) != _LATER_SETTINGS[name]:
+                raise ConfigError(f"training parameter {name}={getattr(s, name)!r} needs a network with a backbone, "
+                                  f"and {type(module).__name__} has none; leave it at {_LATER_SETTINGS[name]}")
+        params, max_lr = module.parameters(), s.lr
+    else:
+        in_trunk = {id(p) for p in trunk.parameters()}
+        params = [{"params": [p for p in module.parameters() if id(p) not in in_trunk]},
+                  {"params": list(trunk.parameters())}]
+        max_lr = [s.lr, s.lr * s.backbone_lr_factor]
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=s.epochs * steps,
+                                                    anneal_strategy="cos")
+    return optimizer, scheduler
+
+
+def _train_mode(module, frozen: bool) -> None:
+    """Training mode, with the module's ``backbone`` (if any) frozen or not.
+
+    A frozen backbone gets no gradient (hence no AdamW step or decay) and
+    keeps its batch-norm statistics (eval mode): its weights and buffers
+    stay exactly as they are.
+    """
+    module.train()
+    trunk = getattr(module, "backbone", None)
+    if trunk is not None:
+        trunk.requires_grad_(not frozen)
+        if frozen:
+            trunk.eval()
 
 
 def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
@@ -255,10 +322,8 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
     module.to(device)
     if s.channels_last and X.ndim == 3:
         module.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     steps = max(len(X) // s.batch_size, 1)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=s.lr, total_steps=s.epochs * steps,
-                                                    anneal_strategy="cos")
+    optimizer, scheduler = _optimizer(module, s, steps)
     ema = AveragedModel(module, avg_fn=_ema_avg(s.ema_decay), use_buffers=True) if s.ema_decay else None
     weight = None
     if s.class_weight == "balanced":
@@ -294,7 +359,7 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
         start = time.perf_counter()
         torch.manual_seed(s.seed * 100_003 + epoch)  # shuffling, augmentation and dropout of this epoch
         order = torch.randperm(len(X)).numpy()
-        module.train()
+        _train_mode(module, frozen=epoch < s.unfreeze_after)
         total, seen = 0.0, 0
         for b in range(steps):
             idx = np.sort(order[b * s.batch_size : (b + 1) * s.batch_size])

