@@ -8,6 +8,7 @@ returns the path it wrote.
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 from pathlib import Path
 
@@ -206,19 +207,22 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+_BRAINMRI_LOG = logging.getLogger("brainmri")
+#: The "brainmri" logger as the session found it, before any test ran ``brainmri.cli.main``.
+_PRISTINE_LOG = (_BRAINMRI_LOG.handlers[:], _BRAINMRI_LOG.level, _BRAINMRI_LOG.propagate)
+
+
 @pytest.fixture(autouse=True)
 def _restore_brainmri_logger():
     """``brainmri.cli.main`` points the "brainmri" logger at the stderr pytest captured for one
     test; restore it afterwards so later tests neither log to a closed stream nor miss records
-    in ``caplog``."""
-    import logging
-
-    log = logging.getLogger("brainmri")
-    handlers, level, propagate = log.handlers[:], log.level, log.propagate
+    in ``caplog``. The state restored is the session's first one, not the one before the test:
+    a module-scoped fixture that runs ``main`` changes the logger outside any single test."""
     yield
-    log.handlers[:] = handlers
-    log.setLevel(level)
-    log.propagate = propagate
+    handlers, level, propagate = _PRISTINE_LOG
+    _BRAINMRI_LOG.handlers[:] = handlers
+    _BRAINMRI_LOG.setLevel(level)
+    _BRAINMRI_LOG.propagate = propagate
 
 
 @pytest.fixture
