@@ -100,8 +100,11 @@ def _torchio(transform, x: np.ndarray, *, depth_axis: int = 3) -> np.ndarray:
     image axis.
     """
     import torch
-    import torchio
 
+    try:
+        import torchio
+    except ImportError:
+        raise ConfigError("the acquisition shifts need TorchIO: pip install 'brainmri[shift]'") from None
     tensor = torch.from_numpy(np.expand_dims(x, depth_axis - 1)[None].copy())
     # One torch thread for one small image: on a busy machine, torch's threads wait for each other and made
     # these transforms 3 to 10 times slower (gamma 85 ms against 10 ms per 224-pixel image, motion 357 against 31).
