@@ -69,7 +69,9 @@ def test_every_prediction_is_saved(cv_run):
     acc = np.mean([r["label"] == r["predicted"] for r in rf])
     assert acc == pytest.approx(results["methods"]["rf"]["metrics"]["accuracy"]["value"])
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
-    assert len(list((out / "figures").glob("*.png"))) == 1 + 3 * 2  # comparison chart, confusion + ROC + reliability per method
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    explained = {f"explanation_{m}_{k}.png" for m, e in results["methods"].items() for k in range(len(e["explanations"]))}
+    assert explained <= figures and len(figures - explained) == 1 + 3 * 2  # comparison, confusion + ROC + reliability each
 
 
 def test_rerun_resumes_without_refitting(cv_run, monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError
+from brainmri.evaluation import benchmark as benchmark_module
 from brainmri.evaluation.benchmark import run_benchmark
 from brainmri.evaluation.protocol import BenchmarkConfig
 from brainmri.features import EXTRACTORS, GLCMFeatures
@@ -37,6 +38,9 @@ def no_cache_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("BRAINMRI_CACHE", str(root / "default-cache"))
         counts = _count_extractions(monkeypatch)
+        # Counted here: features of the dataset's images. The report's occlusion maps compute features of occluded
+        # copies of a few test images too (tests/explain/test_examples.py).
+        monkeypatch.setattr(benchmark_module, "explain_examples", lambda *args, **kwargs: [])
         config = BenchmarkConfig(data=str(data), **CONFIG)
         results = run_benchmark(config, root / "out", n_jobs=1, cache_dir=None)
     return root, config, results, counts

@@ -39,6 +39,7 @@ from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check
 from brainmri.evaluation.run_folder import check_run_folder, start_run_folder
 from brainmri.evaluation.shift import format_shift, predict_shifted, shift_definitions, shift_subset, summarize_shift
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
+from brainmri.explain.examples import explain_examples
 from brainmri.features.extract import MemoryCache, precompute_features
 from brainmri.files import check_output_folder, write_json, write_text
 from brainmri.models.validation import check_class_counts
@@ -266,8 +267,13 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
                                                            for name, by in shifted.items()}}
         unit["shift_s"] = round(time.perf_counter() - done, 3)
     # The optional hook of the method interface: pictures of what the method computes, for the report.
-    if hasattr(model, "illustrate") and split.name == plan.splits[0].name:
-        unit["illustrations"] = _illustrations(model, plan, split)
+    if split.name == plan.splits[0].name:
+        if hasattr(model, "illustrate"):
+            unit["illustrations"] = _illustrations(model, plan, split)
+        unit["explanations"] = [
+            {"caption": f"{plan.rel[split.test[e['index']]]}: {e['caption']}", "png": base64.b64encode(e["png"]).decode()}
+            for e in explain_examples(model, plan.paths[split.test], plan.labels[split.test], proba, method=method,
+                                      preprocess=config.preprocess, max_pixels=config.max_pixels)]
     return unit
 
 
@@ -523,10 +529,11 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         entry["params"] = us[0]["params"] if len(us) == 1 else {u["fold"]: u["params"] for u in us if u["params"]}
         if any("history" in u for u in us):
             entry["history"] = {u["fold"]: u["history"] for u in us if "history" in u}
-        pictures = next((u["illustrations"] for u in us if u.get("illustrations")), [])
-        if pictures:
-            entry["illustrations"] = [p["caption"] for p in pictures]
-            pooled["illustrations"] = [base64.b64decode(p["png"]) for p in pictures]
+        for kind in ("illustrations", "explanations"):  # pictures of the first fold
+            pictures = next((u[kind] for u in us if u.get(kind)), [])
+            if pictures:
+                entry[kind] = [p["caption"] for p in pictures]
+                pooled[kind] = [base64.b64decode(p["png"]) for p in pictures]
         methods[method] = entry
 
     results = {

@@ -10,6 +10,7 @@ composing and writing one costs about 10 ms.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,23 @@ class Overlay:
         self.floor = floor
 
     def __call__(self, path: str | Path, image: np.ndarray, attribution: np.ndarray, title: str) -> Path:
-        """Write ``path`` (PNG): ``image`` (H, W) in [0, 1] in gray, ``attribution`` (H, W) in colour over it.
+        """Write ``path`` (PNG): the :meth:`picture` of ``image``, ``attribution`` and ``title``."""
+        with atomic_path(path) as tmp:
+            self.picture(image, attribution, title).save(tmp, format="PNG", compress_level=1)
+        return Path(path)
+
+    def png(self, image: np.ndarray, attribution: np.ndarray, title: str) -> bytes:
+        """The :meth:`picture` as PNG bytes."""
+        buffer = io.BytesIO()
+        self.picture(image, attribution, title).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+
+    def picture(self, image: np.ndarray, attribution: np.ndarray, title: str):
+        """``image`` (H, W) in [0, 1] in gray, ``attribution`` (H, W) in colour over it, ``title`` above (a PIL image).
 
         The colour scale runs from 0 (blue) to the map's maximum (red);
-        negative attribution is left uncoloured.
+        negative attribution is left uncoloured. PNG is written at zlib
+        level 1: 9 ms instead of 29 (default 6) for 3 % more bytes.
         """
         from matplotlib import colormaps
         from PIL import Image, ImageDraw, ImageFont
@@ -57,6 +71,4 @@ class Overlay:
         canvas = Image.new("RGB", (picture.width, picture.height + band), "white")
         canvas.paste(picture, (0, band))
         ImageDraw.Draw(canvas).text((4, 4), title, fill="black", font=ImageFont.load_default(size=14))
-        with atomic_path(path) as tmp:
-            canvas.save(tmp, format="PNG", compress_level=1)  # zlib level 1: 9 ms, not 29 (default 6), for 3% more bytes
-        return Path(path)
+        return canvas

@@ -464,7 +464,8 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
         block: methods that train in epochs),
         ``"illustration/<method>/<k>"`` (the PNG pictures of the method's
         ``illustrate`` hook, ``predictions[method]["illustrations"]``, as
-        they are) and ``"shift/<method>"`` (with ``--shift``), methods in the
+        they are), ``"explanation/<method>/<k>"`` (the attribution overlays
+        of ``predictions[method]["explanations"]``, as they are) and ``"shift/<method>"`` (with ``--shift``), methods in the
         order of ``results``; with ``--shift`` also ``"shift_summary"``.
     """
     figures = {"metric_comparison": figure_png(metric_comparison_figure(results))}
@@ -481,8 +482,9 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
             figures[f"reliability/{name}"] = figure_png(reliability_figure(method["calibration"], ece, f"{name}: reliability"))
         if method.get("history"):
             figures[f"learning/{name}"] = figure_png(learning_curves_figure(method["history"], f"{name}: learning curves"))
-        for k, png in enumerate(predictions.get(name, {}).get("illustrations", [])):
-            figures[f"illustration/{name}/{k}"] = png
+        for kind in ("illustration", "explanation"):
+            for k, png in enumerate(predictions.get(name, {}).get(f"{kind}s", [])):
+                figures[f"{kind}/{name}/{k}"] = png
         if method.get("shift"):
             figures[f"shift/{name}"] = figure_png(shift_severity_figure(
                 method["shift"], results["shift"]["severities"], f"{name}: accuracy under acquisition shifts"))

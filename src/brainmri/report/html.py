@@ -135,7 +135,7 @@ def _key_values(pairs: list[tuple[str, str]]) -> str:
 
 def _img(png: bytes, alt: str, caption: str = "") -> str:
     data = base64.b64encode(png).decode("ascii")
-    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
+    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
     return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}">{cap}</figure>'
 
 
@@ -557,6 +557,15 @@ def _method(name: str, index: int, m: dict, figures: dict[str, bytes]) -> str:
     if pictures:
         parts.append("<h4>Illustrations</h4><p>What the method computes on a few test images of the first fold, "
                      "as the method draws them.</p>" + '<div class="figures">' + "".join(pictures) + "</div>")
+    pictures = [_img(figures[key], caption, caption) for k, caption in enumerate(m.get("explanations") or [])
+                if (key := f"explanation/{name}/{k}") in figures]
+    if pictures:
+        parts.append("<h4>Where the method looked</h4><p>Attribution maps (Grad-CAM for networks on the images, "
+                     "occlusion otherwise) of the most confident correct and the most confident wrong prediction "
+                     "of each class in the first fold, for the class the method called. Red: what raised that "
+                     "class's score most. A map on the border or the skull rather than the brain is a warning "
+                     "that the method learned the collection, not the disease.</p>"
+                     + '<div class="figures">' + "".join(pictures) + "</div>")
     return "".join(parts)
 
 
