@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from brainmri.cli import main
-from brainmri.data.synthetic import synthetic_slice
 
 pytest.importorskip("fastapi")
 
@@ -37,21 +34,11 @@ def cnn_model(cnn_bundle):
     return load_model(cnn_bundle, device="cpu")
 
 
-def png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
-    """``array`` (uint8) encoded as ``fmt`` by Pillow."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="session")
-def slice_png() -> bytes:
-    """A 64 x 64 synthetic glioma slice as PNG."""
-    return png_bytes(synthetic_slice("glioma", np.random.default_rng(0), size=64) * 255)
-
-
 class StandIn:
-    """A model with a bundle's interface that predicts fixed probabilities; ``gate`` (an Event) holds every call."""
+    """A model with a bundle's interface; ``gate`` (an Event) holds every call, ``seen`` keeps the images.
+
+    Its probability of ``glioma`` is the image's mean over its maximum, so that it tells images apart.
+    """
 
     classes_ = np.array(["glioma", "notumor"])
     manifest = {"method": {"name": "stand-in", "family": "test"}, "classes": ["glioma", "notumor"],
@@ -68,7 +55,11 @@ class StandIn:
         self.started.set()
         assert self.gate.wait(10)
         self.seen += list(images)
-        return np.tile([0.25, 0.75], (len(images), 1))
+        return np.array([[p, 1 - p] for p in map(self.glioma, images)])
+
+    @staticmethod
+    def glioma(image: np.ndarray) -> float:
+        return float(np.mean(image) / (np.max(image) or 1))
 
 
 @pytest.fixture
@@ -95,3 +86,8 @@ def client_of():
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+def pytest_configure(config):
+    # Starlette 1.x deprecates its TestClient's httpx backend in favour of httpx2, which is not installed here.
+    config.addinivalue_line("filterwarnings", "ignore:Using `httpx` with `starlette.testclient` is deprecated")
