@@ -102,7 +102,7 @@ class Inference:
         self.pending = 0
         self.explain_lock = threading.Lock()
         self._seconds = 1.0
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="brainmri-serve")
+        self._executor: ThreadPoolExecutor | None = None
         self.explanation, self.explain_problem = None, None
         self._setup_explanation(model if explain is None else explain)
 
@@ -124,8 +124,10 @@ class Inference:
         self._overlay = Overlay(alpha=1.0)  # the page sets the opacity
 
     def close(self) -> None:
-        """Stop the workers; waiting requests are dropped."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers (waiting requests are dropped); the next :meth:`run` starts new ones."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def run(self, fn: Callable, *args):
         """``fn(*args)`` in a worker thread, or 503 at once when ``capacity`` requests are already there.
@@ -149,6 +151,8 @@ class Inference:
             self.pending -= 1
             self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - start)
 
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="brainmri-serve")
         future = self._executor.submit(fn, *args)
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
         return await asyncio.wrap_future(future)
