@@ -1,0 +1,70 @@
+"""``brainmri serve``: options checked with one-line errors, the warning for other hosts, the server started."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from brainmri.cli import main
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """Replaces uvicorn: records the app and settings that ``brainmri serve`` would serve."""
+    import brainmri.serve.app
+
+    calls = []
+    monkeypatch.setattr(brainmri.serve.app, "run_server", lambda app, settings, quiet: calls.append((app, settings)))
+    return calls
+
+
+def test_serve_loads_the_bundle_once_and_serves_it_on_localhost(cnn_bundle, started, caplog, capsys):
+    from fastapi.testclient import TestClient
+
+    assert main(["serve", str(cnn_bundle), "--port", "0", "--device", "cpu"]) == 0
+    [(app, settings)] = started
+    assert settings.host == "127.0.0.1" and settings.port == 0 and settings.token is None
+    assert "serving" in capsys.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with TestClient(app) as client:
+        assert client.get("/model").json()["classes"] == ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+@pytest.mark.parametrize("token, warned", [(None, "there is no authentication: anyone who reaches it can use the model; set --token"),
+                                           ("long-enough-token", "its token travels unencrypted over plain HTTP")])
+def test_another_host_is_served_with_a_warning(token, warned, cnn_bundle, started, capsys, monkeypatch):
+    monkeypatch.delenv("BRAINMRI_SERVE_TOKEN", raising=False)
+    argv = ["serve", str(cnn_bundle), "--host", "0.0.0.0", "--device", "cpu"] + (["--token", token] if token else [])
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: --host 0.0.0.0: other machines can reach this server" in err and warned in err
+
+
+def test_the_token_can_come_from_the_environment(cnn_bundle, started, monkeypatch):
+    monkeypatch.setenv("BRAINMRI_SERVE_TOKEN", "from-the-environment")
+    assert main(["serve", str(cnn_bundle), "--device", "cpu", "-q"]) == 0
+    assert started[0][1].token == "from-the-environment"
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("--workers", "0", "--workers must be an integer >= 1, got 0"),
+    ("--queue-size", "-1", "--queue-size must be an integer >= 0, got -1"),
+    ("--max-files", "0", "--max-files must be an integer >= 1, got 0"),
+    ("--max-upload-mb", "0", "--max-upload-mb must be a positive number of MiB, got 0.0"),
+    ("--max-pixels", "0", "--max-pixels must be a positive integer"),
+    ("--port", "70000", "--port must be between 0 and 65535, got 70000"),
+    ("--token", "short", "--token must be at least 8 printable characters without spaces"),
+])
+def test_bad_options_are_one_line_errors(option, value, match, cnn_bundle, started, error_line):
+    assert main(["serve", str(cnn_bundle), option, value]) == 2
+    assert match in error_line("serve")
+    assert started == []
+
+
+def test_not_a_bundle_and_keep_uploads_inside_it_are_refused(cnn_bundle, tmp_path, started, error_line):
+    assert main(["serve", str(tmp_path)]) == 2
+    assert "not a brainmri model bundle" in error_line("serve")
+    assert main(["serve", str(cnn_bundle), "--keep-uploads", str(cnn_bundle / "kept")]) == 2
+    assert "--keep-uploads" in error_line("serve") and not (cnn_bundle / "kept").exists()
+    assert started == []
