@@ -163,6 +163,16 @@ def test_bad_input_is_a_documented_json_error_never_a_500(make, status, match, s
     assert stand_in.seen == []  # nothing reached the model
 
 
+def test_a_chunked_body_is_cut_off_at_the_limit(stand_in, client_of):
+    def chunks():  # no Content-Length: the server counts what arrives
+        for _ in range(100):
+            yield bytes(1024)
+
+    response = client_of(stand_in, max_upload_mb=0.01).post(
+        "/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413 and "above the limit of 0.01 MiB" in response.json()["detail"]
+
+
 def _nifti_header(side: int) -> bytes:
     """A NIfTI-1 header declaring a ``side``^3 float32 volume, followed by a few bytes of data."""
     from nibabel.nifti1 import Nifti1Header

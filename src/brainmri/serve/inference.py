@@ -90,7 +90,7 @@ class Inference:
         Requests being computed or waiting.
     """
 
-    def __init__(self, model, *, explain=None, workers: int = 1, queue_size: int = 8, max_pixels: int,
+    def __init__(self, model, *, explain=None, workers: int, queue_size: int, max_pixels: int,
                  keep_uploads: str | Path | None = None):
         self.model = model
         self.classes = [str(c) for c in model.classes_]

@@ -47,7 +47,7 @@ class ServeSettings:
     max_pixels: int = SERVE_MAX_PIXELS
     max_files: int = 16
     workers: int = 1
-    queue_size: int = 8
+    queue_size: int = 32
     keep_uploads: str | None = None
 
     def __post_init__(self):
