@@ -220,8 +220,6 @@ def read_upload(upload: Upload, folder: Path, index: int, *, max_pixels: int) ->
             image, meta = read_image(path, max_pixels=max_pixels)
     except DataError as exc:
         raise RequestError(422, str(exc).replace(str(path), upload.name)) from None
-    finally:
-        path.unlink()
     if image.ndim != 2:
         raise RequestError(422, f"{upload.name}: a {upload.kind} volume or series of shape {'x'.join(map(str, image.shape))}, "
                                 "not one slice; send one 2D slice per file")
