@@ -101,6 +101,7 @@ class Inference:
         self.keep_uploads = Path(keep_uploads) if keep_uploads else None
         self.pending = 0
         self.explain_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._seconds = 1.0
         self._executor: ThreadPoolExecutor | None = None
         self.explanation, self.explain_problem = None, None
@@ -125,9 +126,10 @@ class Inference:
 
     def close(self) -> None:
         """Stop the workers (waiting requests are dropped); the next :meth:`run` starts new ones."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        with self._count_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, fn: Callable, *args):
         """``fn(*args)`` in a worker thread, or 503 at once when ``capacity`` requests are already there.
@@ -137,24 +139,25 @@ class Inference:
         RequestError
             503, with ``Retry-After``.
         """
-        if self.pending >= self.capacity:
-            wait = max(1, math.ceil(self._seconds * self.pending / self.workers))
-            raise RequestError(503, f"busy: {self.pending} requests are being computed or waiting, the most this "
-                                    f"server takes (--workers {self.workers}, --queue-size "
-                                    f"{self.capacity - self.workers}); retry in {wait} s",
-                               headers={"Retry-After": str(wait)})
-        loop = asyncio.get_running_loop()
+        with self._count_lock:
+            if self.pending >= self.capacity:
+                wait = max(1, math.ceil(self._seconds * self.pending / self.workers))
+                raise RequestError(503, f"busy: {self.pending} requests are being computed or waiting, the most "
+                                        f"this server takes (--workers {self.workers}, --queue-size "
+                                        f"{self.capacity - self.workers}); retry in {wait} s",
+                                   headers={"Retry-After": str(wait)})
+            self.pending += 1
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="brainmri-serve")
         start = time.perf_counter()
-        self.pending += 1
 
-        def done(_):  # counted when the work ends, not when a client gives up waiting for it
-            self.pending -= 1
-            self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - start)
+        def done(_):  # counted when the work ends (in the worker), not when a client gives up waiting for it
+            with self._count_lock:
+                self.pending -= 1
+                self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - start)
 
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="brainmri-serve")
         future = self._executor.submit(fn, *args)
-        future.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
+        future.add_done_callback(done)
         return await asyncio.wrap_future(future)
 
     def predict(self, uploads: list[Upload], heatmap: bool) -> list[dict]:
