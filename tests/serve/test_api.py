@@ -279,3 +279,34 @@ def test_the_page_loads_nothing_from_another_host(stand_in, client_of):
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), path.name
         assert client.get(f"/static/{path.name}").status_code == 200
     assert client.get("/docs").status_code == 404  # FastAPI's docs would load scripts from a CDN
+
+
+def test_another_predictor_is_served_with_the_heatmaps_of_its_bundle(stand_in, cnn_model, client_of, one_torch_thread):
+    # How an ONNX runtime predictor is served: its probabilities, and the maps of the bundle it was exported from.
+    from fastapi.testclient import TestClient
+
+    from brainmri.serve.app import create_app
+
+    with TestClient(create_app(stand_in, explain=cnn_model)) as client:
+        response = client.post("/predict?heatmap=true", files=_files(("a.png", png_bytes(_glioma()))))
+        assert client.get("/model").json()["explanation"] == "gradcam"
+    [one] = response.json()["predictions"]
+    assert one["probabilities"]["glioma"] == pytest.approx(stand_in.glioma(_glioma().astype(np.float32)))
+    assert one["heatmap"]["method"] == "gradcam"
+
+
+@pytest.mark.slow
+def test_a_classical_bundle_is_explained_by_occlusion(demo_source, tmp_path, client_of):
+    from brainmri.cli import main
+    from brainmri.models.bundle import load_model
+
+    assert main(["train", str(demo_source), "--out", str(tmp_path / "svm"), "--method", "ovo-svm", "--size", "32",
+                 "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
+    client = client_of(load_model(tmp_path / "svm"))
+    assert client.get("/model").json()["explanation"] == "occlusion"
+    response = client.post("/predict?heatmap=true", files=_files(("a.png", png_bytes(_glioma()))))
+    assert response.status_code == 200
+    heatmap = response.json()["predictions"][0]["heatmap"]
+    assert heatmap["method"] == "occlusion"
+    with Image.open(io.BytesIO(base64.b64decode(heatmap["overlay_png"]))) as im:
+        assert im.size == (32, 32)
