@@ -83,3 +83,34 @@ def test_the_page_shows_the_class_the_bars_and_the_overlay(cnn_model, tmp_path, 
     assert shot.stat().st_size > 10_000
     assert problems == []
     assert requested and all(u.startswith(url) or u.startswith("data:") for u in requested), requested
+
+
+@pytest.mark.slow
+def test_the_page_asks_for_the_token_and_shows_a_model_without_heatmaps(stand_in, tmp_path, write_pil):
+    if not CHROMIUM.exists():
+        pytest.skip(f"no chromium at {CHROMIUM}: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    from brainmri.serve.app import create_app
+    from brainmri.serve.settings import ServeSettings
+
+    image = write_pil(tmp_path / "slice.png", (synthetic_slice("notumor", np.random.default_rng(1), size=64) * 255).astype(np.uint8))
+    with live_server(create_app(stand_in, ServeSettings(token="page-token-123"))) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            expect(page.locator("#token-box")).to_be_visible()
+            expect(page.locator("#error")).to_contain_text("missing token")
+            page.fill("#token", "page-token-123")
+            page.click("#token-save")
+            expect(page.locator("#model")).to_contain_text("stand-in, classes glioma, notumor")
+            expect(page.locator("#token-box")).to_be_hidden()
+            page.set_input_files("#file", str(image))
+            expect(page.locator("#predicted")).to_have_text("notumor")
+            expect(page.locator("#bars .bar")).to_have_count(2)
+            expect(page.locator("#figure")).to_be_hidden()  # no heatmap asked of a model without one
+            expect(page.locator("#error")).to_be_hidden()
+        finally:
+            browser.close()
