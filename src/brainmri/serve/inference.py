@@ -180,7 +180,7 @@ class Inference:
         if heatmap and self.explanation is None:
             raise RequestError(422, f"heatmap=true: {self.explain_problem}; ask without heatmap")
         with tempfile.TemporaryDirectory(prefix="brainmri-serve-") as folder:
-            images = [read_upload(u, Path(folder), k, max_pixels=self.max_pixels)[0] for k, u in enumerate(uploads)]
+            images = [read_upload(u, Path(folder), k, max_pixels=self.max_pixels) for k, u in enumerate(uploads)]
         try:
             proba = np.asarray(self.model.predict_proba(images), dtype=np.float64)
         except BrainMRIError as exc:

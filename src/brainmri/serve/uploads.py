@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainmri.data.io import ImageMeta, read_image
+from brainmri.data.io import read_image
 from brainmri.errors import BrainMRIError, DataError
 
 #: Upload types: the name :func:`sniff` returns -> the suffix :func:`~brainmri.data.io.read_image` reads it by.
@@ -199,13 +199,12 @@ def check_upload(name: str, filename: str | None, data: bytes, *, max_pixels: in
     return Upload(name, filename, data, kind)
 
 
-def read_upload(upload: Upload, folder: Path, index: int, *, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
+def read_upload(upload: Upload, folder: Path, index: int, *, max_pixels: int) -> np.ndarray:
     """Decode ``upload`` as a 2D slice, through a temporary file in ``folder`` (the caller deletes ``folder``).
 
     Returns
     -------
-    image : ndarray of float32, shape (H, W)
-    meta : ImageMeta
+    ndarray of float32, shape (H, W)
 
     Raises
     ------
@@ -217,10 +216,10 @@ def read_upload(upload: Upload, folder: Path, index: int, *, max_pixels: int) ->
     path.write_bytes(upload.data)
     try:
         with _READ_LOCK:
-            image, meta = read_image(path, max_pixels=max_pixels)
+            image, _ = read_image(path, max_pixels=max_pixels)
     except DataError as exc:
         raise RequestError(422, str(exc).replace(str(path), upload.name)) from None
     if image.ndim != 2:
         raise RequestError(422, f"{upload.name}: a {upload.kind} volume or series of shape {'x'.join(map(str, image.shape))}, "
                                 "not one slice; send one 2D slice per file")
-    return image, meta
+    return image
