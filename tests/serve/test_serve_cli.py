@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+import brainmri
 from brainmri.cli import main
 
 
@@ -68,3 +79,32 @@ def test_not_a_bundle_and_keep_uploads_inside_it_are_refused(cnn_bundle, tmp_pat
     assert main(["serve", str(cnn_bundle), "--keep-uploads", str(cnn_bundle / "kept")]) == 2
     assert "--keep-uploads" in error_line("serve") and not (cnn_bundle / "kept").exists()
     assert started == []
+
+
+@pytest.mark.slow
+def test_the_command_serves_over_http_and_stops_cleanly_on_sigterm(cnn_bundle):
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(brainmri.__file__).parents[1])}
+    png = io.BytesIO()
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(png, format="PNG")
+    with subprocess.Popen([sys.executable, "-m", "brainmri", "serve", str(cnn_bundle), "--port", str(port), "-q",
+                           "--device", "cpu"], env=env, stderr=subprocess.PIPE, text=True) as server:
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None and time.monotonic() < deadline, "brainmri serve did not start"
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            answer = httpx.post(f"http://127.0.0.1:{port}/predict", files={"files": ("a.png", png.getvalue())}, timeout=60)
+            assert answer.status_code == 200 and answer.json()["model"]["method"] == "ayadi-cnn"
+        finally:
+            server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 143
+        assert server.stderr.read().strip().splitlines()[-1] == "brainmri serve: terminated (SIGTERM)"

@@ -164,9 +164,15 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
 
 
 def run_server(app, settings: ServeSettings, *, quiet: bool = False) -> None:
-    """Serve ``app`` with uvicorn at ``settings.host:settings.port`` until Ctrl-C or SIGTERM."""
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning" if quiet else "info",
-                timeout_graceful_shutdown=5)
+    """Serve ``app`` with uvicorn at ``settings.host:settings.port`` until Ctrl-C or SIGTERM.
+
+    uvicorn shuts down gracefully on either signal and then raises it again,
+    so the command ends as every brainmri command does (exit 130 or 143);
+    ``uvicorn.run`` would swallow it.
+    """
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning" if quiet else "info",
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run()
 
 
 async def _read_uploads(request: Request, settings: ServeSettings) -> list:
