@@ -63,7 +63,9 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
                        help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)")
 
 
-def _training_options(parser: argparse.ArgumentParser, *, params: bool = True) -> None:
+def _training_options(parser: argparse.ArgumentParser, *, params: bool = True, threads: int | None = None,
+                      threads_why: str = "") -> None:
+    """``--params`` (unless ``params`` is False), ``--device``, and ``--threads`` with the default ``threads``."""
     group = parser.add_argument_group("methods' settings and deep learning" if params else "deep learning")
     if params:
         group.add_argument("--params", metavar="SETTINGS",
@@ -72,7 +74,9 @@ def _training_options(parser: argparse.ArgumentParser, *, params: bool = True) -
     group.add_argument("--device", default="auto",
                        help="where deep methods run: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps "
                        "(default auto)")
-    group.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (default: torch's choice)")
+    group.add_argument("--threads", type=int, metavar="N", default=threads,
+                       help="CPU threads of torch (default: torch's choice)" if threads is None
+                       else f"CPU threads of torch (default {threads}: {threads_why})")
 
 
 def _shift_options(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +110,7 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
                        help=f"largest pixel count of one image, checked before decoding (default {d.max_pixels:,})")
     group.add_argument("--max-files", type=int, default=d.max_files, help=f"most images per request (default {d.max_files})")
     group.add_argument("--workers", type=int, default=d.workers,
-                       help=f"threads that predict (default {d.workers}; torch uses several cores in each)")
+                       help=f"threads that read, predict and explain, side by side (default {d.workers})")
     group.add_argument("--queue-size", type=int, default=d.queue_size,
                        help=f"requests that may wait for a worker; more are answered 503 (default {d.queue_size})")
     group.add_argument("--keep-uploads", type=Path, metavar="DIR",
@@ -372,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "unless --host says otherwise; Ctrl-C stops it.")
     p.add_argument("model", type=Path, metavar="MODEL", help="bundle folder written by brainmri train")
     _serve_options(p)
-    _training_options(p, params=False)
+    _training_options(p, params=False, threads=1,
+                      threads_why="each worker predicts on one core; on a busy 2-core machine two threads made one "
+                      "ayadi-cnn prediction 8-20x slower, see docs/benchmarks.md")
     _common(p)
     p.set_defaults(func=cmd_serve)
 

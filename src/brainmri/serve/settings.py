@@ -32,7 +32,9 @@ class ServeSettings:
     max_files : int
         Most images in one request.
     workers : int
-        Threads that read, predict and explain.
+        Threads that read, predict and explain side by side (heatmaps take
+        turns); with one torch thread each (``brainmri serve --threads``),
+        two workers use the two cores of a small machine.
     queue_size : int
         Requests that may wait for a worker; one more is answered 503.
     keep_uploads : str or None
@@ -46,7 +48,7 @@ class ServeSettings:
     max_upload_mb: float = 20.0
     max_pixels: int = SERVE_MAX_PIXELS
     max_files: int = 16
-    workers: int = 1
+    workers: int = 2
     queue_size: int = 32
     keep_uploads: str | None = None
 
