@@ -25,8 +25,11 @@ def started(monkeypatch):
     """Replaces uvicorn: records the app and settings that ``brainmri serve`` would serve."""
     import brainmri.serve.app
 
+    import torch
+
     calls = []
-    monkeypatch.setattr(brainmri.serve.app, "run_server", lambda app, settings, quiet: calls.append((app, settings)))
+    monkeypatch.setattr(brainmri.serve.app, "run_server",
+                        lambda app, settings, quiet: calls.append((app, settings, torch.get_num_threads())))
     return calls
 
 
@@ -34,8 +37,9 @@ def test_serve_loads_the_bundle_once_and_serves_it_on_localhost(cnn_bundle, star
     from fastapi.testclient import TestClient
 
     assert main(["serve", str(cnn_bundle), "--port", "0", "--device", "cpu"]) == 0
-    [(app, settings)] = started
+    [(app, settings, threads)] = started
     assert settings.host == "127.0.0.1" and settings.port == 0 and settings.token is None
+    assert settings.workers == 2 and threads == 1  # one torch thread per worker
     assert "serving" in capsys.readouterr().err
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     with TestClient(app) as client:
@@ -56,6 +60,12 @@ def test_the_token_can_come_from_the_environment(cnn_bundle, started, monkeypatc
     monkeypatch.setenv("BRAINMRI_SERVE_TOKEN", "from-the-environment")
     assert main(["serve", str(cnn_bundle), "--device", "cpu", "-q"]) == 0
     assert started[0][1].token == "from-the-environment"
+
+
+def test_threads_and_workers_can_be_chosen(cnn_bundle, started):
+    assert main(["serve", str(cnn_bundle), "--device", "cpu", "-q", "--threads", "2", "--workers", "3"]) == 0
+    [(_, settings, threads)] = started
+    assert settings.workers == 3 and threads == 2
 
 
 @pytest.mark.parametrize("option, value, match", [
