@@ -63,7 +63,9 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
                        help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)")
 
 
-def _training_options(parser: argparse.ArgumentParser, *, params: bool = True) -> None:
+def _training_options(parser: argparse.ArgumentParser, *, params: bool = True, threads: int | None = None,
+                      threads_why: str = "") -> None:
+    """``--params`` (unless ``params`` is False), ``--device``, and ``--threads`` with the default ``threads``."""
     group = parser.add_argument_group("methods' settings and deep learning" if params else "deep learning")
     if params:
         group.add_argument("--params", metavar="SETTINGS",
@@ -72,7 +74,9 @@ def _training_options(parser: argparse.ArgumentParser, *, params: bool = True) -
     group.add_argument("--device", default="auto",
                        help="where deep methods run: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps "
                        "(default auto)")
-    group.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (default: torch's choice)")
+    group.add_argument("--threads", type=int, metavar="N", default=threads,
+                       help="CPU threads of torch (default: torch's choice)" if threads is None
+                       else f"CPU threads of torch (default {threads}: {threads_why})")
 
 
 def _shift_options(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +90,31 @@ def _shift_options(parser: argparse.ArgumentParser) -> None:
                        help="with --shift: the severities to test, from 1 (mild) to 5 (severe), e.g. 1,3,5 (default all)")
     group.add_argument("--shift-max-items", type=int, metavar="N",
                        help="with --shift: re-test a stratified sample of N test items per split (default all)")
+
+
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    from brainmri.serve.settings import ServeSettings
+
+    d = ServeSettings()
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default=d.host,
+                       help=f"address to listen on (default {d.host}: this machine only); another address lets "
+                       "others in, with no authentication unless --token is set")
+    group.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port}; 0: any free port)")
+    group.add_argument("--token", default=os.environ.get("BRAINMRI_SERVE_TOKEN"),
+                       help="every API call must send 'Authorization: Bearer TOKEN' (default $BRAINMRI_SERVE_TOKEN, "
+                       "which keeps it out of the process list; none: no authentication)")
+    group.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, metavar="MB",
+                       help=f"largest request body, all images together (default {d.max_upload_mb:g} MiB)")
+    group.add_argument("--max-pixels", type=int, default=d.max_pixels, metavar="N",
+                       help=f"largest pixel count of one image, checked before decoding (default {d.max_pixels:,})")
+    group.add_argument("--max-files", type=int, default=d.max_files, help=f"most images per request (default {d.max_files})")
+    group.add_argument("--workers", type=int, default=d.workers,
+                       help=f"threads that read, predict and explain, side by side (default {d.workers})")
+    group.add_argument("--queue-size", type=int, default=d.queue_size,
+                       help=f"requests that may wait for a worker; more are answered 503 (default {d.queue_size})")
+    group.add_argument("--keep-uploads", type=Path, metavar="DIR",
+                       help="keep every predicted upload and its result in DIR (default: nothing is kept)")
 
 
 def _shift_settings(args) -> dict:
@@ -340,6 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_explain)
 
+    p = sub.add_parser("serve", help="a web page and HTTP API that predict and explain with a model bundle",
+                       description="Serve the bundle MODEL: a page at / (drop an MRI slice, see the predicted class, "
+                       "the probabilities and a heatmap) and an HTTP API (POST /predict, GET /model, GET /health; "
+                       "spec at /openapi.json). A research tool, not a diagnostic device. Listens on localhost "
+                       "unless --host says otherwise; Ctrl-C stops it.")
+    p.add_argument("model", type=Path, metavar="MODEL", help="bundle folder written by brainmri train")
+    _serve_options(p)
+    _training_options(p, params=False, threads=1,
+                      threads_why="each worker predicts on one core; on a busy 2-core machine two threads made one "
+                      "ayadi-cnn prediction 8-20x slower, see docs/benchmarks.md")
+    _common(p)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("demo-data", help="write a synthetic dataset of brain-MRI-like slices",
                        description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
                        "(glioma, meningioma, notumor, pituitary), and OUT/.masks/<class>/*.png: the lesion mask of "
@@ -563,6 +605,32 @@ def cmd_explain(args) -> int:
         return 1
     print("\n".join(format_checks(document)))
     print(f"wrote {len(document['images'])} maps and overlays, and {args.out / 'explain.json'}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from brainmri.files import check_output_folder
+    from brainmri.models.bundle import load_model
+    from brainmri.serve.app import create_app, run_server
+    from brainmri.serve.settings import ServeSettings
+
+    settings = ServeSettings(host=args.host, port=args.port, token=args.token, max_upload_mb=args.max_upload_mb,
+                             max_pixels=args.max_pixels, max_files=args.max_files, workers=args.workers,
+                             queue_size=args.queue_size,
+                             keep_uploads=str(args.keep_uploads) if args.keep_uploads else None)
+    if args.keep_uploads:
+        check_output_folder(args.keep_uploads, "--keep-uploads", inputs=[args.model])
+    if not settings.local:
+        logger.warning("--host %s: other machines can reach this server%s", settings.host,
+                       "; its token travels unencrypted over plain HTTP, so use it behind an HTTPS proxy"
+                       if settings.token else " and there is no authentication: anyone who reaches it can use the "
+                       "model; set --token")
+    with _torch_threads(args.threads):
+        bundle = load_model(args.model, device=args.device)
+        app = create_app(bundle, settings)
+        args.reporter.say(f"serving {args.model} ({bundle.manifest['method']['name']}, classes "
+                          f"{', '.join(bundle.manifest['classes'])}); a research tool, not a diagnostic device")
+        run_server(app, settings, quiet=args.quiet)
     return 0
 
 

@@ -1,0 +1,216 @@
+"""The FastAPI application of ``brainmri serve``: the page, ``POST /predict``, ``GET /model``, ``GET /health``.
+
+:func:`create_app` takes a loaded model (the model object is injected, so
+any predictor with the bundle's interface can be served) and its
+:class:`~brainmri.serve.settings.ServeSettings`. Every refusal is JSON
+``{"detail": "<one line>"}`` with a 4xx status documented in the OpenAPI
+spec (``/openapi.json``), or 503 with ``Retry-After`` when the queue is
+full; the request body is read with a size cap before it is parsed, so an
+oversized upload is refused without being held in memory.
+
+The page (``static/``) is plain HTML, CSS and JavaScript; its
+Content-Security-Policy allows resources from this server only. FastAPI's
+interactive docs are switched off because they load scripts from a CDN.
+
+References
+----------
+FastAPI, https://fastapi.tiangolo.com ; RFC 9110 (HTTP semantics: 413, 415,
+503 and Retry-After); RFC 6750 (bearer tokens).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at run time.
+
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Optional
+
+from brainmri import __version__
+from brainmri.errors import ConfigError
+
+try:
+    import fastapi
+    import uvicorn
+    from fastapi import Depends, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from fastapi.staticfiles import StaticFiles
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
+    from starlette.formparsers import MultiPartException, MultiPartParser
+except ImportError as exc:
+    raise ConfigError(f"brainmri serve needs FastAPI, uvicorn and python-multipart ({exc}); "
+                      "pip install 'brainmri[serve]'") from None
+
+from brainmri.serve import schemas
+from brainmri.serve.inference import Inference
+from brainmri.serve.settings import ServeSettings
+from brainmri.serve.uploads import RequestError, check_upload
+
+STATIC = Path(__file__).parent / "static"
+
+#: The page may load and call this server only (no other host, no inline script).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
+                           "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+DISCLAIMER = ("brainmri is a research tool, not a diagnostic device: its predictions and heatmaps must not be used "
+              "for the diagnosis or treatment of any patient.")
+
+
+def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None) -> fastapi.FastAPI:
+    """The web application serving ``model``.
+
+    Parameters
+    ----------
+    model : object
+        A loaded model with ``predict_proba``, ``classes_`` and
+        ``manifest``, such as :func:`~brainmri.models.bundle.load_model`
+        returns.
+    settings : ServeSettings, optional
+    explain : Bundle, optional
+        The bundle heatmaps are computed with, when ``model`` is not one
+        (see :class:`~brainmri.serve.inference.Inference`).
+
+    Returns
+    -------
+    fastapi.FastAPI
+        Its worker threads stop when the application shuts down.
+    """
+    settings = settings or ServeSettings()
+    inference = Inference(model, explain=explain, workers=settings.workers, queue_size=settings.queue_size,
+                          max_pixels=settings.max_pixels, keep_uploads=settings.keep_uploads)
+    manifest = model.manifest
+    name = Path(str(getattr(model, "path", manifest["method"]["name"]))).name
+    bearer = HTTPBearer(auto_error=False, description="the token given to brainmri serve --token")
+
+    def check_token(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+        fix = "send the header 'Authorization: Bearer <token>' with the token given to brainmri serve --token"
+        if credentials is None:
+            raise RequestError(401, f"missing token: {fix}", {"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(credentials.credentials.encode(), settings.token.encode()):
+            raise RequestError(401, f"wrong token: {fix}", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        inference.close()
+
+    app = fastapi.FastAPI(title="brainmri serve", version=__version__, lifespan=lifespan, docs_url=None,
+                          redoc_url=None, description=f"Predictions and heatmaps of one model bundle. {DISCLAIMER}")
+    secured = [Depends(check_token)] if settings.token else []
+    refusals = {401: "missing or wrong token"} if settings.token else {}
+
+    def responses(codes: Optional[dict] = None) -> dict:
+        return {code: {"model": schemas.Error, "description": text} for code, text in {**refusals, **(codes or {})}.items()}
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"detail": f"invalid request ({problems})"}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                                                            "X-Content-Type-Options": "nosniff"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/health", response_model=schemas.Health, dependencies=secured, responses=responses(),
+             summary="whether the server is up, and how busy")
+    async def health():
+        return {"status": "ok", "model": name, "version": inference.version, "busy": inference.pending,
+                "capacity": inference.capacity}
+
+    @app.get("/model", response_model=schemas.ModelInfo, dependencies=secured, responses=responses(),
+             summary="the model: classes, method, preprocessing, validation metrics")
+    async def model_info():
+        return {"name": name, "version": inference.version, "method": manifest["method"], "classes": inference.classes,
+                "preprocess": manifest.get("preprocess"), "input_size": manifest.get("input_size"),
+                "validation": manifest.get("validation"), "training_data": manifest.get("training_data"),
+                "created": manifest.get("created"), "explanation": inference.explanation,
+                "disclaimer": DISCLAIMER, "limits": {"max_upload_mb": settings.max_upload_mb,
+                                                     "max_pixels": settings.max_pixels, "max_files": settings.max_files}}
+
+    @app.post("/predict", response_model=schemas.Predictions, dependencies=secured,
+              summary="class probabilities (and heatmaps) of one or more images",
+              description="Send the images as multipart/form-data, each in a field named `files`: PNG, JPEG, DICOM "
+                          "or a NIfTI slice (`.nii`, `.nii.gz`), recognised by content, not by name.",
+              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+                  "schema": {"type": "object", "required": ["files"], "properties": {
+                      "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}},
+              responses=responses({
+                  400: "empty body, no file, an empty file, or a malformed multipart body",
+                  413: "the body, the number of files or an image's pixel count is above the limit",
+                  415: "not multipart/form-data, or a file that is not PNG, JPEG, DICOM or NIfTI",
+                  422: "a corrupt image, a DICOM without pixel data, a volume, a colour image, or an invalid query "
+                       "parameter",
+                  503: "every worker is busy and the queue is full: retry after Retry-After seconds"}))
+    async def predict(request: Request, heatmap: bool = Query(False, description="also return a heatmap overlay")):
+        uploads = await _read_uploads(request, settings)
+        rows = await inference.run(inference.predict, uploads, heatmap)
+        return {"model": {"name": name, "method": manifest["method"]["name"], "version": inference.version},
+                "predictions": rows, "disclaimer": DISCLAIMER}
+
+    return app
+
+
+def run_server(app, settings: ServeSettings, *, quiet: bool = False) -> None:
+    """Serve ``app`` with uvicorn at ``settings.host:settings.port`` until Ctrl-C or SIGTERM.
+
+    uvicorn shuts down gracefully on either signal and then raises it again,
+    so the command ends as every brainmri command does (exit 130 or 143);
+    ``uvicorn.run`` would swallow it.
+    """
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning" if quiet else "info",
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run()
+
+
+async def _read_uploads(request: Request, settings: ServeSettings) -> list:
+    """The checked uploads of a ``POST /predict`` request (the body is read up to the size limit only)."""
+    limit = settings.max_upload_bytes
+    too_big = (f"request body above the limit of {settings.max_upload_mb:g} MiB; send fewer or smaller images, "
+               "or start the server with a higher --max-upload-mb")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, too_big)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, too_big)
+    if not body:
+        raise RequestError(400, "empty body; send the images as multipart/form-data, each in a field named 'files'")
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        raise RequestError(415, f"Content-Type {content_type or 'missing'}: send the images as multipart/form-data, "
+                                "each in a field named 'files'")
+
+    async def stream():
+        yield bytes(body)
+
+    parser = MultiPartParser(request.headers, stream())  # its own limits (1000 files and fields) lie above ours
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise RequestError(400, f"malformed multipart/form-data body ({exc}); send each image in a field named 'files'") from None
+    try:
+        files = [v for v in form.getlist("files") if isinstance(v, UploadFile)]
+        if not files:
+            raise RequestError(400, "no file in the field 'files'; send each image in a multipart field named 'files'")
+        if len(files) > settings.max_files:
+            raise RequestError(413, f"more than {settings.max_files} files in one request; send them in several "
+                                    "requests, or start the server with a higher --max-files")
+        return [check_upload(f"files[{k}] ({f.filename!r})" if f.filename else f"files[{k}]", f.filename,
+                             await f.read(), max_pixels=settings.max_pixels) for k, f in enumerate(files)]
+    finally:
+        await form.close()
