@@ -340,6 +340,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_explain)
 
+    p = sub.add_parser("export", help="the network of a deep bundle as an ONNX file, checked against PyTorch",
+                       description="Write the network of the bundle MODEL (its preprocessed input to calibrated "
+                       "probabilities) as an ONNX file, for ONNX Runtime and other runtimes. It is checked with "
+                       "onnx.checker and against PyTorch on synthetic slices with ONNX Runtime before it is written; "
+                       "FILE.json beside it describes its input, output and the check.")
+    p.add_argument("model", type=Path, metavar="MODEL", help="bundle folder written by brainmri train")
+    p.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the only format)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="the .onnx file (default MODEL/model.onnx); an existing "
+                   "file is replaced only when brainmri exported it")
+    p.add_argument("--tolerance", type=float,
+                   help="largest absolute difference of probabilities allowed between ONNX Runtime and PyTorch "
+                   "(float32) on the check images (default 1e-4)")
+    _common(p)
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("demo-data", help="write a synthetic dataset of brain-MRI-like slices",
                        description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
                        "(glioma, meningioma, notumor, pituitary), and OUT/.masks/<class>/*.png: the lesion mask of "
@@ -563,6 +578,23 @@ def cmd_explain(args) -> int:
         return 1
     print("\n".join(format_checks(document)))
     print(f"wrote {len(document['images'])} maps and overlays, and {args.out / 'explain.json'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from brainmri.models.onnx import default_path, description_path, export_onnx
+
+    out = args.out or default_path(args.model)
+    description = export_onnx(args.model, out, **({} if args.tolerance is None else {"tolerance": args.tolerance}))
+    check, shape = description["check"], description["input"]["shape"]
+    print(f"wrote {out} ({description['bundle']['method']}): input {' x '.join(map(str, shape))} float32, output "
+          f"probabilities of {len(description['classes'])} classes; description in {description_path(out)}")
+    print(f"checked on {check['images']}: max |ONNX Runtime - PyTorch float32| = {check['max_abs_diff']:.2g} "
+          f"(tolerance {check['tolerance']:g})")
+    if "bundle_precision" in check:
+        print(f"against the bundle's own {check['bundle_precision']} prediction: max difference "
+              f"{check['max_abs_diff_bundle_precision']:.2g}, same class for "
+              f"{100 * check['same_class_bundle_precision']:.0f}% of the images")
     return 0
 
 
