@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--restart", action="store_true", help="discard the results of an earlier brainmri run in --out and start over")
+    p.add_argument("--cluster", metavar="tcp://SCHEDULER:8786",
+                   help="run the (method, fold) units on this Dask scheduler's workers; they need DATA, --out and "
+                   "--cache-dir at the same paths (a shared filesystem) and the same brainmri")
     _shift_options(p)
     _training_options(p)
     _input_options(p)
@@ -443,7 +446,7 @@ def cmd_benchmark(args) -> int:
     with _torch_threads(args.threads), _progress(args, None, "reading") as read, \
             _progress(args, None, "features") as features:
         results = run_benchmark(config, args.out, n_jobs=args.jobs, cache_dir=cache, restart=args.restart,
-                                device=args.device, on_event=args.reporter.say, progress=read,
+                                device=args.device, cluster=args.cluster, on_event=args.reporter.say, progress=read,
                                 feature_progress=features)
     print(format_results(results))
     print(f"\nreport: {args.out / 'report.html'}")
