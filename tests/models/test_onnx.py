@@ -109,7 +109,10 @@ def test_other_deep_methods_export_with_their_linear_steps_and_tta(demo_source, 
     description = export_onnx(folder)
     assert description["check"]["max_abs_diff"] < 1e-4
     paths = _images(demo_source)
-    expected = load_model(folder).predict_proba(paths)
+    bundle = load_model(folder)
+    expected = bundle.predict_proba(paths)
+    first = bundle.model.steps[0][1].transform(paths[:1])  # what the graph takes: slices, or features before PCA
+    assert description["input"]["shape"] == ["N", *([1] if first.ndim == 3 else []), *first.shape[1:]]
     atol = 1e-5 if "bundle_precision" not in description["check"] else 5e-2  # transfer-finetune predicts in bf16
     np.testing.assert_allclose(load_onnx(folder).predict_proba(paths), expected, atol=atol)
     if method == "transfer-finetune":

@@ -185,8 +185,9 @@ def _graph_input(X: np.ndarray) -> np.ndarray:
     return X[:, None] if X.ndim == 3 else X
 
 
-def _input_description(first, classifier) -> dict:
-    shape = tuple(classifier.input_shape_)
+def _input_description(first, middle, classifier) -> dict:
+    """The graph's input in words: the first step's output (before the linear steps, which are in the graph)."""
+    shape = (middle[0].n_features_in_,) if middle else tuple(classifier.input_shape_)
     if len(shape) == 2:
         return {"name": "input", "shape": ["N", 1, *shape], "dtype": "float32",
                 "what": f"grayscale slices after the bundle's preprocessing (settings under 'preprocess': crop to the "
@@ -320,7 +321,7 @@ def export_onnx(bundle: str | Path, out: str | Path | None = None, *, tolerance:
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "bundle": {"path": str(folder), "manifest_sha256": sha256(folder / MANIFEST), "method": method},
         "classes": loaded.manifest["classes"],
-        "input": _input_description(first, classifier),
+        "input": _input_description(first, middle, classifier),
         "output": {"name": "proba", "shape": ["N", len(loaded.classes_)], "dtype": "float32",
                    "what": f"class probabilities in the order of 'classes': softmax(logits / {classifier.temperature_:.6g})"
                            ", the bundle's calibration temperature" + (", logits averaged over the image and its "
