@@ -122,5 +122,5 @@ def run_units(client, config, plan, todo: list[tuple[str, object, Path, str]], *
         for future in as_completed(futures, loop=client.loop):
             done = future.result()
             say(f"{futures[future]}: fit {done['fit_s']:.1f}s, predict {done['predict_s']:.1f}s on {done['worker']}")
-    finally:  # after a failure (or Ctrl-C): the units not started yet are dropped
+    finally:  # after a failure (or Ctrl-C) the rest is cancelled; a unit already running still writes its file
         client.cancel([future for future in futures if not future.done()])
