@@ -71,3 +71,39 @@ def test_a_malformed_scheduler_address_is_refused(demo_source, tmp_path, address
     config = BenchmarkConfig(data=str(demo_source), **CONFIG)
     with pytest.raises(ConfigError, match=rf"--cluster {address}: no Dask scheduler answered .*{match}"):
         run_benchmark(config, tmp_path / "out", n_jobs=1, cluster=address)
+
+
+@pytest.fixture
+def threads_cluster():
+    """A LocalCluster of 2 worker threads in this process: quick to start, and it sees this test's monkeypatches."""
+    with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_an_interrupted_run_resumes_on_the_cluster_with_only_the_missing_units(demo_source, tmp_path, threads_cluster):
+    config = BenchmarkConfig(data=str(demo_source), **CONFIG)
+    first = run_benchmark(config, tmp_path / "out", n_jobs=1, cache_dir=tmp_path / "cache")
+    (tmp_path / "out" / "units" / "glcm-svm" / "fold1.json").unlink()
+    lines = []
+    again = run_benchmark(config, tmp_path / "out", n_jobs=1, cache_dir=tmp_path / "cache", cluster=threads_cluster,
+                          on_event=lines.append)
+    assert _without_timing(again) == _without_timing(first)
+    assert [line.split(":")[0] for line in lines if "done earlier, reusing" in line] == \
+        ["[1/1] glcm-svm fold0 (1/3)", "[1/1] glcm-svm fold2 (3/3)"]
+    assert len([line for line in lines if line.startswith("[1/1] glcm-svm fold1 (2/3): fit ")]) == 1
+    assert "running 1 unit(s) on the Dask cluster" in "\n".join(lines)
+
+
+def test_a_unit_that_fails_on_a_worker_stops_the_run_with_its_own_error(demo_source, tmp_path, threads_cluster,
+                                                                        monkeypatch):
+    from brainmri.errors import DataError
+    from brainmri.evaluation import benchmark
+
+    def fail(config, plan, method, split, **kwargs):
+        raise DataError(f"{split.name}: unreadable training image")
+
+    monkeypatch.setattr(benchmark, "run_unit", fail)
+    config = BenchmarkConfig(data=str(demo_source), **CONFIG)
+    with pytest.raises(DataError, match=r"fold\d: unreadable training image"):
+        run_benchmark(config, tmp_path / "out", n_jobs=1, cluster=threads_cluster)
+    assert not (tmp_path / "out" / "results.json").exists()
