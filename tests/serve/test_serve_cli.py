@@ -118,3 +118,33 @@ def test_the_command_serves_over_http_and_stops_cleanly_on_sigterm(cnn_bundle):
             server.send_signal(signal.SIGTERM)
         assert server.wait(60) == 143
         assert server.stderr.read().strip().splitlines()[-1] == "brainmri serve: terminated (SIGTERM)"
+
+
+def test_serve_onnx_predicts_with_the_export_and_explains_with_the_network(cnn_bundle, started, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from brainmri.models.bundle import load_model
+
+    pytest.importorskip("onnxruntime")
+    exported = tmp_path / "cnn.onnx"
+    assert main(["export", str(cnn_bundle), "--onnx", "--out", str(exported), "-q"]) == 0
+    assert main(["serve", str(cnn_bundle), "--onnx", "--onnx-file", str(exported), "--device", "cpu"]) == 0
+    [(app, _, _)] = started
+    assert "with ONNX Runtime" in capsys.readouterr().err
+    image = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    with TestClient(app) as client:
+        answer = client.post("/predict?heatmap=true", files={"files": ("slice.png", buffer.getvalue(), "image/png")})
+    assert answer.status_code == 200, answer.text
+    [result] = answer.json()["predictions"]
+    bundle = load_model(cnn_bundle, device="cpu")
+    expected = bundle.predict_proba([image.astype(np.float32)])[0]  # bf16 in PyTorch, float32 in ONNX Runtime
+    np.testing.assert_allclose([result["probabilities"][c] for c in bundle.classes_], expected, atol=0.02)
+    assert result["heatmap"]["method"] == "gradcam"
+
+
+def test_serve_onnx_without_an_export_is_one_line(cnn_bundle, started, tmp_path, capsys):
+    assert main(["serve", str(cnn_bundle), "--onnx", "--onnx-file", str(tmp_path / "none.onnx"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not started and len(err) == 1 and "none.onnx" in err[0]

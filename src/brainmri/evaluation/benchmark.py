@@ -322,6 +322,27 @@ def _check_before_reading(config: BenchmarkConfig) -> int:
     return len(dataset)
 
 
+def _where(config: BenchmarkConfig, plan: Plan, method: str, split: Split) -> str:
+    """How progress lines name a unit: ``[method k/n] method fold (fold k/n)``."""
+    m, f = config.methods.index(method) + 1, [s.name for s in plan.splits].index(split.name) + 1
+    return f"[{m}/{len(config.methods)}] {method} {split.name} ({f}/{len(plan.splits)})"
+
+
+@contextmanager
+def _cluster_client(address: str | None) -> Iterator:
+    """A Dask client of the scheduler at ``address`` (closed after the block), or None without one."""
+    if not address:
+        yield None
+        return
+    from brainmri.evaluation.cluster import connect
+
+    client = connect(address)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def run_benchmark(
     config: BenchmarkConfig,
     out: str | Path,
@@ -330,6 +351,7 @@ def run_benchmark(
     cache_dir: str | Path | None = None,
     restart: bool = False,
     device: str = "auto",
+    cluster: str | None = None,
     on_event: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
     feature_progress: Callable[[int], None] | None = None,
@@ -353,6 +375,11 @@ def run_benchmark(
     device : str
         Where deep methods run (``auto``, ``cpu``, ``cuda``, ``mps``);
         checked before anything is read.
+    cluster : str or None
+        Address of a Dask scheduler (``tcp://HOST:8786``): the units not yet
+        done run on its workers, which write them to ``out``
+        (:mod:`brainmri.evaluation.cluster`; the data, ``out`` and
+        ``cache_dir`` must be at the same paths there). None runs them here.
     on_event : callable, optional
         Receives one-line progress messages (per method, per fold, and per
         epoch of methods that train in epochs).
@@ -383,43 +410,54 @@ def run_benchmark(
 
         resolve_device(device)
     out = Path(out)
-    start_run_folder(out, config.run_record(), restart=restart)
+    # An unreachable scheduler is refused here, before anything is read or written.
+    with _cluster_client(cluster) as client:
+        start_run_folder(out, config.run_record(), restart=restart)
 
-    say(f"reading and auditing {n_files} files of {' and '.join(inputs)}")
-    plan = plan_benchmark(config, n_jobs=n_jobs, progress=progress)
-    write_json(out / "audit.json", plan.audit_report)
-    # Without a cache folder, the features of this run are kept in memory and shared by all methods and folds.
-    cache = str(cache_dir) if cache_dir else MemoryCache()
-    pending = [m for m in config.methods if not all(_unit_path(out, m, s.name).exists() for s in plan.splits)]
-    if pending:
-        models = [get_method(m).build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
-                                      device=device, params=config.method_params(m)) for m in pending]
-        kept = f"cached in {cache_dir}" if cache_dir else "kept in memory for this run"
-        say(f"computing features of {len(plan.paths)} images for all methods at once ({kept})")
-        precompute_features(models, plan.paths, n_jobs=n_jobs, progress=feature_progress)
-    units: dict[str, list[dict]] = {}
-    for m, method in enumerate(config.methods, start=1):
-        units[method] = []
-        for f, split in enumerate(plan.splits, start=1):
-            path = _unit_path(out, method, split.name)
-            where = f"[{m}/{len(config.methods)}] {method} {split.name} ({f}/{len(plan.splits)})"
-            if path.exists():
-                unit = json.loads(path.read_text(encoding="utf-8"))
-                say(f"{where}: done earlier, reusing")
-            else:
-                say(f"{where}: training on {len(split.train)} images, testing on {len(split.test)}")
-                with epoch_lines(where, say):
-                    unit = run_unit(config, plan, method, split, n_jobs=n_jobs, cache_dir=cache,
-                                    work_dir=path.with_suffix(".work"), device=device,
-                                    on_event=lambda message, where=where: say(f"{where}: {message}"))
-                write_json(path, unit)
-                shifted = f", shifted tests {unit['shift_s']:.1f}s" if "shift_s" in unit else ""
-                say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s{shifted}")
-            units[method].append(unit)
-    say("computing metrics, confidence intervals and tests")
-    results, predictions = summarize_units(config, plan, units)
-    write_outputs(out, results, predictions, plan)
-    return results
+        say(f"reading and auditing {n_files} files of {' and '.join(inputs)}")
+        plan = plan_benchmark(config, n_jobs=n_jobs, progress=progress)
+        write_json(out / "audit.json", plan.audit_report)
+        # Without a cache folder, the features of this run are kept in memory and shared by all methods and folds.
+        cache = str(cache_dir) if cache_dir else MemoryCache()
+        pending = [m for m in config.methods if not all(_unit_path(out, m, s.name).exists() for s in plan.splits)]
+        if pending:
+            models = [get_method(m).build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
+                                          device=device, params=config.method_params(m)) for m in pending]
+            kept = f"cached in {cache_dir}" if cache_dir else "kept in memory for this run"
+            say(f"computing features of {len(plan.paths)} images for all methods at once ({kept})")
+            precompute_features(models, plan.paths, n_jobs=n_jobs, progress=feature_progress)
+        remote = set()
+        if client is not None:  # the units not done yet run on the cluster; its workers write them to the run folder
+            from brainmri.evaluation.cluster import run_units
+
+            todo = [(method, split, _unit_path(out, method, split.name), _where(config, plan, method, split))
+                    for method in config.methods for split in plan.splits
+                    if not _unit_path(out, method, split.name).exists()]
+            run_units(client, config, plan, todo, n_jobs=n_jobs, cache_dir=cache, device=device, say=say)
+            remote = {(method, split.name) for method, split, _, _ in todo}
+        units: dict[str, list[dict]] = {}
+        for method in config.methods:
+            units[method] = []
+            for split in plan.splits:
+                path, where = _unit_path(out, method, split.name), _where(config, plan, method, split)
+                if path.exists():
+                    unit = json.loads(path.read_text(encoding="utf-8"))
+                    if (method, split.name) not in remote:
+                        say(f"{where}: done earlier, reusing")
+                else:
+                    say(f"{where}: training on {len(split.train)} images, testing on {len(split.test)}")
+                    with epoch_lines(where, say):
+                        unit = run_unit(config, plan, method, split, n_jobs=n_jobs, cache_dir=cache,
+                                        work_dir=path.with_suffix(".work"), device=device,
+                                        on_event=lambda message, where=where: say(f"{where}: {message}"))
+                    write_json(path, unit)
+                    shifted = f", shifted tests {unit['shift_s']:.1f}s" if "shift_s" in unit else ""
+                    say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s{shifted}")
+                units[method].append(unit)
+        say("computing metrics, confidence intervals and tests")
+        results, predictions = summarize_units(config, plan, units)
+        write_outputs(out, results, predictions, plan)
+        return results
 
 
 @contextmanager

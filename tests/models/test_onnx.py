@@ -1,0 +1,206 @@
+"""ONNX export of deep bundles and prediction with ONNX Runtime: agreement with PyTorch, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainmri.cli import main
+from brainmri.data.preprocess import Preprocess
+from brainmri.errors import ConfigError, DataError
+from brainmri.models.bundle import TrainConfig, load_model, train_bundle
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+pytest.importorskip("torch")
+
+from brainmri.models import onnx as exporting  # noqa: E402  (after the skips: needs torch)
+from brainmri.models.onnx import export_onnx, load_onnx  # noqa: E402
+
+#: A tiny ayadi-cnn (32 px, 4 channels wide), predicting in float32 so that its probabilities are ONNX Runtime's.
+CNN = {"size": 32, "width": 4, "epochs": 3, "batch_size": 8, "threads": 1, "precision": "fp32"}
+
+
+def _train(data, out, method, params):
+    config = TrainConfig(data=str(data), method=method, preprocess=Preprocess(size=64), params=params, validate=False,
+                         device="cpu")
+    return train_bundle(config, out, n_jobs=1).path
+
+
+@pytest.fixture(scope="module")
+def cnn(demo_source, tmp_path_factory) -> Path:
+    """A tiny ayadi-cnn bundle (read-only: copy it to change it)."""
+    return _train(demo_source, tmp_path_factory.mktemp("onnx") / "cnn", "ayadi-cnn", CNN)
+
+
+@pytest.fixture
+def cnn_copy(cnn, tmp_path) -> Path:
+    return Path(shutil.copytree(cnn, tmp_path / "cnn"))
+
+
+def _images(data) -> list[str]:
+    return sorted(str(p) for p in Path(data).rglob("*.png"))
+
+
+def test_export_writes_a_checked_graph_of_the_calibrated_probabilities(cnn_copy, demo_source):
+    description = export_onnx(cnn_copy)
+    path = cnn_copy / "model.onnx"
+    assert description["check"]["max_abs_diff"] < 1e-4
+    assert description["input"]["shape"] == ["N", 1, 32, 32]
+    assert description["classes"] == ["glioma", "meningioma", "notumor", "pituitary"]
+    # The file describes itself, and the description beside it says the same plus the file's hash.
+    model = onnx.load(str(path))
+    assert json.loads({p.key: p.value for p in model.metadata_props}["brainmri"]) == description
+    beside = json.loads((cnn_copy / "model.onnx.json").read_text())
+    assert {k: v for k, v in beside.items() if k not in ("file", "sha256")} == description
+    # Another runtime fed the preprocessed slices gets the bundle's probabilities, temperature included.
+    bundle = load_model(cnn_copy)
+    paths = _images(demo_source)
+    slices = bundle.model.steps[0][1].transform(paths).astype(np.float32)[:, None]
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    proba = session.run(None, {"input": slices})[0]
+    np.testing.assert_allclose(proba, bundle.predict_proba(paths), atol=1e-5)
+    assert bundle.manifest["method"]["fitted"]["temperature"] != 1.0
+
+
+def test_onnx_bundle_predicts_what_the_bundle_predicts(cnn_copy, demo_source):
+    export_onnx(cnn_copy)
+    torch_bundle, onnx_bundle = load_model(cnn_copy), load_onnx(cnn_copy, threads=1)
+    paths = _images(demo_source)
+    np.testing.assert_allclose(onnx_bundle.predict_proba(paths), torch_bundle.predict_proba(paths), atol=1e-5)
+    np.testing.assert_array_equal(onnx_bundle.predict(paths), torch_bundle.predict(paths))
+    arrays = [np.asarray(np.random.default_rng(k).random((50, 70)) * 255) for k in range(3)]
+    np.testing.assert_allclose(onnx_bundle.predict_proba(arrays), torch_bundle.predict_proba(arrays), atol=1e-5)
+    assert list(onnx_bundle.classes_) == list(torch_bundle.classes_)
+    assert onnx_bundle.manifest == torch_bundle.manifest
+    with pytest.raises(ConfigError, match="at least one image"):
+        onnx_bundle.predict_proba([])
+
+
+def test_an_export_that_disagrees_with_pytorch_is_refused_and_nothing_is_written(cnn_copy, monkeypatch):
+    make_graph = exporting._graph
+
+    def without_temperature(*args):
+        graph = make_graph(*args)
+        graph.temperature.fill_(1.0)
+        return graph
+
+    monkeypatch.setattr(exporting, "_graph", without_temperature)
+    before = sorted(p.name for p in cnn_copy.iterdir())
+    with pytest.raises(DataError, match=r"differ from PyTorch's by up to .* \(tolerance 0.0001\); nothing was written"):
+        export_onnx(cnn_copy)
+    assert sorted(p.name for p in cnn_copy.iterdir()) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, params", [
+    ("fcm-dwt-dnn", {"size": 64, "level": 2, "epochs": 3}),  # FCM-DWT features, then whitened PCA inside the graph
+    ("mlp", {"epochs": 3}),  # classical features, then standardisation inside the graph
+    ("transfer-finetune", {"size": 32, "epochs": 1, "batch_size": 8, "tta": True, "unfreeze_after": 0}),  # + mirror
+])
+def test_other_deep_methods_export_with_their_linear_steps_and_tta(demo_source, tmp_path, method, params,
+                                                                     one_torch_thread):
+    folder = _train(demo_source, tmp_path / method, method, params)
+    description = export_onnx(folder)
+    assert description["check"]["max_abs_diff"] < 1e-4
+    paths = _images(demo_source)
+    bundle = load_model(folder)
+    expected = bundle.predict_proba(paths)
+    first = bundle.model.steps[0][1].transform(paths[:1])  # what the graph takes: slices, or features before PCA
+    assert description["input"]["shape"] == ["N", *([1] if first.ndim == 3 else []), *first.shape[1:]]
+    atol = 1e-5 if "bundle_precision" not in description["check"] else 5e-2  # transfer-finetune predicts in bf16
+    np.testing.assert_allclose(load_onnx(folder).predict_proba(paths), expected, atol=atol)
+    if method == "transfer-finetune":
+        assert "mirror (TTA)" in description["output"]["what"]
+        assert description["check"]["same_class_bundle_precision"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def svm(demo_source, tmp_path_factory) -> Path:
+    return _train(demo_source, tmp_path_factory.mktemp("onnx") / "svm", "glcm-svm", {})
+
+
+def test_a_method_without_a_network_is_refused(svm):
+    with pytest.raises(ConfigError, match=r"glcm-svm ends in a CalibratedSVC, not a torch network, so it has no ONNX"):
+        export_onnx(svm, svm.parent / "svm.onnx")
+    assert not (svm.parent / "svm.onnx").exists()
+
+
+def _foreign_onnx(path: Path) -> None:
+    """A valid ONNX file that brainmri did not write (no brainmri metadata)."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    onnx.save(onnx.helper.make_model(graph), str(path))
+
+
+@pytest.mark.parametrize("target, make, match", [
+    ("mine.onnx", lambda p: p.write_text("notes"), "an existing file that brainmri did not export"),
+    ("mine.onnx", _foreign_onnx, "an existing file that brainmri did not export"),
+    ("mine.onnx", lambda p: p.with_name("mine.onnx.json").write_text("{}"), "mine.onnx.json exists and is not a description"),
+    ("mine.txt", lambda p: None, "name a .onnx file"),
+    ("folder.onnx", lambda p: p.mkdir(), "is a folder"),
+])
+def test_files_brainmri_did_not_write_are_never_replaced(cnn, tmp_path, target, make, match):
+    out = tmp_path / target
+    make(out)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=match):
+        export_onnx(cnn, out)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_an_earlier_export_is_replaced(cnn, tmp_path):
+    out = tmp_path / "model.onnx"
+    first = export_onnx(cnn, out)
+    (tmp_path / "model.onnx.json").write_text(json.dumps({**first, "created": "earlier"}))
+    second = export_onnx(cnn, out)
+    assert json.loads((tmp_path / "model.onnx.json").read_text())["created"] == second["created"] != "earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
+
+
+def _retrained(folder: Path) -> None:
+    """What training the bundle again does to its manifest (another creation time)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "created": "2030-01-01T00:00:00Z"}))
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda f: (f / "model.onnx").unlink(), r"model.onnx: no such file; export it again"),
+    (lambda f: (f / "model.onnx.json").unlink(), r"model.onnx.json: no such file; export it again"),
+    (lambda f: (f / "model.onnx").write_bytes((f / "model.onnx").read_bytes() + b"\0"),
+     r"model.onnx: sha256 differs from model.onnx.json"),
+    (lambda f: (f / "model.onnx.json").write_text("[]"), r"not a description of a brainmri ONNX export"),
+    (_retrained, r"exported from another bundle, or from an earlier training of"),
+])
+def test_a_missing_changed_or_stale_export_is_refused(cnn_copy, damage, match):
+    export_onnx(cnn_copy)
+    damage(cnn_copy)
+    with pytest.raises(DataError, match=match):
+        load_onnx(cnn_copy)
+
+
+def test_missing_onnxruntime_names_the_extra(cnn, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ConfigError, match=r"onnxruntime is missing\); install them with: pip install 'brainmri\[onnx\]'"):
+        export_onnx(cnn, tmp_path / "model.onnx")
+
+
+def test_cli_export_reports_the_check(cnn, demo_source, tmp_path, capsys):
+    out = tmp_path / "exported" / "cnn.onnx"
+    assert main(["export", str(cnn), "--onnx", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out} (ayadi-cnn): input N x 1 x 32 x 32 float32, output probabilities of 4 classes" in printed
+    assert "checked on 8 synthetic slices" in printed and "(tolerance 0.0001)" in printed
+    assert load_onnx(cnn, out).predict(_images(demo_source)[:2]).shape == (2,)
+
+
+def test_cli_export_refuses_a_classical_bundle_in_one_line(svm, error_line):
+    assert main(["export", str(svm), "--onnx"]) == 2
+    assert "not a torch network" in error_line("export")
+    assert not (svm / "model.onnx").exists()
