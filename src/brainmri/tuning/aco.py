@@ -112,7 +112,7 @@ class ACOSampler(BaseSampler):
     ----------
     archive_size : int, default=20
         ``k``: the most completed trials the colony learns from, at least 2.
-    q : float, default=0.2
+    q : float, default=0.1
         Locality of the search, > 0: small values make the best-ranked
         solutions the guides almost always (greedy), large values spread the
         choice over the whole archive. Also the exploration weight of unused
@@ -185,7 +185,7 @@ class ACOSampler(BaseSampler):
     True
     """
 
-    def __init__(self, *, archive_size: int = 20, q: float = 0.2, xi: float = 0.7, n_startup_trials: int = 10,
+    def __init__(self, *, archive_size: int = 20, q: float = 0.1, xi: float = 0.7, n_startup_trials: int = 10,
                  local_search_rate: float = 0.2, de_rate: float = 0.2, restart_patience: int | None = None,
                  seed: int | None = None, independent_sampler: BaseSampler | None = None) -> None:
         _check(archive_size, "archive_size", "an integer >= 2", isinstance(archive_size, int) and archive_size >= 2)
