@@ -23,12 +23,13 @@ def minimise(sampler, name: str, dim: int, n_trials: int) -> optuna.Study:
     return study
 
 
-@pytest.mark.parametrize("name, dim", [("sphere", 2), ("rosenbrock", 10), ("rastrigin", 5), ("ackley", 10)])
+@pytest.mark.parametrize("name, dim", [("sphere", 2), ("rosenbrock", 10), ("rastrigin", 5), ("ackley", 2)])
 def test_beats_random_search_on_the_median_of_20_seeds(name, dim):
+    # Same budget and seeds. A quarter lower at least: two random searches' medians differ by up to ~20% here.
     budget = 40
     aco = [minimise(ACOSampler(seed=s), name, dim, budget).best_value for s in range(20)]
     rnd = [minimise(optuna.samplers.RandomSampler(seed=s), name, dim, budget).best_value for s in range(20)]
-    assert np.median(aco) < np.median(rnd)
+    assert np.median(aco) < 0.75 * np.median(rnd)
 
 
 def mixed_objective(trial: optuna.Trial) -> float:
@@ -43,18 +44,22 @@ def mixed_objective(trial: optuna.Trial) -> float:
 
 
 def test_mixed_space_values_are_valid_and_the_best_option_wins():
-    study = optuna.create_study(sampler=ACOSampler(seed=0, n_startup_trials=5))
+    sampler = ACOSampler(seed=0, n_startup_trials=5)
+    study = optuna.create_study(sampler=sampler)
     study.optimize(mixed_objective, n_trials=60)
-    for t in study.trials:
-        p = t.params
-        assert isinstance(p["n"], int) and p["n"] in range(2, 21, 3)
-        assert 1e-5 <= p["lr"] <= 1e-1
-        assert isinstance(p["width"], int) and 8 <= p["width"] <= 512
-        assert any(math.isclose(p["dropout"], v, abs_tol=1e-9) for v in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5))
-        assert p["kind"] in ("a", "b", None) and p["fixed"] == 1.0
     late = [t.params["kind"] for t in study.trials[30:]]
     assert late.count("b") > len(late) / 2  # ACO_MV's rule favours the option of the best trials
     assert study.best_value < 1.0
+    # The colony's own proposals (Optuna would silently replace an invalid one by a random value).
+    trial = study.ask()
+    space = sampler.infer_relative_search_space(study, trial)
+    assert set(space) == {"n", "lr", "width", "dropout", "kind"}  # "fixed" has a single value: nothing to sample
+    for _ in range(50):
+        params = sampler.sample_relative(study, trial, space)
+        assert set(params) == set(space)
+        for name, value in params.items():
+            assert space[name]._contains(space[name].to_internal_repr(value)), (name, value)
+        assert isinstance(params["n"], int) and isinstance(params["width"], int)
 
 
 def test_conditional_parameters_are_sampled_too():
@@ -113,18 +118,19 @@ def test_maximize():
 def test_pruned_and_failed_trials_are_left_out_of_the_archive():
     def objective(trial):
         x = trial.suggest_float("x", -10, 10)
-        if trial.number % 4 == 1:
+        if x < -2:
             trial.report(-1e6, step=0)  # a tempting intermediate value: the archive must not use it
             raise optuna.TrialPruned()
-        if trial.number % 4 == 2:
+        if x > 8:
             raise ValueError("this trial fails")
         return (x - 3) ** 2
 
-    study = optuna.create_study(sampler=ACOSampler(seed=0, n_startup_trials=5))
+    study = optuna.create_study(sampler=ACOSampler(seed=0))
     study.optimize(objective, n_trials=60, catch=(ValueError,))
     states = [t.state for t in study.trials]
-    assert states.count(optuna.trial.TrialState.PRUNED) == 15 and states.count(optuna.trial.TrialState.FAIL) == 15
-    assert study.best_value < 0.05
+    assert optuna.trial.TrialState.PRUNED in states[:10] and optuna.trial.TrialState.FAIL in states[:10]
+    assert states[30:].count(optuna.trial.TrialState.PRUNED) <= 3
+    assert study.best_value < 1e-3
 
 
 def stagnating(trial):
