@@ -165,3 +165,22 @@ def test_multi_objective_study_is_refused():
 def test_bad_settings_are_refused_at_construction(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         ACOSampler(**kwargs)
+
+
+@pytest.mark.parametrize("name, optimum", [("sphere", 0.0), ("rosenbrock", 1.0), ("rastrigin", 0.0), ("ackley", 0.0)])
+def test_benchmark_functions_are_vectorised_with_minimum_zero(name, optimum):
+    function, bound = FUNCTIONS[name]
+    points = np.random.default_rng(0).uniform(-bound, bound, size=(50, 4))
+    values = function(points)
+    assert values.shape == (50,) and np.all(values > 0)
+    assert np.allclose(values, [function(p) for p in points])
+    assert function(np.full(4, optimum)) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("module", ["brainmri.tuning.aco", "brainmri.tuning.benchmark_functions"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
