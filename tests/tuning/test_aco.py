@@ -76,6 +76,17 @@ def test_conditional_parameters_are_sampled_too():
     assert all(1e-3 <= t.params["C"] <= 1e3 for t in study.trials)
 
 
+def test_an_integer_shared_by_the_whole_archive_still_moves():
+    sampler = ACOSampler(seed=0, local_search_rate=0.0, de_rate=0.0)
+    study = optuna.create_study(sampler=sampler)
+    dists = {"n": optuna.distributions.IntDistribution(0, 10), "x": optuna.distributions.FloatDistribution(0, 1)}
+    for i in range(12):
+        study.add_trial(optuna.trial.create_trial(params={"n": 5, "x": i / 12}, distributions=dists, value=float(i)))
+    trial = study.ask()
+    moved = [sampler.sample_relative(study, trial, dists)["n"] != 5 for _ in range(400)]
+    assert 0.01 < np.mean(moved) < 0.1
+
+
 def test_same_seed_same_trials_other_seed_other_trials():
     def params(seed):
         return [t.params for t in minimise(ACOSampler(seed=seed), "rastrigin", 3, 25).trials]
@@ -157,7 +168,7 @@ def test_multi_objective_study_is_refused():
     ({"archive_size": 1}, r"archive_size=1: must be an integer >= 2"),
     ({"q": 0}, r"q=0: must be a number > 0"),
     ({"xi": float("nan")}, r"xi=nan: must be a number > 0"),
-    ({"n_startup_trials": 0}, r"n_startup_trials=0: must be an integer >= 1"),
+    ({"n_startup_trials": 1}, r"n_startup_trials=1: must be an integer >= 2"),
     ({"de_rate": 1.5}, r"de_rate=1.5: must be a number in \[0, 1\]"),
     ({"de_rate": 0.6, "local_search_rate": 0.6}, r"local_search_rate \+ de_rate=1.2: must be at most 1"),
     ({"restart_patience": -1}, r"restart_patience=-1: must be None or an integer >= 0"),

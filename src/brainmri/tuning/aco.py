@@ -84,7 +84,10 @@ class ACOSampler(BaseSampler):
     Mixed spaces follow ACO_MV (Liao et al. 2014): integers and stepped
     floats are relaxed to the continuous interval ``[low - step/2, high +
     step/2]`` and rounded to the grid after sampling (so every value has the
-    same width); log-scale parameters are sampled on ``log`` of that interval;
+    same width), and their spread never falls below a quarter of a grid cell
+    (our addition: a value that the whole archive shares still moves to a
+    neighbour in about 5% of the ants, where plain ACO_R would freeze it for
+    good); log-scale parameters are sampled on ``log`` of that interval;
     a categorical parameter with options ``v_1..v_c`` picks ``v_j`` with
     probability proportional to ``w_{r_j} / u_j + q / eta``, where ``w_{r_j}``
     is the weight of the best archive member using ``v_j``, ``u_j`` the number
@@ -122,7 +125,8 @@ class ACOSampler(BaseSampler):
         > 0; smaller converges faster (Socha and Dorigo's ``xi``, "pheromone
         evaporation").
     n_startup_trials : int, default=10
-        Random trials before the colony starts (and after each restart), >= 1.
+        Random trials before the colony starts (and after each restart), >= 2
+        (a colony needs two solutions to measure its spread).
     local_search_rate, de_rate : float, default=0.2
         Probabilities of a local-search and of a differential-evolution ant,
         each in [0, 1] with a sum at most 1. Both 0 gives plain ACO_R/ACO_MV.
@@ -191,8 +195,8 @@ class ACOSampler(BaseSampler):
         _check(archive_size, "archive_size", "an integer >= 2", isinstance(archive_size, int) and archive_size >= 2)
         _check(q, "q", "a number > 0", _is_number(q) and q > 0)
         _check(xi, "xi", "a number > 0", _is_number(xi) and xi > 0)
-        _check(n_startup_trials, "n_startup_trials", "an integer >= 1",
-               isinstance(n_startup_trials, int) and n_startup_trials >= 1)
+        _check(n_startup_trials, "n_startup_trials", "an integer >= 2",
+               isinstance(n_startup_trials, int) and n_startup_trials >= 2)
         for name, rate in (("local_search_rate", local_search_rate), ("de_rate", de_rate)):
             _check(rate, name, "a number in [0, 1]", _is_number(rate) and 0 <= rate <= 1)
         _check(local_search_rate + de_rate, "local_search_rate + de_rate", "at most 1", local_search_rate + de_rate <= 1)
@@ -235,7 +239,7 @@ class ACOSampler(BaseSampler):
             return {}
         space = _UnitSpace(search_space)
         unit, choice = space.encode([trials[i] for i in archive])
-        return space.decode(*self._ant(unit, choice, space.n_choices))
+        return space.decode(*self._ant(unit, choice, space))
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
@@ -270,7 +274,7 @@ class ACOSampler(BaseSampler):
             ranked = np.concatenate([[elite], ranked[: self.archive_size - 1]])
         return ranked
 
-    def _ant(self, unit: np.ndarray, choice: np.ndarray, n_choices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def _ant(self, unit: np.ndarray, choice: np.ndarray, space: _UnitSpace) -> tuple[np.ndarray, np.ndarray]:
         """A new solution from the archive (``unit`` in [0, 1], ``choice`` indices), ranked best first."""
         rng = self._rng
         k = len(unit)
@@ -279,7 +283,7 @@ class ACOSampler(BaseSampler):
         move = rng.random()
         local = move < self.local_search_rate
         guide = 0 if local else rng.choice(k, p=weights / weights.sum())
-        spread = self.xi * np.abs(unit - unit[guide]).sum(axis=0) / max(k - 1, 1)
+        spread = np.maximum(self.xi * np.abs(unit - unit[guide]).sum(axis=0) / (k - 1), space.min_spread)
         if local:
             spread = _LOCAL_SCALE * spread
         new = unit[guide] + spread * rng.standard_normal(unit.shape[1])
@@ -293,7 +297,7 @@ class ACOSampler(BaseSampler):
         if local:
             return new, choice[0].copy()
         return new, np.array([_categorical_choice(choice[:, j], n, weights, self.q, rng)
-                              for j, n in enumerate(n_choices)], dtype=int)
+                              for j, n in enumerate(space.n_choices)], dtype=int)
 
 
 def _categorical_choice(column: np.ndarray, n_options: int, weights: np.ndarray, q: float,
@@ -323,11 +327,13 @@ class _UnitSpace:
         self.numeric = [(n, d) for n, d in search_space.items() if not isinstance(d, CategoricalDistribution)]
         self.categorical = [(n, d) for n, d in search_space.items() if isinstance(d, CategoricalDistribution)]
         self.n_choices = [len(d.choices) for _, d in self.categorical]
-        bounds = []
-        for _, dist in self.numeric:
+        bounds, self.min_spread = [], np.zeros(len(self.numeric))
+        for j, (_, dist) in enumerate(self.numeric):
             half = 0.0 if dist.step is None else dist.step / 2
             low, high = dist.low - half, dist.high + half
             bounds.append((math.log(low), math.log(high)) if dist.log else (low, high))
+            if dist.step is not None:  # a quarter of the mean cell width
+                self.min_spread[j] = 0.25 / (round((dist.high - dist.low) / dist.step) + 1)
         self.low, self.high = np.array(bounds, dtype=float).reshape(-1, 2).T
 
     def encode(self, trials: list[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
