@@ -62,6 +62,15 @@ def test_mixed_space_values_are_valid_and_the_best_option_wins():
         assert isinstance(params["n"], int) and isinstance(params["width"], int)
 
 
+def test_categorical_only_space():
+    def objective(trial):
+        return sum(trial.suggest_categorical(f"c{i}", [0, 1, 2, 3]) != 2 for i in range(3))
+
+    study = optuna.create_study(sampler=ACOSampler(seed=0, n_startup_trials=5, de_rate=1.0, local_search_rate=0.0))
+    study.optimize(objective, n_trials=40)
+    assert study.best_value == 0
+
+
 def test_conditional_parameters_are_sampled_too():
     def objective(trial):
         kernel = trial.suggest_categorical("kernel", ["rbf", "linear"])

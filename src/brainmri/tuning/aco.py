@@ -231,7 +231,8 @@ class ACOSampler(BaseSampler):
         if not search_space:
             return {}
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        trials = [t for t in trials if all(name in t.params for name in search_space)]
+        # Trials that another worker finished since infer_relative_search_space may lack a parameter or use another range.
+        trials = [t for t in trials if all(t.distributions.get(name) == d for name, d in search_space.items())]
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
         losses = np.array([sign * t.value for t in trials], dtype=float)
         archive = self._archive(losses, len(search_space))
@@ -287,7 +288,7 @@ class ACOSampler(BaseSampler):
         if local:
             spread = _LOCAL_SCALE * spread
         new = unit[guide] + spread * rng.standard_normal(unit.shape[1])
-        if move >= 1 - self.de_rate and k >= 3:
+        if move >= 1 - self.de_rate and k >= 3 and unit.shape[1]:
             r1, r2 = rng.choice(np.delete(ranks, guide), size=2, replace=False)
             mutant = unit[guide] + _DE_WEIGHT * (unit[0] - unit[guide]) + _DE_WEIGHT * (unit[r1] - unit[r2])
             cross = rng.random(unit.shape[1]) < _DE_CROSSOVER
