@@ -1,7 +1,7 @@
 """brainmri's ant colony sampler against Optuna's samplers on standard test functions.
 
 Usage: .venv/bin/python bench/sampler_benchmark.py [--trials 100] [--seeds 20] [--gp-seeds 5]
-       [--dims 2 5 10] [--samplers aco tpe cmaes gp qmc random] [--json FILE]
+       [--dims 2 5 10] [--samplers aco aco-plain tpe cmaes gp qmc random] [--functions ...] [--json FILE]
 
 Every sampler gets the same budget (``--trials`` evaluations) on sphere,
 Rosenbrock, Rastrigin and Ackley (brainmri.tuning.benchmark_functions) in each
@@ -30,6 +30,8 @@ from brainmri.tuning.benchmark_functions import FUNCTIONS
 
 SAMPLERS = {
     "aco": lambda seed: ACOSampler(seed=seed),
+    # The same colony without the IACO improvements: plain ACO_R / ACO_MV (an ablation).
+    "aco-plain": lambda seed: ACOSampler(seed=seed, local_search_rate=0.0, de_rate=0.0, restart_patience=0),
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
     "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed),
     "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
