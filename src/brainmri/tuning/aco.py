@@ -168,13 +168,14 @@ class ACOSampler(BaseSampler):
 
     T. Liao, M. A. Montes de Oca, D. Aydın, T. Stützle and M. Dorigo, "An
     incremental ant colony algorithm with local search for continuous
-    optimization", GECCO 2011, 125-132. DOI: 10.1145/2001576.2001594
+    optimization", Proceedings of GECCO 2011, ACM, 125-132 (DOI not checked:
+    written offline).
 
     R. Storn and K. Price, "Differential evolution - a simple and efficient
     heuristic for global optimization over continuous spaces", Journal of
     Global Optimization 11:341-359, 1997. DOI: 10.1023/A:1008202821328
 
-    A. Mehnatkesh, S. Jalali, A. Khosravi and S. Nahavandi, "An intelligent
+    S. Mehnatkesh, S. M. J. Jalali, A. Khosravi and S. Nahavandi, "An intelligent
     driven deep residual learning framework for brain tumor classification
     using MRI images", Expert Systems with Applications 213:119087, 2023.
     DOI: 10.1016/j.eswa.2022.119087
