@@ -153,7 +153,8 @@ class ACOSampler(BaseSampler):
     storage when its trial starts, so every finished trial of every worker
     guides the next ants. Running trials are not considered (no "constant
     liar"), so workers that start at the same moment draw from the same
-    archive, independently.
+    archive, independently. As with Optuna's own samplers, use one instance
+    per study (it caches the study's search space).
 
     References
     ----------
