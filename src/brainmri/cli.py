@@ -98,6 +98,24 @@ def _shift_settings(args) -> dict:
     return {"shift": parse_shifts(args.shift), "shift_severities": severities, "shift_max_items": args.shift_max_items}
 
 
+def _harmonise_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("intensity harmonisation (preprocessing)")
+    group.add_argument("--harmonise", choices=["none", "zscore", "nyul"], default="none",
+                       help="standardise intensities: zscore (mean 0 / sd 1 inside the head mask) or nyul (histogram "
+                       "standardisation, landmarks learned on the training items only; default none)")
+    group.add_argument("--n4", action="store_true", help="N4 bias-field correction inside the head mask (SimpleITK)")
+    group.add_argument("--keep-aspect", action="store_true",
+                       help="pad the head crop to a square before resizing, so the head keeps its shape")
+
+
+def _preprocess(args):
+    """The Preprocess of ``--size``, ``--no-crop``, ``--harmonise``, ``--n4`` and ``--keep-aspect``."""
+    from brainmri.data.preprocess import Preprocess
+
+    return Preprocess(crop=not args.no_crop, size=args.size, harmonise=args.harmonise, n4=args.n4,
+                      keep_aspect=args.keep_aspect)
+
+
 def _duplicate_params(args):
     from brainmri.data.duplicates import DuplicateParams
 
@@ -267,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
     p.add_argument("--size", type=int, default=224, help="preprocessing: resize to SIZE x SIZE (default 224)")
     p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
+    _harmonise_options(p)
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--restart", action="store_true", help="discard the results of an earlier brainmri run in --out and start over")
@@ -287,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="bundle folder: new, empty or an earlier bundle (replaced); outside DATA")
     p.add_argument("--size", type=int, default=224, help="preprocessing: resize to SIZE x SIZE (default 224)")
     p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
+    _harmonise_options(p)
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--no-validation", action="store_true",
@@ -400,7 +420,6 @@ def cmd_audit(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from brainmri.data.preprocess import Preprocess
     from brainmri.evaluation.benchmark import format_results, run_benchmark
     from brainmri.evaluation.protocol import BenchmarkConfig, default_cache_dir, parse_label_map, parse_params
     from brainmri.models.registry import default_cv, parse_methods
@@ -417,7 +436,7 @@ def cmd_benchmark(args) -> int:
         label_map=parse_label_map(args.label_map),
         seed=args.seed,
         n_boot=args.n_boot,
-        preprocess=Preprocess(crop=not args.no_crop, size=args.size),
+        preprocess=_preprocess(args),
         duplicates=_duplicate_params(args),
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
@@ -436,7 +455,6 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from brainmri.data.preprocess import Preprocess
     from brainmri.evaluation.protocol import default_cache_dir, parse_params
     from brainmri.models.bundle import TrainConfig, train_bundle
 
@@ -451,7 +469,7 @@ def cmd_train(args) -> int:
         params=params.get(args.method, {}),
         seed=args.seed,
         device=args.device,
-        preprocess=Preprocess(crop=not args.no_crop, size=args.size),
+        preprocess=_preprocess(args),
         duplicates=_duplicate_params(args),
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
