@@ -109,3 +109,13 @@ def test_appearance_without_torchio_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchio", None)
     with pytest.raises(ConfigError, match=r"appearance augmentation \(gamma\) needs TorchIO: pip install 'brainmri\[shift\]'"):
         augmentation("gamma")
+
+
+def test_train_with_an_unknown_augment_setting_prints_one_error_line(demo_source, tmp_path, error_line):
+    from brainmri.cli import main
+
+    code = main(["train", str(demo_source), "--method", "ayadi-cnn", "--out", str(tmp_path / "b"), "-q",
+                 "--params", "ayadi-cnn.augment=colour,ayadi-cnn.size=16,ayadi-cnn.epochs=1", "--no-validation"])
+    assert code == 2
+    assert "augment must be true, false, appearance or a comma-separated list of geometric" in error_line("train")
+    assert not (tmp_path / "b").exists()
