@@ -627,7 +627,8 @@ def cmd_demo(args) -> int:
     return cmd_benchmark(argparse.Namespace(**{
         **common, "out": args.out / "benchmark", "methods": methods, "cv": 5,
         "split": None, "grouping": "auto", "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
-        "size": 128, "no_crop": False, "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
+        "size": 128, "no_crop": False, "harmonise": "none", "n4": False, "keep_aspect": False,
+        "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
         "params": params, "device": "auto", "threads": None, "shift": None, "shift_severities": None,
         "shift_max_items": None,
     }))
