@@ -177,3 +177,16 @@ def test_cli_harmonise_options_reach_results_and_a_bad_value_is_refused(demo_sou
         main(["train", str(demo_source), "--method", "glcm-svm", "--out", str(tmp_path / "b"), "--harmonise", "hist"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'hist'" in capsys.readouterr().err
+
+
+def test_the_deep_methods_first_step_learns_and_applies_landmarks_too():
+    from brainmri.training.arrays import ImageArrays
+
+    train = _slices(6, 0, size=48)
+    step = ImageArrays(size=16, preprocess=Preprocess(harmonise="nyul")).fit(train)
+    expected = HistogramStandardizer().fit(ImageArrays(size=16).fit(train).transform(train)).landmarks_
+    np.testing.assert_array_equal(step.params_["nyul_landmarks"], expected)
+    out = step.transform([_scanner(x) for x in train])
+    assert out.shape == (6, 16, 16) and 0 <= out.min() and out.max() <= 1
+    np.testing.assert_array_equal(out[0], Preprocess(size=16, harmonise="nyul", landmarks=tuple(expected))(
+        _scanner(train[0])).astype(np.float16))

@@ -17,12 +17,16 @@ gamma, blur, noise, motion, ghosting and anisotropy (:data:`APPEARANCE`),
 each applied to an image with probability :data:`APPEARANCE_P`, its
 parameters drawn per image. TorchIO draws from torch's global generator too,
 so the training loop's seeding makes it deterministic. Its transforms work
-on one image at a time (a 2D slice held as a one-slice volume), on the CPU:
-at 128 px on one CPU thread, under load, the preset ``appearance`` fed
-about 170 images/s (``augment="appearance"``, geometric part included;
-motion and ghosting, Fourier transforms of the image, cost the most), a
-few times less than a training step of ayadi-cnn consumes, so it lengthens
-CPU training noticeably.
+on one image at a time (a 2D slice held as a one-slice volume), on the CPU.
+Speed at 128 px, batches of 64, one torch thread, on the 2-core machine at
+load 10 (another benchmark running, this one at idle priority): the preset
+``appearance`` fed 72 images/s, geometric part included; alone (each at
+probability 1/4) bias field 201, motion 272, anisotropy 391, noise 1070,
+blur 1559, ghosting 1647, gamma 2646 images/s; geometric 720. Below the
+122 images/s of an ayadi-cnn training step there, so it lengthens CPU
+training; choose parts (``augment="geometric,gamma,blur,noise"``) to keep
+it cheap. TorchIO deep-copies every image it transforms unless told not to
+(``copy=False`` here), which had cost more than the transforms.
 
 The ``augment`` setting of the deep methods (:func:`parse_augment`):
 ``False``; ``True`` or ``"geometric"``; ``"appearance"`` (geometric plus
@@ -114,7 +118,6 @@ def _appearance_transform(names):
     except ImportError:
         raise ConfigError(f"appearance augmentation ({', '.join(names)}) needs TorchIO: "
                           "pip install 'brainmri[shift]'") from None
-    # copy=False: TorchIO deep-copies every image it transforms by default, which here cost more than the transforms.
     return torchio.Compose([getattr(torchio, APPEARANCE[n][0])(p=APPEARANCE_P, copy=False, **APPEARANCE[n][1])
                             for n in names], copy=False)
 
