@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-bench-output}
 shift || true
 OPTIONS=${*:-zscore nyul keep-aspect n4}
-DATA=../shared/datasets
+DATA=${DATA:-../shared/datasets}
 B=${BRAINMRI:-.venv/bin/brainmri}
 mkdir -p "$OUT"
 for option in $OPTIONS; do
