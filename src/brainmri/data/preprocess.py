@@ -124,8 +124,7 @@ class Preprocess:
         """
         image = np.asarray(image, dtype=np.float32)
         if self.crop:
-            box = head_box(image if reference is None else np.asarray(reference, dtype=np.float32))
-            image = image if box is None else image[box]
+            image = crop_to_head(image, reference=None if reference is None else np.asarray(reference, dtype=np.float32))
         if self.keep_aspect:
             image = pad_to_square(image)
         if self.size is not None and image.shape != (self.size, self.size):
@@ -218,16 +217,18 @@ def otsu_threshold(image: np.ndarray) -> float:
     return float(threshold_otsu(hist=(counts, centers)))
 
 
-def crop_to_head(image: np.ndarray, margin: int = 2) -> np.ndarray:
+def crop_to_head(image: np.ndarray, margin: int = 2, *, reference: np.ndarray | None = None) -> np.ndarray:
     """Crop to the bounding box of the largest bright connected component (:func:`head_box`).
 
-    Returns ``image`` itself when no head is found.
+    The box is that of ``reference`` when given (an image of the same shape:
+    the image of a lesion mask). Returns ``image`` itself when no head is
+    found.
 
     >>> img = np.zeros((10, 10)); img[3:6, 4:8] = 1.0
     >>> crop_to_head(img, margin=0).shape
     (3, 4)
     """
-    box = head_box(image, margin)
+    box = head_box(image if reference is None else reference, margin)
     return image if box is None else image[box]
 
 
