@@ -190,3 +190,14 @@ def test_the_deep_methods_first_step_learns_and_applies_landmarks_too():
     assert out.shape == (6, 16, 16) and 0 <= out.min() and out.max() <= 1
     np.testing.assert_array_equal(out[0], Preprocess(size=16, harmonise="nyul", landmarks=tuple(expected))(
         _scanner(train[0])).astype(np.float16))
+
+
+@pytest.mark.parametrize("keep_aspect", [False, True])
+def test_a_lesion_mask_follows_its_image_through_crop_padding_and_resize(keep_aspect):
+    image = np.zeros((100, 100), np.float32)
+    image[30:50, 10:90] = 0.5
+    image[35:45, 60:80] = 1.0  # the lesion
+    mask = (image == 1.0).astype(np.float32)
+    pre = Preprocess(size=40, clip_percentiles=None, keep_aspect=keep_aspect)
+    moved = pre.geometry(mask, reference=image) >= 0.5
+    np.testing.assert_array_equal(moved, pre(image) > 0.75)
