@@ -1,6 +1,9 @@
+import numpy as np
+import pytest
 import torch
 
-from brainmri.training.augment import augment_batch
+from brainmri.errors import ConfigError
+from brainmri.training.augment import APPEARANCE, PARTS, augment_batch, augmentation, parse_augment
 
 
 def test_each_image_draws_its_own_transform_within_range():
@@ -31,12 +34,6 @@ def test_changes_stay_small():
 
 
 # --- appearance augmentation (TorchIO) -------------------------------------------------------------------------
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from brainmri.errors import ConfigError  # noqa: E402
-from brainmri.training.augment import APPEARANCE, PARTS, augmentation, parse_augment  # noqa: E402
 
 
 @pytest.mark.parametrize("setting, parts", [
