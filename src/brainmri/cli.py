@@ -127,6 +127,24 @@ def _shift_settings(args) -> dict:
     return {"shift": parse_shifts(args.shift), "shift_severities": severities, "shift_max_items": args.shift_max_items}
 
 
+def _harmonise_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("intensity harmonisation (preprocessing)")
+    group.add_argument("--harmonise", choices=["none", "zscore", "nyul"], default="none",
+                       help="standardise intensities: zscore (mean 0 / sd 1 inside the head mask) or nyul (histogram "
+                       "standardisation, landmarks learned on the training items only; default none)")
+    group.add_argument("--n4", action="store_true", help="N4 bias-field correction inside the head mask (SimpleITK)")
+    group.add_argument("--keep-aspect", action="store_true",
+                       help="pad the head crop to a square before resizing, so the head keeps its shape")
+
+
+def _preprocess(args):
+    """The Preprocess of ``--size``, ``--no-crop``, ``--harmonise``, ``--n4`` and ``--keep-aspect``."""
+    from brainmri.data.preprocess import Preprocess
+
+    return Preprocess(crop=not args.no_crop, size=args.size, harmonise=args.harmonise, n4=args.n4,
+                      keep_aspect=args.keep_aspect)
+
+
 def _duplicate_params(args):
     from brainmri.data.duplicates import DuplicateParams
 
@@ -296,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
     p.add_argument("--size", type=int, default=224, help="preprocessing: resize to SIZE x SIZE (default 224)")
     p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
+    _harmonise_options(p)
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--restart", action="store_true", help="discard the results of an earlier brainmri run in --out and start over")
@@ -319,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="bundle folder: new, empty or an earlier bundle (replaced); outside DATA")
     p.add_argument("--size", type=int, default=224, help="preprocessing: resize to SIZE x SIZE (default 224)")
     p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
+    _harmonise_options(p)
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--no-validation", action="store_true",
@@ -463,7 +483,6 @@ def cmd_audit(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from brainmri.data.preprocess import Preprocess
     from brainmri.evaluation.benchmark import format_results, run_benchmark
     from brainmri.evaluation.protocol import BenchmarkConfig, default_cache_dir, parse_label_map, parse_params
     from brainmri.models.registry import default_cv, parse_methods
@@ -480,7 +499,7 @@ def cmd_benchmark(args) -> int:
         label_map=parse_label_map(args.label_map),
         seed=args.seed,
         n_boot=args.n_boot,
-        preprocess=Preprocess(crop=not args.no_crop, size=args.size),
+        preprocess=_preprocess(args),
         duplicates=_duplicate_params(args),
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
@@ -499,7 +518,6 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from brainmri.data.preprocess import Preprocess
     from brainmri.evaluation.protocol import default_cache_dir, parse_params
     from brainmri.models.bundle import TrainConfig, train_bundle
 
@@ -514,7 +532,7 @@ def cmd_train(args) -> int:
         params=params.get(args.method, {}),
         seed=args.seed,
         device=args.device,
-        preprocess=Preprocess(crop=not args.no_crop, size=args.size),
+        preprocess=_preprocess(args),
         duplicates=_duplicate_params(args),
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
@@ -722,7 +740,8 @@ def cmd_demo(args) -> int:
     return cmd_benchmark(argparse.Namespace(**{
         **common, "out": args.out / "benchmark", "methods": methods, "cv": 5,
         "split": None, "grouping": "auto", "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
-        "size": 128, "no_crop": False, "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
+        "size": 128, "no_crop": False, "harmonise": "none", "n4": False, "keep_aspect": False,
+        "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
         "params": params, "device": "auto", "threads": None, "shift": None, "shift_severities": None,
         "shift_max_items": None,
     }))

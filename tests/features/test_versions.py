@@ -33,6 +33,10 @@ from brainmri.features.base import ImageTransformer
 RECORDED = [
     (Preprocess(), 1, "7fc45b8c12d48e33"),
     (Preprocess(size=None, clip_percentiles=None), 1, "844fdbafd1cf6fe5"),
+    (Preprocess(harmonise="zscore"), 1, "38a1cf6b342a9065"),
+    (Preprocess(size=128, keep_aspect=True), 1, "c2276f02f396c240"),
+    (Preprocess(harmonise="nyul", landmarks=(0.0, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0)), 1,
+     "f23138fec3a7644e"),
     (FCMWaveletFeatures(), 1, "7fcef1150bfee449"),
     (FCMWaveletFeatures(n_clusters=3, size=64, level=2), 1, "aa03f0a8e02eac94"),
     (GLCMFeatures(), 1, "a9a839639bef7018"),

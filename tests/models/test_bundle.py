@@ -221,3 +221,18 @@ def test_a_deep_method_round_trips_through_safetensors(demo_source, tmp_path):
     (fitted.path / "model.classifier.weights.safetensors").write_bytes(b"\0" * 10)
     with pytest.raises(DataError, match=r"model.classifier.weights.safetensors: sha256 differs"):
         load_model(fitted.path)
+
+
+def test_a_bundle_restores_the_nyul_landmarks_learned_in_training(demo_source, tmp_path):
+    config = TrainConfig(data=str(demo_source), method="glcm-svm", validate=False,
+                         preprocess=Preprocess(size=32, harmonise="nyul", keep_aspect=True))
+    fitted = train_bundle(config, tmp_path / "model", n_jobs=1)
+    learned = fitted.model.steps[0][1].preprocess_.landmarks
+    recorded = fitted.manifest["preprocess"]
+    assert recorded["harmonise"] == "nyul" and recorded["keep_aspect"] is True
+    assert tuple(recorded["landmarks"]) == learned
+    assert fitted.manifest["method"]["fitted"]["nyul_landmarks"] == list(learned)
+    loaded = load_model(fitted.path)
+    assert loaded.model.steps[0][1].preprocess_.landmarks == learned
+    paths = _images(demo_source)
+    np.testing.assert_array_equal(loaded.predict_proba(paths), fitted.predict_proba(paths))

@@ -1,6 +1,9 @@
+import numpy as np
+import pytest
 import torch
 
-from brainmri.training.augment import augment_batch
+from brainmri.errors import ConfigError
+from brainmri.training.augment import APPEARANCE, PARTS, augment_batch, augmentation, parse_augment
 
 
 def test_each_image_draws_its_own_transform_within_range():
@@ -28,3 +31,88 @@ def test_changes_stay_small():
     out = augment_batch(x)
     assert torch.all(out[:, :, 14:18, 14:18] > 0.3)  # the centre stays inside the square
     assert torch.all(out[:, :, :2, :2] < 0.05)  # the corners stay (near) background
+
+
+# --- appearance augmentation (TorchIO) -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting, parts", [
+    (False, ()), (None, ()), (True, ("geometric",)), ("geometric", ("geometric",)), ("appearance", PARTS),
+    ("gamma, bias-field", ("bias-field", "gamma")), ("appearance,gamma", PARTS),
+])
+def test_augment_settings_name_presets_or_parts(setting, parts):
+    assert parse_augment(setting) == parts
+
+
+@pytest.mark.parametrize("setting", ["colour", "gamma,warp", 3, ""])
+def test_an_unknown_augment_setting_is_a_one_line_error_listing_the_parts(setting):
+    with pytest.raises(ConfigError, match=r"augment must be true, false, appearance or a comma-separated list of "
+                                          r"geometric, bias-field, gamma, .*; got"):
+        parse_augment(setting)
+
+
+def test_appearance_changes_intensities_per_image_and_keeps_the_range():
+    pytest.importorskip("torchio")
+    torch.manual_seed(0)
+    x = torch.linspace(0, 1, 32 * 32).reshape(1, 1, 32, 32).repeat(32, 1, 1, 1)
+    out = augmentation(",".join(APPEARANCE))(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    changed = [not torch.allclose(o, x[0]) for o in out]
+    assert 20 <= sum(changed) < 32  # each transform applies with probability 1/4: most images change, not all
+    assert len({tuple(o.flatten()[::97].tolist()) for o in out}) > 20  # with draws of their own
+
+
+def test_appearance_training_is_deterministic_and_touches_training_batches_only(tiny_images, tiny_net, monkeypatch):
+    pytest.importorskip("torchio")
+    import brainmri.training.augment as augment_module
+    from brainmri.models.torch_classifier import TorchClassifier
+
+    X, y, groups = tiny_images
+    seen = []
+    real = augment_module.appearance_batch
+
+    def spy(x, transform):
+        seen.append(x.detach().clone())
+        return real(x, transform)
+
+    monkeypatch.setattr(augment_module, "appearance_batch", spy)
+    settings = {**tiny_net, "augment": "appearance", "val_fraction": 0.25}
+    first = TorchClassifier(**settings, seed=1).fit(X, y, groups)
+    n_first = len(seen)
+    second = TorchClassifier(**settings, seed=1).fit(X, y, groups)
+    geometric = TorchClassifier(**{**tiny_net, "val_fraction": 0.25}, seed=1).fit(X, y, groups)
+    state = [m.module_.state_dict() for m in (first, second, geometric)]
+    assert all(torch.equal(state[0][k], state[1][k]) for k in state[0])
+    assert not all(torch.equal(state[0][k], state[2][k]) for k in state[0])
+    # 24 training items in batches of 8, 3 epochs: 9 batches of 8, all from the training part (the 8 items of
+    # the validation part are never augmented).
+    assert n_first == 9 and all(batch.shape[0] == 8 for batch in seen[:n_first])
+    assert len(_train_rows(X, seen[:n_first])) == 24
+    n = len(seen)
+    first.predict_proba(X)
+    assert len(seen) == n  # prediction is never augmented
+
+
+def _train_rows(X, batches):
+    """Rows of X that appeared in some augmented batch."""
+    flat = {tuple(np.round(x.numpy().ravel()[::37], 3)) for b in batches for x in b[:, 0]}
+    return [k for k, x in enumerate(X) if tuple(np.round(x.ravel()[::37], 3)) in flat]
+
+
+def test_appearance_without_torchio_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchio", None)
+    with pytest.raises(ConfigError, match=r"appearance augmentation \(gamma\) needs TorchIO: pip install 'brainmri\[shift\]'"):
+        augmentation("gamma")
+
+
+def test_train_with_an_unknown_augment_setting_prints_one_error_line(demo_source, tmp_path, error_line):
+    from brainmri.cli import main
+
+    code = main(["train", str(demo_source), "--method", "ayadi-cnn", "--out", str(tmp_path / "b"), "-q",
+                 "--params", "ayadi-cnn.augment=colour,ayadi-cnn.size=16,ayadi-cnn.epochs=1", "--no-validation"])
+    assert code == 2
+    assert "augment must be true, false, appearance or a comma-separated list of geometric" in error_line("train")
+    assert not (tmp_path / "b").exists()

@@ -128,6 +128,7 @@ class BenchmarkConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["methods"] = list(self.methods)
+        d["preprocess"] = self.preprocess.to_dict()  # without the later settings at their defaults, as before them
         if not self.shift:
             # A run without shifts records what it recorded before they existed, so its folder still resumes.
             for key in ("shift", "shift_severities", "shift_max_items"):

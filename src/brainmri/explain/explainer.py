@@ -35,7 +35,6 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from brainmri.data.io import image_format, read_image
-from brainmri.data.preprocess import head_box, resize
 from brainmri.errors import ConfigError, DataError
 from brainmri.explain.attribution import METHODS, predicted_score
 from brainmri.explain.checks import (lesion_share, perturbation_curves, pointing_game, random_map_baseline,
@@ -202,13 +201,7 @@ class ModelView:
 
     def align(self, mask: np.ndarray, image: np.ndarray) -> np.ndarray:
         """A lesion mask of ``image`` (same shape) moved into the model's input space, as :attr:`preprocess` moves the image."""
-        mask = np.asarray(mask, dtype=np.float32)
-        box = head_box(np.asarray(image, dtype=np.float32)) if self.preprocess.crop else None
-        if box is not None:
-            mask = mask[box]
-        if self.preprocess.size is not None and mask.shape != (self.preprocess.size,) * 2:
-            mask = resize(mask, self.preprocess.size)
-        return mask >= 0.5
+        return self.preprocess.geometry(np.asarray(mask, dtype=np.float32), reference=image) >= 0.5
 
 
 class MaskFolder:

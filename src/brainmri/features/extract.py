@@ -215,6 +215,18 @@ def load_preprocessed(path: str | Path | np.ndarray, preprocess: Preprocess) -> 
         raise DataError(f"{'an image array' if isinstance(path, np.ndarray) else path}: {exc}") from None
 
 
+def read_preprocessed(items, preprocess: Preprocess) -> list[np.ndarray]:
+    """:func:`load_preprocessed` of every item (file path or 2D array)."""
+    return [load_preprocessed(x if isinstance(x, np.ndarray) else str(x), preprocess) for x in items]
+
+
+def landmark_params(given: Preprocess, fitted: Preprocess) -> dict:
+    """What a first step learned, for the method's ``params_``: the Nyúl landmarks, when it learned them."""
+    if given.landmarks is None and fitted.landmarks is not None:
+        return {"nyul_landmarks": list(fitted.landmarks)}
+    return {}
+
+
 def _extract_chunk(paths: list[str | np.ndarray], preprocess: Preprocess, extractors: list[ImageTransformer]) -> list[list[np.ndarray]]:
     images = [load_preprocessed(p, preprocess) for p in paths]
     return [ex.transform(images) for ex in extractors]
@@ -298,7 +310,11 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
 
     It learns nothing from data (scikit-learn tag ``requires_fit`` False), so
     a saved model bundle does not store it: the method's builder makes it
-    again (:mod:`brainmri.models.bundle`).
+    again (:mod:`brainmri.models.bundle`). The one exception is a
+    preprocessing with ``harmonise="nyul"`` and no landmarks: ``fit`` learns
+    them from its training items (:func:`~brainmri.data.harmonise.learn_landmarks`)
+    and features are computed with them (``preprocess_``); a bundle keeps
+    them in its manifest's preprocessing, which its builder gets back.
 
     Parameters
     ----------
@@ -312,6 +328,14 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         None computes without caching.
     n_jobs : int
         Worker processes.
+
+    Attributes
+    ----------
+    preprocess_ : Preprocess
+        The preprocessing of the features: ``preprocess``, with the learned
+        landmarks if it asked for them.
+    params_ : dict
+        The learned landmarks, when there are some (empty otherwise).
     """
 
     def __init__(self, extractors, *, preprocess=None, cache_dir=None, n_jobs=1):
@@ -326,12 +350,17 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         return tags
 
     def fit(self, X, y=None):
+        from brainmri.data.harmonise import learn_landmarks
+
         self.feature_names_ = [name for _, ex in self.extractors for name in clone(ex).fit().feature_names_]
         self.n_features_out_ = len(self.feature_names_)
+        self.preprocess_ = learn_landmarks(self.preprocess or Preprocess(), X, read_preprocessed)
+        self.params_ = landmark_params(self.preprocess or Preprocess(), self.preprocess_)
         return self
 
     def transform(self, X) -> np.ndarray:
-        return compute_features(list(X), [ex for _, ex in self.extractors], preprocess=self.preprocess,
+        return compute_features(list(X), [ex for _, ex in self.extractors],
+                                preprocess=getattr(self, "preprocess_", self.preprocess),
                                 cache=open_cache(self.cache_dir), n_jobs=self.n_jobs)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
@@ -353,9 +382,11 @@ def precompute_features(models, paths, *, n_jobs: int = 1, progress: Callable[[i
     wanted: dict[tuple, dict[str, ImageTransformer]] = {}
     for model in models:
         for _, step in getattr(model, "steps", []):
-            if isinstance(step, ImageFeatures) and step.cache_dir:
+            preprocess = step.preprocess or Preprocess() if isinstance(step, ImageFeatures) else None
+            # A step that learns landmarks in fit computes its features then: they depend on the fold.
+            if preprocess is not None and step.cache_dir and not (preprocess.harmonise == "nyul" and preprocess.landmarks is None):
                 where = step.cache_dir if isinstance(step.cache_dir, MemoryCache) else str(step.cache_dir)
-                group = wanted.setdefault((where, step.preprocess or Preprocess()), {})
+                group = wanted.setdefault((where, preprocess), {})
                 for _, extractor in step.extractors:
                     group.setdefault(extractor.cache_key(), extractor)
     for (where, preprocess), extractors in wanted.items():

@@ -41,7 +41,7 @@ import platform
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -120,7 +120,7 @@ class TrainConfig:
         check_max_pixels(self.max_pixels)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "preprocess": self.preprocess.to_dict()}
 
 
 # --- saving and loading the steps of a method -------------------------------------------------------------------
@@ -311,8 +311,14 @@ def verify_files(folder: str | Path, manifest: dict) -> None:
 
 
 def _preprocess(settings: dict) -> Preprocess:
-    clip = settings.get("clip_percentiles")
-    return Preprocess(crop=settings["crop"], size=settings["size"], clip_percentiles=tuple(clip) if clip else None)
+    return Preprocess.from_dict(settings)
+
+
+def fitted_preprocess(model, preprocess: Preprocess) -> Preprocess:
+    """``preprocess`` with the Nyúl landmarks that the fitted ``model``'s first step learned, if it learned some."""
+    first = model.steps[0][1] if hasattr(model, "steps") else model
+    landmarks = getattr(getattr(first, "preprocess_", None), "landmarks", None)
+    return preprocess if landmarks is None else replace(preprocess, landmarks=landmarks)
 
 
 class Bundle:
@@ -573,7 +579,7 @@ def train_bundle(
         "method": {"name": spec.name, "family": spec.family, "summary": spec.summary, "reference": spec.reference,
                    "params": dict(config.params), "fitted": dict(getattr(model, "params_", {}))},
         "classes": [str(c) for c in model.classes_],
-        "preprocess": {**config.preprocess.to_dict(), "version": Preprocess.version},
+        "preprocess": {**fitted_preprocess(model, config.preprocess).to_dict(), "version": Preprocess.version},
         "input_size": _input_size(model, config.preprocess),
         "versions": code_versions(),
         "config": config.to_dict(),

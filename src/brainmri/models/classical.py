@@ -114,7 +114,9 @@ class GroupedPipeline(Pipeline):
     Attributes
     ----------
     params_ : dict
-        What the final step chose while fitting (its ``params_``).
+        What the final step chose while fitting (its ``params_``), and what
+        earlier steps learned (theirs, such as the Nyúl landmarks of a
+        first step).
     """
 
     def fit(self, X, y=None, groups=None, **params):
@@ -125,7 +127,8 @@ class GroupedPipeline(Pipeline):
 
     @property
     def params_(self) -> dict:
-        return self.steps[-1][1].params_
+        learned = [getattr(step, "params_", {}) for _, step in self.steps[:-1]]
+        return {**{k: v for d in learned for k, v in d.items()}, **self.steps[-1][1].params_}
 
     def save_state(self, folder, prefix: str) -> list[str]:
         """Write the fitted steps as files ``prefix<step>.*`` in ``folder`` (:func:`~brainmri.models.bundle.save_steps`)."""

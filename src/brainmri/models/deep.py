@@ -20,7 +20,7 @@ AYADI_2021 = ("W. Ayadi, W. Elhamzi, I. Charfi and M. Atri (2021), \"Deep CNN fo
 def ayadi_cnn_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
                      device: str = "auto", size: int = 128, epochs: int = 30, lr: float = 2e-3,
                      weight_decay: float = 0.05, batch_size: int = 64, label_smoothing: float = 0.05,
-                     augment: bool = True, ema_decay: float | None = 0.99, patience: int | None = None,
+                     augment: bool | str = True, ema_decay: float | None = 0.99, patience: int | None = None,
                      precision: str = "bf16", channels_last: bool = True, width: int = 32, dropout: float = 0.3,
                      val_fraction: float = 0.1, threads: int | None = None) -> GroupedPipeline:
     """Ayadi et al.'s CNN (:func:`brainmri.models.cnn.ayadi_cnn`) on ``size x size`` grayscale slices.

@@ -89,9 +89,13 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         ``epochs``; cross-entropy with label smoothing.
     class_weight : {"balanced", None}
         Weight the loss by inverse class frequency.
-    augment : bool
-        Augment training images (:func:`brainmri.training.augment.augment_batch`);
-        ignored for vectors.
+    augment : bool or str
+        Augment training images: True (or ``"geometric"``) for flips, a small
+        affine and brightness-contrast
+        (:func:`brainmri.training.augment.augment_batch`), ``"appearance"``
+        for those plus TorchIO's bias field, gamma, blur, noise, motion,
+        ghosting and anisotropy, or a comma-separated list of these parts
+        (:func:`brainmri.training.augment.parse_augment`); ignored for vectors.
     backbone_lr_factor : float
         For a module with a ``backbone`` attribute (e.g.
         :class:`~brainmri.models.finetune.FineTuneNet`): the backbone's

@@ -179,7 +179,7 @@ def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
                       device: str = "auto", backbone: str = "efficientnet_lite0", weights_file: str | None = None,
                       size: int = 128, epochs: int = 6, lr: float = 1e-3, backbone_lr_factor: float = 0.1,
                       unfreeze_after: int = 1, weight_decay: float = 0.01, batch_size: int = 32,
-                      label_smoothing: float = 0.1, augment: bool = True, dropout: float = 0.2,
+                      label_smoothing: float = 0.1, augment: bool | str = True, dropout: float = 0.2,
                       ema_decay: float | None = 0.99, precision: str = "bf16", channels_last: bool = True,
                       tta: bool = True, val_fraction: float = 0.1, threads: int | None = None) -> GroupedPipeline:
     """A pretrained backbone and a new linear head, fine-tuned end to end (:mod:`brainmri.models.finetune`).

@@ -177,8 +177,23 @@ def _header(results: dict) -> str:
         "<h1>brainmri benchmark report</h1>"
         f'<p class="meta">Created {_e(results.get("created", "n/a"))} with brainmri '
         f'{_e(results.get("brainmri_version", "n/a"))} &middot; data <code>{_e(config.get("data", results.get("dataset", {}).get("path", "n/a")))}</code>'
-        f" &middot; methods: {methods}</p>"
+        f" &middot; methods: {methods} &middot; preprocessing: {_e(_preprocessing(config.get('preprocess') or {}))}</p>"
     )
+
+
+def _preprocessing(settings: dict) -> str:
+    """The preprocessing of a run in words (``results.json`` omits the later settings at their defaults)."""
+    parts = ["crop to the head" if settings.get("crop", True) else "no crop"]
+    if settings.get("keep_aspect"):
+        parts.append("padded to a square")
+    if settings.get("size"):
+        parts.append(f"{settings['size']} px")
+    if settings.get("n4"):
+        parts.append("N4 bias-field correction")
+    harmonise = settings.get("harmonise", "none")
+    parts.append({"zscore": "z-scored in the head", "nyul": "Nyúl histogram standardisation (landmarks learned on "
+                  "each training split)"}.get(harmonise, "no harmonisation"))
+    return ", ".join(parts)
 
 
 def _contents(results: dict) -> str:

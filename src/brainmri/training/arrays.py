@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import DataError
-from brainmri.features.extract import MemoryCache, preprocess_key, file_digest, load_preprocessed
+from brainmri.features.extract import MemoryCache, file_digest, landmark_params, load_preprocessed, preprocess_key
 from brainmri.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -106,8 +106,19 @@ class ImageArrays(TransformerMixin, BaseEstimator):
         return dataclasses.replace(self.preprocess or Preprocess(), size=self.size)
 
     def fit(self, X=None, y=None):
-        """Check the settings (nothing is learnt from data)."""
-        self._preprocess()
+        """Check the settings; learn Nyúl landmarks from ``X`` if the preprocessing asks for them.
+
+        Only ``harmonise="nyul"`` without landmarks learns anything
+        (:func:`~brainmri.data.harmonise.learn_landmarks`, from the cached
+        arrays of the items without harmonisation); a bundle keeps the
+        landmarks in its manifest's preprocessing, which its builder gets
+        back, so this step is never stored.
+        """
+        from brainmri.data.harmonise import learn_landmarks
+
+        given = self._preprocess()
+        self.preprocess_ = learn_landmarks(given, [] if X is None else X, self._images)
+        self.params_ = landmark_params(given, self.preprocess_)
         return self
 
     def transform(self, X) -> np.ndarray:
@@ -116,7 +127,9 @@ class ImageArrays(TransformerMixin, BaseEstimator):
         Items of ``X`` are file paths or 2D arrays (which are preprocessed,
         never cached).
         """
-        preprocess = self._preprocess()
+        return self._images(X, getattr(self, "preprocess_", None) or self._preprocess())
+
+    def _images(self, X, preprocess: Preprocess) -> np.ndarray:
         out = np.zeros((len(X), self.size, self.size), dtype=np.float16)
         files = [k for k, x in enumerate(X) if isinstance(x, (str, Path))]
         for k in sorted(set(range(len(X))) - set(files)):

@@ -113,7 +113,7 @@ class TrainSettings:
     batch_size: int = 64
     label_smoothing: float = 0.05
     class_weight: str | None = "balanced"
-    augment: bool = False
+    augment: bool | str = False
     ema_decay: float | None = 0.99
     patience: int | None = None
     precision: str = "auto"
@@ -144,6 +144,9 @@ class TrainSettings:
         for name, ok, allowed in checks:
             if not ok:
                 raise ConfigError(f"training parameter {name} must be {allowed}, got {getattr(self, name)!r}")
+        from brainmri.training.augment import parse_augment
+
+        parse_augment(self.augment)
 
 
 @dataclass
@@ -332,8 +335,10 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
     criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=s.label_smoothing)
     dtype = autocast_dtype(s.precision, device)
     augment = None
-    if s.augment and X.ndim == 3:
-        from brainmri.training.augment import augment_batch as augment
+    if X.ndim == 3:
+        from brainmri.training.augment import augmentation
+
+        augment = augmentation(s.augment)
 
     work = Path(work_dir) if work_dir else None
     fingerprint = _fingerprint(module, X, y, X_val, s)
