@@ -71,7 +71,8 @@ def explain_examples(model, paths, y_true, proba: np.ndarray, *, method: str, pr
     method : str
         Registry name (in the titles).
     preprocess : Preprocess
-        The run's preprocessing.
+        The run's preprocessing (what the model learned, such as Nyúl
+        landmarks, is added from the model).
     max_pixels : int
         As the run reads its images.
     per_class : int
@@ -87,13 +88,14 @@ def explain_examples(model, paths, y_true, proba: np.ndarray, *, method: str, pr
         return []
     import torch
 
-    from brainmri.models.bundle import Bundle, _input_size
+    from brainmri.models.bundle import Bundle, _input_size, fitted_preprocess
 
     classes = [str(c) for c in model.classes_]
     picks = pick_examples(y_true, proba, classes, per_class=per_class)
     if not picks:
         return []
-    manifest = {"classes": classes, "method": {"name": method}, "preprocess": preprocess.to_dict(),
+    manifest = {"classes": classes, "method": {"name": method},
+                "preprocess": fitted_preprocess(model, preprocess).to_dict(),  # with the landmarks the model learned
                 "input_size": _input_size(model, preprocess)}
     view = ModelView(Bundle(model, manifest, Path(method)))
     if "gradcam" in view.methods():
