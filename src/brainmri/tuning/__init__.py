@@ -1,0 +1,1 @@
+"""Hyperparameter search: Optuna studies over the registry's methods, with brainmri's ant colony sampler."""
