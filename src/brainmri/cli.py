@@ -556,11 +556,11 @@ def cmd_tune(args) -> int:
 
 
 def _quiet_optuna() -> None:
-    """Optuna's own line per trial would repeat brainmri's; keep its warnings and errors."""
+    """Optuna's own lines per trial (finished, failed with a traceback) would repeat brainmri's; keep its errors."""
     if importlib.util.find_spec("optuna") is not None:
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def cmd_predict(args) -> int:

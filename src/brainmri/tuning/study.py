@@ -153,17 +153,20 @@ def open_storage(url: str | None, default: Path):
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     import sqlalchemy.exc
 
-    engine = {}
+    engine, given = {}, url
     if url.startswith("postgresql://"):
         if importlib.util.find_spec("psycopg2") is None:
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     try:
-        # The heartbeat lets a worker that outlives a killed one see its unfinished trial as failed (and rerun it).
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60, grace_period=180)
+        # The heartbeat lets a worker that outlives a killed one see its unfinished trial as failed. Optuna calls
+        # the argument experimental (its interface may change), which is no news for the user of brainmri.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60, grace_period=180)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise ConfigError(f"--storage {redact(url)}: cannot open the study storage ({reason}); check the URL, that "
+        raise ConfigError(f"--storage {redact(given)}: cannot open the study storage ({reason}); check the URL, that "
                           "the server runs and accepts this user, and that its driver is installed (pip install "
                           "'brainmri[tune]')") from None
 
