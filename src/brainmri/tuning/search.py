@@ -36,6 +36,7 @@ import io
 import logging
 import math
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -385,6 +386,7 @@ def _score(context: _Context, trial, split, folds, how: str) -> float:
         trial.report(float(np.mean(scores)), step=FOLD_STEP + f)
         if pruning and f < len(folds) - 1 and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after inner fold {f + 1} of {len(folds)}")
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("inner_scores", [round(s, 6) for s in scores])
     trial.set_user_attr("inner_cv", how)
     trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
@@ -426,7 +428,7 @@ def _search_summary(study, seed: int) -> dict:
     for t in trials:
         rows.append({"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
                      "seconds": round(t.duration.total_seconds(), 3) if t.duration else None,
-                     "inner_scores": t.user_attrs.get("inner_scores")})
+                     "inner_scores": t.user_attrs.get("inner_scores"), "worker": t.user_attrs.get("worker")})
         if t.state == TrialState.COMPLETE:
             best_so_far = max(best_so_far, t.value)
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):

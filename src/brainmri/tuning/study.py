@@ -29,6 +29,7 @@ import importlib.util
 import json
 import logging
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -159,16 +160,32 @@ def open_storage(url: str | None, default: Path):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     try:
-        # The heartbeat lets a worker that outlives a killed one see its unfinished trial as failed. Optuna calls
-        # the argument experimental (its interface may change), which is no news for the user of brainmri.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60, grace_period=180)
+        return _rdb_storage(url, engine)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise ConfigError(f"--storage {redact(given)}: cannot open the study storage ({reason}); check the URL, that "
                           "the server runs and accepts this user, and that its driver is installed (pip install "
                           "'brainmri[tune]')") from None
+
+
+def _rdb_storage(url: str, engine: dict, attempts: int = 3):
+    """``RDBStorage(url)``, tried again when another worker was creating the same tables at that moment."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            # The heartbeat lets a worker that outlives a killed one see its unfinished trial as failed. Optuna
+            # calls the argument experimental (its interface may change), which is no news for brainmri's user.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60,
+                                                  grace_period=180)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Two workers starting on an empty database both create Optuna's tables; one loses the race.
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0 + attempt)
 
 
 def open_study(storage, name: str, attrs: dict, *, sampler, pruner):
