@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    _training_options(p, params=False)
+    _training_options(p)
     _input_options(p)
     _duplicate_options(p)
     _common(p, seed=True, jobs=True)
@@ -477,18 +477,13 @@ def cmd_benchmark(args) -> int:
 
 def cmd_train(args) -> int:
     from brainmri.data.preprocess import Preprocess
-    from brainmri.evaluation.protocol import default_cache_dir, parse_params
+    from brainmri.evaluation.protocol import default_cache_dir
     from brainmri.models.bundle import TrainConfig, train_bundle
 
-    params = parse_params(args.params) or {}
-    stray = sorted(set(params) - {args.method})
-    if stray:
-        raise ConfigError(f"--params names method {stray[0]!r}, but --method is {args.method}; "
-                          f"give settings as {args.method}.key=value")
     config = TrainConfig(
         data=str(args.data),
         method=args.method,
-        params=params.get(args.method, {}),
+        params=_method_params(args),
         seed=args.seed,
         device=args.device,
         preprocess=Preprocess(crop=not args.no_crop, size=args.size),
@@ -542,6 +537,7 @@ def cmd_tune(args) -> int:
         storage=args.storage,
         study=args.study,
         space_file=str(args.space) if args.space else None,
+        params=_method_params(args) or None,
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     _quiet_optuna()
@@ -561,6 +557,18 @@ def _quiet_optuna() -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def _method_params(args) -> dict:
+    """The ``--params`` settings of ``--method`` (train, tune); settings of another method are refused."""
+    from brainmri.evaluation.protocol import parse_params
+
+    params = parse_params(args.params) or {}
+    stray = sorted(set(params) - {args.method})
+    if stray:
+        raise ConfigError(f"--params names method {stray[0]!r}, but --method is {args.method}; "
+                          f"give settings as {args.method}.key=value")
+    return params.get(args.method, {})
 
 
 def cmd_predict(args) -> int:

@@ -180,3 +180,46 @@ def test_bad_input_is_one_line_and_quick(leaky_split_source, tmp_path, capsys, e
     line = error_line("tune")
     assert re.search(message, line), line
     assert "secret" not in line
+
+
+def test_the_median_pruner_stops_trials_after_an_inner_fold(leaky_split_source, tmp_path, monkeypatch):
+    import optuna
+
+    fits = []
+    fit = GroupedPipeline.fit
+    monkeypatch.setattr(GroupedPipeline, "fit", lambda self, *a, **k: fits.append(1) or fit(self, *a, **k))
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: trial.number >= 1)
+    assert tune(leaky_split_source, tmp_path / "out", "--trials", "3", "--pruner", "median") == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    search_ = results["searches"]["tpe"]["official"]
+    assert [t["state"] for t in search_["trials"]] == ["complete", "pruned", "pruned"]
+    assert search_["n_trials"] == 3 and search_["best"]["number"] == 0
+    assert len(fits) == FOLDS + 1 + 1 + 1  # trial 0 on every inner fold, the pruned ones on one, the final fit
+
+
+@pytest.mark.slow
+def test_a_deep_method_is_pruned_after_an_epoch(leaky_split_source, tmp_path, monkeypatch, one_torch_thread):
+    import optuna
+
+    space = tmp_path / "space.json"
+    space.write_text('{"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": true}}')
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: trial.number >= 1)
+    out = tmp_path / "out"
+    assert main(["tune", str(leaky_split_source), "--method", "mlp", "--split", "official", "--out", str(out), *FAST,
+                 "--trials", "2", "--pruner", "median", "--space", str(space),
+                 "--params", "mlp.epochs=3,mlp.hidden=[8],mlp.batch_size=8", "--device", "cpu"]) == 0
+    study = optuna.load_study(study_name="mlp", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    complete_, pruned = study.trials
+    assert pruned.state.name == "PRUNED" and list(pruned.intermediate_values) == [1]  # after epoch 1 of fold 1
+    assert [s for s in complete_.intermediate_values if s < search.FOLD_STEP] == [1, 2, 3]
+    assert json.loads((out / "best_params.json").read_text())["mlp"]["epochs"] == 3
+
+
+def test_a_study_whose_trials_were_all_pruned_has_nothing_to_test(leaky_split_source, tmp_path, monkeypatch,
+                                                                  error_line):
+    import optuna
+
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: True)
+    assert tune(leaky_split_source, tmp_path / "out", "--trials", "2", "--pruner", "median") == 2
+    assert "study glcm-svm: none of its 2 trials ran to the end (all pruned or failed)" in error_line("tune")

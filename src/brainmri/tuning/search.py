@@ -100,6 +100,9 @@ class TuneConfig:
         ``--study``, the study name (default: the method's name).
     space_file : str or None
         ``--space``: a JSON search space replacing the method's.
+    params : dict or None
+        ``--params``: settings of the method held fixed during the search
+        (e.g. ``epochs``); none of them may be in the search space.
     """
 
     data: str
@@ -119,6 +122,7 @@ class TuneConfig:
     storage: str | None = None
     study: str | None = None
     space_file: str | None = None
+    params: dict | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "samplers", tuple(self.samplers))
@@ -126,10 +130,11 @@ class TuneConfig:
             check_sampler(name)
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise ConfigError(f"--trials must be a positive integer, got {self.trials!r}")
-        self.benchmark_config()  # the protocol's own checks
+        self.benchmark_config(self.params)  # the protocol's own checks
 
     def benchmark_config(self, params: dict | None = None) -> BenchmarkConfig:
-        """The benchmark configuration of the protocol, with ``params`` as the method's settings."""
+        """The benchmark configuration of the protocol, with the fixed ``--params`` and ``params`` as the method's settings."""
+        params = {**(self.params or {}), **(params or {})}
         return BenchmarkConfig(data=self.data, methods=(self.method,), split=self.split, cv=self.cv,
                                test_data=self.test_data, seed=self.seed, n_boot=self.n_boot,
                                preprocess=self.preprocess, duplicates=self.duplicates, max_pixels=self.max_pixels,
@@ -190,11 +195,14 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
         any image is read.
     """
     _require_optuna()
-    import optuna
-
     say = on_event or (lambda message: None)
     spec = get_method(config.method)
     space = load_space(spec, config.space_file)
+    both = sorted(set(space) & set(config.params or {}))
+    if both:
+        raise ConfigError(f"--params {config.method}.{both[0]} fixes a setting that the search space varies; remove it "
+                          "from --params, or from the space (--space FILE)")
+    spec.check_params(config.params)
     make_pruner(config.pruner)
     bench = config.benchmark_config()
     inputs = [config.data, *([config.test_data] if config.test_data else [])]
@@ -226,7 +234,7 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
             study = open_study(storage, name, _study_attrs(config, plan, split, space),
                                sampler=make_sampler(sampler, seed=config.seed), pruner=make_pruner(config.pruner))
             _search(context, study, sampler, split, where)
-            best = study.best_trial
+            best = _best_trial(study)
             say(f"{where}: best inner score {best.value:.4f} (trial {best.number}) with {_shown(best.params)}; "
                 f"refitting on {len(split.train)} training images and testing once on {len(split.test)}")
             units[sampler].append(_tested_unit(context, out, sampler, split, study.study_name, best))
@@ -309,7 +317,7 @@ def _search(context: _Context, study, sampler: str, split, where: str) -> None:
     def line(study, trial) -> None:
         value = "pruned" if trial.state == TrialState.PRUNED else (
             f"score {trial.value:.4f}" if trial.value is not None else trial.state.name.lower())
-        best = study.best_trial if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) else None
+        best = study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
         context.say(f"{where}: trial {trial.number} ({_finished(study)}/{config.trials}) {value} with "
                     f"{_shown(trial.params)} in {trial.duration.total_seconds():.1f} s"
                     + (f"; best {best.value:.4f} (trial {best.number})" if best else ""))
@@ -318,6 +326,16 @@ def _search(context: _Context, study, sampler: str, split, where: str) -> None:
                                                                  TrialState.RUNNING))
     study.optimize(objective, n_trials=config.trials - done, callbacks=[line, stop], gc_after_trial=False)
     _wait_for_others(study, where, context.say)
+
+
+def _best_trial(study):
+    """The complete trial with the best inner score; a study whose trials were all pruned has none."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise ConfigError(f"study {study.study_name}: none of its {len(study.trials)} trials ran to the end (all "
+                          "pruned or failed), so there is no configuration to test; use --pruner none or more --trials")
+    return study.best_trial
 
 
 def _recover_interrupted(study, where: str, say: Callable[[str], None]) -> None:
@@ -360,7 +378,7 @@ def _score(context: _Context, trial, split, folds, how: str) -> float:
     from brainmri.training.loop import epoch_listener
 
     config, plan = context.config, context.plan
-    params = suggest(trial, context.space)
+    params = {**(config.params or {}), **suggest(trial, context.space)}
     spec = get_method(config.method)
     paths, y, groups = plan.paths[split.train], plan.labels[split.train], plan.groups[split.train]
     pruning = config.pruner != "none"
@@ -433,7 +451,7 @@ def _search_summary(study, seed: int) -> dict:
             best_so_far = max(best_so_far, t.value)
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             curve.append(best_so_far if best_so_far > -math.inf else None)
-    best = study.best_trial
+    best = _best_trial(study)
     return {
         "study": study.study_name,
         "n_trials": len(curve),
@@ -487,7 +505,7 @@ def _results(config: TuneConfig, bench: BenchmarkConfig, plan, searches: dict, u
         "objective": OBJECTIVE,
         "storage": redact(storage_url) if storage_url else JOURNAL,
         "searches": searches,
-        "best_params": {config.method: chosen["best"]["params"]},
+        "best_params": {config.method: {**(config.params or {}), **chosen["best"]["params"]}},
         "best_params_from": (f"{config.samplers[0]}, study {chosen['study']}" + (
             " (the outer fold with the best inner score; each fold's own is in searches)" if len(first) > 1 else "")),
         "test": test,
