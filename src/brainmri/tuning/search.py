@@ -202,7 +202,6 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
     if both:
         raise ConfigError(f"--params {config.method}.{both[0]} fixes a setting that the search space varies; remove it "
                           "from --params, or from the space (--space FILE)")
-    spec.check_params(config.params)
     make_pruner(config.pruner)
     bench = config.benchmark_config()
     inputs = [config.data, *([config.test_data] if config.test_data else [])]

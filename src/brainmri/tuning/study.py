@@ -99,9 +99,13 @@ def make_sampler(name: str, *, seed: int | None):
     import optuna
 
     check_sampler(name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return SAMPLERS[name](seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return SAMPLERS[name](seed)
+    except ImportError as exc:  # the gp sampler runs on PyTorch
+        raise ConfigError(f"--sampler {name} needs {exc.name}, which is not installed; install it with: "
+                          "pip install 'brainmri[deep]'") from None
 
 
 def make_pruner(name: str):
