@@ -169,6 +169,8 @@ def _space(tmp_path, text):
     (lambda t: ["--space", _space(t, '{"C": {"type": "float", "low": 0, "high": 1, "log": true}}')],
      r"--space .*: C with \"log\": true needs low > 0"),
     (lambda t: ["--space", str(t / "missing.json")], r"--space .*missing.json: file not found"),
+    (lambda t: ["--params", "glcm-svm.C=1"], r"--params glcm-svm.C fixes a setting that the search space varies"),
+    (lambda t: ["--params", "rf.n_estimators=5"], r"--params names method 'rf', but --method is glcm-svm"),
     (lambda t: ["--storage", "postgresql://tuner:secret@127.0.0.1:1/studies"],
      r"--storage postgresql://tuner:\*\*\*@127.0.0.1:1/studies: cannot open the study storage \(.*\); check the URL"),
 ])
@@ -223,3 +225,16 @@ def test_a_study_whose_trials_were_all_pruned_has_nothing_to_test(leaky_split_so
     monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: True)
     assert tune(leaky_split_source, tmp_path / "out", "--trials", "2", "--pruner", "median") == 2
     assert "study glcm-svm: none of its 2 trials ran to the end (all pruned or failed)" in error_line("tune")
+
+
+def test_k_fold_is_nested_a_search_per_outer_fold(demo_source, tmp_path):
+    out = tmp_path / "out"
+    assert main(["tune", str(demo_source), "--method", "glcm-svm", "--cv", "2", "--trials", "2",
+                 "--out", str(out), *FAST]) == 0
+    results = json.loads((out / "results.json").read_text())
+    folds = list(results["searches"]["tpe"])
+    assert len(folds) == 2
+    assert [s["study"] for s in results["searches"]["tpe"].values()] == [f"glcm-svm/{f}" for f in folds]
+    entry = results["test"]["methods"]["glcm-svm tuned by tpe"]
+    assert [f["fold"] for f in entry["per_fold"]] == folds
+    assert entry["n_test"] == 24  # every item tested once, by the configuration chosen on the other fold
