@@ -70,6 +70,8 @@ OBJECTIVE = "balanced accuracy, mean over the grouped inner folds of the trainin
 FOLD_STEP = 1_000_000
 #: The journal file of the study in the output folder when ``--storage`` is not given.
 JOURNAL = "study.journal"
+#: Marks an output folder as a tune's (its configuration); a tune continues only in such a folder, or a new one.
+MARKER = "tune.json"
 #: The tuned configuration, a ``--params`` file for ``brainmri train`` and ``brainmri benchmark``.
 BEST_PARAMS = "best_params.json"
 SELECTION_NOTE = ("every configuration was scored by grouped inner cross-validation on the training part only; the "
@@ -166,7 +168,8 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
     ----------
     config : TuneConfig
     out : path
-        Output folder: ``results.json``, ``trials.csv``, ``best_params.json``,
+        Output folder (new, empty, or an earlier tune's, marked by its
+        ``tune.json``): ``results.json``, ``trials.csv``, ``best_params.json``,
         ``predictions.csv``, ``figures/``, ``report.html``, the tested units
         (``units/``) and, without ``--storage``, the study (``study.journal``).
         Running the same command again continues the studies from their
@@ -207,6 +210,9 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
     inputs = [config.data, *([config.test_data] if config.test_data else [])]
     out = Path(out)
     check_output_folder(out, "--out", inputs=inputs)
+    if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()) and not (out / MARKER).exists():
+        raise ConfigError(f"--out {out}: holds files that brainmri tune did not write; choose a new or empty folder, "
+                          "or the folder of an earlier tune to continue it")
     if cache_dir:
         check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
     n_files = _check_before_reading(bench)
@@ -215,6 +221,7 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
 
         resolve_device(device)
     storage = open_storage(config.storage, out / JOURNAL)
+    write_json(out / MARKER, {"tool": "brainmri tune", "version": __version__, "config": config.to_dict()})
 
     say(f"reading and auditing {n_files} files of {' and '.join(inputs)}")
     plan = plan_benchmark(bench, n_jobs=n_jobs, progress=progress)
