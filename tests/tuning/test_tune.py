@@ -130,8 +130,9 @@ def test_an_interrupted_tune_resumes_without_losing_a_trial(leaky_split_source, 
     assert [t["params"] for t in trials[3:]].count(trials[2]["params"]) == 1
 
 
-def test_a_study_of_another_method_or_dataset_is_refused(compared, demo_data, tmp_path, capsys):
+def test_a_study_of_another_method_or_dataset_is_refused_before_reading(compared, tmp_path, capsys, monkeypatch):
     data, out, _ = compared
+    monkeypatch.setattr(search, "plan_benchmark", lambda *a, **k: pytest.fail("the images were read"))
     journal = str(out / "study.journal")
     argv = ["tune", str(data), "--method", "rf", "--split", "official", "--storage", journal, "--study",
             "glcm-svm/random", "--trials", "1", "--out", str(tmp_path / "a"), *FAST]

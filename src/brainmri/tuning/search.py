@@ -59,8 +59,8 @@ from brainmri.files import check_output_folder, write_json, write_text
 from brainmri.models.registry import get_method
 from brainmri.models.validation import inner_splits
 from brainmri.tuning.space import load_space, suggest
-from brainmri.tuning.study import (check_sampler, is_server, make_pruner, make_sampler, open_storage, open_study,
-                                   redact)
+from brainmri.tuning.study import (check_sampler, check_studies, is_server, make_pruner, make_sampler, open_storage,
+                                   open_study, redact)
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +221,7 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
 
         resolve_device(device)
     storage = open_storage(config.storage, out / JOURNAL)
+    check_studies(storage, config.study or config.method, _known_attrs(config, space))
     write_json(out / MARKER, {"tool": "brainmri tune", "version": __version__, "config": config.to_dict()})
 
     say(f"reading and auditing {n_files} files of {' and '.join(inputs)}")
@@ -277,12 +278,16 @@ def _study_name(config: TuneConfig, sampler: str, fold: str, n_splits: int) -> s
 def _study_attrs(config: TuneConfig, plan, split, space: dict) -> dict:
     """What a study is for; a study created for anything else is refused (:func:`open_study`)."""
     counts = {str(c): int(n) for c, n in zip(*np.unique(plan.labels[split.train], return_counts=True))}
+    return {**_known_attrs(config, space), "split": f"{plan.protocol['kind']} {split.name}",
+            "training_classes": counts}
+
+
+def _known_attrs(config: TuneConfig, space: dict) -> dict:
+    """The part of a study's attributes known before the data are read."""
     return {
         "method": config.method,
         "data": str(Path(config.data).resolve()),
         "test_data": str(Path(config.test_data).resolve()) if config.test_data else None,
-        "split": f"{plan.protocol['kind']} {split.name}",
-        "training_classes": counts,
         "preprocess": asdict(config.preprocess),
         "seed": config.seed,
         "space": space,

@@ -223,13 +223,29 @@ def open_study(storage, name: str, attrs: dict, *, sampler, pruner):
         for key, value in attrs.items():
             study.set_user_attr(key, value)
         return study
-    stored = study.user_attrs
+    _check_attrs(name, study.user_attrs, attrs)
+    return study
+
+
+def check_studies(storage, base: str, attrs: dict) -> None:
+    """Refuse at once, before any image is read, a study ``base`` or ``base/...`` created for something else.
+
+    ``attrs`` holds what is known before reading the data (method, data,
+    search space...); :func:`open_study` checks the rest.
+    """
+    attrs = json.loads(json.dumps(attrs))
+    for study in storage.get_all_studies():
+        if study.study_name == base or study.study_name.startswith(base + "/"):
+            _check_attrs(study.study_name, study.user_attrs, attrs)
+
+
+def _check_attrs(name: str, stored: dict, attrs: dict) -> None:
+    """Raise when a study's stored attributes (if any) differ from ``attrs``."""
     for key, value in attrs.items():
-        if stored.get(key) != value:
+        if stored and stored.get(key) != value:
             raise ConfigError(
                 f"--study {name}: this study was created for {key} {_shown(stored.get(key))}, not "
                 f"{_shown(value)}; give another --study name (or another --storage) for a new search")
-    return study
 
 
 def _shown(value) -> str:
