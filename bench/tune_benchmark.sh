@@ -2,6 +2,7 @@
 # brainmri tune on brain-tumor-mri: the tuned glcm-svm against the untuned one, and one against two workers
 # sharing a PostgreSQL study.
 # Usage (as root, for runuser): bash bench/tune_benchmark.sh [OUT] [SAMPLER] [WORKER_TRIALS]
+#   (DATA, BRAINMRI and PYTHON override the dataset, the brainmri command and the Python of .venv)
 #   (defaults: bench-output/tune, tpe, 8)
 # The feature cache is filled by the first run and shared by the others, so tune times are search times plus the
 # audit; every worker runs one thread (--jobs 1, OMP_NUM_THREADS=1).
@@ -10,9 +11,9 @@ cd "$(dirname "$0")/.."
 OUT=${1:-bench-output/tune}
 SAMPLER=${2:-tpe}
 WORKER_TRIALS=${3:-8}
-DATA=../shared/datasets/brain-tumor-mri
-B=.venv/bin/brainmri
-PY=.venv/bin/python
+DATA=${DATA:-../shared/datasets/brain-tumor-mri}
+B=${BRAINMRI:-.venv/bin/brainmri}
+PY=${PYTHON:-.venv/bin/python}
 PG=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
 mkdir -p "$OUT"
 CACHE="$OUT/cache"
