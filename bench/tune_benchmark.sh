@@ -16,7 +16,7 @@ B=${BRAINMRI:-.venv/bin/brainmri}
 PY=${PYTHON:-.venv/bin/python}
 PG=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
 mkdir -p "$OUT"
-CACHE="$OUT/cache"
+CACHE=${CACHE:-$OUT/cache}
 timed() {  # name, command...
   local name=$1; shift
   /usr/bin/time -f "$name: %e s wall, %M KB peak, load $(cut -d' ' -f1-3 /proc/loadavg)" -a -o "$OUT/times.txt" "$@"
