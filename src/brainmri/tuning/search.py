@@ -31,6 +31,7 @@ t-test (k-fold), Holm-adjusted, as the benchmark compares methods.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -383,15 +384,21 @@ def _wait_for_others(study, where: str, say: Callable[[str], None], poll_s: floa
 
 
 def _score(context: _Context, trial, split, folds, how: str) -> float:
-    """Mean balanced accuracy of the trial's configuration over the inner folds of ``split``'s training part."""
-    import optuna
+    """Mean balanced accuracy of the trial's configuration over the inner folds of ``split``'s training part.
 
-    from brainmri.training.loop import epoch_listener
+    Without pruning, a classical method's folds are fitted in parallel
+    (``n_jobs`` processes, one job each); with pruning, or for a deep method,
+    one after the other so that each fold (and epoch) can stop the trial.
+    """
+    import optuna
+    from joblib import Parallel, delayed
 
     config, plan = context.config, context.plan
     params = {**(config.params or {}), **suggest(trial, context.space)}
     spec = get_method(config.method)
-    paths, y, groups = plan.paths[split.train], plan.labels[split.train], plan.groups[split.train]
+    data = (plan.paths[split.train], plan.labels[split.train], plan.groups[split.train])
+    build = {"seed": config.seed, "n_jobs": context.n_jobs, "cache_dir": context.cache,
+             "preprocess": config.preprocess, "device": context.device, "params": params}
     pruning = config.pruner != "none"
 
     def report_epoch(record: dict) -> None:
@@ -399,27 +406,38 @@ def _score(context: _Context, trial, split, folds, how: str) -> float:
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {record['epoch']} of the first inner fold")
 
-    scores = []
     started = time.perf_counter()
-    for f, (train, valid) in enumerate(folds):
-        model = spec.build(seed=config.seed, n_jobs=context.n_jobs, cache_dir=context.cache,
-                           preprocess=config.preprocess, device=context.device, params=params)
-        if f == 0 and pruning:
-            with epoch_listener(report_epoch):
-                model.fit(paths[train], y[train], groups=groups[train])
-        else:
-            model.fit(paths[train], y[train], groups=groups[train])
-        proba = model.predict_proba(paths[valid])
-        classes = [str(c) for c in model.classes_]
-        scores.append(classification_metrics([str(v) for v in y[valid]], proba, classes)["metrics"]["balanced_accuracy"])
-        trial.report(float(np.mean(scores)), step=FOLD_STEP + f)
-        if pruning and f < len(folds) - 1 and trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after inner fold {f + 1} of {len(folds)}")
+    if pruning or spec.family == "deep" or context.n_jobs == 1:
+        scores = []
+        for f, fold in enumerate(folds):
+            scores.append(_fold_score(spec, build, data, fold, report_epoch if f == 0 and pruning else None))
+            trial.report(float(np.mean(scores)), step=FOLD_STEP + f)
+            if pruning and f < len(folds) - 1 and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after inner fold {f + 1} of {len(folds)}")
+    else:
+        scores = Parallel(n_jobs=context.n_jobs)(delayed(_fold_score)(spec, {**build, "n_jobs": 1}, data, fold)
+                                                 for fold in folds)
+        for f in range(len(folds)):
+            trial.report(float(np.mean(scores[: f + 1])), step=FOLD_STEP + f)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("inner_scores", [round(s, 6) for s in scores])
     trial.set_user_attr("inner_cv", how)
     trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
     return float(np.mean(scores))
+
+
+def _fold_score(spec, build: dict, data: tuple, fold: tuple, on_epoch: Callable[[dict], None] | None = None) -> float:
+    """Balanced accuracy on one inner fold's validation part of the method fitted on its training part."""
+    from brainmri.training.loop import epoch_listener
+
+    paths, y, groups = data
+    train, valid = fold
+    model = spec.build(**build)
+    with epoch_listener(on_epoch) if on_epoch else contextlib.nullcontext():
+        model.fit(paths[train], y[train], groups=groups[train])
+    proba = model.predict_proba(paths[valid])
+    classes = [str(c) for c in model.classes_]
+    return classification_metrics([str(v) for v in y[valid]], proba, classes)["metrics"]["balanced_accuracy"]
 
 
 def _tested_unit(context: _Context, out: Path, sampler: str, split, study_name: str, best) -> dict:
