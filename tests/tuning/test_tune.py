@@ -240,3 +240,15 @@ def test_k_fold_is_nested_a_search_per_outer_fold(demo_source, tmp_path):
     entry = results["test"]["methods"]["glcm-svm tuned by tpe"]
     assert [f["fold"] for f in entry["per_fold"]] == folds
     assert entry["n_test"] == 24  # every item tested once, by the configuration chosen on the other fold
+
+
+@pytest.mark.slow
+def test_inner_folds_in_parallel_score_as_one_after_the_other(leaky_split_source, tmp_path):
+    runs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        assert main(["tune", str(leaky_split_source), "--method", "glcm-svm", "--split", "official", "--out", str(out),
+                     *FAST, "--jobs", jobs, "--sampler", "random", "--trials", "2"]) == 0
+        trials = json.loads((out / "results.json").read_text())["searches"]["random"]["official"]["trials"]
+        runs.append([(t["params"], t["inner_scores"]) for t in trials])
+    assert runs[0] == runs[1]
