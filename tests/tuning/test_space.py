@@ -30,7 +30,7 @@ def test_every_optuna_sampler_searches_a_mixed_space_without_warnings(sampler):
     def objective(trial):
         params = suggest(trial, space)
         assert params["kernel"] in ("linear", "rbf", "poly") and 2 <= params["degree"] <= 3
-        assert 0.01 <= params["C"] <= 10 and 0.00025 <= params["gamma"] <= 0.1
+        assert 0.01 <= params["C"] <= 300 and 0.00025 <= params["gamma"] <= 0.1
         return -abs(params["C"] - 1) - params["degree"]
 
     runs = []

@@ -366,7 +366,7 @@ def _recover_interrupted(study, where: str, say: Callable[[str], None]) -> None:
     for trial in trials:
         if trial.state == TrialState.FAIL and trial.number not in retried and trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            say(f"{where}: trial {trial.number} was interrupted; its configuration runs again")
+            say(f"{where}: trial {trial.number} was interrupted; its configuration is queued to run again")
 
 
 def _wait_for_others(study, where: str, say: Callable[[str], None], poll_s: float = 2.0) -> None:
