@@ -161,7 +161,16 @@ def leaky_split(demo_source, tmp_path) -> Path:
     Training holds images 0-3 of each demo class, Testing images 4-5, plus
     ``Testing/glioma/copy_of_glioma_0000.png`` and ``Testing/notumor/reencoded_notumor_0001.jpg``.
     """
-    root = tmp_path / "split"
+    return _write_leaky_split(demo_source, tmp_path / "split")
+
+
+@pytest.fixture(scope="session")
+def leaky_split_source(demo_source, tmp_path_factory) -> Path:
+    """``leaky_split`` written once per session. Read-only: use ``leaky_split`` to change it."""
+    return _write_leaky_split(demo_source, tmp_path_factory.mktemp("leaky") / "split")
+
+
+def _write_leaky_split(demo_source: Path, root: Path) -> Path:
     for cls_dir in sorted(p for p in demo_source.iterdir() if p.is_dir()):
         for k, src in enumerate(sorted(cls_dir.glob("*.png"))):
             dest = root / ("Training" if k < 4 else "Testing") / cls_dir.name / src.name

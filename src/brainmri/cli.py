@@ -350,6 +350,46 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("tune", help="search a method's settings by grouped inner CV (Optuna), test the best once",
+                       description="Search the settings of one method with an Optuna sampler; every trial is scored "
+                       "by grouped inner cross-validation on the training part only, and the best configuration is "
+                       "refitted and tested once on the test part. Writes results.json, trials.csv, "
+                       "best_params.json (a --params file for train and benchmark) and report.html to --out. "
+                       "Rerunning the same command continues the study from its finished trials.",
+                       formatter_class=_MethodsHelpFormatter)
+    p.add_argument("data", type=Path, metavar="DATA", help="dataset folder or CSV manifest")
+    p.add_argument("--method", required=True, help="the method to tune")
+    p.add_argument("--sampler", default="tpe", metavar="NAME",
+                   help="aco, tpe, cmaes, gp, random, qmc or nsga2 (default tpe)")
+    p.add_argument("--compare", metavar="SAMPLERS",
+                   help="comma-separated samplers run with the same budget and seed, each tested once, compared "
+                   "(replaces --sampler)")
+    p.add_argument("--trials", type=int, default=30, help="finished trials per study (default 30)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (new, empty or an earlier tune to continue)")
+    protocol = p.add_mutually_exclusive_group()
+    protocol.add_argument("--cv", type=int, metavar="K", help="nested grouped K-fold: a search per outer fold "
+                          "(default: the folds of the method's study, else 5)")
+    protocol.add_argument("--split", choices=["official"], help="search on the dataset's training folder, test on "
+                          "its test folder")
+    p.add_argument("--test-data", type=Path, metavar="OTHER", help="search on all of DATA, test on OTHER")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage: a journal file, sqlite:///FILE or "
+                   "postgresql://USER@HOST:PORT/DB shared by several workers (default: OUT/study.journal)")
+    p.add_argument("--study", metavar="NAME", help="study name in the storage (default: the method's name)")
+    p.add_argument("--space", type=Path, metavar="FILE", help="JSON search space replacing the method's "
+                   "({\"C\": {\"type\": \"float\", \"low\": 0.01, \"high\": 100, \"log\": true}})")
+    p.add_argument("--pruner", choices=["none", "median", "halving"], default="none",
+                   help="stop unpromising trials early, after an inner fold or a training epoch (default none)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
+    p.add_argument("--size", type=int, default=224, help="preprocessing: resize to SIZE x SIZE (default 224)")
+    p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
+    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    _training_options(p)
+    _input_options(p)
+    _duplicate_options(p)
+    _common(p, seed=True, jobs=True)
+    p.set_defaults(func=cmd_tune, resume_hint="rerun the same command to continue from the finished trials")
+
     p = sub.add_parser("predict", help="class probabilities of images from a model bundle",
                        description="Predict every image of IMAGES_OR_FOLDERS with the bundle MODEL: probabilities "
                        "per class and the predicted class, as CSV (stdout or --out x.csv) or JSON (--out x.json). "
@@ -518,18 +558,13 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from brainmri.evaluation.protocol import default_cache_dir, parse_params
+    from brainmri.evaluation.protocol import default_cache_dir
     from brainmri.models.bundle import TrainConfig, train_bundle
 
-    params = parse_params(args.params) or {}
-    stray = sorted(set(params) - {args.method})
-    if stray:
-        raise ConfigError(f"--params names method {stray[0]!r}, but --method is {args.method}; "
-                          f"give settings as {args.method}.key=value")
     config = TrainConfig(
         data=str(args.data),
         method=args.method,
-        params=params.get(args.method, {}),
+        params=_method_params(args),
         seed=args.seed,
         device=args.device,
         preprocess=_preprocess(args),
@@ -553,6 +588,68 @@ def cmd_train(args) -> int:
     print(f"bundle: {args.out} ({manifest['method']['name']}, classes {', '.join(manifest['classes'])}, "
           f"{manifest['training_data']['n_items']} training images)")
     return 0
+
+
+def cmd_tune(args) -> int:
+    from brainmri.data.preprocess import Preprocess
+    from brainmri.evaluation.protocol import default_cache_dir
+    from brainmri.models.registry import get_method
+    from brainmri.tuning.search import TuneConfig, format_tune, run_tune
+    from brainmri.tuning.study import check_sampler, parse_samplers
+
+    spec = get_method(args.method)
+    if args.test_data and args.cv is not None:
+        raise ConfigError("--test-data trains on all of DATA; do not combine it with --cv")
+    config = TuneConfig(
+        data=str(args.data),
+        method=args.method,
+        samplers=parse_samplers(args.compare) if args.compare else (check_sampler(args.sampler),),
+        trials=args.trials,
+        split=args.split or "cv",
+        cv=spec.default_cv if args.cv is None else args.cv,
+        test_data=str(args.test_data) if args.test_data else None,
+        seed=args.seed,
+        n_boot=args.n_boot,
+        preprocess=Preprocess(crop=not args.no_crop, size=args.size),
+        duplicates=_duplicate_params(args),
+        max_pixels=args.max_pixels,
+        allow_outside_paths=args.allow_outside_paths,
+        pruner=args.pruner,
+        storage=args.storage,
+        study=args.study,
+        space_file=str(args.space) if args.space else None,
+        params=_method_params(args) or None,
+    )
+    cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    _quiet_optuna()
+    with _torch_threads(args.threads), _progress(args, None, "reading") as read, \
+            _progress(args, None, "features") as features:
+        results = run_tune(config, args.out, n_jobs=args.jobs, cache_dir=cache, device=args.device,
+                           on_event=args.reporter.say, progress=read, feature_progress=features)
+    print(format_tune(results))
+    print(f"\nbest configuration: {args.out / 'best_params.json'} (use it with --params)")
+    print(f"report: {args.out / 'report.html'}")
+    return 0
+
+
+def _quiet_optuna() -> None:
+    """Optuna's own lines per trial (finished, failed with a traceback) would repeat brainmri's; keep its errors."""
+    if importlib.util.find_spec("optuna") is not None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def _method_params(args) -> dict:
+    """The ``--params`` settings of ``--method`` (train, tune); settings of another method are refused."""
+    from brainmri.evaluation.protocol import parse_params
+
+    params = parse_params(args.params) or {}
+    stray = sorted(set(params) - {args.method})
+    if stray:
+        raise ConfigError(f"--params names method {stray[0]!r}, but --method is {args.method}; "
+                          f"give settings as {args.method}.key=value")
+    return params.get(args.method, {})
 
 
 def cmd_predict(args) -> int:

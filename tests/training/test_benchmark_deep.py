@@ -53,9 +53,9 @@ def test_unknown_settings_are_refused_before_anything_is_written(demo_data, tmp_
     assert not (tmp_path / "out").exists()
 
 
-def test_a_classical_method_has_no_settings():
-    with pytest.raises(ConfigError, match="glcm-svm has no setting 'C'; its settings: none"):
-        get_method("glcm-svm").check_params({"C": 1})
+def test_a_classical_method_refuses_a_setting_it_does_not_have():
+    with pytest.raises(ConfigError, match="glcm-svm has no setting 'Cee'; its settings: kernel, C, gamma, degree"):
+        get_method("glcm-svm").check_params({"Cee": 1})
 
 
 def test_a_deep_method_without_torch_names_the_extra(demo_data, tmp_path, monkeypatch):

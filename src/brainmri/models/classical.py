@@ -76,6 +76,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
+from brainmri.errors import ConfigError
 from brainmri.features import GLCMFeatures, IntensityFeatures, OtsuFeatures, ShapeFeatures, WaveletFeatures
 from brainmri.features.extract import ImageFeatures
 from brainmri.models.registry import register_method
@@ -87,6 +88,28 @@ SVM_GRID = [
     {"svc__kernel": ["rbf"], "svc__C": [1.0, 10.0, 100.0], "svc__gamma": ["scale"]},
     {"svc__kernel": ["poly"], "svc__degree": [2, 3], "svc__C": [1.0, 10.0], "svc__gamma": ["scale"]},
 ]
+#: Kernels of ``glcm-svm``'s setting ``kernel`` (None: chosen by the inner grid search, :data:`SVM_GRID`).
+SVM_KERNELS = ("linear", "rbf", "poly")
+
+#: What ``brainmri tune`` searches for the SVM methods (format: :mod:`brainmri.tuning.space`). C reaches 300:
+#: the inner grid of ``glcm-svm`` chose an RBF SVM with C = 100 on the brain-tumor-mri training folder, and a
+#: first space capped at C = 10 tested at 0.876 against the grid's 0.963 (9 trials). Large C is slow for the
+#: linear and polynomial kernels (libsvm converges slowly): single trials of 5 inner fits took 1 to 4 minutes on
+#: that folder under a load average of 13-17. gamma spans scikit-learn's "scale" (1 / (n_features * variance),
+#: 0.005 for the 204 standardised GLCM features) by a factor of 20 each way.
+SVM_SPACE = {
+    "kernel": {"type": "categorical", "choices": list(SVM_KERNELS)},
+    "C": {"type": "float", "low": 0.01, "high": 300.0, "log": True},
+    "gamma": {"type": "float", "low": 0.00025, "high": 0.1, "log": True},
+    "degree": {"type": "int", "low": 2, "high": 3},
+}
+#: What ``brainmri tune`` searches for the random-forest methods.
+FOREST_SPACE = {
+    "n_estimators": {"type": "int", "low": 50, "high": 500, "log": True},
+    "max_depth": {"type": "int", "low": 2, "high": 40, "log": True},
+    "max_features": {"type": "float", "low": 0.05, "high": 1.0},
+    "min_samples_leaf": {"type": "int", "low": 1, "high": 8},
+}
 
 
 def feature_sets() -> dict[str, list[tuple[str, BaseEstimator]]]:
@@ -244,6 +267,11 @@ class CalibratedForest(_Calibrated):
     Parameters
     ----------
     n_estimators : int
+    max_depth : int or None
+        Deepest tree; None grows trees until their leaves are pure.
+    max_features : {"sqrt", "log2"}, float or int
+        Features considered at each split (``RandomForestClassifier``).
+    min_samples_leaf : int
     calibration : {"sigmoid", "isotonic", "temperature"}
         ``CalibratedClassifierCV`` method.
     ensemble : bool
@@ -259,8 +287,12 @@ class CalibratedForest(_Calibrated):
     classes_ : ndarray
     """
 
-    def __init__(self, *, n_estimators=300, calibration="isotonic", ensemble=False, random_state=0, n_jobs=1):
+    def __init__(self, *, n_estimators=300, max_depth=None, max_features="sqrt", min_samples_leaf=1,
+                 calibration="isotonic", ensemble=False, random_state=0, n_jobs=1):
         self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
         self.calibration = calibration
         self.ensemble = ensemble
         self.random_state = random_state
@@ -270,7 +302,9 @@ class CalibratedForest(_Calibrated):
         """Fit and calibrate on grouped inner folds (see :meth:`CalibratedSVC.fit`)."""
         y = np.asarray(y)
         splits, how = inner_splits(y, groups, random_state=self.random_state)
-        forest = RandomForestClassifier(n_estimators=self.n_estimators, random_state=self.random_state, n_jobs=self.n_jobs)
+        forest = RandomForestClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                        max_features=self.max_features, min_samples_leaf=self.min_samples_leaf,
+                                        random_state=self.random_state, n_jobs=self.n_jobs)
         self._calibrate(forest, X, y, splits)
         self.params_ = self._calibration_params(how)
         return self
@@ -297,10 +331,16 @@ ZHENG_2023 = ("Y. Zheng, T. Yang and Z. Zhou (2023), Modeling and Simulation 12:
 
 
 @register_method("glcm-svm", summary="GLCM texture features + SVM, kernel and C chosen by grouped inner CV",
-                 reference=KUMARI_2013)
+                 reference=KUMARI_2013, search_space=SVM_SPACE)
 def glcm_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-             device: str = "auto") -> GroupedPipeline:
+             device: str = "auto", kernel: str | None = None, C: float = 1.0, gamma: float | str = "scale",
+             degree: int = 3) -> GroupedPipeline:
     """GLCM features, standardisation, SVM with kernel/C/gamma chosen by grouped inner CV.
+
+    With the setting ``kernel`` (``linear``, ``rbf`` or ``poly``; e.g. a
+    configuration found by ``brainmri tune``) the SVM is fitted with
+    ``kernel``, ``C``, ``gamma`` and ``degree`` as given instead of the
+    inner grid search of :data:`SVM_GRID`.
 
     References
     ----------
@@ -315,15 +355,27 @@ def glcm_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None,
     C. Cortes and V. Vapnik, "Support-vector networks", Machine Learning
     20:273-297, 1995. DOI: 10.1007/BF00994018
     """
-    return _pipeline("glcm", CalibratedSVC(param_grid=SVM_GRID, random_state=seed, n_jobs=n_jobs),
-                     preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
+    if kernel is None:
+        if (C, gamma, degree) != (1.0, "scale", 3):
+            raise ConfigError("--params glcm-svm: C, gamma and degree apply to a fixed kernel, but kernel is not set; "
+                              f"add glcm-svm.kernel ({', '.join(SVM_KERNELS)}), or leave them out for the inner grid search")
+        classifier = CalibratedSVC(param_grid=SVM_GRID, random_state=seed, n_jobs=n_jobs)
+    elif kernel not in SVM_KERNELS:
+        raise ConfigError(f"--params glcm-svm.kernel: {kernel!r} is not a kernel; choose {', '.join(SVM_KERNELS)}")
+    else:
+        classifier = CalibratedSVC(svc_params={"kernel": kernel, "C": C, "gamma": gamma, "degree": degree},
+                                   random_state=seed, n_jobs=n_jobs)
+    return _pipeline("glcm", classifier, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
 @register_method("multifeature-rf", summary="texture + gray-level + histogram + Otsu + shape features + random forest",
-                 reference=ZHAN_2013)
+                 reference=ZHAN_2013, search_space=FOREST_SPACE)
 def multifeature_rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-                    device: str = "auto") -> GroupedPipeline:
+                    device: str = "auto", n_estimators: int = 300, max_depth: int | None = None,
+                    max_features: str | float = "sqrt", min_samples_leaf: int = 1) -> GroupedPipeline:
     """GLCM, first-order, histogram, Otsu and shape features with a random forest.
+
+    The settings are those of :class:`CalibratedForest`.
 
     References
     ----------
@@ -335,15 +387,20 @@ def multifeature_rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproces
     L. Breiman, "Random forests", Machine Learning 45:5-32, 2001.
     DOI: 10.1023/A:1010933404324
     """
-    return _pipeline("multifeature", CalibratedForest(random_state=seed, n_jobs=n_jobs),
+    forest = CalibratedForest(n_estimators=n_estimators, max_depth=max_depth, max_features=max_features,
+                              min_samples_leaf=min_samples_leaf, random_state=seed, n_jobs=n_jobs)
+    return _pipeline("multifeature", forest,
                      preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
 @register_method("ovo-svm", summary="one-vs-one RBF SVMs on texture, intensity, Otsu, shape and wavelet features "
-                 "(multi-class staging)", reference=ZHENG_2023)
+                 "(multi-class staging)", reference=ZHENG_2023,
+                 search_space={k: SVM_SPACE[k] for k in ("C", "gamma")})
 def ovo_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-            device: str = "auto") -> GroupedPipeline:
+            device: str = "auto", C: float = 10.0, gamma: float | str = "scale") -> GroupedPipeline:
     """Explicit one-vs-one RBF SVMs on every classical feature, calibrated.
+
+    ``C`` and ``gamma`` are the RBF SVMs' settings.
 
     References
     ----------
@@ -355,15 +412,19 @@ def ovo_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, 
     vector machines", IEEE Transactions on Neural Networks 13(2):415-425,
     2002. DOI: 10.1109/72.991427
     """
-    classifier = CalibratedSVC(svc_params={"kernel": "rbf", "C": 10.0, "gamma": "scale"}, one_vs_one=True,
+    classifier = CalibratedSVC(svc_params={"kernel": "rbf", "C": C, "gamma": gamma}, one_vs_one=True,
                                random_state=seed, n_jobs=n_jobs)
     return _pipeline("extended", classifier, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
-@register_method("rf", summary="random forest on the features of ovo-svm (its RF counterpart)", reference=ZHENG_2023)
+@register_method("rf", summary="random forest on the features of ovo-svm (its RF counterpart)", reference=ZHENG_2023,
+                 search_space=FOREST_SPACE)
 def rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-       device: str = "auto") -> GroupedPipeline:
+       device: str = "auto", n_estimators: int = 300, max_depth: int | None = None,
+       max_features: str | float = "sqrt", min_samples_leaf: int = 1) -> GroupedPipeline:
     """Random forest on every classical feature, calibrated (the random-forest baseline of Zheng et al.).
+
+    The settings are those of :class:`CalibratedForest`.
 
     References
     ----------
@@ -373,5 +434,7 @@ def rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_
     L. Breiman, "Random forests", Machine Learning 45:5-32, 2001.
     DOI: 10.1023/A:1010933404324
     """
-    return _pipeline("extended", CalibratedForest(random_state=seed, n_jobs=n_jobs),
+    forest = CalibratedForest(n_estimators=n_estimators, max_depth=max_depth, max_features=max_features,
+                              min_samples_leaf=min_samples_leaf, random_state=seed, n_jobs=n_jobs)
+    return _pipeline("extended", forest,
                      preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)

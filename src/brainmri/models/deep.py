@@ -15,7 +15,16 @@ AYADI_2021 = ("W. Ayadi, W. Elhamzi, I. Charfi and M. Atri (2021), \"Deep CNN fo
               "Neural Processing Letters 53:671-700, DOI 10.1007/s11063-020-10398-2")
 
 
-@register_method("ayadi-cnn", family="deep", reference=AYADI_2021,
+#: What ``brainmri tune`` searches for ``ayadi-cnn`` (format: :mod:`brainmri.tuning.space`).
+AYADI_SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "batch_size": {"type": "categorical", "choices": [16, 32, 64, 128]},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.6},
+    "width": {"type": "categorical", "choices": [8, 16, 32, 48]},
+}
+
+
+@register_method("ayadi-cnn", family="deep", reference=AYADI_2021, search_space=AYADI_SPACE,
                  summary="10-layer sequential CNN on 128 px grayscale (Ayadi et al. 2021), AdamW one-cycle, EMA")
 def ayadi_cnn_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
                      device: str = "auto", size: int = 128, epochs: int = 30, lr: float = 2e-3,

@@ -77,8 +77,15 @@ class IllustratedPipeline(GroupedPipeline):
                 pictures.append((f"{name}: {caption}", picture))
         return pictures
 
+#: What ``brainmri tune`` searches for the two networks of this module (format: :mod:`brainmri.tuning.space`).
+NETWORK_SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+    "weight_decay": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+}
 
-@register_method("fcm-dwt-dnn", family="deep", reference=MOHSEN_2018, default_cv=7,
+
+@register_method("fcm-dwt-dnn", family="deep", reference=MOHSEN_2018, default_cv=7, search_space=NETWORK_SPACE,
                  summary="fuzzy C-means segmentation (5 classes), Haar DWT approximation, PCA, 7-hidden-layer DNN "
                  "(Mohsen et al. 2018; 7-fold CV by default)")
 def fcm_dwt_dnn(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir: str | Path | None = None,
@@ -130,7 +137,7 @@ def fcm_dwt_dnn(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=No
     return IllustratedPipeline([("features", features), ("pca", pca), ("classifier", net)])
 
 
-@register_method("mlp", family="deep", reference=RUMELHART_1986,
+@register_method("mlp", family="deep", reference=RUMELHART_1986, search_space=NETWORK_SPACE,
                  summary="2-hidden-layer perceptron on the standardised classical features of ovo-svm and rf "
                  "(a baseline between the classical and deep methods)")
 def mlp_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir: str | Path | None = None,

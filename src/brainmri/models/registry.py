@@ -64,6 +64,11 @@ class MethodSpec:
         Folds of the cross-validation of the method's study (7 for
         Mohsen et al. 2018), used by ``brainmri benchmark`` when ``--cv`` is
         not given and every selected method agrees (see :func:`default_cv`).
+    search_space : dict or None
+        What ``brainmri tune`` searches: setting name -> ``{"type": "float"
+        | "int", "low", "high", "log"}`` or ``{"type": "categorical",
+        "choices": [...]}`` (:mod:`brainmri.tuning.space`); None when the
+        method declares none.
     """
 
     name: str
@@ -72,6 +77,7 @@ class MethodSpec:
     reference: str
     family: str = "classical"
     default_cv: int = DEFAULT_CV
+    search_space: dict | None = None
 
     def settings(self) -> dict:
         """The method's own settings (the builder's keywords beyond the common ones) and their defaults."""
@@ -113,13 +119,13 @@ _REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register_method(name: str, *, summary: str, reference: str, family: str = "classical",
-                    default_cv: int = DEFAULT_CV):
+                    default_cv: int = DEFAULT_CV, search_space: dict | None = None):
     """Decorator registering a builder under ``name`` (arguments as in :class:`MethodSpec`)."""
 
     def decorate(builder: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is registered twice")
-        _REGISTRY[name] = MethodSpec(name, builder, summary, reference, family, default_cv)
+        _REGISTRY[name] = MethodSpec(name, builder, summary, reference, family, default_cv, search_space)
         return builder
 
     return decorate

@@ -62,6 +62,18 @@ SVM_GRID = [{"svc__kernel": ["rbf"], "svc__C": [1.0, 10.0], "svc__gamma": ["scal
 #: Inverse regularisation of the logistic regression searched when the setting ``C`` is None.
 LOGREG_GRID = [{"logreg__C": [0.01, 0.1, 1.0]}]
 CLASSIFIERS = ("svm", "logreg")
+#: What ``brainmri tune`` searches (format: :mod:`brainmri.tuning.space`): the classifier on frozen embeddings...
+FEATURES_SPACE = {
+    "C": {"type": "float", "low": 0.1, "high": 100.0, "log": True},
+    "classifier": {"type": "categorical", "choices": list(CLASSIFIERS)},
+}
+#: ... and the learning rates, unfreezing and input size of fine-tuning.
+FINETUNE_SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "backbone_lr_factor": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+    "unfreeze_after": {"type": "int", "low": 0, "high": 3},
+    "size": {"type": "categorical", "choices": [96, 128, 160, 224]},
+}
 #: Kernel cache of the fixed-C SVM, MB: the whole kernel matrix of 5,700 training images (260 MB) fits, so
 #: libsvm never recomputes a row (scikit-learn's 200 MB default: 75 s per fit on 4,500 brain-tumor-mri
 #: embeddings, 2,000 MB: 57 s, on the loaded 2-core machine; the fitted model is the same).
@@ -117,7 +129,7 @@ class CalibratedLogistic(_Calibrated):
         return self
 
 
-@register_method("transfer-features", family="deep", reference=RAZAVIAN_2014,
+@register_method("transfer-features", family="deep", reference=RAZAVIAN_2014, search_space=FEATURES_SPACE,
                  summary="frozen ImageNet backbone (offline EfficientNet-Lite0 by default), pooled embeddings of "
                          "several depths, calibrated RBF SVM")
 def transfer_features(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
@@ -172,7 +184,7 @@ def transfer_features(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
     return GroupedPipeline([("features", features), ("classifier", model)])
 
 
-@register_method("transfer-finetune", family="deep", reference=HOWARD_2018,
+@register_method("transfer-finetune", family="deep", reference=HOWARD_2018, search_space=FINETUNE_SPACE,
                  summary="ImageNet backbone (offline EfficientNet-Lite0 by default) fine-tuned end to end: "
                          "discriminative learning rates, warm-up + cosine, label smoothing, gradual unfreezing, TTA")
 def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,

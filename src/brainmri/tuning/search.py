@@ -1,0 +1,592 @@
+"""``brainmri tune``: search a method's settings on the training data, then test the best once.
+
+Protocol. The data are split as ``brainmri benchmark`` splits them
+(:func:`brainmri.evaluation.benchmark.plan_benchmark`: the official
+train/test folders, an external ``--test-data`` set, or grouped k-fold).
+For each split an Optuna study searches the method's space
+(:mod:`brainmri.tuning.space`); a trial fits the method on each grouped
+inner fold of the split's *training part*
+(:func:`brainmri.models.validation.inner_splits`, the folds every method
+uses inside ``fit``) and scores the mean balanced accuracy on the inner
+validation parts. The test part plays no role in the search. When the
+study holds ``--trials`` finished trials, the configuration with the best
+inner score is refitted on the whole training part and tested once, through
+the benchmark's own unit (:func:`brainmri.evaluation.benchmark.run_unit`),
+so its metrics, bootstrap intervals and deduplicated scores are those of a
+benchmark. With k-fold this is nested cross-validation: one search per
+outer fold. Features are computed once for all images (cached), so a
+classical trial only refits classifiers.
+
+Pruning (``--pruner median|halving``). A trial reports the running mean of
+its inner-fold scores after each fold (steps ``FOLD_STEP + f``), and a
+method that trains in epochs also reports the validation accuracy after
+each epoch of its first inner fold (steps ``1..epochs``); the pruner stops
+trials that fall behind the others at the same step.
+
+``--compare`` runs several samplers with the same budget, seed and splits,
+each in its own study, and tests each one's best configuration on the same
+test items: McNemar's exact test (one test set) or the corrected resampled
+t-test (k-fold), Holm-adjusted, as the benchmark compares methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from brainmri import __version__
+from brainmri.data.duplicates import DuplicateParams
+from brainmri.data.io import MAX_PIXELS
+from brainmri.data.preprocess import Preprocess
+from brainmri.errors import ConfigError
+from brainmri.evaluation.benchmark import (_check_before_reading, _comparisons, epoch_lines, plan_benchmark, run_unit,
+                                           summarize_units)
+from brainmri.evaluation.metrics import classification_metrics
+from brainmri.evaluation.protocol import BenchmarkConfig, code_versions
+from brainmri.features.extract import MemoryCache, precompute_features
+from brainmri.files import check_output_folder, write_json, write_text
+from brainmri.models.registry import get_method
+from brainmri.models.validation import inner_splits
+from brainmri.tuning.space import load_space, suggest
+from brainmri.tuning.study import (check_sampler, check_studies, is_server, make_pruner, make_sampler, open_storage,
+                                   open_study, redact)
+
+logger = logging.getLogger(__name__)
+
+#: What a trial maximises.
+OBJECTIVE = "balanced accuracy, mean over the grouped inner folds of the training part"
+#: Step of the first inner fold's running mean in a trial's intermediate values (epochs use steps 1, 2, ...).
+FOLD_STEP = 1_000_000
+#: The journal file of the study in the output folder when ``--storage`` is not given.
+JOURNAL = "study.journal"
+#: Marks an output folder as a tune's (its configuration); a tune continues only in such a folder, or a new one.
+MARKER = "tune.json"
+#: The tuned configuration, a ``--params`` file for ``brainmri train`` and ``brainmri benchmark``.
+BEST_PARAMS = "best_params.json"
+SELECTION_NOTE = ("every configuration was scored by grouped inner cross-validation on the training part only; the "
+                  "test part was used once, after the search, to test the configuration with the best inner score "
+                  "(no selection on the test set)")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Everything that determines a tune's numbers (written to ``results.json``).
+
+    Parameters
+    ----------
+    data : str
+        Dataset folder or CSV manifest.
+    method : str
+        Registered method name.
+    samplers : tuple of str
+        ``--sampler`` (one), or the samplers of ``--compare``.
+    trials : int
+        Finished (complete or pruned) trials per study.
+    split, cv, test_data, seed, n_boot, preprocess, duplicates, max_pixels, allow_outside_paths
+        The protocol, as in :class:`~brainmri.evaluation.protocol.BenchmarkConfig`.
+    pruner : {"none", "median", "halving"}
+    storage : str or None
+        ``--storage``; None keeps the study in ``OUT/study.journal``.
+    study : str or None
+        ``--study``, the study name (default: the method's name).
+    space_file : str or None
+        ``--space``: a JSON search space replacing the method's.
+    params : dict or None
+        ``--params``: settings of the method held fixed during the search
+        (e.g. ``epochs``); none of them may be in the search space.
+    """
+
+    data: str
+    method: str
+    samplers: tuple[str, ...] = ("tpe",)
+    trials: int = 30
+    split: str = "cv"
+    cv: int = 5
+    test_data: str | None = None
+    seed: int = 0
+    n_boot: int = 1000
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    duplicates: DuplicateParams = field(default_factory=DuplicateParams)
+    max_pixels: int = MAX_PIXELS
+    allow_outside_paths: bool = False
+    pruner: str = "none"
+    storage: str | None = None
+    study: str | None = None
+    space_file: str | None = None
+    params: dict | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "samplers", tuple(self.samplers))
+        for name in self.samplers:
+            check_sampler(name)
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+            raise ConfigError(f"--trials must be a positive integer, got {self.trials!r}")
+        self.benchmark_config(self.params)  # the protocol's own checks
+
+    def benchmark_config(self, params: dict | None = None) -> BenchmarkConfig:
+        """The benchmark configuration of the protocol, with the fixed ``--params`` and ``params`` as the method's settings."""
+        params = {**(self.params or {}), **(params or {})}
+        return BenchmarkConfig(data=self.data, methods=(self.method,), split=self.split, cv=self.cv,
+                               test_data=self.test_data, seed=self.seed, n_boot=self.n_boot,
+                               preprocess=self.preprocess, duplicates=self.duplicates, max_pixels=self.max_pixels,
+                               allow_outside_paths=self.allow_outside_paths,
+                               params={self.method: params} if params else None)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["samplers"] = list(self.samplers)
+        d["storage"] = redact(self.storage) if self.storage else None
+        return d
+
+
+def _require_optuna() -> None:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError("brainmri tune needs Optuna, which is not installed; install it with: "
+                          "pip install 'brainmri[tune]'") from None
+
+
+def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir: str | Path | None = None,
+             device: str = "auto", on_event: Callable[[str], None] | None = None,
+             progress: Callable[[int], None] | None = None,
+             feature_progress: Callable[[int], None] | None = None) -> dict:
+    """Run (or resume) a tune and write its results, best configuration, figures and report.
+
+    Parameters
+    ----------
+    config : TuneConfig
+    out : path
+        Output folder (new, empty, or an earlier tune's, marked by its
+        ``tune.json``): ``results.json``, ``trials.csv``, ``best_params.json``,
+        ``predictions.csv``, ``figures/``, ``report.html``, the tested units
+        (``units/``) and, without ``--storage``, the study (``study.journal``).
+        Running the same command again continues the studies from their
+        finished trials.
+    n_jobs : int
+        Worker processes for reading, features and model fitting.
+    cache_dir : path or None
+        Feature cache folder; None keeps features in memory for this run.
+    device : str
+        Where deep methods run.
+    on_event : callable, optional
+        Receives one-line progress messages (a line per trial).
+    progress, feature_progress : callable, optional
+        Receive counts of images read and of images whose features were computed.
+
+    Returns
+    -------
+    dict
+        The ``results.json`` document.
+
+    Raises
+    ------
+    BrainMRIError
+        A refused configuration, search space, output folder or storage,
+        or a study created for something else; all but the last come before
+        any image is read.
+    """
+    _require_optuna()
+    say = on_event or (lambda message: None)
+    spec = get_method(config.method)
+    space = load_space(spec, config.space_file)
+    both = sorted(set(space) & set(config.params or {}))
+    if both:
+        raise ConfigError(f"--params {config.method}.{both[0]} fixes a setting that the search space varies; remove it "
+                          "from --params, or from the space (--space FILE)")
+    make_pruner(config.pruner)
+    bench = config.benchmark_config()
+    inputs = [config.data, *([config.test_data] if config.test_data else [])]
+    out = Path(out)
+    check_output_folder(out, "--out", inputs=inputs)
+    if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()) and not (out / MARKER).exists():
+        raise ConfigError(f"--out {out}: holds files that brainmri tune did not write; choose a new or empty folder, "
+                          "or the folder of an earlier tune to continue it")
+    if cache_dir:
+        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
+    n_files = _check_before_reading(bench)
+    if spec.family == "deep":
+        from brainmri.training.device import resolve_device
+
+        resolve_device(device)
+    storage = open_storage(config.storage, out / JOURNAL)
+    check_studies(storage, config.study or config.method, _known_attrs(config, space))
+    write_json(out / MARKER, {"tool": "brainmri tune", "version": __version__, "config": config.to_dict()})
+
+    say(f"reading and auditing {n_files} files of {' and '.join(inputs)}")
+    plan = plan_benchmark(bench, n_jobs=n_jobs, progress=progress)
+    cache = str(cache_dir) if cache_dir else MemoryCache()
+    say(f"computing features of {len(plan.paths)} images ({f'cached in {cache_dir}' if cache_dir else 'in memory'})")
+    precompute_features([spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
+                                    device=device)], plan.paths, n_jobs=n_jobs, progress=feature_progress)
+    context = _Context(config, plan, space, cache, n_jobs, device, say)
+    searches: dict[str, dict] = {}
+    units: dict[str, list[dict]] = {}
+    for sampler in config.samplers:
+        searches[sampler], units[sampler] = {}, []
+        for split in plan.splits:
+            name = _study_name(config, sampler, split.name, len(plan.splits))
+            where = f"[{sampler}] {split.name}" if len(plan.splits) > 1 or len(config.samplers) > 1 else f"[{sampler}]"
+            study = open_study(storage, name, _study_attrs(config, plan, split, space),
+                               sampler=make_sampler(sampler, seed=config.seed), pruner=make_pruner(config.pruner))
+            _search(context, study, sampler, split, where)
+            best = _best_trial(study)
+            say(f"{where}: best inner score {best.value:.4f} (trial {best.number}) with {_shown(best.params)}; "
+                f"refitting on {len(split.train)} training images and testing once on {len(split.test)}")
+            units[sampler].append(_tested_unit(context, out, sampler, split, study.study_name, best))
+            searches[sampler][split.name] = _search_summary(study, config.seed)
+    say("computing metrics, confidence intervals and tests")
+    results, predictions = _results(config, bench, plan, searches, units, space, storage_url=config.storage)
+    write_outputs(out, results, predictions, plan)
+    return results
+
+
+@dataclass
+class _Context:
+    """What every trial of a tune needs."""
+
+    config: TuneConfig
+    plan: object
+    space: dict
+    cache: object
+    n_jobs: int
+    device: str
+    say: Callable[[str], None]
+
+
+def _study_name(config: TuneConfig, sampler: str, fold: str, n_splits: int) -> str:
+    """``--study`` (default: the method), then the sampler with ``--compare`` and the fold with k-fold."""
+    parts = [config.study or config.method]
+    if len(config.samplers) > 1:
+        parts.append(sampler)
+    if n_splits > 1:
+        parts.append(fold)
+    return "/".join(parts)
+
+
+def _study_attrs(config: TuneConfig, plan, split, space: dict) -> dict:
+    """What a study is for; a study created for anything else is refused (:func:`open_study`)."""
+    counts = {str(c): int(n) for c, n in zip(*np.unique(plan.labels[split.train], return_counts=True))}
+    return {**_known_attrs(config, space), "split": f"{plan.protocol['kind']} {split.name}",
+            "training_classes": counts}
+
+
+def _known_attrs(config: TuneConfig, space: dict) -> dict:
+    """The part of a study's attributes known before the data are read."""
+    return {
+        "method": config.method,
+        "data": str(Path(config.data).resolve()),
+        "test_data": str(Path(config.test_data).resolve()) if config.test_data else None,
+        "preprocess": asdict(config.preprocess),
+        "seed": config.seed,
+        "space": space,
+        "objective": OBJECTIVE,
+    }
+
+
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _search(context: _Context, study, sampler: str, split, where: str) -> None:
+    """Run trials until ``study`` holds ``config.trials`` finished ones (other workers' included)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    config = context.config
+    if not is_server(config.storage):
+        _recover_interrupted(study, where, context.say)
+    # A resumed study (or a second worker) gets another sampler seed, so that it does not redraw the first trials.
+    seed = config.seed + 7919 * len(study.trials) + (os.getpid() if is_server(config.storage) else 0)
+    study.sampler = make_sampler(sampler, seed=seed)
+    done = _finished(study)
+    if done >= config.trials:
+        context.say(f"{where}: {done} trials finished earlier, reusing them")
+        return
+    context.say(f"{where}: {done} of {config.trials} trials finished; searching {len(context.space)} settings "
+                f"({', '.join(context.space)}) with {sampler}, each trial scored by grouped inner CV on "
+                f"{len(split.train)} training images")
+    y, groups = context.plan.labels[split.train], context.plan.groups[split.train]
+    folds, how = inner_splits(y, groups, random_state=config.seed)
+
+    def objective(trial):
+        return _score(context, trial, split, folds, how)
+
+    def line(study, trial) -> None:
+        value = "pruned" if trial.state == TrialState.PRUNED else (
+            f"score {trial.value:.4f}" if trial.value is not None else trial.state.name.lower())
+        best = study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
+        context.say(f"{where}: trial {trial.number} ({_finished(study)}/{config.trials}) {value} with "
+                    f"{_shown(trial.params)} in {trial.duration.total_seconds():.1f} s"
+                    + (f"; best {best.value:.4f} (trial {best.number})" if best else ""))
+
+    stop = optuna.study.MaxTrialsCallback(config.trials, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                 TrialState.RUNNING))
+    study.optimize(objective, n_trials=config.trials - done, callbacks=[line, stop], gc_after_trial=False)
+    _wait_for_others(study, where, context.say)
+
+
+def _best_trial(study):
+    """The complete trial with the best inner score; a study whose trials were all pruned has none."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise ConfigError(f"study {study.study_name}: none of its {len(study.trials)} trials ran to the end (all "
+                          "pruned or failed), so there is no configuration to test; use --pruner none or more --trials")
+    return study.best_trial
+
+
+def _recover_interrupted(study, where: str, say: Callable[[str], None]) -> None:
+    """Fail the trials a killed run left running, and queue every failed trial's configuration again.
+
+    Only for storages that one process uses at a time (a journal or SQLite
+    file): there a trial still running when the command starts was
+    abandoned. A server storage finds its abandoned trials by heartbeat.
+    """
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.number not in retried and trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            say(f"{where}: trial {trial.number} was interrupted; its configuration is queued to run again")
+
+
+def _wait_for_others(study, where: str, say: Callable[[str], None], poll_s: float = 2.0) -> None:
+    """Wait until no other worker's trial of ``study`` is still running (failed by heartbeat if it died)."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    said = False
+    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not said:
+            say(f"{where}: waiting for the trials other workers are running")
+            said = True
+        fail_stale_trials(study)
+        time.sleep(poll_s)
+
+
+def _score(context: _Context, trial, split, folds, how: str) -> float:
+    """Mean balanced accuracy of the trial's configuration over the inner folds of ``split``'s training part.
+
+    Without pruning, a classical method's folds are fitted in parallel
+    (``n_jobs`` processes, one job each); with pruning, or for a deep method,
+    one after the other so that each fold (and epoch) can stop the trial.
+    """
+    import optuna
+    from joblib import Parallel, delayed
+
+    config, plan = context.config, context.plan
+    params = {**(config.params or {}), **suggest(trial, context.space)}
+    spec = get_method(config.method)
+    data = (plan.paths[split.train], plan.labels[split.train], plan.groups[split.train])
+    build = {"seed": config.seed, "n_jobs": context.n_jobs, "cache_dir": context.cache,
+             "preprocess": config.preprocess, "device": context.device, "params": params}
+    pruning = config.pruner != "none"
+
+    def report_epoch(record: dict) -> None:
+        trial.report(record["val_accuracy"], step=record["epoch"])
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {record['epoch']} of the first inner fold")
+
+    started = time.perf_counter()
+    if pruning or spec.family == "deep" or context.n_jobs == 1:
+        scores = []
+        for f, fold in enumerate(folds):
+            scores.append(_fold_score(spec, build, data, fold, report_epoch if f == 0 and pruning else None))
+            trial.report(float(np.mean(scores)), step=FOLD_STEP + f)
+            if pruning and f < len(folds) - 1 and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after inner fold {f + 1} of {len(folds)}")
+    else:
+        scores = Parallel(n_jobs=context.n_jobs)(delayed(_fold_score)(spec, {**build, "n_jobs": 1}, data, fold)
+                                                 for fold in folds)
+        for f in range(len(folds)):
+            trial.report(float(np.mean(scores[: f + 1])), step=FOLD_STEP + f)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("inner_scores", [round(s, 6) for s in scores])
+    trial.set_user_attr("inner_cv", how)
+    trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+    return float(np.mean(scores))
+
+
+def _fold_score(spec, build: dict, data: tuple, fold: tuple, on_epoch: Callable[[dict], None] | None = None) -> float:
+    """Balanced accuracy on one inner fold's validation part of the method fitted on its training part."""
+    from brainmri.training.loop import epoch_listener
+
+    paths, y, groups = data
+    train, valid = fold
+    model = spec.build(**build)
+    with epoch_listener(on_epoch) if on_epoch else contextlib.nullcontext():
+        model.fit(paths[train], y[train], groups=groups[train])
+    proba = model.predict_proba(paths[valid])
+    classes = [str(c) for c in model.classes_]
+    return classification_metrics([str(v) for v in y[valid]], proba, classes)["metrics"]["balanced_accuracy"]
+
+
+def _tested_unit(context: _Context, out: Path, sampler: str, split, study_name: str, best) -> dict:
+    """The benchmark unit of the best configuration: refitted on the training part, tested once.
+
+    Saved under ``units/<sampler>/<fold>.json`` and reused while the
+    study's best trial stays the same.
+    """
+    import json
+
+    path = out / "units" / sampler / f"{split.name}.json"
+    key = {"study": study_name, "best_trial": best.number, "best_params": best.params}
+    if path.exists():
+        unit = json.loads(path.read_text(encoding="utf-8"))
+        if all(unit.get(k) == v for k, v in key.items()):
+            context.say(f"[{sampler}] {split.name}: tested earlier with this configuration, reusing")
+            return unit
+    config = context.config
+    where = f"[{sampler}] {split.name}"
+    with epoch_lines(where, context.say):
+        unit = run_unit(config.benchmark_config(best.params), context.plan, config.method, split,
+                        n_jobs=context.n_jobs, cache_dir=context.cache, device=context.device)
+    unit.update(key)
+    write_json(path, unit)
+    context.say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s")
+    return unit
+
+
+def _search_summary(study, seed: int) -> dict:
+    """Trials, best trial, best-so-far curve and parameter importances of a finished study."""
+    from optuna.trial import TrialState
+
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    rows, curve, best_so_far = [], [], -math.inf
+    for t in trials:
+        rows.append({"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
+                     "seconds": round(t.duration.total_seconds(), 3) if t.duration else None,
+                     "inner_scores": t.user_attrs.get("inner_scores"), "worker": t.user_attrs.get("worker")})
+        if t.state == TrialState.COMPLETE:
+            best_so_far = max(best_so_far, t.value)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            curve.append(best_so_far if best_so_far > -math.inf else None)
+    best = _best_trial(study)
+    return {
+        "study": study.study_name,
+        "n_trials": len(curve),
+        "states": {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})},
+        "best": {"number": best.number, "value": best.value, "params": best.params,
+                 "inner_scores": best.user_attrs.get("inner_scores"), "inner_cv": best.user_attrs.get("inner_cv")},
+        "best_so_far": curve,
+        "importances": _importances(study, seed),
+        "trials": rows,
+    }
+
+
+def _importances(study, seed: int) -> dict:
+    """fANOVA importance of each parameter (Hutter et al. 2014), or the reason there is none."""
+    import warnings
+
+    import optuna
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+            values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        return {"method": "fANOVA (Hutter, Hoos and Leyton-Brown 2014, PMLR 32(1):754-762)",
+                "values": {k: round(float(v), 4) for k, v in values.items()}}
+    except (ValueError, RuntimeError) as exc:
+        return {"method": None, "values": {}, "reason": str(exc).splitlines()[0]}
+
+
+def _results(config: TuneConfig, bench: BenchmarkConfig, plan, searches: dict, units: dict, space: dict,
+             storage_url: str | None) -> tuple[dict, dict]:
+    """``results.json``: the searches, and the test of each sampler's best configuration as a benchmark scores it."""
+    methods, predictions = {}, {}
+    test = None
+    for sampler, us in units.items():
+        test, pooled = summarize_units(bench, plan, {config.method: us})
+        methods[tested_name(config.method, sampler)] = test["methods"][config.method]
+        predictions[tested_name(config.method, sampler)] = pooled[config.method]
+    test.update(methods=methods, comparisons=_comparisons(predictions, methods) if len(methods) > 1 else [])
+    test["protocol"]["notes"] = [SELECTION_NOTE, *test["protocol"]["notes"]]
+    first = searches[config.samplers[0]]
+    chosen = max(first.values(), key=lambda s: s["best"]["value"])
+    results = {
+        "brainmri_version": __version__,
+        "versions": code_versions(),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "config": config.to_dict(),
+        "method": {"name": config.method, "summary": get_method(config.method).summary,
+                   "reference": get_method(config.method).reference},
+        "space": space,
+        "objective": OBJECTIVE,
+        "storage": redact(storage_url) if storage_url else JOURNAL,
+        "searches": searches,
+        "best_params": {config.method: {**(config.params or {}), **chosen["best"]["params"]}},
+        "best_params_from": (f"{config.samplers[0]}, study {chosen['study']}" + (
+            " (the outer fold with the best inner score; each fold's own is in searches)" if len(first) > 1 else "")),
+        "test": test,
+    }
+    return results, predictions
+
+
+def tested_name(method: str, sampler: str) -> str:
+    """The name of a sampler's tested configuration in the test results (``glcm-svm tuned by tpe``)."""
+    return f"{method} tuned by {sampler}"
+
+
+def _shown(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def trials_csv(results: dict) -> str:
+    """Every trial of every study: sampler, fold, number, state, score, seconds, then one column per parameter."""
+    names = list(results["space"])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["sampler", "fold", "trial", "state", "score", "seconds", *names])
+    for sampler, by_fold in results["searches"].items():
+        for fold, search in by_fold.items():
+            for t in search["trials"]:
+                writer.writerow([sampler, fold, t["number"], t["state"], "" if t["value"] is None else f"{t['value']:.6f}",
+                                 t["seconds"], *[t["params"].get(n, "") for n in names]])
+    return buffer.getvalue()
+
+
+def write_outputs(out: Path, results: dict, predictions: dict, plan) -> None:
+    """results.json, trials.csv, best_params.json, predictions.csv, figures/ and report.html (each atomic)."""
+    from brainmri.evaluation.benchmark import predictions_csv
+    from brainmri.tuning.report import write_tune_report
+
+    write_json(out / "results.json", results)
+    write_json(out / BEST_PARAMS, results["best_params"])
+    write_text(out / "trials.csv", trials_csv(results))
+    write_text(out / "predictions.csv", predictions_csv(plan, predictions))
+    write_tune_report(results, predictions, out)
+
+
+def format_tune(results: dict) -> str:
+    """The terminal summary: each search's best configuration, then the test table of the benchmark."""
+    from brainmri.evaluation.benchmark import format_results
+
+    lines = [f"objective: {results['objective']}"]
+    for sampler, by_fold in results["searches"].items():
+        for fold, s in by_fold.items():
+            lines.append(f"{sampler} {fold}: {s['n_trials']} trials, best inner score {s['best']['value']:.4f} "
+                         f"(trial {s['best']['number']}): {_shown(s['best']['params'])}")
+    lines.append("")
+    lines.append("test of the best configuration, once, after the search:")
+    lines.append(format_results(results["test"]))
+    return "\n".join(lines)
