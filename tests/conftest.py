@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,18 @@ import pytest
 from PIL import Image
 
 from brainmri.data.synthetic import write_demo_data
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (``BRAINMRI_CI`` set by .ci/run, which installs them), a ``system`` test that skips is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("BRAINMRI_CI") and item.get_closest_marker("system"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where it must run: {reason}"
+
 
 #: The demo dataset used throughout: 4 classes x 6 images of 64 x 64 pixels.
 DEMO_N, DEMO_SIZE, DEMO_SEED = 6, 64, 0

@@ -14,6 +14,7 @@ import pytest
 from brainmri.data.synthetic import synthetic_slice
 
 pytest.importorskip("playwright")
+pytestmark = pytest.mark.system  # Debian's chromium: skipped without it, a failure in CI
 CHROMIUM = Path("/usr/bin/chromium")
 
 

@@ -1,4 +1,7 @@
-"""Two ``brainmri tune`` processes on one PostgreSQL study (a real server, see conftest.py)."""
+"""Two ``brainmri tune`` processes with the ant colony sampler on one PostgreSQL study (a real server, see conftest.py).
+
+Each worker's sampler rebuilds its archive from every completed trial of the study, its own and the other's
+(tests/tuning/test_aco.py checks that on one storage)."""
 
 import json
 import os
@@ -10,6 +13,7 @@ from pathlib import Path
 import pytest
 
 optuna = pytest.importorskip("optuna")
+pytestmark = pytest.mark.system  # a real PostgreSQL server: skipped without one, a failure in CI
 
 import brainmri  # noqa: E402
 
@@ -19,7 +23,7 @@ TRIALS = 16
 def worker(data, out: Path, url: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(brainmri.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "brainmri", "tune", str(data), "--method", "glcm-svm", "--split", "official",
-            "--sampler", "random", "--trials", str(TRIALS), "--storage", url, "--study", "shared", "--out", str(out),
+            "--sampler", "aco", "--trials", str(TRIALS), "--storage", url, "--study", "shared", "--out", str(out),
             "--size", "48", "--no-cache", "--n-boot", "20", "--jobs", "1"]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

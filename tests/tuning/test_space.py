@@ -22,7 +22,7 @@ def test_every_method_declares_a_space_of_its_own_settings(name):
         spec.check_params(params)
 
 
-@pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "aco"])
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_optuna_sampler_searches_a_mixed_space_without_warnings(sampler):
     """Each sampler draws valid values of the glcm-svm space (a categorical, an int, log floats), seeded."""
     space = load_space(get_method("glcm-svm"))

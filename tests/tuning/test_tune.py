@@ -97,11 +97,12 @@ def test_the_test_part_is_predicted_once_after_the_search(leaky_split_source, tm
 
 
 def test_a_rerun_with_more_trials_continues_the_study(leaky_split_source, tmp_path):
+    """With brainmri's ant colony sampler, whose archive comes from the study's trials (the first run's included)."""
     out = tmp_path / "out"
-    assert tune(leaky_split_source, out, "--trials", "2") == 0
-    first = complete(json.loads((out / "results.json").read_text()))
-    assert tune(leaky_split_source, out, "--trials", "4") == 0
-    after = complete(json.loads((out / "results.json").read_text()))
+    assert tune(leaky_split_source, out, "--sampler", "aco", "--trials", "2") == 0
+    first = complete(json.loads((out / "results.json").read_text()), "aco")
+    assert tune(leaky_split_source, out, "--sampler", "aco", "--trials", "4") == 0
+    after = complete(json.loads((out / "results.json").read_text()), "aco")
     assert [t["number"] for t in after] == [0, 1, 2, 3]
     assert [t["params"] for t in after[:2]] == [t["params"] for t in first]
 
