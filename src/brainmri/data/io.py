@@ -6,8 +6,10 @@ One entry point, :func:`read_image`, dispatches on the file type:
   grayscale content, through Pillow;
 * DICOM through pydicom (rescale slope/intercept applied, MONOCHROME1
   inverted, multi-frame files returned as a stack of slices);
-* NIfTI through nibabel (3D volumes as volumes; :func:`volume_slices` cuts
-  2D slices along a chosen axis).
+* NIfTI through nibabel (3D volumes as volumes, their voxel axes put in
+  RAS+ order by ``nibabel.as_closest_canonical`` so that volumes stored
+  with other orientations line up; :func:`volume_slices` cuts 2D slices
+  along a chosen axis). A volume whose voxels are all 0 is refused.
 
 Every failure is a :class:`~brainmri.errors.DataError` whose message names the
 file and says what to do.
@@ -315,13 +317,18 @@ def _read_nifti(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
 
     try:
         img = nib.load(path)
+        original_shape = tuple(img.shape)
+        if len(original_shape) == 3 and min(original_shape) > 1:
+            img = nib.as_closest_canonical(img)  # volumes in RAS+ voxel order: axis flips and swaps, no resampling
         array = np.asarray(img.get_fdata(dtype=np.float32))
     except (ImageFileError, OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({_one_line(exc)}); re-export or remove it") from None
-    original_shape = array.shape
     array = np.squeeze(array)
     if array.ndim not in (2, 3):
         raise DataError(f"{path}: NIfTI of shape {original_shape} is not a 2D slice or 3D volume; split 4D series first")
+    if array.ndim == 3 and not array.any():
+        raise DataError(f"{path}: every voxel of this volume is 0 (a failed conversion or an empty mask?); "
+                        "re-export or remove it")
     zooms = tuple(float(z) for z in img.header.get_zooms()[: array.ndim])
     bits = int(img.header.get_data_dtype().itemsize * 8)
     return array, ImageMeta(str(path), kind, tuple(original_shape), "volume", bits, zooms)
