@@ -87,6 +87,20 @@ class ImageMeta:
     extra: dict = field(default_factory=dict, compare=False)
 
 
+def size_and_channels(shape: tuple[int, ...], mode: str) -> tuple[str, str]:
+    """Size and channel count of an image as stored (its ``original_shape`` and ``mode``), as text.
+
+    A volume's size names its three sides; a 2D image's its first two, and
+    a third axis counts channels.
+
+    >>> size_and_channels((256, 256, 3), "RGB"), size_and_channels((91, 109, 91), "volume")
+    (('256x256', '3'), ('91x109x91', '1'))
+    """
+    if mode == "volume" and sum(side > 1 for side in shape) == 3:
+        return "x".join(str(side) for side in shape if side > 1), "1"
+    return "x".join(map(str, shape[:2])), str(shape[2] if len(shape) == 3 else 1)
+
+
 def image_format(path: str | Path) -> str | None:
     """Return the reader name for ``path`` from its suffix, or None if unsupported.
 

@@ -425,17 +425,19 @@ def _image_kinds(records) -> dict[str, dict[str, int]]:
     """Sizes (``HxW``), channel counts and Pillow modes (or DICOM photometry) of scanned images, with counts."""
     from collections import Counter
 
-    shapes = [tuple(r.shape) for r in records]
-    return {"image_sizes": dict(Counter("x".join(map(str, s[:2])) for s in shapes).most_common()),
-            "channels": dict(Counter(str(s[2] if len(s) == 3 else 1) for s in shapes).most_common()),
+    from brainmri.data.io import size_and_channels
+
+    kinds = [size_and_channels(tuple(r.shape), str(r.mode)) for r in records]
+    return {"image_sizes": dict(Counter(size for size, _ in kinds).most_common()),
+            "channels": dict(Counter(channels for _, channels in kinds).most_common()),
             "modes": dict(Counter(str(r.mode) for r in records).most_common())}
 
 
 def _input_size(model, preprocess: Preprocess) -> list[int] | None:
-    """The image size the method sees: its final step's ``input_shape_`` (deep methods), else the preprocessing's."""
+    """The image (or volume) size the method sees: its final step's ``input_shape_`` (deep methods), else the preprocessing's."""
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     shape = getattr(final, "input_shape_", None)
-    if shape is not None and len(shape) == 2:
+    if shape is not None and len(shape) in (2, 3):
         return [int(v) for v in shape]
     return [preprocess.size, preprocess.size] if preprocess.size else None
 
