@@ -353,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write NIfTI volumes instead: OUT/atrophy and OUT/control, made from the MNI152 template with "
                    "regional atrophy planted in some regions of a parcellation; OUT/.regions holds the label volume "
                    "and the planted-region list, OUT/.masks the planted regions of every atrophy subject")
+    p.add_argument("--regions", type=int, default=24, help="with --3d: regions of the template's parcellation (default 24)")
+    p.add_argument("--planted", type=int, default=3, help="with --3d: regions carrying the atrophy (default 3)")
     _common(p, seed=True)
     p.set_defaults(func=cmd_demo_data)
 
@@ -608,8 +610,8 @@ def _demo_volumes(args) -> int:
 
     n = 20 if args.n is None else args.n
     with _progress(args, n * len(CLASSES_3D), "writing") as update:
-        out = write_demo_volumes(args.out, n=n, size=32 if args.size is None else args.size, seed=args.seed,
-                                 progress=update)
+        out = write_demo_volumes(args.out, n=n, size=32 if args.size is None else args.size, n_regions=args.regions,
+                                 planted=args.planted, seed=args.seed, progress=update)
     planted = json.loads((out / REGIONS_FOLDER / PLANTED_FILE).read_text(encoding="utf-8"))["planted_regions"]
     print(f"wrote {n * len(CLASSES_3D)} synthetic volumes ({', '.join(CLASSES_3D)}) to {out}; atrophy planted in "
           f"regions {', '.join(map(str, planted))} of {out / REGIONS_FOLDER} (label volume and list), their masks "
