@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from brainmri.cli import main
+from brainmri.errors import DataError
 
 torch = pytest.importorskip("torch")
 
@@ -129,11 +130,27 @@ def test_planted_region_masks_line_up_with_the_volume_the_model_sees(volume_mode
     assert abs(int(aligned.sum()) - int(mask.sum())) <= 0.5 * mask.sum()  # the same grid here: about the same voxels
 
 
-def test_a_2d_method_on_volumes_fails_with_a_one_line_reason(volume_source, tmp_path, capsys):
-    assert main(["train", str(volume_source), "--method", "ayadi-cnn", "--params", "ayadi-cnn.epochs=1",
-                 "--out", str(tmp_path / "m"), "--no-cache", "--no-validation", "--jobs", "1", "-q"]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "3D volumes need a 3D method" in err[0]
+def test_slice_methods_on_volumes_are_refused_before_training(volume_source, tmp_path, error_line):
+    assert main(["train", str(volume_source), "--method", "ayadi-cnn", "--out", str(tmp_path / "m"), "--no-cache",
+                 "-q"]) == 2
+    assert error_line("train").endswith("--method ayadi-cnn: reads slices, but DATA holds volumes; methods for "
+                                        "volumes: cnn3d")
+    assert main(["benchmark", str(volume_source), "--methods", "cnn3d,glcm-svm,rf", "--out", str(tmp_path / "b"),
+                 "--no-cache", "-q"]) == 2
+    assert error_line("benchmark").endswith("--methods glcm-svm, rf: read slices, but DATA holds volumes; methods for "
+                                            "volumes: cnn3d")
+
+
+def test_cnn3d_on_slices_is_refused_before_training(demo_source, tmp_path, error_line):
+    assert main(["train", str(demo_source), "--method", "cnn3d", "--out", str(tmp_path / "m"), "--no-cache", "-q"]) == 2
+    assert "--method cnn3d: reads volumes, but DATA holds slices; methods for slices: ayadi-cnn," in error_line("train")
+
+
+def test_a_slice_method_given_a_volume_array_names_the_fix():
+    from brainmri.training.arrays import ImageArrays
+
+    with pytest.raises(DataError, match=r"item 0: an array of shape \(16, 16, 16\); expected a 2D slice"):
+        ImageArrays(size=16).fit().transform([np.ones((16, 16, 16))])
 
 
 def test_predictions_csv_of_volumes_has_one_row_per_volume(volume_model, volume_source, tmp_path):

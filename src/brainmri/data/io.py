@@ -96,9 +96,18 @@ def size_and_channels(shape: tuple[int, ...], mode: str) -> tuple[str, str]:
     >>> size_and_channels((256, 256, 3), "RGB"), size_and_channels((91, 109, 91), "volume")
     (('256x256', '3'), ('91x109x91', '1'))
     """
-    if mode == "volume" and sum(side > 1 for side in shape) == 3:
+    if item_kind(shape, mode) == "volumes":
         return "x".join(str(side) for side in shape if side > 1), "1"
     return "x".join(map(str, shape[:2])), str(shape[2] if len(shape) == 3 else 1)
+
+
+def item_kind(shape: tuple[int, ...], mode: str) -> str:
+    """``"volumes"`` for a NIfTI volume (three sides above 1), else ``"slices"``.
+
+    >>> item_kind((91, 109, 91), "volume"), item_kind((64, 64, 1), "volume"), item_kind((3, 64, 64), "MONOCHROME2")
+    ('volumes', 'slices', 'slices')
+    """
+    return "volumes" if mode == "volume" and sum(side > 1 for side in shape) == 3 else "slices"
 
 
 def image_format(path: str | Path) -> str | None:

@@ -94,8 +94,13 @@ def make_template(size: int = 32, *, n_regions: int = 24) -> Template:
     -------
     Template
     """
-    from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
     from skimage.segmentation import slic
+
+    try:
+        from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
+    except ImportError:
+        raise ConfigError("synthetic volumes (demo-data --3d) need nilearn, whose package holds the MNI152 template; "
+                          "it is not installed: pip install 'brainmri[volumes]'") from None
 
     from brainmri.data.volumes import VolumePreprocess
 

@@ -528,7 +528,8 @@ def train_bundle(
     from brainmri.evaluation.benchmark import audit_summary, epoch_lines
     from brainmri.evaluation.protocol import code_versions
     from brainmri.features.extract import MemoryCache, precompute_features
-    from brainmri.models.registry import get_method
+    from brainmri.data.io import item_kind
+    from brainmri.models.registry import check_inputs, get_method
     from brainmri.models.validation import check_class_counts
 
     say = on_event or (lambda message: None)
@@ -546,6 +547,7 @@ def train_bundle(
     analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
     if not len(analysis.dataset):
         raise DataError(f"{config.data}: no readable image; run `brainmri audit` to see why")
+    check_inputs([config.method], (item_kind(r.shape, r.mode) for r in analysis.records), "--method")
     ds = analysis.dataset
     paths = np.array([str(it.path) for it in ds.items])
     labels = ds.labels.astype(str)

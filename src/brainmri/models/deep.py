@@ -59,7 +59,7 @@ SHOJAEI_2023 = ("S. Shojaei, M. Saniee Abadeh and Z. Momeni (2023), \"An evoluti
                 "DOI 10.1016/j.eswa.2023.119709")
 
 
-@register_method("cnn3d", family="deep", reference=SHOJAEI_2023,
+@register_method("cnn3d", family="deep", reference=SHOJAEI_2023, inputs="volumes",
                  summary="small 3D CNN on whole NIfTI volumes resampled to size^3 voxels (after Shojaei et al. 2023)")
 def cnn3d_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
                  device: str = "auto", size: int = 32, epochs: int = 30, lr: float = 3e-3, weight_decay: float = 0.05,
