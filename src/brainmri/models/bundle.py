@@ -345,7 +345,8 @@ class Bundle:
         ----------
         X : sequence of path or 2D ndarray, or ndarray of shape (n, H, W)
             Image files, or grayscale images already read (any size: the
-            bundle's preprocessing resizes them).
+            bundle's preprocessing resizes them); for a volume model
+            (``cnn3d``), NIfTI files or 3D arrays.
 
         Returns
         -------
@@ -422,7 +423,7 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
 
 
 def _image_kinds(records) -> dict[str, dict[str, int]]:
-    """Sizes (``HxW``), channel counts and Pillow modes (or DICOM photometry) of scanned images, with counts."""
+    """Sizes (``HxW``, ``XxYxZ`` for volumes), channel counts and Pillow modes (or DICOM photometry) of scanned images, with counts."""
     from collections import Counter
 
     from brainmri.data.io import size_and_channels
