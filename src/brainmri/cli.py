@@ -468,8 +468,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "(glioma, meningioma, notumor, pituitary), and OUT/.masks/<class>/*.png: the lesion mask of "
                        "every tumour image (a hidden folder, so it is not taken for a class). Deterministic per --seed.")
     p.add_argument("out", type=Path, metavar="OUT", help="folder to create (must not exist or be empty)")
-    p.add_argument("--n", type=int, default=40, help="images per class (default 40)")
-    p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
+    p.add_argument("--n", type=int, default=None, help="images per class (default 40; with --3d subjects per class, "
+                   "default 20)")
+    p.add_argument("--size", type=int, default=None, help="image size in pixels (default 128; with --3d voxels a side, "
+                   "default 32)")
+    p.add_argument("--3d", dest="volumes", action="store_true",
+                   help="write NIfTI volumes instead: OUT/atrophy and OUT/control, made from the MNI152 template with "
+                   "regional atrophy planted in some regions of a parcellation; OUT/.regions holds the label volume "
+                   "and the planted-region list, OUT/.masks the planted regions of every atrophy subject")
+    p.add_argument("--regions", type=int, default=24, help="with --3d: regions of the template's parcellation (default 24)")
+    p.add_argument("--planted", type=int, default=3, help="with --3d: regions carrying the atrophy (default 3)")
     _common(p, seed=True)
     p.set_defaults(func=cmd_demo_data)
 
@@ -810,10 +818,32 @@ def _torch_threads(threads: int | None):
 def cmd_demo_data(args) -> int:
     from brainmri.data.synthetic import CLASSES, MASKS_FOLDER, write_demo_data
 
+    if getattr(args, "volumes", False):
+        return _demo_volumes(args)
+    args.n = 40 if args.n is None else args.n
+    args.size = 128 if args.size is None else args.size
     with _progress(args, args.n * len(CLASSES), "writing") as update:
         out = write_demo_data(args.out, n=args.n, seed=args.seed, size=args.size, masks=True, progress=update)
     print(f"wrote {args.n * len(CLASSES)} synthetic images ({', '.join(CLASSES)}) to {out}, and the lesion masks of "
           f"the {args.n * (len(CLASSES) - 1)} tumour images to {out / MASKS_FOLDER} (for brainmri explain --masks)")
+    return 0
+
+
+def _demo_volumes(args) -> int:
+    """``demo-data --3d``."""
+    import json
+
+    from brainmri.data.synthetic import MASKS_FOLDER
+    from brainmri.data.synthetic3d import CLASSES_3D, PLANTED_FILE, REGIONS_FOLDER, write_demo_volumes
+
+    n = 20 if args.n is None else args.n
+    with _progress(args, n * len(CLASSES_3D), "writing") as update:
+        out = write_demo_volumes(args.out, n=n, size=32 if args.size is None else args.size, n_regions=args.regions,
+                                 planted=args.planted, seed=args.seed, progress=update)
+    planted = json.loads((out / REGIONS_FOLDER / PLANTED_FILE).read_text(encoding="utf-8"))["planted_regions"]
+    print(f"wrote {n * len(CLASSES_3D)} synthetic volumes ({', '.join(CLASSES_3D)}) to {out}; atrophy planted in "
+          f"regions {', '.join(map(str, planted))} of {out / REGIONS_FOLDER} (label volume and list), their masks "
+          f"per atrophy subject in {out / MASKS_FOLDER} (for brainmri explain --masks)")
     return 0
 
 

@@ -6,8 +6,10 @@ One entry point, :func:`read_image`, dispatches on the file type:
   grayscale content, through Pillow;
 * DICOM through pydicom (rescale slope/intercept applied, MONOCHROME1
   inverted, multi-frame files returned as a stack of slices);
-* NIfTI through nibabel (3D volumes as volumes; :func:`volume_slices` cuts
-  2D slices along a chosen axis).
+* NIfTI through nibabel (3D volumes as volumes, their voxel axes put in
+  RAS+ order by ``nibabel.as_closest_canonical`` so that volumes stored
+  with other orientations line up; :func:`volume_slices` cuts 2D slices
+  along a chosen axis). A volume whose voxels are all 0 is refused.
 
 Every failure is a :class:`~brainmri.errors.DataError` whose message names the
 file and says what to do.
@@ -83,6 +85,29 @@ class ImageMeta:
     bit_depth: int
     spacing: tuple[float, ...] | None = None
     extra: dict = field(default_factory=dict, compare=False)
+
+
+def size_and_channels(shape: tuple[int, ...], mode: str) -> tuple[str, str]:
+    """Size and channel count of an image as stored (its ``original_shape`` and ``mode``), as text.
+
+    A volume's size names its three sides; a 2D image's its first two, and
+    a third axis counts channels.
+
+    >>> size_and_channels((256, 256, 3), "RGB"), size_and_channels((91, 109, 91), "volume")
+    (('256x256', '3'), ('91x109x91', '1'))
+    """
+    if item_kind(shape, mode) == "volumes":
+        return "x".join(str(side) for side in shape if side > 1), "1"
+    return "x".join(map(str, shape[:2])), str(shape[2] if len(shape) == 3 else 1)
+
+
+def item_kind(shape: tuple[int, ...], mode: str) -> str:
+    """``"volumes"`` for a NIfTI volume (three sides above 1), else ``"slices"``.
+
+    >>> item_kind((91, 109, 91), "volume"), item_kind((64, 64, 1), "volume"), item_kind((3, 64, 64), "MONOCHROME2")
+    ('volumes', 'slices', 'slices')
+    """
+    return "volumes" if mode == "volume" and sum(side > 1 for side in shape) == 3 else "slices"
 
 
 def image_format(path: str | Path) -> str | None:
@@ -315,13 +340,18 @@ def _read_nifti(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
 
     try:
         img = nib.load(path)
+        original_shape = tuple(img.shape)
+        if len(original_shape) == 3 and min(original_shape) > 1:
+            img = nib.as_closest_canonical(img)  # volumes in RAS+ voxel order: axis flips and swaps, no resampling
         array = np.asarray(img.get_fdata(dtype=np.float32))
     except (ImageFileError, OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({_one_line(exc)}); re-export or remove it") from None
-    original_shape = array.shape
     array = np.squeeze(array)
     if array.ndim not in (2, 3):
         raise DataError(f"{path}: NIfTI of shape {original_shape} is not a 2D slice or 3D volume; split 4D series first")
+    if array.ndim == 3 and not array.any():
+        raise DataError(f"{path}: every voxel of this volume is 0 (a failed conversion or an empty mask?); "
+                        "re-export or remove it")
     zooms = tuple(float(z) for z in img.header.get_zooms()[: array.ndim])
     bits = int(img.header.get_data_dtype().itemsize * 8)
     return array, ImageMeta(str(path), kind, tuple(original_shape), "volume", bits, zooms)

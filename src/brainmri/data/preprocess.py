@@ -232,14 +232,15 @@ def crop_to_head(image: np.ndarray, margin: int = 2, *, reference: np.ndarray | 
     return image if box is None else image[box]
 
 
-def head_box(image: np.ndarray, margin: int = 2) -> tuple[slice, slice] | None:
-    """Rows and columns of the bounding box of the largest bright connected component (the head).
+def head_box(image: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
+    """Bounding box of the largest bright connected component (the head), one slice per axis.
 
     None when the image is constant or the component is tiny (under 1% of
     the image), which would mean the threshold found no head. Images of
     128 px and more are searched at half resolution (the box is then
     accurate to 2 px, within the margin). Explanations crop lesion masks
-    with the box of their image, so that masks and maps stay aligned.
+    with the box of their image, so that masks and maps stay aligned. The
+    same code boxes 2D slices and 3D volumes (:mod:`brainmri.data.volumes`).
 
     >>> img = np.zeros((10, 10)); img[3:6, 4:8] = 1.0
     >>> head_box(img, margin=0)
@@ -251,10 +252,9 @@ def head_box(image: np.ndarray, margin: int = 2) -> tuple[slice, slice] | None:
     if found is None:
         return None
     labels, largest, step = found
-    rows, cols = ndimage.find_objects(labels, max_label=largest)[largest - 1]
-    r0, c0 = max(rows.start * step - margin, 0), max(cols.start * step - margin, 0)
-    r1, c1 = min(rows.stop * step + margin, image.shape[0]), min(cols.stop * step + margin, image.shape[1])
-    return slice(r0, r1), slice(c0, c1)
+    box = ndimage.find_objects(labels, max_label=largest)[largest - 1]
+    return tuple(slice(max(axis.start * step - margin, 0), min(axis.stop * step + margin, side))
+                 for axis, side in zip(box, image.shape))
 
 
 def head_mask(image: np.ndarray) -> np.ndarray:
@@ -298,8 +298,8 @@ def _largest_component(image: np.ndarray):
     if image.min() == image.max():
         return None
     step = 2 if min(image.shape) >= 128 else 1
-    small = image[::step, ::step]
-    labels, n = ndimage.label(small > otsu_threshold(small), structure=np.ones((3, 3)))
+    small = image[(slice(None, None, step),) * image.ndim]
+    labels, n = ndimage.label(small > otsu_threshold(small), structure=np.ones((3,) * image.ndim))
     if n == 0:
         return None
     sizes = np.bincount(labels.ravel())

@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -193,13 +194,7 @@ def write_demo_data(
         raise ConfigError(f"--n must be a positive integer (images per class), got {n!r}")
     if not isinstance(size, int) or size < 8:
         raise ConfigError(f"--size must be an integer >= 8 (pixels), got {size!r}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists and is not an empty folder; choose another output folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()  # honours the umask, unlike tempfile.mkdtemp (always 0700)
-    try:
+    with staged_folder(out) as tmp:
         for c, label in enumerate(CLASSES):
             (tmp / label).mkdir()
             if masks and label != "notumor":
@@ -213,10 +208,27 @@ def write_demo_data(
                     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / MASKS_FOLDER / name)
                 if progress:
                     progress(1)
+    return Path(out)
+
+
+@contextmanager
+def staged_folder(out: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to write into, renamed to ``out`` when the block ends without error.
+
+    ``out`` must not exist or be an empty folder; on error the temporary
+    folder is removed, so ``out`` appears complete or not at all.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: already exists and is not an empty folder; choose another output folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()  # honours the umask, unlike tempfile.mkdtemp (always 0700)
+    try:
+        yield tmp
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out

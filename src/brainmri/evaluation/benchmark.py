@@ -31,6 +31,7 @@ from brainmri.data.audit import (
     format_cross_dataset_leaks,
 )
 from brainmri.data.dataset import Dataset, load_dataset
+from brainmri.data.io import item_kind
 from brainmri.data.splits import (Split, check_folds, check_grouping, group_labels, kfold_splits, official_indices,
                                   official_split)
 from brainmri.errors import DataError
@@ -43,7 +44,7 @@ from brainmri.explain.examples import explain_examples
 from brainmri.features.extract import MemoryCache, precompute_features
 from brainmri.files import check_output_folder, write_json, write_text
 from brainmri.models.validation import check_class_counts
-from brainmri.models.registry import get_method, protocol_notes
+from brainmri.models.registry import check_inputs, get_method, protocol_notes
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
     analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
     if not len(analysis.dataset):
         raise DataError(f"{config.data}: no readable image; run `brainmri audit` to see why")
+    check_inputs(config.methods, (item_kind(r.shape, r.mode) for r in analysis.records))
     ds = analysis.dataset
     report = audit_report(analysis)
     notes = []

@@ -1,9 +1,11 @@
-"""Attribution maps of 2D images: Captum's methods as callable objects with one protocol.
+"""Attribution maps of 2D images and 3D volumes: Captum's methods as callable objects with one protocol.
 
 Every method is an object whose settings are given to its constructor and
 whose ``__call__(x, target)`` takes a float tensor of images ``(n, 1, H, W)``
-and the class index to explain per image ``(n,)``, and returns a float32
-array ``(n, H, W)``: one map per image, in the pixels of the input, larger
+(or volumes ``(n, 1, D, H, W)``: the same code, Grad-CAM on the last
+``Conv3d`` upsampled trilinearly, occlusion by cubes) and the class index to
+explain per image ``(n,)``, and returns a float32 array ``(n, H, W)`` (``(n,
+D, H, W)``): one map per image, in the pixels of the input, larger
 where the pixel counts more for the class (MONAI's
 ``monai.visualize`` objects follow the same pattern).
 
@@ -70,13 +72,14 @@ class GradCAM:
 
         layer = self.layer
         if layer is None:
-            convs = [m for m in self.module.modules() if isinstance(m, nn.Conv2d)]
+            convs = [m for m in self.module.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
             if not convs:
-                raise ConfigError("gradcam needs a network with a 2D convolution; this one has none; use saliency, "
-                                  "integrated-gradients or occlusion")
+                raise ConfigError("gradcam needs a network with a 2D or 3D convolution; this one has none; use "
+                                  "saliency, integrated-gradients or occlusion")
             layer = convs[-1]
         cam = LayerGradCam(self.module, layer).attribute(x, target=target, relu_attributions=True)
-        return _numpy(LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear"))
+        mode = "trilinear" if x.ndim == 5 else "bilinear"
+        return _numpy(LayerAttribution.interpolate(cam, tuple(x.shape[2:]), mode))
 
 
 class IntegratedGradients:
@@ -156,10 +159,11 @@ class Occlusion:
     def __call__(self, x, target) -> np.ndarray:
         from captum.attr import Occlusion as CaptumOcclusion
 
-        window = self.window or max(2, min(x.shape[-2:]) // 8)
+        window = self.window or max(2, min(x.shape[2:]) // 8)
         stride = self.stride or max(1, window // 2)
-        attr = CaptumOcclusion(self.forward).attribute(x, sliding_window_shapes=(1, window, window),
-                                                      strides=(1, stride, stride), baselines=0.0, target=target,
+        sides = x.ndim - 2
+        attr = CaptumOcclusion(self.forward).attribute(x, sliding_window_shapes=(1,) + (window,) * sides,
+                                                      strides=(1,) + (stride,) * sides, baselines=0.0, target=target,
                                                       perturbations_per_eval=self.batch)
         return _numpy(attr)
 
@@ -188,7 +192,7 @@ def predicted_score(module):
 
 
 def _numpy(attr) -> np.ndarray:
-    """``(n, 1, H, W)`` tensor -> ``(n, H, W)`` float32 array."""
+    """``(n, 1, ...)`` tensor -> ``(n, ...)`` float32 array."""
     return attr.detach().float().cpu().numpy()[:, 0]
 
 

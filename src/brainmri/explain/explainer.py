@@ -3,7 +3,9 @@
 A bundle is explained in the space its classifier sees: each image is
 preprocessed as the bundle preprocesses it (cropped to the head, resized to
 the model's input size, intensities scaled to [0, 1]); the maps (``.npy``,
-float32 ``(H, W)``), the overlays and the lesion masks of ``--masks`` are
+float32 ``(H, W)``, or ``(D, H, W)`` for a volume model such as ``cnn3d``:
+the same attribution code runs in 3D), the overlays (for volumes: the
+three planes through the map's maximum) and the lesion masks of ``--masks`` are
 all in that space (a mask is cropped with its image's head box, then
 resized), so a map and its mask line up pixel for pixel.
 
@@ -35,6 +37,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from brainmri.data.io import image_format, read_image
+from brainmri.data.volumes import VolumePreprocess
 from brainmri.errors import ConfigError, DataError
 from brainmri.explain.attribution import METHODS, predicted_score
 from brainmri.explain.checks import (lesion_share, perturbation_curves, pointing_game, random_map_baseline,
@@ -101,10 +104,10 @@ class ModelView:
     Attributes
     ----------
     module : torch.nn.Module or None
-        The trained network when it takes the images themselves
-        (``(n, 1, H, W)`` -> logits); None for classical methods and
-        networks on features.
-    preprocess : Preprocess
+        The trained network when it takes the images (or volumes)
+        themselves (``(n, 1, H, W)`` or ``(n, 1, D, H, W)`` -> logits);
+        None for classical methods and networks on features.
+    preprocess : Preprocess or VolumePreprocess
         The bundle's preprocessing at the model's input size.
     """
 
@@ -113,12 +116,15 @@ class ModelView:
         final = bundle.model.steps[-1][1] if hasattr(bundle.model, "steps") else bundle.model
         shape = getattr(final, "input_shape_", None)
         self.classifier = final
-        self.module = final.module_ if hasattr(final, "module_") and shape is not None and len(shape) == 2 else None
+        self.module = final.module_ if hasattr(final, "module_") and shape is not None and len(shape) in (2, 3) else None
         from brainmri.models.bundle import _preprocess
 
         size = bundle.manifest.get("input_size")
         preprocess = _preprocess(bundle.manifest["preprocess"])
-        self.preprocess = dataclasses.replace(preprocess, size=size[0]) if size else preprocess
+        if size and len(size) == 3:
+            self.preprocess = VolumePreprocess.like(preprocess, size[0])
+        else:
+            self.preprocess = dataclasses.replace(preprocess, size=size[0]) if size else preprocess
 
     def methods(self) -> list[str]:
         """The attribution methods that apply to this model."""
@@ -175,7 +181,7 @@ class ModelView:
                 parameter.requires_grad_(True)
 
     def tensor(self, images: np.ndarray):
-        """Preprocessed images ``(n, H, W)`` as a float32 tensor ``(n, 1, H, W)`` on the model's device."""
+        """Preprocessed images ``(n, H, W)`` (volumes ``(n, D, H, W)``) as a float32 tensor with a channel axis on the model's device."""
         import torch
 
         x = torch.as_tensor(np.asarray(images, dtype=np.float32))[:, None]
@@ -201,7 +207,10 @@ class ModelView:
 
     def align(self, mask: np.ndarray, image: np.ndarray) -> np.ndarray:
         """A lesion mask of ``image`` (same shape) moved into the model's input space, as :attr:`preprocess` moves the image."""
-        return self.preprocess.geometry(np.asarray(mask, dtype=np.float32), reference=image) >= 0.5
+        mask = np.asarray(mask, dtype=np.float32)
+        if mask.ndim == 3:
+            return self.preprocess.resample(mask, self.preprocess.box(np.asarray(image, dtype=np.float32))) >= 0.5
+        return self.preprocess.geometry(mask, reference=image) >= 0.5
 
 
 class MaskFolder:
@@ -252,7 +261,9 @@ def _output_names(rows: list[dict], taken: set[str]) -> list[str]:
     """``<label>/<stem>`` (or ``<stem>``) per row, with ``-2``, ``-3``... where two images share one."""
     names = []
     for row in rows:
-        base = (f"{row['label']}/" if row["label"] else "") + Path(row["path"]).stem
+        name = Path(row["path"]).name
+        base = (f"{row['label']}/" if row["label"] else "") + (name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz")
+                                                              else Path(name).stem)
         name, k = base, 1
         while name in taken:
             k += 1
@@ -467,13 +478,21 @@ def explain_images(bundle, items, config: ExplainConfig, out: str | Path, *, bat
             checks["randomisation"] = explainer.randomisation(picked, seed=config.seed)
     document = {"config": asdict(config), "model": str(bundle.path), "method": config.method,
                 "model_method": bundle.manifest["method"]["name"], "valid_methods": view.methods(),
-                "space": f"maps, overlays and masks are {view.preprocess.size} x {view.preprocess.size} images as the "
-                         "model sees them (cropped to the head, resized)",
+                "space": f"maps, overlays and masks are {_space(view.preprocess)} as the model sees them (cropped to "
+                         "the head, resized)" + ("; overlays show the three planes through the map's maximum"
+                                                 if isinstance(view.preprocess, VolumePreprocess) else ""),
                 "timing": {"n_images": n, "seconds": round(seconds, 3),
                            "images_per_s": round(n / seconds, 2) if seconds > 0 else None},
                 "checks": checks, "images": explainer.entries, "skipped": result["skipped"]}
     write_json(Path(out) / RESULTS, document)
     return document, result
+
+
+def _space(preprocess) -> str:
+    """``32 x 32 images`` or ``32 x 32 x 32 volumes``."""
+    if isinstance(preprocess, VolumePreprocess):
+        return " x ".join([str(preprocess.size)] * 3) + " volumes"
+    return f"{preprocess.size} x {preprocess.size} images"
 
 
 def format_checks(document: dict) -> list[str]:

@@ -56,8 +56,16 @@ class Overlay:
         return (rgb * 255).round().astype(np.uint8)
 
     def picture(self, image: np.ndarray, attribution: np.ndarray, title: str):
-        """:meth:`blend` of ``image`` and ``attribution``, enlarged, below ``title`` (a PIL image)."""
+        """:meth:`blend` of ``image`` and ``attribution``, enlarged, below ``title`` (a PIL image).
+
+        A volume (D, H, W) and its map are shown as their three planes
+        through the map's maximum (:func:`planes`), side by side.
+        """
         from PIL import Image, ImageDraw, ImageFont
+
+        if np.ndim(image) == 3:
+            at = np.unravel_index(int(np.argmax(attribution)), np.shape(attribution))
+            image, attribution = planes(image, at), planes(attribution, at)
 
         factor = max(1, -(-self.side // max(image.shape)))
         picture = Image.fromarray(self.blend(image, attribution)).resize(
@@ -80,3 +88,18 @@ class Overlay:
         # zlib level 1: 9 ms, not 29 (default 6), for 3 % more bytes
         self.picture(image, attribution, title).save(buffer, format="PNG", compress_level=1)
         return buffer.getvalue()
+
+
+def planes(volume: np.ndarray, at: tuple[int, ...]) -> np.ndarray:
+    """The three planes of ``volume`` (RAS+ voxel order) through voxel ``at``, side by side, superior / anterior up.
+
+    Axial (the third index fixed), coronal (the second) and sagittal (the
+    first), each rotated so that it reads like a radiology viewer's plane,
+    padded with zeros to the tallest.
+
+    >>> planes(np.zeros((4, 5, 6)), (0, 0, 0)).shape
+    (6, 13)
+    """
+    views = [np.rot90(volume[:, :, at[2]]), np.rot90(volume[:, at[1], :]), np.rot90(volume[at[0], :, :])]
+    height = max(v.shape[0] for v in views)
+    return np.hstack([np.pad(v, ((0, height - v.shape[0]), (0, 0))) for v in views])

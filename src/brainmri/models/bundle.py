@@ -351,7 +351,8 @@ class Bundle:
         ----------
         X : sequence of path or 2D ndarray, or ndarray of shape (n, H, W)
             Image files, or grayscale images already read (any size: the
-            bundle's preprocessing resizes them).
+            bundle's preprocessing resizes them); for a volume model
+            (``cnn3d``), NIfTI files or 3D arrays.
 
         Returns
         -------
@@ -428,20 +429,22 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
 
 
 def _image_kinds(records) -> dict[str, dict[str, int]]:
-    """Sizes (``HxW``), channel counts and Pillow modes (or DICOM photometry) of scanned images, with counts."""
+    """Sizes (``HxW``, ``XxYxZ`` for volumes), channel counts and Pillow modes (or DICOM photometry) of scanned images, with counts."""
     from collections import Counter
 
-    shapes = [tuple(r.shape) for r in records]
-    return {"image_sizes": dict(Counter("x".join(map(str, s[:2])) for s in shapes).most_common()),
-            "channels": dict(Counter(str(s[2] if len(s) == 3 else 1) for s in shapes).most_common()),
+    from brainmri.data.io import size_and_channels
+
+    kinds = [size_and_channels(tuple(r.shape), str(r.mode)) for r in records]
+    return {"image_sizes": dict(Counter(size for size, _ in kinds).most_common()),
+            "channels": dict(Counter(channels for _, channels in kinds).most_common()),
             "modes": dict(Counter(str(r.mode) for r in records).most_common())}
 
 
 def _input_size(model, preprocess: Preprocess) -> list[int] | None:
-    """The image size the method sees: its final step's ``input_shape_`` (deep methods), else the preprocessing's."""
+    """The image (or volume) size the method sees: its final step's ``input_shape_`` (deep methods), else the preprocessing's."""
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     shape = getattr(final, "input_shape_", None)
-    if shape is not None and len(shape) == 2:
+    if shape is not None and len(shape) in (2, 3):
         return [int(v) for v in shape]
     return [preprocess.size, preprocess.size] if preprocess.size else None
 
@@ -532,7 +535,8 @@ def train_bundle(
     from brainmri.evaluation.benchmark import audit_summary, epoch_lines
     from brainmri.evaluation.protocol import code_versions
     from brainmri.features.extract import MemoryCache, precompute_features
-    from brainmri.models.registry import get_method
+    from brainmri.data.io import item_kind
+    from brainmri.models.registry import check_inputs, get_method
     from brainmri.models.validation import check_class_counts
 
     say = on_event or (lambda message: None)
@@ -550,6 +554,7 @@ def train_bundle(
     analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
     if not len(analysis.dataset):
         raise DataError(f"{config.data}: no readable image; run `brainmri audit` to see why")
+    check_inputs([config.method], (item_kind(r.shape, r.mode) for r in analysis.records), "--method")
     ds = analysis.dataset
     paths = np.array([str(it.path) for it in ds.items])
     labels = ds.labels.astype(str)

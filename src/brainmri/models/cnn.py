@@ -59,3 +59,58 @@ def ayadi_cnn(*, num_classes: int, in_channels: int = 1, width: int = 32, dropou
         layers.append(nn.MaxPool2d(2))
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)]
     return nn.Sequential(*layers)
+
+
+#: Channels of the four blocks of ``cnn3d``, for ``width=8``.
+CNN3D_CHANNELS = (1, 2, 4, 8)
+
+
+def cnn3d(*, num_classes: int, in_channels: int = 1, width: int = 8, dropout: float = 0.3, input_shape=None):
+    """A small 3D CNN for whole-volume classification (the 3D counterpart of :func:`ayadi_cnn`).
+
+    Four blocks of (3x3x3 convolution, batch norm, ReLU, 2x2x2 max-pooling),
+    channels ``width * (1, 2, 4, 8)`` (8 to 64 by default, 0.1 M weights);
+    global average pooling, dropout, one linear layer. Shojaei et al. (2023)
+    classify Alzheimer's disease from whole T1 volumes with a 3D CNN of
+    this kind (stacked 3D convolution and pooling blocks); this one is
+    smaller so that it trains on 32^3 to 48^3 volumes on a laptop CPU.
+    Written with torch rather than taken from ``monai.networks.nets``: MONAI's
+    classifiers (DenseNet121, ResNet10-200, EfficientNet) start at about
+    5 M weights, which a few dozen subjects cannot train and a 2-core CPU
+    runs too slowly.
+
+    Parameters
+    ----------
+    num_classes : int
+    in_channels : int
+    width : int
+        Channels of the first block.
+    dropout : float
+        Dropout before the linear layer.
+    input_shape : tuple or None
+        ``(D, H, W)``, accepted for the
+        :class:`~brainmri.models.torch_classifier.TorchClassifier` builder
+        protocol; any size of at least 16 voxels a side works.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        Input (N, in_channels, D, H, W), output logits (N, num_classes).
+
+    References
+    ----------
+    S. Shojaei, M. Saniee Abadeh and Z. Momeni, "An evolutionary explainable
+    deep learning approach for Alzheimer's MRI classification", Expert
+    Systems with Applications 220:119709, 2023.
+    DOI: 10.1016/j.eswa.2023.119709
+    """
+    from torch import nn
+
+    layers: list = []
+    channels = in_channels
+    for factor in CNN3D_CHANNELS:
+        layers += [nn.Conv3d(channels, width * factor, 3, padding=1, bias=False), nn.BatchNorm3d(width * factor),
+                   nn.ReLU(inplace=True), nn.MaxPool3d(2)]
+        channels = width * factor
+    layers += [nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)]
+    return nn.Sequential(*layers)

@@ -20,12 +20,13 @@ import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from brainmri.data.io import image_format, read_image
+from brainmri.data.io import image_format, read_image, size_and_channels
 from brainmri.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -86,28 +87,35 @@ def list_images(sources: Sequence[str | Path]) -> list[ImageItem]:
     return items
 
 
-def _read(path: Path) -> tuple[np.ndarray, object] | str:
-    """The image and its metadata, or why it cannot be used."""
+def _read(path: Path, ndim: int = 2) -> tuple[np.ndarray, object] | str:
+    """The image (``ndim`` 2) or volume (``ndim`` 3) and its metadata, or why it cannot be used."""
     try:
         image, meta = read_image(path)
     except DataError as exc:
         return str(exc)
-    if image.ndim != 2:
-        return f"{path}: a volume or multi-frame image of shape {image.shape}; predict takes 2D slices"
+    if image.ndim != ndim:
+        if ndim == 3:
+            return f"{path}: a 2D image of shape {image.shape}; this model takes 3D volumes (NIfTI)"
+        return f"{path}: a volume or multi-frame image of shape {image.shape}; this model takes 2D slices"
     return image, meta
+
+
+def model_ndim(bundle) -> int:
+    """3 for a bundle whose model takes volumes (its ``input_size`` has three sides), else 2."""
+    size = bundle.manifest.get("input_size")
+    return 3 if size and len(size) == 3 else 2
 
 
 def _note(meta, training: dict, input_size) -> str:
     """What differs from the training images (size, channels), and what the preprocessing did about it."""
     notes = []
     shape = tuple(meta.original_shape)
-    size = "x".join(map(str, shape[:2]))
+    size, channels = size_and_channels(shape, meta.mode)
     sizes = training.get("image_sizes") or {}
     if sizes and size not in sizes:
         seen = ", ".join(list(sizes)[:3]) + (", ..." if len(sizes) > 3 else "")
         target = "x".join(map(str, input_size)) if input_size else "the training size"
         notes.append(f"size {size} not seen in training ({seen}): resized to {target}")
-    channels = str(shape[2] if len(shape) == 3 else 1)
     seen_channels = training.get("channels") or {}
     if seen_channels and channels not in seen_channels:
         notes.append(f"{channels} channel(s) ({meta.mode}) where training images had {'/'.join(seen_channels)}: "
@@ -153,12 +161,13 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
     input_size = bundle.manifest.get("input_size")
     rows, skipped = [], []
     batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
+    read_one = partial(_read, ndim=model_ndim(bundle))
     with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-        reading = pool.map(_read, [it.path for it in batches[0]]) if batches else iter(())
+        reading = pool.map(read_one, [it.path for it in batches[0]]) if batches else iter(())
         for k, batch in enumerate(batches):
             read = list(reading)
             if k + 1 < len(batches):  # Executor.map submits at once: the next batch is read during this one's predict
-                reading = pool.map(_read, [it.path for it in batches[k + 1]])
+                reading = pool.map(read_one, [it.path for it in batches[k + 1]])
             images, kept = [], []
             for item, got in zip(batch, read):
                 if isinstance(got, str):

@@ -69,6 +69,9 @@ class MethodSpec:
         | "int", "low", "high", "log"}`` or ``{"type": "categorical",
         "choices": [...]}`` (:mod:`brainmri.tuning.space`); None when the
         method declares none.
+    inputs : str
+        ``"slices"`` (2D images) or ``"volumes"`` (3D NIfTI volumes): what
+        the method's first step reads (see :func:`check_inputs`).
     """
 
     name: str
@@ -78,6 +81,7 @@ class MethodSpec:
     family: str = "classical"
     default_cv: int = DEFAULT_CV
     search_space: dict | None = None
+    inputs: str = "slices"
 
     def settings(self) -> dict:
         """The method's own settings (the builder's keywords beyond the common ones) and their defaults."""
@@ -119,13 +123,13 @@ _REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register_method(name: str, *, summary: str, reference: str, family: str = "classical",
-                    default_cv: int = DEFAULT_CV, search_space: dict | None = None):
+                    default_cv: int = DEFAULT_CV, search_space: dict | None = None, inputs: str = "slices"):
     """Decorator registering a builder under ``name`` (arguments as in :class:`MethodSpec`)."""
 
     def decorate(builder: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is registered twice")
-        _REGISTRY[name] = MethodSpec(name, builder, summary, reference, family, default_cv, search_space)
+        _REGISTRY[name] = MethodSpec(name, builder, summary, reference, family, default_cv, search_space, inputs)
         return builder
 
     return decorate
@@ -180,6 +184,31 @@ def protocol_notes(names, folds: int) -> list[str]:
             notes.append(f"{name} was evaluated with {study}-fold cross-validation in its study; this run uses "
                          f"{folds} folds, shared by all methods (--cv {study} follows the study)")
     return notes
+
+
+def check_inputs(names, kinds, option: str = "--methods") -> None:
+    """Refuse methods that read another kind of item than the dataset holds.
+
+    A dataset is 3D when its files are: ``kinds`` holds ``"volumes"`` for
+    every NIfTI file with three sides above 1 and ``"slices"`` for every
+    other image (:func:`~brainmri.data.io.item_kind` of the audit's
+    records). Slice methods cannot read volumes nor volume methods slices,
+    so a mismatch is refused before anything is trained.
+
+    Raises
+    ------
+    ConfigError
+        The message names the methods that do not fit and those that do.
+    """
+    kinds = set(kinds)
+    if len(kinds) != 1:
+        return  # a mixed dataset: each method skips nothing and fails on the items it cannot read
+    [kind] = kinds
+    misfit = [name for name in names if get_method(name).inputs != kind]
+    if misfit:
+        fit = [name for name, spec in available_methods().items() if spec.inputs == kind]
+        raise ConfigError(f"{option} {', '.join(misfit)}: read{'s' * (len(misfit) == 1)} "
+                          f"{get_method(misfit[0]).inputs}, but DATA holds {kind}; methods for {kind}: {', '.join(fit)}")
 
 
 def parse_methods(text: str) -> list[str]:

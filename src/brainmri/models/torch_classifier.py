@@ -71,7 +71,7 @@ def holdout_split(y, groups=None, *, fraction: float = 0.2, random_state: int = 
 
 
 class TorchClassifier(ClassifierMixin, BaseEstimator):
-    """Train a torch module on images (N, H, W) or vectors (N, F); predict calibrated probabilities.
+    """Train a torch module on images (N, H, W), volumes (N, D, H, W) or vectors (N, F); predict calibrated probabilities.
 
     Parameters
     ----------
@@ -95,7 +95,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         (:func:`brainmri.training.augment.augment_batch`), ``"appearance"``
         for those plus TorchIO's bias field, gamma, blur, noise, motion,
         ghosting and anisotropy, or a comma-separated list of these parts
-        (:func:`brainmri.training.augment.parse_augment`); ignored for vectors.
+        (:func:`brainmri.training.augment.parse_augment`); ignored for vectors
+        and volumes.
     backbone_lr_factor : float
         For a module with a ``backbone`` attribute (e.g.
         :class:`~brainmri.models.finetune.FineTuneNet`): the backbone's
@@ -187,8 +188,9 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     @staticmethod
     def _check_X(X) -> np.ndarray:
         X = np.asarray(X)
-        if X.ndim not in (2, 3) or not np.issubdtype(X.dtype, np.floating):
-            raise DataError(f"TorchClassifier takes a float array of images (N, H, W) or vectors (N, F), got "
+        if X.ndim not in (2, 3, 4) or not np.issubdtype(X.dtype, np.floating):
+            raise DataError(f"TorchClassifier takes a float array of images (N, H, W), volumes (N, D, H, W) or "
+                            f"vectors (N, F), got "
                             f"{X.dtype} of shape {X.shape}")
         return X
 
@@ -197,7 +199,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n, H, W) or (n, F)
+        X : ndarray of shape (n, H, W), (n, D, H, W) or (n, F)
         y : array-like of shape (n,)
         groups : array-like of shape (n,) or None
             Group id of every item (the outer split's grouping); no group

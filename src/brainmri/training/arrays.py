@@ -1,4 +1,4 @@
-"""Decoded and preprocessed images as one array, cached: an epoch reads arrays, not JPEGs.
+"""Decoded and preprocessed images (or volumes) as one array, cached: an epoch reads arrays, not JPEGs.
 
 :class:`ImageArrays` is the first step of the image-based deep methods: it
 turns image paths (or 2D arrays) into a float16 array of shape
@@ -24,7 +24,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from brainmri.data.preprocess import Preprocess
-from brainmri.errors import DataError
+from brainmri.data.volumes import VolumePreprocess
+from brainmri.errors import ConfigError, DataError
 from brainmri.features.extract import MemoryCache, file_digest, landmark_params, load_preprocessed, preprocess_key
 from brainmri.files import atomic_path
 
@@ -96,6 +97,9 @@ class ImageArrays(TransformerMixin, BaseEstimator):
     (1, 16, 16)
     """
 
+    #: Dimensions of an item, and what it is called in errors.
+    _ndim, _kind = 2, "2D slice"
+
     def __init__(self, *, size=128, preprocess=None, cache_dir=None, n_jobs=1):
         self.size = size
         self.preprocess = preprocess
@@ -129,13 +133,13 @@ class ImageArrays(TransformerMixin, BaseEstimator):
         """
         return self._images(X, getattr(self, "preprocess_", None) or self._preprocess())
 
-    def _images(self, X, preprocess: Preprocess) -> np.ndarray:
-        out = np.zeros((len(X), self.size, self.size), dtype=np.float16)
+    def _images(self, X, preprocess) -> np.ndarray:
+        out = np.zeros((len(X), *(self.size,) * self._ndim), dtype=np.float16)
         files = [k for k, x in enumerate(X) if isinstance(x, (str, Path))]
         for k in sorted(set(range(len(X))) - set(files)):
             image = np.asarray(X[k])
-            if image.ndim != 2:
-                raise DataError(f"item {k}: an array of shape {image.shape}; expected a 2D slice or a file path")
+            if image.ndim != self._ndim:
+                raise DataError(f"item {k}: an array of shape {image.shape}; expected a {self._kind} or a file path")
             out[k] = preprocess(image)
         if files:
             out[files] = self._read([str(X[k]) for k in files], preprocess)
@@ -176,3 +180,51 @@ class ImageArrays(TransformerMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.requires_fit = False
         return tags
+
+
+class VolumeArrays(ImageArrays):
+    """Transformer from volume paths (or 3D arrays) to an array of preprocessed volumes.
+
+    :class:`ImageArrays` for 3D: the same cache (content hash + settings +
+    :attr:`~brainmri.data.volumes.VolumePreprocess.version`), the same
+    parallel decoding; each volume goes through
+    :class:`~brainmri.data.volumes.VolumePreprocess` with the crop and
+    clipping of ``preprocess``.
+
+    Parameters
+    ----------
+    size : int
+        Volumes are ``size x size x size`` voxels.
+    preprocess, cache_dir, n_jobs
+        As :class:`ImageArrays`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> VolumeArrays(size=8).fit([]).transform([np.ones((20, 24, 22))]).shape
+    (1, 8, 8, 8)
+    """
+
+    _ndim, _kind = 3, "3D volume"
+
+    def __init__(self, *, size=32, preprocess=None, cache_dir=None, n_jobs=1):
+        super().__init__(size=size, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
+
+    def _preprocess(self) -> VolumePreprocess:
+        return VolumePreprocess.like(self.preprocess, self.size)
+
+    def fit(self, X=None, y=None):
+        """Check the settings: the harmonisation options (``--harmonise``, ``--n4``) are for 2D slices only.
+
+        Raises
+        ------
+        ConfigError
+        """
+        given = self.preprocess or Preprocess()
+        if given.harmonise != "none" or given.n4:
+            option = f"--harmonise {given.harmonise}" if given.harmonise != "none" else "--n4"
+            raise ConfigError(f"{option}: harmonisation applies to 2D slices, not to volumes; leave it out for "
+                              "volume methods")
+        self.preprocess_ = self._preprocess()
+        self.params_ = {}
+        return self

@@ -186,14 +186,14 @@ def autocast_dtype(precision: str, device):
 
 
 def to_batch(X: np.ndarray, device, *, channels_last: bool = False, augment=None):
-    """Items of ``X`` as a float32 tensor on ``device``: (n, 1, H, W) for images, (n, F) for vectors.
+    """Items of ``X`` as a float32 tensor on ``device``: (n, 1, H, W) for images, (n, 1, D, H, W) for volumes, (n, F) for vectors.
 
     ``augment`` (a function of a batch of images) is applied on ``device``.
     """
     import torch
 
     x = torch.from_numpy(np.asarray(X, dtype=np.float32)).to(device)
-    if x.ndim == 3:
+    if x.ndim in (3, 4):
         x = x.unsqueeze(1)
         if augment is not None:
             x = augment(x)
@@ -304,8 +304,8 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
     ----------
     module : torch.nn.Module
         Freshly built (its initial weights are part of the run).
-    X, X_val : ndarray of shape (n, H, W) or (n, F)
-        Training and validation items (images with values in [0, 1], or vectors).
+    X, X_val : ndarray of shape (n, H, W), (n, D, H, W) or (n, F)
+        Training and validation items (images or volumes with values in [0, 1], or vectors).
     y, y_val : ndarray of int
         Class indices, 0 .. n_classes - 1.
     settings : TrainSettings
