@@ -146,7 +146,7 @@ def test_health_says_ok_and_how_busy(stand_in, client_of):
     (lambda t, w: {"files": _files(("colour.png", png_bytes(np.dstack([_glioma(), np.zeros((64, 64)), _glioma()]))))}, 422,
      "colour content"),
     (lambda t, w: {"files": _files(("sr.dcm", _dicom(w[0], t, pixel_data=False)))}, 422, "DICOM file has no pixel data"),
-    (lambda t, w: {"files": _files(("vol.nii", _nifti(w[1], t, np.zeros((8, 8, 3), np.float32))))}, 422,
+    (lambda t, w: {"files": _files(("vol.nii", _nifti(w[1], t, np.ones((8, 8, 3), np.float32))))}, 422,
      "a nifti volume or series of shape 8x8x3, not one slice"),
 ])
 def test_bad_input_is_a_documented_json_error_never_a_500(make, status, match, stand_in, client_of, tmp_path,
