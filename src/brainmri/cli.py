@@ -88,6 +88,15 @@ def _shift_options(parser: argparse.ArgumentParser) -> None:
                        help="with --shift: re-test a stratified sample of N test items per split (default all)")
 
 
+def _adapt_option(parser: argparse.ArgumentParser, unit: str) -> None:
+    from brainmri.robust.adapt import ADAPT_METHODS
+
+    parser.add_argument("--adapt", choices=ADAPT_METHODS, default="none",
+                        help=f"test-time adaptation of a deep method to {unit}, without labels: adabn re-estimates "
+                        "the batch-norm statistics (Li et al. 2016), tent also tunes the normalisation layers to "
+                        "confident predictions (Wang et al. 2021); the model on disk is not changed (default none)")
+
+
 def _shift_settings(args) -> dict:
     """The shift fields of a BenchmarkConfig from ``--shift``, ``--shift-severities`` and ``--shift-max-items``."""
     from brainmri.data.shifts import SEVERITIES, parse_severities, parse_shifts
@@ -311,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write an attribution map (.npy) and overlay (PNG) of every image to DIR")
     p.add_argument("--explain-method", metavar="NAME",
                    help="attribution method of --explain (default: gradcam for a CNN, occlusion for other models)")
+    _adapt_option(p, "each batch of --batch-size images")
     _training_options(p, params=False)
-    _common(p, jobs=True)
+    _common(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("explain", help="attribution maps of images from a model bundle, and checks of them",
@@ -493,6 +503,11 @@ def cmd_predict(args) -> int:
         check_explain_folder(args.explain, inputs=[args.model, *args.images], option="--explain")
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     bundle = load_model(args.model, n_jobs=jobs, device=args.device)
+    if args.adapt != "none":
+        if args.explain is not None:
+            raise ConfigError(f"--adapt {args.adapt} and --explain: explanations are of the model as trained; "
+                              "drop one of them")
+        bundle = bundle.adapted(args.adapt, seed=args.seed)
     items = list_images(args.images)
     with _torch_threads(args.threads), _progress(args, len(items), "predicting") as update:
         if args.explain is None:
@@ -510,13 +525,15 @@ def cmd_predict(args) -> int:
     elif args.out.suffix.lower() == ".csv":
         write_text(args.out, predictions_csv(rows, classes))
     else:
-        write_json(args.out, predictions_document(bundle, result, metrics))
+        write_json(args.out, predictions_document(bundle, result, metrics, adapt=args.adapt))
     noted = sum(bool(r["note"]) for r in rows)
+    unlike = sum(bool(r["unlike_training"]) for r in rows)
     # The summary is a result (stdout), unless stdout carries the CSV.
     say = print if args.out else args.reporter.say
     say(f"predicted {len(rows)} image(s) with {bundle.manifest['method']['name']}"
                       + (f", skipped {len(skipped)} unreadable" if skipped else "")
                       + (f"; {noted} differ from the training images (see the note column)" if noted else "")
+                      + (f"; {unlike} look unlike the training data (ood_score above its 99th percentile)" if unlike else "")
                       + (f"; wrote {args.out}" if args.out else ""))
     for source, entry in metrics.items():
         if "skipped" in entry:

@@ -6,6 +6,7 @@ A bundle is a folder written by ``brainmri train`` (:func:`train_bundle`)::
       manifest.json              what the model is, how it was trained, sha256 of every other file
       model.classifier.skops     a scikit-learn step (skops format, never pickle)
       model.classifier.*         or a torch step's own files (weights as safetensors + JSON)
+      ood.npz                    the out-of-distribution detector (arrays only, :mod:`brainmri.robust.ood`)
 
 Every method is saved the same way (:func:`save_steps`): a step with learned
 torch state writes itself (``save_state(folder, prefix)``, see
@@ -61,6 +62,8 @@ logger = logging.getLogger(__name__)
 #: Version of the bundle layout; a bundle of another version is refused.
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: The out-of-distribution detector's arrays in a bundle (bundles written before it have none).
+OOD_FILE = "ood.npz"
 
 #: Types that skops does not trust by default but brainmri's own methods save. Loading a skops file
 #: that holds any other untrusted type is refused.
@@ -212,8 +215,11 @@ def check_bundle_target(out: str | Path, *, inputs=()) -> Path:
     return out
 
 
-def save_bundle(model, out: str | Path, manifest: dict) -> dict:
+def save_bundle(model, out: str | Path, manifest: dict, *, ood=None) -> dict:
     """Write a fitted ``model`` and its ``manifest`` as the bundle folder ``out``, atomically.
+
+    ``ood``, a fitted :class:`~brainmri.robust.ood.MahalanobisOOD`, is saved
+    as :data:`OOD_FILE`.
 
     The files go to a temporary folder beside ``out``, which is then renamed
     to ``out`` (an earlier bundle there is replaced); on any failure nothing
@@ -230,6 +236,10 @@ def save_bundle(model, out: str | Path, manifest: dict) -> dict:
     tmp.mkdir()
     try:
         files = save_steps([("model", model)], tmp, "")
+        if ood is not None:
+            with open(tmp / OOD_FILE, "wb") as fh:
+                np.savez(fh, **ood.to_arrays())
+            files.append(OOD_FILE)
         manifest = {**manifest, "files": {name: sha256(tmp / name) for name in sorted(files)}}
         write_json(tmp / MANIFEST, manifest)
         if out.exists():
@@ -327,13 +337,17 @@ class Bundle:
     path : Path
     classes_ : ndarray of str
         Class names, in the column order of :meth:`predict_proba`.
+    ood : MahalanobisOOD or None
+        The out-of-distribution detector calibrated on the training data
+        (None for a bundle written before it existed).
     """
 
-    def __init__(self, model, manifest: dict, path: Path):
+    def __init__(self, model, manifest: dict, path: Path, ood=None):
         self.model = model
         self.manifest = manifest
         self.path = path
         self.classes_ = np.asarray(manifest["classes"])
+        self.ood = ood
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, method={self.manifest['method']['name']!r}, classes={list(self.classes_)})"
@@ -352,16 +366,40 @@ class Bundle:
         ndarray of float, shape (n, n_classes)
             Columns in :attr:`classes_` order.
         """
+        return self.model.predict_proba(self._items(X))
+
+    @staticmethod
+    def _items(X) -> np.ndarray:
         items = np.empty(len(X), dtype=object)
         for k, x in enumerate(X):
             items[k] = x if isinstance(x, np.ndarray) else str(x)
         if not len(items):
             raise ConfigError("predict_proba needs at least one image, got none")
-        return self.model.predict_proba(items)
+        return items
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of every image (see :meth:`predict_proba`)."""
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def predict_with_ood(self, X) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities (as :meth:`predict_proba`) and the 0-1 out-of-distribution score of every image.
+
+        The score (:meth:`~brainmri.robust.ood.MahalanobisOOD.score`) is None
+        for a bundle without a detector.
+        """
+        from brainmri.robust.ood import predict_with_ood
+
+        items = self._items(X)
+        proba, distance = predict_with_ood(self.model, self.ood, items)
+        return proba, (None if distance is None else self.ood.score_distance(distance))
+
+    def adapted(self, method: str, *, seed: int = 0) -> Bundle:
+        """This bundle with test-time adaptation ``method`` (:func:`~brainmri.robust.adapt.adapt_model`);
+        the files on disk are not touched."""
+        from brainmri.robust.adapt import adapt_model
+
+        model = adapt_model(self.model, method, name=self.manifest["method"]["name"], seed=seed)
+        return Bundle(model, self.manifest, self.path, self.ood)
 
 
 def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bundle:
@@ -411,11 +449,20 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
     if [str(c) for c in model.classes_] != manifest["classes"]:
         raise DataError(f"{folder / MANIFEST}: classes {manifest['classes']} differ from the saved model's "
                         f"{[str(c) for c in model.classes_]}; train the bundle again")
+    ood = None
+    if OOD_FILE in manifest["files"]:
+        from brainmri.robust.ood import MahalanobisOOD
+
+        try:
+            with np.load(folder / OOD_FILE, allow_pickle=False) as arrays:
+                ood = MahalanobisOOD.from_arrays(arrays)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{folder / OOD_FILE}: not an out-of-distribution detector ({exc}); train the bundle again") from None
     trained_with = manifest.get("libraries", {}).get("scikit-learn")
     if trained_with and trained_with != metadata.version("scikit-learn"):
         logger.warning("%s was trained with scikit-learn %s, this is %s: predictions may differ slightly",
                        folder, trained_with, metadata.version("scikit-learn"))
-    return Bundle(model, manifest, folder)
+    return Bundle(model, manifest, folder, ood)
 
 
 # --- training ---------------------------------------------------------------------------------------------------
@@ -528,6 +575,7 @@ def train_bundle(
     from brainmri.features.extract import MemoryCache, precompute_features
     from brainmri.models.registry import get_method
     from brainmri.models.validation import check_class_counts
+    from brainmri.robust.ood import fit_ood
 
     say = on_event or (lambda message: None)
     spec = get_method(config.method)
@@ -562,6 +610,8 @@ def train_bundle(
     with epoch_lines(config.method, say):
         model = build().fit(paths, labels, groups=groups)
     fit_s = time.perf_counter() - start
+    say(f"calibrating the out-of-distribution score on the {len(paths)} training images")
+    ood = fit_ood(model, paths, labels, seed=config.seed)
     validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
                   if config.validate else {"skipped": "not asked for (--no-validation)"})
     report = audit_report(analysis)
@@ -582,8 +632,9 @@ def train_bundle(
                           **_image_kinds(analysis.records), "fit_s": round(fit_s, 2)},
         "audit": audit_summary(report),
         "validation": validation,
+        "ood": ood.summary(),
         "libraries": library_versions(),
     }
-    manifest = save_bundle(model, out, manifest)
+    manifest = save_bundle(model, out, manifest, ood=ood)
     say(f"wrote the bundle {out}")
-    return Bundle(model, manifest, Path(out))
+    return Bundle(model, manifest, Path(out), ood)

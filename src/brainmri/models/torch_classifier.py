@@ -270,6 +270,32 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
                                      channels_last=self.channels_last) for view in views]
         return sum(logits) / len(logits)
 
+    def embed(self, X) -> np.ndarray:
+        """The embedding the logits are read from: the input of the module's last linear layer, float32 (n, d).
+
+        Computed with the trained ``module_`` (never an adapted copy), for
+        the out-of-distribution score (:mod:`brainmri.robust.ood`).
+        """
+        import torch
+
+        from brainmri.training.device import torch_threads
+        from brainmri.training.loop import predict_logits
+
+        check_is_fitted(self, "module_")
+        X = self._check_X(X)
+        linear = [m for m in self.module_.modules() if isinstance(m, torch.nn.Linear)]
+        if not linear:
+            raise ConfigError(f"{self._builder_name()} has no linear layer whose input could serve as its embedding")
+        captured = []
+        hook = linear[-1].register_forward_pre_hook(lambda module, args: captured.append(args[0].float().cpu().numpy()))
+        try:
+            with torch_threads(self.threads):
+                predict_logits(self.module_, X, device=self.device_, batch_size=max(self.batch_size, 128),
+                               precision=self.precision, channels_last=self.channels_last)
+        finally:
+            hook.remove()
+        return np.concatenate(captured).reshape(len(X), -1)
+
     def _inference_module(self):
         """``module_`` with every batch norm folded into the convolution before it, built once."""
         module = self.__dict__.get("_inference_module_")

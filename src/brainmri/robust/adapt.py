@@ -198,7 +198,7 @@ def adapt_module(module, X: np.ndarray, *, method: str, device, seed: int = 0, b
     return adapted
 
 
-def adapt_model(model, method: str, *, name: str | None = None):
+def adapt_model(model, method: str, *, name: str | None = None, seed: int | None = None):
     """A shallow copy of a fitted method whose torch classifier adapts to each set of items it predicts.
 
     Parameters
@@ -209,6 +209,9 @@ def adapt_model(model, method: str, *, name: str | None = None):
     method : {"none", "adabn", "tent"}
     name : str, optional
         The method's name, for error messages.
+    seed : int, optional
+        Seed of the adaptation (the order of its batches); None keeps the
+        classifier's training seed.
 
     Returns
     -------
@@ -233,7 +236,7 @@ def adapt_model(model, method: str, *, name: str | None = None):
         raise ConfigError(f"--adapt {method}: {what} classifies with {type(final).__name__}, not a neural network with "
                           "normalisation layers, so there is nothing to adapt; use --adapt none, or a deep method")
     check_adaptable(final.module_, method, f"the network of {what}")
-    adapted = copy.copy(final).set_params(adapt=method)
+    adapted = copy.copy(final).set_params(adapt=method, **({} if seed is None else {"seed": seed}))
     if not hasattr(model, "steps"):
         return adapted
     out = copy.copy(model)
