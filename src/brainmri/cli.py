@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--restart", action="store_true", help="discard the results of an earlier brainmri run in --out and start over")
     _shift_options(p)
+    _adapt_option(p, "each test set (the clean one, and each shift and severity)")
     _training_options(p)
     _input_options(p)
     _duplicate_options(p)
@@ -432,6 +433,7 @@ def cmd_benchmark(args) -> int:
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
         params=parse_params(args.params),
+        adapt=args.adapt,
         **_shift_settings(args),
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
@@ -628,7 +630,7 @@ def cmd_demo(args) -> int:
         "split": None, "grouping": "auto", "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
         "size": 128, "no_crop": False, "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
         "params": params, "device": "auto", "threads": None, "shift": None, "shift_severities": None,
-        "shift_max_items": None,
+        "shift_max_items": None, "adapt": "none",
     }))
 
 

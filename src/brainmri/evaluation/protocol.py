@@ -15,6 +15,7 @@ from brainmri.data.io import MAX_PIXELS, check_max_pixels
 from brainmri.data.preprocess import Preprocess
 from brainmri.data.shifts import SEVERITIES, check_severities, check_shifts
 from brainmri.errors import ConfigError, DataError
+from brainmri.robust.adapt import check_adapt
 
 SPLITS = ("cv", "official")
 
@@ -70,6 +71,9 @@ class BenchmarkConfig:
     shift_max_items : int or None
         Re-test a stratified sample of this many test items per split
         (``--shift-max-items``); None re-tests them all.
+    adapt : {"none", "adabn", "tent"}
+        Test-time adaptation of the deep methods to each test set, clean and
+        shifted (``--adapt``, :mod:`brainmri.robust.adapt`).
     """
 
     data: str
@@ -90,9 +94,11 @@ class BenchmarkConfig:
     shift: tuple[str, ...] = ()
     shift_severities: tuple[int, ...] = SEVERITIES
     shift_max_items: int | None = None
+    adapt: str = "none"
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
+        check_adapt(self.adapt)
         check_shifts(self.shift)
         # Stored as tuples, severities sorted: lists, or severities in another order, make the same run.
         object.__setattr__(self, "shift", tuple(self.shift))
@@ -132,6 +138,8 @@ class BenchmarkConfig:
             # A run without shifts records what it recorded before they existed, so its folder still resumes.
             for key in ("shift", "shift_severities", "shift_max_items"):
                 del d[key]
+        if self.adapt == "none":
+            del d["adapt"]  # likewise for a run without test-time adaptation
         return d
 
     def fingerprint(self) -> str:

@@ -198,6 +198,25 @@ def adapt_module(module, X: np.ndarray, *, method: str, device, seed: int = 0, b
     return adapted
 
 
+def check_model_adapts(model, method: str, *, name: str | None = None):
+    """The classifier of a method (fitted or not) that ``method`` can adapt.
+
+    Raises
+    ------
+    ConfigError
+        The classifier is not a torch classifier (a classical method); or,
+        once fitted, its network lacks the layers ``method`` adapts.
+    """
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    what = name or "the model"
+    if "adapt" not in final.get_params(deep=False):
+        raise ConfigError(f"--adapt {method}: {what} classifies with {type(final).__name__}, not a neural network with "
+                          "normalisation layers, so there is nothing to adapt; use --adapt none, or a deep method")
+    if hasattr(final, "module_"):
+        check_adaptable(final.module_, method, f"the network of {what}")
+    return final
+
+
 def adapt_model(model, method: str, *, name: str | None = None, seed: int | None = None):
     """A shallow copy of a fitted method whose torch classifier adapts to each set of items it predicts.
 
@@ -227,15 +246,9 @@ def adapt_model(model, method: str, *, name: str | None = None, seed: int | None
         The method has no torch classifier (a classical method), or its
         network lacks the layers ``method`` adapts.
     """
-    check_adapt(method)
-    if method == "none":
+    if check_adapt(method) == "none":
         return model
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    what = name or "the model"
-    if "adapt" not in final.get_params(deep=False):
-        raise ConfigError(f"--adapt {method}: {what} classifies with {type(final).__name__}, not a neural network with "
-                          "normalisation layers, so there is nothing to adapt; use --adapt none, or a deep method")
-    check_adaptable(final.module_, method, f"the network of {what}")
+    final = check_model_adapts(model, method, name=name)
     adapted = copy.copy(final).set_params(adapt=method, **({} if seed is None else {"seed": seed}))
     if not hasattr(model, "steps"):
         return adapted
