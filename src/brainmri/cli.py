@@ -88,6 +88,16 @@ def _shift_options(parser: argparse.ArgumentParser) -> None:
                        help="with --shift: re-test a stratified sample of N test items per split (default all)")
 
 
+def _extra_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("multi-source training")
+    group.add_argument("--extra-data", type=Path, metavar="EXTRA",
+                       help="a second labelled collection (folder or CSV) added to the training data only, never "
+                       "tested on; its copies of test images are dropped and reported")
+    group.add_argument("--extra-label-map", metavar="MAP",
+                       help="JSON file or inline old=new,... renaming EXTRA's classes onto the training classes "
+                       "(e.g. no=notumor)")
+
+
 def _adapt_option(parser: argparse.ArgumentParser, unit: str) -> None:
     from brainmri.robust.adapt import ADAPT_METHODS
 
@@ -273,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "subject, duplicates, similar, or none (a naive split, to measure what leakage adds)")
     p.add_argument("--test-data", type=Path, metavar="OTHER", help="external validation: train on all of DATA, test on OTHER")
     p.add_argument("--label-map", metavar="MAP", help="JSON file or inline old=new,... applied to DATA and OTHER")
+    _extra_options(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
     p.add_argument("--size", type=int, default=224, help="preprocessing: resize to SIZE x SIZE (default 224)")
     p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
@@ -434,6 +445,8 @@ def cmd_benchmark(args) -> int:
         allow_outside_paths=args.allow_outside_paths,
         params=parse_params(args.params),
         adapt=args.adapt,
+        extra_data=str(args.extra_data) if args.extra_data else None,
+        extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
         **_shift_settings(args),
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
@@ -630,7 +643,7 @@ def cmd_demo(args) -> int:
         "split": None, "grouping": "auto", "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
         "size": 128, "no_crop": False, "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
         "params": params, "device": "auto", "threads": None, "shift": None, "shift_severities": None,
-        "shift_max_items": None, "adapt": "none",
+        "shift_max_items": None, "adapt": "none", "extra_data": None, "extra_label_map": None,
     }))
 
 

@@ -31,6 +31,7 @@ from brainmri.data.audit import (
     format_cross_dataset_leaks,
 )
 from brainmri.data.dataset import Dataset, load_dataset
+from brainmri.data.extra import check_extra_classes, format_extra, load_extra
 from brainmri.data.splits import (Split, check_folds, check_grouping, group_labels, kfold_splits, official_indices,
                                   official_split)
 from brainmri.errors import DataError
@@ -114,6 +115,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         splits, used = kfold_splits(analysis, k=config.cv, grouping=config.grouping, seed=config.seed)
         groups, _ = group_labels(analysis, config.grouping)
         protocol = {"kind": "cv", "folds": config.cv, "grouping": used, "n_groups": int(len(np.unique(groups)))}
+        against = [(analysis, np.arange(len(ds)))]  # every item is tested in some fold
         notes += protocol_notes(config.methods, config.cv)
         for label in ds.classes:
             absent = [s.name for s in splits if not (labels[s.test] == label).any()]
@@ -127,6 +129,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         leaking = {leak["test_path"] for leak in cross_split_leaks(analysis)}
         dedup = np.array([k for k in split.test if rel[k] not in leaking], dtype=int)
         protocol = {"kind": "official", "folds": 1, "grouping": "official split", "n_groups": int(len(np.unique(groups)))}
+        against = [(analysis, split.test)]
         if leaking and not config.drop_test_duplicates:
             notes.append(f"{len(leaking)} test items duplicate a training item; metrics_deduplicated "
                          "reports the test split without them")
@@ -160,6 +163,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
             splits = [Split("external", np.arange(n_train), np.arange(n_train, len(paths)))]
         protocol = {"kind": "external", "folds": 1, "grouping": "separate datasets", "n_groups": None,
                     "cross_dataset_leaks": leaks}
+        against = [(test_analysis, np.arange(len(tds)))]
         dataset_info["test_data"] = {"path": str(tds.root), "n_items": len(tds), "counts": tds.counts()}
         notes.append(f"external validation: trained on all of {ds.root.name}, tested on {tds.root.name}")
         if copies.all():
@@ -172,6 +176,16 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
                          "without them")
         if tds.problems:
             notes.append(_listing_note(tds, config.test_data))
+    if config.extra_data:
+        extra = load_extra(config.extra_data, config.extra_label_map, ds.classes, against=against,
+                           params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels,
+                           allow_outside=config.allow_outside_paths)
+        added = np.arange(len(paths), len(paths) + len(extra.paths))
+        paths, labels, rel = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels]), rel + extra.rel
+        groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
+        splits = [Split(s.name, np.concatenate([s.train, added]), s.test, s.dropped) for s in splits]
+        dataset_info["extra_data"] = extra.info
+        notes.append(format_extra(extra.info))
     for split in splits:
         _check_test_classes_trained(labels[split.train], labels[split.test], split.name)
         _check_training_counts(labels[split.train], np.asarray(groups)[split.train], split.name)
@@ -319,13 +333,19 @@ def _check_before_reading(config: BenchmarkConfig) -> int:
     Returns
     -------
     int
-        Number of files listed in DATA and ``--test-data``.
+        Number of files listed in DATA, ``--test-data`` and ``--extra-data``.
     """
     for method in config.methods:
         get_method(method).check_params(config.method_params(method))
         if config.adapt != "none":
             check_model_adapts(get_method(method).build(params=config.method_params(method)), config.adapt, name=method)
     dataset = apply_label_map(load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA")
+    n_extra = 0
+    if config.extra_data:
+        extra = apply_label_map(load_dataset(config.extra_data, allow_outside=config.allow_outside_paths),
+                                config.extra_label_map, "--extra-data", option="--extra-label-map")
+        check_extra_classes(extra.classes, dataset.classes, config.extra_data)
+        n_extra = len(extra)
     if config.kind == "cv":
         check_folds(config.cv)
         check_grouping(dataset, config.grouping)
@@ -335,8 +355,8 @@ def _check_before_reading(config: BenchmarkConfig) -> int:
         test = apply_label_map(load_dataset(config.test_data, allow_outside=config.allow_outside_paths),
                                config.label_map, "--test-data")
         check_test_classes(dataset.classes, test.classes, config.test_data)
-        return len(dataset) + len(test)
-    return len(dataset)
+        return len(dataset) + len(test) + n_extra
+    return len(dataset) + n_extra
 
 
 def run_benchmark(
@@ -390,7 +410,7 @@ def run_benchmark(
         listings allow comes before anything is written or any image is read.
     """
     say = on_event or (lambda message: None)
-    inputs = [config.data, *([config.test_data] if config.test_data else [])]
+    inputs = [config.data, *[p for p in (config.test_data, config.extra_data) if p]]
     check_run_folder(out, config, restart=restart, inputs=inputs)
     if cache_dir:
         check_output_folder(cache_dir, "--cache-dir", inputs=inputs)

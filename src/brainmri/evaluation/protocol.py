@@ -74,6 +74,12 @@ class BenchmarkConfig:
     adapt : {"none", "adabn", "tent"}
         Test-time adaptation of the deep methods to each test set, clean and
         shifted (``--adapt``, :mod:`brainmri.robust.adapt`).
+    extra_data : str or None
+        A second labelled collection added to every training part, never
+        tested on (``--extra-data``, :mod:`brainmri.data.extra`).
+    extra_label_map : dict or None
+        Class renaming of ``extra_data`` onto the training classes
+        (``--extra-label-map``).
     """
 
     data: str
@@ -95,10 +101,14 @@ class BenchmarkConfig:
     shift_severities: tuple[int, ...] = SEVERITIES
     shift_max_items: int | None = None
     adapt: str = "none"
+    extra_data: str | None = None
+    extra_label_map: dict | None = None
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
         check_adapt(self.adapt)
+        if self.extra_label_map and not self.extra_data:
+            raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
         check_shifts(self.shift)
         # Stored as tuples, severities sorted: lists, or severities in another order, make the same run.
         object.__setattr__(self, "shift", tuple(self.shift))
@@ -140,6 +150,8 @@ class BenchmarkConfig:
                 del d[key]
         if self.adapt == "none":
             del d["adapt"]  # likewise for a run without test-time adaptation
+        if not self.extra_data:
+            del d["extra_data"], d["extra_label_map"]  # and without extra training data
         return d
 
     def fingerprint(self) -> str:
@@ -185,8 +197,8 @@ def _flat_versions(versions: dict) -> dict:
     return {**{k: v for k, v in versions.items() if k != "extractors"}, **versions.get("extractors", {})}
 
 
-def parse_label_map(text: str | None) -> dict[str, str] | None:
-    """A label map from a JSON file or an inline ``a=b,c=d`` list.
+def parse_label_map(text: str | None, option: str = "--label-map") -> dict[str, str] | None:
+    """A label map from a JSON file or an inline ``a=b,c=d`` list (``option`` names it in errors).
 
     >>> parse_label_map("glioma=tumor, notumor=no")
     {'glioma': 'tumor', 'notumor': 'no'}
@@ -198,19 +210,19 @@ def parse_label_map(text: str | None) -> dict[str, str] | None:
         try:
             mapping = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"--label-map {text}: file not found") from None
+            raise ConfigError(f"{option} {text}: file not found") from None
         except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"--label-map {text}: not a JSON object of class -> class ({exc})") from None
+            raise ConfigError(f"{option} {text}: not a JSON object of class -> class ({exc})") from None
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
-            raise ConfigError(f"--label-map {text}: expected a JSON object such as {{\"glioma\": \"tumor\"}}")
+            raise ConfigError(f"{option} {text}: expected a JSON object such as {{\"glioma\": \"tumor\"}}")
         return {str(k): v for k, v in mapping.items()}
     mapping = {}
     for part in text.split(","):
         if part.strip().count("=") != 1:
-            raise ConfigError(f"--label-map: '{part.strip()}' is not of the form old=new (e.g. glioma=tumor,notumor=no)")
+            raise ConfigError(f"{option}: '{part.strip()}' is not of the form old=new (e.g. glioma=tumor,notumor=no)")
         old, new = (s.strip() for s in part.split("="))
         if not old or not new:
-            raise ConfigError(f"--label-map: '{part.strip()}' has an empty class name")
+            raise ConfigError(f"{option}: '{part.strip()}' has an empty class name")
         mapping[old] = new
     return mapping
 
@@ -250,8 +262,10 @@ def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] 
     return params
 
 
-def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str) -> Dataset:
+def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str, *, option: str = "--label-map") -> Dataset:
     """Rename classes of ``dataset``; every class must be mapped or already a target name.
+
+    ``what`` names the dataset and ``option`` the map in error messages.
 
     Raises
     ------
@@ -264,7 +278,7 @@ def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str)
     unmapped = sorted(c for c in dataset.classes if c not in mapping and c not in targets)
     if unmapped:
         raise ConfigError(
-            f"--label-map leaves {what} class(es) {', '.join(unmapped)} unmapped; "
+            f"{option} leaves {what} class(es) {', '.join(unmapped)} unmapped; "
             f"add them (e.g. {unmapped[0]}=<new name>)"
         )
     items = [Item(it.path, mapping.get(it.label, it.label), it.subject, it.split) for it in dataset.items]
