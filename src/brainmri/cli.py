@@ -88,11 +88,11 @@ def _shift_options(parser: argparse.ArgumentParser) -> None:
                        help="with --shift: re-test a stratified sample of N test items per split (default all)")
 
 
-def _extra_options(parser: argparse.ArgumentParser) -> None:
+def _extra_options(parser: argparse.ArgumentParser, dropped: str) -> None:
     group = parser.add_argument_group("multi-source training")
     group.add_argument("--extra-data", type=Path, metavar="EXTRA",
                        help="a second labelled collection (folder or CSV) added to the training data only, never "
-                       "tested on; its copies of test images are dropped and reported")
+                       f"tested on; its copies of {dropped} images are dropped and reported")
     group.add_argument("--extra-label-map", metavar="MAP",
                        help="JSON file or inline old=new,... renaming EXTRA's classes onto the training classes "
                        "(e.g. no=notumor)")
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "subject, duplicates, similar, or none (a naive split, to measure what leakage adds)")
     p.add_argument("--test-data", type=Path, metavar="OTHER", help="external validation: train on all of DATA, test on OTHER")
     p.add_argument("--label-map", metavar="MAP", help="JSON file or inline old=new,... applied to DATA and OTHER")
-    _extra_options(p)
+    _extra_options(p, "DATA or OTHER")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
     p.add_argument("--size", type=int, default=224, help="preprocessing: resize to SIZE x SIZE (default 224)")
     p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validation", action="store_true",
                    help="skip the internal validation (a method without its own validation part is refitted on "
                    "each grouped inner fold to measure it)")
+    _extra_options(p, "DATA")
     _training_options(p)
     _input_options(p)
     _duplicate_options(p)
@@ -462,7 +463,7 @@ def cmd_benchmark(args) -> int:
 
 def cmd_train(args) -> int:
     from brainmri.data.preprocess import Preprocess
-    from brainmri.evaluation.protocol import default_cache_dir, parse_params
+    from brainmri.evaluation.protocol import default_cache_dir, parse_label_map, parse_params
     from brainmri.models.bundle import TrainConfig, train_bundle
 
     params = parse_params(args.params) or {}
@@ -481,6 +482,8 @@ def cmd_train(args) -> int:
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
         validate=not args.no_validation,
+        extra_data=str(args.extra_data) if args.extra_data else None,
+        extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     with _torch_threads(args.threads), _progress(args, None, "reading") as read, \

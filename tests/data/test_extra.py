@@ -20,12 +20,12 @@ def with_extra(demo_source, copies_elsewhere, tmp_path_factory):
     return json.loads((out / "results.json").read_text()), out
 
 
-def test_extra_items_train_every_fold_and_copies_of_test_items_are_dropped(with_extra):
+def test_extra_items_train_every_fold_and_copies_of_the_data_are_dropped(with_extra):
     results, _ = with_extra
     extra = results["dataset"]["extra_data"]
-    # copies_elsewhere: 3 fresh images per class, and 4 copies of demo images, all of which are tested in some fold.
+    # copies_elsewhere: 3 fresh images per class, and 4 copies of demo images (each tested in some fold).
     assert (extra["n_items"], extra["n_used"]) == (16, 12)
-    assert extra["dropped_test_duplicates"] == {"glioma": 1, "notumor": 2, "pituitary": 1}
+    assert extra["dropped_copies"] == {"glioma": 1, "notumor": 2, "pituitary": 1}
     assert extra["counts"] == {"glioma": 3, "meningioma": 3, "notumor": 3, "pituitary": 3}
     assert {d["path"] for d in extra["dropped"]} == {
         "EXTRA/glioma/copy_of_glioma_0000.jpg", "EXTRA/notumor/copy_of_notumor_0001.jpg",
@@ -53,12 +53,21 @@ def test_extra_classes_that_are_not_training_classes_are_refused(demo_source, tm
         "notumor, pituitary); map them with --extra-label-map no=<training class>")
     assert main([*args, "--extra-label-map", "tumour=glioma"]) == 2
     assert "--extra-label-map leaves --extra-data class(es) no unmapped" in error_line("benchmark")
-    # Mapped, the classes pass; but these are copies of DATA's images, all of them tested in some fold.
+    # Mapped, the classes pass; but these are copies of DATA's images.
     assert main([*args, "--extra-label-map", "tumour=glioma,no=notumor"]) == 2
-    assert error_line("benchmark").endswith("all 12 readable items copy a test item, so none is left to add to the "
-                                            "training data; use another collection")
+    assert error_line("benchmark").endswith("all 12 readable items copy an image of the data, so none is left to add "
+                                            "to the training data; use another collection")
 
 
 def test_an_extra_label_map_without_extra_data_is_refused():
     with pytest.raises(ConfigError, match="--extra-label-map only applies with --extra-data"):
         BenchmarkConfig(data="d", methods=("rf",), extra_label_map={"a": "b"})
+
+
+def test_train_adds_the_extra_items_and_records_them_in_the_bundle(demo_source, copies_elsewhere, tmp_path, capsys):
+    out = tmp_path / "model"
+    assert main(["train", str(demo_source), "--method", "ovo-svm", "--size", "48", "--no-cache", "--jobs", "1",
+                 "--no-validation", "--extra-data", str(copies_elsewhere), "--out", str(out)]) == 0
+    extra = json.loads((out / "manifest.json").read_text())["training_data"]["extra_data"]
+    assert (extra["n_items"], extra["n_used"]) == (16, 12)
+    assert "extra training data: 12 of 16 items" in capsys.readouterr().err

@@ -6,10 +6,13 @@ the normal slices of another dataset added as ``notumor``. The extra
 collection is read and fingerprinted like DATA
 (:func:`~brainmri.data.audit.analyse`); its classes, after
 ``--extra-label-map``, must be classes of the training data. Its items that
-copy a test item (exact or near-duplicates, found with the thresholds of
-DATA by :func:`~brainmri.data.duplicates.find_cross_duplicates`) are dropped,
-since a copy of a test image in the training data would inflate the score;
-how many were dropped, per class, is reported. Each extra item keeps its
+copy an image of DATA or of the test data (exact or near-duplicates, found
+with the thresholds of DATA by
+:func:`~brainmri.data.duplicates.find_cross_duplicates`) are dropped: a copy
+of a test image in the training data would inflate the score, and a copy of
+a training image, in another group than its original, would straddle a
+method's inner validation split. How many were dropped, per class, is
+reported. Each extra item keeps its
 source (``EXTRA/<path>`` in the outputs) and its own near-duplicate cluster
 as its group, so the inner validation of a method never splits a cluster.
 """
@@ -41,8 +44,8 @@ class ExtraData:
         Near-duplicate cluster of each item, numbered from 0.
     info : dict
         ``path``, ``n_items`` (readable), ``n_used``, ``counts`` (used, per
-        class), ``label_map``, ``dropped_test_duplicates`` (per class) and
-        ``dropped`` (each dropped item with the test item it copies).
+        class), ``label_map``, ``dropped_copies`` (per class) and
+        ``dropped`` (each dropped item with the image it copies).
     """
 
     paths: np.ndarray
@@ -67,7 +70,7 @@ def check_extra_classes(classes: Sequence[str], train_classes: Sequence[str], so
 def load_extra(source: str, label_map: dict | None, train_classes: Sequence[str], *, against: Sequence, params,
                n_jobs: int = -1, progress: Callable[[int], None] | None = None, max_pixels: int | None = None,
                allow_outside: bool = False) -> ExtraData:
-    """Read the extra collection, check its classes and drop its copies of test items.
+    """Read the extra collection, check its classes and drop its copies of the images of ``against``.
 
     Parameters
     ----------
@@ -76,9 +79,8 @@ def load_extra(source: str, label_map: dict | None, train_classes: Sequence[str]
     label_map : dict or None
         Class renaming of the extra collection (``--extra-label-map``).
     train_classes : sequence of str
-    against : sequence of (Analysis, ndarray of int)
-        The test items: analyses of the datasets they come from, and the
-        indices of the test items in each.
+    against : sequence of Analysis
+        DATA and the test data, when it is another dataset.
     params : DuplicateParams
         The thresholds of DATA.
     n_jobs, progress, max_pixels, allow_outside
@@ -105,23 +107,22 @@ def load_extra(source: str, label_map: dict | None, train_classes: Sequence[str]
     if not len(ds):
         raise DataError(f"--extra-data {source}: no readable image; run `brainmri audit {source}` to see why")
     copies: dict[int, str] = {}
-    for reference, test in against:
+    for reference in against:
         pairs = find_cross_duplicates([r.fingerprint for r in reference.records], [r.fingerprint for r in analysis.records],
                                       radius=params.hash_radius, threshold=params.near_threshold)
-        tested = np.isin(pairs["i"], test)
-        for i, j in zip(pairs["i"][tested], pairs["j"][tested]):
-            copies.setdefault(int(j), reference.dataset.relpath(reference.dataset.items[int(i)]))
+        for i, j in zip(pairs["i"], pairs["j"]):
+            copies.setdefault(int(j), str(reference.dataset.items[int(i)].path))
     keep = np.array([k not in copies for k in range(len(ds))], dtype=bool)
     if not keep.any():
-        raise DataError(f"--extra-data {source}: all {len(ds)} readable items copy a test item, so none is left to "
-                        "add to the training data; use another collection")
+        raise DataError(f"--extra-data {source}: all {len(ds)} readable items copy an image of the data, so none is "
+                        "left to add to the training data; use another collection")
     labels = ds.labels.astype(str)
     dropped = {str(c): int(np.sum(~keep & (labels == c))) for c in np.unique(labels) if np.any(~keep & (labels == c))}
     kept_labels = labels[keep]
     info = {"path": str(ds.root), "n_items": len(ds), "n_used": int(keep.sum()),
             "counts": {str(c): int(n) for c, n in zip(*np.unique(kept_labels, return_counts=True))},
-            "label_map": label_map, "dropped_test_duplicates": dropped,
-            "dropped": [{"path": f"{PREFIX}{ds.relpath(ds.items[k])}", "copies_test_item": copies[k]} for k in sorted(copies)]}
+            "label_map": label_map, "dropped_copies": dropped,
+            "dropped": [{"path": f"{PREFIX}{ds.relpath(ds.items[k])}", "copies": copies[k]} for k in sorted(copies)]}
     _, groups = np.unique(analysis.graph.cluster_of[keep], return_inverse=True)
     return ExtraData(np.array([str(it.path) for it, k in zip(ds.items, keep) if k]), kept_labels,
                      [f"{PREFIX}{ds.relpath(it)}" for it, k in zip(ds.items, keep) if k], groups, info)
@@ -130,7 +131,7 @@ def load_extra(source: str, label_map: dict | None, train_classes: Sequence[str]
 def format_extra(info: dict) -> str:
     """One line on the extra training data: what was added and what was dropped."""
     counts = ", ".join(f"{c} {n}" for c, n in info["counts"].items())
-    dropped = sum(info["dropped_test_duplicates"].values())
-    return (f"extra training data: {info['n_used']} of {info['n_items']} items of {info['path']} added to every "
-            f"training part ({counts}); " + (f"{dropped} dropped as copies of test items" if dropped else
-                                              "none copies a test item"))
+    dropped = sum(info["dropped_copies"].values())
+    return (f"extra training data: {info['n_used']} of {info['n_items']} items of {info['path']} added to the "
+            f"training data ({counts}); " + (f"{dropped} dropped as copies of images of the data" if dropped else
+                                             "none copies an image of the data"))

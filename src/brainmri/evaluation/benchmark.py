@@ -115,7 +115,6 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         splits, used = kfold_splits(analysis, k=config.cv, grouping=config.grouping, seed=config.seed)
         groups, _ = group_labels(analysis, config.grouping)
         protocol = {"kind": "cv", "folds": config.cv, "grouping": used, "n_groups": int(len(np.unique(groups)))}
-        against = [(analysis, np.arange(len(ds)))]  # every item is tested in some fold
         notes += protocol_notes(config.methods, config.cv)
         for label in ds.classes:
             absent = [s.name for s in splits if not (labels[s.test] == label).any()]
@@ -129,7 +128,6 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         leaking = {leak["test_path"] for leak in cross_split_leaks(analysis)}
         dedup = np.array([k for k in split.test if rel[k] not in leaking], dtype=int)
         protocol = {"kind": "official", "folds": 1, "grouping": "official split", "n_groups": int(len(np.unique(groups)))}
-        against = [(analysis, split.test)]
         if leaking and not config.drop_test_duplicates:
             notes.append(f"{len(leaking)} test items duplicate a training item; metrics_deduplicated "
                          "reports the test split without them")
@@ -163,7 +161,6 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
             splits = [Split("external", np.arange(n_train), np.arange(n_train, len(paths)))]
         protocol = {"kind": "external", "folds": 1, "grouping": "separate datasets", "n_groups": None,
                     "cross_dataset_leaks": leaks}
-        against = [(test_analysis, np.arange(len(tds)))]
         dataset_info["test_data"] = {"path": str(tds.root), "n_items": len(tds), "counts": tds.counts()}
         notes.append(f"external validation: trained on all of {ds.root.name}, tested on {tds.root.name}")
         if copies.all():
@@ -177,6 +174,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         if tds.problems:
             notes.append(_listing_note(tds, config.test_data))
     if config.extra_data:
+        against = [analysis] if config.kind != "external" else [analysis, test_analysis]
         extra = load_extra(config.extra_data, config.extra_label_map, ds.classes, against=against,
                            params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels,
                            allow_outside=config.allow_outside_paths)

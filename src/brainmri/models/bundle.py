@@ -106,6 +106,12 @@ class TrainConfig:
     validate : bool
         Measure the internal validation (:func:`internal_validation`); False
         skips the inner refits of a method without its own validation part.
+    extra_data : str or None
+        A second labelled collection added to the training data
+        (``--extra-data``, :mod:`brainmri.data.extra`); its copies of DATA
+        images are dropped.
+    extra_label_map : dict or None
+        Class renaming of ``extra_data`` (``--extra-label-map``).
     """
 
     data: str
@@ -118,9 +124,13 @@ class TrainConfig:
     max_pixels: int = MAX_PIXELS
     allow_outside_paths: bool = False
     validate: bool = True
+    extra_data: str | None = None
+    extra_label_map: dict | None = None
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
+        if self.extra_label_map and not self.extra_data:
+            raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -569,9 +579,10 @@ def train_bundle(
     """
     from brainmri.data.audit import analyse, audit_report
     from brainmri.data.dataset import load_dataset
+    from brainmri.data.extra import check_extra_classes, format_extra, load_extra
     from brainmri.data.splits import group_labels
     from brainmri.evaluation.benchmark import audit_summary, epoch_lines
-    from brainmri.evaluation.protocol import code_versions
+    from brainmri.evaluation.protocol import apply_label_map, code_versions
     from brainmri.features.extract import MemoryCache, precompute_features
     from brainmri.models.registry import get_method
     from brainmri.models.validation import check_class_counts
@@ -584,10 +595,15 @@ def train_bundle(
         from brainmri.training.device import resolve_device
 
         resolve_device(config.device)
-    check_bundle_target(out, inputs=[config.data])
+    inputs = [config.data, *([config.extra_data] if config.extra_data else [])]
+    check_bundle_target(out, inputs=inputs)
     if cache_dir:
-        check_output_folder(cache_dir, "--cache-dir", inputs=[config.data])
+        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
     dataset = load_dataset(config.data, allow_outside=config.allow_outside_paths)
+    if config.extra_data:  # refuse classes that do not map before reading any image
+        extra_listing = apply_label_map(load_dataset(config.extra_data, allow_outside=config.allow_outside_paths),
+                                        config.extra_label_map, "--extra-data", option="--extra-label-map")
+        check_extra_classes(extra_listing.classes, dataset.classes, config.extra_data)
     say(f"reading and auditing {len(dataset)} files of {config.data}")
     analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
     if not len(analysis.dataset):
@@ -596,6 +612,15 @@ def train_bundle(
     paths = np.array([str(it.path) for it in ds.items])
     labels = ds.labels.astype(str)
     groups, grouping = group_labels(analysis, "auto")
+    extra = None
+    if config.extra_data:
+        say(f"reading and auditing {len(extra_listing)} files of {config.extra_data}")
+        extra = load_extra(config.extra_data, config.extra_label_map, ds.classes, against=[analysis],
+                           params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels,
+                           allow_outside=config.allow_outside_paths)
+        say(format_extra(extra.info))
+        paths, labels = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels])
+        groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
     check_class_counts(labels, 2, "grouped inner validation", groups=groups)
     cache = str(cache_dir) if cache_dir else MemoryCache()
 
@@ -629,7 +654,8 @@ def train_bundle(
         "config": config.to_dict(),
         "training_data": {"path": str(ds.root), "n_items": len(ds), "counts": ds.counts(),
                           "grouping": grouping, "n_groups": int(len(np.unique(groups))),
-                          **_image_kinds(analysis.records), "fit_s": round(fit_s, 2)},
+                          **_image_kinds(analysis.records), "fit_s": round(fit_s, 2),
+                          **({"extra_data": extra.info} if extra is not None else {})},
         "audit": audit_summary(report),
         "validation": validation,
         "ood": ood.summary(),
