@@ -99,3 +99,31 @@ def test_a_network_without_the_layers_adapted_is_refused(builder, method, messag
 def test_an_unknown_adaptation_is_refused(fitted):
     with pytest.raises(ConfigError, match=r"--adapt 'bn': unknown test-time adaptation; valid: none, adabn, tent"):
         adapt_model(fitted[0], "bn")
+
+
+@pytest.mark.slow
+def test_predict_adapts_a_deep_bundle_without_changing_it(demo_source, tmp_path, capsys):
+    import csv
+    import io
+    import json
+
+    from brainmri.cli import main
+
+    model = tmp_path / "cnn"
+    assert main(["train", str(demo_source), "--method", "ayadi-cnn", "--params",
+                 "ayadi-cnn.size=32,ayadi-cnn.epochs=2,ayadi-cnn.width=4,ayadi-cnn.batch_size=8,ayadi-cnn.threads=1",
+                 "--no-cache", "--jobs", "1", "--no-validation", "-q", "--out", str(model)]) == 0
+    files = {p.name: p.read_bytes() for p in model.iterdir()}
+    capsys.readouterr()
+
+    def predict(*extra):
+        assert main(["predict", str(model), str(demo_source), "-q", *extra]) == 0
+        return [[float(v) for k, v in row.items() if k.startswith("p_")]
+                for row in csv.DictReader(io.StringIO(capsys.readouterr().out))]
+
+    plain, adapted = predict(), predict("--adapt", "tent", "--seed", "1")
+    assert adapted == predict("--adapt", "tent", "--seed", "1") and adapted != plain
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == files  # the bundle on disk is as trained
+    out = tmp_path / "p.json"
+    assert main(["predict", str(model), str(demo_source), "-q", "--adapt", "adabn", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["adapt"] == "adabn"
