@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench-output}
-DATA=../shared/datasets
+DATA=${DATA:-../shared/datasets}
 B=${BRAINMRI:-.venv/bin/brainmri}
 CNN=ayadi-cnn.size=64,ayadi-cnn.width=16,ayadi-cnn.epochs=3
 mkdir -p "$OUT"
