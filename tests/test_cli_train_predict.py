@@ -47,7 +47,7 @@ def test_train_prints_the_internal_validation_and_writes_a_bundle(trained):
     assert "internal validation (out-of-fold predictions of StratifiedGroupKFold over 24 groups" in printed
     assert f"accuracy {accuracy:.3f}" in printed
     assert f"bundle: {model} (ovo-svm, classes glioma, meningioma, notumor, pituitary, 24 training images)" in printed
-    assert sorted(p.name for p in model.iterdir()) == ["manifest.json", "model.classifier.skops"]
+    assert sorted(p.name for p in model.iterdir()) == ["manifest.json", "model.classifier.skops", "ood.npz"]
 
 
 def test_predict_a_labelled_folder_to_json_with_metrics(model, demo_source, tmp_path, capsys):
@@ -71,7 +71,8 @@ def test_predict_files_to_csv_on_stdout_in_input_order(model, demo_source, capsy
     assert main(["predict", str(model), *map(str, files), "-q"]) == 0
     rows = _csv(capsys.readouterr().out)
     assert [r["path"] for r in rows] == [str(f) for f in files]
-    assert list(rows[0]) == ["path", "label", "predicted", "p_glioma", "p_meningioma", "p_notumor", "p_pituitary", "note"]
+    assert list(rows[0]) == ["path", "label", "predicted", "p_glioma", "p_meningioma", "p_notumor", "p_pituitary", "note",
+                             "ood_score", "unlike_training"]
     assert all(r["label"] == "" and r["note"] == "" for r in rows)
 
 
@@ -184,3 +185,22 @@ def test_a_deep_bundle_from_the_command_line(demo_source, tmp_path, capsys):
     doc = json.loads((tmp_path / "p.json").read_text())
     assert doc["method"] == "ayadi-cnn" and len(doc["predictions"]) == 24
     assert doc["metrics"][str(demo_source)]["n"] == 24
+
+
+def test_predict_flags_images_unlike_the_training_data(model, demo_source, tmp_path, capsys, write_pil):
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise"
+    for k in range(4):
+        write_pil(noise / f"noise_{k}.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    assert main(["predict", str(model), str(noise), str(demo_source / "glioma"), "-q"]) == 0
+    rows = _csv(capsys.readouterr().out)
+    strange = [r for r in rows if "noise_" in r["path"]]
+    usual = [r for r in rows if "noise_" not in r["path"]]
+    assert [r["unlike_training"] for r in strange] == ["true"] * 4
+    assert all(float(r["ood_score"]) == 1.0 for r in strange)
+    assert max(float(r["ood_score"]) for r in usual) < 1.0
+
+
+def test_predict_refuses_to_adapt_a_classical_bundle(model, demo_source, error_line):
+    assert main(["predict", str(model), str(demo_source / "glioma"), "--adapt", "adabn"]) == 2
+    assert "--adapt adabn: ovo-svm classifies with" in error_line("predict")

@@ -117,6 +117,25 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
                        help="keep every predicted upload and its result in DIR (default: nothing is kept)")
 
 
+def _extra_options(parser: argparse.ArgumentParser, dropped: str) -> None:
+    group = parser.add_argument_group("multi-source training")
+    group.add_argument("--extra-data", type=Path, metavar="EXTRA",
+                       help="a second labelled collection (folder or CSV) added to the training data only, never "
+                       f"tested on; its copies of {dropped} images are dropped and reported")
+    group.add_argument("--extra-label-map", metavar="MAP",
+                       help="JSON file or inline old=new,... renaming EXTRA's classes onto the training classes "
+                       "(e.g. no=notumor)")
+
+
+def _adapt_option(parser: argparse.ArgumentParser, unit: str) -> None:
+    from brainmri.robust.adapt import ADAPT_METHODS
+
+    parser.add_argument("--adapt", choices=ADAPT_METHODS, default="none",
+                        help=f"test-time adaptation of a deep method to {unit}, without labels: adabn re-estimates "
+                        "the batch-norm statistics (Li et al. 2016), tent also tunes the normalisation layers to "
+                        "confident predictions (Wang et al. 2021); the model on disk is not changed (default none)")
+
+
 def _shift_settings(args) -> dict:
     """The shift fields of a BenchmarkConfig from ``--shift``, ``--shift-severities`` and ``--shift-max-items``."""
     from brainmri.data.shifts import SEVERITIES, parse_severities, parse_shifts
@@ -311,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "subject, duplicates, similar, or none (a naive split, to measure what leakage adds)")
     p.add_argument("--test-data", type=Path, metavar="OTHER", help="external validation: train on all of DATA, test on OTHER")
     p.add_argument("--label-map", metavar="MAP", help="JSON file or inline old=new,... applied to DATA and OTHER")
+    _extra_options(p, "DATA or OTHER")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
     p.add_argument("--size", type=int, default=224, help="preprocessing: resize to SIZE x SIZE (default 224)")
     p.add_argument("--no-crop", action="store_true", help="preprocessing: do not crop to the head")
@@ -322,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the (method, fold) units on this Dask scheduler's workers; they need DATA, --out and "
                    "--cache-dir at the same paths (a shared filesystem) and the same brainmri")
     _shift_options(p)
+    _adapt_option(p, "each test set (the clean one, and each shift and severity)")
     _training_options(p)
     _input_options(p)
     _duplicate_options(p)
@@ -344,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validation", action="store_true",
                    help="skip the internal validation (a method without its own validation part is refitted on "
                    "each grouped inner fold to measure it)")
+    _extra_options(p, "DATA")
     _training_options(p)
     _input_options(p)
     _duplicate_options(p)
@@ -403,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write an attribution map (.npy) and overlay (PNG) of every image to DIR")
     p.add_argument("--explain-method", metavar="NAME",
                    help="attribution method of --explain (default: gradcam for a CNN, occlusion for other models)")
+    _adapt_option(p, "each batch of --batch-size images")
     _training_options(p, params=False)
-    _common(p, jobs=True)
+    _common(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("explain", help="attribution maps of images from a model bundle, and checks of them",
@@ -552,6 +575,9 @@ def cmd_benchmark(args) -> int:
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
         params=parse_params(args.params),
+        adapt=args.adapt,
+        extra_data=str(args.extra_data) if args.extra_data else None,
+        extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
         **_shift_settings(args),
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
@@ -566,7 +592,7 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from brainmri.evaluation.protocol import default_cache_dir
+    from brainmri.evaluation.protocol import default_cache_dir, parse_label_map
     from brainmri.models.bundle import TrainConfig, train_bundle
 
     config = TrainConfig(
@@ -580,6 +606,8 @@ def cmd_train(args) -> int:
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
         validate=not args.no_validation,
+        extra_data=str(args.extra_data) if args.extra_data else None,
+        extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     with _torch_threads(args.threads), _progress(args, None, "reading") as read, \
@@ -679,6 +707,11 @@ def cmd_predict(args) -> int:
         check_explain_folder(args.explain, inputs=[args.model, *args.images], option="--explain")
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     bundle = load_model(args.model, n_jobs=jobs, device=args.device)
+    if args.adapt != "none":
+        if args.explain is not None:
+            raise ConfigError(f"--adapt {args.adapt} and --explain: explanations are of the model as trained; "
+                              "drop one of them")
+        bundle = bundle.adapted(args.adapt, seed=args.seed)
     items = list_images(args.images)
     with _torch_threads(args.threads), _progress(args, len(items), "predicting") as update:
         if args.explain is None:
@@ -696,13 +729,15 @@ def cmd_predict(args) -> int:
     elif args.out.suffix.lower() == ".csv":
         write_text(args.out, predictions_csv(rows, classes))
     else:
-        write_json(args.out, predictions_document(bundle, result, metrics))
+        write_json(args.out, predictions_document(bundle, result, metrics, adapt=args.adapt))
     noted = sum(bool(r["note"]) for r in rows)
+    unlike = sum(bool(r["unlike_training"]) for r in rows)
     # The summary is a result (stdout), unless stdout carries the CSV.
     say = print if args.out else args.reporter.say
     say(f"predicted {len(rows)} image(s) with {bundle.manifest['method']['name']}"
                       + (f", skipped {len(skipped)} unreadable" if skipped else "")
                       + (f"; {noted} differ from the training images (see the note column)" if noted else "")
+                      + (f"; {unlike} look unlike the training data (ood_score above its 99th percentile)" if unlike else "")
                       + (f"; wrote {args.out}" if args.out else ""))
     for source, entry in metrics.items():
         if "skipped" in entry:
@@ -870,7 +905,7 @@ def cmd_demo(args) -> int:
         "size": 128, "no_crop": False, "harmonise": "none", "n4": False, "keep_aspect": False,
         "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
         "params": params, "device": "auto", "threads": None, "shift": None, "shift_severities": None,
-        "shift_max_items": None,
+        "shift_max_items": None, "adapt": "none", "extra_data": None, "extra_label_map": None,
     }))
 
 

@@ -82,7 +82,7 @@ def test_manifest_describes_the_training_and_hashes_every_file(trained, demo_sou
     assert 0 <= manifest["validation"]["metrics"]["accuracy"] <= 1
     assert "StratifiedGroupKFold" in manifest["validation"]["how"]
     files = sorted(p.name for p in bundle.path.iterdir() if p.name != MANIFEST)
-    assert files == sorted(manifest["files"]) == ["model.classifier.skops"]
+    assert files == sorted(manifest["files"]) == ["model.classifier.skops", "ood.npz"]
     assert all(sha256(bundle.path / name) == digest for name, digest in manifest["files"].items())
 
 
@@ -210,7 +210,8 @@ def test_a_deep_method_round_trips_through_safetensors(demo_source, tmp_path):
     torch.set_num_threads(1)
     fitted = _train(demo_source, tmp_path / "cnn", "ayadi-cnn", params={"size": 32, "epochs": 1, "batch_size": 8})
     manifest = fitted.manifest
-    assert sorted(manifest["files"]) == ["model.classifier.state.json", "model.classifier.weights.safetensors"]
+    assert sorted(manifest["files"]) == ["model.classifier.state.json", "model.classifier.weights.safetensors",
+                                         "ood.npz"]
     assert manifest["input_size"] == [32, 32]
     assert manifest["method"]["params"] == {"size": 32, "epochs": 1, "batch_size": 8}
     assert "validation part of the training data (grouped), epoch 1 of 1" in manifest["validation"]["how"]
@@ -218,6 +219,7 @@ def test_a_deep_method_round_trips_through_safetensors(demo_source, tmp_path):
     loaded = load_model(fitted.path)
     paths = _images(demo_source)
     np.testing.assert_array_equal(loaded.predict_proba(paths), fitted.predict_proba(paths))
+    np.testing.assert_array_equal(loaded.predict_with_ood(paths)[1], fitted.predict_with_ood(paths)[1])
     (fitted.path / "model.classifier.weights.safetensors").write_bytes(b"\0" * 10)
     with pytest.raises(DataError, match=r"model.classifier.weights.safetensors: sha256 differs"):
         load_model(fitted.path)

@@ -62,7 +62,7 @@ def test_a_trained_bundle_predicts_the_same_probabilities(demo_source, tmp_path)
     config = TrainConfig(data=str(demo_source), method="transfer-features", params=TINY,
                          preprocess=Preprocess(size=64), validate=False)
     fitted = train_bundle(config, tmp_path / "model", n_jobs=1)
-    assert sorted(fitted.manifest["files"]) == ["model.classifier.skops"]
+    assert sorted(fitted.manifest["files"]) == ["model.classifier.skops", "ood.npz"]
     loaded = load_model(fitted.path)
     paths, _ = _paths_and_labels(demo_source)
     np.testing.assert_array_equal(loaded.predict_proba(paths), fitted.predict_proba(paths))

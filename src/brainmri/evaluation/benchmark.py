@@ -31,6 +31,7 @@ from brainmri.data.audit import (
     format_cross_dataset_leaks,
 )
 from brainmri.data.dataset import Dataset, load_dataset
+from brainmri.data.extra import check_extra_classes, format_extra, load_extra
 from brainmri.data.io import item_kind
 from brainmri.data.splits import (Split, check_folds, check_grouping, group_labels, kfold_splits, official_indices,
                                   official_split)
@@ -38,13 +39,15 @@ from brainmri.errors import DataError
 from brainmri.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, interval_statement, summarize
 from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes, code_versions
 from brainmri.evaluation.run_folder import check_run_folder, start_run_folder
-from brainmri.evaluation.shift import format_shift, predict_shifted, shift_definitions, shift_subset, summarize_shift
+from brainmri.evaluation.shift import (format_shift, ood_auc, predict_shifted, shift_definitions, shift_subset,
+                                       summarize_shift)
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.explain.examples import explain_examples
 from brainmri.features.extract import MemoryCache, precompute_features
 from brainmri.files import check_output_folder, write_json, write_text
 from brainmri.models.validation import check_class_counts
 from brainmri.models.registry import check_inputs, get_method, protocol_notes
+from brainmri.robust.adapt import check_model_adapts
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +176,17 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
                          "without them")
         if tds.problems:
             notes.append(_listing_note(tds, config.test_data))
+    if config.extra_data:
+        against = [analysis] if config.kind != "external" else [analysis, test_analysis]
+        extra = load_extra(config.extra_data, config.extra_label_map, ds.classes, against=against,
+                           params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels,
+                           allow_outside=config.allow_outside_paths)
+        added = np.arange(len(paths), len(paths) + len(extra.paths))
+        paths, labels, rel = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels]), rel + extra.rel
+        groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
+        splits = [Split(s.name, np.concatenate([s.train, added]), s.test, s.dropped) for s in splits]
+        dataset_info["extra_data"] = extra.info
+        notes.append(format_extra(extra.info))
     for split in splits:
         _check_test_classes_trained(labels[split.train], labels[split.test], split.name)
         _check_training_counts(labels[split.train], np.asarray(groups)[split.train], split.name)
@@ -234,11 +248,18 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     ``cache_dir`` is a feature cache folder, the run's ``MemoryCache`` or None;
     ``work_dir`` a folder for the method's resumable state (checkpoints).
     A fitted method whose final step has ``history_`` (per-epoch records)
-    gets it stored in the unit. With ``config.shift``, the unit also holds
+    gets it stored in the unit. The unit also holds the out-of-distribution
+    score and distance of every test item (:mod:`brainmri.robust.ood`,
+    calibrated on the split's training items); with ``config.adapt``, the
+    test items are predicted by the method adapted to them
+    (:mod:`brainmri.robust.adapt`). With ``config.shift``, the unit also holds
     the probabilities of (a stratified sample of) the test items under each
     shift and severity (:mod:`brainmri.evaluation.shift`), and ``on_event``
     receives a line per shift.
     """
+    from brainmri.robust.adapt import adapt_model
+    from brainmri.robust.ood import fit_ood, predict_with_ood
+
     spec = get_method(method)
     model = spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache_dir, preprocess=config.preprocess,
                        work_dir=work_dir, device=device, params=config.method_params(method))
@@ -246,7 +267,10 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     # Every method gets the outer split's groups, so its inner splits keep them together too.
     model.fit(plan.paths[split.train], plan.labels[split.train], groups=plan.groups[split.train])
     fitted = time.perf_counter()
-    proba = model.predict_proba(plan.paths[split.test])
+    ood = fit_ood(model, plan.paths[split.train], plan.labels[split.train], seed=config.seed)
+    calibrated = time.perf_counter()
+    predictor = adapt_model(model, config.adapt, name=method)
+    proba, distance = predict_with_ood(predictor, ood, plan.paths[split.test])
     done = time.perf_counter()
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     history = getattr(final, "history_", None)
@@ -257,16 +281,20 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
         "classes": [str(c) for c in model.classes_],
         "proba": np.round(proba, 6).tolist(),
         "fit_s": round(fitted - start, 3),
-        "predict_s": round(done - fitted, 3),
+        "predict_s": round(done - calibrated, 3),
         "params": dict(getattr(model, "params_", {})),
         **({"history": history} if history is not None else {}),
+        "ood": {**ood.summary(), "fit_s": round(calibrated - fitted, 3),
+                "score": np.round(ood.score_distance(distance), 4).tolist(), "distance": _round(distance)},
     }
     if config.shift:
         items = shift_subset(plan.labels, split.test, config.shift_max_items, seed=config.seed)
-        shifted = predict_shifted(model, plan.paths[items], config.shift, config.shift_severities, seed=config.seed,
-                                  max_pixels=config.max_pixels, on_event=on_event)
+        shifted, distances = predict_shifted(predictor, plan.paths[items], config.shift, config.shift_severities,
+                                             seed=config.seed, max_pixels=config.max_pixels, ood=ood,
+                                             on_event=on_event)
         unit["shift"] = {"test": items.tolist(), "proba": {name: {s: np.round(p, 6).tolist() for s, p in by.items()}
-                                                           for name, by in shifted.items()}}
+                                                           for name, by in shifted.items()},
+                         "distance": {name: {s: _round(d) for s, d in by.items()} for name, by in distances.items()}}
         unit["shift_s"] = round(time.perf_counter() - done, 3)
     # The optional hook of the method interface: pictures of what the method computes, for the report.
     if split.name == plan.splits[0].name:
@@ -277,6 +305,11 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
             for e in explain_examples(model, plan.paths[split.test], plan.labels[split.test], proba, method=method,
                                       preprocess=config.preprocess, max_pixels=config.max_pixels)]
     return unit
+
+
+def _round(values: np.ndarray) -> list[float]:
+    """Out-of-distribution distances as stored in a unit: 6 significant digits."""
+    return [float(f"{v:.6g}") for v in values]
 
 
 #: Test images of the first fold shown by a method's ``illustrate`` hook in the report (the first of each class).
@@ -306,11 +339,19 @@ def _check_before_reading(config: BenchmarkConfig) -> int:
     Returns
     -------
     int
-        Number of files listed in DATA and ``--test-data``.
+        Number of files listed in DATA, ``--test-data`` and ``--extra-data``.
     """
     for method in config.methods:
         get_method(method).check_params(config.method_params(method))
+        if config.adapt != "none":
+            check_model_adapts(get_method(method).build(params=config.method_params(method)), config.adapt, name=method)
     dataset = apply_label_map(load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA")
+    n_extra = 0
+    if config.extra_data:
+        extra = apply_label_map(load_dataset(config.extra_data, allow_outside=config.allow_outside_paths),
+                                config.extra_label_map, "--extra-data", option="--extra-label-map")
+        check_extra_classes(extra.classes, dataset.classes, config.extra_data)
+        n_extra = len(extra)
     if config.kind == "cv":
         check_folds(config.cv)
         check_grouping(dataset, config.grouping)
@@ -320,8 +361,8 @@ def _check_before_reading(config: BenchmarkConfig) -> int:
         test = apply_label_map(load_dataset(config.test_data, allow_outside=config.allow_outside_paths),
                                config.label_map, "--test-data")
         check_test_classes(dataset.classes, test.classes, config.test_data)
-        return len(dataset) + len(test)
-    return len(dataset)
+        return len(dataset) + len(test) + n_extra
+    return len(dataset) + n_extra
 
 
 def _where(config: BenchmarkConfig, plan: Plan, method: str, split: Split) -> str:
@@ -402,7 +443,7 @@ def run_benchmark(
         listings allow comes before anything is written or any image is read.
     """
     say = on_event or (lambda message: None)
-    inputs = [config.data, *([config.test_data] if config.test_data else [])]
+    inputs = [config.data, *[p for p in (config.test_data, config.extra_data) if p]]
     check_run_folder(out, config, restart=restart, inputs=inputs)
     if cache_dir:
         check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
@@ -490,8 +531,43 @@ def _pooled(plan: Plan, units: list[dict], classes: list[str]) -> dict:
         index += unit["test"]
         folds += [unit["fold"]] * len(unit["test"])
         proba.append(_columns(unit, unit["proba"], classes))
-    return {"index": np.asarray(index, dtype=int), "fold": folds, "proba": np.vstack(proba),
-            "y_true": [str(v) for v in plan.labels[np.asarray(index, dtype=int)]], "classes": classes}
+    pooled = {"index": np.asarray(index, dtype=int), "fold": folds, "proba": np.vstack(proba),
+              "y_true": [str(v) for v in plan.labels[np.asarray(index, dtype=int)]], "classes": classes}
+    if all("ood" in unit for unit in units):  # units saved before the OOD score existed have none
+        pooled["ood_score"] = np.concatenate([unit["ood"]["score"] for unit in units])
+    return pooled
+
+
+def _ood_entry(config: BenchmarkConfig, units: list[dict]) -> dict | None:
+    """The ``ood`` block of a method: its detector, the share of clean test items flagged, and with ``--shift``
+    the AUC of the OOD distance telling the most severely shifted test items from the same items clean.
+
+    Each fold has its own detector, so the AUC is computed per fold and
+    averaged, weighted by the fold's re-tested items.
+    """
+    from brainmri.robust.ood import FLAG_QUANTILE
+
+    if not all("ood" in u for u in units):
+        return None
+    scores = np.concatenate([u["ood"]["score"] for u in units])
+    entry = {"detector": units[0]["ood"]["method"], "flag_quantile": FLAG_QUANTILE,
+             "test_flagged": round(float(np.mean(scores > FLAG_QUANTILE)), 6),
+             "test_mean_score": round(float(np.mean(scores)), 6)}
+    if config.shift and all("distance" in u.get("shift", {}) for u in units):
+        severity = max(config.shift_severities)
+        folds, weights, flagged = [], [], []
+        for u in units:
+            distance = dict(zip(u["test"], u["ood"]["distance"]))
+            clean = np.array([distance[k] for k in u["shift"]["test"]])
+            shifted = {name: {s: np.asarray(d) for s, d in by.items()} for name, by in u["shift"]["distance"].items()}
+            folds.append(ood_auc(clean, shifted, severity))
+            weights.append(len(clean))
+            flagged += [np.asarray(by[str(severity)]) > u["ood"]["threshold"] for by in shifted.values()]
+        mean = lambda values: round(float(np.average(values, weights=weights)), 6)  # noqa: E731
+        entry["shift"] = {"severity": severity, "auc": mean([f["pooled"] for f in folds]),
+                          "auc_per_shift": {name: mean([f["per_shift"][name] for f in folds]) for name in folds[0]["per_shift"]},
+                          "flagged": round(float(np.mean(np.concatenate(flagged))), 6)}
+    return entry
 
 
 def _shift_entry(config: BenchmarkConfig, plan: Plan, units: list[dict], pooled: dict) -> dict:
@@ -562,6 +638,10 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         fit = sum(u["fit_s"] for u in us)
         predict = sum(u["predict_s"] for u in us)
         entry["timing_s"] = {"fit": round(fit, 2), "predict": round(predict, 2), "total": round(fit + predict, 2)}
+        ood = _ood_entry(config, us)
+        if ood is not None:
+            entry["ood"] = ood
+            entry["timing_s"]["ood_calibration"] = round(sum(u["ood"]["fit_s"] for u in us), 2)
         if config.shift:
             entry["shift"] = _shift_entry(config, plan, us, pooled)
             shifted = sum(u["shift_s"] for u in us)
@@ -636,14 +716,17 @@ def _comparisons(predictions: dict, methods: dict) -> list[dict]:
 
 
 def predictions_csv(plan: Plan, predictions: dict) -> str:
-    """Every test prediction: method, fold, path, true label, predicted label, one probability per class."""
+    """Every test prediction: method, fold, path, true label, predicted label, one probability per class, and
+    the out-of-distribution score (empty for units saved without one)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     classes = next(iter(predictions.values()))["classes"] if predictions else []
-    writer.writerow(["method", "fold", "path", "label", "predicted", *[f"p_{c}" for c in classes]])
+    writer.writerow(["method", "fold", "path", "label", "predicted", *[f"p_{c}" for c in classes], "ood_score"])
     for method, pooled in predictions.items():
-        for k, fold, p, y in zip(pooled["index"], pooled["fold"], pooled["proba"], pooled["y_true"]):
-            writer.writerow([method, fold, plan.rel[k], y, classes[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])
+        ood = pooled.get("ood_score", [None] * len(pooled["index"]))
+        for k, fold, p, y, o in zip(pooled["index"], pooled["fold"], pooled["proba"], pooled["y_true"], ood):
+            writer.writerow([method, fold, plan.rel[k], y, classes[int(np.argmax(p))], *[f"{v:.6f}" for v in p],
+                             "" if o is None else f"{o:.4f}"])
     return buffer.getvalue()
 
 
@@ -701,6 +784,16 @@ def format_results(results: dict) -> str:
     if shift_lines:
         lines.append("")
         lines += shift_lines
+    ood = {name: e["ood"] for name, e in results["methods"].items() if "ood" in e}
+    if ood:
+        lines.append("")
+        lines.append("out-of-distribution score (Mahalanobis distance of the embedding, calibrated on training):")
+        for name, o in ood.items():
+            line = f"  {name}: {100 * o['test_flagged']:.1f}% of clean test items flagged"
+            if "shift" in o:
+                line += (f"; AUC severe-shifted vs clean {o['shift']['auc']:.3f} (severity {o['shift']['severity']}, "
+                         f"{100 * o['shift']['flagged']:.1f}% of them flagged)")
+            lines.append(line)
     significant = [c for c in results["comparisons"] if c["significant"]]
     if results["comparisons"]:
         test = {"t_test": "corrected resampled t-test over folds", "mcnemar": "McNemar"}[results["comparisons"][0]["decided_by"]]

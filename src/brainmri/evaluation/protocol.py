@@ -15,6 +15,7 @@ from brainmri.data.io import MAX_PIXELS, check_max_pixels
 from brainmri.data.preprocess import Preprocess
 from brainmri.data.shifts import SEVERITIES, check_severities, check_shifts
 from brainmri.errors import ConfigError, DataError
+from brainmri.robust.adapt import check_adapt
 
 SPLITS = ("cv", "official")
 
@@ -70,6 +71,15 @@ class BenchmarkConfig:
     shift_max_items : int or None
         Re-test a stratified sample of this many test items per split
         (``--shift-max-items``); None re-tests them all.
+    adapt : {"none", "adabn", "tent"}
+        Test-time adaptation of the deep methods to each test set, clean and
+        shifted (``--adapt``, :mod:`brainmri.robust.adapt`).
+    extra_data : str or None
+        A second labelled collection added to every training part, never
+        tested on (``--extra-data``, :mod:`brainmri.data.extra`).
+    extra_label_map : dict or None
+        Class renaming of ``extra_data`` onto the training classes
+        (``--extra-label-map``).
     """
 
     data: str
@@ -90,9 +100,15 @@ class BenchmarkConfig:
     shift: tuple[str, ...] = ()
     shift_severities: tuple[int, ...] = SEVERITIES
     shift_max_items: int | None = None
+    adapt: str = "none"
+    extra_data: str | None = None
+    extra_label_map: dict | None = None
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
+        check_adapt(self.adapt)
+        if self.extra_label_map and not self.extra_data:
+            raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
         check_shifts(self.shift)
         # Stored as tuples, severities sorted: lists, or severities in another order, make the same run.
         object.__setattr__(self, "shift", tuple(self.shift))
@@ -133,6 +149,10 @@ class BenchmarkConfig:
             # A run without shifts records what it recorded before they existed, so its folder still resumes.
             for key in ("shift", "shift_severities", "shift_max_items"):
                 del d[key]
+        if self.adapt == "none":
+            del d["adapt"]  # likewise for a run without test-time adaptation
+        if not self.extra_data:
+            del d["extra_data"], d["extra_label_map"]  # and without extra training data
         return d
 
     def fingerprint(self) -> str:
@@ -178,8 +198,8 @@ def _flat_versions(versions: dict) -> dict:
     return {**{k: v for k, v in versions.items() if k != "extractors"}, **versions.get("extractors", {})}
 
 
-def parse_label_map(text: str | None) -> dict[str, str] | None:
-    """A label map from a JSON file or an inline ``a=b,c=d`` list.
+def parse_label_map(text: str | None, option: str = "--label-map") -> dict[str, str] | None:
+    """A label map from a JSON file or an inline ``a=b,c=d`` list (``option`` names it in errors).
 
     >>> parse_label_map("glioma=tumor, notumor=no")
     {'glioma': 'tumor', 'notumor': 'no'}
@@ -191,19 +211,19 @@ def parse_label_map(text: str | None) -> dict[str, str] | None:
         try:
             mapping = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"--label-map {text}: file not found") from None
+            raise ConfigError(f"{option} {text}: file not found") from None
         except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"--label-map {text}: not a JSON object of class -> class ({exc})") from None
+            raise ConfigError(f"{option} {text}: not a JSON object of class -> class ({exc})") from None
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
-            raise ConfigError(f"--label-map {text}: expected a JSON object such as {{\"glioma\": \"tumor\"}}")
+            raise ConfigError(f"{option} {text}: expected a JSON object such as {{\"glioma\": \"tumor\"}}")
         return {str(k): v for k, v in mapping.items()}
     mapping = {}
     for part in text.split(","):
         if part.strip().count("=") != 1:
-            raise ConfigError(f"--label-map: '{part.strip()}' is not of the form old=new (e.g. glioma=tumor,notumor=no)")
+            raise ConfigError(f"{option}: '{part.strip()}' is not of the form old=new (e.g. glioma=tumor,notumor=no)")
         old, new = (s.strip() for s in part.split("="))
         if not old or not new:
-            raise ConfigError(f"--label-map: '{part.strip()}' has an empty class name")
+            raise ConfigError(f"{option}: '{part.strip()}' has an empty class name")
         mapping[old] = new
     return mapping
 
@@ -243,8 +263,10 @@ def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] 
     return params
 
 
-def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str) -> Dataset:
+def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str, *, option: str = "--label-map") -> Dataset:
     """Rename classes of ``dataset``; every class must be mapped or already a target name.
+
+    ``what`` names the dataset and ``option`` the map in error messages.
 
     Raises
     ------
@@ -257,7 +279,7 @@ def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str)
     unmapped = sorted(c for c in dataset.classes if c not in mapping and c not in targets)
     if unmapped:
         raise ConfigError(
-            f"--label-map leaves {what} class(es) {', '.join(unmapped)} unmapped; "
+            f"{option} leaves {what} class(es) {', '.join(unmapped)} unmapped; "
             f"add them (e.g. {unmapped[0]}=<new name>)"
         )
     items = [Item(it.path, mapping.get(it.label, it.label), it.subject, it.split) for it in dataset.items]

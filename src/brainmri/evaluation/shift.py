@@ -91,9 +91,16 @@ def predict_shifted(
     *,
     seed: int,
     max_pixels: int | None = None,
+    ood=None,
     on_event: Callable[[str], None] | None = None,
-) -> dict[str, dict[str, np.ndarray]]:
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]] | None]:
     """Probabilities of a fitted method on the images of ``paths`` under every shift and severity.
+
+    The method's steps before its classifier (feature extraction, image
+    preprocessing) run on a few images at a time; its classifier then
+    predicts all the items of one shift and severity in one call, so that a
+    classifier with test-time adaptation (:mod:`brainmri.robust.adapt`)
+    adapts to that shifted test set as a whole.
 
     Parameters
     ----------
@@ -109,31 +116,77 @@ def predict_shifted(
         Seed of :func:`brainmri.data.shifts.shift_image`.
     max_pixels : int, optional
         Pixel limit of :func:`brainmri.data.io.read_image`.
+    ood : MahalanobisOOD, optional
+        The method's out-of-distribution detector (:mod:`brainmri.robust.ood`).
     on_event : callable, optional
         Receives one line per shift: its name, the images and the time taken.
 
     Returns
     -------
-    dict
+    proba : dict
         ``{shift: {str(severity): ndarray (len(paths), n_classes)}}``, columns
         in ``model.classes_`` order.
+    distance : dict or None
+        ``{shift: {str(severity): ndarray (len(paths),)}}``: the squared
+        out-of-distribution distances, with ``ood``.
     """
+    from brainmri.robust.ood import embed, split_model
+
     say = on_event or (lambda message: None)
+    head, final = split_model(model)
     paths = list(paths)
-    out = {}
+    out, distances = {}, {}
     for n, name in enumerate(shifts, start=1):
         start = time.perf_counter()
-        blocks: dict[int, list[np.ndarray]] = {s: [] for s in severities}
+        blocks: dict[int, list] = {s: [] for s in severities}
         for first in range(0, len(paths), CHUNK):
             images = [read_image(p, max_pixels=max_pixels)[0] for p in paths[first : first + CHUNK]]
             batch = [shift_image(image, name, s, seed=seed) for s in severities for image in images]
-            proba = model.predict_proba(batch)
+            Xt = head.transform(batch) if head is not None else np.asarray(batch)
             for k, s in enumerate(severities):
-                blocks[s].append(proba[k * len(images) : (k + 1) * len(images)])
-        out[name] = {str(s): np.vstack(blocks[s]) for s in severities}
+                blocks[s].append(Xt[k * len(images) : (k + 1) * len(images)])
+        Xs = {s: np.concatenate(blocks[s]) for s in severities}
+        out[name] = {str(s): final.predict_proba(X) for s, X in Xs.items()}
+        if ood is not None:
+            distances[name] = {str(s): ood.distance(embed(final, X)) for s, X in Xs.items()}
         levels = f"severities {','.join(map(str, severities))}" if len(severities) > 1 else f"severity {severities[0]}"
         say(f"shift {name} ({n}/{len(shifts)}): {len(paths)} images at {levels} in {time.perf_counter() - start:.1f} s")
-    return out
+    return out, (distances if ood is not None else None)
+
+
+def ood_auc(clean: np.ndarray, shifted: dict[str, dict[str, np.ndarray]], severity: int) -> dict:
+    """How well out-of-distribution distances tell shifted images from clean ones: ROC AUC at ``severity``.
+
+    Parameters
+    ----------
+    clean : ndarray of shape (n,)
+        Distances of the clean test items.
+    shifted : dict
+        ``{shift: {str(severity): ndarray (n,)}}``, the same items shifted
+        (:func:`predict_shifted`).
+    severity : int
+
+    Returns
+    -------
+    dict
+        ``pooled``: the AUC of the clean items against every shifted one at
+        ``severity`` (1: every shifted image is farther than every clean one;
+        0.5: no better than chance); ``per_shift``: the AUC of each shift.
+
+    Examples
+    --------
+    >>> ood_auc(np.array([1.0, 2.0]), {"blur": {"5": np.array([3.0, 1.5])}}, 5)
+    {'pooled': 0.75, 'per_shift': {'blur': 0.75}}
+    """
+    from sklearn.metrics import roc_auc_score
+
+    def auc(other: np.ndarray) -> float:
+        truth = np.r_[np.zeros(len(clean)), np.ones(len(other))]
+        return round(float(roc_auc_score(truth, np.r_[clean, other])), 6)
+
+    per_shift = {name: auc(by[str(severity)]) for name, by in shifted.items()}
+    pooled = auc(np.concatenate([by[str(severity)] for by in shifted.values()]))
+    return {"pooled": pooled, "per_shift": per_shift}
 
 
 def summarize_shift(

@@ -6,6 +6,7 @@ A bundle is a folder written by ``brainmri train`` (:func:`train_bundle`)::
       manifest.json              what the model is, how it was trained, sha256 of every other file
       model.classifier.skops     a scikit-learn step (skops format, never pickle)
       model.classifier.*         or a torch step's own files (weights as safetensors + JSON)
+      ood.npz                    the out-of-distribution detector (arrays only, :mod:`brainmri.robust.ood`)
 
 Every method is saved the same way (:func:`save_steps`): a step with learned
 torch state writes itself (``save_state(folder, prefix)``, see
@@ -61,6 +62,8 @@ logger = logging.getLogger(__name__)
 #: Version of the bundle layout; a bundle of another version is refused.
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: The out-of-distribution detector's arrays in a bundle (bundles written before it have none).
+OOD_FILE = "ood.npz"
 
 #: Types that skops does not trust by default but brainmri's own methods save. Loading a skops file
 #: that holds any other untrusted type is refused.
@@ -103,6 +106,12 @@ class TrainConfig:
     validate : bool
         Measure the internal validation (:func:`internal_validation`); False
         skips the inner refits of a method without its own validation part.
+    extra_data : str or None
+        A second labelled collection added to the training data
+        (``--extra-data``, :mod:`brainmri.data.extra`); its copies of DATA
+        images are dropped.
+    extra_label_map : dict or None
+        Class renaming of ``extra_data`` (``--extra-label-map``).
     """
 
     data: str
@@ -115,9 +124,13 @@ class TrainConfig:
     max_pixels: int = MAX_PIXELS
     allow_outside_paths: bool = False
     validate: bool = True
+    extra_data: str | None = None
+    extra_label_map: dict | None = None
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
+        if self.extra_label_map and not self.extra_data:
+            raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "preprocess": self.preprocess.to_dict()}
@@ -212,8 +225,11 @@ def check_bundle_target(out: str | Path, *, inputs=()) -> Path:
     return out
 
 
-def save_bundle(model, out: str | Path, manifest: dict) -> dict:
+def save_bundle(model, out: str | Path, manifest: dict, *, ood=None) -> dict:
     """Write a fitted ``model`` and its ``manifest`` as the bundle folder ``out``, atomically.
+
+    ``ood``, a fitted :class:`~brainmri.robust.ood.MahalanobisOOD`, is saved
+    as :data:`OOD_FILE`.
 
     The files go to a temporary folder beside ``out``, which is then renamed
     to ``out`` (an earlier bundle there is replaced); on any failure nothing
@@ -230,6 +246,10 @@ def save_bundle(model, out: str | Path, manifest: dict) -> dict:
     tmp.mkdir()
     try:
         files = save_steps([("model", model)], tmp, "")
+        if ood is not None:
+            with open(tmp / OOD_FILE, "wb") as fh:
+                np.savez(fh, **ood.to_arrays())
+            files.append(OOD_FILE)
         manifest = {**manifest, "files": {name: sha256(tmp / name) for name in sorted(files)}}
         write_json(tmp / MANIFEST, manifest)
         if out.exists():
@@ -333,13 +353,17 @@ class Bundle:
     path : Path
     classes_ : ndarray of str
         Class names, in the column order of :meth:`predict_proba`.
+    ood : MahalanobisOOD or None
+        The out-of-distribution detector calibrated on the training data
+        (None for a bundle written before it existed).
     """
 
-    def __init__(self, model, manifest: dict, path: Path):
+    def __init__(self, model, manifest: dict, path: Path, ood=None):
         self.model = model
         self.manifest = manifest
         self.path = path
         self.classes_ = np.asarray(manifest["classes"])
+        self.ood = ood
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, method={self.manifest['method']['name']!r}, classes={list(self.classes_)})"
@@ -359,16 +383,40 @@ class Bundle:
         ndarray of float, shape (n, n_classes)
             Columns in :attr:`classes_` order.
         """
+        return self.model.predict_proba(self._items(X))
+
+    @staticmethod
+    def _items(X) -> np.ndarray:
         items = np.empty(len(X), dtype=object)
         for k, x in enumerate(X):
             items[k] = x if isinstance(x, np.ndarray) else str(x)
         if not len(items):
             raise ConfigError("predict_proba needs at least one image, got none")
-        return self.model.predict_proba(items)
+        return items
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of every image (see :meth:`predict_proba`)."""
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def predict_with_ood(self, X) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities (as :meth:`predict_proba`) and the 0-1 out-of-distribution score of every image.
+
+        The score (:meth:`~brainmri.robust.ood.MahalanobisOOD.score`) is None
+        for a bundle without a detector.
+        """
+        from brainmri.robust.ood import predict_with_ood
+
+        items = self._items(X)
+        proba, distance = predict_with_ood(self.model, self.ood, items)
+        return proba, (None if distance is None else self.ood.score_distance(distance))
+
+    def adapted(self, method: str, *, seed: int = 0) -> Bundle:
+        """This bundle with test-time adaptation ``method`` (:func:`~brainmri.robust.adapt.adapt_model`);
+        the files on disk are not touched."""
+        from brainmri.robust.adapt import adapt_model
+
+        model = adapt_model(self.model, method, name=self.manifest["method"]["name"], seed=seed)
+        return Bundle(model, self.manifest, self.path, self.ood)
 
 
 def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bundle:
@@ -418,11 +466,20 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
     if [str(c) for c in model.classes_] != manifest["classes"]:
         raise DataError(f"{folder / MANIFEST}: classes {manifest['classes']} differ from the saved model's "
                         f"{[str(c) for c in model.classes_]}; train the bundle again")
+    ood = None
+    if OOD_FILE in manifest["files"]:
+        from brainmri.robust.ood import MahalanobisOOD
+
+        try:
+            with np.load(folder / OOD_FILE, allow_pickle=False) as arrays:
+                ood = MahalanobisOOD.from_arrays(arrays)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{folder / OOD_FILE}: not an out-of-distribution detector ({exc}); train the bundle again") from None
     trained_with = manifest.get("libraries", {}).get("scikit-learn")
     if trained_with and trained_with != metadata.version("scikit-learn"):
         logger.warning("%s was trained with scikit-learn %s, this is %s: predictions may differ slightly",
                        folder, trained_with, metadata.version("scikit-learn"))
-    return Bundle(model, manifest, folder)
+    return Bundle(model, manifest, folder, ood)
 
 
 # --- training ---------------------------------------------------------------------------------------------------
@@ -531,13 +588,15 @@ def train_bundle(
     """
     from brainmri.data.audit import analyse, audit_report
     from brainmri.data.dataset import load_dataset
+    from brainmri.data.extra import check_extra_classes, format_extra, load_extra
     from brainmri.data.splits import group_labels
     from brainmri.evaluation.benchmark import audit_summary, epoch_lines
-    from brainmri.evaluation.protocol import code_versions
+    from brainmri.evaluation.protocol import apply_label_map, code_versions
     from brainmri.features.extract import MemoryCache, precompute_features
     from brainmri.data.io import item_kind
     from brainmri.models.registry import check_inputs, get_method
     from brainmri.models.validation import check_class_counts
+    from brainmri.robust.ood import fit_ood
 
     say = on_event or (lambda message: None)
     spec = get_method(config.method)
@@ -546,10 +605,15 @@ def train_bundle(
         from brainmri.training.device import resolve_device
 
         resolve_device(config.device)
-    check_bundle_target(out, inputs=[config.data])
+    inputs = [config.data, *([config.extra_data] if config.extra_data else [])]
+    check_bundle_target(out, inputs=inputs)
     if cache_dir:
-        check_output_folder(cache_dir, "--cache-dir", inputs=[config.data])
+        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
     dataset = load_dataset(config.data, allow_outside=config.allow_outside_paths)
+    if config.extra_data:  # refuse classes that do not map before reading any image
+        extra_listing = apply_label_map(load_dataset(config.extra_data, allow_outside=config.allow_outside_paths),
+                                        config.extra_label_map, "--extra-data", option="--extra-label-map")
+        check_extra_classes(extra_listing.classes, dataset.classes, config.extra_data)
     say(f"reading and auditing {len(dataset)} files of {config.data}")
     analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
     if not len(analysis.dataset):
@@ -559,6 +623,15 @@ def train_bundle(
     paths = np.array([str(it.path) for it in ds.items])
     labels = ds.labels.astype(str)
     groups, grouping = group_labels(analysis, "auto")
+    extra = None
+    if config.extra_data:
+        say(f"reading and auditing {len(extra_listing)} files of {config.extra_data}")
+        extra = load_extra(config.extra_data, config.extra_label_map, ds.classes, against=[analysis],
+                           params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels,
+                           allow_outside=config.allow_outside_paths)
+        say(format_extra(extra.info))
+        paths, labels = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels])
+        groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
     check_class_counts(labels, 2, "grouped inner validation", groups=groups)
     cache = str(cache_dir) if cache_dir else MemoryCache()
 
@@ -573,6 +646,8 @@ def train_bundle(
     with epoch_lines(config.method, say):
         model = build().fit(paths, labels, groups=groups)
     fit_s = time.perf_counter() - start
+    say(f"calibrating the out-of-distribution score on the {len(paths)} training images")
+    ood = fit_ood(model, paths, labels, seed=config.seed)
     validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
                   if config.validate else {"skipped": "not asked for (--no-validation)"})
     report = audit_report(analysis)
@@ -590,11 +665,13 @@ def train_bundle(
         "config": config.to_dict(),
         "training_data": {"path": str(ds.root), "n_items": len(ds), "counts": ds.counts(),
                           "grouping": grouping, "n_groups": int(len(np.unique(groups))),
-                          **_image_kinds(analysis.records), "fit_s": round(fit_s, 2)},
+                          **_image_kinds(analysis.records), "fit_s": round(fit_s, 2),
+                          **({"extra_data": extra.info} if extra is not None else {})},
         "audit": audit_summary(report),
         "validation": validation,
+        "ood": ood.summary(),
         "libraries": library_versions(),
     }
-    manifest = save_bundle(model, out, manifest)
+    manifest = save_bundle(model, out, manifest, ood=ood)
     say(f"wrote the bundle {out}")
-    return Bundle(model, manifest, Path(out))
+    return Bundle(model, manifest, Path(out), ood)

@@ -8,6 +8,11 @@ it like every other image, and the prediction's ``note`` says so. The
 arrays read are handed to the bundle (:meth:`~brainmri.models.bundle.Bundle.predict_proba`
 takes 2D arrays as well as paths), so no image is decoded twice.
 
+Every prediction of a bundle that has an out-of-distribution detector
+(:mod:`brainmri.robust.ood`) carries its ``ood_score``: 0 for an image like
+the training images, 1 for one farther from them than every training image;
+above the 99th training percentile, ``unlike_training`` is true.
+
 A folder of class sub-folders also yields metrics
 (:func:`~brainmri.evaluation.metrics.classification_metrics`) when its
 classes are among the bundle's.
@@ -28,6 +33,7 @@ import numpy as np
 
 from brainmri.data.io import image_format, read_image, size_and_channels
 from brainmri.errors import DataError
+from brainmri.robust.ood import FLAG_QUANTILE
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +160,8 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
     -------
     dict
         ``rows``: ``{path, label, source, proba (n_classes floats), predicted,
-        note}`` per usable image, in input order; ``skipped``: ``{path,
+        note, ood_score, unlike_training}`` per usable image, in input order
+        (the last two None without a detector, or with ``predict``); ``skipped``: ``{path,
         reason}`` per unusable one (also logged as warnings).
     """
     training = bundle.manifest.get("training_data", {})
@@ -177,10 +184,12 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
                     images.append(got[0])
                     kept.append((item, _note(got[1], training, input_size)))
             if images:
-                proba = (predict or bundle.predict_proba)(images)
+                proba, ood = (predict(images), None) if predict else bundle.predict_with_ood(images)
+                ood = [None] * len(images) if ood is None else [float(v) for v in ood]
                 new = [{"path": str(item.path), "label": item.label, "source": item.source,
                         "proba": [float(v) for v in p], "predicted": str(bundle.classes_[int(np.argmax(p))]),
-                        "note": note} for (item, note), p in zip(kept, proba)]
+                        "note": note, "ood_score": o, "unlike_training": None if o is None else o > FLAG_QUANTILE}
+                       for (item, note), p, o in zip(kept, proba, ood)]
                 rows += new
                 if on_batch:
                     on_batch(new, images)
@@ -215,19 +224,24 @@ def folder_metrics(rows: list[dict], classes: Sequence[str]) -> dict[str, dict]:
 
 
 def predictions_csv(rows: list[dict], classes: Sequence[str]) -> str:
-    """One line per image: path, label (empty when unknown), predicted class, probabilities, note."""
+    """One line per image: path, label (empty when unknown), predicted class, probabilities, note, and the
+    out-of-distribution score and flag (empty without a detector)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes], "note"])
+    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes], "note", "ood_score", "unlike_training"])
     for r in rows:
-        writer.writerow([r["path"], r["label"] or "", r["predicted"], *[f"{v:.6f}" for v in r["proba"]], r["note"]])
+        ood = ["", ""] if r["ood_score"] is None else [f"{r['ood_score']:.4f}", str(r["unlike_training"]).lower()]
+        writer.writerow([r["path"], r["label"] or "", r["predicted"], *[f"{v:.6f}" for v in r["proba"]], r["note"], *ood])
     return buffer.getvalue()
 
 
-def predictions_document(bundle, result: dict, metrics: dict) -> dict:
-    """The JSON output: the bundle, every prediction (probabilities by class), skipped files, metrics."""
+def predictions_document(bundle, result: dict, metrics: dict, *, adapt: str = "none") -> dict:
+    """The JSON output: the bundle, every prediction (probabilities by class, OOD score), skipped files, metrics,
+    the out-of-distribution detector and the test-time adaptation used."""
     classes = [str(c) for c in bundle.classes_]
     predictions = [{"path": r["path"], "label": r["label"], "predicted": r["predicted"],
-                    "proba": dict(zip(classes, r["proba"])), "note": r["note"]} for r in result["rows"]]
+                    "proba": dict(zip(classes, r["proba"])), "note": r["note"], "ood_score": r["ood_score"],
+                    "unlike_training": r["unlike_training"]} for r in result["rows"]]
     return {"bundle": str(bundle.path), "method": bundle.manifest["method"]["name"], "classes": classes,
-            "predictions": predictions, "skipped": result["skipped"], "metrics": metrics}
+            "predictions": predictions, "skipped": result["skipped"], "metrics": metrics,
+            "ood": bundle.manifest.get("ood"), "adapt": adapt}

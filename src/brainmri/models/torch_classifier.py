@@ -122,6 +122,12 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     threads : int or None
         CPU threads of torch during fit and predict (None: torch's default).
+    adapt : {"none", "adabn", "tent"}
+        Test-time adaptation: each call of :meth:`predict_logits` adapts a
+        copy of the trained module to the items it is given, without labels
+        (:func:`brainmri.robust.adapt.adapt_module`); ``module_`` stays as
+        trained. Set on a fitted copy by
+        :func:`brainmri.robust.adapt.adapt_model`.
     seed : int
     work_dir : path or None
         Folder for the checkpoint and CSV log; an interrupted fit resumes from it.
@@ -143,7 +149,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, module_builder, *, module_params=None, epochs=10, lr=2e-3, weight_decay=0.05, batch_size=64,
                  label_smoothing=0.05, class_weight="balanced", augment=False, backbone_lr_factor=1.0,
                  unfreeze_after=0, tta=False, ema_decay=0.99, patience=None, precision="auto", channels_last=False,
-                 val_fraction=0.2, device="auto", threads=None, seed=0, work_dir=None):
+                 val_fraction=0.2, device="auto", threads=None, adapt="none", seed=0, work_dir=None):
         self.module_builder = module_builder
         self.module_params = module_params
         self.epochs = epochs
@@ -163,6 +169,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.val_fraction = val_fraction
         self.device = device
         self.threads = threads
+        self.adapt = adapt
         self.seed = seed
         self.work_dir = work_dir
 
@@ -249,7 +256,10 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_logits(self, X) -> np.ndarray:
-        """Uncalibrated logits, float32 of shape (n, n_classes); with ``tta``, their mean over :data:`TTA_VIEWS`."""
+        """Uncalibrated logits, float32 of shape (n, n_classes); with ``tta``, their mean over :data:`TTA_VIEWS`.
+
+        With ``adapt``, the module is first adapted to ``X`` (the identity view).
+        """
         from brainmri.training.device import torch_threads, tune_malloc
         from brainmri.training.loop import predict_logits
 
@@ -260,13 +270,47 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         tune_malloc()
         views = list(TTA_VIEWS.values()) if self.tta else [TTA_VIEWS["identity"]]
         with torch_threads(self.threads):
-            logits = [predict_logits(self._inference_module(), view(X), device=self.device_,
+            module = self._inference_module() if self.adapt == "none" else self._adapted_module(X)
+            logits = [predict_logits(module, view(X), device=self.device_,
                                      batch_size=max(self.batch_size, 128), precision=self.precision,
                                      channels_last=self.channels_last) for view in views]
         return sum(logits) / len(logits)
 
+    def embed(self, X) -> np.ndarray:
+        """The embedding the logits are read from: the input of the module's last linear layer, float32 (n, d).
+
+        Computed with the trained ``module_`` (never an adapted copy), for
+        the out-of-distribution score (:mod:`brainmri.robust.ood`).
+        """
+        import torch
+
+        from brainmri.training.device import torch_threads
+        from brainmri.training.loop import predict_logits
+
+        check_is_fitted(self, "module_")
+        X = self._check_X(X)
+        linear = [m for m in self.module_.modules() if isinstance(m, torch.nn.Linear)]
+        if not linear:
+            raise ConfigError(f"{self._builder_name()} has no linear layer whose input could serve as its embedding")
+        captured = []
+        hook = linear[-1].register_forward_pre_hook(lambda module, args: captured.append(args[0].float().cpu().numpy()))
+        try:
+            with torch_threads(self.threads):
+                predict_logits(self.module_, X, device=self.device_, batch_size=max(self.batch_size, 128),
+                               precision=self.precision, channels_last=self.channels_last)
+        finally:
+            hook.remove()
+        return np.concatenate(captured).reshape(len(X), -1)
+
     def _inference_module(self):
-        """``module_`` with every batch norm folded into the convolution before it, built once.
+        """``module_`` with every batch norm folded into the convolution before it, built once."""
+        module = self.__dict__.get("_inference_module_")
+        if module is None:
+            module = self.__dict__["_inference_module_"] = self._folded(self.module_)
+        return module
+
+    def _folded(self, module):
+        """A copy of ``module`` with every batch norm folded into the convolution before it.
 
         Folding (torch.fx's ``optimization.fuse``) gives the same outputs up
         to float rounding and saves the normalisation pass: ayadi-cnn's
@@ -276,17 +320,21 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         import torch
         from torch.fx.experimental.optimization import fuse
 
-        module = self.__dict__.get("_inference_module_")
-        if module is None:
-            try:
-                module = fuse(self.module_)  # a folded copy; module_ stays as trained
-            except (torch.fx.proxy.TraceError, TypeError, NotImplementedError) as exc:
-                logger.debug("batch norm not folded (%s); predicting with the module as trained", exc)
-                module = self.module_
-            if self.channels_last:
-                module = module.to(memory_format=torch.channels_last)
-            self.__dict__["_inference_module_"] = module
-        return module
+        try:
+            folded = fuse(module)  # a folded copy; module stays as it is
+        except (torch.fx.proxy.TraceError, TypeError, NotImplementedError) as exc:
+            logger.debug("batch norm not folded (%s); predicting with the module as it is", exc)
+            folded = module
+        return folded.to(memory_format=torch.channels_last) if self.channels_last else folded
+
+    def _adapted_module(self, X: np.ndarray):
+        """``module_`` adapted to the items ``X`` (``adapt``), then folded: adaptation needs the batch norms."""
+        from brainmri.robust.adapt import adapt_module
+
+        adapted = adapt_module(self.module_, X, method=self.adapt, device=self.device_, seed=self.seed,
+                               batch_size=self.batch_size, channels_last=self.channels_last,
+                               what=f"the network built by {self._builder_name()}")
+        return self._folded(adapted)
 
     def predict_proba(self, X) -> np.ndarray:
         """Temperature-scaled softmax, float64 of shape (n, n_classes), columns in ``classes_`` order."""
@@ -321,7 +369,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
         with atomic_path(folder / weights) as tmp:
             save_file(tensors, str(tmp))
-        params = {k: v for k, v in self.get_params(deep=False).items() if k not in ("module_builder", "work_dir")}
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in ("module_builder", "work_dir", "adapt")}
         write_json(folder / meta, {
             "format": STATE_FORMAT, "module_builder": self._builder_name(), "params": params,
             "classes": self.classes_.tolist(), "temperature": self.temperature_, "input_shape": list(self.input_shape_),

@@ -201,6 +201,8 @@ def _contents(results: dict) -> str:
              ("dataset", "Dataset"), ("audit", "Audit")]
     if results.get("shift"):
         items.insert(2, ("shift", "Robustness to shifts"))
+    if any("ood" in m for m in results["methods"].values()):
+        items.insert(3 if results.get("shift") else 2, ("ood", "Unlike the training data"))
     items += [(_anchor(name, k), _e(name)) for k, name in enumerate(results["methods"])]
     items.append(("config", "Configuration"))
     return "<nav><ul>" + "".join(f'<li><a href="#{a}">{t}</a></li>' for a, t in items) + "</ul></nav>"
@@ -358,6 +360,34 @@ def _shift(results: dict, figures: dict[str, bytes]) -> str:
         if f"shift/{name}" in figures:
             parts.append(_img(figures[f"shift/{name}"], f"accuracy of {name} against severity per shift"))
     return "".join(parts)
+
+
+def _ood(results: dict) -> str:
+    """The out-of-distribution score: its detector, how often clean test items are flagged, and with shifts
+    how well it tells the most severely shifted test images from the clean ones."""
+    methods = {name: m["ood"] for name, m in results["methods"].items() if "ood" in m}
+    if not methods:
+        return ""
+    first = next(iter(methods.values()))
+    shifted = [o for o in methods.values() if "shift" in o]
+    shifts = list(shifted[0]["shift"]["auc_per_shift"]) if shifted else []
+    header = ["method", "clean test flagged", "mean score"]
+    if shifted:
+        header += [f"AUC shifted (severity {shifted[0]['shift']['severity']}) vs clean", "shifted flagged",
+                   *[f"AUC {_e(n)}" for n in shifts]]
+    rows = []
+    for name, o in methods.items():
+        row = [_e(name), _num(o["test_flagged"]), _num(o["test_mean_score"])]
+        if "shift" in o:
+            row += [_num(o["shift"]["auc"]), _num(o["shift"]["flagged"]),
+                    *[_num(o["shift"]["auc_per_shift"].get(n)) for n in shifts]]
+        rows.append(row)
+    return ('<h2 id="ood">Unlike the training data: the out-of-distribution score</h2>'
+            f"<p>Every prediction has a score from 0 (like the training images) to 1 (farther than every training "
+            f"image): {_e(first['detector'])}. A test item above the {100 * first['flag_quantile']:g}th training "
+            "percentile is flagged (its <code>ood_score</code> in predictions.csv). With shifts, the AUC says how "
+            "well the distance tells the shifted test images from the same images clean (1: always; 0.5: chance), "
+            "per fold and averaged over the folds.</p>" + _table(header, rows, numeric_from=1))
 
 
 #: The test that decides a comparison (its ``decided_by``); results written before that key was added used McNemar.
@@ -624,6 +654,7 @@ def render_report(results: dict, predictions: dict[str, dict], figures: dict[str
         _protocol(results),
         _comparison(results, figures),
         _shift(results, figures),
+        _ood(results),
         _pairwise(results),
         _dataset(results),
         _audit(results),

@@ -1,0 +1,257 @@
+"""Test-time adaptation: a trained network adjusted, without labels, to the images it is asked about.
+
+A network trained on one collection meets another scanner, sequence or
+export at test time. Two unsupervised adaptations use the test images
+themselves, never their labels:
+
+``adabn``
+    Adaptive batch normalisation (Li et al. 2016): every batch-norm layer's
+    running mean and variance are re-estimated on the test images (a
+    cumulative average over their batches); the learned weights stay as
+    trained. Needs batch-norm layers.
+``tent``
+    Test entropy minimisation (Wang et al. 2021): the affine parameters of
+    the normalisation layers (batch, group, layer or instance norm), and only
+    they, take :data:`TENT_STEPS` passes of Adam (learning rate
+    :data:`TENT_LR`) over the test images that lower the entropy of the
+    predictions, batch norm using each batch's statistics as in the paper.
+    Predictions are then made with batch-norm statistics re-estimated on the
+    test images (as ``adabn``), so that an image's prediction does not depend
+    on which images share its batch.
+
+Both work on a copy of the module: the fitted model, and the bundle on disk,
+are never changed. The order of the batches is drawn from the seed, so an
+adaptation is deterministic for a seed on a CPU.
+
+References
+----------
+Y. Li, N. Wang, J. Shi, J. Liu and X. Hou, "Revisiting batch normalization for
+practical domain adaptation", arXiv:1603.04779, 2016.
+https://doi.org/10.48550/arXiv.1603.04779
+
+D. Wang, E. Shelhamer, S. Liu, B. Olshausen and T. Darrell, "Tent: fully
+test-time adaptation by entropy minimization", ICLR 2021.
+https://doi.org/10.48550/arXiv.2006.10726
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+
+from brainmri.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Names of ``--adapt``.
+ADAPT_METHODS = ("none", "adabn", "tent")
+#: Passes of Tent over the test images, and its learning rate (Adam), as in Wang et al.'s CIFAR experiments.
+TENT_STEPS = 3
+TENT_LR = 1e-3
+
+
+def check_adapt(method: str) -> str:
+    """``method`` if it is one of :data:`ADAPT_METHODS`.
+
+    >>> check_adapt("adabn")
+    'adabn'
+    """
+    if method not in ADAPT_METHODS:
+        raise ConfigError(f"--adapt {method!r}: unknown test-time adaptation; valid: {', '.join(ADAPT_METHODS)}")
+    return method
+
+
+def _batch_norms(module) -> list:
+    from torch import nn
+
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def _norm_layers(module) -> list:
+    from torch import nn
+
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+    return [m for m in module.modules() if isinstance(m, kinds) and getattr(m, "weight", None) is not None]
+
+
+def check_adaptable(module, method: str, what: str) -> None:
+    """Refuse an adaptation that ``module`` has no layers for.
+
+    Raises
+    ------
+    ConfigError
+        ``adabn`` without batch-norm layers, ``tent`` without normalisation
+        layers with affine parameters; ``what`` names the model.
+    """
+    if method == "adabn" and not _batch_norms(module):
+        raise ConfigError(f"--adapt adabn: {what} has no batch-norm layers whose statistics could be re-estimated; "
+                          "use --adapt tent (if it has other normalisation layers) or --adapt none")
+    if method == "tent" and not _norm_layers(module):
+        raise ConfigError(f"--adapt tent: {what} has no normalisation layers with affine parameters to adapt; "
+                          "use --adapt none")
+
+
+def _batches(n: int, batch_size: int, generator):
+    import torch
+
+    order = torch.randperm(n, generator=generator).numpy()
+    return [np.sort(order[s : s + batch_size]) for s in range(0, n, batch_size)]
+
+
+def _reestimate(module, X: np.ndarray, *, device, batch_size: int, channels_last: bool, generator) -> None:
+    """AdaBN: batch-norm running statistics replaced by their cumulative average over the batches of ``X``."""
+    import torch
+
+    from brainmri.training.loop import to_batch
+
+    norms = _batch_norms(module)
+    module.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch counts the same
+        m.train()
+    with torch.no_grad():
+        for rows in _batches(len(X), batch_size, generator):
+            module(to_batch(X[rows], device, channels_last=channels_last))
+    module.eval()
+
+
+def _tent(module, X: np.ndarray, *, device, batch_size: int, channels_last: bool, generator) -> None:
+    """Tent: :data:`TENT_STEPS` passes of entropy minimisation over the normalisation layers' affine parameters."""
+    import torch
+
+    from brainmri.training.loop import to_batch
+
+    norms = _norm_layers(module)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    params = []
+    for m in norms:
+        m.weight.requires_grad_(True)
+        params.append(m.weight)
+        if m.bias is not None:
+            m.bias.requires_grad_(True)
+            params.append(m.bias)
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.train()  # normalise with each batch's statistics, as Wang et al. do
+    optimizer = torch.optim.Adam(params, lr=TENT_LR, betas=(0.9, 0.999))
+    for _ in range(TENT_STEPS):
+        for rows in _batches(len(X), batch_size, generator):
+            logits = module(to_batch(X[rows], device, channels_last=channels_last)).float()
+            entropy = -(logits.softmax(1) * logits.log_softmax(1)).sum(1).mean()
+            optimizer.zero_grad()
+            entropy.backward()
+            optimizer.step()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    module.eval()
+
+
+def adapt_module(module, X: np.ndarray, *, method: str, device, seed: int = 0, batch_size: int = 64,
+                 channels_last: bool = False, what: str = "the model"):
+    """A copy of a trained ``module`` adapted to the unlabelled items ``X``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Trained, in eval mode; left unchanged.
+    X : ndarray of shape (n, H, W) or (n, F)
+        The test items, as the module's classifier receives them.
+    method : {"adabn", "tent"}
+    device : torch.device
+    seed : int
+        Seeds the order of the batches.
+    batch_size : int
+    channels_last : bool
+    what : str
+        The model, as error messages name it.
+
+    Returns
+    -------
+    torch.nn.Module
+        The adapted copy, in eval mode, with no parameter requiring gradients.
+
+    Raises
+    ------
+    ConfigError
+        Unknown ``method``, or a module without the layers it adapts
+        (:func:`check_adaptable`).
+    """
+    import torch
+
+    check_adapt(method)
+    if method == "none":
+        return module
+    check_adaptable(module, method, what)
+    adapted = copy.deepcopy(module)
+    generator = torch.Generator().manual_seed(seed)
+    settings = {"device": device, "batch_size": batch_size, "channels_last": channels_last, "generator": generator}
+    with torch.enable_grad() if method == "tent" else torch.no_grad():
+        if method == "tent":
+            _tent(adapted, X, **settings)
+        if _batch_norms(adapted):
+            _reestimate(adapted, X, **settings)
+    logger.info("test-time adaptation %s on %d items", method, len(X))
+    return adapted
+
+
+def check_model_adapts(model, method: str, *, name: str | None = None):
+    """The classifier of a method (fitted or not) that ``method`` can adapt.
+
+    Raises
+    ------
+    ConfigError
+        The classifier is not a torch classifier (a classical method); or,
+        once fitted, its network lacks the layers ``method`` adapts.
+    """
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    what = name or "the model"
+    if "adapt" not in final.get_params(deep=False):
+        raise ConfigError(f"--adapt {method}: {what} classifies with {type(final).__name__}, not a neural network with "
+                          "normalisation layers, so there is nothing to adapt; use --adapt none, or a deep method")
+    if hasattr(final, "module_"):
+        check_adaptable(final.module_, method, f"the network of {what}")
+    return final
+
+
+def adapt_model(model, method: str, *, name: str | None = None, seed: int | None = None):
+    """A shallow copy of a fitted method whose torch classifier adapts to each set of items it predicts.
+
+    Parameters
+    ----------
+    model : estimator
+        A fitted method (a pipeline whose final step is a
+        :class:`~brainmri.models.torch_classifier.TorchClassifier`, or one).
+    method : {"none", "adabn", "tent"}
+    name : str, optional
+        The method's name, for error messages.
+    seed : int, optional
+        Seed of the adaptation (the order of its batches); None keeps the
+        classifier's training seed.
+
+    Returns
+    -------
+    estimator
+        ``model`` itself for ``none``; otherwise a copy sharing every fitted
+        step but the final one, whose ``adapt`` is ``method``. Each call of
+        its ``predict_proba`` adapts a copy of the network to the items of
+        that call (:func:`adapt_module`).
+
+    Raises
+    ------
+    ConfigError
+        The method has no torch classifier (a classical method), or its
+        network lacks the layers ``method`` adapts.
+    """
+    if check_adapt(method) == "none":
+        return model
+    final = check_model_adapts(model, method, name=name)
+    adapted = copy.copy(final).set_params(adapt=method, **({} if seed is None else {"seed": seed}))
+    if not hasattr(model, "steps"):
+        return adapted
+    out = copy.copy(model)
+    out.steps = [*model.steps[:-1], (model.steps[-1][0], adapted)]
+    return out

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from brainmri.errors import DataError
+from brainmri.robust.ood import FLAG_QUANTILE, MahalanobisOOD, fit_ood, predict_with_ood
+
+
+@pytest.fixture(scope="module")
+def gaussian():
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b"], 300)
+    Z = rng.normal(size=(600, 8)) + np.where(y == "a", 0.0, 4.0)[:, None]
+    return MahalanobisOOD(seed=0).fit(Z, y), rng
+
+
+def test_training_like_items_are_rarely_flagged_and_far_ones_always(gaussian):
+    ood, rng = gaussian
+    like = rng.normal(size=(2000, 8)) + rng.choice([0.0, 4.0], size=(2000, 1))
+    far = rng.normal(size=(200, 8)) + 10.0
+    assert 0.45 < ood.score(like).mean() < 0.55  # calibrated: a training-like item is at a uniform percentile
+    assert ood.flag(like).mean() < 2 * (1 - FLAG_QUANTILE)
+    assert ood.flag(far).all() and (ood.score(far) == 1.0).all()
+
+
+def test_the_detector_round_trips_through_its_arrays(gaussian):
+    ood, rng = gaussian
+    Z = rng.normal(size=(10, 8)) * 3
+    again = MahalanobisOOD.from_arrays(ood.to_arrays())
+    np.testing.assert_array_equal(again.score(Z), ood.score(Z))
+    assert again.threshold_ == ood.threshold_
+
+
+def test_too_few_training_items_per_class_are_refused():
+    with pytest.raises(DataError, match=r"out-of-distribution score: needs at least 2 training items per class, "
+                                        r"got \{'a': 3, 'b': 1\}"):
+        MahalanobisOOD().fit(np.zeros((4, 2)), ["a", "a", "a", "b"])
+
+
+def test_a_network_scores_noise_and_shifted_images_higher_than_clean_ones(one_torch_thread):
+    pytest.importorskip("torch")
+    from brainmri.data.synthetic import CLASSES, synthetic_slice
+    from brainmri.models.cnn import ayadi_cnn
+    from brainmri.models.torch_classifier import TorchClassifier
+
+    rng = np.random.default_rng(5)
+    X = np.stack([synthetic_slice(c, rng, 32) for c in CLASSES for _ in range(10)]).astype(np.float32)
+    y = np.repeat(np.array(CLASSES), 10)
+    model = TorchClassifier(ayadi_cnn, module_params={"width": 4}, epochs=4, batch_size=8, precision="fp32",
+                            device="cpu").fit(X, y)
+    ood = fit_ood(model, X, y)
+    clean = np.stack([synthetic_slice(c, rng, 32) for c in CLASSES for _ in range(5)]).astype(np.float32)
+    noise = rng.uniform(0, 1, size=clean.shape).astype(np.float32)
+    inverted = (1 - clean).astype(np.float32)
+    proba, d_clean = predict_with_ood(model, ood, clean)
+    np.testing.assert_allclose(proba, model.predict_proba(clean))
+    for other in (noise, inverted):
+        d_other = predict_with_ood(model, ood, other)[1]
+        auc = roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(other))], np.r_[d_clean, d_other])
+        assert auc > 0.9
