@@ -12,10 +12,12 @@ default ``penalty = 0.002``, a region must be worth a fifth of a percentage
 point). An empty mask scores the share of the most frequent class (the
 accuracy of guessing).
 
-The classifier is a standardised L2 logistic regression on per-region
-features (``X[:, regions, :]`` flattened): a fit takes milliseconds, so the
-thousands of masks a search scores run on a 2-core CPU in seconds, where a 3D
-CNN per mask would take hours. The accuracy is that of the pooled
+The classifier is a standardised ridge classifier (a linear least-squares
+classifier, ``sklearn.linear_model.RidgeClassifier``) on per-region features
+(``X[:, regions, :]`` flattened): a fit is one small linear solve, about ten
+times faster here than a logistic regression's iterations, so the
+thousands of masks a search scores run on a 2-core CPU in seconds to
+minutes, where a 3D CNN per mask would take hours. The accuracy is that of the pooled
 out-of-fold predictions over the grouped inner folds of
 :func:`brainmri.models.validation.inner_splits` (no subject straddles a
 fold), the same folds for every mask, so masks are compared on equal terms.
@@ -76,8 +78,8 @@ class GeneticRegionSearch(BaseEstimator):
         Fitness lost per selected region (>= 0).
     elite : int
         Best masks copied unchanged into the next generation.
-    C : float
-        Inverse L2 regularisation of the logistic regression.
+    alpha : float
+        L2 regularisation of the ridge classifier.
     random_state : int
         Seed of the folds, the seeding and the breeding: same seed, same mask.
 
@@ -112,13 +114,13 @@ class GeneticRegionSearch(BaseEstimator):
     """
 
     def __init__(self, *, population: int = 30, generations: int = 40, mutation: float | None = None,
-                 penalty: float = 0.002, elite: int = 2, C: float = 1.0, random_state: int = 0):
+                 penalty: float = 0.002, elite: int = 2, alpha: float = 1.0, random_state: int = 0):
         self.population = population
         self.generations = generations
         self.mutation = mutation
         self.penalty = penalty
         self.elite = elite
-        self.C = C
+        self.alpha = alpha
         self.random_state = random_state
 
     def _check_params(self, n_regions: int) -> float:
@@ -235,7 +237,7 @@ class GeneticRegionSearch(BaseEstimator):
         return self._cache[key]
 
     def _accuracy(self, mask: np.ndarray) -> float:
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import RidgeClassifier
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
@@ -245,7 +247,7 @@ class GeneticRegionSearch(BaseEstimator):
         features = self._X[:, mask, :].reshape(len(y), -1)
         correct = 0
         for train, valid in self.folds_:
-            model = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=1000))
+            model = make_pipeline(StandardScaler(), RidgeClassifier(alpha=self.alpha))
             model.fit(features[train], y[train])
             correct += int(np.sum(model.predict(features[valid]) == y[valid]))
         return correct / len(y)

@@ -347,7 +347,7 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
         "atlas": {"source": atlas.source, "note": atlas.note, "n_regions": len(regions)},
         "features": list(FEATURES),
         "attribution": "ANOVA F of the region's features between classes (the larger of mean and std)",
-        "classifier": "standardised L2 logistic regression (C=1) on the selected regions' features",
+        "classifier": f"standardised ridge classifier (alpha={search.alpha}) on the selected regions' features",
         "fitness": f"grouped cross-validated accuracy - {search.penalty} x selected regions",
         "cv": f"{search.cv_}; groups: {grouping}",
         "mutation": search.mutation if search.mutation is not None else 1 / len(regions),
