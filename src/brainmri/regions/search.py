@@ -238,8 +238,8 @@ def planted_comparison(root: Path, atlas: Atlas, regions: np.ndarray, ranked: li
     comparable = own.shape == atlas.labels.shape and bool(np.array_equal(own, atlas.labels))
     out = {"planted_regions": planted, "comparable": comparable}
     if not comparable:
-        out["note"] = (f"the regions searched are not {REGIONS_FOLDER}/{ATLAS_FILE}, so its planted region numbers "
-                       "do not name them")
+        out["note"] = (f"the regions searched are not {folder / ATLAS_FILE}, so its planted region numbers do not "
+                       f"name them; to compare, rerun with --atlas {folder / ATLAS_FILE}")
         return out
     top = ranked[:len(planted)]
     out.update(top_ranked=top, recovered_top=len(set(top) & set(planted)) / len(planted),
