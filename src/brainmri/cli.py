@@ -352,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label NIfTI in the volumes' space (e.g. AAL, Harvard-Oxford maxprob); resampled by nearest "
                    "neighbour when on another grid (default: a parcellation of the MNI152 template)")
     p.add_argument("--regions", type=int, default=24, help="without --atlas: regions of the template's parcellation (default 24)")
+    p.add_argument("--model", type=Path, metavar="BUNDLE",
+                   help="rank the regions by the Grad-CAM maps of this cnn3d bundle (brainmri train --method cnn3d) "
+                   "instead of the ANOVA F of their features")
+    p.add_argument("--device", default="auto", help="where the --model network runs: auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--population", type=int, default=30, help="masks per generation (default 30)")
     p.add_argument("--generations", type=int, default=40, help="generations (default 40)")
     p.add_argument("--mutation", type=float, help="probability that a region's bit flips in a child (default 1/regions)")
@@ -596,11 +600,13 @@ def cmd_explain(args) -> int:
 def cmd_regions(args) -> int:
     from brainmri.regions.search import RegionSearchConfig, format_summary, run_region_search
 
-    config = RegionSearchConfig(atlas=str(args.atlas) if args.atlas else None, n_regions=args.regions,
+    config = RegionSearchConfig(atlas=str(args.atlas) if args.atlas else None,
+                                model=str(args.model) if args.model else None, n_regions=args.regions,
                                 population=args.population, generations=args.generations, mutation=args.mutation,
                                 penalty=args.penalty, seed=args.seed)
     with _progress(args, None, "reading") as update:
-        results = run_region_search(args.data, config, args.out, progress=update, on_event=args.reporter.say)
+        results = run_region_search(args.data, config, args.out, device=args.device, progress=update,
+                                    on_event=args.reporter.say)
     print("\n".join(format_summary(results)))
     print(f"wrote {args.out / 'regions.json'}, {args.out / 'mask.nii.gz'} and {args.out / 'report.html'}")
     return 0

@@ -144,3 +144,28 @@ def test_the_penalty_drops_regions_that_add_no_accuracy():
 def test_bad_search_settings_are_refused_before_reading(settings, match):
     with pytest.raises(ConfigError, match=match):
         RegionSearchConfig(**settings)
+
+
+def test_a_cnn3d_bundle_ranks_the_regions_by_its_grad_cam(volume_source, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("captum")
+    model = tmp_path / "model"
+    assert main(["train", str(volume_source), "--method", "cnn3d", "--params",
+                 "cnn3d.size=16,cnn3d.width=2,cnn3d.epochs=2,cnn3d.batch_size=4,cnn3d.threads=1", "--out", str(model),
+                 "--device", "cpu", "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
+    results = run_region_search(volume_source, RegionSearchConfig(model=str(model), n_regions=12, population=8,
+                                                                   generations=2), tmp_path / "out", device="cpu")
+    assert results["attribution"].startswith(f"mean share of the Grad-CAM of {model} (cnn3d) map")
+    ranked = json.loads((tmp_path / "out" / "regions.json").read_text())
+    shares = [r["attribution"] for r in ranked]
+    assert all(0 <= s <= 1 for s in shares) and 0 < sum(shares) <= 1.0 + 1e-6  # shares of maps (some fall outside)
+    rest = [r["attribution"] for r in ranked if not r["selected"]]
+    assert rest == sorted(rest, reverse=True)  # after the selected regions, the Grad-CAM order
+
+
+def test_a_bundle_that_is_not_a_volume_network_is_refused(volume_source, demo_source, tmp_path):
+    model = tmp_path / "model"
+    assert main(["train", str(demo_source), "--method", "glcm-svm", "--out", str(model), "--no-cache",
+                 "--no-validation", "--jobs", "1", "-q"]) == 0
+    with pytest.raises(ConfigError, match=r"is a glcm-svm bundle; the Grad-CAM ranking needs a network on volumes"):
+        run_region_search(volume_source, RegionSearchConfig(model=str(model)), tmp_path / "out")

@@ -14,7 +14,10 @@ one voxel grid):
 3. **Attribution ranking.** Each region's relevance is the ANOVA F statistic
    (``sklearn.feature_selection.f_classif``) of its features between the
    classes, the larger of the two: a one-pass attribution that needs no
-   trained network. Regions are ranked by it.
+   trained network. With a trained ``cnn3d`` bundle (``--model``) it is
+   instead the mean share of the network's Grad-CAM maps inside the region
+   (:class:`GradCAMShares`), the backpropagation attribution of Shojaei et
+   al. Regions are ranked by it.
 4. **Genetic search** (:class:`~brainmri.regions.genetic.GeneticRegionSearch`),
    seeded by that ranking, for the mask with the best grouped
    cross-validated accuracy at the fewest regions.
@@ -74,6 +77,9 @@ class RegionSearchConfig:
     ----------
     atlas : str or None
         Label NIfTI (``--atlas``); None: the template's parcellation.
+    model : str or None
+        A ``cnn3d`` bundle whose Grad-CAM ranks the regions (``--model``);
+        None: the ANOVA ranking.
     n_regions : int
         Regions of the template's parcellation (without ``atlas``).
     population, generations, mutation, penalty
@@ -83,6 +89,7 @@ class RegionSearchConfig:
     """
 
     atlas: str | None = None
+    model: str | None = None
     n_regions: int = 24
     population: int = 30
     generations: int = 40
@@ -158,6 +165,63 @@ def attribution_ranking(features: np.ndarray, y) -> tuple[np.ndarray, np.ndarray
     return score, np.argsort(-score, kind="stable")
 
 
+class GradCAMShares:
+    """Region-level attribution of a volume CNN bundle: the share of each volume's Grad-CAM map inside each region.
+
+    Each volume is preprocessed as the bundle preprocesses it; the atlas is
+    moved into that space the same way (cropped with the volume's head box,
+    resized by nearest neighbour), and the map of the volume's own class
+    (Grad-CAM with ReLU, :class:`brainmri.explain.attribution.GradCAM`) is
+    summed per region and divided by its total. Summed over the volumes,
+    the shares rank the regions as Shojaei et al. rank them by their
+    backpropagation maps.
+
+    Parameters
+    ----------
+    model : path
+        A bundle of a volume CNN (``brainmri train --method cnn3d``).
+    device : str
+        Where the network runs.
+
+    Raises
+    ------
+    ConfigError
+        The bundle is not a network on volumes (Grad-CAM does not apply), or
+        Captum is missing.
+    """
+
+    def __init__(self, model: str | Path, *, device: str = "auto"):
+        from brainmri.data.volumes import VolumePreprocess
+        from brainmri.explain.explainer import ModelView
+        from brainmri.models.bundle import load_model
+
+        self.view = ModelView(load_model(model, device=device))
+        if not isinstance(self.view.preprocess, VolumePreprocess) or self.view.module is None:
+            raise ConfigError(f"--model {model}: is a {self.view.bundle.manifest['method']['name']} bundle; the Grad-CAM "
+                              "ranking needs a network on volumes (brainmri train --method cnn3d), or leave --model "
+                              "out for the ANOVA ranking")
+        self.gradcam = self.view.attribution("gradcam")
+        self.classes = [str(c) for c in self.view.bundle.classes_]
+        self.source = f"Grad-CAM of {model} ({self.view.bundle.manifest['method']['name']})"
+
+    def __call__(self, volume: np.ndarray, label: str, labels: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        """Shares ``(R,)`` of the map of class ``label`` of ``volume`` inside each region (0 when the map is 0)."""
+        import torch
+
+        if label not in self.classes:
+            raise DataError(f"class '{label}' is not one of the model's classes ({', '.join(self.classes)}); the "
+                            "Grad-CAM ranking needs a model trained on these classes")
+        x = self.view.preprocess(volume)
+        box = self.view.preprocess.box(np.asarray(volume, dtype=np.float32))
+        moved = np.rint(self.view.preprocess.resample(labels, box, order=0)).astype(np.int64)
+        with self.view.running():
+            cam = self.gradcam(self.view.tensor(x[None]), torch.as_tensor([self.classes.index(label)]))[0]
+        cam = np.asarray(cam, dtype=np.float64)
+        per_region = np.bincount(moved.ravel(), weights=cam.ravel(), minlength=regions.max() + 1)[regions]
+        total = cam.sum()
+        return per_region / total if total > 0 else np.zeros(len(regions))
+
+
 def _volume_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
     """Shape and RAS+ affine of a NIfTI volume (as :func:`read_image` orients it)."""
     import nibabel as nib
@@ -167,8 +231,11 @@ def _volume_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
 
 
 def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas], *,
-                         progress: Callable[[int], None] | None = None):
+                         attribution: GradCAMShares | None = None, progress: Callable[[int], None] | None = None):
     """Read every volume once: the atlas on their grid, their region features and their mean.
+
+    With ``attribution``, also the summed region shares of its maps
+    (``shares``, shape (R,)); otherwise ``shares`` is None.
 
     Returns
     -------
@@ -182,8 +249,9 @@ def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas],
         Mean of the scaled volumes.
     grid : tuple
         ``(shape, affine)`` of the volumes.
+    shares : ndarray or None
     """
-    atlas = grid = regions = total = None
+    atlas = grid = regions = total = shares = None
     features, kept, skipped = [], [], []
     for k, item in enumerate(items):
         try:
@@ -206,13 +274,16 @@ def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas],
         finally:
             if progress:
                 progress(1)
-        volume = normalize_intensity(volume, (0.5, 99.5))
-        total = volume.astype(np.float64) if total is None else total + volume
-        features.append(region_features(volume, atlas.labels, regions))
+        scaled = normalize_intensity(volume, (0.5, 99.5))
+        total = scaled.astype(np.float64) if total is None else total + scaled
+        if attribution is not None:
+            share = attribution(volume, item.label, atlas.labels, regions)
+            shares = share if shares is None else shares + share
+        features.append(region_features(scaled, atlas.labels, regions))
         kept.append(k)
     if not kept:
         raise DataError(f"none of the {len(items)} volume(s) could be read; see the messages above")
-    return atlas, np.stack(features), kept, skipped, (total / len(kept)).astype(np.float32), grid
+    return atlas, np.stack(features), kept, skipped, (total / len(kept)).astype(np.float32), grid, shares
 
 
 def planted_comparison(root: Path, atlas: Atlas, regions: np.ndarray, ranked: list[int], selected: list[int]) -> dict | None:
@@ -254,7 +325,7 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
         tmp.write_bytes(gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), mtime=0))
 
 
-def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | Path, *,
+def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | Path, *, device: str = "auto",
                       progress: Callable[[int], None] | None = None,
                       on_event: Callable[[str], None] | None = None) -> dict:
     """Run ``brainmri regions`` and write its outputs.
@@ -264,6 +335,8 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
     data : path
         Dataset folder or CSV manifest of 3D NIfTI volumes on one grid.
     config : RegionSearchConfig
+    device : str
+        Where the ``--model`` network runs.
     out : path
         Output folder (:func:`check_regions_folder`): ``results.json``,
         ``regions.json`` and ``regions.csv`` (the ranked regions),
@@ -286,7 +359,9 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
     say = on_event or (lambda line: logger.info("%s", line))
     started = time.perf_counter()
     dataset = load_dataset(data)
-    out = check_regions_folder(out, inputs=[data, *([config.atlas] if config.atlas else [])])
+    out = check_regions_folder(out, inputs=[data, *([config.atlas] if config.atlas else []),
+                                            *([config.model] if config.model else [])])
+    attribution = GradCAMShares(config.model, device=device) if config.model else None
 
     def atlas_for(shape, affine) -> Atlas:
         atlas = (load_atlas(config.atlas, shape, affine) if config.atlas
@@ -295,8 +370,8 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
             say(atlas.note)
         return atlas
 
-    atlas, features, kept, skipped, mean, (shape, affine) = read_region_features(dataset.items, atlas_for,
-                                                                                progress=progress)
+    atlas, features, kept, skipped, mean, (shape, affine), shares = read_region_features(
+        dataset.items, atlas_for, attribution=attribution, progress=progress)
     inside = check_inside(atlas, brain_mask(mean))
     regions = atlas.regions
     say(f"{len(regions)} regions from {atlas.source}; {len(kept)} volumes read"
@@ -309,7 +384,13 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
         groups, grouping = np.arange(len(items)), "one subject per volume (no subject column)"
     read_s = time.perf_counter() - started
 
-    score, ranking = attribution_ranking(features, y)
+    if attribution is None:
+        score, ranking = attribution_ranking(features, y)
+        attributed = "ANOVA F of the region's features between classes (the larger of mean and std)"
+    else:
+        score = shares / len(kept)
+        ranking = np.argsort(-score, kind="stable")
+        attributed = f"mean share of the {attribution.source} map of each volume's class inside the region"
     search = config.search()
 
     def generation(entry: dict) -> None:
@@ -346,7 +427,7 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
         "grid": {"shape": list(shape), "affine": np.asarray(affine).round(6).tolist()},
         "atlas": {"source": atlas.source, "note": atlas.note, "n_regions": len(regions)},
         "features": list(FEATURES),
-        "attribution": "ANOVA F of the region's features between classes (the larger of mean and std)",
+        "attribution": attributed,
         "classifier": f"standardised ridge classifier (alpha={search.alpha}) on the selected regions' features",
         "fitness": f"grouped cross-validated accuracy - {search.penalty} x selected regions",
         "cv": f"{search.cv_}; groups: {grouping}",
