@@ -102,6 +102,8 @@ class GeneticRegionSearch(BaseEstimator):
         Masks scored (distinct masks: the cache scores each once).
     cv_ : str
         How the inner folds were made (:func:`inner_splits`).
+    folds_ : list of (ndarray, ndarray)
+        The inner (train, validation) folds every mask was scored on.
 
     Examples
     --------

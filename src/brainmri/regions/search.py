@@ -286,7 +286,7 @@ def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas],
     return atlas, np.stack(features), kept, skipped, (total / len(kept)).astype(np.float32), grid, shares
 
 
-def planted_comparison(root: Path, atlas: Atlas, regions: np.ndarray, ranked: list[int], selected: list[int]) -> dict | None:
+def planted_comparison(root: Path, atlas: Atlas, ranked: list[int], selected: list[int]) -> dict | None:
     """The known answer of a ``demo-data --3d`` folder against the ranking; None when ``root`` has none.
 
     Returns
@@ -407,7 +407,7 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
                "voxels": int(sizes[regions[i]]), "inside_brain": inside[int(regions[i])]}
               for k, i in enumerate(order)]
     selected = [int(regions[i]) for i in selected_idx]
-    planted = planted_comparison(dataset.root, atlas, regions, [r["region"] for r in ranked], selected)
+    planted = planted_comparison(dataset.root, atlas, [r["region"] for r in ranked], selected)
 
     mask = np.isin(atlas.labels, selected).astype(np.uint8)
     _save_nifti(out / "mask.nii.gz", mask, affine)
