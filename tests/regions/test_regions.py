@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -146,6 +147,7 @@ def test_bad_search_settings_are_refused_before_reading(settings, match):
         RegionSearchConfig(**settings)
 
 
+@pytest.mark.slow
 def test_a_cnn3d_bundle_ranks_the_regions_by_its_grad_cam(volume_source, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("captum")
@@ -169,3 +171,19 @@ def test_a_bundle_that_is_not_a_volume_network_is_refused(volume_source, demo_so
                  "--no-validation", "--jobs", "1", "-q"]) == 0
     with pytest.raises(ConfigError, match=r"is a glcm-svm bundle; the Grad-CAM ranking needs a network on volumes"):
         run_region_search(volume_source, RegionSearchConfig(model=str(model)), tmp_path / "out")
+
+
+def test_volumes_that_cannot_be_used_are_skipped_with_their_reason(volume_source, tmp_path, caplog):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(volume_source, data)
+    first = next(iter(sorted((data / "control").glob("*.nii.gz"))))
+    affine = nib.load(first).affine
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 16), np.float32), affine), data / "control" / "zero.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((12, 16, 16), np.float32), affine), data / "control" / "other-grid.nii.gz")
+    results = run_region_search(data, RegionSearchConfig(n_regions=12, population=6, generations=1), tmp_path / "o")
+    reasons = {Path(s["path"]).name: s["reason"] for s in results["skipped"]}
+    assert "every voxel of this volume is 0" in reasons["zero.nii.gz"]
+    assert "on another voxel grid ((12, 16, 16)) than the first volume ((16, 16, 16))" in reasons["other-grid.nii.gz"]
+    assert results["n_volumes"] == 12 and "skipped" in caplog.text
