@@ -10,15 +10,18 @@
 # Wall time and peak memory (max RSS) of each step: OUT/times.txt; load before and after: OUT/load.txt.
 # Usage: bash bench/regions_benchmark.sh [OUT]   (default OUT: bench-output/regions)
 #        BRAINMRI="env PYTHONPATH=src /path/to/python -m brainmri" bash bench/regions_benchmark.sh   (another install)
+#        N=6 TRAIN_PARAMS=cnn3d.epochs=1 bash bench/regions_benchmark.sh /tmp/x   (a dry run of the script)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench-output/regions}
 B=${BRAINMRI:-.venv/bin/brainmri}
+N=${N:-50}
+TRAIN_PARAMS=${TRAIN_PARAMS:-}
 rm -rf "$OUT" && mkdir -p "$OUT"
 log() { /usr/bin/time -f "$1: %e s wall, %U s user, %M KB peak" -a -o "$OUT/times.txt" "${@:2}"; }
 uptime > "$OUT/load.txt"
-log demo-data $B demo-data --3d "$OUT/data" --n 50 --size 32 --regions 24 --planted 3 --seed 0 -q > "$OUT/demo-data.txt"
-log train-cnn3d $B train "$OUT/data" --method cnn3d --cache-dir "$OUT/cache" --out "$OUT/model" > "$OUT/train.txt" \
+log demo-data $B demo-data --3d "$OUT/data" --n "$N" --size 32 --regions 24 --planted 3 --seed 0 -q > "$OUT/demo-data.txt"
+log train-cnn3d $B train "$OUT/data" --method cnn3d ${TRAIN_PARAMS:+--params "$TRAIN_PARAMS"} --cache-dir "$OUT/cache" --out "$OUT/model" > "$OUT/train.txt" \
   2> "$OUT/train-progress.txt"
 log regions $B regions "$OUT/data" --regions 24 --out "$OUT/regions" > "$OUT/regions.txt" 2> "$OUT/regions-progress.txt"
 log regions-gradcam $B regions "$OUT/data" --regions 24 --model "$OUT/model" --out "$OUT/regions-gradcam" \
