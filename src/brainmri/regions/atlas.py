@@ -109,8 +109,9 @@ def load_atlas(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> 
         image = nib.as_closest_canonical(nib.load(str(path)))
         data = np.asanyarray(image.dataobj)
     except Exception as exc:  # nibabel raises many kinds; the user needs the file and the cause
-        raise DataError(f"--atlas {path}: cannot be read as a NIfTI label volume ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); give a .nii or .nii.gz file") from None
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise DataError(f"--atlas {path}: cannot be read as a NIfTI label volume ({type(exc).__name__}: {detail}); "
+                        "give a .nii or .nii.gz file") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:

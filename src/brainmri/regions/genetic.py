@@ -215,7 +215,7 @@ class GeneticRegionSearch(BaseEstimator):
         return np.array(masks)
 
     def _evolve(self, population: np.ndarray, rng: np.random.Generator, mutation: float) -> np.ndarray:
-        """The next generation of a population sorted best first: elite, then tournament, uniform crossover, mutation."""
+        """The next generation of a population sorted best first: elite, tournament, uniform crossover, mutation."""
         fitness = np.array([self._cache[m.tobytes()][0] for m in population])
         children = [m.copy() for m in population[:self.elite]]
 

@@ -50,9 +50,10 @@ def mask_figure(mean: np.ndarray, mask: np.ndarray):
 def render_regions_report(results: dict, ranked: list[dict], mean: np.ndarray, mask: np.ndarray) -> str:
     """The page as a string: inline CSS and PNGs, no script, every string from the data escaped."""
     acc = results["accuracy"]
+    skipped = f" ({len(results['skipped'])} skipped)" if results["skipped"] else ""
     summary = [
         ("data", _e(results["data"])),
-        ("volumes", _num(results["n_volumes"]) + (f" ({len(results['skipped'])} skipped)" if results["skipped"] else "")),
+        ("volumes", _num(results["n_volumes"]) + skipped),
         ("classes", _e(", ".join(results["classes"]))),
         ("regions", f"{results['atlas']['n_regions']} from {_e(results['atlas']['source'])}"),
         ("selected regions", _e(", ".join(map(str, results["selected_regions"])) or "none")),

@@ -197,7 +197,8 @@ class GradCAMShares:
 
         self.view = ModelView(load_model(model, device=device))
         if not isinstance(self.view.preprocess, VolumePreprocess) or self.view.module is None:
-            raise ConfigError(f"--model {model}: is a {self.view.bundle.manifest['method']['name']} bundle; the Grad-CAM "
+            name = self.view.bundle.manifest["method"]["name"]
+            raise ConfigError(f"--model {model}: is a {name} bundle; the Grad-CAM "
                               "ranking needs a network on volumes (brainmri train --method cnn3d), or leave --model "
                               "out for the ANOVA ranking")
         self.gradcam = self.view.attribution("gradcam")
