@@ -118,6 +118,13 @@ def test_bad_atlas_files_are_refused_with_the_reason(tmp_path, data, match):
         load_atlas(tmp_path / "atlas.nii.gz", (4, 4, 4), np.eye(4))
 
 
+def test_a_missing_atlas_stops_the_run_with_one_line(volume_source, tmp_path, capsys):
+    code = main(["regions", str(volume_source), "--atlas", str(tmp_path / "none.nii.gz"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"error: --atlas {tmp_path / 'none.nii.gz'}: cannot be read as a NIfTI label volume" in err
+
+
 def test_an_unreadable_atlas_is_a_one_line_error(tmp_path):
     (tmp_path / "atlas.nii.gz").write_bytes(b"not a nifti")
     with pytest.raises(DataError, match=r"--atlas .*atlas.nii.gz: cannot be read as a NIfTI label volume"):

@@ -261,11 +261,7 @@ def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas],
                 raise DataError(f"{item.path}: not a 3D volume (shape {volume.shape}); brainmri regions needs NIfTI "
                                 "volumes in one space")
             shape, affine = _volume_grid(item.path)
-            if grid is None:
-                grid = (shape, affine)
-                atlas = atlas_for(shape, affine)
-                regions = atlas.regions
-            elif shape != grid[0] or not np.allclose(affine, grid[1], atol=1e-3):
+            if grid is not None and (shape != grid[0] or not np.allclose(affine, grid[1], atol=1e-3)):
                 raise DataError(f"{item.path}: on another voxel grid ({shape}) than the first volume ({grid[0]}); "
                                 "resample every volume to one space (e.g. MNI) first")
         except DataError as exc:
@@ -275,6 +271,10 @@ def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas],
         finally:
             if progress:
                 progress(1)
+        if grid is None:  # the first volume read sets the grid; the atlas's own errors stop the run
+            grid = (shape, affine)
+            atlas = atlas_for(shape, affine)
+            regions = atlas.regions
         scaled = normalize_intensity(volume, (0.5, 99.5))
         total = scaled.astype(np.float64) if total is None else total + scaled
         if attribution is not None:
