@@ -1,0 +1,465 @@
+"""``brainmri regions``: the brain regions that carry a dataset's classes (Shojaei et al. 2023).
+
+The steps, each on every volume of DATA (3D NIfTI volumes in one space, on
+one voxel grid):
+
+1. **Regions.** The ``--atlas`` label volume, or the template's
+   parcellation, on the volumes' grid (:mod:`brainmri.regions.atlas`);
+   labels mostly outside the volumes' brain are refused.
+2. **Region features.** Each volume is scaled to [0, 1] (0.5 and 99.5
+   percentiles, as the volume preprocessing does) and summarised per region
+   by the mean and the standard deviation of its voxels: atrophy (tissue
+   loss and shrinkage) lowers the first and changes the second. Volumes are
+   read one at a time, so memory holds features, not volumes.
+3. **Attribution ranking.** Each region's relevance is the ANOVA F statistic
+   (``sklearn.feature_selection.f_classif``) of its features between the
+   classes, the larger of the two: a one-pass attribution that needs no
+   trained network. With a trained ``cnn3d`` bundle (``--model``) it is
+   instead the mean share of the network's Grad-CAM maps inside the region
+   (:class:`GradCAMShares`), the backpropagation attribution of Shojaei et
+   al. Regions are ranked by it.
+4. **Genetic search** (:class:`~brainmri.regions.genetic.GeneticRegionSearch`),
+   seeded by that ranking, for the mask with the best grouped
+   cross-validated accuracy at the fewest regions.
+5. **Ranked regions.** The selected regions first, then the others, each
+   group in the order of the attribution ranking.
+
+The accuracy of the selected mask and of the whole brain (every region) are
+those of the same classifier on the same grouped inner folds. The mask was
+chosen on those folds, so its accuracy is optimistic by the selection
+(the whole brain's is not); ``results.json`` says so beside the numbers.
+
+When DATA is a ``demo-data --3d`` folder and the regions are its
+parcellation, the planted regions (its known answer) are compared with the
+ranking: the share of them among the top-ranked regions (as many as were
+planted), and the share of them the mask selected.
+
+References
+----------
+E. Shojaei, R. Ghaderi and S. Salehi, "An evolutionary explainable deep
+learning approach for Alzheimer's MRI classification", Expert Systems with
+Applications 220:119709, 2023. DOI 10.1016/j.eswa.2023.119709
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from brainmri.data.io import read_image
+from brainmri.data.preprocess import normalize_intensity
+from brainmri.errors import ConfigError, DataError
+from brainmri.files import atomic_path, check_output_folder, write_json, write_text
+from brainmri.regions.atlas import Atlas, brain_mask, check_inside, load_atlas, template_parcellation
+from brainmri.regions.genetic import GeneticRegionSearch
+
+logger = logging.getLogger(__name__)
+
+#: The file every region-search folder holds; a folder with other files and without it is never written into.
+RESULTS = "results.json"
+#: Region features, in their order in the feature array.
+FEATURES = ("mean", "std")
+
+
+@dataclass(frozen=True)
+class RegionSearchConfig:
+    """Settings of one region search (written to ``results.json`` as ``config``).
+
+    Parameters
+    ----------
+    atlas : str or None
+        Label NIfTI (``--atlas``); None: the template's parcellation.
+    model : str or None
+        A ``cnn3d`` bundle whose Grad-CAM ranks the regions (``--model``);
+        None: the ANOVA ranking.
+    n_regions : int
+        Regions of the template's parcellation (without ``atlas``).
+    population, generations, mutation, penalty
+        Of :class:`~brainmri.regions.genetic.GeneticRegionSearch`.
+    seed : int
+        Seed of the folds and of the search.
+    """
+
+    atlas: str | None = None
+    model: str | None = None
+    n_regions: int = 24
+    population: int = 30
+    generations: int = 40
+    mutation: float | None = None
+    penalty: float = 0.002
+    seed: int = 0
+
+    def __post_init__(self):
+        self.search()._check_params(2)  # the GA's own checks, before any volume is read
+
+    def search(self) -> GeneticRegionSearch:
+        return GeneticRegionSearch(population=self.population, generations=self.generations, mutation=self.mutation,
+                                   penalty=self.penalty, random_state=self.seed)
+
+
+def check_regions_folder(out: str | Path, *, inputs=()) -> Path:
+    """Refuse ``out`` unless it is new, empty or an earlier ``brainmri regions`` output."""
+    out = check_output_folder(out, "--out", inputs=inputs)
+    if out.is_dir() and any(out.iterdir()) and not (out / RESULTS).is_file():
+        raise ConfigError(f"--out {out}: holds other files and no {RESULTS}, so it is not a brainmri regions output; "
+                          "choose a new or empty folder")
+    return out
+
+
+def region_features(volume: np.ndarray, labels: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Mean and standard deviation of ``volume`` inside each region.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (X, Y, Z)
+    labels : ndarray of int, same shape
+    regions : ndarray of int, shape (R,)
+        Region numbers present in ``labels``.
+
+    Returns
+    -------
+    ndarray of float64, shape (R, 2)
+
+    Examples
+    --------
+    >>> labels = np.array([[[1, 1, 2, 0]]]); volume = np.array([[[1.0, 3.0, 5.0, 9.0]]])
+    >>> region_features(volume, labels, np.array([1, 2])).tolist()
+    [[2.0, 1.0], [5.0, 0.0]]
+    """
+    flat, values = labels.ravel(), np.asarray(volume, dtype=np.float64).ravel()
+    count = np.bincount(flat, minlength=regions.max() + 1)[regions]
+    mean = np.bincount(flat, weights=values, minlength=regions.max() + 1)[regions] / count
+    square = np.bincount(flat, weights=values ** 2, minlength=regions.max() + 1)[regions] / count
+    return np.stack([mean, np.sqrt(np.maximum(square - mean ** 2, 0))], axis=1)
+
+
+def attribution_ranking(features: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
+    """Relevance of every region (the largest ANOVA F of its features) and the regions' order by it.
+
+    Returns
+    -------
+    score : ndarray of float, shape (R,)
+        0 for a region whose features do not vary.
+    ranking : ndarray of int, shape (R,)
+        Region indices, most relevant first (ties by index).
+    """
+    import warnings
+
+    from sklearn.feature_selection import f_classif
+
+    n, r, f = features.shape
+    with warnings.catch_warnings():
+        # A constant feature (a region outside every volume's field of view) gives F = NaN, scored 0 below.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        score, _ = f_classif(features.reshape(n, r * f), np.asarray(y))
+    score = np.nan_to_num(score.reshape(r, f), nan=0.0).max(axis=1)
+    return score, np.argsort(-score, kind="stable")
+
+
+class GradCAMShares:
+    """Region-level attribution of a volume CNN bundle: the share of each volume's Grad-CAM map inside each region.
+
+    Each volume is preprocessed as the bundle preprocesses it; the atlas is
+    moved into that space the same way (cropped with the volume's head box,
+    resized by nearest neighbour), and the map of the volume's own class
+    (Grad-CAM with ReLU, :class:`brainmri.explain.attribution.GradCAM`) is
+    summed per region and divided by its total. Summed over the volumes,
+    the shares rank the regions as Shojaei et al. rank them by their
+    backpropagation maps.
+
+    Parameters
+    ----------
+    model : path
+        A bundle of a volume CNN (``brainmri train --method cnn3d``).
+    device : str
+        Where the network runs.
+
+    Raises
+    ------
+    ConfigError
+        The bundle is not a network on volumes (Grad-CAM does not apply), or
+        Captum is missing.
+    """
+
+    def __init__(self, model: str | Path, *, device: str = "auto"):
+        from brainmri.data.volumes import VolumePreprocess
+        from brainmri.explain.explainer import ModelView
+        from brainmri.models.bundle import load_model
+
+        self.view = ModelView(load_model(model, device=device))
+        if not isinstance(self.view.preprocess, VolumePreprocess) or self.view.module is None:
+            name = self.view.bundle.manifest["method"]["name"]
+            raise ConfigError(f"--model {model}: is a {name} bundle; the Grad-CAM "
+                              "ranking needs a network on volumes (brainmri train --method cnn3d), or leave --model "
+                              "out for the ANOVA ranking")
+        self.gradcam = self.view.attribution("gradcam")
+        self.classes = [str(c) for c in self.view.bundle.classes_]
+        self.source = f"Grad-CAM of {model} ({self.view.bundle.manifest['method']['name']})"
+
+    def __call__(self, volume: np.ndarray, label: str, labels: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        """Shares ``(R,)`` of the map of class ``label`` of ``volume`` inside each region (0 when the map is 0)."""
+        import torch
+
+        if label not in self.classes:
+            raise DataError(f"class '{label}' is not one of the model's classes ({', '.join(self.classes)}); the "
+                            "Grad-CAM ranking needs a model trained on these classes")
+        x = self.view.preprocess(volume)
+        box = self.view.preprocess.box(np.asarray(volume, dtype=np.float32))
+        moved = np.rint(self.view.preprocess.resample(labels, box, order=0)).astype(np.int64)
+        with self.view.running():
+            cam = self.gradcam(self.view.tensor(x[None]), torch.as_tensor([self.classes.index(label)]))[0]
+        cam = np.asarray(cam, dtype=np.float64)
+        per_region = np.bincount(moved.ravel(), weights=cam.ravel(), minlength=regions.max() + 1)[regions]
+        total = cam.sum()
+        return per_region / total if total > 0 else np.zeros(len(regions))
+
+
+def _volume_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and RAS+ affine of a NIfTI volume (as :func:`read_image` orients it)."""
+    import nibabel as nib
+
+    image = nib.as_closest_canonical(nib.load(str(path)))
+    return tuple(int(s) for s in image.shape[:3]), image.affine
+
+
+def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas], *,
+                         attribution: GradCAMShares | None = None, progress: Callable[[int], None] | None = None):
+    """Read every volume once: the atlas on their grid, their region features and their mean.
+
+    With ``attribution``, also the summed region shares of its maps
+    (``shares``, shape (R,)); otherwise ``shares`` is None.
+
+    Returns
+    -------
+    atlas : Atlas
+    features : ndarray, shape (n_read, R, 2)
+    kept : list of int
+        Indices of the items read; the others are in ``skipped``.
+    skipped : list of dict
+        ``{path, reason}`` of volumes that could not be read or are on another grid.
+    mean : ndarray
+        Mean of the scaled volumes.
+    grid : tuple
+        ``(shape, affine)`` of the volumes.
+    shares : ndarray or None
+    """
+    atlas = grid = regions = total = shares = None
+    features, kept, skipped = [], [], []
+    for k, item in enumerate(items):
+        try:
+            volume, meta = read_image(item.path)
+            if volume.ndim != 3 or meta.mode != "volume":
+                raise DataError(f"{item.path}: not a 3D volume (shape {volume.shape}); brainmri regions needs NIfTI "
+                                "volumes in one space")
+            shape, affine = _volume_grid(item.path)
+            if grid is not None and (shape != grid[0] or not np.allclose(affine, grid[1], atol=1e-3)):
+                raise DataError(f"{item.path}: on another voxel grid ({shape}) than the first volume ({grid[0]}); "
+                                "resample every volume to one space (e.g. MNI) first")
+        except DataError as exc:
+            logger.warning("skipped: %s", exc)
+            skipped.append({"path": str(item.path), "reason": str(exc)})
+            continue
+        finally:
+            if progress:
+                progress(1)
+        if grid is None:  # the first volume read sets the grid; the atlas's own errors stop the run
+            grid = (shape, affine)
+            atlas = atlas_for(shape, affine)
+            regions = atlas.regions
+        scaled = normalize_intensity(volume, (0.5, 99.5))
+        total = scaled.astype(np.float64) if total is None else total + scaled
+        if attribution is not None:
+            share = attribution(volume, item.label, atlas.labels, regions)
+            shares = share if shares is None else shares + share
+        features.append(region_features(scaled, atlas.labels, regions))
+        kept.append(k)
+    if not kept:
+        raise DataError(f"none of the {len(items)} volume(s) could be read; see the messages above")
+    return atlas, np.stack(features), kept, skipped, (total / len(kept)).astype(np.float32), grid, shares
+
+
+def planted_comparison(root: Path, atlas: Atlas, ranked: list[int], selected: list[int]) -> dict | None:
+    """The known answer of a ``demo-data --3d`` folder against the ranking; None when ``root`` has none.
+
+    Returns
+    -------
+    dict or None
+        ``planted_regions``, ``comparable`` (the regions are the folder's
+        own parcellation) and, when comparable, ``top_ranked`` (as many as
+        planted), ``recovered_top`` (share of the planted regions among
+        them) and ``recovered_selected`` (share of them in the mask).
+    """
+    import nibabel as nib
+
+    from brainmri.data.synthetic3d import ATLAS_FILE, PLANTED_FILE, REGIONS_FOLDER
+
+    folder = root / REGIONS_FOLDER
+    if not (folder / PLANTED_FILE).is_file():
+        return None
+    planted = sorted(int(r) for r in json.loads((folder / PLANTED_FILE).read_text(encoding="utf-8"))["planted_regions"])
+    own = np.asarray(nib.load(str(folder / ATLAS_FILE)).dataobj)
+    comparable = own.shape == atlas.labels.shape and bool(np.array_equal(own, atlas.labels))
+    out = {"planted_regions": planted, "comparable": comparable}
+    if not comparable:
+        out["note"] = (f"the regions searched are not {folder / ATLAS_FILE}, so its planted region numbers do not "
+                       f"name them; to compare, rerun with --atlas {folder / ATLAS_FILE}")
+        return out
+    top = ranked[:len(planted)]
+    out.update(top_ranked=top, recovered_top=len(set(top) & set(planted)) / len(planted),
+               recovered_selected=len(set(selected) & set(planted)) / len(planted))
+    return out
+
+
+def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
+    import nibabel as nib
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), mtime=0))
+
+
+def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | Path, *, device: str = "auto",
+                      progress: Callable[[int], None] | None = None,
+                      on_event: Callable[[str], None] | None = None) -> dict:
+    """Run ``brainmri regions`` and write its outputs.
+
+    Parameters
+    ----------
+    data : path
+        Dataset folder or CSV manifest of 3D NIfTI volumes on one grid.
+    config : RegionSearchConfig
+    device : str
+        Where the ``--model`` network runs.
+    out : path
+        Output folder (:func:`check_regions_folder`): ``results.json``,
+        ``regions.json`` and ``regions.csv`` (the ranked regions),
+        ``mask.nii.gz`` (the selected regions, uint8 0/1 on the volumes'
+        grid), ``atlas.nii.gz`` (the regions searched, on that grid) and
+        ``report.html``.
+    progress : callable or None
+        Called with 1 after every volume read.
+    on_event : callable or None
+        Called with a line for the user (the regions used, each generation).
+
+    Returns
+    -------
+    dict
+        The content of ``results.json``.
+    """
+    from brainmri.data.dataset import load_dataset
+    from brainmri.regions.report import write_regions_report
+
+    say = on_event or (lambda line: logger.info("%s", line))
+    started = time.perf_counter()
+    dataset = load_dataset(data)
+    out = check_regions_folder(out, inputs=[data, *([config.atlas] if config.atlas else []),
+                                            *([config.model] if config.model else [])])
+    attribution = GradCAMShares(config.model, device=device) if config.model else None
+
+    def atlas_for(shape, affine) -> Atlas:
+        atlas = (load_atlas(config.atlas, shape, affine) if config.atlas
+                 else template_parcellation(shape, affine, n_regions=config.n_regions))
+        if atlas.note:
+            say(atlas.note)
+        return atlas
+
+    atlas, features, kept, skipped, mean, (shape, affine), shares = read_region_features(
+        dataset.items, atlas_for, attribution=attribution, progress=progress)
+    inside = check_inside(atlas, brain_mask(mean))
+    regions = atlas.regions
+    say(f"{len(regions)} regions from {atlas.source}; {len(kept)} volumes read"
+        + (f", {len(skipped)} skipped" if skipped else ""))
+    items = [dataset.items[k] for k in kept]
+    y = np.array([it.label for it in items])
+    if dataset.has_subjects:
+        groups, grouping = np.array([it.subject for it in items]), "subject column of the manifest"
+    else:
+        groups, grouping = np.arange(len(items)), "one subject per volume (no subject column)"
+    read_s = time.perf_counter() - started
+
+    if attribution is None:
+        score, ranking = attribution_ranking(features, y)
+        attributed = "ANOVA F of the region's features between classes (the larger of mean and std)"
+    else:
+        score = shares / len(kept)
+        ranking = np.argsort(-score, kind="stable")
+        attributed = f"mean share of the {attribution.source} map of each volume's class inside the region"
+    search = config.search()
+
+    def generation(entry: dict) -> None:
+        say(f"generation {entry['generation']}/{config.generations}: best fitness {entry['best_fitness']:.3f} "
+            f"(accuracy {entry['best_accuracy']:.3f} with {entry['best_regions']} regions), "
+            f"mean {entry['mean_fitness']:.3f}")
+
+    search.fit(features, y, groups=groups, ranking=ranking, progress=generation)
+    selected_idx = [int(i) for i in ranking if search.support_[i]]
+    order = selected_idx + [int(i) for i in ranking if not search.support_[i]]
+    sizes = np.bincount(atlas.labels.ravel(), minlength=regions.max() + 1)
+    ranked = [{"rank": k + 1, "region": int(regions[i]), "selected": bool(search.support_[i]),
+               "attribution": float(score[i]), "population_share": float(search.population_share_[i]),
+               "voxels": int(sizes[regions[i]]), "inside_brain": inside[int(regions[i])]}
+              for k, i in enumerate(order)]
+    selected = [int(regions[i]) for i in selected_idx]
+    planted = planted_comparison(dataset.root, atlas, [r["region"] for r in ranked], selected)
+
+    mask = np.isin(atlas.labels, selected).astype(np.uint8)
+    _save_nifti(out / "mask.nii.gz", mask, affine)
+    _save_nifti(out / "atlas.nii.gz", atlas.labels, affine)
+    write_json(out / "regions.json", ranked)
+    header = list(ranked[0])
+    write_text(out / "regions.csv", ",".join(header) + "\n"
+               + "".join(",".join(str(row[h]) for h in header) + "\n" for row in ranked))
+    results = {
+        "command": "regions",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": str(data),
+        "config": asdict(config),
+        "classes": sorted(set(y.tolist())),
+        "n_volumes": len(items),
+        "skipped": skipped,
+        "grid": {"shape": list(shape), "affine": np.asarray(affine).round(6).tolist()},
+        "atlas": {"source": atlas.source, "note": atlas.note, "n_regions": len(regions)},
+        "features": list(FEATURES),
+        "attribution": attributed,
+        "classifier": f"standardised ridge classifier (alpha={search.alpha}) on the selected regions' features",
+        "fitness": f"grouped cross-validated accuracy - {search.penalty} x selected regions",
+        "cv": f"{search.cv_}; groups: {grouping}",
+        "mutation": search.mutation if search.mutation is not None else 1 / len(regions),
+        "selected_regions": selected,
+        "accuracy": {"mask": search.accuracy_, "whole_brain": search.whole_accuracy_,
+                     "difference": search.accuracy_ - search.whole_accuracy_,
+                     "note": "both on the same grouped inner folds; the mask was selected on them, so its accuracy "
+                             "is optimistic by the selection"},
+        "planted": planted,
+        "history": search.history_,
+        "n_evaluations": search.n_evaluations_,
+        "seconds": {"reading": round(read_s, 2), "total": round(time.perf_counter() - started, 2)},
+    }
+    write_regions_report(results, ranked, mean, mask, out / "report.html")
+    write_json(out / RESULTS, results)
+    return results
+
+
+def format_summary(results: dict) -> list[str]:
+    """The lines ``brainmri regions`` prints: the mask, the two accuracies and the known answer."""
+    acc = results["accuracy"]
+    lines = [f"selected {len(results['selected_regions'])} of {results['atlas']['n_regions']} regions: "
+             f"{', '.join(map(str, results['selected_regions'])) or 'none'}",
+             f"accuracy with the mask {acc['mask']:.3f} vs the whole brain {acc['whole_brain']:.3f} "
+             f"({results['cv']}; the mask's is optimistic by its selection)"]
+    planted = results.get("planted")
+    if planted and planted["comparable"]:
+        lines.append(f"planted regions {', '.join(map(str, planted['planted_regions']))}: "
+                     f"{planted['recovered_top']:.0%} among the top {len(planted['planted_regions'])} ranked, "
+                     f"{planted['recovered_selected']:.0%} selected")
+    elif planted:
+        lines.append(f"planted regions not compared: {planted['note']}")
+    return lines
