@@ -942,7 +942,7 @@ def cmd_demo(args) -> int:
         "size": 128, "no_crop": False, "harmonise": "none", "n4": False, "keep_aspect": False,
         "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
         "params": params, "device": "auto", "threads": None, "shift": None, "shift_severities": None,
-        "shift_max_items": None, "adapt": "none", "extra_data": None, "extra_label_map": None,
+        "shift_max_items": None, "adapt": "none", "extra_data": None, "extra_label_map": None, "cluster": None,
     }))
 
 

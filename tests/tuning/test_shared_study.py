@@ -40,7 +40,7 @@ def test_two_workers_record_every_trial_once(leaky_split_source, postgres_url, t
     ran = []
     for process, (_, err) in zip(workers, ended):
         assert process.returncode == 0, err
-        ran.append({int(n) for n in re.findall(r"^\[random\]: trial (\d+) \(", err, flags=re.M)})
+        ran.append({int(n) for n in re.findall(r"^\[aco\]: trial (\d+) \(", err, flags=re.M)})
     storage = optuna.storages.RDBStorage(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         study = optuna.load_study(study_name="shared", storage=storage)
@@ -54,6 +54,6 @@ def test_two_workers_record_every_trial_once(leaky_split_source, postgres_url, t
     assert all(ran), "each worker ran trials of the shared study"
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     # Each worker tested the best configuration of the whole study.
-    best = [json.loads((tmp_path / f"out{k}" / "results.json").read_text())["searches"]["random"]["official"]["best"]
+    best = [json.loads((tmp_path / f"out{k}" / "results.json").read_text())["searches"]["aco"]["official"]["best"]
             for k in (1, 2)]
     assert best[0]["value"] == best[1]["value"] == best_value

@@ -11,6 +11,8 @@ from brainmri.cli import main  # noqa: E402
 from brainmri.evaluation.protocol import parse_params  # noqa: E402
 from brainmri.models.classical import GroupedPipeline  # noqa: E402
 from brainmri.models.registry import get_method  # noqa: E402
+from brainmri.robust import ood as robust_ood  # noqa: E402
+from brainmri.robust.ood import predict_with_ood  # noqa: E402
 from brainmri.tuning import search  # noqa: E402
 
 #: Inner folds of the official split's training part (4 independent images per class).
@@ -80,20 +82,27 @@ def test_the_report_shows_the_search_and_the_test(compared):
 
 
 def test_the_test_part_is_predicted_once_after_the_search(leaky_split_source, tmp_path, monkeypatch):
-    calls = []
+    calls = []  # (what, set of file paths) per prediction, in order
     original = GroupedPipeline.predict_proba
 
-    def spy(self, X):
-        calls.append({str(x) for x in X})
+    def spy(self, X):  # the trials' inner validation parts (and the report's occluded arrays, which are no files)
+        calls.append(("trial", {str(x) for x in X if not isinstance(x, np.ndarray)}))
         return original(self, X)
 
+    def spy_test(predictor, ood, X):  # the final test: probabilities and out-of-distribution distances together
+        calls.append(("test", {str(x) for x in X}))
+        return predict_with_ood(predictor, ood, X)
+
     monkeypatch.setattr(GroupedPipeline, "predict_proba", spy)
+    monkeypatch.setattr(robust_ood, "predict_with_ood", spy_test)
     assert tune(leaky_split_source, tmp_path / "out", "--trials", "2") == 0
     test_items = {str(p) for p in (leaky_split_source / "Testing").rglob("*.*")}
-    touching = [k for k, items in enumerate(calls) if items & test_items]
-    assert touching == [len(calls) - 1]  # one call, the last one
-    assert calls[-1] == test_items
-    assert len(calls) > 2  # the trials predicted their inner validation parts
+    touching = [k for k, (_, items) in enumerate(calls) if items & test_items]
+    tests = [k for k, (what, _) in enumerate(calls) if what == "test"]
+    assert touching == tests and len(tests) == 1  # one call on the test part, the final test
+    assert calls[tests[0]][1] == test_items
+    trials = [k for k, (what, items) in enumerate(calls) if what == "trial" and items]
+    assert len(trials) > 2 and max(trials) < tests[0]  # the trials predicted their inner validation parts, before
 
 
 def test_a_rerun_with_more_trials_continues_the_study(leaky_split_source, tmp_path):

@@ -68,7 +68,16 @@ SHOJAEI_2023 = ("S. Shojaei, M. Saniee Abadeh and Z. Momeni (2023), \"An evoluti
                 "DOI 10.1016/j.eswa.2023.119709")
 
 
-@register_method("cnn3d", family="deep", reference=SHOJAEI_2023, inputs="volumes",
+#: What ``brainmri tune`` searches for cnn3d: its optimiser and width (batches of a few volumes on a CPU).
+CNN3D_SPACE = {
+    "lr": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
+    "batch_size": {"type": "categorical", "choices": [2, 4, 8]},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.6},
+    "width": {"type": "categorical", "choices": [4, 8, 16]},
+}
+
+
+@register_method("cnn3d", family="deep", reference=SHOJAEI_2023, inputs="volumes", search_space=CNN3D_SPACE,
                  summary="small 3D CNN on whole NIfTI volumes resampled to size^3 voxels (after Shojaei et al. 2023)")
 def cnn3d_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
                  device: str = "auto", size: int = 32, epochs: int = 40, lr: float = 3e-3, weight_decay: float = 0.05,
