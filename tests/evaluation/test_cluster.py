@@ -69,7 +69,7 @@ def test_an_unreachable_scheduler_is_one_line_within_seconds_and_writes_nothing(
 ])
 def test_a_malformed_scheduler_address_is_refused(demo_source, tmp_path, address, match):
     config = BenchmarkConfig(data=str(demo_source), **CONFIG)
-    with pytest.raises(ConfigError, match=rf"--cluster {address}: no Dask scheduler answered .*{match}"):
+    with pytest.raises(ConfigError, match=rf"--cluster {address}: not a Dask scheduler address \({match}"):
         run_benchmark(config, tmp_path / "out", n_jobs=1, cluster=address)
 
 

@@ -67,6 +67,28 @@ def test_method_fits_and_returns_probabilities(small, name):
     assert (model.classes_[proba.argmax(1)] == labels[~train]).mean() > 0.4
 
 
+@pytest.mark.parametrize("name", ["glcm-svm", "rf"])
+def test_without_calibration_one_classifier_is_fitted_and_predicts(small, name, monkeypatch):
+    """What ``brainmri tune`` scores its trials with: no CalibratedClassifierCV, the classifier's own predictions."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    paths, labels = small
+    train = np.arange(len(paths)) % 3 != 0
+    model = build(name)
+    model.set_params(classifier__calibration=None)
+    monkeypatch.setattr(CalibratedClassifierCV, "fit", lambda *a, **k: pytest.fail("calibrated although switched off"))
+    model.fit(paths[train], labels[train])
+    assert model.params_["calibration"] == "none"
+    predicted = model.predict(paths[~train])
+    np.testing.assert_array_equal(predicted, model.steps[-1][1].calibrated_.predict(model[:-1].transform(paths[~train])))
+    assert (predicted == labels[~train]).mean() > 0.4
+    if name == "rf":  # a forest still has its vote shares
+        np.testing.assert_allclose(model.predict_proba(paths[~train]).sum(axis=1), 1.0)
+    else:
+        with pytest.raises(AttributeError, match="calibration=None: it has no probabilities"):
+            model.predict_proba(paths[~train])
+
+
 def test_same_seed_same_probabilities(small):
     paths, labels = small
     a = build("rf", seed=1).fit(paths, labels).predict_proba(paths[:5])

@@ -50,6 +50,14 @@ def test_each_sampler_finishes_its_trials_and_the_best_inner_score_is_chosen(com
     assert len(curve) == 3 and curve == sorted(curve)
 
 
+def test_classical_trials_are_scored_uncalibrated_and_the_tested_configuration_is_calibrated(compared):
+    _, _, results = compared
+    assert all(t["uncalibrated"] for t in complete(results, "random") + complete(results, "tpe"))
+    assert search.UNCALIBRATED_NOTE in results["test"]["protocol"]["notes"]
+    tested = results["test"]["methods"]["glcm-svm tuned by tpe"]["params"]
+    assert tested["calibration"].startswith("isotonic")
+
+
 def test_the_best_configuration_is_a_params_file_for_train_and_benchmark(compared):
     _, out, results = compared
     params = parse_params(str(out / "best_params.json"))
@@ -93,7 +101,14 @@ def test_the_test_part_is_predicted_once_after_the_search(leaky_split_source, tm
         calls.append(("test", {str(x) for x in X}))
         return predict_with_ood(predictor, ood, X)
 
+    original_predict = GroupedPipeline.predict
+
+    def spy_predict(self, X):  # trials of a classical method score its uncalibrated predictions
+        calls.append(("trial", {str(x) for x in X}))
+        return original_predict(self, X)
+
     monkeypatch.setattr(GroupedPipeline, "predict_proba", spy)
+    monkeypatch.setattr(GroupedPipeline, "predict", spy_predict)
     monkeypatch.setattr(robust_ood, "predict_with_ood", spy_test)
     assert tune(leaky_split_source, tmp_path / "out", "--trials", "2") == 0
     test_items = {str(p) for p in (leaky_split_source / "Testing").rglob("*.*")}

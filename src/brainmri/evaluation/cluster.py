@@ -57,18 +57,33 @@ def connect(address: str, *, timeout: float = CONNECT_TIMEOUT_S):
     Raises
     ------
     ConfigError
-        Dask distributed is not installed, or no Dask scheduler answered
-        at ``address`` within ``timeout`` seconds.
+        Dask distributed is not installed, ``address`` is malformed (no
+        port, an unknown scheme), or no Dask scheduler answered at it within
+        ``timeout`` seconds.
     """
     try:
         from distributed import Client
     except ImportError:
         raise ConfigError("--cluster needs Dask distributed, which is not installed; "
                           "install it with: pip install 'brainmri[cluster]'") from None
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+    from distributed.comm.registry import get_backend
+
+    # A malformed address is refused before a Client starts: its error then depends on the state of the event loop
+    # that earlier Clients of the process left behind.
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        if scheme != "inproc":
+            parse_host_port(location)
+    except ValueError as exc:
+        raise ConfigError(f"--cluster {address}: not a Dask scheduler address ({exc}); give the address that "
+                          "`dask scheduler` prints (tcp://HOST:8786)") from None
     try:
         return Client(address, timeout=timeout, set_as_default=False)
-    # distributed raises OSError for no answer, ValueError for a malformed address, and other types for a peer
-    # that is not a Dask scheduler: every one means the same to the user.
+    # distributed raises OSError for no answer and other types for a peer that is not a Dask scheduler: both mean
+    # the same to the user.
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"--cluster {address}: no Dask scheduler answered within {timeout:g} s ({reason}); give the "

@@ -93,12 +93,14 @@ SVM_KERNELS = ("linear", "rbf", "poly")
 
 #: What ``brainmri tune`` searches for the SVM methods (format: :mod:`brainmri.tuning.space`). C reaches 300:
 #: the inner grid of ``glcm-svm`` chose an RBF SVM with C = 100 on the brain-tumor-mri training folder, and a
-#: first space capped at C = 10 tested at 0.876 against the grid's 0.963 (9 trials). Large C is slow for the
-#: linear and polynomial kernels (libsvm converges slowly): single trials of 5 inner fits took 1 to 4 minutes on
-#: that folder under a load average of 13-17. gamma spans scikit-learn's "scale" (1 / (n_features * variance),
-#: 0.005 for the 204 standardised GLCM features) by a factor of 20 each way.
+#: first space capped at C = 10 tested at 0.876 against the grid's 0.963 (9 trials). The linear kernel is left
+#: out: on the 204 standardised GLCM features of that folder (4,600 training rows) it was the least accurate and by
+#: far the slowest (libsvm's time grows with C: 1.8 s at C = 1 and 23 s at C = 30 for 0.85 held-out accuracy,
+#: against 0.5 s for 0.93 with RBF, C = 100); a ``--space`` file with the kernel choices adds it back. gamma spans
+#: scikit-learn's "scale" (1 / (n_features * variance), 0.005 for those features) by a factor of 20 each way;
+#: degree applies to the polynomial kernel only.
 SVM_SPACE = {
-    "kernel": {"type": "categorical", "choices": list(SVM_KERNELS)},
+    "kernel": {"type": "categorical", "choices": ["rbf", "poly"]},
     "C": {"type": "float", "low": 0.01, "high": 300.0, "log": True},
     "gamma": {"type": "float", "low": 0.00025, "high": 0.1, "log": True},
     "degree": {"type": "int", "low": 2, "high": 3},
@@ -171,21 +173,40 @@ class _Calibrated(ClassifierMixin, BaseEstimator):
     """Shared part of the classifiers below: calibrate on the inner folds, predict from the calibrated model."""
 
     def _calibrate(self, estimator, X, y, splits) -> None:
-        self.calibrated_ = CalibratedClassifierCV(estimator, method=self.calibration, cv=splits,
-                                                  ensemble=self.ensemble).fit(X, y)
+        if self.calibration is None:
+            # brainmri tune scores its trials this way (one fit instead of one per inner fold and a final one):
+            # hyperparameters are chosen on the uncalibrated predictions, as GridSearchCV does inside fit.
+            self.calibrated_ = estimator.fit(X, y)
+        else:
+            self.calibrated_ = CalibratedClassifierCV(estimator, method=self.calibration, cv=splits,
+                                                      ensemble=self.ensemble).fit(X, y)
         self.classes_ = self.calibrated_.classes_
 
     def _calibration_params(self, how: str) -> dict:
+        if self.calibration is None:
+            return {"calibration": "none", "inner_cv": how}
         return {"calibration": f"{self.calibration}{'' if self.ensemble else ', one calibrator on out-of-fold scores'}",
                 "inner_cv": how}
 
     def predict_proba(self, X) -> np.ndarray:
-        """Calibrated class probabilities, shape (n_items, n_classes), columns in ``classes_`` order."""
+        """Calibrated class probabilities, shape (n_items, n_classes), columns in ``classes_`` order.
+
+        Raises
+        ------
+        AttributeError
+            Fitted with ``calibration=None`` around an SVM, which has no probabilities.
+        """
         check_is_fitted(self, "calibrated_")
+        if not hasattr(self.calibrated_, "predict_proba"):
+            raise AttributeError(f"{type(self).__name__} was fitted with calibration=None: it has no probabilities; "
+                                 "use predict, or fit with a calibration")
         return self.calibrated_.predict_proba(np.asarray(X, dtype=np.float64))
 
     def predict(self, X) -> np.ndarray:
-        """The most probable class of every item."""
+        """The most probable class of every item (the uncalibrated model's prediction with ``calibration=None``)."""
+        check_is_fitted(self, "calibrated_")
+        if self.calibration is None:
+            return self.calibrated_.predict(np.asarray(X, dtype=np.float64))
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
@@ -202,8 +223,10 @@ class CalibratedSVC(_Calibrated):
     one_vs_one : bool
         Wrap the SVM in an explicit ``OneVsOneClassifier`` (pairwise binary
         SVMs voting, as in Zheng et al. 2023).
-    calibration : {"sigmoid", "isotonic", "temperature"}
-        ``CalibratedClassifierCV`` method.
+    calibration : {"sigmoid", "isotonic", "temperature"} or None
+        ``CalibratedClassifierCV`` method; None fits the SVM alone, which
+        then predicts classes but no probabilities (how ``brainmri tune``
+        scores a trial).
     ensemble : bool
         ``CalibratedClassifierCV(ensemble=...)``: True averages one
         calibrated model per inner fold, False fits one calibrator on the
@@ -272,8 +295,9 @@ class CalibratedForest(_Calibrated):
     max_features : {"sqrt", "log2"}, float or int
         Features considered at each split (``RandomForestClassifier``).
     min_samples_leaf : int
-    calibration : {"sigmoid", "isotonic", "temperature"}
-        ``CalibratedClassifierCV`` method.
+    calibration : {"sigmoid", "isotonic", "temperature"} or None
+        ``CalibratedClassifierCV`` method; None fits the forest alone (its
+        own vote shares as probabilities).
     ensemble : bool
         ``CalibratedClassifierCV(ensemble=...)``, see :class:`CalibratedSVC`.
     random_state : int
