@@ -13,7 +13,7 @@ from brainmri.cli import main
 from brainmri.errors import ConfigError, DataError
 from brainmri.regions.atlas import load_atlas
 from brainmri.regions.genetic import GeneticRegionSearch
-from brainmri.regions.search import RegionSearchConfig, run_region_search
+from brainmri.regions.search import RegionSearchConfig, attribution_density, run_region_search
 
 FAST = ["--population", "12", "--generations", "8", "--regions", "12"]  # the fixture's parcellation: 12 regions
 
@@ -143,11 +143,26 @@ def test_the_penalty_drops_regions_that_add_no_accuracy():
     assert free.support_.sum() >= priced.support_.sum()
 
 
+def test_attribution_density_ranks_a_small_hot_region_above_a_large_lukewarm_one():
+    labels = np.zeros((4, 4, 4), np.int64)
+    labels[:2] = 1  # 32 voxels
+    labels[2, :2, :2] = 2  # 4 voxels
+    attribution = np.where(labels == 1, 1.0, 0.0) + np.where(labels == 2, 6.0, 0.0)
+    attribution[3] = 50.0  # outside every region: ignored
+    density = attribution_density(attribution, labels, np.array([1, 2]))
+    # The large region holds 32 of the map's 56 inside the regions, the small one 24; per voxel 1 vs 6,
+    # against a mean |map| of 56 / 36 over the regions' voxels.
+    np.testing.assert_allclose(density, [36 / 56, 6 * 36 / 56])
+    np.testing.assert_allclose(attribution_density(10 * attribution, labels, np.array([1, 2])), density)
+    assert attribution_density(np.zeros((4, 4, 4)), labels, np.array([1, 2])).tolist() == [0.0, 0.0]
+
+
 @pytest.mark.parametrize("settings, match", [
     ({"population": 2}, "--population must be an integer >= 4"),
     ({"generations": 0}, "--generations must be an integer >= 1"),
     ({"mutation": 0.9}, r"--mutation must be a probability in \(0, 0.5\]"),
     ({"penalty": -1.0}, "--penalty must be >= 0"),
+    ({"attribution": "occlusion"}, "--attribution 'occlusion' is not a region attribution method; valid: saliency, "),
 ])
 def test_bad_search_settings_are_refused_before_reading(settings, match):
     with pytest.raises(ConfigError, match=match):
