@@ -500,9 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, metavar="BUNDLE",
                    help="rank the regions by the attribution maps of this cnn3d bundle (brainmri train --method "
                    "cnn3d) instead of the ANOVA F of their features")
-    p.add_argument("--attribution", default="saliency",
-                   help="with --model: the map whose density per region ranks the regions: saliency (default), "
-                   "integrated-gradients or gradcam")
+    p.add_argument("--attribution", default="gradient",
+                   help="with --model: the map whose density per region ranks the regions: gradient (the signed "
+                   "input gradient, default), integrated-gradients or gradcam")
     p.add_argument("--device", default="auto", help="where the --model network runs: auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--population", type=int, default=30, help="masks per generation (default 30)")
     p.add_argument("--generations", type=int, default=40, help="generations (default 40)")

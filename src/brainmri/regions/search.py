@@ -15,9 +15,11 @@ one voxel grid):
    (``sklearn.feature_selection.f_classif``) of its features between the
    classes, the larger of the two: a one-pass attribution that needs no
    trained network. With a trained ``cnn3d`` bundle (``--model``) it is
-   instead the density of the network's attribution maps in the region
-   (:class:`RegionAttribution`; ``--attribution``: saliency by default), the
-   backpropagation attribution of Shojaei et al. Regions are ranked by it.
+   instead the density of the network's attribution maps in the region,
+   averaged with its sign over each class's volumes (:class:`RegionAttribution`,
+   :func:`class_relevance`; ``--attribution``: the input gradient by
+   default), the backpropagation attribution of Shojaei et al. Regions are
+   ranked by it.
 4. **Genetic search** (:class:`~brainmri.regions.genetic.GeneticRegionSearch`),
    seeded by that ranking, for the mask with the best grouped
    cross-validated accuracy at the fewest regions.
@@ -67,9 +69,10 @@ logger = logging.getLogger(__name__)
 RESULTS = "results.json"
 #: Region features, in their order in the feature array.
 FEATURES = ("mean", "std")
-#: ``--attribution`` methods of a ``--model`` network, the default first: the gradient methods of
-#: :mod:`brainmri.explain.attribution` (occlusion would take thousands of forward passes per volume).
-NETWORK_ATTRIBUTIONS = ("saliency", "integrated-gradients", "gradcam")
+#: ``--attribution`` maps of a ``--model`` network, the default first: a method of
+#: :mod:`brainmri.explain.attribution` and its settings (occlusion would take thousands of passes per volume).
+NETWORK_ATTRIBUTIONS = {"gradient": ("saliency", {"absolute": False}),
+                        "integrated-gradients": ("integrated-gradients", {}), "gradcam": ("gradcam", {})}
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class RegionSearchConfig:
 
     atlas: str | None = None
     model: str | None = None
-    attribution: str = NETWORK_ATTRIBUTIONS[0]
+    attribution: str = "gradient"
     n_regions: int = 24
     population: int = 30
     generations: int = 40
@@ -210,37 +213,80 @@ def attribution_density(attribution: np.ndarray, labels: np.ndarray, regions: np
     return np.bincount(flat, weights=values, minlength=regions.max() + 1)[regions] / np.maximum(size, 1) / scale
 
 
+def class_relevance(densities: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
+    """Relevance of every region from signed attribution densities: how consistently each class's maps mark it.
+
+    Per class, the densities of its volumes (each toward its own class) are
+    averaged with their sign; a region's relevance is the mean over the
+    classes of the absolute class average. Gradients that change sign from
+    one subject to the next (noise, edges the network does not use
+    consistently) cancel; a region whose intensity moves the decision the
+    same way in every subject adds up. For maps that are never negative
+    (Grad-CAM) it is the mean density, each class weighing the same.
+
+    Parameters
+    ----------
+    densities : ndarray, shape (n, R)
+        :func:`attribution_density` of each volume's map of its own class.
+    y : array-like, shape (n,)
+        Class of each volume.
+
+    Returns
+    -------
+    score : ndarray of float, shape (R,)
+    ranking : ndarray of int, shape (R,)
+        Region indices, most relevant first (ties by index).
+
+    Examples
+    --------
+    Region 0 is marked strongly but with changing signs, region 1 weakly
+    and consistently (with opposite signs in the two classes, as an
+    intensity that raises one class's score lowers the other's):
+
+    >>> densities = np.array([[2.0, 1.0], [-2.0, 1.0], [2.0, -1.0], [-2.0, -1.0]])
+    >>> score, ranking = class_relevance(densities, ["a", "a", "b", "b"])
+    >>> score.tolist(), ranking.tolist()
+    ([0.0, 1.0], [1, 0])
+    """
+    y = np.asarray(y)
+    score = np.mean([np.abs(densities[y == c].mean(axis=0)) for c in np.unique(y)], axis=0)
+    return score, np.argsort(-score, kind="stable")
+
+
 class RegionAttribution:
-    """Region-level attribution of a volume CNN bundle: how densely each region holds the network's attribution.
+    """Region-level attribution of a volume CNN bundle: the density of the network's map of each volume in each region.
 
     Each volume is preprocessed as the bundle preprocesses it; the atlas is
     moved into that space the same way (cropped with the volume's head box,
     resized by nearest neighbour). The map of the volume's own class
-    (:mod:`brainmri.explain.attribution`: Captum's saliency, integrated
-    gradients or Grad-CAM) is averaged over each region's voxels and divided
-    by the mean absolute map over all regions' voxels
-    (:func:`attribution_density`): 1 is the attribution of an average brain
-    voxel, a region does not rank high by its size alone (as it does by its
-    share of the map), and every volume weighs the same. The densities of the
-    volumes are averaged. Saliency and Grad-CAM maps are >= 0; integrated
-    gradients keep their sign (evidence against the class lowers a region).
+    (:mod:`brainmri.explain.attribution`, Captum's) is averaged over each
+    region's voxels and divided by the mean absolute map over all regions'
+    voxels (:func:`attribution_density`): 1 is the attribution of an
+    average brain voxel, so a region does not rank high by its size alone
+    and every volume weighs the same. :func:`class_relevance` turns the
+    densities of all volumes into the ranking.
 
     Shojaei et al. (2023) combine a genetic occlusion search with a set of
-    backpropagation maps of their 3D CNN; this is the backpropagation step.
-    Saliency (the absolute input gradient, Simonyan et al. 2014) is the
-    default because it ranks the planted regions of ``demo-data --3d`` first
-    in one backward pass per volume, where the cnn3d's Grad-CAM cannot: its
-    last convolution sees a 32^3 volume at 4^3, so its map, upsampled, is
-    nearly flat over regions of a few hundred voxels (measurements in
-    docs/benchmarks.md, "Region masks"). Integrated gradients rank them as
-    well at ``steps`` times the cost.
+    backpropagation maps of their 3D CNN; this is the backpropagation step,
+    with the map chosen on volumes with a known answer (``demo-data --3d``,
+    measurements in docs/benchmarks.md, "Region masks"):
+
+    * ``gradient`` (default): the signed input gradient of the class score
+      (the saliency of Simonyan et al. 2014 before its absolute value), one
+      backward pass per volume. Signed, so that :func:`class_relevance`
+      cancels what is inconsistent across subjects.
+    * ``integrated-gradients`` (Sundararajan et al. 2017): signed too, at
+      32 passes per volume; it ranked the planted regions less well.
+    * ``gradcam``: the cnn3d's last convolution sees a 32^3 volume at 4^3,
+      so its map, upsampled, is nearly flat over regions of a few hundred
+      voxels and misses the planted regions.
 
     Parameters
     ----------
     model : path
         A bundle of a volume CNN (``brainmri train --method cnn3d``).
     method : str
-        One of :data:`NETWORK_ATTRIBUTIONS`.
+        A name of :data:`NETWORK_ATTRIBUTIONS`.
     device : str
         Where the network runs.
 
@@ -249,9 +295,18 @@ class RegionAttribution:
     ConfigError
         The bundle is not a network on volumes (no gradient attribution
         applies), or Captum is missing.
+
+    References
+    ----------
+    S. Shojaei, M. Saniee Abadeh and Z. Momeni, "An evolutionary explainable
+    deep learning approach for Alzheimer's MRI classification", Expert
+    Systems with Applications 220:119709, 2023. DOI 10.1016/j.eswa.2023.119709
+    K. Simonyan, A. Vedaldi and A. Zisserman, "Deep inside convolutional
+    networks: visualising image classification models and saliency maps",
+    ICLR workshop 2014, arXiv:1312.6034.
     """
 
-    def __init__(self, model: str | Path, *, method: str = NETWORK_ATTRIBUTIONS[0], device: str = "auto"):
+    def __init__(self, model: str | Path, *, method: str = "gradient", device: str = "auto"):
         from brainmri.data.volumes import VolumePreprocess
         from brainmri.explain.explainer import ModelView
         from brainmri.models.bundle import load_model
@@ -262,7 +317,8 @@ class RegionAttribution:
             raise ConfigError(f"--model {model}: is a {name} bundle; the attribution "
                               "ranking needs a network on volumes (brainmri train --method cnn3d), or leave --model "
                               "out for the ANOVA ranking")
-        self.attribution = self.view.attribution(method)
+        name, settings = NETWORK_ATTRIBUTIONS[method]
+        self.attribution = self.view.attribution(name, **settings)
         self.classes = [str(c) for c in self.view.bundle.classes_]
         self.source = f"{method} maps of {model} ({self.view.bundle.manifest['method']['name']})"
 
@@ -293,8 +349,9 @@ def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas],
                          attribution: RegionAttribution | None = None, progress: Callable[[int], None] | None = None):
     """Read every volume once: the atlas on their grid, their region features and their mean.
 
-    With ``attribution``, also the summed region densities of its maps
-    (``densities``, shape (R,)); otherwise ``densities`` is None.
+    With ``attribution``, also the region densities of the map of every
+    volume read (``densities``, shape (n_read, R)); otherwise ``densities``
+    is None.
 
     Returns
     -------
@@ -310,8 +367,8 @@ def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas],
         ``(shape, affine)`` of the volumes.
     densities : ndarray or None
     """
-    atlas = grid = regions = total = densities = None
-    features, kept, skipped = [], [], []
+    atlas = grid = regions = total = None
+    features, densities, kept, skipped = [], [], [], []
     for k, item in enumerate(items):
         try:
             volume, meta = read_image(item.path)
@@ -336,13 +393,13 @@ def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas],
         scaled = normalize_intensity(volume, (0.5, 99.5))
         total = scaled.astype(np.float64) if total is None else total + scaled
         if attribution is not None:
-            density = attribution(volume, item.label, atlas.labels, regions)
-            densities = density if densities is None else densities + density
+            densities.append(attribution(volume, item.label, atlas.labels, regions))
         features.append(region_features(scaled, atlas.labels, regions))
         kept.append(k)
     if not kept:
         raise DataError(f"none of the {len(items)} volume(s) could be read; see the messages above")
-    return atlas, np.stack(features), kept, skipped, (total / len(kept)).astype(np.float32), grid, densities
+    return (atlas, np.stack(features), kept, skipped, (total / len(kept)).astype(np.float32), grid,
+            np.stack(densities) if densities else None)
 
 
 def planted_comparison(root: Path, atlas: Atlas, ranked: list[int], selected: list[int]) -> dict | None:
@@ -448,10 +505,10 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
         score, ranking = attribution_ranking(features, y)
         attributed = "ANOVA F of the region's features between classes (the larger of mean and std)"
     else:
-        score = densities / len(kept)
-        ranking = np.argsort(-score, kind="stable")
-        attributed = (f"mean density of the {attribution.source} of each volume's class in the region (its mean "
-                      "per voxel over the mean absolute map of all regions' voxels; 1: an average brain voxel)")
+        score, ranking = class_relevance(densities, y)
+        attributed = (f"density of the {attribution.source} of each volume's class in the region (its mean per "
+                      "voxel over the mean absolute map of all regions' voxels; 1: an average brain voxel), averaged "
+                      "with its sign over each class's volumes; the mean over the classes of its absolute value")
     search = config.search()
 
     def generation(entry: dict) -> None:
