@@ -180,6 +180,16 @@ def test_class_relevance_keeps_what_every_subject_agrees_on():
     np.testing.assert_allclose(score, [2.0, 2.0])  # each class weighs the same, not each volume
 
 
+
+def test_the_docstring_examples_of_the_search_hold():
+    import doctest
+
+    from brainmri.regions import search
+
+    result = doctest.testmod(search)
+    assert result.attempted >= 6 and result.failed == 0
+
+
 @pytest.fixture(scope="module")
 def trained_cnn3d(tmp_path_factory):
     """20 subjects per class of 32^3 voxels (24 regions, 3 planted) and a cnn3d trained on them for 20 epochs."""
