@@ -274,12 +274,15 @@ class RegionAttribution:
     * ``gradient`` (default): the signed input gradient of the class score
       (the saliency of Simonyan et al. 2014 before its absolute value), one
       backward pass per volume. Signed, so that :func:`class_relevance`
-      cancels what is inconsistent across subjects.
-    * ``integrated-gradients`` (Sundararajan et al. 2017): signed too, at
-      32 passes per volume; it ranked the planted regions less well.
+      cancels what is inconsistent across subjects. It put all planted
+      regions in the top 3 on the benchmark's volumes (two trainings of
+      cnn3d) and 13 of 15 on five smaller sets; the absolute saliency 12
+      of 15.
+    * ``integrated-gradients`` (Sundararajan et al. 2017): signed too; 12
+      of 15, at 32 passes per volume.
     * ``gradcam``: the cnn3d's last convolution sees a 32^3 volume at 4^3,
       so its map, upsampled, is nearly flat over regions of a few hundred
-      voxels and misses the planted regions.
+      voxels: 0 of 3 on the benchmark, 3 of 15 on the smaller sets.
 
     Parameters
     ----------
