@@ -498,8 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "neighbour when on another grid (default: a parcellation of the MNI152 template)")
     p.add_argument("--regions", type=int, default=24, help="without --atlas: regions of the template's parcellation (default 24)")
     p.add_argument("--model", type=Path, metavar="BUNDLE",
-                   help="rank the regions by the Grad-CAM maps of this cnn3d bundle (brainmri train --method cnn3d) "
-                   "instead of the ANOVA F of their features")
+                   help="rank the regions by the attribution maps of this cnn3d bundle (brainmri train --method "
+                   "cnn3d) instead of the ANOVA F of their features")
+    p.add_argument("--attribution", default="gradient",
+                   help="with --model: the map whose density per region ranks the regions: gradient (the signed "
+                   "input gradient, default), integrated-gradients or gradcam")
     p.add_argument("--device", default="auto", help="where the --model network runs: auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--population", type=int, default=30, help="masks per generation (default 30)")
     p.add_argument("--generations", type=int, default=40, help="generations (default 40)")
@@ -863,7 +866,8 @@ def cmd_regions(args) -> int:
     from brainmri.regions.search import RegionSearchConfig, format_summary, run_region_search
 
     config = RegionSearchConfig(atlas=str(args.atlas) if args.atlas else None,
-                                model=str(args.model) if args.model else None, n_regions=args.regions,
+                                model=str(args.model) if args.model else None, attribution=args.attribution,
+                                n_regions=args.regions,
                                 population=args.population, generations=args.generations, mutation=args.mutation,
                                 penalty=args.penalty, seed=args.seed)
     with _progress(args, None, "reading") as update:

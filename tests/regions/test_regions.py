@@ -13,7 +13,7 @@ from brainmri.cli import main
 from brainmri.errors import ConfigError, DataError
 from brainmri.regions.atlas import load_atlas
 from brainmri.regions.genetic import GeneticRegionSearch
-from brainmri.regions.search import RegionSearchConfig, run_region_search
+from brainmri.regions.search import RegionSearchConfig, attribution_density, class_relevance, run_region_search
 
 FAST = ["--population", "12", "--generations", "8", "--regions", "12"]  # the fixture's parcellation: 12 regions
 
@@ -143,40 +143,102 @@ def test_the_penalty_drops_regions_that_add_no_accuracy():
     assert free.support_.sum() >= priced.support_.sum()
 
 
+def test_attribution_density_ranks_a_small_hot_region_above_a_large_lukewarm_one():
+    labels = np.zeros((4, 4, 4), np.int64)
+    labels[:2] = 1  # 32 voxels
+    labels[2, :2, :2] = 2  # 4 voxels
+    attribution = np.where(labels == 1, 1.0, 0.0) + np.where(labels == 2, 6.0, 0.0)
+    attribution[3] = 50.0  # outside every region: ignored
+    density = attribution_density(attribution, labels, np.array([1, 2]))
+    # The large region holds 32 of the map's 56 inside the regions, the small one 24; per voxel 1 vs 6,
+    # against a mean |map| of 56 / 36 over the regions' voxels.
+    np.testing.assert_allclose(density, [36 / 56, 6 * 36 / 56])
+    np.testing.assert_allclose(attribution_density(10 * attribution, labels, np.array([1, 2])), density)
+    assert attribution_density(np.zeros((4, 4, 4)), labels, np.array([1, 2])).tolist() == [0.0, 0.0]
+
+
 @pytest.mark.parametrize("settings, match", [
     ({"population": 2}, "--population must be an integer >= 4"),
     ({"generations": 0}, "--generations must be an integer >= 1"),
     ({"mutation": 0.9}, r"--mutation must be a probability in \(0, 0.5\]"),
     ({"penalty": -1.0}, "--penalty must be >= 0"),
+    ({"attribution": "saliency"}, "--attribution 'saliency' is not a region attribution method; valid: gradient, "
+                                  "integrated-gradients, gradcam"),
 ])
 def test_bad_search_settings_are_refused_before_reading(settings, match):
     with pytest.raises(ConfigError, match=match):
         RegionSearchConfig(**settings)
 
 
-@pytest.mark.slow
-def test_a_cnn3d_bundle_ranks_the_regions_by_its_grad_cam(volume_source, tmp_path):
+def test_class_relevance_keeps_what_every_subject_agrees_on():
+    # Region 0: strong maps whose sign changes from subject to subject; region 1: weak, the same sign within a class.
+    densities = np.array([[3.0, 0.5], [-3.0, 0.5], [-3.0, -0.5], [3.0, -0.5], [1.0, -0.5], [-1.0, -0.5]])
+    score, ranking = class_relevance(densities, ["a", "a", "b", "b", "b", "b"])
+    np.testing.assert_allclose(score, [0.0, 0.5])
+    assert ranking.tolist() == [1, 0]
+    score, _ = class_relevance(np.array([[4.0, 1.0], [2.0, 1.0], [1.0, 3.0]]), ["a", "a", "b"])
+    np.testing.assert_allclose(score, [2.0, 2.0])  # each class weighs the same, not each volume
+
+
+
+def test_the_docstring_examples_of_the_search_hold():
+    import doctest
+
+    from brainmri.regions import search
+
+    result = doctest.testmod(search)
+    assert result.attempted >= 6 and result.failed == 0
+
+
+@pytest.fixture(scope="module")
+def trained_cnn3d(tmp_path_factory):
+    """20 subjects per class of 32^3 voxels (24 regions, 3 planted) and a cnn3d trained on them for 20 epochs."""
     pytest.importorskip("torch")
     pytest.importorskip("captum")
-    model = tmp_path / "model"
-    assert main(["train", str(volume_source), "--method", "cnn3d", "--params",
-                 "cnn3d.size=16,cnn3d.width=2,cnn3d.epochs=2,cnn3d.batch_size=4,cnn3d.threads=1", "--out", str(model),
+    from brainmri.data.synthetic3d import write_demo_volumes
+
+    root = tmp_path_factory.mktemp("cnn3d")
+    data = write_demo_volumes(root / "data", n=20, size=32, n_regions=24, seed=0)
+    assert main(["train", str(data), "--method", "cnn3d", "--params",
+                 "cnn3d.size=32,cnn3d.epochs=20,cnn3d.batch_size=4,cnn3d.threads=1", "--out", str(root / "model"),
                  "--device", "cpu", "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
-    results = run_region_search(volume_source, RegionSearchConfig(model=str(model), n_regions=12, population=8,
-                                                                   generations=2), tmp_path / "out", device="cpu")
-    assert results["attribution"].startswith(f"mean share of the Grad-CAM of {model} (cnn3d) map")
+    return data, root / "model"
+
+
+@pytest.mark.slow
+def test_the_cnn3d_input_gradients_rank_the_planted_regions_first(trained_cnn3d, tmp_path):
+    data, model = trained_cnn3d
+    planted = json.loads((data / ".regions" / "planted_regions.json").read_text())["planted_regions"]
+    results = run_region_search(data, RegionSearchConfig(model=str(model), population=8, generations=4),
+                                tmp_path / "out", device="cpu")
+    assert results["config"]["attribution"] == "gradient"
+    assert results["attribution"].startswith(f"density of the gradient maps of {model} (cnn3d)")
     ranked = json.loads((tmp_path / "out" / "regions.json").read_text())
-    shares = [r["attribution"] for r in ranked]
-    assert all(0 <= s <= 1 for s in shares) and 0 < sum(shares) <= 1.0 + 1e-6  # shares of maps (some fall outside)
+    by_attribution = [r["region"] for r in sorted(ranked, key=lambda r: -r["attribution"])]
+    assert len(set(by_attribution[:3]) & set(planted)) / len(planted) >= 0.8  # the network's ranking alone
+    assert results["planted"]["recovered_top"] >= 0.8  # the regions.json order: the mask, then that ranking
+    assert results["accuracy"]["mask"] >= results["accuracy"]["whole_brain"] - 0.05
     rest = [r["attribution"] for r in ranked if not r["selected"]]
-    assert rest == sorted(rest, reverse=True)  # after the selected regions, the Grad-CAM order
+    assert rest == sorted(rest, reverse=True)
+
+
+@pytest.mark.slow
+def test_grad_cam_can_still_rank_the_regions_and_the_choice_is_recorded(trained_cnn3d, tmp_path, capsys):
+    data, model = trained_cnn3d
+    out = tmp_path / "out"
+    assert main(["regions", str(data), "--model", str(model), "--attribution", "gradcam", "--device", "cpu",
+                 "--out", str(out), "--population", "6", "--generations", "1", "-q"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["attribution"] == "gradcam" and "gradcam maps of" in results["attribution"]
+    assert all(r["attribution"] >= 0 for r in json.loads((out / "regions.json").read_text()))  # Grad-CAM is >= 0
+    assert "among the top 3 ranked" in capsys.readouterr().out
 
 
 def test_a_bundle_that_is_not_a_volume_network_is_refused(volume_source, demo_source, tmp_path):
     model = tmp_path / "model"
     assert main(["train", str(demo_source), "--method", "glcm-svm", "--out", str(model), "--no-cache",
                  "--no-validation", "--jobs", "1", "-q"]) == 0
-    with pytest.raises(ConfigError, match=r"is a glcm-svm bundle; the Grad-CAM ranking needs a network on volumes"):
+    with pytest.raises(ConfigError, match=r"is a glcm-svm bundle; the attribution ranking needs a network on volumes"):
         run_region_search(volume_source, RegionSearchConfig(model=str(model)), tmp_path / "out")
 
 

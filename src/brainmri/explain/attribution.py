@@ -115,19 +115,24 @@ class Saliency:
     Parameters
     ----------
     module : torch.nn.Module
+    absolute : bool
+        False keeps the gradient's sign (positive where a brighter pixel
+        raises the class score): ``brainmri regions`` averages signed maps
+        over subjects, so that gradients of inconsistent sign cancel.
     """
 
     needs_gradients = True
     single_pass = True
 
-    def __init__(self, module):
+    def __init__(self, module, *, absolute: bool = True):
         self.module = module
+        self.absolute = absolute
 
     def __call__(self, x, target) -> np.ndarray:
         from captum.attr import Saliency as CaptumSaliency
 
         x = x.detach().requires_grad_()  # Captum warns when it has to switch gradients on itself
-        return _numpy(CaptumSaliency(self.module).attribute(x, target=target, abs=True))
+        return _numpy(CaptumSaliency(self.module).attribute(x, target=target, abs=self.absolute))
 
 
 class Occlusion:
