@@ -29,8 +29,9 @@ noise         log noise sigma from the finest wavelet details' median absolute
               deviation (Donoho and Johnstone 1994, scikit-image ``estimate_sigma``)
 blockiness    log ratio of the mean absolute step across the 8-pixel JPEG block
               boundaries to the step elsewhere, rows times columns
-ghost_half,   largest correlation of the image with itself rolled by half, and
-ghost_quarter by a quarter, of the field of view along either axis: N/2 ghosts
+ghost_half,   mean background where the head shifted by half (a quarter) of the
+ghost_quarter field of view along either axis falls, less the rest of the
+              background, the larger of the two axes: N/2 (N/4) ghosts
 grey_levels   log number of distinct grey levels (of 256): bit depth
 ============  ==================================================================
 
@@ -97,7 +98,7 @@ class AcquisitionDescriptors(ImageTransformer):
         power = np.abs(np.fft.fft2(x - x.mean())) ** 2
         fy, fx = np.meshgrid(np.fft.fftfreq(x.shape[0]), np.fft.fftfreq(x.shape[1]), indexing="ij")
         high = power[np.hypot(fy, fx) > 0.25].sum() / max(power.sum(), 1e-12)
-        ghosts = [_roll_correlation(x, axis, part) for part in (2, 4) for axis in (0, 1)]
+        ghosts = [_ghost(x, head, axis, part) for part in (2, 4) for axis in (0, 1)]
         return np.r_[np.percentile(inside, [5, 25, 50, 75, 95]), outside.mean(), outside.std(),
                      np.log(ndimage.laplace(x).var() + 1e-12), np.log(high + 1e-12),
                      np.log(estimate_sigma(x) + 1e-6), np.log(_blockiness(x, 1) * _blockiness(x, 0)),
@@ -114,9 +115,9 @@ def _blockiness(x: np.ndarray, axis: int) -> float:
     return float((step[boundary].mean() + 1e-6) / (step[~boundary].mean() + 1e-6))
 
 
-def _roll_correlation(x: np.ndarray, axis: int, part: int) -> float:
-    """Correlation of ``x`` with itself rolled by ``1/part`` of its size along ``axis`` (0 for a flat image)."""
-    a, b = x.ravel(), np.roll(x, x.shape[axis] // part, axis=axis).ravel()
-    if a.std() == 0 or b.std() == 0:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
+def _ghost(x: np.ndarray, head: np.ndarray, axis: int, part: int) -> float:
+    """Mean background where the head moved by ``1/part`` of the field of view along ``axis`` falls, less the mean
+    of the rest of the background (0 without both): the N/``part`` ghost of a periodic signal change."""
+    moved = np.roll(head, x.shape[axis] // part, axis=axis)
+    ghost, rest = ~head & moved, ~head & ~moved
+    return float(x[ghost].mean() - x[rest].mean()) if ghost.any() and rest.any() else 0.0
