@@ -342,7 +342,8 @@ class OODDetector(BaseEstimator):
                 "version": OOD_VERSION, "dimensions": int(len(self.detectors_["embedding"].center_)),
                 "flag_quantile": FLAG_QUANTILE, "threshold": round(self.threshold_, 6),
                 "median_training_distance": round(float(np.interp(0.5, REFERENCE_QUANTILES, self.reference_)), 6),
-                "detectors": {name: d.summary() for name, d in self.detectors_.items()}}
+                "detectors": {name: {k: v for k, v in d.summary().items() if k != "method"}
+                              for name, d in self.detectors_.items()}}
 
 
 def fit_ood(model, X, y, *, seed: int = 0, acquisition: bool = True, cache_dir=None, n_jobs: int = 1) -> OODDetector:
