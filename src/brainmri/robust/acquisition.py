@@ -12,8 +12,8 @@ minimum and maximum (:data:`DESCRIPTOR_PREPROCESS`: no head crop, no
 resize, no clipping, which would hide the sharpness, noise, block grid and
 background that they measure) and rounded to 8 bits, so that an image held
 as floats or at 16 bits is not by itself unlike 8-bit training files (on
-brain-tumor-mri the descriptors of unrounded shifted arrays told every shift
-apart from the JPEG files by their number of grey levels alone).
+brain-tumor-mri every shifted array, held as floats, was told apart from the
+8-bit JPEG files, an artefact of the benchmark rather than a detection).
 
 ============  ==================================================================
 descriptor    what it measures

@@ -35,7 +35,7 @@ values: the score stays a training percentile, and about 1% of images like
 the training ones are flagged, while an image unlike the training data in
 either respect is flagged. On brain-tumor-mri the descriptors raise the AUC
 of glcm-svm's score, severely shifted against clean test images, from 0.833
-to the figure in docs/benchmarks.md.
+to 0.908 (docs/benchmarks.md).
 
 References
 ----------
