@@ -208,7 +208,7 @@ def test_predict_scores_blurred_copies_with_the_acquisition_detector_too(model, 
     manifest = json.loads((model / "manifest.json").read_text())
     assert set(manifest["ood"]["detectors"]) == {"embedding", "acquisition"}
     for path in sorted((demo_source / "glioma").iterdir()):
-        blurred = shift_image(read_image(path)[0], "blur", 5)
+        blurred = shift_image(read_image(path)[0], "blur", 3)  # ovo-svm's features alone call these typical
         write_pil(tmp_path / "blurred" / f"{path.stem}.png", np.round(blurred).astype(np.uint8))
     assert main(["predict", str(model), str(tmp_path / "blurred"), "-q"]) == 0
     rows = _csv(capsys.readouterr().out)
