@@ -201,6 +201,20 @@ def test_predict_flags_images_unlike_the_training_data(model, demo_source, tmp_p
     assert max(float(r["ood_score"]) for r in usual) < 1.0
 
 
+def test_predict_scores_blurred_copies_with_the_acquisition_detector_too(model, demo_source, tmp_path, capsys, write_pil):
+    from brainmri.data.io import read_image
+    from brainmri.data.shifts import shift_image
+
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert set(manifest["ood"]["detectors"]) == {"embedding", "acquisition"}
+    for path in sorted((demo_source / "glioma").iterdir()):
+        blurred = shift_image(read_image(path)[0], "blur", 3)  # ovo-svm's features alone call these typical
+        write_pil(tmp_path / "blurred" / f"{path.stem}.png", np.round(blurred).astype(np.uint8))
+    assert main(["predict", str(model), str(tmp_path / "blurred"), "-q"]) == 0
+    rows = _csv(capsys.readouterr().out)
+    assert len(rows) == 6 and [r["unlike_training"] for r in rows] == ["true"] * 6
+
+
 def test_predict_refuses_to_adapt_a_classical_bundle(model, demo_source, error_line):
     assert main(["predict", str(model), str(demo_source / "glioma"), "--adapt", "adabn"]) == 2
     assert "--adapt adabn: ovo-svm classifies with" in error_line("predict")

@@ -23,6 +23,7 @@ def test_the_ood_score_separates_severe_noise_from_clean_images(data, tmp_path):
     assert main(["benchmark", str(data), "--methods", "rf", *COMMON, "--out", str(tmp_path / "out")]) == 0
     ood = json.loads((tmp_path / "out/results.json").read_text())["methods"]["rf"]["ood"]
     assert ood["shift"]["severity"] == 5 and ood["shift"]["auc"] > 0.9
+    assert "embedding and of the image's acquisition descriptors" in ood["detector"]
     assert ood["shift"]["auc_per_shift"] == {"rician-noise": ood["shift"]["auc"]}
     assert ood["test_flagged"] < ood["shift"]["flagged"]
     with open(tmp_path / "out/predictions.csv") as fh:

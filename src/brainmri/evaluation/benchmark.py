@@ -267,7 +267,8 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     # Every method gets the outer split's groups, so its inner splits keep them together too.
     model.fit(plan.paths[split.train], plan.labels[split.train], groups=plan.groups[split.train])
     fitted = time.perf_counter()
-    ood = fit_ood(model, plan.paths[split.train], plan.labels[split.train], seed=config.seed)
+    ood = fit_ood(model, plan.paths[split.train], plan.labels[split.train], seed=config.seed,
+                  acquisition=spec.inputs == "slices", cache_dir=cache_dir, n_jobs=n_jobs)
     calibrated = time.perf_counter()
     predictor = adapt_model(model, config.adapt, name=method)
     proba, distance = predict_with_ood(predictor, ood, plan.paths[split.test])
@@ -787,7 +788,8 @@ def format_results(results: dict) -> str:
     ood = {name: e["ood"] for name, e in results["methods"].items() if "ood" in e}
     if ood:
         lines.append("")
-        lines.append("out-of-distribution score (Mahalanobis distance of the embedding, calibrated on training):")
+        lines.append("out-of-distribution score (Mahalanobis distances of the embedding and the acquisition, "
+                     "calibrated on training):")
         for name, o in ood.items():
             line = f"  {name}: {100 * o['test_flagged']:.1f}% of clean test items flagged"
             if "shift" in o:

@@ -189,8 +189,9 @@ def code_versions() -> dict:
     The preprocessing and extractor versions are also in the feature cache key.
     """
     from brainmri.features import EXTRACTORS
+    from brainmri.robust.ood import OOD_VERSION
 
-    return {"brainmri": __version__, "preprocess": Preprocess.version,
+    return {"brainmri": __version__, "preprocess": Preprocess.version, "ood": OOD_VERSION,
             "extractors": {cls.__name__: cls.version for cls in EXTRACTORS}}
 
 

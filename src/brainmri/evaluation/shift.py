@@ -116,7 +116,7 @@ def predict_shifted(
         Seed of :func:`brainmri.data.shifts.shift_image`.
     max_pixels : int, optional
         Pixel limit of :func:`brainmri.data.io.read_image`.
-    ood : MahalanobisOOD, optional
+    ood : OODDetector, optional
         The method's out-of-distribution detector (:mod:`brainmri.robust.ood`).
     on_event : callable, optional
         Receives one line per shift: its name, the images and the time taken.
@@ -127,8 +127,8 @@ def predict_shifted(
         ``{shift: {str(severity): ndarray (len(paths), n_classes)}}``, columns
         in ``model.classes_`` order.
     distance : dict or None
-        ``{shift: {str(severity): ndarray (len(paths),)}}``: the squared
-        out-of-distribution distances, with ``ood``.
+        ``{shift: {str(severity): ndarray (len(paths),)}}``: the
+        out-of-distribution distances (:meth:`~brainmri.robust.ood.OODDetector.distance`), with ``ood``.
     """
     from brainmri.robust.ood import embed, split_model
 
@@ -139,19 +139,27 @@ def predict_shifted(
     for n, name in enumerate(shifts, start=1):
         start = time.perf_counter()
         blocks: dict[int, list] = {s: [] for s in severities}
+        described: dict[int, list] = {s: [] for s in severities}
         for first in range(0, len(paths), CHUNK):
             images = [read_image(p, max_pixels=max_pixels)[0] for p in paths[first : first + CHUNK]]
             batch = [shift_image(image, name, s, seed=seed) for s in severities for image in images]
             Xt = head.transform(batch) if head is not None else np.asarray(batch)
+            descriptors = ood.describe(batch) if ood is not None else None
             for k, s in enumerate(severities):
                 blocks[s].append(Xt[k * len(images) : (k + 1) * len(images)])
+                described[s].append(None if descriptors is None else descriptors[k * len(images) : (k + 1) * len(images)])
         Xs = {s: np.concatenate(blocks[s]) for s in severities}
         out[name] = {str(s): final.predict_proba(X) for s, X in Xs.items()}
         if ood is not None:
-            distances[name] = {str(s): ood.distance(embed(final, X)) for s, X in Xs.items()}
+            distances[name] = {str(s): ood.distance(embed(final, X), _stack(described[s])) for s, X in Xs.items()}
         levels = f"severities {','.join(map(str, severities))}" if len(severities) > 1 else f"severity {severities[0]}"
         say(f"shift {name} ({n}/{len(shifts)}): {len(paths)} images at {levels} in {time.perf_counter() - start:.1f} s")
     return out, (distances if ood is not None else None)
+
+
+def _stack(blocks: list) -> np.ndarray | None:
+    """Row blocks stacked, or None when they are None (a detector without acquisition descriptors)."""
+    return None if blocks[0] is None else np.concatenate(blocks)
 
 
 def ood_auc(clean: np.ndarray, shifted: dict[str, dict[str, np.ndarray]], severity: int) -> dict:

@@ -228,7 +228,7 @@ def check_bundle_target(out: str | Path, *, inputs=()) -> Path:
 def save_bundle(model, out: str | Path, manifest: dict, *, ood=None) -> dict:
     """Write a fitted ``model`` and its ``manifest`` as the bundle folder ``out``, atomically.
 
-    ``ood``, a fitted :class:`~brainmri.robust.ood.MahalanobisOOD`, is saved
+    ``ood``, a fitted :class:`~brainmri.robust.ood.OODDetector`, is saved
     as :data:`OOD_FILE`.
 
     The files go to a temporary folder beside ``out``, which is then renamed
@@ -353,7 +353,7 @@ class Bundle:
     path : Path
     classes_ : ndarray of str
         Class names, in the column order of :meth:`predict_proba`.
-    ood : MahalanobisOOD or None
+    ood : OODDetector or None
         The out-of-distribution detector calibrated on the training data
         (None for a bundle written before it existed).
     """
@@ -401,7 +401,7 @@ class Bundle:
     def predict_with_ood(self, X) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities (as :meth:`predict_proba`) and the 0-1 out-of-distribution score of every image.
 
-        The score (:meth:`~brainmri.robust.ood.MahalanobisOOD.score`) is None
+        The score (:meth:`~brainmri.robust.ood.OODDetector.score`) is None
         for a bundle without a detector.
         """
         from brainmri.robust.ood import predict_with_ood
@@ -468,11 +468,11 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
                         f"{[str(c) for c in model.classes_]}; train the bundle again")
     ood = None
     if OOD_FILE in manifest["files"]:
-        from brainmri.robust.ood import MahalanobisOOD
+        from brainmri.robust.ood import OODDetector
 
         try:
             with np.load(folder / OOD_FILE, allow_pickle=False) as arrays:
-                ood = MahalanobisOOD.from_arrays(arrays)
+                ood = OODDetector.from_arrays(arrays)
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{folder / OOD_FILE}: not an out-of-distribution detector ({exc}); train the bundle again") from None
     trained_with = manifest.get("libraries", {}).get("scikit-learn")
@@ -647,7 +647,8 @@ def train_bundle(
         model = build().fit(paths, labels, groups=groups)
     fit_s = time.perf_counter() - start
     say(f"calibrating the out-of-distribution score on the {len(paths)} training images")
-    ood = fit_ood(model, paths, labels, seed=config.seed)
+    ood = fit_ood(model, paths, labels, seed=config.seed, acquisition=spec.inputs == "slices", cache_dir=cache,
+                  n_jobs=n_jobs)
     validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
                   if config.validate else {"skipped": "not asked for (--no-validation)"})
     report = audit_report(analysis)

@@ -21,6 +21,22 @@ method the network has also learned its training images, so clean test
 images score somewhat higher than the training ones: read the flag as a
 warning, and the benchmark's AUC as the evidence.
 
+An embedding does not see every change of acquisition: the GLCM texture
+features of ``glcm-svm`` barely move when an image is blurred, down-sampled
+or smeared by motion or ghosts. So the score of a prediction
+(:class:`OODDetector`) has a second detector of the same kind on the
+image's acquisition descriptors (:mod:`brainmri.robust.acquisition`:
+sharpness, noise, block grid, ghosts, background, intensity quantiles, grey
+levels), fitted and calibrated in the same way whatever the method. The two
+are combined by their larger squared distance, each in units of its own
+flag threshold (its 99th cross-fitted training percentile), and that
+combined distance is calibrated again on the training items' cross-fitted
+values: the score stays a training percentile, and about 1% of images like
+the training ones are flagged, while an image unlike the training data in
+either respect is flagged. On brain-tumor-mri the descriptors raise the AUC
+of glcm-svm's score, severely shifted against clean test images, from 0.833
+to 0.908 (docs/benchmarks.md).
+
 References
 ----------
 K. Lee, K. Lee, H. Lee and J. Shin, "A simple unified framework for detecting
@@ -46,6 +62,8 @@ from brainmri.errors import DataError
 CALIBRATION_FOLDS = 5
 #: Training percentile beyond which an image is flagged as unlike the training data.
 FLAG_QUANTILE = 0.99
+#: Version of the score's definition, in results and bundles (2: the acquisition detector added).
+OOD_VERSION = 2
 #: Quantiles of the training distances kept to turn a distance into a score (0, 0.005, ..., 1).
 REFERENCE_QUANTILES = np.linspace(0.0, 1.0, 201)
 
@@ -65,6 +83,18 @@ def embed(final, Xt) -> np.ndarray:
     """
     Z = final.embed(Xt) if hasattr(final, "embed") else np.asarray(Xt, dtype=np.float64).reshape(len(Xt), -1)
     return np.nan_to_num(np.asarray(Z, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _calibration(held_out: np.ndarray) -> tuple[np.ndarray, float]:
+    """Reference quantiles (at :data:`REFERENCE_QUANTILES`) and flag threshold of cross-fitted training distances."""
+    return np.quantile(held_out, REFERENCE_QUANTILES), float(np.quantile(held_out, FLAG_QUANTILE))
+
+
+def _score(d, reference: np.ndarray) -> np.ndarray:
+    """Share of the training distances below each of the distances ``d``, from their reference quantiles."""
+    # Tied reference quantiles (a flat stretch) would make interp pick one end; take their upper end.
+    keep = np.r_[reference[1:] > reference[:-1], True]
+    return np.interp(np.asarray(d, dtype=np.float64), reference[keep], REFERENCE_QUANTILES[keep], left=0.0, right=1.0)
 
 
 def _gaussian(Z: np.ndarray, y: np.ndarray):
@@ -99,6 +129,8 @@ class MahalanobisOOD(BaseEstimator):
         Quantiles of the cross-fitted training distances, at :data:`REFERENCE_QUANTILES`.
     threshold_ : float
         The training distance at :data:`FLAG_QUANTILE`.
+    training_distances_ : ndarray of shape (n,)
+        The cross-fitted distance of each training item (not saved by :meth:`to_arrays`).
 
     Examples
     --------
@@ -137,8 +169,8 @@ class MahalanobisOOD(BaseEstimator):
         for train, test in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(Z, y):
             held_out[test] = _distance(Z[test], *_gaussian(Z[train], y[train]))
         self.means_, self.precision_ = _gaussian(Z, y)
-        self.reference_ = np.quantile(held_out, REFERENCE_QUANTILES)
-        self.threshold_ = float(np.quantile(held_out, FLAG_QUANTILE))
+        self.training_distances_ = held_out
+        self.reference_, self.threshold_ = _calibration(held_out)
         return self
 
     def distance(self, Z) -> np.ndarray:
@@ -154,10 +186,7 @@ class MahalanobisOOD(BaseEstimator):
     def score_distance(self, d) -> np.ndarray:
         """:meth:`score` of squared distances ``d`` already computed by :meth:`distance`."""
         check_is_fitted(self, "reference_")
-        # Tied reference quantiles (a flat stretch) would make interp pick one end; take their upper end.
-        ref, q = self.reference_, REFERENCE_QUANTILES
-        keep = np.r_[ref[1:] > ref[:-1], True]
-        return np.interp(np.asarray(d, dtype=np.float64), ref[keep], q[keep], left=0.0, right=1.0)
+        return _score(d, self.reference_)
 
     def flag(self, Z) -> np.ndarray:
         """True for embeddings farther than :data:`FLAG_QUANTILE` of the training ones."""
@@ -187,15 +216,149 @@ class MahalanobisOOD(BaseEstimator):
                 "median_training_distance": round(float(np.interp(0.5, REFERENCE_QUANTILES, self.reference_)), 6)}
 
 
-def fit_ood(model, X, y, *, seed: int = 0) -> MahalanobisOOD:
-    """A :class:`MahalanobisOOD` of a fitted method, calibrated on its training items ``X`` with labels ``y``."""
+class OODDetector(BaseEstimator):
+    """The out-of-distribution score of a prediction: its embedding's detector and its acquisition's, combined.
+
+    Two :class:`MahalanobisOOD` detectors, one on the method's embedding and
+    one on the image's acquisition descriptors
+    (:class:`~brainmri.robust.acquisition.AcquisitionDescriptors`). The
+    distance of an item is the larger of its two squared distances, each
+    divided by its detector's flag threshold (1: at the 99th training
+    percentile of that detector); it is calibrated like each detector's,
+    on the training items' cross-fitted values, so that the score is a
+    training percentile and :data:`FLAG_QUANTILE` of training-like items
+    stay below the flag threshold.
+
+    Parameters
+    ----------
+    acquisition : bool
+        Fit the acquisition detector (2D images only); False scores the
+        embedding alone (3D volumes).
+    seed : int
+        Seed of the calibration folds.
+    cache_dir : str, MemoryCache or None
+        Feature cache of the descriptors (as :class:`~brainmri.features.extract.ImageFeatures`).
+    n_jobs : int
+        Worker processes of the descriptors.
+
+    Attributes
+    ----------
+    detectors_ : dict of str to MahalanobisOOD
+        ``"embedding"`` and, with ``acquisition``, ``"acquisition"``.
+    reference_ : ndarray of shape (201,)
+        Quantiles of the combined cross-fitted training distances.
+    threshold_ : float
+        The combined training distance at :data:`FLAG_QUANTILE`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.uniform(size=(40, 16, 16))
+    >>> Z, y = rng.normal(size=(40, 3)), np.repeat(["a", "b"], 20)
+    >>> ood = OODDetector().fit(Z, images, y)
+    >>> sorted(ood.detectors_), ood.score(Z[:1] + 9, ood.describe(images[:1])).round(2).tolist()
+    (['acquisition', 'embedding'], [1.0])
+    """
+
+    def __init__(self, *, acquisition: bool = True, seed: int = 0, cache_dir=None, n_jobs: int = 1):
+        self.acquisition = acquisition
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.n_jobs = n_jobs
+
+    def fit(self, Z, images, y) -> OODDetector:
+        """Fit and calibrate both detectors on the training embeddings ``Z`` (n, d), their ``images`` and labels ``y``.
+
+        ``images`` are what the method reads: file paths or 2D arrays.
+        """
+        y = np.asarray(y)
+        self.detectors_ = {"embedding": MahalanobisOOD(seed=self.seed).fit(Z, y)}
+        if self.acquisition:
+            self.detectors_["acquisition"] = MahalanobisOOD(seed=self.seed).fit(self.describe(images), y)
+        self.reference_, self.threshold_ = _calibration(self._combine(
+            {name: d.training_distances_ for name, d in self.detectors_.items()}))
+        return self
+
+    def describe(self, images) -> np.ndarray | None:
+        """Acquisition descriptors of ``images`` (file paths or 2D arrays), float64 (n, 14); None without them."""
+        if not self.acquisition:
+            return None
+        from brainmri.features.extract import ImageFeatures
+        from brainmri.robust.acquisition import DESCRIPTOR_PREPROCESS, AcquisitionDescriptors
+
+        step = ImageFeatures([("acquisition", AcquisitionDescriptors())], preprocess=DESCRIPTOR_PREPROCESS,
+                             cache_dir=self.cache_dir, n_jobs=self.n_jobs)
+        return step.fit(None).transform(list(images))
+
+    def _combine(self, distances: dict[str, np.ndarray]) -> np.ndarray:
+        return np.max([distances[name] / max(d.threshold_, 1e-12) for name, d in self.detectors_.items()], axis=0)
+
+    def distance(self, Z, descriptors=None) -> np.ndarray:
+        """Combined distance of embeddings ``Z`` (n, d) and their :meth:`describe` rows, float64 (n,)."""
+        check_is_fitted(self, "reference_")
+        parts = {"embedding": Z, "acquisition": descriptors}
+        return self._combine({name: d.distance(parts[name]) for name, d in self.detectors_.items()})
+
+    def score(self, Z, descriptors=None) -> np.ndarray:
+        """Share of the training items whose combined distance is below each item's (0 to 1)."""
+        return self.score_distance(self.distance(Z, descriptors))
+
+    def score_distance(self, d) -> np.ndarray:
+        """:meth:`score` of combined distances ``d`` already computed by :meth:`distance`."""
+        check_is_fitted(self, "reference_")
+        return _score(d, self.reference_)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state as named arrays (``embedding.center``, ..., ``reference``, ``threshold``)."""
+        check_is_fitted(self, "reference_")
+        return {**{f"{name}.{k}": v for name, d in self.detectors_.items() for k, v in d.to_arrays().items()},
+                "reference": self.reference_, "threshold": np.array(self.threshold_)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> OODDetector:
+        """A fitted detector from :meth:`to_arrays`' arrays, or from a :class:`MahalanobisOOD`'s (bundles saved
+        before the acquisition detector: their embedding detector alone, with the same scores as then)."""
+        keys = set(arrays.keys()) if hasattr(arrays, "keys") else set(arrays.files)
+        if "embedding.center" not in keys:
+            embedding = MahalanobisOOD.from_arrays(arrays)
+            ood = cls(acquisition=False)
+            ood.detectors_ = {"embedding": embedding}
+            ood.reference_, ood.threshold_ = embedding.reference_ / max(embedding.threshold_, 1e-12), 1.0
+            return ood
+        names = [name for name in ("embedding", "acquisition") if f"{name}.center" in keys]
+        ood = cls(acquisition="acquisition" in names)
+        ood.detectors_ = {name: MahalanobisOOD.from_arrays({k.split(".", 1)[1]: arrays[k] for k in keys
+                                                            if k.startswith(f"{name}.")}) for name in names}
+        ood.reference_, ood.threshold_ = np.asarray(arrays["reference"]), float(arrays["threshold"])
+        return ood
+
+    def summary(self) -> dict:
+        """What manifests and results record: the method, its calibration and each detector's."""
+        check_is_fitted(self, "reference_")
+        parts = " and of the image's acquisition descriptors" if "acquisition" in self.detectors_ else ""
+        return {"method": f"class-conditional Mahalanobis distance of the embedding{parts} (Lee et al. 2018), "
+                          "Ledoit-Wolf covariance, calibrated on cross-fitted training distances"
+                          + (", the larger of the two in units of its 99th percentile" if parts else ""),
+                "version": OOD_VERSION, "dimensions": int(len(self.detectors_["embedding"].center_)),
+                "flag_quantile": FLAG_QUANTILE, "threshold": round(self.threshold_, 6),
+                "median_training_distance": round(float(np.interp(0.5, REFERENCE_QUANTILES, self.reference_)), 6),
+                "detectors": {name: {k: v for k, v in d.summary().items() if k != "method"}
+                              for name, d in self.detectors_.items()}}
+
+
+def fit_ood(model, X, y, *, seed: int = 0, acquisition: bool = True, cache_dir=None, n_jobs: int = 1) -> OODDetector:
+    """An :class:`OODDetector` of a fitted method, calibrated on its training items ``X`` with labels ``y``.
+
+    ``acquisition`` (2D images only), ``cache_dir`` and ``n_jobs`` are the detector's.
+    """
     head, final = split_model(model)
     Xt = head.transform(X) if head is not None else X
-    return MahalanobisOOD(seed=seed).fit(embed(final, Xt), np.asarray(y).astype(str))
+    return OODDetector(acquisition=acquisition, seed=seed, cache_dir=cache_dir, n_jobs=n_jobs).fit(
+        embed(final, Xt), X, np.asarray(y).astype(str))
 
 
-def predict_with_ood(model, ood: MahalanobisOOD | None, X) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class probabilities of a fitted method and the squared OOD distance of each item, in one pass of its head.
+def predict_with_ood(model, ood: OODDetector | None, X) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities of a fitted method and the OOD distance of each item, in one pass of its head.
 
     Returns
     -------
@@ -205,4 +368,4 @@ def predict_with_ood(model, ood: MahalanobisOOD | None, X) -> tuple[np.ndarray, 
     head, final = split_model(model)
     Xt = head.transform(X) if head is not None else X
     proba = final.predict_proba(Xt)
-    return proba, (None if ood is None else ood.distance(embed(final, Xt)))
+    return proba, (None if ood is None else ood.distance(embed(final, Xt), ood.describe(X)))
