@@ -633,6 +633,7 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
             dedup = summarize([y for y, k in zip(pooled["y_true"], keep) if k], pooled["proba"][keep], classes,
                               groups=groups[keep], n_boot=config.n_boot, seed=config.seed)
             entry["metrics_deduplicated"] = dedup["metrics"]
+            entry["per_class_deduplicated"] = dedup["per_class"]
             entry["n_test_deduplicated"] = dedup["n"]
         per_fold = []
         for unit, split in zip(us, plan.splits):

@@ -154,7 +154,7 @@ def format_cost(results: dict) -> list[str]:
     if not costs:
         return []
     heads = ["method", "parameters (trainable / total)", "fit s (all folds)", "fit s (per fold)", "images/s"]
-    rows = [[name, format_parameters(c["parameters"]), f"{c['fit_s']['total']:.1f}", f"{c['fit_s']['per_fold']:.1f}",
+    rows = [[name, format_parameters(c["parameters"]), f"{c['fit_s']['total']:.2f}", f"{c['fit_s']['per_fold']:.2f}",
              "-" if not c["inference"] or c["inference"]["images_per_s"] is None
              else f"{c['inference']['images_per_s']:.1f}"] for name, c in costs.items()]
     widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
