@@ -11,6 +11,7 @@ from PIL import Image
 
 from brainmri.cli import main
 from brainmri.data.synthetic import synthetic_slice
+from brainmri.evaluation.benchmark import format_results
 
 #: Both collections' classes onto tumour / normal (DATA: the demo classes; OTHER: yes / no).
 LABEL_MAP = "glioma=tumor,meningioma=tumor,pituitary=tumor,notumor=normal,yes=tumor,no=normal"
@@ -106,3 +107,5 @@ def test_the_copies_are_found_and_set_apart(external):
     fresh_tumours = [r for r in rows if r[0] == "glcm-svm" and r[3] == "tumor" and r[2] not in COPIES]
     called = np.mean([r[4] == "tumor" for r in fresh_tumours])
     assert results["methods"]["glcm-svm"]["per_class_deduplicated"]["tumor"]["sensitivity"] == pytest.approx(called)
+    text = format_results(results)
+    assert f"tumor {called:.3f} ({round(called * (N_YES - 1))} of {N_YES - 1})" in text

@@ -789,6 +789,10 @@ def format_results(results: dict) -> str:
             full, clean = e["metrics"]["accuracy"]["value"], e["metrics_deduplicated"]["accuracy"]["value"]
             lines.append(f"  {name}: {clean:.3f} on {e['n_test_deduplicated']} items (full test {full:.3f}, "
                          f"gap {100 * (full - clean):+.1f} points)")
+            if "per_class_deduplicated" in e:  # absent from results written before it was recorded
+                lines.append("    recall per class: " + ", ".join(
+                    f"{c} {r['sensitivity']:.3f} ({round(r['sensitivity'] * r['support'])} of {r['support']})"
+                    for c, r in e["per_class_deduplicated"].items() if r["support"]))
     cost_lines = format_cost(results)
     if cost_lines:
         lines.append("")

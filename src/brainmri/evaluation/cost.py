@@ -83,7 +83,8 @@ def uncached(model) -> Iterator[None]:
     The settings are restored afterwards, also on an error; the fitted
     steps are not refitted (``cache_dir`` only says where features are kept).
     """
-    steps = [step for _, step in getattr(model, "steps", []) if "cache_dir" in step.get_params(deep=False)]
+    steps = [step for _, step in getattr(model, "steps", [])
+             if hasattr(step, "get_params") and "cache_dir" in step.get_params(deep=False)]  # not "passthrough"
     saved = [step.cache_dir for step in steps]
     try:
         for step in steps:
