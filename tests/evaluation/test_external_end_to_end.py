@@ -25,7 +25,7 @@ SIZE = (80, 96)  # rows, columns: DATA's images are 64 x 64
 def _other_source(image: np.ndarray, path, k: int, write_dicom, write_nifti):
     """``image`` (in [0, 1], 64 px) resized to 80 x 96, written by turns as a 12-bit PNG in 16 bits, an 8-bit JPEG
     with another windowing, a 12-bit DICOM and a float NIfTI slice in arbitrary units."""
-    resized = np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize(SIZE[::-1], Image.BILINEAR))
+    resized = np.asarray(Image.fromarray(image.astype(np.float32)).resize(SIZE[::-1], Image.BILINEAR))
     resized = np.clip(resized, 0, 1)
     kind = k % 4
     if kind == 0:
@@ -46,7 +46,7 @@ def other(demo_source, tmp_path_factory, write_dicom, write_nifti):
     for folder, labels in (("yes", ["glioma", "meningioma", "pituitary"] * 3), ("no", ["notumor"] * 6)):
         (root / folder).mkdir(parents=True)
         for k, label in enumerate(labels[: N_YES - 1 if folder == "yes" else N_NO - 1]):
-            image = synthetic_slice(label, np.random.default_rng([99, k, len(label)]), 64)
+            image = synthetic_slice(label, np.random.default_rng([99, int(folder == "yes"), k]), 64)
             _other_source(image, root / folder / f"{label}_{k:02d}", k, write_dicom, write_nifti)
     with Image.open(demo_source / "meningioma/meningioma_0002.png") as im:
         im.resize(SIZE[::-1], Image.BILINEAR).save(root / "yes/copy_of_meningioma_0002.jpg", quality=85)
