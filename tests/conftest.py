@@ -128,12 +128,12 @@ def write_pil():
     return _write_pil
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_dicom():
     return _write_dicom
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_nifti():
     return _write_nifti
 

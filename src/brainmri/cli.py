@@ -316,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_MethodsHelpFormatter)
     p.add_argument("data", type=Path, metavar="DATA", help="dataset folder or CSV manifest")
     p.add_argument("--methods", default="glcm-svm,multifeature-rf,ovo-svm,rf",
-                   help="comma-separated method names, or 'all' (default: the classical methods)")
+                   help="comma-separated method names, or 'all' (default: the classical methods); method@label "
+                   "runs a named configuration of a method, with its own --params (method@label.key=value)")
     p.add_argument("--out", type=Path, required=True, help="output folder: new, empty, or an earlier run of brainmri benchmark")
     protocol = p.add_mutually_exclusive_group()
     protocol.add_argument("--cv", type=int, metavar="K",

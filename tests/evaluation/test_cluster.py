@@ -28,7 +28,8 @@ def _free_port() -> int:
 
 def _without_timing(results: dict) -> dict:
     """What must not differ between two runs of the same benchmark: everything but timings and the date."""
-    methods = {name: {k: v for k, v in entry.items() if k != "timing_s"} for name, entry in results["methods"].items()}
+    methods = {name: {**{k: v for k, v in entry.items() if k != "timing_s"},
+                      "cost": {"parameters": entry["cost"]["parameters"]}} for name, entry in results["methods"].items()}
     return {**{k: v for k, v in results.items() if k != "created"}, "methods": methods}
 
 

@@ -158,6 +158,16 @@ def test_unknown_method_is_refused(bundle_copy):
         load_model(bundle_copy)
 
 
+def test_a_named_configuration_round_trips_under_its_name(demo_source, tmp_path):
+    fitted = _train(demo_source, tmp_path / "model", "glcm-svm@small", validate=False)
+    loaded = load_model(fitted.path)
+    assert loaded.manifest["method"]["name"] == "glcm-svm@small"
+    np.testing.assert_array_equal(loaded.predict_proba(_images(demo_source)), fitted.predict_proba(_images(demo_source)))
+    _edit_manifest(fitted.path, method={**loaded.manifest["method"], "name": "no-such-method@small"})
+    with pytest.raises(ConfigError, match=r"method 'no-such-method@small' is not registered"):
+        load_model(fitted.path)
+
+
 def test_training_refuses_out_inside_data_and_writes_nothing(demo_data, listing):
     before = listing(demo_data)
     with pytest.raises(ConfigError, match=r"--out .*lies inside the input folder"):

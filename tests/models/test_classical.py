@@ -42,7 +42,12 @@ def test_registry_lists_the_classical_methods_with_references():
     [
         ("glcm-svm,nope", rf"unknown method 'nope'; valid methods: {ALL_METHODS}$"),
         ("", r"--methods needs at least one name"),
-        ("rf,rf", r"--methods lists a method twice"),
+        ("rf,rf", r"--methods lists rf twice: rf,rf; to compare configurations of one method, name each one "
+                  r"\(rf@a,rf@b\) and give each its --params$"),
+        ("rf@a,glcm-svm,rf@a", r"--methods lists rf@a twice"),
+        ("nope@a", rf"unknown method 'nope'; valid methods: {ALL_METHODS}$"),
+        ("rf@a.b", r"method 'rf@a.b': the label after @ must be letters, digits, _ or - \(e.g. rf@config1\)$"),
+        ("rf@", r"method 'rf@': the label after @ must be"),
     ],
 )
 def test_parse_methods_errors(text, message):
@@ -52,6 +57,14 @@ def test_parse_methods_errors(text, message):
 
 def test_parse_all():
     assert parse_methods("all") == list(available_methods())
+
+
+def test_named_configurations_are_the_method_under_their_own_name():
+    assert parse_methods("rf@small,rf@big,rf") == ["rf@small", "rf@big", "rf"]
+    spec = get_method("rf@small")
+    assert spec.name == "rf@small" and spec.builder is get_method("rf").builder
+    with pytest.raises(ConfigError, match=r"^--params rf@small.nope: rf@small has no setting 'nope'"):
+        spec.check_params({"nope": 1})
 
 
 @pytest.mark.parametrize("name", CLASSICAL)

@@ -36,6 +36,7 @@ from brainmri.data.io import item_kind
 from brainmri.data.splits import (Split, check_folds, check_grouping, group_labels, kfold_splits, official_indices,
                                   official_split)
 from brainmri.errors import DataError
+from brainmri.evaluation.cost import cost_entry, count_parameters, format_cost, measure_inference, speed_sample
 from brainmri.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, interval_statement, summarize
 from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes, code_versions
 from brainmri.evaluation.run_folder import check_run_folder, start_run_folder
@@ -252,7 +253,9 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     score and distance of every test item (:mod:`brainmri.robust.ood`,
     calibrated on the split's training items); with ``config.adapt``, the
     test items are predicted by the method adapted to them
-    (:mod:`brainmri.robust.adapt`). With ``config.shift``, the unit also holds
+    (:mod:`brainmri.robust.adapt`). The unit records the method's network
+    weights and its inference speed (:mod:`brainmri.evaluation.cost`).
+    With ``config.shift``, the unit also holds
     the probabilities of (a stratified sample of) the test items under each
     shift and severity (:mod:`brainmri.evaluation.shift`), and ``on_event``
     receives a line per shift.
@@ -273,6 +276,8 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     predictor = adapt_model(model, config.adapt, name=method)
     proba, distance = predict_with_ood(predictor, ood, plan.paths[split.test])
     done = time.perf_counter()
+    inference = measure_inference(predictor, plan.paths[speed_sample(split.test)])
+    timed = time.perf_counter()
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     history = getattr(final, "history_", None)
     unit = {
@@ -284,6 +289,8 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
         "fit_s": round(fitted - start, 3),
         "predict_s": round(done - calibrated, 3),
         "params": dict(getattr(model, "params_", {})),
+        "parameters": count_parameters(model),
+        "inference": inference,
         **({"history": history} if history is not None else {}),
         "ood": {**ood.summary(), "fit_s": round(calibrated - fitted, 3),
                 "score": np.round(ood.score_distance(distance), 4).tolist(), "distance": _round(distance)},
@@ -296,7 +303,7 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
         unit["shift"] = {"test": items.tolist(), "proba": {name: {s: np.round(p, 6).tolist() for s, p in by.items()}
                                                            for name, by in shifted.items()},
                          "distance": {name: {s: _round(d) for s, d in by.items()} for name, by in distances.items()}}
-        unit["shift_s"] = round(time.perf_counter() - done, 3)
+        unit["shift_s"] = round(time.perf_counter() - timed, 3)
     # The optional hook of the method interface: pictures of what the method computes, for the report.
     if split.name == plan.splits[0].name:
         if hasattr(model, "illustrate"):
@@ -627,6 +634,7 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
             dedup = summarize([y for y, k in zip(pooled["y_true"], keep) if k], pooled["proba"][keep], classes,
                               groups=groups[keep], n_boot=config.n_boot, seed=config.seed)
             entry["metrics_deduplicated"] = dedup["metrics"]
+            entry["per_class_deduplicated"] = dedup["per_class"]
             entry["n_test_deduplicated"] = dedup["n"]
         per_fold = []
         for unit, split in zip(us, plan.splits):
@@ -639,6 +647,7 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         fit = sum(u["fit_s"] for u in us)
         predict = sum(u["predict_s"] for u in us)
         entry["timing_s"] = {"fit": round(fit, 2), "predict": round(predict, 2), "total": round(fit + predict, 2)}
+        entry["cost"] = cost_entry(us)
         ood = _ood_entry(config, us)
         if ood is not None:
             entry["ood"] = ood
@@ -781,6 +790,14 @@ def format_results(results: dict) -> str:
             full, clean = e["metrics"]["accuracy"]["value"], e["metrics_deduplicated"]["accuracy"]["value"]
             lines.append(f"  {name}: {clean:.3f} on {e['n_test_deduplicated']} items (full test {full:.3f}, "
                          f"gap {100 * (full - clean):+.1f} points)")
+            if "per_class_deduplicated" in e:  # absent from results written before it was recorded
+                lines.append("    recall per class: " + ", ".join(
+                    f"{c} {r['sensitivity']:.3f} ({round(r['sensitivity'] * r['support'])} of {r['support']})"
+                    for c, r in e["per_class_deduplicated"].items() if r["support"]))
+    cost_lines = format_cost(results)
+    if cost_lines:
+        lines.append("")
+        lines += cost_lines
     shift_lines = format_shift(results)
     if shift_lines:
         lines.append("")

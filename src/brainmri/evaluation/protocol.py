@@ -36,7 +36,8 @@ class BenchmarkConfig:
     data : str
         Dataset folder or CSV manifest.
     methods : tuple of str
-        Registered method names.
+        Registered method names, or named configurations of them
+        (``method@label``, :func:`brainmri.models.registry.get_method`).
     split : {"cv", "official"}
         Grouped stratified k-fold, or the dataset's own train/test folders.
     cv : int

@@ -82,6 +82,11 @@ class BackboneEmbeddings(ImageTransformer):
     threads : int or None
         CPU threads of torch (None: torch's default).
 
+    Attributes
+    ----------
+    n_parameters_ : dict
+        Weights of the backbone: none trainable (it stays frozen), and their total.
+
     Notes
     -----
     Output: ``(n_images, sum of the pooled stages' channels)`` float64; for
@@ -137,6 +142,11 @@ class BackboneEmbeddings(ImageTransformer):
         device = str(resolve_device(self.device))
         return _loaded(self.backbone, None if self.weights_file is None else str(self.weights_file), self.size, sha,
                        device, bool(self.channels_last))
+
+    @property
+    def n_parameters_(self) -> dict:
+        """Weights of the frozen backbone, ``{"trainable": 0, "total": n}`` (the benchmark's cost table)."""
+        return {"trainable": 0, "total": int(sum(p.numel() for p in self._module()[0].parameters()))}
 
     def cache_key(self) -> str:
         """Backbone, weights (sha256, or torchvision's URL), size, depths, precision and :attr:`version`."""

@@ -450,16 +450,17 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
     >>> model.predict_proba(["scan1.png", "scan2.png"]).shape     # doctest: +SKIP
     (2, 4)
     """
-    from brainmri.models.registry import available_methods
+    from brainmri.models.registry import available_methods, get_method
 
     folder = Path(path)
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
     method = manifest["method"]
-    spec = available_methods().get(method["name"])
-    if spec is None:
+    try:
+        spec = get_method(method["name"])  # a named configuration (method@label) too
+    except ConfigError:
         raise ConfigError(f"{folder / MANIFEST}: method {method['name']!r} is not registered in this brainmri "
-                          f"{__version__}; valid methods: {', '.join(available_methods())}")
+                          f"{__version__}; valid methods: {', '.join(available_methods())}") from None
     model = spec.build(seed=manifest["config"]["seed"], n_jobs=n_jobs, preprocess=_preprocess(manifest["preprocess"]),
                        device=device, params=method["params"])
     [(_, model)] = load_steps([("model", model)], folder, "")

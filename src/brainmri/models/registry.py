@@ -26,7 +26,9 @@ benchmark runner, tuning and serving see methods only through
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,7 +45,8 @@ class MethodSpec:
     Attributes
     ----------
     name : str
-        Registry name (``glcm-svm``).
+        Registry name (``glcm-svm``), or a named configuration of it
+        (``glcm-svm@fast``, see :func:`get_method`).
     builder : callable
         ``builder(*, seed, n_jobs, cache_dir, preprocess, work_dir=None,
         device="auto", **params)`` returning an unfitted classifier.
@@ -149,18 +152,36 @@ def available_methods() -> dict[str, MethodSpec]:
     return dict(sorted(_REGISTRY.items()))
 
 
+#: What may follow ``@`` in a named configuration (``transfer-features@mobilenet_v2``): it names a folder.
+_LABEL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def get_method(name: str) -> MethodSpec:
-    """The :class:`MethodSpec` registered as ``name``.
+    """The :class:`MethodSpec` registered as ``name``, or a named configuration of it.
+
+    ``method@label`` (``transfer-features@mobilenet_v2``) is the registered
+    ``method`` under another name, so that one benchmark can run several
+    configurations of a method side by side, each with its own ``--params``
+    (``transfer-features@mobilenet_v2.backbone=mobilenet_v2``), units and
+    results key. The label is free text (letters, digits, ``_`` and ``-``);
+    it sets nothing by itself.
 
     Raises
     ------
     ConfigError
-        Unknown name; the message lists the valid ones.
+        Unknown name, or a label with other characters; the message lists
+        the valid names.
     """
     methods = available_methods()
-    if name not in methods:
-        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(methods)}")
-    return methods[name]
+    base, at, label = name.partition("@")
+    if base not in methods:
+        raise ConfigError(f"unknown method {base!r}; valid methods: {', '.join(methods)}")
+    if not at:
+        return methods[name]
+    if not _LABEL.fullmatch(label):
+        raise ConfigError(f"method {name!r}: the label after @ must be letters, digits, _ or - "
+                          f"(e.g. {base}@config1)")
+    return dataclasses.replace(methods[base], name=name)
 
 
 def default_cv(names) -> int:
@@ -214,7 +235,8 @@ def check_inputs(names, kinds, option: str = "--methods") -> None:
 def parse_methods(text: str) -> list[str]:
     """Split a comma-separated ``--methods`` value and check every name.
 
-    ``all`` stands for every registered method.
+    ``all`` stands for every registered method; ``method@label`` is a named
+    configuration of a method (:func:`get_method`).
     """
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["all"]:
@@ -223,6 +245,8 @@ def parse_methods(text: str) -> list[str]:
         raise ConfigError(f"--methods needs at least one name; valid methods: {', '.join(available_methods())}")
     for name in names:
         get_method(name)
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--methods lists a method twice: {text}")
+    twice = next((n for k, n in enumerate(names) if n in names[:k]), None)
+    if twice:
+        raise ConfigError(f"--methods lists {twice} twice: {text}; to compare configurations of one method, "
+                          f"name each one ({twice}@a,{twice}@b) and give each its --params")
     return names

@@ -144,6 +144,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     params_ : dict
         Best epoch, temperature, validation split and device used (and the
         TTA views, with ``tta``).
+    n_parameters_ : dict
+        Trainable and total weights of ``module_``.
     """
 
     def __init__(self, module_builder, *, module_params=None, epochs=10, lr=2e-3, weight_decay=0.05, batch_size=64,
@@ -345,6 +347,21 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """The most probable class of every item."""
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    @property
+    def n_parameters_(self) -> dict:
+        """Weights of the trained network, ``{"trainable": n, "total": n}`` (the benchmark's cost table).
+
+        Trainable are the weights that training changed: all of them, but a
+        ``backbone`` frozen through every epoch run (``unfreeze_after`` at
+        least the epochs run) is not.
+        """
+        check_is_fitted(self, "module_")
+        total = sum(p.numel() for p in self.module_.parameters())
+        trunk = getattr(self.module_, "backbone", None)
+        epochs_run = len(self.history_) if hasattr(self, "history_") else self.epochs
+        frozen = sum(p.numel() for p in trunk.parameters()) if trunk is not None and self.unfreeze_after >= epochs_run else 0
+        return {"trainable": int(total - frozen), "total": int(total)}
 
     def _builder_name(self) -> str:
         return f"{self.module_builder.__module__}.{self.module_builder.__qualname__}"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainmri.evaluation.cost import SPEED_ITEMS, format_parameters
 from brainmri.evaluation.metrics import LOWER_IS_BETTER, interval_statement
 from brainmri.evaluation.shift import SHIFT_METRICS, severity_label
 from brainmri.files import write_text
@@ -313,6 +314,27 @@ def _comparison(results: dict, figures: dict[str, bytes]) -> str:
             "test items that do not duplicate a training item: " + "; ".join(gaps) + ".</div>"
         )
     return "".join(parts)
+
+
+def _cost(results: dict) -> str:
+    """What each method costs (:mod:`brainmri.evaluation.cost`): network weights, fit time and inference speed."""
+    costs = {name: m["cost"] for name, m in results["methods"].items() if "cost" in m}
+    if not costs:
+        return ""
+    order = list(results["methods"])
+    rows = []
+    for name, c in costs.items():
+        inference = c.get("inference") or {}
+        rows.append([f'<a href="#{_anchor(name, order.index(name))}">{_e(name)}</a>',
+                     _e(format_parameters(c.get("parameters"))), _num(c["fit_s"]["total"]),
+                     _num(c["fit_s"]["per_fold"]), _num(inference.get("images_per_s"))])
+    return ("<h3>Cost</h3>"
+            + _table(["method", "parameters (trainable / total)", "fit (s, all folds)", "fit (s, per fold)",
+                      "inference (images/s)"], rows)
+            + '<p class="small">Parameters: the weights of the method\'s networks (- for a method without one; '
+            "the classifier on frozen embeddings is not counted). Fit: seconds of training, without the features "
+            "computed once for all methods before it. Inference: images per second of the prediction on up to "
+            f"{SPEED_ITEMS} test items per fold, from the image file, without feature cache.</p>")
 
 
 def _shift(results: dict, figures: dict[str, bytes]) -> str:
@@ -653,6 +675,7 @@ def render_report(results: dict, predictions: dict[str, dict], figures: dict[str
         _contents(results),
         _protocol(results),
         _comparison(results, figures),
+        _cost(results),
         _shift(results, figures),
         _ood(results),
         _pairwise(results),
