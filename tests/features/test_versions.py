@@ -18,6 +18,7 @@ import pytest
 from brainmri.data.preprocess import Preprocess
 from brainmri.features import (
     EXTRACTORS,
+    AcquisitionDescriptors,
     BackboneEmbeddings,
     FCMWaveletFeatures,
     GLCMFeatures,
@@ -37,6 +38,7 @@ RECORDED = [
     (Preprocess(size=128, keep_aspect=True), 1, "c2276f02f396c240"),
     (Preprocess(harmonise="nyul", landmarks=(0.0, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0)), 1,
      "f23138fec3a7644e"),
+    (AcquisitionDescriptors(), 1, "71cb4b0c659167d2"),
     (FCMWaveletFeatures(), 1, "7fcef1150bfee449"),
     (FCMWaveletFeatures(n_clusters=3, size=64, level=2), 1, "aa03f0a8e02eac94"),
     (GLCMFeatures(), 1, "a9a839639bef7018"),

@@ -1,4 +1,4 @@
-"""The acquisition detector of the out-of-distribution score (:mod:`brainmri.robust.acquisition`)."""
+"""The acquisition detector of the out-of-distribution score (:mod:`brainmri.features.acquisition`)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from sklearn.metrics import roc_auc_score
 
 from brainmri.data.shifts import shift_image
 from brainmri.data.synthetic import CLASSES, synthetic_slice
-from brainmri.robust.acquisition import AcquisitionDescriptors
+from brainmri.features.acquisition import AcquisitionDescriptors
 from brainmri.robust.ood import FLAG_QUANTILE, MahalanobisOOD, OODDetector
 
 

@@ -1,5 +1,6 @@
-"""Feature extractors (scikit-learn transformers over preprocessed 2D images): classical ones and backbone embeddings."""
+"""Feature extractors (scikit-learn transformers over 2D images): classical ones, backbone embeddings, acquisition descriptors."""
 
+from brainmri.features.acquisition import AcquisitionDescriptors
 from brainmri.features.embeddings import BackboneEmbeddings
 from brainmri.features.fcm import FCMWaveletFeatures
 from brainmri.features.intensity import IntensityFeatures, OtsuFeatures
@@ -8,8 +9,8 @@ from brainmri.features.texture import GLCMFeatures, LBPFeatures
 from brainmri.features.wavelet import WaveletFeatures
 
 #: Every extractor class; their ``version`` values are recorded in ``results.json``.
-EXTRACTORS = (BackboneEmbeddings, FCMWaveletFeatures, GLCMFeatures, IntensityFeatures, LBPFeatures, OtsuFeatures, ShapeFeatures,
-              WaveletFeatures)
+EXTRACTORS = (AcquisitionDescriptors, BackboneEmbeddings, FCMWaveletFeatures, GLCMFeatures, IntensityFeatures, LBPFeatures,
+              OtsuFeatures, ShapeFeatures, WaveletFeatures)
 
-__all__ = ["EXTRACTORS", "BackboneEmbeddings", "FCMWaveletFeatures", "GLCMFeatures", "IntensityFeatures", "LBPFeatures", "OtsuFeatures",
-           "ShapeFeatures", "WaveletFeatures"]
+__all__ = ["EXTRACTORS", "AcquisitionDescriptors", "BackboneEmbeddings", "FCMWaveletFeatures", "GLCMFeatures",
+           "IntensityFeatures", "LBPFeatures", "OtsuFeatures", "ShapeFeatures", "WaveletFeatures"]

@@ -25,7 +25,7 @@ An embedding does not see every change of acquisition: the GLCM texture
 features of ``glcm-svm`` barely move when an image is blurred, down-sampled
 or smeared by motion or ghosts. So the score of a prediction
 (:class:`OODDetector`) has a second detector of the same kind on the
-image's acquisition descriptors (:mod:`brainmri.robust.acquisition`:
+image's acquisition descriptors (:mod:`brainmri.features.acquisition`:
 sharpness, noise, block grid, ghosts, background, intensity quantiles, grey
 levels), fitted and calibrated in the same way whatever the method. The two
 are combined by their larger squared distance, each in units of its own
@@ -221,7 +221,7 @@ class OODDetector(BaseEstimator):
 
     Two :class:`MahalanobisOOD` detectors, one on the method's embedding and
     one on the image's acquisition descriptors
-    (:class:`~brainmri.robust.acquisition.AcquisitionDescriptors`). The
+    (:class:`~brainmri.features.acquisition.AcquisitionDescriptors`). The
     distance of an item is the larger of its two squared distances, each
     divided by its detector's flag threshold (1: at the 99th training
     percentile of that detector); it is calibrated like each detector's,
@@ -284,7 +284,7 @@ class OODDetector(BaseEstimator):
         if not self.acquisition:
             return None
         from brainmri.features.extract import ImageFeatures
-        from brainmri.robust.acquisition import DESCRIPTOR_PREPROCESS, AcquisitionDescriptors
+        from brainmri.features.acquisition import DESCRIPTOR_PREPROCESS, AcquisitionDescriptors
 
         step = ImageFeatures([("acquisition", AcquisitionDescriptors())], preprocess=DESCRIPTOR_PREPROCESS,
                              cache_dir=self.cache_dir, n_jobs=self.n_jobs)
