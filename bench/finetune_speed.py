@@ -3,7 +3,8 @@
 For every input size, fp32 (channels-first, then channels-last memory) vs
 bf16 autocast with channels-last memory, and
 frozen backbone (only the head learns, as in the first ``unfreeze_after``
-epochs) vs the whole network: images/s of AdamW training steps and of the
+epochs) vs the whole network vs the whole network but its first
+``frozen_stages`` stages (``--frozen-stages 3,4``): images/s of AdamW training steps and of the
 forward pass in eval mode (what prediction and every TTA view cost). The
 images are random (the speed does not depend on their content). The
 configurations of one size take turns step by step and every step is timed
@@ -12,7 +13,7 @@ shared machine the mean of a few consecutive steps swings with the other
 processes' load; taking turns exposes every configuration to the same load.
 
 Usage: python bench/finetune_speed.py [--sizes 224,160,128] [--configs fp32,fp32-cl,bf16-cl] [--batch 32] [--steps 5]
-                                     [--backbone efficientnet_lite0]
+                                     [--backbone efficientnet_lite0] [--frozen-stages 3,4]
     nice -n 10 python bench/finetune_speed.py
 """
 
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps timed per configuration (median reported)")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--frozen-stages", default="",
+                        help="comma-separated numbers of first backbone stages kept frozen (e.g. 3,4), each timed")
     args = parser.parse_args()
 
     import torch
@@ -47,8 +50,9 @@ def main() -> None:
     y = torch.zeros(args.batch, dtype=torch.long)
     for size in (int(s) for s in args.sizes.split(",")):
         x = torch.rand(args.batch, 1, size, size, generator=torch.Generator().manual_seed(0))
+        stages = [int(k) for k in args.frozen_stages.split(",") if k]
         runs = [_Run(finetune_net(num_classes=4, input_shape=(size, size), backbone_name=args.backbone), x, y,
-                     precision, channels_last) for precision, channels_last in configs]
+                     precision, channels_last, stages) for precision, channels_last in configs]
         for _ in range(args.steps + 1):  # the configurations take turns, so that they share the machine's load
             for run in runs:
                 run.round()
@@ -56,12 +60,15 @@ def main() -> None:
             print(f"{size} px {run.label}: training {run.speed('whole'):.1f} images/s (whole network), "
                   f"{run.speed('frozen'):.1f} images/s (backbone frozen); forward {run.speed('forward'):.1f} "
                   "images/s", flush=True)
+            for k in run.stages:
+                print(f"{size} px {run.label}: training {run.speed(k):.1f} images/s (first {k} backbone stages "
+                      "frozen)", flush=True)
 
 
 class _Run:
     """One configuration: a network, its optimizer and the time of every step (whole, frozen, forward)."""
 
-    def __init__(self, net, x, y, precision: str, channels_last: bool):
+    def __init__(self, net, x, y, precision: str, channels_last: bool, stages=()):
         import torch
 
         self.label = f"{precision}{' channels-last' if channels_last else ''}"
@@ -70,17 +77,17 @@ class _Run:
         self.y = y
         self.bf16 = precision == "bf16"
         self.opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-        self.times = {"whole": [], "frozen": [], "forward": []}
+        self.stages = list(stages)
+        self.times = {"whole": [], "frozen": [], "forward": [], **{k: [] for k in self.stages}}
 
     def round(self) -> None:
-        """One training step with the whole network, one with the backbone frozen, one forward pass."""
+        """One training step each: whole network, backbone frozen, first stages frozen; then one forward pass."""
         import torch
 
-        for what in ("whole", "frozen"):
-            self.net.train()
-            self.net.backbone.requires_grad_(what == "whole")
-            if what == "frozen":
-                self.net.backbone.eval()
+        from brainmri.training.loop import _train_mode
+
+        for what in ("whole", "frozen", *self.stages):
+            _train_mode(self.net, frozen=what == "frozen", frozen_stages=what if isinstance(what, int) else 0)
             t = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 loss = torch.nn.functional.cross_entropy(self.net(self.x).float(), self.y)

@@ -100,6 +100,23 @@ def test_the_frozen_backbone_stays_pretrained_then_learns_and_resume_gives_ident
     assert not same(backbone_state(ends[0]["model"]), pretrained)  # unfrozen in the second epoch
 
 
+def test_frozen_stages_keep_their_pretrained_weights_and_statistics_while_the_later_ones_learn(images):
+    X, y, groups = images
+    torch.manual_seed(0)
+    pretrained = backbone_state(finetune_net(num_classes=4, input_shape=(32, 32)).state_dict())
+    model = finetuner(epochs=1, unfreeze_after=0, frozen_stages=3, ema_decay=None).fit(X, y, groups)
+    trained = backbone_state(model.module_.state_dict())
+    trunk = model.module_.backbone
+    last_frozen = trunk.stage_ends[2]
+    frozen = {k for k in trained if k.startswith("backbone.blocks.") and int(k.split(".")[2]) <= last_frozen}
+    assert frozen and same({k: trained[k] for k in frozen}, {k: pretrained[k] for k in frozen})
+    changed = [k for k in trained.keys() - frozen if not torch.equal(trained[k], pretrained[k])]
+    assert changed  # the later stages learnt
+    frozen_weights = sum(p.numel() for b in trunk.blocks[: last_frozen + 1] for p in b.parameters())
+    total = sum(p.numel() for p in model.module_.parameters())
+    assert model.n_parameters_ == {"trainable": total - frozen_weights, "total": total}
+
+
 def test_tta_predicts_the_mean_logits_of_the_image_and_its_mirror(images):
     X, y, groups = images
     model = finetuner(tta=True, epochs=1, unfreeze_after=0).fit(X, y, groups)
@@ -139,6 +156,9 @@ def test_bad_method_settings_are_refused_before_any_image_is_read(params, messag
 
 @pytest.mark.parametrize("settings, message", [
     ({"unfreeze_after": -1}, "training parameter unfreeze_after must be an integer >= 0, got -1"),
+    ({"frozen_stages": -1}, "training parameter frozen_stages must be an integer >= 0, got -1"),
+    ({"frozen_stages": 9}, "training parameter frozen_stages=9 leaves no stage of the backbone to train: it has 9 "
+                           "stages, use 0 to 8"),
     ({"backbone_lr_factor": 0}, "training parameter backbone_lr_factor must be a number > 0, got 0"),
     ({"tta": "yes"}, "training parameter tta must be true or false, got 'yes'"),
 ])
@@ -148,7 +168,7 @@ def test_bad_training_settings_are_refused_before_training(images, settings, mes
         finetuner(**settings).fit(X, y, groups)
 
 
-@pytest.mark.parametrize("setting", [{"unfreeze_after": 1}, {"backbone_lr_factor": 0.1}])
+@pytest.mark.parametrize("setting", [{"unfreeze_after": 1}, {"backbone_lr_factor": 0.1}, {"frozen_stages": 2}])
 def test_backbone_settings_on_a_network_without_backbone_are_refused(images, setting):
     X, y, groups = images
     with pytest.raises(ConfigError, match=f"{next(iter(setting))}=.* needs a network with a backbone, and "

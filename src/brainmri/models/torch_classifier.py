@@ -104,6 +104,9 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     unfreeze_after : int
         Epochs during which that backbone is frozen (only the rest learns);
         0: never frozen.
+    frozen_stages : int
+        That backbone's first stages stay frozen in every epoch (their
+        backward pass is saved); 0: none.
     tta : bool
         Test-time augmentation of images: the logits are the mean over
         :data:`TTA_VIEWS` (the image and its left-right mirror), in
@@ -150,8 +153,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, module_builder, *, module_params=None, epochs=10, lr=2e-3, weight_decay=0.05, batch_size=64,
                  label_smoothing=0.05, class_weight="balanced", augment=False, backbone_lr_factor=1.0,
-                 unfreeze_after=0, tta=False, ema_decay=0.99, patience=None, precision="auto", channels_last=False,
-                 val_fraction=0.2, device="auto", threads=None, adapt="none", seed=0, work_dir=None):
+                 unfreeze_after=0, frozen_stages=0, tta=False, ema_decay=0.99, patience=None, precision="auto",
+                 channels_last=False, val_fraction=0.2, device="auto", threads=None, adapt="none", seed=0, work_dir=None):
         self.module_builder = module_builder
         self.module_params = module_params
         self.epochs = epochs
@@ -163,6 +166,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.augment = augment
         self.backbone_lr_factor = backbone_lr_factor
         self.unfreeze_after = unfreeze_after
+        self.frozen_stages = frozen_stages
         self.tta = tta
         self.ema_decay = ema_decay
         self.patience = patience
@@ -183,7 +187,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
                              class_weight=self.class_weight, augment=self.augment, ema_decay=self.ema_decay,
                              patience=self.patience, precision=self.precision, channels_last=self.channels_last,
                              seed=self.seed, backbone_lr_factor=self.backbone_lr_factor,
-                             unfreeze_after=self.unfreeze_after)
+                             unfreeze_after=self.unfreeze_after, frozen_stages=self.frozen_stages)
 
     def _build(self, n_classes: int, input_shape: tuple, *, restoring: bool = False):
         import torch
@@ -354,13 +358,18 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
         Trainable are the weights that training changed: all of them, but a
         ``backbone`` frozen through every epoch run (``unfreeze_after`` at
-        least the epochs run) is not.
+        least the epochs run) is not, nor are its ``frozen_stages``.
         """
+        from brainmri.training.loop import frozen_blocks
+
         check_is_fitted(self, "module_")
         total = sum(p.numel() for p in self.module_.parameters())
         trunk = getattr(self.module_, "backbone", None)
         epochs_run = len(self.history_) if hasattr(self, "history_") else self.epochs
-        frozen = sum(p.numel() for p in trunk.parameters()) if trunk is not None and self.unfreeze_after >= epochs_run else 0
+        frozen = 0
+        if trunk is not None:
+            parts = [trunk] if self.unfreeze_after >= epochs_run else frozen_blocks(trunk, self.frozen_stages)
+            frozen = sum(p.numel() for part in parts for p in part.parameters())
         return {"trainable": int(total - frozen), "total": int(total)}
 
     def _builder_name(self) -> str:

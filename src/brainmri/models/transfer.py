@@ -72,6 +72,7 @@ FINETUNE_SPACE = {
     "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
     "backbone_lr_factor": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
     "unfreeze_after": {"type": "int", "low": 0, "high": 3},
+    "frozen_stages": {"type": "int", "low": 0, "high": 4},
     "size": {"type": "categorical", "choices": [96, 128, 160, 224]},
 }
 #: Kernel cache of the fixed-C SVM, MB: the whole kernel matrix of 5,700 training images (260 MB) fits, so
@@ -190,7 +191,7 @@ def transfer_features(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
 def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
                       device: str = "auto", backbone: str = "efficientnet_lite0", weights_file: str | None = None,
                       size: int = 128, epochs: int = 6, lr: float = 1e-3, backbone_lr_factor: float = 0.1,
-                      unfreeze_after: int = 1, weight_decay: float = 0.01, batch_size: int = 32,
+                      unfreeze_after: int = 1, frozen_stages: int = 0, weight_decay: float = 0.01, batch_size: int = 32,
                       label_smoothing: float = 0.1, augment: bool | str = True, dropout: float = 0.2,
                       ema_decay: float | None = 0.99, precision: str = "bf16", channels_last: bool = True,
                       tta: bool = True, val_fraction: float = 0.1, threads: int | None = None) -> GroupedPipeline:
@@ -202,7 +203,8 @@ def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
     (a local state dict), ``size`` (input side, px), ``epochs``, ``lr`` (the
     head's peak learning rate), ``backbone_lr_factor`` (the backbone's peak
     is ``lr`` times this), ``unfreeze_after`` (epochs with a frozen backbone
-    first; 0: never frozen), ``weight_decay``, ``batch_size``,
+    first; 0: never frozen), ``frozen_stages`` (the backbone's first stages
+    stay frozen in every epoch, saving their backward pass), ``weight_decay``, ``batch_size``,
     ``label_smoothing``, ``augment`` (flips, small affine,
     brightness-contrast), ``dropout`` (before the head), ``ema_decay``,
     ``precision`` (``bf16`` autocast or ``fp32``), ``channels_last``,
@@ -247,7 +249,7 @@ def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
                                                        "dropout": dropout},
                           epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                           label_smoothing=label_smoothing, augment=augment, backbone_lr_factor=backbone_lr_factor,
-                          unfreeze_after=unfreeze_after, tta=tta, ema_decay=ema_decay, precision=precision,
+                          unfreeze_after=unfreeze_after, frozen_stages=frozen_stages, tta=tta, ema_decay=ema_decay, precision=precision,
                           channels_last=channels_last, val_fraction=val_fraction, device=device, threads=threads,
                           seed=seed, work_dir=work_dir)
     return GroupedPipeline([("images", images), ("classifier", net)])

@@ -39,7 +39,11 @@ Howard and Ruder 2018). During the first ``unfreeze_after`` epochs the
 backbone is frozen: no gradient (so AdamW neither steps nor decays it) and
 eval-mode batch norm, so its weights and statistics stay exactly as loaded.
 Whether an epoch is frozen depends on its number only, so resume is exact
-across the unfreezing too.
+across the unfreezing too. ``frozen_stages`` keeps the backbone's first
+stages frozen in every epoch (same rules): autograd then stops before them,
+so their backward pass, the most expensive per weight at full resolution,
+is never run (Yosinski et al. 2014: the first layers' filters are the most
+general and transfer as they are).
 
 References
 ----------
@@ -121,6 +125,7 @@ class TrainSettings:
     seed: int = 0
     backbone_lr_factor: float = 1.0
     unfreeze_after: int = 0
+    frozen_stages: int = 0
 
     def __post_init__(self):
         checks = [
@@ -140,6 +145,8 @@ class TrainSettings:
              "a number > 0"),
             ("unfreeze_after", isinstance(self.unfreeze_after, int) and not isinstance(self.unfreeze_after, bool)
              and self.unfreeze_after >= 0, "an integer >= 0"),
+            ("frozen_stages", isinstance(self.frozen_stages, int) and not isinstance(self.frozen_stages, bool)
+             and self.frozen_stages >= 0, "an integer >= 0"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -232,7 +239,7 @@ def _ema_avg(decay: float):
 
 #: Settings added after checkpoints were first written, with their defaults: left out of the fingerprint at those
 #: defaults, so that the checkpoints of earlier runs (same training) still resume.
-_LATER_SETTINGS = {"backbone_lr_factor": 1.0, "unfreeze_after": 0}
+_LATER_SETTINGS = {"backbone_lr_factor": 1.0, "unfreeze_after": 0, "frozen_stages": 0}
 
 
 def _fingerprint(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, settings: TrainSettings) -> str:
@@ -265,12 +272,16 @@ def _optimizer(module, s: TrainSettings, steps: int):
 
     trunk = getattr(module, "backbone", None)
     if trunk is None:
-        for name in ("backbone_lr_factor", "unfreeze_after"):
+        for name in ("backbone_lr_factor", "unfreeze_after", "frozen_stages"):
             if getattr(s, name) != _LATER_SETTINGS[name]:
                 raise ConfigError(f"training parameter {name}={getattr(s, name)!r} needs a network with a backbone, "
                                   f"and {type(module).__name__} has none; leave it at {_LATER_SETTINGS[name]}")
         params, max_lr = module.parameters(), s.lr
     else:
+        stages = len(getattr(trunk, "stage_ends", ()))
+        if s.frozen_stages >= max(stages, 1):
+            raise ConfigError(f"training parameter frozen_stages={s.frozen_stages} leaves no stage of the backbone "
+                              f"to train: it has {stages} stages, use 0 to {max(stages - 1, 0)}")
         in_trunk = {id(p) for p in trunk.parameters()}
         params = [{"params": [p for p in module.parameters() if id(p) not in in_trunk]},
                   {"params": list(trunk.parameters())}]
@@ -281,10 +292,15 @@ def _optimizer(module, s: TrainSettings, steps: int):
     return optimizer, scheduler
 
 
-def _train_mode(module, frozen: bool) -> None:
-    """Training mode, with the module's ``backbone`` (if any) frozen or not.
+def frozen_blocks(trunk, stages: int) -> list:
+    """The blocks of ``trunk``'s first ``stages`` stages (none for 0)."""
+    return list(trunk.blocks[: trunk.stage_ends[stages - 1] + 1]) if stages else []
 
-    A frozen backbone gets no gradient (hence no AdamW step or decay) and
+
+def _train_mode(module, frozen: bool, frozen_stages: int = 0) -> None:
+    """Training mode, with the module's ``backbone`` (if any) frozen, or only its first ``frozen_stages`` stages.
+
+    A frozen part gets no gradient (hence no AdamW step or decay) and
     keeps its batch-norm statistics (eval mode): its weights and buffers
     stay exactly as they are.
     """
@@ -292,8 +308,10 @@ def _train_mode(module, frozen: bool) -> None:
     trunk = getattr(module, "backbone", None)
     if trunk is not None:
         trunk.requires_grad_(not frozen)
-        if frozen:
-            trunk.eval()
+        parts = [trunk] if frozen else frozen_blocks(trunk, frozen_stages)
+        for part in parts:
+            part.requires_grad_(False)
+            part.eval()
 
 
 def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
@@ -364,7 +382,7 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
         start = time.perf_counter()
         torch.manual_seed(s.seed * 100_003 + epoch)  # shuffling, augmentation and dropout of this epoch
         order = torch.randperm(len(X)).numpy()
-        _train_mode(module, frozen=epoch < s.unfreeze_after)
+        _train_mode(module, frozen=epoch < s.unfreeze_after, frozen_stages=s.frozen_stages)
         total, seen = 0.0, 0
         for b in range(steps):
             idx = np.sort(order[b * s.batch_size : (b + 1) * s.batch_size])
