@@ -15,6 +15,9 @@
 #   lite0             transfer-features (frozen EfficientNet-Lite0, offline weights, its defaults)
 #   cnn               ayadi-cnn, CNN_EPOCHS epochs (default 6; the name becomes cnn-e<N>)
 #   cnn-appearance    the same with augment=appearance (TorchIO bias field, gamma, blur, noise, motion, ghosting)
+#   finetune          transfer-finetune with FINETUNE settings (default: the recipe of bench/finetune_benchmark.sh),
+#                     tested as trained and adapted to the external images (--adapt none,adabn,tent)
+#   finetune-appearance  the same with augment=appearance
 # Resumable: a configuration whose OUT/<name>/results.json exists is skipped; an interrupted one resumes from its
 # finished units (and its wall time adds up over the runs). Each run appends to OUT/external_signal.md a table of
 # every finished configuration, with the date and the load average.
@@ -25,7 +28,13 @@ cd "$(dirname "$0")/.."
 OUT=${1:-bench-output/external-signal}
 shift || true
 CNN_EPOCHS=${CNN_EPOCHS:-6}
-CONFIGS=${*:-glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance}
+CONFIGS=${*:-glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance finetune finetune-appearance}
+FINETUNE=${FINETUNE:-epochs=12,size=128,frozen_stages=3,backbone_lr_factor=1.0,unfreeze_after=0}
+ft_params() {  # transfer-finetune's --params from FINETUNE, plus any extra settings given
+  local params="" setting
+  for setting in ${FINETUNE//,/ } "$@"; do params+="${params:+,}transfer-finetune.$setting"; done
+  echo "$params"
+}
 DATA=${DATA:-../shared/datasets}
 B=${BRAINMRI:-.venv/bin/brainmri}
 PY=${PYTHON:-.venv/bin/python}
@@ -42,7 +51,11 @@ for config in $CONFIGS; do
     cnn) config=cnn-e$CNN_EPOCHS; args=(--methods ayadi-cnn --params "ayadi-cnn.epochs=$CNN_EPOCHS") ;;
     cnn-appearance) config=cnn-appearance-e$CNN_EPOCHS
       args=(--methods ayadi-cnn --params "ayadi-cnn.epochs=$CNN_EPOCHS,ayadi-cnn.augment=appearance") ;;
-    *) echo "unknown configuration $config; use: glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance" >&2; exit 2 ;;
+    finetune) args=(--methods transfer-finetune --params "$(ft_params)" --adapt none,adabn,tent) ;;
+    finetune-appearance)
+      args=(--methods transfer-finetune --params "$(ft_params augment=appearance)" --adapt none,adabn,tent) ;;
+    *) echo "unknown configuration $config; use: glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance finetune" \
+         "finetune-appearance" >&2; exit 2 ;;
   esac
   names+=("$config")
   if [[ -f "$OUT/$config/results.json" ]]; then

@@ -127,13 +127,17 @@ def _extra_options(parser: argparse.ArgumentParser, dropped: str) -> None:
                        "(e.g. no=notumor)")
 
 
-def _adapt_option(parser: argparse.ArgumentParser, unit: str) -> None:
+def _adapt_option(parser: argparse.ArgumentParser, unit: str, *, several: bool = False) -> None:
     from brainmri.robust.adapt import ADAPT_METHODS
 
-    parser.add_argument("--adapt", choices=ADAPT_METHODS, default="none",
+    choices = {} if several else {"choices": ADAPT_METHODS}
+    compare = ("; several, comma-separated (none,adabn,tent), test the same trained network each way and report "
+               "each as a method of its own (METHOD+adabn...), paired" if several else "")
+    parser.add_argument("--adapt", default="none", metavar="{" + ",".join(ADAPT_METHODS) + "}", **choices,
                         help=f"test-time adaptation of a deep method to {unit}, without labels: adabn re-estimates "
                         "the batch-norm statistics (Li et al. 2016), tent also tunes the normalisation layers to "
-                        "confident predictions (Wang et al. 2021); the model on disk is not changed (default none)")
+                        "confident predictions (Wang et al. 2021); the model on disk is not changed (default none)"
+                        f"{compare}")
 
 
 def _shift_settings(args) -> dict:
@@ -343,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the (method, fold) units on this Dask scheduler's workers; they need DATA, --out and "
                    "--cache-dir at the same paths (a shared filesystem) and the same brainmri")
     _shift_options(p)
-    _adapt_option(p, "each test set (the clean one, and each shift and severity)")
+    _adapt_option(p, "each test set (the clean one, and each shift and severity)", several=True)
     _training_options(p)
     _input_options(p)
     _duplicate_options(p)

@@ -44,6 +44,37 @@ def test_adapt_runs_the_deep_method_adapted_and_records_it(data, tmp_path, one_t
     assert set(results["methods"]["ayadi-cnn"]["shift"]["shifts"]) == {"rician-noise"}
 
 
+@pytest.mark.slow
+def test_several_adaptations_test_one_trained_network_each_way_and_compare_them(data, tmp_path, one_torch_thread):
+    def run(adapt):
+        out = tmp_path / adapt
+        assert main(["benchmark", str(data), "--methods", "ayadi-cnn", "--params", TINY_CNN, *COMMON,
+                     "--adapt", adapt, "--out", str(out)]) == 0
+        return json.loads((out / "results.json").read_text())
+
+    both, plain, adabn = run("none,adabn"), run("none"), run("adabn")
+    methods = both["methods"]
+    assert list(methods) == ["ayadi-cnn", "ayadi-cnn+adabn"]
+    for name, alone in (("ayadi-cnn", plain), ("ayadi-cnn+adabn", adabn)):  # each as if run on its own
+        for block in ("metrics", "shift", "confusion"):
+            assert methods[name][block] == alone["methods"]["ayadi-cnn"][block]
+    assert methods["ayadi-cnn"]["metrics"] != methods["ayadi-cnn+adabn"]["metrics"]
+    assert methods["ayadi-cnn+adabn"]["timing_s"]["fit"] == methods["ayadi-cnn"]["timing_s"]["fit"]  # trained once
+    assert methods["ayadi-cnn+adabn"]["history"] == methods["ayadi-cnn"]["history"]
+    assert [(c["a"], c["b"]) for c in both["comparisons"]][0] in {("ayadi-cnn", "ayadi-cnn+adabn"),
+                                                                  ("ayadi-cnn+adabn", "ayadi-cnn")}
+
+
+@pytest.mark.parametrize("adapt, message", [
+    ("none,none", "--adapt 'none,none': an adaptation is named twice"),
+    ("none,bn", "--adapt 'bn': unknown test-time adaptation; valid: none, adabn, tent"),
+])
+def test_a_bad_list_of_adaptations_is_refused_before_reading(data, tmp_path, error_line, adapt, message):
+    assert main(["benchmark", str(data), "--methods", "ayadi-cnn", "--adapt", adapt, "--out", str(tmp_path / "o")]) == 2
+    assert message in error_line("benchmark")
+    assert not (tmp_path / "o").exists()
+
+
 def test_adapt_is_refused_for_a_classical_method_before_reading(data, tmp_path, error_line):
     assert main(["benchmark", str(data), "--methods", "rf", "--adapt", "tent", "--out", str(tmp_path / "o")]) == 2
     assert "--adapt tent: rf classifies with CalibratedForest, not a neural network" in error_line("benchmark")

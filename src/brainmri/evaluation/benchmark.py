@@ -253,7 +253,9 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     score and distance of every test item (:mod:`brainmri.robust.ood`,
     calibrated on the split's training items); with ``config.adapt``, the
     test items are predicted by the method adapted to them
-    (:mod:`brainmri.robust.adapt`). The unit records the method's network
+    (:mod:`brainmri.robust.adapt`), and with several adaptations the
+    unit's ``adapted`` holds the predictions of each further one (the same
+    fitted network; :func:`split_adapted`). The unit records the method's network
     weights and its inference speed (:mod:`brainmri.evaluation.cost`).
     With ``config.shift``, the unit also holds
     the probabilities of (a stratified sample of) the test items under each
@@ -261,7 +263,7 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     receives a line per shift.
     """
     from brainmri.robust.adapt import adapt_model
-    from brainmri.robust.ood import fit_ood, predict_with_ood
+    from brainmri.robust.ood import fit_ood
 
     spec = get_method(method)
     model = spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache_dir, preprocess=config.preprocess,
@@ -273,11 +275,11 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     ood = fit_ood(model, plan.paths[split.train], plan.labels[split.train], seed=config.seed,
                   acquisition=spec.inputs == "slices", cache_dir=cache_dir, n_jobs=n_jobs)
     calibrated = time.perf_counter()
-    predictor = adapt_model(model, config.adapt, name=method)
-    proba, distance = predict_with_ood(predictor, ood, plan.paths[split.test])
-    done = time.perf_counter()
+    modes = config.adapt_modes
+    predictor = adapt_model(model, modes[0], name=method)
+    tested = _test_predictions(config, plan, split, predictor, ood, on_event=on_event)
+    proba = tested.pop("proba")
     inference = measure_inference(predictor, plan.paths[speed_sample(split.test)])
-    timed = time.perf_counter()
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     history = getattr(final, "history_", None)
     unit = {
@@ -287,23 +289,19 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
         "classes": [str(c) for c in model.classes_],
         "proba": np.round(proba, 6).tolist(),
         "fit_s": round(fitted - start, 3),
-        "predict_s": round(done - calibrated, 3),
+        "predict_s": tested.pop("predict_s"),
         "params": dict(getattr(model, "params_", {})),
         "parameters": count_parameters(model),
         "inference": inference,
         **({"history": history} if history is not None else {}),
-        "ood": {**ood.summary(), "fit_s": round(calibrated - fitted, 3),
-                "score": np.round(ood.score_distance(distance), 4).tolist(), "distance": _round(distance)},
+        "ood": {**ood.summary(), "fit_s": round(calibrated - fitted, 3), **tested.pop("ood")},
+        **tested,
     }
-    if config.shift:
-        items = shift_subset(plan.labels, split.test, config.shift_max_items, seed=config.seed)
-        shifted, distances = predict_shifted(predictor, plan.paths[items], config.shift, config.shift_severities,
-                                             seed=config.seed, max_pixels=config.max_pixels, ood=ood,
-                                             on_event=on_event)
-        unit["shift"] = {"test": items.tolist(), "proba": {name: {s: np.round(p, 6).tolist() for s, p in by.items()}
-                                                           for name, by in shifted.items()},
-                         "distance": {name: {s: _round(d) for s, d in by.items()} for name, by in distances.items()}}
-        unit["shift_s"] = round(time.perf_counter() - timed, 3)
+    if len(modes) > 1:  # the same network, adapted each other way: reported as methods of their own
+        unit["adapted"] = {}
+        for mode in modes[1:]:
+            other = _test_predictions(config, plan, split, adapt_model(model, mode, name=method), ood, on_event=on_event)
+            unit["adapted"][mode] = {**other, "proba": np.round(other["proba"], 6).tolist()}
     # The optional hook of the method interface: pictures of what the method computes, for the report.
     if split.name == plan.splits[0].name:
         if hasattr(model, "illustrate"):
@@ -313,6 +311,70 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
             for e in explain_examples(model, plan.paths[split.test], plan.labels[split.test], proba, method=method,
                                       preprocess=config.preprocess, max_pixels=config.max_pixels)]
     return unit
+
+
+def _test_predictions(config: BenchmarkConfig, plan: Plan, split: Split, predictor, ood, *,
+                      on_event: Callable[[str], None] | None = None) -> dict:
+    """What ``predictor`` says of a split's test items: probabilities, OOD scores and, with ``--shift``, shifted tests.
+
+    Returns the unit entries ``proba`` (an array, not rounded yet), ``predict_s``,
+    ``ood`` (``score`` and ``distance``) and, with ``config.shift``, ``shift``
+    and ``shift_s``.
+    """
+    from brainmri.robust.ood import predict_with_ood
+
+    start = time.perf_counter()
+    proba, distance = predict_with_ood(predictor, ood, plan.paths[split.test])
+    done = time.perf_counter()
+    tested = {"proba": proba, "predict_s": round(done - start, 3),
+              "ood": {"score": np.round(ood.score_distance(distance), 4).tolist(), "distance": _round(distance)}}
+    if config.shift:
+        items = shift_subset(plan.labels, split.test, config.shift_max_items, seed=config.seed)
+        shifted, distances = predict_shifted(predictor, plan.paths[items], config.shift, config.shift_severities,
+                                             seed=config.seed, max_pixels=config.max_pixels, ood=ood,
+                                             on_event=on_event)
+        tested["shift"] = {"test": items.tolist(),
+                           "proba": {name: {s: np.round(p, 6).tolist() for s, p in by.items()}
+                                     for name, by in shifted.items()},
+                           "distance": {name: {s: _round(d) for s, d in by.items()} for name, by in distances.items()}}
+        tested["shift_s"] = round(time.perf_counter() - done, 3)
+    return tested
+
+
+def adapted_name(method: str, mode: str) -> str:
+    """The results key of ``method`` tested with the test-time adaptation ``mode`` next to others.
+
+    >>> adapted_name("transfer-finetune", "adabn"), adapted_name("transfer-finetune", "none")
+    ('transfer-finetune+adabn', 'transfer-finetune')
+    """
+    return method if mode == "none" else f"{method}+{mode}"
+
+
+def split_adapted(config: BenchmarkConfig, units: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Units of a run with several ``--adapt`` modes, one list per method and mode (:func:`adapted_name`).
+
+    The first mode's predictions are the unit's own; each other mode's
+    replace them (probabilities, OOD scores, shifted tests and the time
+    to predict) in a copy that keeps the training record (fit time,
+    weights, history, inference speed) and no pictures. With one mode,
+    ``units`` as they are.
+    """
+    modes = config.adapt_modes
+    if len(modes) == 1:
+        return units
+    out: dict[str, list[dict]] = {}
+    for method, us in units.items():
+        out[adapted_name(method, modes[0])] = [{k: v for k, v in u.items() if k != "adapted"} for u in us]
+        for mode in modes[1:]:
+            copies = []
+            for u in us:
+                tested = u["adapted"][mode]
+                copy = {k: v for k, v in u.items() if k not in ("adapted", "illustrations", "explanations")}
+                copy.update({k: v for k, v in tested.items() if k != "ood"},
+                            method=adapted_name(method, mode), ood={**u["ood"], **tested["ood"]})
+                copies.append(copy)
+            out[adapted_name(method, mode)] = copies
+    return out
 
 
 def _round(values: np.ndarray) -> list[float]:
@@ -351,8 +413,9 @@ def _check_before_reading(config: BenchmarkConfig) -> int:
     """
     for method in config.methods:
         get_method(method).check_params(config.method_params(method))
-        if config.adapt != "none":
-            check_model_adapts(get_method(method).build(params=config.method_params(method)), config.adapt, name=method)
+        for mode in config.adapt_modes:
+            if mode != "none":
+                check_model_adapts(get_method(method).build(params=config.method_params(method)), mode, name=method)
     dataset = apply_label_map(load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA")
     n_extra = 0
     if config.extra_data:
@@ -506,7 +569,7 @@ def run_benchmark(
                     say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s{shifted}")
                 units[method].append(unit)
         say("computing metrics, confidence intervals and tests")
-        results, predictions = summarize_units(config, plan, units)
+        results, predictions = summarize_units(config, plan, split_adapted(config, units))
         write_outputs(out, results, predictions, plan)
         return results
 
@@ -614,7 +677,7 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
     methods: dict[str, dict] = {}
     predictions: dict[str, dict] = {}
     for method, us in units.items():
-        spec = get_method(method)
+        spec = get_method(method.partition("+")[0])  # a method tested with one of several adaptations (split_adapted)
         pooled = _pooled(plan, us, classes)
         predictions[method] = pooled
         groups = plan.groups[pooled["index"]]

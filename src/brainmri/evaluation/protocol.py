@@ -15,7 +15,7 @@ from brainmri.data.io import MAX_PIXELS, check_max_pixels
 from brainmri.data.preprocess import Preprocess
 from brainmri.data.shifts import SEVERITIES, check_severities, check_shifts
 from brainmri.errors import ConfigError, DataError
-from brainmri.robust.adapt import check_adapt
+from brainmri.robust.adapt import adapt_modes
 
 SPLITS = ("cv", "official")
 
@@ -72,9 +72,12 @@ class BenchmarkConfig:
     shift_max_items : int or None
         Re-test a stratified sample of this many test items per split
         (``--shift-max-items``); None re-tests them all.
-    adapt : {"none", "adabn", "tent"}
+    adapt : str
         Test-time adaptation of the deep methods to each test set, clean and
-        shifted (``--adapt``, :mod:`brainmri.robust.adapt`).
+        shifted (``--adapt``, :mod:`brainmri.robust.adapt`): ``none``,
+        ``adabn`` or ``tent``, or several comma-separated (``none,adabn,tent``),
+        each then reported as a method of its own, the same trained network
+        adapted each way.
     extra_data : str or None
         A second labelled collection added to every training part, never
         tested on (``--extra-data``, :mod:`brainmri.data.extra`).
@@ -107,7 +110,7 @@ class BenchmarkConfig:
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
-        check_adapt(self.adapt)
+        adapt_modes(self.adapt)
         if self.extra_label_map and not self.extra_data:
             raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
         check_shifts(self.shift)
@@ -133,6 +136,11 @@ class BenchmarkConfig:
         if stray:
             raise ConfigError(f"--params names method {stray[0]!r}, which is not among --methods "
                               f"({', '.join(self.methods)}); add it to --methods or remove its settings")
+
+    @property
+    def adapt_modes(self) -> tuple[str, ...]:
+        """``adapt`` as a tuple of adaptations, the first one tested as the method itself."""
+        return adapt_modes(self.adapt)
 
     def method_params(self, method: str) -> dict:
         """The ``--params`` settings of ``method`` (empty when none)."""

@@ -63,6 +63,24 @@ def check_adapt(method: str) -> str:
     return method
 
 
+def adapt_modes(value: str) -> tuple[str, ...]:
+    """The adaptations of a benchmark's ``--adapt``: one of :data:`ADAPT_METHODS`, or several, comma-separated.
+
+    With several, every trained model is tested once per adaptation, so the
+    adaptations are compared on the same network, pairwise (see
+    :func:`brainmri.evaluation.benchmark.adapted_name`).
+
+    >>> adapt_modes("none,adabn")
+    ('none', 'adabn')
+    """
+    modes = tuple(m.strip() for m in str(value).split(","))
+    for mode in modes:
+        check_adapt(mode)
+    if len(set(modes)) < len(modes):
+        raise ConfigError(f"--adapt {value!r}: an adaptation is named twice; name each once, e.g. none,adabn,tent")
+    return modes
+
+
 def _batch_norms(module) -> list:
     from torch import nn
 
