@@ -117,6 +117,25 @@ def test_official_split_reports_deduplicated_accuracy(leaky_split, tmp_path):
     assert results["audit"]["cross_split_leaks"] == 2
 
 
+def test_the_paired_test_is_repeated_without_the_test_duplicates(leaky_split, tmp_path):
+    out = tmp_path / "o"
+    results = run_benchmark(config(leaky_split, split="official", methods=("rf", "glcm-svm")), out, n_jobs=1)
+    (full,), (dedup,) = results["comparisons"], results["comparisons_deduplicated"]
+    assert (dedup["a"], dedup["b"]) == (full["a"], full["b"]) == ("rf", "glcm-svm")
+    assert dedup["mcnemar"]["n01"] + dedup["mcnemar"]["n10"] <= full["mcnemar"]["n01"] + full["mcnemar"]["n10"]
+    text = format_results(results)
+    assert "on the test items that do not duplicate a training item (McNemar, Holm-adjusted): rf vs glcm-svm" in text
+    assert "<h3>Without the test items that duplicate a training item</h3>" in (out / "report.html").read_text()
+
+
+def test_a_paired_test_on_part_of_the_test_set_counts_only_its_items():
+    predictions, methods = _two_methods([30])  # B wrong on items 0-5 and 29
+    (row,) = benchmark_module._comparisons(predictions, methods, keep=np.arange(6, 30))
+    assert (row["mcnemar"]["n01"], row["mcnemar"]["n10"]) == (1, 0) and row["significant"] is False
+    (whole,) = benchmark_module._comparisons(predictions, methods)
+    assert (whole["mcnemar"]["n01"], whole["mcnemar"]["n10"]) == (7, 0)
+
+
 def test_drop_test_duplicates_counts_per_class(leaky_split, tmp_path):
     results = run_benchmark(config(leaky_split, split="official", methods=("rf",), drop_test_duplicates=True),
                             tmp_path / "d", n_jobs=1)

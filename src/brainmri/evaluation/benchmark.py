@@ -739,6 +739,8 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         "audit": plan.audit,
         "methods": methods,
         "comparisons": _comparisons(predictions, methods),
+        **({"comparisons_deduplicated": _comparisons(predictions, methods, keep=plan.dedup_test)}
+           if any("metrics_deduplicated" in m for m in methods.values()) else {}),
         "alpha": ALPHA,
     }
     if config.shift:
@@ -752,8 +754,12 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
     return results, predictions
 
 
-def _comparisons(predictions: dict, methods: dict) -> list[dict]:
+def _comparisons(predictions: dict, methods: dict, *, keep=None) -> list[dict]:
     """Every pair of methods, tested both ways; ``decided_by`` names the test behind ``significant``.
+
+    ``keep`` (item indices) restricts a single test set to those items,
+    e.g. the test items that do not duplicate a training item: McNemar's
+    test on them (``comparisons_deduplicated`` in results.json).
 
     With several folds the decision comes from the corrected resampled
     t-test on per-fold accuracies (each fold's own sizes), because pooled
@@ -768,13 +774,16 @@ def _comparisons(predictions: dict, methods: dict) -> list[dict]:
         for b in names[a_pos + 1 :]:
             pa, pb = predictions[a], predictions[b]
             order_a, order_b = np.argsort(pa["index"]), np.argsort(pb["index"])
+            if keep is not None:
+                order_a = order_a[np.isin(pa["index"][order_a], keep)]
+                order_b = order_b[np.isin(pb["index"][order_b], keep)]
             truth = np.asarray(pa["y_true"])[order_a]
             classes = np.asarray(pa["classes"])
             right_a = classes[pa["proba"][order_a].argmax(1)] == truth
             right_b = classes[pb["proba"][order_b].argmax(1)] == truth
             row = {"a": a, "b": b, "mcnemar": mcnemar(right_a, right_b), "t_test": None, "decided_by": "mcnemar"}
             folds_a, folds_b = methods[a]["per_fold"], methods[b]["per_fold"]
-            if len(folds_a) >= 2:
+            if len(folds_a) >= 2 and keep is None:
                 row["t_test"] = corrected_resampled_ttest(
                     [f["accuracy"] for f in folds_a], [f["accuracy"] for f in folds_b],
                     n_train=[f["n_train"] for f in folds_a], n_test=[f["n_test"] for f in folds_a],
@@ -882,6 +891,10 @@ def format_results(results: dict) -> str:
         lines.append("")
         lines.append(f"significant differences ({test}, Holm-adjusted p < {results['alpha']:g}): " +
                      (", ".join(f"{c['a']} vs {c['b']} (p={c['p_adjusted']:.3g})" for c in significant) or "none"))
+    if results.get("comparisons_deduplicated"):
+        lines.append("on the test items that do not duplicate a training item (McNemar, Holm-adjusted): " + ", ".join(
+            f"{c['a']} vs {c['b']} {c['mcnemar']['n01']}:{c['mcnemar']['n10']} (p={c['p_adjusted']:.3g}"
+            f"{', significant' if c['significant'] else ''})" for c in results["comparisons_deduplicated"]))
     for note in p["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -451,6 +451,14 @@ def _pairwise(results: dict) -> str:
         "cross-validation folds, whose models and test items differ per fold; McNemar on a single test set), "
         "Holm-adjusted over all pairs.</p>"
     )
+    dedup = results.get("comparisons_deduplicated") or []
+    if dedup:
+        parts.append("<h3>Without the test items that duplicate a training item</h3>")
+        parts.append(_table(["method A", "method B", "McNemar n01 (A right, B wrong)", "McNemar n10 (A wrong, B right)",
+                             "McNemar p", "adjusted p (Holm)", f"significant at &alpha; = {alpha}"],
+                            [[_e(c["a"]), _e(c["b"]), _num(c["mcnemar"].get("n01")), _num(c["mcnemar"].get("n10")),
+                              _p(c["mcnemar"].get("p_value")), _p(c.get("p_adjusted")), _yes_no(c.get("significant"))]
+                             for c in dedup], numeric_from=2))
     return "".join(parts)
 
 
