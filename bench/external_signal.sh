@@ -15,7 +15,7 @@
 #   lite0             transfer-features (frozen EfficientNet-Lite0, offline weights, its defaults)
 #   cnn               ayadi-cnn, CNN_EPOCHS epochs (default 6; the name becomes cnn-e<N>)
 #   cnn-appearance    the same with augment=appearance (TorchIO bias field, gamma, blur, noise, motion, ghosting)
-#   finetune          transfer-finetune with FINETUNE settings (default: the recipe of bench/finetune_benchmark.sh),
+#   finetune          transfer-finetune (its defaults, plus the comma-separated settings in FINETUNE if set),
 #                     tested as trained and adapted to the external images (--adapt none,adabn,tent)
 #   finetune-appearance  the same with augment=appearance
 # Resumable: a configuration whose OUT/<name>/results.json exists is skipped; an interrupted one resumes from its
@@ -29,7 +29,7 @@ OUT=${1:-bench-output/external-signal}
 shift || true
 CNN_EPOCHS=${CNN_EPOCHS:-6}
 CONFIGS=${*:-glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance finetune finetune-appearance}
-FINETUNE=${FINETUNE:-epochs=12,size=128,frozen_stages=3,backbone_lr_factor=1.0,unfreeze_after=0}
+FINETUNE=${FINETUNE:-}
 ft_params() {  # transfer-finetune's --params from FINETUNE, plus any extra settings given
   local params="" setting
   for setting in ${FINETUNE//,/ } "$@"; do params+="${params:+,}transfer-finetune.$setting"; done
@@ -51,7 +51,7 @@ for config in $CONFIGS; do
     cnn) config=cnn-e$CNN_EPOCHS; args=(--methods ayadi-cnn --params "ayadi-cnn.epochs=$CNN_EPOCHS") ;;
     cnn-appearance) config=cnn-appearance-e$CNN_EPOCHS
       args=(--methods ayadi-cnn --params "ayadi-cnn.epochs=$CNN_EPOCHS,ayadi-cnn.augment=appearance") ;;
-    finetune) args=(--methods transfer-finetune --params "$(ft_params)" --adapt none,adabn,tent) ;;
+    finetune) params=$(ft_params); args=(--methods transfer-finetune ${params:+--params "$params"} --adapt none,adabn,tent) ;;
     finetune-appearance)
       args=(--methods transfer-finetune --params "$(ft_params augment=appearance)" --adapt none,adabn,tent) ;;
     *) echo "unknown configuration $config; use: glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance finetune" \

@@ -9,8 +9,8 @@
 # 1. ood-glcm: glcm-svm.
 # 2. ood-cnn: a quick ayadi-cnn (64 px, width 16, 3 epochs: minutes on a CPU, not the accuracy recipe).
 # 3. ood-cnn-adabn: the same network, test sets adapted by AdaBN (--adapt adabn).
-# 4. ft-appearance (not in the default runs): transfer-finetune with the recipe of bench/finetune_benchmark.sh
-#    (FINETUNE) and appearance augmentation, tested at medium and severe severity (3,5), as trained and adapted by
+# 4. ft-appearance (not in the default runs): transfer-finetune with its defaults (plus FINETUNE settings) and
+#    appearance augmentation, tested at medium and severe severity (3,5), as trained and adapted by
 #    AdaBN and by Tent (--adapt none,adabn,tent: one trained network, three rows, paired tests); SEVERITIES
 #    (default 3,5) sets its severities.
 set -euo pipefail
@@ -19,7 +19,7 @@ OUT=${1:-bench-output}
 DATA=${DATA:-../shared/datasets}
 B=${BRAINMRI:-.venv/bin/brainmri}
 CNN=ayadi-cnn.size=64,ayadi-cnn.width=16,ayadi-cnn.epochs=3
-FINETUNE=${FINETUNE:-epochs=12,size=128,frozen_stages=3,backbone_lr_factor=1.0,unfreeze_after=0}
+FINETUNE=${FINETUNE:-}  # transfer-finetune settings beyond its defaults, comma-separated (e.g. epochs=6)
 FT=""
 for setting in ${FINETUNE//,/ } augment=appearance; do FT+="${FT:+,}transfer-finetune.$setting"; done
 shift || true

@@ -300,7 +300,8 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     if len(modes) > 1:  # the same network, adapted each other way: reported as methods of their own
         unit["adapted"] = {}
         for mode in modes[1:]:
-            other = _test_predictions(config, plan, split, adapt_model(model, mode, name=method), ood, on_event=on_event)
+            adapted = adapt_model(model, mode, name=method)
+            other = _test_predictions(config, plan, split, adapted, ood, on_event=on_event)
             unit["adapted"][mode] = {**other, "proba": np.round(other["proba"], 6).tolist()}
     # The optional hook of the method interface: pictures of what the method computes, for the report.
     if split.name == plan.splits[0].name:

@@ -154,7 +154,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, module_builder, *, module_params=None, epochs=10, lr=2e-3, weight_decay=0.05, batch_size=64,
                  label_smoothing=0.05, class_weight="balanced", augment=False, backbone_lr_factor=1.0,
                  unfreeze_after=0, frozen_stages=0, tta=False, ema_decay=0.99, patience=None, precision="auto",
-                 channels_last=False, val_fraction=0.2, device="auto", threads=None, adapt="none", seed=0, work_dir=None):
+                 channels_last=False, val_fraction=0.2, device="auto", threads=None, adapt="none", seed=0,
+                 work_dir=None):
         self.module_builder = module_builder
         self.module_params = module_params
         self.epochs = epochs

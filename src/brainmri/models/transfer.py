@@ -256,8 +256,8 @@ def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
                                                        "dropout": dropout},
                           epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                           label_smoothing=label_smoothing, class_weight=class_weight, augment=augment,
-                          backbone_lr_factor=backbone_lr_factor,
-                          unfreeze_after=unfreeze_after, frozen_stages=frozen_stages, tta=tta, ema_decay=ema_decay, precision=precision,
+                          backbone_lr_factor=backbone_lr_factor, unfreeze_after=unfreeze_after,
+                          frozen_stages=frozen_stages, tta=tta, ema_decay=ema_decay, precision=precision,
                           channels_last=channels_last, val_fraction=val_fraction, device=device, threads=threads,
                           seed=seed, work_dir=work_dir)
     return GroupedPipeline([("images", images), ("classifier", net)])

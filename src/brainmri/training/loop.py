@@ -307,7 +307,7 @@ def _train_mode(module, frozen: bool, frozen_stages: int = 0) -> None:
     module.train()
     trunk = getattr(module, "backbone", None)
     if trunk is not None:
-        trunk.requires_grad_(not frozen)
+        trunk.requires_grad_(True)
         parts = [trunk] if frozen else frozen_blocks(trunk, frozen_stages)
         for part in parts:
             part.requires_grad_(False)
