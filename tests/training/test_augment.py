@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -98,6 +100,19 @@ def _train_rows(X, batches):
     """Rows of X that appeared in some augmented batch."""
     flat = {tuple(np.round(x.numpy().ravel()[::37], 3)) for b in batches for x in b[:, 0]}
     return [k for k, x in enumerate(X) if tuple(np.round(x.ravel()[::37], 3)) in flat]
+
+
+def test_the_noise_part_is_rician_and_lifts_the_dark_background():
+    import torch
+
+    from brainmri.training.augment import _random_rician_noise
+
+    torch.manual_seed(0)
+    noise = _random_rician_noise((0.05, 0.05))
+    dark, bright = noise(torch.zeros(1, 256, 256, 1)), noise(torch.full((1, 256, 256, 1), 0.8))
+    # A magnitude image: the background rises to sigma * sqrt(pi / 2); bright tissue keeps its level, spread by sigma.
+    assert dark.min() >= 0 and abs(dark.mean().item() - 0.05 * math.sqrt(math.pi / 2)) < 0.002
+    assert abs(bright.mean().item() - 0.8) < 0.003 and abs(bright.std().item() - 0.05) < 0.002
 
 
 def test_appearance_without_torchio_names_the_extra(monkeypatch):
