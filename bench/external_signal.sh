@@ -18,6 +18,9 @@
 #   finetune          transfer-finetune (its defaults, plus the comma-separated settings in FINETUNE if set),
 #                     tested as trained and adapted to the external images (--adapt none,adabn,tent)
 #   finetune-appearance  the same with augment=appearance
+#   glcm-multisource  glcm-svm, with the 3,200 Non_Demented slices of alzheimer-mri (another source: OASIS) added to
+#                     the training data as normal (--extra-data, a CSV manifest written to OUT/alzheimer-normal.csv)
+#   finetune-multisource  transfer-finetune (as finetune) with the same extra data
 # Resumable: a configuration whose OUT/<name>/results.json exists is skipped; an interrupted one resumes from its
 # finished units (and its wall time adds up over the runs). Each run appends to OUT/external_signal.md a table of
 # every finished configuration, with the date and the load average.
@@ -28,7 +31,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-bench-output/external-signal}
 shift || true
 CNN_EPOCHS=${CNN_EPOCHS:-6}
-CONFIGS=${*:-glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance finetune finetune-appearance}
+CONFIGS=${*:-glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance finetune finetune-appearance glcm-multisource}
 FINETUNE=${FINETUNE:-}
 ft_params() {  # transfer-finetune's --params from FINETUNE, plus any extra settings given
   local params="" setting
@@ -40,6 +43,19 @@ B=${BRAINMRI:-.venv/bin/brainmri}
 PY=${PYTHON:-.venv/bin/python}
 MAP=glioma=tumor,meningioma=tumor,pituitary=tumor,notumor=normal,yes=tumor,no=normal
 mkdir -p "$OUT"
+EXTRA=(--extra-data "$OUT/alzheimer-normal.csv" --allow-outside-paths)
+$PY - "$DATA/alzheimer-mri/Non_Demented" "$OUT/alzheimer-normal.csv" <<'MANIFEST'
+import csv, os, sys
+from pathlib import Path
+
+folder, manifest = Path(sys.argv[1]), Path(sys.argv[2])
+files = sorted(f for f in folder.iterdir() if f.suffix.lower() in {".jpg", ".jpeg", ".png"})
+with open(f"{manifest}.part", "w", newline="") as fh:  # written whole, then renamed: never a partial manifest
+    writer = csv.writer(fh)
+    writer.writerow(["path", "label"])
+    writer.writerows([os.path.relpath(f, manifest.parent), "normal"] for f in files)
+os.replace(f"{manifest}.part", manifest)
+MANIFEST
 
 names=()
 for config in $CONFIGS; do
@@ -54,8 +70,11 @@ for config in $CONFIGS; do
     finetune) params=$(ft_params); args=(--methods transfer-finetune ${params:+--params "$params"} --adapt none,adabn,tent) ;;
     finetune-appearance)
       args=(--methods transfer-finetune --params "$(ft_params augment=appearance)" --adapt none,adabn,tent) ;;
+    glcm-multisource) args=(--methods glcm-svm "${EXTRA[@]}") ;;
+    finetune-multisource) params=$(ft_params)
+      args=(--methods transfer-finetune ${params:+--params "$params"} --adapt none,adabn,tent "${EXTRA[@]}") ;;
     *) echo "unknown configuration $config; use: glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance finetune" \
-         "finetune-appearance" >&2; exit 2 ;;
+         "finetune-appearance glcm-multisource finetune-multisource" >&2; exit 2 ;;
   esac
   names+=("$config")
   if [[ -f "$OUT/$config/results.json" ]]; then
