@@ -12,6 +12,8 @@
 #   glcm              glcm-svm
 #   glcm-nyul         glcm-svm --harmonise nyul (landmarks learned on the training images)
 #   glcm-aspect       glcm-svm --keep-aspect
+#   glcm-zscore       glcm-svm --harmonise zscore (z-scores inside the head mask)
+#   glcm-n4           glcm-svm --n4 (N4 bias-field correction, SimpleITK)
 #   lite0             transfer-features (frozen EfficientNet-Lite0, offline weights, its defaults)
 #   cnn               ayadi-cnn, CNN_EPOCHS epochs (default 6; the name becomes cnn-e<N>)
 #   cnn-appearance    the same with augment=appearance (TorchIO bias field, gamma, blur, noise, motion, ghosting)
@@ -31,7 +33,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-bench-output/external-signal}
 shift || true
 CNN_EPOCHS=${CNN_EPOCHS:-6}
-CONFIGS=${*:-glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance finetune finetune-appearance glcm-multisource}
+CONFIGS=${*:-glcm glcm-nyul glcm-aspect glcm-zscore glcm-n4 lite0 cnn cnn-appearance finetune finetune-appearance glcm-multisource}
 FINETUNE=${FINETUNE:-}
 ft_params() {  # transfer-finetune's --params from FINETUNE, plus any extra settings given
   local params="" setting
@@ -63,6 +65,8 @@ for config in $CONFIGS; do
     glcm) args=(--methods glcm-svm) ;;
     glcm-nyul) args=(--methods glcm-svm --harmonise nyul) ;;
     glcm-aspect) args=(--methods glcm-svm --keep-aspect) ;;
+    glcm-zscore) args=(--methods glcm-svm --harmonise zscore) ;;
+    glcm-n4) args=(--methods glcm-svm --n4) ;;
     lite0) args=(--methods transfer-features) ;;
     cnn) config=cnn-e$CNN_EPOCHS; args=(--methods ayadi-cnn --params "ayadi-cnn.epochs=$CNN_EPOCHS") ;;
     cnn-appearance) config=cnn-appearance-e$CNN_EPOCHS
@@ -73,7 +77,7 @@ for config in $CONFIGS; do
     glcm-multisource) args=(--methods glcm-svm "${EXTRA[@]}") ;;
     finetune-multisource) params=$(ft_params)
       args=(--methods transfer-finetune ${params:+--params "$params"} --adapt none,adabn,tent "${EXTRA[@]}") ;;
-    *) echo "unknown configuration $config; use: glcm glcm-nyul glcm-aspect lite0 cnn cnn-appearance finetune" \
+    *) echo "unknown configuration $config; use: glcm glcm-nyul glcm-aspect glcm-zscore glcm-n4 lite0 cnn cnn-appearance finetune" \
          "finetune-appearance glcm-multisource finetune-multisource" >&2; exit 2 ;;
   esac
   names+=("$config")
