@@ -16,7 +16,7 @@
 #   glcm-n4           glcm-svm --n4 (N4 bias-field correction, SimpleITK)
 #   lite0             transfer-features (frozen EfficientNet-Lite0, offline weights, its defaults)
 #   cnn               ayadi-cnn, CNN_EPOCHS epochs (default 6; the name becomes cnn-e<N>)
-#   cnn-appearance    the same with augment=appearance (TorchIO bias field, gamma, blur, noise, motion, ghosting)
+#   cnn-appearance    the same with augment=appearance (bias field, gamma, blur, Rician noise, motion, ghosting, anisotropy)
 #   finetune          transfer-finetune (its defaults, plus the comma-separated settings in FINETUNE if set),
 #                     tested as trained and adapted to the external images (--adapt none,adabn,tent)
 #   finetune-appearance  the same with augment=appearance
@@ -46,6 +46,7 @@ PY=${PYTHON:-.venv/bin/python}
 MAP=glioma=tumor,meningioma=tumor,pituitary=tumor,notumor=normal,yes=tumor,no=normal
 mkdir -p "$OUT"
 EXTRA=(--extra-data "$OUT/alzheimer-normal.csv" --allow-outside-paths)
+write_manifest() {  # the extra data of the multi-source configurations
 $PY - "$DATA/alzheimer-mri/Non_Demented" "$OUT/alzheimer-normal.csv" <<'MANIFEST'
 import csv, os, sys
 from pathlib import Path
@@ -58,6 +59,7 @@ with open(f"{manifest}.part", "w", newline="") as fh:  # written whole, then ren
     writer.writerows([os.path.relpath(f, manifest.parent), "normal"] for f in files)
 os.replace(f"{manifest}.part", manifest)
 MANIFEST
+}
 
 names=()
 for config in $CONFIGS; do
@@ -74,8 +76,8 @@ for config in $CONFIGS; do
     finetune) params=$(ft_params); args=(--methods transfer-finetune ${params:+--params "$params"} --adapt none,adabn,tent) ;;
     finetune-appearance)
       args=(--methods transfer-finetune --params "$(ft_params augment=appearance)" --adapt none,adabn,tent) ;;
-    glcm-multisource) args=(--methods glcm-svm "${EXTRA[@]}") ;;
-    finetune-multisource) params=$(ft_params)
+    glcm-multisource) write_manifest; args=(--methods glcm-svm "${EXTRA[@]}") ;;
+    finetune-multisource) write_manifest; params=$(ft_params)
       args=(--methods transfer-finetune ${params:+--params "$params"} --adapt none,adabn,tent "${EXTRA[@]}") ;;
     *) echo "unknown configuration $config; use: glcm glcm-nyul glcm-aspect glcm-zscore glcm-n4 lite0 cnn cnn-appearance finetune" \
          "finetune-appearance glcm-multisource finetune-multisource" >&2; exit 2 ;;

@@ -103,8 +103,6 @@ def _train_rows(X, batches):
 
 
 def test_the_noise_part_is_rician_and_lifts_the_dark_background():
-    import torch
-
     from brainmri.training.augment import _random_rician_noise
 
     torch.manual_seed(0)

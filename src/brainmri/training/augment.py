@@ -140,11 +140,11 @@ def _random_rician_noise(sigma):
     while zero-mean Gaussian noise of std 0.04 clamped to [0, 1] lifts it
     by 0.016. The draws come from torch's global generator, like TorchIO's.
     """
+    import torch
+
     low, high = sigma
 
     def noise(x):
-        import torch
-
         level = low + (high - low) * torch.rand(()).item()
         return torch.hypot(x + level * torch.randn(x.shape), level * torch.randn(x.shape))
 
