@@ -180,7 +180,7 @@ def test_audit_writes_json_and_nothing_into_data(demo_data, tmp_path, capsys, li
     assert set(AUDIT_KEYS) <= set(report)
     assert report["n_items"] == 24 and report["classes"]["notumor"] == 6
     assert listing(demo_data) == before
-    assert [p.name for p in (tmp_path / "res").iterdir()] == ["audit.json"]  # no temporary file left
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == [".brainmri-files", "audit.json", "run.json"]  # no temporary file
 
 
 def test_audit_progress_goes_to_stderr(demo_data, capsys):
@@ -191,16 +191,16 @@ def test_audit_progress_goes_to_stderr(demo_data, capsys):
 
 
 def test_audit_group_similar(demo_data, tmp_path, capsys):
-    assert main(["audit", str(demo_data), "--group-similar", "--out", str(tmp_path), "-q"]) == 0
+    assert main(["audit", str(demo_data), "--group-similar", "--out", str(tmp_path / "audit"), "-q"]) == 0
     assert "look-alike groups (--group-similar): 24, largest 1" in capsys.readouterr().out
-    assert json.loads((tmp_path / "audit.json").read_text())["similar_groups"] == {"n_groups": 24, "largest": 1}
+    assert json.loads((tmp_path / "audit/audit.json").read_text())["similar_groups"] == {"n_groups": 24, "largest": 1}
 
 
 def test_audit_reports_leaks(leaky_split, tmp_path, capsys):
-    assert main(["audit", str(leaky_split), "--out", str(tmp_path), "-q"]) == 0
+    assert main(["audit", str(leaky_split), "--out", str(tmp_path / "audit"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "cross-split leaks: 2 held-out items duplicate a training item" in out
-    leaks = json.loads((tmp_path / "audit.json").read_text())["cross_split_leaks"]
+    leaks = json.loads((tmp_path / "audit/audit.json").read_text())["cross_split_leaks"]
     assert [(x["test_path"], x["train_path"]) for x in leaks] == [
         ("Testing/glioma/copy_of_glioma_0000.png", "Training/glioma/glioma_0000.png"),
         ("Testing/notumor/reencoded_notumor_0001.jpg", "Training/notumor/notumor_0001.png"),
@@ -217,7 +217,7 @@ def test_audit_skips_and_reports_bad_files(demo_data, tmp_path, capsys, write_di
     write_nifti(demo_data / "notumor/nan.nii.gz", volume)
     (demo_data / "notumor/notes.txt").write_text("n/a")
     (demo_data / "empty").mkdir()
-    assert main(["audit", str(demo_data), "--out", str(tmp_path), "-q"]) == 0
+    assert main(["audit", str(demo_data), "--out", str(tmp_path / "audit"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "items: 28  readable: 24  unreadable: 4" in out
     lines = [line for line in out.splitlines() if line.startswith(("unreadable:", "problem:"))]
@@ -231,7 +231,7 @@ def test_audit_skips_and_reports_bad_files(demo_data, tmp_path, capsys, write_di
     assert len(lines) == len(expected)
     for line, pattern in zip(lines, expected):
         assert re.fullmatch(pattern, line), line
-    report = json.loads((tmp_path / "audit.json").read_text())
+    report = json.loads((tmp_path / "audit/audit.json").read_text())
     assert report["unreadable"][2] == {"path": "notumor/nan.nii.gz", "reason": "contains NaN or infinite values; fix or remove the file"}
 
 
@@ -461,7 +461,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_resumes(demo_data, tmp_path):
     assert left == []
     out = tmp_path / "b"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
-        "audit.json", "run.json", "units", "units/glcm-svm", "units/glcm-svm/fold0.json"]  # no partial output
+        ".brainmri-files", "audit.json", "run.json", "units", "units/glcm-svm", "units/glcm-svm/fold0.json"]  # no partial output
     rerun = subprocess.run([sys.executable, "-m", "brainmri", *_benchmark_argv(demo_data, tmp_path)], env=_env(),
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr

@@ -65,9 +65,28 @@ def test_check_output_folder_refuses(tmp_path, out, message):
     assert (tmp_path / "file").read_text() == "keep" and not (tmp_path / "data" / "a" / "new").exists()
 
 
-@pytest.mark.parametrize("out", ["results", "data-results/new", "data.csv-runs"])
+@pytest.mark.parametrize("out", ["results", "data-results/new", "lists-runs"])
 def test_check_output_folder_accepts_and_writes_nothing(tmp_path, out):
     (tmp_path / "data").mkdir()
-    (tmp_path / "data.csv").write_text("path,label\n")
-    assert check_output_folder(tmp_path / out, "--out", inputs=[tmp_path / "data", tmp_path / "data.csv"]) == tmp_path / out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.csv"]
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "data.csv").write_text("path,label\n")
+    inputs = [tmp_path / "data", tmp_path / "lists" / "data.csv"]
+    assert check_output_folder(tmp_path / out, "--out", inputs=inputs) == tmp_path / out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "lists"]
+
+
+def test_the_folder_of_a_csv_manifest_is_an_input_folder(tmp_path):
+    # Issue 20: `benchmark DATA.csv --out CSV_DIR/out` wrote among the images the CSV lists.
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "data.csv").write_text("path,label\n")
+    with pytest.raises(ConfigError, match=r"^--out .*lists/out: lies inside the input folder .*lists, which must stay "
+                                          "unchanged; choose a folder outside it$"):
+        check_output_folder(tmp_path / "lists" / "out", "--out", inputs=[tmp_path / "lists" / "data.csv"])
+
+
+def test_a_folder_where_nothing_can_be_created_is_refused_at_once():
+    # Issue 20: `--out /proc/x` passed the permission check (root may write anywhere the bits allow) and failed
+    # after training.
+    with pytest.raises(ConfigError, match=r"^--out /proc/brainmri-x: cannot write in /proc \(.+\); choose another "
+                                          "folder$"):
+        check_output_folder("/proc/brainmri-x", "--out")

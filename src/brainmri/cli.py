@@ -37,9 +37,26 @@ def _common(parser: argparse.ArgumentParser, *, seed: bool = False, jobs: bool =
     group.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
     group.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     if seed:
-        group.add_argument("--seed", type=int, default=0, help="random seed: same seed, same data, same numbers (default 0)")
+        group.add_argument("--seed", type=_seed, default=0,
+                           help="random seed from 0 to 2**32 - 1: same seed, same data, same numbers (default 0)")
     if jobs:
-        group.add_argument("--jobs", type=int, default=-1, help="worker processes (-1: every core; default -1)")
+        group.add_argument("--jobs", type=_jobs, default=-1, help="worker processes (-1: every core; default -1)")
+
+
+def _seed(text: str) -> int:
+    """``--seed``: an integer that NumPy, scikit-learn and torch all take as a seed."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text} is not a seed; use an integer from 0 to {2**32 - 1}")
+    return value
+
+
+def _jobs(text: str) -> int:
+    """``--jobs``: -1 (every core) or a positive count of worker processes."""
+    value = int(text)
+    if value != -1 and value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of workers; use -1 (every core) or a positive integer")
+    return value
 
 
 def _duplicate_options(parser: argparse.ArgumentParser) -> None:
@@ -53,14 +70,17 @@ def _duplicate_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--similar-threshold", type=float, default=d.similar_threshold, help=f"structure correlation that joins look-alikes (default {d.similar_threshold})")
 
 
-def _input_options(parser: argparse.ArgumentParser) -> None:
+def _input_options(parser: argparse.ArgumentParser, *, manifests: bool = True) -> None:
+    """``--max-pixels``, and ``--allow-outside-paths`` for commands that read CSV manifests (``manifests``)."""
     from brainmri.data.io import MAX_PIXELS
 
     group = parser.add_argument_group("input")
     group.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
-                       help=f"2D images with more pixels are skipped as unreadable (decompression bombs; default {MAX_PIXELS:,})")
-    group.add_argument("--allow-outside-paths", action="store_true",
-                       help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)")
+                       help="images with more pixels (voxels of a volume), read from their headers, are skipped "
+                       f"as unreadable (decompression bombs; default {MAX_PIXELS:,})")
+    if manifests:
+        group.add_argument("--allow-outside-paths", action="store_true",
+                           help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)")
 
 
 def _training_options(parser: argparse.ArgumentParser, *, params: bool = True, threads: int | None = None,
@@ -424,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, metavar="MODEL", help="bundle folder written by brainmri train")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGES_OR_FOLDERS",
                    help="image files, folders of images, or folders of class sub-folders")
-    p.add_argument("--out", type=Path, help="write the predictions to a .csv or .json file (default: CSV on stdout)")
+    p.add_argument("--out", type=Path, help="write the predictions to a .csv or .json file (default: CSV on stdout); "
+                   "an existing file is replaced only when it is an earlier brainmri prediction file")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file that brainmri did not write")
     p.add_argument("--batch-size", type=int, default=64, help="images read and predicted at a time (default 64)")
     p.add_argument("--explain", type=Path, metavar="DIR",
                    help="also write an attribution map (.npy) and overlay (PNG) of every image to DIR")
@@ -432,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attribution method of --explain (default: gradcam for a CNN, occlusion for other models)")
     _adapt_option(p, "each batch of --batch-size images")
     _training_options(p, params=False)
+    _input_options(p, manifests=False)
     _common(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_predict)
 
@@ -457,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images (a seeded sample) in the deletion/insertion and randomisation checks (default 64)")
     p.add_argument("--batch-size", type=int, default=64, help="images read and explained at a time (default 64)")
     _training_options(p, params=False)
+    _input_options(p, manifests=False)
     _common(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_explain)
 
@@ -549,12 +573,14 @@ def cmd_audit(args) -> int:
     from brainmri.data.audit import analyse, audit_report, cross_dataset_leaks, format_audit, format_cross_dataset_leaks
     from brainmri.data.dataset import load_dataset
     from brainmri.data.io import check_max_pixels
-    from brainmri.files import check_output_folder, write_json
+    from brainmri.files import write_json
+    from brainmri.outputs import OutputFolder
 
     params = _duplicate_params(args)
     check_max_pixels(args.max_pixels)
-    if args.out:
-        check_output_folder(args.out, "--out", inputs=[args.data, *([args.against] if args.against else [])])
+    folder = OutputFolder(args.out, "audit") if args.out else None
+    if folder is not None:
+        folder.check(inputs=[args.data, *([args.against] if args.against else [])])
     dataset = load_dataset(args.data, allow_outside=args.allow_outside_paths)
     other = load_dataset(args.against, allow_outside=args.allow_outside_paths) if args.against else None
     with _progress(args, len(dataset), "reading") as update:
@@ -574,8 +600,10 @@ def cmd_audit(args) -> int:
         print(f"look-alike groups (--group-similar): {report['similar_groups']['n_groups']}, largest {report['similar_groups']['largest']}")
     if other is not None:
         print("\n".join(format_cross_dataset_leaks(report["cross_dataset_leaks"])))
-    if args.out:
-        path = write_json(args.out / "audit.json", report)
+    if folder is not None:
+        with folder.recording():
+            folder.start({"data": str(args.data)})
+            path = write_json(folder / "audit.json", report)
         print(f"\nwrote {path}")
     if not len(analysis.dataset):
         logger.error("%s: no readable image; see the unreadable list above", args.data)
@@ -719,9 +747,11 @@ def _method_params(args) -> dict:
 
 
 def cmd_predict(args) -> int:
-    from brainmri.files import check_output_folder, write_json, write_text
+    from brainmri.files import write_json, write_text
     from brainmri.models.bundle import load_model
-    from brainmri.models.predict import folder_metrics, list_images, predict_images, predictions_csv, predictions_document
+    from brainmri.models.predict import (folder_metrics, is_prediction_file, list_images, predict_images,
+                                         predictions_csv, predictions_document)
+    from brainmri.outputs import check_output_file
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
@@ -730,7 +760,8 @@ def cmd_predict(args) -> int:
             raise ConfigError(f"--out {args.out}: name a .csv or .json file")
         if args.out.is_dir():
             raise ConfigError(f"--out {args.out}: is a folder; name a .csv or .json file")
-        check_output_folder(args.out.parent, "--out", inputs=[args.model, *args.images])
+        check_output_file(args.out, "--out", force=args.force, ours=is_prediction_file,
+                          inputs=[args.model, *args.images])
     if args.explain is not None:
         from brainmri.explain.explainer import check_explain_folder
 
@@ -745,7 +776,8 @@ def cmd_predict(args) -> int:
     items = list_images(args.images)
     with _torch_threads(args.threads), _progress(args, len(items), "predicting") as update:
         if args.explain is None:
-            result = predict_images(bundle, items, batch_size=args.batch_size, n_jobs=jobs, progress=update)
+            result = predict_images(bundle, items, batch_size=args.batch_size, n_jobs=jobs, progress=update,
+                                    max_pixels=args.max_pixels)
         else:
             result = _predict_and_explain(args, bundle, items, jobs, update)
     rows, skipped = result["rows"], result["skipped"]
@@ -787,7 +819,7 @@ def _predict_and_explain(args, bundle, items, jobs: int, update) -> dict:
     method = args.explain_method or ModelView(bundle).methods()[0]
     config = ExplainConfig(method=method, checks=False, seed=0)
     document, result = explain_images(bundle, items, config, args.explain, batch_size=args.batch_size, n_jobs=jobs,
-                                      progress=update)
+                                      max_pixels=args.max_pixels, progress=update)
     args.reporter.say(f"wrote {len(document['images'])} {method} overlay(s) to {args.explain / 'overlays'}")
     return result
 
@@ -808,7 +840,7 @@ def cmd_explain(args) -> int:
     items = list_images(args.images)
     with _torch_threads(args.threads), _progress(args, len(items), "explaining") as update:
         document, _ = explain_images(bundle, items, config, args.out, batch_size=args.batch_size, n_jobs=jobs,
-                                  progress=update, on_event=args.reporter.say)
+                                     max_pixels=args.max_pixels, progress=update, on_event=args.reporter.say)
     if not document["images"]:
         logger.error("none of the %d image(s) could be read; nothing was explained", len(items))
         return 1
@@ -818,8 +850,8 @@ def cmd_explain(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from brainmri.files import check_output_folder
     from brainmri.models.bundle import load_model
+    from brainmri.outputs import OutputFolder
     from brainmri.serve.app import create_app, run_server
     from brainmri.serve.settings import ServeSettings
 
@@ -828,7 +860,9 @@ def cmd_serve(args) -> int:
                              queue_size=args.queue_size,
                              keep_uploads=str(args.keep_uploads) if args.keep_uploads else None)
     if args.keep_uploads:
-        check_output_folder(args.keep_uploads, "--keep-uploads", inputs=[args.model])
+        kept = OutputFolder(args.keep_uploads, "serve", option="--keep-uploads")
+        kept.check(inputs=[args.model])
+        kept.start({"model": str(args.model)})
     if not settings.local:
         logger.warning("--host %s: other machines can reach this server%s", settings.host,
                        "; its token travels unencrypted over plain HTTP, so use it behind an HTTPS proxy"
@@ -1055,6 +1089,22 @@ def _workers_exit_with_parent() -> None:
     register_parallel_backend("brainmri-loky", partial(LokyBackend, initializer=_exit_with_parent), make_default=True)
 
 
+def _os_error(exc: OSError, resume_hint: str | None) -> str:
+    """One line for an operating-system error that stopped a command: what, where, and what to do."""
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    what = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space, or choose an output folder on another disk"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "check the permissions of that path, or choose another output folder"
+    else:
+        fix = "check that path and the disk it is on"
+    rerun = f"; then {resume_hint}" if resume_hint else "; then run the command again"
+    return f"{where}{what} (files written completely so far are kept, no half-written file is left); {fix}{rerun}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1069,6 +1119,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"brainmri {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the system refused a read or write midway (disk full, quota, a device gone)
+        if args.debug:
+            raise
+        print(f"brainmri {args.command}: error: {_os_error(exc, getattr(args, 'resume_hint', None))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
         hint = getattr(args, "resume_hint", None)

@@ -10,14 +10,34 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from brainmri.errors import ConfigError
+
+
+#: Called with the path of every file :func:`atomic_path` is about to write (see :func:`recording_writes`).
+_BEFORE_WRITE: ContextVar[Callable[[Path], None] | None] = ContextVar("brainmri_before_write", default=None)
+
+
+@contextmanager
+def recording_writes(before_write: Callable[[Path], None]) -> Iterator[None]:
+    """Within the block (in this thread), :func:`atomic_path` calls ``before_write(path)`` before it writes ``path``.
+
+    ``before_write`` may raise to refuse the write; :class:`brainmri.outputs.OutputFolder`
+    uses it to record what a command writes in its folder.
+    """
+    token = _BEFORE_WRITE.set(before_write)
+    try:
+        yield
+    finally:
+        _BEFORE_WRITE.reset(token)
 
 
 @contextmanager
@@ -32,6 +52,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     'done'
     """
     path = Path(path)
+    before_write = _BEFORE_WRITE.get()
+    if before_write is not None:
+        before_write(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.touch(exist_ok=False)  # honours the umask, unlike tempfile.mkstemp (always 0600)
@@ -80,7 +103,8 @@ def check_output_folder(path: str | Path, option: str, *, inputs: Iterable[str |
         The option that named it (``--out``), for the message.
     inputs : iterable of path
         Input files and folders; ``path`` must be none of the folders and lie
-        below none of them (symbolic links resolved).
+        below none of them (symbolic links resolved). The folder of a CSV
+        manifest counts as an input folder: its images are there.
 
     Returns
     -------
@@ -95,9 +119,8 @@ def check_output_folder(path: str | Path, option: str, *, inputs: Iterable[str |
     """
     path = Path(path)
     resolved = path.resolve()
-    for source in inputs:
-        source = Path(source).resolve()
-        if source.is_dir() and (resolved == source or source in resolved.parents):
+    for source in input_folders(inputs):
+        if resolved == source or source in resolved.parents:
             raise ConfigError(f"{option} {path}: lies inside the input folder {source}, which must stay unchanged; "
                               "choose a folder outside it")
     if path.exists() and not path.is_dir():
@@ -107,4 +130,40 @@ def check_output_folder(path: str | Path, option: str, *, inputs: Iterable[str |
         raise ConfigError(f"{option} {path}: {existing} is a file, so no folder can be created there; choose another folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{option} {path}: no permission to write in {existing}; choose another folder or change its permissions")
+    problem = _cannot_create_in(existing) if existing != path else None
+    if problem:
+        raise ConfigError(f"{option} {path}: cannot write in {existing} ({problem}); choose another folder")
     return path
+
+
+def input_folders(inputs: Iterable[str | Path]) -> list[Path]:
+    """The folders that ``inputs`` name, resolved: each folder, and the folder of each CSV manifest.
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp()).resolve()
+    >>> input_folders([root / "m.csv", root / "scan.png"]) == [root]
+    True
+    """
+    folders = []
+    for source in inputs:
+        source = Path(source).resolve()
+        if source.is_dir():
+            folders.append(source)
+        elif source.suffix.lower() == ".csv":
+            folders.append(source.parent)
+    return folders
+
+
+def _cannot_create_in(folder: Path) -> str | None:
+    """Why nothing can be created in the existing ``folder`` (tried with a hidden folder, removed at once), or None.
+
+    Permission bits do not tell it all: root may write anywhere they allow, yet
+    not in ``/proc``. Tried only where the output folder is to be created;
+    an existing one is judged by ``os.access``, which also sees a read-only
+    mount.
+    """
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".brainmri-probe-", dir=folder))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

@@ -101,8 +101,9 @@ def test_preprocess_settings_round_trip():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"size": 4}, r"preprocess size must be an integer >= 8 or None, got 4"),
-        ({"size": 32.0}, r"preprocess size must be an integer >= 8 or None, got 32\.0"),
+        ({"size": 4}, r"--size must be an integer from 8 to 1024 \(pixels a side\), got 4"),
+        ({"size": 32.0}, r"--size must be an integer from 8 to 1024 \(pixels a side\), got 32\.0"),
+        ({"size": 100000}, r"--size must be an integer from 8 to 1024 \(pixels a side\), got 100000"),
         ({"clip_percentiles": (99.0, 1.0)}, r"clip percentiles must satisfy 0 <= low < high <= 100, got \(99\.0, 1\.0\)"),
         ({"clip_percentiles": (-1, 50)}, r"clip percentiles must satisfy 0 <= low < high <= 100"),
         ({"clip_percentiles": (5, 101)}, r"clip percentiles must satisfy 0 <= low < high <= 100"),

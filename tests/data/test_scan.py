@@ -10,9 +10,10 @@ from brainmri.data.scan import scan_dataset
 
 
 def test_scan_records_in_item_order_with_errors(tmp_path, write_pil, write_dicom, write_nifti):
-    write_pil(tmp_path / "a/img.png", np.full((16, 16), 7, np.uint8))
-    write_dicom(tmp_path / "a/slice.dcm", np.full((16, 16), 100))
-    write_nifti(tmp_path / "b/vol.nii.gz", np.ones((16, 16, 3), np.float32))
+    ramp = np.arange(256).reshape(16, 16) % 200  # any content but a uniform one, which is refused as blank
+    write_pil(tmp_path / "a/img.png", ramp.astype(np.uint8))
+    write_dicom(tmp_path / "a/slice.dcm", ramp + 100)
+    write_nifti(tmp_path / "b/vol.nii.gz", np.repeat(ramp[..., None], 3, axis=2).astype(np.float32))
     (tmp_path / "b/notes.txt").write_text("hello")
     ds = load_dataset(tmp_path)
     calls = []

@@ -49,7 +49,7 @@ def test_preprocessing_refuses_what_is_not_a_volume(array, message):
 
 @pytest.mark.parametrize("size", [4, 16.0, True])
 def test_a_bad_grid_size_is_a_config_error(size):
-    with pytest.raises(ConfigError, match=r"volume size must be an integer >= 8 \(voxels a side\)"):
+    with pytest.raises(ConfigError, match=r"volume size must be an integer from 8 to 128 \(voxels a side\)"):
         VolumePreprocess(size=size)
 
 

@@ -126,6 +126,50 @@ def test_out_that_is_a_file_is_refused(demo_data, tmp_path, no_reading):
     assert mine.read_text() == "keep"
 
 
+def test_restart_never_deletes_data_kept_in_the_run_folder(finished_run, tmp_path, listing):
+    # Issue 20: `benchmark X2/figures ... --out X2 --restart` deleted the data.
+    data, out, cache = _copy_run(finished_run, tmp_path)
+    moved = shutil.copytree(data, out / "figures" / "data")
+    before = listing(tmp_path)
+    with pytest.raises(ConfigError, match=r"^--out .*out: holds the input .*out/figures/data, which brainmri must never "
+                                          "overwrite or delete; choose an output folder that holds no input$"):
+        run_benchmark(config(moved), out, n_jobs=1, cache_dir=cache, restart=True)
+    assert listing(tmp_path) == before
+
+
+def test_restart_deletes_exactly_what_the_run_recorded(finished_run, tmp_path):
+    from brainmri.outputs import LEDGER, written
+
+    data, out, cache = _copy_run(finished_run, tmp_path)
+    recorded = written(out)
+    assert {"run.json", "audit.json", "results.json", "predictions.csv", "report.html", "units/rf/fold0.json",
+            "units/rf/fold1.json"} <= recorded and any(name.startswith("figures/") for name in recorded)
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {LEDGER}
+    assert files == recorded  # everything the run wrote is on the list, and nothing else is
+
+
+def test_a_run_folder_of_another_command_is_refused(demo_data, tmp_path, listing, no_reading):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text('{"tool": "brainmri", "command": "explain"}')
+    (out / "explain.json").write_text("{}")
+    before = listing(out)
+    with pytest.raises(ConfigError, match=r"^--out .*out: holds the output of brainmri explain, not of brainmri "
+                                          "benchmark; choose a new or empty folder$"):
+        run_benchmark(config(demo_data), out, n_jobs=1, restart=True)
+    assert listing(out) == before
+
+
+def test_an_output_inside_the_folder_of_a_csv_manifest_is_refused(demo_data, tmp_path, listing, no_reading):
+    # Issue 20: `benchmark DATA.csv --out CSV_DIR/out` wrote beside the images the CSV lists.
+    rows = ["path,label"] + [f"{p.relative_to(demo_data).as_posix()},{p.parent.name}" for p in sorted(demo_data.rglob("*.png"))]
+    (demo_data / "m.csv").write_text("\n".join(rows) + "\n")
+    before = listing(demo_data)
+    with pytest.raises(ConfigError, match=r"^--out .*/out: lies inside the input folder .*, which must stay unchanged"):
+        run_benchmark(config(demo_data / "m.csv"), demo_data / "out", n_jobs=1)
+    assert listing(demo_data) == before
+
+
 @pytest.mark.parametrize("option", ["out", "cache_dir"])
 def test_out_under_a_file_is_refused(demo_data, tmp_path, no_reading, option):
     blocker = tmp_path / "file"
@@ -205,7 +249,7 @@ def test_other_arguments_are_refused_before_reading(finished_run, tmp_path, list
 def test_restart_discards_the_old_run_and_nothing_else(finished_run, tmp_path, monkeypatch, same_arguments):
     data, out, cache = _copy_run(finished_run, tmp_path)
     (out / "units" / "rf" / "fold0.json").write_text('{"stale": true}')  # would break a resume
-    (out / "figures" / "stale.png").write_bytes(b"old")
+    (out / "figures" / "mine.png").write_bytes(b"a figure of the user's")  # issue 20: --restart deleted it
     (out / "my-notes.txt").write_text("keep")
     fitted = []
     real = benchmark_module.run_unit
@@ -214,7 +258,7 @@ def test_restart_discards_the_old_run_and_nothing_else(finished_run, tmp_path, m
     results = run_benchmark(new, out, n_jobs=1, cache_dir=cache, restart=True)
     assert len(fitted) == 2  # both units trained again
     assert json.loads((out / "units" / "rf" / "fold0.json").read_text())["fold"] == "fold0"
-    assert not (out / "figures" / "stale.png").exists()
+    assert (out / "figures" / "mine.png").read_bytes() == b"a figure of the user's"
     assert (out / "my-notes.txt").read_text() == "keep"
     assert read_run_file(out)["fingerprint"] == new.fingerprint()
     assert json.loads((out / "results.json").read_text())["config"]["seed"] == results["config"]["seed"] == new.seed

@@ -120,16 +120,29 @@ def test_occlusion_explains_a_classical_model_through_predict_proba(svm, demo_so
 
 @pytest.mark.parametrize("where, message", [
     ("inside", "lies inside the input folder"),
-    ("foreign", "an existing folder that brainmri explain did not write (no explain.json); choose a new or empty folder"),
+    ("foreign", "holds maps, notes.txt but no brainmri run.json; brainmri only writes in folders of its own runs, so "
+                "choose a new or empty folder"),
+    # Issue 20: one marker file (explain.json) was enough for explain to overwrite a folder.
+    ("foreign-explain-json", "holds explain.json, notes.txt but no brainmri run.json"),
+    ("another-command", "holds the output of brainmri audit, not of brainmri explain; choose a new or empty folder"),
 ])
-def test_refuses_to_write_into_the_data_or_a_folder_it_did_not_write(cnn, demo_data, tmp_path, error_line, where,
-                                                                     message):
+def test_refuses_to_write_into_the_data_or_a_folder_it_did_not_write(cnn, demo_data, tmp_path, error_line, listing,
+                                                                     where, message):
     out = demo_data / "explained" if where == "inside" else tmp_path / "mine"
     if where == "foreign":
         (out / "maps").mkdir(parents=True)
+    elif where == "foreign-explain-json":
+        out.mkdir()
+        (out / "explain.json").write_text('{"my": "results"}')
+    elif where == "another-command":
+        out.mkdir()
+        (out / "run.json").write_text('{"tool": "brainmri", "command": "audit"}')
+    if where != "inside":
         (out / "notes.txt").write_text("keep")
+    before = listing(tmp_path)
     assert _explain(cnn, [demo_data], out, "--no-checks") == 2
     assert message in error_line("explain")
+    assert listing(tmp_path) == before
     assert where == "inside" and not out.exists() or (out / "notes.txt").read_text() == "keep"
 
 

@@ -186,11 +186,76 @@ def test_training_refuses_a_folder_that_is_not_a_bundle(demo_source, tmp_path):
 
 def test_training_again_replaces_an_earlier_bundle_and_leaves_no_temporary_folder(trained, demo_source, tmp_path):
     out = Path(shutil.copytree(trained("glcm-svm").path, tmp_path / "model"))
-    (out / "stale.txt").write_text("from an older bundle")
     _train(demo_source, out, seed=1, validate=False)
     assert json.loads((out / MANIFEST).read_text())["config"]["seed"] == 1
-    assert not (out / "stale.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def _web_manifest(folder):
+    (folder / MANIFEST).write_text('{"name": "my web app", "icons": []}')
+    (folder / "thesis.tex").write_text("chapter 1")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "data.csv").write_text("a,b")
+
+
+def _notes_beside_a_bundle(folder):
+    (folder / "NOTES.md").write_text("my notes")
+
+
+def _changed_weights(folder):
+    with open(folder / "model.classifier.skops", "ab") as fh:
+        fh.write(b"\0")
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (_web_manifest, r"its manifest\.json is not a brainmri bundle manifest"),
+        (_notes_beside_a_bundle, r"holds NOTES\.md, which the bundle did not write"),
+        (_changed_weights, r"its file model\.classifier\.skops is missing or differs from the bundle's manifest"),
+    ],
+    ids=["web-app-manifest", "user-notes", "changed-weights"],
+)
+def test_a_folder_that_is_not_an_untouched_bundle_is_never_replaced(trained, demo_source, tmp_path, listing, spoil,
+                                                                     message):
+    # Issue 20: a folder with a web app's manifest.json lost thesis.tex, and NOTES.md beside a bundle was lost.
+    out = Path(shutil.copytree(trained("glcm-svm").path, tmp_path / "model"))
+    spoil(out)
+    before = listing(tmp_path)
+    with pytest.raises(ConfigError, match=rf"^--out .*model: {message}.*, so brainmri does not replace it; choose a new "
+                                          "folder, or an earlier bundle to replace$"):
+        _train(demo_source, out, validate=False)
+    assert listing(tmp_path) == before
+
+
+def test_a_bundle_folder_that_holds_the_data_is_never_replaced(trained, demo_source, tmp_path, listing):
+    # Issue 20: `train X1/data --out X1` deleted the dataset when X1 held a manifest.json.
+    out = Path(shutil.copytree(trained("glcm-svm").path, tmp_path / "X1"))
+    data = shutil.copytree(demo_source, out / "data")
+    before = listing(tmp_path)
+    with pytest.raises(ConfigError, match=r"^--out .*X1: holds the input .*X1/data, which replacing the folder would "
+                                          "delete; choose a new folder$"):
+        _train(data, out, validate=False)
+    assert listing(tmp_path) == before
+
+
+def test_a_bundle_changed_during_training_is_kept_beside_the_new_one(trained, demo_source, tmp_path, monkeypatch):
+    from brainmri.models import bundle
+
+    out = Path(shutil.copytree(trained("glcm-svm").path, tmp_path / "model"))
+    real = bundle.save_steps
+
+    def save_while_the_user_writes(*args, **kwargs):
+        (out / "NOTES.md").write_text("written during training")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bundle, "save_steps", save_while_the_user_writes)
+    with pytest.raises(ConfigError, match=r"holds NOTES\.md, which the bundle did not write \(it changed during "
+                                          r"training\), so it was not replaced; the new bundle is in .*model-new-"):
+        _train(demo_source, out, validate=False)
+    assert (out / "NOTES.md").read_text() == "written during training"
+    [new] = tmp_path.glob("model-new-*")
+    assert load_model(new).manifest["config"]["seed"] == 0 and load_model(out).manifest["config"]["seed"] == 0
 
 
 def test_a_failed_save_keeps_the_earlier_bundle_and_leaves_nothing_else(trained, demo_source, tmp_path, monkeypatch,

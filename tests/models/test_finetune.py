@@ -146,8 +146,9 @@ def test_a_bundle_loads_and_predicts_identically_without_reading_pretrained_weig
 @pytest.mark.parametrize("params, message", [
     ({"backbone": "resnet"}, "backbone 'resnet' does not exist; valid backbones: alexnet"),
     ({"weights_file": "/nonexistent/w.pth"}, "weights_file '/nonexistent/w.pth': no such file"),
-    ({"size": 16}, r"transfer-finetune.size=16: use an integer of at least 32"),
-    ({"dropout": 1.5}, r"transfer-finetune.dropout=1.5: use a number in \[0, 1\)"),
+    ({"size": 16}, r"--params transfer-finetune.size=16: not a valid value; size must be an integer from 32 to 1024$"),
+    ({"dropout": 1.5}, r"--params transfer-finetune.dropout=1.5: not a valid value; dropout must be a number from 0 to "
+                       r"less than 1$"),
 ])
 def test_bad_method_settings_are_refused_before_any_image_is_read(params, message):
     with pytest.raises(ConfigError, match=message):

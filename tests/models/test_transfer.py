@@ -49,7 +49,7 @@ def test_a_fixed_c_is_fitted_without_a_search(demo_source, classifier):
 
 
 def test_an_unknown_classifier_is_refused():
-    with pytest.raises(ConfigError, match=r"transfer-features.classifier='knn': use one of svm, logreg"):
+    with pytest.raises(ConfigError, match=r"transfer-features.classifier='knn': not a valid value; classifier must be 'svm' or 'logreg'$"):
         get_method("transfer-features").build(params={"classifier": "knn"})
 
 

@@ -100,7 +100,7 @@ def test_the_command_serves_over_http_and_stops_cleanly_on_sigterm(cnn_bundle):
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(brainmri.__file__).parents[1])}
     png = io.BytesIO()
-    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(png, format="PNG")
+    Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 5, (40, 1))).save(png, format="PNG")
     with subprocess.Popen([sys.executable, "-m", "brainmri", "serve", str(cnn_bundle), "--port", str(port), "-q",
                            "--device", "cpu"], env=env, stderr=subprocess.PIPE, text=True) as server:
         try:

@@ -198,7 +198,7 @@ def _space(tmp_path, text):
     (lambda t: ["--space", _space(t, '{"C": {"type": "float", "low": 0, "high": 1, "log": true}}')],
      r"--space .*: C with \"log\": true needs low > 0"),
     (lambda t: ["--space", str(t / "missing.json")], r"--space .*missing.json: file not found"),
-    (lambda t: ["--out", _space(t, "{}").rsplit("/", 1)[0]], r"--out .*: holds files that brainmri tune did not write"),
+    (lambda t: ["--out", _space(t, "{}").rsplit("/", 1)[0]], r"--out .*: holds space.json but no brainmri run.json; brainmri only writes in folders of its own runs"),
     (lambda t: ["--params", "glcm-svm.C=1"], r"--params glcm-svm.C fixes a setting that the search space varies"),
     (lambda t: ["--params", "rf.n_estimators=5"], r"--params names method 'rf', but --method is glcm-svm"),
     (lambda t: ["--storage", "postgresql://tuner:secret@127.0.0.1:1/studies"],

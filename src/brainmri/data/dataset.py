@@ -308,7 +308,8 @@ def _from_csv(path: Path, allow_outside: bool) -> Dataset:
                              "move the CSV to a folder above its images, or allow such paths with --allow-outside-paths"})
             continue
         if not file.is_file():
-            reason = f": {file_problem(file)}" if file.is_symlink() else " but the file does not exist; fix the path (relative to the CSV)"
+            problem = file_problem(file) if file.exists() or file.is_symlink() else None
+            reason = f": {problem}" if problem else " but the file does not exist; fix the path (relative to the CSV)"
             problems.append({"path": row["path"], "reason": f"listed in {path.name} line {line}{reason}"})
             continue
         listed.setdefault(file, []).append((line, Item(file, row["label"], row.get("subject") or None, split)))

@@ -14,10 +14,11 @@ One entry point, :func:`read_image`, dispatches on the file type:
 Every failure is a :class:`~brainmri.errors.DataError` whose message names the
 file and says what to do.
 
-Pillow images are checked against a pixel limit before they are decoded
-(:data:`MAX_PIXELS`, or ``max_pixels=``; ``--max-pixels`` on the command
-line): a PNG of 30000 x 30000 pixels takes 855 KB on disk and about 3.6 GB
-once decoded to float32, the classic decompression bomb. Pillow's own guard
+Every image is checked against a pixel limit before it is decoded, from its
+header (:data:`MAX_PIXELS`, or ``max_pixels=``; ``--max-pixels`` on the
+command line; voxels for a volume): a PNG of 30000 x 30000 pixels takes
+855 KB on disk and about 3.6 GB once decoded to float32, the classic
+decompression bomb, and a 900 KB ``.nii.gz`` can declare as much. Pillow's own guard
 (``Image.MAX_IMAGE_PIXELS``) raises an exception that is not a brainmri error
 and warns at half its limit; this module applies its own limit instead, so
 a bomb is one unreadable file with a clear reason.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,34 @@ SUPPORTED_SUFFIXES = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
 #: undecoded. 200 MP is ten times a 4096 x 4096 scan; an image above half the
 #: limit is read but reported (see :func:`brainmri.data.scan.scan_dataset`).
 MAX_PIXELS = 200_000_000
+
+
+#: Smallest side, in pixels, of an image that brainmri reads as a scan (for a volume: of its two largest
+#: sides). The smallest MRI slices in public sets are 128 px.
+MIN_SIDE = 16
+
+
+def degenerate_reason(array: np.ndarray) -> str | None:
+    """Why an image as read cannot be an MRI scan, or None when it can be one.
+
+    Two kinds are refused wherever brainmri reads images to learn from or to
+    predict (audit, benchmark, train, predict, explain, serve): an image with
+    a side below :data:`MIN_SIDE` pixels (icons, placeholders, thumbnails),
+    and a uniform one (every pixel the same: a blank export, an empty
+    slice), which holds no anatomy and would get a confident class.
+
+    >>> degenerate_reason(np.zeros((64, 64)))
+    'blank image: every pixel is 0 (no anatomy); remove it'
+    >>> degenerate_reason(np.zeros((1, 200)))
+    '1x200 image is too small to be an MRI slice (a side below 16 px); remove it'
+    >>> degenerate_reason(np.eye(64)) is None
+    True
+    """
+    if array.ndim >= 2 and sorted(array.shape)[-2] < MIN_SIDE:
+        return f"{'x'.join(map(str, array.shape))} image is too small to be an MRI slice (a side below {MIN_SIDE} px); remove it"
+    if array.size and array.min() == array.max():
+        return f"blank image: every {'voxel' if array.ndim == 3 else 'pixel'} is {float(array.flat[0]):g} (no anatomy); remove it"
+    return None
 
 
 def check_max_pixels(max_pixels) -> int:
@@ -135,8 +165,9 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[np.n
     path : str or Path
         A PNG, JPEG, BMP, TIFF, DICOM or NIfTI file.
     max_pixels : int, optional
-        Refuse 2D images (PNG, JPEG, BMP, TIFF) with more pixels than this,
-        before decoding them; defaults to :data:`MAX_PIXELS`.
+        Refuse images with more pixels than this (a volume: voxels; a
+        multi-frame DICOM: frames x pixels), from the file's header before
+        decoding it; defaults to :data:`MAX_PIXELS`.
 
     Returns
     -------
@@ -169,7 +200,7 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[np.n
             f"use one of {', '.join(SUPPORTED_SUFFIXES)} or remove the file"
         )
     if kind in ("nifti", "dicom"):
-        array, meta = (_read_nifti if kind == "nifti" else _read_dicom)(path, kind)
+        array, meta = (_read_nifti if kind == "nifti" else _read_dicom)(path, kind, max_pixels)
     else:
         array, meta = _read_pil(path, kind, max_pixels)
     if not np.all(np.isfinite(array)):
@@ -188,6 +219,13 @@ def file_problem(path: str | Path) -> str | None:
     """
     path = Path(path)
     try:
+        kind = os.stat(path).st_mode
+        if stat.S_ISDIR(kind):
+            return "a folder, not an image file"
+        if not stat.S_ISREG(kind):
+            # Opening a FIFO waits for a writer, forever; a device may never end.
+            what = "a FIFO (named pipe)" if stat.S_ISFIFO(kind) else "a socket" if stat.S_ISSOCK(kind) else "a device"
+            return f"{what}, not a regular file; skipped, remove it from the dataset"
         with open(path, "rb"):
             return None
     except PermissionError:
@@ -248,12 +286,7 @@ def _read_pil(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, Image
     try:
         with _own_pixel_limit(), Image.open(path) as im:
             width, height = im.size
-            if width * height > max_pixels:
-                raise DataError(
-                    f"{path}: {width}x{height} image has {width * height:,} pixels, above the limit of "
-                    f"{max_pixels:,} (a decompression bomb, or a scan larger than expected); remove it, "
-                    f"or raise the limit with --max-pixels {width * height}"
-                )
+            check_pixel_count(path, (width, height), max_pixels)
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 raise DataError(
@@ -300,7 +333,25 @@ def _gray_from_channels(array: np.ndarray, path: Path, mode: str) -> np.ndarray:
     return (rgb[..., 0].astype(np.float32) + rgb[..., 1] + rgb[..., 2]) / 3.0
 
 
-def _read_dicom(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
+def check_pixel_count(path: Path, shape: tuple[int, ...], max_pixels: int) -> None:
+    """Refuse, from its header's ``shape``, an image whose pixels (voxels, frames x pixels) exceed ``max_pixels``.
+
+    Raises
+    ------
+    DataError
+        The message names the file, its size and the option that raises the limit.
+    """
+    count = int(np.prod([int(side) for side in shape], dtype=np.int64)) if len(shape) else 0
+    if count > max_pixels:
+        what = "values" if len([side for side in shape if side > 1]) > 2 else "pixels"
+        raise DataError(
+            f"{path}: {'x'.join(map(str, shape))} image has {count:,} {what}, above the limit of {max_pixels:,} "
+            f"(a decompression bomb, or a scan larger than expected); remove it, or raise the limit with "
+            f"--max-pixels {count}"
+        )
+
+
+def _read_dicom(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut
@@ -311,6 +362,12 @@ def _read_dicom(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
         raise DataError(f"{path}: not a readable DICOM file ({_one_line(exc)}); re-export or remove it") from None
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM file has no pixel data (a report or structured file?); remove it from the dataset")
+    try:
+        declared = (int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns),
+                    int(ds.get("SamplesPerPixel", 1) or 1))
+    except (AttributeError, TypeError, ValueError):
+        raise DataError(f"{path}: DICOM file without a valid Rows/Columns header; re-export or remove it") from None
+    check_pixel_count(path, tuple(side for side in declared if side != 1) or (1,), max_pixels)
     try:
         raw = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for broken pixel data
@@ -334,13 +391,14 @@ def _read_dicom(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
     return array, meta
 
 
-def _read_nifti(path: Path, kind: str) -> tuple[np.ndarray, ImageMeta]:
+def _read_nifti(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
     try:
         img = nib.load(path)
         original_shape = tuple(img.shape)
+        check_pixel_count(path, original_shape, max_pixels)  # from the header, before anything is decompressed
         if len(original_shape) == 3 and min(original_shape) > 1:
             img = nib.as_closest_canonical(img)  # volumes in RAS+ voxel order: axis flips and swaps, no resampling
         array = np.asarray(img.get_fdata(dtype=np.float32))

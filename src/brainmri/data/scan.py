@@ -2,9 +2,10 @@
 
 Unreadable files do not stop the scan: each is reported with its reason.
 Besides what :func:`~brainmri.data.io.read_image` refuses, the scan refuses
-tiny images (a side below :data:`MIN_SIDE` pixels: icons, placeholders or
-thumbnails, not slices a classifier should learn from) and warns about 2D
-images above half the pixel limit, which take gigabytes of memory to read.
+degenerate images (:func:`~brainmri.data.io.degenerate_reason`: a side below
+:data:`~brainmri.data.io.MIN_SIDE` pixels, or every pixel the same) and
+warns about 2D images above half the pixel limit, which take gigabytes of
+memory to read.
 """
 
 from __future__ import annotations
@@ -18,14 +19,10 @@ import numpy as np
 
 from brainmri.data.dataset import Dataset
 from brainmri.data.duplicates import Fingerprint, fingerprint
-from brainmri.data.io import MAX_PIXELS, check_max_pixels, read_image
+from brainmri.data.io import MAX_PIXELS, check_max_pixels, degenerate_reason, read_image
 from brainmri.errors import DataError
 
 logger = logging.getLogger(__name__)
-
-#: Smallest side, in pixels, of an image the scan accepts (for a volume: of its
-#: two largest sides). The smallest MRI slices in public sets are 128 px.
-MIN_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -48,9 +45,9 @@ def _scan_one(path: Path, max_pixels: int) -> ScanRecord:
         array, meta = read_image(path, max_pixels=max_pixels)
     except DataError as exc:
         return ScanRecord(str(exc))
-    if sorted(array.shape)[-2] < MIN_SIDE:
-        size = "x".join(map(str, array.shape))
-        return ScanRecord(f"{path}: {size} image is too small to be an MRI slice (a side below {MIN_SIDE} px); remove it")
+    problem = degenerate_reason(array)
+    if problem:
+        return ScanRecord(f"{path}: {problem}")
     if meta.format == "dicom" and array.ndim == 3:
         array = np.moveaxis(array, 0, -1)  # frames first in DICOM; fingerprint slices the last axis
     return ScanRecord(None, meta.format, tuple(meta.original_shape), meta.mode, meta.bit_depth, fingerprint(array))

@@ -84,16 +84,19 @@ def check_grouping(dataset: Dataset, grouping: str) -> None:
         raise ConfigError("grouping 'subject' needs a subject id for every item; add a subject column to the CSV manifest")
 
 
-def check_folds(k: int) -> None:
-    """Refuse a fold count below 2.
+def check_folds(k: int, n_items: int | None = None) -> None:
+    """Refuse a fold count below 2, or above the ``n_items`` of the dataset (from its listing).
 
     Raises
     ------
     ConfigError
-        ``k`` is not an integer >= 2.
+        ``k`` is not an integer >= 2, or there are fewer items than folds.
     """
-    if not isinstance(k, int) or k < 2:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ConfigError(f"--cv must be an integer >= 2, got {k!r}")
+    if n_items is not None and k > n_items:
+        raise ConfigError(f"--cv {k}: more folds than the {n_items} items of DATA, so some test folds would be empty; "
+                          f"use at most --cv {n_items} (5 or 10 is usual)")
 
 
 def _same_label_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +128,10 @@ def kfold_splits(analysis: Analysis, *, k: int = 5, grouping: str = "auto", seed
     check_folds(k)
     labels = analysis.dataset.labels
     groups, used = group_labels(analysis, grouping)
+    n_groups_all = len(np.unique(groups))
+    if k > n_groups_all:
+        raise DataError(f"--cv {k}: DATA holds {n_groups_all} independent groups of images ({used}), fewer than the "
+                        f"folds, so some test folds would be empty; use at most --cv {n_groups_all}")
     for label in np.unique(labels):
         n_groups = len(np.unique(groups[labels == label]))
         if n_groups < 2:

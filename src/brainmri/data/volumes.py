@@ -36,6 +36,10 @@ from brainmri.data.preprocess import Preprocess, head_box, normalize_intensity
 from brainmri.errors import ConfigError, DataError
 
 
+#: Largest side, in voxels, of a resampled volume (128 cubed is 8 MB a volume as float32).
+MAX_VOLUME_SIZE = 128
+
+
 @dataclass(frozen=True)
 class VolumePreprocess:
     """Settings of the volume preprocessing.
@@ -71,8 +75,9 @@ class VolumePreprocess:
     clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
 
     def __post_init__(self):
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 8:
-            raise ConfigError(f"volume size must be an integer >= 8 (voxels a side), got {self.size!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 8 <= self.size <= MAX_VOLUME_SIZE:
+            raise ConfigError(f"volume size must be an integer from 8 to {MAX_VOLUME_SIZE} (voxels a side), got "
+                              f"{self.size!r}")
         Preprocess(clip_percentiles=self.clip_percentiles)  # the same check of the percentiles
 
     @classmethod

@@ -39,7 +39,7 @@ from brainmri.errors import DataError
 from brainmri.evaluation.cost import cost_entry, count_parameters, format_cost, measure_inference, speed_sample
 from brainmri.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, interval_statement, summarize
 from brainmri.evaluation.protocol import BenchmarkConfig, apply_label_map, check_test_classes, code_versions
-from brainmri.evaluation.run_folder import check_run_folder, start_run_folder
+from brainmri.evaluation.run_folder import check_run_folder, run_folder, start_run_folder
 from brainmri.evaluation.shift import (format_shift, ood_auc, predict_shifted, shift_definitions, shift_subset,
                                        summarize_shift)
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
@@ -425,7 +425,7 @@ def _check_before_reading(config: BenchmarkConfig) -> int:
         check_extra_classes(extra.classes, dataset.classes, config.extra_data)
         n_extra = len(extra)
     if config.kind == "cv":
-        check_folds(config.cv)
+        check_folds(config.cv, len(dataset))
         check_grouping(dataset, config.grouping)
     elif config.kind == "official":
         official_indices(dataset)
@@ -526,7 +526,7 @@ def run_benchmark(
         resolve_device(device)
     out = Path(out)
     # An unreachable scheduler is refused here, before anything is read or written.
-    with _cluster_client(cluster) as client:
+    with _cluster_client(cluster) as client, run_folder(out).recording():
         start_run_folder(out, config.run_record(), restart=restart)
 
         say(f"reading and auditing {n_files} files of {' and '.join(inputs)}")
@@ -548,6 +548,7 @@ def run_benchmark(
             todo = [(method, split, _unit_path(out, method, split.name), _where(config, plan, method, split))
                     for method in config.methods for split in plan.splits
                     if not _unit_path(out, method, split.name).exists()]
+            _record_remote_units(out, [path for _, _, path, _ in todo])
             run_units(client, config, plan, todo, n_jobs=n_jobs, cache_dir=cache, device=device, say=say)
             remote = {(method, split.name) for method, split, _, _ in todo}
         units: dict[str, list[dict]] = {}
@@ -573,6 +574,18 @@ def run_benchmark(
         results, predictions = summarize_units(config, plan, split_adapted(config, units))
         write_outputs(out, results, predictions, plan)
         return results
+
+
+def _record_remote_units(out: Path, paths: list[Path]) -> None:
+    """Record in the run's ledger the files that cluster workers will write: units and their checkpoints."""
+    from brainmri.training.loop import CHECKPOINT, LOG
+
+    folder = run_folder(out)
+    for path in paths:
+        unit = path.relative_to(out).as_posix()
+        work = path.with_suffix(".work").relative_to(out).as_posix()
+        for name in (unit, f"{work}/{CHECKPOINT}", f"{work}/{LOG}"):
+            folder.file(name)
 
 
 @contextmanager

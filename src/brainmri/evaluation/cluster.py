@@ -80,15 +80,51 @@ def connect(address: str, *, timeout: float = CONNECT_TIMEOUT_S):
     except ValueError as exc:
         raise ConfigError(f"--cluster {address}: not a Dask scheduler address ({exc}); give the address that "
                           "`dask scheduler` prints (tcp://HOST:8786)") from None
+    refused = (f"--cluster {address}: no Dask scheduler answered within {timeout:g} s ({{}}); give the address that "
+               "`dask scheduler` prints (tcp://HOST:8786), or leave out --cluster to run here")
+    # A peer that is not a scheduler (a web server) can keep a Client's handshake waiting for minutes, and a Client
+    # that failed complains again when it is garbage-collected: ask for the peer's identity first, under a deadline.
+    problem = _not_a_scheduler(address, timeout)
+    if problem:
+        raise ConfigError(refused.format(problem))
     try:
         return Client(address, timeout=timeout, set_as_default=False)
     # distributed raises OSError for no answer and other types for a peer that is not a Dask scheduler: both mean
     # the same to the user.
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"--cluster {address}: no Dask scheduler answered within {timeout:g} s ({reason}); give the "
-                          "address that `dask scheduler` prints (tcp://HOST:8786), or leave out --cluster to run "
-                          "here") from None
+        raise ConfigError(refused.format(reason)) from None
+
+
+def _not_a_scheduler(address: str, timeout: float) -> str | None:
+    """Why the peer at ``address`` is not a Dask scheduler (within ``timeout`` seconds in all), or None when it is one.
+
+    Sends Dask's ``identity`` request over one connection and reads the
+    answer, all under one deadline; a scheduler answers with its type.
+    """
+    import asyncio
+
+    from distributed.comm import connect as open_comm
+
+    async def identity():
+        comm = await open_comm(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        answer = asyncio.run(asyncio.wait_for(identity(), timeout))
+    except asyncio.TimeoutError:
+        return "no answer in time"
+    except OSError as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    except Exception as exc:  # a peer speaking another protocol makes Dask's reader fail in many ways
+        return f"the peer does not speak Dask's protocol: {type(exc).__name__}"
+    if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
+        return f"the peer is not a Dask scheduler (it answered {str(answer)[:60]!r})"
+    return None
 
 
 def _run_on_worker(config, plan, method: str, split, *, n_jobs: int, cache_dir, device: str, path: Path) -> dict:

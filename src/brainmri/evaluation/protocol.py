@@ -219,10 +219,10 @@ def parse_label_map(text: str | None, option: str = "--label-map") -> dict[str, 
     path = Path(text)
     if text.endswith(".json") or path.is_file():
         try:
-            mapping = json.loads(path.read_text(encoding="utf-8"))
+            mapping = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys(option, text))
         except FileNotFoundError:
             raise ConfigError(f"{option} {text}: file not found") from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{option} {text}: not a JSON object of class -> class ({exc})") from None
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
             raise ConfigError(f"{option} {text}: expected a JSON object such as {{\"glioma\": \"tumor\"}}")
@@ -234,8 +234,26 @@ def parse_label_map(text: str | None, option: str = "--label-map") -> dict[str, 
         old, new = (s.strip() for s in part.split("="))
         if not old or not new:
             raise ConfigError(f"{option}: '{part.strip()}' has an empty class name")
+        if old in mapping:
+            raise ConfigError(f"{option}: class {old!r} is mapped twice ({old}={mapping[old]} and {old}={new}); "
+                              "map each class once")
         mapping[old] = new
     return mapping
+
+
+def _unique_keys(option: str, text: str):
+    """A ``json.loads`` object hook that refuses a key given twice in one object (JSON itself allows it)."""
+
+    def hook(pairs: list[tuple[str, object]]) -> dict:
+        seen: dict[str, object] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ConfigError(f"{option} {text}: key {key!r} is given twice ({seen[key]!r} and {value!r}); "
+                                  "give each once")
+            seen[key] = value
+        return seen
+
+    return hook
 
 
 def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] | None:
@@ -251,7 +269,7 @@ def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] 
         return None
     if text.endswith(".json") or Path(text).is_file():
         try:
-            params = json.loads(Path(text).read_text(encoding="utf-8"))
+            params = json.loads(Path(text).read_text(encoding="utf-8"), object_pairs_hook=_unique_keys(option, text))
         except FileNotFoundError:
             raise ConfigError(f"{option} {text}: file not found") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -269,7 +287,10 @@ def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] 
             parsed = json.loads(value.strip())
         except json.JSONDecodeError:
             parsed = value.strip()
-        params.setdefault(method, {})[key.strip()] = parsed
+        settings = params.setdefault(method, {})
+        if key.strip() in settings:
+            raise ConfigError(f"{option}: {method}.{key.strip()} is given twice; give each setting once")
+        settings[key.strip()] = parsed
     return params
 
 

@@ -36,14 +36,15 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from brainmri.data.io import image_format, read_image
+from brainmri.data.io import MAX_PIXELS, image_format, read_image
 from brainmri.data.volumes import VolumePreprocess
 from brainmri.errors import ConfigError, DataError
 from brainmri.explain.attribution import METHODS, predicted_score
 from brainmri.explain.checks import (lesion_share, perturbation_curves, pointing_game, random_map_baseline,
                                      randomized_copy, rank_correlations)
 from brainmri.explain.overlay import Overlay
-from brainmri.files import atomic_path, check_output_folder, write_json
+from brainmri.files import atomic_path, write_json
+from brainmri.outputs import OutputFolder
 
 logger = logging.getLogger(__name__)
 
@@ -249,12 +250,10 @@ class MaskFolder:
 
 
 def check_explain_folder(out: str | Path, *, inputs: Sequence[str | Path] = (), option: str = "--out") -> Path:
-    """Refuse an output folder that is inside an input, or holds files of something other than brainmri explain."""
-    out = check_output_folder(out, option, inputs=inputs)
-    if out.is_dir() and any(out.iterdir()) and not (out / RESULTS).is_file():
-        raise ConfigError(f"{option} {out}: an existing folder that brainmri explain did not write (no {RESULTS}); "
-                          "choose a new or empty folder")
-    return out
+    """Refuse an output folder that is inside an input, holds one, or is not new, empty or an earlier explain's
+    (:class:`~brainmri.outputs.OutputFolder`)."""
+    OutputFolder(out, "explain", option=option).check(inputs=inputs)
+    return Path(out)
 
 
 def _output_names(rows: list[dict], taken: set[str]) -> list[str]:
@@ -423,6 +422,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def explain_images(bundle, items, config: ExplainConfig, out: str | Path, *, batch_size: int = 64, n_jobs: int = 1,
+                   max_pixels: int = MAX_PIXELS,
                    progress: Callable[[int], None] | None = None,
                    on_event: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """Explain ``items`` with ``bundle``: maps, overlays, checks and ``out/explain.json``.
@@ -435,7 +435,7 @@ def explain_images(bundle, items, config: ExplainConfig, out: str | Path, *, bat
     config : ExplainConfig
     out : path
         Output folder, checked with :func:`check_explain_folder` by the caller.
-    batch_size, n_jobs, progress
+    batch_size, n_jobs, progress, max_pixels
         As :func:`~brainmri.models.predict.predict_images`.
     on_event : callable, optional
         One-line messages (the checks being run).
@@ -456,14 +456,26 @@ def explain_images(bundle, items, config: ExplainConfig, out: str | Path, *, bat
         ``config.method`` does not apply to the bundle's model (before any
         image is read).
     """
+    out = Path(out)
+    view = ModelView(bundle)
+    masks = MaskFolder(config.masks) if config.masks else None
+    explainer = Explainer(view, config.method, out, masks=masks)  # refuses a method that does not apply
+    folder = OutputFolder(out, "explain")
+    with folder.recording():
+        folder.start({"config": asdict(config), "model": str(bundle.path)})
+        return _explain_images(bundle, items, config, out, explainer, batch_size=batch_size, n_jobs=n_jobs,
+                               progress=progress, on_event=on_event, max_pixels=max_pixels)
+
+
+def _explain_images(bundle, items, config: ExplainConfig, out: Path, explainer: Explainer, *, batch_size: int,
+                    n_jobs: int, progress, on_event, max_pixels: int) -> tuple[dict, dict]:
     from brainmri.models.predict import predict_images
 
     say = on_event or (lambda message: None)
-    view = ModelView(bundle)
-    masks = MaskFolder(config.masks) if config.masks else None
-    explainer = Explainer(view, config.method, Path(out), masks=masks)
+    view = explainer.view
     start = time.perf_counter()
     result = predict_images(bundle, items, batch_size=batch_size, n_jobs=n_jobs, progress=progress, on_batch=explainer,
+                            max_pixels=max_pixels,
                             predict=explainer.predict_proba if explainer.single_pass else None)
     seconds = time.perf_counter() - start
     n = len(explainer.entries)
@@ -484,7 +496,7 @@ def explain_images(bundle, items, config: ExplainConfig, out: str | Path, *, bat
                 "timing": {"n_images": n, "seconds": round(seconds, 3),
                            "images_per_s": round(n / seconds, 2) if seconds > 0 else None},
                 "checks": checks, "images": explainer.entries, "skipped": result["skipped"]}
-    write_json(Path(out) / RESULTS, document)
+    write_json(out / RESULTS, document)
     return document, result
 
 

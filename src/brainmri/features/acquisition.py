@@ -91,6 +91,8 @@ class AcquisitionDescriptors(ImageTransformer):
 
         from brainmri.data.preprocess import otsu_threshold
 
+        # A uniform image has no noise to estimate (scikit-image gives NaN): its noise is 0. Only such images'
+        # descriptors changed, and a cache holding their NaN is damaged and recomputed, so the version stays.
         x = np.round(np.clip(image, 0.0, 1.0) * 255) / 255
         head = ndimage.binary_fill_holes(x > otsu_threshold(x))
         inside = x[head] if head.any() else x.ravel()
@@ -101,7 +103,7 @@ class AcquisitionDescriptors(ImageTransformer):
         ghosts = [_ghost(x, head, axis, part) for part in (2, 4) for axis in (0, 1)]
         return np.r_[np.percentile(inside, [5, 25, 50, 75, 95]), outside.mean(), outside.std(),
                      np.log(ndimage.laplace(x).var() + 1e-12), np.log(high + 1e-12),
-                     np.log(estimate_sigma(x) + 1e-6), np.log(_blockiness(x, 1) * _blockiness(x, 0)),
+                     np.log(np.nan_to_num(estimate_sigma(x)) + 1e-6), np.log(_blockiness(x, 1) * _blockiness(x, 0)),
                      max(ghosts[:2]), max(ghosts[2:]), np.log(len(np.unique(x)))]
 
 

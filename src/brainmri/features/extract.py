@@ -139,11 +139,16 @@ class FeatureCache:
         logger.warning("feature cache %s is corrupt (%s): moved it to %s and started a fresh cache",
                        self.path, reason, target)
 
-    def get(self, key: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
-        """Rows found for ``digests`` (missing ones are absent from the result)."""
+    def get(self, key: str, digests: Sequence[str], *, length: int | None = None) -> dict[str, np.ndarray]:
+        """Rows found for ``digests`` (missing ones are absent from the result).
+
+        A damaged row (a blob that is not a whole number of float64 values,
+        NaN or infinite values, or another ``length`` than expected) is left
+        out with a warning, so that it is computed again and replaced.
+        """
 
         def select(con: sqlite3.Connection) -> dict[str, np.ndarray]:
-            found = {}
+            found, damaged = {}, 0
             wanted = sorted(set(digests))
             for s in range(0, len(wanted), 900):
                 chunk = wanted[s : s + 900]
@@ -151,7 +156,14 @@ class FeatureCache:
                 for digest, value in con.execute(
                     f"SELECT digest, value FROM features WHERE key = ? AND digest IN ({marks})", [key, *chunk]
                 ):
-                    found[digest] = np.frombuffer(value, dtype=np.float64)
+                    row = _stored_row(value, length)
+                    if row is None:
+                        damaged += 1
+                    else:
+                        found[digest] = row
+            if damaged:
+                logger.warning("feature cache %s: %d damaged entr%s (wrong length, NaN or not numbers); computing "
+                               "them again", self.path, damaged, "y" if damaged == 1 else "ies")
             return found
 
         return self._run(select)
@@ -167,6 +179,14 @@ class FeatureCache:
                 )
 
         self._run(insert)
+
+
+def _stored_row(value, length: int | None) -> np.ndarray | None:
+    """The float64 row a cache blob holds, or None when the blob is damaged."""
+    if not isinstance(value, bytes) or len(value) % 8 or (length is not None and len(value) != 8 * length):
+        return None
+    row = np.frombuffer(value, dtype=np.float64)
+    return row if np.isfinite(row).all() else None
 
 
 class MemoryCache:
@@ -185,8 +205,9 @@ class MemoryCache:
     def __deepcopy__(self, memo) -> MemoryCache:
         return self
 
-    def get(self, key: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
-        """Rows found for ``digests`` (missing ones are absent from the result)."""
+    def get(self, key: str, digests: Sequence[str], **expected) -> dict[str, np.ndarray]:
+        """Rows found for ``digests`` (missing ones are absent from the result); ``expected`` is ignored (the
+        rows never left memory)."""
         table = self._rows.get(key, {})
         return {d: table[d] for d in set(digests) if d in table}
 
@@ -269,7 +290,8 @@ def compute_features(
     paths = [p if isinstance(p, np.ndarray) else str(p) for p in paths]
     digests = [item_digest(p) for p in paths]
     keys = [f"{ex.cache_key()}|{preprocess_key(preprocess)}" for ex in extractors]
-    known = [cache.get(k, digests) if cache is not None else {} for k in keys]
+    known = [cache.get(k, digests, length=ex.n_features_out_) if cache is not None else {}
+             for k, ex in zip(keys, extractors)]
     todo = sorted({k for k, d in enumerate(digests) if any(d not in kn for kn in known)})
     if todo:
         first = {}

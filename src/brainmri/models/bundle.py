@@ -56,12 +56,15 @@ from brainmri.data.io import MAX_PIXELS, check_max_pixels
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
 from brainmri.files import atomic_path, check_output_folder, write_json
+from brainmri.outputs import containing_inputs
 
 logger = logging.getLogger(__name__)
 
 #: Version of the bundle layout; a bundle of another version is refused.
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: The ``format`` field of every bundle manifest.
+BUNDLE_FORMAT = "brainmri model bundle"
 #: The out-of-distribution detector's arrays in a bundle (bundles written before it have none).
 OOD_FILE = "ood.npz"
 
@@ -217,12 +220,58 @@ def library_versions() -> dict[str, str]:
 
 
 def check_bundle_target(out: str | Path, *, inputs=()) -> Path:
-    """Refuse ``--out`` of ``brainmri train`` unless it is new, empty or an earlier bundle, outside ``inputs``."""
+    """Refuse ``--out`` of ``brainmri train`` unless it is new, empty or an earlier bundle, outside ``inputs``.
+
+    An earlier bundle is replaced only when it is recognisably one that
+    brainmri wrote and nobody changed since (:func:`replaceable_bundle`), and
+    when it holds none of the inputs: replacing a folder deletes it.
+
+    Raises
+    ------
+    ConfigError
+        The message names the folder, what makes it not brainmri's to
+        replace, and what to do.
+    """
     out = check_output_folder(out, "--out", inputs=inputs)
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ConfigError(f"--out {out}: an existing folder that is not a brainmri bundle (no {MANIFEST}); "
-                          "choose a new folder, or an earlier bundle to replace")
+    if out.is_dir() and any(out.iterdir()):
+        inside = containing_inputs(out, inputs)
+        if inside:
+            raise ConfigError(f"--out {out}: holds the input {inside[0]}, which replacing the folder would delete; "
+                              "choose a new folder")
+        problem = replaceable_bundle(out)
+        if problem:
+            raise ConfigError(f"--out {out}: {problem}, so brainmri does not replace it; choose a new folder, or an "
+                              "earlier bundle to replace")
     return out
+
+
+def replaceable_bundle(folder: Path) -> str | None:
+    """Why the folder is not a bundle that brainmri may replace, or None when it is one.
+
+    A bundle is replaceable when its ``manifest.json`` is a brainmri bundle
+    manifest (its ``format`` field), the folder holds that manifest and the
+    files it lists and nothing else (a file someone added would be lost), and
+    every listed file still has the sha256 the manifest gives.
+    """
+    path = folder / MANIFEST
+    if not path.is_file() or path.is_symlink():
+        return f"an existing folder that is not a brainmri bundle (no {MANIFEST})"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if (not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or not isinstance(files, dict)
+            or not all(isinstance(name, str) and Path(name).name == name for name in files)):
+        return f"its {MANIFEST} is not a brainmri bundle manifest"
+    foreign = sorted(set(os.listdir(folder)) - {MANIFEST, *files})
+    if foreign:
+        return f"holds {', '.join(foreign[:3])}{' and more' if len(foreign) > 3 else ''}, which the bundle did not write"
+    for name, digest in files.items():
+        file = folder / name
+        if file.is_symlink() or not file.is_file() or sha256(file) != digest:
+            return f"its file {name} is missing or differs from the bundle's manifest (changed since brainmri wrote it)"
+    return None
 
 
 def save_bundle(model, out: str | Path, manifest: dict, *, ood=None) -> dict:
@@ -252,12 +301,20 @@ def save_bundle(model, out: str | Path, manifest: dict, *, ood=None) -> dict:
             files.append(OOD_FILE)
         manifest = {**manifest, "files": {name: sha256(tmp / name) for name in sorted(files)}}
         write_json(tmp / MANIFEST, manifest)
-        if out.exists():
+        if out.exists() and any(out.iterdir()):
+            problem = replaceable_bundle(out)
+            if problem:  # changed while the model trained: keep both
+                kept = out.parent / f"{out.name}-new-{uuid.uuid4().hex[:8]}"
+                os.rename(tmp, kept)
+                raise ConfigError(f"--out {out}: {problem} (it changed during training), so it was not replaced; the "
+                                  f"new bundle is in {kept}")
             old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
             os.rename(out, old)
             os.rename(tmp, out)
             shutil.rmtree(old)
         else:
+            if out.exists():
+                out.rmdir()  # empty: nothing of anyone's is lost
             os.rename(tmp, out)
     finally:
         if tmp.exists():
@@ -467,6 +524,7 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
     if [str(c) for c in model.classes_] != manifest["classes"]:
         raise DataError(f"{folder / MANIFEST}: classes {manifest['classes']} differ from the saved model's "
                         f"{[str(c) for c in model.classes_]}; train the bundle again")
+    check_fitted(model, manifest, folder)
     ood = None
     if OOD_FILE in manifest["files"]:
         from brainmri.robust.ood import OODDetector
@@ -481,6 +539,39 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
         logger.warning("%s was trained with scikit-learn %s, this is %s: predictions may differ slightly",
                        folder, trained_with, metadata.version("scikit-learn"))
     return Bundle(model, manifest, folder, ood)
+
+
+def check_fitted(model, manifest: dict, folder: Path) -> None:
+    """Check that the steps loaded from a bundle work together as the method its manifest names.
+
+    The manifest is not covered by a hash (it holds the hashes), so a
+    manifest edited to name another method, or copied beside another
+    bundle's files, can rebuild a method whose steps do not fit the saved
+    ones (a feature step of 295 features before a classifier fitted on 204).
+    One prediction of a seeded noise image of the bundle's input size shows
+    it before any user image is read: it must run and give finite
+    probabilities that sum to 1.
+
+    Raises
+    ------
+    DataError
+        The saved steps do not fit the method, or give no probabilities.
+    """
+    size = manifest.get("input_size") or [64, 64]
+    shape = tuple(max(int(side), 16) for side in size)
+    probe = np.random.default_rng(0).uniform(0.0, 255.0, size=shape).astype(np.float32)
+    items = np.empty(1, dtype=object)
+    items[0] = probe
+    try:
+        proba = np.asarray(model.predict_proba(items), dtype=np.float64)
+    except (ValueError, RuntimeError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{folder / MANIFEST}: the saved model does not work as method "
+                        f"{manifest['method']['name']!r} ({reason}); the manifest was changed or belongs to another "
+                        "bundle, train the bundle again") from None
+    if proba.shape != (1, len(manifest["classes"])) or not np.isfinite(proba).all() or abs(proba.sum() - 1) > 1e-3:
+        raise DataError(f"{folder / MANIFEST}: the saved model gives no valid probabilities (got "
+                        f"{np.round(proba, 4).tolist()}); its files were changed after training, train the bundle again")
 
 
 # --- training ---------------------------------------------------------------------------------------------------
@@ -654,7 +745,7 @@ def train_bundle(
                   if config.validate else {"skipped": "not asked for (--no-validation)"})
     report = audit_report(analysis)
     manifest = {
-        "format": "brainmri model bundle",
+        "format": BUNDLE_FORMAT,
         "format_version": FORMAT_VERSION,
         "brainmri_version": __version__,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from brainmri.models.classical import GroupedPipeline
 from brainmri.models.registry import register_method
+from brainmri.models.settings import MAX_VOLUME_SIZE, Rule
 
 AYADI_2021 = ("W. Ayadi, W. Elhamzi, I. Charfi and M. Atri (2021), \"Deep CNN for brain tumor classification\", "
               "Neural Processing Letters 53:671-700, DOI 10.1007/s11063-020-10398-2")
@@ -78,6 +79,7 @@ CNN3D_SPACE = {
 
 
 @register_method("cnn3d", family="deep", reference=SHOJAEI_2023, inputs="volumes", search_space=CNN3D_SPACE,
+                 rules={"size": Rule("int", 8, MAX_VOLUME_SIZE)},
                  summary="small 3D CNN on whole NIfTI volumes resampled to size^3 voxels (after Shojaei et al. 2023)")
 def cnn3d_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
                  device: str = "auto", size: int = 32, epochs: int = 40, lr: float = 3e-3, weight_decay: float = 0.05,

@@ -21,6 +21,7 @@ classes are among the bundle's.
 from __future__ import annotations
 
 import csv
+import json
 import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from brainmri.data.io import image_format, read_image, size_and_channels
+from brainmri.data.io import MAX_PIXELS, check_max_pixels, degenerate_reason, image_format, read_image, size_and_channels
 from brainmri.errors import DataError
 from brainmri.robust.ood import FLAG_QUANTILE
 
@@ -93,16 +94,19 @@ def list_images(sources: Sequence[str | Path]) -> list[ImageItem]:
     return items
 
 
-def _read(path: Path, ndim: int = 2) -> tuple[np.ndarray, object] | str:
+def _read(path: Path, ndim: int = 2, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, object] | str:
     """The image (``ndim`` 2) or volume (``ndim`` 3) and its metadata, or why it cannot be used."""
     try:
-        image, meta = read_image(path)
+        image, meta = read_image(path, max_pixels=max_pixels)
     except DataError as exc:
         return str(exc)
     if image.ndim != ndim:
         if ndim == 3:
             return f"{path}: a 2D image of shape {image.shape}; this model takes 3D volumes (NIfTI)"
         return f"{path}: a volume or multi-frame image of shape {image.shape}; this model takes 2D slices"
+    problem = degenerate_reason(image)
+    if problem:
+        return f"{path}: {problem}"
     return image, meta
 
 
@@ -132,8 +136,13 @@ def _note(meta, training: dict, input_size) -> str:
 def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATCH_SIZE, n_jobs: int = 1,
                    progress: Callable[[int], None] | None = None,
                    on_batch: Callable[[list[dict], list[np.ndarray]], None] | None = None,
-                   predict: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> dict:
+                   predict: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+                   max_pixels: int = MAX_PIXELS) -> dict:
     """Predict every readable image of ``items`` with ``bundle``, batch by batch.
+
+    Images that cannot be scans (:func:`~brainmri.data.io.degenerate_reason`:
+    blank, or a side below 16 px) are skipped with their reason, as the
+    audit skips them, never given a class.
 
     Parameters
     ----------
@@ -155,6 +164,8 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
         Class probabilities ``(n, n_classes)`` of a list of images, in place
         of ``bundle.predict_proba`` (an explanation that predicts in the
         pass it explains).
+    max_pixels : int
+        Images with more pixels are skipped unread (``--max-pixels``).
 
     Returns
     -------
@@ -168,7 +179,7 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
     input_size = bundle.manifest.get("input_size")
     rows, skipped = [], []
     batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
-    read_one = partial(_read, ndim=model_ndim(bundle))
+    read_one = partial(_read, ndim=model_ndim(bundle), max_pixels=check_max_pixels(max_pixels))
     with ThreadPoolExecutor(max(1, n_jobs)) as pool:
         reading = pool.map(read_one, [it.path for it in batches[0]]) if batches else iter(())
         for k, batch in enumerate(batches):
@@ -233,6 +244,29 @@ def predictions_csv(rows: list[dict], classes: Sequence[str]) -> str:
         ood = ["", ""] if r["ood_score"] is None else [f"{r['ood_score']:.4f}", str(r["unlike_training"]).lower()]
         writer.writerow([r["path"], r["label"] or "", r["predicted"], *[f"{v:.6f}" for v in r["proba"]], r["note"], *ood])
     return buffer.getvalue()
+
+
+#: The first and last columns of :func:`predictions_csv` (the class columns lie between).
+CSV_HEAD, CSV_TAIL = "path,label,predicted,", ",note,ood_score,unlike_training"
+
+
+def is_prediction_file(path: str | Path) -> bool:
+    """Whether ``path`` is a prediction file that ``brainmri predict`` wrote (CSV or JSON), judged by its layout.
+
+    ``predict --out`` replaces such a file; any other existing file needs ``--force``.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size > 1 << 30:
+        return False
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline().rstrip("\r\n")
+        return first.startswith(CSV_HEAD) and first.endswith(CSV_TAIL)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return False
+    return isinstance(doc, dict) and {"bundle", "method", "classes", "predictions", "skipped"} <= set(doc)
 
 
 def predictions_document(bundle, result: dict, metrics: dict, *, adapt: str = "none") -> dict:

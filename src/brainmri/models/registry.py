@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from brainmri.errors import ConfigError
+from brainmri.models.settings import RULES, Rule, check_setting
 
 #: Folds of ``brainmri benchmark`` when ``--cv`` is not given and the selected methods' protocols disagree.
 DEFAULT_CV = 5
@@ -75,6 +76,10 @@ class MethodSpec:
     inputs : str
         ``"slices"`` (2D images) or ``"volumes"`` (3D NIfTI volumes): what
         the method's first step reads (see :func:`check_inputs`).
+    rules : dict
+        The valid values of the method's settings where they differ from
+        the shared :data:`~brainmri.models.settings.RULES` (setting name ->
+        :class:`~brainmri.models.settings.Rule`).
     """
 
     name: str
@@ -85,14 +90,19 @@ class MethodSpec:
     default_cv: int = DEFAULT_CV
     search_space: dict | None = None
     inputs: str = "slices"
+    rules: dict = dataclasses.field(default_factory=dict)
 
     def settings(self) -> dict:
         """The method's own settings (the builder's keywords beyond the common ones) and their defaults."""
         return {name: p.default for name, p in inspect.signature(self.builder).parameters.items()
                 if p.kind is p.KEYWORD_ONLY and name not in COMMON_KWARGS}
 
+    def rule(self, name: str) -> Rule | None:
+        """The valid values of the setting ``name`` (None when no rule declares them)."""
+        return self.rules.get(name, RULES.get(name))
+
     def check_params(self, params: dict | None) -> None:
-        """Refuse settings the method does not have, and a deep method without torch installed.
+        """Refuse settings the method does not have or values outside their rules, and a deep method without torch.
 
         Raises
         ------
@@ -109,6 +119,10 @@ class MethodSpec:
             valid = ", ".join(self.settings()) or "none"
             raise ConfigError(f"--params {self.name}.{unknown[0]}: {self.name} has no setting {unknown[0]!r}; "
                               f"its settings: {valid}")
+        for name, value in (params or {}).items():
+            rule = self.rule(name)
+            if rule is not None:
+                check_setting(self.name, name, value, rule)
 
     def build(self, *, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
               device: str = "auto", params: dict | None = None):
@@ -126,13 +140,15 @@ _REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register_method(name: str, *, summary: str, reference: str, family: str = "classical",
-                    default_cv: int = DEFAULT_CV, search_space: dict | None = None, inputs: str = "slices"):
+                    default_cv: int = DEFAULT_CV, search_space: dict | None = None, inputs: str = "slices",
+                    rules: dict | None = None):
     """Decorator registering a builder under ``name`` (arguments as in :class:`MethodSpec`)."""
 
     def decorate(builder: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is registered twice")
-        _REGISTRY[name] = MethodSpec(name, builder, summary, reference, family, default_cv, search_space, inputs)
+        _REGISTRY[name] = MethodSpec(name, builder, summary, reference, family, default_cv, search_space, inputs,
+                                     dict(rules or {}))
         return builder
 
     return decorate

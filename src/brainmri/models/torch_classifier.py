@@ -10,6 +10,7 @@ probabilities are calibrated like those of the classical methods.
 from __future__ import annotations
 
 import inspect
+import math
 import json
 import logging
 from pathlib import Path
@@ -445,8 +446,12 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             import torch
 
             self.module_.to(memory_format=torch.channels_last)
+        temperature = meta.get("temperature")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+            raise DataError(f"{meta_path}: temperature {temperature!r} is not a positive number, so every probability "
+                            "would be NaN or infinite; the file was changed after training, train the bundle again")
         self.classes_ = np.asarray(meta["classes"])
-        self.temperature_ = float(meta["temperature"])
+        self.temperature_ = float(temperature)
         self.input_shape_ = tuple(meta["input_shape"])
         self.history_ = meta["history"]
         self.params_ = meta["params_"]

@@ -50,6 +50,7 @@ from brainmri.errors import ConfigError
 from brainmri.features.extract import ImageFeatures
 from brainmri.models.classical import CalibratedSVC, GroupedPipeline, _Calibrated
 from brainmri.models.registry import register_method
+from brainmri.models.settings import MAX_IMAGE_SIZE, Rule
 from brainmri.models.validation import inner_splits
 
 HOWARD_2018 = ("J. Howard and S. Ruder (2018), \"Universal language model fine-tuning for text classification\", "
@@ -131,6 +132,7 @@ class CalibratedLogistic(_Calibrated):
 
 
 @register_method("transfer-features", family="deep", reference=RAZAVIAN_2014, search_space=FEATURES_SPACE,
+                 rules={"C": Rule("float", 0, low_open=True, none=True)},  # None: C chosen by grouped inner CV
                  summary="frozen ImageNet backbone (offline EfficientNet-Lite0 by default), pooled embeddings of "
                          "several depths, calibrated RBF SVM")
 def transfer_features(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
@@ -186,6 +188,7 @@ def transfer_features(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
 
 
 @register_method("transfer-finetune", family="deep", reference=HOWARD_2018, search_space=FINETUNE_SPACE,
+                 rules={"size": Rule("int", 32, MAX_IMAGE_SIZE)},
                  summary="ImageNet backbone (offline EfficientNet-Lite0 by default) fine-tuned end to end, its first "
                          "stages frozen: warm-up + cosine, label smoothing, TTA; discriminative learning rates and "
                          "gradual unfreezing as settings")

@@ -118,6 +118,9 @@ def load_atlas(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> 
         raise DataError(f"--atlas {path}: a label atlas must be one 3D volume, got shape {data.shape}; for a "
                         "probabilistic (4D) atlas use its maximum-probability label volume")
     data = np.asarray(data, dtype=np.float64)
+    if not np.isfinite(data).all():
+        raise DataError(f"--atlas {path}: holds NaN or infinite values, so it is not a label volume; give integer "
+                        "region labels (0 = no region)")
     fractional = data[np.abs(data - np.rint(data)) > 1e-3]
     if fractional.size:
         raise DataError(f"--atlas {path}: holds values that are not whole numbers (e.g. {fractional[0]:.4g}), so it "

@@ -132,9 +132,13 @@ class GeneticRegionSearch(BaseEstimator):
                 raise ConfigError(f"--{name} must be an integer >= {low}, got {value!r}")
         if self.elite >= self.population:
             raise ConfigError(f"elite ({self.elite}) must be below --population ({self.population})")
+        if n_regions < 2:
+            raise DataError(f"a region search needs at least 2 regions to choose among, the atlas has {n_regions}; "
+                            "give an atlas with more regions (or --regions N without --atlas)")
+        if self.mutation is not None and not 0 < self.mutation <= 0.5:
+            raise ConfigError(f"--mutation must be a probability in (0, 0.5] (per region and child), got "
+                              f"{self.mutation!r}")
         mutation = 1.0 / n_regions if self.mutation is None else self.mutation
-        if not 0 < mutation <= 0.5:
-            raise ConfigError(f"--mutation must be a probability in (0, 0.5] (per region and child), got {mutation!r}")
         if not self.penalty >= 0:
             raise ConfigError(f"--penalty must be >= 0 (fitness lost per region), got {self.penalty!r}")
         return float(mutation)

@@ -59,7 +59,8 @@ import numpy as np
 from brainmri.data.io import read_image
 from brainmri.data.preprocess import normalize_intensity
 from brainmri.errors import ConfigError, DataError
-from brainmri.files import atomic_path, check_output_folder, write_json, write_text
+from brainmri.files import atomic_path, write_json, write_text
+from brainmri.outputs import OutputFolder
 from brainmri.regions.atlas import Atlas, brain_mask, check_inside, load_atlas, template_parcellation
 from brainmri.regions.genetic import GeneticRegionSearch
 
@@ -119,12 +120,10 @@ class RegionSearchConfig:
 
 
 def check_regions_folder(out: str | Path, *, inputs=()) -> Path:
-    """Refuse ``out`` unless it is new, empty or an earlier ``brainmri regions`` output."""
-    out = check_output_folder(out, "--out", inputs=inputs)
-    if out.is_dir() and any(out.iterdir()) and not (out / RESULTS).is_file():
-        raise ConfigError(f"--out {out}: holds other files and no {RESULTS}, so it is not a brainmri regions output; "
-                          "choose a new or empty folder")
-    return out
+    """Refuse ``out`` unless it is new, empty or an earlier ``brainmri regions`` output
+    (:class:`~brainmri.outputs.OutputFolder`)."""
+    OutputFolder(out, "regions").check(inputs=inputs)
+    return Path(out)
 
 
 def region_features(volume: np.ndarray, labels: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -482,90 +481,93 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
                                             *([config.model] if config.model else [])])
     attribution = (RegionAttribution(config.model, method=config.attribution, device=device) if config.model
                    else None)
+    folder = OutputFolder(out, "regions")
+    with folder.recording():
+        folder.start({"config": asdict(config), "data": str(data)})
 
-    def atlas_for(shape, affine) -> Atlas:
-        atlas = (load_atlas(config.atlas, shape, affine) if config.atlas
-                 else template_parcellation(shape, affine, n_regions=config.n_regions))
-        if atlas.note:
-            say(atlas.note)
-        return atlas
+        def atlas_for(shape, affine) -> Atlas:
+            atlas = (load_atlas(config.atlas, shape, affine) if config.atlas
+                     else template_parcellation(shape, affine, n_regions=config.n_regions))
+            if atlas.note:
+                say(atlas.note)
+            return atlas
 
-    atlas, features, kept, skipped, mean, (shape, affine), densities = read_region_features(
-        dataset.items, atlas_for, attribution=attribution, progress=progress)
-    inside = check_inside(atlas, brain_mask(mean))
-    regions = atlas.regions
-    say(f"{len(regions)} regions from {atlas.source}; {len(kept)} volumes read"
-        + (f", {len(skipped)} skipped" if skipped else ""))
-    items = [dataset.items[k] for k in kept]
-    y = np.array([it.label for it in items])
-    if dataset.has_subjects:
-        groups, grouping = np.array([it.subject for it in items]), "subject column of the manifest"
-    else:
-        groups, grouping = np.arange(len(items)), "one subject per volume (no subject column)"
-    read_s = time.perf_counter() - started
+        atlas, features, kept, skipped, mean, (shape, affine), densities = read_region_features(
+            dataset.items, atlas_for, attribution=attribution, progress=progress)
+        inside = check_inside(atlas, brain_mask(mean))
+        regions = atlas.regions
+        say(f"{len(regions)} regions from {atlas.source}; {len(kept)} volumes read"
+            + (f", {len(skipped)} skipped" if skipped else ""))
+        items = [dataset.items[k] for k in kept]
+        y = np.array([it.label for it in items])
+        if dataset.has_subjects:
+            groups, grouping = np.array([it.subject for it in items]), "subject column of the manifest"
+        else:
+            groups, grouping = np.arange(len(items)), "one subject per volume (no subject column)"
+        read_s = time.perf_counter() - started
 
-    if attribution is None:
-        score, ranking = attribution_ranking(features, y)
-        attributed = "ANOVA F of the region's features between classes (the larger of mean and std)"
-    else:
-        score, ranking = class_relevance(densities, y)
-        attributed = (f"density of the {attribution.source} of each volume's class in the region (its mean per "
-                      "voxel over the mean absolute map of all regions' voxels; 1: an average brain voxel), averaged "
-                      "with its sign over each class's volumes; the mean over the classes of its absolute value")
-    search = config.search()
+        if attribution is None:
+            score, ranking = attribution_ranking(features, y)
+            attributed = "ANOVA F of the region's features between classes (the larger of mean and std)"
+        else:
+            score, ranking = class_relevance(densities, y)
+            attributed = (f"density of the {attribution.source} of each volume's class in the region (its mean per "
+                          "voxel over the mean absolute map of all regions' voxels; 1: an average brain voxel), averaged "
+                          "with its sign over each class's volumes; the mean over the classes of its absolute value")
+        search = config.search()
 
-    def generation(entry: dict) -> None:
-        say(f"generation {entry['generation']}/{config.generations}: best fitness {entry['best_fitness']:.3f} "
-            f"(accuracy {entry['best_accuracy']:.3f} with {entry['best_regions']} regions), "
-            f"mean {entry['mean_fitness']:.3f}")
+        def generation(entry: dict) -> None:
+            say(f"generation {entry['generation']}/{config.generations}: best fitness {entry['best_fitness']:.3f} "
+                f"(accuracy {entry['best_accuracy']:.3f} with {entry['best_regions']} regions), "
+                f"mean {entry['mean_fitness']:.3f}")
 
-    search.fit(features, y, groups=groups, ranking=ranking, progress=generation)
-    selected_idx = [int(i) for i in ranking if search.support_[i]]
-    order = selected_idx + [int(i) for i in ranking if not search.support_[i]]
-    sizes = np.bincount(atlas.labels.ravel(), minlength=regions.max() + 1)
-    ranked = [{"rank": k + 1, "region": int(regions[i]), "selected": bool(search.support_[i]),
-               "attribution": float(score[i]), "population_share": float(search.population_share_[i]),
-               "voxels": int(sizes[regions[i]]), "inside_brain": inside[int(regions[i])]}
-              for k, i in enumerate(order)]
-    selected = [int(regions[i]) for i in selected_idx]
-    planted = planted_comparison(dataset.root, atlas, [r["region"] for r in ranked], selected)
+        search.fit(features, y, groups=groups, ranking=ranking, progress=generation)
+        selected_idx = [int(i) for i in ranking if search.support_[i]]
+        order = selected_idx + [int(i) for i in ranking if not search.support_[i]]
+        sizes = np.bincount(atlas.labels.ravel(), minlength=regions.max() + 1)
+        ranked = [{"rank": k + 1, "region": int(regions[i]), "selected": bool(search.support_[i]),
+                   "attribution": float(score[i]), "population_share": float(search.population_share_[i]),
+                   "voxels": int(sizes[regions[i]]), "inside_brain": inside[int(regions[i])]}
+                  for k, i in enumerate(order)]
+        selected = [int(regions[i]) for i in selected_idx]
+        planted = planted_comparison(dataset.root, atlas, [r["region"] for r in ranked], selected)
 
-    mask = np.isin(atlas.labels, selected).astype(np.uint8)
-    _save_nifti(out / "mask.nii.gz", mask, affine)
-    _save_nifti(out / "atlas.nii.gz", atlas.labels, affine)
-    write_json(out / "regions.json", ranked)
-    header = list(ranked[0])
-    write_text(out / "regions.csv", ",".join(header) + "\n"
-               + "".join(",".join(str(row[h]) for h in header) + "\n" for row in ranked))
-    results = {
-        "command": "regions",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": str(data),
-        "config": asdict(config),
-        "classes": sorted(set(y.tolist())),
-        "n_volumes": len(items),
-        "skipped": skipped,
-        "grid": {"shape": list(shape), "affine": np.asarray(affine).round(6).tolist()},
-        "atlas": {"source": atlas.source, "note": atlas.note, "n_regions": len(regions)},
-        "features": list(FEATURES),
-        "attribution": attributed,
-        "classifier": f"standardised ridge classifier (alpha={search.alpha}) on the selected regions' features",
-        "fitness": f"grouped cross-validated accuracy - {search.penalty} x selected regions",
-        "cv": f"{search.cv_}; groups: {grouping}",
-        "mutation": search.mutation if search.mutation is not None else 1 / len(regions),
-        "selected_regions": selected,
-        "accuracy": {"mask": search.accuracy_, "whole_brain": search.whole_accuracy_,
-                     "difference": search.accuracy_ - search.whole_accuracy_,
-                     "note": "both on the same grouped inner folds; the mask was selected on them, so its accuracy "
-                             "is optimistic by the selection"},
-        "planted": planted,
-        "history": search.history_,
-        "n_evaluations": search.n_evaluations_,
-        "seconds": {"reading": round(read_s, 2), "total": round(time.perf_counter() - started, 2)},
-    }
-    write_regions_report(results, ranked, mean, mask, out / "report.html")
-    write_json(out / RESULTS, results)
-    return results
+        mask = np.isin(atlas.labels, selected).astype(np.uint8)
+        _save_nifti(out / "mask.nii.gz", mask, affine)
+        _save_nifti(out / "atlas.nii.gz", atlas.labels, affine)
+        write_json(out / "regions.json", ranked)
+        header = list(ranked[0])
+        write_text(out / "regions.csv", ",".join(header) + "\n"
+                   + "".join(",".join(str(row[h]) for h in header) + "\n" for row in ranked))
+        results = {
+            "command": "regions",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "data": str(data),
+            "config": asdict(config),
+            "classes": sorted(set(y.tolist())),
+            "n_volumes": len(items),
+            "skipped": skipped,
+            "grid": {"shape": list(shape), "affine": np.asarray(affine).round(6).tolist()},
+            "atlas": {"source": atlas.source, "note": atlas.note, "n_regions": len(regions)},
+            "features": list(FEATURES),
+            "attribution": attributed,
+            "classifier": f"standardised ridge classifier (alpha={search.alpha}) on the selected regions' features",
+            "fitness": f"grouped cross-validated accuracy - {search.penalty} x selected regions",
+            "cv": f"{search.cv_}; groups: {grouping}",
+            "mutation": search.mutation if search.mutation is not None else 1 / len(regions),
+            "selected_regions": selected,
+            "accuracy": {"mask": search.accuracy_, "whole_brain": search.whole_accuracy_,
+                         "difference": search.accuracy_ - search.whole_accuracy_,
+                         "note": "both on the same grouped inner folds; the mask was selected on them, so its accuracy "
+                                 "is optimistic by the selection"},
+            "planted": planted,
+            "history": search.history_,
+            "n_evaluations": search.n_evaluations_,
+            "seconds": {"reading": round(read_s, 2), "total": round(time.perf_counter() - started, 2)},
+        }
+        write_regions_report(results, ranked, mean, mask, out / "report.html")
+        write_json(out / RESULTS, results)
+        return results
 
 
 def format_summary(results: dict) -> list[str]:

@@ -97,6 +97,21 @@ def _score(d, reference: np.ndarray) -> np.ndarray:
     return np.interp(np.asarray(d, dtype=np.float64), reference[keep], REFERENCE_QUANTILES[keep], left=0.0, right=1.0)
 
 
+def _finite_columns(Z: np.ndarray) -> np.ndarray:
+    """``Z`` with every NaN or infinite value replaced by the mean of its column's finite values (0 when none).
+
+    Calibration must not fail on one degenerate training item; the
+    distance of such an item at prediction time is infinite instead
+    (:meth:`MahalanobisOOD.distance`).
+    """
+    finite = np.isfinite(Z)
+    if finite.all():
+        return Z
+    counts = finite.sum(0)
+    means = np.where(counts > 0, np.where(finite, Z, 0.0).sum(0) / np.maximum(counts, 1), 0.0)
+    return np.where(finite, Z, means)
+
+
 def _gaussian(Z: np.ndarray, y: np.ndarray):
     """Class means and the shared precision matrix of standardised embeddings ``Z`` with labels ``y``."""
     classes = np.unique(y)
@@ -156,6 +171,7 @@ class MahalanobisOOD(BaseEstimator):
         Z, y = np.asarray(Z, dtype=np.float64), np.asarray(y)
         if len(Z) != len(y):
             raise DataError(f"out-of-distribution score: {len(Z)} embeddings but {len(y)} labels")
+        Z = _finite_columns(Z)
         classes, counts = np.unique(y, return_counts=True)
         if len(Z) < 4 or counts.min() < 2:
             raise DataError(f"out-of-distribution score: needs at least 2 training items per class, got "
@@ -177,7 +193,10 @@ class MahalanobisOOD(BaseEstimator):
         """Squared class-conditional Mahalanobis distance of embeddings ``Z`` (n, d), float64 (n,)."""
         check_is_fitted(self, "reference_")
         Z = (np.asarray(Z, dtype=np.float64) - self.center_) / self.scale_
-        return _distance(Z, self.means_, self.precision_)
+        finite = np.isfinite(Z).all(axis=1)
+        d = np.full(len(Z), np.inf)  # an embedding with NaN or infinite values is unlike any training one
+        d[finite] = _distance(Z[finite], self.means_, self.precision_)
+        return d
 
     def score(self, Z) -> np.ndarray:
         """Share of the training distances below each embedding's: 0 like the training data, 1 unlike all of it."""

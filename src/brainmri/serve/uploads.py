@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainmri.data.io import read_image
+from brainmri.data.io import degenerate_reason, read_image
 from brainmri.errors import BrainMRIError, DataError
 
 #: Upload types: the name :func:`sniff` returns -> the suffix :func:`~brainmri.data.io.read_image` reads it by.
@@ -210,7 +210,8 @@ def read_upload(upload: Upload, folder: Path, index: int, *, max_pixels: int) ->
     ------
     RequestError
         422 for a corrupt file, a DICOM without pixel data, a colour image,
-        or a volume or series of several slices.
+        a volume or series of several slices, or an image that cannot be a
+        scan (blank, or a side below 16 px).
     """
     path = folder / f"{index}{SUFFIXES[upload.kind]}"
     path.write_bytes(upload.data)
@@ -222,4 +223,7 @@ def read_upload(upload: Upload, folder: Path, index: int, *, max_pixels: int) ->
     if image.ndim != 2:
         raise RequestError(422, f"{upload.name}: a {upload.kind} volume or series of shape {'x'.join(map(str, image.shape))}, "
                                 "not one slice; send one 2D slice per file")
+    problem = degenerate_reason(image)
+    if problem:  # as the audit and predict refuse it: no class for an image without anatomy
+        raise RequestError(422, f"{upload.name}: {problem.removesuffix('; remove it')}; send an MRI slice")
     return image

@@ -51,16 +51,22 @@ class ArrayCache:
     def _path(self, key: str, digest: str) -> Path:
         return self.folder / key / digest[:2] / f"{digest}.npy"
 
-    def get(self, key: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
-        """Arrays found for ``digests`` (missing or unreadable ones are absent)."""
+    def get(self, key: str, digests: Sequence[str], *, shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
+        """Arrays found for ``digests``; missing, unreadable or damaged ones (another ``shape``, NaN) are absent."""
         found = {}
         for digest in set(digests):
             path = self._path(key, digest)
             if path.exists():
                 try:
-                    found[digest] = np.load(path, allow_pickle=False)
-                except (OSError, ValueError) as exc:
+                    array = np.load(path, allow_pickle=False)
+                except (OSError, ValueError, EOFError) as exc:
                     logger.warning("array cache %s: unreadable (%s); decoding the image again", path, exc)
+                    continue
+                if (shape is not None and array.shape != tuple(shape)) or not np.isfinite(array).all():
+                    logger.warning("array cache %s: damaged (shape %s, or NaN); decoding the image again", path,
+                                   array.shape)
+                    continue
+                found[digest] = array
         return found
 
     def put(self, key: str, rows: dict[str, np.ndarray]) -> None:
@@ -151,7 +157,7 @@ class ImageArrays(TransformerMixin, BaseEstimator):
         cache = self._cache()
         key = f"{preprocess_key(preprocess)}-{self.size}"
         digests = [file_digest(p) for p in paths]
-        known = cache.get(key, digests) if cache is not None else {}
+        known = cache.get(key, digests, shape=(self.size,) * self._ndim) if cache is not None else {}
         first: dict[str, str] = {}
         for path, digest in zip(paths, digests):
             if digest not in known:

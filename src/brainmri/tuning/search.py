@@ -62,11 +62,12 @@ from brainmri.evaluation.metrics import classification_metrics
 from brainmri.evaluation.protocol import BenchmarkConfig, code_versions
 from brainmri.features.extract import MemoryCache, precompute_features
 from brainmri.files import check_output_folder, write_json, write_text
+from brainmri.outputs import OutputFolder
 from brainmri.models.registry import get_method
 from brainmri.models.validation import inner_splits
 from brainmri.tuning.space import load_space, suggest
-from brainmri.tuning.study import (check_sampler, check_studies, is_server, make_pruner, make_sampler, open_storage,
-                                   open_study, redact)
+from brainmri.tuning.study import (check_journal, check_sampler, check_studies, is_server, make_pruner, make_sampler,
+                                   open_storage, open_study, redact, storage_file)
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ UNCALIBRATED_NOTE = ("trials of a classical method were scored on the uncalibrat
 FOLD_STEP = 1_000_000
 #: The journal file of the study in the output folder when ``--storage`` is not given.
 JOURNAL = "study.journal"
-#: Marks an output folder as a tune's (its configuration); a tune continues only in such a folder, or a new one.
-MARKER = "tune.json"
 #: The tuned configuration, a ``--params`` file for ``brainmri train`` and ``brainmri benchmark``.
 BEST_PARAMS = "best_params.json"
 SELECTION_NOTE = ("every configuration was scored by grouped inner cross-validation on the training part only; the "
@@ -178,7 +177,7 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
     config : TuneConfig
     out : path
         Output folder (new, empty, or an earlier tune's, marked by its
-        ``tune.json``): ``results.json``, ``trials.csv``, ``best_params.json``,
+        ``run.json``, :mod:`brainmri.outputs`): ``results.json``, ``trials.csv``, ``best_params.json``,
         ``predictions.csv``, ``figures/``, ``report.html``, the tested units
         (``units/``) and, without ``--storage``, the study (``study.journal``).
         Running the same command again continues the studies from their
@@ -218,20 +217,36 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
     bench = config.benchmark_config()
     inputs = [config.data, *([config.test_data] if config.test_data else [])]
     out = Path(out)
-    check_output_folder(out, "--out", inputs=inputs)
-    if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()) and not (out / MARKER).exists():
-        raise ConfigError(f"--out {out}: holds files that brainmri tune did not write; choose a new or empty folder, "
-                          "or the folder of an earlier tune to continue it")
+    folder = OutputFolder(out, "tune")
+    folder.check(inputs=inputs)
     if cache_dir:
         check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
+    journal = storage_file(config.storage, out / JOURNAL)
+    if journal is not None and config.storage:
+        check_output_folder(journal.parent, "--storage", inputs=inputs)
     n_files = _check_before_reading(bench)
     if spec.family == "deep":
         from brainmri.training.device import resolve_device
 
         resolve_device(device)
+    with folder.recording():
+        return _tune(config, folder, spec, space, bench, n_files, n_jobs=n_jobs, cache_dir=cache_dir, device=device,
+                     say=say, progress=progress, feature_progress=feature_progress)
+
+
+def _tune(config: TuneConfig, folder: OutputFolder, spec, space: dict, bench: BenchmarkConfig, n_files: int, *,
+          n_jobs: int, cache_dir, device: str, say: Callable[[str], None], progress, feature_progress) -> dict:
+    """:func:`run_tune` once every check passed: open the studies, search, test, write."""
+    out = folder.path
+    inputs = [config.data, *([config.test_data] if config.test_data else [])]
+    if not config.storage:
+        check_journal(out / JOURNAL, str(out / JOURNAL))
+        folder.start({"config": config.to_dict()})
+        folder.file(JOURNAL)
     storage = open_storage(config.storage, out / JOURNAL)
     check_studies(storage, config.study or config.method, _known_attrs(config, space))
-    write_json(out / MARKER, {"tool": "brainmri tune", "version": __version__, "config": config.to_dict()})
+    if config.storage:
+        folder.start({"config": config.to_dict()})
 
     say(f"reading and auditing {n_files} files of {' and '.join(inputs)}")
     plan = plan_benchmark(bench, n_jobs=n_jobs, progress=progress)

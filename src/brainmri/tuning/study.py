@@ -152,10 +152,11 @@ def open_storage(url: str | None, default: Path):
         from optuna.storages.journal import JournalFileBackend
 
         path = Path(url) if url else default
-        if path.is_dir():
-            raise ConfigError(f"--storage {url}: is a folder; name a journal file (e.g. study.journal) or a URL")
+        check_journal(path, url or str(default))
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        check_sqlite(Path(url.removeprefix("sqlite:///")), url)
     import sqlalchemy.exc
 
     engine, given = {}, url
@@ -170,6 +171,80 @@ def open_storage(url: str | None, default: Path):
         raise ConfigError(f"--storage {redact(given)}: cannot open the study storage ({reason}); check the URL, that "
                           "the server runs and accepts this user, and that its driver is installed (pip install "
                           "'brainmri[tune]')") from None
+
+
+def storage_file(url: str | None, default: Path) -> Path | None:
+    """The file that the ``--storage`` value ``url`` keeps the study in (a journal or SQLite file), or None for a server.
+
+    >>> storage_file("sqlite:///runs/tune.db", Path("out/study.journal")).as_posix()
+    'runs/tune.db'
+    >>> storage_file(None, Path("out/study.journal")).as_posix(), storage_file("postgresql://u@h/db", Path("x"))
+    ('out/study.journal', None)
+    """
+    if not url:
+        return default
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None if "://" in url else Path(url)
+
+
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_journal(path: Path, given: str) -> None:
+    """Refuse a journal file that Optuna would damage by appending to it: a folder, another kind of file, a cut record.
+
+    Optuna's journal is one JSON object per line, each with an ``op_code``;
+    it skips a last line without its newline and appends after it, which
+    turns a file cut short into one that no longer loads. The file is only
+    read here, never changed.
+
+    Raises
+    ------
+    ConfigError
+        The message names the file and what to do.
+    """
+    if path.is_dir():
+        raise ConfigError(f"--storage {given}: is a folder; name a journal file (e.g. study.journal) or a URL")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    if not path.is_file():
+        raise ConfigError(f"--storage {given}: is not a regular file; name a journal file (e.g. study.journal)")
+    not_journal = (f"--storage {given}: is not an Optuna journal of brainmri tune ({{}}), so it is left as it is; "
+                   "name a new journal file, or the journal of an earlier tune")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--storage {given}: cannot be read ({exc.strerror})") from None
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines[:-1], start=1):
+        try:
+            record = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ConfigError(not_journal.format(f"line {number} is not a JSON record")) from None
+        if not isinstance(record, dict) or "op_code" not in record:
+            raise ConfigError(not_journal.format(f"line {number} is not an Optuna journal record"))
+    if lines[-1]:
+        raise ConfigError(f"--storage {given}: its last record (line {len(lines)}) is cut short, as when a disk fills "
+                          "or a copy is interrupted; restore the journal from a copy, or delete that line to continue "
+                          "from the trials before it")
+
+
+def check_sqlite(path: Path, given: str) -> None:
+    """Refuse a ``sqlite:///`` file that exists and is not a SQLite database (it is left unchanged)."""
+    if path.is_dir():
+        raise ConfigError(f"--storage {given}: is a folder; name a database file (sqlite:///tune.db)")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise ConfigError(f"--storage {given}: cannot be read ({exc.strerror})") from None
+    if header != SQLITE_HEADER:
+        raise ConfigError(f"--storage {given}: {path} is not a SQLite database, so it is left as it is; name a new "
+                          "database file, or the database of an earlier tune")
 
 
 def _rdb_storage(url: str, engine: dict, attempts: int = 3):
