@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,35 @@ def error_line(capsys):
         return lines[0]
 
     return read
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(name, size="1m", read_only=False)``: a folder of ``tmp_path`` on a tmpfs of ``size``.
+
+    Disk-full and read-only cases need a real file system: permission bits do
+    not bind root, and a full disk cannot be faked faithfully. Mounting needs
+    root (CI runs as root); elsewhere the test skips, and a test that uses
+    this fixture is marked ``system`` so that CI fails instead of skipping.
+    ``tmpfs.resize(path, size)`` grows a mounted folder (to rerun after a
+    full disk). Every mount is undone after the test.
+    """
+    mounts: list[Path] = []
+
+    def mount(name: str, size: str = "1m", read_only: bool = False) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        run = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+        if run.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({run.stderr.strip()}); run as root")
+        mounts.append(path)
+        return path
+
+    def resize(path: Path, size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
+
+    mount.resize = resize
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -126,6 +126,9 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
                        "which keeps it out of the process list; none: no authentication)")
     group.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, metavar="MB",
                        help=f"largest request body, all images together (default {d.max_upload_mb:g} MiB)")
+    group.add_argument("--max-pending-mb", type=float, default=d.max_pending_mb, metavar="MB",
+                       help="request bodies held in memory at once, all clients together; more are answered 503 "
+                       "before they are read (default: 100 MiB or twice --max-upload-mb, the larger)")
     group.add_argument("--max-pixels", type=int, default=d.max_pixels, metavar="N",
                        help=f"largest pixel count of one image, checked before decoding (default {d.max_pixels:,})")
     group.add_argument("--max-files", type=int, default=d.max_files, help=f"most images per request (default {d.max_files})")
@@ -857,7 +860,7 @@ def cmd_serve(args) -> int:
 
     settings = ServeSettings(host=args.host, port=args.port, token=args.token, max_upload_mb=args.max_upload_mb,
                              max_pixels=args.max_pixels, max_files=args.max_files, workers=args.workers,
-                             queue_size=args.queue_size,
+                             queue_size=args.queue_size, max_pending_mb=args.max_pending_mb,
                              keep_uploads=str(args.keep_uploads) if args.keep_uploads else None)
     if args.keep_uploads:
         kept = OutputFolder(args.keep_uploads, "serve", option="--keep-uploads")

@@ -44,6 +44,10 @@ def recording_writes(before_write: Callable[[Path], None]) -> Iterator[None]:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
 
+    On failure the temporary file is removed and ``path`` is left as it was;
+    an ``OSError`` raised without a file name (a full disk in ``write``)
+    is raised again naming ``path``.
+
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
     >>> with atomic_path(target) as tmp:
@@ -61,6 +65,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write() names no file: name the one that was being written
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -201,11 +201,27 @@ def test_parse_label_map_file(tmp_path):
         ("glioma:tumor", r"'glioma:tumor' is not of the form old=new"),
         ("glioma=", r"'glioma=' has an empty class name"),
         ("missing.json", r"--label-map missing.json: file not found"),
+        # Issue 20: a class mapped twice silently took the last.
+        ("glioma=tumor,glioma=normal", r"--label-map: class 'glioma' is mapped twice \(glioma=tumor and "
+                                       r"glioma=normal\); map each class once$"),
     ],
 )
 def test_parse_label_map_errors(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_label_map(text)
+
+
+def test_a_key_given_twice_in_a_json_map_or_settings_file_is_refused(tmp_path):
+    from brainmri.evaluation.protocol import parse_params
+
+    (tmp_path / "map.json").write_text('{"glioma": "tumor", "glioma": "normal"}')
+    with pytest.raises(ConfigError, match=r"map\.json: key 'glioma' is given twice \('tumor' and 'normal'\); give each once"):
+        parse_label_map(str(tmp_path / "map.json"))
+    (tmp_path / "p.json").write_text('{"rf": {"n_estimators": 5, "n_estimators": 9}}')
+    with pytest.raises(ConfigError, match=r"p\.json: key 'n_estimators' is given twice"):
+        parse_params(str(tmp_path / "p.json"))
+    with pytest.raises(ConfigError, match=r"--params: rf.n_estimators is given twice; give each setting once"):
+        parse_params("rf.n_estimators=5,rf.n_estimators=9")
 
 
 @pytest.mark.parametrize(

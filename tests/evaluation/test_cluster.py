@@ -64,6 +64,60 @@ def test_an_unreachable_scheduler_is_one_line_within_seconds_and_writes_nothing(
     assert not (tmp_path / "out").exists()
 
 
+class _Peer:
+    """A TCP server that is not a Dask scheduler: ``http`` answers like a web server waiting for a request line
+    (it reads and never replies), otherwise it sends garbage at once."""
+
+    def __init__(self, http: bool):
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.address = f"tcp://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.http, self.held = http, []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            if not self.http:
+                conn.sendall(b"hello there, this is not dask\n" * 20)
+
+    def close(self):
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("http", [False, True], ids=["garbage", "web-server"])
+def test_a_peer_that_is_not_a_scheduler_is_refused_within_seconds_and_quietly(demo_source, tmp_path, http):
+    # Issue 20: an HTTP server held --cluster for over 130 s, and a garbage-speaking peer's refusal was followed
+    # by "Exception ignored in Client.__del__ ... TimeoutError".
+    import subprocess
+    import sys
+
+    peer = _Peer(http)
+    try:
+        start = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "brainmri", "benchmark", str(demo_source), "--methods", "glcm-svm",
+                              "--cv", "3", "--out", str(tmp_path / "out"), "--no-cache", "--cluster", peer.address],
+                             capture_output=True, text=True, timeout=120)
+        seconds = time.perf_counter() - start
+    finally:
+        peer.close()
+    assert run.returncode == 2 and seconds < 30, (seconds, run.stderr)
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith(f"brainmri benchmark: error: --cluster {peer.address}: no Dask scheduler answered "
+                               "within 5 s (")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("address, match", [
     ("localhost", "missing port number"),
     ("http://localhost:8786", "unknown address scheme 'http'"),

@@ -122,6 +122,33 @@ def test_corrupt_cache_is_moved_aside_and_rebuilt(paths, tmp_path, caplog, damag
     assert not caplog.records and len(list(path.parent.iterdir())) == 2
 
 
+@pytest.mark.parametrize("damage", ["odd-length blobs", "short rows", "NaN values", "text", "text of NaN"])
+def test_damaged_entries_of_a_valid_cache_are_computed_again(paths, tmp_path, caplog, damage):
+    # Issue 20: a valid SQLite cache whose blobs had the wrong length ("buffer size must be a multiple of element
+    # size") or held NaN ended the command with a traceback.
+    import sqlite3
+
+    extractors = [IntensityFeatures()]
+    fresh = compute_features(paths, extractors, preprocess=PRE)
+    path = tmp_path / "features.sqlite"
+    compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path))
+    spoil = {"odd-length blobs": "substr(value, 1, length(value) - 3)", "short rows": "substr(value, 1, 16)",
+             "NaN values": "CAST(x'000000000000f87f' || substr(value, 9) AS BLOB)", "text": "'not numbers'",
+             "text of NaN": "x'000000000000f87f' || substr(value, 9)"}[damage]
+    with sqlite3.connect(path) as con:
+        con.execute(f"UPDATE features SET value = {spoil}")
+    with caplog.at_level("WARNING", logger="brainmri"):
+        again = compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path))
+    np.testing.assert_array_equal(again, fresh)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"feature cache {path}: {len(paths)} damaged entries (wrong length, NaN or not numbers); computing them " \
+           "again" == warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="brainmri"):  # the damaged entries were replaced
+        np.testing.assert_array_equal(compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path)), fresh)
+    assert not caplog.records
+
+
 def test_unusable_cache_folder_is_a_one_line_error(paths, tmp_path):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(DataError, match=r"^feature cache .*a_file/features\.sqlite: .*; choose another --cache-dir or use --no-cache$"):

@@ -111,6 +111,8 @@ def test_an_atlas_with_labels_outside_the_brain_is_refused(volume_source, tmp_pa
     (np.zeros((4, 4, 4, 2), np.int16), "must be one 3D volume"),
     (np.full((4, 4, 4), -1, np.int16), "negative labels"),
     (np.zeros((4, 4, 4), np.int16), "every voxel is 0"),
+    (np.where(np.eye(4, dtype=bool)[..., None], np.nan, 1.0).repeat(4, axis=2).astype(np.float32),
+     "holds NaN or infinite values, so it is not a label volume"),  # issue 20: a traceback before
 ])
 def test_bad_atlas_files_are_refused_with_the_reason(tmp_path, data, match):
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "atlas.nii.gz")
@@ -256,3 +258,27 @@ def test_volumes_that_cannot_be_used_are_skipped_with_their_reason(volume_source
     assert "every voxel of this volume is 0" in reasons["zero.nii.gz"]
     assert "on another voxel grid ((12, 16, 16)) than the first volume ((16, 16, 16))" in reasons["other-grid.nii.gz"]
     assert results["n_volumes"] == 12 and "skipped" in caplog.text
+
+
+def test_an_atlas_of_one_region_says_so_and_blames_no_setting_the_user_never_gave(volume_source, tmp_path, capsys):
+    # Issue 20: an atlas of one region was refused for "--mutation ... got 1.0", which the user never gave.
+    image = nib.load(volume_source / ".regions" / "atlas.nii.gz")
+    one = (np.asarray(image.dataobj) > 0).astype(np.int16)
+    nib.save(nib.Nifti1Image(one, image.affine), tmp_path / "one.nii.gz")
+    code = main(["regions", str(volume_source), "--atlas", str(tmp_path / "one.nii.gz"), "--out", str(tmp_path / "o"),
+                 "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "--mutation" not in err
+    assert "a region search needs at least 2 regions to choose among, the atlas has 1" in err
+
+
+def test_a_foreign_results_json_is_never_overwritten(volume_source, tmp_path, capsys, listing):
+    # Issue 20: one marker file (results.json) was enough for regions --out to overwrite regions.csv and the rest.
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "results.json").write_text('{"mine": true}')
+    (out / "regions.csv").write_text("a,b\n")
+    before = listing(out)
+    assert main(["regions", str(volume_source), "--out", str(out), *FAST, "-q"]) == 2
+    assert "holds regions.csv, results.json but no brainmri run.json" in capsys.readouterr().err
+    assert listing(out) == before

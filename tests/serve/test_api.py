@@ -148,6 +148,13 @@ def test_health_says_ok_and_how_busy(stand_in, client_of):
     (lambda t, w: {"files": _files(("sr.dcm", _dicom(w[0], t, pixel_data=False)))}, 422, "DICOM file has no pixel data"),
     (lambda t, w: {"files": _files(("vol.nii", _nifti(w[1], t, np.ones((8, 8, 3), np.float32))))}, 422,
      "a nifti volume or series of shape 8x8x3, not one slice"),
+    # Issue 20: a uniform image was answered 200 with a confident class.
+    (lambda t, w: {"files": _files(("black.png", png_bytes(np.zeros((64, 64)))))}, 422,
+     r"files\[0\] \('black.png'\): blank image: every pixel is 0 \(no anatomy\); send an MRI slice"),
+    (lambda t, w: {"files": _files(("dot.png", png_bytes(np.full((1, 1), 90))))}, 422,
+     r"1x1 image is too small to be an MRI slice \(a side below 16 px\); send an MRI slice"),
+    (lambda t, w: {"files": _files(("zero.nii", _nifti(w[1], t, np.zeros((32, 32, 1), np.float32))))}, 422,
+     "blank image: every pixel is 0"),
 ])
 def test_bad_input_is_a_documented_json_error_never_a_500(make, status, match, stand_in, client_of, tmp_path,
                                                           write_dicom, write_nifti):

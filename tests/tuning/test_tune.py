@@ -280,3 +280,72 @@ def test_inner_folds_in_parallel_score_as_one_after_the_other(leaky_split_source
         trials = json.loads((out / "results.json").read_text())["searches"]["random"]["official"]["trials"]
         runs.append([(t["params"], t["inner_scores"]) for t in trials])
     assert runs[0] == runs[1]
+
+
+# ------------------------------------------------------------------------------------------------ issue 20: storages
+
+def _journal(tmp_path, content: bytes):
+    path = tmp_path / "study.journal"
+    path.write_bytes(content)
+    return path
+
+
+RECORD = b'{"op_code":0,"worker_id":"w","study_name":"glcm-svm","directions":[1]}\n'
+
+
+@pytest.mark.parametrize("content, message", [
+    (RECORD + RECORD[:30], r"its last record \(line 2\) is cut short, as when a disk fills or a copy is interrupted; "
+                           r"restore the journal from a copy, or delete that line to continue from the trials before it$"),
+    (RECORD + b"\xff\xfe garbage \x00\n", r"is not an Optuna journal of brainmri tune \(line 2 is not a JSON record\), "
+                                           r"so it is left as it is; name a new journal file"),
+    (bytes(range(256)) * 4 + b"\n", r"is not an Optuna journal of brainmri tune \(line 1 is not a JSON record\)"),
+    (b"Meeting notes\nbuy milk\n", r"is not an Optuna journal of brainmri tune \(line 1 is not a JSON record\)"),
+    (b'{"a": 1}\n', r"is not an Optuna journal of brainmri tune \(line 1 is not an Optuna journal record\)"),
+], ids=["truncated", "garbage-appended", "all-garbage", "a-text-file", "other-json"])
+def test_a_damaged_or_foreign_journal_is_refused_and_left_as_it_is(leaky_split_source, tmp_path, capsys, error_line,
+                                                                     content, message):
+    # Issue 20: these gave JSONDecodeError or UnicodeDecodeError tracebacks, and Optuna appended to the file.
+    journal = _journal(tmp_path, content)
+    assert tune(leaky_split_source, tmp_path / "out", "--storage", str(journal), "--trials", "1") == 2
+    line = error_line("tune")
+    assert re.search(rf"--storage .*study\.journal: {message}", line), line
+    assert journal.read_bytes() == content
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sqlite_storage_that_is_not_a_database_is_refused_and_left_as_it_is(leaky_split_source, tmp_path, capsys,
+                                                                               error_line):
+    notes = tmp_path / "notes.db"
+    notes.write_text("not a database")
+    assert tune(leaky_split_source, tmp_path / "out", "--storage", f"sqlite:///{notes}", "--trials", "1") == 2
+    assert "is not a SQLite database, so it is left as it is" in error_line("tune")
+    assert notes.read_text() == "not a database"
+
+
+@pytest.mark.parametrize("url", ["{data}/study.journal", "sqlite:///{data}/study.db", "{data}/sub/study.journal"])
+def test_a_storage_inside_the_data_is_refused(leaky_split, tmp_path, capsys, error_line, listing, url):
+    # Issue 20: `tune --storage DATA/study.journal` created files inside DATA.
+    before = listing(leaky_split)
+    assert tune(leaky_split, tmp_path / "out", "--storage", url.format(data=leaky_split), "--trials", "1") == 2
+    assert re.search(r"--storage .*: lies inside the input folder .*, which must stay unchanged", error_line("tune"))
+    assert listing(leaky_split) == before
+
+
+def test_a_foreign_results_json_is_never_overwritten(leaky_split_source, tmp_path, capsys, error_line, listing):
+    # Issue 20: one marker file was enough for tune --out to overwrite results.json and trials.csv.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text('{"mine": true}')
+    (out / "trials.csv").write_text("a,b\n")
+    before = listing(out)
+    assert tune(leaky_split_source, out, "--trials", "1") == 2
+    assert "holds results.json, trials.csv but no brainmri run.json" in error_line("tune")
+    assert listing(out) == before
+
+
+def test_a_tune_continues_in_its_own_folder(leaky_split_source, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert tune(leaky_split_source, out, "--trials", "1") == 0
+    assert tune(leaky_split_source, out, "--trials", "2") == 0
+    assert len(complete(json.loads((out / "results.json").read_text()))) == 2
+    assert json.loads((out / "run.json").read_text())["command"] == "tune"

@@ -154,7 +154,9 @@ class FeatureCache:
                 chunk = wanted[s : s + 900]
                 marks = ",".join("?" * len(chunk))
                 for digest, value in con.execute(
-                    f"SELECT digest, value FROM features WHERE key = ? AND digest IN ({marks})", [key, *chunk]
+                    # CAST: a value stored as text (a damaged row) comes back as bytes, never as a decoding error
+                    f"SELECT digest, CAST(value AS BLOB) FROM features WHERE key = ? AND digest IN ({marks})",
+                    [key, *chunk],
                 ):
                     row = _stored_row(value, length)
                     if row is None:

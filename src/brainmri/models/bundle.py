@@ -179,7 +179,13 @@ def load_steps(steps, folder: str | Path, prefix: str) -> list:
         elif _learns_nothing(step):
             step = step.fit([])
         else:
-            step = _load_skops(folder / f"{prefix}{name}.skops")
+            path = folder / f"{prefix}{name}.skops"
+            saved = _load_skops(path)
+            if type(saved) is not type(step):  # a manifest naming another method than the one saved
+                raise DataError(f"{path}: holds a {type(saved).__name__}, but the method the manifest names builds a "
+                                f"{type(step).__name__} there; the manifest was changed or belongs to another bundle, "
+                                "train the bundle again")
+            step = saved
         loaded.append((name, step))
     return loaded
 

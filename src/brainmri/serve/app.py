@@ -20,6 +20,7 @@ FastAPI, https://fastapi.tiangolo.com ; RFC 9110 (HTTP semantics: 413, 415,
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at run time.
 
+import logging
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,14 +40,18 @@ try:
     from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException
     from starlette.formparsers import MultiPartException, MultiPartParser
+    from starlette.requests import ClientDisconnect
 except ImportError as exc:
     raise ConfigError(f"brainmri serve needs FastAPI, uvicorn and python-multipart ({exc}); "
                       "pip install 'brainmri[serve]'") from None
 
 from brainmri.serve import schemas
 from brainmri.serve.inference import Inference
+from brainmri.serve.limits import BodyTimeout, HeaderDeadlineProtocol, UploadBudget, read_body
 from brainmri.serve.settings import ServeSettings
 from brainmri.serve.uploads import RequestError, check_upload
+
+logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -80,6 +85,7 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
     settings = settings or ServeSettings()
     inference = Inference(model, explain=explain, workers=settings.workers, queue_size=settings.queue_size,
                           max_pixels=settings.max_pixels, keep_uploads=settings.keep_uploads)
+    budget = UploadBudget(settings.max_pending_bytes)
     manifest = model.manifest
     name = Path(str(getattr(model, "path", manifest["method"]["name"]))).name
     bearer = HTTPBearer(auto_error=False, description="the token given to brainmri serve --token")
@@ -149,13 +155,23 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
                       "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}},
               responses=responses({
                   400: "empty body, no file, an empty file, or a malformed multipart body",
+                  408: "the body stopped arriving, or took too long",
                   413: "the body, the number of files or an image's pixel count is above the limit",
                   415: "not multipart/form-data, or a file that is not PNG, JPEG, DICOM or NIfTI",
                   422: "a corrupt image, a DICOM without pixel data, a volume, a colour image, or an invalid query "
                        "parameter",
-                  503: "every worker is busy and the queue is full: retry after Retry-After seconds"}))
+                  503: "every worker is busy and the queue is full, or the uploads held in memory reach "
+                       "--max-pending-mb: retry after Retry-After seconds"}))
     async def predict(request: Request, heatmap: bool = Query(False, description="also return a heatmap overlay")):
-        uploads = await _read_uploads(request, settings)
+        declared = request.headers.get("content-length", "")
+        size = min(int(declared), settings.max_upload_bytes + 1) if declared.isdigit() else settings.max_upload_bytes
+        if not budget.reserve(size):
+            raise RequestError(503, f"the server holds {budget.held / 2**20:.0f} MiB of uploads already (--max-pending-mb "
+                                    f"{settings.pending_mb:g}); retry shortly", {"Retry-After": "2"})
+        try:
+            uploads = await _read_uploads(request, settings)
+        finally:
+            budget.release(size)
         rows = await inference.run(inference.predict, uploads, heatmap)
         return {"model": {"name": name, "method": manifest["method"]["name"], "version": inference.version},
                 "predictions": rows, "disclaimer": DISCLAIMER}
@@ -170,9 +186,15 @@ def run_server(app, settings: ServeSettings, *, quiet: bool = False) -> None:
     so the command ends as every brainmri command does (exit 130 or 143);
     ``uvicorn.run`` would swallow it.
     """
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning" if quiet else "info",
-                            timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run()
+    uvicorn.Server(server_config(app, settings, quiet=quiet)).run()
+
+
+def server_config(app, settings: ServeSettings, *, quiet: bool = False, **overrides) -> uvicorn.Config:
+    """uvicorn's configuration of ``app``: address, logs, and the limits of :mod:`brainmri.serve.limits`."""
+    options = {"host": settings.host, "port": settings.port, "log_level": "warning" if quiet else "info",
+               "timeout_graceful_shutdown": 5, "http": HeaderDeadlineProtocol, "timeout_keep_alive": 5,
+               "limit_concurrency": settings.workers + settings.queue_size + 32}
+    return uvicorn.Config(app, **{**options, **overrides})
 
 
 async def _read_uploads(request: Request, settings: ServeSettings) -> list:
@@ -183,11 +205,15 @@ async def _read_uploads(request: Request, settings: ServeSettings) -> list:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise RequestError(413, too_big)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise RequestError(413, too_big)
+    try:
+        body = await read_body(request.stream(), limit)
+    except BodyTimeout as exc:
+        raise RequestError(408, f"{exc}; send the whole request without pausing") from None
+    except ClientDisconnect:
+        logger.info("a client disconnected before its upload was complete")
+        raise RequestError(400, "the client disconnected before the upload was complete") from None
+    if body is None:
+        raise RequestError(413, too_big)
     if not body:
         raise RequestError(400, "empty body; send the images as multipart/form-data, each in a field named 'files'")
     content_type = request.headers.get("content-type", "")
@@ -195,8 +221,10 @@ async def _read_uploads(request: Request, settings: ServeSettings) -> list:
         raise RequestError(415, f"Content-Type {content_type or 'missing'}: send the images as multipart/form-data, "
                                 "each in a field named 'files'")
 
-    async def stream():
-        yield bytes(body)
+    async def stream():  # in slices of the body already read: no second whole copy of it
+        view = memoryview(body)
+        for start in range(0, len(view), 1 << 16):
+            yield bytes(view[start:start + (1 << 16)])
 
     parser = MultiPartParser(request.headers, stream())  # its own limits (1000 files and fields) lie above ours
     try:

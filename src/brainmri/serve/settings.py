@@ -40,6 +40,11 @@ class ServeSettings:
     keep_uploads : str or None
         Folder where every predicted upload and its result are kept; None
         keeps nothing.
+    max_pending_mb : float or None
+        Request bodies held in memory at once, all requests together, in
+        MiB; a request that does not fit is answered 503 before its body is
+        read (:mod:`brainmri.serve.limits`). None: the larger of 100 MiB and
+        twice ``max_upload_mb``.
     """
 
     host: str = "127.0.0.1"
@@ -51,6 +56,7 @@ class ServeSettings:
     workers: int = 2
     queue_size: int = 32
     keep_uploads: str | None = None
+    max_pending_mb: float | None = None
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
@@ -58,6 +64,9 @@ class ServeSettings:
             raise ConfigError(f"--port must be between 0 and 65535, got {self.port}")
         if not self.max_upload_mb > 0:
             raise ConfigError(f"--max-upload-mb must be a positive number of MiB, got {self.max_upload_mb}")
+        if self.max_pending_mb is not None and not self.max_pending_mb >= self.max_upload_mb:
+            raise ConfigError(f"--max-pending-mb must be at least --max-upload-mb ({self.max_upload_mb:g}), so that one "
+                              f"request of the largest size fits; got {self.max_pending_mb}")
         for option, value, low in (("--max-files", self.max_files, 1), ("--workers", self.workers, 1),
                                    ("--queue-size", self.queue_size, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -69,6 +78,15 @@ class ServeSettings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def pending_mb(self) -> float:
+        """``max_pending_mb``, or its default."""
+        return max(100.0, 2 * self.max_upload_mb) if self.max_pending_mb is None else self.max_pending_mb
+
+    @property
+    def max_pending_bytes(self) -> int:
+        return int(self.pending_mb * 1024 * 1024)
 
     @property
     def local(self) -> bool:
