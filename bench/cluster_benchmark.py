@@ -30,8 +30,8 @@ def main() -> None:
 
     from distributed import LocalCluster
 
-    from brainmri.evaluation.benchmark import run_benchmark
-    from brainmri.evaluation.protocol import BenchmarkConfig
+    from brainmri.runs.benchmark import run_benchmark
+    from brainmri.runs.config import BenchmarkConfig
 
     config = BenchmarkConfig(data=str(args.data), methods=tuple(args.methods.split(",")), cv=args.cv)
     cache = args.out / "cache"

@@ -29,7 +29,7 @@ def main() -> None:
     import torch
     from torch.fx.experimental.optimization import fuse
 
-    from brainmri.models.cnn import ayadi_cnn
+    from brainmri.nets.cnn import ayadi_cnn
     from brainmri.training import device as device_module
     from brainmri.training.arrays import ImageArrays
     from brainmri.training.augment import augment_batch

@@ -39,7 +39,7 @@ def main() -> None:
 
     import torch
 
-    from brainmri.models.finetune import finetune_net
+    from brainmri.nets.finetune import finetune_net
     from brainmri.training.device import tune_malloc
 
     tune_malloc()

@@ -21,7 +21,7 @@ from brainmri import __version__, cli
 from brainmri.cli import main
 from brainmri.data.audit import AUDIT_KEYS
 from brainmri.errors import DataError
-from brainmri.models.registry import available_methods
+from brainmri.models.catalog import available_methods
 
 #: Every registered method, as error messages and --help list them.
 ALL_METHODS = ", ".join(available_methods())
@@ -375,7 +375,7 @@ def test_quiet_shows_no_progress():
 
 _STOPPABLE = """
 import sys, time
-import brainmri.evaluation.benchmark as benchmark
+import brainmri.runs.benchmark as benchmark
 from brainmri.cli import main
 
 real, started = benchmark.run_unit, []

@@ -303,7 +303,7 @@ class _MethodsHelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         if {"--methods", "--method"} & set(action.option_strings):
-            from brainmri.models.registry import available_methods
+            from brainmri.models.catalog import available_methods
 
             return f"{action.help}; valid methods: {', '.join(available_methods())}"
         return action.help
@@ -615,9 +615,11 @@ def cmd_audit(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from brainmri.evaluation.benchmark import format_results, run_benchmark
-    from brainmri.evaluation.protocol import BenchmarkConfig, default_cache_dir, parse_label_map, parse_params
-    from brainmri.models.registry import default_cv, parse_methods
+    from brainmri.runs.benchmark import run_benchmark
+    from brainmri.report.terminal import format_results
+    from brainmri.runs.config import BenchmarkConfig, default_cache_dir, parse_params
+    from brainmri.data.labels import parse_label_map
+    from brainmri.models.catalog import default_cv, parse_methods
 
     methods = tuple(parse_methods(args.methods))
     config = BenchmarkConfig(
@@ -653,8 +655,10 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from brainmri.evaluation.protocol import default_cache_dir, parse_label_map
-    from brainmri.models.bundle import TrainConfig, train_bundle
+    from brainmri.runs.config import default_cache_dir
+    from brainmri.data.labels import parse_label_map
+    from brainmri.runs.config import TrainConfig
+    from brainmri.runs.train import train_bundle
 
     config = TrainConfig(
         data=str(args.data),
@@ -689,8 +693,8 @@ def cmd_train(args) -> int:
 
 def cmd_tune(args) -> int:
     from brainmri.data.preprocess import Preprocess
-    from brainmri.evaluation.protocol import default_cache_dir
-    from brainmri.models.registry import get_method
+    from brainmri.runs.config import default_cache_dir
+    from brainmri.models.catalog import get_method
     from brainmri.tuning.search import TuneConfig, format_tune, run_tune
     from brainmri.tuning.study import check_sampler, parse_samplers
 
@@ -739,7 +743,7 @@ def _quiet_optuna() -> None:
 
 def _method_params(args) -> dict:
     """The ``--params`` settings of ``--method`` (train, tune); settings of another method are refused."""
-    from brainmri.evaluation.protocol import parse_params
+    from brainmri.runs.config import parse_params
 
     params = parse_params(args.params) or {}
     stray = sorted(set(params) - {args.method})

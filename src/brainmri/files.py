@@ -8,6 +8,7 @@ command's input folders (a dataset must never receive figures or results).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -175,3 +176,9 @@ def _cannot_create_in(folder: Path) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's content."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -8,7 +8,7 @@ import pytest
 
 from brainmri.cli import main
 from brainmri.errors import ConfigError
-from brainmri.evaluation.protocol import BenchmarkConfig
+from brainmri.runs.config import BenchmarkConfig
 
 COMMON = ["--methods", "rf", "--cv", "2", "--n-boot", "20", "--size", "48", "--jobs", "1", "--no-cache", "-q"]
 

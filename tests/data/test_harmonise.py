@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 from brainmri.data.harmonise import PERCENTILES, ZSCORE_RANGE, HistogramStandardizer, n4_correct
-from brainmri.data.preprocess import Preprocess, head_mask
+from brainmri.data.preprocess import Preprocess
+from brainmri.data.head import head_mask
 from brainmri.data.synthetic import synthetic_slice
 from brainmri.errors import ConfigError, DataError
-from brainmri.features.extract import ImageFeatures, preprocess_key, read_preprocessed
+from brainmri.features.extract import ImageFeatures
+from brainmri.data.preprocess import read_preprocessed
+from brainmri.data.cache import preprocess_key
 from brainmri.features.texture import GLCMFeatures
 
 
@@ -79,8 +82,8 @@ def test_the_first_step_learns_landmarks_from_its_training_items_only(tmp_path, 
 
 
 def test_a_benchmark_learns_the_landmarks_in_every_fold_and_records_them(demo_source, tmp_path):
-    from brainmri.evaluation.benchmark import run_benchmark
-    from brainmri.evaluation.protocol import BenchmarkConfig
+    from brainmri.runs.benchmark import run_benchmark
+    from brainmri.runs.config import BenchmarkConfig
 
     config = BenchmarkConfig(data=str(demo_source), methods=("glcm-svm",), cv=2, n_boot=10,
                              preprocess=Preprocess(size=32, harmonise="nyul"))

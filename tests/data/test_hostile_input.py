@@ -22,8 +22,8 @@ from brainmri.data.dataset import load_dataset
 from brainmri.data.io import read_image
 from brainmri.data.scan import scan_dataset
 from brainmri.errors import ConfigError, DataError
-from brainmri.evaluation.benchmark import plan_benchmark
-from brainmri.evaluation.protocol import BenchmarkConfig
+from brainmri.runs.plan import plan_benchmark
+from brainmri.runs.config import BenchmarkConfig
 
 
 @pytest.fixture(autouse=True)

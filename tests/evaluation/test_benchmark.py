@@ -6,9 +6,13 @@ import pytest
 
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
-from brainmri.evaluation import benchmark as benchmark_module
-from brainmri.evaluation.benchmark import format_results, run_benchmark
-from brainmri.evaluation.protocol import BenchmarkConfig, parse_label_map
+from brainmri.runs import benchmark as benchmark_module
+from brainmri.runs import summary as summary_module
+from brainmri.runs import unit as unit_module
+from brainmri.runs.benchmark import run_benchmark
+from brainmri.report.terminal import format_results
+from brainmri.runs.config import BenchmarkConfig
+from brainmri.data.labels import parse_label_map
 from brainmri.models.validation import INNER_FOLDS
 
 PRE = Preprocess(size=48)
@@ -130,9 +134,9 @@ def test_the_paired_test_is_repeated_without_the_test_duplicates(leaky_split, tm
 
 def test_a_paired_test_on_part_of_the_test_set_counts_only_its_items():
     predictions, methods = _two_methods([30])  # B wrong on items 0-5 and 29
-    (row,) = benchmark_module._comparisons(predictions, methods, keep=np.arange(6, 30))
+    (row,) = summary_module.comparisons(predictions, methods, keep=np.arange(6, 30))
     assert (row["mcnemar"]["n01"], row["mcnemar"]["n10"]) == (1, 0) and row["significant"] is False
-    (whole,) = benchmark_module._comparisons(predictions, methods)
+    (whole,) = summary_module.comparisons(predictions, methods)
     assert (whole["mcnemar"]["n01"], whole["mcnemar"]["n10"]) == (7, 0)
 
 
@@ -212,7 +216,7 @@ def test_parse_label_map_errors(text, message):
 
 
 def test_a_key_given_twice_in_a_json_map_or_settings_file_is_refused(tmp_path):
-    from brainmri.evaluation.protocol import parse_params
+    from brainmri.runs.config import parse_params
 
     (tmp_path / "map.json").write_text('{"glioma": "tumor", "glioma": "normal"}')
     with pytest.raises(ConfigError, match=r"map\.json: key 'glioma' is given twice \('tumor' and 'normal'\); give each once"):
@@ -284,7 +288,7 @@ def duplicated_run(tmp_path_factory):
                 shutil.copy(src, cls_dir / f"copy_{src.name}")
                 clusters[f"copy_{src.name}"] = src.name
     built = []
-    real_get_method = benchmark_module.get_method
+    real_get_method = unit_module.get_method
 
     def spying_get_method(name):
         spec = real_get_method(name)
@@ -303,7 +307,7 @@ def duplicated_run(tmp_path_factory):
         return dataclasses.replace(spec, builder=builder)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(benchmark_module, "get_method", spying_get_method)
+        mp.setattr(unit_module, "get_method", spying_get_method)
         results = run_benchmark(config(data), root / "out", n_jobs=1, cache_dir=root / "cache")
     return data, root / "out", results, clusters, built
 
@@ -431,7 +435,7 @@ def test_cv_significance_comes_from_the_corrected_t_test():
     # McNemar: 7 discordant items all going A's way, p = 2 / 2^7 = .0156: "significant".
     # Corrected t-test: d = [.6, 0, .1], mean .2333, variance .10333, r = 10/20: t = .2333 / sqrt((1/3 + 1/2) * .10333)
     # = .795 with 2 df, p = .51: not significant, and that decides in CV.
-    (row,) = benchmark_module._comparisons(*_two_methods([10, 10, 10]))
+    (row,) = summary_module.comparisons(*_two_methods([10, 10, 10]))
     assert row["mcnemar"]["p_value"] == pytest.approx(2 / 128)
     assert row["t_test"]["statistic"] == pytest.approx(0.7951, abs=1e-4)
     assert row["decided_by"] == "t_test" and row["p_adjusted"] == pytest.approx(row["t_test"]["p_value"])
@@ -442,7 +446,7 @@ def test_cv_significance_comes_from_the_corrected_t_test():
 
 
 def test_single_test_set_significance_comes_from_mcnemar():
-    (row,) = benchmark_module._comparisons(*_two_methods([30]))
+    (row,) = summary_module.comparisons(*_two_methods([30]))
     assert row["t_test"] is None and row["decided_by"] == "mcnemar"
     assert row["p_adjusted"] == pytest.approx(2 / 128) and row["significant"] is True
     text = format_results({"methods": {}, "comparisons": [row], "alpha": 0.05,

@@ -9,9 +9,9 @@ import pytest
 
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError
-from brainmri.evaluation import benchmark as benchmark_module
-from brainmri.evaluation.benchmark import run_benchmark
-from brainmri.evaluation.protocol import BenchmarkConfig
+from brainmri.runs import unit as unit_module
+from brainmri.runs.benchmark import run_benchmark
+from brainmri.runs.config import BenchmarkConfig
 from brainmri.features import EXTRACTORS, GLCMFeatures
 
 CONFIG = dict(methods=("glcm-svm", "rf"), cv=3, n_boot=20, preprocess=Preprocess(size=48))
@@ -40,7 +40,7 @@ def no_cache_run(tmp_path_factory):
         counts = _count_extractions(monkeypatch)
         # Counted here: features of the dataset's images. The report's occlusion maps compute features of occluded
         # copies of a few test images too (tests/explain/test_examples.py).
-        monkeypatch.setattr(benchmark_module, "explain_examples", lambda *args, **kwargs: [])
+        monkeypatch.setattr(unit_module, "explain_examples", lambda *args, **kwargs: [])
         config = BenchmarkConfig(data=str(data), **CONFIG)
         results = run_benchmark(config, root / "out", n_jobs=1, cache_dir=None)
     return root, config, results, counts

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from brainmri.evaluation.benchmark import run_benchmark
-from brainmri.evaluation.protocol import BenchmarkConfig
+from brainmri.runs.benchmark import run_benchmark
+from brainmri.runs.config import BenchmarkConfig
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "brain-tumor-mri"
 

@@ -8,7 +8,7 @@ from brainmri.cli import main
 from brainmri.data.shifts import SHIFTS
 from brainmri.data.synthetic import write_demo_data
 from brainmri.errors import ConfigError
-from brainmri.evaluation.protocol import BenchmarkConfig
+from brainmri.runs.config import BenchmarkConfig
 from brainmri.evaluation.shift import shift_subset
 
 COMMON = ["--methods", "rf", "--cv", "3", "--n-boot", "50", "--size", "48", "--jobs", "1", "-q"]

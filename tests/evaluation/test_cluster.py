@@ -11,8 +11,8 @@ import pytest
 from brainmri.cli import main
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError
-from brainmri.evaluation.benchmark import run_benchmark
-from brainmri.evaluation.protocol import BenchmarkConfig
+from brainmri.runs.benchmark import run_benchmark
+from brainmri.runs.config import BenchmarkConfig
 
 distributed = pytest.importorskip("distributed")
 
@@ -152,12 +152,12 @@ def test_an_interrupted_run_resumes_on_the_cluster_with_only_the_missing_units(d
 def test_a_unit_that_fails_on_a_worker_stops_the_run_with_its_own_error(demo_source, tmp_path, threads_cluster,
                                                                         monkeypatch):
     from brainmri.errors import DataError
-    from brainmri.evaluation import benchmark
+    from brainmri.runs import cluster
 
     def fail(config, plan, method, split, **kwargs):
         raise DataError(f"{split.name}: unreadable training image")
 
-    monkeypatch.setattr(benchmark, "run_unit", fail)
+    monkeypatch.setattr(cluster, "run_unit", fail)
     config = BenchmarkConfig(data=str(demo_source), **CONFIG)
     with pytest.raises(DataError, match=r"fold\d: unreadable training image"):
         run_benchmark(config, tmp_path / "out", n_jobs=1, cluster=threads_cluster)

@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 from brainmri.cli import main  # noqa: E402
 from brainmri.data.preprocess import Preprocess  # noqa: E402
 from brainmri.evaluation.cost import count_parameters, measure_inference, uncached  # noqa: E402
-from brainmri.features.extract import MemoryCache  # noqa: E402
+from brainmri.data.cache import MemoryCache
 from brainmri.models.classical import feature_sets  # noqa: E402
-from brainmri.models.registry import get_method  # noqa: E402
+from brainmri.models.catalog import get_method
 from brainmri.models.torch_classifier import TorchClassifier  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -75,7 +75,7 @@ def test_fit_time_and_inference_speed_are_recorded_per_method(cost_run):
 
 @pytest.mark.slow
 def test_terminal_and_report_show_the_cost_table(cost_run):
-    from brainmri.evaluation.benchmark import format_results
+    from brainmri.report.terminal import format_results
 
     out, results = cost_run
     text = format_results(results)

@@ -12,8 +12,9 @@ import pytest
 from brainmri.cli import main
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
-from brainmri.evaluation.benchmark import format_results, run_benchmark
-from brainmri.evaluation.protocol import BenchmarkConfig
+from brainmri.runs.benchmark import run_benchmark
+from brainmri.report.terminal import format_results
+from brainmri.runs.config import BenchmarkConfig
 
 COPIES = {
     "TEST/glioma/copy_of_glioma_0000.jpg",

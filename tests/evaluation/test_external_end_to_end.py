@@ -11,7 +11,7 @@ from PIL import Image
 
 from brainmri.cli import main
 from brainmri.data.synthetic import synthetic_slice
-from brainmri.evaluation.benchmark import format_results
+from brainmri.report.terminal import format_results
 
 #: Both collections' classes onto tumour / normal (DATA: the demo classes; OTHER: yes / no).
 LABEL_MAP = "glioma=tumor,meningioma=tumor,pituitary=tumor,notumor=normal,yes=tumor,no=normal"

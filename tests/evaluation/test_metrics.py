@@ -304,8 +304,8 @@ def test_invalid_bootstrap_settings(kwargs, match):
 def _duplicated_benchmark(kind: str, grouping: str):
     """A 2-fold benchmark of ``rf`` on 40 distinct images each copied 5 times, predictions given (no training)."""
     from brainmri.data.splits import Split
-    from brainmri.evaluation.benchmark import Plan
-    from brainmri.evaluation.protocol import BenchmarkConfig
+    from brainmri.runs.plan import Plan
+    from brainmri.runs.config import BenchmarkConfig
 
     y, proba, classes = random_predictions(40, seed=15, signal=1.0)
     y, proba = np.repeat(y, 5), np.repeat(proba, 5, axis=0)
@@ -332,7 +332,7 @@ def _duplicated_benchmark(kind: str, grouping: str):
     ],
 )
 def test_benchmark_resamples_groups_when_there_are_groups(kind, grouping, unit, n_units, names):
-    from brainmri.evaluation.benchmark import summarize_units
+    from brainmri.runs.summary import summarize_units
 
     config, plan, units, (y, proba, classes, groups) = _duplicated_benchmark(kind, grouping)
     entry = summarize_units(config, plan, units)[0]["methods"]["rf"]
@@ -349,7 +349,7 @@ def test_benchmark_resamples_groups_when_there_are_groups(kind, grouping, unit, 
 
 
 def test_benchmark_reports_calibration_per_method_and_fold():
-    from brainmri.evaluation.benchmark import summarize_units
+    from brainmri.runs.summary import summarize_units
 
     config, plan, units, (y, proba, classes, _) = _duplicated_benchmark("cv", "duplicates")
     entry = summarize_units(config, plan, units)[0]["methods"]["rf"]
@@ -361,7 +361,8 @@ def test_benchmark_reports_calibration_per_method_and_fold():
 
 
 def test_terminal_table_shows_calibration_and_states_the_intervals():
-    from brainmri.evaluation.benchmark import format_results, summarize_units
+    from brainmri.report.terminal import format_results
+    from brainmri.runs.summary import summarize_units
 
     results = summarize_units(*_duplicated_benchmark("cv", "duplicates")[:3])[0]
     lines = format_results(results).splitlines()

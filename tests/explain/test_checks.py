@@ -83,7 +83,7 @@ def test_randomising_the_weights_changes_the_maps_of_a_network(one_torch_thread)
     torch = pytest.importorskip("torch")
     pytest.importorskip("captum")
     from brainmri.explain.attribution import GradCAM, Saliency
-    from brainmri.models.cnn import ayadi_cnn
+    from brainmri.nets.cnn import ayadi_cnn
 
     torch.manual_seed(0)
     net = ayadi_cnn(num_classes=2, width=4).eval()

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from brainmri.data.preprocess import Preprocess
-from brainmri.evaluation.benchmark import run_benchmark
-from brainmri.evaluation.protocol import BenchmarkConfig
+from brainmri.runs.benchmark import run_benchmark
+from brainmri.runs.config import BenchmarkConfig
 from brainmri.explain.examples import pick_examples
 
 pytest.importorskip("captum")

@@ -7,7 +7,8 @@ from brainmri.data.preprocess import Preprocess
 from brainmri.errors import DataError
 from brainmri.features import GLCMFeatures, IntensityFeatures
 from brainmri.features import extract as extract_module
-from brainmri.features.extract import FeatureCache, ImageFeatures, compute_features
+from brainmri.features.extract import ImageFeatures, compute_features
+from brainmri.data.cache import FeatureCache
 
 PRE = Preprocess(size=48)
 
@@ -60,7 +61,7 @@ def test_image_features_transformer_in_a_pipeline(paths):
 
 def test_precompute_fills_the_cache_for_every_method(paths, tmp_path, monkeypatch):
     from brainmri.features.extract import precompute_features
-    from brainmri.models.registry import get_method
+    from brainmri.models.catalog import get_method
 
     models = [get_method(m).builder(seed=0, n_jobs=1, cache_dir=str(tmp_path), preprocess=PRE)
               for m in ("glcm-svm", "multifeature-rf", "rf")]
@@ -158,7 +159,7 @@ def test_unusable_cache_folder_is_a_one_line_error(paths, tmp_path):
 def test_memory_cache_is_shared_by_clones(paths, monkeypatch):
     from sklearn.base import clone
 
-    from brainmri.features.extract import MemoryCache
+    from brainmri.data.cache import MemoryCache
 
     step = ImageFeatures([("intensity", IntensityFeatures())], preprocess=PRE, cache_dir=MemoryCache())
     first = step.fit(paths).transform(paths)

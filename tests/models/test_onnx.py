@@ -13,7 +13,9 @@ import pytest
 from brainmri.cli import main
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
-from brainmri.models.bundle import TrainConfig, load_model, train_bundle
+from brainmri.models.bundle import load_model
+from brainmri.runs.config import TrainConfig
+from brainmri.runs.train import train_bundle
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")

@@ -4,7 +4,7 @@ import pytest
 from brainmri.data.io import read_image
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import DataError
-from brainmri.features.extract import MemoryCache
+from brainmri.data.cache import MemoryCache
 from brainmri.training import arrays as arrays_module
 from brainmri.training.arrays import ImageArrays
 

@@ -10,9 +10,9 @@ import torch
 from brainmri.cli import main
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError
-from brainmri.evaluation.benchmark import run_benchmark
-from brainmri.evaluation.protocol import BenchmarkConfig, parse_params
-from brainmri.models.registry import get_method
+from brainmri.runs.benchmark import run_benchmark
+from brainmri.runs.config import BenchmarkConfig, parse_params
+from brainmri.models.catalog import get_method
 
 TINY = {"size": 32, "width": 4, "epochs": 2, "batch_size": 8}
 
@@ -104,8 +104,8 @@ def test_malformed_inline_params_are_refused(text):
 def test_classical_methods_never_import_torch():
     import subprocess
 
-    code = ("import sys; from brainmri.models.registry import available_methods; "
-            "from brainmri.evaluation import benchmark; from brainmri.training import loop; "
+    code = ("import sys; from brainmri.models.catalog import available_methods; "
+            "from brainmri.runs import benchmark; from brainmri.training import loop; "
             "[s.build() for s in available_methods().values() if s.family == 'classical']; "
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

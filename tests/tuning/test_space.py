@@ -5,7 +5,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from brainmri.errors import ConfigError  # noqa: E402
-from brainmri.models.registry import available_methods, get_method  # noqa: E402
+from brainmri.models.catalog import available_methods, get_method
 from brainmri.tuning.space import load_space, suggest  # noqa: E402
 from brainmri.tuning.study import SAMPLERS, make_pruner, make_sampler, parse_samplers, redact  # noqa: E402
 

@@ -8,10 +8,10 @@ import pytest
 pytest.importorskip("optuna")
 
 from brainmri.cli import main  # noqa: E402
-from brainmri.evaluation.protocol import parse_params  # noqa: E402
-from brainmri.models.classical import GroupedPipeline  # noqa: E402
-from brainmri.models.registry import get_method  # noqa: E402
-from brainmri.robust import ood as robust_ood  # noqa: E402
+from brainmri.runs.config import parse_params  # noqa: E402
+from brainmri.models.base import GroupedPipeline
+from brainmri.models.catalog import get_method
+from brainmri.runs import unit as unit_module  # noqa: E402
 from brainmri.robust.ood import predict_with_ood  # noqa: E402
 from brainmri.tuning import search  # noqa: E402
 
@@ -109,7 +109,7 @@ def test_the_test_part_is_predicted_once_after_the_search(leaky_split_source, tm
 
     monkeypatch.setattr(GroupedPipeline, "predict_proba", spy)
     monkeypatch.setattr(GroupedPipeline, "predict", spy_predict)
-    monkeypatch.setattr(robust_ood, "predict_with_ood", spy_test)
+    monkeypatch.setattr(unit_module, "predict_with_ood", spy_test)
     assert tune(leaky_split_source, tmp_path / "out", "--trials", "2") == 0
     test_items = {str(p) for p in (leaky_split_source / "Testing").rglob("*.*")}
     touching = [k for k, (_, items) in enumerate(calls) if items & test_items]

@@ -25,6 +25,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from brainmri.errors import ConfigError, DataError
+from brainmri.data.audit import analyse
+from brainmri.data.dataset import load_dataset
+from brainmri.data.duplicates import find_cross_duplicates
+from brainmri.data.labels import apply_label_map
 
 #: Prefix of the extra items' paths in outputs.
 PREFIX = "EXTRA/"
@@ -94,11 +98,6 @@ def load_extra(source: str, label_map: dict | None, train_classes: Sequence[str]
     DataError
         No readable item, or every item copies a test item.
     """
-    from brainmri.data.audit import analyse
-    from brainmri.data.dataset import load_dataset
-    from brainmri.data.duplicates import find_cross_duplicates
-    from brainmri.evaluation.protocol import apply_label_map
-
     dataset = apply_label_map(load_dataset(source, allow_outside=allow_outside), label_map, "--extra-data",
                               option="--extra-label-map")
     check_extra_classes(dataset.classes, train_classes, source)

@@ -2,7 +2,7 @@
 
 Options of :class:`~brainmri.data.preprocess.Preprocess` (``--harmonise``,
 ``--n4``), applied to every image after the resize and the scaling to [0, 1],
-inside the head mask of :func:`~brainmri.data.preprocess.head_mask`:
+inside the head mask of :func:`~brainmri.data.head.head_mask`:
 
 ``zscore``
     :func:`zscore_in_head`: the intensities inside the head get mean 0 and
@@ -65,6 +65,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from brainmri.data.head import head_mask
 from brainmri.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def zscore_in_head(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     ----------
     image : ndarray of shape (H, W)
     mask : ndarray of bool, shape (H, W)
-        The head (:func:`~brainmri.data.preprocess.head_mask`).
+        The head (:func:`~brainmri.data.head.head_mask`).
 
     Returns
     -------
@@ -198,8 +199,6 @@ class HistogramStandardizer(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Learn the standard-scale landmarks from the images ``X`` (sequence of 2D arrays)."""
-        from brainmri.data.preprocess import head_mask
-
         if self.max_images is not None and (isinstance(self.max_images, bool) or not isinstance(self.max_images, int)
                                             or self.max_images < 1):
             raise ConfigError(f"HistogramStandardizer max_images must be a positive integer or None, got {self.max_images!r}")
@@ -222,8 +221,6 @@ class HistogramStandardizer(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         """The images standardised: float32 of shape ``(n, H, W)`` (all images must share a shape)."""
-        from brainmri.data.preprocess import head_mask
-
         check_is_fitted(self, "landmarks_")
         out = [apply_landmarks(image, head_mask(image), self.landmarks_) for image in map(_check_image, X)]
         return np.stack(out) if out else np.zeros((0, 0, 0), dtype=np.float32)

@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from brainmri.errors import ConfigError, DataError
+from brainmri.data.head import otsu_threshold
 
 #: The severities of every shift; 0 means the clean image.
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -226,8 +227,6 @@ def _bit_depth(x, level, rng, scale):
            "written here: it needs the head mask of brainmri's own crop (Otsu threshold)")
 def _background_inversion(x, level, rng, scale):
     from scipy import ndimage
-
-    from brainmri.data.preprocess import otsu_threshold
 
     # Background: the dark regions that touch the border of the image (dark tissue inside the head is kept).
     labels, _ = ndimage.label(x <= otsu_threshold(x))

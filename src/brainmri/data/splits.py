@@ -19,6 +19,7 @@ import numpy as np
 from brainmri.data.audit import Analysis, cross_split_leaks
 from brainmri.data.dataset import Dataset
 from brainmri.errors import ConfigError, DataError
+from brainmri.data.duplicates import components
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ def group_labels(analysis: Analysis, grouping: str = "auto") -> tuple[np.ndarray
     base = analysis.similar_groups if grouping == "similar" else analysis.graph.cluster_of
     if ds.has_subjects:
         # Join subjects with the image groups so that neither is split.
-        from brainmri.data.duplicates import components
 
         subjects = np.unique([it.subject for it in ds.items], return_inverse=True)[1].ravel()
         i, j = _same_label_edges(subjects)

@@ -47,6 +47,7 @@ import numpy as np
 from brainmri.data.synthetic import MASKS_FOLDER, staged_folder
 from brainmri.errors import ConfigError
 from brainmri.files import write_json
+from brainmri.data.volumes import VolumePreprocess
 
 #: Classes of the synthetic volumes: regional atrophy (as in Alzheimer's disease) and controls.
 CLASSES_3D = ("atrophy", "control")
@@ -101,8 +102,6 @@ def make_template(size: int = 32, *, n_regions: int = 24) -> Template:
     except ImportError:
         raise ConfigError("synthetic volumes (demo-data --3d) need nilearn, whose package holds the MNI152 template; "
                           "it is not installed: pip install 'brainmri[volumes]'") from None
-
-    from brainmri.data.volumes import VolumePreprocess
 
     image = load_mni152_template(resolution=2)
     brain = load_mni152_brain_mask(resolution=2).get_fdata() > 0

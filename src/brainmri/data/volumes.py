@@ -3,7 +3,7 @@
 The 3D counterpart of :class:`~brainmri.data.preprocess.Preprocess`, with the
 same settings (crop, size, intensity clipping) and the same steps, so that a
 volume method reads like a slice method: the head's bounding box (the largest
-bright connected component, :func:`~brainmri.data.preprocess.head_box` in
+bright connected component, :func:`~brainmri.data.head.head_box` in
 3D), a linear, antialiased resize to ``size x size x size`` voxels
 (``skimage.transform.resize``), percentile clipping and scaling to [0, 1].
 Volumes arrive in RAS+ voxel order (:func:`~brainmri.data.io.read_image`
@@ -32,7 +32,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from brainmri.data.preprocess import Preprocess, head_box, normalize_intensity
+from brainmri.data.preprocess import Preprocess, normalize_intensity
+from brainmri.data.head import head_box
 from brainmri.errors import ConfigError, DataError
 
 

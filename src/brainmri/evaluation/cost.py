@@ -36,6 +36,8 @@ from typing import Iterator
 
 import numpy as np
 
+from brainmri.steps import all_steps
+
 #: Test items of each fold whose prediction is timed, without feature cache, for the inference speed.
 SPEED_ITEMS = 64
 
@@ -56,7 +58,7 @@ def count_parameters(model) -> dict | None:
     >>> count_parameters(SVC()) is None
     True
     """
-    parts = [step for _, step in model.steps] if hasattr(model, "steps") else [model]
+    parts = all_steps(model)
     parts += [ex for part in parts for _, ex in getattr(part, "extractors", [])]
     counts = [part.n_parameters_ for part in parts if hasattr(part, "n_parameters_")]
     if not counts:

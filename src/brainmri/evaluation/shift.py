@@ -5,7 +5,7 @@ of each split, as always, then predicts the same test items once more under
 every shift of :mod:`brainmri.data.shifts` at each chosen severity. The
 shifted images are made in memory from the files as read and handed to the
 method as arrays: nothing is written next to the data, and a feature cache
-keys them by their pixels (:func:`brainmri.features.extract.item_digest`),
+keys them by their pixels (:func:`brainmri.data.cache.item_digest`),
 never by the file they came from.
 
 The cost is one prediction per test item, shift and severity (11 shifts x 5
@@ -32,6 +32,8 @@ import numpy as np
 from brainmri.data.io import read_image
 from brainmri.data.shifts import SHIFTS, shift_image
 from brainmri.evaluation.metrics import summarize
+from brainmri.robust.ood import embed
+from brainmri.steps import split_model
 
 #: Metrics of the shift table, in its order.
 SHIFT_METRICS = ("accuracy", "balanced_accuracy", "auc")
@@ -130,8 +132,6 @@ def predict_shifted(
         ``{shift: {str(severity): ndarray (len(paths),)}}``: the
         out-of-distribution distances (:meth:`~brainmri.robust.ood.OODDetector.distance`), with ``ood``.
     """
-    from brainmri.robust.ood import embed, split_model
-
     say = on_event or (lambda message: None)
     head, final = split_model(model)
     paths = list(paths)

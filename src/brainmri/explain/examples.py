@@ -21,6 +21,8 @@ import numpy as np
 from brainmri.data.io import read_image
 from brainmri.explain.explainer import ModelView
 from brainmri.explain.overlay import Overlay
+from brainmri.models.bundle import Bundle
+from brainmri.models.inputs import fitted_preprocess, input_size
 
 #: Test items explained per true class and outcome (correct, wrong).
 PER_CLASS = 1
@@ -88,15 +90,13 @@ def explain_examples(model, paths, y_true, proba: np.ndarray, *, method: str, pr
         return []
     import torch
 
-    from brainmri.models.bundle import Bundle, _input_size, fitted_preprocess
-
     classes = [str(c) for c in model.classes_]
     picks = pick_examples(y_true, proba, classes, per_class=per_class)
     if not picks:
         return []
     manifest = {"classes": classes, "method": {"name": method},
                 "preprocess": fitted_preprocess(model, preprocess).to_dict(),  # with the landmarks the model learned
-                "input_size": _input_size(model, preprocess)}
+                "input_size": input_size(model, preprocess)}
     view = ModelView(Bundle(model, manifest, Path(method)))
     if "gradcam" in view.methods():
         name, attribute = "gradcam", view.attribution("gradcam")

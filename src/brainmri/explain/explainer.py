@@ -36,6 +36,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from brainmri.steps import final_step
 from brainmri.data.io import MAX_PIXELS, image_format, read_image
 from brainmri.data.volumes import VolumePreprocess
 from brainmri.errors import ConfigError, DataError
@@ -45,6 +46,10 @@ from brainmri.explain.checks import (lesion_share, perturbation_curves, pointing
 from brainmri.explain.overlay import Overlay
 from brainmri.files import atomic_path, write_json
 from brainmri.outputs import OutputFolder
+from brainmri.models.bundle import _preprocess
+from brainmri.models.predict import predict_images
+from brainmri.training.device import torch_threads
+from brainmri.training.loop import autocast_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +119,10 @@ class ModelView:
 
     def __init__(self, bundle):
         self.bundle = bundle
-        final = bundle.model.steps[-1][1] if hasattr(bundle.model, "steps") else bundle.model
+        final = final_step(bundle.model)
         shape = getattr(final, "input_shape_", None)
         self.classifier = final
         self.module = final.module_ if hasattr(final, "module_") and shape is not None and len(shape) in (2, 3) else None
-        from brainmri.models.bundle import _preprocess
 
         size = bundle.manifest.get("input_size")
         preprocess = _preprocess(bundle.manifest["preprocess"])
@@ -164,9 +168,6 @@ class ModelView:
             yield
             return
         import torch
-
-        from brainmri.training.device import torch_threads
-        from brainmri.training.loop import autocast_dtype
 
         device = self.classifier.device_
         dtype = autocast_dtype(self.classifier.precision, device)
@@ -469,8 +470,6 @@ def explain_images(bundle, items, config: ExplainConfig, out: str | Path, *, bat
 
 def _explain_images(bundle, items, config: ExplainConfig, out: Path, explainer: Explainer, *, batch_size: int,
                     n_jobs: int, progress, on_event, max_pixels: int) -> tuple[dict, dict]:
-    from brainmri.models.predict import predict_images
-
     say = on_event or (lambda message: None)
     view = explainer.view
     start = time.perf_counter()

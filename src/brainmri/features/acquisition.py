@@ -54,6 +54,7 @@ import numpy as np
 
 from brainmri.data.preprocess import Preprocess
 from brainmri.features.base import ImageTransformer
+from brainmri.data.head import otsu_threshold
 
 #: The preprocessing of the descriptors: the image as read, scaled to [0, 1] by its minimum and maximum.
 DESCRIPTOR_PREPROCESS = Preprocess(crop=False, size=None, clip_percentiles=None)
@@ -88,8 +89,6 @@ class AcquisitionDescriptors(ImageTransformer):
     def _extract(self, image: np.ndarray) -> np.ndarray:
         from scipy import ndimage
         from skimage.restoration import estimate_sigma
-
-        from brainmri.data.preprocess import otsu_threshold
 
         # A uniform image has no noise to estimate (scikit-image gives NaN): its noise is 0. Only such images'
         # descriptors changed, and a cache holding their NaN is damaged and recomputed, so the version stays.

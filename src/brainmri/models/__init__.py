@@ -1,5 +1,5 @@
-"""Methods: one registry, one interface (fit on image paths + labels, predict class probabilities)."""
+"""Methods: one registry, one interface (fit on image paths + labels, predict class probabilities).
 
-from brainmri.models.registry import MethodSpec, available_methods, get_method, register_method
-
-__all__ = ["MethodSpec", "available_methods", "get_method", "register_method"]
+:mod:`~brainmri.models.registry` registers methods, :mod:`~brainmri.models.catalog` holds them all
+(``get_method``, ``available_methods``); see :mod:`~brainmri.models.base` for the method contract.
+"""

@@ -34,29 +34,27 @@ skops: "Secure persistence of scikit-learn models", https://skops.readthedocs.io
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import platform
 import shutil
-import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from brainmri import __version__
-from brainmri.data.duplicates import DuplicateParams
-from brainmri.data.io import MAX_PIXELS, check_max_pixels
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
-from brainmri.files import atomic_path, check_output_folder, write_json
+from brainmri.files import check_output_folder, sha256, write_json
+from brainmri.models.persist import load_steps, save_steps
 from brainmri.outputs import containing_inputs
+from brainmri.models.catalog import available_methods, get_method
+from brainmri.models.versions import code_versions
+from brainmri.robust.adapt import adapt_model
+from brainmri.robust.ood import OODDetector, predict_with_ood
 
 logger = logging.getLogger(__name__)
 
@@ -68,150 +66,16 @@ BUNDLE_FORMAT = "brainmri model bundle"
 #: The out-of-distribution detector's arrays in a bundle (bundles written before it have none).
 OOD_FILE = "ood.npz"
 
-#: Types that skops does not trust by default but brainmri's own methods save. Loading a skops file
-#: that holds any other untrusted type is refused.
-TRUSTED_TYPES = [
-    "brainmri.models.classical.CalibratedForest",
-    "brainmri.models.classical.CalibratedSVC",
-    "brainmri.models.transfer.CalibratedLogistic",
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.metrics._classification.balanced_accuracy_score",
-    "sklearn.metrics._scorer._Scorer",
-    "sklearn.model_selection._split._CVIterableWrapper",
-    "sklearn.tree._tree.Tree",
-]
 
 #: Libraries whose versions a manifest records (those installed).
 LIBRARIES = ("numpy", "scipy", "scikit-learn", "scikit-image", "Pillow", "PyWavelets", "skops", "torch",
              "torchvision", "safetensors", "scikit-fuzzy")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a trained bundle (written to its manifest as ``config``).
-
-    Parameters
-    ----------
-    data : str
-        Dataset folder or CSV manifest; every readable item is used for training.
-    method : str
-        Registered method name.
-    params : dict
-        Method-specific keyword arguments of the builder (``--params``).
-    seed : int
-    device : str
-        ``auto``, ``cpu``, ``cuda`` or ``mps`` (deep methods; classical ones ignore it).
-    preprocess : Preprocess
-    duplicates : DuplicateParams
-        Near-duplicate detection, which forms the groups of the inner validation.
-    max_pixels : int
-    allow_outside_paths : bool
-    validate : bool
-        Measure the internal validation (:func:`internal_validation`); False
-        skips the inner refits of a method without its own validation part.
-    extra_data : str or None
-        A second labelled collection added to the training data
-        (``--extra-data``, :mod:`brainmri.data.extra`); its copies of DATA
-        images are dropped.
-    extra_label_map : dict or None
-        Class renaming of ``extra_data`` (``--extra-label-map``).
-    """
-
-    data: str
-    method: str
-    params: dict = field(default_factory=dict)
-    seed: int = 0
-    device: str = "auto"
-    preprocess: Preprocess = field(default_factory=Preprocess)
-    duplicates: DuplicateParams = field(default_factory=DuplicateParams)
-    max_pixels: int = MAX_PIXELS
-    allow_outside_paths: bool = False
-    validate: bool = True
-    extra_data: str | None = None
-    extra_label_map: dict | None = None
-
-    def __post_init__(self):
-        check_max_pixels(self.max_pixels)
-        if self.extra_label_map and not self.extra_data:
-            raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "preprocess": self.preprocess.to_dict()}
-
-
 # --- saving and loading the steps of a method -------------------------------------------------------------------
 
 
-def _learns_nothing(step) -> bool:
-    from sklearn.utils import get_tags
-
-    return not get_tags(step).requires_fit
-
-
-def save_steps(steps, folder: str | Path, prefix: str) -> list[str]:
-    """Save fitted ``(name, step)`` pairs into ``folder``; the names of the files written.
-
-    A step with ``save_state`` writes its own files (named ``prefix + name +
-    "."...``); a step that learns nothing writes none; any other step is
-    dumped with skops to ``prefix + name + ".skops"``.
-    """
-    folder = Path(folder)
-    files: list[str] = []
-    for name, step in steps:
-        if hasattr(step, "save_state"):
-            files += step.save_state(folder, f"{prefix}{name}.")
-        elif not _learns_nothing(step):
-            import skops.io
-
-            with atomic_path(folder / f"{prefix}{name}.skops") as tmp:
-                skops.io.dump(step, tmp)
-            files.append(f"{prefix}{name}.skops")
-    return files
-
-
-def load_steps(steps, folder: str | Path, prefix: str) -> list:
-    """The ``(name, step)`` pairs of unfitted ``steps`` restored from what :func:`save_steps` wrote."""
-    folder = Path(folder)
-    loaded = []
-    for name, step in steps:
-        if hasattr(step, "load_state"):
-            step = step.load_state(folder, f"{prefix}{name}.")
-        elif _learns_nothing(step):
-            step = step.fit([])
-        else:
-            path = folder / f"{prefix}{name}.skops"
-            saved = _load_skops(path)
-            if type(saved) is not type(step):  # a manifest naming another method than the one saved
-                raise DataError(f"{path}: holds a {type(saved).__name__}, but the method the manifest names builds a "
-                                f"{type(step).__name__} there; the manifest was changed or belongs to another bundle, "
-                                "train the bundle again")
-            step = saved
-        loaded.append((name, step))
-    return loaded
-
-
-def _load_skops(path: Path):
-    import skops.io
-    from skops.io.exceptions import UntrustedTypesFoundException
-
-    try:
-        return skops.io.load(path, trusted=TRUSTED_TYPES)
-    except UntrustedTypesFoundException as exc:
-        raise DataError(f"{path}: holds types that brainmri does not load ({exc}); use bundles written by brainmri train") from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; the bundle is incomplete, train it again with brainmri train") from None
-    except Exception as exc:  # zipfile, json and skops raise many types for a damaged file
-        raise DataError(f"{path}: cannot be read as a skops file ({type(exc).__name__}: {exc}); "
-                        "the bundle is damaged, train it again with brainmri train") from None
-
-
 # --- the bundle folder ----------------------------------------------------------------------------------------
-
-
-def sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's content."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -353,7 +217,6 @@ def read_manifest(folder: str | Path) -> dict:
     if made_by.split(".")[0] != __version__.split(".")[0]:
         raise DataError(f"{path}: bundle written by brainmri {made_by}, incompatible with brainmri {__version__} "
                         f"(another major version); train it again, or install brainmri {made_by}")
-    from brainmri.evaluation.protocol import code_versions
 
     now, then = code_versions(), manifest.get("versions", {})
     # Only the extractors the bundle's brainmri had are compared: one added since then cannot be in the bundle.
@@ -395,13 +258,6 @@ def verify_files(folder: str | Path, manifest: dict) -> None:
 
 def _preprocess(settings: dict) -> Preprocess:
     return Preprocess.from_dict(settings)
-
-
-def fitted_preprocess(model, preprocess: Preprocess) -> Preprocess:
-    """``preprocess`` with the Nyúl landmarks that the fitted ``model``'s first step learned, if it learned some."""
-    first = model.steps[0][1] if hasattr(model, "steps") else model
-    landmarks = getattr(getattr(first, "preprocess_", None), "landmarks", None)
-    return preprocess if landmarks is None else replace(preprocess, landmarks=landmarks)
 
 
 class Bundle:
@@ -467,8 +323,6 @@ class Bundle:
         The score (:meth:`~brainmri.robust.ood.OODDetector.score`) is None
         for a bundle without a detector.
         """
-        from brainmri.robust.ood import predict_with_ood
-
         items = self._items(X)
         proba, distance = predict_with_ood(self.model, self.ood, items)
         return proba, (None if distance is None else self.ood.score_distance(distance))
@@ -476,8 +330,6 @@ class Bundle:
     def adapted(self, method: str, *, seed: int = 0) -> Bundle:
         """This bundle with test-time adaptation ``method`` (:func:`~brainmri.robust.adapt.adapt_model`);
         the files on disk are not touched."""
-        from brainmri.robust.adapt import adapt_model
-
         model = adapt_model(self.model, method, name=self.manifest["method"]["name"], seed=seed)
         return Bundle(model, self.manifest, self.path, self.ood)
 
@@ -513,8 +365,6 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
     >>> model.predict_proba(["scan1.png", "scan2.png"]).shape     # doctest: +SKIP
     (2, 4)
     """
-    from brainmri.models.registry import available_methods, get_method
-
     folder = Path(path)
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
@@ -533,8 +383,6 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
     check_fitted(model, manifest, folder)
     ood = None
     if OOD_FILE in manifest["files"]:
-        from brainmri.robust.ood import OODDetector
-
         try:
             with np.load(folder / OOD_FILE, allow_pickle=False) as arrays:
                 ood = OODDetector.from_arrays(arrays)
@@ -583,194 +431,3 @@ def check_fitted(model, manifest: dict, folder: Path) -> None:
 # --- training ---------------------------------------------------------------------------------------------------
 
 
-def _image_kinds(records) -> dict[str, dict[str, int]]:
-    """Sizes (``HxW``, ``XxYxZ`` for volumes), channel counts and Pillow modes (or DICOM photometry) of scanned images, with counts."""
-    from collections import Counter
-
-    from brainmri.data.io import size_and_channels
-
-    kinds = [size_and_channels(tuple(r.shape), str(r.mode)) for r in records]
-    return {"image_sizes": dict(Counter(size for size, _ in kinds).most_common()),
-            "channels": dict(Counter(channels for _, channels in kinds).most_common()),
-            "modes": dict(Counter(str(r.mode) for r in records).most_common())}
-
-
-def _input_size(model, preprocess: Preprocess) -> list[int] | None:
-    """The image (or volume) size the method sees: its final step's ``input_shape_`` (deep methods), else the preprocessing's."""
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    shape = getattr(final, "input_shape_", None)
-    if shape is not None and len(shape) in (2, 3):
-        return [int(v) for v in shape]
-    return [preprocess.size, preprocess.size] if preprocess.size else None
-
-
-def internal_validation(build: Callable, model, paths: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                        *, seed: int, on_event: Callable[[str], None]) -> dict:
-    """How well the method does on training data it did not learn from.
-
-    A method whose final step kept a validation part of the training data
-    (``history_``: per-epoch ``val_loss`` and ``val_accuracy``) reports the
-    epoch it kept: the highest validation accuracy, ties broken by the lower
-    loss (:mod:`brainmri.training.loop`). Any other method is refitted on the
-    training part of every grouped inner fold
-    (:func:`~brainmri.models.validation.inner_splits`, the folds it calibrates
-    on) and scored on the held-out part: out-of-fold metrics of
-    :func:`~brainmri.evaluation.metrics.classification_metrics`.
-
-    Returns
-    -------
-    dict
-        ``how`` (in words) and ``metrics``, or ``skipped`` with the reason.
-    """
-    from brainmri.evaluation.metrics import classification_metrics
-    from brainmri.models.validation import inner_splits
-
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    history = getattr(final, "history_", None)
-    if history:
-        best = max(history, key=lambda row: (row["val_accuracy"], -row["val_loss"]))
-        return {"how": f"validation part of the training data (grouped), epoch {best['epoch']} of {len(history)}: "
-                       "the best validation accuracy",
-                "metrics": {k: v for k, v in best.items() if k.startswith("val_")}}
-    splits, how = inner_splits(labels, groups, random_state=seed)
-    classes = [str(c) for c in model.classes_]
-    proba = np.zeros((len(labels), len(classes)))
-    try:
-        for k, (train, held_out) in enumerate(splits, start=1):
-            on_event(f"internal validation: inner fold {k}/{len(splits)}")
-            inner = build().fit(paths[train], labels[train], groups=groups[train])
-            proba[held_out] = inner.predict_proba(paths[held_out])
-    except DataError as exc:
-        logger.warning("internal validation skipped: %s", exc)
-        return {"skipped": str(exc)}
-    scores = classification_metrics([str(v) for v in labels], proba, classes)
-    return {"how": f"out-of-fold predictions of {how}, the method refitted on each inner training part",
-            "metrics": scores["metrics"], "per_class": scores["per_class"], "confusion": scores["confusion"]}
-
-
-def train_bundle(
-    config: TrainConfig,
-    out: str | Path,
-    *,
-    n_jobs: int = -1,
-    cache_dir: str | Path | None = None,
-    on_event: Callable[[str], None] | None = None,
-    progress: Callable[[int], None] | None = None,
-    feature_progress: Callable[[int], None] | None = None,
-) -> Bundle:
-    """Audit DATA, train the method on all of it, measure its internal validation and write a bundle.
-
-    The items are grouped as in ``brainmri benchmark`` (subjects when known,
-    else near-duplicate clusters), and the groups reach the method's ``fit``,
-    so its own inner validation (calibration, early stopping) never splits a
-    group.
-
-    Parameters
-    ----------
-    config : TrainConfig
-    out : path
-        The bundle folder: new, empty or an earlier bundle (replaced); never
-        inside DATA.
-    n_jobs : int
-        Worker processes for reading, features and fitting.
-    cache_dir : path or None
-        Feature cache folder; None keeps features in memory for this run.
-    on_event, progress, feature_progress : callable, optional
-        One-line messages; counts of images read; counts of images whose
-        features were computed.
-
-    Returns
-    -------
-    Bundle
-        The fitted method and the manifest written to ``out/manifest.json``.
-    """
-    from brainmri.data.audit import analyse, audit_report
-    from brainmri.data.dataset import load_dataset
-    from brainmri.data.extra import check_extra_classes, format_extra, load_extra
-    from brainmri.data.splits import group_labels
-    from brainmri.evaluation.benchmark import audit_summary, epoch_lines
-    from brainmri.evaluation.protocol import apply_label_map, code_versions
-    from brainmri.features.extract import MemoryCache, precompute_features
-    from brainmri.data.io import item_kind
-    from brainmri.models.registry import check_inputs, get_method
-    from brainmri.models.validation import check_class_counts
-    from brainmri.robust.ood import fit_ood
-
-    say = on_event or (lambda message: None)
-    spec = get_method(config.method)
-    spec.check_params(config.params)
-    if spec.family == "deep":  # refuse --device cuda without a GPU before reading anything
-        from brainmri.training.device import resolve_device
-
-        resolve_device(config.device)
-    inputs = [config.data, *([config.extra_data] if config.extra_data else [])]
-    check_bundle_target(out, inputs=inputs)
-    if cache_dir:
-        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
-    dataset = load_dataset(config.data, allow_outside=config.allow_outside_paths)
-    if config.extra_data:  # refuse classes that do not map before reading any image
-        extra_listing = apply_label_map(load_dataset(config.extra_data, allow_outside=config.allow_outside_paths),
-                                        config.extra_label_map, "--extra-data", option="--extra-label-map")
-        check_extra_classes(extra_listing.classes, dataset.classes, config.extra_data)
-    say(f"reading and auditing {len(dataset)} files of {config.data}")
-    analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
-    if not len(analysis.dataset):
-        raise DataError(f"{config.data}: no readable image; run `brainmri audit` to see why")
-    check_inputs([config.method], (item_kind(r.shape, r.mode) for r in analysis.records), "--method")
-    ds = analysis.dataset
-    paths = np.array([str(it.path) for it in ds.items])
-    labels = ds.labels.astype(str)
-    groups, grouping = group_labels(analysis, "auto")
-    extra = None
-    if config.extra_data:
-        say(f"reading and auditing {len(extra_listing)} files of {config.extra_data}")
-        extra = load_extra(config.extra_data, config.extra_label_map, ds.classes, against=[analysis],
-                           params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels,
-                           allow_outside=config.allow_outside_paths)
-        say(format_extra(extra.info))
-        paths, labels = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels])
-        groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
-    check_class_counts(labels, 2, "grouped inner validation", groups=groups)
-    cache = str(cache_dir) if cache_dir else MemoryCache()
-
-    def build():
-        return spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
-                          device=config.device, params=config.params)
-
-    say(f"computing features of {len(paths)} images")
-    precompute_features([build()], paths, n_jobs=n_jobs, progress=feature_progress)
-    say(f"training {config.method} on {len(paths)} images ({len(np.unique(groups))} groups: {grouping})")
-    start = time.perf_counter()
-    with epoch_lines(config.method, say):
-        model = build().fit(paths, labels, groups=groups)
-    fit_s = time.perf_counter() - start
-    say(f"calibrating the out-of-distribution score on the {len(paths)} training images")
-    ood = fit_ood(model, paths, labels, seed=config.seed, acquisition=spec.inputs == "slices", cache_dir=cache,
-                  n_jobs=n_jobs)
-    validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
-                  if config.validate else {"skipped": "not asked for (--no-validation)"})
-    report = audit_report(analysis)
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "brainmri_version": __version__,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "method": {"name": spec.name, "family": spec.family, "summary": spec.summary, "reference": spec.reference,
-                   "params": dict(config.params), "fitted": dict(getattr(model, "params_", {}))},
-        "classes": [str(c) for c in model.classes_],
-        "preprocess": {**fitted_preprocess(model, config.preprocess).to_dict(), "version": Preprocess.version},
-        "input_size": _input_size(model, config.preprocess),
-        "versions": code_versions(),
-        "config": config.to_dict(),
-        "training_data": {"path": str(ds.root), "n_items": len(ds), "counts": ds.counts(),
-                          "grouping": grouping, "n_groups": int(len(np.unique(groups))),
-                          **_image_kinds(analysis.records), "fit_s": round(fit_s, 2),
-                          **({"extra_data": extra.info} if extra is not None else {})},
-        "audit": audit_summary(report),
-        "validation": validation,
-        "ood": ood.summary(),
-        "libraries": library_versions(),
-    }
-    manifest = save_bundle(model, out, manifest, ood=ood)
-    say(f"wrote the bundle {out}")
-    return Bundle(model, manifest, Path(out), ood)

@@ -66,19 +66,18 @@ PMLR 70:1321-1330, 2017.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.calibration import CalibratedClassifierCV
+from sklearn.base import BaseEstimator
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV
 from sklearn.multiclass import OneVsOneClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-from sklearn.utils.validation import check_is_fitted
 
 from brainmri.errors import ConfigError
 from brainmri.features import GLCMFeatures, IntensityFeatures, OtsuFeatures, ShapeFeatures, WaveletFeatures
 from brainmri.features.extract import ImageFeatures
+from brainmri.models.base import CalibratedClassifier, GroupedPipeline
 from brainmri.models.registry import register_method
 from brainmri.models.validation import inner_splits
 
@@ -125,92 +124,7 @@ def feature_sets() -> dict[str, list[tuple[str, BaseEstimator]]]:
     }
 
 
-class GroupedPipeline(Pipeline):
-    """A ``Pipeline`` whose ``fit`` hands the training items' group ids to its final step.
-
-    Methods receive the outer split's groups as an explicit ``groups``
-    argument (see :mod:`brainmri.models.registry`) rather than through
-    scikit-learn's metadata routing: routing must be switched on globally
-    (``sklearn.set_config(enable_metadata_routing=True)``), which changes how
-    every other scikit-learn object in the process handles fit parameters,
-    and deep methods outside scikit-learn would need their own routing. An
-    explicit argument is visible in the signature and works for both.
-
-    Attributes
-    ----------
-    params_ : dict
-        What the final step chose while fitting (its ``params_``), and what
-        earlier steps learned (theirs, such as the Nyúl landmarks of a
-        first step).
-    """
-
-    def fit(self, X, y=None, groups=None, **params):
-        """Fit every step; ``groups`` (one id per item of ``X``) goes to the final step's ``fit``."""
-        if groups is not None:
-            params[f"{self.steps[-1][0]}__groups"] = groups
-        return super().fit(X, y, **params)
-
-    @property
-    def params_(self) -> dict:
-        learned = [getattr(step, "params_", {}) for _, step in self.steps[:-1]]
-        return {**{k: v for d in learned for k, v in d.items()}, **self.steps[-1][1].params_}
-
-    def save_state(self, folder, prefix: str) -> list[str]:
-        """Write the fitted steps as files ``prefix<step>.*`` in ``folder`` (:func:`~brainmri.models.bundle.save_steps`)."""
-        from brainmri.models.bundle import save_steps
-
-        return save_steps(self.steps, folder, prefix)
-
-    def load_state(self, folder, prefix: str) -> GroupedPipeline:
-        """Restore into this unfitted pipeline (made by the same builder) what :meth:`save_state` wrote."""
-        from brainmri.models.bundle import load_steps
-
-        self.steps = load_steps(self.steps, folder, prefix)
-        return self
-
-
-class _Calibrated(ClassifierMixin, BaseEstimator):
-    """Shared part of the classifiers below: calibrate on the inner folds, predict from the calibrated model."""
-
-    def _calibrate(self, estimator, X, y, splits) -> None:
-        if self.calibration is None:
-            # brainmri tune scores its trials this way (one fit instead of one per inner fold and a final one):
-            # hyperparameters are chosen on the uncalibrated predictions, as GridSearchCV does inside fit.
-            self.calibrated_ = estimator.fit(X, y)
-        else:
-            self.calibrated_ = CalibratedClassifierCV(estimator, method=self.calibration, cv=splits,
-                                                      ensemble=self.ensemble).fit(X, y)
-        self.classes_ = self.calibrated_.classes_
-
-    def _calibration_params(self, how: str) -> dict:
-        if self.calibration is None:
-            return {"calibration": "none", "inner_cv": how}
-        return {"calibration": f"{self.calibration}{'' if self.ensemble else ', one calibrator on out-of-fold scores'}",
-                "inner_cv": how}
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Calibrated class probabilities, shape (n_items, n_classes), columns in ``classes_`` order.
-
-        Raises
-        ------
-        AttributeError
-            Fitted with ``calibration=None`` around an SVM, which has no probabilities.
-        """
-        check_is_fitted(self, "calibrated_")
-        if not hasattr(self.calibrated_, "predict_proba"):
-            raise AttributeError(f"{type(self).__name__} was fitted with calibration=None: it has no probabilities; "
-                                 "use predict, or fit with a calibration")
-        return self.calibrated_.predict_proba(np.asarray(X, dtype=np.float64))
-
-    def predict(self, X) -> np.ndarray:
-        """The most probable class of every item (the uncalibrated model's prediction with ``calibration=None``)."""
-        check_is_fitted(self, "calibrated_")
-        if self.calibration is None:
-            return self.calibrated_.predict(np.asarray(X, dtype=np.float64))
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
-
-
-class CalibratedSVC(_Calibrated):
+class CalibratedSVC(CalibratedClassifier):
     """Standardisation + SVM, kernel and C chosen by grouped inner CV, calibrated probabilities.
 
     Parameters
@@ -279,12 +193,12 @@ class CalibratedSVC(_Calibrated):
             chosen = {k.removeprefix("svc__"): v for k, v in self.search_.best_params_.items()}
         else:
             chosen = dict(self.svc_params or {})
-        self._calibrate(OneVsOneClassifier(base, n_jobs=1) if self.one_vs_one else base, X, y, splits)
-        self.params_ = {**chosen, **self._calibration_params(how)}
+        self.calibrate(OneVsOneClassifier(base, n_jobs=1) if self.one_vs_one else base, X, y, splits)
+        self.params_ = {**chosen, **self.calibration_params(how)}
         return self
 
 
-class CalibratedForest(_Calibrated):
+class CalibratedForest(CalibratedClassifier):
     """Random forest with calibrated probabilities (grouped inner folds).
 
     Parameters
@@ -329,8 +243,8 @@ class CalibratedForest(_Calibrated):
         forest = RandomForestClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
                                         max_features=self.max_features, min_samples_leaf=self.min_samples_leaf,
                                         random_state=self.random_state, n_jobs=self.n_jobs)
-        self._calibrate(forest, X, y, splits)
-        self.params_ = self._calibration_params(how)
+        self.calibrate(forest, X, y, splits)
+        self.params_ = self.calibration_params(how)
         return self
 
 

@@ -8,9 +8,11 @@ turning image (or volume) paths into arrays (cached,
 
 from __future__ import annotations
 
-from brainmri.models.classical import GroupedPipeline
+from brainmri.models.base import GroupedPipeline
 from brainmri.models.registry import register_method
 from brainmri.models.settings import MAX_VOLUME_SIZE, Rule
+from brainmri.models.torch_classifier import TorchClassifier
+from brainmri.training.arrays import ImageArrays, VolumeArrays
 
 AYADI_2021 = ("W. Ayadi, W. Elhamzi, I. Charfi and M. Atri (2021), \"Deep CNN for brain tumor classification\", "
               "Neural Processing Letters 53:671-700, DOI 10.1007/s11063-020-10398-2")
@@ -33,7 +35,7 @@ def ayadi_cnn_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproce
                      augment: bool | str = True, ema_decay: float | None = 0.99, patience: int | None = None,
                      precision: str = "bf16", channels_last: bool = True, width: int = 32, dropout: float = 0.3,
                      val_fraction: float = 0.1, threads: int | None = None) -> GroupedPipeline:
-    """Ayadi et al.'s CNN (:func:`brainmri.models.cnn.ayadi_cnn`) on ``size x size`` grayscale slices.
+    """Ayadi et al.'s CNN (:func:`brainmri.nets.cnn.ayadi_cnn`) on ``size x size`` grayscale slices.
 
     The defaults are the recipe that reached 99.4 % on the brain-tumor-mri
     official test (98.8 % without its training duplicates) in 23 minutes on
@@ -51,9 +53,7 @@ def ayadi_cnn_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproce
     classification", Neural Processing Letters 53:671-700, 2021.
     DOI: 10.1007/s11063-020-10398-2
     """
-    from brainmri.models.cnn import ayadi_cnn
-    from brainmri.models.torch_classifier import TorchClassifier
-    from brainmri.training.arrays import ImageArrays
+    from brainmri.nets.cnn import ayadi_cnn
 
     images = ImageArrays(size=size, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
     net = TorchClassifier(ayadi_cnn, module_params={"width": width, "dropout": dropout}, epochs=epochs, lr=lr,
@@ -86,7 +86,7 @@ def cnn3d_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=N
                  batch_size: int = 4, label_smoothing: float = 0.05, ema_decay: float | None = 0.9,
                  patience: int | None = None, precision: str = "auto", width: int = 8, dropout: float = 0.3,
                  val_fraction: float = 0.2, threads: int | None = None) -> GroupedPipeline:
-    """:func:`brainmri.models.cnn.cnn3d` on volumes of ``size`` voxels a side.
+    """:func:`brainmri.nets.cnn.cnn3d` on volumes of ``size`` voxels a side.
 
     Volumes (NIfTI, reoriented to RAS+) are cropped to the head, resampled
     to ``size^3`` and scaled to [0, 1]
@@ -109,9 +109,7 @@ def cnn3d_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=N
     Systems with Applications 220:119709, 2023.
     DOI: 10.1016/j.eswa.2023.119709
     """
-    from brainmri.models.cnn import cnn3d
-    from brainmri.models.torch_classifier import TorchClassifier
-    from brainmri.training.arrays import VolumeArrays
+    from brainmri.nets.cnn import cnn3d
 
     volumes = VolumeArrays(size=size, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
     net = TorchClassifier(cnn3d, module_params={"width": width, "dropout": dropout}, epochs=epochs, lr=lr,

@@ -22,9 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.data.preprocess import Preprocess
-from brainmri.features.extract import ImageFeatures, load_preprocessed
-from brainmri.models.classical import GroupedPipeline, feature_sets
+from brainmri.features.extract import ImageFeatures
+from brainmri.data.preprocess import load_preprocessed
+from brainmri.models.classical import feature_sets
+from brainmri.models.base import GroupedPipeline
 from brainmri.models.registry import register_method
+from brainmri.features.fcm import FCMWaveletFeatures
+from brainmri.models.torch_classifier import TorchClassifier
 
 MOHSEN_2018 = ("H. Mohsen, E.-S. A. El-Dahshan, E.-S. M. El-Horbaty and A.-B. M. Salem (2018), \"Classification "
                "using deep learning neural networks for brain tumors\", Future Computing and Informatics Journal "
@@ -102,7 +106,7 @@ def fcm_dwt_dnn(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=No
     is its feature vector (:class:`~brainmri.features.fcm.FCMWaveletFeatures`,
     cached). PCA, fitted on the training items only, keeps ``n_components``
     (a share of the variance when below 1, else a number of components),
-    whitened; :func:`brainmri.models.dnn.dnn7` classifies them. The study's
+    whitened; :func:`brainmri.nets.dnn.dnn7` classifies them. The study's
     number of PCA components, layer widths and training settings are not in
     our sources; the defaults here are ours. On 600 brain-tumor-mri
     training slices (3-fold, item-level, 60 epochs) PCA kept 120 components
@@ -126,9 +130,7 @@ def fcm_dwt_dnn(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=No
     """
     from sklearn.decomposition import PCA
 
-    from brainmri.features.fcm import FCMWaveletFeatures
-    from brainmri.models.dnn import dnn7
-    from brainmri.models.torch_classifier import TorchClassifier
+    from brainmri.nets.dnn import dnn7
 
     features = ImageFeatures([("fcm_dwt", FCMWaveletFeatures(n_clusters=n_clusters, size=size, level=level))],
                              preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
@@ -149,7 +151,7 @@ def mlp_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=Non
 
     The features are those of ``ovo-svm`` and ``rf`` (cached, shared with
     them), standardised on the training items, classified by
-    :func:`brainmri.models.dnn.mlp`. Every keyword after ``device`` is a
+    :func:`brainmri.nets.dnn.mlp`. Every keyword after ``device`` is a
     ``--params`` setting (``mlp.epochs=30``).
 
     References
@@ -160,8 +162,7 @@ def mlp_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=Non
     """
     from sklearn.preprocessing import StandardScaler
 
-    from brainmri.models.dnn import mlp
-    from brainmri.models.torch_classifier import TorchClassifier
+    from brainmri.nets.dnn import mlp
 
     features = ImageFeatures(feature_sets()["extended"], preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
     net = TorchClassifier(mlp, module_params={"hidden": tuple(hidden), "dropout": dropout}, **_training(locals()))

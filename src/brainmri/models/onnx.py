@@ -58,7 +58,10 @@ import numpy as np
 from brainmri import __version__
 from brainmri.errors import ConfigError, DataError
 from brainmri.files import atomic_path, check_output_folder, write_json
-from brainmri.models.bundle import MANIFEST, Bundle, load_model, sha256
+from brainmri.models.bundle import MANIFEST, Bundle, load_model
+from brainmri.files import sha256
+from brainmri.data.synthetic import CLASSES, synthetic_slice
+from brainmri.training.loop import autocast_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -243,8 +246,6 @@ def _check_target(out: Path) -> None:
 
 def _check_inputs(first, n: int = CHECK_IMAGES) -> np.ndarray:
     """The first step's output for ``n`` synthetic slices (seed 0), cycling through the synthetic classes."""
-    from brainmri.data.synthetic import CLASSES, synthetic_slice
-
     rng = np.random.default_rng(0)
     return first.transform([synthetic_slice(CLASSES[k % len(CLASSES)], rng, CHECK_SIZE) for k in range(n)])
 
@@ -252,8 +253,6 @@ def _check_inputs(first, n: int = CHECK_IMAGES) -> np.ndarray:
 def _compare(session, X: np.ndarray, middle, classifier) -> dict:
     """ONNX Runtime's probabilities of ``X`` against the bundle's PyTorch path, in float32 and as it predicts."""
     import torch
-
-    from brainmri.training.loop import autocast_dtype
 
     X_net = X
     for step in middle:

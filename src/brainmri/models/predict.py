@@ -35,6 +35,8 @@ import numpy as np
 from brainmri.data.io import MAX_PIXELS, check_max_pixels, degenerate_reason, image_format, read_image, size_and_channels
 from brainmri.errors import DataError
 from brainmri.robust.ood import FLAG_QUANTILE
+from brainmri.data.dataset import load_dataset
+from brainmri.evaluation.metrics import classification_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +75,6 @@ def list_images(sources: Sequence[str | Path]) -> list[ImageItem]:
     DataError
         An argument that does not exist, or a folder without image files.
     """
-    from brainmri.data.dataset import load_dataset
-
     items: list[ImageItem] = []
     for source in sources:
         source = Path(source)
@@ -219,8 +219,6 @@ def folder_metrics(rows: list[dict], classes: Sequence[str]) -> dict[str, dict]:
         ``{"n", "skipped": reason}`` when the folder has classes the bundle
         does not know.
     """
-    from brainmri.evaluation.metrics import classification_metrics
-
     out = {}
     for source in dict.fromkeys(r["source"] for r in rows if r["label"] is not None):
         mine = [r for r in rows if r["source"] == source]

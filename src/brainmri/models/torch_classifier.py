@@ -23,6 +23,10 @@ from sklearn.utils.validation import check_is_fitted
 from brainmri.errors import ConfigError, DataError
 from brainmri.files import atomic_path, write_json
 from brainmri.models.validation import check_class_counts
+from brainmri.robust.adapt import adapt_module
+from brainmri.training.calibration import fit_temperature
+from brainmri.training.device import resolve_device, torch_threads, tune_malloc
+from brainmri.training.loop import frozen_blocks, predict_logits, train_module, TrainSettings
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     module_builder : callable
         ``module_builder(*, num_classes, input_shape, **module_params)``
         returning an untrained ``torch.nn.Module`` (e.g.
-        :func:`brainmri.models.cnn.ayadi_cnn`). A builder with a
+        :func:`brainmri.nets.cnn.ayadi_cnn`). A builder with a
         ``pretrained`` keyword is called with ``pretrained=False`` by
         :meth:`load_state`: the saved state holds every weight, so no
         pretrained file or network is needed to load a model.
@@ -100,7 +104,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         and volumes.
     backbone_lr_factor : float
         For a module with a ``backbone`` attribute (e.g.
-        :class:`~brainmri.models.finetune.FineTuneNet`): the backbone's
+        :class:`~brainmri.nets.finetune.FineTuneNet`): the backbone's
         learning rate is ``lr * backbone_lr_factor``, the rest's ``lr``.
     unfreeze_after : int
         Epochs during which that backbone is frozen (only the rest learns);
@@ -182,8 +186,6 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.work_dir = work_dir
 
     def _settings(self):
-        from brainmri.training.loop import TrainSettings
-
         return TrainSettings(epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
                              batch_size=self.batch_size, label_smoothing=self.label_smoothing,
                              class_weight=self.class_weight, augment=self.augment, ema_decay=self.ema_decay,
@@ -220,10 +222,6 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             Group id of every item (the outer split's grouping); no group
             straddles the training and validation parts.
         """
-        from brainmri.training.calibration import fit_temperature
-        from brainmri.training.device import resolve_device, torch_threads, tune_malloc
-        from brainmri.training.loop import train_module
-
         settings = self._settings()
         if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction <= 0.5):
             raise ConfigError(f"training parameter val_fraction must be a number in (0, 0.5], got {self.val_fraction!r}")
@@ -268,9 +266,6 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
         With ``adapt``, the module is first adapted to ``X`` (the identity view).
         """
-        from brainmri.training.device import torch_threads, tune_malloc
-        from brainmri.training.loop import predict_logits
-
         check_is_fitted(self, "module_")
         X = self._check_X(X)
         if tuple(X.shape[1:]) != self.input_shape_:
@@ -291,9 +286,6 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         the out-of-distribution score (:mod:`brainmri.robust.ood`).
         """
         import torch
-
-        from brainmri.training.device import torch_threads
-        from brainmri.training.loop import predict_logits
 
         check_is_fitted(self, "module_")
         X = self._check_X(X)
@@ -337,8 +329,6 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
     def _adapted_module(self, X: np.ndarray):
         """``module_`` adapted to the items ``X`` (``adapt``), then folded: adaptation needs the batch norms."""
-        from brainmri.robust.adapt import adapt_module
-
         adapted = adapt_module(self.module_, X, method=self.adapt, device=self.device_, seed=self.seed,
                                batch_size=self.batch_size, channels_last=self.channels_last,
                                what=f"the network built by {self._builder_name()}")
@@ -362,8 +352,6 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         ``backbone`` frozen through every epoch run (``unfreeze_after`` at
         least the epochs run) is not, nor are its ``frozen_stages``.
         """
-        from brainmri.training.loop import frozen_blocks
-
         check_is_fitted(self, "module_")
         total = sum(p.numel() for p in self.module_.parameters())
         trunk = getattr(self.module_, "backbone", None)
@@ -418,8 +406,6 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from brainmri.training.device import resolve_device
-
         folder = Path(folder)
         meta_path, weights_path = folder / f"{prefix}state.json", folder / f"{prefix}weights.safetensors"
         try:
@@ -429,7 +415,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
             raise DataError(f"{meta_path}: state format {meta.get('format') if isinstance(meta, dict) else None!r}, "
                             f"this brainmri reads format {STATE_FORMAT}; retrain the model with this version")
-        if meta.get("module_builder") != self._builder_name():
+        if _current_home(meta.get("module_builder")) != self._builder_name():
             raise DataError(f"{meta_path}: weights of {meta.get('module_builder')}, but the method builds "
                             f"{self._builder_name()}")
         try:
@@ -456,3 +442,17 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = meta["history"]
         self.params_ = meta["params_"]
         return self
+
+
+#: Modules of the networks before they moved to :mod:`brainmri.nets`; bundles written then name their builders so.
+_FORMER_HOMES = {f"brainmri.models.{name}.": f"brainmri.nets.{name}." for name in ("cnn", "dnn", "finetune", "backbones")}
+
+
+def _current_home(builder) -> str | None:
+    """The qualified name of a network builder as a state file records it, in the module where it lives now."""
+    if not isinstance(builder, str):
+        return None
+    for old, new in _FORMER_HOMES.items():
+        if builder.startswith(old):
+            return new + builder[len(old):]
+    return builder

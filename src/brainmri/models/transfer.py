@@ -10,7 +10,7 @@ so benchmark, train and predict need nothing new: a bundle stores the
 classifier, and the builder makes the embedding step again.
 
 ``transfer-finetune`` trains the whole network
-(:class:`~brainmri.models.finetune.FineTuneNet`) through the deep engine
+(:class:`~brainmri.nets.finetune.FineTuneNet`) through the deep engine
 (:class:`~brainmri.models.torch_classifier.TorchClassifier`), like
 ``ayadi-cnn``: discriminative learning rates, warm-up and cosine decay,
 label smoothing, optional gradual unfreezing and test-time augmentation.
@@ -48,10 +48,14 @@ from sklearn.preprocessing import StandardScaler
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError
 from brainmri.features.extract import ImageFeatures
-from brainmri.models.classical import CalibratedSVC, GroupedPipeline, _Calibrated
+from brainmri.models.classical import CalibratedSVC
+from brainmri.models.base import GroupedPipeline, CalibratedClassifier
 from brainmri.models.registry import register_method
 from brainmri.models.settings import MAX_IMAGE_SIZE, Rule
 from brainmri.models.validation import inner_splits
+from brainmri.features.embeddings import BackboneEmbeddings
+from brainmri.models.torch_classifier import TorchClassifier
+from brainmri.training.arrays import ImageArrays
 
 HOWARD_2018 = ("J. Howard and S. Ruder (2018), \"Universal language model fine-tuning for text classification\", "
                "Proc. ACL 328-339, DOI 10.18653/v1/P18-1031")
@@ -82,7 +86,7 @@ FINETUNE_SPACE = {
 SVC_CACHE_MB = 500
 
 
-class CalibratedLogistic(_Calibrated):
+class CalibratedLogistic(CalibratedClassifier):
     """Standardisation + multinomial logistic regression, C chosen by grouped inner CV, calibrated.
 
     Parameters
@@ -126,8 +130,8 @@ class CalibratedLogistic(_Calibrated):
                                         scoring="balanced_accuracy", refit=False).fit(X, y)
             base.set_params(**self.search_.best_params_)
             chosen = {k.removeprefix("logreg__"): v for k, v in self.search_.best_params_.items()}
-        self._calibrate(base, X, y, splits)
-        self.params_ = {**chosen, **self._calibration_params(how)}
+        self.calibrate(base, X, y, splits)
+        self.params_ = {**chosen, **self.calibration_params(how)}
         return self
 
 
@@ -143,7 +147,7 @@ def transfer_features(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
 
     Every keyword after ``device`` is a ``--params`` setting
     (``transfer-features.backbone=mobilenet_v2``): ``backbone``
-    (:func:`brainmri.models.backbones.available_backbones`),
+    (:func:`brainmri.nets.backbones.available_backbones`),
     ``weights_file`` (a local state dict), ``size`` (input side, px),
     ``depths`` (final stages pooled), ``classifier`` (``svm``: RBF SVM;
     ``logreg``: multinomial logistic regression), ``C`` (the classifier's
@@ -167,8 +171,6 @@ def transfer_features(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
     M. Tan and Q. V. Le, "EfficientNet: Rethinking model scaling for
     convolutional neural networks", Proc. 36th ICML, PMLR 97:6105-6114, 2019.
     """
-    from brainmri.features.embeddings import BackboneEmbeddings
-
     if classifier not in CLASSIFIERS:
         raise ConfigError(f"--params transfer-features.classifier={classifier!r}: use one of {', '.join(CLASSIFIERS)}")
     embeddings = BackboneEmbeddings(backbone, weights_file=weights_file, size=size, depths=depths,
@@ -200,11 +202,11 @@ def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
                       augment: bool | str = True, dropout: float = 0.2,
                       ema_decay: float | None = 0.99, precision: str = "bf16", channels_last: bool = True,
                       tta: bool = True, val_fraction: float = 0.1, threads: int | None = None) -> GroupedPipeline:
-    """A pretrained backbone and a new linear head, fine-tuned end to end (:mod:`brainmri.models.finetune`).
+    """A pretrained backbone and a new linear head, fine-tuned end to end (:mod:`brainmri.nets.finetune`).
 
     Every keyword after ``device`` is a ``--params`` setting
     (``transfer-finetune.size=160``): ``backbone``
-    (:func:`brainmri.models.backbones.available_backbones`), ``weights_file``
+    (:func:`brainmri.nets.backbones.available_backbones`), ``weights_file``
     (a local state dict), ``size`` (input side, px), ``epochs``, ``lr`` (the
     head's peak learning rate), ``backbone_lr_factor`` (the backbone's peak
     is ``lr`` times this), ``unfreeze_after`` (epochs with a frozen backbone
@@ -243,10 +245,8 @@ def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
     M. Tan and Q. V. Le, "EfficientNet: Rethinking model scaling for
     convolutional neural networks", Proc. 36th ICML, PMLR 97:6105-6114, 2019.
     """
-    from brainmri.models.backbones import weights_for
-    from brainmri.models.finetune import finetune_net
-    from brainmri.models.torch_classifier import TorchClassifier
-    from brainmri.training.arrays import ImageArrays
+    from brainmri.nets.backbones import weights_for
+    from brainmri.nets.finetune import finetune_net
 
     weights_for(backbone, weights_file)  # an unknown backbone or a missing file is refused before any image is read
     checks = [("size", size, isinstance(size, int) and size >= 32, "an integer of at least 32 (pixels)"),

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.errors import ConfigError, DataError
+from brainmri.data.synthetic3d import make_template
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,6 @@ def template_parcellation(shape: tuple[int, ...], affine: np.ndarray, *, n_regio
         voxels over the template's head; resampled (with a ``note``) when
         that is not the volumes' grid.
     """
-    from brainmri.data.synthetic3d import make_template
-
     if isinstance(n_regions, bool) or not isinstance(n_regions, int) or n_regions < 2:
         raise ConfigError(f"--regions must be an integer >= 2, got {n_regions!r}")
     template = make_template(int(min(max(shape), 64)), n_regions=n_regions)

@@ -63,6 +63,11 @@ from brainmri.files import atomic_path, write_json, write_text
 from brainmri.outputs import OutputFolder
 from brainmri.regions.atlas import Atlas, brain_mask, check_inside, load_atlas, template_parcellation
 from brainmri.regions.genetic import GeneticRegionSearch
+from brainmri.data.dataset import load_dataset
+from brainmri.data.synthetic3d import ATLAS_FILE, PLANTED_FILE, REGIONS_FOLDER
+from brainmri.data.volumes import VolumePreprocess
+from brainmri.explain.explainer import ModelView
+from brainmri.models.bundle import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -309,10 +314,6 @@ class RegionAttribution:
     """
 
     def __init__(self, model: str | Path, *, method: str = "gradient", device: str = "auto"):
-        from brainmri.data.volumes import VolumePreprocess
-        from brainmri.explain.explainer import ModelView
-        from brainmri.models.bundle import load_model
-
         self.view = ModelView(load_model(model, device=device))
         if not isinstance(self.view.preprocess, VolumePreprocess) or self.view.module is None:
             name = self.view.bundle.manifest["method"]["name"]
@@ -417,8 +418,6 @@ def planted_comparison(root: Path, atlas: Atlas, ranked: list[int], selected: li
     """
     import nibabel as nib
 
-    from brainmri.data.synthetic3d import ATLAS_FILE, PLANTED_FILE, REGIONS_FOLDER
-
     folder = root / REGIONS_FOLDER
     if not (folder / PLANTED_FILE).is_file():
         return None
@@ -471,7 +470,6 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
     dict
         The content of ``results.json``.
     """
-    from brainmri.data.dataset import load_dataset
     from brainmri.regions.report import write_regions_report
 
     say = on_event or (lambda line: logger.info("%s", line))

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from brainmri.files import atomic_path
+from brainmri.evaluation.shift import severity_label
 
 logger = logging.getLogger(__name__)
 
@@ -415,8 +416,6 @@ def shift_summary_figure(results: dict):
         lighter as it gets worse), each labelled with its value.
     """
     from matplotlib import colormaps
-
-    from brainmri.evaluation.shift import severity_label
 
     severities = results["shift"]["severities"]
     methods = [name for name, m in results["methods"].items() if "shift" in m]

@@ -41,7 +41,9 @@ import logging
 
 import numpy as np
 
+from brainmri.steps import final_step, with_final_step
 from brainmri.errors import ConfigError
+from brainmri.training.loop import to_batch
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def adapt_modes(value: str) -> tuple[str, ...]:
 
     With several, every trained model is tested once per adaptation, so the
     adaptations are compared on the same network, pairwise (see
-    :func:`brainmri.evaluation.benchmark.adapted_name`).
+    :func:`brainmri.runs.benchmark.adapted_name`).
 
     >>> adapt_modes("none,adabn")
     ('none', 'adabn')
@@ -122,8 +124,6 @@ def _reestimate(module, X: np.ndarray, *, device, batch_size: int, channels_last
     """AdaBN: batch-norm running statistics replaced by their cumulative average over the batches of ``X``."""
     import torch
 
-    from brainmri.training.loop import to_batch
-
     norms = _batch_norms(module)
     module.eval()
     for m in norms:
@@ -139,8 +139,6 @@ def _reestimate(module, X: np.ndarray, *, device, batch_size: int, channels_last
 def _tent(module, X: np.ndarray, *, device, batch_size: int, channels_last: bool, generator) -> None:
     """Tent: :data:`TENT_STEPS` passes of entropy minimisation over the normalisation layers' affine parameters."""
     import torch
-
-    from brainmri.training.loop import to_batch
 
     norms = _norm_layers(module)
     module.eval()
@@ -225,7 +223,7 @@ def check_model_adapts(model, method: str, *, name: str | None = None):
         The classifier is not a torch classifier (a classical method); or,
         once fitted, its network lacks the layers ``method`` adapts.
     """
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    final = final_step(model)
     what = name or "the model"
     if "adapt" not in final.get_params(deep=False):
         raise ConfigError(f"--adapt {method}: {what} classifies with {type(final).__name__}, not a neural network with "
@@ -268,8 +266,4 @@ def adapt_model(model, method: str, *, name: str | None = None, seed: int | None
         return model
     final = check_model_adapts(model, method, name=name)
     adapted = copy.copy(final).set_params(adapt=method, **({} if seed is None else {"seed": seed}))
-    if not hasattr(model, "steps"):
-        return adapted
-    out = copy.copy(model)
-    out.steps = [*model.steps[:-1], (model.steps[-1][0], adapted)]
-    return out
+    return with_final_step(model, adapted)

@@ -57,6 +57,9 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
 from brainmri.errors import DataError
+from brainmri.steps import split_model
+from brainmri.features.acquisition import AcquisitionDescriptors, DESCRIPTOR_PREPROCESS
+from brainmri.features.extract import ImageFeatures
 
 #: Folds of the cross-fitted training distances that calibrate the score.
 CALIBRATION_FOLDS = 5
@@ -66,13 +69,6 @@ FLAG_QUANTILE = 0.99
 OOD_VERSION = 2
 #: Quantiles of the training distances kept to turn a distance into a score (0, 0.005, ..., 1).
 REFERENCE_QUANTILES = np.linspace(0.0, 1.0, 201)
-
-
-def split_model(model):
-    """``(head, final)``: the steps before a method's classifier (None when none), and the classifier."""
-    if hasattr(model, "steps"):
-        return (model[:-1] if len(model.steps) > 1 else None), model.steps[-1][1]
-    return None, model
 
 
 def embed(final, Xt) -> np.ndarray:
@@ -302,8 +298,6 @@ class OODDetector(BaseEstimator):
         """Acquisition descriptors of ``images`` (file paths or 2D arrays), float64 (n, 14); None without them."""
         if not self.acquisition:
             return None
-        from brainmri.features.extract import ImageFeatures
-        from brainmri.features.acquisition import DESCRIPTOR_PREPROCESS, AcquisitionDescriptors
 
         step = ImageFeatures([("acquisition", AcquisitionDescriptors())], preprocess=DESCRIPTOR_PREPROCESS,
                              cache_dir=self.cache_dir, n_jobs=self.n_jobs)

@@ -36,6 +36,8 @@ import numpy as np
 from brainmri.errors import BrainMRIError, ConfigError
 from brainmri.files import atomic_path, write_json
 from brainmri.serve.uploads import SUFFIXES, RequestError, Upload, read_upload
+from brainmri.explain.explainer import ModelView
+from brainmri.explain.overlay import Overlay
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +110,6 @@ class Inference:
         self._setup_explanation(model if explain is None else explain)
 
     def _setup_explanation(self, bundle) -> None:
-        from brainmri.explain.explainer import ModelView
-        from brainmri.explain.overlay import Overlay
-
         if not hasattr(bundle, "model"):
             self.explain_problem = "this model is not a brainmri bundle, so it has no heatmaps"
             return

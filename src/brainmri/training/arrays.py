@@ -5,7 +5,7 @@ turns image paths (or 2D arrays) into a float16 array of shape
 ``(n, size, size)``, values in [0, 1]. Decoding a JPEG, cropping and
 resizing it costs milliseconds; reading the same image from memory costs
 microseconds, so the images are decoded once per run (into the run's
-:class:`~brainmri.features.extract.MemoryCache`) or once per machine (into
+:class:`~brainmri.data.cache.MemoryCache`) or once per machine (into
 ``CACHE_DIR/arrays/``). Entries are keyed like the feature cache: the file's
 content hash plus the preprocessing settings and
 ``Preprocess.version``, so a change of either never reads old arrays.
@@ -18,62 +18,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from brainmri.data.preprocess import Preprocess
+from brainmri.data.cache import ArrayCache, MemoryCache, file_digest, preprocess_key
+from brainmri.data.preprocess import Preprocess, landmark_params, load_preprocessed
 from brainmri.data.volumes import VolumePreprocess
 from brainmri.errors import ConfigError, DataError
-from brainmri.features.extract import MemoryCache, file_digest, landmark_params, load_preprocessed, preprocess_key
-from brainmri.files import atomic_path
+from brainmri.data.harmonise import learn_landmarks
 
 logger = logging.getLogger(__name__)
 
 #: Images decoded per worker task.
 CHUNK = 64
-
-
-class ArrayCache:
-    """Image arrays stored as ``.npy`` files, one per (preprocessing key, file content hash).
-
-    Each file is written atomically; an unreadable one is decoded again.
-
-    Parameters
-    ----------
-    folder : path
-    """
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-
-    def _path(self, key: str, digest: str) -> Path:
-        return self.folder / key / digest[:2] / f"{digest}.npy"
-
-    def get(self, key: str, digests: Sequence[str], *, shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
-        """Arrays found for ``digests``; missing, unreadable or damaged ones (another ``shape``, NaN) are absent."""
-        found = {}
-        for digest in set(digests):
-            path = self._path(key, digest)
-            if path.exists():
-                try:
-                    array = np.load(path, allow_pickle=False)
-                except (OSError, ValueError, EOFError) as exc:
-                    logger.warning("array cache %s: unreadable (%s); decoding the image again", path, exc)
-                    continue
-                if (shape is not None and array.shape != tuple(shape)) or not np.isfinite(array).all():
-                    logger.warning("array cache %s: damaged (shape %s, or NaN); decoding the image again", path,
-                                   array.shape)
-                    continue
-                found[digest] = array
-        return found
-
-    def put(self, key: str, rows: dict[str, np.ndarray]) -> None:
-        """Store ``rows`` (digest -> array) under ``key``."""
-        for digest, array in rows.items():
-            with atomic_path(self._path(key, digest)) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, array, allow_pickle=False)
 
 
 def _decode(paths: list[str], preprocess: Preprocess) -> list[np.ndarray]:
@@ -124,8 +82,6 @@ class ImageArrays(TransformerMixin, BaseEstimator):
         landmarks in its manifest's preprocessing, which its builder gets
         back, so this step is never stored.
         """
-        from brainmri.data.harmonise import learn_landmarks
-
         given = self._preprocess()
         self.preprocess_ = learn_landmarks(given, [] if X is None else X, self._images)
         self.params_ = landmark_params(given, self.preprocess_)

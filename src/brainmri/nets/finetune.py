@@ -1,6 +1,6 @@
 """The network that ``transfer-finetune`` trains end to end: an ImageNet backbone with a new head.
 
-The network is a pretrained :class:`~brainmri.models.backbones.Backbone`
+The network is a pretrained :class:`~brainmri.nets.backbones.Backbone`
 (grayscale replicated to RGB and normalised inside it), global average
 pooling of its last stage and a new linear head (:class:`FineTuneNet`).
 It trains through the same engine as ``ayadi-cnn``
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from brainmri.models.backbones import Backbone, backbone
+from brainmri.nets.backbones import Backbone, backbone
 
 
 class FineTuneNet(nn.Module):
@@ -76,7 +76,7 @@ def finetune_net(*, num_classes: int, input_shape: tuple, backbone_name: str = "
     input_shape : tuple of 2 ints
         (H, W) of the images; EfficientNet-Lite pads "same" for this size.
     backbone_name : str
-        One of :func:`brainmri.models.backbones.available_backbones`.
+        One of :func:`brainmri.nets.backbones.available_backbones`.
     weights_file : str or None
         A local state dict of the backbone (else its offline or torchvision weights).
     dropout : float

@@ -1,6 +1,6 @@
 """Benchmark units on a Dask distributed cluster: ``brainmri benchmark ... --cluster tcp://SCHEDULER:8786``.
 
-The (method, fold) units of :func:`~brainmri.evaluation.benchmark.run_benchmark`
+The (method, fold) units of :func:`~brainmri.runs.benchmark.run_benchmark`
 are independent: each fits one method on one fold's training items and
 predicts its test items. With ``--cluster`` every unit not yet in the run
 folder becomes one task of a Dask cluster (:meth:`distributed.Client.submit`),
@@ -44,6 +44,10 @@ from pathlib import Path
 from typing import Callable
 
 from brainmri.errors import ConfigError
+from brainmri.files import write_json
+from brainmri.models.catalog import get_method
+from brainmri.runs.unit import run_unit
+from brainmri.training.device import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -128,20 +132,14 @@ def _not_a_scheduler(address: str, timeout: float) -> str | None:
 
 
 def _run_on_worker(config, plan, method: str, split, *, n_jobs: int, cache_dir, device: str, path: Path) -> dict:
-    """:func:`~brainmri.evaluation.benchmark.run_unit` on a worker; the unit is written to ``path`` there."""
+    """:func:`~brainmri.runs.benchmark.run_unit` on a worker; the unit is written to ``path`` there."""
     from contextlib import nullcontext
 
     from distributed import get_worker
 
-    from brainmri.evaluation.benchmark import run_unit
-    from brainmri.files import write_json
-    from brainmri.models.registry import get_method
-
     worker = get_worker()
     threads = worker.state.nthreads
     if get_method(method).family == "deep":
-        from brainmri.training.device import torch_threads
-
         threads_context = torch_threads(threads)
     else:
         threads_context = nullcontext()

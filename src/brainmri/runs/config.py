@@ -8,13 +8,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from brainmri import __version__
-from brainmri.data.dataset import Dataset, Item
 from brainmri.data.duplicates import DuplicateParams
 from brainmri.data.io import MAX_PIXELS, check_max_pixels
+from brainmri.data.labels import unique_keys
 from brainmri.data.preprocess import Preprocess
 from brainmri.data.shifts import SEVERITIES, check_severities, check_shifts
-from brainmri.errors import ConfigError, DataError
+from brainmri.errors import ConfigError
+from brainmri.models.versions import code_versions, flat_versions
 from brainmri.robust.adapt import adapt_modes
 
 SPLITS = ("cv", "official")
@@ -182,78 +182,12 @@ class BenchmarkConfig:
         changes = []
         if record.get("config") != json.loads(json.dumps(self.to_dict(), default=str)):
             changes.append("other arguments")
-        old, new = _flat_versions(record.get("versions") or {}), _flat_versions(code_versions())
+        old, new = flat_versions(record.get("versions") or {}), flat_versions(code_versions())
         moved = [f"{name} {old.get(name, 'none')} -> {new.get(name, 'none')}"
                  for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)]
         if moved:
             changes.append(f"other code versions ({', '.join(moved)})")
         return " and ".join(changes) or "other arguments"
-
-
-def code_versions() -> dict:
-    """Versions of the code behind a benchmark's numbers: brainmri, the preprocessing and every extractor.
-
-    Recorded in ``results.json`` and part of :meth:`BenchmarkConfig.fingerprint`,
-    so that a run folder is never resumed with units computed by other code.
-    The preprocessing and extractor versions are also in the feature cache key.
-    """
-    from brainmri.features import EXTRACTORS
-    from brainmri.robust.ood import OOD_VERSION
-
-    return {"brainmri": __version__, "preprocess": Preprocess.version, "ood": OOD_VERSION,
-            "extractors": {cls.__name__: cls.version for cls in EXTRACTORS}}
-
-
-def _flat_versions(versions: dict) -> dict:
-    return {**{k: v for k, v in versions.items() if k != "extractors"}, **versions.get("extractors", {})}
-
-
-def parse_label_map(text: str | None, option: str = "--label-map") -> dict[str, str] | None:
-    """A label map from a JSON file or an inline ``a=b,c=d`` list (``option`` names it in errors).
-
-    >>> parse_label_map("glioma=tumor, notumor=no")
-    {'glioma': 'tumor', 'notumor': 'no'}
-    """
-    if not text:
-        return None
-    path = Path(text)
-    if text.endswith(".json") or path.is_file():
-        try:
-            mapping = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys(option, text))
-        except FileNotFoundError:
-            raise ConfigError(f"{option} {text}: file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{option} {text}: not a JSON object of class -> class ({exc})") from None
-        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
-            raise ConfigError(f"{option} {text}: expected a JSON object such as {{\"glioma\": \"tumor\"}}")
-        return {str(k): v for k, v in mapping.items()}
-    mapping = {}
-    for part in text.split(","):
-        if part.strip().count("=") != 1:
-            raise ConfigError(f"{option}: '{part.strip()}' is not of the form old=new (e.g. glioma=tumor,notumor=no)")
-        old, new = (s.strip() for s in part.split("="))
-        if not old or not new:
-            raise ConfigError(f"{option}: '{part.strip()}' has an empty class name")
-        if old in mapping:
-            raise ConfigError(f"{option}: class {old!r} is mapped twice ({old}={mapping[old]} and {old}={new}); "
-                              "map each class once")
-        mapping[old] = new
-    return mapping
-
-
-def _unique_keys(option: str, text: str):
-    """A ``json.loads`` object hook that refuses a key given twice in one object (JSON itself allows it)."""
-
-    def hook(pairs: list[tuple[str, object]]) -> dict:
-        seen: dict[str, object] = {}
-        for key, value in pairs:
-            if key in seen:
-                raise ConfigError(f"{option} {text}: key {key!r} is given twice ({seen[key]!r} and {value!r}); "
-                                  "give each once")
-            seen[key] = value
-        return seen
-
-    return hook
 
 
 def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] | None:
@@ -269,7 +203,7 @@ def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] 
         return None
     if text.endswith(".json") or Path(text).is_file():
         try:
-            params = json.loads(Path(text).read_text(encoding="utf-8"), object_pairs_hook=_unique_keys(option, text))
+            params = json.loads(Path(text).read_text(encoding="utf-8"), object_pairs_hook=unique_keys(option, text))
         except FileNotFoundError:
             raise ConfigError(f"{option} {text}: file not found") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -294,34 +228,54 @@ def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] 
     return params
 
 
-def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str, *, option: str = "--label-map") -> Dataset:
-    """Rename classes of ``dataset``; every class must be mapped or already a target name.
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained bundle (written to its manifest as ``config``).
 
-    ``what`` names the dataset and ``option`` the map in error messages.
-
-    Raises
-    ------
-    ConfigError
-        The map leaves some class of ``dataset`` unmapped.
+    Parameters
+    ----------
+    data : str
+        Dataset folder or CSV manifest; every readable item is used for training.
+    method : str
+        Registered method name.
+    params : dict
+        Method-specific keyword arguments of the builder (``--params``).
+    seed : int
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps`` (deep methods; classical ones ignore it).
+    preprocess : Preprocess
+    duplicates : DuplicateParams
+        Near-duplicate detection, which forms the groups of the inner validation.
+    max_pixels : int
+    allow_outside_paths : bool
+    validate : bool
+        Measure the internal validation (:func:`internal_validation`); False
+        skips the inner refits of a method without its own validation part.
+    extra_data : str or None
+        A second labelled collection added to the training data
+        (``--extra-data``, :mod:`brainmri.data.extra`); its copies of DATA
+        images are dropped.
+    extra_label_map : dict or None
+        Class renaming of ``extra_data`` (``--extra-label-map``).
     """
-    if not mapping:
-        return dataset
-    targets = set(mapping.values())
-    unmapped = sorted(c for c in dataset.classes if c not in mapping and c not in targets)
-    if unmapped:
-        raise ConfigError(
-            f"{option} leaves {what} class(es) {', '.join(unmapped)} unmapped; "
-            f"add them (e.g. {unmapped[0]}=<new name>)"
-        )
-    items = [Item(it.path, mapping.get(it.label, it.label), it.subject, it.split) for it in dataset.items]
-    return Dataset(dataset.root, items, dataset.source, dataset.ignored, dataset.problems)
 
+    data: str
+    method: str
+    params: dict = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    duplicates: DuplicateParams = field(default_factory=DuplicateParams)
+    max_pixels: int = MAX_PIXELS
+    allow_outside_paths: bool = False
+    validate: bool = True
+    extra_data: str | None = None
+    extra_label_map: dict | None = None
 
-def check_test_classes(train_classes, test_classes, test_path: str) -> None:
-    """Every class of the test set must be one the model was trained on."""
-    unseen = sorted(set(test_classes) - set(train_classes))
-    if unseen:
-        raise DataError(
-            f"{test_path}: test classes {', '.join(unseen)} were never seen in training "
-            f"(training classes: {', '.join(sorted(train_classes))}); map them with --label-map"
-        )
+    def __post_init__(self):
+        check_max_pixels(self.max_pixels)
+        if self.extra_label_map and not self.extra_data:
+            raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "preprocess": self.preprocess.to_dict()}

@@ -1,0 +1,28 @@
+"""The versions of the code behind a number: brainmri, the preprocessing, the OOD score and every extractor.
+
+Results, run folders, bundles and caches record them; a change of any of
+them means features, units or bundles computed before are not reused.
+"""
+
+from __future__ import annotations
+
+from brainmri import __version__
+from brainmri.data.preprocess import Preprocess
+from brainmri.features import EXTRACTORS
+from brainmri.robust.ood import OOD_VERSION
+
+
+def code_versions() -> dict:
+    """Versions of the code behind a benchmark's numbers: brainmri, the preprocessing and every extractor.
+
+    Recorded in ``results.json`` and part of :meth:`BenchmarkConfig.fingerprint`,
+    so that a run folder is never resumed with units computed by other code.
+    The preprocessing and extractor versions are also in the feature cache key.
+    """
+    return {"brainmri": __version__, "preprocess": Preprocess.version, "ood": OOD_VERSION,
+            "extractors": {cls.__name__: cls.version for cls in EXTRACTORS}}
+
+
+def flat_versions(versions: dict) -> dict:
+    """``versions`` with the extractors' versions beside the others, one level (to compare two records)."""
+    return {**{k: v for k, v in versions.items() if k != "extractors"}, **versions.get("extractors", {})}

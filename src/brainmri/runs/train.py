@@ -1,0 +1,209 @@
+"""``brainmri train``: audit DATA, train one method on all of it, measure its internal validation, write a bundle.
+
+The items are read, relabelled, audited and grouped as ``brainmri benchmark``
+does (:mod:`brainmri.runs.plan`), so that the method's own inner validation
+never splits a group; the bundle format is :mod:`brainmri.models.bundle`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from brainmri import __version__
+from brainmri.data.preprocess import Preprocess
+from brainmri.errors import DataError
+from brainmri.files import check_output_folder
+from brainmri.models.bundle import (BUNDLE_FORMAT, FORMAT_VERSION, Bundle, check_bundle_target, library_versions,
+                                    save_bundle)
+from brainmri.models.inputs import fitted_preprocess, input_size
+from brainmri.runs.config import TrainConfig
+from brainmri.steps import final_step
+from brainmri.data.audit import analyse, audit_report
+from brainmri.data.cache import MemoryCache
+from brainmri.data.dataset import load_dataset
+from brainmri.data.extra import check_extra_classes, format_extra, load_extra
+from brainmri.data.io import item_kind, size_and_channels
+from brainmri.data.labels import apply_label_map
+from brainmri.data.splits import group_labels
+from brainmri.evaluation.metrics import classification_metrics
+from brainmri.features.extract import precompute_features
+from brainmri.models.catalog import check_inputs, get_method
+from brainmri.models.validation import check_class_counts, inner_splits
+from brainmri.models.versions import code_versions
+from brainmri.robust.ood import fit_ood
+from brainmri.runs.plan import audit_summary
+from brainmri.runs.unit import epoch_lines
+from brainmri.training.device import resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+def _image_kinds(records) -> dict[str, dict[str, int]]:
+    """Sizes (``HxW``, ``XxYxZ`` for volumes), channel counts and Pillow modes (or DICOM photometry) of scanned images, with counts."""
+    kinds = [size_and_channels(tuple(r.shape), str(r.mode)) for r in records]
+    return {"image_sizes": dict(Counter(size for size, _ in kinds).most_common()),
+            "channels": dict(Counter(channels for _, channels in kinds).most_common()),
+            "modes": dict(Counter(str(r.mode) for r in records).most_common())}
+
+
+def internal_validation(build: Callable, model, paths: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+                        *, seed: int, on_event: Callable[[str], None]) -> dict:
+    """How well the method does on training data it did not learn from.
+
+    A method whose final step kept a validation part of the training data
+    (``history_``: per-epoch ``val_loss`` and ``val_accuracy``) reports the
+    epoch it kept: the highest validation accuracy, ties broken by the lower
+    loss (:mod:`brainmri.training.loop`). Any other method is refitted on the
+    training part of every grouped inner fold
+    (:func:`~brainmri.models.validation.inner_splits`, the folds it calibrates
+    on) and scored on the held-out part: out-of-fold metrics of
+    :func:`~brainmri.evaluation.metrics.classification_metrics`.
+
+    Returns
+    -------
+    dict
+        ``how`` (in words) and ``metrics``, or ``skipped`` with the reason.
+    """
+    final = final_step(model)
+    history = getattr(final, "history_", None)
+    if history:
+        best = max(history, key=lambda row: (row["val_accuracy"], -row["val_loss"]))
+        return {"how": f"validation part of the training data (grouped), epoch {best['epoch']} of {len(history)}: "
+                       "the best validation accuracy",
+                "metrics": {k: v for k, v in best.items() if k.startswith("val_")}}
+    splits, how = inner_splits(labels, groups, random_state=seed)
+    classes = [str(c) for c in model.classes_]
+    proba = np.zeros((len(labels), len(classes)))
+    try:
+        for k, (train, held_out) in enumerate(splits, start=1):
+            on_event(f"internal validation: inner fold {k}/{len(splits)}")
+            inner = build().fit(paths[train], labels[train], groups=groups[train])
+            proba[held_out] = inner.predict_proba(paths[held_out])
+    except DataError as exc:
+        logger.warning("internal validation skipped: %s", exc)
+        return {"skipped": str(exc)}
+    scores = classification_metrics([str(v) for v in labels], proba, classes)
+    return {"how": f"out-of-fold predictions of {how}, the method refitted on each inner training part",
+            "metrics": scores["metrics"], "per_class": scores["per_class"], "confusion": scores["confusion"]}
+
+
+def train_bundle(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    n_jobs: int = -1,
+    cache_dir: str | Path | None = None,
+    on_event: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    feature_progress: Callable[[int], None] | None = None,
+) -> Bundle:
+    """Audit DATA, train the method on all of it, measure its internal validation and write a bundle.
+
+    The items are grouped as in ``brainmri benchmark`` (subjects when known,
+    else near-duplicate clusters), and the groups reach the method's ``fit``,
+    so its own inner validation (calibration, early stopping) never splits a
+    group.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out : path
+        The bundle folder: new, empty or an earlier bundle (replaced); never
+        inside DATA.
+    n_jobs : int
+        Worker processes for reading, features and fitting.
+    cache_dir : path or None
+        Feature cache folder; None keeps features in memory for this run.
+    on_event, progress, feature_progress : callable, optional
+        One-line messages; counts of images read; counts of images whose
+        features were computed.
+
+    Returns
+    -------
+    Bundle
+        The fitted method and the manifest written to ``out/manifest.json``.
+    """
+    say = on_event or (lambda message: None)
+    spec = get_method(config.method)
+    spec.check_params(config.params)
+    if spec.family == "deep":  # refuse --device cuda without a GPU before reading anything
+
+        resolve_device(config.device)
+    inputs = [config.data, *([config.extra_data] if config.extra_data else [])]
+    check_bundle_target(out, inputs=inputs)
+    if cache_dir:
+        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
+    dataset = load_dataset(config.data, allow_outside=config.allow_outside_paths)
+    if config.extra_data:  # refuse classes that do not map before reading any image
+        extra_listing = apply_label_map(load_dataset(config.extra_data, allow_outside=config.allow_outside_paths),
+                                        config.extra_label_map, "--extra-data", option="--extra-label-map")
+        check_extra_classes(extra_listing.classes, dataset.classes, config.extra_data)
+    say(f"reading and auditing {len(dataset)} files of {config.data}")
+    analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
+    if not len(analysis.dataset):
+        raise DataError(f"{config.data}: no readable image; run `brainmri audit` to see why")
+    check_inputs([config.method], (item_kind(r.shape, r.mode) for r in analysis.records), "--method")
+    ds = analysis.dataset
+    paths = np.array([str(it.path) for it in ds.items])
+    labels = ds.labels.astype(str)
+    groups, grouping = group_labels(analysis, "auto")
+    extra = None
+    if config.extra_data:
+        say(f"reading and auditing {len(extra_listing)} files of {config.extra_data}")
+        extra = load_extra(config.extra_data, config.extra_label_map, ds.classes, against=[analysis],
+                           params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels,
+                           allow_outside=config.allow_outside_paths)
+        say(format_extra(extra.info))
+        paths, labels = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels])
+        groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
+    check_class_counts(labels, 2, "grouped inner validation", groups=groups)
+    cache = str(cache_dir) if cache_dir else MemoryCache()
+
+    def build():
+        return spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
+                          device=config.device, params=config.params)
+
+    say(f"computing features of {len(paths)} images")
+    precompute_features([build()], paths, n_jobs=n_jobs, progress=feature_progress)
+    say(f"training {config.method} on {len(paths)} images ({len(np.unique(groups))} groups: {grouping})")
+    start = time.perf_counter()
+    with epoch_lines(config.method, say):
+        model = build().fit(paths, labels, groups=groups)
+    fit_s = time.perf_counter() - start
+    say(f"calibrating the out-of-distribution score on the {len(paths)} training images")
+    ood = fit_ood(model, paths, labels, seed=config.seed, acquisition=spec.inputs == "slices", cache_dir=cache,
+                  n_jobs=n_jobs)
+    validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
+                  if config.validate else {"skipped": "not asked for (--no-validation)"})
+    report = audit_report(analysis)
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "brainmri_version": __version__,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "method": {"name": spec.name, "family": spec.family, "summary": spec.summary, "reference": spec.reference,
+                   "params": dict(config.params), "fitted": dict(getattr(model, "params_", {}))},
+        "classes": [str(c) for c in model.classes_],
+        "preprocess": {**fitted_preprocess(model, config.preprocess).to_dict(), "version": Preprocess.version},
+        "input_size": input_size(model, config.preprocess),
+        "versions": code_versions(),
+        "config": config.to_dict(),
+        "training_data": {"path": str(ds.root), "n_items": len(ds), "counts": ds.counts(),
+                          "grouping": grouping, "n_groups": int(len(np.unique(groups))),
+                          **_image_kinds(analysis.records), "fit_s": round(fit_s, 2),
+                          **({"extra_data": extra.info} if extra is not None else {})},
+        "audit": audit_summary(report),
+        "validation": validation,
+        "ood": ood.summary(),
+        "libraries": library_versions(),
+    }
+    manifest = save_bundle(model, out, manifest, ood=ood)
+    say(f"wrote the bundle {out}")
+    return Bundle(model, manifest, Path(out), ood)
