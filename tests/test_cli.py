@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainmri import __version__, cli
+from brainmri import __version__
+from brainmri.cli import data as cli_data
+from brainmri.cli import progress as cli_progress
 from brainmri.cli import main
 from brainmri.data.audit import AUDIT_KEYS
 from brainmri.errors import DataError
@@ -84,7 +86,7 @@ def test_demo_runs_the_whole_flow(tmp_path, capsys):
     assert json.loads((out / "audit" / "audit.json").read_text())["n_items"] == 32
     results = json.loads((out / "benchmark" / "results.json").read_text())
     assert list(results["methods"]) == ["glcm-svm", "multifeature-rf", "ovo-svm", "rf", "ayadi-cnn"]
-    assert results["config"]["params"] == {"ayadi-cnn": cli.DEMO_DEEP_PARAMS}
+    assert results["config"]["params"] == {"ayadi-cnn": cli_data.DEMO_DEEP_PARAMS}
     assert (out / "benchmark" / "figures" / "learning_ayadi-cnn.png").exists()
     assert f"report: {out / 'benchmark' / 'report.html'}" in stdout
     assert (out / "benchmark" / "report.html").exists()
@@ -334,9 +336,9 @@ def test_benchmark_progress_off_a_terminal_is_plain_lines(demo_data, tmp_path, c
 
 def test_plain_progress_writes_a_line_every_ten_seconds(monkeypatch):
     clock = iter(0.06 * k for k in range(10_000))
-    monkeypatch.setattr(cli.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(cli_progress.time, "monotonic", lambda: next(clock))
     stream = io.StringIO()
-    reporter = cli.Reporter(stream)
+    reporter = cli_progress.Reporter(stream)
     reading = reporter.stage("reading", total=1000)
     for _ in range(1000):
         reading(1)
@@ -349,7 +351,7 @@ def test_plain_progress_writes_a_line_every_ten_seconds(monkeypatch):
 
 def test_progress_on_a_terminal_closes_its_bar_at_the_next_step():
     stream = _Terminal()
-    reporter = cli.Reporter(stream)
+    reporter = cli_progress.Reporter(stream)
     reading = reporter.stage("reading")
     reading(3)
     reading(2)
@@ -364,7 +366,7 @@ def test_progress_on_a_terminal_closes_its_bar_at_the_next_step():
 
 def test_quiet_shows_no_progress():
     stream = _Terminal()
-    reporter = cli.Reporter(stream, quiet=True)
+    reporter = cli_progress.Reporter(stream, quiet=True)
     reporter.stage("reading")(5)
     reporter.say("step")
     reporter.close()

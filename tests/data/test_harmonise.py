@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from brainmri.data.harmonise import PERCENTILES, ZSCORE_RANGE, HistogramStandardizer, n4_correct
+from brainmri.data.harmonise import PERCENTILES, ZSCORE_RANGE, n4_correct
+from brainmri.data.nyul import HistogramStandardizer
 from brainmri.data.preprocess import Preprocess
 from brainmri.data.head import head_mask
 from brainmri.data.synthetic import synthetic_slice

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from brainmri.data.cache import FeatureCache, MemoryCache, item_digest, open_cache, preprocess_key
 from brainmri.data.preprocess import Preprocess, landmark_params, load_preprocessed, read_preprocessed
 from brainmri.features.base import ImageTransformer
-from brainmri.data.harmonise import learn_landmarks
+from brainmri.data.nyul import learn_landmarks
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from brainmri.data.duplicates import DuplicateParams
@@ -27,14 +27,47 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "brainmri"
 
 
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    """Everything that determines a benchmark's numbers (written to ``results.json``).
+@dataclass(frozen=True, kw_only=True)
+class DataSettings:
+    """How DATA is read and prepared: what ``benchmark``, ``train`` and ``tune`` share.
 
     Parameters
     ----------
     data : str
         Dataset folder or CSV manifest.
+    seed : int
+    preprocess : Preprocess
+    duplicates : DuplicateParams
+        Near-duplicate detection, which groups copies (folds, inner validation).
+    max_pixels : int
+        Images with more pixels are skipped as unreadable (``--max-pixels``).
+    allow_outside_paths : bool
+        Accept CSV paths leading out of the CSV's folder (``--allow-outside-paths``).
+    """
+
+    data: str
+    seed: int = 0
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    duplicates: DuplicateParams = field(default_factory=DuplicateParams)
+    max_pixels: int = MAX_PIXELS
+    allow_outside_paths: bool = False
+
+    def __post_init__(self):
+        check_max_pixels(self.max_pixels)
+
+    def data_settings(self) -> dict:
+        """The settings of :class:`DataSettings` as keyword arguments (to make another configuration of the same data)."""
+        return {f.name: getattr(self, f.name) for f in fields(DataSettings)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchmarkConfig(DataSettings):
+    """Everything that determines a benchmark's numbers (written to ``results.json``).
+
+    Parameters
+    ----------
+    data, seed, preprocess, duplicates, max_pixels, allow_outside_paths
+        As :class:`DataSettings`.
     methods : tuple of str
         Registered method names, or named configurations of them
         (``method@label``, :func:`brainmri.models.registry.get_method`).
@@ -53,15 +86,8 @@ class BenchmarkConfig:
         External validation: train on all of ``data``, test on this dataset.
     label_map : dict or None
         Class renaming applied to both datasets.
-    seed : int
     n_boot : int
         Bootstrap resamples of the confidence intervals.
-    preprocess : Preprocess
-    duplicates : DuplicateParams
-    max_pixels : int
-        2D images with more pixels are skipped as unreadable (``--max-pixels``).
-    allow_outside_paths : bool
-        Accept CSV paths leading out of the CSV's folder (``--allow-outside-paths``).
     params : dict or None
         Settings of the methods (``--params``): method name -> {setting: value}.
     shift : tuple of str
@@ -86,7 +112,6 @@ class BenchmarkConfig:
         (``--extra-label-map``).
     """
 
-    data: str
     methods: tuple[str, ...]
     split: str = "cv"
     cv: int = 5
@@ -94,12 +119,7 @@ class BenchmarkConfig:
     drop_test_duplicates: bool = False
     test_data: str | None = None
     label_map: dict | None = None
-    seed: int = 0
     n_boot: int = 1000
-    preprocess: Preprocess = field(default_factory=Preprocess)
-    duplicates: DuplicateParams = field(default_factory=DuplicateParams)
-    max_pixels: int = MAX_PIXELS
-    allow_outside_paths: bool = False
     params: dict | None = None
     shift: tuple[str, ...] = ()
     shift_severities: tuple[int, ...] = SEVERITIES
@@ -109,7 +129,7 @@ class BenchmarkConfig:
     extra_label_map: dict | None = None
 
     def __post_init__(self):
-        check_max_pixels(self.max_pixels)
+        super().__post_init__()
         adapt_modes(self.adapt)
         if self.extra_label_map and not self.extra_data:
             raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
@@ -228,29 +248,24 @@ def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] 
     return params
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(DataSettings):
     """Everything that determines a trained bundle (written to its manifest as ``config``).
 
     Parameters
     ----------
-    data : str
-        Dataset folder or CSV manifest; every readable item is used for training.
+    data, seed, preprocess, duplicates, max_pixels, allow_outside_paths
+        As :class:`DataSettings`; every readable item of DATA is used for
+        training, grouped by ``duplicates`` for the inner validation.
     method : str
         Registered method name.
     params : dict
         Method-specific keyword arguments of the builder (``--params``).
-    seed : int
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``mps`` (deep methods; classical ones ignore it).
-    preprocess : Preprocess
-    duplicates : DuplicateParams
-        Near-duplicate detection, which forms the groups of the inner validation.
-    max_pixels : int
-    allow_outside_paths : bool
     validate : bool
-        Measure the internal validation (:func:`internal_validation`); False
-        skips the inner refits of a method without its own validation part.
+        Measure the internal validation (:func:`~brainmri.runs.train.internal_validation`);
+        False skips the inner refits of a method without its own validation part.
     extra_data : str or None
         A second labelled collection added to the training data
         (``--extra-data``, :mod:`brainmri.data.extra`); its copies of DATA
@@ -259,21 +274,15 @@ class TrainConfig:
         Class renaming of ``extra_data`` (``--extra-label-map``).
     """
 
-    data: str
     method: str
     params: dict = field(default_factory=dict)
-    seed: int = 0
     device: str = "auto"
-    preprocess: Preprocess = field(default_factory=Preprocess)
-    duplicates: DuplicateParams = field(default_factory=DuplicateParams)
-    max_pixels: int = MAX_PIXELS
-    allow_outside_paths: bool = False
     validate: bool = True
     extra_data: str | None = None
     extra_label_map: dict | None = None
 
     def __post_init__(self):
-        check_max_pixels(self.max_pixels)
+        super().__post_init__()
         if self.extra_label_map and not self.extra_data:
             raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
 

@@ -26,7 +26,7 @@ from brainmri.data.cache import ArrayCache, MemoryCache, file_digest, preprocess
 from brainmri.data.preprocess import Preprocess, landmark_params, load_preprocessed
 from brainmri.data.volumes import VolumePreprocess
 from brainmri.errors import ConfigError, DataError
-from brainmri.data.harmonise import learn_landmarks
+from brainmri.data.nyul import learn_landmarks
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -52,9 +52,6 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 from brainmri import __version__
-from brainmri.data.duplicates import DuplicateParams
-from brainmri.data.io import MAX_PIXELS
-from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError
 from brainmri.runs.summary import comparisons, predictions_table, summarize_units
 from brainmri.runs.unit import epoch_lines, run_unit
@@ -68,8 +65,9 @@ from brainmri.files import check_output_folder, write_json, write_text
 from brainmri.outputs import OutputFolder
 from brainmri.models.catalog import get_method
 from brainmri.models.validation import inner_splits
+from brainmri.tuning.config import TuneConfig
 from brainmri.tuning.space import load_space, suggest
-from brainmri.tuning.study import (check_journal, check_sampler, check_studies, is_server, make_pruner, make_sampler,
+from brainmri.tuning.study import (check_journal, check_studies, is_server, make_pruner, make_sampler,
                                    open_storage, open_study, redact, storage_file)
 from brainmri.report.terminal import format_results
 from brainmri.training.device import resolve_device
@@ -91,77 +89,6 @@ BEST_PARAMS = "best_params.json"
 SELECTION_NOTE = ("every configuration was scored by grouped inner cross-validation on the training part only; the "
                   "test part was used once, after the search, to test the configuration with the best inner score "
                   "(no selection on the test set)")
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """Everything that determines a tune's numbers (written to ``results.json``).
-
-    Parameters
-    ----------
-    data : str
-        Dataset folder or CSV manifest.
-    method : str
-        Registered method name.
-    samplers : tuple of str
-        ``--sampler`` (one), or the samplers of ``--compare``.
-    trials : int
-        Finished (complete or pruned) trials per study.
-    split, cv, test_data, seed, n_boot, preprocess, duplicates, max_pixels, allow_outside_paths
-        The protocol, as in :class:`~brainmri.runs.config.BenchmarkConfig`.
-    pruner : {"none", "median", "halving"}
-    storage : str or None
-        ``--storage``; None keeps the study in ``OUT/study.journal``.
-    study : str or None
-        ``--study``, the study name (default: the method's name).
-    space_file : str or None
-        ``--space``: a JSON search space replacing the method's.
-    params : dict or None
-        ``--params``: settings of the method held fixed during the search
-        (e.g. ``epochs``); none of them may be in the search space.
-    """
-
-    data: str
-    method: str
-    samplers: tuple[str, ...] = ("tpe",)
-    trials: int = 30
-    split: str = "cv"
-    cv: int = 5
-    test_data: str | None = None
-    seed: int = 0
-    n_boot: int = 1000
-    preprocess: Preprocess = field(default_factory=Preprocess)
-    duplicates: DuplicateParams = field(default_factory=DuplicateParams)
-    max_pixels: int = MAX_PIXELS
-    allow_outside_paths: bool = False
-    pruner: str = "none"
-    storage: str | None = None
-    study: str | None = None
-    space_file: str | None = None
-    params: dict | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "samplers", tuple(self.samplers))
-        for name in self.samplers:
-            check_sampler(name)
-        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
-            raise ConfigError(f"--trials must be a positive integer, got {self.trials!r}")
-        self.benchmark_config(self.params)  # the protocol's own checks
-
-    def benchmark_config(self, params: dict | None = None) -> BenchmarkConfig:
-        """The benchmark configuration of the protocol, with the fixed ``--params`` and ``params`` as the method's settings."""
-        params = {**(self.params or {}), **(params or {})}
-        return BenchmarkConfig(data=self.data, methods=(self.method,), split=self.split, cv=self.cv,
-                               test_data=self.test_data, seed=self.seed, n_boot=self.n_boot,
-                               preprocess=self.preprocess, duplicates=self.duplicates, max_pixels=self.max_pixels,
-                               allow_outside_paths=self.allow_outside_paths,
-                               params={self.method: params} if params else None)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["samplers"] = list(self.samplers)
-        d["storage"] = redact(self.storage) if self.storage else None
-        return d
 
 
 def _require_optuna() -> None:
