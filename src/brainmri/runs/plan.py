@@ -9,12 +9,12 @@ the protocol that the report shows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from brainmri.data.audit import analyse, audit_report, cross_dataset_leaks, cross_split_leaks
+from brainmri.data.audit import Analysis, analyse, audit_report, cross_dataset_leaks, cross_split_leaks
 from brainmri.data.dataset import Dataset, load_dataset
 from brainmri.data.extra import check_extra_classes, format_extra, load_extra
 from brainmri.data.io import item_kind
@@ -25,7 +25,7 @@ from brainmri.errors import DataError
 from brainmri.models.catalog import check_inputs, get_method, protocol_notes
 from brainmri.models.validation import check_class_counts
 from brainmri.robust.adapt import check_model_adapts
-from brainmri.runs.config import BenchmarkConfig
+from brainmri.runs.config import BenchmarkConfig, DataSettings
 
 
 @dataclass
@@ -59,15 +59,98 @@ def audit_summary(report: dict) -> dict:
     }
 
 
+def read_training_data(settings: DataSettings, *, methods, option: str = "--methods", label_map: dict | None = None,
+                       n_jobs: int = -1, progress: Callable[[int], None] | None = None) -> Analysis:
+    """Read and audit DATA once (every image decoded and fingerprinted), as ``benchmark``, ``train`` and ``tune`` do.
+
+    Unreadable images are skipped and reported by the audit; the dataset
+    must keep at least one readable image, of the kind (slices or volumes)
+    that ``methods`` read.
+
+    Raises
+    ------
+    DataError
+        No readable image in DATA.
+    ConfigError
+        A method reads another kind of item than DATA holds (``option``
+        names the option that chose the methods).
+    """
+    dataset = apply_label_map(load_dataset(settings.data, allow_outside=settings.allow_outside_paths), label_map, "DATA")
+    analysis = analyse(dataset, params=settings.duplicates, n_jobs=n_jobs, progress=progress,
+                       max_pixels=settings.max_pixels)
+    if not len(analysis.dataset):
+        raise DataError(f"{settings.data}: no readable image; run `brainmri audit` to see why")
+    check_inputs(methods, (item_kind(r.shape, r.mode) for r in analysis.records), option)
+    return analysis
+
+
+def read_extra_data(settings: DataSettings, extra_data: str, extra_label_map: dict | None, classes: list[str],
+                    against: list[Analysis], *, n_jobs: int = -1, progress: Callable[[int], None] | None = None):
+    """``--extra-data`` read and audited as DATA is, its copies of the ``against`` collections dropped
+    (:func:`~brainmri.data.extra.load_extra`)."""
+    return load_extra(extra_data, extra_label_map, classes, against=against, params=settings.duplicates,
+                      n_jobs=n_jobs, progress=progress, max_pixels=settings.max_pixels,
+                      allow_outside=settings.allow_outside_paths)
+
+
+def check_extra_listing(settings: DataSettings, extra_data: str, extra_label_map: dict | None, classes) -> int:
+    """Refuse, from its listing alone, ``--extra-data`` whose classes do not map onto ``classes``; its item count."""
+    listing = apply_label_map(load_dataset(extra_data, allow_outside=settings.allow_outside_paths), extra_label_map,
+                              "--extra-data", option="--extra-label-map")
+    check_extra_classes(listing.classes, classes, extra_data)
+    return len(listing)
+
+
+@dataclass
+class _Draft:
+    """A plan being made: the items so far (DATA's, then the external test's and the extra data's), their groups,
+    the splits, and what the report will say about them."""
+
+    paths: np.ndarray
+    labels: np.ndarray
+    rel: list[str]
+    groups: np.ndarray | None = None
+    splits: list[Split] = field(default_factory=list)
+    protocol: dict = field(default_factory=dict)
+    dedup: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
 def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Callable[[int], None] | None = None) -> Plan:
     """Read and audit the data, then build the splits the config asks for."""
-    dataset = apply_label_map(load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA")
-    analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
-    if not len(analysis.dataset):
-        raise DataError(f"{config.data}: no readable image; run `brainmri audit` to see why")
-    check_inputs(config.methods, (item_kind(r.shape, r.mode) for r in analysis.records))
+    analysis = read_training_data(config, methods=config.methods, label_map=config.label_map, n_jobs=n_jobs,
+                                  progress=progress)
     ds = analysis.dataset
     report = audit_report(analysis)
+    draft = _Draft(np.array([str(it.path) for it in ds.items]), ds.labels.astype(str), [ds.relpath(it) for it in ds.items],
+                   notes=_listing_notes(config, analysis))
+    dataset_info = {"path": str(ds.root), "n_items": len(ds), "classes": ds.classes, "counts": ds.counts(), "test_data": None}
+    against = [analysis]
+    if config.kind == "cv":
+        _cv_splits(config, analysis, draft)
+    elif config.kind == "official":
+        _official_split(config, analysis, draft)
+    else:
+        test_analysis = _external_split(config, analysis, draft, n_jobs=n_jobs, progress=progress)
+        report["cross_dataset_leaks"] = draft.protocol["cross_dataset_leaks"]
+        tds = test_analysis.dataset
+        dataset_info["test_data"] = {"path": str(tds.root), "n_items": len(tds), "counts": tds.counts()}
+        against.append(test_analysis)
+    if config.extra_data:
+        extra = read_extra_data(config, config.extra_data, config.extra_label_map, ds.classes, against, n_jobs=n_jobs,
+                                progress=progress)
+        _add_extra(draft, extra)
+        dataset_info["extra_data"] = extra.info
+    _check_splits(config, draft)
+    draft.protocol.update({"subjects_known": ds.has_subjects, "dropped_duplicates": draft.splits[0].dropped,
+                           "label_map": config.label_map, "notes": draft.notes})
+    return Plan(draft.paths, draft.labels, draft.rel, np.asarray(draft.groups), draft.splits, draft.protocol,
+                dataset_info, audit_summary(report), report, draft.dedup)
+
+
+def _listing_notes(config: BenchmarkConfig, analysis: Analysis) -> list[str]:
+    """The report's notes on what the listing and the audit found, and on what the grouping can guarantee."""
+    ds = analysis.dataset
     notes = []
     if analysis.unreadable:
         notes.append(f"{len(analysis.unreadable)} unreadable file(s) were skipped (see audit.json)")
@@ -82,97 +165,98 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
                      "which keeps copies together but cannot guarantee that one patient's slices stay on one side")
     elif not ds.has_subjects:
         notes.append("subject ids are absent: the split cannot be checked for patients in both training and test")
-    paths = np.array([str(it.path) for it in ds.items])
-    labels = ds.labels.astype(str)
-    rel = [ds.relpath(it) for it in ds.items]
-    dedup = None
-    dataset_info = {"path": str(ds.root), "n_items": len(ds), "classes": ds.classes, "counts": ds.counts(), "test_data": None}
+    return notes
 
-    if config.kind == "cv":
-        splits, used = kfold_splits(analysis, k=config.cv, grouping=config.grouping, seed=config.seed)
-        groups, _ = group_labels(analysis, config.grouping)
-        protocol = {"kind": "cv", "folds": config.cv, "grouping": used, "n_groups": int(len(np.unique(groups)))}
-        notes += protocol_notes(config.methods, config.cv)
-        for label in ds.classes:
-            absent = [s.name for s in splits if not (labels[s.test] == label).any()]
-            if absent:
-                notes.append(f"class {label} has too few independent groups to appear in every test fold "
-                             f"(absent from {', '.join(absent)}); pooled metrics still include it")
-    elif config.kind == "official":
-        split = official_split(analysis, drop_test_duplicates=config.drop_test_duplicates)
-        splits = [split]
-        groups, _ = group_labels(analysis, "auto")  # subjects when known, else near-duplicate clusters
-        leaking = {leak["test_path"] for leak in cross_split_leaks(analysis)}
-        dedup = np.array([k for k in split.test if rel[k] not in leaking], dtype=int)
-        protocol = {"kind": "official", "folds": 1, "grouping": "official split", "n_groups": int(len(np.unique(groups)))}
-        if leaking and not config.drop_test_duplicates:
-            notes.append(f"{len(leaking)} test items duplicate a training item; metrics_deduplicated "
-                         "reports the test split without them")
-        unsplit = sum(it.split is None for it in ds.items)
-        if unsplit:
-            notes.append(f"{unsplit} item(s) have a blank split and are used neither for training nor for testing; "
-                         "fill in their split (train or test) in the CSV")
+
+def _cv_splits(config: BenchmarkConfig, analysis: Analysis, draft: _Draft) -> None:
+    draft.splits, used = kfold_splits(analysis, k=config.cv, grouping=config.grouping, seed=config.seed)
+    draft.groups, _ = group_labels(analysis, config.grouping)
+    draft.protocol = {"kind": "cv", "folds": config.cv, "grouping": used, "n_groups": int(len(np.unique(draft.groups)))}
+    draft.notes += protocol_notes(config.methods, config.cv)
+    for label in analysis.dataset.classes:
+        absent = [s.name for s in draft.splits if not (draft.labels[s.test] == label).any()]
+        if absent:
+            draft.notes.append(f"class {label} has too few independent groups to appear in every test fold "
+                               f"(absent from {', '.join(absent)}); pooled metrics still include it")
+
+
+def _official_split(config: BenchmarkConfig, analysis: Analysis, draft: _Draft) -> None:
+    split = official_split(analysis, drop_test_duplicates=config.drop_test_duplicates)
+    draft.splits = [split]
+    draft.groups, _ = group_labels(analysis, "auto")  # subjects when known, else near-duplicate clusters
+    leaking = {leak["test_path"] for leak in cross_split_leaks(analysis)}
+    draft.dedup = np.array([k for k in split.test if draft.rel[k] not in leaking], dtype=int)
+    draft.protocol = {"kind": "official", "folds": 1, "grouping": "official split",
+                      "n_groups": int(len(np.unique(draft.groups)))}
+    if leaking and not config.drop_test_duplicates:
+        draft.notes.append(f"{len(leaking)} test items duplicate a training item; metrics_deduplicated "
+                           "reports the test split without them")
+    unsplit = sum(it.split is None for it in analysis.dataset.items)
+    if unsplit:
+        draft.notes.append(f"{unsplit} item(s) have a blank split and are used neither for training nor for testing; "
+                           "fill in their split (train or test) in the CSV")
+
+
+def _external_split(config: BenchmarkConfig, analysis: Analysis, draft: _Draft, *, n_jobs: int,
+                    progress: Callable[[int], None] | None) -> Analysis:
+    """``--test-data``: its items appended to the draft as the one split's test part; the test data's analysis."""
+    ds = analysis.dataset
+    test_ds = apply_label_map(load_dataset(config.test_data, allow_outside=config.allow_outside_paths),
+                              config.label_map, "--test-data")
+    test_analysis = analyse(test_ds, params=config.duplicates, n_jobs=n_jobs, progress=progress,
+                            max_pixels=config.max_pixels)
+    check_test_classes(ds.classes, test_analysis.dataset.classes, config.test_data)
+    tds = test_analysis.dataset
+    leaks = cross_dataset_leaks(analysis, test_analysis)
+    leaking = {leak["other_path"] for leak in leaks["pairs"]}
+    copies = np.array([tds.relpath(it) in leaking for it in tds.items], dtype=bool)
+    n_train = len(draft.paths)
+    draft.paths = np.concatenate([draft.paths, [str(it.path) for it in tds.items]])
+    draft.labels = np.concatenate([draft.labels, tds.labels.astype(str)])
+    draft.rel = draft.rel + [f"TEST/{tds.relpath(it)}" for it in tds.items]
+    draft.groups = np.concatenate([group_labels(analysis, "auto")[0], test_analysis.graph.cluster_of + n_train])
+    draft.dedup = n_train + np.flatnonzero(~copies)
+    if copies.all() and config.drop_test_duplicates:
+        raise DataError(f"{config.test_data}: all {len(tds)} test items copy a {ds.root.name} image, so "
+                        "--drop-test-duplicates leaves no test item; test on another dataset")
+    if config.drop_test_duplicates:
+        dropped = {label: v["leaking"] for label, v in leaks["per_class"].items() if v["leaking"]}
+        draft.splits = [Split("external", np.arange(n_train), draft.dedup, dropped)]
     else:
-        test_ds = apply_label_map(load_dataset(config.test_data, allow_outside=config.allow_outside_paths),
-                                  config.label_map, "--test-data")
-        test_analysis = analyse(test_ds, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
-        check_test_classes(ds.classes, test_analysis.dataset.classes, config.test_data)
-        tds = test_analysis.dataset
-        leaks = cross_dataset_leaks(analysis, test_analysis)
-        report["cross_dataset_leaks"] = leaks
-        leaking = {leak["other_path"] for leak in leaks["pairs"]}
-        copies = np.array([tds.relpath(it) in leaking for it in tds.items], dtype=bool)
-        n_train = len(paths)
-        paths = np.concatenate([paths, [str(it.path) for it in tds.items]])
-        labels = np.concatenate([labels, tds.labels.astype(str)])
-        rel = rel + [f"TEST/{tds.relpath(it)}" for it in tds.items]
-        groups = np.concatenate([group_labels(analysis, "auto")[0], test_analysis.graph.cluster_of + n_train])
-        dedup = n_train + np.flatnonzero(~copies)
-        if copies.all() and config.drop_test_duplicates:
-            raise DataError(f"{config.test_data}: all {len(tds)} test items copy a {ds.root.name} image, so "
-                            "--drop-test-duplicates leaves no test item; test on another dataset")
-        if config.drop_test_duplicates:
-            dropped = {label: v["leaking"] for label, v in leaks["per_class"].items() if v["leaking"]}
-            splits = [Split("external", np.arange(n_train), dedup, dropped)]
-        else:
-            splits = [Split("external", np.arange(n_train), np.arange(n_train, len(paths)))]
-        protocol = {"kind": "external", "folds": 1, "grouping": "separate datasets", "n_groups": None,
-                    "cross_dataset_leaks": leaks}
-        dataset_info["test_data"] = {"path": str(tds.root), "n_items": len(tds), "counts": tds.counts()}
-        notes.append(f"external validation: trained on all of {ds.root.name}, tested on {tds.root.name}")
-        if copies.all():
-            notes.append(f"all {len(tds)} items of {tds.root.name} copy a {ds.root.name} image: the external score "
-                         "measures memorisation only, and there is no deduplicated score")
-            dedup = None
-        elif leaking and not config.drop_test_duplicates:
-            notes.append(f"{len(leaking)} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image, so "
-                         "the external score partly measures memorisation; metrics_deduplicated reports the test "
-                         "without them")
-        if tds.problems:
-            notes.append(_listing_note(tds, config.test_data))
-    if config.extra_data:
-        against = [analysis] if config.kind != "external" else [analysis, test_analysis]
-        extra = load_extra(config.extra_data, config.extra_label_map, ds.classes, against=against,
-                           params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels,
-                           allow_outside=config.allow_outside_paths)
-        added = np.arange(len(paths), len(paths) + len(extra.paths))
-        paths, labels, rel = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels]), rel + extra.rel
-        groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
-        splits = [Split(s.name, np.concatenate([s.train, added]), s.test, s.dropped) for s in splits]
-        dataset_info["extra_data"] = extra.info
-        notes.append(format_extra(extra.info))
-    for split in splits:
-        _check_test_classes_trained(labels[split.train], labels[split.test], split.name)
-        _check_training_counts(labels[split.train], np.asarray(groups)[split.train], split.name)
+        draft.splits = [Split("external", np.arange(n_train), np.arange(n_train, len(draft.paths)))]
+    draft.protocol = {"kind": "external", "folds": 1, "grouping": "separate datasets", "n_groups": None,
+                      "cross_dataset_leaks": leaks}
+    draft.notes.append(f"external validation: trained on all of {ds.root.name}, tested on {tds.root.name}")
+    if copies.all():
+        draft.notes.append(f"all {len(tds)} items of {tds.root.name} copy a {ds.root.name} image: the external score "
+                           "measures memorisation only, and there is no deduplicated score")
+        draft.dedup = None
+    elif leaking and not config.drop_test_duplicates:
+        draft.notes.append(f"{len(leaking)} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image, so "
+                           "the external score partly measures memorisation; metrics_deduplicated reports the test "
+                           "without them")
+    if tds.problems:
+        draft.notes.append(_listing_note(tds, config.test_data))
+    return test_analysis
+
+
+def _add_extra(draft: _Draft, extra) -> None:
+    """``--extra-data``'s items appended to the draft, in every training part and never tested on."""
+    added = np.arange(len(draft.paths), len(draft.paths) + len(extra.paths))
+    draft.paths = np.concatenate([draft.paths, extra.paths])
+    draft.labels = np.concatenate([draft.labels, extra.labels])
+    draft.rel = draft.rel + extra.rel
+    draft.groups = np.concatenate([draft.groups, extra.groups + np.max(draft.groups) + 1])
+    draft.splits = [Split(s.name, np.concatenate([s.train, added]), s.test, s.dropped) for s in draft.splits]
+    draft.notes.append(format_extra(extra.info))
+
+
+def _check_splits(config: BenchmarkConfig, draft: _Draft) -> None:
+    for split in draft.splits:
+        _check_test_classes_trained(draft.labels[split.train], draft.labels[split.test], split.name)
+        _check_training_counts(draft.labels[split.train], np.asarray(draft.groups)[split.train], split.name)
     if config.kind != "cv":
-        notes += _untested_classes_note(labels[splits[0].train], labels[splits[0].test])
-    protocol.update({
-        "subjects_known": ds.has_subjects,
-        "dropped_duplicates": splits[0].dropped,
-        "label_map": config.label_map,
-        "notes": notes,
-    })
-    return Plan(paths, labels, rel, np.asarray(groups), splits, protocol, dataset_info, audit_summary(report), report, dedup)
+        draft.notes += _untested_classes_note(draft.labels[draft.splits[0].train], draft.labels[draft.splits[0].test])
 
 
 def _listing_note(ds: Dataset, source: str) -> str:
@@ -195,12 +279,8 @@ def check_before_reading(config: BenchmarkConfig) -> int:
             if mode != "none":
                 check_model_adapts(get_method(method).build(params=config.method_params(method)), mode, name=method)
     dataset = apply_label_map(load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA")
-    n_extra = 0
-    if config.extra_data:
-        extra = apply_label_map(load_dataset(config.extra_data, allow_outside=config.allow_outside_paths),
-                                config.extra_label_map, "--extra-data", option="--extra-label-map")
-        check_extra_classes(extra.classes, dataset.classes, config.extra_data)
-        n_extra = len(extra)
+    n_extra = (check_extra_listing(config, config.extra_data, config.extra_label_map, dataset.classes)
+               if config.extra_data else 0)
     if config.kind == "cv":
         check_folds(config.cv, len(dataset))
         check_grouping(dataset, config.grouping)

@@ -112,64 +112,21 @@ def _bootstrap_groups(protocol: dict) -> str:
 
 
 def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[dict]]) -> tuple[dict, dict]:
-    """Metrics with CIs per method, per-fold scores and pairwise tests, from saved units."""
+    """Metrics with CIs per method, per-fold scores and pairwise tests, from saved units.
+
+    Returns
+    -------
+    results : dict
+        The ``results.json`` document.
+    predictions : dict
+        Per method, its pooled test predictions (:func:`predictions_table`, the report's figures).
+    """
     classes = sorted({c for us in units.values() for u in us for c in u["classes"]})
-    groups_name = _bootstrap_groups(plan.protocol)
     methods: dict[str, dict] = {}
     predictions: dict[str, dict] = {}
     for method, us in units.items():
-        spec = get_method(method.partition("+")[0])  # a method tested with one of several adaptations (split_adapted)
-        pooled = _pooled(plan, us, classes)
-        predictions[method] = pooled
-        groups = plan.groups[pooled["index"]]
-        summary = summarize(pooled["y_true"], pooled["proba"], classes, groups=groups, n_boot=config.n_boot, seed=config.seed)
-        entry = {
-            "summary": spec.summary,
-            "reference": spec.reference,
-            "metrics": summary["metrics"],
-            "per_class": summary["per_class"],
-            "confusion": summary["confusion"],
-            "n_test": summary["n"],
-            "calibration": summary["calibration"],
-            "bootstrap": {**summary["bootstrap"], "groups": groups_name if summary["bootstrap"]["unit"] == "groups" else None},
-        }
-        if plan.dedup_test is not None and len(plan.dedup_test) < len(pooled["index"]):
-            keep = np.isin(pooled["index"], plan.dedup_test)
-            dedup = summarize([y for y, k in zip(pooled["y_true"], keep) if k], pooled["proba"][keep], classes,
-                              groups=groups[keep], n_boot=config.n_boot, seed=config.seed)
-            entry["metrics_deduplicated"] = dedup["metrics"]
-            entry["per_class_deduplicated"] = dedup["per_class"]
-            entry["n_test_deduplicated"] = dedup["n"]
-        per_fold = []
-        for unit, split in zip(us, plan.splits):
-            y = [str(v) for v in plan.labels[unit["test"]]]
-            p = pooled["proba"][np.asarray(pooled["fold"]) == unit["fold"]]
-            scores = classification_metrics(y, p, classes)["metrics"]
-            per_fold.append({"fold": unit["fold"], "n_train": len(split.train), "n_test": len(y),
-                             **{k: scores[k] for k in FOLD_METRICS}})
-        entry["per_fold"] = per_fold
-        fit = sum(u["fit_s"] for u in us)
-        predict = sum(u["predict_s"] for u in us)
-        entry["timing_s"] = {"fit": round(fit, 2), "predict": round(predict, 2), "total": round(fit + predict, 2)}
-        entry["cost"] = cost_entry(us)
-        ood = _ood_entry(config, us)
-        if ood is not None:
-            entry["ood"] = ood
-            entry["timing_s"]["ood_calibration"] = round(sum(u["ood"]["fit_s"] for u in us), 2)
-        if config.shift:
-            entry["shift"] = _shift_entry(config, plan, us, pooled)
-            shifted = sum(u["shift_s"] for u in us)
-            entry["timing_s"].update(shifted_tests=round(shifted, 2), total=round(fit + predict + shifted, 2))
-        entry["params"] = us[0]["params"] if len(us) == 1 else {u["fold"]: u["params"] for u in us if u["params"]}
-        if any("history" in u for u in us):
-            entry["history"] = {u["fold"]: u["history"] for u in us if "history" in u}
-        for kind in ("illustrations", "explanations"):  # pictures of the first fold
-            pictures = next((u[kind] for u in us if u.get(kind)), [])
-            if pictures:
-                entry[kind] = [p["caption"] for p in pictures]
-                pooled[kind] = [base64.b64decode(p["png"]) for p in pictures]
-        methods[method] = entry
-
+        predictions[method] = _pooled(plan, us, classes)
+        methods[method] = _method_entry(config, plan, method, us, predictions[method], classes)
     results = {
         "brainmri_version": __version__,
         "versions": code_versions(),
@@ -193,6 +150,66 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         results["shift"] = {"shifts": shift_definitions(config.shift), "severities": list(config.shift_severities),
                             "subset": subset, "seed": config.seed}
     return results, predictions
+
+
+def _method_entry(config: BenchmarkConfig, plan: Plan, method: str, us: list[dict], pooled: dict,
+                  classes: list[str]) -> dict:
+    """The ``results.json`` entry of one method from its units and pooled predictions (its pictures go to ``pooled``)."""
+    spec = get_method(method.partition("+")[0])  # a method tested with one of several adaptations (split_adapted)
+    groups = plan.groups[pooled["index"]]
+    summary = summarize(pooled["y_true"], pooled["proba"], classes, groups=groups, n_boot=config.n_boot, seed=config.seed)
+    groups_name = _bootstrap_groups(plan.protocol)
+    entry = {
+        "summary": spec.summary,
+        "reference": spec.reference,
+        "metrics": summary["metrics"],
+        "per_class": summary["per_class"],
+        "confusion": summary["confusion"],
+        "n_test": summary["n"],
+        "calibration": summary["calibration"],
+        "bootstrap": {**summary["bootstrap"], "groups": groups_name if summary["bootstrap"]["unit"] == "groups" else None},
+    }
+    if plan.dedup_test is not None and len(plan.dedup_test) < len(pooled["index"]):
+        keep = np.isin(pooled["index"], plan.dedup_test)
+        dedup = summarize([y for y, k in zip(pooled["y_true"], keep) if k], pooled["proba"][keep], classes,
+                          groups=groups[keep], n_boot=config.n_boot, seed=config.seed)
+        entry["metrics_deduplicated"] = dedup["metrics"]
+        entry["per_class_deduplicated"] = dedup["per_class"]
+        entry["n_test_deduplicated"] = dedup["n"]
+    entry["per_fold"] = _per_fold(plan, us, pooled, classes)
+    fit = sum(u["fit_s"] for u in us)
+    predict = sum(u["predict_s"] for u in us)
+    entry["timing_s"] = {"fit": round(fit, 2), "predict": round(predict, 2), "total": round(fit + predict, 2)}
+    entry["cost"] = cost_entry(us)
+    ood = _ood_entry(config, us)
+    if ood is not None:
+        entry["ood"] = ood
+        entry["timing_s"]["ood_calibration"] = round(sum(u["ood"]["fit_s"] for u in us), 2)
+    if config.shift:
+        entry["shift"] = _shift_entry(config, plan, us, pooled)
+        shifted = sum(u["shift_s"] for u in us)
+        entry["timing_s"].update(shifted_tests=round(shifted, 2), total=round(fit + predict + shifted, 2))
+    entry["params"] = us[0]["params"] if len(us) == 1 else {u["fold"]: u["params"] for u in us if u["params"]}
+    if any("history" in u for u in us):
+        entry["history"] = {u["fold"]: u["history"] for u in us if "history" in u}
+    for kind in ("illustrations", "explanations"):  # pictures of the first fold
+        pictures = next((u[kind] for u in us if u.get(kind)), [])
+        if pictures:
+            entry[kind] = [p["caption"] for p in pictures]
+            pooled[kind] = [base64.b64decode(p["png"]) for p in pictures]
+    return entry
+
+
+def _per_fold(plan: Plan, us: list[dict], pooled: dict, classes: list[str]) -> list[dict]:
+    """Each fold's scores (:data:`FOLD_METRICS`) and sizes."""
+    per_fold = []
+    for unit, split in zip(us, plan.splits):
+        y = [str(v) for v in plan.labels[unit["test"]]]
+        p = pooled["proba"][np.asarray(pooled["fold"]) == unit["fold"]]
+        scores = classification_metrics(y, p, classes)["metrics"]
+        per_fold.append({"fold": unit["fold"], "n_train": len(split.train), "n_test": len(y),
+                         **{k: scores[k] for k in FOLD_METRICS}})
+    return per_fold
 
 
 def comparisons(predictions: dict, methods: dict, *, keep=None) -> list[dict]:

@@ -25,20 +25,19 @@ from brainmri.models.bundle import (BUNDLE_FORMAT, FORMAT_VERSION, Bundle, check
 from brainmri.models.inputs import fitted_preprocess, input_size
 from brainmri.runs.config import TrainConfig
 from brainmri.steps import final_step
-from brainmri.data.audit import analyse, audit_report
+from brainmri.data.audit import audit_report
 from brainmri.data.cache import MemoryCache
 from brainmri.data.dataset import load_dataset
-from brainmri.data.extra import check_extra_classes, format_extra, load_extra
-from brainmri.data.io import item_kind, size_and_channels
-from brainmri.data.labels import apply_label_map
+from brainmri.data.extra import format_extra
+from brainmri.data.io import size_and_channels
 from brainmri.data.splits import group_labels
 from brainmri.evaluation.metrics import classification_metrics
 from brainmri.features.extract import precompute_features
-from brainmri.models.catalog import check_inputs, get_method
+from brainmri.models.catalog import get_method
 from brainmri.models.validation import check_class_counts, inner_splits
 from brainmri.models.versions import code_versions
 from brainmri.robust.ood import fit_ood
-from brainmri.runs.plan import audit_summary
+from brainmri.runs.plan import audit_summary, check_extra_listing, read_extra_data, read_training_data
 from brainmri.runs.unit import epoch_lines
 from brainmri.training.device import resolve_device
 
@@ -132,34 +131,16 @@ def train_bundle(
     """
     say = on_event or (lambda message: None)
     spec = get_method(config.method)
-    spec.check_params(config.params)
-    if spec.family == "deep":  # refuse --device cuda without a GPU before reading anything
-
-        resolve_device(config.device)
-    inputs = [config.data, *([config.extra_data] if config.extra_data else [])]
-    check_bundle_target(out, inputs=inputs)
-    if cache_dir:
-        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
-    dataset = load_dataset(config.data, allow_outside=config.allow_outside_paths)
-    if config.extra_data:  # refuse classes that do not map before reading any image
-        extra_listing = apply_label_map(load_dataset(config.extra_data, allow_outside=config.allow_outside_paths),
-                                        config.extra_label_map, "--extra-data", option="--extra-label-map")
-        check_extra_classes(extra_listing.classes, dataset.classes, config.extra_data)
-    say(f"reading and auditing {len(dataset)} files of {config.data}")
-    analysis = analyse(dataset, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels)
-    if not len(analysis.dataset):
-        raise DataError(f"{config.data}: no readable image; run `brainmri audit` to see why")
-    check_inputs([config.method], (item_kind(r.shape, r.mode) for r in analysis.records), "--method")
-    ds = analysis.dataset
-    paths = np.array([str(it.path) for it in ds.items])
-    labels = ds.labels.astype(str)
+    n_files, n_extra = _check_before_reading(config, spec, out, cache_dir)
+    say(f"reading and auditing {n_files} files of {config.data}")
+    analysis = read_training_data(config, methods=[config.method], option="--method", n_jobs=n_jobs, progress=progress)
+    paths, labels = np.array([str(it.path) for it in analysis.dataset.items]), analysis.dataset.labels.astype(str)
     groups, grouping = group_labels(analysis, "auto")
     extra = None
     if config.extra_data:
-        say(f"reading and auditing {len(extra_listing)} files of {config.extra_data}")
-        extra = load_extra(config.extra_data, config.extra_label_map, ds.classes, against=[analysis],
-                           params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels,
-                           allow_outside=config.allow_outside_paths)
+        say(f"reading and auditing {n_extra} files of {config.extra_data}")
+        extra = read_extra_data(config, config.extra_data, config.extra_label_map, analysis.dataset.classes,
+                                [analysis], n_jobs=n_jobs, progress=progress)
         say(format_extra(extra.info))
         paths, labels = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels])
         groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
@@ -182,8 +163,32 @@ def train_bundle(
                   n_jobs=n_jobs)
     validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
                   if config.validate else {"skipped": "not asked for (--no-validation)"})
-    report = audit_report(analysis)
-    manifest = {
+    training = {"grouping": grouping, "n_groups": int(len(np.unique(groups))), "fit_s": round(fit_s, 2),
+                **({"extra_data": extra.info} if extra is not None else {})}
+    manifest = save_bundle(model, out, _manifest(config, spec, model, analysis, training, validation, ood), ood=ood)
+    say(f"wrote the bundle {out}")
+    return Bundle(model, manifest, Path(out), ood)
+
+
+def _check_before_reading(config: TrainConfig, spec, out, cache_dir) -> tuple[int, int]:
+    """Refuse, before any image is read, what would fail later; the files listed in DATA and in ``--extra-data``."""
+    spec.check_params(config.params)
+    if spec.family == "deep":  # refuse --device cuda without a GPU before reading anything
+        resolve_device(config.device)
+    inputs = [config.data, *([config.extra_data] if config.extra_data else [])]
+    check_bundle_target(out, inputs=inputs)
+    if cache_dir:
+        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
+    dataset = load_dataset(config.data, allow_outside=config.allow_outside_paths)
+    n_extra = (check_extra_listing(config, config.extra_data, config.extra_label_map, dataset.classes)
+               if config.extra_data else 0)
+    return len(dataset), n_extra
+
+
+def _manifest(config: TrainConfig, spec, model, analysis, training: dict, validation: dict, ood) -> dict:
+    """The bundle's ``manifest.json`` (without ``files``, which :func:`~brainmri.models.bundle.save_bundle` adds)."""
+    ds = analysis.dataset
+    return {
         "format": BUNDLE_FORMAT,
         "format_version": FORMAT_VERSION,
         "brainmri_version": __version__,
@@ -196,14 +201,11 @@ def train_bundle(
         "versions": code_versions(),
         "config": config.to_dict(),
         "training_data": {"path": str(ds.root), "n_items": len(ds), "counts": ds.counts(),
-                          "grouping": grouping, "n_groups": int(len(np.unique(groups))),
-                          **_image_kinds(analysis.records), "fit_s": round(fit_s, 2),
-                          **({"extra_data": extra.info} if extra is not None else {})},
-        "audit": audit_summary(report),
+                          "grouping": training["grouping"], "n_groups": training["n_groups"],
+                          **_image_kinds(analysis.records), "fit_s": training["fit_s"],
+                          **({"extra_data": training["extra_data"]} if "extra_data" in training else {})},
+        "audit": audit_summary(audit_report(analysis)),
         "validation": validation,
         "ood": ood.summary(),
         "libraries": library_versions(),
     }
-    manifest = save_bundle(model, out, manifest, ood=ood)
-    say(f"wrote the bundle {out}")
-    return Bundle(model, manifest, Path(out), ood)
