@@ -16,7 +16,7 @@ import numpy as np
 
 from brainmri.data.dataset import load_dataset
 from brainmri.data.io import read_image
-from brainmri.regions.search import RegionAttribution, class_relevance
+from brainmri.regions.features import RegionAttribution, class_relevance
 
 root, model, tag = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 planted = json.loads((root / ".regions/planted_regions.json").read_text())["planted_regions"]

@@ -4,7 +4,7 @@ Usage: .venv/bin/python bench/sampler_benchmark.py [--trials 100] [--seeds 20] [
        [--dims 2 5 10] [--samplers aco aco-plain tpe cmaes gp qmc random] [--functions ...] [--json FILE]
 
 Every sampler gets the same budget (``--trials`` evaluations) on sphere,
-Rosenbrock, Rastrigin and Ackley (brainmri.tuning.benchmark_functions) in each
+Rosenbrock, Rastrigin and Ackley (brainmri.tuning.optimisation_problems) in each
 dimension, once per seed (seed s for every sampler; QMC scrambled with that
 seed). GP is much slower per trial than the others, so it runs ``--gp-seeds``
 seeds (the first ones). Prints a Markdown table of the median best value per
@@ -26,7 +26,7 @@ import optuna
 
 from brainmri.files import write_json
 from brainmri.tuning.aco import ACOSampler
-from brainmri.tuning.benchmark_functions import FUNCTIONS
+from brainmri.tuning.optimisation_problems import FUNCTIONS
 
 SAMPLERS = {
     "aco": lambda seed: ACOSampler(seed=seed),

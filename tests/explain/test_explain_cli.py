@@ -81,7 +81,7 @@ def test_explain_writes_a_map_and_an_overlay_per_image_and_the_checks(cnn, maske
 
 def test_masks_line_up_with_the_image_the_model_sees(cnn):
     """A bright square and its mask: after the crop to the head and the resize, the aligned mask covers the square."""
-    from brainmri.explain.explainer import ModelView
+    from brainmri.explain.view import ModelView
     from brainmri.models.bundle import load_model
 
     view = ModelView(load_model(cnn, device="cpu"))

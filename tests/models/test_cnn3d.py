@@ -116,7 +116,7 @@ def test_occlusion_explains_a_volume_model(volume_model, volume_source, tmp_path
 
 def test_masks_line_up_with_the_volume_the_model_sees(volume_model):
     """A bright cube in an off-centre head, and its mask: after the 3D crop and the resize, the mask covers the cube."""
-    from brainmri.explain.explainer import ModelView
+    from brainmri.explain.view import ModelView
     from brainmri.models.bundle import load_model
 
     view = ModelView(load_model(volume_model, device="cpu"))

@@ -13,7 +13,8 @@ from brainmri.cli import main
 from brainmri.errors import ConfigError, DataError
 from brainmri.regions.atlas import load_atlas
 from brainmri.regions.genetic import GeneticRegionSearch
-from brainmri.regions.search import RegionSearchConfig, attribution_density, class_relevance, run_region_search
+from brainmri.regions.region_search import RegionSearchConfig, run_region_search
+from brainmri.regions.features import attribution_density, class_relevance
 
 FAST = ["--population", "12", "--generations", "8", "--regions", "12"]  # the fixture's parcellation: 12 regions
 
@@ -186,10 +187,10 @@ def test_class_relevance_keeps_what_every_subject_agrees_on():
 def test_the_docstring_examples_of_the_search_hold():
     import doctest
 
-    from brainmri.regions import search
+    from brainmri.regions import features, region_search
 
-    result = doctest.testmod(search)
-    assert result.attempted >= 6 and result.failed == 0
+    results = [doctest.testmod(module) for module in (features, region_search)]
+    assert sum(r.attempted for r in results) >= 6 and sum(r.failed for r in results) == 0
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from brainmri.errors import ConfigError
 from brainmri.tuning.aco import ACOSampler
-from brainmri.tuning.benchmark_functions import FUNCTIONS
+from brainmri.tuning.optimisation_problems import FUNCTIONS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -188,7 +188,7 @@ def test_bad_settings_are_refused_at_construction(kwargs, match):
 
 
 @pytest.mark.parametrize("name, optimum", [("sphere", 0.0), ("rosenbrock", 1.0), ("rastrigin", 0.0), ("ackley", 0.0)])
-def test_benchmark_functions_are_vectorised_with_minimum_zero(name, optimum):
+def test_optimisation_problems_are_vectorised_with_minimum_zero(name, optimum):
     function, bound = FUNCTIONS[name]
     points = np.random.default_rng(0).uniform(-bound, bound, size=(50, 4))
     values = function(points)
@@ -197,7 +197,7 @@ def test_benchmark_functions_are_vectorised_with_minimum_zero(name, optimum):
     assert function(np.full(4, optimum)) == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("module", ["brainmri.tuning.aco", "brainmri.tuning.benchmark_functions"])
+@pytest.mark.parametrize("module", ["brainmri.tuning.aco", "brainmri.tuning.optimisation_problems"])
 def test_docstring_examples(module):
     import doctest
     import importlib

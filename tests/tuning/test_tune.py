@@ -14,6 +14,7 @@ from brainmri.models.catalog import get_method
 from brainmri.runs import unit as unit_module  # noqa: E402
 from brainmri.robust.ood import predict_with_ood  # noqa: E402
 from brainmri.tuning import search  # noqa: E402
+from brainmri.tuning.results import UNCALIBRATED_NOTE  # noqa: E402
 
 #: Inner folds of the official split's training part (4 independent images per class).
 FOLDS = 4
@@ -53,7 +54,7 @@ def test_each_sampler_finishes_its_trials_and_the_best_inner_score_is_chosen(com
 def test_classical_trials_are_scored_uncalibrated_and_the_tested_configuration_is_calibrated(compared):
     _, _, results = compared
     assert all(t["uncalibrated"] for t in complete(results, "random") + complete(results, "tpe"))
-    assert search.UNCALIBRATED_NOTE in results["test"]["protocol"]["notes"]
+    assert UNCALIBRATED_NOTE in results["test"]["protocol"]["notes"]
     tested = results["test"]["methods"]["glcm-svm tuned by tpe"]["params"]
     assert tested["calibration"].startswith("isotonic")
 

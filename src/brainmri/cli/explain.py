@@ -110,7 +110,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_regions(args) -> int:
-    from brainmri.regions.search import (
+    from brainmri.regions.region_search import (
         RegionSearchConfig,
         format_summary,
         run_region_search,

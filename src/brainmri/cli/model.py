@@ -203,7 +203,8 @@ def cmd_predict(args) -> int:
 
 def _predict_and_explain(args, bundle, items, jobs: int, update) -> dict:
     """``predict --explain``: predictions, plus a map and overlay per image in ``args.explain`` (no checks)."""
-    from brainmri.explain.explainer import ExplainConfig, ModelView, explain_images
+    from brainmri.explain.explainer import ExplainConfig, explain_images
+    from brainmri.explain.view import ModelView
 
     method = args.explain_method or ModelView(bundle).methods()[0]
     config = ExplainConfig(method=method, checks=False, seed=0)

@@ -14,15 +14,13 @@ every occluded copy.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 
 from brainmri.data.io import read_image
-from brainmri.explain.explainer import ModelView
+from brainmri.explain.view import ModelView
 from brainmri.explain.overlay import Overlay
 from brainmri.models.bundle import Bundle
-from brainmri.models.inputs import fitted_preprocess, input_size
 
 #: Test items explained per true class and outcome (correct, wrong).
 PER_CLASS = 1
@@ -94,10 +92,7 @@ def explain_examples(model, paths, y_true, proba: np.ndarray, *, method: str, pr
     picks = pick_examples(y_true, proba, classes, per_class=per_class)
     if not picks:
         return []
-    manifest = {"classes": classes, "method": {"name": method},
-                "preprocess": fitted_preprocess(model, preprocess).to_dict(),  # with the landmarks the model learned
-                "input_size": input_size(model, preprocess)}
-    view = ModelView(Bundle(model, manifest, Path(method)))
+    view = ModelView(Bundle.of(model, name=method, preprocess=preprocess))
     if "gradcam" in view.methods():
         name, attribute = "gradcam", view.attribution("gradcam")
     else:

@@ -25,18 +25,14 @@ costs nothing).
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import logging
 import time
-from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from brainmri.steps import final_step
 from brainmri.data.io import MAX_PIXELS, image_format, read_image
 from brainmri.data.volumes import VolumePreprocess
 from brainmri.errors import ConfigError, DataError
@@ -44,12 +40,10 @@ from brainmri.explain.attribution import METHODS, predicted_score
 from brainmri.explain.checks import (lesion_share, perturbation_curves, pointing_game, random_map_baseline,
                                      randomized_copy, rank_correlations)
 from brainmri.explain.overlay import Overlay
+from brainmri.explain.view import ModelView
 from brainmri.files import atomic_path, write_json
 from brainmri.outputs import OutputFolder
-from brainmri.models.bundle import _preprocess
 from brainmri.models.predict import predict_images
-from brainmri.training.device import torch_threads
-from brainmri.training.loop import autocast_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -97,122 +91,6 @@ class ExplainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
         if self.tolerance is not None and not self.tolerance >= 0:
             raise ConfigError(f"--tolerance must be a number of pixels >= 0, got {self.tolerance!r}")
-
-
-class ModelView:
-    """A bundle as attribution sees it: preprocessed images in, class scores out.
-
-    Parameters
-    ----------
-    bundle : Bundle
-        From :func:`~brainmri.models.bundle.load_model`.
-
-    Attributes
-    ----------
-    module : torch.nn.Module or None
-        The trained network when it takes the images (or volumes)
-        themselves (``(n, 1, H, W)`` or ``(n, 1, D, H, W)`` -> logits);
-        None for classical methods and networks on features.
-    preprocess : Preprocess or VolumePreprocess
-        The bundle's preprocessing at the model's input size.
-    """
-
-    def __init__(self, bundle):
-        self.bundle = bundle
-        final = final_step(bundle.model)
-        shape = getattr(final, "input_shape_", None)
-        self.classifier = final
-        self.module = final.module_ if hasattr(final, "module_") and shape is not None and len(shape) in (2, 3) else None
-
-        size = bundle.manifest.get("input_size")
-        preprocess = _preprocess(bundle.manifest["preprocess"])
-        if size and len(size) == 3:
-            self.preprocess = VolumePreprocess.like(preprocess, size[0])
-        else:
-            self.preprocess = dataclasses.replace(preprocess, size=size[0]) if size else preprocess
-
-    def methods(self) -> list[str]:
-        """The attribution methods that apply to this model."""
-        return [name for name, cls in METHODS.items() if self.module is not None or not cls.needs_gradients]
-
-    def attribution(self, method: str, **settings):
-        """The attribution object ``method`` for this model.
-
-        Raises
-        ------
-        ConfigError
-            ``method`` does not apply to this model (the message names those
-            that do), or Captum is not installed.
-        """
-        if method not in self.methods():
-            name = self.bundle.manifest["method"]["name"]
-            why = "it needs a torch network on the images, and this model is not one"
-            raise ConfigError(f"--method {method}: does not apply to {name} ({why}); valid methods for this model: "
-                              f"{', '.join(self.methods())}")
-        if importlib.util.find_spec("captum") is None:
-            raise ConfigError(f"--method {method}: explanations need Captum, which is not installed; "
-                              "pip install 'brainmri[explain]'")
-        cls = METHODS[method]
-        return cls(self.module, **settings) if cls.needs_gradients else cls(self.proba, **settings)
-
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        """Within the block the network runs as it predicts (its ``threads``, its autocast ``precision``), frozen.
-
-        ayadi-cnn predicts in bf16 with channels-last images; Grad-CAM in
-        that precision ran at 29 instead of 14 images/s on the 2-core CPU,
-        and its maps kept the ranking of the float32 maps (see
-        ``bench/explain_benchmark.sh``).
-        """
-        if self.module is None:
-            yield
-            return
-        import torch
-
-        device = self.classifier.device_
-        dtype = autocast_dtype(self.classifier.precision, device)
-        parameters = [p for p in self.module.parameters() if p.requires_grad]
-        for parameter in parameters:  # attribution needs gradients of inputs and activations, not of weights
-            parameter.requires_grad_(False)
-        try:
-            with torch_threads(self.classifier.threads), \
-                    torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
-                yield
-        finally:
-            for parameter in parameters:
-                parameter.requires_grad_(True)
-
-    def tensor(self, images: np.ndarray):
-        """Preprocessed images ``(n, H, W)`` (volumes ``(n, D, H, W)``) as a float32 tensor with a channel axis on the model's device."""
-        import torch
-
-        x = torch.as_tensor(np.asarray(images, dtype=np.float32))[:, None]
-        if self.module is None:
-            return x
-        x = x.to(self.classifier.device_)
-        return x.contiguous(memory_format=torch.channels_last) if self.classifier.channels_last else x
-
-    def proba(self, x):
-        """Class probabilities ``(n, n_classes)`` (tensor) of images ``(n, 1, H, W)`` (tensor).
-
-        The network's temperature-scaled softmax, or the classical model's
-        ``predict_proba`` (which preprocesses the images it is given again:
-        they are already cropped, so only the intensity scaling changes).
-        """
-        import torch
-
-        if self.module is not None:
-            with torch.no_grad():
-                return torch.softmax(self.module(x).float() / self.classifier.temperature_, dim=1)
-        images = list(x[:, 0].detach().cpu().numpy())
-        return torch.as_tensor(self.bundle.predict_proba(images), dtype=torch.float32)
-
-    def align(self, mask: np.ndarray, image: np.ndarray) -> np.ndarray:
-        """A lesion mask of ``image`` (same shape) moved into the model's input space, as :attr:`preprocess` moves the image."""
-        mask = np.asarray(mask, dtype=np.float32)
-        if mask.ndim == 3:
-            return self.preprocess.resample(mask, self.preprocess.box(np.asarray(image, dtype=np.float32))) >= 0.5
-        return self.preprocess.geometry(mask, reference=image) >= 0.5
 
 
 class MaskFolder:

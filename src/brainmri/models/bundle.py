@@ -49,6 +49,7 @@ from brainmri import __version__
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
 from brainmri.files import check_output_folder, sha256, write_json
+from brainmri.models.inputs import fitted_preprocess, input_size
 from brainmri.models.persist import load_steps, save_steps
 from brainmri.outputs import containing_inputs
 from brainmri.models.catalog import available_methods, get_method
@@ -256,10 +257,6 @@ def verify_files(folder: str | Path, manifest: dict) -> None:
                             "copy the bundle again, or train it again")
 
 
-def _preprocess(settings: dict) -> Preprocess:
-    return Preprocess.from_dict(settings)
-
-
 class Bundle:
     """A fitted method loaded from a bundle folder (see :func:`load_model`).
 
@@ -283,6 +280,26 @@ class Bundle:
         self.path = path
         self.classes_ = np.asarray(manifest["classes"])
         self.ood = ood
+
+    @classmethod
+    def of(cls, model, *, name: str, preprocess: Preprocess) -> Bundle:
+        """A fitted method that is not saved, as a bundle of what it learned (no files, no OOD detector).
+
+        The manifest holds what predictions and explanations read: the
+        classes, the method's ``name``, the preprocessing it learned with
+        (``preprocess`` plus, for instance, the Nyúl landmarks of its first
+        step) and the input size it sees. The benchmark explains the
+        methods of its units this way.
+        """
+        manifest = {"classes": [str(c) for c in model.classes_], "method": {"name": name},
+                    "preprocess": fitted_preprocess(model, preprocess).to_dict(),
+                    "input_size": input_size(model, preprocess)}
+        return cls(model, manifest, Path(name))
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The preprocessing of the model's training images, as the manifest records it."""
+        return Preprocess.from_dict(self.manifest["preprocess"])
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, method={self.manifest['method']['name']!r}, classes={list(self.classes_)})"
@@ -374,7 +391,7 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
     except ConfigError:
         raise ConfigError(f"{folder / MANIFEST}: method {method['name']!r} is not registered in this brainmri "
                           f"{__version__}; valid methods: {', '.join(available_methods())}") from None
-    model = spec.build(seed=manifest["config"]["seed"], n_jobs=n_jobs, preprocess=_preprocess(manifest["preprocess"]),
+    model = spec.build(seed=manifest["config"]["seed"], n_jobs=n_jobs, preprocess=Preprocess.from_dict(manifest["preprocess"]),
                        device=device, params=method["params"])
     [(_, model)] = load_steps([("model", model)], folder, "")
     if [str(c) for c in model.classes_] != manifest["classes"]:

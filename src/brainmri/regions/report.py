@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.files import write_text
-from brainmri.report.figures import _figure, figure_png
-from brainmri.report.html import _CSS, _e, _img, _key_values, _num, _table
+from brainmri.report.charts import new_figure, figure_png
+from brainmri.report.parts import CSS, escape_html, image, key_values, number, table
 
 
 def history_figure(history: list[dict]):
     """Best and mean fitness, and the best mask's accuracy, per generation."""
-    fig = _figure(6.0, 3.2)
+    fig = new_figure(6.0, 3.2)
     ax = fig.add_subplot()
     gens = [h["generation"] for h in history]
     ax.plot(gens, [h["best_fitness"] for h in history], label="best fitness")
@@ -35,7 +35,7 @@ def history_figure(history: list[dict]):
 
 def mask_figure(mean: np.ndarray, mask: np.ndarray):
     """The mean volume on the three planes through the mask's centre, the selected regions in colour."""
-    fig = _figure(7.5, 2.8)
+    fig = new_figure(7.5, 2.8)
     centre = [int(round(c.mean())) for c in np.nonzero(mask)] if mask.any() else [s // 2 for s in mask.shape]
     for axis, name in enumerate(("sagittal", "coronal", "axial")):
         ax = fig.add_subplot(1, 3, axis + 1)
@@ -52,44 +52,44 @@ def render_regions_report(results: dict, ranked: list[dict], mean: np.ndarray, m
     acc = results["accuracy"]
     skipped = f" ({len(results['skipped'])} skipped)" if results["skipped"] else ""
     summary = [
-        ("data", _e(results["data"])),
-        ("volumes", _num(results["n_volumes"]) + skipped),
-        ("classes", _e(", ".join(results["classes"]))),
-        ("regions", f"{results['atlas']['n_regions']} from {_e(results['atlas']['source'])}"),
-        ("selected regions", _e(", ".join(map(str, results["selected_regions"])) or "none")),
-        ("accuracy with the mask", _num(acc["mask"])),
-        ("accuracy of the whole brain", _num(acc["whole_brain"])),
-        ("validation", _e(results["cv"])),
-        ("fitness", _e(results["fitness"])),
-        ("classifier", _e(results["classifier"])),
-        ("attribution (seeds the search)", _e(results["attribution"])),
+        ("data", escape_html(results["data"])),
+        ("volumes", number(results["n_volumes"]) + skipped),
+        ("classes", escape_html(", ".join(results["classes"]))),
+        ("regions", f"{results['atlas']['n_regions']} from {escape_html(results['atlas']['source'])}"),
+        ("selected regions", escape_html(", ".join(map(str, results["selected_regions"])) or "none")),
+        ("accuracy with the mask", number(acc["mask"])),
+        ("accuracy of the whole brain", number(acc["whole_brain"])),
+        ("validation", escape_html(results["cv"])),
+        ("fitness", escape_html(results["fitness"])),
+        ("classifier", escape_html(results["classifier"])),
+        ("attribution (seeds the search)", escape_html(results["attribution"])),
     ]
-    notes = [f"<p>{_e(acc['note'])}.</p>"]
+    notes = [f"<p>{escape_html(acc['note'])}.</p>"]
     if results["atlas"]["note"]:
-        notes.append(f"<p>{_e(results['atlas']['note'])}.</p>")
+        notes.append(f"<p>{escape_html(results['atlas']['note'])}.</p>")
     planted = results.get("planted")
     if planted and planted["comparable"]:
-        summary.append(("planted regions (known answer)", _e(", ".join(map(str, planted["planted_regions"])))))
+        summary.append(("planted regions (known answer)", escape_html(", ".join(map(str, planted["planted_regions"])))))
         summary.append((f"planted among the top {len(planted['planted_regions'])} ranked",
                         f"{planted['recovered_top']:.0%}"))
         summary.append(("planted regions selected", f"{planted['recovered_selected']:.0%}"))
     elif planted:
-        notes.append(f"<p>Planted regions not compared: {_e(planted['note'])}.</p>")
-    rows = [[_num(r["rank"]), _num(r["region"]), "yes" if r["selected"] else "", _num(r["attribution"]),
-             _num(r["population_share"]), _num(r["voxels"]), f"{r['inside_brain']:.0%}"] for r in ranked]
+        notes.append(f"<p>Planted regions not compared: {escape_html(planted['note'])}.</p>")
+    rows = [[number(r["rank"]), number(r["region"]), "yes" if r["selected"] else "", number(r["attribution"]),
+             number(r["population_share"]), number(r["voxels"]), f"{r['inside_brain']:.0%}"] for r in ranked]
     body = [
-        f"<h1>brainmri region search</h1><p class=\"meta\">{_e(results['created'])}</p>",
-        "<h2>Summary</h2>", _key_values(summary), *notes,
-        "<h2>Search</h2>", _img(figure_png(history_figure(results["history"])), "fitness per generation",
+        f"<h1>brainmri region search</h1><p class=\"meta\">{escape_html(results['created'])}</p>",
+        "<h2>Summary</h2>", key_values(summary), *notes,
+        "<h2>Search</h2>", image(figure_png(history_figure(results["history"])), "fitness per generation",
                                 f"{results['n_evaluations']} distinct masks scored"),
-        "<h2>Selected regions</h2>", _img(figure_png(mask_figure(mean, mask)), "selected regions on the mean volume"),
+        "<h2>Selected regions</h2>", image(figure_png(mask_figure(mean, mask)), "selected regions on the mean volume"),
         "<h2>Ranked regions</h2>",
-        _table(["rank", "region", "selected", "attribution", "share of last generation", "voxels", "inside brain"],
+        table(["rank", "region", "selected", "attribution", "share of last generation", "voxels", "inside brain"],
                rows, numeric_from=0),
-        "<h2>Configuration</h2>", f"<pre>{_e(json.dumps(results['config'], indent=2))}</pre>",
+        "<h2>Configuration</h2>", f"<pre>{escape_html(json.dumps(results['config'], indent=2))}</pre>",
     ]
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>brainmri region search ({_e(results['created'])})</title>\n<style>{_CSS}</style>\n"
+            f"<title>brainmri region search ({escape_html(results['created'])})</title>\n<style>{CSS}</style>\n"
             "</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
 
 

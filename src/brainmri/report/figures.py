@@ -1,6 +1,6 @@
 """Figures of a benchmark report.
 
-Every ``*_figure`` function draws on its own :class:`matplotlib.figure.Figure`
+Every ``*new_figure`` function draws on its own :class:`matplotlib.figure.Figure`
 with the Agg canvas, so nothing here selects a backend, opens a window or
 leaves a figure in pyplot's global registry; the figure's axes can be
 inspected (tests read the plotted values back) and :func:`figure_png` encodes
@@ -11,7 +11,6 @@ bytes; :func:`write_figures` saves them and the HTML report
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import re
@@ -21,56 +20,11 @@ from typing import Sequence
 import numpy as np
 
 from brainmri.files import atomic_path
+from brainmri.report.charts import colors, figure_png, new_figure
+from brainmri.report.parts import CHART_METRICS
 from brainmri.evaluation.shift import severity_label
 
 logger = logging.getLogger(__name__)
-
-#: Display names of metrics; also their column order (others follow, sorted).
-METRIC_NAMES = {
-    "n_train": "training items",
-    "n_test": "test items",
-    "accuracy": "accuracy",
-    "balanced_accuracy": "balanced accuracy",
-    "macro_f1": "macro F1",
-    "auc": "AUC",
-    "sensitivity": "sensitivity",
-    "specificity": "specificity",
-    "precision": "precision",
-    "brier": "Brier score",
-    "ece": "ECE",
-    "mean_confidence": "mean confidence",
-    "f1": "F1",
-    "support": "support",
-}
-
-#: Metrics drawn by :func:`metric_comparison_figure`, with their axis labels (all higher-is-better).
-CHART_METRICS = {k: METRIC_NAMES[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}
-
-_DPI = 110
-
-
-def _figure(width: float, height: float):
-    """A new figure attached to its own Agg canvas (no pyplot, no global state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def figure_png(fig) -> bytes:
-    """Encode a figure of this module as PNG (no metadata, so the bytes depend only on the drawing)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return [cmap(k % cmap.N) for k in range(n)]
 
 
 def confusion_matrix_figure(confusion: dict, title: str):
@@ -101,7 +55,7 @@ def confusion_matrix_figure(confusion: dict, title: str):
     share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
 
     side = max(3.8, 1.1 + 0.85 * n)
-    fig = _figure(side + 1.0, side)
+    fig = new_figure(side + 1.0, side)
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
@@ -154,11 +108,11 @@ def roc_curves_figure(y_true: Sequence, proba, classes: Sequence[str], title: st
         )
 
     drawn = classes[1:] if len(classes) == 2 else classes
-    fig = _figure(5.6, 5.0)
+    fig = new_figure(5.6, 5.0)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="chance")
     skipped = []
-    for k, (cls, color) in enumerate(zip(classes, _colors(len(classes)))):
+    for k, (cls, color) in enumerate(zip(classes, colors(len(classes)))):
         if cls not in drawn:
             continue
         positive = y_true == cls
@@ -210,7 +164,7 @@ def metric_comparison_figure(results: dict):
     from matplotlib.patches import Patch
 
     methods = list(results["methods"])
-    colors = dict(zip(methods, _colors(len(methods))))
+    colour_of = dict(zip(methods, colors(len(methods))))
     dedup = [m for m in methods if results["methods"][m].get("metrics_deduplicated")]
 
     # one slot per bar: (metric, method, deduplicated?)
@@ -230,7 +184,7 @@ def metric_comparison_figure(results: dict):
         centres.setdefault(metric, []).append(pos)
         pos += width
 
-    fig = _figure(max(6.5, 0.42 * len(slots) + 2.5), 4.4)
+    fig = new_figure(max(6.5, 0.42 * len(slots) + 2.5), 4.4)
     ax = fig.add_subplot()
     lows = []
     for xk, (metric, method, is_dedup) in zip(x, slots):
@@ -246,7 +200,7 @@ def metric_comparison_figure(results: dict):
             lows.append(lo)
         lows.append(value)
         ax.bar(
-            xk, value, width=width * 0.92, color=colors[method], edgecolor="black", linewidth=0.6,
+            xk, value, width=width * 0.92, color=colour_of[method], edgecolor="black", linewidth=0.6,
             hatch="///" if is_dedup else None, alpha=0.55 if is_dedup else 1.0,
             yerr=yerr, capsize=2.5, error_kw={"linewidth": 0.9},
         )
@@ -259,7 +213,7 @@ def metric_comparison_figure(results: dict):
     ax.set_ylabel("value (bars: 95% CI)" if bottom == 0 else f"value (axis starts at {bottom:.1f})")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    handles = [Patch(facecolor=colors[m], edgecolor="black", label=m) for m in methods]
+    handles = [Patch(facecolor=colour_of[m], edgecolor="black", label=m) for m in methods]
     if dedup:
         handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label="accuracy, deduplicated test"))
     ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=min(len(handles), 4), frameon=False)
@@ -303,11 +257,11 @@ def reliability_figure(calibration: dict, ece: float, title: str):
     accuracy = np.array([a for a, f in zip(bins["accuracy"], filled) if f], dtype=float)
     confidence = np.array([c for c, f in zip(bins["confidence"], filled) if f], dtype=float)
 
-    fig = _figure(5.2, 5.6)
+    fig = new_figure(5.2, 5.6)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
     ece_text = f"{ece:.3f}" if _finite(ece) else "n/a"
-    top.plot(confidence, accuracy, color=_colors(1)[0], marker="o", linewidth=1.6,
+    top.plot(confidence, accuracy, color=colors(1)[0], marker="o", linewidth=1.6,
              label=f"accuracy per confidence bin (ECE {ece_text})")
     top.set_ylabel("accuracy")
     top.set_xlim(0, 1)
@@ -341,9 +295,9 @@ def learning_curves_figure(history: dict[str, list[dict]], title: str):
         Two axes sharing the epoch axis: losses (solid: training, dashed:
         validation) and validation accuracy, one colour per fold.
     """
-    fig = _figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     loss, accuracy = fig.subplots(1, 2, sharex=True)
-    for color, (fold, records) in zip(_colors(len(history)), history.items()):
+    for color, (fold, records) in zip(colors(len(history)), history.items()):
         epochs = [r["epoch"] for r in records]
         loss.plot(epochs, [r["train_loss"] for r in records], color=color, label=f"{fold} training")
         loss.plot(epochs, [r["val_loss"] for r in records], color=color, linestyle="--", label=f"{fold} validation")
@@ -379,11 +333,11 @@ def shift_severity_figure(shift: dict, severities: Sequence[int], title: str):
         One axes: a line per shift from the clean accuracy (severity 0) through
         the tested severities, and the mean over shifts as a thick black line.
     """
-    fig = _figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     x = [0, *severities]
     clean = shift["clean"]["accuracy"]["value"]
-    for k, (color, (name, by)) in enumerate(zip(_colors(len(shift["shifts"])), shift["shifts"].items())):
+    for k, (color, (name, by)) in enumerate(zip(colors(len(shift["shifts"])), shift["shifts"].items())):
         # tab10 has ten colours: the eleventh shift on is dashed.
         ax.plot(x, [clean, *(by[str(s)]["accuracy"]["value"] for s in severities)], color=color, marker=".",
                 linewidth=1, linestyle="-" if k < 10 else "--", label=name)
@@ -422,7 +376,7 @@ def shift_summary_figure(results: dict):
     labels = ["clean", *(severity_label(s) for s in severities)]
     shades = colormaps["Blues_r"](np.linspace(0.1, 0.75, len(labels)))
     width = 0.8 / len(labels)
-    fig = _figure(max(6.4, 0.35 * len(methods) * len(labels) + 2.5), 4.6)
+    fig = new_figure(max(6.4, 0.35 * len(methods) * len(labels) + 2.5), 4.6)
     ax = fig.add_subplot()
     for k, (label, shade) in enumerate(zip(labels, shades)):
         key = "clean" if k == 0 else str(severities[k - 1])

@@ -137,7 +137,7 @@ def run_benchmark(
                                 say=say) for split in plan.splits] for method in config.methods}
         say("computing metrics, confidence intervals and tests")
         results, predictions = summarize_units(config, plan, split_adapted(config, units))
-        write_outputs(out, results, predictions, plan)
+        write_benchmark_outputs(out, results, predictions, plan)
         return results
 
 
@@ -195,7 +195,7 @@ def _record_remote_units(out: Path, paths: list[Path]) -> None:
             folder.file(name)
 
 
-def write_outputs(out: Path, results: dict, predictions: dict, plan: Plan) -> None:
+def write_benchmark_outputs(out: Path, results: dict, predictions: dict, plan: Plan) -> None:
     """results.json, predictions.csv, figures/ and report.html (each written atomically)."""
     write_json(out / "results.json", results)
     write_text(out / "predictions.csv", predictions_table(plan, predictions))

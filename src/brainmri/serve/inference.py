@@ -36,7 +36,7 @@ import numpy as np
 from brainmri.errors import BrainMRIError, ConfigError
 from brainmri.files import atomic_path, write_json
 from brainmri.serve.uploads import SUFFIXES, RequestError, Upload, read_upload
-from brainmri.explain.explainer import ModelView
+from brainmri.explain.view import ModelView
 from brainmri.explain.overlay import Overlay
 
 logger = logging.getLogger(__name__)

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.files import write_text
-from brainmri.report.figures import _colors, _figure, figure_png, render_figures, write_figures
-from brainmri.report.html import (_CSS, _comparison, _e, _img, _key_values, _method, _num, _pairwise, _protocol,
-                                  _table)
+from brainmri.report.figures import render_figures, write_figures
+from brainmri.report.charts import colors, new_figure, figure_png
+from brainmri.report.sections import comparison_section, method_section, pairwise_section, protocol_section
+from brainmri.report.parts import CSS, escape_html, image, key_values, number, table
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ def best_so_far_figure(searches: dict):
     matplotlib.figure.Figure
         One axes: x the number of finished trials, y the best inner score so far.
     """
-    fig = _figure(6.4, 3.6)
+    fig = new_figure(6.4, 3.6)
     ax = fig.add_subplot()
-    for color, (sampler, by_fold) in zip(_colors(len(searches)), searches.items()):
+    for color, (sampler, by_fold) in zip(colors(len(searches)), searches.items()):
         curves = [s["best_so_far"] for s in by_fold.values()]
         n = min(len(c) for c in curves)
         values = np.array([[np.nan if v is None else v for v in c[:n]] for c in curves], dtype=float)
@@ -58,9 +59,9 @@ def best_so_far_figure(searches: dict):
 def importances_figure(importances: dict, title: str):
     """Horizontal bars of the parameter importances (largest on top)."""
     items = sorted(importances.items(), key=lambda kv: kv[1])
-    fig = _figure(6.4, 0.5 + 0.4 * max(len(items), 1))
+    fig = new_figure(6.4, 0.5 + 0.4 * max(len(items), 1))
     ax = fig.add_subplot()
-    ax.barh([k for k, _ in items], [v for _, v in items], color=_colors(1)[0])
+    ax.barh([k for k, _ in items], [v for _, v in items], color=colors(1)[0])
     ax.set_xlabel("importance (share of the score's variance)")
     ax.set_title(title)
     ax.set_xlim(0, 1)
@@ -83,44 +84,44 @@ def render_tune_figures(results: dict, predictions: dict) -> dict[str, bytes]:
 def _search(results: dict, figures: dict[str, bytes]) -> str:
     config = results["config"]
     parts = ['<h2 id="search">Search</h2>',
-             _key_values([("method", f"{_e(results['method']['name'])}: {_e(results['method']['summary'])}"),
-                          ("samplers", _e(", ".join(config["samplers"]))),
-                          ("trials per study", _num(config["trials"])),
-                          ("objective", _e(results["objective"])),
-                          ("pruner", _e(config["pruner"])),
-                          ("storage", f"<code>{_e(results['storage'])}</code>")]),
+             key_values([("method", f"{escape_html(results['method']['name'])}: {escape_html(results['method']['summary'])}"),
+                          ("samplers", escape_html(", ".join(config["samplers"]))),
+                          ("trials per study", number(config["trials"])),
+                          ("objective", escape_html(results["objective"])),
+                          ("pruner", escape_html(config["pruner"])),
+                          ("storage", f"<code>{escape_html(results['storage'])}</code>")]),
              '<div class="callout"><strong>No selection on the test set:</strong> every configuration was scored by '
              "grouped inner cross-validation on the training part only. The test part was used once, after the "
              "search, for the configuration with the best inner score.</div>",
-             _img(figures["best_so_far"], "best inner score so far against finished trials",
+             image(figures["best_so_far"], "best inner score so far against finished trials",
                   "Best inner score after each finished trial (pruned trials count as finished).")]
     rows = []
     for sampler, by_fold in results["searches"].items():
         for fold, s in by_fold.items():
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["best"]["params"].items())
             states = ", ".join(f"{n} {state}" for state, n in s["states"].items())
-            rows.append([_e(sampler), _e(fold), _num(s["n_trials"]), _e(states), _num(s["best"]["value"]),
-                         _num(s["best"]["number"]), _e(params)])
+            rows.append([escape_html(sampler), escape_html(fold), number(s["n_trials"]), escape_html(states), number(s["best"]["value"]),
+                         number(s["best"]["number"]), escape_html(params)])
     parts.append("<h3>Best configurations</h3>" +
-                 _table(["sampler", "fold", "finished trials", "states", "best inner score", "trial", "configuration"],
+                 table(["sampler", "fold", "finished trials", "states", "best inner score", "trial", "configuration"],
                         rows, numeric_from=2))
-    parts.append(f"<p><code>best_params.json</code> ({_e(results['best_params_from'])}) is a <code>--params</code> "
+    parts.append(f"<p><code>best_params.json</code> ({escape_html(results['best_params_from'])}) is a <code>--params</code> "
                  "file: <code>brainmri train DATA --method "
-                 f"{_e(results['method']['name'])} --params best_params.json</code> or <code>brainmri benchmark DATA "
-                 f"--methods {_e(results['method']['name'])} --params best_params.json</code>.</p>")
+                 f"{escape_html(results['method']['name'])} --params best_params.json</code> or <code>brainmri benchmark DATA "
+                 f"--methods {escape_html(results['method']['name'])} --params best_params.json</code>.</p>")
     images, notes = [], []
     for sampler, by_fold in results["searches"].items():
         for fold, s in by_fold.items():
             key = f"importance/{sampler}/{fold}"
             if key in figures:
-                images.append(_img(figures[key], f"parameter importance, {sampler} {fold}"))
+                images.append(image(figures[key], f"parameter importance, {sampler} {fold}"))
             else:
-                notes.append(f"{_e(sampler)} {_e(fold)}: {_e(s['importances'].get('reason', 'none'))}")
+                notes.append(f"{escape_html(sampler)} {escape_html(fold)}: {escape_html(s['importances'].get('reason', 'none'))}")
     parts.append("<h3>Parameter importance</h3>")
     method = next((s["importances"]["method"] for b in results["searches"].values() for s in b.values()
                    if s["importances"]["method"]), None)
     if method:
-        parts.append(f'<p class="small">{_e(method)}, over the complete trials of each study.</p>')
+        parts.append(f'<p class="small">{escape_html(method)}, over the complete trials of each study.</p>')
     if images:
         parts.append('<div class="figures">' + "".join(images) + "</div>")
     if notes:
@@ -135,20 +136,20 @@ def render_tune_report(results: dict, predictions: dict, figures: dict[str, byte
     test = results["test"]
     body = [
         "<h1>brainmri tune report</h1>",
-        f'<p class="meta">Created {_e(results["created"])} with brainmri {_e(results["brainmri_version"])} &middot; '
-        f'data <code>{_e(results["config"]["data"])}</code> &middot; method {_e(results["method"]["name"])}</p>',
+        f'<p class="meta">Created {escape_html(results["created"])} with brainmri {escape_html(results["brainmri_version"])} &middot; '
+        f'data <code>{escape_html(results["config"]["data"])}</code> &middot; method {escape_html(results["method"]["name"])}</p>',
         _search(results, figures),
-        _protocol(test),
-        _comparison(test, figures),
-        _pairwise(test) if test["comparisons"] else "",
+        protocol_section(test),
+        comparison_section(test, figures),
+        pairwise_section(test) if test["comparisons"] else "",
         '<h2 id="methods">Best configuration of each sampler, tested</h2>',
-        *(_method(name, k, m, figures) for k, (name, m) in enumerate(test["methods"].items())),
+        *(method_section(name, k, m, figures) for k, (name, m) in enumerate(test["methods"].items())),
         '<h2 id="config">Configuration</h2><p>The settings of this tune; with the same data, brainmri version and '
-        f"trials in the storage they reproduce it.</p><pre>{_e(json.dumps(results['config'], indent=2, default=str))}</pre>",
+        f"trials in the storage they reproduce it.</p><pre>{escape_html(json.dumps(results['config'], indent=2, default=str))}</pre>",
     ]
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>brainmri tune report ({_e(results['created'])})</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            f"<title>brainmri tune report ({escape_html(results['created'])})</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
 
 

@@ -36,59 +36,41 @@ t-test (k-fold), Holm-adjusted, as the benchmark compares methods.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
-import math
 import os
 import socket
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from brainmri import __version__
 from brainmri.errors import ConfigError
-from brainmri.runs.summary import comparisons, predictions_table, summarize_units
 from brainmri.runs.unit import epoch_lines, run_unit
 from brainmri.runs.plan import check_before_reading, plan_benchmark
 from brainmri.evaluation.metrics import classification_metrics
 from brainmri.runs.config import BenchmarkConfig
-from brainmri.models.versions import code_versions
 from brainmri.features.extract import precompute_features
 from brainmri.data.cache import MemoryCache
-from brainmri.files import check_output_folder, write_json, write_text
+from brainmri.files import check_output_folder, write_json
 from brainmri.outputs import OutputFolder
 from brainmri.models.catalog import get_method
 from brainmri.models.validation import inner_splits
 from brainmri.tuning.config import TuneConfig
+from brainmri.tuning.results import (JOURNAL, OBJECTIVE, best_trial, search_summary, shown_params, tune_results,
+                                    write_tune_outputs)
 from brainmri.tuning.space import load_space, suggest
 from brainmri.tuning.study import (check_journal, check_studies, is_server, make_pruner, make_sampler,
-                                   open_storage, open_study, redact, storage_file)
-from brainmri.report.terminal import format_results
+                                   open_storage, open_study, storage_file)
 from brainmri.training.device import resolve_device
 from brainmri.training.loop import epoch_listener
 
 logger = logging.getLogger(__name__)
 
-#: What a trial maximises.
-OBJECTIVE = "balanced accuracy, mean over the grouped inner folds of the training part"
-#: How a classical method's trial is scored (see the module docstring).
-UNCALIBRATED_NOTE = ("trials of a classical method were scored on the uncalibrated classifier's predictions; the "
-                     "configuration tested was refitted with its calibration")
 #: Step of the first inner fold's running mean in a trial's intermediate values (epochs use steps 1, 2, ...).
 FOLD_STEP = 1_000_000
-#: The journal file of the study in the output folder when ``--storage`` is not given.
-JOURNAL = "study.journal"
-#: The tuned configuration, a ``--params`` file for ``brainmri train`` and ``brainmri benchmark``.
-BEST_PARAMS = "best_params.json"
-SELECTION_NOTE = ("every configuration was scored by grouped inner cross-validation on the training part only; the "
-                  "test part was used once, after the search, to test the configuration with the best inner score "
-                  "(no selection on the test set)")
 
 
 def _require_optuna() -> None:
@@ -196,14 +178,14 @@ def _tune(config: TuneConfig, folder: OutputFolder, spec, space: dict, bench: Be
             study = open_study(storage, name, _study_attrs(config, plan, split, space),
                                sampler=make_sampler(sampler, seed=config.seed), pruner=make_pruner(config.pruner))
             _search(context, study, sampler, split, where)
-            best = _best_trial(study)
-            say(f"{where}: best inner score {best.value:.4f} (trial {best.number}) with {_shown(best.params)}; "
+            best = best_trial(study)
+            say(f"{where}: best inner score {best.value:.4f} (trial {best.number}) with {shown_params(best.params)}; "
                 f"refitting on {len(split.train)} training images and testing once on {len(split.test)}")
             units[sampler].append(_tested_unit(context, out, sampler, split, study.study_name, best))
-            searches[sampler][split.name] = _search_summary(study, config.seed)
+            searches[sampler][split.name] = search_summary(study, config.seed)
     say("computing metrics, confidence intervals and tests")
-    results, predictions = _results(config, bench, plan, searches, units, space, storage_url=config.storage)
-    write_outputs(out, results, predictions, plan)
+    results, predictions = tune_results(config, bench, plan, searches, units, space, storage_url=config.storage)
+    write_tune_outputs(out, results, predictions, plan)
     return results
 
 
@@ -285,23 +267,13 @@ def _search(context: _Context, study, sampler: str, split, where: str) -> None:
             f"score {trial.value:.4f}" if trial.value is not None else trial.state.name.lower())
         best = study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
         context.say(f"{where}: trial {trial.number} ({_finished(study)}/{config.trials}) {value} with "
-                    f"{_shown(trial.params)} in {trial.duration.total_seconds():.1f} s"
+                    f"{shown_params(trial.params)} in {trial.duration.total_seconds():.1f} s"
                     + (f"; best {best.value:.4f} (trial {best.number})" if best else ""))
 
     stop = optuna.study.MaxTrialsCallback(config.trials, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                  TrialState.RUNNING))
     study.optimize(objective, n_trials=config.trials - done, callbacks=[line, stop], gc_after_trial=False)
     _wait_for_others(study, where, context.say)
-
-
-def _best_trial(study):
-    """The complete trial with the best inner score; a study whose trials were all pruned has none."""
-    from optuna.trial import TrialState
-
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        raise ConfigError(f"study {study.study_name}: none of its {len(study.trials)} trials ran to the end (all "
-                          "pruned or failed), so there is no configuration to test; use --pruner none or more --trials")
-    return study.best_trial
 
 
 def _recover_interrupted(study, where: str, say: Callable[[str], None]) -> None:
@@ -436,128 +408,3 @@ def _tested_unit(context: _Context, out: Path, sampler: str, split, study_name: 
     return unit
 
 
-def _search_summary(study, seed: int) -> dict:
-    """Trials, best trial, best-so-far curve and parameter importances of a finished study."""
-    from optuna.trial import TrialState
-
-    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    rows, curve, best_so_far = [], [], -math.inf
-    for t in trials:
-        rows.append({"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
-                     "seconds": round(t.duration.total_seconds(), 3) if t.duration else None,
-                     "inner_scores": t.user_attrs.get("inner_scores"), "worker": t.user_attrs.get("worker"),
-                     "uncalibrated": t.user_attrs.get("uncalibrated")})
-        if t.state == TrialState.COMPLETE:
-            best_so_far = max(best_so_far, t.value)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            curve.append(best_so_far if best_so_far > -math.inf else None)
-    best = _best_trial(study)
-    return {
-        "study": study.study_name,
-        "n_trials": len(curve),
-        "states": {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})},
-        "best": {"number": best.number, "value": best.value, "params": best.params,
-                 "inner_scores": best.user_attrs.get("inner_scores"), "inner_cv": best.user_attrs.get("inner_cv")},
-        "best_so_far": curve,
-        "importances": _importances(study, seed),
-        "trials": rows,
-    }
-
-
-def _importances(study, seed: int) -> dict:
-    """fANOVA importance of each parameter (Hutter et al. 2014), or the reason there is none."""
-    import warnings
-
-    import optuna
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-            values = optuna.importance.get_param_importances(study, evaluator=evaluator)
-        return {"method": "fANOVA (Hutter, Hoos and Leyton-Brown 2014, PMLR 32(1):754-762)",
-                "values": {k: round(float(v), 4) for k, v in values.items()}}
-    except (ValueError, RuntimeError) as exc:
-        return {"method": None, "values": {}, "reason": str(exc).splitlines()[0]}
-
-
-def _results(config: TuneConfig, bench: BenchmarkConfig, plan, searches: dict, units: dict, space: dict,
-             storage_url: str | None) -> tuple[dict, dict]:
-    """``results.json``: the searches, and the test of each sampler's best configuration as a benchmark scores it."""
-    methods, predictions = {}, {}
-    test = None
-    for sampler, us in units.items():
-        test, pooled = summarize_units(bench, plan, {config.method: us})
-        methods[tested_name(config.method, sampler)] = test["methods"][config.method]
-        predictions[tested_name(config.method, sampler)] = pooled[config.method]
-    test.update(methods=methods, comparisons=comparisons(predictions, methods) if len(methods) > 1 else [])
-    uncalibrated = any(t.get("uncalibrated") for by_fold in searches.values()
-                       for summary in by_fold.values() for t in summary["trials"])
-    test["protocol"]["notes"] = [SELECTION_NOTE, *([UNCALIBRATED_NOTE] if uncalibrated else []),
-                                 *test["protocol"]["notes"]]
-    first = searches[config.samplers[0]]
-    chosen = max(first.values(), key=lambda s: s["best"]["value"])
-    results = {
-        "brainmri_version": __version__,
-        "versions": code_versions(),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "config": config.to_dict(),
-        "method": {"name": config.method, "summary": get_method(config.method).summary,
-                   "reference": get_method(config.method).reference},
-        "space": space,
-        "objective": OBJECTIVE,
-        "storage": redact(storage_url) if storage_url else JOURNAL,
-        "searches": searches,
-        "best_params": {config.method: {**(config.params or {}), **chosen["best"]["params"]}},
-        "best_params_from": (f"{config.samplers[0]}, study {chosen['study']}" + (
-            " (the outer fold with the best inner score; each fold's own is in searches)" if len(first) > 1 else "")),
-        "test": test,
-    }
-    return results, predictions
-
-
-def tested_name(method: str, sampler: str) -> str:
-    """The name of a sampler's tested configuration in the test results (``glcm-svm tuned by tpe``)."""
-    return f"{method} tuned by {sampler}"
-
-
-def _shown(params: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-def trials_csv(results: dict) -> str:
-    """Every trial of every study: sampler, fold, number, state, score, seconds, then one column per parameter."""
-    names = list(results["space"])
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["sampler", "fold", "trial", "state", "score", "seconds", *names])
-    for sampler, by_fold in results["searches"].items():
-        for fold, search in by_fold.items():
-            for t in search["trials"]:
-                writer.writerow([sampler, fold, t["number"], t["state"], "" if t["value"] is None else f"{t['value']:.6f}",
-                                 t["seconds"], *[t["params"].get(n, "") for n in names]])
-    return buffer.getvalue()
-
-
-def write_outputs(out: Path, results: dict, predictions: dict, plan) -> None:
-    """results.json, trials.csv, best_params.json, predictions.csv, figures/ and report.html (each atomic)."""
-    from brainmri.tuning.report import write_tune_report
-
-    write_json(out / "results.json", results)
-    write_json(out / BEST_PARAMS, results["best_params"])
-    write_text(out / "trials.csv", trials_csv(results))
-    write_text(out / "predictions.csv", predictions_table(plan, predictions))
-    write_tune_report(results, predictions, out)
-
-
-def format_tune(results: dict) -> str:
-    """The terminal summary: each search's best configuration, then the test table of the benchmark."""
-    lines = [f"objective: {results['objective']}"]
-    for sampler, by_fold in results["searches"].items():
-        for fold, s in by_fold.items():
-            lines.append(f"{sampler} {fold}: {s['n_trials']} trials, best inner score {s['best']['value']:.4f} "
-                         f"(trial {s['best']['number']}): {_shown(s['best']['params'])}")
-    lines.append("")
-    lines.append("test of the best configuration, once, after the search:")
-    lines.append(format_results(results["test"]))
-    return "\n".join(lines)

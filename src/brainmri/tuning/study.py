@@ -319,10 +319,10 @@ def _check_attrs(name: str, stored: dict, attrs: dict) -> None:
     for key, value in attrs.items():
         if stored and stored.get(key) != value:
             raise ConfigError(
-                f"--study {name}: this study was created for {key} {_shown(stored.get(key))}, not "
-                f"{_shown(value)}; give another --study name (or another --storage) for a new search")
+                f"--study {name}: this study was created for {key} {shown_params(stored.get(key))}, not "
+                f"{shown_params(value)}; give another --study name (or another --storage) for a new search")
 
 
-def _shown(value) -> str:
+def shown_params(value) -> str:
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."

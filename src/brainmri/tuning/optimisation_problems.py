@@ -1,4 +1,5 @@
-"""Standard test functions for samplers: sphere, Rosenbrock, Rastrigin and Ackley.
+"""Standard optimisation problems to test samplers on: sphere, Rosenbrock, Rastrigin and Ackley (known as benchmark
+functions in the optimisation literature; named here so that they are not taken for ``brainmri benchmark``).
 
 Each function takes points of shape (..., d) and returns values of shape
 (...), so one call scores a single point or a whole batch. All four have
