@@ -64,7 +64,7 @@ def test_the_first_step_learns_landmarks_from_its_training_items_only(tmp_path, 
     train, test = _slices(8, 0, size=64), [_scanner(x) for x in _slices(4, 1, size=64)]
     expected = HistogramStandardizer().fit(read_preprocessed(train, Preprocess(size=32))).landmarks_
     read = []
-    import brainmri.data.harmonise as harmonise_module
+    import brainmri.data.nyul as harmonise_module
 
     real = harmonise_module.HistogramStandardizer.fit
 

@@ -312,23 +312,9 @@ def export_onnx(bundle: str | Path, out: str | Path | None = None, *, tolerance:
     _check_target(out)
     loaded = load_model(folder, device="cpu")
     first, middle, classifier = _network_parts(loaded)
-    method = loaded.manifest["method"]["name"]
     X = _check_inputs(first)
-    graph = _graph(middle, classifier, method)
-    description = {
-        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "brainmri_version": __version__,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "bundle": {"path": str(folder), "manifest_sha256": sha256(folder / MANIFEST), "method": method},
-        "classes": loaded.manifest["classes"],
-        "input": _input_description(first, middle, classifier),
-        "output": {"name": "proba", "shape": ["N", len(loaded.classes_)], "dtype": "float32",
-                   "what": f"class probabilities in the order of 'classes': softmax(logits / {classifier.temperature_:.6g})"
-                           ", the bundle's calibration temperature" + (", logits averaged over the image and its "
-                                                                       "left-right mirror (TTA)" if classifier.tta else "")},
-        "preprocess": loaded.manifest["preprocess"], "input_size": loaded.manifest.get("input_size"),
-        "opset": OPSET, "exporter": "torch.onnx.export (TorchScript)",
-        "libraries": {name: metadata.version(name) for name in ("torch", "onnx", "onnxruntime")},
-    }
+    graph = _graph(middle, classifier, loaded.manifest["method"]["name"])
+    description = _description(folder, loaded, first, middle, classifier)
     example = torch.as_tensor(_graph_input(X[:2]))
     with atomic_path(out) as tmp:
         # The TorchScript exporter: the torch.export-based one needs onnxscript, which brainmri does not require.
@@ -355,6 +341,25 @@ def export_onnx(bundle: str | Path, out: str | Path | None = None, *, tolerance:
     write_json(description_path(out), {**description, "file": out.name, "sha256": sha256(out)})
     logger.info("wrote %s: max |ONNX Runtime - PyTorch| %.3g on %d images", out, check["max_abs_diff"], len(X))
     return description
+
+
+def _description(folder: Path, loaded, first, middle, classifier) -> dict:
+    """What the export's ``FILE.json`` (and the file's metadata) say, before the check is added."""
+    method = loaded.manifest["method"]["name"]
+    mirror = ", logits averaged over the image and its left-right mirror (TTA)" if classifier.tta else ""
+    return {
+        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "brainmri_version": __version__,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "bundle": {"path": str(folder), "manifest_sha256": sha256(folder / MANIFEST), "method": method},
+        "classes": loaded.manifest["classes"],
+        "input": _input_description(first, middle, classifier),
+        "output": {"name": "proba", "shape": ["N", len(loaded.classes_)], "dtype": "float32",
+                   "what": f"class probabilities in the order of 'classes': softmax(logits / {classifier.temperature_:.6g})"
+                           f", the bundle's calibration temperature{mirror}"},
+        "preprocess": loaded.manifest["preprocess"], "input_size": loaded.manifest.get("input_size"),
+        "opset": OPSET, "exporter": "torch.onnx.export (TorchScript)",
+        "libraries": {name: metadata.version(name) for name in ("torch", "onnx", "onnxruntime")},
+    }
 
 
 # --- prediction -----------------------------------------------------------------------------------------------

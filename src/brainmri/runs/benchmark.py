@@ -54,19 +54,10 @@ def _cluster_client(address: str | None) -> Iterator:
         client.close()
 
 
-def run_benchmark(
-    config: BenchmarkConfig,
-    out: str | Path,
-    *,
-    n_jobs: int = -1,
-    cache_dir: str | Path | None = None,
-    restart: bool = False,
-    device: str = "auto",
-    cluster: str | None = None,
-    on_event: Callable[[str], None] | None = None,
-    progress: Callable[[int], None] | None = None,
-    feature_progress: Callable[[int], None] | None = None,
-) -> dict:
+def run_benchmark(config: BenchmarkConfig, out: str | Path, *, n_jobs: int = -1, cache_dir: str | Path | None = None,
+                  restart: bool = False, device: str = "auto", cluster: str | None = None,
+                  on_event: Callable[[str], None] | None = None, progress: Callable[[int], None] | None = None,
+                  feature_progress: Callable[[int], None] | None = None) -> dict:
     """Run (or resume) a benchmark and write its results, predictions, figures and report.
 
     Parameters
@@ -91,13 +82,10 @@ def run_benchmark(
         done run on its workers, which write them to ``out``
         (:mod:`brainmri.runs.cluster`; the data, ``out`` and
         ``cache_dir`` must be at the same paths there). None runs them here.
-    on_event : callable, optional
-        Receives one-line progress messages (per method, per fold, and per
-        epoch of methods that train in epochs).
-    progress : callable, optional
-        Receives counts of images read during the audit.
-    feature_progress : callable, optional
-        Receives counts of images whose features were computed.
+    on_event, progress, feature_progress : callable, optional
+        Receive one-line messages (per method, fold and epoch), counts of
+        images read during the audit, counts of images whose features were
+        computed.
 
     Returns
     -------

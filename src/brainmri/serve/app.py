@@ -24,7 +24,7 @@ import logging
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from brainmri import __version__
 from brainmri.errors import ConfigError
@@ -85,9 +85,7 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
     settings = settings or ServeSettings()
     inference = Inference(model, explain=explain, workers=settings.workers, queue_size=settings.queue_size,
                           max_pixels=settings.max_pixels, keep_uploads=settings.keep_uploads)
-    budget = UploadBudget(settings.max_pending_bytes)
-    manifest = model.manifest
-    name = Path(str(getattr(model, "path", manifest["method"]["name"]))).name
+    name = Path(str(getattr(model, "path", model.manifest["method"]["name"]))).name
     bearer = HTTPBearer(auto_error=False, description="the token given to brainmri serve --token")
 
     def check_token(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
@@ -110,6 +108,16 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
     def responses(codes: Optional[dict] = None) -> dict:
         return {code: {"model": schemas.Error, "description": text} for code, text in {**refusals, **(codes or {})}.items()}
 
+    _add_error_handlers(app)
+    _add_page(app)
+    _add_info_routes(app, inference, settings, name=name, secured=secured, responses=responses)
+    _add_predict_route(app, inference, settings, name=name, secured=secured, responses=responses)
+    return app
+
+
+def _add_error_handlers(app) -> None:
+    """Every refusal as JSON ``{"detail": "<one line>"}`` with its status."""
+
     @app.exception_handler(RequestError)
     async def refused(request: Request, exc: RequestError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
@@ -123,12 +131,22 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
     async def http_error(request: Request, exc: HTTPException):
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
+
+def _add_page(app) -> None:
+    """The page at ``/`` and its static files."""
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
                                                             "X-Content-Type-Options": "nosniff"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def _add_info_routes(app, inference: Inference, settings: ServeSettings, *, name: str, secured: list,
+                     responses: Callable) -> None:
+    """``GET /health`` and ``GET /model``."""
+    manifest = inference.model.manifest
 
     @app.get("/health", response_model=schemas.Health, dependencies=secured, responses=responses(),
              summary="whether the server is up, and how busy")
@@ -146,6 +164,13 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
                 "disclaimer": DISCLAIMER, "limits": {"max_upload_mb": settings.max_upload_mb,
                                                      "max_pixels": settings.max_pixels, "max_files": settings.max_files}}
 
+
+def _add_predict_route(app, inference: Inference, settings: ServeSettings, *, name: str, secured: list,
+                       responses: Callable) -> None:
+    """``POST /predict``: its body read within the memory budget (:mod:`brainmri.serve.limits`), then predicted."""
+    budget = UploadBudget(settings.max_pending_bytes)
+    method = inference.model.manifest["method"]["name"]
+
     @app.post("/predict", response_model=schemas.Predictions, dependencies=secured,
               summary="class probabilities (and heatmaps) of one or more images",
               description="Send the images as multipart/form-data, each in a field named `files`: PNG, JPEG, DICOM "
@@ -153,15 +178,7 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
               openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
                   "schema": {"type": "object", "required": ["files"], "properties": {
                       "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}},
-              responses=responses({
-                  400: "empty body, no file, an empty file, or a malformed multipart body",
-                  408: "the body stopped arriving, or took too long",
-                  413: "the body, the number of files or an image's pixel count is above the limit",
-                  415: "not multipart/form-data, or a file that is not PNG, JPEG, DICOM or NIfTI",
-                  422: "a corrupt image, a DICOM without pixel data, a volume, a colour image, or an invalid query "
-                       "parameter",
-                  503: "every worker is busy and the queue is full, or the uploads held in memory reach "
-                       "--max-pending-mb: retry after Retry-After seconds"}))
+              responses=responses(PREDICT_REFUSALS))
     async def predict(request: Request, heatmap: bool = Query(False, description="also return a heatmap overlay")):
         declared = request.headers.get("content-length", "")
         size = min(int(declared), settings.max_upload_bytes + 1) if declared.isdigit() else settings.max_upload_bytes
@@ -173,10 +190,20 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
         finally:
             budget.release(size)
         rows = await inference.run(inference.predict, uploads, heatmap)
-        return {"model": {"name": name, "method": manifest["method"]["name"], "version": inference.version},
+        return {"model": {"name": name, "method": method, "version": inference.version},
                 "predictions": rows, "disclaimer": DISCLAIMER}
 
-    return app
+
+#: What ``POST /predict`` answers instead of predictions, as its OpenAPI spec documents them.
+PREDICT_REFUSALS = {
+    400: "empty body, no file, an empty file, or a malformed multipart body",
+    408: "the body stopped arriving, or took too long",
+    413: "the body, the number of files or an image's pixel count is above the limit",
+    415: "not multipart/form-data, or a file that is not PNG, JPEG, DICOM or NIfTI",
+    422: "a corrupt image, a DICOM without pixel data, a volume, a colour image, or an invalid query parameter",
+    503: "every worker is busy and the queue is full, or the uploads held in memory reach --max-pending-mb: retry "
+         "after Retry-After seconds",
+}
 
 
 def run_server(app, settings: ServeSettings, *, quiet: bool = False) -> None:

@@ -335,92 +335,23 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
     -------
     TrainResult
     """
-    import torch
-    from torch.optim.swa_utils import AveragedModel
-
-    n_classes = int(max(y.max(), y_val.max())) + 1
     s = settings
-    module.to(device)
-    if s.channels_last and X.ndim == 3:
-        module.to(memory_format=torch.channels_last)
-    steps = max(len(X) // s.batch_size, 1)
-    optimizer, scheduler = _optimizer(module, s, steps)
-    ema = AveragedModel(module, avg_fn=_ema_avg(s.ema_decay), use_buffers=True) if s.ema_decay else None
-    weight = None
-    if s.class_weight == "balanced":
-        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-        weight = torch.tensor(len(y) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
-    criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=s.label_smoothing)
-    dtype = autocast_dtype(s.precision, device)
-    augment = None
-    if X.ndim == 3:
-        augment = augmentation(s.augment)
-
+    run = _Run.set_up(module, X, y, y_val, s, device)
     work = Path(work_dir) if work_dir else None
     fingerprint = _fingerprint(module, X, y, X_val, s)
-    state = {"epoch": -1, "history": [], "best_key": None, "best_epoch": -1, "best_state": None,
-             "best_logits": None, "stopped": False}
-    resumed_from = None
-    if work is not None and (work / CHECKPOINT).exists():
-        saved = torch.load(work / CHECKPOINT, map_location="cpu", weights_only=True)
-        if saved.get("fingerprint") == fingerprint:
-            module.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            if ema is not None:
-                ema.load_state_dict(saved["ema"])
-            state = saved["loop"]
-            resumed_from = state["epoch"]
-            logger.info("resuming training from %s after epoch %d", work / CHECKPOINT, resumed_from + 1)
-        else:
-            logger.warning("%s belongs to other settings or data; training from the start", work / CHECKPOINT)
-    evaluated = ema.module if ema is not None else module
-
+    state, resumed_from = run.resume(work, fingerprint)
+    evaluated = run.ema.module if run.ema is not None else module
     for epoch in range(state["epoch"] + 1, 0 if state["stopped"] else s.epochs):
         start = time.perf_counter()
-        torch.manual_seed(s.seed * 100_003 + epoch)  # shuffling, augmentation and dropout of this epoch
-        order = torch.randperm(len(X)).numpy()
-        _train_mode(module, frozen=epoch < s.unfreeze_after, frozen_stages=s.frozen_stages)
-        total, seen = 0.0, 0
-        for b in range(steps):
-            idx = np.sort(order[b * s.batch_size : (b + 1) * s.batch_size])
-            xb = to_batch(X[idx], device, channels_last=s.channels_last, augment=augment)
-            yb = torch.from_numpy(y[idx]).to(device)
-            with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
-                logits = module(xb)
-            loss = criterion(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(module)
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
+        total, seen = run.train_epoch(X, y, epoch, s, device)
         train_s = time.perf_counter() - start
-        val_logits = predict_logits(evaluated, X_val, device=device, batch_size=max(s.batch_size, 128),
-                                    precision=s.precision, channels_last=s.channels_last)
-        log_p = torch.log_softmax(torch.from_numpy(val_logits).double(), dim=1).numpy()
-        val_loss = float(-log_p[np.arange(len(y_val)), y_val].mean())
-        val_acc = float((val_logits.argmax(1) == y_val).mean())
+        val_logits, val_loss, val_acc = _validate(evaluated, X_val, y_val, s, device)
         record = {"epoch": epoch + 1, "train_loss": round(total / max(seen, 1), 6), "val_loss": round(val_loss, 6),
-                  "val_accuracy": round(val_acc, 6), "lr": float(optimizer.param_groups[0]["lr"]),
+                  "val_accuracy": round(val_acc, 6), "lr": float(run.optimizer.param_groups[0]["lr"]),
                   "seconds": round(time.perf_counter() - start, 3), "images_per_s": round(seen / train_s, 1)}
-        state["history"].append(record)
-        key = (val_acc, -val_loss)
-        if state["best_key"] is None or key > tuple(state["best_key"]):
-            state.update(best_key=list(key), best_epoch=epoch,
-                         best_state={k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()},
-                         best_logits=torch.from_numpy(val_logits.copy()))
-        state["epoch"] = epoch
-        state["stopped"] = bool(s.patience and epoch - state["best_epoch"] >= s.patience)
+        _keep_epoch(state, record, epoch, evaluated, val_logits, (val_acc, -val_loss), s.patience)
         if work is not None:
-            saved = {"fingerprint": fingerprint, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
-                     "loop": state}
-            with atomic_path(work / CHECKPOINT) as tmp:
-                torch.save(saved, tmp)
-            _write_log(work / LOG, state["history"])
+            run.save(work, fingerprint, state)
         logger.debug("epoch %d/%d: %s", epoch + 1, s.epochs, record)
         for listener in _listeners.get():
             listener({**record, "epochs": s.epochs})
@@ -429,3 +360,118 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
             break
     return TrainResult(state["best_state"], state["best_logits"].numpy(), state["best_epoch"] + 1,
                        state["history"], None if resumed_from is None else resumed_from + 1)
+
+
+@dataclass
+class _Run:
+    """What one training run updates: the network, its optimiser and schedule, the EMA copy, the loss, the batches."""
+
+    module: object
+    optimizer: object
+    scheduler: object
+    ema: object
+    criterion: object
+    dtype: object
+    augment: Callable | None
+    steps: int
+
+    @classmethod
+    def set_up(cls, module, X: np.ndarray, y: np.ndarray, y_val: np.ndarray, s: TrainSettings, device) -> _Run:
+        import torch
+        from torch.optim.swa_utils import AveragedModel
+
+        n_classes = int(max(y.max(), y_val.max())) + 1
+        module.to(device)
+        if s.channels_last and X.ndim == 3:
+            module.to(memory_format=torch.channels_last)
+        steps = max(len(X) // s.batch_size, 1)
+        optimizer, scheduler = _optimizer(module, s, steps)
+        ema = AveragedModel(module, avg_fn=_ema_avg(s.ema_decay), use_buffers=True) if s.ema_decay else None
+        weight = None
+        if s.class_weight == "balanced":
+            counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+            weight = torch.tensor(len(y) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+        criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=s.label_smoothing)
+        augment = augmentation(s.augment) if X.ndim == 3 else None
+        return cls(module, optimizer, scheduler, ema, criterion, autocast_dtype(s.precision, device), augment, steps)
+
+    def resume(self, work: Path | None, fingerprint: str) -> tuple[dict, int | None]:
+        """The loop's state: from the checkpoint in ``work`` when it belongs to this run, else a fresh one."""
+        import torch
+
+        state = {"epoch": -1, "history": [], "best_key": None, "best_epoch": -1, "best_state": None,
+                 "best_logits": None, "stopped": False}
+        if work is None or not (work / CHECKPOINT).exists():
+            return state, None
+        saved = torch.load(work / CHECKPOINT, map_location="cpu", weights_only=True)
+        if saved.get("fingerprint") != fingerprint:
+            logger.warning("%s belongs to other settings or data; training from the start", work / CHECKPOINT)
+            return state, None
+        self.module.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
+        state = saved["loop"]
+        logger.info("resuming training from %s after epoch %d", work / CHECKPOINT, state["epoch"] + 1)
+        return state, state["epoch"]
+
+    def train_epoch(self, X: np.ndarray, y: np.ndarray, epoch: int, s: TrainSettings, device) -> tuple[float, int]:
+        """One pass over the shuffled training items; the summed loss and the items seen."""
+        import torch
+
+        torch.manual_seed(s.seed * 100_003 + epoch)  # shuffling, augmentation and dropout of this epoch
+        order = torch.randperm(len(X)).numpy()
+        _train_mode(self.module, frozen=epoch < s.unfreeze_after, frozen_stages=s.frozen_stages)
+        total, seen = 0.0, 0
+        for b in range(self.steps):
+            idx = np.sort(order[b * s.batch_size : (b + 1) * s.batch_size])
+            xb = to_batch(X[idx], device, channels_last=s.channels_last, augment=self.augment)
+            yb = torch.from_numpy(y[idx]).to(device)
+            with torch.autocast(device.type, dtype=self.dtype) if self.dtype is not None else nullcontext():
+                logits = self.module(xb)
+            loss = self.criterion(logits.float(), yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.module)
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        return total, seen
+
+    def save(self, work: Path, fingerprint: str, state: dict) -> None:
+        """The checkpoint (atomically) and the CSV log of the epochs so far."""
+        import torch
+
+        saved = {"fingerprint": fingerprint, "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else {},
+                 "loop": state}
+        with atomic_path(work / CHECKPOINT) as tmp:
+            torch.save(saved, tmp)
+        _write_log(work / LOG, state["history"])
+
+
+def _validate(evaluated, X_val: np.ndarray, y_val: np.ndarray, s: TrainSettings, device) -> tuple[np.ndarray, float, float]:
+    """The validation logits of the network as it predicts, their loss and accuracy."""
+    import torch
+
+    val_logits = predict_logits(evaluated, X_val, device=device, batch_size=max(s.batch_size, 128),
+                                precision=s.precision, channels_last=s.channels_last)
+    log_p = torch.log_softmax(torch.from_numpy(val_logits).double(), dim=1).numpy()
+    return val_logits, float(-log_p[np.arange(len(y_val)), y_val].mean()), float((val_logits.argmax(1) == y_val).mean())
+
+
+def _keep_epoch(state: dict, record: dict, epoch: int, evaluated, val_logits: np.ndarray, key: tuple,
+                patience: int | None) -> None:
+    """Record the epoch in ``state``; keep its weights and logits when its validation is the best so far."""
+    import torch
+
+    state["history"].append(record)
+    if state["best_key"] is None or key > tuple(state["best_key"]):
+        state.update(best_key=list(key), best_epoch=epoch,
+                     best_state={k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()},
+                     best_logits=torch.from_numpy(val_logits.copy()))
+    state["epoch"] = epoch
+    state["stopped"] = bool(patience and epoch - state["best_epoch"] >= patience)
