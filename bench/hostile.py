@@ -31,10 +31,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -144,7 +144,7 @@ def watch(argv: list[str], *, env: dict, cwd: Path | None = None, timeout: float
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=stdin or subprocess.DEVNULL, start_new_session=True)
     out_err: dict[str, str] = {}
-    reader = threading.Thread(target=lambda: out_err.update(zip(("out", "err"), proc.communicate())), daemon=True)
+    reader = threading.Thread(target=lambda: out_err.update(zip(("out", "err"), proc.communicate(), strict=True)), daemon=True)
     reader.start()
     peak, killed = 0, None
     parent = psutil.Process(proc.pid)

@@ -33,11 +33,11 @@ maps["saliency(abs)"] = absolute
 volumes = [read_image(it.path)[0] for it in items]
 for name, attribution in maps.items():
     t = time.perf_counter()
-    d = np.stack([attribution(v, it.label, atlas, regions) for v, it in zip(volumes, items)])
+    d = np.stack([attribution(v, it.label, atlas, regions) for v, it in zip(volumes, items, strict=True)])
     s = time.perf_counter() - t
     for agg, score in (("class-wise signed", class_relevance(d, y)[0]), ("mean", d.mean(axis=0))):
         order = [int(regions[i]) for i in np.argsort(-score, kind="stable")]
         hit = len(set(order[:len(planted)]) & set(planted))
         ranks = [order.index(p) + 1 for p in planted]
-        pl = score[np.isin(regions, planted)]; other = score[~np.isin(regions, planted)]
+        pl, other = score[np.isin(regions, planted)], score[~np.isin(regions, planted)]
         print(f"{tag}\t{name}\t{agg}\t{hit}/{len(planted)}\tranks {ranks}\tmargin {pl.min() / other.max():.2f}\t{s:.1f} s")

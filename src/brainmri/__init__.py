@@ -1,6 +1,8 @@
 """brainmri: brain MRI classification with every family of method, compared honestly."""
 
-__version__ = "0.1.0"
+from brainmri.version import __version__
+
+__all__ = ["__version__", "load_model"]
 
 
 def load_model(path, **kwargs):

@@ -13,15 +13,14 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from brainmri.errors import ConfigError
-
 
 #: Called with the path of every file :func:`atomic_path` is about to write (see :func:`recording_writes`).
 _BEFORE_WRITE: ContextVar[Callable[[Path], None] | None] = ContextVar("brainmri_before_write", default=None)

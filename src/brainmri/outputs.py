@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from brainmri import __version__
 from brainmri.errors import ConfigError
 from brainmri.files import check_output_folder, recording_writes, write_json
+from brainmri.version import __version__
 
 RUN_FILE = "run.json"
 TOOL = "brainmri"

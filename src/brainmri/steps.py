@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 
 
-
 def final_step(model):
     """The classifier at the end of a method: the last step of a pipeline, or the method itself.
 

@@ -79,7 +79,7 @@ def test_candidate_pairs_equals_brute_force(seed, radius):
 def test_candidate_pairs_finds_identical_hashes_once():
     hashes = np.array([5, 5, 5, 1 << 40], np.uint64)
     i, j, d = candidate_pairs(hashes, 0)
-    assert list(zip(i.tolist(), j.tolist(), d.tolist())) == [(0, 1, 0), (0, 2, 0), (1, 2, 0)]
+    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=True)) == [(0, 1, 0), (0, 2, 0), (1, 2, 0)]
 
 
 @pytest.mark.parametrize("hashes", [np.zeros(0, np.uint64), np.array([7], np.uint64)], ids=["empty", "one"])
@@ -129,7 +129,7 @@ def test_volume_is_fingerprinted_by_its_middle_slice_on_the_last_axis(slices):
 def test_structure_similarity_is_pearson_correlation(slices):
     thumbs = np.stack([fingerprint(s).thumb for s in slices[:4]]).astype(np.float32)
     i, j = np.array([0, 0, 2, 1]), np.array([1, 3, 3, 2])
-    expected = [np.corrcoef(thumbs[a], thumbs[b])[0, 1] for a, b in zip(i, j)]
+    expected = [np.corrcoef(thumbs[a], thumbs[b])[0, 1] for a, b in zip(i, j, strict=True)]
     np.testing.assert_allclose(structure_similarity(thumbs, i, j), expected, atol=1e-3)
     assert structure_similarity(thumbs, np.zeros(0, int), np.zeros(0, int)).shape == (0,)
 
@@ -172,7 +172,7 @@ def test_exact_and_near_duplicates_are_found(slices, jpeg_roundtrip):
     cluster = graph.cluster_of
     assert cluster[1] == cluster[12] == cluster[13]
     assert len(np.unique(cluster)) == len(slices)  # every added image joined its original, nothing else joined
-    pairs = {(int(a), int(b)): bool(e) for a, b, e in zip(graph.pairs["i"], graph.pairs["j"], graph.pairs["exact"])}
+    pairs = {(int(a), int(b)): bool(e) for a, b, e in zip(graph.pairs["i"], graph.pairs["j"], graph.pairs["exact"], strict=True)}
     assert pairs == {(1, 12): True, (1, 13): True, (4, 14): False, (8, 15): False}
     near = ~graph.pairs["exact"]
     assert (graph.pairs["similarity"][near] >= 0.9).all()
@@ -249,7 +249,7 @@ def test_cross_duplicates_report_exact_copies_and_only_pairs_across_the_sets(sli
     reference = [fingerprint(im) for im in slices[:6]] + [fingerprint(slices[0])]  # a copy inside the reference
     other = [fingerprint(slices[0]), fingerprint(slices[8]), fingerprint(slices[8])]  # a copy inside the other set
     found = find_cross_duplicates(reference, other, radius=8, threshold=0.9)
-    assert list(zip(found["i"].tolist(), found["j"].tolist())) == [(0, 0), (6, 0)]
+    assert list(zip(found["i"].tolist(), found["j"].tolist(), strict=True)) == [(0, 0), (6, 0)]
     assert found["exact"].tolist() == [True, True] and found["similarity"].tolist() == [1.0, 1.0]
     assert found["distance"].tolist() == [0, 0]
 

@@ -9,15 +9,14 @@ import sys
 import numpy as np
 import pytest
 
+from brainmri.data.cache import preprocess_key
 from brainmri.data.harmonise import PERCENTILES, ZSCORE_RANGE, n4_correct
-from brainmri.data.nyul import HistogramStandardizer
-from brainmri.data.preprocess import Preprocess
 from brainmri.data.head import head_mask
+from brainmri.data.nyul import HistogramStandardizer
+from brainmri.data.preprocess import Preprocess, read_preprocessed
 from brainmri.data.synthetic import synthetic_slice
 from brainmri.errors import ConfigError, DataError
 from brainmri.features.extract import ImageFeatures
-from brainmri.data.preprocess import read_preprocessed
-from brainmri.data.cache import preprocess_key
 from brainmri.features.texture import GLCMFeatures
 
 

@@ -22,8 +22,8 @@ from brainmri.data.dataset import load_dataset
 from brainmri.data.io import read_image
 from brainmri.data.scan import scan_dataset
 from brainmri.errors import ConfigError, DataError
-from brainmri.runs.plan import plan_benchmark
 from brainmri.runs.config import BenchmarkConfig
+from brainmri.runs.plan import plan_benchmark
 
 
 @pytest.fixture(autouse=True)
@@ -319,7 +319,7 @@ def test_duplicate_rows_count_once_and_conflicting_rows_are_skipped(tmp_path):
 def test_blank_split_next_to_filled_ones_is_reported(tmp_path, splits, problem):
     names = [f"{k}.png" for k in range(len(splits))]
     _touch(tmp_path, *names)
-    (tmp_path / "m.csv").write_text("path,label,split\n" + "".join(f"{n},a,{s}\n" for n, s in zip(names, splits)))
+    (tmp_path / "m.csv").write_text("path,label,split\n" + "".join(f"{n},a,{s}\n" for n, s in zip(names, splits, strict=True)))
     ds = load_dataset(tmp_path / "m.csv")
     assert len(ds) == 4
     assert ds.problems == ([{"path": "m.csv", "reason": problem}] if problem else [])

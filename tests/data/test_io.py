@@ -135,7 +135,7 @@ def test_multiframe_dicom_is_a_stack_of_slices(tmp_path, write_dicom):
     assert meta.extra == {"frames": 3}
     slices = volume_slices(image, axis=0)
     assert len(slices) == 3
-    for got, expected in zip(slices, frames):
+    for got, expected in zip(slices, frames, strict=True):
         np.testing.assert_array_equal(got, expected)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainmri.data.preprocess import Preprocess, normalize_intensity
 from brainmri.data.head import crop_to_head
+from brainmri.data.preprocess import Preprocess, normalize_intensity
 from brainmri.data.synthetic import synthetic_slice
 from brainmri.errors import ConfigError, DataError
 

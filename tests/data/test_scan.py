@@ -19,7 +19,7 @@ def test_scan_records_in_item_order_with_errors(tmp_path, write_pil, write_dicom
     calls = []
     records = scan_dataset(ds, n_jobs=1, progress=calls.append)
     assert calls == [4]
-    by_name = {it.path.name: rec for it, rec in zip(ds.items, records)}
+    by_name = {it.path.name: rec for it, rec in zip(ds.items, records, strict=True)}
     assert [by_name[n].format for n in ("img.png", "slice.dcm", "vol.nii.gz")] == ["png", "dicom", "nifti"]
     assert by_name["vol.nii.gz"].shape == (16, 16, 3)
     assert by_name["img.png"].fingerprint is not None

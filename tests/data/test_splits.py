@@ -84,7 +84,7 @@ def test_kfold_without_duplicates_is_plain_stratified(demo_source, k):
 def test_kfold_is_deterministic_per_seed(grouped):
     first, _ = kfold_splits(grouped, k=3, seed=1)
     again, _ = kfold_splits(grouped, k=3, seed=1)
-    assert all(np.array_equal(a.test, b.test) for a, b in zip(first, again))
+    assert all(np.array_equal(a.test, b.test) for a, b in zip(first, again, strict=True))
     other = [kfold_splits(grouped, k=3, seed=s)[0] for s in (2, 3, 4)]
     assert any(not np.array_equal(first[0].test, o[0].test) for o in other)
 

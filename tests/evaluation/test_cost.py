@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from brainmri.cli import main  # noqa: E402
+from brainmri.data.cache import MemoryCache
 from brainmri.data.preprocess import Preprocess  # noqa: E402
 from brainmri.evaluation.cost import count_parameters, measure_inference, uncached  # noqa: E402
-from brainmri.data.cache import MemoryCache
-from brainmri.models.classical import feature_sets  # noqa: E402
 from brainmri.models.catalog import get_method
+from brainmri.models.classical import feature_sets  # noqa: E402
 from brainmri.models.torch_classifier import TorchClassifier  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -118,7 +118,7 @@ def test_weights_equal_repeated_items():
     weights = np.random.default_rng(5).integers(0, 4, 60)
     scorer, _ = _scorer(y, proba, classes)
     repeated = classification_metrics(np.repeat(y, weights), np.repeat(proba, weights, axis=0), classes)
-    assert dict(zip(METRICS, scorer.values(weights))) == pytest.approx(repeated["metrics"])
+    assert dict(zip(METRICS, scorer.values(weights), strict=True)) == pytest.approx(repeated["metrics"])
 
 
 def test_class_absent_from_y_true():
@@ -304,8 +304,8 @@ def test_invalid_bootstrap_settings(kwargs, match):
 def _duplicated_benchmark(kind: str, grouping: str):
     """A 2-fold benchmark of ``rf`` on 40 distinct images each copied 5 times, predictions given (no training)."""
     from brainmri.data.splits import Split
-    from brainmri.runs.plan import Plan
     from brainmri.runs.config import BenchmarkConfig
+    from brainmri.runs.plan import Plan
 
     y, proba, classes = random_predictions(40, seed=15, signal=1.0)
     y, proba = np.repeat(y, 5), np.repeat(proba, 5, axis=0)
@@ -354,7 +354,7 @@ def test_benchmark_reports_calibration_per_method_and_fold():
     config, plan, units, (y, proba, classes, _) = _duplicated_benchmark("cv", "duplicates")
     entry = summarize_units(config, plan, units)[0]["methods"]["rf"]
     assert entry["calibration"] == summarize(y, proba, classes, n_boot=1)["calibration"]
-    for fold, split in zip(entry["per_fold"], plan.splits):
+    for fold, split in zip(entry["per_fold"], plan.splits, strict=True):
         expected = classification_metrics(y[split.test], proba[split.test], classes)["metrics"]
         assert (fold["n_train"], fold["n_test"]) == (100, 100)
         assert {k: fold[k] for k in ("brier", "ece")} == pytest.approx({k: expected[k] for k in ("brier", "ece")})

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainmri.explain.checks import (lesion_share, perturbation_curves, pointing_game, random_map_baseline,
-                                     randomized_copy, rank_correlations)
+from brainmri.explain.checks import (
+    lesion_share,
+    perturbation_curves,
+    pointing_game,
+    random_map_baseline,
+    randomized_copy,
+    rank_correlations,
+)
 
 
 def _lesion() -> np.ndarray:

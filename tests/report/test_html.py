@@ -68,7 +68,7 @@ def _rows(page: str, first_header: str, after: str = "") -> list[dict[str, tuple
     for table in _Tables(page[page.index(after):]).tables:
         header = [text for text, _ in table[0]]
         if header[0] == first_header:
-            return [dict(zip(header, row)) for row in table[1:]]
+            return [dict(zip(header, row, strict=True)) for row in table[1:]]
     raise AssertionError(f"no table starting with {first_header!r}")
 
 
@@ -127,7 +127,7 @@ def test_comparison_table_formats_metrics_with_intervals_and_bolds_the_best(make
 @pytest.mark.parametrize("metric", ["brier", "ece"])
 def test_lower_is_better_for_brier_and_ece(make_benchmark, metric):
     results, predictions = make_benchmark()
-    for name, value in zip(results["methods"], (0.3, 0.1, 0.2)):
+    for name, value in zip(results["methods"], (0.3, 0.1, 0.2), strict=True):
         results["methods"][name]["metrics"][metric] = {"value": value, "ci_low": value - 0.01, "ci_high": value + 0.01}
     page = render_report(results, predictions, figures={})
     column = {"brier": "Brier score", "ece": "ECE"}[metric]
@@ -267,7 +267,7 @@ def test_per_fold_summary_rows_give_counts_as_integers(cv_report):
 def test_each_method_states_its_calibration(cv_report):
     results, page = cv_report
     text = _text(page)
-    for name, m in results["methods"].items():
+    for m in results["methods"].values():
         confidence, accuracy = m["calibration"]["mean_confidence"], m["metrics"]["accuracy"]["value"]
         assert confidence < accuracy  # the fixture's softmax predictions are underconfident
         ece, brier = m["metrics"]["ece"], m["metrics"]["brier"]

@@ -6,9 +6,9 @@ torch = pytest.importorskip("torch")
 from brainmri.data.synthetic import CLASSES, synthetic_slice  # noqa: E402
 from brainmri.errors import ConfigError  # noqa: E402
 from brainmri.models.classical import glcm_svm  # noqa: E402
+from brainmri.models.torch_classifier import TorchClassifier  # noqa: E402
 from brainmri.nets.cnn import ayadi_cnn  # noqa: E402
 from brainmri.nets.dnn import mlp  # noqa: E402
-from brainmri.models.torch_classifier import TorchClassifier  # noqa: E402
 from brainmri.robust.adapt import adapt_model, adapt_module  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

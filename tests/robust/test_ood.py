@@ -40,8 +40,8 @@ def test_too_few_training_items_per_class_are_refused():
 def test_a_network_scores_noise_and_shifted_images_higher_than_clean_ones(one_torch_thread):
     pytest.importorskip("torch")
     from brainmri.data.synthetic import CLASSES, synthetic_slice
-    from brainmri.nets.cnn import ayadi_cnn
     from brainmri.models.torch_classifier import TorchClassifier
+    from brainmri.nets.cnn import ayadi_cnn
 
     rng = np.random.default_rng(5)
     X = np.stack([synthetic_slice(c, rng, 32) for c in CLASSES for _ in range(10)]).astype(np.float32)

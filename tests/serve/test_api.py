@@ -16,7 +16,6 @@ from PIL import Image
 from brainmri.data.synthetic import synthetic_slice
 
 
-
 def png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
     """``array`` (uint8) encoded as ``fmt`` by Pillow."""
     buffer = io.BytesIO()

@@ -23,9 +23,9 @@ from brainmri.cli import main
 @pytest.fixture
 def started(monkeypatch):
     """Replaces uvicorn: records the app and settings that ``brainmri serve`` would serve."""
-    import brainmri.serve.app
-
     import torch
+
+    import brainmri.serve.app
 
     calls = []
     monkeypatch.setattr(brainmri.serve.app, "run_server",

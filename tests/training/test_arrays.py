@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from brainmri.data.cache import MemoryCache
 from brainmri.data.io import read_image
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import DataError
-from brainmri.data.cache import MemoryCache
 from brainmri.training import arrays as arrays_module
 from brainmri.training.arrays import ImageArrays
 

@@ -10,9 +10,9 @@ import torch
 from brainmri.cli import main
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError
+from brainmri.models.catalog import get_method
 from brainmri.runs.benchmark import run_benchmark
 from brainmri.runs.config import BenchmarkConfig, parse_params
-from brainmri.models.catalog import get_method
 
 TINY = {"size": 32, "width": 4, "epochs": 2, "batch_size": 8}
 

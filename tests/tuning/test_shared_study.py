@@ -38,7 +38,7 @@ def test_two_workers_record_every_trial_once(leaky_split_source, postgres_url, t
             process.kill()
             process.communicate()
     ran = []
-    for process, (_, err) in zip(workers, ended):
+    for process, (_, err) in zip(workers, ended, strict=True):
         assert process.returncode == 0, err
         ran.append({int(n) for n in re.findall(r"^\[aco\]: trial (\d+) \(", err, flags=re.M)})
     storage = optuna.storages.RDBStorage(postgres_url.replace("postgresql://", "postgresql+psycopg://"))

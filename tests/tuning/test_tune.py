@@ -8,11 +8,11 @@ import pytest
 pytest.importorskip("optuna")
 
 from brainmri.cli import main  # noqa: E402
-from brainmri.runs.config import parse_params  # noqa: E402
 from brainmri.models.base import GroupedPipeline
 from brainmri.models.catalog import get_method
-from brainmri.runs import unit as unit_module  # noqa: E402
 from brainmri.robust.ood import predict_with_ood  # noqa: E402
+from brainmri.runs import unit as unit_module  # noqa: E402
+from brainmri.runs.config import parse_params  # noqa: E402
 from brainmri.tuning import search  # noqa: E402
 from brainmri.tuning.results import UNCALIBRATED_NOTE  # noqa: E402
 

@@ -14,7 +14,6 @@ import argparse
 import logging
 import sys
 
-from brainmri import __version__
 from brainmri.cli import benchmark, data, explain, model, serve, tune
 from brainmri.cli.process import (
     Terminated,
@@ -24,6 +23,7 @@ from brainmri.cli.process import (
 )
 from brainmri.cli.progress import Reporter, configure_logging
 from brainmri.errors import BrainMRIError
+from brainmri.version import __version__
 
 logger = logging.getLogger("brainmri")
 

@@ -69,8 +69,8 @@ def cmd_tune(args) -> int:
     from brainmri.models.catalog import get_method
     from brainmri.runs.config import default_cache_dir
     from brainmri.tuning.config import TuneConfig
-    from brainmri.tuning.search import run_tune
     from brainmri.tuning.results import format_tune
+    from brainmri.tuning.search import run_tune
     from brainmri.tuning.study import check_sampler, parse_samplers
 
     spec = get_method(args.method)

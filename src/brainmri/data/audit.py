@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 import numpy as np
 
@@ -97,7 +97,7 @@ def analyse(
     records = scan_dataset(dataset, n_jobs=n_jobs, progress=progress, max_pixels=max_pixels)
     unreadable = [
         {"path": dataset.relpath(it), "reason": _reason(rec.error, it.path)}
-        for it, rec in zip(dataset.items, records)
+        for it, rec in zip(dataset.items, records, strict=True)
         if rec.error is not None
     ]
     keep = [k for k, rec in enumerate(records) if rec.error is None]
@@ -141,7 +141,7 @@ def cross_split_leaks(analysis: Analysis) -> list[dict]:
         if train:
             found += [(k, train[0], True, 1.0, 0) for k in c if splits[k] in ("test", "val")]
     p = g.pairs
-    for i, j, d, s, exact in zip(p["i"], p["j"], p["distance"], p["similarity"], p["exact"]):
+    for i, j, d, s, exact in zip(p["i"], p["j"], p["distance"], p["similarity"], p["exact"], strict=True):
         if exact:
             continue
         for held, train in ((i, j), (j, i)):
@@ -149,7 +149,7 @@ def cross_split_leaks(analysis: Analysis) -> list[dict]:
                 found.append((int(held), int(train), False, float(s), int(d)))
     if not found:
         return []
-    best = _closest(*zip(*found))
+    best = _closest(*zip(*found, strict=True))
     ds = analysis.dataset
     return [
         {

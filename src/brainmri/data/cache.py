@@ -18,9 +18,9 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 

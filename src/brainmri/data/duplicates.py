@@ -48,8 +48,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -222,8 +222,8 @@ def structure_similarity(
     si, sj = i[order], j[order]
     sims = np.empty(len(i), dtype=np.float32)
     starts = np.flatnonzero(np.r_[True, si[1:] != si[:-1]]) if len(si) else np.zeros(0, dtype=int)
-    ends = np.r_[starts[1:], len(si)]
-    for s, e in zip(starts, ends):
+    ends = np.r_[starts[1:], len(si)] if len(si) else np.zeros(0, dtype=int)
+    for s, e in zip(starts, ends, strict=True):
         sims[s:e] = partners[sj[s:e]] @ thumbs[si[s]]
     out = np.empty_like(sims)
     out[order] = sims / thumbs.shape[1]

@@ -19,16 +19,16 @@ as its group, so the inner validation of a method never splits a cluster.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
-from brainmri.errors import ConfigError, DataError
 from brainmri.data.audit import analyse
 from brainmri.data.dataset import load_dataset
 from brainmri.data.duplicates import find_cross_duplicates
 from brainmri.data.labels import apply_label_map
+from brainmri.errors import ConfigError, DataError
 
 #: Prefix of the extra items' paths in outputs.
 PREFIX = "EXTRA/"
@@ -109,7 +109,7 @@ def load_extra(source: str, label_map: dict | None, train_classes: Sequence[str]
     for reference in against:
         pairs = find_cross_duplicates([r.fingerprint for r in reference.records], [r.fingerprint for r in analysis.records],
                                       radius=params.hash_radius, threshold=params.near_threshold)
-        for i, j in zip(pairs["i"], pairs["j"]):
+        for i, j in zip(pairs["i"], pairs["j"], strict=True):
             copies.setdefault(int(j), str(reference.dataset.items[int(i)].path))
     keep = np.array([k not in copies for k in range(len(ds))], dtype=bool)
     if not keep.any():
@@ -119,12 +119,12 @@ def load_extra(source: str, label_map: dict | None, train_classes: Sequence[str]
     dropped = {str(c): int(np.sum(~keep & (labels == c))) for c in np.unique(labels) if np.any(~keep & (labels == c))}
     kept_labels = labels[keep]
     info = {"path": str(ds.root), "n_items": len(ds), "n_used": int(keep.sum()),
-            "counts": {str(c): int(n) for c, n in zip(*np.unique(kept_labels, return_counts=True))},
+            "counts": {str(c): int(n) for c, n in zip(*np.unique(kept_labels, return_counts=True), strict=True)},
             "label_map": label_map, "dropped_copies": dropped,
             "dropped": [{"path": f"{PREFIX}{ds.relpath(ds.items[k])}", "copies": copies[k]} for k in sorted(copies)]}
     _, groups = np.unique(analysis.graph.cluster_of[keep], return_inverse=True)
-    return ExtraData(np.array([str(it.path) for it, k in zip(ds.items, keep) if k]), kept_labels,
-                     [f"{PREFIX}{ds.relpath(it)}" for it, k in zip(ds.items, keep) if k], groups, info)
+    return ExtraData(np.array([str(it.path) for it, k in zip(ds.items, keep, strict=True) if k]), kept_labels,
+                     [f"{PREFIX}{ds.relpath(it)}" for it, k in zip(ds.items, keep, strict=True) if k], groups, info)
 
 
 def format_extra(info: dict) -> str:

@@ -58,7 +58,8 @@ Medical Imaging 29(6):1310-1320, 2010. DOI: 10.1109/TMI.2010.2046908
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 
@@ -149,7 +150,7 @@ def check_landmarks(landmarks) -> tuple[float, ...]:
     except (TypeError, ValueError):
         values = ()
     if (len(values) != len(PERCENTILES) or values[0] != 0.0 or values[-1] != 1.0
-            or any(b < a for a, b in zip(values, values[1:]))):
+            or any(b < a for a, b in pairwise(values))):
         raise ConfigError(f"Nyúl landmarks must be {len(PERCENTILES)} non-decreasing numbers from 0 to 1 (one per "
                           f"percentile {', '.join(f'{p:g}' for p in PERCENTILES)}), got {landmarks!r}; "
                           "learn them with the method's fit, or train the bundle again")

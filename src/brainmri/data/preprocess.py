@@ -14,11 +14,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from brainmri.data.io import read_image
 from brainmri.data.harmonise import HARMONISE, apply_landmarks, check_landmarks, n4_correct, zscore_in_head
 from brainmri.data.head import crop_to_head, head_mask
+from brainmri.data.io import read_image
 from brainmri.errors import ConfigError, DataError
-
 
 #: Largest side, in pixels, of a preprocessed image or a network's square input: 1024 x 1024 is four times the
 #: largest slices of the public sets, and 7,000 such images already take 29 GB as float32.

@@ -11,9 +11,9 @@ memory to read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def _warn_large(paths: list[Path], records: list[ScanRecord], max_pixels: int) -
     """Log the 2D images above half the pixel limit: each takes gigabytes to read and preprocess."""
     large = [
         (p, r.shape[0] * r.shape[1])
-        for p, r in zip(paths, records)
+        for p, r in zip(paths, records, strict=True)
         if r.error is None and r.format not in ("dicom", "nifti") and r.shape[0] * r.shape[1] > max_pixels // 2
     ]
     if large:

@@ -31,13 +31,13 @@ from __future__ import annotations
 import hashlib
 import io
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from brainmri.errors import ConfigError, DataError
 from brainmri.data.head import otsu_threshold
+from brainmri.errors import ConfigError, DataError
 
 #: The severities of every shift; 0 means the clean image.
 SEVERITIES = (1, 2, 3, 4, 5)

@@ -18,8 +18,8 @@ import numpy as np
 
 from brainmri.data.audit import Analysis, cross_split_leaks
 from brainmri.data.dataset import Dataset
-from brainmri.errors import ConfigError, DataError
 from brainmri.data.duplicates import components
+from brainmri.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 

@@ -38,16 +38,16 @@ superpixels compared to state-of-the-art superpixel methods", IEEE TPAMI
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from brainmri.data.synthetic import MASKS_FOLDER, staged_folder
+from brainmri.data.volumes import VolumePreprocess
 from brainmri.errors import ConfigError
 from brainmri.files import write_json
-from brainmri.data.volumes import VolumePreprocess
 
 #: Classes of the synthetic volumes: regional atrophy (as in Alzheimer's disease) and controls.
 CLASSES_3D = ("atrophy", "control")

@@ -32,10 +32,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from brainmri.data.preprocess import Preprocess, normalize_intensity
 from brainmri.data.head import head_box
+from brainmri.data.preprocess import Preprocess, normalize_intensity
 from brainmri.errors import ConfigError, DataError
-
 
 #: Largest side, in voxels, of a resampled volume (128 cubed is 8 MB a volume as float32).
 MAX_VOLUME_SIZE = 128

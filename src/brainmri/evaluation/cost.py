@@ -31,8 +31,8 @@ DOI: 10.1016/j.eswa.2022.119087
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def uncached(model) -> Iterator[None]:
             step.set_params(cache_dir=None)
         yield
     finally:
-        for step, cache_dir in zip(steps, saved):
+        for step, cache_dir in zip(steps, saved, strict=True):
             step.set_params(cache_dir=cache_dir)
 
 
@@ -163,6 +163,6 @@ def format_cost(results: dict) -> list[str]:
     widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
     lines = ["cost (parameters: network weights, - without a network; fit: excluding the features computed once for "
              "all methods; images/s: predict from the file, without feature cache):"]
-    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths))
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
               for r in [heads, ["-" * w for w in widths], *rows]]
     return lines

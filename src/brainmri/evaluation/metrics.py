@@ -247,8 +247,8 @@ def summarize(
     count, correct, confidence = scorer.reliability(np.ones(scorer.n))
     bins = {
         "count": count.astype(int).tolist(),
-        "accuracy": [float(c / n) if n else None for c, n in zip(correct, count)],
-        "confidence": [float(c / n) if n else None for c, n in zip(confidence, count)],
+        "accuracy": [float(c / n) if n else None for c, n in zip(correct, count, strict=True)],
+        "confidence": [float(c / n) if n else None for c, n in zip(confidence, count, strict=True)],
     }
     return {
         "metrics": metrics,
@@ -391,7 +391,7 @@ def _point_estimate(scorer: _Scorer, classes: list[str]) -> dict:
         for j, cls in enumerate(classes)
     }
     return {
-        "metrics": {name: float(v) for name, v in zip(METRICS, scorer.values(weights))},
+        "metrics": {name: float(v) for name, v in zip(METRICS, scorer.values(weights), strict=True)},
         "per_class": per_class,
         "confusion": {"labels": list(classes), "matrix": cm.astype(int).tolist()},
     }

@@ -25,7 +25,7 @@ the same way).
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -81,7 +81,7 @@ def shift_subset(labels: np.ndarray, test: np.ndarray, max_items: int | None, *,
     take = np.floor(quota).astype(int)
     take[np.argsort(-(quota - take), kind="stable")[: max_items - take.sum()]] += 1
     rng = np.random.default_rng(seed)
-    chosen = [rng.choice(test[y == c], size=n, replace=False) for c, n in zip(classes, take)]
+    chosen = [rng.choice(test[y == c], size=n, replace=False) for c, n in zip(classes, take, strict=True)]
     return np.sort(np.concatenate(chosen))
 
 

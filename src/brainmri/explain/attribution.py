@@ -40,7 +40,7 @@ library for PyTorch", arXiv:2009.07896, 2020.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

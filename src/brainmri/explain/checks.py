@@ -34,7 +34,7 @@ arXiv:1810.03292.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -145,7 +145,7 @@ def perturbation_curves(score: Callable[[int, np.ndarray], np.ndarray], images: 
     rng = np.random.default_rng(seed)
     fractions = np.linspace(0, 1, steps + 1)
     curves = {k: [] for k in ("deletion", "insertion", "random_deletion", "random_insertion")}
-    for index, (image, attribution) in enumerate(zip(images, maps)):
+    for index, (image, attribution) in enumerate(zip(images, maps, strict=True)):
         flat = image.ravel()
         jitter = rng.random(flat.size)  # breaks ties of flat maps at random, not in raster order
         for prefix, order in (("", np.lexsort((jitter, -attribution.ravel()))), ("random_", rng.permutation(flat.size))):
@@ -202,7 +202,7 @@ def rank_correlations(maps: np.ndarray, others: np.ndarray) -> np.ndarray:
     from scipy.stats import rankdata
 
     out = np.full(len(maps), np.nan)
-    for k, (a, b) in enumerate(zip(maps, others)):
+    for k, (a, b) in enumerate(zip(maps, others, strict=True)):
         ra, rb = rankdata(np.abs(a).ravel()), rankdata(np.abs(b).ravel())
         if ra.std() > 0 and rb.std() > 0:
             out[k] = float(np.corrcoef(ra, rb)[0, 1])

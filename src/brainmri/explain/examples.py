@@ -18,8 +18,8 @@ import importlib.util
 import numpy as np
 
 from brainmri.data.io import read_image
-from brainmri.explain.view import ModelView
 from brainmri.explain.overlay import Overlay
+from brainmri.explain.view import ModelView
 from brainmri.models.bundle import Bundle
 
 #: Test items explained per true class and outcome (correct, wrong).
@@ -105,7 +105,7 @@ def explain_examples(model, paths, y_true, proba: np.ndarray, *, method: str, pr
         maps = attribute(view.tensor(images), torch.as_tensor(targets))
     overlay = Overlay()
     examples = []
-    for (k, correct), image, heat, target in zip(picks, images, maps, targets):
+    for (k, correct), image, heat, target in zip(picks, images, maps, targets, strict=True):
         called = f"{classes[target]} p={proba[k, target]:.2f}"
         examples.append({"index": k, "correct": correct, "attribution": name,
                          "caption": f"{'correct' if correct else 'wrong'}: {y_true[k]} called {called} ({name})",

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -37,13 +37,19 @@ from brainmri.data.io import MAX_PIXELS, image_format, read_image
 from brainmri.data.volumes import VolumePreprocess
 from brainmri.errors import ConfigError, DataError
 from brainmri.explain.attribution import METHODS, predicted_score
-from brainmri.explain.checks import (lesion_share, perturbation_curves, pointing_game, random_map_baseline,
-                                     randomized_copy, rank_correlations)
+from brainmri.explain.checks import (
+    lesion_share,
+    perturbation_curves,
+    pointing_game,
+    random_map_baseline,
+    randomized_copy,
+    rank_correlations,
+)
 from brainmri.explain.overlay import Overlay
 from brainmri.explain.view import ModelView
 from brainmri.files import atomic_path, write_json
-from brainmri.outputs import OutputFolder
 from brainmri.models.predict import predict_images
+from brainmri.outputs import OutputFolder
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +219,7 @@ class Explainer:
             with self.view.running():
                 maps = self.attribute(self.view.tensor(x), torch.as_tensor(targets))
         for row, image, name, seen, attribution, target in zip(rows, images, _output_names(rows, self._taken), x, maps,
-                                                               targets):
+                                                               targets, strict=True):
             index = len(self.entries)
             entry = {"path": row["path"], "label": row["label"], "predicted": row["predicted"],
                      "probability": round(row["proba"][target], 6), "map": f"maps/{name}.npy",
@@ -246,7 +252,7 @@ class Explainer:
         maps, masks = np.stack([self.maps[k] for k in keys]), np.stack([self.lesions[k] for k in keys])
         hits, strict = pointing_game(maps, masks, tolerance=tolerance), pointing_game(maps, masks)
         share = lesion_share(maps, masks)
-        for k, hit, exact, part in zip(keys, hits, strict, share):
+        for k, hit, exact, part in zip(keys, hits, strict, share, strict=True):
             self.entries[k].update(pointing_hit=bool(hit), pointing_hit_strict=bool(exact),
                                    lesion_share=round(float(part), 6))
         return {"n_images": len(keys), "n_without_mask": len(self.entries) - len(keys), "tolerance_px": tolerance,

@@ -52,9 +52,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from brainmri.data.head import otsu_threshold
 from brainmri.data.preprocess import Preprocess
 from brainmri.features.base import ImageTransformer
-from brainmri.data.head import otsu_threshold
 
 #: The preprocessing of the descriptors: the image as read, scaled to [0, 1] by its minimum and maximum.
 DESCRIPTOR_PREPROCESS = Preprocess(crop=False, size=None, clip_percentiles=None)

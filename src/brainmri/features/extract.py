@@ -11,16 +11,16 @@ recomputing them, and never reads features that older code computed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
 from brainmri.data.cache import FeatureCache, MemoryCache, item_digest, open_cache, preprocess_key
+from brainmri.data.nyul import learn_landmarks
 from brainmri.data.preprocess import Preprocess, landmark_params, load_preprocessed, read_preprocessed
 from brainmri.features.base import ImageTransformer
-from brainmri.data.nyul import learn_landmarks
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def compute_features(
     digests = [item_digest(p) for p in paths]
     keys = [f"{ex.cache_key()}|{preprocess_key(preprocess)}" for ex in extractors]
     known = [cache.get(k, digests, length=ex.n_features_out_) if cache is not None else {}
-             for k, ex in zip(keys, extractors)]
+             for k, ex in zip(keys, extractors, strict=True)]
     todo = sorted({k for k, d in enumerate(digests) if any(d not in kn for kn in known)})
     if todo:
         first = {}
@@ -83,9 +83,9 @@ def compute_features(
             else Parallel(n_jobs=n_jobs, return_as="generator")(job([paths[k] for k in c], preprocess, extractors) for c in chunks)
         )
         fresh: list[dict[str, np.ndarray]] = [{} for _ in extractors]
-        for chunk, blocks in zip(chunks, runner):
+        for chunk, blocks in zip(chunks, runner, strict=True):
             for e, block in enumerate(blocks):
-                for k, row in zip(chunk, block):
+                for k, row in zip(chunk, block, strict=True):
                     fresh[e][digests[k]] = row
             if progress:
                 progress(len(chunk))
@@ -94,7 +94,7 @@ def compute_features(
             if cache is not None:
                 cache.put(keys[e], rows)
         logger.info("computed features of %d images (%d from cache)", len(todo), len(paths) - len(todo))
-    blocks = [np.vstack([kn[d] for d in digests]) if digests else np.zeros((0, ex.n_features_out_)) for kn, ex in zip(known, extractors)]
+    blocks = [np.vstack([kn[d] for d in digests]) if digests else np.zeros((0, ex.n_features_out_)) for kn, ex in zip(known, extractors, strict=True)]
     return np.hstack(blocks)
 
 

@@ -109,7 +109,7 @@ def fuzzy_cmeans_1d(values, weights, centres, *, m: float = 2.0, error: float = 
     w = np.asarray(weights, dtype=np.float64)
     centres = np.asarray(centres, dtype=np.float64)
     u = _memberships(np.fmax(np.abs(x[None, :] - centres[:, None]), _EPS), m)
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (the count of iterations is returned after the loop)
         previous = u
         um = np.fmax(previous / previous.sum(axis=0, keepdims=True), _EPS) ** m * w
         centres = um @ x / um.sum(axis=1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from brainmri.features.base import ImageTransformer
 from brainmri.data.head import otsu_threshold
+from brainmri.features.base import ImageTransformer
 
 _PERCENTILES = (1, 10, 25, 50, 75, 90, 99)
 

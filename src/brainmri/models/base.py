@@ -1,11 +1,15 @@
 """What every method shares: the method contract, the grouped pipeline, the calibrated classifier.
 
 The contract (:class:`Method`) is what the runners, tuning, serving and the
-explanations may rely on; :func:`final_step` is the one way to reach the
-classifier at the end of a method, whatever its shape.
+explanations may rely on; :func:`brainmri.steps.final_step` is the one way
+to reach the classifier at the end of a method, whatever its shape. The
+contract test (``tests/models/test_contract.py``) checks every registered
+method against it, a method added later included.
 """
 
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -14,6 +18,63 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from brainmri.models.persist import load_steps, save_steps
+
+
+@runtime_checkable
+class Method(Protocol):
+    """The contract of a method: what its builder (``MethodSpec.build``) returns.
+
+    Required
+    --------
+    ``fit(X, y, groups=None)``
+        ``X``: an array of image file paths (or 2D/3D arrays), ``y`` their
+        labels, ``groups`` one group id per item (subject, near-duplicate
+        cluster or look-alike group: the grouping of the outer split). Every
+        split the method makes inside ``fit`` (hyperparameter search,
+        probability calibration, early stopping, validation) keeps each group
+        on one side, e.g. through :func:`brainmri.models.validation.inner_splits`.
+        Returns the method. Called without groups, it splits item by item.
+    ``predict_proba(X)``
+        Float array of shape ``(n_items, n_classes)`` whose rows sum to 1,
+        columns in :attr:`classes_` order. An item of the wrong kind (a
+        volume for a slice method, or the reverse) is a one-line
+        :class:`~brainmri.errors.DataError`, never a stray exception.
+    ``classes_``
+        The class names seen in ``fit``, sorted.
+    ``get_params()`` / ``set_params()``
+        A scikit-learn estimator's, so that ``sklearn.base.clone`` makes an
+        unfitted copy with the same settings; the same seed gives the same
+        probabilities on the CPU.
+
+    Optional hooks, each read where present, never by method name
+    --------------------------------------------------------------
+    ``params_`` (the method, after ``fit``)
+        What it chose and how (hyperparameters, calibration,
+        ``params_["inner_cv"]``), written to results and manifests.
+    ``history_`` (the final step)
+        Per-epoch records (``epoch``, ``val_loss``, ``val_accuracy``...); the
+        report draws learning curves, ``train`` reports the kept epoch.
+    ``input_shape_``, ``module_``, ``embed(Xt)`` (the final step)
+        A torch classifier's input size, its network (explanations, ONNX,
+        test-time adaptation) and the embedding of the OOD score.
+    ``preprocess_`` (the first step)
+        The preprocessing it learned (Nyúl landmarks), recorded in bundles.
+    ``illustrate(images)`` (the final step)
+        Pictures of what the method computes, shown in the report.
+    ``save_state(folder, prefix)`` / ``load_state(folder, prefix)`` (a step)
+        Its own files in a bundle, instead of a skops file
+        (:mod:`brainmri.models.persist`).
+    """
+
+    classes_: np.ndarray
+
+    def fit(self, X, y, groups=None) -> Method: ...
+
+    def predict_proba(self, X) -> np.ndarray: ...
+
+    def get_params(self, deep: bool = True) -> dict: ...
+
+    def set_params(self, **params) -> Method: ...
 
 
 class GroupedPipeline(Pipeline):

@@ -45,17 +45,17 @@ from pathlib import Path
 
 import numpy as np
 
-from brainmri import __version__
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
 from brainmri.files import check_output_folder, sha256, write_json
+from brainmri.models.catalog import available_methods, get_method
 from brainmri.models.inputs import fitted_preprocess, input_size
 from brainmri.models.persist import load_steps, save_steps
-from brainmri.outputs import containing_inputs
-from brainmri.models.catalog import available_methods, get_method
 from brainmri.models.versions import code_versions
+from brainmri.outputs import containing_inputs
 from brainmri.robust.adapt import adapt_model
 from brainmri.robust.ood import OODDetector, predict_with_ood
+from brainmri.version import __version__
 
 logger = logging.getLogger(__name__)
 

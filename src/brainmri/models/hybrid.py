@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from brainmri.data.preprocess import Preprocess
+from brainmri.data.preprocess import Preprocess, load_preprocessed
 from brainmri.features.extract import ImageFeatures
-from brainmri.data.preprocess import load_preprocessed
-from brainmri.models.classical import feature_sets
-from brainmri.models.base import GroupedPipeline
-from brainmri.models.registry import register_method
 from brainmri.features.fcm import FCMWaveletFeatures
+from brainmri.models.base import GroupedPipeline
+from brainmri.models.classical import feature_sets
+from brainmri.models.registry import register_method
 from brainmri.models.torch_classifier import TorchClassifier
 
 MOHSEN_2018 = ("H. Mohsen, E.-S. A. El-Dahshan, E.-S. M. El-Horbaty and A.-B. M. Salem (2018), \"Classification "

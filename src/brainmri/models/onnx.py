@@ -49,19 +49,18 @@ import copy
 import json
 import logging
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from brainmri import __version__
-from brainmri.errors import ConfigError, DataError
-from brainmri.files import atomic_path, check_output_folder, write_json
-from brainmri.models.bundle import MANIFEST, Bundle, load_model
-from brainmri.files import sha256
 from brainmri.data.synthetic import CLASSES, synthetic_slice
+from brainmri.errors import ConfigError, DataError
+from brainmri.files import atomic_path, check_output_folder, sha256, write_json
+from brainmri.models.bundle import MANIFEST, Bundle, load_model
 from brainmri.training.loop import autocast_dtype
+from brainmri.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +348,7 @@ def _description(folder: Path, loaded, first, middle, classifier) -> dict:
     mirror = ", logits averaged over the image and its left-right mirror (TTA)" if classifier.tta else ""
     return {
         "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "brainmri_version": __version__,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "bundle": {"path": str(folder), "manifest_sha256": sha256(folder / MANIFEST), "method": method},
         "classes": loaded.manifest["classes"],
         "input": _input_description(first, middle, classifier),

@@ -28,7 +28,6 @@ from pathlib import Path
 from brainmri.errors import DataError
 from brainmri.files import atomic_path
 
-
 #: Types that skops does not trust by default but brainmri's own methods save. Loading a skops file
 #: that holds any other untrusted type is refused.
 TRUSTED_TYPES = [

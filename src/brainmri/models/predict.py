@@ -21,22 +21,29 @@ classes are among the bundle's.
 from __future__ import annotations
 
 import csv
-import json
 import io
+import json
 import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from brainmri.data.io import MAX_PIXELS, check_max_pixels, degenerate_reason, image_format, read_image, size_and_channels
-from brainmri.errors import DataError
-from brainmri.robust.ood import FLAG_QUANTILE
 from brainmri.data.dataset import load_dataset
+from brainmri.data.io import (
+    MAX_PIXELS,
+    check_max_pixels,
+    degenerate_reason,
+    image_format,
+    read_image,
+    size_and_channels,
+)
+from brainmri.errors import DataError
 from brainmri.evaluation.metrics import classification_metrics
+from brainmri.robust.ood import FLAG_QUANTILE
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +194,7 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
             if k + 1 < len(batches):  # Executor.map submits at once: the next batch is read during this one's predict
                 reading = pool.map(read_one, [it.path for it in batches[k + 1]])
             images, kept = [], []
-            for item, got in zip(batch, read):
+            for item, got in zip(batch, read, strict=True):
                 if isinstance(got, str):
                     logger.warning("skipped %s", got)
                     skipped.append({"path": str(item.path), "reason": got})
@@ -200,7 +207,7 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
                 new = [{"path": str(item.path), "label": item.label, "source": item.source,
                         "proba": [float(v) for v in p], "predicted": str(bundle.classes_[int(np.argmax(p))]),
                         "note": note, "ood_score": o, "unlike_training": None if o is None else o > FLAG_QUANTILE}
-                       for (item, note), p, o in zip(kept, proba, ood)]
+                       for (item, note), p, o in zip(kept, proba, ood, strict=True)]
                 rows += new
                 if on_batch:
                     on_batch(new, images)
@@ -272,7 +279,7 @@ def predictions_document(bundle, result: dict, metrics: dict, *, adapt: str = "n
     the out-of-distribution detector and the test-time adaptation used."""
     classes = [str(c) for c in bundle.classes_]
     predictions = [{"path": r["path"], "label": r["label"], "predicted": r["predicted"],
-                    "proba": dict(zip(classes, r["proba"])), "note": r["note"], "ood_score": r["ood_score"],
+                    "proba": dict(zip(classes, r["proba"], strict=True)), "note": r["note"], "ood_score": r["ood_score"],
                     "unlike_training": r["unlike_training"]} for r in result["rows"]]
     return {"bundle": str(bundle.path), "method": bundle.manifest["method"]["name"], "classes": classes,
             "predictions": predictions, "skipped": result["skipped"], "metrics": metrics,

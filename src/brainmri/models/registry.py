@@ -1,35 +1,22 @@
-"""The method registry: every method of brainmri is reachable by name.
+"""The method registry: every method of brainmri is registered here under a name.
 
-A method is a scikit-learn classifier with
-
-* ``fit(X, y, groups=None)``: ``X`` an array of image file paths, ``y``
-  their labels, ``groups`` one group id per item (subject, near-duplicate
-  cluster or look-alike group: the grouping of the outer split). Every
-  split the method makes inside ``fit`` (hyperparameter search, probability
-  calibration, early stopping, validation) must keep each group on one side,
-  e.g. through :func:`brainmri.models.validation.inner_splits`. Called
-  without groups, a method splits item by item, as before;
-* ``predict_proba(X)`` and ``classes_``;
-* after fitting, ``params_``: a dict of what it chose (hyperparameters,
-  calibration) and how (``params_["inner_cv"]`` names the inner split,
-  grouped or not), written to the results.
-
-The benchmark runner always calls ``fit(paths, labels, groups=groups)``.
-Optional hooks, used wherever a fitted method has them (never by name):
-``history_`` on the final step (per-epoch records; the report draws
-learning curves from it).
-Classical methods are ``Pipeline``s whose first step turns paths into
-features; deep methods wrap a torch model behind the same interface. The
-benchmark runner, tuning and serving see methods only through
-:func:`get_method`.
+A method is a builder (keyword-only settings, see :class:`MethodSpec`) that
+returns an estimator keeping the method contract of
+:class:`brainmri.models.base.Method`: ``fit(paths, labels, groups)``,
+``predict_proba``, ``classes_``, scikit-learn parameters, and optional hooks
+declared there. Classical methods are ``Pipeline`` objects whose first step turns
+paths into features; deep methods wrap a torch model behind the same
+interface. This module imports none of the methods (they import it, to
+register); :mod:`brainmri.models.catalog` imports them all, and the benchmark
+runner, tuning and serving look methods up there only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from brainmri.errors import ConfigError
 from brainmri.models.settings import RULES, Rule, check_setting

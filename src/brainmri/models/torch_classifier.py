@@ -10,9 +10,9 @@ probabilities are calibrated like those of the classical methods.
 from __future__ import annotations
 
 import inspect
-import math
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from brainmri.models.validation import check_class_counts
 from brainmri.robust.adapt import adapt_module
 from brainmri.training.calibration import fit_temperature
 from brainmri.training.device import resolve_device, torch_threads, tune_malloc
-from brainmri.training.loop import frozen_blocks, predict_logits, train_module, TrainSettings
+from brainmri.training.loop import TrainSettings, frozen_blocks, predict_logits, train_module
 
 logger = logging.getLogger(__name__)
 

@@ -47,14 +47,14 @@ from sklearn.preprocessing import StandardScaler
 
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError
+from brainmri.features.embeddings import BackboneEmbeddings
 from brainmri.features.extract import ImageFeatures
+from brainmri.models.base import CalibratedClassifier, GroupedPipeline
 from brainmri.models.classical import CalibratedSVC
-from brainmri.models.base import GroupedPipeline, CalibratedClassifier
 from brainmri.models.registry import register_method
 from brainmri.models.settings import MAX_IMAGE_SIZE, Rule
-from brainmri.models.validation import inner_splits
-from brainmri.features.embeddings import BackboneEmbeddings
 from brainmri.models.torch_classifier import TorchClassifier
+from brainmri.models.validation import inner_splits
 from brainmri.training.arrays import ImageArrays
 
 HOWARD_2018 = ("J. Howard and S. Ruder (2018), \"Universal language model fine-tuning for text classification\", "

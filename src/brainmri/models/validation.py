@@ -52,7 +52,7 @@ def check_class_counts(y, need: int, purpose: str, groups=None) -> None:
         raise DataError(f"training data has a single class ({labels[0] if len(labels) else 'none'}); a classifier needs at least two")
     unit = "training images" if groups is None else "independent groups of training images (subjects or duplicate clusters)"
     counts = [len(y[y == lab]) if groups is None else len(np.unique(np.asarray(groups)[y == lab])) for lab in labels]
-    small = [f"'{lab}' ({n})" for lab, n in zip(labels, counts) if n < need]
+    small = [f"'{lab}' ({n})" for lab, n in zip(labels, counts, strict=True) if n < need]
     if small:
         raise DataError(
             f"class(es) {', '.join(small)} have fewer than {need} {unit}, too few for {purpose}; "

@@ -6,10 +6,10 @@ them means features, units or bundles computed before are not reused.
 
 from __future__ import annotations
 
-from brainmri import __version__
 from brainmri.data.preprocess import Preprocess
 from brainmri.features import EXTRACTORS
 from brainmri.robust.ood import OOD_VERSION
+from brainmri.version import __version__
 
 
 def code_versions() -> dict:

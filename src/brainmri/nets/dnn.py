@@ -16,7 +16,7 @@ stack trainable from the default initialisation.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brainmri.errors import ConfigError, DataError
 from brainmri.data.synthetic3d import make_template
+from brainmri.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 

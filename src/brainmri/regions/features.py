@@ -11,8 +11,8 @@ and gives the mean and standard deviation of each region
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

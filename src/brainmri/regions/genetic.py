@@ -52,7 +52,7 @@ hillclimbing", Parallel Problem Solving from Nature 2, 15-25, 1992.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator

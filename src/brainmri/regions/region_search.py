@@ -49,23 +49,29 @@ import gzip
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from brainmri.data.dataset import load_dataset
+from brainmri.data.synthetic3d import ATLAS_FILE, PLANTED_FILE, REGIONS_FOLDER
 from brainmri.errors import ConfigError
 from brainmri.files import atomic_path, write_json, write_text
 from brainmri.outputs import OutputFolder
 from brainmri.regions.atlas import Atlas, brain_mask, check_inside, load_atlas, template_parcellation
-from brainmri.regions.features import (FEATURES, NETWORK_ATTRIBUTIONS, RegionAttribution, attribution_ranking,
-                                       class_relevance, read_region_features)
+from brainmri.regions.features import (
+    FEATURES,
+    NETWORK_ATTRIBUTIONS,
+    RegionAttribution,
+    attribution_ranking,
+    class_relevance,
+    read_region_features,
+)
 from brainmri.regions.genetic import GeneticRegionSearch
 from brainmri.regions.report import write_regions_report
-from brainmri.data.dataset import load_dataset
-from brainmri.data.synthetic3d import ATLAS_FILE, PLANTED_FILE, REGIONS_FOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +222,7 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
         mask = _write_masks_and_regions(out, atlas, affine, ranked, selected)
         results = {
             "command": "regions",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "data": str(data),
             "config": asdict(config),
             "classes": sorted(set(y.tolist())),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.files import write_text
-from brainmri.report.charts import new_figure, figure_png
+from brainmri.report.charts import figure_png, new_figure
 from brainmri.report.parts import CSS, escape_html, image, key_values, number, table
 
 

@@ -8,9 +8,15 @@ After ``brainmri benchmark``, with its ``results`` dict and pooled predictions::
 
 from __future__ import annotations
 
-from brainmri.report.figures import (confusion_matrix_figure, metric_comparison_figure, reliability_figure,
-                                     render_figures, roc_curves_figure, write_figures)
 from brainmri.report.charts import figure_png
+from brainmri.report.figures import (
+                                     confusion_matrix_figure,
+                                     metric_comparison_figure,
+                                     reliability_figure,
+                                     render_figures,
+                                     roc_curves_figure,
+                                     write_figures,
+)
 from brainmri.report.html import render_report, write_report
 
 __all__ = [

@@ -14,15 +14,15 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from brainmri.evaluation.shift import severity_label
 from brainmri.files import atomic_path
 from brainmri.report.charts import colors, figure_png, new_figure
 from brainmri.report.parts import CHART_METRICS
-from brainmri.evaluation.shift import severity_label
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def roc_curves_figure(y_true: Sequence, proba, classes: Sequence[str], title: st
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="chance")
     skipped = []
-    for k, (cls, color) in enumerate(zip(classes, colors(len(classes)))):
+    for k, (cls, color) in enumerate(zip(classes, colors(len(classes)), strict=True)):
         if cls not in drawn:
             continue
         positive = y_true == cls
@@ -164,7 +164,7 @@ def metric_comparison_figure(results: dict):
     from matplotlib.patches import Patch
 
     methods = list(results["methods"])
-    colour_of = dict(zip(methods, colors(len(methods))))
+    colour_of = dict(zip(methods, colors(len(methods)), strict=True))
     dedup = [m for m in methods if results["methods"][m].get("metrics_deduplicated")]
 
     # one slot per bar: (metric, method, deduplicated?)
@@ -187,7 +187,7 @@ def metric_comparison_figure(results: dict):
     fig = new_figure(max(6.5, 0.42 * len(slots) + 2.5), 4.4)
     ax = fig.add_subplot()
     lows = []
-    for xk, (metric, method, is_dedup) in zip(x, slots):
+    for xk, (metric, method, is_dedup) in zip(x, slots, strict=True):
         key = "metrics_deduplicated" if is_dedup else "metrics"
         m = results["methods"][method].get(key, {}).get(metric, {})
         value = m.get("value")
@@ -254,8 +254,8 @@ def reliability_figure(calibration: dict, ece: float, title: str):
     bins = calibration["bins"]
     count = np.asarray(bins["count"], dtype=int)
     filled = count > 0
-    accuracy = np.array([a for a, f in zip(bins["accuracy"], filled) if f], dtype=float)
-    confidence = np.array([c for c, f in zip(bins["confidence"], filled) if f], dtype=float)
+    accuracy = np.array([a for a, f in zip(bins["accuracy"], filled, strict=True) if f], dtype=float)
+    confidence = np.array([c for c, f in zip(bins["confidence"], filled, strict=True) if f], dtype=float)
 
     fig = new_figure(5.2, 5.6)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
@@ -297,7 +297,7 @@ def learning_curves_figure(history: dict[str, list[dict]], title: str):
     """
     fig = new_figure(6.4, 4.2)
     loss, accuracy = fig.subplots(1, 2, sharex=True)
-    for color, (fold, records) in zip(colors(len(history)), history.items()):
+    for color, (fold, records) in zip(colors(len(history)), history.items(), strict=True):
         epochs = [r["epoch"] for r in records]
         loss.plot(epochs, [r["train_loss"] for r in records], color=color, label=f"{fold} training")
         loss.plot(epochs, [r["val_loss"] for r in records], color=color, linestyle="--", label=f"{fold} validation")
@@ -337,7 +337,7 @@ def shift_severity_figure(shift: dict, severities: Sequence[int], title: str):
     ax = fig.add_subplot()
     x = [0, *severities]
     clean = shift["clean"]["accuracy"]["value"]
-    for k, (color, (name, by)) in enumerate(zip(colors(len(shift["shifts"])), shift["shifts"].items())):
+    for k, (color, (name, by)) in enumerate(zip(colors(len(shift["shifts"])), shift["shifts"].items(), strict=True)):
         # tab10 has ten colours: the eleventh shift on is dashed.
         ax.plot(x, [clean, *(by[str(s)]["accuracy"]["value"] for s in severities)], color=color, marker=".",
                 linewidth=1, linestyle="-" if k < 10 else "--", label=name)
@@ -378,12 +378,12 @@ def shift_summary_figure(results: dict):
     width = 0.8 / len(labels)
     fig = new_figure(max(6.4, 0.35 * len(methods) * len(labels) + 2.5), 4.6)
     ax = fig.add_subplot()
-    for k, (label, shade) in enumerate(zip(labels, shades)):
+    for k, (label, shade) in enumerate(zip(labels, shades, strict=True)):
         key = "clean" if k == 0 else str(severities[k - 1])
         values = [results["methods"][m]["shift"]["mean_over_shifts"][key]["accuracy"] for m in methods]
         xs = np.arange(len(methods)) + (k - (len(labels) - 1) / 2) * width
         ax.bar(xs, values, width=width * 0.92, color=shade, edgecolor="black", linewidth=0.6, label=label)
-        for xk, v in zip(xs, values):
+        for xk, v in zip(xs, values, strict=True):
             ax.text(xk, v + 0.01, f"{v:.3f}", ha="center", va="bottom", rotation=90, fontsize=7)
     ax.set_xticks(np.arange(len(methods)), methods)
     ax.set_ylim(0, 1.12)

@@ -13,7 +13,6 @@ from html import escape
 
 import numpy as np
 
-
 #: Display names of metrics; also their column order (others follow, sorted).
 METRIC_NAMES = {
     "n_train": "training items",
@@ -164,6 +163,6 @@ def dict_table(items: dict[str, dict] | list[dict], first: str, *, summary: bool
         for stat, fn in (("mean", np.mean), ("sd", lambda v: np.std(v, ddof=1))):
             rows.append([f"<em>{stat}</em>"] + [
                 "" if np.isnan(v).any() else f"{fn(v):.0f}" if k in COUNTS else number(float(fn(v)))
-                for k, v in zip(keys, values)
+                for k, v in zip(keys, values, strict=True)
             ])
     return table([escape_html(first)] + [escape_html(metric_label(k)) for k in keys], rows)

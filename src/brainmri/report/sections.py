@@ -11,12 +11,24 @@ import json
 import math
 import re
 
-
 from brainmri.evaluation.cost import SPEED_ITEMS, format_parameters
 from brainmri.evaluation.metrics import LOWER_IS_BETTER, interval_statement
 from brainmri.evaluation.shift import SHIFT_METRICS, severity_label
-from brainmri.report.parts import (dict_table, escape_html, image, is_number, key_values, metric_cell, metric_label,
-                                   metric_value, number, ordered_metrics, p_value, table, yes_no)
+from brainmri.report.parts import (
+    dict_table,
+    escape_html,
+    image,
+    is_number,
+    key_values,
+    metric_cell,
+    metric_label,
+    metric_value,
+    number,
+    ordered_metrics,
+    p_value,
+    table,
+    yes_no,
+)
 
 
 def method_anchor(name: str, index: int) -> str:

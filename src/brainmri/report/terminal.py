@@ -22,8 +22,8 @@ def format_results(results: dict) -> str:
                          f"{v['value']:.3f} [{v['ci_low']:.3f},{v['ci_high']:.3f}]")
         rows.append(cells)
     widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     p = results["protocol"]
     lines.insert(0, f"protocol: {p['kind']}, {p['folds']} fold(s), grouping: {p['grouping']}")
     if results["methods"]:

@@ -41,8 +41,8 @@ import logging
 
 import numpy as np
 
-from brainmri.steps import final_step, with_final_step
 from brainmri.errors import ConfigError
+from brainmri.steps import final_step, with_final_step
 from brainmri.training.loop import to_batch
 
 logger = logging.getLogger(__name__)

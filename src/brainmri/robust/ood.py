@@ -57,9 +57,9 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
 from brainmri.errors import DataError
-from brainmri.steps import split_model
-from brainmri.features.acquisition import AcquisitionDescriptors, DESCRIPTOR_PREPROCESS
+from brainmri.features.acquisition import DESCRIPTOR_PREPROCESS, AcquisitionDescriptors
 from brainmri.features.extract import ImageFeatures
+from brainmri.steps import split_model
 
 #: Folds of the cross-fitted training distances that calibrate the score.
 CALIBRATION_FOLDS = 5
@@ -171,7 +171,7 @@ class MahalanobisOOD(BaseEstimator):
         classes, counts = np.unique(y, return_counts=True)
         if len(Z) < 4 or counts.min() < 2:
             raise DataError(f"out-of-distribution score: needs at least 2 training items per class, got "
-                            f"{dict(zip(classes.tolist(), counts.tolist()))}")
+                            f"{dict(zip(classes.tolist(), counts.tolist(), strict=True))}")
         self.center_ = Z.mean(0)
         scale = Z.std(0)
         self.scale_ = np.where(scale > 0, scale, 1.0)

@@ -40,8 +40,8 @@ DOI: 10.25080/Majora-7b98e3ed-013
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from brainmri.errors import ConfigError
 from brainmri.files import write_json
@@ -120,7 +120,7 @@ def _not_a_scheduler(address: str, timeout: float) -> str | None:
 
     try:
         answer = asyncio.run(asyncio.wait_for(identity(), timeout))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return "no answer in time"
     except OSError as exc:
         return " ".join(str(exc).split()) or type(exc).__name__

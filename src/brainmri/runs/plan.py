@@ -9,8 +9,8 @@ the protocol that the report shows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -19,8 +19,15 @@ from brainmri.data.dataset import Dataset, load_dataset
 from brainmri.data.extra import check_extra_classes, format_extra, load_extra
 from brainmri.data.io import item_kind
 from brainmri.data.labels import apply_label_map, check_test_classes
-from brainmri.data.splits import (Split, check_folds, check_grouping, group_labels, kfold_splits, official_indices,
-                                  official_split)
+from brainmri.data.splits import (
+    Split,
+    check_folds,
+    check_grouping,
+    group_labels,
+    kfold_splits,
+    official_indices,
+    official_split,
+)
 from brainmri.errors import DataError
 from brainmri.models.catalog import check_inputs, get_method, protocol_notes
 from brainmri.models.validation import check_class_counts

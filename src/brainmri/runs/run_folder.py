@@ -13,8 +13,8 @@ writes ``run.json``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from brainmri.errors import ConfigError
 from brainmri.outputs import OutputFolder

@@ -10,21 +10,20 @@ from __future__ import annotations
 import base64
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
-from brainmri import __version__
 from brainmri.evaluation.cost import cost_entry
 from brainmri.evaluation.metrics import classification_metrics, summarize
 from brainmri.evaluation.shift import ood_auc, shift_definitions, summarize_shift
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.models.catalog import get_method
 from brainmri.models.versions import code_versions
+from brainmri.robust.ood import FLAG_QUANTILE
 from brainmri.runs.config import BenchmarkConfig
 from brainmri.runs.plan import Plan
-from brainmri.robust.ood import FLAG_QUANTILE
-
+from brainmri.version import __version__
 
 ALPHA = 0.05
 
@@ -68,7 +67,7 @@ def _ood_entry(config: BenchmarkConfig, units: list[dict]) -> dict | None:
         severity = max(config.shift_severities)
         folds, weights, flagged = [], [], []
         for u in units:
-            distance = dict(zip(u["test"], u["ood"]["distance"]))
+            distance = dict(zip(u["test"], u["ood"]["distance"], strict=True))
             clean = np.array([distance[k] for k in u["shift"]["test"]])
             shifted = {name: {s: np.asarray(d) for s, d in by.items()} for name, by in u["shift"]["distance"].items()}
             folds.append(ood_auc(clean, shifted, severity))
@@ -130,7 +129,7 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
     results = {
         "brainmri_version": __version__,
         "versions": code_versions(),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "config": config.to_dict(),
         "protocol": plan.protocol,
         "dataset": plan.dataset,
@@ -171,7 +170,7 @@ def _method_entry(config: BenchmarkConfig, plan: Plan, method: str, us: list[dic
     }
     if plan.dedup_test is not None and len(plan.dedup_test) < len(pooled["index"]):
         keep = np.isin(pooled["index"], plan.dedup_test)
-        dedup = summarize([y for y, k in zip(pooled["y_true"], keep) if k], pooled["proba"][keep], classes,
+        dedup = summarize([y for y, k in zip(pooled["y_true"], keep, strict=True) if k], pooled["proba"][keep], classes,
                           groups=groups[keep], n_boot=config.n_boot, seed=config.seed)
         entry["metrics_deduplicated"] = dedup["metrics"]
         entry["per_class_deduplicated"] = dedup["per_class"]
@@ -203,7 +202,7 @@ def _method_entry(config: BenchmarkConfig, plan: Plan, method: str, us: list[dic
 def _per_fold(plan: Plan, us: list[dict], pooled: dict, classes: list[str]) -> list[dict]:
     """Each fold's scores (:data:`FOLD_METRICS`) and sizes."""
     per_fold = []
-    for unit, split in zip(us, plan.splits):
+    for unit, split in zip(us, plan.splits, strict=True):
         y = [str(v) for v in plan.labels[unit["test"]]]
         p = pooled["proba"][np.asarray(pooled["fold"]) == unit["fold"]]
         scores = classification_metrics(y, p, classes)["metrics"]
@@ -249,7 +248,7 @@ def comparisons(predictions: dict, methods: dict, *, keep=None) -> list[dict]:
                 row["decided_by"] = "t_test"
             rows.append(row)
     adjusted = holm([r[r["decided_by"]]["p_value"] for r in rows]) if rows else []
-    for row, p in zip(rows, adjusted):
+    for row, p in zip(rows, adjusted, strict=True):
         row["p_adjusted"] = p
         row["significant"] = bool(p < ALPHA)
     return rows
@@ -264,7 +263,7 @@ def predictions_table(plan: Plan, predictions: dict) -> str:
     writer.writerow(["method", "fold", "path", "label", "predicted", *[f"p_{c}" for c in classes], "ood_score"])
     for method, pooled in predictions.items():
         ood = pooled.get("ood_score", [None] * len(pooled["index"]))
-        for k, fold, p, y, o in zip(pooled["index"], pooled["fold"], pooled["proba"], pooled["y_true"], ood):
+        for k, fold, p, y, o in zip(pooled["index"], pooled["fold"], pooled["proba"], pooled["y_true"], ood, strict=True):
             writer.writerow([method, fold, plan.rel[k], y, classes[int(np.argmax(p))], *[f"{v:.6f}" for v in p],
                              "" if o is None else f"{o:.4f}"])
     return buffer.getvalue()

@@ -10,36 +10,42 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from brainmri import __version__
-from brainmri.data.preprocess import Preprocess
-from brainmri.errors import DataError
-from brainmri.files import check_output_folder
-from brainmri.models.bundle import (BUNDLE_FORMAT, FORMAT_VERSION, Bundle, check_bundle_target, library_versions,
-                                    save_bundle)
-from brainmri.models.inputs import fitted_preprocess, input_size
-from brainmri.runs.config import TrainConfig
-from brainmri.steps import final_step
 from brainmri.data.audit import audit_report
 from brainmri.data.cache import MemoryCache
 from brainmri.data.dataset import load_dataset
 from brainmri.data.extra import format_extra
 from brainmri.data.io import size_and_channels
+from brainmri.data.preprocess import Preprocess
 from brainmri.data.splits import group_labels
+from brainmri.errors import DataError
 from brainmri.evaluation.metrics import classification_metrics
 from brainmri.features.extract import precompute_features
+from brainmri.files import check_output_folder
+from brainmri.models.bundle import (
+    BUNDLE_FORMAT,
+    FORMAT_VERSION,
+    Bundle,
+    check_bundle_target,
+    library_versions,
+    save_bundle,
+)
 from brainmri.models.catalog import get_method
+from brainmri.models.inputs import fitted_preprocess, input_size
 from brainmri.models.validation import check_class_counts, inner_splits
 from brainmri.models.versions import code_versions
 from brainmri.robust.ood import fit_ood
+from brainmri.runs.config import TrainConfig
 from brainmri.runs.plan import audit_summary, check_extra_listing, read_extra_data, read_training_data
 from brainmri.runs.unit import epoch_lines
+from brainmri.steps import final_step
 from brainmri.training.device import resolve_device
+from brainmri.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +198,7 @@ def _manifest(config: TrainConfig, spec, model, analysis, training: dict, valida
         "format": BUNDLE_FORMAT,
         "format_version": FORMAT_VERSION,
         "brainmri_version": __version__,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "method": {"name": spec.name, "family": spec.family, "summary": spec.summary, "reference": spec.reference,
                    "params": dict(config.params), "fitted": dict(getattr(model, "params_", {}))},
         "classes": [str(c) for c in model.classes_],

@@ -12,9 +12,9 @@ from __future__ import annotations
 import base64
 import io
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -23,11 +23,11 @@ from brainmri.evaluation.cost import count_parameters, measure_inference, speed_
 from brainmri.evaluation.shift import predict_shifted, shift_subset
 from brainmri.explain.examples import explain_examples
 from brainmri.models.catalog import get_method
+from brainmri.robust.adapt import adapt_model
+from brainmri.robust.ood import fit_ood, predict_with_ood
 from brainmri.runs.config import BenchmarkConfig
 from brainmri.runs.plan import Plan
 from brainmri.steps import final_step
-from brainmri.robust.adapt import adapt_model
-from brainmri.robust.ood import fit_ood, predict_with_ood
 from brainmri.training.loop import epoch_listener
 
 
@@ -184,7 +184,7 @@ def _illustrations(model, plan: Plan, split: Split) -> list[dict]:
         first.setdefault(plan.labels[k], k)
     chosen = [first[label] for label in sorted(first)][:ILLUSTRATED]
     pictures = []
-    for k, (caption, rgb) in zip(chosen, model.illustrate(plan.paths[chosen])):
+    for k, (caption, rgb) in zip(chosen, model.illustrate(plan.paths[chosen]), strict=True):
         buffer = io.BytesIO()
         Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buffer, format="PNG")
         pictures.append({"caption": f"{plan.rel[k]} ({plan.labels[k]}): {caption}",

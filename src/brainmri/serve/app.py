@@ -22,12 +22,12 @@ FastAPI, https://fastapi.tiangolo.com ; RFC 9110 (HTTP semantics: 413, 415,
 
 import logging
 import secrets
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Callable, Optional
 
-from brainmri import __version__
 from brainmri.errors import ConfigError
+from brainmri.version import __version__
 
 try:
     import fastapi
@@ -63,7 +63,7 @@ DISCLAIMER = ("brainmri is a research tool, not a diagnostic device: its predict
               "for the diagnosis or treatment of any patient.")
 
 
-def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None) -> fastapi.FastAPI:
+def create_app(model, settings: ServeSettings | None = None, *, explain=None) -> fastapi.FastAPI:
     """The web application serving ``model``.
 
     Parameters
@@ -88,7 +88,7 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
     name = Path(str(getattr(model, "path", model.manifest["method"]["name"]))).name
     bearer = HTTPBearer(auto_error=False, description="the token given to brainmri serve --token")
 
-    def check_token(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+    def check_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         fix = "send the header 'Authorization: Bearer <token>' with the token given to brainmri serve --token"
         if credentials is None:
             raise RequestError(401, f"missing token: {fix}", {"WWW-Authenticate": "Bearer"})
@@ -105,7 +105,7 @@ def create_app(model, settings: Optional[ServeSettings] = None, *, explain=None)
     secured = [Depends(check_token)] if settings.token else []
     refusals = {401: "missing or wrong token"} if settings.token else {}
 
-    def responses(codes: Optional[dict] = None) -> dict:
+    def responses(codes: dict | None = None) -> dict:
         return {code: {"model": schemas.Error, "description": text} for code, text in {**refusals, **(codes or {})}.items()}
 
     _add_error_handlers(app)

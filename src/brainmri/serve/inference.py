@@ -26,18 +26,18 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from brainmri.errors import BrainMRIError, ConfigError
+from brainmri.explain.overlay import Overlay
+from brainmri.explain.view import ModelView
 from brainmri.files import atomic_path, write_json
 from brainmri.serve.uploads import SUFFIXES, RequestError, Upload, read_upload
-from brainmri.explain.view import ModelView
-from brainmri.explain.overlay import Overlay
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +187,8 @@ class Inference:
         targets = proba.argmax(axis=1)
         heatmaps = self._heatmaps(images, targets) if heatmap else [None] * len(images)
         rows = [{"filename": u.filename, "predicted": self.classes[t],
-                 "probabilities": {c: float(v) for c, v in zip(self.classes, p)}, "heatmap": h}
-                for u, p, t, h in zip(uploads, proba, targets, heatmaps)]
+                 "probabilities": {c: float(v) for c, v in zip(self.classes, p, strict=True)}, "heatmap": h}
+                for u, p, t, h in zip(uploads, proba, targets, heatmaps, strict=True)]
         if self.keep_uploads is not None:
             self._keep(uploads, rows)
         return rows
@@ -200,11 +200,11 @@ class Inference:
         with self.explain_lock, self._view.running():
             maps = self._attribute(self._view.tensor(seen), torch.as_tensor(targets))
         return [{"method": self.explanation, "image_png": png_base64((np.clip(x, 0, 1) * 255).round().astype(np.uint8)),
-                 "overlay_png": png_base64(self._overlay.blend(x, m))} for x, m in zip(seen, maps)]
+                 "overlay_png": png_base64(self._overlay.blend(x, m))} for x, m in zip(seen, maps, strict=True)]
 
     def _keep(self, uploads: list[Upload], rows: list[dict]) -> None:
         """Write the uploads and their predictions (without heatmaps) to a new folder of ``keep_uploads``."""
-        folder = self.keep_uploads / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        folder = self.keep_uploads / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         names = []
         for k, upload in enumerate(uploads):
             names.append(f"{k}{SUFFIXES[upload.kind]}")
@@ -213,5 +213,5 @@ class Inference:
         write_json(folder / "result.json", {
             "model": {"method": self.model.manifest["method"]["name"], "version": self.version},
             "predictions": [{"file": name, **{k: v for k, v in row.items() if k != "heatmap"}}
-                            for name, row in zip(names, rows)]})
+                            for name, row in zip(names, rows, strict=True)]})
         logger.info("kept %d upload(s) in %s", len(uploads), folder)

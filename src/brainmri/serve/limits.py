@@ -33,7 +33,7 @@ Unavailable, Retry-After); R. Hansen, "Slowloris HTTP DoS", 2009.
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -108,7 +108,7 @@ async def read_body(chunks: AsyncIterator[bytes], limit: int, *, idle_s: float |
             chunk = await asyncio.wait_for(iterator.__anext__(), wait)
         except StopAsyncIteration:
             return body
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BodyTimeout(f"the request body paused for over {wait:g} s") from None
         body += chunk
         if len(body) > limit:

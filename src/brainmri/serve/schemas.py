@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -26,10 +26,10 @@ class Heatmap(BaseModel):
 
 
 class Prediction(BaseModel):
-    filename: Optional[str]
+    filename: str | None
     predicted: str
     probabilities: dict[str, float] = Field(description="class -> probability, in the model's class order")
-    heatmap: Optional[Heatmap]
+    heatmap: Heatmap | None
 
 
 class Predictions(BaseModel):
@@ -51,11 +51,11 @@ class ModelInfo(BaseModel):
     version: str
     method: dict[str, Any]
     classes: list[str]
-    preprocess: Optional[dict[str, Any]]
-    input_size: Optional[list[int]]
-    validation: Optional[dict[str, Any]]
-    training_data: Optional[dict[str, Any]]
-    created: Optional[str]
-    explanation: Optional[str] = Field(description="attribution method of heatmap=true, or null when there is none")
+    preprocess: dict[str, Any] | None
+    input_size: list[int] | None
+    validation: dict[str, Any] | None
+    training_data: dict[str, Any] | None
+    created: str | None
+    explanation: str | None = Field(description="attribution method of heatmap=true, or null when there is none")
     disclaimer: str
     limits: dict[str, float]

@@ -23,10 +23,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from brainmri.data.cache import ArrayCache, MemoryCache, file_digest, preprocess_key
+from brainmri.data.nyul import learn_landmarks
 from brainmri.data.preprocess import Preprocess, landmark_params, load_preprocessed
 from brainmri.data.volumes import VolumePreprocess
 from brainmri.errors import ConfigError, DataError
-from brainmri.data.nyul import learn_landmarks
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class ImageArrays(TransformerMixin, BaseEstimator):
         digests = [file_digest(p) for p in paths]
         known = cache.get(key, digests, shape=(self.size,) * self._ndim) if cache is not None else {}
         first: dict[str, str] = {}
-        for path, digest in zip(paths, digests):
+        for path, digest in zip(paths, digests, strict=True):
             if digest not in known:
                 first.setdefault(digest, path)
         if first:
@@ -125,7 +125,7 @@ class ImageArrays(TransformerMixin, BaseEstimator):
                 decoded = [_decode([p for _, p in c], preprocess) for c in chunks]
             else:
                 decoded = Parallel(n_jobs=self.n_jobs)(delayed(_decode)([p for _, p in c], preprocess) for c in chunks)
-            fresh = {d: a for c, arrays in zip(chunks, decoded) for (d, _), a in zip(c, arrays)}
+            fresh = {d: a for c, arrays in zip(chunks, decoded, strict=True) for (d, _), a in zip(c, arrays, strict=True)}
             if cache is not None:
                 cache.put(key, fresh)
             known.update(fresh)

@@ -46,7 +46,7 @@ Biomedicine 208:106236, 2021. DOI: 10.1016/j.cmpb.2021.106236
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from brainmri.errors import ConfigError
 

@@ -19,8 +19,8 @@ import ctypes
 import ctypes.util
 import logging
 import platform
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from brainmri.errors import ConfigError
 

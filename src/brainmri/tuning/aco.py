@@ -354,13 +354,13 @@ class _UnitSpace:
         """Parameter values (Optuna's external representation) of one point."""
         params: dict[str, Any] = {}
         raw = self.low + unit * (self.high - self.low)
-        for (name, dist), value in zip(self.numeric, raw):
+        for (name, dist), value in zip(self.numeric, raw, strict=True):
             value = math.exp(value) if dist.log else float(value)
             if dist.step is not None:
                 value = dist.low + round((value - dist.low) / dist.step) * dist.step
             value = min(max(value, dist.low), dist.high)
             params[name] = int(round(value)) if isinstance(dist, IntDistribution) else value
-        for (name, dist), index in zip(self.categorical, choice):
+        for (name, dist), index in zip(self.categorical, choice, strict=True):
             params[name] = dist.to_external_repr(int(index))
         return params
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.files import write_text
+from brainmri.report.charts import colors, figure_png, new_figure
 from brainmri.report.figures import render_figures, write_figures
-from brainmri.report.charts import colors, new_figure, figure_png
-from brainmri.report.sections import comparison_section, method_section, pairwise_section, protocol_section
 from brainmri.report.parts import CSS, escape_html, image, key_values, number, table
+from brainmri.report.sections import comparison_section, method_section, pairwise_section, protocol_section
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def best_so_far_figure(searches: dict):
     """
     fig = new_figure(6.4, 3.6)
     ax = fig.add_subplot()
-    for color, (sampler, by_fold) in zip(colors(len(searches)), searches.items()):
+    for color, (sampler, by_fold) in zip(colors(len(searches)), searches.items(), strict=True):
         curves = [s["best_so_far"] for s in by_fold.values()]
         n = min(len(c) for c in curves)
         values = np.array([[np.nan if v is None else v for v in c[:n]] for c in curves], dtype=float)

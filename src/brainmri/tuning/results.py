@@ -10,10 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from brainmri import __version__
 from brainmri.errors import ConfigError
 from brainmri.files import write_json, write_text
 from brainmri.models.catalog import get_method
@@ -24,6 +23,7 @@ from brainmri.runs.summary import comparisons, predictions_table, summarize_unit
 from brainmri.tuning.config import TuneConfig
 from brainmri.tuning.report import write_tune_report
 from brainmri.tuning.study import redact
+from brainmri.version import __version__
 
 
 def search_summary(study, seed: int) -> dict:
@@ -90,7 +90,7 @@ def tune_results(config: TuneConfig, bench: BenchmarkConfig, plan, searches: dic
     results = {
         "brainmri_version": __version__,
         "versions": code_versions(),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "config": config.to_dict(),
         "method": {"name": config.method, "summary": get_method(config.method).summary,
                    "reference": get_method(config.method).reference},

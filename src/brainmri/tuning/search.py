@@ -40,32 +40,47 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from brainmri.errors import ConfigError
-from brainmri.runs.unit import epoch_lines, run_unit
-from brainmri.runs.plan import check_before_reading, plan_benchmark
-from brainmri.evaluation.metrics import classification_metrics
-from brainmri.runs.config import BenchmarkConfig
-from brainmri.features.extract import precompute_features
 from brainmri.data.cache import MemoryCache
+from brainmri.errors import ConfigError
+from brainmri.evaluation.metrics import classification_metrics
+from brainmri.features.extract import precompute_features
 from brainmri.files import check_output_folder, write_json
-from brainmri.outputs import OutputFolder
 from brainmri.models.catalog import get_method
 from brainmri.models.validation import inner_splits
-from brainmri.tuning.config import TuneConfig
-from brainmri.tuning.results import (JOURNAL, OBJECTIVE, best_trial, search_summary, shown_params, tune_results,
-                                    write_tune_outputs)
-from brainmri.tuning.space import load_space, suggest
-from brainmri.tuning.study import (check_journal, check_studies, is_server, make_pruner, make_sampler,
-                                   open_storage, open_study, storage_file)
+from brainmri.outputs import OutputFolder
+from brainmri.runs.config import BenchmarkConfig
+from brainmri.runs.plan import check_before_reading, plan_benchmark
+from brainmri.runs.unit import epoch_lines, run_unit
 from brainmri.training.device import resolve_device
 from brainmri.training.loop import epoch_listener
+from brainmri.tuning.config import TuneConfig
+from brainmri.tuning.results import (
+    JOURNAL,
+    OBJECTIVE,
+    best_trial,
+    search_summary,
+    shown_params,
+    tune_results,
+    write_tune_outputs,
+)
+from brainmri.tuning.space import load_space, suggest
+from brainmri.tuning.study import (
+    check_journal,
+    check_studies,
+    is_server,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    open_study,
+    storage_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +229,7 @@ def _study_name(config: TuneConfig, sampler: str, fold: str, n_splits: int) -> s
 
 def _study_attrs(config: TuneConfig, plan, split, space: dict) -> dict:
     """What a study is for; a study created for anything else is refused (:func:`open_study`)."""
-    counts = {str(c): int(n) for c, n in zip(*np.unique(plan.labels[split.train], return_counts=True))}
+    counts = {str(c): int(n) for c, n in zip(*np.unique(plan.labels[split.train], return_counts=True), strict=True)}
     return {**_known_attrs(config, space), "split": f"{plan.protocol['kind']} {split.name}",
             "training_classes": counts}
 

@@ -31,8 +31,8 @@ import logging
 import re
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from brainmri.errors import ConfigError
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainmri import __version__
 from brainmri.cli import data as cli_data
-from brainmri.cli import progress as cli_progress
 from brainmri.cli import main
+from brainmri.cli import progress as cli_progress
 from brainmri.data.audit import AUDIT_KEYS
 from brainmri.errors import DataError
 from brainmri.models.catalog import available_methods
+from brainmri.version import __version__
 
 #: Every registered method, as error messages and --help list them.
 ALL_METHODS = ", ".join(available_methods())
@@ -231,7 +231,7 @@ def test_audit_skips_and_reports_bad_files(demo_data, tmp_path, capsys, write_di
         r"problem: empty: empty class folder; add images or remove the folder",
     ]
     assert len(lines) == len(expected)
-    for line, pattern in zip(lines, expected):
+    for line, pattern in zip(lines, expected, strict=True):
         assert re.fullmatch(pattern, line), line
     report = json.loads((tmp_path / "audit/audit.json").read_text())
     assert report["unreadable"][2] == {"path": "notumor/nan.nii.gz", "reason": "contains NaN or infinite values; fix or remove the file"}

@@ -12,8 +12,8 @@ import pytest
 from brainmri.cli import main
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
-from brainmri.runs.benchmark import run_benchmark
 from brainmri.report.terminal import format_results
+from brainmri.runs.benchmark import run_benchmark
 from brainmri.runs.config import BenchmarkConfig
 
 COPIES = {

@@ -8,8 +8,8 @@ from brainmri.cli import main
 from brainmri.data.shifts import SHIFTS
 from brainmri.data.synthetic import write_demo_data
 from brainmri.errors import ConfigError
-from brainmri.runs.config import BenchmarkConfig
 from brainmri.evaluation.shift import shift_subset
+from brainmri.runs.config import BenchmarkConfig
 
 COMMON = ["--methods", "rf", "--cv", "3", "--n-boot", "50", "--size", "48", "--jobs", "1", "-q"]
 SHIFTED = ["--shift", "rician-noise,bit-depth", "--shift-severities", "1,5"]
@@ -156,8 +156,8 @@ def _shift_results(severities, methods=("glcm-svm",)):
 
 @pytest.mark.parametrize("severities, methods", [((1, 2, 3, 4, 5), ("glcm-svm",)), ((3,), ("a", "b", "c", "d"))])
 def test_shift_figures_draw_the_means_and_every_shift(severities, methods):
-    from brainmri.report.figures import shift_severity_figure, shift_summary_figure
     from brainmri.report.charts import figure_png
+    from brainmri.report.figures import shift_severity_figure, shift_summary_figure
 
     results = _shift_results(severities, methods)
     summary = shift_summary_figure(results)

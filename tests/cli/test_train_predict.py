@@ -15,7 +15,6 @@ import pytest
 
 from brainmri.cli import main
 
-
 TRAIN = ["--method", "ovo-svm", "--size", "64", "--no-cache", "--jobs", "1", "-q"]
 
 

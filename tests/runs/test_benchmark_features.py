@@ -9,10 +9,10 @@ import pytest
 
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError
+from brainmri.features import EXTRACTORS, GLCMFeatures
 from brainmri.runs import unit as unit_module
 from brainmri.runs.benchmark import run_benchmark
 from brainmri.runs.config import BenchmarkConfig
-from brainmri.features import EXTRACTORS, GLCMFeatures
 
 CONFIG = dict(methods=("glcm-svm", "rf"), cv=3, n_boot=20, preprocess=Preprocess(size=48))
 

@@ -4,16 +4,16 @@ import json
 import numpy as np
 import pytest
 
+from brainmri.data.labels import parse_label_map
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
+from brainmri.models.validation import INNER_FOLDS
+from brainmri.report.terminal import format_results
 from brainmri.runs import benchmark as benchmark_module
 from brainmri.runs import summary as summary_module
 from brainmri.runs import unit as unit_module
 from brainmri.runs.benchmark import run_benchmark
-from brainmri.report.terminal import format_results
 from brainmri.runs.config import BenchmarkConfig
-from brainmri.data.labels import parse_label_map
-from brainmri.models.validation import INNER_FOLDS
 
 PRE = Preprocess(size=48)
 METRIC_NAMES = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "precision", "brier", "ece"}
@@ -427,7 +427,7 @@ def _two_methods(fold_sizes):
                    for m, p in (("a", proba_a), ("b", proba_b))}
     accuracy = {"a": [1.0] * 3, "b": [0.4, 1.0, 0.9]} if len(fold_sizes) == 3 else {"a": [1.0], "b": [23 / 30]}
     methods = {m: {"per_fold": [{"fold": f"fold{f}", "n_train": 30 - n, "n_test": n, "accuracy": acc}
-                                for f, (n, acc) in enumerate(zip(fold_sizes, accuracy[m]))]} for m in ("a", "b")}
+                                for f, (n, acc) in enumerate(zip(fold_sizes, accuracy[m], strict=True))]} for m in ("a", "b")}
     return predictions, methods
 
 

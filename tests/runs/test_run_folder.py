@@ -11,11 +11,11 @@ import pytest
 
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
+from brainmri.models.catalog import available_methods
 from brainmri.runs import benchmark as benchmark_module
 from brainmri.runs.benchmark import run_benchmark
 from brainmri.runs.config import BenchmarkConfig
 from brainmri.runs.run_folder import read_run_file
-from brainmri.models.catalog import available_methods
 
 #: Every registered method, as error messages and --help list them.
 ALL_METHODS = ", ".join(available_methods())
