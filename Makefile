@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,cluster,tune,volumes
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --durations=10
+
+# The habits that keep the code in shape (CONTRIBUTING.md): lint rules and formatting (ruff, configured in
+# pyproject.toml) and the layer order of the packages (import-linter's contract in pyproject.toml). .ci/run runs it
+# before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

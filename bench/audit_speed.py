@@ -31,10 +31,14 @@ def main() -> None:
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            subprocess.run([str(brainmri), "audit", args.data, "--out", out, "-q"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [str(brainmri), "audit", args.data, "--out", out, "-q"], check=True, stdout=subprocess.DEVNULL
+            )
             times.append(time.perf_counter() - start)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print(f"audit of {args.data}: " + ", ".join(f"{t:.1f}s" for t in times) + f" (best {min(times):.1f}s)")
     print(f"peak memory of the largest process: {peak_mb:.0f} MB")
 

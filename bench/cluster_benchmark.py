@@ -46,8 +46,9 @@ def main() -> None:
         print(f"LocalCluster of 2 worker processes started in {time.perf_counter() - start:.1f} s")
         name = "LocalCluster, 2 workers x 1 thread"
         start = time.perf_counter()
-        metrics[name] = run_benchmark(config, args.out / "cluster", n_jobs=1, cache_dir=cache,
-                                      cluster=cluster.scheduler_address)["methods"]
+        metrics[name] = run_benchmark(
+            config, args.out / "cluster", n_jobs=1, cache_dir=cache, cluster=cluster.scheduler_address
+        )["methods"]
         seconds[name] = time.perf_counter() - start
     reference = {m: e["metrics"] for m, e in metrics["local, --jobs 1"].items()}
     print(f"{args.data}, methods {args.methods}, {args.cv}-fold CV, features from the cache")

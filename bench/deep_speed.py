@@ -67,7 +67,7 @@ def main() -> None:
         for step in range(args.steps + 1):
             if step == 1:
                 t = time.perf_counter()
-            x = to_batch(X[(step * 64) % (len(X) - 64):][:64], cpu, channels_last=channels_last)
+            x = to_batch(X[(step * 64) % (len(X) - 64) :][:64], cpu, channels_last=channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = torch.nn.functional.cross_entropy(net(x).float(), y)
             opt.zero_grad()
@@ -77,12 +77,15 @@ def main() -> None:
         speeds = []
         for module in (net, fuse(net.eval())):  # as trained; batch norm folded, as TorchClassifier predicts
             t = time.perf_counter()
-            predict_logits(module, X[:512], device=cpu, batch_size=128, precision=precision,
-                           channels_last=channels_last)
+            predict_logits(
+                module, X[:512], device=cpu, batch_size=128, precision=precision, channels_last=channels_last
+            )
             speeds.append(min(512, len(X)) / (time.perf_counter() - t))
-        print(f"ayadi-cnn {args.size} px {precision}{' channels-last' if channels_last else ''}: "
-              f"training {train:.0f} images/s, forward {speeds[0]:.0f} images/s, "
-              f"with batch norm folded {speeds[1]:.0f} images/s")
+        print(
+            f"ayadi-cnn {args.size} px {precision}{' channels-last' if channels_last else ''}: "
+            f"training {train:.0f} images/s, forward {speeds[0]:.0f} images/s, "
+            f"with batch norm folded {speeds[1]:.0f} images/s"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ def skimage_loop(paths: list[str]) -> float:
         image = pre(read_image(p)[0])
         q = np.minimum(image * 32, 31).astype(np.uint8)
         glcm = graycomatrix(q, [1, 3], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], levels=32, symmetric=True, normed=True)
-        [graycoprops(glcm, prop) for prop in ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")]
+        [
+            graycoprops(glcm, prop)
+            for prop in ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
+        ]
         [image.mean(), image.std(), np.percentile(image, [1, 50, 99])]
     return len(paths) / (time.perf_counter() - start)
 

@@ -27,14 +27,16 @@ import time
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="224,160,128")
-    parser.add_argument("--configs", default="fp32,fp32-cl,bf16-cl",
-                        help="precision, '-cl' for channels-last memory")
+    parser.add_argument("--configs", default="fp32,fp32-cl,bf16-cl", help="precision, '-cl' for channels-last memory")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5, help="steps timed per configuration (median reported)")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--frozen-stages", default="",
-                        help="comma-separated numbers of first backbone stages kept frozen (e.g. 3,4), each timed")
+    parser.add_argument(
+        "--frozen-stages",
+        default="",
+        help="comma-separated numbers of first backbone stages kept frozen (e.g. 3,4), each timed",
+    )
     args = parser.parse_args()
 
     import torch
@@ -51,18 +53,32 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         x = torch.rand(args.batch, 1, size, size, generator=torch.Generator().manual_seed(0))
         stages = [int(k) for k in args.frozen_stages.split(",") if k]
-        runs = [_Run(finetune_net(num_classes=4, input_shape=(size, size), backbone_name=args.backbone), x, y,
-                     precision, channels_last, stages) for precision, channels_last in configs]
+        runs = [
+            _Run(
+                finetune_net(num_classes=4, input_shape=(size, size), backbone_name=args.backbone),
+                x,
+                y,
+                precision,
+                channels_last,
+                stages,
+            )
+            for precision, channels_last in configs
+        ]
         for _ in range(args.steps + 1):  # the configurations take turns, so that they share the machine's load
             for run in runs:
                 run.round()
         for run in runs:
-            print(f"{size} px {run.label}: training {run.speed('whole'):.1f} images/s (whole network), "
-                  f"{run.speed('frozen'):.1f} images/s (backbone frozen); forward {run.speed('forward'):.1f} "
-                  "images/s", flush=True)
+            print(
+                f"{size} px {run.label}: training {run.speed('whole'):.1f} images/s (whole network), "
+                f"{run.speed('frozen'):.1f} images/s (backbone frozen); forward {run.speed('forward'):.1f} "
+                "images/s",
+                flush=True,
+            )
             for k in run.stages:
-                print(f"{size} px {run.label}: training {run.speed(k):.1f} images/s (first {k} backbone stages "
-                      "frozen)", flush=True)
+                print(
+                    f"{size} px {run.label}: training {run.speed(k):.1f} images/s (first {k} backbone stages frozen)",
+                    flush=True,
+                )
 
 
 class _Run:
@@ -84,10 +100,10 @@ class _Run:
         """One training step each: whole network, backbone frozen, first stages frozen; then one forward pass."""
         import torch
 
-        from brainmri.training.loop import _train_mode
+        from brainmri.training.loop import set_train_mode
 
         for what in ("whole", "frozen", *self.stages):
-            _train_mode(self.net, frozen=what == "frozen", frozen_stages=what if isinstance(what, int) else 0)
+            set_train_mode(self.net, frozen=what == "frozen", frozen_stages=what if isinstance(what, int) else 0)
             t = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 loss = torch.nn.functional.cross_entropy(self.net(self.x).float(), self.y)
@@ -104,6 +120,7 @@ class _Run:
     def speed(self, what: str) -> float:
         """Images/s of the median step, the first (warm-up) left out."""
         return len(self.y) / statistics.median(self.times[what][1:])
+
 
 if __name__ == "__main__":
     main()

@@ -39,8 +39,20 @@ from pathlib import Path
 import numpy as np
 
 #: Outcomes from worst to best; a case takes the worst of its findings.
-OUTCOMES = ("data loss", "writes into DATA", "OOM", "hang", "5xx", "silent wrong", "traceback", "late refusal",
-            "misleading", "unbounded", "clean", "not run")
+OUTCOMES = (
+    "data loss",
+    "writes into DATA",
+    "OOM",
+    "hang",
+    "5xx",
+    "silent wrong",
+    "traceback",
+    "late refusal",
+    "misleading",
+    "unbounded",
+    "clean",
+    "not run",
+)
 #: A command whose processes hold more than this is killed and counted as OOM (the reported cases took 16-20 GB).
 MEMORY_LIMIT = 6 * 2**30
 PYTHON = sys.executable
@@ -71,6 +83,7 @@ def case(section: str):
     def register(fn):
         CASES.append(Case(fn.__name__.replace("_", "-"), section, fn))
         return fn
+
     return register
 
 
@@ -84,7 +97,9 @@ class Bench:
 
     # -- running commands ---------------------------------------------------------------------------------------
 
-    def brainmri(self, *args, timeout: float = 180, cwd: Path | None = None, expect: tuple[int, ...] | None = None) -> Run:
+    def brainmri(
+        self, *args, timeout: float = 180, cwd: Path | None = None, expect: tuple[int, ...] | None = None
+    ) -> Run:
         """Run ``brainmri ARGS``; a traceback, a hang or run-away memory becomes a finding."""
         run = watch([PYTHON, "-m", "brainmri", *map(str, args)], env=self.env, cwd=cwd, timeout=timeout)
         self.check_run(run, " ".join(map(str, args[:2])))
@@ -121,13 +136,49 @@ class Bench:
         steps = [
             ["demo-data", prepared / "demo", "--n", "10", "--size", "64"],
             ["demo-data", prepared / "volumes", "--3d", "--n", "6", "--size", "16", "--regions", "8"],
-            ["train", prepared / "demo", "--method", "glcm-svm", "--size", "64", "--no-validation", "--no-cache",
-             "--out", prepared / "glcm"],
-            ["train", prepared / "demo", "--method", "ayadi-cnn", "--params", "ayadi-cnn.size=32,ayadi-cnn.width=4,"
-             "ayadi-cnn.epochs=1,ayadi-cnn.threads=1", "--size", "32", "--no-validation", "--no-cache", "--device",
-             "cpu", "--out", prepared / "cnn"],
-            ["benchmark", prepared / "demo", "--methods", "glcm-svm", "--cv", "2", "--size", "64", "--n-boot", "20",
-             "--no-cache", "--out", prepared / "run"],
+            [
+                "train",
+                prepared / "demo",
+                "--method",
+                "glcm-svm",
+                "--size",
+                "64",
+                "--no-validation",
+                "--no-cache",
+                "--out",
+                prepared / "glcm",
+            ],
+            [
+                "train",
+                prepared / "demo",
+                "--method",
+                "ayadi-cnn",
+                "--params",
+                "ayadi-cnn.size=32,ayadi-cnn.width=4,ayadi-cnn.epochs=1,ayadi-cnn.threads=1",
+                "--size",
+                "32",
+                "--no-validation",
+                "--no-cache",
+                "--device",
+                "cpu",
+                "--out",
+                prepared / "cnn",
+            ],
+            [
+                "benchmark",
+                prepared / "demo",
+                "--methods",
+                "glcm-svm",
+                "--cv",
+                "2",
+                "--size",
+                "64",
+                "--n-boot",
+                "20",
+                "--no-cache",
+                "--out",
+                prepared / "run",
+            ],
         ]
         for step in steps:
             run = watch([PYTHON, "-m", "brainmri", *map(str, step), "-q"], env=self.env, timeout=600)
@@ -141,10 +192,20 @@ def watch(argv: list[str], *, env: dict, cwd: Path | None = None, timeout: float
     import psutil
 
     start = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=stdin or subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=stdin or subprocess.DEVNULL,
+        start_new_session=True,
+    )
     out_err: dict[str, str] = {}
-    reader = threading.Thread(target=lambda: out_err.update(zip(("out", "err"), proc.communicate(), strict=True)), daemon=True)
+    reader = threading.Thread(
+        target=lambda: out_err.update(zip(("out", "err"), proc.communicate(), strict=True)), daemon=True
+    )
     reader.start()
     peak, killed = 0, None
     parent = psutil.Process(proc.pid)
@@ -203,8 +264,10 @@ def kept(b: Bench, before: dict, root: Path, outcome: str, what: str) -> None:
     lost = [k for k in before if k not in after]
     changed = [k for k in before if k in after and after[k] != before[k]]
     if lost or changed:
-        b.note(outcome, f"{what}: {len(lost)} lost ({', '.join(lost[:3])}), {len(changed)} changed "
-                        f"({', '.join(changed[:3])})")
+        b.note(
+            outcome,
+            f"{what}: {len(lost)} lost ({', '.join(lost[:3])}), {len(changed)} changed ({', '.join(changed[:3])})",
+        )
 
 
 def untouched(b: Bench, data: Path, run: Callable[[], Run]) -> Run:
@@ -269,8 +332,12 @@ def free_port() -> int:
 
 def mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def umount(path: Path) -> None:
@@ -352,8 +419,17 @@ def _foreign(out: Path, files: dict[str, str]) -> dict:
 def explain_out_with_a_foreign_explain_json(b: Bench, w: Path):
     out = w / "O"
     before = _foreign(out, {"explain.json": '{"my": "results"}', "overlays/glioma/glioma_0000.png": "mine"})
-    b.brainmri("explain", b.root / "prepared" / "cnn", b.root / "prepared" / "demo" / "glioma", "--out", out,
-               "--no-checks", "--device", "cpu", "-q")
+    b.brainmri(
+        "explain",
+        b.root / "prepared" / "cnn",
+        b.root / "prepared" / "demo" / "glioma",
+        "--out",
+        out,
+        "--no-checks",
+        "--device",
+        "cpu",
+        "-q",
+    )
     kept(b, before, out, "data loss", "explain folder")
 
 
@@ -369,8 +445,19 @@ def audit_out_with_a_foreign_audit_json(b: Bench, w: Path):
 def regions_out_with_a_foreign_results_json(b: Bench, w: Path):
     out = w / "O"
     before = _foreign(out, {"results.json": '{"mine": true}', "regions.csv": "a,b\n"})
-    b.brainmri("regions", b.root / "prepared" / "volumes", "--out", out, "--regions", "8", "--population", "8",
-               "--generations", "2", "-q")
+    b.brainmri(
+        "regions",
+        b.root / "prepared" / "volumes",
+        "--out",
+        out,
+        "--regions",
+        "8",
+        "--population",
+        "8",
+        "--generations",
+        "2",
+        "-q",
+    )
     kept(b, before, out, "data loss", "regions folder")
 
 
@@ -378,8 +465,25 @@ def regions_out_with_a_foreign_results_json(b: Bench, w: Path):
 def tune_out_with_a_foreign_marker(b: Bench, w: Path):
     out = w / "O"
     before = _foreign(out, {"tune.json": "{}", "results.json": '{"mine": true}', "trials.csv": "a,b\n"})
-    b.brainmri("tune", b.root / "prepared" / "demo", "--method", "glcm-svm", "--trials", "1", "--cv", "2", "--size",
-               "48", "--no-cache", "--n-boot", "20", "--out", out, "-q", timeout=300)
+    b.brainmri(
+        "tune",
+        b.root / "prepared" / "demo",
+        "--method",
+        "glcm-svm",
+        "--trials",
+        "1",
+        "--cv",
+        "2",
+        "--size",
+        "48",
+        "--no-cache",
+        "--n-boot",
+        "20",
+        "--out",
+        out,
+        "-q",
+        timeout=300,
+    )
     kept(b, before, out, "data loss", "tune folder")
 
 
@@ -406,17 +510,57 @@ def predict_out_over_an_earlier_prediction_file(b: Bench, w: Path):
 @case("writes into DATA")
 def tune_journal_storage_inside_data(b: Bench, w: Path):
     data = b.data(w)
-    untouched(b, data, lambda: b.brainmri("tune", data, "--method", "glcm-svm", "--trials", "1", "--cv", "2", "--size",
-                                          "48", "--no-cache", "--out", w / "o", "--storage", data / "study.journal", "-q",
-                                          timeout=300))
+    untouched(
+        b,
+        data,
+        lambda: b.brainmri(
+            "tune",
+            data,
+            "--method",
+            "glcm-svm",
+            "--trials",
+            "1",
+            "--cv",
+            "2",
+            "--size",
+            "48",
+            "--no-cache",
+            "--out",
+            w / "o",
+            "--storage",
+            data / "study.journal",
+            "-q",
+            timeout=300,
+        ),
+    )
 
 
 @case("writes into DATA")
 def tune_sqlite_storage_inside_data(b: Bench, w: Path):
     data = b.data(w)
-    untouched(b, data, lambda: b.brainmri("tune", data, "--method", "glcm-svm", "--trials", "1", "--cv", "2", "--size",
-                                          "48", "--no-cache", "--out", w / "o", "--storage",
-                                          f"sqlite:///{data / 'study.db'}", "-q", timeout=300))
+    untouched(
+        b,
+        data,
+        lambda: b.brainmri(
+            "tune",
+            data,
+            "--method",
+            "glcm-svm",
+            "--trials",
+            "1",
+            "--cv",
+            "2",
+            "--size",
+            "48",
+            "--no-cache",
+            "--out",
+            w / "o",
+            "--storage",
+            f"sqlite:///{data / 'study.db'}",
+            "-q",
+            timeout=300,
+        ),
+    )
 
 
 @case("writes into DATA")
@@ -441,8 +585,9 @@ def blank_black_image_in_benchmark_data(b: Bench, w: Path):
 def blank_white_image_in_train_data(b: Bench, w: Path):
     data = b.data(w)
     write_png(data / "notumor" / "white.png", np.full((64, 64), 255))
-    b.brainmri("train", data, "--method", "glcm-svm", "--no-validation", "--size", "64", "--out", w / "m", "-q",
-               expect=(0,))
+    b.brainmri(
+        "train", data, "--method", "glcm-svm", "--no-validation", "--size", "64", "--out", w / "m", "-q", expect=(0,)
+    )
 
 
 RECORD = b'{"op_code":0,"worker_id":"w","study_name":"glcm-svm","directions":[1]}\n'
@@ -452,8 +597,25 @@ def _journal_case(b: Bench, w: Path, content: bytes, name: str = "study.journal"
     journal = w / name
     journal.write_bytes(content)
     before = snapshot(journal)
-    b.brainmri("tune", b.root / "prepared" / "demo", "--method", "glcm-svm", "--trials", "1", "--cv", "2", "--size",
-               "48", "--no-cache", "--out", w / "o", "--storage", journal, "-q", timeout=300)
+    b.brainmri(
+        "tune",
+        b.root / "prepared" / "demo",
+        "--method",
+        "glcm-svm",
+        "--trials",
+        "1",
+        "--cv",
+        "2",
+        "--size",
+        "48",
+        "--no-cache",
+        "--out",
+        w / "o",
+        "--storage",
+        journal,
+        "-q",
+        timeout=300,
+    )
     kept(b, before, journal, "data loss", journal.name)
 
 
@@ -510,8 +672,23 @@ def full_disk_under_benchmark_out(b: Bench, w: Path):
 
 @case("traceback")
 def full_disk_while_train_saves(b: Bench, w: Path):
-    _full_disk(b, w, lambda disk: ["train", b.root / "prepared" / "demo", "--method", "glcm-svm", "--no-validation",
-                                   "--size", "64", "--no-cache", "--out", disk / "m", "-q"])
+    _full_disk(
+        b,
+        w,
+        lambda disk: [
+            "train",
+            b.root / "prepared" / "demo",
+            "--method",
+            "glcm-svm",
+            "--no-validation",
+            "--size",
+            "64",
+            "--no-cache",
+            "--out",
+            disk / "m",
+            "-q",
+        ],
+    )
 
 
 @case("traceback")
@@ -522,19 +699,46 @@ def benchmark_out_in_proc(b: Bench, w: Path):
 
 @case("traceback")
 def train_out_in_proc(b: Bench, w: Path):
-    run = b.brainmri("train", b.root / "prepared" / "demo", "--method", "glcm-svm", "--no-validation", "--size", "64",
-                     "--out", "/proc/brainmri-x")
+    run = b.brainmri(
+        "train",
+        b.root / "prepared" / "demo",
+        "--method",
+        "glcm-svm",
+        "--no-validation",
+        "--size",
+        "64",
+        "--out",
+        "/proc/brainmri-x",
+    )
     refused_early(b, run, "--out /proc/x")
 
 
 def _cache_case(b: Bench, w: Path, spoil: str) -> None:
     cache = w / "cache"
-    b.brainmri("benchmark", b.root / "prepared" / "demo", *BENCH[:-1], "--cache-dir", cache, "--out", w / "a", "-q",
-               expect=(0,))
+    b.brainmri(
+        "benchmark",
+        b.root / "prepared" / "demo",
+        *BENCH[:-1],
+        "--cache-dir",
+        cache,
+        "--out",
+        w / "a",
+        "-q",
+        expect=(0,),
+    )
     with sqlite3.connect(cache / "features.sqlite") as con:
         con.execute(f"UPDATE features SET value = {spoil}")
-    b.brainmri("benchmark", b.root / "prepared" / "demo", *BENCH[:-1], "--cache-dir", cache, "--out", w / "b", "-q",
-               expect=(0,))
+    b.brainmri(
+        "benchmark",
+        b.root / "prepared" / "demo",
+        *BENCH[:-1],
+        "--cache-dir",
+        cache,
+        "--out",
+        w / "b",
+        "-q",
+        expect=(0,),
+    )
 
 
 @case("traceback")
@@ -548,8 +752,17 @@ def cache_rows_with_nan(b: Bench, w: Path):
 
 
 def _option_case(b: Bench, w: Path, *option: str, method: str = "glcm-svm") -> None:
-    run = b.brainmri("benchmark", b.root / "prepared" / "demo", "--methods", method, "--no-cache", "--out", w / "o",
-                     *option, timeout=300)
+    run = b.brainmri(
+        "benchmark",
+        b.root / "prepared" / "demo",
+        "--methods",
+        method,
+        "--no-cache",
+        "--out",
+        w / "o",
+        *option,
+        timeout=300,
+    )
     refused_early(b, run, " ".join(option))
 
 
@@ -606,8 +819,19 @@ def regions_atlas_with_nan_labels(b: Bench, w: Path):
     labels = np.asarray(atlas.dataobj).astype(np.float32)
     labels[0, 0, :] = np.nan
     nib.save(nib.Nifti1Image(labels, atlas.affine), w / "nan.nii.gz")
-    b.brainmri("regions", b.root / "prepared" / "volumes", "--atlas", w / "nan.nii.gz", "--out", w / "o",
-               "--population", "8", "--generations", "2", "-q")
+    b.brainmri(
+        "regions",
+        b.root / "prepared" / "volumes",
+        "--atlas",
+        w / "nan.nii.gz",
+        "--out",
+        w / "o",
+        "--population",
+        "8",
+        "--generations",
+        "2",
+        "-q",
+    )
 
 
 @case("traceback")
@@ -652,8 +876,9 @@ class Peer:
 def cluster_a_peer_that_is_not_dask(b: Bench, w: Path):
     peer = Peer(http=False)
     try:
-        b.brainmri("benchmark", b.root / "prepared" / "demo", *BENCH, "--out", w / "o", "--cluster", peer.address,
-                   expect=(2,))
+        b.brainmri(
+            "benchmark", b.root / "prepared" / "demo", *BENCH, "--out", w / "o", "--cluster", peer.address, expect=(2,)
+        )
     finally:
         peer.close()
 
@@ -664,9 +889,24 @@ class Server:
     def __init__(self, b: Bench, bundle: Path, *extra):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([PYTHON, "-m", "brainmri", "serve", str(bundle), "--port", str(self.port),
-                                      "--device", "cpu", *map(str, extra)], env=b.env, stderr=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "brainmri",
+                "serve",
+                str(bundle),
+                "--port",
+                str(self.port),
+                "--device",
+                "cpu",
+                *map(str, extra),
+            ],
+            env=b.env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
         self.err: list[str] = []
         threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
         import httpx
@@ -674,8 +914,10 @@ class Server:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                if httpx.get(f"{self.url}/health", timeout=2,
-                             headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200:
+                if (
+                    httpx.get(f"{self.url}/health", timeout=2, headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+                    == 200
+                ):
                     return
             except httpx.TransportError:
                 time.sleep(0.2)
@@ -721,8 +963,11 @@ def server_client_drops_mid_upload(b: Bench, w: Path):
     try:
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
-                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
-                             b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b")
+                sock.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                    + TOKEN.encode()
+                    + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b"
+                )
                 time.sleep(0.3)
         time.sleep(1)
     finally:
@@ -744,16 +989,23 @@ def fifo_in_the_data(b: Bench, w: Path):
 @case("hang")
 def fifo_on_the_predict_command_line(b: Bench, w: Path):
     os.mkfifo(w / "pipe.png")
-    b.brainmri("predict", b.root / "prepared" / "glcm", w / "pipe.png", b.root / "prepared" / "demo" / "glioma", "-q",
-               timeout=60)
+    b.brainmri(
+        "predict",
+        b.root / "prepared" / "glcm",
+        w / "pipe.png",
+        b.root / "prepared" / "demo" / "glioma",
+        "-q",
+        timeout=60,
+    )
 
 
 @case("hang")
 def cluster_pointed_at_a_web_server(b: Bench, w: Path):
     peer = Peer(http=True)
     try:
-        run = b.brainmri("benchmark", b.root / "prepared" / "demo", *BENCH, "--out", w / "o", "--cluster", peer.address,
-                         timeout=60)
+        run = b.brainmri(
+            "benchmark", b.root / "prepared" / "demo", *BENCH, "--out", w / "o", "--cluster", peer.address, timeout=60
+        )
     finally:
         peer.close()
     if not run.killed and run.seconds > 20:
@@ -779,8 +1031,17 @@ def audit_a_900_megapixel_nifti_slice(b: Bench, w: Path):
 
 @case("OOM")
 def benchmark_size_100000(b: Bench, w: Path):
-    run = b.brainmri("benchmark", b.root / "prepared" / "demo", *BENCH[:6], "--size", "100000", "--no-cache", "--out",
-                     w / "o", timeout=300)
+    run = b.brainmri(
+        "benchmark",
+        b.root / "prepared" / "demo",
+        *BENCH[:6],
+        "--size",
+        "100000",
+        "--no-cache",
+        "--out",
+        w / "o",
+        timeout=300,
+    )
     refused_early(b, run, "--size 100000")
 
 
@@ -793,8 +1054,11 @@ def _predict_one(b: Bench, w: Path, path: Path) -> None:
     if run.code == 0 and out.exists():
         for row in json.loads(out.read_text())["predictions"]:
             if not (row["unlike_training"] is True and np.isfinite(row["ood_score"])):
-                b.note("silent wrong", f"{path.name}: called {row['predicted']} (ood_score {row['ood_score']}, "
-                                       f"unlike_training {row['unlike_training']})")
+                b.note(
+                    "silent wrong",
+                    f"{path.name}: called {row['predicted']} (ood_score {row['ood_score']}, "
+                    f"unlike_training {row['unlike_training']})",
+                )
 
 
 @case("silent wrong")
@@ -873,8 +1137,16 @@ def serve_a_1x1_image(b: Bench, w: Path):
 
 @case("silent wrong")
 def label_map_with_a_class_twice(b: Bench, w: Path):
-    run = b.brainmri("benchmark", b.root / "prepared" / "demo", *BENCH, "--out", w / "o", "--label-map",
-                     "glioma=tumor,glioma=normal,meningioma=tumor,pituitary=tumor,notumor=normal", "-q")
+    run = b.brainmri(
+        "benchmark",
+        b.root / "prepared" / "demo",
+        *BENCH,
+        "--out",
+        w / "o",
+        "--label-map",
+        "glioma=tumor,glioma=normal,meningioma=tumor,pituitary=tumor,notumor=normal",
+        "-q",
+    )
     refused_early(b, run, "--label-map glioma twice")
 
 
@@ -959,8 +1231,14 @@ def serve_450_slow_connections(b: Bench, w: Path):
 
 @case("misleading")
 def predict_takes_the_max_pixels_it_suggests(b: Bench, w: Path):
-    run = b.brainmri("predict", b.root / "prepared" / "glcm", b.root / "prepared" / "demo" / "glioma", "--max-pixels",
-                     "100000000", "-q")
+    run = b.brainmri(
+        "predict",
+        b.root / "prepared" / "glcm",
+        b.root / "prepared" / "demo" / "glioma",
+        "--max-pixels",
+        "100000000",
+        "-q",
+    )
     if run.code == 2 and "unrecognized arguments" in run.err:
         b.note("misleading", "predict has no --max-pixels")
 
@@ -979,8 +1257,9 @@ def regions_an_atlas_of_one_region(b: Bench, w: Path):
 @case("misleading")
 def a_csv_row_naming_a_folder(b: Bench, w: Path):
     data = b.data(w)
-    rows = ["path,label", "glioma,glioma"] + [f"{p.relative_to(data).as_posix()},{p.parent.name}"
-                                              for p in sorted(data.rglob("*.png"))]
+    rows = ["path,label", "glioma,glioma"] + [
+        f"{p.relative_to(data).as_posix()},{p.parent.name}" for p in sorted(data.rglob("*.png"))
+    ]
     (data / "m.csv").write_text("\n".join(rows) + "\n")
     run = b.brainmri("audit", data / "m.csv")
     if "does not exist" in run.out + run.err:
@@ -1006,8 +1285,15 @@ def run_cases(bench: Bench, only: str | None, work: Path) -> list[dict]:
             bench.note("not run", f"the bench failed: {type(exc).__name__}: {exc}")
         findings = [f for f in bench.findings if f[0] != "info"]
         outcome = min((f[0] for f in findings), key=OUTCOMES.index, default="clean")
-        results.append({"case": item.name, "section": item.section, "outcome": outcome,
-                        "findings": [f"{o}: {d}" for o, d in bench.findings], "seconds": round(time.monotonic() - start, 1)})
+        results.append(
+            {
+                "case": item.name,
+                "section": item.section,
+                "outcome": outcome,
+                "findings": [f"{o}: {d}" for o, d in bench.findings],
+                "seconds": round(time.monotonic() - start, 1),
+            }
+        )
         print(f"{number:2d} {item.section:17s} {item.name:50s} {outcome}", flush=True)
         for o, d in bench.findings:
             print(f"     {o}: {d}", flush=True)
@@ -1018,8 +1304,12 @@ def run_cases(bench: Bench, only: str | None, work: Path) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench-output/hostile"))
-    parser.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1] / "src",
-                        help="the brainmri source tree to run (default: this checkout's)")
+    parser.add_argument(
+        "--src",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "src",
+        help="the brainmri source tree to run (default: this checkout's)",
+    )
     parser.add_argument("--only", help="run the cases whose name contains TEXT, or a section")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

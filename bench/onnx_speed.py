@@ -44,11 +44,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = write_demo_data(Path(tmp) / "data", n=6, size=args.size + 32, seed=0)
         params = {"size": args.size, "epochs": 1, "batch_size": 8, "threads": args.threads}
-        train_bundle(TrainConfig(data=str(data), method="ayadi-cnn", params=params, validate=False, device="cpu",
-                                 preprocess=Preprocess(size=args.size)), Path(tmp) / "model", n_jobs=1)
+        train_bundle(
+            TrainConfig(
+                data=str(data),
+                method="ayadi-cnn",
+                params=params,
+                validate=False,
+                device="cpu",
+                preprocess=Preprocess(size=args.size),
+            ),
+            Path(tmp) / "model",
+            n_jobs=1,
+        )
         check = export_onnx(Path(tmp) / "model")["check"]
-        bundle, onnx_bundle = load_model(Path(tmp) / "model", device="cpu"), load_onnx(Path(tmp) / "model",
-                                                                                     threads=args.threads)
+        bundle, onnx_bundle = (
+            load_model(Path(tmp) / "model", device="cpu"),
+            load_onnx(Path(tmp) / "model", threads=args.threads),
+        )
         images = bundle.model.steps[0][1]
         X = images.transform(sorted(str(p) for p in data.rglob("*.png")))
         X = X[np.arange(args.batch) % len(X)]
@@ -61,8 +73,11 @@ def main() -> None:
         def run_onnx(Z):
             return session.session.run(None, {"input": np.asarray(Z, dtype=np.float32)[:, None]})[0]
 
-        configs = {"PyTorch as trained (bf16 autocast, channels-last)": as_trained.predict_proba,
-                   "PyTorch float32": fp32.predict_proba, "ONNX Runtime float32": run_onnx}
+        configs = {
+            "PyTorch as trained (bf16 autocast, channels-last)": as_trained.predict_proba,
+            "PyTorch float32": fp32.predict_proba,
+            "ONNX Runtime float32": run_onnx,
+        }
         for predict in configs.values():  # warm-up: first calls build kernels and caches
             predict(X[:1]), predict(X)
         single = {name: [] for name in configs}
@@ -77,13 +92,17 @@ def main() -> None:
                     t = time.perf_counter()
                     predict(X)
                     batch[name].append(len(X) / (time.perf_counter() - t))
-    print(f"ayadi-cnn at {args.size}x{args.size}, {args.threads} threads, torch {torch.__version__}; export check: "
-          f"max |ONNX Runtime - PyTorch float32| {check['max_abs_diff']:.2g}, against bf16 "
-          f"{check['max_abs_diff_bundle_precision']:.2g}")
+    print(
+        f"ayadi-cnn at {args.size}x{args.size}, {args.threads} threads, torch {torch.__version__}; export check: "
+        f"max |ONNX Runtime - PyTorch float32| {check['max_abs_diff']:.2g}, against bf16 "
+        f"{check['max_abs_diff_bundle_precision']:.2g}"
+    )
     for name in configs:
         s, b = np.percentile(single[name], [25, 50, 75]), np.percentile(batch[name], [25, 50, 75])
-        print(f"{name}: one slice {s[1]:.1f} ms (quartiles {s[0]:.1f}-{s[2]:.1f}); batch of {len(X)} "
-              f"{b[1]:.0f} images/s ({b[0]:.0f}-{b[2]:.0f})")
+        print(
+            f"{name}: one slice {s[1]:.1f} ms (quartiles {s[0]:.1f}-{s[2]:.1f}); batch of {len(X)} "
+            f"{b[1]:.0f} images/s ({b[0]:.0f}-{b[2]:.0f})"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ top ones, their ranks, the lowest planted relevance over the highest other one, 
 Usage: python bench/regions_attribution.py DATA BUNDLE TAG
        (DATA from ``brainmri demo-data --3d``, BUNDLE from ``brainmri train DATA --method cnn3d``)
 """
+
 import json
 import sys
 import time
@@ -24,9 +25,11 @@ atlas = np.asarray(nib.load(str(root / ".regions/atlas.nii.gz")).dataobj).astype
 regions = np.unique(atlas[atlas > 0])
 items = load_dataset(root).items
 y = np.array([it.label for it in items])
-maps = {"gradient": RegionAttribution(model, method="gradient", device="cpu"),
-        "integrated-gradients": RegionAttribution(model, method="integrated-gradients", device="cpu"),
-        "gradcam": RegionAttribution(model, method="gradcam", device="cpu")}
+maps = {
+    "gradient": RegionAttribution(model, method="gradient", device="cpu"),
+    "integrated-gradients": RegionAttribution(model, method="integrated-gradients", device="cpu"),
+    "gradcam": RegionAttribution(model, method="gradcam", device="cpu"),
+}
 absolute = RegionAttribution(model, method="gradient", device="cpu")
 absolute.attribution = absolute.view.attribution("saliency")  # brainmri explain's saliency: |gradient|
 maps["saliency(abs)"] = absolute
@@ -37,7 +40,9 @@ for name, attribution in maps.items():
     s = time.perf_counter() - t
     for agg, score in (("class-wise signed", class_relevance(d, y)[0]), ("mean", d.mean(axis=0))):
         order = [int(regions[i]) for i in np.argsort(-score, kind="stable")]
-        hit = len(set(order[:len(planted)]) & set(planted))
+        hit = len(set(order[: len(planted)]) & set(planted))
         ranks = [order.index(p) + 1 for p in planted]
         pl, other = score[np.isin(regions, planted)], score[~np.isin(regions, planted)]
-        print(f"{tag}\t{name}\t{agg}\t{hit}/{len(planted)}\tranks {ranks}\tmargin {pl.min() / other.max():.2f}\t{s:.1f} s")
+        print(
+            f"{tag}\t{name}\t{agg}\t{hit}/{len(planted)}\tranks {ranks}\tmargin {pl.min() / other.max():.2f}\t{s:.1f} s"
+        )

@@ -43,8 +43,10 @@ SAMPLERS = {
 def best_value(sampler_name: str, function_name: str, dim: int, trials: int, seed: int) -> float:
     function, bound = FUNCTIONS[function_name]
     study = optuna.create_study(sampler=SAMPLERS[sampler_name](seed))
-    study.optimize(lambda t: float(function(np.array([t.suggest_float(f"x{i}", -bound, bound) for i in range(dim)]))),
-                   n_trials=trials)
+    study.optimize(
+        lambda t: float(function(np.array([t.suggest_float(f"x{i}", -bound, bound) for i in range(dim)]))),
+        n_trials=trials,
+    )
     return study.best_value
 
 
@@ -69,11 +71,17 @@ def main(argv: list[str] | None = None) -> int:
             row = results.setdefault(f"{function_name} {dim}D", {})
             for sampler_name in args.samplers:
                 start = time.perf_counter()
-                row[sampler_name] = [best_value(sampler_name, function_name, dim, args.trials, seed)
-                                     for seed in range(seeds[sampler_name])]
+                row[sampler_name] = [
+                    best_value(sampler_name, function_name, dim, args.trials, seed)
+                    for seed in range(seeds[sampler_name])
+                ]
                 seconds[sampler_name] += time.perf_counter() - start
-                print(f"{function_name} {dim}D {sampler_name}: median {np.median(row[sampler_name]):.4g} "
-                      f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+                print(
+                    f"{function_name} {dim}D {sampler_name}: median {np.median(row[sampler_name]):.4g} "
+                    f"({time.perf_counter() - start:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     print(f"| function | {' | '.join(f'{s} ({seeds[s]} seeds)' for s in args.samplers)} |")
     print(f"|---|{'---|' * len(args.samplers)}")

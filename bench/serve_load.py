@@ -53,8 +53,17 @@ def main() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "brainmri", "serve", str(args.model), "--port", str(port), "-q",
-               *args.serve_args.split()]
+    command = [
+        sys.executable,
+        "-m",
+        "brainmri",
+        "serve",
+        str(args.model),
+        "--port",
+        str(port),
+        "-q",
+        *args.serve_args.split(),
+    ]
     server = subprocess.Popen(command)
     figures: dict = {"command": " ".join(command), "load_average_before": os.getloadavg()}
     try:
@@ -67,12 +76,18 @@ def main() -> None:
                 print(f"POST /predict heatmap={heatmap}: {_line(figures[f'latency_ms_heatmap_{heatmap}'])}", flush=True)
         figures["concurrent"] = _concurrent(url, files, args.clients, args.duration)
         c = figures["concurrent"]
-        print(f"{args.clients} clients for {args.duration:g} s: {c['requests']} requests, {c['failures']} failed "
-              f"({c['statuses']}), {c['per_s']:.1f} requests/s, {_line(c['latency_ms'])}", flush=True)
+        print(
+            f"{args.clients} clients for {args.duration:g} s: {c['requests']} requests, {c['failures']} failed "
+            f"({c['statuses']}), {c['per_s']:.1f} requests/s, {_line(c['latency_ms'])}",
+            flush=True,
+        )
         figures["memory_mb"] = _memory(url, files, server.pid, args.memory_requests)
         m = figures["memory_mb"]
-        print(f"server RSS over {args.memory_requests} requests (MB, every 100): {m['rss']}; growth after the first "
-              f"100: {m['growth_after_warmup']:+.1f} MB", flush=True)
+        print(
+            f"server RSS over {args.memory_requests} requests (MB, every 100): {m['rss']}; growth after the first "
+            f"100: {m['growth_after_warmup']:+.1f} MB",
+            flush=True,
+        )
     finally:
         server.terminate()
         server.wait(30)
@@ -118,9 +133,13 @@ def _post(client, heatmap: str, files: dict) -> tuple[int, float]:
 
 def _summary(times: list[float]) -> dict:
     ordered = sorted(times)
-    return {"n": len(ordered), "median": round(statistics.median(ordered), 1),
-            "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 1),
-            "p99": round(ordered[int(0.99 * (len(ordered) - 1))], 1), "max": round(ordered[-1], 1)}
+    return {
+        "n": len(ordered),
+        "median": round(statistics.median(ordered), 1),
+        "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 1),
+        "p99": round(ordered[int(0.99 * (len(ordered) - 1))], 1),
+        "max": round(ordered[-1], 1),
+    }
 
 
 def _line(s: dict) -> str:
@@ -153,9 +172,15 @@ def _concurrent(url: str, files: dict, clients: int, duration: float) -> dict:
         thread.join()
     elapsed = time.monotonic() - start
     total = sum(statuses.values())
-    return {"clients": clients, "seconds": round(elapsed, 1), "requests": total,
-            "failures": total - statuses.get("200", 0), "statuses": statuses, "per_s": total / elapsed,
-            "latency_ms": _summary(times)}
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "requests": total,
+        "failures": total - statuses.get("200", 0),
+        "statuses": statuses,
+        "per_s": total / elapsed,
+        "latency_ms": _summary(times),
+    }
 
 
 def _rss_mb(pid: int) -> float:
@@ -175,7 +200,12 @@ def _memory(url: str, files: dict, pid: int, n: int) -> dict:
             failures += status != 200
             if k % 100 == 0:
                 rss.append(round(_rss_mb(pid), 1))
-    return {"requests": n, "failures": failures, "rss": rss, "growth_after_warmup": rss[-1] - rss[1] if len(rss) > 1 else 0.0}
+    return {
+        "requests": n,
+        "failures": failures,
+        "rss": rss,
+        "growth_after_warmup": rss[-1] - rss[1] if len(rss) > 1 else 0.0,
+    }
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ def main(folders: list[str]) -> None:
             shift = entry["shift"]
             names = list(shift["shifts"])
             if header is None:
-                header = (["run", "method", "clean"] + [f"mean, severity {s}" for s in severities]
-                          + [f"{n} {s}" for n in names for s in severities])
+                header = (
+                    ["run", "method", "clean"]
+                    + [f"mean, severity {s}" for s in severities]
+                    + [f"{n} {s}" for n in names for s in severities]
+                )
             mean = shift["mean_over_shifts"]
             clean = mean["clean"]["accuracy"]
             cells = [Path(folder).name, method, f"{clean:.3f}"]

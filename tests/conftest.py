@@ -119,7 +119,9 @@ def listing():
     """``listing(root)``: ``{relative path: (size, mtime_ns)}`` of everything below ``root``, hidden entries included."""
 
     def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-        return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+        return {
+            p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+        }
 
     return snapshot
 
@@ -152,7 +154,8 @@ def demo_source(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def volume_source(tmp_path_factory) -> Path:
-    """Synthetic volumes (``demo-data --3d``): 2 classes x 6 subjects of 16^3 voxels, with ``.regions`` and ``.masks``. Read-only."""
+    """Synthetic volumes (``demo-data --3d``): 2 classes x 6 subjects of 16^3 voxels, with ``.regions`` and
+    ``.masks``. Read-only."""
     from brainmri.data.synthetic3d import write_demo_volumes
 
     return write_demo_volumes(tmp_path_factory.mktemp("volumes") / "data", n=6, size=16, n_regions=12, seed=DEMO_SEED)
@@ -205,7 +208,6 @@ def _write_leaky_split(demo_source: Path, root: Path) -> Path:
     return root
 
 
-
 @pytest.fixture(scope="session")
 def copies_elsewhere(demo_source, tmp_path_factory) -> Path:
     """A second dataset: 3 fresh demo images per class (another seed) plus copies of ``demo_source`` images.
@@ -218,8 +220,11 @@ def copies_elsewhere(demo_source, tmp_path_factory) -> Path:
     So 1 of 4 glioma, 2 of 5 notumor, 0 of 3 meningioma and 1 of 4 pituitary items copy ``demo_source``.
     """
     root = write_demo_data(tmp_path_factory.mktemp("other") / "other", n=3, seed=DEMO_SEED + 1, size=DEMO_SIZE)
-    for name, size, quality in (("glioma/glioma_0000", (80, 80), 85), ("notumor/notumor_0001", (96, 72), 90),
-                                ("notumor/notumor_0002", (128, 128), 90)):
+    for name, size, quality in (
+        ("glioma/glioma_0000", (80, 80), 85),
+        ("notumor/notumor_0001", (96, 72), 90),
+        ("notumor/notumor_0002", (128, 128), 90),
+    ):
         with Image.open(demo_source / f"{name}.png") as im:
             resized = im.resize(size, Image.BILINEAR)
         cls, stem = name.split("/")
@@ -287,7 +292,9 @@ def tmpfs(tmp_path):
         path = tmp_path / name
         path.mkdir()
         options = f"size={size}" + (",ro" if read_only else "")
-        run = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+        run = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+        )
         if run.returncode:
             pytest.skip(f"cannot mount a tmpfs here ({run.stderr.strip()}); run as root")
         mounts.append(path)

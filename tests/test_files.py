@@ -49,7 +49,10 @@ def test_result_files_honour_the_umask(tmp_path):
 @pytest.mark.parametrize(
     "out, message",
     [
-        ("data", r"^--out .*data: lies inside the input folder .*data, which must stay unchanged; choose a folder outside it$"),
+        (
+            "data",
+            r"^--out .*data: lies inside the input folder .*data, which must stay unchanged; choose a folder outside it$",
+        ),
         ("data/a/new", r"^--out .*data/a/new: lies inside the input folder"),
         ("alias/new", r"^--out .*alias/new: lies inside the input folder .*data, "),  # a symbolic link to data
         ("file", r"^--out .*file: is an existing file, not a folder; choose a new or empty folder$"),
@@ -79,14 +82,20 @@ def test_the_folder_of_a_csv_manifest_is_an_input_folder(tmp_path):
     # Issue 20: `benchmark DATA.csv --out CSV_DIR/out` wrote among the images the CSV lists.
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "data.csv").write_text("path,label\n")
-    with pytest.raises(ConfigError, match=r"^--out .*lists/out: lies inside the input folder .*lists, which must stay "
-                                          "unchanged; choose a folder outside it$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--out .*lists/out: lies inside the input folder .*lists, which must stay "
+        "unchanged; choose a folder outside it$",
+    ):
         check_output_folder(tmp_path / "lists" / "out", "--out", inputs=[tmp_path / "lists" / "data.csv"])
 
 
 def test_a_folder_where_nothing_can_be_created_is_refused_at_once():
     # Issue 20: `--out /proc/x` passed the permission check (root may write anywhere the bits allow) and failed
     # after training.
-    with pytest.raises(ConfigError, match=r"^--out /proc/brainmri-x: cannot write in /proc \(.+\); choose another "
-                                          "folder$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--out /proc/brainmri-x: cannot write in /proc \(.+\); choose another "
+        "folder$",
+    ):
         check_output_folder("/proc/brainmri-x", "--out")

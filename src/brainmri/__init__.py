@@ -1,4 +1,10 @@
-"""brainmri: brain MRI classification with every family of method, compared honestly."""
+"""brainmri: brain MRI classification with every family of method, compared honestly.
+
+The packages form layers, each importing only from those below (docs/architecture.md, checked by ``lint-imports``):
+``cli`` > ``tuning`` | ``regions`` | ``serve`` > ``runs`` > ``explain`` > ``models`` > ``report`` > ``evaluation`` >
+``robust`` > ``features`` > ``training`` > ``nets`` > ``data`` > ``outputs`` | ``steps`` > ``files`` > ``errors`` |
+``version``.
+"""
 
 from brainmri.version import __version__
 

@@ -129,15 +129,21 @@ def check_output_folder(path: str | Path, option: str, *, inputs: Iterable[str |
     resolved = path.resolve()
     for source in input_folders(inputs):
         if resolved == source or source in resolved.parents:
-            raise ConfigError(f"{option} {path}: lies inside the input folder {source}, which must stay unchanged; "
-                              "choose a folder outside it")
+            raise ConfigError(
+                f"{option} {path}: lies inside the input folder {source}, which must stay unchanged; "
+                "choose a folder outside it"
+            )
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path}: is an existing file, not a folder; choose a new or empty folder")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        raise ConfigError(f"{option} {path}: {existing} is a file, so no folder can be created there; choose another folder")
+        raise ConfigError(
+            f"{option} {path}: {existing} is a file, so no folder can be created there; choose another folder"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {path}: no permission to write in {existing}; choose another folder or change its permissions")
+        raise ConfigError(
+            f"{option} {path}: no permission to write in {existing}; choose another folder or change its permissions"
+        )
     problem = _cannot_create_in(existing) if existing != path else None
     if problem:
         raise ConfigError(f"{option} {path}: cannot write in {existing} ({problem}); choose another folder")

@@ -170,12 +170,16 @@ class OutputFolder:
         except OSError as exc:
             raise ConfigError(f"{path}: cannot be read ({exc.strerror}); choose a new or empty {self.option}") from None
         if not isinstance(doc, dict) or doc.get("tool") != TOOL:
-            raise ConfigError(f"{path}: not a run file written by brainmri, so the folder is not brainmri's to write "
-                              f"in; choose a new or empty {self.option}")
+            raise ConfigError(
+                f"{path}: not a run file written by brainmri, so the folder is not brainmri's to write "
+                f"in; choose a new or empty {self.option}"
+            )
         command = doc.get("command")
         if command != self.command:
-            raise ConfigError(f"{self.option} {self.path}: holds the output of brainmri {command}, not of brainmri "
-                              f"{self.command}; choose a new or empty folder")
+            raise ConfigError(
+                f"{self.option} {self.path}: holds the output of brainmri {command}, not of brainmri "
+                f"{self.command}; choose a new or empty folder"
+            )
         return doc
 
     def check(self, *, inputs: Iterable[str | Path] = (), restart: bool = False) -> dict | None:
@@ -205,19 +209,25 @@ class OutputFolder:
             return None
         inside = containing_inputs(self.path, inputs)
         if inside:
-            raise ConfigError(f"{self.option} {self.path}: holds the input {inside[0]}, which brainmri must never "
-                              "overwrite or delete; choose an output folder that holds no input")
+            raise ConfigError(
+                f"{self.option} {self.path}: holds the input {inside[0]}, which brainmri must never "
+                "overwrite or delete; choose an output folder that holds no input"
+            )
         run = self.read_run()
         if run is None:
             entries = sorted(p.name for p in self.path.iterdir() if not p.name.startswith("."))
             if entries:
                 shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
                 action = "discards" if restart else "writes in"
-                raise ConfigError(f"{self.option} {self.path}: holds {shown} but no brainmri {RUN_FILE}; brainmri only "
-                                  f"{action} folders of its own runs, so choose a new or empty folder")
+                raise ConfigError(
+                    f"{self.option} {self.path}: holds {shown} but no brainmri {RUN_FILE}; brainmri only "
+                    f"{action} folders of its own runs, so choose a new or empty folder"
+                )
         elif not (self.path / LEDGER).is_file() and any(p.name != RUN_FILE for p in self.path.iterdir()):
-            raise ConfigError(f"{self.option} {self.path}: written by an earlier brainmri that kept no record of its "
-                              "files, so none of them is overwritten or deleted; choose a new or empty folder")
+            raise ConfigError(
+                f"{self.option} {self.path}: written by an earlier brainmri that kept no record of its "
+                "files, so none of them is overwritten or deleted; choose a new or empty folder"
+            )
         return run
 
     def start(self, record: dict | None = None, *, restart: bool = False) -> Path:
@@ -228,8 +238,10 @@ class OutputFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         if restart:
             discard_written(self.path)
-        return write_json(self.file(RUN_FILE), {"tool": TOOL, "brainmri_version": __version__,
-                                                "command": self.command, **(record or {})})
+        return write_json(
+            self.file(RUN_FILE),
+            {"tool": TOOL, "brainmri_version": __version__, "command": self.command, **(record or {})},
+        )
 
     @contextmanager
     def recording(self) -> Iterator[None]:
@@ -257,14 +269,17 @@ class OutputFolder:
         """
         path = self.path / name
         if (path.exists() or path.is_symlink()) and name not in written(self.path):
-            raise ConfigError(f"{path}: exists and was not written by brainmri, so it is not overwritten; move it "
-                              f"away, or choose a new {self.option}")
+            raise ConfigError(
+                f"{path}: exists and was not written by brainmri, so it is not overwritten; move it "
+                f"away, or choose a new {self.option}"
+            )
         record_written(self.path, name)
         return path
 
 
-def check_output_file(path: str | Path, option: str, *, force: bool = False, ours=None,
-                      inputs: Iterable[str | Path] = ()) -> Path:
+def check_output_file(
+    path: str | Path, option: str, *, force: bool = False, ours=None, inputs: Iterable[str | Path] = ()
+) -> Path:
     """Refuse an output file that exists and is not brainmri's, unless ``force``.
 
     Parameters
@@ -292,8 +307,10 @@ def check_output_file(path: str | Path, option: str, *, force: bool = False, our
         raise ConfigError(f"{option} {path}: is one of the inputs; name another file")
     check_output_folder(path.parent, option, inputs=[p for p in inputs if Path(p).is_dir()])
     if (path.exists() or path.is_symlink()) and not force and not (ours is not None and _is_ours(ours, path)):
-        raise ConfigError(f"{option} {path}: exists and brainmri did not write it; choose another name, or add --force "
-                          "to overwrite it")
+        raise ConfigError(
+            f"{option} {path}: exists and brainmri did not write it; choose another name, or add --force "
+            "to overwrite it"
+        )
     return path
 
 
@@ -302,4 +319,3 @@ def _is_ours(ours, path: Path) -> bool:
         return bool(ours(path))
     except (OSError, ValueError, UnicodeDecodeError):
         return False
-

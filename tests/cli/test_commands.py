@@ -50,9 +50,11 @@ def test_usage_errors_exit_2(capsys, argv):
 def test_demo_data(tmp_path, capsys):
     assert main(["demo-data", str(tmp_path / "d"), "--n", "2", "--size", "32", "--seed", "3", "-q"]) == 0
     out = capsys.readouterr().out
-    assert out.strip() == (f"wrote 8 synthetic images (glioma, meningioma, notumor, pituitary) to {tmp_path / 'd'}, and "
-                           f"the lesion masks of the 6 tumour images to {tmp_path / 'd' / '.masks'} (for brainmri "
-                           "explain --masks)")
+    assert out.strip() == (
+        f"wrote 8 synthetic images (glioma, meningioma, notumor, pituitary) to {tmp_path / 'd'}, and "
+        f"the lesion masks of the 6 tumour images to {tmp_path / 'd' / '.masks'} (for brainmri "
+        "explain --masks)"
+    )
     assert len(list((tmp_path / "d").glob("*/*.png"))) == 8
     assert len(list((tmp_path / "d" / ".masks").glob("*/*.png"))) == 6
 
@@ -99,8 +101,24 @@ def test_demo_runs_the_whole_flow(tmp_path, capsys):
 
 def test_benchmark_prints_the_table_and_writes_the_report(demo_data, tmp_path, capsys):
     out = tmp_path / "b"
-    argv = ["benchmark", str(demo_data), "--methods", "rf", "--cv", "3", "--out", str(out), "--size", "48",
-            "--n-boot", "20", "--cache-dir", str(tmp_path / "cache"), "--jobs", "1"]
+    argv = [
+        "benchmark",
+        str(demo_data),
+        "--methods",
+        "rf",
+        "--cv",
+        "3",
+        "--out",
+        str(out),
+        "--size",
+        "48",
+        "--n-boot",
+        "20",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--jobs",
+        "1",
+    ]
     assert main([*argv, "-q"]) == 0
     stdout = capsys.readouterr().out
     assert "protocol: cv, 3 fold(s), grouping: duplicates" in stdout
@@ -116,14 +134,23 @@ def test_benchmark_prints_the_table_and_writes_the_report(demo_data, tmp_path, c
     "extra, message",
     [
         (["--methods", "glcm-svm,cnn"], rf"unknown method 'cnn'; valid methods: {ALL_METHODS}$"),
-        (["--label-map", "glioma=tumor"], r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped"),
+        (
+            ["--label-map", "glioma=tumor"],
+            r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped",
+        ),
         (["--split", "official"], r"--split official needs train and test folders"),
-        (["--drop-test-duplicates"], r"--drop-test-duplicates only applies to --split official or --test-data; k-fold already keeps duplicates on one side$"),
+        (
+            ["--drop-test-duplicates"],
+            r"--drop-test-duplicates only applies to --split official or --test-data; "
+            r"k-fold already keeps duplicates on one side$",
+        ),
         (["--cv", "1"], r"--cv must be an integer >= 2, got 1$"),
     ],
 )
 @pytest.mark.parametrize("quiet", [["-q"], []], ids=["quiet", "verbose"])
-def test_benchmark_errors_are_one_line_and_write_nothing(demo_data, tmp_path, capsys, extra, message, quiet, error_line):
+def test_benchmark_errors_are_one_line_and_write_nothing(
+    demo_data, tmp_path, capsys, extra, message, quiet, error_line
+):
     assert main(["benchmark", str(demo_data), "--out", str(tmp_path / "b"), "--no-cache", *quiet, *extra]) == 2
     line = error_line("benchmark")
     assert re.search(message, line), line
@@ -141,14 +168,22 @@ def test_benchmark_help_lists_the_methods(capsys):
 @pytest.mark.parametrize(
     "out, message",
     [
-        ("{data}/runs", r"--out .*/runs: lies inside the input folder .*/data, which must stay unchanged; choose a folder outside it$"),
+        (
+            "{data}/runs",
+            r"--out .*/runs: lies inside the input folder .*/data, which must stay unchanged; choose a folder outside it$",
+        ),
         ("{data}/glioma/glioma_0000.png", r"--out .*glioma_0000\.png: lies inside the input folder"),
-        ("{tmp}/file/runs", r"--out .*/file/runs: .*/file is a file, so no folder can be created there; choose another folder$"),
+        (
+            "{tmp}/file/runs",
+            r"--out .*/file/runs: .*/file is a file, so no folder can be created there; choose another folder$",
+        ),
     ],
     ids=["inside-data", "an-image-of-data", "under-a-file"],
 )
 @pytest.mark.parametrize("command", ["benchmark", "audit"])
-def test_unusable_out_is_one_line_and_writes_nothing(demo_data, tmp_path, capsys, listing, out, message, command, error_line):
+def test_unusable_out_is_one_line_and_writes_nothing(
+    demo_data, tmp_path, capsys, listing, out, message, command, error_line
+):
     (tmp_path / "file").write_text("keep")
     before = listing(tmp_path)
     assert main([command, str(demo_data), "--out", out.format(data=demo_data, tmp=tmp_path)]) == 2
@@ -163,8 +198,10 @@ def test_bad_run_file_is_one_line(demo_data, tmp_path, capsys, error_line):
     (out / "run.json").write_text("not json")
     assert main(["benchmark", str(demo_data), "--out", str(out), "--no-cache", "--restart"]) == 2
     line = error_line("benchmark")
-    assert line.endswith("b/run.json: not a run file written by brainmri, so the folder is not brainmri's to write in; "
-                         "choose a new or empty --out")
+    assert line.endswith(
+        "b/run.json: not a run file written by brainmri, so the folder is not brainmri's to write in; "
+        "choose a new or empty --out"
+    )
     assert (out / "run.json").read_text() == "not json"
 
 
@@ -182,7 +219,11 @@ def test_audit_writes_json_and_nothing_into_data(demo_data, tmp_path, capsys, li
     assert set(AUDIT_KEYS) <= set(report)
     assert report["n_items"] == 24 and report["classes"]["notumor"] == 6
     assert listing(demo_data) == before
-    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == [".brainmri-files", "audit.json", "run.json"]  # no temporary file
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == [
+        ".brainmri-files",
+        "audit.json",
+        "run.json",
+    ]  # no temporary file
 
 
 def test_audit_progress_goes_to_stderr(demo_data, capsys):
@@ -225,16 +266,21 @@ def test_audit_skips_and_reports_bad_files(demo_data, tmp_path, capsys, write_di
     lines = [line for line in out.splitlines() if line.startswith(("unreadable:", "problem:"))]
     expected = [
         r"unreadable: glioma/cut\.jpg: cannot decode \(.+\); the file is truncated or corrupt, re-export or remove it",
-        r"unreadable: glioma/report\.dcm: DICOM file has no pixel data \(a report or structured file\?\); remove it from the dataset",
+        r"unreadable: glioma/report\.dcm: DICOM file has no pixel data \(a report or structured file\?\); "
+        r"remove it from the dataset",
         r"unreadable: notumor/nan\.nii\.gz: contains NaN or infinite values; fix or remove the file",
-        r"unreadable: notumor/notes\.txt: not a supported image type \(\.txt\); use one of \.png, .*, \.nii\.gz or remove the file",
+        r"unreadable: notumor/notes\.txt: not a supported image type \(\.txt\); "
+        r"use one of \.png, .*, \.nii\.gz or remove the file",
         r"problem: empty: empty class folder; add images or remove the folder",
     ]
     assert len(lines) == len(expected)
     for line, pattern in zip(lines, expected, strict=True):
         assert re.fullmatch(pattern, line), line
     report = json.loads((tmp_path / "audit/audit.json").read_text())
-    assert report["unreadable"][2] == {"path": "notumor/nan.nii.gz", "reason": "contains NaN or infinite values; fix or remove the file"}
+    assert report["unreadable"][2] == {
+        "path": "notumor/nan.nii.gz",
+        "reason": "contains NaN or infinite values; fix or remove the file",
+    }
 
 
 def test_audit_exits_1_when_nothing_is_readable(tmp_path, capsys):
@@ -276,14 +322,47 @@ def _an_image_not_a_dataset(tmp_path):
     "make, extra, message",
     [
         (_missing_folder, [], r"nowhere: no such file or folder; pass a dataset folder or a CSV manifest$"),
-        (_csv_without_label, [], r"m\.csv: CSV manifest lacks column\(s\) label; found \['path', 'diagnosis'\], expected path,label"),
-        (_csv_with_missing_file, [], r"m\.csv: no usable images; scans/gone\.png: listed in m\.csv line 2 but the file does not exist; fix the path \(relative to the CSV\)$"),
-        (_only_empty_class_folders, [], r"data: no usable images; glioma: empty class folder; add images or remove the folder$"),
-        (_an_image_not_a_dataset, [], r"scan\.png: a dataset is a folder of class sub-folders or a \.csv manifest, not a \.png file$"),
-        (_missing_folder, ["--hash-radius", "40"], r"hash_radius must be an integer in 0\.\.31 \(bits of a 64-bit hash\), got 40$"),
-        (_missing_folder, ["--near-threshold", "2"], r"near_threshold is a correlation and must lie in \[-1, 1\], got 2\.0$"),
+        (
+            _csv_without_label,
+            [],
+            r"m\.csv: CSV manifest lacks column\(s\) label; found \['path', 'diagnosis'\], expected path,label",
+        ),
+        (
+            _csv_with_missing_file,
+            [],
+            r"m\.csv: no usable images; scans/gone\.png: listed in m\.csv line 2 but the file does not exist; "
+            r"fix the path \(relative to the CSV\)$",
+        ),
+        (
+            _only_empty_class_folders,
+            [],
+            r"data: no usable images; glioma: empty class folder; add images or remove the folder$",
+        ),
+        (
+            _an_image_not_a_dataset,
+            [],
+            r"scan\.png: a dataset is a folder of class sub-folders or a \.csv manifest, not a \.png file$",
+        ),
+        (
+            _missing_folder,
+            ["--hash-radius", "40"],
+            r"hash_radius must be an integer in 0\.\.31 \(bits of a 64-bit hash\), got 40$",
+        ),
+        (
+            _missing_folder,
+            ["--near-threshold", "2"],
+            r"near_threshold is a correlation and must lie in \[-1, 1\], got 2\.0$",
+        ),
     ],
-    ids=["missing-folder", "csv-missing-column", "csv-missing-file", "empty-class-folder", "not-a-dataset", "bad-radius", "bad-threshold"],
+    ids=[
+        "missing-folder",
+        "csv-missing-column",
+        "csv-missing-file",
+        "empty-class-folder",
+        "not-a-dataset",
+        "bad-radius",
+        "bad-threshold",
+    ],
 )
 def test_audit_errors_are_one_line_and_exit_2(tmp_path, capsys, make, extra, message, error_line):
     source = make(tmp_path)
@@ -300,7 +379,9 @@ def test_debug_shows_the_exception(tmp_path):
 
 def test_audit_of_a_csv_manifest(demo_source, tmp_path, capsys):
     data = shutil.copytree(demo_source, tmp_path / "data")
-    rows = ["path,label,subject"] + [f"../data/{p.parent.name}/{p.name},{p.parent.name},s{k % 3}" for k, p in enumerate(sorted(data.rglob("*.png")))]
+    rows = ["path,label,subject"] + [
+        f"../data/{p.parent.name}/{p.name},{p.parent.name},s{k % 3}" for k, p in enumerate(sorted(data.rglob("*.png")))
+    ]
     manifest = tmp_path / "lists" / "m.csv"
     manifest.parent.mkdir()
     manifest.write_text("\n".join(rows) + "\n")
@@ -320,17 +401,36 @@ class _Terminal(io.StringIO):
 
 
 def test_benchmark_progress_off_a_terminal_is_plain_lines(demo_data, tmp_path, capsys):
-    argv = ["benchmark", str(demo_data), "--methods", "rf", "--cv", "2", "--out", str(tmp_path / "b"), "--size", "48",
-            "--n-boot", "20", "--cache-dir", str(tmp_path / "cache"), "--jobs", "1"]
+    argv = [
+        "benchmark",
+        str(demo_data),
+        "--methods",
+        "rf",
+        "--cv",
+        "2",
+        "--out",
+        str(tmp_path / "b"),
+        "--size",
+        "48",
+        "--n-boot",
+        "20",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--jobs",
+        "1",
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err  # captured: not a terminal
     assert "\r" not in err and "\x1b" not in err
     lines = err.splitlines()
     assert len(lines) <= 12, err
-    for pattern in [r"reading: 24 images in \d+\.\d s", r"features: 24 images in \d+\.\d s",
-                    r"\[1/1\] rf fold0 \(1/2\): training on \d+ images, testing on \d+",
-                    r"\[1/1\] rf fold0 \(1/2\): fit \d+\.\ds, predict \d+\.\ds",
-                    r"\[1/1\] rf fold1 \(2/2\): fit \d+\.\ds, predict \d+\.\ds"]:
+    for pattern in [
+        r"reading: 24 images in \d+\.\d s",
+        r"features: 24 images in \d+\.\d s",
+        r"\[1/1\] rf fold0 \(1/2\): training on \d+ images, testing on \d+",
+        r"\[1/1\] rf fold0 \(1/2\): fit \d+\.\ds, predict \d+\.\ds",
+        r"\[1/1\] rf fold1 \(2/2\): fit \d+\.\ds, predict \d+\.\ds",
+    ]:
         assert sum(bool(re.fullmatch(pattern, line)) for line in lines) == 1, (pattern, err)
 
 
@@ -414,8 +514,24 @@ def _alive(pid: int) -> bool:
 
 
 def _benchmark_argv(demo_data, tmp_path) -> list[str]:
-    return ["benchmark", str(demo_data), "--methods", "glcm-svm", "--cv", "2", "--out", str(tmp_path / "b"),
-            "--size", "48", "--n-boot", "20", "--cache-dir", str(tmp_path / "cache"), "--jobs", "2"]
+    return [
+        "benchmark",
+        str(demo_data),
+        "--methods",
+        "glcm-svm",
+        "--cv",
+        "2",
+        "--out",
+        str(tmp_path / "b"),
+        "--size",
+        "48",
+        "--n-boot",
+        "20",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--jobs",
+        "2",
+    ]
 
 
 def _env() -> dict:
@@ -429,8 +545,13 @@ def _stop_mid_run(demo_data, tmp_path, sig: int) -> tuple[int, list[str], list[i
     script = tmp_path / "stoppable.py"
     script.write_text(_STOPPABLE)
     lines: list[str] = []
-    with subprocess.Popen([sys.executable, str(script), *_benchmark_argv(demo_data, tmp_path)], env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, str(script), *_benchmark_argv(demo_data, tmp_path)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
         reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
         reader.start()
         deadline = time.monotonic() + 120
@@ -459,13 +580,27 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="li
 def test_sigterm_stops_cleanly_and_the_rerun_resumes(demo_data, tmp_path):
     status, lines, left = _stop_mid_run(demo_data, tmp_path, signal.SIGTERM)
     assert status == 143
-    assert lines[-1] == "brainmri benchmark: terminated (SIGTERM); rerun the same command to resume from the finished units"
+    assert (
+        lines[-1]
+        == "brainmri benchmark: terminated (SIGTERM); rerun the same command to resume from the finished units"
+    )
     assert left == []
     out = tmp_path / "b"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
-        ".brainmri-files", "audit.json", "run.json", "units", "units/glcm-svm", "units/glcm-svm/fold0.json"]  # no partial output
-    rerun = subprocess.run([sys.executable, "-m", "brainmri", *_benchmark_argv(demo_data, tmp_path)], env=_env(),
-                           capture_output=True, text=True, timeout=300)
+        ".brainmri-files",
+        "audit.json",
+        "run.json",
+        "units",
+        "units/glcm-svm",
+        "units/glcm-svm/fold0.json",
+    ]  # no partial output
+    rerun = subprocess.run(
+        [sys.executable, "-m", "brainmri", *_benchmark_argv(demo_data, tmp_path)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "[1/1] glcm-svm fold0 (1/2): done earlier, reusing" in rerun.stderr.splitlines()
     assert (out / "results.json").exists() and (out / "units/glcm-svm/fold1.json").exists()

@@ -70,8 +70,18 @@ def test_predict_files_to_csv_on_stdout_in_input_order(model, demo_source, capsy
     assert main(["predict", str(model), *map(str, files), "-q"]) == 0
     rows = _csv(capsys.readouterr().out)
     assert [r["path"] for r in rows] == [str(f) for f in files]
-    assert list(rows[0]) == ["path", "label", "predicted", "p_glioma", "p_meningioma", "p_notumor", "p_pituitary", "note",
-                             "ood_score", "unlike_training"]
+    assert list(rows[0]) == [
+        "path",
+        "label",
+        "predicted",
+        "p_glioma",
+        "p_meningioma",
+        "p_notumor",
+        "p_pituitary",
+        "note",
+        "ood_score",
+        "unlike_training",
+    ]
     assert all(r["label"] == "" and r["note"] == "" for r in rows)
 
 
@@ -106,8 +116,9 @@ def test_nothing_readable_exits_1_and_writes_nothing(model, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [folder]
 
 
-def test_an_image_unlike_the_training_images_is_converted_and_the_output_says_so(model, demo_source, tmp_path,
-                                                                                 write_pil, load_gray, capsys):
+def test_an_image_unlike_the_training_images_is_converted_and_the_output_says_so(
+    model, demo_source, tmp_path, write_pil, load_gray, capsys
+):
     gray = (load_gray(demo_source / "glioma" / "glioma_0000.png") * 255).astype(np.uint8)
     big = np.kron(gray, np.ones((2, 2), dtype=np.uint8))
     rgb = write_pil(tmp_path / "in" / "big_rgb.png", np.stack([big] * 3, axis=-1))
@@ -127,21 +138,42 @@ def test_a_folder_with_other_classes_gets_no_metrics(model, demo_source, tmp_pat
     assert "class(es) astrocytoma are not among the bundle's" in entry["skipped"]
 
 
-@pytest.mark.parametrize("argv, match", [
-    (lambda d, m, t: ["predict", m, str(t / "empty"), "--out", str(t / "p.csv")],
-     r"empty: no image files in this folder or below"),
-    (lambda d, m, t: ["predict", m, str(t / "missing.png")], r"missing.png: no such file or folder"),
-    (lambda d, m, t: ["predict", m, str(d), "--out", str(t / "p.txt")], r"--out .*p.txt: name a .csv or .json file"),
-    (lambda d, m, t: ["predict", m, str(d), "--out", str(d / "p.csv")], r"--out .*lies inside the input folder"),
-    (lambda d, m, t: ["predict", str(t / "empty"), str(d), "--out", str(t / "p.csv")], r"empty: not a brainmri model bundle"),
-    (lambda d, m, t: ["predict", m, str(d), "--batch-size", "0"], r"--batch-size must be a positive integer, got 0"),
-    (lambda d, m, t: ["train", str(d), "--out", str(d / "model"), *TRAIN], r"--out .*lies inside the input folder"),
-    (lambda d, m, t: ["train", str(d), "--out", str(t / "empty"), "--method", "no-such"], r"unknown method 'no-such'"),
-    (lambda d, m, t: ["train", str(d), "--out", str(t / "m"), *TRAIN, "--params", "rf.n_estimators=5"],
-     r"--params names method 'rf', but --method is ovo-svm"),
-    (lambda d, m, t: ["train", str(d), "--out", str(t / "m"), *TRAIN, "--params", "ovo-svm.kernel=linear"],
-     r"--params ovo-svm.kernel: ovo-svm has no setting 'kernel'"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (
+            lambda d, m, t: ["predict", m, str(t / "empty"), "--out", str(t / "p.csv")],
+            r"empty: no image files in this folder or below",
+        ),
+        (lambda d, m, t: ["predict", m, str(t / "missing.png")], r"missing.png: no such file or folder"),
+        (
+            lambda d, m, t: ["predict", m, str(d), "--out", str(t / "p.txt")],
+            r"--out .*p.txt: name a .csv or .json file",
+        ),
+        (lambda d, m, t: ["predict", m, str(d), "--out", str(d / "p.csv")], r"--out .*lies inside the input folder"),
+        (
+            lambda d, m, t: ["predict", str(t / "empty"), str(d), "--out", str(t / "p.csv")],
+            r"empty: not a brainmri model bundle",
+        ),
+        (
+            lambda d, m, t: ["predict", m, str(d), "--batch-size", "0"],
+            r"--batch-size must be a positive integer, got 0",
+        ),
+        (lambda d, m, t: ["train", str(d), "--out", str(d / "model"), *TRAIN], r"--out .*lies inside the input folder"),
+        (
+            lambda d, m, t: ["train", str(d), "--out", str(t / "empty"), "--method", "no-such"],
+            r"unknown method 'no-such'",
+        ),
+        (
+            lambda d, m, t: ["train", str(d), "--out", str(t / "m"), *TRAIN, "--params", "rf.n_estimators=5"],
+            r"--params names method 'rf', but --method is ovo-svm",
+        ),
+        (
+            lambda d, m, t: ["train", str(d), "--out", str(t / "m"), *TRAIN, "--params", "ovo-svm.kernel=linear"],
+            r"--params ovo-svm.kernel: ovo-svm has no setting 'kernel'",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(model, demo_data, tmp_path, capsys, listing, argv, match, error_line):
     (tmp_path / "empty").mkdir()
     before = listing(demo_data), listing(tmp_path)
@@ -175,12 +207,51 @@ def test_a_deep_bundle_from_the_command_line(demo_source, tmp_path, capsys):
     pytest.importorskip("torch")
     settings = "ayadi-cnn.size=32,ayadi-cnn.epochs=1,ayadi-cnn.batch_size=8"
     out = tmp_path / "cnn"
-    assert main(["train", str(demo_source), "--method", "ayadi-cnn", "--params", settings, "--device", "cpu",
-                 "--threads", "1", "--out", str(out), "-q"]) == 0
-    assert "internal validation (validation part of the training data (grouped), epoch 1 of 1" in capsys.readouterr().out
-    assert json.loads((out / "manifest.json").read_text())["method"]["params"] == {"size": 32, "epochs": 1, "batch_size": 8}
-    assert main(["predict", str(out), str(demo_source), "--device", "cpu", "--threads", "1",
-                 "--out", str(tmp_path / "p.json"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(demo_source),
+                "--method",
+                "ayadi-cnn",
+                "--params",
+                settings,
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "internal validation (validation part of the training data (grouped), epoch 1 of 1" in capsys.readouterr().out
+    )
+    assert json.loads((out / "manifest.json").read_text())["method"]["params"] == {
+        "size": 32,
+        "epochs": 1,
+        "batch_size": 8,
+    }
+    assert (
+        main(
+            [
+                "predict",
+                str(out),
+                str(demo_source),
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path / "p.json"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((tmp_path / "p.json").read_text())
     assert doc["method"] == "ayadi-cnn" and len(doc["predictions"]) == 24
     assert doc["metrics"][str(demo_source)]["n"] == 24
@@ -200,7 +271,9 @@ def test_predict_flags_images_unlike_the_training_data(model, demo_source, tmp_p
     assert max(float(r["ood_score"]) for r in usual) < 1.0
 
 
-def test_predict_scores_blurred_copies_with_the_acquisition_detector_too(model, demo_source, tmp_path, capsys, write_pil):
+def test_predict_scores_blurred_copies_with_the_acquisition_detector_too(
+    model, demo_source, tmp_path, capsys, write_pil
+):
     from brainmri.data.io import read_image
     from brainmri.data.shifts import shift_image
 

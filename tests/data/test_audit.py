@@ -70,7 +70,9 @@ def test_messy_data_report(messy_data):
     assert report["n_items"] == 29 and report["n_readable"] == 27 and report["n_unreadable"] == 2
     assert [u["path"] for u in report["unreadable"]] == ["notumor/cut.jpg", "notumor/notes.txt"]
     reasons = [u["reason"] for u in report["unreadable"]]
-    assert reasons[0].startswith("cannot decode (") and reasons[0].endswith("the file is truncated or corrupt, re-export or remove it")
+    assert reasons[0].startswith("cannot decode (") and reasons[0].endswith(
+        "the file is truncated or corrupt, re-export or remove it"
+    )
     assert reasons[1].startswith("not a supported image type (.txt)")
     assert report["ignored"] == [".ipynb_checkpoints", "glioma/.DS_Store"]
     assert report["classes"] == {"glioma": 7, "meningioma": 7, "notumor": 6, "pituitary": 7}
@@ -116,7 +118,9 @@ def test_cross_split_leaks(leaky_split):
     assert (exact["label"], exact["train_label"], exact["split"]) == ("glioma", "glioma", "test")
     report = audit_report(analysis)
     assert report["cross_split_leaks"] == leaks
-    assert report["leaks_per_class"] == {"test": {"glioma": {"leaking": 1, "of": 3}, "notumor": {"leaking": 1, "of": 3}}}
+    assert report["leaks_per_class"] == {
+        "test": {"glioma": {"leaking": 1, "of": 3}, "notumor": {"leaking": 1, "of": 3}}
+    }
     assert report["splits"]["train"] == {"glioma": 4, "meningioma": 4, "notumor": 4, "pituitary": 4}
     assert report["formats"] == {"png": 25, "jpeg": 1}
 
@@ -173,7 +177,9 @@ def _fresh_only(copies_elsewhere, tmp_path):
 
 
 def test_cross_dataset_leaks_catch_resized_reencoded_copies_per_class(demo_source, copies_elsewhere):
-    block = cross_dataset_leaks(analyse(load_dataset(demo_source), n_jobs=1), analyse(load_dataset(copies_elsewhere), n_jobs=1))
+    block = cross_dataset_leaks(
+        analyse(load_dataset(demo_source), n_jobs=1), analyse(load_dataset(copies_elsewhere), n_jobs=1)
+    )
     assert (block["n_other"], block["n_leaking"]) == (16, 4)
     assert block["per_class"] == {
         "glioma": {"leaking": 1, "of": 4, "matches": {"glioma": 1}},
@@ -197,12 +203,16 @@ def test_a_second_set_without_copies_reports_none(demo_source, copies_elsewhere,
     other = _fresh_only(copies_elsewhere, tmp_path)
     block = cross_dataset_leaks(analyse(load_dataset(demo_source), n_jobs=1), analyse(load_dataset(other), n_jobs=1))
     assert block["n_leaking"] == 0 and block["pairs"] == []
-    assert {c: v["leaking"] for c, v in block["per_class"].items()} == dict.fromkeys(("glioma", "meningioma", "notumor", "pituitary"), 0)
+    assert {c: v["leaking"] for c, v in block["per_class"].items()} == dict.fromkeys(
+        ("glioma", "meningioma", "notumor", "pituitary"), 0
+    )
     assert format_cross_dataset_leaks(block) == [f"copies of DATA images in {other.resolve()}: none among its 12 items"]
 
 
 def test_format_cross_dataset_leaks(demo_source, copies_elsewhere):
-    block = cross_dataset_leaks(analyse(load_dataset(demo_source), n_jobs=1), analyse(load_dataset(copies_elsewhere), n_jobs=1))
+    block = cross_dataset_leaks(
+        analyse(load_dataset(demo_source), n_jobs=1), analyse(load_dataset(copies_elsewhere), n_jobs=1)
+    )
     assert format_cross_dataset_leaks(block) == [
         f"copies of DATA images in {copies_elsewhere.resolve()}: 4 of its 16 items",
         "  glioma: 1 of 4 (copies of DATA glioma 1)",

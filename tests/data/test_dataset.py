@@ -66,7 +66,12 @@ def test_hidden_entries_are_never_items_or_classes_and_are_counted_as_ignored(tm
         "Training/a/Thumbs.db",
     )
     ds = load_dataset(tmp_path)
-    assert sorted(ds.relpath(it) for it in ds.items) == ["Testing/a/3.png", "Testing/b/4.png", "Training/a/1.png", "Training/b/2.png"]
+    assert sorted(ds.relpath(it) for it in ds.items) == [
+        "Testing/a/3.png",
+        "Testing/b/4.png",
+        "Training/a/1.png",
+        "Training/b/2.png",
+    ]
     assert ds.classes == ["a", "b"]
     assert ds.ignored == [
         ".git",
@@ -143,7 +148,10 @@ def test_csv_rows_that_cannot_be_used_are_reported_and_skipped(tmp_path):
     ds = load_dataset(manifest)
     assert [ds.relpath(it) for it in ds.items] == ["ok.png", "ok2.png"]
     assert ds.problems == [
-        {"path": "missing.png", "reason": "listed in m.csv line 3 but the file does not exist; fix the path (relative to the CSV)"},
+        {
+            "path": "missing.png",
+            "reason": "listed in m.csv line 3 but the file does not exist; fix the path (relative to the CSV)",
+        },
         {"path": "m.csv:4", "reason": "row with an empty path or label; fill it in or delete the row"},
         {"path": "m.csv:5", "reason": "row has more fields than the header (2); quote paths that contain commas"},
     ]
@@ -153,19 +161,55 @@ def test_csv_rows_that_cannot_be_used_are_reported_and_skipped(tmp_path):
     "layout, source, message",
     [
         ({}, "nowhere", r"nowhere: no such file or folder; pass a dataset folder or a CSV manifest"),
-        ({"notes.txt": ""}, "notes.txt", r"notes\.txt: a dataset is a folder of class sub-folders or a \.csv manifest, not a \.txt file"),
+        (
+            {"notes.txt": ""},
+            "notes.txt",
+            r"notes\.txt: a dataset is a folder of class sub-folders or a \.csv manifest, not a \.txt file",
+        ),
         ({"x/": None}, "x", r"x: no images found; expect class sub-folders .*or a CSV with columns path,label"),
         ({"x/a/.DS_Store": ""}, "x", r"x: no usable images; a: empty class folder; add images or remove the folder$"),
-        ({"x/a/": None, "x/b/": None}, "x", r"x: no usable images; a: empty class folder.* \(and 1 more problem\(s\) like it\)"),
-        ({"m.csv": "file,label\nx.png,a\n"}, "m.csv", r"m\.csv: CSV manifest lacks column\(s\) path; found \['file', 'label'\], expected path,label\[,subject\]\[,split\]"),
+        (
+            {"x/a/": None, "x/b/": None},
+            "x",
+            r"x: no usable images; a: empty class folder.* \(and 1 more problem\(s\) like it\)",
+        ),
+        (
+            {"m.csv": "file,label\nx.png,a\n"},
+            "m.csv",
+            r"m\.csv: CSV manifest lacks column\(s\) path; found \['file', 'label'\], expected path,label\[,subject\]\[,split\]",
+        ),
         ({"m.csv": "path,class\n"}, "m.csv", r"m\.csv: CSV manifest lacks column\(s\) label"),
         ({"m.csv": ""}, "m.csv", r"m\.csv: CSV manifest lacks column\(s\) path, label; found no header"),
-        ({"m.csv": "path,label,split\nx.png,a,holdout\n", "x.png": ""}, "m.csv", r"m\.csv:2: unknown split 'holdout'; use one of train, val, test"),
-        ({"m.csv": "path,label\ngone.png,a\n"}, "m.csv", r"m\.csv: no usable images; gone\.png: listed in m\.csv line 2 but the file does not exist; fix the path"),
-        ({"m.csv": b"path,label\n\xff\xfe,a\n"}, "m.csv", r"m\.csv: not UTF-8 text \(byte 0xff at offset 11; saved as Latin-1 or Windows-1252\?\); convert it, e\.g\. iconv -f latin1 -t utf-8 m\.csv > m-utf8\.csv$"),
+        (
+            {"m.csv": "path,label,split\nx.png,a,holdout\n", "x.png": ""},
+            "m.csv",
+            r"m\.csv:2: unknown split 'holdout'; use one of train, val, test",
+        ),
+        (
+            {"m.csv": "path,label\ngone.png,a\n"},
+            "m.csv",
+            r"m\.csv: no usable images; gone\.png: listed in m\.csv line 2 but the file does not exist; fix the path",
+        ),
+        (
+            {"m.csv": b"path,label\n\xff\xfe,a\n"},
+            "m.csv",
+            r"m\.csv: not UTF-8 text \(byte 0xff at offset 11; saved as Latin-1 or Windows-1252\?\); "
+            r"convert it, e\.g\. iconv -f latin1 -t utf-8 m\.csv > m-utf8\.csv$",
+        ),
     ],
-    ids=["missing", "not-csv", "empty-folder", "only-empty-class", "two-empty-classes", "csv-missing-path-column",
-         "csv-missing-label-column", "csv-empty", "csv-bad-split", "csv-missing-file", "csv-not-utf8"],
+    ids=[
+        "missing",
+        "not-csv",
+        "empty-folder",
+        "only-empty-class",
+        "two-empty-classes",
+        "csv-missing-path-column",
+        "csv-missing-label-column",
+        "csv-empty",
+        "csv-bad-split",
+        "csv-missing-file",
+        "csv-not-utf8",
+    ],
 )
 def test_load_dataset_rejects(tmp_path, monkeypatch, layout, source, message):
     for name, content in layout.items():

@@ -165,14 +165,19 @@ def test_exact_and_near_duplicates_are_found(slices, jpeg_roundtrip):
     images.append(slices[1].copy())  # 12: exact copy of 1
     images.append(slices[1].copy())  # 13: exact copy of 1
     images.append(np.clip(slices[4] * 0.7 + 30, 0, 255))  # 14: brightness/contrast change of 4
-    images.append(jpeg_roundtrip(np.round(slices[8]).astype(np.uint8), quality=85).astype(np.float32))  # 15: re-encode of 8
+    images.append(
+        jpeg_roundtrip(np.round(slices[8]).astype(np.uint8), quality=85).astype(np.float32)
+    )  # 15: re-encode of 8
     graph = find_duplicates([fingerprint(x) for x in images], radius=8, threshold=0.9)
     assert graph.exact_clusters == [[1, 12, 13]]
     assert graph.near_clusters == [[4, 14], [8, 15]]
     cluster = graph.cluster_of
     assert cluster[1] == cluster[12] == cluster[13]
     assert len(np.unique(cluster)) == len(slices)  # every added image joined its original, nothing else joined
-    pairs = {(int(a), int(b)): bool(e) for a, b, e in zip(graph.pairs["i"], graph.pairs["j"], graph.pairs["exact"], strict=True)}
+    pairs = {
+        (int(a), int(b)): bool(e)
+        for a, b, e in zip(graph.pairs["i"], graph.pairs["j"], graph.pairs["exact"], strict=True)
+    }
     assert pairs == {(1, 12): True, (1, 13): True, (4, 14): False, (8, 15): False}
     near = ~graph.pairs["exact"]
     assert (graph.pairs["similarity"][near] >= 0.9).all()
@@ -181,7 +186,10 @@ def test_exact_and_near_duplicates_are_found(slices, jpeg_roundtrip):
 
 def test_threshold_and_radius_decide_confirmation(slices, jpeg_roundtrip):
     original = np.round(slices[3]).astype(np.uint8)
-    fps = [fingerprint(original.astype(np.float32)), fingerprint(jpeg_roundtrip(original, quality=75).astype(np.float32))]
+    fps = [
+        fingerprint(original.astype(np.float32)),
+        fingerprint(jpeg_roundtrip(original, quality=75).astype(np.float32)),
+    ]
     similarity = float(structure_similarity(np.stack([f.thumb for f in fps]), np.array([0]), np.array([1]))[0])
     distance = int(hamming(np.array([fps[0].phash]), np.array([fps[1].phash]))[0])
     assert 0.9 < similarity < 0.999 and distance == 2
@@ -211,7 +219,12 @@ def test_duplicate_params_reject(kwargs, message):
 
 
 def test_duplicate_params_defaults():
-    assert DuplicateParams().to_dict() == {"hash_radius": 8, "near_threshold": 0.9, "similar_radius": 10, "similar_threshold": 0.7}
+    assert DuplicateParams().to_dict() == {
+        "hash_radius": 8,
+        "near_threshold": 0.9,
+        "similar_radius": 10,
+        "similar_threshold": 0.7,
+    }
 
 
 # ---------------------------------------------------------------- copies between two datasets
@@ -235,7 +248,9 @@ def _jpeg_resized(image: np.ndarray, size: tuple[int, int], *, shift_px: float =
 def test_cross_duplicates_tolerate_the_misregistration_of_another_publishers_resize():
     # A 128-px slice copied by "another publisher": moved by 1 px (half a 64-px thumbnail pixel),
     # resized to 96 x 80 and re-encoded. Unshifted, its structure correlation falls below the threshold.
-    originals = [synthetic_slice(label, np.random.default_rng([3, c]), size=128) * 255 for c, label in enumerate(CLASSES)]
+    originals = [
+        synthetic_slice(label, np.random.default_rng([3, c]), size=128) * 255 for c, label in enumerate(CLASSES)
+    ]
     copy = _jpeg_resized(originals[1].astype(np.uint8), (96, 80), shift_px=1.0)
     reference, other = [fingerprint(im) for im in originals], [fingerprint(copy)]
     thumbs = np.stack([reference[1].thumb, other[0].thumb])

@@ -28,8 +28,11 @@ def test_extra_items_train_every_fold_and_copies_of_the_data_are_dropped(with_ex
     assert extra["dropped_copies"] == {"glioma": 1, "notumor": 2, "pituitary": 1}
     assert extra["counts"] == {"glioma": 3, "meningioma": 3, "notumor": 3, "pituitary": 3}
     assert {d["path"] for d in extra["dropped"]} == {
-        "EXTRA/glioma/copy_of_glioma_0000.jpg", "EXTRA/notumor/copy_of_notumor_0001.jpg",
-        "EXTRA/notumor/copy_of_notumor_0002.jpg", "EXTRA/pituitary/copy_of_pituitary_0003.png"}
+        "EXTRA/glioma/copy_of_glioma_0000.jpg",
+        "EXTRA/notumor/copy_of_notumor_0001.jpg",
+        "EXTRA/notumor/copy_of_notumor_0002.jpg",
+        "EXTRA/pituitary/copy_of_pituitary_0003.png",
+    }
     folds = results["methods"]["rf"]["per_fold"]
     assert [f["n_train"] for f in folds] == [24 - f["n_test"] + 12 for f in folds]
     assert any("extra training data: 12 of 16 items" in note for note in results["protocol"]["notes"])
@@ -50,13 +53,16 @@ def test_extra_classes_that_are_not_training_classes_are_refused(demo_source, tm
     assert main(args) == 2
     assert error_line("benchmark").endswith(
         f"--extra-data {other}: class(es) no, tumour are not classes of the training data (glioma, meningioma, "
-        "notumor, pituitary); map them with --extra-label-map no=<training class>")
+        "notumor, pituitary); map them with --extra-label-map no=<training class>"
+    )
     assert main([*args, "--extra-label-map", "tumour=glioma"]) == 2
     assert "--extra-label-map leaves --extra-data class(es) no unmapped" in error_line("benchmark")
     # Mapped, the classes pass; but these are copies of DATA's images.
     assert main([*args, "--extra-label-map", "tumour=glioma,no=notumor"]) == 2
-    assert error_line("benchmark").endswith("all 12 readable items copy an image of the data, so none is left to add "
-                                            "to the training data; use another collection")
+    assert error_line("benchmark").endswith(
+        "all 12 readable items copy an image of the data, so none is left to add "
+        "to the training data; use another collection"
+    )
 
 
 def test_an_extra_label_map_without_extra_data_is_refused():
@@ -66,8 +72,27 @@ def test_an_extra_label_map_without_extra_data_is_refused():
 
 def test_train_adds_the_extra_items_and_records_them_in_the_bundle(demo_source, copies_elsewhere, tmp_path, capsys):
     out = tmp_path / "model"
-    assert main(["train", str(demo_source), "--method", "ovo-svm", "--size", "48", "--no-cache", "--jobs", "1",
-                 "--no-validation", "--extra-data", str(copies_elsewhere), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(demo_source),
+                "--method",
+                "ovo-svm",
+                "--size",
+                "48",
+                "--no-cache",
+                "--jobs",
+                "1",
+                "--no-validation",
+                "--extra-data",
+                str(copies_elsewhere),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     extra = json.loads((out / "manifest.json").read_text())["training_data"]["extra_data"]
     assert (extra["n_items"], extra["n_used"]) == (16, 12)
     assert "extra training data: 12 of 16 items" in capsys.readouterr().err

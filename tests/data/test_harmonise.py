@@ -85,8 +85,9 @@ def test_a_benchmark_learns_the_landmarks_in_every_fold_and_records_them(demo_so
     from brainmri.runs.benchmark import run_benchmark
     from brainmri.runs.config import BenchmarkConfig
 
-    config = BenchmarkConfig(data=str(demo_source), methods=("glcm-svm",), cv=2, n_boot=10,
-                             preprocess=Preprocess(size=32, harmonise="nyul"))
+    config = BenchmarkConfig(
+        data=str(demo_source), methods=("glcm-svm",), cv=2, n_boot=10, preprocess=Preprocess(size=32, harmonise="nyul")
+    )
     run_benchmark(config, tmp_path / "run", n_jobs=1, cache_dir=tmp_path / "cache")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["config"]["preprocess"]["harmonise"] == "nyul"
@@ -130,8 +131,14 @@ def test_keep_aspect_pads_the_crop_to_a_square_instead_of_stretching_it():
 
 
 def test_cache_keys_differ_between_options_and_the_default_key_is_that_of_earlier_runs():
-    options = [Preprocess(), Preprocess(harmonise="zscore"), Preprocess(harmonise="nyul"), Preprocess(n4=True),
-               Preprocess(keep_aspect=True), Preprocess(harmonise="nyul", landmarks=tuple(np.linspace(0, 1, 11)))]
+    options = [
+        Preprocess(),
+        Preprocess(harmonise="zscore"),
+        Preprocess(harmonise="nyul"),
+        Preprocess(n4=True),
+        Preprocess(keep_aspect=True),
+        Preprocess(harmonise="nyul", landmarks=tuple(np.linspace(0, 1, 11))),
+    ]
     keys = [preprocess_key(p) for p in options]
     assert len(set(keys)) == len(keys)
     before = repr(sorted({"crop": True, "size": 224, "clip_percentiles": (0.5, 99.5)}.items()))
@@ -141,16 +148,24 @@ def test_cache_keys_differ_between_options_and_the_default_key_is_that_of_earlie
 def test_preprocess_round_trips_through_its_dict():
     pre = Preprocess(size=64, harmonise="nyul", n4=True, keep_aspect=True, landmarks=tuple(np.linspace(0, 1, 11)))
     assert Preprocess.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
-    assert Preprocess.from_dict({"crop": True, "size": 224, "clip_percentiles": [0.5, 99.5], "version": 1}) == Preprocess()
+    assert (
+        Preprocess.from_dict({"crop": True, "size": 224, "clip_percentiles": [0.5, 99.5], "version": 1}) == Preprocess()
+    )
 
 
-@pytest.mark.parametrize("settings, match", [
-    ({"harmonise": "histogram"}, r"--harmonise must be one of none, zscore, nyul, got 'histogram'"),
-    ({"harmonise": "zscore", "landmarks": tuple(np.linspace(0, 1, 11))}, "landmarks apply to harmonise 'nyul' only"),
-    ({"harmonise": "nyul", "landmarks": (0.0, 0.5, 1.0)}, "Nyúl landmarks must be 11 non-decreasing numbers"),
-    ({"harmonise": "nyul", "landmarks": (0.0, *[0.5] * 8, 0.4, 1.0)}, "Nyúl landmarks must be 11 non-decreasing"),
-    ({"n4": "yes"}, "preprocess n4 must be true or false, got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"harmonise": "histogram"}, r"--harmonise must be one of none, zscore, nyul, got 'histogram'"),
+        (
+            {"harmonise": "zscore", "landmarks": tuple(np.linspace(0, 1, 11))},
+            "landmarks apply to harmonise 'nyul' only",
+        ),
+        ({"harmonise": "nyul", "landmarks": (0.0, 0.5, 1.0)}, "Nyúl landmarks must be 11 non-decreasing numbers"),
+        ({"harmonise": "nyul", "landmarks": (0.0, *[0.5] * 8, 0.4, 1.0)}, "Nyúl landmarks must be 11 non-decreasing"),
+        ({"n4": "yes"}, "preprocess n4 must be true or false, got 'yes'"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(settings, match):
     with pytest.raises(ConfigError, match=match):
         Preprocess(**settings)
@@ -169,11 +184,38 @@ def test_cli_harmonise_options_reach_results_and_a_bad_value_is_refused(demo_sou
     from brainmri.cli import main
 
     out = tmp_path / "run"
-    assert main(["benchmark", str(demo_source), "--methods", "glcm-svm", "--cv", "2", "--n-boot", "10", "--size",
-                 "32", "--harmonise", "zscore", "--keep-aspect", "--out", str(out), "--no-cache", "-q"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                str(demo_source),
+                "--methods",
+                "glcm-svm",
+                "--cv",
+                "2",
+                "--n-boot",
+                "10",
+                "--size",
+                "32",
+                "--harmonise",
+                "zscore",
+                "--keep-aspect",
+                "--out",
+                str(out),
+                "--no-cache",
+                "-q",
+            ]
+        )
+        == 0
+    )
     recorded = json.loads((out / "results.json").read_text())["config"]["preprocess"]
-    assert recorded == {"crop": True, "size": 32, "clip_percentiles": [0.5, 99.5], "harmonise": "zscore",
-                        "keep_aspect": True}
+    assert recorded == {
+        "crop": True,
+        "size": 32,
+        "clip_percentiles": [0.5, 99.5],
+        "harmonise": "zscore",
+        "keep_aspect": True,
+    }
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(demo_source), "--method", "glcm-svm", "--out", str(tmp_path / "b"), "--harmonise", "hist"])
@@ -190,8 +232,9 @@ def test_the_deep_methods_first_step_learns_and_applies_landmarks_too():
     np.testing.assert_array_equal(step.params_["nyul_landmarks"], expected)
     out = step.transform([_scanner(x) for x in train])
     assert out.shape == (6, 16, 16) and 0 <= out.min() and out.max() <= 1
-    np.testing.assert_array_equal(out[0], Preprocess(size=16, harmonise="nyul", landmarks=tuple(expected))(
-        _scanner(train[0])).astype(np.float16))
+    np.testing.assert_array_equal(
+        out[0], Preprocess(size=16, harmonise="nyul", landmarks=tuple(expected))(_scanner(train[0])).astype(np.float16)
+    )
 
 
 @pytest.mark.parametrize("keep_aspect", [False, True])

@@ -30,7 +30,9 @@ def test_a_fifo_named_like_an_image_is_skipped_not_waited_on(demo_source, tmp_pa
     os.mkfifo(data / "glioma" / "pipe.png")
     source = data
     if listed_by == "csv":
-        rows = ["path,label"] + [f"{p.relative_to(data).as_posix()},{p.parent.name}" for p in sorted(data.rglob("*.png"))]
+        rows = ["path,label"] + [
+            f"{p.relative_to(data).as_posix()},{p.parent.name}" for p in sorted(data.rglob("*.png"))
+        ]
         (data / "m.csv").write_text("\n".join(rows) + "\n")
         source = data / "m.csv"
     dataset = load_dataset(source)
@@ -60,8 +62,11 @@ def test_a_nifti_is_refused_from_its_header_above_the_pixel_limit(tmp_path, shap
     # 900-MP slice without a warning: the limit applied to Pillow's formats only.
     path = _nifti_header_only(tmp_path / "bomb.nii.gz", shape)
     count = int(np.prod(shape))
-    with pytest.raises(DataError, match=rf"bomb\.nii\.gz: {'x'.join(map(str, shape))} image has {count:,} {what}, above "
-                                        rf"the limit of 1,000,000 .*raise the limit with --max-pixels {count}$"):
+    with pytest.raises(
+        DataError,
+        match=rf"bomb\.nii\.gz: {'x'.join(map(str, shape))} image has {count:,} {what}, above "
+        rf"the limit of 1,000,000 .*raise the limit with --max-pixels {count}$",
+    ):
         read_image(path, max_pixels=1_000_000)
 
 

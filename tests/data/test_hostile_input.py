@@ -60,7 +60,9 @@ def _unreadable(analysis) -> dict[str, str]:
 # ---------------------------------------------------------------- directory symlinks
 
 LOOP = r"directory symlink to .*, a folder that contains the link \(a loop\); not followed, remove the link$"
-INSIDE = r"directory symlink to b, inside the dataset; not followed, so its images are not listed twice under another class"
+INSIDE = (
+    r"directory symlink to b, inside the dataset; not followed, so its images are not listed twice under another class"
+)
 
 
 @pytest.mark.parametrize(
@@ -75,8 +77,16 @@ INSIDE = r"directory symlink to b, inside the dataset; not followed, so its imag
         ([("data/a/ext", "ext"), ("ext/again", "ext")], {"a": 2, "b": 1}, {"a/ext/again": LOOP}),
         ([("data/a/ext", "ext"), ("ext/back", "data")], {"a": 2, "b": 1}, {"a/ext/back": LOOP}),
     ],
-    ids=["to-root", "to-own-class", "two-loops", "to-parent-of-root", "into-other-class", "outside-followed",
-         "outside-with-loop", "outside-linking-back"],
+    ids=[
+        "to-root",
+        "to-own-class",
+        "two-loops",
+        "to-parent-of-root",
+        "into-other-class",
+        "outside-followed",
+        "outside-with-loop",
+        "outside-linking-back",
+    ],
 )
 def test_directory_symlinks_are_followed_only_out_of_the_dataset_and_never_in_a_loop(tmp_path, links, counts, problems):
     _touch(tmp_path, "data/a/1.png", "data/b/2.png", "ext/3.png")
@@ -159,7 +169,9 @@ def test_decompression_bomb_is_skipped_with_the_limit_and_how_to_raise_it(demo_s
 def test_pixel_limit_is_checked_before_decoding(tmp_path, write_pil, max_pixels, refused):
     path = write_pil(tmp_path / "wide.png", np.zeros((40, 50), np.uint8))
     if refused:
-        with pytest.raises(DataError, match=r"wide\.png: 50x40 image has 2,000 pixels, above the limit of 1,999 .*--max-pixels 2000$"):
+        with pytest.raises(
+            DataError, match=r"wide\.png: 50x40 image has 2,000 pixels, above the limit of 1,999 .*--max-pixels 2000$"
+        ):
             read_image(path, max_pixels=max_pixels)
     else:
         assert read_image(path, max_pixels=max_pixels)[0].shape == (40, 50)
@@ -178,8 +190,11 @@ def test_images_above_half_the_limit_are_read_with_a_warning(demo_source, caplog
         records = scan_dataset(ds, n_jobs=1, max_pixels=5000)
     assert all(r.error is None for r in records)
     (message,) = [r.getMessage() for r in caplog.records]
-    assert re.fullmatch(r"24 image\(s\) have over 2,500 pixels \(half the --max-pixels limit\), the largest .*\.png with "
-                        r"4,096: each needs at least 0\.0 GB of memory to read as float32; downscale them if that is not intended", message)
+    assert re.fullmatch(
+        r"24 image\(s\) have over 2,500 pixels \(half the --max-pixels limit\), the largest .*\.png with "
+        r"4,096: each needs at least 0\.0 GB of memory to read as float32; downscale them if that is not intended",
+        message,
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="brainmri"):
         scan_dataset(ds, n_jobs=1)
@@ -188,11 +203,20 @@ def test_images_above_half_the_limit_are_read_with_a_warning(demo_source, caplog
 
 def test_cli_max_pixels_reaches_audit_and_benchmark(demo_source, tmp_path, capsys):
     assert main(["audit", str(demo_source), "--max-pixels", "4095", "-q"]) == 1
-    assert "unreadable: glioma/glioma_0000.png: 64x64 image has 4,096 pixels, above the limit of 4,095" in capsys.readouterr().out
-    assert main(["benchmark", str(demo_source), "--out", str(tmp_path / "o"), "--max-pixels", "4095", "-q", "--jobs", "1"]) == 2
+    assert (
+        "unreadable: glioma/glioma_0000.png: 64x64 image has 4,096 pixels, above the limit of 4,095"
+        in capsys.readouterr().out
+    )
+    assert (
+        main(["benchmark", str(demo_source), "--out", str(tmp_path / "o"), "--max-pixels", "4095", "-q", "--jobs", "1"])
+        == 2
+    )
     assert "no readable image" in capsys.readouterr().err
     assert main(["audit", str(demo_source), "--max-pixels", "0", "-q"]) == 2
-    assert capsys.readouterr().err.strip() == "brainmri audit: error: --max-pixels must be a positive integer (pixels of one image), got 0"
+    assert (
+        capsys.readouterr().err.strip()
+        == "brainmri audit: error: --max-pixels must be a positive integer (pixels of one image), got 0"
+    )
 
 
 # ---------------------------------------------------------------- permissions, tiny and multi-frame images
@@ -216,7 +240,9 @@ def test_unreadable_permission_is_reported_as_such(demo_source, tmp_path, monkey
     }
 
 
-@pytest.mark.parametrize("shape, refused", [((1, 1), True), ((8, 64), True), ((15, 15), True), ((16, 16), False), ((16, 16, 3), False)])
+@pytest.mark.parametrize(
+    "shape, refused", [((1, 1), True), ((8, 64), True), ((15, 15), True), ((16, 16), False), ((16, 16, 3), False)]
+)
 def test_tiny_images_are_skipped_as_unreadable(tmp_path, write_pil, write_nifti, shape, refused):
     content = (np.arange(np.prod(shape)) % 200).reshape(shape)  # not uniform: a blank image is refused for that
     if len(shape) == 3:
@@ -226,7 +252,10 @@ def test_tiny_images_are_skipped_as_unreadable(tmp_path, write_pil, write_nifti,
     (record,) = scan_dataset(load_dataset(tmp_path), n_jobs=1)
     if refused:
         size = "x".join(map(str, shape))
-        assert record.error == f"{tmp_path / 'a/img.png'}: {size} image is too small to be an MRI slice (a side below 16 px); remove it"
+        assert (
+            record.error
+            == f"{tmp_path / 'a/img.png'}: {size} image is too small to be an MRI slice (a side below 16 px); remove it"
+        )
     else:
         assert record.error is None
 
@@ -247,8 +276,11 @@ def _frames(n: int = 3) -> list[Image.Image]:
 def test_multi_frame_images_are_refused_not_cut_to_their_first_frame(tmp_path, name, save, kind):
     frames = _frames()
     frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], **save)
-    with pytest.raises(DataError, match=rf"{re.escape(name)}: multi-frame image \(3 frames, {kind}\); only its first frame "
-                       r"would be read, so export one slice per file$"):
+    with pytest.raises(
+        DataError,
+        match=rf"{re.escape(name)}: multi-frame image \(3 frames, {kind}\); only its first frame "
+        r"would be read, so export one slice per file$",
+    ):
         read_image(tmp_path / name)
 
 
@@ -263,8 +295,13 @@ def test_csv_path_leaving_the_csv_folder_needs_allow_outside(tmp_path, listed):
     manifest.write_text(f"path,label\nin.png,a\n{listed},b\n")
     ds = load_dataset(manifest)
     assert [it.label for it in ds.items] == ["a"]
-    assert ds.problems == [{"path": listed, "reason": "listed in m.csv line 3 but outside the CSV's folder; move the CSV to "
-                            "a folder above its images, or allow such paths with --allow-outside-paths"}]
+    assert ds.problems == [
+        {
+            "path": listed,
+            "reason": "listed in m.csv line 3 but outside the CSV's folder; move the CSV to "
+            "a folder above its images, or allow such paths with --allow-outside-paths",
+        }
+    ]
     allowed = load_dataset(manifest, allow_outside=True)
     assert [it.path for it in allowed.items] == [tmp_path / "lists/in.png", tmp_path / "outside/x.png"]
     assert allowed.problems == []
@@ -276,8 +313,11 @@ def test_cli_allow_outside_paths(demo_source, tmp_path, capsys):
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists/m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
     assert main(["audit", str(tmp_path / "lists/m.csv"), "-q"]) == 2
-    assert re.search(r"m\.csv: no usable images; \.\./data/glioma/glioma_0000\.png: listed in m\.csv line 2 but outside "
-                     r"the CSV's folder; .*--allow-outside-paths \(and 23 more problem\(s\) like it\)$", capsys.readouterr().err.strip())
+    assert re.search(
+        r"m\.csv: no usable images; \.\./data/glioma/glioma_0000\.png: listed in m\.csv line 2 but outside "
+        r"the CSV's folder; .*--allow-outside-paths \(and 23 more problem\(s\) like it\)$",
+        capsys.readouterr().err.strip(),
+    )
     assert main(["audit", str(tmp_path / "lists/m.csv"), "-q", "--allow-outside-paths"]) == 0
     assert "items: 24  readable: 24" in capsys.readouterr().out
 
@@ -298,19 +338,31 @@ def test_duplicate_rows_count_once_and_conflicting_rows_are_skipped(tmp_path):
     ds = load_dataset(tmp_path / "m.csv")
     assert [(ds.relpath(it), it.label) for it in ds.items] == [("a.png", "x"), ("c.png", "y")]
     assert ds.problems == [
-        {"path": "b.png", "reason": "listed 2 times with conflicting label (line 5: label x; line 6: label y); "
-         "all its rows were skipped, keep one row per file"},
-        {"path": "d.png", "reason": "listed 2 times with conflicting split (line 8: split train; line 9: split test); "
-         "all its rows were skipped, keep one row per file"},
-        {"path": "m.csv", "reason": "2 row(s) repeating an earlier row (lines 3, 4) were dropped; each file counts once"},
+        {
+            "path": "b.png",
+            "reason": "listed 2 times with conflicting label (line 5: label x; line 6: label y); "
+            "all its rows were skipped, keep one row per file",
+        },
+        {
+            "path": "d.png",
+            "reason": "listed 2 times with conflicting split (line 8: split train; line 9: split test); "
+            "all its rows were skipped, keep one row per file",
+        },
+        {
+            "path": "m.csv",
+            "reason": "2 row(s) repeating an earlier row (lines 3, 4) were dropped; each file counts once",
+        },
     ]
 
 
 @pytest.mark.parametrize(
     "splits, problem",
     [
-        (["train", "", "test", ""], "2 row(s) with a blank split (lines 3, 5): --split official uses them neither for "
-         "training nor for testing; fill in train or test"),
+        (
+            ["train", "", "test", ""],
+            "2 row(s) with a blank split (lines 3, 5): --split official uses them neither for "
+            "training nor for testing; fill in train or test",
+        ),
         (["", "", "", ""], None),
         (["train", "train", "test", "test"], None),
     ],
@@ -319,7 +371,9 @@ def test_duplicate_rows_count_once_and_conflicting_rows_are_skipped(tmp_path):
 def test_blank_split_next_to_filled_ones_is_reported(tmp_path, splits, problem):
     names = [f"{k}.png" for k in range(len(splits))]
     _touch(tmp_path, *names)
-    (tmp_path / "m.csv").write_text("path,label,split\n" + "".join(f"{n},a,{s}\n" for n, s in zip(names, splits, strict=True)))
+    (tmp_path / "m.csv").write_text(
+        "path,label,split\n" + "".join(f"{n},a,{s}\n" for n, s in zip(names, splits, strict=True))
+    )
     ds = load_dataset(tmp_path / "m.csv")
     assert len(ds) == 4
     assert ds.problems == ([{"path": "m.csv", "reason": problem}] if problem else [])
@@ -327,8 +381,11 @@ def test_blank_split_next_to_filled_ones_is_reported(tmp_path, splits, problem):
 
 def test_latin1_csv_names_the_file_and_the_conversion(tmp_path):
     (tmp_path / "m.csv").write_bytes("path,label\ncaf\u00e9.png,m\u00e9ningiome\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"m\.csv: not UTF-8 text \(byte 0xe9 at offset 14; saved as Latin-1 or "
-                       r"Windows-1252\?\); convert it, e\.g\. iconv -f latin1 -t utf-8 m\.csv > m-utf8\.csv$"):
+    with pytest.raises(
+        DataError,
+        match=r"m\.csv: not UTF-8 text \(byte 0xe9 at offset 14; saved as Latin-1 or "
+        r"Windows-1252\?\); convert it, e\.g\. iconv -f latin1 -t utf-8 m\.csv > m-utf8\.csv$",
+    ):
         load_dataset(tmp_path / "m.csv")
 
 
@@ -345,8 +402,10 @@ def test_latin1_csv_names_the_file_and_the_conversion(tmp_path):
 )
 def test_images_without_class_folders_say_they_sit_one_level_too_high(tmp_path, capsys, files, example):
     _touch(tmp_path / "data", *files)
-    message = (rf"data: 2 image\(s\) sit one level too high, outside any class sub-folder \(e\.g\. {re.escape(example)}\); "
-               r"expected DATA/<class>/<image> \(optionally DATA/Training/<class>/<image>\): move them into one folder per class$")
+    message = (
+        rf"data: 2 image\(s\) sit one level too high, outside any class sub-folder \(e\.g\. {re.escape(example)}\); "
+        r"expected DATA/<class>/<image> \(optionally DATA/Training/<class>/<image>\): move them into one folder per class$"
+    )
     with pytest.raises(DataError, match=message):
         load_dataset(tmp_path / "data")
     assert main(["audit", str(tmp_path / "data"), "-q"]) == 2
@@ -371,20 +430,29 @@ def _plan(data, **kw):
 
 
 def test_class_only_in_test_is_refused_before_training(demo_source, tmp_path):
-    data = _official(demo_source, tmp_path / "d", {"glioma": 4, "notumor": 4}, {"glioma": 2, "notumor": 2, "pituitary": 2})
-    with pytest.raises(DataError, match=r"^official: class\(es\) pituitary have test images but no training images, so no "
-                       r"model can predict them; add training images of that class, remove its test images, or merge it "
-                       r"into a trained class with --label-map$"):
+    data = _official(
+        demo_source, tmp_path / "d", {"glioma": 4, "notumor": 4}, {"glioma": 2, "notumor": 2, "pituitary": 2}
+    )
+    with pytest.raises(
+        DataError,
+        match=r"^official: class\(es\) pituitary have test images but no training images, so no "
+        r"model can predict them; add training images of that class, remove its test images, or merge it "
+        r"into a trained class with --label-map$",
+    ):
         _plan(data)
 
 
 def test_class_only_in_training_gets_a_note_on_macro_averages(demo_source, tmp_path):
-    data = _official(demo_source, tmp_path / "d", {"glioma": 4, "notumor": 4, "pituitary": 4}, {"glioma": 2, "notumor": 2})
+    data = _official(
+        demo_source, tmp_path / "d", {"glioma": 4, "notumor": 4, "pituitary": 4}, {"glioma": 2, "notumor": 2}
+    )
     notes = _plan(data).protocol["notes"]
-    assert ("class(es) pituitary have training images but none in the test set, so they cannot be scored: balanced "
-            "accuracy averages recall over the 2 tested classes, while macro sensitivity, precision and F1 average over "
-            "all 3 classes and count 0 for pituitary; compare methods on balanced accuracy, or add test images of those "
-            "classes") in notes
+    assert (
+        "class(es) pituitary have training images but none in the test set, so they cannot be scored: balanced "
+        "accuracy averages recall over the 2 tested classes, while macro sensitivity, precision and F1 average over "
+        "all 3 classes and count 0 for pituitary; compare methods on balanced accuracy, or add test images of those "
+        "classes"
+    ) in notes
 
 
 def test_official_split_notes_items_with_a_blank_split(demo_source, tmp_path):
@@ -396,6 +464,8 @@ def test_official_split_notes_items_with_a_blank_split(demo_source, tmp_path):
             rows.append(f"{name}/{p.name},{name},{split}")
     (data / "m.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
     notes = _plan(data / "m.csv").protocol["notes"]
-    assert "2 item(s) have a blank split and are used neither for training nor for testing; fill in their split " \
-           "(train or test) in the CSV" in notes
+    assert (
+        "2 item(s) have a blank split and are used neither for training nor for testing; fill in their split "
+        "(train or test) in the CSV" in notes
+    )
     assert any(n.startswith("1 problem(s) found while listing") and "2 row(s) with a blank split" in n for n in notes)

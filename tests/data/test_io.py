@@ -194,7 +194,9 @@ def test_volume_slices_rejects(array, axis, message):
 
 
 def _truncated_jpeg(tmp_path, request):
-    path = request.getfixturevalue("write_pil")(tmp_path / "cut.jpg", np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8))
+    path = request.getfixturevalue("write_pil")(
+        tmp_path / "cut.jpg", np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)
+    )
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     return path
 
@@ -248,14 +250,23 @@ def _missing(tmp_path, request):
 
 
 BAD_FILES = [
-    (_truncated_jpeg, r"cut\.jpg: cannot decode \(image file is truncated.*\); the file is truncated or corrupt, re-export or remove it"),
+    (
+        _truncated_jpeg,
+        r"cut\.jpg: cannot decode \(image file is truncated.*\); the file is truncated or corrupt, re-export or remove it",
+    ),
     (_text_as_png, r"fake\.png: not a readable PNG image; re-export or remove it"),
     (_notes, r"notes\.txt: not a supported image type \(\.txt\); use one of .*\.png.*\.nii\.gz or remove the file"),
-    (_colour_png, r"colour\.png: RGB image with colour content \(mean channel spread 113\.3\); brainmri expects grayscale MRI"),
+    (
+        _colour_png,
+        r"colour\.png: RGB image with colour content \(mean channel spread 113\.3\); brainmri expects grayscale MRI",
+    ),
     (_text_as_dicom, r"fake\.dcm: not a readable DICOM file \(.*\); re-export or remove it"),
     (_dicom_without_pixels, r"report\.dcm: DICOM file has no pixel data .*; remove it from the dataset"),
     (_nifti_with_nan, r"nan\.nii\.gz: contains NaN or infinite values; fix or remove the file"),
-    (_nifti_4d, r"series\.nii\.gz: NIfTI of shape \(2, 2, 2, 3\) is not a 2D slice or 3D volume; split 4D series first"),
+    (
+        _nifti_4d,
+        r"series\.nii\.gz: NIfTI of shape \(2, 2, 2, 3\) is not a 2D slice or 3D volume; split 4D series first",
+    ),
     (_truncated_nifti, r"cut\.nii: not a readable NIfTI file \(.*\); re-export or remove it"),
     (_missing, r"missing\.png: file not found; check the path"),
 ]

@@ -84,7 +84,9 @@ def test_preprocess_without_resize_keeps_the_cropped_shape():
 
 def test_preprocess_every_step_off_only_scales():
     image = np.array([[2.0, 4.0], [6.0, 10.0]], np.float32)
-    np.testing.assert_array_equal(Preprocess(crop=False, size=None, clip_percentiles=None)(image), [[0, 0.25], [0.5, 1]])
+    np.testing.assert_array_equal(
+        Preprocess(crop=False, size=None, clip_percentiles=None)(image), [[0, 0.25], [0.5, 1]]
+    )
 
 
 def test_preprocess_upsamples_small_crops():
@@ -105,7 +107,10 @@ def test_preprocess_settings_round_trip():
         ({"size": 4}, r"--size must be an integer from 8 to 1024 \(pixels a side\), got 4"),
         ({"size": 32.0}, r"--size must be an integer from 8 to 1024 \(pixels a side\), got 32\.0"),
         ({"size": 100000}, r"--size must be an integer from 8 to 1024 \(pixels a side\), got 100000"),
-        ({"clip_percentiles": (99.0, 1.0)}, r"clip percentiles must satisfy 0 <= low < high <= 100, got \(99\.0, 1\.0\)"),
+        (
+            {"clip_percentiles": (99.0, 1.0)},
+            r"clip percentiles must satisfy 0 <= low < high <= 100, got \(99\.0, 1\.0\)",
+        ),
         ({"clip_percentiles": (-1, 50)}, r"clip percentiles must satisfy 0 <= low < high <= 100"),
         ({"clip_percentiles": (5, 101)}, r"clip percentiles must satisfy 0 <= low < high <= 100"),
     ],

@@ -46,7 +46,12 @@ def test_alzheimer_audit(alzheimer):
     _, report = alzheimer
     assert report["n_items"] == 6400
     assert report["n_unreadable"] == 0
-    assert report["classes"] == {"Mild_Demented": 896, "Moderate_Demented": 64, "Non_Demented": 3200, "Very_Mild_Demented": 2240}
+    assert report["classes"] == {
+        "Mild_Demented": 896,
+        "Moderate_Demented": 64,
+        "Non_Demented": 3200,
+        "Very_Mild_Demented": 2240,
+    }
     assert report["cross_split_leaks"] == []
     assert report["near_duplicate_clusters"]  # known to hold near-duplicates ...
     assert _largest_near_cluster(report) < 100  # ... without chaining the whole set together

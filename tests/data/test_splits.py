@@ -58,7 +58,9 @@ def _check_folds(analysis, splits, groups, k, tolerance):
         assert not set(split.train) & set(split.test)
         assert len(split.train) + len(split.test) == n
         for g in np.unique(groups[split.test]):
-            assert fold_of_group.setdefault(int(g), f) == f, f"group {g} is in test folds {fold_of_group[int(g)]} and {f}"
+            assert fold_of_group.setdefault(int(g), f) == f, (
+                f"group {g} is in test folds {fold_of_group[int(g)]} and {f}"
+            )
         fold_share = np.array([(labels[split.test] == c).sum() for c in classes]) / len(split.test)
         np.testing.assert_allclose(fold_share, overall / n, atol=tolerance)
 
@@ -129,8 +131,16 @@ def test_grouping_none_puts_every_item_alone(grouped):
     [
         ({"k": 1}, ConfigError, r"--cv must be an integer >= 2, got 1"),
         ({"k": 2.0}, ConfigError, r"--cv must be an integer >= 2, got 2\.0"),
-        ({"grouping": "patients"}, ConfigError, r"grouping must be one of auto, subject, duplicates, similar, none, got 'patients'"),
-        ({"grouping": "subject"}, ConfigError, r"grouping 'subject' needs a subject id for every item; add a subject column"),
+        (
+            {"grouping": "patients"},
+            ConfigError,
+            r"grouping must be one of auto, subject, duplicates, similar, none, got 'patients'",
+        ),
+        (
+            {"grouping": "subject"},
+            ConfigError,
+            r"grouping 'subject' needs a subject id for every item; add a subject column",
+        ),
     ],
 )
 def test_kfold_rejects(grouped, kwargs, error, message):

@@ -62,7 +62,9 @@ def test_masks_are_written_beside_the_classes_but_never_listed_as_images(tmp_pat
 
 
 def test_unknown_class():
-    with pytest.raises(ConfigError, match=r"unknown synthetic class 'astrocytoma'; use one of glioma, meningioma, notumor, pituitary"):
+    with pytest.raises(
+        ConfigError, match=r"unknown synthetic class 'astrocytoma'; use one of glioma, meningioma, notumor, pituitary"
+    ):
         synthetic_slice("astrocytoma", np.random.default_rng(0))
 
 
@@ -121,7 +123,11 @@ def test_failure_leaves_nothing_behind(tmp_path):
         ({"n": 2.5}, ConfigError, r"--n must be a positive integer .*got 2\.5"),
         ({"size": 0}, ConfigError, r"--size must be an integer >= 8 \(pixels\), got 0"),
         ({"size": 32.0}, ConfigError, r"--size must be an integer >= 8 \(pixels\), got 32\.0"),
-        ({"out": "taken"}, DataError, r"taken: already exists and is not an empty folder; choose another output folder"),
+        (
+            {"out": "taken"},
+            DataError,
+            r"taken: already exists and is not an empty folder; choose another output folder",
+        ),
         ({"out": "file.txt"}, DataError, r"file\.txt: already exists and is not an empty folder"),
     ],
 )

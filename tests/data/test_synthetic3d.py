@@ -58,10 +58,13 @@ def test_the_same_seed_gives_the_same_volume():
     np.testing.assert_array_equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--size", "8"], r"--size must be an integer >= 16, got 8"),
-    (["--n", "0"], r"--n must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--size", "8"], r"--size must be an integer >= 16, got 8"),
+        (["--n", "0"], r"--n must be an integer >= 1, got 0"),
+    ],
+)
 def test_bad_demo_volume_settings_are_one_line_errors(tmp_path, capsys, argv, message):
     import re
 

@@ -33,15 +33,22 @@ def test_preprocessing_crops_the_head_and_fills_the_cube_in_0_1():
     out = VolumePreprocess(size=16)(_head())
     assert out.shape == (16, 16, 16) and out.dtype == np.float32
     assert out.min() == 0.0 and out.max() == 1.0
-    # Cropped to the head (2-voxel margin): the block (blurred by the antialiasing) fills most of the cube, a quarter of it uncropped.
+    # Cropped to the head (2-voxel margin): the block (blurred by the antialiasing) fills most of the cube, a quarter
+    # of it uncropped.
     assert (out > 0.01).mean() > 0.6
     assert (VolumePreprocess(size=16, crop=False)(_head()) > 0.01).mean() < 0.3
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.ones((20, 20), np.float32), r"expected a 3D volume, got an array of shape \(20, 20\); volume methods \(cnn3d\)"),
-    (np.zeros((20, 20, 20), np.float32), r"every voxel of the volume is 0"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (
+            np.ones((20, 20), np.float32),
+            r"expected a 3D volume, got an array of shape \(20, 20\); volume methods \(cnn3d\)",
+        ),
+        (np.zeros((20, 20, 20), np.float32), r"every voxel of the volume is 0"),
+    ],
+)
 def test_preprocessing_refuses_what_is_not_a_volume(array, message):
     with pytest.raises(DataError, match=message):
         VolumePreprocess(size=16)(array)

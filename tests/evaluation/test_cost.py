@@ -34,8 +34,26 @@ def cost_run(demo_source, tmp_path_factory):
     """Two configurations of mlp (hidden widths 3 and 5) and rf on the demo data, 2 folds (15-40 s: tests marked slow)."""
     root = tmp_path_factory.mktemp("cost")
     params = "mlp@h3.hidden=[3],mlp@h5.hidden=[5],mlp@h3.epochs=2,mlp@h5.epochs=2,rf.n_estimators=20"
-    argv = ["benchmark", str(demo_source), "--methods", "mlp@h3,mlp@h5,rf", "--params", params, "--cv", "2",
-            "--out", str(root / "out"), "--no-cache", "--jobs", "1", "--n-boot", "20", "--size", "48", "-q"]
+    argv = [
+        "benchmark",
+        str(demo_source),
+        "--methods",
+        "mlp@h3,mlp@h5,rf",
+        "--params",
+        params,
+        "--cv",
+        "2",
+        "--out",
+        str(root / "out"),
+        "--no-cache",
+        "--jobs",
+        "1",
+        "--n-boot",
+        "20",
+        "--size",
+        "48",
+        "-q",
+    ]
     assert main(argv) == 0
     return root / "out", json.loads((root / "out" / "results.json").read_text())
 
@@ -44,8 +62,11 @@ def cost_run(demo_source, tmp_path_factory):
 def test_configurations_of_one_method_run_side_by_side(cost_run):
     out, results = cost_run
     assert list(results["methods"]) == ["mlp@h3", "mlp@h5", "rf"]
-    assert results["config"]["params"] == {"mlp@h3": {"hidden": [3], "epochs": 2}, "mlp@h5": {"hidden": [5], "epochs": 2},
-                                           "rf": {"n_estimators": 20}}
+    assert results["config"]["params"] == {
+        "mlp@h3": {"hidden": [3], "epochs": 2},
+        "mlp@h5": {"hidden": [5], "epochs": 2},
+        "rf": {"n_estimators": 20},
+    }
     assert sorted(p.name for p in (out / "units").iterdir()) == ["mlp@h3", "mlp@h5", "rf"]
     assert results["methods"]["mlp@h3"]["reference"] == get_method("mlp").reference
     pairs = {(c["a"], c["b"]) for c in results["comparisons"]}
@@ -105,8 +126,9 @@ class _Frozen(torch.nn.Module):
 def test_a_backbone_frozen_through_every_epoch_is_not_trainable(unfreeze_after, trainable):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(40, 3)).astype(np.float32), np.repeat(["a", "b"], 20)
-    model = TorchClassifier(_Frozen, epochs=3, unfreeze_after=unfreeze_after, batch_size=8, device="cpu",
-                            precision="fp32").fit(X, y)
+    model = TorchClassifier(
+        _Frozen, epochs=3, unfreeze_after=unfreeze_after, batch_size=8, device="cpu", precision="fp32"
+    ).fit(X, y)
     assert count_parameters(model) == {"trainable": trainable, "total": 14}
 
 
@@ -114,7 +136,11 @@ def test_inference_is_timed_without_the_feature_cache_and_the_cache_comes_back(d
     paths = np.array(sorted(str(p) for p in demo_source.rglob("*.png")))
     labels = np.array([p.split("/")[-2] for p in paths])
     cache = MemoryCache()
-    model = get_method("rf").build(cache_dir=cache, preprocess=Preprocess(size=48), params={"n_estimators": 10}).fit(paths[::2], labels[::2])
+    model = (
+        get_method("rf")
+        .build(cache_dir=cache, preprocess=Preprocess(size=48), params={"n_estimators": 10})
+        .fit(paths[::2], labels[::2])
+    )
     rows = sum(len(t) for t in cache._rows.values())
     timing = measure_inference(model, paths[1:10:2])  # items the cache has not seen
     assert timing["images"] == 5 and timing["images_per_s"] > 0

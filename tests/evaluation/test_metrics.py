@@ -209,7 +209,12 @@ def test_perfect_predictions_have_zero_brier_and_ece():
 
 @pytest.mark.parametrize(
     ("groups", "unit", "n_units"),
-    [(None, "items", 6), (np.arange(6), "items", 6), ([0, 0, 1, 1, 2, 2], "groups", 3), (["x"] * 5 + ["y"], "groups", 2)],
+    [
+        (None, "items", 6),
+        (np.arange(6), "items", 6),
+        ([0, 0, 1, 1, 2, 2], "groups", 3),
+        (["x"] * 5 + ["y"], "groups", 2),
+    ],
 )
 def test_summarize_records_what_the_bootstrap_resampled(groups, unit, n_units):
     y = ["a", "a", "a", "b", "b", "b"]
@@ -273,7 +278,12 @@ GOOD = (["a", "b", "a"], [[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], ["a", "b"])
         (GOOD[0], [[0.9, 0.1], [0.3, 0.7]], GOOD[2], r"shape \(n_items, n_classes\) = \(3, 2\)"),
         (GOOD[0], GOOD[1], ["a", "b", "c"], r"= \(3, 3\)"),
         (GOOD[0], [[np.nan, 0.1], [0.3, 0.7], [0.6, 0.4]], GOOD[2], "finite"),
-        (GOOD[0], [[1.2, -0.2], [0.3, 0.7], [0.6, 0.4]], GOOD[2], r"probabilities in \[0, 1\], got values from -0.2 to 1.2"),
+        (
+            GOOD[0],
+            [[1.2, -0.2], [0.3, 0.7], [0.6, 0.4]],
+            GOOD[2],
+            r"probabilities in \[0, 1\], got values from -0.2 to 1.2",
+        ),
         (GOOD[0], [[0.9, 0.1], [0.3, 0.6], [0.6, 0.4]], GOOD[2], r"sum to 1 .* got 0.9 in row 1; pass predict_proba"),
         (["a", "b", "x"], GOOD[1], GOOD[2], r"not in classes .*\['x'\]"),
     ],
@@ -314,10 +324,32 @@ def _duplicated_benchmark(kind: str, grouping: str):
     folds = [np.flatnonzero(clusters < 20), np.flatnonzero(clusters >= 20)]
     splits = [Split(f"fold{k}", train=folds[1 - k], test=folds[k]) for k in range(2)]
     protocol = {"kind": kind, "folds": 2, "grouping": grouping, "n_groups": len(np.unique(groups)), "notes": []}
-    plan = Plan(np.array([f"{k}.png" for k in range(200)]), y, [f"{k}.png" for k in range(200)], groups, splits,
-                protocol, {}, {}, {})
-    units = {"rf": [{"method": "rf", "fold": s.name, "test": s.test.tolist(), "classes": classes,
-                     "proba": proba[s.test].tolist(), "fit_s": 1.0, "predict_s": 0.1, "params": {}} for s in splits]}
+    plan = Plan(
+        np.array([f"{k}.png" for k in range(200)]),
+        y,
+        [f"{k}.png" for k in range(200)],
+        groups,
+        splits,
+        protocol,
+        {},
+        {},
+        {},
+    )
+    units = {
+        "rf": [
+            {
+                "method": "rf",
+                "fold": s.name,
+                "test": s.test.tolist(),
+                "classes": classes,
+                "proba": proba[s.test].tolist(),
+                "fit_s": 1.0,
+                "predict_s": 0.1,
+                "params": {},
+            }
+            for s in splits
+        ]
+    }
     config = BenchmarkConfig(data="data", methods=("rf",), cv=2, n_boot=300)
     return config, plan, units, (y, proba, classes, groups)
 
@@ -336,8 +368,14 @@ def test_benchmark_resamples_groups_when_there_are_groups(kind, grouping, unit, 
 
     config, plan, units, (y, proba, classes, groups) = _duplicated_benchmark(kind, grouping)
     entry = summarize_units(config, plan, units)[0]["methods"]["rf"]
-    assert entry["bootstrap"] == {"method": "percentile", "level": 0.95, "n_boot": 300, "unit": unit,
-                                  "n_units": n_units, "groups": names}
+    assert entry["bootstrap"] == {
+        "method": "percentile",
+        "level": 0.95,
+        "n_boot": 300,
+        "unit": unit,
+        "n_units": n_units,
+        "groups": names,
+    }
     cluster = bootstrap_ci(y, proba, classes, groups=groups, n_boot=300)
     item = bootstrap_ci(y, proba, classes, n_boot=300)
     reported = {name: (m["ci_low"], m["ci_high"]) for name, m in entry["metrics"].items()}
@@ -366,12 +404,26 @@ def test_terminal_table_shows_calibration_and_states_the_intervals():
 
     results = summarize_units(*_duplicated_benchmark("cv", "duplicates")[:3])[0]
     lines = format_results(results).splitlines()
-    assert lines[1] == "intervals: 95% percentile bootstrap, 300 resamples, over 40 groups (near-duplicate clusters); " \
-                       "(low): lower is better"
-    assert lines[2].split() == ["method", "accuracy", "bal_acc", "macro_f1", "auc", "brier(low)", "ece(low)",
-                                "sensitivity", "specificity", "precision"]
+    assert (
+        lines[1] == "intervals: 95% percentile bootstrap, 300 resamples, over 40 groups (near-duplicate clusters); "
+        "(low): lower is better"
+    )
+    assert lines[2].split() == [
+        "method",
+        "accuracy",
+        "bal_acc",
+        "macro_f1",
+        "auc",
+        "brier(low)",
+        "ece(low)",
+        "sensitivity",
+        "specificity",
+        "precision",
+    ]
     m = results["methods"]["rf"]
     ece = m["metrics"]["ece"]
     assert f"{ece['value']:.3f} [{ece['ci_low']:.3f},{ece['ci_high']:.3f}]" in lines[4]
-    assert (f"  rf: mean confidence {m['calibration']['mean_confidence']:.3f} at accuracy "
-            f"{m['metrics']['accuracy']['value']:.3f}, ECE {ece['value']:.3f}") in lines
+    assert (
+        f"  rf: mean confidence {m['calibration']['mean_confidence']:.3f} at accuracy "
+        f"{m['metrics']['accuracy']['value']:.3f}, ECE {ece['value']:.3f}"
+    ) in lines

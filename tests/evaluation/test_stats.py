@@ -123,7 +123,12 @@ def test_corrected_ttest_zero_variance(a, b, statistic, p_value):
         ([0.8, 0.9], [0.7, 0.6], {"n_train": 0}, "n_train must hold positive integers .*got 0"),
         ([0.8, 0.9], [0.7, 0.6], {"n_test": 2.5}, "n_test must hold positive integers .*got 2.5"),
         ([0.8, 0.9], [0.7, 0.6], {"n_test": [20, 0]}, "n_test must hold positive integers .*got 0"),
-        ([0.8, 0.9], [0.7, 0.6], {"n_train": [80, 80, 80]}, r"n_train must be one size or one size per fold \(2\), got 3"),
+        (
+            [0.8, 0.9],
+            [0.7, 0.6],
+            {"n_train": [80, 80, 80]},
+            r"n_train must be one size or one size per fold \(2\), got 3",
+        ),
     ],
 )
 def test_corrected_ttest_invalid(a, b, kwargs, match):

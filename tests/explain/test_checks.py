@@ -45,9 +45,9 @@ def test_a_constant_map_points_nowhere():
 
 def test_lesion_share_and_the_random_map_baseline():
     maps = np.zeros((2, 8, 8))
-    maps[0, 2:5, 2:5] = 1.0            # all inside
-    maps[1, 2:5, 2:5], maps[1, 6, 6] = 1.0, 9.0   # 9 of 18 inside
-    maps[1, 0, 0] = -5.0                # negative attribution counts for nothing
+    maps[0, 2:5, 2:5] = 1.0  # all inside
+    maps[1, 2:5, 2:5], maps[1, 6, 6] = 1.0, 9.0  # 9 of 18 inside
+    maps[1, 0, 0] = -5.0  # negative attribution counts for nothing
     assert lesion_share(maps, _lesion()).tolist() == [1.0, 0.5]
     assert random_map_baseline(_lesion()).tolist() == [9 / 64, 9 / 64]
 

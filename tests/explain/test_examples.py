@@ -22,12 +22,16 @@ CLASSES = ["a", "b", "c"]
 
 def test_the_most_confident_right_and_wrong_call_of_each_class_is_picked():
     y = np.array(["a", "a", "a", "b", "b", "c"])
-    proba = np.array([[0.6, 0.3, 0.1],   # a, right
-                      [0.9, 0.05, 0.05],  # a, right, more confident
-                      [0.2, 0.7, 0.1],   # a called b: wrong
-                      [0.1, 0.8, 0.1],   # b, right
-                      [0.1, 0.2, 0.7],   # b called c: wrong
-                      [0.1, 0.1, 0.8]])  # c, right; c has no wrong call
+    proba = np.array(
+        [
+            [0.6, 0.3, 0.1],  # a, right
+            [0.9, 0.05, 0.05],  # a, right, more confident
+            [0.2, 0.7, 0.1],  # a called b: wrong
+            [0.1, 0.8, 0.1],  # b, right
+            [0.1, 0.2, 0.7],  # b called c: wrong
+            [0.1, 0.1, 0.8],
+        ]
+    )  # c, right; c has no wrong call
     assert pick_examples(y, proba, CLASSES) == [(1, True), (2, False), (3, True), (4, False), (5, True)]
     assert pick_examples(y, proba, CLASSES, per_class=2)[:3] == [(1, True), (0, True), (2, False)]
 
@@ -40,15 +44,23 @@ def explained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("examples")
     data = write_demo_data(root / "data", n=6, seed=0, size=64)
     params = {"ayadi-cnn": {"size": 32, "width": 4, "epochs": 2, "batch_size": 8, "threads": 1}}
-    config = BenchmarkConfig(data=str(data), methods=("ayadi-cnn", "glcm-svm"), cv=2, n_boot=20,
-                             preprocess=Preprocess(size=32), params=params)
+    config = BenchmarkConfig(
+        data=str(data),
+        methods=("ayadi-cnn", "glcm-svm"),
+        cv=2,
+        n_boot=20,
+        preprocess=Preprocess(size=32),
+        params=params,
+    )
     out = root / "out"
     return out, run_benchmark(config, out, n_jobs=1, device="cpu")
 
 
 def test_the_report_shows_where_each_method_looked_on_right_and_wrong_calls(explained_run):
     out, results = explained_run
-    units = {m: json.loads(sorted((out / "units" / m).glob("*.json"))[0].read_text()) for m in ("ayadi-cnn", "glcm-svm")}
+    units = {
+        m: json.loads(sorted((out / "units" / m).glob("*.json"))[0].read_text()) for m in ("ayadi-cnn", "glcm-svm")
+    }
     for method, attribution in (("ayadi-cnn", "gradcam"), ("glcm-svm", "occlusion")):
         captions = results["methods"][method]["explanations"]
         pictures = units[method]["explanations"]

@@ -15,13 +15,23 @@ from brainmri.cli import main
 pytest.importorskip("captum")
 
 #: A tiny ayadi-cnn (32 px, 4 channels wide) that trains in seconds; accuracy does not matter here.
-CNN = ["--method", "ayadi-cnn", "--params", "ayadi-cnn.size=32,ayadi-cnn.width=4,ayadi-cnn.epochs=2,"
-       "ayadi-cnn.batch_size=8,ayadi-cnn.threads=1", "--size", "32", "--device", "cpu"]
+CNN = [
+    "--method",
+    "ayadi-cnn",
+    "--params",
+    "ayadi-cnn.size=32,ayadi-cnn.width=4,ayadi-cnn.epochs=2,ayadi-cnn.batch_size=8,ayadi-cnn.threads=1",
+    "--size",
+    "32",
+    "--device",
+    "cpu",
+]
 SVM = ["--method", "ovo-svm", "--size", "32"]
 
 
 def _train(data: Path, out: Path, argv: list[str]) -> Path:
-    assert main(["train", str(data), "--out", str(out), *argv, "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
+    assert (
+        main(["train", str(data), "--out", str(out), *argv, "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
+    )
     return out
 
 
@@ -47,8 +57,9 @@ def _explain(model, images, out, *more) -> int:
     return main(["explain", str(model), *map(str, images), "--out", str(out), "--jobs", "1", "-q", *map(str, more)])
 
 
-def test_explain_writes_a_map_and_an_overlay_per_image_and_the_checks(cnn, masked_demo, tmp_path, capsys,
-                                                                        one_torch_thread):
+def test_explain_writes_a_map_and_an_overlay_per_image_and_the_checks(
+    cnn, masked_demo, tmp_path, capsys, one_torch_thread
+):
     from PIL import Image
 
     out = tmp_path / "gradcam"
@@ -73,8 +84,10 @@ def test_explain_writes_a_map_and_an_overlay_per_image_and_the_checks(cnn, maske
     printed = capsys.readouterr().out
     assert known["tolerance_px"] == 2  # 15 px of 224, at 32 px
     assert known["pointing_game"] >= known["pointing_game_strict"]
-    assert (f"pointing game {known['pointing_game']:.1%} within 2 px (random map {known['random_map_pointing_game']:.1%}), "
-            f"{known['pointing_game_strict']:.1%} strictly inside") in printed
+    assert (
+        f"pointing game {known['pointing_game']:.1%} within 2 px (random map {known['random_map_pointing_game']:.1%}), "
+        f"{known['pointing_game_strict']:.1%} strictly inside"
+    ) in printed
     assert f"deletion AOPC {checks['deletion_insertion']['deletion_aopc']:.3f}" in printed
     assert "randomisation check: Spearman rank correlation with random weights" in printed
 
@@ -86,8 +99,8 @@ def test_masks_line_up_with_the_image_the_model_sees(cnn):
 
     view = ModelView(load_model(cnn, device="cpu"))
     image = np.zeros((100, 80), dtype=np.float32)
-    image[30:90, 10:70] = 0.4   # the head, off centre: cropping moves everything
-    image[40:52, 20:32] = 1.0   # the lesion
+    image[30:90, 10:70] = 0.4  # the head, off centre: cropping moves everything
+    image[40:52, 20:32] = 1.0  # the lesion
     mask = image == 1.0
     seen, aligned = view.preprocess(image), view.align(mask, image)
     assert aligned.shape == seen.shape == (32, 32)
@@ -96,16 +109,20 @@ def test_masks_line_up_with_the_image_the_model_sees(cnn):
 
 def test_a_method_that_does_not_apply_names_the_ones_that_do(svm, demo_source, tmp_path, error_line):
     assert _explain(svm, [demo_source / "glioma"], tmp_path / "x", "--method", "gradcam") == 2
-    assert error_line("explain") == ("brainmri explain: error: --method gradcam: does not apply to ovo-svm (it needs a "
-                                     "torch network on the images, and this model is not one); valid methods for "
-                                     "this model: occlusion")
+    assert error_line("explain") == (
+        "brainmri explain: error: --method gradcam: does not apply to ovo-svm (it needs a "
+        "torch network on the images, and this model is not one); valid methods for "
+        "this model: occlusion"
+    )
     assert not (tmp_path / "x").exists()
 
 
 def test_an_unknown_method_names_every_method(cnn, demo_source, tmp_path, error_line):
     assert _explain(cnn, [demo_source], tmp_path / "x", "--method", "lime") == 2
-    assert error_line("explain").endswith("--method 'lime' is not an attribution method; valid methods: gradcam, "
-                                          "integrated-gradients, saliency, occlusion")
+    assert error_line("explain").endswith(
+        "--method 'lime' is not an attribution method; valid methods: gradcam, "
+        "integrated-gradients, saliency, occlusion"
+    )
 
 
 def test_occlusion_explains_a_classical_model_through_predict_proba(svm, demo_source, tmp_path):
@@ -118,16 +135,26 @@ def test_occlusion_explains_a_classical_model_through_predict_proba(svm, demo_so
     assert doc["checks"]["randomisation"]["skipped"].startswith("the model has no network weights")
 
 
-@pytest.mark.parametrize("where, message", [
-    ("inside", "lies inside the input folder"),
-    ("foreign", "holds maps, notes.txt but no brainmri run.json; brainmri only writes in folders of its own runs, so "
-                "choose a new or empty folder"),
-    # Issue 20: one marker file (explain.json) was enough for explain to overwrite a folder.
-    ("foreign-explain-json", "holds explain.json, notes.txt but no brainmri run.json"),
-    ("another-command", "holds the output of brainmri audit, not of brainmri explain; choose a new or empty folder"),
-])
-def test_refuses_to_write_into_the_data_or_a_folder_it_did_not_write(cnn, demo_data, tmp_path, error_line, listing,
-                                                                     where, message):
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("inside", "lies inside the input folder"),
+        (
+            "foreign",
+            "holds maps, notes.txt but no brainmri run.json; brainmri only writes in folders of its own runs, so "
+            "choose a new or empty folder",
+        ),
+        # Issue 20: one marker file (explain.json) was enough for explain to overwrite a folder.
+        ("foreign-explain-json", "holds explain.json, notes.txt but no brainmri run.json"),
+        (
+            "another-command",
+            "holds the output of brainmri audit, not of brainmri explain; choose a new or empty folder",
+        ),
+    ],
+)
+def test_refuses_to_write_into_the_data_or_a_folder_it_did_not_write(
+    cnn, demo_data, tmp_path, error_line, listing, where, message
+):
     out = demo_data / "explained" if where == "inside" else tmp_path / "mine"
     if where == "foreign":
         (out / "maps").mkdir(parents=True)
@@ -155,15 +182,33 @@ def test_an_earlier_explain_output_may_be_written_again(cnn, demo_source, tmp_pa
 
 def test_predict_explain_writes_an_overlay_per_image(cnn, demo_source, tmp_path, one_torch_thread):
     preds, out = tmp_path / "preds.csv", tmp_path / "overlays"
-    assert main(["predict", str(cnn), str(demo_source / "glioma"), "--out", str(preds), "--explain", str(out),
-                 "--jobs", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(cnn),
+                str(demo_source / "glioma"),
+                "--out",
+                str(preds),
+                "--explain",
+                str(out),
+                "--jobs",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     explained = list(csv.DictReader(io.StringIO(preds.read_text())))
     assert main(["predict", str(cnn), str(demo_source / "glioma"), "--out", str(tmp_path / "plain.csv"), "-q"]) == 0
     plain = list(csv.DictReader(io.StringIO((tmp_path / "plain.csv").read_text())))
     assert len(explained) == 6 and [r["path"] for r in explained] == [r["path"] for r in plain]
-    for got, want in zip(explained, plain, strict=True):  # Grad-CAM's own pass predicts (no batch-norm folding): same up to bf16
+    for got, want in zip(
+        explained, plain, strict=True
+    ):  # Grad-CAM's own pass predicts (no batch-norm folding): same up to bf16
         assert [float(got[k]) for k in got if k.startswith("p_")] == pytest.approx(
-            [float(want[k]) for k in want if k.startswith("p_")], abs=1e-3)
+            [float(want[k]) for k in want if k.startswith("p_")], abs=1e-3
+        )
     doc = json.loads((out / "explain.json").read_text())
     assert doc["method"] == "gradcam" and doc["checks"] == {"known_answer": {"skipped": "no --masks given"}}
     assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"glioma_{k:04d}.png" for k in range(6)]

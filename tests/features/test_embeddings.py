@@ -72,23 +72,29 @@ def test_the_cache_serves_known_images_without_running_the_backbone(demo_source,
     assert sum(forwards) == 20
 
 
-@pytest.mark.parametrize("change", [{"backbone": "efficientnet_lite1"}, {"size": 96}, {"depths": 2},
-                                    {"precision": "fp32"}])
+@pytest.mark.parametrize(
+    "change", [{"backbone": "efficientnet_lite1"}, {"size": 96}, {"depths": 2}, {"precision": "fp32"}]
+)
 def test_the_cache_key_changes_with_what_changes_the_embedding(change):
     assert BackboneEmbeddings(**{"size": 64, **change}).cache_key() != BackboneEmbeddings(size=64).cache_key()
 
 
 def test_the_cache_key_ignores_how_the_embedding_is_computed():
-    assert (BackboneEmbeddings(batch_size=8, threads=1, channels_last=False, device="cpu").cache_key()
-            == BackboneEmbeddings().cache_key())
+    assert (
+        BackboneEmbeddings(batch_size=8, threads=1, channels_last=False, device="cpu").cache_key()
+        == BackboneEmbeddings().cache_key()
+    )
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("depths", 10, r"depths must be an integer in 1..9 \(the stages of efficientnet_lite0\), got 10"),
-    ("precision", "fp16", "precision must be bf16 or fp32, got 'fp16'"),
-    ("size", 16, "size must be an integer >= 32, got 16"),
-    ("backbone", "lenet", "backbone 'lenet' does not exist; valid backbones: alexnet"),
-])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("depths", 10, r"depths must be an integer in 1..9 \(the stages of efficientnet_lite0\), got 10"),
+        ("precision", "fp16", "precision must be bf16 or fp32, got 'fp16'"),
+        ("size", 16, "size must be an integer >= 32, got 16"),
+        ("backbone", "lenet", "backbone 'lenet' does not exist; valid backbones: alexnet"),
+    ],
+)
 def test_bad_settings_are_refused(setting, value, message):
     with pytest.raises(ConfigError, match=message):
         small(**{setting: value}).fit()

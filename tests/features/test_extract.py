@@ -45,7 +45,9 @@ def test_cache_key_includes_parameters_and_preprocessing(paths, tmp_path):
     cache = FeatureCache(tmp_path / "f.sqlite")
     a = compute_features(paths[:2], [IntensityFeatures(bins=4)], preprocess=PRE, cache=cache)
     b = compute_features(paths[:2], [IntensityFeatures(bins=8)], preprocess=PRE, cache=cache)
-    c = compute_features(paths[:2], [IntensityFeatures(bins=4)], preprocess=Preprocess(size=32, crop=False), cache=cache)
+    c = compute_features(
+        paths[:2], [IntensityFeatures(bins=4)], preprocess=Preprocess(size=32, crop=False), cache=cache
+    )
     assert a.shape[1] + 4 == b.shape[1]
     assert not np.array_equal(a, c)
 
@@ -63,8 +65,10 @@ def test_precompute_fills_the_cache_for_every_method(paths, tmp_path, monkeypatc
     from brainmri.features.extract import precompute_features
     from brainmri.models.catalog import get_method
 
-    models = [get_method(m).builder(seed=0, n_jobs=1, cache_dir=str(tmp_path), preprocess=PRE)
-              for m in ("glcm-svm", "multifeature-rf", "rf")]
+    models = [
+        get_method(m).builder(seed=0, n_jobs=1, cache_dir=str(tmp_path), preprocess=PRE)
+        for m in ("glcm-svm", "multifeature-rf", "rf")
+    ]
     # glcm, intensity, otsu, shape, wavelet: the GLCM shared by all three counts once
     assert precompute_features(models, paths) == 5
 
@@ -105,8 +109,11 @@ def test_corrupt_cache_is_moved_aside_and_rebuilt(paths, tmp_path, caplog, damag
     compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path))
     good = path.read_bytes()
     assert len(good) > 3 * 4096
-    broken = {"garbage": b"not a database\n" * 500, "cut inside a page": _truncated(good)[0],
-              "cut at a page boundary": _truncated(good)[1]}[damage]
+    broken = {
+        "garbage": b"not a database\n" * 500,
+        "cut inside a page": _truncated(good)[0],
+        "cut at a page boundary": _truncated(good)[1],
+    }[damage]
     path.write_bytes(broken)
 
     with caplog.at_level("WARNING", logger="brainmri"):
@@ -133,27 +140,42 @@ def test_damaged_entries_of_a_valid_cache_are_computed_again(paths, tmp_path, ca
     fresh = compute_features(paths, extractors, preprocess=PRE)
     path = tmp_path / "features.sqlite"
     compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path))
-    spoil = {"odd-length blobs": "substr(value, 1, length(value) - 3)", "short rows": "substr(value, 1, 16)",
-             "NaN values": "CAST(x'000000000000f87f' || substr(value, 9) AS BLOB)", "text": "'not numbers'",
-             "text of NaN": "x'000000000000f87f' || substr(value, 9)"}[damage]
+    spoil = {
+        "odd-length blobs": "substr(value, 1, length(value) - 3)",
+        "short rows": "substr(value, 1, 16)",
+        "NaN values": "CAST(x'000000000000f87f' || substr(value, 9) AS BLOB)",
+        "text": "'not numbers'",
+        "text of NaN": "x'000000000000f87f' || substr(value, 9)",
+    }[damage]
     with sqlite3.connect(path) as con:
         con.execute(f"UPDATE features SET value = {spoil}")
     with caplog.at_level("WARNING", logger="brainmri"):
         again = compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path))
     np.testing.assert_array_equal(again, fresh)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert f"feature cache {path}: {len(paths)} damaged entries (wrong length, NaN or not numbers); computing them " \
-           "again" == warning
+    assert (
+        f"feature cache {path}: {len(paths)} damaged entries (wrong length, NaN or not numbers); computing them "
+        "again" == warning
+    )
     caplog.clear()
     with caplog.at_level("WARNING", logger="brainmri"):  # the damaged entries were replaced
-        np.testing.assert_array_equal(compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path)), fresh)
+        np.testing.assert_array_equal(
+            compute_features(paths, extractors, preprocess=PRE, cache=FeatureCache(path)), fresh
+        )
     assert not caplog.records
 
 
 def test_unusable_cache_folder_is_a_one_line_error(paths, tmp_path):
     (tmp_path / "a_file").write_text("x")
-    with pytest.raises(DataError, match=r"^feature cache .*a_file/features\.sqlite: .*; choose another --cache-dir or use --no-cache$"):
-        compute_features(paths[:1], [IntensityFeatures()], preprocess=PRE, cache=FeatureCache(tmp_path / "a_file" / "features.sqlite"))
+    with pytest.raises(
+        DataError, match=r"^feature cache .*a_file/features\.sqlite: .*; choose another --cache-dir or use --no-cache$"
+    ):
+        compute_features(
+            paths[:1],
+            [IntensityFeatures()],
+            preprocess=PRE,
+            cache=FeatureCache(tmp_path / "a_file" / "features.sqlite"),
+        )
 
 
 def test_memory_cache_is_shared_by_clones(paths, monkeypatch):

@@ -83,13 +83,16 @@ def test_default_features_are_the_studys_1024_coefficients_and_repeat_exactly():
     np.testing.assert_allclose(first, 8 * blocks.ravel(), atol=1e-9)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"n_clusters": 1}, r"n_clusters must be an integer in 2\.\.8, got 1"),
-    ({"m": 1.0}, r"m must be a number > 1, got 1\.0"),
-    ({"size": 100}, r"size must be a multiple of 2\*\*level = 8, got 100"),
-    ({"wavelet": "db4"}, r"wavelet must have 2 filter taps \(such as 'haar'\).*got 'db4'"),
-    ({"wavelet": "nope"}, r"wavelet must be a discrete PyWavelets wavelet.*got 'nope'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"n_clusters": 1}, r"n_clusters must be an integer in 2\.\.8, got 1"),
+        ({"m": 1.0}, r"m must be a number > 1, got 1\.0"),
+        ({"size": 100}, r"size must be a multiple of 2\*\*level = 8, got 100"),
+        ({"wavelet": "db4"}, r"wavelet must have 2 filter taps \(such as 'haar'\).*got 'db4'"),
+        ({"wavelet": "nope"}, r"wavelet must be a discrete PyWavelets wavelet.*got 'nope'"),
+    ],
+)
 def test_invalid_settings_are_refused_with_the_fix(params, message):
     with pytest.raises(ConfigError, match=message):
         FCMWaveletFeatures(**params).fit()

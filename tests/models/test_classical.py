@@ -42,8 +42,11 @@ def test_registry_lists_the_classical_methods_with_references():
     [
         ("glcm-svm,nope", rf"unknown method 'nope'; valid methods: {ALL_METHODS}$"),
         ("", r"--methods needs at least one name"),
-        ("rf,rf", r"--methods lists rf twice: rf,rf; to compare configurations of one method, name each one "
-                  r"\(rf@a,rf@b\) and give each its --params$"),
+        (
+            "rf,rf",
+            r"--methods lists rf twice: rf,rf; to compare configurations of one method, name each one "
+            r"\(rf@a,rf@b\) and give each its --params$",
+        ),
         ("rf@a,glcm-svm,rf@a", r"--methods lists rf@a twice"),
         ("nope@a", rf"unknown method 'nope'; valid methods: {ALL_METHODS}$"),
         ("rf@a.b", r"method 'rf@a.b': the label after @ must be letters, digits, _ or - \(e.g. rf@config1\)$"),
@@ -93,7 +96,9 @@ def test_without_calibration_one_classifier_is_fitted_and_predicts(small, name, 
     model.fit(paths[train], labels[train])
     assert model.params_["calibration"] == "none"
     predicted = model.predict(paths[~train])
-    np.testing.assert_array_equal(predicted, model.steps[-1][1].calibrated_.predict(model[:-1].transform(paths[~train])))
+    np.testing.assert_array_equal(
+        predicted, model.steps[-1][1].calibrated_.predict(model[:-1].transform(paths[~train]))
+    )
     assert (predicted == labels[~train]).mean() > 0.4
     if name == "rf":  # a forest still has its vote shares
         np.testing.assert_allclose(model.predict_proba(paths[~train]).sum(axis=1), 1.0)
@@ -154,9 +159,12 @@ def test_too_few_groups_of_a_class(small):
     paths, labels = small
     groups = np.arange(len(paths))
     groups[labels == "glioma"] = 0  # all glioma images in one group
-    with pytest.raises(DataError, match=r"^class\(es\) 'glioma' \(1\) have fewer than 2 independent groups of training "
-                                        r"images \(subjects or duplicate clusters\), too few for grouped inner "
-                                        r"cross-validation; add images, merge classes with --label-map, or use fewer folds$"):
+    with pytest.raises(
+        DataError,
+        match=r"^class\(es\) 'glioma' \(1\) have fewer than 2 independent groups of training "
+        r"images \(subjects or duplicate clusters\), too few for grouped inner "
+        r"cross-validation; add images, merge classes with --label-map, or use fewer folds$",
+    ):
         build("glcm-svm").fit(paths, labels, groups=groups)
 
 

@@ -31,16 +31,57 @@ def test_cnn3d_maps_a_batch_of_volumes_to_logits():
 @pytest.fixture(scope="module")
 def volume_model(volume_source, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cnn3d") / "model"
-    assert main(["train", str(volume_source), "--method", "cnn3d", "--params", TINY, "--out", str(out), "--device",
-                 "cpu", "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(volume_source),
+                "--method",
+                "cnn3d",
+                "--params",
+                TINY,
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--no-cache",
+                "--no-validation",
+                "--jobs",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return out
 
 
 @pytest.mark.slow
 def test_cnn3d_runs_in_the_benchmark_like_any_method(volume_source, tmp_path, one_torch_thread):
     out = tmp_path / "bench"
-    assert main(["benchmark", str(volume_source), "--methods", "cnn3d", "--params", TINY, "--cv", "2", "--out",
-                 str(out), "--device", "cpu", "--no-cache", "--jobs", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                str(volume_source),
+                "--methods",
+                "cnn3d",
+                "--params",
+                TINY,
+                "--cv",
+                "2",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--no-cache",
+                "--jobs",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     entry = results["methods"]["cnn3d"]
     assert set(entry["history"]) == {"fold0", "fold1"}
@@ -83,13 +124,33 @@ def test_predict_skips_what_a_volume_model_cannot_read(volume_model, volume_sour
     assert "split 4D series first" in reasons["series.nii.gz"]
 
 
-def test_explain_writes_3d_maps_and_checks_them_against_the_planted_regions(volume_model, volume_source, tmp_path,
-                                                                            capsys, one_torch_thread):
+def test_explain_writes_3d_maps_and_checks_them_against_the_planted_regions(
+    volume_model, volume_source, tmp_path, capsys, one_torch_thread
+):
     from PIL import Image
 
     out = tmp_path / "explained"
-    assert main(["explain", str(volume_model), str(volume_source), "--method", "gradcam", "--masks",
-                 str(volume_source / ".masks"), "--check-items", "3", "--out", str(out), "--jobs", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(volume_model),
+                str(volume_source),
+                "--method",
+                "gradcam",
+                "--masks",
+                str(volume_source / ".masks"),
+                "--check-items",
+                "3",
+                "--out",
+                str(out),
+                "--jobs",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((out / "explain.json").read_text())
     assert len(doc["images"]) == 12
     first = doc["images"][0]
@@ -108,8 +169,24 @@ def test_explain_writes_3d_maps_and_checks_them_against_the_planted_regions(volu
 
 def test_occlusion_explains_a_volume_model(volume_model, volume_source, tmp_path, one_torch_thread):
     out = tmp_path / "occ"
-    assert main(["explain", str(volume_model), *map(str, sorted(volume_source.glob("atrophy/*"))[:1]), "--method",
-                 "occlusion", "--no-checks", "--out", str(out), "--jobs", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(volume_model),
+                *map(str, sorted(volume_source.glob("atrophy/*"))[:1]),
+                "--method",
+                "occlusion",
+                "--no-checks",
+                "--out",
+                str(out),
+                "--jobs",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((out / "explain.json").read_text())
     assert np.load(out / doc["images"][0]["map"]).shape == (16, 16, 16)
 
@@ -129,14 +206,31 @@ def test_masks_line_up_with_the_volume_the_model_sees(volume_model):
 
 
 def test_slice_methods_on_volumes_are_refused_before_training(volume_source, tmp_path, error_line):
-    assert main(["train", str(volume_source), "--method", "ayadi-cnn", "--out", str(tmp_path / "m"), "--no-cache",
-                 "-q"]) == 2
-    assert error_line("train").endswith("--method ayadi-cnn: reads slices, but DATA holds volumes; methods for "
-                                        "volumes: cnn3d")
-    assert main(["benchmark", str(volume_source), "--methods", "cnn3d,glcm-svm,rf", "--out", str(tmp_path / "b"),
-                 "--no-cache", "-q"]) == 2
-    assert error_line("benchmark").endswith("--methods glcm-svm, rf: read slices, but DATA holds volumes; methods for "
-                                            "volumes: cnn3d")
+    assert (
+        main(["train", str(volume_source), "--method", "ayadi-cnn", "--out", str(tmp_path / "m"), "--no-cache", "-q"])
+        == 2
+    )
+    assert error_line("train").endswith(
+        "--method ayadi-cnn: reads slices, but DATA holds volumes; methods for volumes: cnn3d"
+    )
+    assert (
+        main(
+            [
+                "benchmark",
+                str(volume_source),
+                "--methods",
+                "cnn3d,glcm-svm,rf",
+                "--out",
+                str(tmp_path / "b"),
+                "--no-cache",
+                "-q",
+            ]
+        )
+        == 2
+    )
+    assert error_line("benchmark").endswith(
+        "--methods glcm-svm, rf: read slices, but DATA holds volumes; methods for volumes: cnn3d"
+    )
 
 
 def test_cnn3d_on_slices_is_refused_before_training(demo_source, tmp_path, error_line):

@@ -21,8 +21,17 @@ from brainmri.runs.config import TrainConfig
 from brainmri.runs.train import train_bundle
 
 #: Settings that make any method small enough for a unit test, applied to those a method has.
-SMALL = {"epochs": 1, "size": 32, "width": 4, "batch_size": 8, "n_estimators": 10, "hidden": [16], "threads": 1,
-         "n_components": 0.9, "depths": 1}
+SMALL = {
+    "epochs": 1,
+    "size": 32,
+    "width": 4,
+    "batch_size": 8,
+    "n_estimators": 10,
+    "hidden": [16],
+    "threads": 1,
+    "n_components": 0.9,
+    "depths": 1,
+}
 #: Exceptions: settings whose small value would be invalid for the method (the rules say so, see below).
 SMALLER_FOR = {"transfer-features": {"size": 64}, "cnn3d": {"size": 16, "batch_size": 4}}
 
@@ -43,8 +52,9 @@ def items(demo_source, volume_source):
     def get(kind: str):
         root = volume_source if kind == "volumes" else demo_source
         pattern = "*.nii.gz" if kind == "volumes" else "*.png"
-        paths = np.array(sorted(str(p) for p in root.rglob(pattern) if not any(x.startswith(".") for x in
-                                                                                p.relative_to(root).parts)))
+        paths = np.array(
+            sorted(str(p) for p in root.rglob(pattern) if not any(x.startswith(".") for x in p.relative_to(root).parts))
+        )
         labels = np.array([Path(p).parent.name for p in paths])
         return paths, labels, np.arange(len(paths))
 
@@ -107,8 +117,14 @@ def test_a_saved_bundle_loads_and_predicts_as_the_method_did(items, tmp_path, na
     spec = available_methods()[name]
     paths, _, _ = items(spec.inputs)
     root = Path(paths[0]).parents[1]
-    config = TrainConfig(data=str(root), method=name, params=_small_params(name), preprocess=Preprocess(size=48),
-                         device="cpu", validate=False)
+    config = TrainConfig(
+        data=str(root),
+        method=name,
+        params=_small_params(name),
+        preprocess=Preprocess(size=48),
+        device="cpu",
+        validate=False,
+    )
     trained = train_bundle(config, tmp_path / "bundle", n_jobs=1)
     loaded = load_model(tmp_path / "bundle", device="cpu")
     np.testing.assert_allclose(loaded.predict_proba(paths), trained.predict_proba(paths), atol=1e-6)

@@ -39,9 +39,18 @@ def images():
 
 
 def finetuner(**kw) -> TorchClassifier:
-    settings = dict(module_params={"backbone_name": "efficientnet_lite0"}, epochs=2, batch_size=4, lr=1e-2,
-                    backbone_lr_factor=0.1, unfreeze_after=1, augment=True, device="cpu", precision="fp32",
-                    val_fraction=0.5)
+    settings = dict(
+        module_params={"backbone_name": "efficientnet_lite0"},
+        epochs=2,
+        batch_size=4,
+        lr=1e-2,
+        backbone_lr_factor=0.1,
+        unfreeze_after=1,
+        augment=True,
+        device="cpu",
+        precision="fp32",
+        val_fraction=0.5,
+    )
     return TorchClassifier(finetune_net, **{**settings, **kw})
 
 
@@ -130,10 +139,14 @@ def test_tta_predicts_the_mean_logits_of_the_image_and_its_mirror(images):
     assert model.params_["tta"] == "mean logits of identity and horizontal flip"
 
 
-def test_a_bundle_loads_and_predicts_identically_without_reading_pretrained_weights(demo_source, tmp_path,
-                                                                                     monkeypatch):
-    config = TrainConfig(data=str(demo_source), method="transfer-finetune", params={**TINY, "epochs": 1},
-                         preprocess=Preprocess(size=32), validate=False)
+def test_a_bundle_loads_and_predicts_identically_without_reading_pretrained_weights(demo_source, tmp_path, monkeypatch):
+    config = TrainConfig(
+        data=str(demo_source),
+        method="transfer-finetune",
+        params={**TINY, "epochs": 1},
+        preprocess=Preprocess(size=32),
+        validate=False,
+    )
     fitted = train_bundle(config, tmp_path / "model", n_jobs=1)
 
     def no_weights(name, weights):
@@ -145,26 +158,40 @@ def test_a_bundle_loads_and_predicts_identically_without_reading_pretrained_weig
     np.testing.assert_array_equal(loaded.predict_proba(paths), fitted.predict_proba(paths))
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"backbone": "resnet"}, "backbone 'resnet' does not exist; valid backbones: alexnet"),
-    ({"weights_file": "/nonexistent/w.pth"}, "weights_file '/nonexistent/w.pth': no such file"),
-    ({"size": 16}, r"--params transfer-finetune.size=16: not a valid value; size must be an integer from 32 to 1024$"),
-    ({"dropout": 1.5}, r"--params transfer-finetune.dropout=1.5: not a valid value; dropout must be a number from 0 to "
-                       r"less than 1$"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"backbone": "resnet"}, "backbone 'resnet' does not exist; valid backbones: alexnet"),
+        ({"weights_file": "/nonexistent/w.pth"}, "weights_file '/nonexistent/w.pth': no such file"),
+        (
+            {"size": 16},
+            r"--params transfer-finetune.size=16: not a valid value; size must be an integer from 32 to 1024$",
+        ),
+        (
+            {"dropout": 1.5},
+            r"--params transfer-finetune.dropout=1.5: not a valid value; dropout must be a number from 0 to "
+            r"less than 1$",
+        ),
+    ],
+)
 def test_bad_method_settings_are_refused_before_any_image_is_read(params, message):
     with pytest.raises(ConfigError, match=message):
         get_method("transfer-finetune").build(params=params)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"unfreeze_after": -1}, "training parameter unfreeze_after must be an integer >= 0, got -1"),
-    ({"frozen_stages": -1}, "training parameter frozen_stages must be an integer >= 0, got -1"),
-    ({"frozen_stages": 9}, "training parameter frozen_stages=9 leaves no stage of the backbone to train: it has 9 "
-                           "stages, use 0 to 8"),
-    ({"backbone_lr_factor": 0}, "training parameter backbone_lr_factor must be a number > 0, got 0"),
-    ({"tta": "yes"}, "training parameter tta must be true or false, got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"unfreeze_after": -1}, "training parameter unfreeze_after must be an integer >= 0, got -1"),
+        ({"frozen_stages": -1}, "training parameter frozen_stages must be an integer >= 0, got -1"),
+        (
+            {"frozen_stages": 9},
+            "training parameter frozen_stages=9 leaves no stage of the backbone to train: it has 9 stages, use 0 to 8",
+        ),
+        ({"backbone_lr_factor": 0}, "training parameter backbone_lr_factor must be a number > 0, got 0"),
+        ({"tta": "yes"}, "training parameter tta must be true or false, got 'yes'"),
+    ],
+)
 def test_bad_training_settings_are_refused_before_training(images, settings, message):
     X, y, groups = images
     with pytest.raises(ConfigError, match=message):
@@ -174,10 +201,12 @@ def test_bad_training_settings_are_refused_before_training(images, settings, mes
 @pytest.mark.parametrize("setting", [{"unfreeze_after": 1}, {"backbone_lr_factor": 0.1}, {"frozen_stages": 2}])
 def test_backbone_settings_on_a_network_without_backbone_are_refused(images, setting):
     X, y, groups = images
-    with pytest.raises(ConfigError, match=f"{next(iter(setting))}=.* needs a network with a backbone, and "
-                                          "Sequential has none"):
-        TorchClassifier(ayadi_cnn, module_params={"width": 4}, epochs=1, batch_size=4, device="cpu",
-                        **setting).fit(X, y, groups)
+    with pytest.raises(
+        ConfigError, match=f"{next(iter(setting))}=.* needs a network with a backbone, and Sequential has none"
+    ):
+        TorchClassifier(ayadi_cnn, module_params={"width": 4}, epochs=1, batch_size=4, device="cpu", **setting).fit(
+            X, y, groups
+        )
 
 
 @pytest.mark.slow

@@ -52,11 +52,14 @@ def test_dnn7_widths_and_depth_are_checked():
         dnn7(num_classes=3, input_shape=(6,), hidden=(8, 8))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"num_classes": 1, "input_shape": (4,)}, r"mlp: num_classes must be an integer >= 2, got 1"),
-    ({"num_classes": 2, "input_shape": (0,)}, r"mlp: input_shape must be a tuple of positive integers, got \(0,\)"),
-    ({"num_classes": 2, "input_shape": (4,), "dropout": 1.0}, r"mlp: dropout must be in \[0, 1\), got 1\.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_classes": 1, "input_shape": (4,)}, r"mlp: num_classes must be an integer >= 2, got 1"),
+        ({"num_classes": 2, "input_shape": (0,)}, r"mlp: input_shape must be a tuple of positive integers, got \(0,\)"),
+        ({"num_classes": 2, "input_shape": (4,), "dropout": 1.0}, r"mlp: dropout must be in \[0, 1\), got 1\.0"),
+    ],
+)
 def test_bad_network_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         mlp(**kwargs)
@@ -138,8 +141,9 @@ def test_benchmark_without_cv_uses_the_methods_protocol(small, tmp_path, monkeyp
 @pytest.mark.slow
 def test_report_shows_a_few_segmentation_maps(small, tmp_path):
     data, _, _ = small
-    config = BenchmarkConfig(data=str(data), methods=("fcm-dwt-dnn",), cv=2, n_boot=20, preprocess=PRE,
-                             params={"fcm-dwt-dnn": {"epochs": 2}})
+    config = BenchmarkConfig(
+        data=str(data), methods=("fcm-dwt-dnn",), cv=2, n_boot=20, preprocess=PRE, params={"fcm-dwt-dnn": {"epochs": 2}}
+    )
     results = run_benchmark(config, tmp_path / "out", n_jobs=1, cache_dir=tmp_path / "cache")
     out = tmp_path / "out"
     captions = results["methods"]["fcm-dwt-dnn"]["illustrations"]
@@ -147,7 +151,8 @@ def test_report_shows_a_few_segmentation_maps(small, tmp_path):
     assert all("fuzzy C-means segmentation" in c for c in captions)
     assert {c.split(" (")[1].split(")")[0] for c in captions} == {"glioma", "meningioma", "notumor", "pituitary"}
     assert sorted(p.name for p in (out / "figures").glob("illustration_*")) == [
-        f"illustration_fcm-dwt-dnn_{k}.png" for k in range(4)]
+        f"illustration_fcm-dwt-dnn_{k}.png" for k in range(4)
+    ]
     html = (out / "report.html").read_text()
     assert html.count("<h4>Illustrations</h4>") == 1 and all(c in html for c in captions)
     assert results["methods"]["fcm-dwt-dnn"]["params"]["fold0"]["epochs_run"] == 2

@@ -29,8 +29,9 @@ CNN = {"size": 32, "width": 4, "epochs": 3, "batch_size": 8, "threads": 1, "prec
 
 
 def _train(data, out, method, params):
-    config = TrainConfig(data=str(data), method=method, preprocess=Preprocess(size=64), params=params, validate=False,
-                         device="cpu")
+    config = TrainConfig(
+        data=str(data), method=method, preprocess=Preprocess(size=64), params=params, validate=False, device="cpu"
+    )
     return train_bundle(config, out, n_jobs=1).path
 
 
@@ -100,13 +101,17 @@ def test_an_export_that_disagrees_with_pytorch_is_refused_and_nothing_is_written
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, params", [
-    ("fcm-dwt-dnn", {"size": 64, "level": 2, "epochs": 3}),  # FCM-DWT features, then whitened PCA inside the graph
-    ("mlp", {"epochs": 3}),  # classical features, then standardisation inside the graph
-    ("transfer-finetune", {"size": 32, "epochs": 1, "batch_size": 8, "tta": True, "unfreeze_after": 0}),  # + mirror
-])
-def test_other_deep_methods_export_with_their_linear_steps_and_tta(demo_source, tmp_path, method, params,
-                                                                     one_torch_thread):
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("fcm-dwt-dnn", {"size": 64, "level": 2, "epochs": 3}),  # FCM-DWT features, then whitened PCA inside the graph
+        ("mlp", {"epochs": 3}),  # classical features, then standardisation inside the graph
+        ("transfer-finetune", {"size": 32, "epochs": 1, "batch_size": 8, "tta": True, "unfreeze_after": 0}),  # + mirror
+    ],
+)
+def test_other_deep_methods_export_with_their_linear_steps_and_tta(
+    demo_source, tmp_path, method, params, one_torch_thread
+):
     folder = _train(demo_source, tmp_path / method, method, params)
     description = export_onnx(folder)
     assert description["check"]["max_abs_diff"] < 1e-4
@@ -136,18 +141,29 @@ def test_a_method_without_a_network_is_refused(svm):
 def _foreign_onnx(path: Path) -> None:
     """A valid ONNX file that brainmri did not write (no brainmri metadata)."""
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [x],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
     onnx.save(onnx.helper.make_model(graph), str(path))
 
 
-@pytest.mark.parametrize("target, make, match", [
-    ("mine.onnx", lambda p: p.write_text("notes"), "an existing file that brainmri did not export"),
-    ("mine.onnx", _foreign_onnx, "an existing file that brainmri did not export"),
-    ("mine.onnx", lambda p: p.with_name("mine.onnx.json").write_text("{}"), "mine.onnx.json exists and is not a description"),
-    ("mine.txt", lambda p: None, "name a .onnx file"),
-    ("folder.onnx", lambda p: p.mkdir(), "is a folder"),
-])
+@pytest.mark.parametrize(
+    "target, make, match",
+    [
+        ("mine.onnx", lambda p: p.write_text("notes"), "an existing file that brainmri did not export"),
+        ("mine.onnx", _foreign_onnx, "an existing file that brainmri did not export"),
+        (
+            "mine.onnx",
+            lambda p: p.with_name("mine.onnx.json").write_text("{}"),
+            "mine.onnx.json exists and is not a description",
+        ),
+        ("mine.txt", lambda p: None, "name a .onnx file"),
+        ("folder.onnx", lambda p: p.mkdir(), "is a folder"),
+    ],
+)
 def test_files_brainmri_did_not_write_are_never_replaced(cnn, tmp_path, target, make, match):
     out = tmp_path / target
     make(out)
@@ -172,14 +188,19 @@ def _retrained(folder: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps({**manifest, "created": "2030-01-01T00:00:00Z"}))
 
 
-@pytest.mark.parametrize("damage, match", [
-    (lambda f: (f / "model.onnx").unlink(), r"model.onnx: no such file; export it again"),
-    (lambda f: (f / "model.onnx.json").unlink(), r"model.onnx.json: no such file; export it again"),
-    (lambda f: (f / "model.onnx").write_bytes((f / "model.onnx").read_bytes() + b"\0"),
-     r"model.onnx: sha256 differs from model.onnx.json"),
-    (lambda f: (f / "model.onnx.json").write_text("[]"), r"not a description of a brainmri ONNX export"),
-    (_retrained, r"exported from another bundle, or from an earlier training of"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda f: (f / "model.onnx").unlink(), r"model.onnx: no such file; export it again"),
+        (lambda f: (f / "model.onnx.json").unlink(), r"model.onnx.json: no such file; export it again"),
+        (
+            lambda f: (f / "model.onnx").write_bytes((f / "model.onnx").read_bytes() + b"\0"),
+            r"model.onnx: sha256 differs from model.onnx.json",
+        ),
+        (lambda f: (f / "model.onnx.json").write_text("[]"), r"not a description of a brainmri ONNX export"),
+        (_retrained, r"exported from another bundle, or from an earlier training of"),
+    ],
+)
 def test_a_missing_changed_or_stale_export_is_refused(cnn_copy, damage, match):
     export_onnx(cnn_copy)
     damage(cnn_copy)
@@ -189,7 +210,9 @@ def test_a_missing_changed_or_stale_export_is_refused(cnn_copy, damage, match):
 
 def test_missing_onnxruntime_names_the_extra(cnn, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(ConfigError, match=r"onnxruntime is missing\); install them with: pip install 'brainmri\[onnx\]'"):
+    with pytest.raises(
+        ConfigError, match=r"onnxruntime is missing\); install them with: pip install 'brainmri\[onnx\]'"
+    ):
         export_onnx(cnn, tmp_path / "model.onnx")
 
 

@@ -21,7 +21,9 @@ def data():
 
 
 def small(**kw):
-    return TorchClassifier(ayadi_cnn, **{"module_params": {"width": 4}, "epochs": 2, "batch_size": 8, "device": "cpu", **kw})
+    return TorchClassifier(
+        ayadi_cnn, **{"module_params": {"width": 4}, "epochs": 2, "batch_size": 8, "device": "cpu", **kw}
+    )
 
 
 def test_no_group_straddles_training_and_validation():
@@ -36,8 +38,11 @@ def test_no_group_straddles_training_and_validation():
 def test_a_class_with_one_group_is_refused_with_the_fix(data):
     X, y, _ = data
     groups = np.where(y == "glioma", 0, np.arange(24))
-    with pytest.raises(DataError, match=r"class\(es\) 'glioma' \(1\) have fewer than 2 independent groups .* too few "
-                                        r"for the validation part .*merge classes with --label-map"):
+    with pytest.raises(
+        DataError,
+        match=r"class\(es\) 'glioma' \(1\) have fewer than 2 independent groups .* too few "
+        r"for the validation part .*merge classes with --label-map",
+    ):
         small().fit(X, y, groups)
 
 
@@ -87,12 +92,15 @@ def test_items_of_another_shape_are_refused(data):
         model.predict_proba(np.zeros((1, 16, 16), dtype=np.float32))
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("epochs", 0, "epochs must be an integer >= 1, got 0"),
-    ("precision", "fp16", "precision must be one of auto, bf16, fp32, got 'fp16'"),
-    ("val_fraction", 0.9, r"val_fraction must be a number in \(0, 0.5\], got 0.9"),
-    ("batch_size", 1, "batch_size must be an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("epochs", 0, "epochs must be an integer >= 1, got 0"),
+        ("precision", "fp16", "precision must be one of auto, bf16, fp32, got 'fp16'"),
+        ("val_fraction", 0.9, r"val_fraction must be a number in \(0, 0.5\], got 0.9"),
+        ("batch_size", 1, "batch_size must be an integer >= 2"),
+    ],
+)
 def test_bad_settings_are_refused_before_training(data, setting, value, message):
     X, y, groups = data
     with pytest.raises(ConfigError, match=f"training parameter {message}"):

@@ -51,7 +51,10 @@ def test_a_fixed_c_is_fitted_without_a_search(demo_source, classifier):
 
 
 def test_an_unknown_classifier_is_refused():
-    with pytest.raises(ConfigError, match=r"transfer-features.classifier='knn': not a valid value; classifier must be 'svm' or 'logreg'$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"transfer-features.classifier='knn': not a valid value; classifier must be 'svm' or 'logreg'$",
+    ):
         get_method("transfer-features").build(params={"classifier": "knn"})
 
 
@@ -61,8 +64,9 @@ def test_a_bad_backbone_is_refused_before_any_image_is_read():
 
 
 def test_a_trained_bundle_predicts_the_same_probabilities(demo_source, tmp_path):
-    config = TrainConfig(data=str(demo_source), method="transfer-features", params=TINY,
-                         preprocess=Preprocess(size=64), validate=False)
+    config = TrainConfig(
+        data=str(demo_source), method="transfer-features", params=TINY, preprocess=Preprocess(size=64), validate=False
+    )
     fitted = train_bundle(config, tmp_path / "model", n_jobs=1)
     assert sorted(fitted.manifest["files"]) == ["model.classifier.skops", "ood.npz"]
     loaded = load_model(fitted.path)

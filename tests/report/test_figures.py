@@ -94,7 +94,9 @@ def test_roc_curves_draw_one_curve_per_class_with_its_auc(make_benchmark):
     ids=["one-absent", "all-one-class"],
 )
 def test_roc_curves_skip_classes_without_positives_or_negatives_and_name_them(y_true, drawn, skipped):
-    proba = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.5, 0.2], [0.5, 0.4, 0.1], [0.1, 0.8, 0.1]])
+    proba = np.array(
+        [[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.5, 0.2], [0.5, 0.4, 0.1], [0.1, 0.8, 0.1]]
+    )
     (ax,) = roc_curves_figure(y_true, proba, ["a", "b", "c"], "ROC").axes
     assert [label.split(" (")[0] for label in _curves(ax)] == drawn
     assert ax.get_xlabel().endswith(f"(no curve, class absent or alone in y_true: {skipped})")
@@ -129,8 +131,14 @@ def _bars(ax) -> list[dict]:
         if container.errorbar is not None:
             (segment,) = container.errorbar.lines[2][0].get_segments()
             whisker = (segment[0][1], segment[1][1])
-        bars.append({"x": patch.get_x() + patch.get_width() / 2, "height": patch.get_height(),
-                     "hatch": patch.get_hatch(), "whisker": whisker})
+        bars.append(
+            {
+                "x": patch.get_x() + patch.get_width() / 2,
+                "height": patch.get_height(),
+                "hatch": patch.get_hatch(),
+                "whisker": whisker,
+            }
+        )
     return bars
 
 
@@ -192,8 +200,10 @@ def test_reliability_diagram_draws_the_hand_computed_bins():
 
 
 def test_reliability_diagram_of_a_method_without_an_ece_says_so():
-    calibration = {"n_bins": 15, "bins": {"count": [0] * 14 + [3], "accuracy": [None] * 14 + [1.0],
-                                          "confidence": [None] * 14 + [0.99]}}
+    calibration = {
+        "n_bins": 15,
+        "bins": {"count": [0] * 14 + [3], "accuracy": [None] * 14 + [1.0], "confidence": [None] * 14 + [0.99]},
+    }
     top, _ = reliability_figure(calibration, float("nan"), "t").axes
     assert list(_curves(top)) == ["accuracy per confidence bin (ECE n/a)"]
 
@@ -202,7 +212,12 @@ def test_render_figures_draws_a_reliability_diagram_per_method_with_calibration(
     results, predictions = make_benchmark(methods={"a": 0.9, "b": 0.6})
     del results["methods"]["b"]["calibration"]  # results written before calibration was measured
     assert list(render_figures(results, predictions)) == [
-        "metric_comparison", "confusion/a", "roc/a", "reliability/a", "confusion/b", "roc/b",
+        "metric_comparison",
+        "confusion/a",
+        "roc/a",
+        "reliability/a",
+        "confusion/b",
+        "roc/b",
     ]
 
 
@@ -213,11 +228,23 @@ def test_write_figures(make_benchmark, tmp_path):
     results, predictions = make_benchmark(methods={"glcm-svm": 0.9, "<script>/evil": 0.7})
     del predictions["glcm-svm"]  # no predictions: no ROC figure, the rest still drawn
     written = write_figures(results, predictions, tmp_path)
-    assert list(written) == ["metric_comparison", "confusion/glcm-svm", "reliability/glcm-svm",
-                             "confusion/<script>/evil", "roc/<script>/evil", "reliability/<script>/evil"]
+    assert list(written) == [
+        "metric_comparison",
+        "confusion/glcm-svm",
+        "reliability/glcm-svm",
+        "confusion/<script>/evil",
+        "roc/<script>/evil",
+        "reliability/<script>/evil",
+    ]
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(
-        ["metric_comparison.png", "confusion_glcm-svm.png", "reliability_glcm-svm.png",
-         "confusion__script_evil.png", "roc__script_evil.png", "reliability__script_evil.png"]
+        [
+            "metric_comparison.png",
+            "confusion_glcm-svm.png",
+            "reliability_glcm-svm.png",
+            "confusion__script_evil.png",
+            "roc__script_evil.png",
+            "reliability__script_evil.png",
+        ]
     )
     for path in written.values():
         assert path.parent == tmp_path / "figures"
@@ -235,7 +262,8 @@ def test_drawing_uses_no_pyplot_and_importing_loads_no_matplotlib():
         "import sys\n"
         "import brainmri.report\n"
         "assert 'matplotlib' not in sys.modules, 'imported at import time'\n"
-        "brainmri.report.figure_png(brainmri.report.confusion_matrix_figure({'labels': ['a', 'b'], 'matrix': [[1, 0], [0, 1]]}, 't'))\n"
+        "cm = {'labels': ['a', 'b'], 'matrix': [[1, 0], [0, 1]]}\n"
+        "brainmri.report.figure_png(brainmri.report.confusion_matrix_figure(cm, 't'))\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
     )
     subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, capture_output=True, timeout=120)

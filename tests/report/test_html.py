@@ -65,7 +65,7 @@ class _Tables(HTMLParser):
 
 def _rows(page: str, first_header: str, after: str = "") -> list[dict[str, tuple[str, bool]]]:
     """The rows (column -> cell) of the first table after ``after`` whose first header is ``first_header``."""
-    for table in _Tables(page[page.index(after):]).tables:
+    for table in _Tables(page[page.index(after) :]).tables:
         header = [text for text, _ in table[0]]
         if header[0] == first_header:
             return [dict(zip(header, row, strict=True)) for row in table[1:]]
@@ -113,8 +113,17 @@ def test_comparison_table_formats_metrics_with_intervals_and_bolds_the_best(make
     table = _table(page, "method", after='id="results"')
     assert list(table) == list(results["methods"])
     assert list(table["glcm-svm"]) == [
-        "method", "accuracy", "balanced accuracy", "macro F1", "AUC", "sensitivity", "specificity", "precision",
-        "Brier score", "ECE", "time (s)",
+        "method",
+        "accuracy",
+        "balanced accuracy",
+        "macro F1",
+        "AUC",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "Brier score",
+        "ECE",
+        "time (s)",
     ]
     assert table["glcm-svm"]["accuracy"] == ("0.953 [0.941, 0.964]", True)
     assert table["multifeature-rf"]["accuracy"][1] is False
@@ -142,7 +151,7 @@ def test_lower_is_better_for_brier_and_ece(make_benchmark, metric):
 
 def test_headline_table_fits_the_page(cv_report):
     _, page = cv_report
-    results_section = page[page.index('id="results"'):page.index('id="pairwise"')]
+    results_section = page[page.index('id="results"') : page.index('id="pairwise"')]
     assert '<div class="table-wrap"><table>' in results_section
     assert re.search(r"\.table-wrap \{[^}]*overflow-x: auto", page)
     # each interval wraps onto a line of its own below its value, so the columns stay narrow
@@ -153,11 +162,19 @@ def test_headline_table_fits_the_page(cv_report):
 @pytest.mark.parametrize(
     ("bootstrap", "statement"),
     [
-        ({"unit": "groups", "n_units": 374, "groups": "near-duplicate clusters"},
-         "95% percentile bootstrap, 1000 resamples, over 374 groups (near-duplicate clusters)"),
-        ({"unit": "groups", "n_units": 40, "groups": "subjects"}, "95% percentile bootstrap, 1000 resamples, over 40 groups (subjects)"),
+        (
+            {"unit": "groups", "n_units": 374, "groups": "near-duplicate clusters"},
+            "95% percentile bootstrap, 1000 resamples, over 374 groups (near-duplicate clusters)",
+        ),
+        (
+            {"unit": "groups", "n_units": 40, "groups": "subjects"},
+            "95% percentile bootstrap, 1000 resamples, over 40 groups (subjects)",
+        ),
         ({"unit": "items", "n_units": 120, "groups": None}, "95% percentile bootstrap, 1000 resamples, over 120 items"),
-        (None, "95% percentile bootstrap, 200 resamples (whether over items or groups is not recorded in these results)"),
+        (
+            None,
+            "95% percentile bootstrap, 200 resamples (whether over items or groups is not recorded in these results)",
+        ),
     ],
     ids=["clusters", "subjects", "items", "old-results"],
 )
@@ -175,8 +192,10 @@ def test_report_states_how_the_intervals_were_computed(make_benchmark, bootstrap
 
 
 def test_chart_caption_mentions_hatched_bars_only_when_there_are_some(cv_report, official_report):
-    captions = {name: re.findall(r"<figcaption>(.*?)</figcaption>", page)[0] for name, (_, page) in
-                (("cv", cv_report), ("official", official_report))}
+    captions = {
+        name: re.findall(r"<figcaption>(.*?)</figcaption>", page)[0]
+        for name, (_, page) in (("cv", cv_report), ("official", official_report))
+    }
     assert captions["cv"] == "Bars: point estimates; whiskers: 95% confidence intervals."
     assert captions["official"] == (
         "Bars: point estimates; whiskers: 95% confidence intervals. "
@@ -279,7 +298,9 @@ def test_each_method_states_its_calibration(cv_report):
         ) in text
 
 
-@pytest.mark.parametrize(("confidence", "verdict"), [(0.95, "overconfident by 10.0"), (0.8502, "as confident as it is accurate")])
+@pytest.mark.parametrize(
+    ("confidence", "verdict"), [(0.95, "overconfident by 10.0"), (0.8502, "as confident as it is accurate")]
+)
 def test_calibration_verdict(make_benchmark, confidence, verdict):
     results, predictions = make_benchmark(methods={"a": 0.9})
     results["methods"]["a"]["metrics"]["accuracy"]["value"] = 0.85
@@ -292,10 +313,14 @@ def test_report_is_self_contained(cv_report):
     images = re.findall(r'<img src="([^"]*)" alt="([^"]*)"', page)
     # the chart, then a confusion matrix, ROC curves and a reliability diagram per method
     assert [alt for _, alt in images] == ["bar chart of the headline metrics of every method"] + [
-        f"{kind} of {name}" for name in results["methods"] for kind in ("confusion matrix", "ROC curves", "reliability diagram")
+        f"{kind} of {name}"
+        for name in results["methods"]
+        for kind in ("confusion matrix", "ROC curves", "reliability diagram")
     ]
     assert all(src.startswith("data:image/png;base64,iVBORw0KGgo") for src, _ in images)
-    assert page.count("<figcaption>Below the diagonal the method is overconfident, above it underconfident") == len(results["methods"])
+    assert page.count("<figcaption>Below the diagonal the method is overconfident, above it underconfident") == len(
+        results["methods"]
+    )
     assert "<script" not in page.lower() and "<link" not in page.lower() and "url(" not in page
     without_references = page
     for m in results["methods"].values():

@@ -65,8 +65,12 @@ def test_descriptors_see_sharpness_noise_and_bit_depth():
     image = synthetic_slice("glioma", np.random.default_rng(4), 64)
     names = AcquisitionDescriptors().fit().feature_names_
     d = dict(zip(names, AcquisitionDescriptors().fit().transform([image])[0], strict=True))
-    blurred = dict(zip(names, AcquisitionDescriptors().fit().transform([shift_image(image, "blur", 5)])[0], strict=True))
-    coarse = dict(zip(names, AcquisitionDescriptors().fit().transform([shift_image(image, "bit-depth", 5)])[0], strict=True))
+    blurred = dict(
+        zip(names, AcquisitionDescriptors().fit().transform([shift_image(image, "blur", 5)])[0], strict=True)
+    )
+    coarse = dict(
+        zip(names, AcquisitionDescriptors().fit().transform([shift_image(image, "bit-depth", 5)])[0], strict=True)
+    )
     assert blurred["laplacian"] < d["laplacian"] and blurred["hf_share"] < d["hf_share"]
     assert blurred["noise"] < d["noise"]
     assert np.exp(coarse["grey_levels"]) == pytest.approx(4)

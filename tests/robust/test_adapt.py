@@ -19,8 +19,9 @@ def fitted():
     rng = np.random.default_rng(3)
     X = np.stack([synthetic_slice(c, rng, 32) for c in CLASSES for _ in range(10)]).astype(np.float32)
     y = np.repeat(np.array(CLASSES), 10)
-    model = TorchClassifier(ayadi_cnn, module_params={"width": 4}, epochs=6, batch_size=8, precision="fp32",
-                            device="cpu", seed=0).fit(X, y, np.arange(40))
+    model = TorchClassifier(
+        ayadi_cnn, module_params={"width": 4}, epochs=6, batch_size=8, precision="fp32", device="cpu", seed=0
+    ).fit(X, y, np.arange(40))
     return model, X, y
 
 
@@ -60,8 +61,12 @@ def test_tent_moves_only_the_normalisation_affine_parameters(fitted):
     model, X, _ = fitted
     adapted = adapt_module(model.module_, shifted(X), method="tent", device=torch.device("cpu"), batch_size=16)
     before, after = dict(model.module_.named_parameters()), dict(adapted.named_parameters())
-    bn_params = {f"{n}.{p}" for n, m in model.module_.named_modules() if isinstance(m, torch.nn.BatchNorm2d)
-                 for p in ("weight", "bias")}
+    bn_params = {
+        f"{n}.{p}"
+        for n, m in model.module_.named_modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+        for p in ("weight", "bias")
+    }
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and moved <= bn_params
     assert not any(p.requires_grad for p in adapted.parameters())
@@ -77,16 +82,25 @@ def test_adaptation_is_deterministic_for_a_seed(fitted, method):
 
 
 def test_a_classical_method_is_refused():
-    with pytest.raises(ConfigError, match=r"--adapt adabn: glcm-svm classifies with CalibratedSVC, not a neural "
-                                          "network .*use --adapt none, or a deep method"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--adapt adabn: glcm-svm classifies with CalibratedSVC, not a neural "
+        "network .*use --adapt none, or a deep method",
+    ):
         adapt_model(glcm_svm(), "adabn", name="glcm-svm")
 
 
-@pytest.mark.parametrize("builder, method, message", [
-    (mlp, "adabn", "--adapt adabn: the network of mlp has no batch-norm layers .*use --adapt tent"),
-    (lambda **kw: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, kw["num_classes"])), "tent",
-     "--adapt tent: the network of mlp has no normalisation layers with affine parameters to adapt; use --adapt none"),
-])
+@pytest.mark.parametrize(
+    "builder, method, message",
+    [
+        (mlp, "adabn", "--adapt adabn: the network of mlp has no batch-norm layers .*use --adapt tent"),
+        (
+            lambda **kw: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, kw["num_classes"])),
+            "tent",
+            "--adapt tent: the network of mlp has no normalisation layers with affine parameters to adapt; use --adapt none",
+        ),
+    ],
+)
 def test_a_network_without_the_layers_adapted_is_refused(builder, method, message):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 4)).astype(np.float32)
@@ -110,16 +124,35 @@ def test_predict_adapts_a_deep_bundle_without_changing_it(demo_source, tmp_path,
     from brainmri.cli import main
 
     model = tmp_path / "cnn"
-    assert main(["train", str(demo_source), "--method", "ayadi-cnn", "--params",
-                 "ayadi-cnn.size=32,ayadi-cnn.epochs=2,ayadi-cnn.width=4,ayadi-cnn.batch_size=8,ayadi-cnn.threads=1",
-                 "--no-cache", "--jobs", "1", "--no-validation", "-q", "--out", str(model)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(demo_source),
+                "--method",
+                "ayadi-cnn",
+                "--params",
+                "ayadi-cnn.size=32,ayadi-cnn.epochs=2,ayadi-cnn.width=4,ayadi-cnn.batch_size=8,ayadi-cnn.threads=1",
+                "--no-cache",
+                "--jobs",
+                "1",
+                "--no-validation",
+                "-q",
+                "--out",
+                str(model),
+            ]
+        )
+        == 0
+    )
     files = {p.name: p.read_bytes() for p in model.iterdir()}
     capsys.readouterr()
 
     def predict(*extra):
         assert main(["predict", str(model), str(demo_source), "-q", *extra]) == 0
-        return [[float(v) for k, v in row.items() if k.startswith("p_")]
-                for row in csv.DictReader(io.StringIO(capsys.readouterr().out))]
+        return [
+            [float(v) for k, v in row.items() if k.startswith("p_")]
+            for row in csv.DictReader(io.StringIO(capsys.readouterr().out))
+        ]
 
     plain, adapted = predict(), predict("--adapt", "tent", "--seed", "1")
     assert adapted == predict("--adapt", "tent", "--seed", "1") and adapted != plain

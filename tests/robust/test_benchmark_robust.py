@@ -8,8 +8,22 @@ import pytest
 from brainmri.cli import main
 from brainmri.data.synthetic import write_demo_data
 
-COMMON = ["--cv", "2", "--n-boot", "20", "--size", "48", "--jobs", "1", "--no-cache", "-q",
-          "--shift", "rician-noise", "--shift-severities", "1,5"]
+COMMON = [
+    "--cv",
+    "2",
+    "--n-boot",
+    "20",
+    "--size",
+    "48",
+    "--jobs",
+    "1",
+    "--no-cache",
+    "-q",
+    "--shift",
+    "rician-noise",
+    "--shift-severities",
+    "1,5",
+]
 TINY_CNN = "ayadi-cnn.size=32,ayadi-cnn.epochs=2,ayadi-cnn.width=4,ayadi-cnn.batch_size=8,ayadi-cnn.threads=1"
 
 
@@ -37,8 +51,24 @@ def test_the_ood_score_separates_severe_noise_from_clean_images(data, tmp_path):
 @pytest.mark.slow
 def test_adapt_runs_the_deep_method_adapted_and_records_it(data, tmp_path, one_torch_thread):
     out = tmp_path / "out"
-    assert main(["benchmark", str(data), "--methods", "ayadi-cnn", "--params", TINY_CNN, *COMMON, "--adapt", "adabn",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                str(data),
+                "--methods",
+                "ayadi-cnn",
+                "--params",
+                TINY_CNN,
+                *COMMON,
+                "--adapt",
+                "adabn",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["adapt"] == "adabn"
     assert set(results["methods"]["ayadi-cnn"]["shift"]["shifts"]) == {"rician-noise"}
@@ -48,8 +78,24 @@ def test_adapt_runs_the_deep_method_adapted_and_records_it(data, tmp_path, one_t
 def test_several_adaptations_test_one_trained_network_each_way_and_compare_them(data, tmp_path, one_torch_thread):
     def run(adapt):
         out = tmp_path / adapt
-        assert main(["benchmark", str(data), "--methods", "ayadi-cnn", "--params", TINY_CNN, *COMMON,
-                     "--adapt", adapt, "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "benchmark",
+                    str(data),
+                    "--methods",
+                    "ayadi-cnn",
+                    "--params",
+                    TINY_CNN,
+                    *COMMON,
+                    "--adapt",
+                    adapt,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         return json.loads((out / "results.json").read_text())
 
     both, plain, adabn = run("none,adabn"), run("none"), run("adabn")
@@ -61,14 +107,19 @@ def test_several_adaptations_test_one_trained_network_each_way_and_compare_them(
     assert methods["ayadi-cnn"]["metrics"] != methods["ayadi-cnn+adabn"]["metrics"]
     assert methods["ayadi-cnn+adabn"]["timing_s"]["fit"] == methods["ayadi-cnn"]["timing_s"]["fit"]  # trained once
     assert methods["ayadi-cnn+adabn"]["history"] == methods["ayadi-cnn"]["history"]
-    assert [(c["a"], c["b"]) for c in both["comparisons"]][0] in {("ayadi-cnn", "ayadi-cnn+adabn"),
-                                                                  ("ayadi-cnn+adabn", "ayadi-cnn")}
+    assert [(c["a"], c["b"]) for c in both["comparisons"]][0] in {
+        ("ayadi-cnn", "ayadi-cnn+adabn"),
+        ("ayadi-cnn+adabn", "ayadi-cnn"),
+    }
 
 
-@pytest.mark.parametrize("adapt, message", [
-    ("none,none", "--adapt 'none,none': an adaptation is named twice"),
-    ("none,bn", "--adapt 'bn': unknown test-time adaptation; valid: none, adabn, tent"),
-])
+@pytest.mark.parametrize(
+    "adapt, message",
+    [
+        ("none,none", "--adapt 'none,none': an adaptation is named twice"),
+        ("none,bn", "--adapt 'bn': unknown test-time adaptation; valid: none, adabn, tent"),
+    ],
+)
 def test_a_bad_list_of_adaptations_is_refused_before_reading(data, tmp_path, error_line, adapt, message):
     assert main(["benchmark", str(data), "--methods", "ayadi-cnn", "--adapt", adapt, "--out", str(tmp_path / "o")]) == 2
     assert message in error_line("benchmark")

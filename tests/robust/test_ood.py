@@ -32,8 +32,11 @@ def test_the_detector_round_trips_through_its_arrays(gaussian):
 
 
 def test_too_few_training_items_per_class_are_refused():
-    with pytest.raises(DataError, match=r"out-of-distribution score: needs at least 2 training items per class, "
-                                        r"got \{'a': 3, 'b': 1\}"):
+    with pytest.raises(
+        DataError,
+        match=r"out-of-distribution score: needs at least 2 training items per class, "
+        r"got \{'a': 3, 'b': 1\}",
+    ):
         MahalanobisOOD().fit(np.zeros((4, 2)), ["a", "a", "a", "b"])
 
 
@@ -46,8 +49,9 @@ def test_a_network_scores_noise_and_shifted_images_higher_than_clean_ones(one_to
     rng = np.random.default_rng(5)
     X = np.stack([synthetic_slice(c, rng, 32) for c in CLASSES for _ in range(10)]).astype(np.float32)
     y = np.repeat(np.array(CLASSES), 10)
-    model = TorchClassifier(ayadi_cnn, module_params={"width": 4}, epochs=4, batch_size=8, precision="fp32",
-                            device="cpu").fit(X, y)
+    model = TorchClassifier(
+        ayadi_cnn, module_params={"width": 4}, epochs=4, batch_size=8, precision="fp32", device="cpu"
+    ).fit(X, y)
     ood = fit_ood(model, X, y)
     clean = np.stack([synthetic_slice(c, rng, 32) for c in CLASSES for _ in range(5)]).astype(np.float32)
     noise = rng.uniform(0, 1, size=clean.shape).astype(np.float32)

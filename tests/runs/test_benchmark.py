@@ -16,7 +16,17 @@ from brainmri.runs.benchmark import run_benchmark
 from brainmri.runs.config import BenchmarkConfig
 
 PRE = Preprocess(size=48)
-METRIC_NAMES = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "precision", "brier", "ece"}
+METRIC_NAMES = {
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "auc",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "brier",
+    "ece",
+}
 
 
 def config(data, **kw):
@@ -74,8 +84,12 @@ def test_every_prediction_is_saved(cv_run):
     assert acc == pytest.approx(results["methods"]["rf"]["metrics"]["accuracy"]["value"])
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
     figures = {p.name for p in (out / "figures").glob("*.png")}
-    explained = {f"explanation_{m}_{k}.png" for m, e in results["methods"].items() for k in range(len(e["explanations"]))}
-    assert explained <= figures and len(figures - explained) == 1 + 3 * 2  # comparison, confusion + ROC + reliability each
+    explained = {
+        f"explanation_{m}_{k}.png" for m, e in results["methods"].items() for k in range(len(e["explanations"]))
+    }
+    assert (
+        explained <= figures and len(figures - explained) == 1 + 3 * 2
+    )  # comparison, confusion + ROC + reliability each
 
 
 def test_rerun_resumes_without_refitting(cv_run, monkeypatch):
@@ -104,7 +118,9 @@ def test_interrupted_run_continues_from_finished_units(cv_run, tmp_path):
 
 def test_other_arguments_in_the_same_folder_are_refused(cv_run):
     data, out, _ = cv_run
-    with pytest.raises(ConfigError, match=r"holds a benchmark run with other arguments; choose another --out or add --restart"):
+    with pytest.raises(
+        ConfigError, match=r"holds a benchmark run with other arguments; choose another --out or add --restart"
+    ):
         run_benchmark(config(data, seed=1), out, n_jobs=1)
 
 
@@ -141,16 +157,18 @@ def test_a_paired_test_on_part_of_the_test_set_counts_only_its_items():
 
 
 def test_drop_test_duplicates_counts_per_class(leaky_split, tmp_path):
-    results = run_benchmark(config(leaky_split, split="official", methods=("rf",), drop_test_duplicates=True),
-                            tmp_path / "d", n_jobs=1)
+    results = run_benchmark(
+        config(leaky_split, split="official", methods=("rf",), drop_test_duplicates=True), tmp_path / "d", n_jobs=1
+    )
     assert results["protocol"]["dropped_duplicates"] == {"glioma": 1, "notumor": 1}
     assert results["methods"]["rf"]["n_test"] == 8
 
 
 def test_external_validation_with_label_map(leaky_split, demo_source, tmp_path):
     mapping = {"glioma": "tumor", "meningioma": "tumor", "pituitary": "tumor", "notumor": "normal"}
-    results = run_benchmark(config(leaky_split, methods=("rf",), test_data=str(demo_source), label_map=mapping),
-                            tmp_path / "e", n_jobs=1)
+    results = run_benchmark(
+        config(leaky_split, methods=("rf",), test_data=str(demo_source), label_map=mapping), tmp_path / "e", n_jobs=1
+    )
     assert results["protocol"]["kind"] == "external"
     assert results["dataset"]["classes"] == ["normal", "tumor"]
     assert results["methods"]["rf"]["n_test"] == 24
@@ -163,13 +181,19 @@ def test_unseen_test_class_is_an_error(demo_source, tmp_path):
     train = tmp_path / "train"
     for name in ("glioma", "notumor"):
         shutil.copytree(demo_source / name, train / name)
-    with pytest.raises(DataError, match=r"test classes meningioma, pituitary were never seen in training \(training classes: glioma, notumor\); map them with --label-map"):
+    with pytest.raises(
+        DataError,
+        match=r"test classes meningioma, pituitary were never seen in training \(training classes: glioma, notumor\); "
+        r"map them with --label-map",
+    ):
         run_benchmark(config(train, methods=("rf",), test_data=str(demo_source)), tmp_path / "u", n_jobs=1)
 
 
 def test_label_map_leaving_a_class_unmapped(demo_source, tmp_path):
     with pytest.raises(ConfigError, match=r"--label-map leaves DATA class\(es\) notumor, pituitary unmapped; add them"):
-        run_benchmark(config(demo_source, label_map={"glioma": "tumor", "meningioma": "tumor"}), tmp_path / "x", n_jobs=1)
+        run_benchmark(
+            config(demo_source, label_map={"glioma": "tumor", "meningioma": "tumor"}), tmp_path / "x", n_jobs=1
+        )
 
 
 def test_fold_with_too_few_training_items(demo_source, tmp_path):
@@ -180,8 +204,11 @@ def test_fold_with_too_few_training_items(demo_source, tmp_path):
     shutil.copytree(demo_source, data)
     for extra in sorted((data / "glioma").glob("*.png"))[2:]:
         extra.unlink()
-    with pytest.raises(DataError, match=r"fold\d: class\(es\) 'glioma' \(1\) have fewer than 2 independent groups of "
-                                        r"training images \(subjects or duplicate clusters\), too few for grouped inner"):
+    with pytest.raises(
+        DataError,
+        match=r"fold\d: class\(es\) 'glioma' \(1\) have fewer than 2 independent groups of "
+        r"training images \(subjects or duplicate clusters\), too few for grouped inner",
+    ):
         run_benchmark(config(data, cv=2), tmp_path / "y", n_jobs=1)
 
 
@@ -206,8 +233,11 @@ def test_parse_label_map_file(tmp_path):
         ("glioma=", r"'glioma=' has an empty class name"),
         ("missing.json", r"--label-map missing.json: file not found"),
         # Issue 20: a class mapped twice silently took the last.
-        ("glioma=tumor,glioma=normal", r"--label-map: class 'glioma' is mapped twice \(glioma=tumor and "
-                                       r"glioma=normal\); map each class once$"),
+        (
+            "glioma=tumor,glioma=normal",
+            r"--label-map: class 'glioma' is mapped twice \(glioma=tumor and "
+            r"glioma=normal\); map each class once$",
+        ),
     ],
 )
 def test_parse_label_map_errors(text, message):
@@ -219,7 +249,9 @@ def test_a_key_given_twice_in_a_json_map_or_settings_file_is_refused(tmp_path):
     from brainmri.runs.config import parse_params
 
     (tmp_path / "map.json").write_text('{"glioma": "tumor", "glioma": "normal"}')
-    with pytest.raises(ConfigError, match=r"map\.json: key 'glioma' is given twice \('tumor' and 'normal'\); give each once"):
+    with pytest.raises(
+        ConfigError, match=r"map\.json: key 'glioma' is given twice \('tumor' and 'normal'\); give each once"
+    ):
         parse_label_map(str(tmp_path / "map.json"))
     (tmp_path / "p.json").write_text('{"rf": {"n_estimators": 5, "n_estimators": 9}}')
     with pytest.raises(ConfigError, match=r"p\.json: key 'n_estimators' is given twice"):
@@ -409,7 +441,8 @@ def test_subject_csv_benchmark_keeps_each_subject_on_one_side(tmp_path):
     for fold in results["methods"]["rf"]["per_fold"]:
         n_subjects = fold["n_train"] // 2
         assert results["methods"]["rf"]["params"][fold["fold"]]["inner_cv"].startswith(
-            f"StratifiedGroupKFold over {n_subjects} groups")
+            f"StratifiedGroupKFold over {n_subjects} groups"
+        )
 
 
 # --- significance -------------------------------------------------------------------------------------------------
@@ -423,11 +456,20 @@ def _two_methods(fold_sizes):
     proba_b = proba_a.copy()
     proba_b[wrong_b] = [0.0, 1.0]
     folds = np.repeat([f"fold{f}" for f in range(len(fold_sizes))], fold_sizes)
-    predictions = {m: {"index": np.arange(30), "fold": list(folds), "proba": p, "y_true": ["x"] * 30, "classes": classes}
-                   for m, p in (("a", proba_a), ("b", proba_b))}
+    predictions = {
+        m: {"index": np.arange(30), "fold": list(folds), "proba": p, "y_true": ["x"] * 30, "classes": classes}
+        for m, p in (("a", proba_a), ("b", proba_b))
+    }
     accuracy = {"a": [1.0] * 3, "b": [0.4, 1.0, 0.9]} if len(fold_sizes) == 3 else {"a": [1.0], "b": [23 / 30]}
-    methods = {m: {"per_fold": [{"fold": f"fold{f}", "n_train": 30 - n, "n_test": n, "accuracy": acc}
-                                for f, (n, acc) in enumerate(zip(fold_sizes, accuracy[m], strict=True))]} for m in ("a", "b")}
+    methods = {
+        m: {
+            "per_fold": [
+                {"fold": f"fold{f}", "n_train": 30 - n, "n_test": n, "accuracy": acc}
+                for f, (n, acc) in enumerate(zip(fold_sizes, accuracy[m], strict=True))
+            ]
+        }
+        for m in ("a", "b")
+    }
     return predictions, methods
 
 
@@ -440,8 +482,14 @@ def test_cv_significance_comes_from_the_corrected_t_test():
     assert row["t_test"]["statistic"] == pytest.approx(0.7951, abs=1e-4)
     assert row["decided_by"] == "t_test" and row["p_adjusted"] == pytest.approx(row["t_test"]["p_value"])
     assert row["p_adjusted"] == pytest.approx(0.5100, abs=1e-3) and row["significant"] is False
-    text = format_results({"methods": {}, "comparisons": [row], "alpha": 0.05,
-                           "protocol": {"kind": "cv", "folds": 3, "grouping": "duplicates", "notes": []}})
+    text = format_results(
+        {
+            "methods": {},
+            "comparisons": [row],
+            "alpha": 0.05,
+            "protocol": {"kind": "cv", "folds": 3, "grouping": "duplicates", "notes": []},
+        }
+    )
     assert "significant differences (corrected resampled t-test over folds, Holm-adjusted p < 0.05): none" in text
 
 
@@ -449,6 +497,12 @@ def test_single_test_set_significance_comes_from_mcnemar():
     (row,) = summary_module.comparisons(*_two_methods([30]))
     assert row["t_test"] is None and row["decided_by"] == "mcnemar"
     assert row["p_adjusted"] == pytest.approx(2 / 128) and row["significant"] is True
-    text = format_results({"methods": {}, "comparisons": [row], "alpha": 0.05,
-                           "protocol": {"kind": "official", "folds": 1, "grouping": "official split", "notes": []}})
+    text = format_results(
+        {
+            "methods": {},
+            "comparisons": [row],
+            "alpha": 0.05,
+            "protocol": {"kind": "official", "folds": 1, "grouping": "official split", "notes": []},
+        }
+    )
     assert "significant differences (McNemar, Holm-adjusted p < 0.05): a vs b (p=0.0156)" in text

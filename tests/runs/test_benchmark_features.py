@@ -21,6 +21,7 @@ def _count_extractions(monkeypatch) -> Counter:
     """Count the images each extractor class computes features of."""
     counts: Counter = Counter()
     for cls in EXTRACTORS:
+
         def counted(self, image, _real=cls._extract, _name=cls.__name__):
             counts[_name] += 1
             return _real(self, image)
@@ -55,9 +56,13 @@ def test_without_a_cache_each_image_is_computed_once_per_run(no_cache_run):
     # it, for the inference speed, timed without cache on the test items (all of them here: fewer than 64 per fold)
     users = {"GLCMFeatures": 2}  # glcm-svm and rf; the others rf only
     # The acquisition descriptors of the out-of-distribution score: once per image, shared by the methods and folds.
-    assert counts == {"AcquisitionDescriptors": n_images,
-                      **{name: n_images * (1 + users.get(name, 1)) for name in
-                         ("GLCMFeatures", "IntensityFeatures", "OtsuFeatures", "ShapeFeatures", "WaveletFeatures")}}
+    assert counts == {
+        "AcquisitionDescriptors": n_images,
+        **{
+            name: n_images * (1 + users.get(name, 1))
+            for name in ("GLCMFeatures", "IntensityFeatures", "OtsuFeatures", "ShapeFeatures", "WaveletFeatures")
+        },
+    }
     assert not list(root.rglob("*.sqlite")) and not (root / "default-cache").exists()
 
 
@@ -82,8 +87,11 @@ def test_a_run_made_by_other_code_versions_is_not_resumed(no_cache_run, monkeypa
     root, config, _, _ = no_cache_run
     monkeypatch.setattr(GLCMFeatures, "version", GLCMFeatures.version + 1)
     old, new = GLCMFeatures.version - 1, GLCMFeatures.version
-    with pytest.raises(ConfigError, match=rf"holds a benchmark run with other code versions \(GLCMFeatures {old} -> {new}\); "
-                                          "choose another --out or add --restart$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"holds a benchmark run with other code versions \(GLCMFeatures {old} -> {new}\); "
+        "choose another --out or add --restart$",
+    ):
         run_benchmark(config, root / "out", n_jobs=1, cache_dir=None)
 
 

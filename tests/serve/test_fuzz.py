@@ -27,8 +27,14 @@ TOKEN = "fuzz-token-123"
 
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-BOUNDED = settings(max_examples=25, deadline=None, database=None, derandomize=True,
-                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+BOUNDED = settings(
+    max_examples=25,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +55,9 @@ def test_the_spec_lists_the_three_operations(operations):
 @pytest.mark.parametrize("label", ["GET /health", "GET /model", "POST /predict"])
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 @pytest.mark.parametrize("authorised", [True, False])
-def test_fuzzed_requests_get_documented_answers_and_no_server_error(label, mode, authorised, operations,
-                                                                    one_torch_thread):
+def test_fuzzed_requests_get_documented_answers_and_no_server_error(
+    label, mode, authorised, operations, one_torch_thread
+):
     # schemathesis' own pytest integration (from_fixture) does not run under pytest 9; its strategies do.
     headers = {"Authorization": f"Bearer {TOKEN}"} if authorised else {}
     statuses = []

@@ -60,8 +60,10 @@ def _files() -> list:
 
 
 def _head(length: int) -> bytes:
-    return (f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode()
+    return (
+        f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
 
 
 def _status(sock: socket.socket, timeout: float = 10) -> int | None:
@@ -84,7 +86,9 @@ def test_uploads_beyond_the_memory_budget_are_refused_before_their_body_is_read(
         time.sleep(1.0)
         refused = httpx.post(f"http://{host}:{port}/predict", files=_files(), timeout=10)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
-        assert "the server holds 1 MiB of uploads already (--max-pending-mb 1); retry shortly" in refused.json()["detail"]
+        assert (
+            "the server holds 1 MiB of uploads already (--max-pending-mb 1); retry shortly" in refused.json()["detail"]
+        )
     time.sleep(0.5)  # the dropped upload gives its share back
     assert httpx.post(f"http://{host}:{port}/predict", files=_files(), timeout=10).status_code == 200
 

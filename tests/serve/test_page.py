@@ -48,7 +48,9 @@ def test_the_page_shows_the_class_the_bars_and_the_overlay(cnn_model, tmp_path, 
 
     from brainmri.serve.app import create_app
 
-    image = write_pil(tmp_path / "glioma.png", (synthetic_slice("glioma", np.random.default_rng(3), size=64) * 255).astype(np.uint8))
+    image = write_pil(
+        tmp_path / "glioma.png", (synthetic_slice("glioma", np.random.default_rng(3), size=64) * 255).astype(np.uint8)
+    )
     proba = cnn_model.predict_proba([image])[0]
     classes = [str(c) for c in cnn_model.classes_]
     requested, problems = [], []
@@ -95,8 +97,13 @@ def test_the_page_asks_for_the_token_and_shows_a_model_without_heatmaps(stand_in
     from brainmri.serve.app import create_app
     from brainmri.serve.settings import ServeSettings
 
-    image = write_pil(tmp_path / "slice.png", (synthetic_slice("notumor", np.random.default_rng(1), size=64) * 255).astype(np.uint8))
-    with live_server(create_app(stand_in, ServeSettings(token="page-token-123"))) as url, sync_playwright() as playwright:
+    image = write_pil(
+        tmp_path / "slice.png", (synthetic_slice("notumor", np.random.default_rng(1), size=64) * 255).astype(np.uint8)
+    )
+    with (
+        live_server(create_app(stand_in, ServeSettings(token="page-token-123"))) as url,
+        sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
             page = browser.new_page()

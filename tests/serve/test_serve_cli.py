@@ -28,8 +28,11 @@ def started(monkeypatch):
     import brainmri.serve.app
 
     calls = []
-    monkeypatch.setattr(brainmri.serve.app, "run_server",
-                        lambda app, settings, quiet: calls.append((app, settings, torch.get_num_threads())))
+    monkeypatch.setattr(
+        brainmri.serve.app,
+        "run_server",
+        lambda app, settings, quiet: calls.append((app, settings, torch.get_num_threads())),
+    )
     return calls
 
 
@@ -46,8 +49,13 @@ def test_serve_loads_the_bundle_once_and_serves_it_on_localhost(cnn_bundle, star
         assert client.get("/model").json()["classes"] == ["glioma", "meningioma", "notumor", "pituitary"]
 
 
-@pytest.mark.parametrize("token, warned", [(None, "there is no authentication: anyone who reaches it can use the model; set --token"),
-                                           ("long-enough-token", "its token travels unencrypted over plain HTTP")])
+@pytest.mark.parametrize(
+    "token, warned",
+    [
+        (None, "there is no authentication: anyone who reaches it can use the model; set --token"),
+        ("long-enough-token", "its token travels unencrypted over plain HTTP"),
+    ],
+)
 def test_another_host_is_served_with_a_warning(token, warned, cnn_bundle, started, capsys, monkeypatch):
     monkeypatch.delenv("BRAINMRI_SERVE_TOKEN", raising=False)
     argv = ["serve", str(cnn_bundle), "--host", "0.0.0.0", "--device", "cpu"] + (["--token", token] if token else [])
@@ -68,15 +76,18 @@ def test_threads_and_workers_can_be_chosen(cnn_bundle, started):
     assert settings.workers == 3 and threads == 2
 
 
-@pytest.mark.parametrize("option, value, match", [
-    ("--workers", "0", "--workers must be an integer >= 1, got 0"),
-    ("--queue-size", "-1", "--queue-size must be an integer >= 0, got -1"),
-    ("--max-files", "0", "--max-files must be an integer >= 1, got 0"),
-    ("--max-upload-mb", "0", "--max-upload-mb must be a positive number of MiB, got 0.0"),
-    ("--max-pixels", "0", "--max-pixels must be a positive integer"),
-    ("--port", "70000", "--port must be between 0 and 65535, got 70000"),
-    ("--token", "short", "--token must be at least 8 printable characters without spaces"),
-])
+@pytest.mark.parametrize(
+    "option, value, match",
+    [
+        ("--workers", "0", "--workers must be an integer >= 1, got 0"),
+        ("--queue-size", "-1", "--queue-size must be an integer >= 0, got -1"),
+        ("--max-files", "0", "--max-files must be an integer >= 1, got 0"),
+        ("--max-upload-mb", "0", "--max-upload-mb must be a positive number of MiB, got 0.0"),
+        ("--max-pixels", "0", "--max-pixels must be a positive integer"),
+        ("--port", "70000", "--port must be between 0 and 65535, got 70000"),
+        ("--token", "short", "--token must be at least 8 printable characters without spaces"),
+    ],
+)
 def test_bad_options_are_one_line_errors(option, value, match, cnn_bundle, started, error_line):
     assert main(["serve", str(cnn_bundle), option, value]) == 2
     assert match in error_line("serve")
@@ -101,8 +112,12 @@ def test_the_command_serves_over_http_and_stops_cleanly_on_sigterm(cnn_bundle):
     env = {**os.environ, "PYTHONPATH": str(Path(brainmri.__file__).parents[1])}
     png = io.BytesIO()
     Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 5, (40, 1))).save(png, format="PNG")
-    with subprocess.Popen([sys.executable, "-m", "brainmri", "serve", str(cnn_bundle), "--port", str(port), "-q",
-                           "--device", "cpu"], env=env, stderr=subprocess.PIPE, text=True) as server:
+    with subprocess.Popen(
+        [sys.executable, "-m", "brainmri", "serve", str(cnn_bundle), "--port", str(port), "-q", "--device", "cpu"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -112,7 +127,9 @@ def test_the_command_serves_over_http_and_stops_cleanly_on_sigterm(cnn_bundle):
                         break
                 except httpx.TransportError:
                     time.sleep(0.2)
-            answer = httpx.post(f"http://127.0.0.1:{port}/predict", files={"files": ("a.png", png.getvalue())}, timeout=60)
+            answer = httpx.post(
+                f"http://127.0.0.1:{port}/predict", files={"files": ("a.png", png.getvalue())}, timeout=60
+            )
             assert answer.status_code == 200 and answer.json()["model"]["method"] == "ayadi-cnn"
         finally:
             server.send_signal(signal.SIGTERM)
@@ -145,6 +162,8 @@ def test_serve_onnx_predicts_with_the_export_and_explains_with_the_network(cnn_b
 
 
 def test_serve_onnx_without_an_export_is_one_line(cnn_bundle, started, tmp_path, capsys):
-    assert main(["serve", str(cnn_bundle), "--onnx", "--onnx-file", str(tmp_path / "none.onnx"), "--device", "cpu"]) == 2
+    assert (
+        main(["serve", str(cnn_bundle), "--onnx", "--onnx-file", str(tmp_path / "none.onnx"), "--device", "cpu"]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert not started and len(err) == 1 and "none.onnx" in err[0]

@@ -39,10 +39,20 @@ def test_each_type_is_told_by_content_and_its_pixels_by_its_header(kind, samples
     assert pixel_count(data, sniff(data)) == 1200
 
 
-@pytest.mark.parametrize("data", [
-    b"", b"GIF89a" + bytes(20), b"BM" + bytes(60), b"II*\x00" + bytes(20), b"%PDF-1.7", bytes(400),
-    gzip.compress(b"not a nifti header" * 40, mtime=0), b"\x1f\x8b broken gzip",
-], ids=["empty", "gif", "bmp", "tiff", "pdf", "zeros", "gzip-not-nifti", "broken-gzip"])  # stable ids: xdist workers
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"GIF89a" + bytes(20),
+        b"BM" + bytes(60),
+        b"II*\x00" + bytes(20),
+        b"%PDF-1.7",
+        bytes(400),
+        gzip.compress(b"not a nifti header" * 40, mtime=0),
+        b"\x1f\x8b broken gzip",
+    ],
+    ids=["empty", "gif", "bmp", "tiff", "pdf", "zeros", "gzip-not-nifti", "broken-gzip"],
+)  # stable ids: xdist workers
 # must collect the same names (gzip's header holds a time stamp unless mtime is given)
 def test_other_content_is_no_upload_type(data):
     assert sniff(data) is None
@@ -55,8 +65,10 @@ def test_a_dicom_without_its_preamble_is_not_taken(samples):
 def test_a_jpeg_declaring_a_huge_frame_is_refused_before_decoding(samples):
     data = bytearray(samples["jpeg"])
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = (30000).to_bytes(2, "big") + (30000).to_bytes(2, "big")
-    with pytest.raises(RequestError, match=r"files\[0\]: jpeg image of 900,000,000 pixels, above the limit of 1,000") as info:
+    data[sof + 5 : sof + 9] = (30000).to_bytes(2, "big") + (30000).to_bytes(2, "big")
+    with pytest.raises(
+        RequestError, match=r"files\[0\]: jpeg image of 900,000,000 pixels, above the limit of 1,000"
+    ) as info:
         check_upload("files[0]", "x.jpg", bytes(data), max_pixels=1000)
     assert info.value.status == 413
 

@@ -30,5 +30,12 @@ def tiny_net():
     """Keyword arguments of a TorchClassifier with a 4-channel ayadi-cnn, 3 epochs, batches of 8."""
     from brainmri.nets.cnn import ayadi_cnn
 
-    return dict(module_builder=ayadi_cnn, module_params={"width": 4}, epochs=3, batch_size=8, augment=True,
-                device="cpu", precision="fp32")
+    return dict(
+        module_builder=ayadi_cnn,
+        module_params={"width": 4},
+        epochs=3,
+        batch_size=8,
+        augment=True,
+        device="cpu",
+        precision="fp32",
+    )

@@ -38,18 +38,29 @@ def test_changes_stay_small():
 # --- appearance augmentation (TorchIO) -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("setting, parts", [
-    (False, ()), (None, ()), (True, ("geometric",)), ("geometric", ("geometric",)), ("appearance", PARTS),
-    ("gamma, bias-field", ("bias-field", "gamma")), ("appearance,gamma", PARTS),
-])
+@pytest.mark.parametrize(
+    "setting, parts",
+    [
+        (False, ()),
+        (None, ()),
+        (True, ("geometric",)),
+        ("geometric", ("geometric",)),
+        ("appearance", PARTS),
+        ("gamma, bias-field", ("bias-field", "gamma")),
+        ("appearance,gamma", PARTS),
+    ],
+)
 def test_augment_settings_name_presets_or_parts(setting, parts):
     assert parse_augment(setting) == parts
 
 
 @pytest.mark.parametrize("setting", ["colour", "gamma,warp", 3, ""])
 def test_an_unknown_augment_setting_is_a_one_line_error_listing_the_parts(setting):
-    with pytest.raises(ConfigError, match=r"augment must be true, false, appearance or a comma-separated list of "
-                                          r"geometric, bias-field, gamma, .*; got"):
+    with pytest.raises(
+        ConfigError,
+        match=r"augment must be true, false, appearance or a comma-separated list of "
+        r"geometric, bias-field, gamma, .*; got",
+    ):
         parse_augment(setting)
 
 
@@ -117,15 +128,29 @@ def test_appearance_without_torchio_names_the_extra(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "torchio", None)
-    with pytest.raises(ConfigError, match=r"appearance augmentation \(gamma\) needs TorchIO: pip install 'brainmri\[shift\]'"):
+    with pytest.raises(
+        ConfigError, match=r"appearance augmentation \(gamma\) needs TorchIO: pip install 'brainmri\[shift\]'"
+    ):
         augmentation("gamma")
 
 
 def test_train_with_an_unknown_augment_setting_prints_one_error_line(demo_source, tmp_path, error_line):
     from brainmri.cli import main
 
-    code = main(["train", str(demo_source), "--method", "ayadi-cnn", "--out", str(tmp_path / "b"), "-q",
-                 "--params", "ayadi-cnn.augment=colour,ayadi-cnn.size=16,ayadi-cnn.epochs=1", "--no-validation"])
+    code = main(
+        [
+            "train",
+            str(demo_source),
+            "--method",
+            "ayadi-cnn",
+            "--out",
+            str(tmp_path / "b"),
+            "-q",
+            "--params",
+            "ayadi-cnn.augment=colour,ayadi-cnn.size=16,ayadi-cnn.epochs=1",
+            "--no-validation",
+        ]
+    )
     assert code == 2
     assert "augment must be true, false, appearance or a comma-separated list of geometric" in error_line("train")
     assert not (tmp_path / "b").exists()

@@ -18,8 +18,10 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def minimise(sampler, name: str, dim: int, n_trials: int) -> optuna.Study:
     function, bound = FUNCTIONS[name]
     study = optuna.create_study(sampler=sampler)
-    study.optimize(lambda t: float(function(np.array([t.suggest_float(f"x{i}", -bound, bound) for i in range(dim)]))),
-                   n_trials=n_trials)
+    study.optimize(
+        lambda t: float(function(np.array([t.suggest_float(f"x{i}", -bound, bound) for i in range(dim)]))),
+        n_trials=n_trials,
+    )
     return study
 
 
@@ -113,8 +115,11 @@ def test_archive_is_rebuilt_from_trials_of_other_workers():
     other = optuna.load_study(storage=storage, study_name="shared", sampler=ACOSampler(seed=1))
     dists = {"x": optuna.distributions.FloatDistribution(-10, 10), "y": optuna.distributions.FloatDistribution(-10, 10)}
     for i in range(5):
-        other.add_trial(optuna.trial.create_trial(params={"x": 9.0 + i / 10, "y": 9.0 - i / 10},
-                                                  distributions=dists, value=-1.0 - i))
+        other.add_trial(
+            optuna.trial.create_trial(
+                params={"x": 9.0 + i / 10, "y": 9.0 - i / 10}, distributions=dists, value=-1.0 - i
+            )
+        )
     # The first sampler's next ants follow them: its archive comes from the study, not from its own memory.
     for _ in range(5):
         trial = mine.ask(dists)
@@ -173,15 +178,18 @@ def test_multi_objective_study_is_refused():
         study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=1)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"archive_size": 1}, r"archive_size=1: must be an integer >= 2"),
-    ({"q": 0}, r"q=0: must be a number > 0"),
-    ({"xi": float("nan")}, r"xi=nan: must be a number > 0"),
-    ({"n_startup_trials": 1}, r"n_startup_trials=1: must be an integer >= 2"),
-    ({"de_rate": 1.5}, r"de_rate=1.5: must be a number in \[0, 1\]"),
-    ({"de_rate": 0.6, "local_search_rate": 0.6}, r"local_search_rate \+ de_rate=1.2: must be at most 1"),
-    ({"restart_patience": -1}, r"restart_patience=-1: must be None or an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"archive_size": 1}, r"archive_size=1: must be an integer >= 2"),
+        ({"q": 0}, r"q=0: must be a number > 0"),
+        ({"xi": float("nan")}, r"xi=nan: must be a number > 0"),
+        ({"n_startup_trials": 1}, r"n_startup_trials=1: must be an integer >= 2"),
+        ({"de_rate": 1.5}, r"de_rate=1.5: must be a number in \[0, 1\]"),
+        ({"de_rate": 0.6, "local_search_rate": 0.6}, r"local_search_rate \+ de_rate=1.2: must be at most 1"),
+        ({"restart_patience": -1}, r"restart_patience=-1: must be None or an integer >= 0"),
+    ],
+)
 def test_bad_settings_are_refused_at_construction(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         ACOSampler(**kwargs)

@@ -22,9 +22,34 @@ TRIALS = 16
 
 def worker(data, out: Path, url: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(brainmri.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "brainmri", "tune", str(data), "--method", "glcm-svm", "--split", "official",
-            "--sampler", "aco", "--trials", str(TRIALS), "--storage", url, "--study", "shared", "--out", str(out),
-            "--size", "48", "--no-cache", "--n-boot", "20", "--jobs", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "brainmri",
+        "tune",
+        str(data),
+        "--method",
+        "glcm-svm",
+        "--split",
+        "official",
+        "--sampler",
+        "aco",
+        "--trials",
+        str(TRIALS),
+        "--storage",
+        url,
+        "--study",
+        "shared",
+        "--out",
+        str(out),
+        "--size",
+        "48",
+        "--no-cache",
+        "--n-boot",
+        "20",
+        "--jobs",
+        "1",
+    ]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -54,6 +79,8 @@ def test_two_workers_record_every_trial_once(leaky_split_source, postgres_url, t
     assert all(ran), "each worker ran trials of the shared study"
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     # Each worker tested the best configuration of the whole study.
-    best = [json.loads((tmp_path / f"out{k}" / "results.json").read_text())["searches"]["aco"]["official"]["best"]
-            for k in (1, 2)]
+    best = [
+        json.loads((tmp_path / f"out{k}" / "results.json").read_text())["searches"]["aco"]["official"]["best"]
+        for k in (1, 2)
+    ]
     assert best[0]["value"] == best[1]["value"] == best_value

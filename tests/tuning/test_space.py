@@ -17,8 +17,10 @@ def test_every_method_declares_a_space_of_its_own_settings(name):
     assert space and set(space) <= set(spec.settings())
     # Every value of the space builds the method (no setting the builder refuses).
     for draw in ("low", "high"):
-        params = {k: (e["choices"][0 if draw == "low" else -1] if e["type"] == "categorical" else e[draw])
-                  for k, e in space.items()}
+        params = {
+            k: (e["choices"][0 if draw == "low" else -1] if e["type"] == "categorical" else e[draw])
+            for k, e in space.items()
+        }
         spec.check_params(params)
 
 
@@ -38,8 +40,9 @@ def test_every_optuna_sampler_searches_a_mixed_space_without_warnings(sampler):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             optuna.logging.set_verbosity(optuna.logging.ERROR)
-            study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed=3),
-                                        pruner=make_pruner("none"))
+            study = optuna.create_study(
+                direction="maximize", sampler=make_sampler(sampler, seed=3), pruner=make_pruner("none")
+            )
             study.optimize(objective, n_trials=4)
         runs.append([t.params for t in study.trials])
     assert runs[0] == runs[1]  # same seed, same configurations
@@ -47,22 +50,33 @@ def test_every_optuna_sampler_searches_a_mixed_space_without_warnings(sampler):
 
 def test_a_space_file_replaces_the_declared_space(tmp_path):
     path = tmp_path / "space.json"
-    path.write_text('{"C": {"type": "float", "low": 1, "high": 10, "log": true}, "kernel": {"type": "categorical", '
-                    '"choices": ["rbf"]}}')
+    path.write_text(
+        '{"C": {"type": "float", "low": 1, "high": 10, "log": true}, "kernel": {"type": "categorical", '
+        '"choices": ["rbf"]}}'
+    )
     assert load_space(get_method("glcm-svm"), path) == {
         "C": {"type": "float", "low": 1, "high": 10, "log": True},
         "kernel": {"type": "categorical", "choices": ["rbf"]},
     }
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[]", r"expected a non-empty JSON object"),
-    ("{", r"not a JSON object of setting -> range"),
-    ('{"C": {"type": "normal", "low": 1, "high": 2}}', r"C must be an object with \"type\" one of float, int, categorical"),
-    ('{"degree": {"type": "int", "low": 2.5, "high": 3}}', r"degree needs int \"low\" and \"high\", got low=2.5"),
-    ('{"degree": {"type": "int", "low": 3, "high": 3}}', r"degree has an empty range \(low 3 must be below high 3\)"),
-    ('{"kernel": {"type": "categorical", "choices": [["rbf"]]}}', r"kernel choices must be numbers, strings"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[]", r"expected a non-empty JSON object"),
+        ("{", r"not a JSON object of setting -> range"),
+        (
+            '{"C": {"type": "normal", "low": 1, "high": 2}}',
+            r"C must be an object with \"type\" one of float, int, categorical",
+        ),
+        ('{"degree": {"type": "int", "low": 2.5, "high": 3}}', r"degree needs int \"low\" and \"high\", got low=2.5"),
+        (
+            '{"degree": {"type": "int", "low": 3, "high": 3}}',
+            r"degree has an empty range \(low 3 must be below high 3\)",
+        ),
+        ('{"kernel": {"type": "categorical", "choices": [["rbf"]]}}', r"kernel choices must be numbers, strings"),
+    ],
+)
 def test_a_bad_space_file_is_refused(tmp_path, text, message):
     path = tmp_path / "space.json"
     path.write_text(text)
@@ -70,11 +84,14 @@ def test_a_bad_space_file_is_refused(tmp_path, text, message):
         load_space(get_method("glcm-svm"), path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("tpe", r"--compare needs at least two different samplers, got 'tpe'"),
-    ("tpe,tpe", r"--compare needs at least two different samplers"),
-    ("tpe,sgd", r"--sampler 'sgd' is not a sampler; choose one of aco, tpe"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("tpe", r"--compare needs at least two different samplers, got 'tpe'"),
+        ("tpe,tpe", r"--compare needs at least two different samplers"),
+        ("tpe,sgd", r"--sampler 'sgd' is not a sampler; choose one of aco, tpe"),
+    ],
+)
 def test_bad_compare_lists_are_refused(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_samplers(text)

@@ -82,8 +82,14 @@ def test_the_test_results_compare_the_samplers_like_a_benchmark(compared):
 def test_the_report_shows_the_search_and_the_test(compared):
     _, out, _ = compared
     html = (out / "report.html").read_text()
-    for text in ("No selection on the test set", "best inner score so far", "Parameter importance",
-                 "glcm-svm tuned by tpe", "Duplicate inflation", "--params best_params.json"):
+    for text in (
+        "No selection on the test set",
+        "best inner score so far",
+        "Parameter importance",
+        "glcm-svm tuned by tpe",
+        "Duplicate inflation",
+        "--params best_params.json",
+    ):
         assert text in html
     assert (out / "figures" / "best_so_far.png").stat().st_size > 1000
     rows = (out / "trials.csv").read_text().splitlines()
@@ -149,8 +155,9 @@ def test_an_interrupted_tune_resumes_without_losing_a_trial(leaky_split_source, 
     monkeypatch.setattr(GroupedPipeline, "fit", interrupted_in_the_third_trial)
     assert tune(leaky_split_source, out, "--trials", "4") == 130
     err = capsys.readouterr().err
-    assert err.strip().splitlines() == ["brainmri tune: interrupted; rerun the same command to continue from the "
-                                        "finished trials"]
+    assert err.strip().splitlines() == [
+        "brainmri tune: interrupted; rerun the same command to continue from the finished trials"
+    ]
     monkeypatch.setattr(GroupedPipeline, "fit", fit)
     assert tune(leaky_split_source, out, "--trials", "4") == 0
     trials = json.loads((out / "results.json").read_text())["searches"]["tpe"]["official"]["trials"]
@@ -163,18 +170,51 @@ def test_a_study_of_another_method_or_dataset_is_refused_before_reading(compared
     data, out, _ = compared
     monkeypatch.setattr(search, "plan_benchmark", lambda *a, **k: pytest.fail("the images were read"))
     journal = str(out / "study.journal")
-    argv = ["tune", str(data), "--method", "rf", "--split", "official", "--storage", journal, "--study",
-            "glcm-svm/random", "--trials", "1", "--out", str(tmp_path / "a"), *FAST]
+    argv = [
+        "tune",
+        str(data),
+        "--method",
+        "rf",
+        "--split",
+        "official",
+        "--storage",
+        journal,
+        "--study",
+        "glcm-svm/random",
+        "--trials",
+        "1",
+        "--out",
+        str(tmp_path / "a"),
+        *FAST,
+    ]
     assert main(argv) == 2
-    assert re.search(r"--study glcm-svm/random: this study was created for method 'glcm-svm', not 'rf'; give "
-                     r"another --study name", capsys.readouterr().err)
+    assert re.search(
+        r"--study glcm-svm/random: this study was created for method 'glcm-svm', not 'rf'; give "
+        r"another --study name",
+        capsys.readouterr().err,
+    )
     # the same method on other data
     other = tmp_path / "other"
     import shutil
 
     shutil.copytree(data, other)
-    argv = ["tune", str(other), "--method", "glcm-svm", "--split", "official", "--storage", journal, "--study",
-            "glcm-svm/random", "--trials", "1", "--out", str(tmp_path / "b"), *FAST]
+    argv = [
+        "tune",
+        str(other),
+        "--method",
+        "glcm-svm",
+        "--split",
+        "official",
+        "--storage",
+        journal,
+        "--study",
+        "glcm-svm/random",
+        "--trials",
+        "1",
+        "--out",
+        str(tmp_path / "b"),
+        *FAST,
+    ]
     assert main(argv) == 2
     assert "this study was created for data" in capsys.readouterr().err
 
@@ -185,30 +225,63 @@ def _space(tmp_path, text):
     return str(path)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (lambda t: ["--sampler", "annealing"],
-     r"--sampler 'annealing' is not a sampler; choose one of aco, tpe, cmaes, gp, random, qmc, nsga2"),
-    (lambda t: ["--compare", "tpe"], r"--compare needs at least two different samplers"),
-    (lambda t: ["--trials", "0"], r"--trials must be a positive integer, got 0"),
-    (lambda t: ["--space", _space(t, '{"Cee": {"type": "float", "low": 1, "high": 2}}')],
-     r"--space .*space.json: glcm-svm has no setting 'Cee'; its settings: kernel, C, gamma, degree"),
-    (lambda t: ["--space", _space(t, '{"C": {"type": "float", "low": 10, "high": 1}}')],
-     r"--space .*: C has an empty range \(low 10 must be below high 1\)"),
-    (lambda t: ["--space", _space(t, '{"kernel": {"type": "categorical", "choices": []}}')],
-     r"--space .*: kernel has no choices"),
-    (lambda t: ["--space", _space(t, '{"C": {"type": "float", "low": 0, "high": 1, "log": true}}')],
-     r"--space .*: C with \"log\": true needs low > 0"),
-    (lambda t: ["--space", str(t / "missing.json")], r"--space .*missing.json: file not found"),
-    (lambda t: ["--out", _space(t, "{}").rsplit("/", 1)[0]], r"--out .*: holds space.json but no brainmri run.json; brainmri only writes in folders of its own runs"),
-    (lambda t: ["--params", "glcm-svm.C=1"], r"--params glcm-svm.C fixes a setting that the search space varies"),
-    (lambda t: ["--params", "rf.n_estimators=5"], r"--params names method 'rf', but --method is glcm-svm"),
-    (lambda t: ["--storage", "postgresql://tuner:secret@127.0.0.1:1/studies"],
-     r"--storage postgresql://tuner:\*\*\*@127.0.0.1:1/studies: cannot open the study storage \(.*\); check the URL"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            lambda t: ["--sampler", "annealing"],
+            r"--sampler 'annealing' is not a sampler; choose one of aco, tpe, cmaes, gp, random, qmc, nsga2",
+        ),
+        (lambda t: ["--compare", "tpe"], r"--compare needs at least two different samplers"),
+        (lambda t: ["--trials", "0"], r"--trials must be a positive integer, got 0"),
+        (
+            lambda t: ["--space", _space(t, '{"Cee": {"type": "float", "low": 1, "high": 2}}')],
+            r"--space .*space.json: glcm-svm has no setting 'Cee'; its settings: kernel, C, gamma, degree",
+        ),
+        (
+            lambda t: ["--space", _space(t, '{"C": {"type": "float", "low": 10, "high": 1}}')],
+            r"--space .*: C has an empty range \(low 10 must be below high 1\)",
+        ),
+        (
+            lambda t: ["--space", _space(t, '{"kernel": {"type": "categorical", "choices": []}}')],
+            r"--space .*: kernel has no choices",
+        ),
+        (
+            lambda t: ["--space", _space(t, '{"C": {"type": "float", "low": 0, "high": 1, "log": true}}')],
+            r"--space .*: C with \"log\": true needs low > 0",
+        ),
+        (lambda t: ["--space", str(t / "missing.json")], r"--space .*missing.json: file not found"),
+        (
+            lambda t: ["--out", _space(t, "{}").rsplit("/", 1)[0]],
+            r"--out .*: holds space.json but no brainmri run.json; brainmri only writes in folders of its own runs",
+        ),
+        (lambda t: ["--params", "glcm-svm.C=1"], r"--params glcm-svm.C fixes a setting that the search space varies"),
+        (lambda t: ["--params", "rf.n_estimators=5"], r"--params names method 'rf', but --method is glcm-svm"),
+        (
+            lambda t: ["--storage", "postgresql://tuner:secret@127.0.0.1:1/studies"],
+            r"--storage postgresql://tuner:\*\*\*@127.0.0.1:1/studies: cannot open the study storage \(.*\); check the URL",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_quick(leaky_split_source, tmp_path, capsys, error_line, extra, message):
     started = time.monotonic()
-    assert main(["tune", str(leaky_split_source), "--method", "glcm-svm", "--split", "official", "--out", str(tmp_path / "out"),
-                 *FAST, *extra(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "tune",
+                str(leaky_split_source),
+                "--method",
+                "glcm-svm",
+                "--split",
+                "official",
+                "--out",
+                str(tmp_path / "out"),
+                *FAST,
+                *extra(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert time.monotonic() - started < 15
     line = error_line("tune")
     assert re.search(message, line), line
@@ -238,19 +311,45 @@ def test_a_deep_method_is_pruned_after_an_epoch(leaky_split_source, tmp_path, mo
     space.write_text('{"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": true}}')
     monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: trial.number >= 1)
     out = tmp_path / "out"
-    assert main(["tune", str(leaky_split_source), "--method", "mlp", "--split", "official", "--out", str(out), *FAST,
-                 "--trials", "2", "--pruner", "median", "--space", str(space),
-                 "--params", "mlp.epochs=3,mlp.hidden=[8],mlp.batch_size=8", "--device", "cpu"]) == 0
-    study = optuna.load_study(study_name="mlp", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    assert (
+        main(
+            [
+                "tune",
+                str(leaky_split_source),
+                "--method",
+                "mlp",
+                "--split",
+                "official",
+                "--out",
+                str(out),
+                *FAST,
+                "--trials",
+                "2",
+                "--pruner",
+                "median",
+                "--space",
+                str(space),
+                "--params",
+                "mlp.epochs=3,mlp.hidden=[8],mlp.batch_size=8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    study = optuna.load_study(
+        study_name="mlp",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))),
+    )
     complete_, pruned = study.trials
     assert pruned.state.name == "PRUNED" and list(pruned.intermediate_values) == [1]  # after epoch 1 of fold 1
     assert [s for s in complete_.intermediate_values if s < search.FOLD_STEP] == [1, 2, 3]
     assert json.loads((out / "best_params.json").read_text())["mlp"]["epochs"] == 3
 
 
-def test_a_study_whose_trials_were_all_pruned_has_nothing_to_test(leaky_split_source, tmp_path, monkeypatch,
-                                                                  error_line):
+def test_a_study_whose_trials_were_all_pruned_has_nothing_to_test(
+    leaky_split_source, tmp_path, monkeypatch, error_line
+):
     import optuna
 
     monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: True)
@@ -260,8 +359,10 @@ def test_a_study_whose_trials_were_all_pruned_has_nothing_to_test(leaky_split_so
 
 def test_k_fold_is_nested_a_search_per_outer_fold(demo_source, tmp_path):
     out = tmp_path / "out"
-    assert main(["tune", str(demo_source), "--method", "glcm-svm", "--cv", "2", "--trials", "2",
-                 "--out", str(out), *FAST]) == 0
+    assert (
+        main(["tune", str(demo_source), "--method", "glcm-svm", "--cv", "2", "--trials", "2", "--out", str(out), *FAST])
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     folds = list(results["searches"]["tpe"])
     assert len(folds) == 2
@@ -276,14 +377,35 @@ def test_inner_folds_in_parallel_score_as_one_after_the_other(leaky_split_source
     runs = []
     for jobs in ("1", "2"):
         out = tmp_path / f"jobs{jobs}"
-        assert main(["tune", str(leaky_split_source), "--method", "glcm-svm", "--split", "official", "--out", str(out),
-                     *FAST, "--jobs", jobs, "--sampler", "random", "--trials", "2"]) == 0
+        assert (
+            main(
+                [
+                    "tune",
+                    str(leaky_split_source),
+                    "--method",
+                    "glcm-svm",
+                    "--split",
+                    "official",
+                    "--out",
+                    str(out),
+                    *FAST,
+                    "--jobs",
+                    jobs,
+                    "--sampler",
+                    "random",
+                    "--trials",
+                    "2",
+                ]
+            )
+            == 0
+        )
         trials = json.loads((out / "results.json").read_text())["searches"]["random"]["official"]["trials"]
         runs.append([(t["params"], t["inner_scores"]) for t in trials])
     assert runs[0] == runs[1]
 
 
 # ------------------------------------------------------------------------------------------------ issue 20: storages
+
 
 def _journal(tmp_path, content: bytes):
     path = tmp_path / "study.journal"
@@ -294,17 +416,28 @@ def _journal(tmp_path, content: bytes):
 RECORD = b'{"op_code":0,"worker_id":"w","study_name":"glcm-svm","directions":[1]}\n'
 
 
-@pytest.mark.parametrize("content, message", [
-    (RECORD + RECORD[:30], r"its last record \(line 2\) is cut short, as when a disk fills or a copy is interrupted; "
-                           r"restore the journal from a copy, or delete that line to continue from the trials before it$"),
-    (RECORD + b"\xff\xfe garbage \x00\n", r"is not an Optuna journal of brainmri tune \(line 2 is not a JSON record\), "
-                                           r"so it is left as it is; name a new journal file"),
-    (bytes(range(256)) * 4 + b"\n", r"is not an Optuna journal of brainmri tune \(line 1 is not a JSON record\)"),
-    (b"Meeting notes\nbuy milk\n", r"is not an Optuna journal of brainmri tune \(line 1 is not a JSON record\)"),
-    (b'{"a": 1}\n', r"is not an Optuna journal of brainmri tune \(line 1 is not an Optuna journal record\)"),
-], ids=["truncated", "garbage-appended", "all-garbage", "a-text-file", "other-json"])
-def test_a_damaged_or_foreign_journal_is_refused_and_left_as_it_is(leaky_split_source, tmp_path, capsys, error_line,
-                                                                     content, message):
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            RECORD + RECORD[:30],
+            r"its last record \(line 2\) is cut short, as when a disk fills or a copy is interrupted; "
+            r"restore the journal from a copy, or delete that line to continue from the trials before it$",
+        ),
+        (
+            RECORD + b"\xff\xfe garbage \x00\n",
+            r"is not an Optuna journal of brainmri tune \(line 2 is not a JSON record\), "
+            r"so it is left as it is; name a new journal file",
+        ),
+        (bytes(range(256)) * 4 + b"\n", r"is not an Optuna journal of brainmri tune \(line 1 is not a JSON record\)"),
+        (b"Meeting notes\nbuy milk\n", r"is not an Optuna journal of brainmri tune \(line 1 is not a JSON record\)"),
+        (b'{"a": 1}\n', r"is not an Optuna journal of brainmri tune \(line 1 is not an Optuna journal record\)"),
+    ],
+    ids=["truncated", "garbage-appended", "all-garbage", "a-text-file", "other-json"],
+)
+def test_a_damaged_or_foreign_journal_is_refused_and_left_as_it_is(
+    leaky_split_source, tmp_path, capsys, error_line, content, message
+):
     # Issue 20: these gave JSONDecodeError or UnicodeDecodeError tracebacks, and Optuna appended to the file.
     journal = _journal(tmp_path, content)
     assert tune(leaky_split_source, tmp_path / "out", "--storage", str(journal), "--trials", "1") == 2
@@ -314,8 +447,9 @@ def test_a_damaged_or_foreign_journal_is_refused_and_left_as_it_is(leaky_split_s
     assert not (tmp_path / "out").exists()
 
 
-def test_a_sqlite_storage_that_is_not_a_database_is_refused_and_left_as_it_is(leaky_split_source, tmp_path, capsys,
-                                                                               error_line):
+def test_a_sqlite_storage_that_is_not_a_database_is_refused_and_left_as_it_is(
+    leaky_split_source, tmp_path, capsys, error_line
+):
     notes = tmp_path / "notes.db"
     notes.write_text("not a database")
     assert tune(leaky_split_source, tmp_path / "out", "--storage", f"sqlite:///{notes}", "--trials", "1") == 2

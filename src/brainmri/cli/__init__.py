@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the system refused a read or write midway (disk full, quota, a device gone)
         if args.debug:
             raise
-        print(f"brainmri {args.command}: error: {os_error_line(exc, getattr(args, 'resume_hint', None))}", file=sys.stderr)
+        print(
+            f"brainmri {args.command}: error: {os_error_line(exc, getattr(args, 'resume_hint', None))}", file=sys.stderr
+        )
         return 1
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"

@@ -29,37 +29,70 @@ from brainmri.cli.progress import progress
 
 def add_benchmark(sub) -> None:
     """``brainmri benchmark`` on the sub-parsers ``sub``."""
-    p = sub.add_parser("benchmark", help="every method under the same leakage-safe protocol -> report.html",
-                       description="Train and test every method on the same splits; write results.json, "
-                       "predictions.csv, figures and a self-contained report.html to --out (a new or empty "
-                       "folder, outside DATA). Rerunning the same command resumes an interrupted run.",
-                       formatter_class=MethodsHelpFormatter)
+    p = sub.add_parser(
+        "benchmark",
+        help="every method under the same leakage-safe protocol -> report.html",
+        description="Train and test every method on the same splits; write results.json, "
+        "predictions.csv, figures and a self-contained report.html to --out (a new or empty "
+        "folder, outside DATA). Rerunning the same command resumes an interrupted run.",
+        formatter_class=MethodsHelpFormatter,
+    )
     p.add_argument("data", type=Path, metavar="DATA", help="dataset folder or CSV manifest")
-    p.add_argument("--methods", default="glcm-svm,multifeature-rf,ovo-svm,rf",
-                   help="comma-separated method names, or 'all' (default: the classical methods); method@label "
-                   "runs a named configuration of a method, with its own --params (method@label.key=value)")
-    p.add_argument("--out", type=Path, required=True, help="output folder: new, empty, or an earlier run of brainmri benchmark")
+    p.add_argument(
+        "--methods",
+        default="glcm-svm,multifeature-rf,ovo-svm,rf",
+        help="comma-separated method names, or 'all' (default: the classical methods); method@label "
+        "runs a named configuration of a method, with its own --params (method@label.key=value)",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder: new, empty, or an earlier run of brainmri benchmark"
+    )
     protocol = p.add_mutually_exclusive_group()
-    protocol.add_argument("--cv", type=int, metavar="K",
-                          help="stratified K-fold, grouped by subject or duplicate cluster (default: the folds of the "
-                          "methods' studies when they agree, e.g. 7 for fcm-dwt-dnn alone, else 5)")
+    protocol.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="stratified K-fold, grouped by subject or duplicate cluster (default: the folds of the "
+        "methods' studies when they agree, e.g. 7 for fcm-dwt-dnn alone, else 5)",
+    )
     protocol.add_argument("--split", choices=["official"], help="use the dataset's own train/test folders")
-    p.add_argument("--drop-test-duplicates", action="store_true", help="with --split official or --test-data: drop test items that duplicate training items")
-    p.add_argument("--group-similar", action="store_true", help="group look-alike images (e.g. adjacent slices) as well as near-duplicates; same as --grouping similar")
-    p.add_argument("--grouping", choices=["auto", "subject", "duplicates", "similar", "none"], default="auto",
-                   help="what k-fold keeps together: auto (subjects if known, else near-duplicate clusters), "
-                   "subject, duplicates, similar, or none (a naive split, to measure what leakage adds)")
-    p.add_argument("--test-data", type=Path, metavar="OTHER", help="external validation: train on all of DATA, test on OTHER")
+    p.add_argument(
+        "--drop-test-duplicates",
+        action="store_true",
+        help="with --split official or --test-data: drop test items that duplicate training items",
+    )
+    p.add_argument(
+        "--group-similar",
+        action="store_true",
+        help="group look-alike images (e.g. adjacent slices) as well as near-duplicates; same as --grouping similar",
+    )
+    p.add_argument(
+        "--grouping",
+        choices=["auto", "subject", "duplicates", "similar", "none"],
+        default="auto",
+        help="what k-fold keeps together: auto (subjects if known, else near-duplicate clusters), "
+        "subject, duplicates, similar, or none (a naive split, to measure what leakage adds)",
+    )
+    p.add_argument(
+        "--test-data", type=Path, metavar="OTHER", help="external validation: train on all of DATA, test on OTHER"
+    )
     p.add_argument("--label-map", metavar="MAP", help="JSON file or inline old=new,... applied to DATA and OTHER")
     add_extra_options(p, "DATA or OTHER")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
+    p.add_argument(
+        "--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)"
+    )
     add_size_options(p)
     add_harmonise_options(p)
     add_cache_options(p)
-    p.add_argument("--restart", action="store_true", help="discard the results of an earlier brainmri run in --out and start over")
-    p.add_argument("--cluster", metavar="tcp://SCHEDULER:8786",
-                   help="run the (method, fold) units on this Dask scheduler's workers; they need DATA, --out and "
-                   "--cache-dir at the same paths (a shared filesystem) and the same brainmri")
+    p.add_argument(
+        "--restart", action="store_true", help="discard the results of an earlier brainmri run in --out and start over"
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="tcp://SCHEDULER:8786",
+        help="run the (method, fold) units on this Dask scheduler's workers; they need DATA, --out and "
+        "--cache-dir at the same paths (a shared filesystem) and the same brainmri",
+    )
     add_shift_options(p)
     add_adapt_option(p, "each test set (the clean one, and each shift and severity)", several=True)
     add_training_options(p)
@@ -67,6 +100,7 @@ def add_benchmark(sub) -> None:
     add_duplicate_options(p)
     add_general_options(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_benchmark, resume_hint="rerun the same command to resume from the finished units")
+
 
 def cmd_benchmark(args) -> int:
     from brainmri.data.labels import parse_label_map
@@ -93,11 +127,23 @@ def cmd_benchmark(args) -> int:
         **shift_settings(args),
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
-    with torch_threads_for(args.threads), progress(args, None, "reading") as read, \
-            progress(args, None, "features") as features:
-        results = run_benchmark(config, args.out, n_jobs=args.jobs, cache_dir=cache, restart=args.restart,
-                                device=args.device, cluster=args.cluster, on_event=args.reporter.say, progress=read,
-                                feature_progress=features)
+    with (
+        torch_threads_for(args.threads),
+        progress(args, None, "reading") as read,
+        progress(args, None, "features") as features,
+    ):
+        results = run_benchmark(
+            config,
+            args.out,
+            n_jobs=args.jobs,
+            cache_dir=cache,
+            restart=args.restart,
+            device=args.device,
+            cluster=args.cluster,
+            on_event=args.reporter.say,
+            progress=read,
+            feature_progress=features,
+        )
     print(format_results(results))
     print(f"\nreport: {args.out / 'report.html'}")
     return 0

@@ -27,17 +27,30 @@ from brainmri.cli.progress import progress
 logger = logging.getLogger("brainmri")
 
 
-
 def add_audit(sub) -> None:
     """``brainmri audit`` on the sub-parsers ``sub``."""
-    p = sub.add_parser("audit", help="what is in a dataset: classes, sizes, unreadable files, duplicates, leakage",
-                       description="Read every image of DATA and report classes, sizes, unreadable files, "
-                       "exact and near-duplicates, label conflicts and cross-split leakage.")
-    p.add_argument("data", type=Path, metavar="DATA", help="dataset folder (class sub-folders, optionally under Training/Testing) or CSV manifest")
+    p = sub.add_parser(
+        "audit",
+        help="what is in a dataset: classes, sizes, unreadable files, duplicates, leakage",
+        description="Read every image of DATA and report classes, sizes, unreadable files, "
+        "exact and near-duplicates, label conflicts and cross-split leakage.",
+    )
+    p.add_argument(
+        "data",
+        type=Path,
+        metavar="DATA",
+        help="dataset folder (class sub-folders, optionally under Training/Testing) or CSV manifest",
+    )
     p.add_argument("--out", type=Path, help="write DIR/audit.json")
-    p.add_argument("--against", type=Path, metavar="OTHER",
-                   help="also find images of OTHER (another dataset folder or CSV) that copy images of DATA")
-    p.add_argument("--group-similar", action="store_true", help="also report the look-alike groups used by --group-similar splits")
+    p.add_argument(
+        "--against",
+        type=Path,
+        metavar="OTHER",
+        help="also find images of OTHER (another dataset folder or CSV) that copy images of DATA",
+    )
+    p.add_argument(
+        "--group-similar", action="store_true", help="also report the look-alike groups used by --group-similar splits"
+    )
     add_input_options(p)
     add_duplicate_options(p)
     add_general_options(p, jobs=True)
@@ -46,20 +59,31 @@ def add_audit(sub) -> None:
 
 def add_demo_data(sub) -> None:
     """``brainmri demo-data`` on the sub-parsers ``sub``."""
-    p = sub.add_parser("demo-data", help="write a synthetic dataset of brain-MRI-like slices",
-                       description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
-                       "(glioma, meningioma, notumor, pituitary), and OUT/.masks/<class>/*.png: the lesion mask of "
-                       "every tumour image (a hidden folder, so it is not taken for a class). Deterministic per --seed.")
+    p = sub.add_parser(
+        "demo-data",
+        help="write a synthetic dataset of brain-MRI-like slices",
+        description="Write OUT/<class>/*.png: synthetic T1-like slices of four classes "
+        "(glioma, meningioma, notumor, pituitary), and OUT/.masks/<class>/*.png: the lesion mask of "
+        "every tumour image (a hidden folder, so it is not taken for a class). Deterministic per --seed.",
+    )
     p.add_argument("out", type=Path, metavar="OUT", help="folder to create (must not exist or be empty)")
-    p.add_argument("--n", type=int, default=None, help="images per class (default 40; with --3d subjects per class, "
-                   "default 20)")
-    p.add_argument("--size", type=int, default=None, help="image size in pixels (default 128; with --3d voxels a side, "
-                   "default 32)")
-    p.add_argument("--3d", dest="volumes", action="store_true",
-                   help="write NIfTI volumes instead: OUT/atrophy and OUT/control, made from the MNI152 template with "
-                   "regional atrophy planted in some regions of a parcellation; OUT/.regions holds the label volume "
-                   "and the planted-region list, OUT/.masks the planted regions of every atrophy subject")
-    p.add_argument("--regions", type=int, default=24, help="with --3d: regions of the template's parcellation (default 24)")
+    p.add_argument(
+        "--n", type=int, default=None, help="images per class (default 40; with --3d subjects per class, default 20)"
+    )
+    p.add_argument(
+        "--size", type=int, default=None, help="image size in pixels (default 128; with --3d voxels a side, default 32)"
+    )
+    p.add_argument(
+        "--3d",
+        dest="volumes",
+        action="store_true",
+        help="write NIfTI volumes instead: OUT/atrophy and OUT/control, made from the MNI152 template with "
+        "regional atrophy planted in some regions of a parcellation; OUT/.regions holds the label volume "
+        "and the planted-region list, OUT/.masks the planted regions of every atrophy subject",
+    )
+    p.add_argument(
+        "--regions", type=int, default=24, help="with --3d: regions of the template's parcellation (default 24)"
+    )
     p.add_argument("--planted", type=int, default=3, help="with --3d: regions carrying the atrophy (default 3)")
     add_general_options(p, seed=True)
     p.set_defaults(func=cmd_demo_data)
@@ -67,14 +91,18 @@ def add_demo_data(sub) -> None:
 
 def add_demo(sub) -> None:
     """``brainmri demo`` on the sub-parsers ``sub``."""
-    p = sub.add_parser("demo", help="the whole flow on built-in synthetic data",
-                       description="Write synthetic data, audit it, and benchmark the classical methods and a "
-                       "small deep one (ayadi-cnn at 64 px, when PyTorch is installed) on it (5-fold CV). Outputs "
-                       "go to --out; the report is OUT/benchmark/report.html.")
+    p = sub.add_parser(
+        "demo",
+        help="the whole flow on built-in synthetic data",
+        description="Write synthetic data, audit it, and benchmark the classical methods and a "
+        "small deep one (ayadi-cnn at 64 px, when PyTorch is installed) on it (5-fold CV). Outputs "
+        "go to --out; the report is OUT/benchmark/report.html.",
+    )
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
     p.add_argument("--n", type=int, default=40, help="images per class (default 40)")
     add_general_options(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_demo, resume_hint="rerun the same command to resume")
+
 
 def cmd_audit(args) -> int:
     from brainmri.data.audit import (
@@ -101,7 +129,9 @@ def cmd_audit(args) -> int:
     report = audit_report(analysis)
     if other is not None:
         with progress(args, len(other), "reading OTHER") as update:
-            other_analysis = analyse(other, params=params, n_jobs=args.jobs, progress=update, max_pixels=args.max_pixels)
+            other_analysis = analyse(
+                other, params=params, n_jobs=args.jobs, progress=update, max_pixels=args.max_pixels
+            )
         report["cross_dataset_leaks"] = cross_dataset_leaks(analysis, other_analysis)
     if args.group_similar:
         import numpy as np
@@ -110,7 +140,10 @@ def cmd_audit(args) -> int:
         report["similar_groups"] = {"n_groups": int(len(sizes)), "largest": int(sizes.max(initial=0))}
     print(format_audit(report))
     if args.group_similar:
-        print(f"look-alike groups (--group-similar): {report['similar_groups']['n_groups']}, largest {report['similar_groups']['largest']}")
+        print(
+            f"look-alike groups (--group-similar): {report['similar_groups']['n_groups']}, "
+            f"largest {report['similar_groups']['largest']}"
+        )
     if other is not None:
         print("\n".join(format_cross_dataset_leaks(report["cross_dataset_leaks"])))
     if folder is not None:
@@ -133,8 +166,10 @@ def cmd_demo_data(args) -> int:
     args.size = 128 if args.size is None else args.size
     with progress(args, args.n * len(CLASSES), "writing") as update:
         out = write_demo_data(args.out, n=args.n, seed=args.seed, size=args.size, masks=True, progress=update)
-    print(f"wrote {args.n * len(CLASSES)} synthetic images ({', '.join(CLASSES)}) to {out}, and the lesion masks of "
-          f"the {args.n * (len(CLASSES) - 1)} tumour images to {out / MASKS_FOLDER} (for brainmri explain --masks)")
+    print(
+        f"wrote {args.n * len(CLASSES)} synthetic images ({', '.join(CLASSES)}) to {out}, and the lesion masks of "
+        f"the {args.n * (len(CLASSES) - 1)} tumour images to {out / MASKS_FOLDER} (for brainmri explain --masks)"
+    )
     return 0
 
 
@@ -152,12 +187,21 @@ def _demo_volumes(args) -> int:
 
     n = 20 if args.n is None else args.n
     with progress(args, n * len(CLASSES_3D), "writing") as update:
-        out = write_demo_volumes(args.out, n=n, size=32 if args.size is None else args.size, n_regions=args.regions,
-                                 planted=args.planted, seed=args.seed, progress=update)
+        out = write_demo_volumes(
+            args.out,
+            n=n,
+            size=32 if args.size is None else args.size,
+            n_regions=args.regions,
+            planted=args.planted,
+            seed=args.seed,
+            progress=update,
+        )
     planted = json.loads((out / REGIONS_FOLDER / PLANTED_FILE).read_text(encoding="utf-8"))["planted_regions"]
-    print(f"wrote {n * len(CLASSES_3D)} synthetic volumes ({', '.join(CLASSES_3D)}) to {out}; atrophy planted in "
-          f"regions {', '.join(map(str, planted))} of {out / REGIONS_FOLDER} (label volume and list), their masks "
-          f"per atrophy subject in {out / MASKS_FOLDER} (for brainmri explain --masks)")
+    print(
+        f"wrote {n * len(CLASSES_3D)} synthetic volumes ({', '.join(CLASSES_3D)}) to {out}; atrophy planted in "
+        f"regions {', '.join(map(str, planted))} of {out / REGIONS_FOLDER} (label volume and list), their masks "
+        f"per atrophy subject in {out / MASKS_FOLDER} (for brainmri explain --masks)"
+    )
     return 0
 
 
@@ -178,14 +222,40 @@ def cmd_demo(args) -> int:
         params = ",".join(f"ayadi-cnn.{k}={v}" for k, v in DEMO_DEEP_PARAMS.items())
     else:
         args.reporter.say("PyTorch is not installed: the demo skips the deep method (pip install 'brainmri[deep]')")
-    return cmd_benchmark(argparse.Namespace(**{
-        **common, "out": args.out / "benchmark", "methods": methods, "cv": 5,
-        "split": None, "grouping": "auto", "drop_test_duplicates": False, "test_data": None, "label_map": None, "n_boot": 1000,
-        "size": 128, "no_crop": False, "harmonise": "none", "n4": False, "keep_aspect": False,
-        "cache_dir": args.out / "cache", "no_cache": False, "restart": False,
-        "params": params, "device": "auto", "threads": None, "shift": None, "shift_severities": None,
-        "shift_max_items": None, "adapt": "none", "extra_data": None, "extra_label_map": None, "cluster": None,
-    }))
+    return cmd_benchmark(
+        argparse.Namespace(
+            **{
+                **common,
+                "out": args.out / "benchmark",
+                "methods": methods,
+                "cv": 5,
+                "split": None,
+                "grouping": "auto",
+                "drop_test_duplicates": False,
+                "test_data": None,
+                "label_map": None,
+                "n_boot": 1000,
+                "size": 128,
+                "no_crop": False,
+                "harmonise": "none",
+                "n4": False,
+                "keep_aspect": False,
+                "cache_dir": args.out / "cache",
+                "no_cache": False,
+                "restart": False,
+                "params": params,
+                "device": "auto",
+                "threads": None,
+                "shift": None,
+                "shift_severities": None,
+                "shift_max_items": None,
+                "adapt": "none",
+                "extra_data": None,
+                "extra_label_map": None,
+                "cluster": None,
+            }
+        )
+    )
 
 
 #: Settings of the demo's deep method: a small ayadi-cnn that trains in seconds per fold on a CPU. One torch

@@ -32,23 +32,33 @@ from brainmri.errors import ConfigError
 logger = logging.getLogger("brainmri")
 
 
-
 def add_train(sub) -> None:
     """``brainmri train`` on the sub-parsers ``sub``."""
-    p = sub.add_parser("train", help="train one method on all of DATA -> a model bundle folder",
-                       description="Audit DATA, train the method on all of it (its inner validation grouped by "
-                       "subject or near-duplicate cluster), measure the internal validation and write a bundle "
-                       "folder to --out: weights (skops or safetensors) and manifest.json.",
-                       formatter_class=MethodsHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train one method on all of DATA -> a model bundle folder",
+        description="Audit DATA, train the method on all of it (its inner validation grouped by "
+        "subject or near-duplicate cluster), measure the internal validation and write a bundle "
+        "folder to --out: weights (skops or safetensors) and manifest.json.",
+        formatter_class=MethodsHelpFormatter,
+    )
     p.add_argument("data", type=Path, metavar="DATA", help="dataset folder or CSV manifest")
     p.add_argument("--method", required=True, help="the method to train")
-    p.add_argument("--out", type=Path, required=True, help="bundle folder: new, empty or an earlier bundle (replaced); outside DATA")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="bundle folder: new, empty or an earlier bundle (replaced); outside DATA",
+    )
     add_size_options(p)
     add_harmonise_options(p)
     add_cache_options(p)
-    p.add_argument("--no-validation", action="store_true",
-                   help="skip the internal validation (a method without its own validation part is refitted on "
-                   "each grouped inner fold to measure it)")
+    p.add_argument(
+        "--no-validation",
+        action="store_true",
+        help="skip the internal validation (a method without its own validation part is refitted on "
+        "each grouped inner fold to measure it)",
+    )
     add_extra_options(p, "DATA")
     add_training_options(p)
     add_input_options(p)
@@ -59,21 +69,40 @@ def add_train(sub) -> None:
 
 def add_predict(sub) -> None:
     """``brainmri predict`` on the sub-parsers ``sub``."""
-    p = sub.add_parser("predict", help="class probabilities of images from a model bundle",
-                       description="Predict every image of IMAGES_OR_FOLDERS with the bundle MODEL: probabilities "
-                       "per class and the predicted class, as CSV (stdout or --out x.csv) or JSON (--out x.json). "
-                       "Unreadable images are reported and skipped; a folder of class sub-folders also gets metrics.")
+    p = sub.add_parser(
+        "predict",
+        help="class probabilities of images from a model bundle",
+        description="Predict every image of IMAGES_OR_FOLDERS with the bundle MODEL: probabilities "
+        "per class and the predicted class, as CSV (stdout or --out x.csv) or JSON (--out x.json). "
+        "Unreadable images are reported and skipped; a folder of class sub-folders also gets metrics.",
+    )
     p.add_argument("model", type=Path, metavar="MODEL", help="bundle folder written by brainmri train")
-    p.add_argument("images", type=Path, nargs="+", metavar="IMAGES_OR_FOLDERS",
-                   help="image files, folders of images, or folders of class sub-folders")
-    p.add_argument("--out", type=Path, help="write the predictions to a .csv or .json file (default: CSV on stdout); "
-                   "an existing file is replaced only when it is an earlier brainmri prediction file")
+    p.add_argument(
+        "images",
+        type=Path,
+        nargs="+",
+        metavar="IMAGES_OR_FOLDERS",
+        help="image files, folders of images, or folders of class sub-folders",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write the predictions to a .csv or .json file (default: CSV on stdout); "
+        "an existing file is replaced only when it is an earlier brainmri prediction file",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing --out file that brainmri did not write")
     p.add_argument("--batch-size", type=int, default=64, help="images read and predicted at a time (default 64)")
-    p.add_argument("--explain", type=Path, metavar="DIR",
-                   help="also write an attribution map (.npy) and overlay (PNG) of every image to DIR")
-    p.add_argument("--explain-method", metavar="NAME",
-                   help="attribution method of --explain (default: gradcam for a CNN, occlusion for other models)")
+    p.add_argument(
+        "--explain",
+        type=Path,
+        metavar="DIR",
+        help="also write an attribution map (.npy) and overlay (PNG) of every image to DIR",
+    )
+    p.add_argument(
+        "--explain-method",
+        metavar="NAME",
+        help="attribution method of --explain (default: gradcam for a CNN, occlusion for other models)",
+    )
     add_adapt_option(p, "each batch of --batch-size images")
     add_training_options(p, params=False)
     add_input_options(p, manifests=False)
@@ -83,20 +112,31 @@ def add_predict(sub) -> None:
 
 def add_export(sub) -> None:
     """``brainmri export`` on the sub-parsers ``sub``."""
-    p = sub.add_parser("export", help="the network of a deep bundle as an ONNX file, checked against PyTorch",
-                       description="Write the network of the bundle MODEL (its preprocessed input to calibrated "
-                       "probabilities) as an ONNX file, for ONNX Runtime and other runtimes. It is checked with "
-                       "onnx.checker and against PyTorch on synthetic slices with ONNX Runtime before it is written; "
-                       "FILE.json beside it describes its input, output and the check.")
+    p = sub.add_parser(
+        "export",
+        help="the network of a deep bundle as an ONNX file, checked against PyTorch",
+        description="Write the network of the bundle MODEL (its preprocessed input to calibrated "
+        "probabilities) as an ONNX file, for ONNX Runtime and other runtimes. It is checked with "
+        "onnx.checker and against PyTorch on synthetic slices with ONNX Runtime before it is written; "
+        "FILE.json beside it describes its input, output and the check.",
+    )
     p.add_argument("model", type=Path, metavar="MODEL", help="bundle folder written by brainmri train")
     p.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the only format)")
-    p.add_argument("--out", type=Path, metavar="FILE", help="the .onnx file (default MODEL/model.onnx); an existing "
-                   "file is replaced only when brainmri exported it")
-    p.add_argument("--tolerance", type=float,
-                   help="largest absolute difference of probabilities allowed between ONNX Runtime and PyTorch "
-                   "(float32) on the check images (default 1e-4)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="the .onnx file (default MODEL/model.onnx); an existing file is replaced only when brainmri exported it",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        help="largest absolute difference of probabilities allowed between ONNX Runtime and PyTorch "
+        "(float32) on the check images (default 1e-4)",
+    )
     add_general_options(p)
     p.set_defaults(func=cmd_export)
+
 
 def cmd_train(args) -> int:
     from brainmri.data.labels import parse_label_map
@@ -113,19 +153,34 @@ def cmd_train(args) -> int:
         extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
-    with torch_threads_for(args.threads), progress(args, None, "reading") as read, \
-            progress(args, None, "features") as features:
-        manifest = train_bundle(config, args.out, n_jobs=args.jobs, cache_dir=cache, on_event=args.reporter.say,
-                                progress=read, feature_progress=features).manifest
+    with (
+        torch_threads_for(args.threads),
+        progress(args, None, "reading") as read,
+        progress(args, None, "features") as features,
+    ):
+        manifest = train_bundle(
+            config,
+            args.out,
+            n_jobs=args.jobs,
+            cache_dir=cache,
+            on_event=args.reporter.say,
+            progress=read,
+            feature_progress=features,
+        ).manifest
     validation = manifest["validation"]
     if "metrics" in validation:
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in validation["metrics"].items()
-                          if k in ("accuracy", "balanced_accuracy", "macro_f1", "ece", "val_loss", "val_accuracy"))
+        shown = ", ".join(
+            f"{k} {v:.3f}"
+            for k, v in validation["metrics"].items()
+            if k in ("accuracy", "balanced_accuracy", "macro_f1", "ece", "val_loss", "val_accuracy")
+        )
         print(f"internal validation ({validation['how']}): {shown}")
     else:
         print(f"internal validation skipped: {validation['skipped']}")
-    print(f"bundle: {args.out} ({manifest['method']['name']}, classes {', '.join(manifest['classes'])}, "
-          f"{manifest['training_data']['n_items']} training images)")
+    print(
+        f"bundle: {args.out} ({manifest['method']['name']}, classes {', '.join(manifest['classes'])}, "
+        f"{manifest['training_data']['n_items']} training images)"
+    )
     return 0
 
 
@@ -149,8 +204,9 @@ def cmd_predict(args) -> int:
             raise ConfigError(f"--out {args.out}: name a .csv or .json file")
         if args.out.is_dir():
             raise ConfigError(f"--out {args.out}: is a folder; name a .csv or .json file")
-        check_output_file(args.out, "--out", force=args.force, ours=is_prediction_file,
-                          inputs=[args.model, *args.images])
+        check_output_file(
+            args.out, "--out", force=args.force, ours=is_prediction_file, inputs=[args.model, *args.images]
+        )
     if args.explain is not None:
         from brainmri.explain.explainer import check_explain_folder
 
@@ -159,14 +215,16 @@ def cmd_predict(args) -> int:
     bundle = load_model(args.model, n_jobs=jobs, device=args.device)
     if args.adapt != "none":
         if args.explain is not None:
-            raise ConfigError(f"--adapt {args.adapt} and --explain: explanations are of the model as trained; "
-                              "drop one of them")
+            raise ConfigError(
+                f"--adapt {args.adapt} and --explain: explanations are of the model as trained; drop one of them"
+            )
         bundle = bundle.adapted(args.adapt, seed=args.seed)
     items = list_images(args.images)
     with torch_threads_for(args.threads), progress(args, len(items), "predicting") as update:
         if args.explain is None:
-            result = predict_images(bundle, items, batch_size=args.batch_size, n_jobs=jobs, progress=update,
-                                    max_pixels=args.max_pixels)
+            result = predict_images(
+                bundle, items, batch_size=args.batch_size, n_jobs=jobs, progress=update, max_pixels=args.max_pixels
+            )
         else:
             result = _predict_and_explain(args, bundle, items, jobs, update)
     rows, skipped = result["rows"], result["skipped"]
@@ -185,19 +243,23 @@ def cmd_predict(args) -> int:
     unlike = sum(bool(r["unlike_training"]) for r in rows)
     # The summary is a result (stdout), unless stdout carries the CSV.
     say = print if args.out else args.reporter.say
-    say(f"predicted {len(rows)} image(s) with {bundle.manifest['method']['name']}"
-                      + (f", skipped {len(skipped)} unreadable" if skipped else "")
-                      + (f"; {noted} differ from the training images (see the note column)" if noted else "")
-                      + (f"; {unlike} look unlike the training data (ood_score above its 99th percentile)" if unlike else "")
-                      + (f"; wrote {args.out}" if args.out else ""))
+    say(
+        f"predicted {len(rows)} image(s) with {bundle.manifest['method']['name']}"
+        + (f", skipped {len(skipped)} unreadable" if skipped else "")
+        + (f"; {noted} differ from the training images (see the note column)" if noted else "")
+        + (f"; {unlike} look unlike the training data (ood_score above its 99th percentile)" if unlike else "")
+        + (f"; wrote {args.out}" if args.out else "")
+    )
     for source, entry in metrics.items():
         if "skipped" in entry:
             say(f"{source}: {entry['skipped']}")
         else:
             m = entry["metrics"]
-            say(f"{source}: {entry['n']} labelled images, accuracy {m['accuracy']:.3f}, balanced accuracy "
-                              f"{m['balanced_accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}, AUC {m['auc']:.3f}, "
-                              f"ECE {m['ece']:.3f}")
+            say(
+                f"{source}: {entry['n']} labelled images, accuracy {m['accuracy']:.3f}, balanced accuracy "
+                f"{m['balanced_accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}, AUC {m['auc']:.3f}, "
+                f"ECE {m['ece']:.3f}"
+            )
     return 0
 
 
@@ -208,8 +270,16 @@ def _predict_and_explain(args, bundle, items, jobs: int, update) -> dict:
 
     method = args.explain_method or ModelView(bundle).methods()[0]
     config = ExplainConfig(method=method, checks=False, seed=0)
-    document, result = explain_images(bundle, items, config, args.explain, batch_size=args.batch_size, n_jobs=jobs,
-                                      max_pixels=args.max_pixels, progress=update)
+    document, result = explain_images(
+        bundle,
+        items,
+        config,
+        args.explain,
+        batch_size=args.batch_size,
+        n_jobs=jobs,
+        max_pixels=args.max_pixels,
+        progress=update,
+    )
     args.reporter.say(f"wrote {len(document['images'])} {method} overlay(s) to {args.explain / 'overlays'}")
     return result
 
@@ -220,12 +290,18 @@ def cmd_export(args) -> int:
     out = args.out or default_path(args.model)
     description = export_onnx(args.model, out, **({} if args.tolerance is None else {"tolerance": args.tolerance}))
     check, shape = description["check"], description["input"]["shape"]
-    print(f"wrote {out} ({description['bundle']['method']}): input {' x '.join(map(str, shape))} float32, output "
-          f"probabilities of {len(description['classes'])} classes; description in {description_path(out)}")
-    print(f"checked on {check['images']}: max |ONNX Runtime - PyTorch float32| = {check['max_abs_diff']:.2g} "
-          f"(tolerance {check['tolerance']:g})")
+    print(
+        f"wrote {out} ({description['bundle']['method']}): input {' x '.join(map(str, shape))} float32, output "
+        f"probabilities of {len(description['classes'])} classes; description in {description_path(out)}"
+    )
+    print(
+        f"checked on {check['images']}: max |ONNX Runtime - PyTorch float32| = {check['max_abs_diff']:.2g} "
+        f"(tolerance {check['tolerance']:g})"
+    )
     if "bundle_precision" in check:
-        print(f"against the bundle's own {check['bundle_precision']} prediction: max difference "
-              f"{check['max_abs_diff_bundle_precision']:.2g}, same class for "
-              f"{100 * check['same_class_bundle_precision']:.0f}% of the images")
+        print(
+            f"against the bundle's own {check['bundle_precision']} prediction: max difference "
+            f"{check['max_abs_diff_bundle_precision']:.2g}, same class for "
+            f"{100 * check['same_class_bundle_precision']:.0f}% of the images"
+        )
     return 0

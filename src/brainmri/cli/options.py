@@ -19,8 +19,12 @@ def add_general_options(parser: argparse.ArgumentParser, *, seed: bool = False, 
     group.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
     group.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     if seed:
-        group.add_argument("--seed", type=seed_value, default=0,
-                           help="random seed from 0 to 2**32 - 1: same seed, same data, same numbers (default 0)")
+        group.add_argument(
+            "--seed",
+            type=seed_value,
+            default=0,
+            help="random seed from 0 to 2**32 - 1: same seed, same data, same numbers (default 0)",
+        )
     if jobs:
         group.add_argument("--jobs", type=jobs_value, default=-1, help="worker processes (-1: every core; default -1)")
 
@@ -37,7 +41,9 @@ def jobs_value(text: str) -> int:
     """``--jobs``: -1 (every core) or a positive count of worker processes."""
     value = int(text)
     if value != -1 and value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a number of workers; use -1 (every core) or a positive integer")
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a number of workers; use -1 (every core) or a positive integer"
+        )
     return value
 
 
@@ -49,7 +55,9 @@ def add_size_options(parser: argparse.ArgumentParser) -> None:
 
 def add_cache_options(parser: argparse.ArgumentParser) -> None:
     """``--cache-dir`` and ``--no-cache``: the feature cache."""
-    parser.add_argument("--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="feature cache folder (default $BRAINMRI_CACHE or ~/.cache/brainmri)"
+    )
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
 
@@ -58,10 +66,30 @@ def add_duplicate_options(parser: argparse.ArgumentParser) -> None:
 
     d = DuplicateParams()
     group = parser.add_argument_group("duplicate detection")
-    group.add_argument("--hash-radius", type=int, default=d.hash_radius, help=f"pHash bits within which two images are candidates (default {d.hash_radius})")
-    group.add_argument("--near-threshold", type=float, default=d.near_threshold, help=f"structure correlation that confirms a near-duplicate (default {d.near_threshold})")
-    group.add_argument("--similar-radius", type=int, default=d.similar_radius, help=f"pHash radius for look-alike grouping (default {d.similar_radius})")
-    group.add_argument("--similar-threshold", type=float, default=d.similar_threshold, help=f"structure correlation that joins look-alikes (default {d.similar_threshold})")
+    group.add_argument(
+        "--hash-radius",
+        type=int,
+        default=d.hash_radius,
+        help=f"pHash bits within which two images are candidates (default {d.hash_radius})",
+    )
+    group.add_argument(
+        "--near-threshold",
+        type=float,
+        default=d.near_threshold,
+        help=f"structure correlation that confirms a near-duplicate (default {d.near_threshold})",
+    )
+    group.add_argument(
+        "--similar-radius",
+        type=int,
+        default=d.similar_radius,
+        help=f"pHash radius for look-alike grouping (default {d.similar_radius})",
+    )
+    group.add_argument(
+        "--similar-threshold",
+        type=float,
+        default=d.similar_threshold,
+        help=f"structure correlation that joins look-alikes (default {d.similar_threshold})",
+    )
 
 
 def add_input_options(parser: argparse.ArgumentParser, *, manifests: bool = True) -> None:
@@ -69,64 +97,111 @@ def add_input_options(parser: argparse.ArgumentParser, *, manifests: bool = True
     from brainmri.data.io import MAX_PIXELS
 
     group = parser.add_argument_group("input")
-    group.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
-                       help="images with more pixels (voxels of a volume), read from their headers, are skipped "
-                       f"as unreadable (decompression bombs; default {MAX_PIXELS:,})")
+    group.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help="images with more pixels (voxels of a volume), read from their headers, are skipped "
+        f"as unreadable (decompression bombs; default {MAX_PIXELS:,})",
+    )
     if manifests:
-        group.add_argument("--allow-outside-paths", action="store_true",
-                           help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)")
+        group.add_argument(
+            "--allow-outside-paths",
+            action="store_true",
+            help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)",
+        )
 
 
-def add_training_options(parser: argparse.ArgumentParser, *, params: bool = True, threads: int | None = None,
-                      threads_why: str = "") -> None:
+def add_training_options(
+    parser: argparse.ArgumentParser, *, params: bool = True, threads: int | None = None, threads_why: str = ""
+) -> None:
     """``--params`` (unless ``params`` is False), ``--device``, and ``--threads`` with the default ``threads``."""
     group = parser.add_argument_group("methods' settings and deep learning" if params else "deep learning")
     if params:
-        group.add_argument("--params", metavar="SETTINGS",
-                           help="settings of the methods: a JSON file {\"method\": {\"key\": value}} or inline "
-                           "method.key=value,... (e.g. ayadi-cnn.epochs=10,ayadi-cnn.size=96)")
-    group.add_argument("--device", default="auto",
-                       help="where deep methods run: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps "
-                       "(default auto)")
-    group.add_argument("--threads", type=int, metavar="N", default=threads,
-                       help="CPU threads of torch (default: torch's choice)" if threads is None
-                       else f"CPU threads of torch (default {threads}: {threads_why})")
+        group.add_argument(
+            "--params",
+            metavar="SETTINGS",
+            help='settings of the methods: a JSON file {"method": {"key": value}} or inline '
+            "method.key=value,... (e.g. ayadi-cnn.epochs=10,ayadi-cnn.size=96)",
+        )
+    group.add_argument(
+        "--device",
+        default="auto",
+        help="where deep methods run: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps (default auto)",
+    )
+    group.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        default=threads,
+        help="CPU threads of torch (default: torch's choice)"
+        if threads is None
+        else f"CPU threads of torch (default {threads}: {threads_why})",
+    )
 
 
 def add_shift_options(parser: argparse.ArgumentParser) -> None:
     from brainmri.data.shifts import SHIFTS
 
     group = parser.add_argument_group("shift benchmark")
-    group.add_argument("--shift", nargs="?", const="all", metavar="NAMES",
-                       help="also test every fitted method on its test images under acquisition-like shifts, each at "
-                       f"5 severities: all (the default of a bare --shift) or some of {', '.join(SHIFTS)}")
-    group.add_argument("--shift-severities", metavar="LIST",
-                       help="with --shift: the severities to test, from 1 (mild) to 5 (severe), e.g. 1,3,5 (default all)")
-    group.add_argument("--shift-max-items", type=int, metavar="N",
-                       help="with --shift: re-test a stratified sample of N test items per split (default all)")
+    group.add_argument(
+        "--shift",
+        nargs="?",
+        const="all",
+        metavar="NAMES",
+        help="also test every fitted method on its test images under acquisition-like shifts, each at "
+        f"5 severities: all (the default of a bare --shift) or some of {', '.join(SHIFTS)}",
+    )
+    group.add_argument(
+        "--shift-severities",
+        metavar="LIST",
+        help="with --shift: the severities to test, from 1 (mild) to 5 (severe), e.g. 1,3,5 (default all)",
+    )
+    group.add_argument(
+        "--shift-max-items",
+        type=int,
+        metavar="N",
+        help="with --shift: re-test a stratified sample of N test items per split (default all)",
+    )
 
 
 def add_extra_options(parser: argparse.ArgumentParser, dropped: str) -> None:
     group = parser.add_argument_group("multi-source training")
-    group.add_argument("--extra-data", type=Path, metavar="EXTRA",
-                       help="a second labelled collection (folder or CSV) added to the training data only, never "
-                       f"tested on; its copies of {dropped} images are dropped and reported")
-    group.add_argument("--extra-label-map", metavar="MAP",
-                       help="JSON file or inline old=new,... renaming EXTRA's classes onto the training classes "
-                       "(e.g. no=notumor)")
+    group.add_argument(
+        "--extra-data",
+        type=Path,
+        metavar="EXTRA",
+        help="a second labelled collection (folder or CSV) added to the training data only, never "
+        f"tested on; its copies of {dropped} images are dropped and reported",
+    )
+    group.add_argument(
+        "--extra-label-map",
+        metavar="MAP",
+        help="JSON file or inline old=new,... renaming EXTRA's classes onto the training classes (e.g. no=notumor)",
+    )
 
 
 def add_adapt_option(parser: argparse.ArgumentParser, unit: str, *, several: bool = False) -> None:
     from brainmri.robust.adapt import ADAPT_METHODS
 
     choices = {} if several else {"choices": ADAPT_METHODS}
-    compare = ("; several, comma-separated (none,adabn,tent), test the same trained network each way and report "
-               "each as a method of its own (METHOD+adabn...), paired" if several else "")
-    parser.add_argument("--adapt", default="none", metavar="{" + ",".join(ADAPT_METHODS) + "}", **choices,
-                        help=f"test-time adaptation of a deep method to {unit}, without labels: adabn re-estimates "
-                        "the batch-norm statistics (Li et al. 2016), tent also tunes the normalisation layers to "
-                        "confident predictions (Wang et al. 2021); the model on disk is not changed (default none)"
-                        f"{compare}")
+    compare = (
+        "; several, comma-separated (none,adabn,tent), test the same trained network each way and report "
+        "each as a method of its own (METHOD+adabn...), paired"
+        if several
+        else ""
+    )
+    parser.add_argument(
+        "--adapt",
+        default="none",
+        metavar="{" + ",".join(ADAPT_METHODS) + "}",
+        **choices,
+        help=f"test-time adaptation of a deep method to {unit}, without labels: adabn re-estimates "
+        "the batch-norm statistics (Li et al. 2016), tent also tunes the normalisation layers to "
+        "confident predictions (Wang et al. 2021); the model on disk is not changed (default none)"
+        f"{compare}",
+    )
 
 
 def shift_settings(args) -> dict:
@@ -141,20 +216,28 @@ def shift_settings(args) -> dict:
 
 def add_harmonise_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("intensity harmonisation (preprocessing)")
-    group.add_argument("--harmonise", choices=["none", "zscore", "nyul"], default="none",
-                       help="standardise intensities: zscore (mean 0 / sd 1 inside the head mask) or nyul (histogram "
-                       "standardisation, landmarks learned on the training items only; default none)")
+    group.add_argument(
+        "--harmonise",
+        choices=["none", "zscore", "nyul"],
+        default="none",
+        help="standardise intensities: zscore (mean 0 / sd 1 inside the head mask) or nyul (histogram "
+        "standardisation, landmarks learned on the training items only; default none)",
+    )
     group.add_argument("--n4", action="store_true", help="N4 bias-field correction inside the head mask (SimpleITK)")
-    group.add_argument("--keep-aspect", action="store_true",
-                       help="pad the head crop to a square before resizing, so the head keeps its shape")
+    group.add_argument(
+        "--keep-aspect",
+        action="store_true",
+        help="pad the head crop to a square before resizing, so the head keeps its shape",
+    )
 
 
 def preprocess_from(args):
     """The Preprocess of ``--size``, ``--no-crop``, ``--harmonise``, ``--n4`` and ``--keep-aspect``."""
     from brainmri.data.preprocess import Preprocess
 
-    return Preprocess(crop=not args.no_crop, size=args.size, harmonise=args.harmonise, n4=args.n4,
-                      keep_aspect=args.keep_aspect)
+    return Preprocess(
+        crop=not args.no_crop, size=args.size, harmonise=args.harmonise, n4=args.n4, keep_aspect=args.keep_aspect
+    )
 
 
 def duplicate_params_from(args):
@@ -184,9 +267,14 @@ class MethodsHelpFormatter(argparse.HelpFormatter):
 def data_settings_from(args, preprocess) -> dict:
     """The :class:`~brainmri.runs.config.DataSettings` of ``benchmark``, ``train`` and ``tune`` from their options
     (``DATA``, ``--seed``, ``--max-pixels``, ``--allow-outside-paths``, the duplicate options) and ``preprocess``."""
-    return {"data": str(args.data), "seed": args.seed, "preprocess": preprocess,
-            "duplicates": duplicate_params_from(args), "max_pixels": args.max_pixels,
-            "allow_outside_paths": args.allow_outside_paths}
+    return {
+        "data": str(args.data),
+        "seed": args.seed,
+        "preprocess": preprocess,
+        "duplicates": duplicate_params_from(args),
+        "max_pixels": args.max_pixels,
+        "allow_outside_paths": args.allow_outside_paths,
+    }
 
 
 def method_params_from(args) -> dict:
@@ -196,8 +284,10 @@ def method_params_from(args) -> dict:
     params = parse_params(args.params) or {}
     stray = sorted(set(params) - {args.method})
     if stray:
-        raise ConfigError(f"--params names method {stray[0]!r}, but --method is {args.method}; "
-                          f"give settings as {args.method}.key=value")
+        raise ConfigError(
+            f"--params names method {stray[0]!r}, but --method is {args.method}; "
+            f"give settings as {args.method}.key=value"
+        )
     return params.get(args.method, {})
 
 

@@ -26,36 +26,63 @@ from brainmri.errors import ConfigError
 
 def add_tune(sub) -> None:
     """``brainmri tune`` on the sub-parsers ``sub``."""
-    p = sub.add_parser("tune", help="search a method's settings by grouped inner CV (Optuna), test the best once",
-                       description="Search the settings of one method with an Optuna sampler; every trial is scored "
-                       "by grouped inner cross-validation on the training part only, and the best configuration is "
-                       "refitted and tested once on the test part. Writes results.json, trials.csv, "
-                       "best_params.json (a --params file for train and benchmark) and report.html to --out. "
-                       "Rerunning the same command continues the study from its finished trials.",
-                       formatter_class=MethodsHelpFormatter)
+    p = sub.add_parser(
+        "tune",
+        help="search a method's settings by grouped inner CV (Optuna), test the best once",
+        description="Search the settings of one method with an Optuna sampler; every trial is scored "
+        "by grouped inner cross-validation on the training part only, and the best configuration is "
+        "refitted and tested once on the test part. Writes results.json, trials.csv, "
+        "best_params.json (a --params file for train and benchmark) and report.html to --out. "
+        "Rerunning the same command continues the study from its finished trials.",
+        formatter_class=MethodsHelpFormatter,
+    )
     p.add_argument("data", type=Path, metavar="DATA", help="dataset folder or CSV manifest")
     p.add_argument("--method", required=True, help="the method to tune")
-    p.add_argument("--sampler", default="tpe", metavar="NAME",
-                   help="aco, tpe, cmaes, gp, random, qmc or nsga2 (default tpe)")
-    p.add_argument("--compare", metavar="SAMPLERS",
-                   help="comma-separated samplers run with the same budget and seed, each tested once, compared "
-                   "(replaces --sampler)")
+    p.add_argument(
+        "--sampler", default="tpe", metavar="NAME", help="aco, tpe, cmaes, gp, random, qmc or nsga2 (default tpe)"
+    )
+    p.add_argument(
+        "--compare",
+        metavar="SAMPLERS",
+        help="comma-separated samplers run with the same budget and seed, each tested once, compared "
+        "(replaces --sampler)",
+    )
     p.add_argument("--trials", type=int, default=30, help="finished trials per study (default 30)")
     p.add_argument("--out", type=Path, required=True, help="output folder (new, empty or an earlier tune to continue)")
     protocol = p.add_mutually_exclusive_group()
-    protocol.add_argument("--cv", type=int, metavar="K", help="nested grouped K-fold: a search per outer fold "
-                          "(default: the folds of the method's study, else 5)")
-    protocol.add_argument("--split", choices=["official"], help="search on the dataset's training folder, test on "
-                          "its test folder")
+    protocol.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="nested grouped K-fold: a search per outer fold (default: the folds of the method's study, else 5)",
+    )
+    protocol.add_argument(
+        "--split", choices=["official"], help="search on the dataset's training folder, test on its test folder"
+    )
     p.add_argument("--test-data", type=Path, metavar="OTHER", help="search on all of DATA, test on OTHER")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage: a journal file, sqlite:///FILE or "
-                   "postgresql://USER@HOST:PORT/DB shared by several workers (default: OUT/study.journal)")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage: a journal file, sqlite:///FILE or "
+        "postgresql://USER@HOST:PORT/DB shared by several workers (default: OUT/study.journal)",
+    )
     p.add_argument("--study", metavar="NAME", help="study name in the storage (default: the method's name)")
-    p.add_argument("--space", type=Path, metavar="FILE", help="JSON search space replacing the method's "
-                   "({\"C\": {\"type\": \"float\", \"low\": 0.01, \"high\": 100, \"log\": true}})")
-    p.add_argument("--pruner", choices=["none", "median", "halving"], default="none",
-                   help="stop unpromising trials early, after an inner fold or a training epoch (default none)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
+    p.add_argument(
+        "--space",
+        type=Path,
+        metavar="FILE",
+        help="JSON search space replacing the method's "
+        '({"C": {"type": "float", "low": 0.01, "high": 100, "log": true}})',
+    )
+    p.add_argument(
+        "--pruner",
+        choices=["none", "median", "halving"],
+        default="none",
+        help="stop unpromising trials early, after an inner fold or a training epoch (default none)",
+    )
+    p.add_argument(
+        "--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)"
+    )
     add_size_options(p)
     add_cache_options(p)
     add_training_options(p)
@@ -63,6 +90,7 @@ def add_tune(sub) -> None:
     add_duplicate_options(p)
     add_general_options(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_tune, resume_hint="rerun the same command to continue from the finished trials")
+
 
 def cmd_tune(args) -> int:
     from brainmri.data.preprocess import Preprocess
@@ -93,10 +121,21 @@ def cmd_tune(args) -> int:
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     _quiet_optuna()
-    with torch_threads_for(args.threads), progress(args, None, "reading") as read, \
-            progress(args, None, "features") as features:
-        results = run_tune(config, args.out, n_jobs=args.jobs, cache_dir=cache, device=args.device,
-                           on_event=args.reporter.say, progress=read, feature_progress=features)
+    with (
+        torch_threads_for(args.threads),
+        progress(args, None, "reading") as read,
+        progress(args, None, "features") as features,
+    ):
+        results = run_tune(
+            config,
+            args.out,
+            n_jobs=args.jobs,
+            cache_dir=cache,
+            device=args.device,
+            on_event=args.reporter.say,
+            progress=read,
+            feature_progress=features,
+        )
     print(format_tune(results))
     print(f"\nbest configuration: {args.out / 'best_params.json'} (use it with --params)")
     print(f"report: {args.out / 'report.html'}")

@@ -101,7 +101,9 @@ def analyse(
         if rec.error is not None
     ]
     keep = [k for k, rec in enumerate(records) if rec.error is None]
-    readable = Dataset(dataset.root, [dataset.items[k] for k in keep], dataset.source, dataset.ignored, dataset.problems)
+    readable = Dataset(
+        dataset.root, [dataset.items[k] for k in keep], dataset.source, dataset.ignored, dataset.problems
+    )
     good = [records[k] for k in keep]
     graph = find_duplicates([r.fingerprint for r in good], radius=params.hash_radius, threshold=params.near_threshold)
     return Analysis(readable, unreadable, good, graph, params)
@@ -117,7 +119,9 @@ def _closest(held, match, exact, similarity, distance) -> dict[int, tuple[bool, 
 
     Returns ``{held: (exact, similarity, distance, match)}``; ties keep the input order.
     """
-    order = np.lexsort((-np.asarray(similarity, dtype=float), ~np.asarray(exact, dtype=bool), np.asarray(held, dtype=int)))
+    order = np.lexsort(
+        (-np.asarray(similarity, dtype=float), ~np.asarray(exact, dtype=bool), np.asarray(held, dtype=int))
+    )
     best: dict[int, tuple[bool, float, int, int]] = {}
     for k in order:
         best.setdefault(int(held[k]), (bool(exact[k]), float(similarity[k]), int(distance[k]), int(match[k])))
@@ -192,7 +196,11 @@ def cross_dataset_leaks(reference: Analysis, other: Analysis) -> dict:
         radius=params.hash_radius,
         threshold=params.near_threshold,
     )
-    best = _closest(pairs["j"], pairs["i"], pairs["exact"], pairs["similarity"], pairs["distance"]) if len(pairs["i"]) else {}
+    best = (
+        _closest(pairs["j"], pairs["i"], pairs["exact"], pairs["similarity"], pairs["distance"])
+        if len(pairs["i"])
+        else {}
+    )
     ref, oth = reference.dataset, other.dataset
     leaks = [
         {

@@ -81,7 +81,9 @@ class FeatureCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=60)
         try:
-            con.execute("CREATE TABLE IF NOT EXISTS features (key TEXT, digest TEXT, value BLOB, PRIMARY KEY (key, digest))")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS features (key TEXT, digest TEXT, value BLOB, PRIMARY KEY (key, digest))"
+            )
             (page_size,) = con.execute("PRAGMA page_size").fetchone()
             con.execute("BEGIN")  # a shared lock: no other process writes the file while its size is read
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -117,7 +119,9 @@ class FeatureCache:
                 return self._session(work)
         except (_Corrupt, sqlite3.OperationalError, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise DataError(f"feature cache {self.path}: {reason}; choose another --cache-dir or use --no-cache") from None
+            raise DataError(
+                f"feature cache {self.path}: {reason}; choose another --cache-dir or use --no-cache"
+            ) from None
 
     def _move_aside(self, reason: Exception) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -135,8 +139,9 @@ class FeatureCache:
             sidecar = self.path.with_name(self.path.name + suffix)
             if sidecar.exists():
                 sidecar.rename(target.with_name(target.name + suffix))
-        logger.warning("feature cache %s is corrupt (%s): moved it to %s and started a fresh cache",
-                       self.path, reason, target)
+        logger.warning(
+            "feature cache %s is corrupt (%s): moved it to %s and started a fresh cache", self.path, reason, target
+        )
 
     def get(self, key: str, digests: Sequence[str], *, length: int | None = None) -> dict[str, np.ndarray]:
         """Rows found for ``digests`` (missing ones are absent from the result).
@@ -163,8 +168,12 @@ class FeatureCache:
                     else:
                         found[digest] = row
             if damaged:
-                logger.warning("feature cache %s: %d damaged entr%s (wrong length, NaN or not numbers); computing "
-                               "them again", self.path, damaged, "y" if damaged == 1 else "ies")
+                logger.warning(
+                    "feature cache %s: %d damaged entr%s (wrong length, NaN or not numbers); computing them again",
+                    self.path,
+                    damaged,
+                    "y" if damaged == 1 else "ies",
+                )
             return found
 
         return self._run(select)
@@ -262,8 +271,9 @@ class ArrayCache:
                     logger.warning("array cache %s: unreadable (%s); decoding the image again", path, exc)
                     continue
                 if (shape is not None and array.shape != tuple(shape)) or not np.isfinite(array).all():
-                    logger.warning("array cache %s: damaged (shape %s, or NaN); decoding the image again", path,
-                                   array.shape)
+                    logger.warning(
+                        "array cache %s: damaged (shape %s, or NaN); decoding the image again", path, array.shape
+                    )
                     continue
                 found[digest] = array
         return found

@@ -169,7 +169,9 @@ def load_dataset(source: str | Path, *, allow_outside: bool = False) -> Dataset:
         raise DataError(f"{source}: no such file or folder; pass a dataset folder or a CSV manifest")
     if source.is_file():
         if source.suffix.lower() != ".csv":
-            raise DataError(f"{source}: a dataset is a folder of class sub-folders or a .csv manifest, not a {source.suffix or 'plain'} file")
+            raise DataError(
+                f"{source}: a dataset is a folder of class sub-folders or a .csv manifest, not a {source.suffix or 'plain'} file"
+            )
         dataset = _from_csv(source, allow_outside)
     else:
         dataset = _from_folder(source)
@@ -197,7 +199,9 @@ def _hidden(name: str) -> bool:
     return name.startswith((".", "__")) or name in ("Thumbs.db", "desktop.ini")
 
 
-def _visible_children(folder: Path, root: Path, ignored: list[str], problems: list[dict], ancestors: frozenset[Path]) -> list[Path]:
+def _visible_children(
+    folder: Path, root: Path, ignored: list[str], problems: list[dict], ancestors: frozenset[Path]
+) -> list[Path]:
     """Children of ``folder`` to list: not hidden (those go to ``ignored``), no directory symlink not to follow.
 
     ``ancestors`` holds the real paths of the folders walked down to ``folder``, itself included.
@@ -220,8 +224,10 @@ def _unfollowed_link(link: Path, root: Path, ancestors: frozenset[Path]) -> str 
     if target in ancestors or root.is_relative_to(target):
         return f"directory symlink to {target}, a folder that contains the link (a loop); not followed, remove the link"
     if target.is_relative_to(root):
-        return (f"directory symlink to {target.relative_to(root).as_posix()}, inside the dataset; not followed, so its "
-                "images are not listed twice under another class; remove the link")
+        return (
+            f"directory symlink to {target.relative_to(root).as_posix()}, inside the dataset; not followed, so its "
+            "images are not listed twice under another class; remove the link"
+        )
     return None
 
 
@@ -245,17 +251,21 @@ def _from_folder(root: Path) -> Dataset:
         for class_dir in (p for p in entries if p.is_dir()):
             files = _files_below(class_dir, root, ignored, problems, ancestors)
             if not files:
-                problems.append({
-                    "path": class_dir.relative_to(root).as_posix(),
-                    "reason": "empty class folder; add images or remove the folder",
-                })
+                problems.append(
+                    {
+                        "path": class_dir.relative_to(root).as_posix(),
+                        "reason": "empty class folder; add images or remove the folder",
+                    }
+                )
             items += [Item(f, class_dir.name, None, split) for f in files]
         if base != root:
             ignored += [p.relative_to(root).as_posix() for p in entries if p.is_file()]
     return Dataset(root, items, "folder", sorted(ignored), problems)
 
 
-def _files_below(folder: Path, root: Path, ignored: list[str], problems: list[dict], ancestors: frozenset[Path]) -> list[Path]:
+def _files_below(
+    folder: Path, root: Path, ignored: list[str], problems: list[dict], ancestors: frozenset[Path]
+) -> list[Path]:
     """Every non-hidden file below ``folder`` (class folders may nest, e.g. one per subject).
 
     A file symlink that loops or points nowhere is kept: reading it reports why it is unusable.
@@ -291,11 +301,21 @@ def _from_csv(path: Path, allow_outside: bool) -> Dataset:
     problems: list[dict] = []
     for line, row in enumerate(rows, start=2):
         if None in row:  # csv.DictReader puts fields beyond the header under the key None
-            problems.append({"path": f"{path.name}:{line}", "reason": f"row has more fields than the header ({len(columns)}); quote paths that contain commas"})
+            problems.append(
+                {
+                    "path": f"{path.name}:{line}",
+                    "reason": f"row has more fields than the header ({len(columns)}); quote paths that contain commas",
+                }
+            )
             continue
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         if not row["path"] or not row["label"]:
-            problems.append({"path": f"{path.name}:{line}", "reason": "row with an empty path or label; fill it in or delete the row"})
+            problems.append(
+                {
+                    "path": f"{path.name}:{line}",
+                    "reason": "row with an empty path or label; fill it in or delete the row",
+                }
+            )
             continue
         split = row.get("split") or None
         if split is not None:
@@ -304,8 +324,13 @@ def _from_csv(path: Path, allow_outside: bool) -> Dataset:
             split = SPLIT_NAMES[split.lower()]
         file = Path(os.path.normpath(root / row["path"]))  # lexical: symlinks may lead anywhere, '..' may not
         if not allow_outside and not file.is_relative_to(root):
-            problems.append({"path": row["path"], "reason": f"listed in {path.name} line {line} but outside the CSV's folder; "
-                             "move the CSV to a folder above its images, or allow such paths with --allow-outside-paths"})
+            problems.append(
+                {
+                    "path": row["path"],
+                    "reason": f"listed in {path.name} line {line} but outside the CSV's folder; "
+                    "move the CSV to a folder above its images, or allow such paths with --allow-outside-paths",
+                }
+            )
             continue
         if not file.is_file():
             problem = file_problem(file) if file.exists() or file.is_symlink() else None
@@ -318,8 +343,13 @@ def _from_csv(path: Path, allow_outside: bool) -> Dataset:
     if "split" in columns:
         blank = [line for line, it in kept if it.split is None]
         if blank and len(blank) < len(items):
-            problems.append({"path": path.name, "reason": f"{len(blank)} row(s) with a blank split ({_lines(blank)}): --split "
-                             "official uses them neither for training nor for testing; fill in train or test"})
+            problems.append(
+                {
+                    "path": path.name,
+                    "reason": f"{len(blank)} row(s) with a blank split ({_lines(blank)}): --split "
+                    "official uses them neither for training nor for testing; fill in train or test",
+                }
+            )
     return Dataset(root, items, "csv", [], problems)
 
 
@@ -334,12 +364,24 @@ def _one_row_per_file(
             repeated += [line for line, _ in rows[1:]]
             continue
         fields = [f for f in ("label", "subject", "split") if len({getattr(it, f) for _, it in rows}) > 1]
-        detail = "; ".join(f"line {line}: " + ", ".join(f"{f} {getattr(it, f) or '(blank)'}" for f in fields) for line, it in rows)
-        problems.append({"path": os.path.relpath(file, root), "reason": f"listed {len(rows)} times with conflicting "
-                         f"{'/'.join(fields)} ({detail}); all its rows were skipped, keep one row per file"})
+        detail = "; ".join(
+            f"line {line}: " + ", ".join(f"{f} {getattr(it, f) or '(blank)'}" for f in fields) for line, it in rows
+        )
+        problems.append(
+            {
+                "path": os.path.relpath(file, root),
+                "reason": f"listed {len(rows)} times with conflicting "
+                f"{'/'.join(fields)} ({detail}); all its rows were skipped, keep one row per file",
+            }
+        )
     if repeated:
-        problems.append({"path": name, "reason": f"{len(repeated)} row(s) repeating an earlier row ({_lines(repeated)}) "
-                         "were dropped; each file counts once"})
+        problems.append(
+            {
+                "path": name,
+                "reason": f"{len(repeated)} row(s) repeating an earlier row ({_lines(repeated)}) "
+                "were dropped; each file counts once",
+            }
+        )
     return kept
 
 

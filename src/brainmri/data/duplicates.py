@@ -329,7 +329,18 @@ def find_duplicates(
     n = len(fingerprints)
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return DuplicateGraph(0, [], {"i": empty, "j": empty, "distance": empty, "similarity": empty.astype(np.float32), "exact": empty.astype(bool)}, empty)
+        return DuplicateGraph(
+            0,
+            [],
+            {
+                "i": empty,
+                "j": empty,
+                "distance": empty,
+                "similarity": empty.astype(np.float32),
+                "exact": empty.astype(bool),
+            },
+            empty,
+        )
     pixel_ids = np.unique([f.pixel_hash for f in fingerprints], return_inverse=True)[1].ravel()
     exact_clusters = clusters_from_labels(pixel_ids)
     hashes = np.array([f.phash for f in fingerprints], dtype=np.uint64)
@@ -342,7 +353,13 @@ def find_duplicates(
         progress(f"confirming {len(ci)} candidate pairs")
     sim = structure_similarity(thumbs, ci, cj)
     keep = sim >= threshold
-    logger.info("%d candidate pairs within %d bits, %d confirmed at similarity >= %.2f", len(ci), radius, int(keep.sum()), threshold)
+    logger.info(
+        "%d candidate pairs within %d bits, %d confirmed at similarity >= %.2f",
+        len(ci),
+        radius,
+        int(keep.sum()),
+        threshold,
+    )
 
     ei = np.concatenate([np.full(len(c) - 1, c[0]) for c in exact_clusters] or [np.zeros(0, np.int64)]).astype(np.int64)
     ej = np.concatenate([np.asarray(c[1:]) for c in exact_clusters] or [np.zeros(0, np.int64)]).astype(np.int64)
@@ -401,6 +418,11 @@ def find_cross_duplicates(
         a, b = ci[~exact], cj[~exact]
         sim[~exact] = np.max([structure_similarity(thumbs, a, b, partners=m) for m in moved], axis=0)
     keep = exact | (sim >= threshold)
-    logger.info("%d candidate pairs across the two sets within %d bits, %d confirmed (%d exact)",
-                len(ci), radius, int(keep.sum()), int(exact.sum()))
+    logger.info(
+        "%d candidate pairs across the two sets within %d bits, %d confirmed (%d exact)",
+        len(ci),
+        radius,
+        int(keep.sum()),
+        int(exact.sum()),
+    )
     return {"i": ci[keep], "j": cj[keep], "distance": dist[keep], "similarity": sim[keep], "exact": exact[keep]}

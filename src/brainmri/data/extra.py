@@ -66,14 +66,25 @@ def check_extra_classes(classes: Sequence[str], train_classes: Sequence[str], so
     """
     unknown = sorted(set(classes) - set(train_classes))
     if unknown:
-        raise ConfigError(f"--extra-data {source}: class(es) {', '.join(unknown)} are not classes of the training data "
-                          f"({', '.join(sorted(train_classes))}); map them with --extra-label-map "
-                          f"{unknown[0]}=<training class>")
+        raise ConfigError(
+            f"--extra-data {source}: class(es) {', '.join(unknown)} are not classes of the training data "
+            f"({', '.join(sorted(train_classes))}); map them with --extra-label-map "
+            f"{unknown[0]}=<training class>"
+        )
 
 
-def load_extra(source: str, label_map: dict | None, train_classes: Sequence[str], *, against: Sequence, params,
-               n_jobs: int = -1, progress: Callable[[int], None] | None = None, max_pixels: int | None = None,
-               allow_outside: bool = False) -> ExtraData:
+def load_extra(
+    source: str,
+    label_map: dict | None,
+    train_classes: Sequence[str],
+    *,
+    against: Sequence,
+    params,
+    n_jobs: int = -1,
+    progress: Callable[[int], None] | None = None,
+    max_pixels: int | None = None,
+    allow_outside: bool = False,
+) -> ExtraData:
     """Read the extra collection, check its classes and drop its copies of the images of ``against``.
 
     Parameters
@@ -98,8 +109,9 @@ def load_extra(source: str, label_map: dict | None, train_classes: Sequence[str]
     DataError
         No readable item, or every item copies a test item.
     """
-    dataset = apply_label_map(load_dataset(source, allow_outside=allow_outside), label_map, "--extra-data",
-                              option="--extra-label-map")
+    dataset = apply_label_map(
+        load_dataset(source, allow_outside=allow_outside), label_map, "--extra-data", option="--extra-label-map"
+    )
     check_extra_classes(dataset.classes, train_classes, source)
     analysis = analyse(dataset, params=params, n_jobs=n_jobs, progress=progress, max_pixels=max_pixels)
     ds = analysis.dataset
@@ -107,30 +119,48 @@ def load_extra(source: str, label_map: dict | None, train_classes: Sequence[str]
         raise DataError(f"--extra-data {source}: no readable image; run `brainmri audit {source}` to see why")
     copies: dict[int, str] = {}
     for reference in against:
-        pairs = find_cross_duplicates([r.fingerprint for r in reference.records], [r.fingerprint for r in analysis.records],
-                                      radius=params.hash_radius, threshold=params.near_threshold)
+        pairs = find_cross_duplicates(
+            [r.fingerprint for r in reference.records],
+            [r.fingerprint for r in analysis.records],
+            radius=params.hash_radius,
+            threshold=params.near_threshold,
+        )
         for i, j in zip(pairs["i"], pairs["j"], strict=True):
             copies.setdefault(int(j), str(reference.dataset.items[int(i)].path))
     keep = np.array([k not in copies for k in range(len(ds))], dtype=bool)
     if not keep.any():
-        raise DataError(f"--extra-data {source}: all {len(ds)} readable items copy an image of the data, so none is "
-                        "left to add to the training data; use another collection")
+        raise DataError(
+            f"--extra-data {source}: all {len(ds)} readable items copy an image of the data, so none is "
+            "left to add to the training data; use another collection"
+        )
     labels = ds.labels.astype(str)
     dropped = {str(c): int(np.sum(~keep & (labels == c))) for c in np.unique(labels) if np.any(~keep & (labels == c))}
     kept_labels = labels[keep]
-    info = {"path": str(ds.root), "n_items": len(ds), "n_used": int(keep.sum()),
-            "counts": {str(c): int(n) for c, n in zip(*np.unique(kept_labels, return_counts=True), strict=True)},
-            "label_map": label_map, "dropped_copies": dropped,
-            "dropped": [{"path": f"{PREFIX}{ds.relpath(ds.items[k])}", "copies": copies[k]} for k in sorted(copies)]}
+    info = {
+        "path": str(ds.root),
+        "n_items": len(ds),
+        "n_used": int(keep.sum()),
+        "counts": {str(c): int(n) for c, n in zip(*np.unique(kept_labels, return_counts=True), strict=True)},
+        "label_map": label_map,
+        "dropped_copies": dropped,
+        "dropped": [{"path": f"{PREFIX}{ds.relpath(ds.items[k])}", "copies": copies[k]} for k in sorted(copies)],
+    }
     _, groups = np.unique(analysis.graph.cluster_of[keep], return_inverse=True)
-    return ExtraData(np.array([str(it.path) for it, k in zip(ds.items, keep, strict=True) if k]), kept_labels,
-                     [f"{PREFIX}{ds.relpath(it)}" for it, k in zip(ds.items, keep, strict=True) if k], groups, info)
+    return ExtraData(
+        np.array([str(it.path) for it, k in zip(ds.items, keep, strict=True) if k]),
+        kept_labels,
+        [f"{PREFIX}{ds.relpath(it)}" for it, k in zip(ds.items, keep, strict=True) if k],
+        groups,
+        info,
+    )
 
 
 def format_extra(info: dict) -> str:
     """One line on the extra training data: what was added and what was dropped."""
     counts = ", ".join(f"{c} {n}" for c, n in info["counts"].items())
     dropped = sum(info["dropped_copies"].values())
-    return (f"extra training data: {info['n_used']} of {info['n_items']} items of {info['path']} added to the "
-            f"training data ({counts}); " + (f"{dropped} dropped as copies of images of the data" if dropped else
-                                             "none copies an image of the data"))
+    return (
+        f"extra training data: {info['n_used']} of {info['n_items']} items of {info['path']} added to the "
+        f"training data ({counts}); "
+        + (f"{dropped} dropped as copies of images of the data" if dropped else "none copies an image of the data")
+    )

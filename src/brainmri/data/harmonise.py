@@ -149,16 +149,23 @@ def check_landmarks(landmarks) -> tuple[float, ...]:
         values = tuple(float(v) for v in landmarks)
     except (TypeError, ValueError):
         values = ()
-    if (len(values) != len(PERCENTILES) or values[0] != 0.0 or values[-1] != 1.0
-            or any(b < a for a, b in pairwise(values))):
-        raise ConfigError(f"Nyúl landmarks must be {len(PERCENTILES)} non-decreasing numbers from 0 to 1 (one per "
-                          f"percentile {', '.join(f'{p:g}' for p in PERCENTILES)}), got {landmarks!r}; "
-                          "learn them with the method's fit, or train the bundle again")
+    if (
+        len(values) != len(PERCENTILES)
+        or values[0] != 0.0
+        or values[-1] != 1.0
+        or any(b < a for a, b in pairwise(values))
+    ):
+        raise ConfigError(
+            f"Nyúl landmarks must be {len(PERCENTILES)} non-decreasing numbers from 0 to 1 (one per "
+            f"percentile {', '.join(f'{p:g}' for p in PERCENTILES)}), got {landmarks!r}; "
+            "learn them with the method's fit, or train the bundle again"
+        )
     return values
 
 
-def n4_correct(image: np.ndarray, mask: np.ndarray, *, fit_size: int = 64,
-               iterations: Sequence[int] = (25, 25, 25)) -> np.ndarray:
+def n4_correct(
+    image: np.ndarray, mask: np.ndarray, *, fit_size: int = 64, iterations: Sequence[int] = (25, 25, 25)
+) -> np.ndarray:
     """The image with N4's bias field, estimated inside ``mask``, divided out (Tustison et al. 2010).
 
     The field is smooth, so it is fitted on the image shrunk to about

@@ -67,8 +67,10 @@ def head_box(image: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
         return None
     labels, largest, step = found
     box = ndimage.find_objects(labels, max_label=largest)[largest - 1]
-    return tuple(slice(max(axis.start * step - margin, 0), min(axis.stop * step + margin, side))
-                 for axis, side in zip(box, image.shape, strict=True))
+    return tuple(
+        slice(max(axis.start * step - margin, 0), min(axis.stop * step + margin, side))
+        for axis, side in zip(box, image.shape, strict=True)
+    )
 
 
 def head_mask(image: np.ndarray) -> np.ndarray:

@@ -302,14 +302,14 @@ def _read_pil(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, Image
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable {kind.upper()} image; re-export or remove it") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode ({_one_line(exc)}); the file is truncated or corrupt, re-export or remove it") from None
+        raise DataError(
+            f"{path}: cannot decode ({_one_line(exc)}); the file is truncated or corrupt, re-export or remove it"
+        ) from None
     original_shape = array.shape
     bit_depth = _PIL_BIT_DEPTH.get(mode, 8 * array.dtype.itemsize)
     if array.ndim == 3:
         array = _gray_from_channels(array, path, mode)
-    return array.astype(np.float32, copy=False), ImageMeta(
-        str(path), kind, tuple(original_shape), mode, bit_depth
-    )
+    return array.astype(np.float32, copy=False), ImageMeta(str(path), kind, tuple(original_shape), mode, bit_depth)
 
 
 def _gray_from_channels(array: np.ndarray, path: Path, mode: str) -> np.ndarray:
@@ -361,17 +361,25 @@ def _read_dicom(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, Ima
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a readable DICOM file ({_one_line(exc)}); re-export or remove it") from None
     if "PixelData" not in ds:
-        raise DataError(f"{path}: DICOM file has no pixel data (a report or structured file?); remove it from the dataset")
+        raise DataError(
+            f"{path}: DICOM file has no pixel data (a report or structured file?); remove it from the dataset"
+        )
     try:
-        declared = (int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns),
-                    int(ds.get("SamplesPerPixel", 1) or 1))
+        declared = (
+            int(ds.get("NumberOfFrames", 1) or 1),
+            int(ds.Rows),
+            int(ds.Columns),
+            int(ds.get("SamplesPerPixel", 1) or 1),
+        )
     except (AttributeError, TypeError, ValueError):
         raise DataError(f"{path}: DICOM file without a valid Rows/Columns header; re-export or remove it") from None
     check_pixel_count(path, tuple(side for side in declared if side != 1) or (1,), max_pixels)
     try:
         raw = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for broken pixel data
-        raise DataError(f"{path}: DICOM pixel data cannot be decoded ({_one_line(exc)}); re-export or remove it") from None
+        raise DataError(
+            f"{path}: DICOM pixel data cannot be decoded ({_one_line(exc)}); re-export or remove it"
+        ) from None
     array = np.asarray(apply_modality_lut(raw, ds), dtype=np.float32)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "MONOCHROME1":
@@ -406,10 +414,13 @@ def _read_nifti(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, Ima
         raise DataError(f"{path}: not a readable NIfTI file ({_one_line(exc)}); re-export or remove it") from None
     array = np.squeeze(array)
     if array.ndim not in (2, 3):
-        raise DataError(f"{path}: NIfTI of shape {original_shape} is not a 2D slice or 3D volume; split 4D series first")
+        raise DataError(
+            f"{path}: NIfTI of shape {original_shape} is not a 2D slice or 3D volume; split 4D series first"
+        )
     if array.ndim == 3 and not array.any():
-        raise DataError(f"{path}: every voxel of this volume is 0 (a failed conversion or an empty mask?); "
-                        "re-export or remove it")
+        raise DataError(
+            f"{path}: every voxel of this volume is 0 (a failed conversion or an empty mask?); re-export or remove it"
+        )
     zooms = tuple(float(z) for z in img.header.get_zooms()[: array.ndim])
     bits = int(img.header.get_data_dtype().itemsize * 8)
     return array, ImageMeta(str(path), kind, tuple(original_shape), "volume", bits, zooms)

@@ -32,7 +32,7 @@ def parse_label_map(text: str | None, option: str = "--label-map") -> dict[str, 
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{option} {text}: not a JSON object of class -> class ({exc})") from None
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
-            raise ConfigError(f"{option} {text}: expected a JSON object such as {{\"glioma\": \"tumor\"}}")
+            raise ConfigError(f'{option} {text}: expected a JSON object such as {{"glioma": "tumor"}}')
         return {str(k): v for k, v in mapping.items()}
     mapping = {}
     for part in text.split(","):
@@ -42,8 +42,9 @@ def parse_label_map(text: str | None, option: str = "--label-map") -> dict[str, 
         if not old or not new:
             raise ConfigError(f"{option}: '{part.strip()}' has an empty class name")
         if old in mapping:
-            raise ConfigError(f"{option}: class {old!r} is mapped twice ({old}={mapping[old]} and {old}={new}); "
-                              "map each class once")
+            raise ConfigError(
+                f"{option}: class {old!r} is mapped twice ({old}={mapping[old]} and {old}={new}); map each class once"
+            )
         mapping[old] = new
     return mapping
 
@@ -58,15 +59,18 @@ def unique_keys(option: str, text: str):
         seen: dict[str, object] = {}
         for key, value in pairs:
             if key in seen:
-                raise ConfigError(f"{option} {text}: key {key!r} is given twice ({seen[key]!r} and {value!r}); "
-                                  "give each once")
+                raise ConfigError(
+                    f"{option} {text}: key {key!r} is given twice ({seen[key]!r} and {value!r}); give each once"
+                )
             seen[key] = value
         return seen
 
     return hook
 
 
-def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str, *, option: str = "--label-map") -> Dataset:
+def apply_label_map(
+    dataset: Dataset, mapping: dict[str, str] | None, what: str, *, option: str = "--label-map"
+) -> Dataset:
     """Rename classes of ``dataset``; every class must be mapped or already a target name.
 
     ``what`` names the dataset and ``option`` the map in error messages.
@@ -82,8 +86,7 @@ def apply_label_map(dataset: Dataset, mapping: dict[str, str] | None, what: str,
     unmapped = sorted(c for c in dataset.classes if c not in mapping and c not in targets)
     if unmapped:
         raise ConfigError(
-            f"{option} leaves {what} class(es) {', '.join(unmapped)} unmapped; "
-            f"add them (e.g. {unmapped[0]}=<new name>)"
+            f"{option} leaves {what} class(es) {', '.join(unmapped)} unmapped; add them (e.g. {unmapped[0]}=<new name>)"
         )
     items = [Item(it.path, mapping.get(it.label, it.label), it.subject, it.split) for it in dataset.items]
     return Dataset(dataset.root, items, dataset.source, dataset.ignored, dataset.problems)

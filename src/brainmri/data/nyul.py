@@ -63,9 +63,12 @@ class HistogramStandardizer(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Learn the standard-scale landmarks from the images ``X`` (sequence of 2D arrays)."""
-        if self.max_images is not None and (isinstance(self.max_images, bool) or not isinstance(self.max_images, int)
-                                            or self.max_images < 1):
-            raise ConfigError(f"HistogramStandardizer max_images must be a positive integer or None, got {self.max_images!r}")
+        if self.max_images is not None and (
+            isinstance(self.max_images, bool) or not isinstance(self.max_images, int) or self.max_images < 1
+        ):
+            raise ConfigError(
+                f"HistogramStandardizer max_images must be a positive integer or None, got {self.max_images!r}"
+            )
         images = _sample(list(X), self.max_images)
         if not images:
             raise DataError("Nyúl histogram standardisation needs training images to learn its landmarks, got none")
@@ -77,8 +80,10 @@ class HistogramStandardizer(TransformerMixin, BaseEstimator):
             if span > 1e-6:  # a flat image says nothing about the histogram's shape
                 rows.append((own - own[0]) / span)
         if not rows:
-            raise DataError(f"Nyúl histogram standardisation: the {len(images)} training images are all flat inside "
-                            "the head; nothing to learn landmarks from")
+            raise DataError(
+                f"Nyúl histogram standardisation: the {len(images)} training images are all flat inside "
+                "the head; nothing to learn landmarks from"
+            )
         self.landmarks_ = np.asarray(check_landmarks(np.round(np.mean(rows, axis=0), 6)))
         self.n_images_ = len(rows)
         return self

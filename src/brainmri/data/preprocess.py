@@ -90,15 +90,22 @@ class Preprocess:
                 raise ConfigError(f"preprocess {name} must be true or false, got {getattr(self, name)!r}")
         if self.landmarks is not None:
             if self.harmonise != "nyul":
-                raise ConfigError(f"preprocess landmarks apply to harmonise 'nyul' only, got harmonise {self.harmonise!r}")
+                raise ConfigError(
+                    f"preprocess landmarks apply to harmonise 'nyul' only, got harmonise {self.harmonise!r}"
+                )
             object.__setattr__(self, "landmarks", check_landmarks(self.landmarks))
-        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int)
-                                      or not 8 <= self.size <= MAX_IMAGE_SIZE):
-            raise ConfigError(f"--size must be an integer from 8 to {MAX_IMAGE_SIZE} (pixels a side), got {self.size!r}")
+        if self.size is not None and (
+            isinstance(self.size, bool) or not isinstance(self.size, int) or not 8 <= self.size <= MAX_IMAGE_SIZE
+        ):
+            raise ConfigError(
+                f"--size must be an integer from 8 to {MAX_IMAGE_SIZE} (pixels a side), got {self.size!r}"
+            )
         if self.clip_percentiles is not None:
             low, high = self.clip_percentiles
             if not 0 <= low < high <= 100:
-                raise ConfigError(f"clip percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles!r}")
+                raise ConfigError(
+                    f"clip percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles!r}"
+                )
 
     def to_dict(self) -> dict:
         """The settings, without those added after version 1 that are at their defaults."""
@@ -131,7 +138,9 @@ class Preprocess:
         """
         image = np.asarray(image, dtype=np.float32)
         if self.crop:
-            image = crop_to_head(image, reference=None if reference is None else np.asarray(reference, dtype=np.float32))
+            image = crop_to_head(
+                image, reference=None if reference is None else np.asarray(reference, dtype=np.float32)
+            )
         if self.keep_aspect:
             image = pad_to_square(image)
         if self.size is not None and image.shape != (self.size, self.size):
@@ -165,8 +174,10 @@ class Preprocess:
             return zscore_in_head(image, mask)
         if self.harmonise == "nyul":
             if self.landmarks is None:
-                raise ConfigError("harmonise 'nyul' needs landmarks learned on training images; fit the method "
-                                  "(its first step learns them) or load a bundle that has them")
+                raise ConfigError(
+                    "harmonise 'nyul' needs landmarks learned on training images; fit the method "
+                    "(its first step learns them) or load a bundle that has them"
+                )
             return apply_landmarks(image, mask, self.landmarks)
         return image
 
@@ -183,7 +194,9 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     """
     from PIL import Image
 
-    return np.asarray(Image.fromarray(np.asarray(image, dtype=np.float32), mode="F").resize((size, size), Image.BILINEAR))
+    return np.asarray(
+        Image.fromarray(np.asarray(image, dtype=np.float32), mode="F").resize((size, size), Image.BILINEAR)
+    )
 
 
 def pad_to_square(image: np.ndarray) -> np.ndarray:

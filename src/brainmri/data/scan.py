@@ -116,5 +116,9 @@ def _warn_large(paths: list[Path], records: list[ScanRecord], max_pixels: int) -
         logger.warning(
             "%d image(s) have over %s pixels (half the --max-pixels limit), the largest %s with %s: each needs "
             "at least %.1f GB of memory to read as float32; downscale them if that is not intended",
-            len(large), f"{max_pixels // 2:,}", path, f"{pixels:,}", pixels * 4 / 1e9,
+            len(large),
+            f"{max_pixels // 2:,}",
+            path,
+            f"{pixels:,}",
+            pixels * 4 / 1e9,
         )

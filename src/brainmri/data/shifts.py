@@ -77,8 +77,12 @@ class Shift:
 
     def to_dict(self) -> dict:
         """Everything but the function, as written to ``results.json``."""
-        return {"description": self.description, "parameter": self.parameter,
-                "levels": list(self.levels), "source": self.source}
+        return {
+            "description": self.description,
+            "parameter": self.parameter,
+            "levels": list(self.levels),
+            "source": self.source,
+        }
 
 
 #: Every shift by name, in the order of reports.
@@ -118,27 +122,39 @@ def _torchio(transform, x: np.ndarray, *, depth_axis: int = 3) -> np.ndarray:
     return np.squeeze(out, axis=depth_axis - 1)
 
 
-@_register("gamma", "contrast curve of another sequence or display: intensities raised to a power",
-           "gamma exponent", (1.25, 1.5, 2.0, 2.5, 3.0), "TorchIO Gamma")
+@_register(
+    "gamma",
+    "contrast curve of another sequence or display: intensities raised to a power",
+    "gamma exponent",
+    (1.25, 1.5, 2.0, 2.5, 3.0),
+    "TorchIO Gamma",
+)
 def _gamma(x, level, rng, scale):
     from torchio.transforms.augmentation.intensity.random_gamma import Gamma
 
     return _torchio(Gamma(gamma=level), x)
 
 
-@_register("window", "a narrower intensity window at export: darks crushed to black, brights saturated",
-           "window (low, high) as fractions of the range", ((0.02, 0.9), (0.04, 0.8), (0.07, 0.65), (0.1, 0.5),
-                                                           (0.15, 0.35)),
-           "TorchIO RescaleIntensity from the window to [0, 1], then clipped")
+@_register(
+    "window",
+    "a narrower intensity window at export: darks crushed to black, brights saturated",
+    "window (low, high) as fractions of the range",
+    ((0.02, 0.9), (0.04, 0.8), (0.07, 0.65), (0.1, 0.5), (0.15, 0.35)),
+    "TorchIO RescaleIntensity from the window to [0, 1], then clipped",
+)
 def _window(x, level, rng, scale):
     from torchio import RescaleIntensity
 
     return _torchio(RescaleIntensity(out_min_max=(0, 1), in_min_max=level), x)
 
 
-@_register("bias-field", "smooth intensity non-uniformity of the receive coil",
-           "largest coefficient of the order-3 polynomial log-field", (0.1, 0.2, 0.35, 0.5, 0.7),
-           "TorchIO BiasField, coefficients drawn once per image in [-level, level]")
+@_register(
+    "bias-field",
+    "smooth intensity non-uniformity of the receive coil",
+    "largest coefficient of the order-3 polynomial log-field",
+    (0.1, 0.2, 0.35, 0.5, 0.7),
+    "TorchIO BiasField, coefficients drawn once per image in [-level, level]",
+)
 def _bias_field(x, level, rng, scale):
     from torchio.transforms.augmentation.intensity.random_bias_field import BiasField
 
@@ -146,8 +162,13 @@ def _bias_field(x, level, rng, scale):
     return _torchio(BiasField(coefficients=rng.uniform(-level, level, 20).tolist(), order=3), x)
 
 
-@_register("blur", "a smoother reconstruction or a thicker slice: Gaussian blur",
-           "sigma in pixels of a 256-pixel image", (0.5, 1.0, 1.5, 2.25, 3.0), "TorchIO Blur")
+@_register(
+    "blur",
+    "a smoother reconstruction or a thicker slice: Gaussian blur",
+    "sigma in pixels of a 256-pixel image",
+    (0.5, 1.0, 1.5, 2.25, 3.0),
+    "TorchIO Blur",
+)
 def _blur(x, level, rng, scale):
     from torchio.transforms.augmentation.intensity.random_blur import Blur
 
@@ -155,9 +176,13 @@ def _blur(x, level, rng, scale):
     return _torchio(Blur(std=(sigma, sigma, 0.0)), x)
 
 
-@_register("resolution", "a coarser acquisition matrix: down-sampled, then up-sampled back",
-           "down-sampling factor", (1.5, 2.0, 3.0, 4.0, 6.0),
-           "Pillow resize (antialiased box down, bilinear up): TorchIO's RandomAnisotropy coarsens one axis only")
+@_register(
+    "resolution",
+    "a coarser acquisition matrix: down-sampled, then up-sampled back",
+    "down-sampling factor",
+    (1.5, 2.0, 3.0, 4.0, 6.0),
+    "Pillow resize (antialiased box down, bilinear up): TorchIO's RandomAnisotropy coarsens one axis only",
+)
 def _resolution(x, level, rng, scale):
     from PIL import Image
 
@@ -166,9 +191,13 @@ def _resolution(x, level, rng, scale):
     return np.asarray(small.resize((w, h), Image.BILINEAR))
 
 
-@_register("rician-noise", "thermal noise of a magnitude image (Rician, not Gaussian, in the background)",
-           "noise sigma as a fraction of the range", (0.02, 0.04, 0.07, 0.1, 0.15),
-           "written here: TorchIO's RandomNoise adds Gaussian noise, which a magnitude image cannot have")
+@_register(
+    "rician-noise",
+    "thermal noise of a magnitude image (Rician, not Gaussian, in the background)",
+    "noise sigma as a fraction of the range",
+    (0.02, 0.04, 0.07, 0.1, 0.15),
+    "written here: TorchIO's RandomNoise adds Gaussian noise, which a magnitude image cannot have",
+)
 def _rician_noise(x, level, rng, scale):
     # Gudbjartsson and Patz 1995 (https://doi.org/10.1002/mrm.1910340618): the magnitude of a complex
     # signal with Gaussian noise of the same sigma in its real and imaginary parts.
@@ -177,10 +206,13 @@ def _rician_noise(x, level, rng, scale):
     return np.hypot(real, imaginary)
 
 
-@_register("motion", "the head moved during the acquisition: ghosts and ringing along the phase-encoding axis",
-           "(share of k-space acquired after the movement, displacement in pixels of a 256-pixel image)",
-           ((0.1, 2.0), (0.2, 3.0), (0.3, 4.0), (0.4, 6.0), (0.45, 8.0)),
-           "TorchIO Motion (Shaw et al. 2019), one movement, its direction drawn once per image")
+@_register(
+    "motion",
+    "the head moved during the acquisition: ghosts and ringing along the phase-encoding axis",
+    "(share of k-space acquired after the movement, displacement in pixels of a 256-pixel image)",
+    ((0.1, 2.0), (0.2, 3.0), (0.3, 4.0), (0.4, 6.0), (0.45, 8.0)),
+    "TorchIO Motion (Shaw et al. 2019), one movement, its direction drawn once per image",
+)
 def _motion(x, level, rng, scale):
     from torchio.transforms.augmentation.intensity.random_motion import Motion
 
@@ -189,22 +221,35 @@ def _motion(x, level, rng, scale):
     # in-plane rotation (half a degree per pixel of displacement) is about the middle axis. The centre of
     # k-space stays with the unmoved image; a larger share moved by more makes a stronger artefact.
     sign = rng.choice([-1.0, 1.0], size=3)
-    motion = Motion(degrees=np.array([[0.0, pixels / 2, 0.0]]) * sign,
-                    translation=np.array([[pixels, 0.0, pixels]]) * scale * sign,
-                    times=np.array([1.0 - share]), image_interpolation="linear")
+    motion = Motion(
+        degrees=np.array([[0.0, pixels / 2, 0.0]]) * sign,
+        translation=np.array([[pixels, 0.0, pixels]]) * scale * sign,
+        times=np.array([1.0 - share]),
+        image_interpolation="linear",
+    )
     return _torchio(motion, x, depth_axis=2)
 
 
-@_register("ghosting", "periodic signal changes (pulsation, breathing): shifted copies along the phase axis",
-           "ghost intensity", (0.15, 0.3, 0.5, 0.75, 1.0), "TorchIO Ghosting, 4 ghosts along the rows")
+@_register(
+    "ghosting",
+    "periodic signal changes (pulsation, breathing): shifted copies along the phase axis",
+    "ghost intensity",
+    (0.15, 0.3, 0.5, 0.75, 1.0),
+    "TorchIO Ghosting, 4 ghosts along the rows",
+)
 def _ghosting(x, level, rng, scale):
     from torchio.transforms.augmentation.intensity.random_ghosting import Ghosting
 
     return _torchio(Ghosting(num_ghosts=4, axis=0, intensity=level, restore=0.02), x)
 
 
-@_register("jpeg", "lossy re-compression when the image is exported or shared",
-           "JPEG quality", (60, 40, 25, 12, 5), "Pillow JPEG encoder: no imaging library transform re-encodes")
+@_register(
+    "jpeg",
+    "lossy re-compression when the image is exported or shared",
+    "JPEG quality",
+    (60, 40, 25, 12, 5),
+    "Pillow JPEG encoder: no imaging library transform re-encodes",
+)
 def _jpeg(x, level, rng, scale):
     from PIL import Image
 
@@ -215,16 +260,25 @@ def _jpeg(x, level, rng, scale):
         return np.asarray(image, dtype=np.float32) / 255
 
 
-@_register("bit-depth", "an export at a lower bit depth (a 16-bit scan saved at 8 bits, and fewer)",
-           "bits kept", (6, 5, 4, 3, 2), "written here: a rounding to 2**bits levels, which no library wraps")
+@_register(
+    "bit-depth",
+    "an export at a lower bit depth (a 16-bit scan saved at 8 bits, and fewer)",
+    "bits kept",
+    (6, 5, 4, 3, 2),
+    "written here: a rounding to 2**bits levels, which no library wraps",
+)
 def _bit_depth(x, level, rng, scale):
     steps = 2**level - 1
     return np.round(x * steps) / steps
 
 
-@_register("background-inversion", "a bright background (inverted padding or display): the air outside the "
-           "head is blended towards white", "blend towards the inverted background", (0.2, 0.4, 0.6, 0.8, 1.0),
-           "written here: it needs the head mask of brainmri's own crop (Otsu threshold)")
+@_register(
+    "background-inversion",
+    "a bright background (inverted padding or display): the air outside the head is blended towards white",
+    "blend towards the inverted background",
+    (0.2, 0.4, 0.6, 0.8, 1.0),
+    "written here: it needs the head mask of brainmri's own crop (Otsu threshold)",
+)
 def _background_inversion(x, level, rng, scale):
     from scipy import ndimage
 
@@ -270,7 +324,9 @@ def check_severities(severities) -> tuple[int, ...]:
     """
     values = tuple(severities)
     if not values or any(isinstance(s, bool) or s not in SEVERITIES for s in values) or len(set(values)) < len(values):
-        raise ConfigError(f"--shift-severities must be distinct integers from 1 to 5 (e.g. 1,3,5), got {list(values)!r}")
+        raise ConfigError(
+            f"--shift-severities must be distinct integers from 1 to 5 (e.g. 1,3,5), got {list(values)!r}"
+        )
     return tuple(sorted(values))
 
 

@@ -81,7 +81,9 @@ def check_grouping(dataset: Dataset, grouping: str) -> None:
     if grouping not in GROUPINGS:
         raise ConfigError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
     if grouping == "subject" and not dataset.has_subjects:
-        raise ConfigError("grouping 'subject' needs a subject id for every item; add a subject column to the CSV manifest")
+        raise ConfigError(
+            "grouping 'subject' needs a subject id for every item; add a subject column to the CSV manifest"
+        )
 
 
 def check_folds(k: int, n_items: int | None = None) -> None:
@@ -95,8 +97,10 @@ def check_folds(k: int, n_items: int | None = None) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ConfigError(f"--cv must be an integer >= 2, got {k!r}")
     if n_items is not None and k > n_items:
-        raise ConfigError(f"--cv {k}: more folds than the {n_items} items of DATA, so some test folds would be empty; "
-                          f"use at most --cv {n_items} (5 or 10 is usual)")
+        raise ConfigError(
+            f"--cv {k}: more folds than the {n_items} items of DATA, so some test folds would be empty; "
+            f"use at most --cv {n_items} (5 or 10 is usual)"
+        )
 
 
 def _same_label_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,8 +134,10 @@ def kfold_splits(analysis: Analysis, *, k: int = 5, grouping: str = "auto", seed
     groups, used = group_labels(analysis, grouping)
     n_groups_all = len(np.unique(groups))
     if k > n_groups_all:
-        raise DataError(f"--cv {k}: DATA holds {n_groups_all} independent groups of images ({used}), fewer than the "
-                        f"folds, so some test folds would be empty; use at most --cv {n_groups_all}")
+        raise DataError(
+            f"--cv {k}: DATA holds {n_groups_all} independent groups of images ({used}), fewer than the "
+            f"folds, so some test folds would be empty; use at most --cv {n_groups_all}"
+        )
     for label in np.unique(labels):
         n_groups = len(np.unique(groups[labels == label]))
         if n_groups < 2:
@@ -142,7 +148,11 @@ def kfold_splits(analysis: Analysis, *, k: int = 5, grouping: str = "auto", seed
         if n_groups < k:
             logger.warning(
                 "class '%s' has %d independent groups of images, fewer than the %d folds: it is absent from %d "
-                "test folds (pooled metrics still cover it)", label, n_groups, k, k - n_groups
+                "test folds (pooled metrics still cover it)",
+                label,
+                n_groups,
+                k,
+                k - n_groups,
             )
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     splits = [

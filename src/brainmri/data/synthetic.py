@@ -127,15 +127,34 @@ def _mass(label: str, rng: np.random.Generator, ax: float, ay: float) -> dict | 
         return None
     if label == "glioma":
         side = rng.choice((-1, 1))
-        return {"x": side * rng.uniform(0.25, 0.45), "y": rng.uniform(-0.45, 0.35), "r": rng.uniform(0.12, 0.22), "push": 0.35, "kind": "glioma"}
+        return {
+            "x": side * rng.uniform(0.25, 0.45),
+            "y": rng.uniform(-0.45, 0.35),
+            "r": rng.uniform(0.12, 0.22),
+            "push": 0.35,
+            "kind": "glioma",
+        }
     if label == "meningioma":
         phi = rng.uniform(-np.pi, 0) if rng.random() < 0.7 else rng.uniform(0, np.pi)
-        return {"x": 0.74 * ax * np.cos(phi), "y": 0.74 * ay * np.sin(phi), "r": rng.uniform(0.1, 0.17), "push": 0.3, "kind": "meningioma"}
-    return {"x": rng.uniform(-0.03, 0.03), "y": rng.uniform(0.35, 0.45), "r": rng.uniform(0.05, 0.09), "push": 0.15, "kind": "pituitary"}
+        return {
+            "x": 0.74 * ax * np.cos(phi),
+            "y": 0.74 * ay * np.sin(phi),
+            "r": rng.uniform(0.1, 0.17),
+            "push": 0.3,
+            "kind": "meningioma",
+        }
+    return {
+        "x": rng.uniform(-0.03, 0.03),
+        "y": rng.uniform(0.35, 0.45),
+        "r": rng.uniform(0.05, 0.09),
+        "push": 0.15,
+        "kind": "pituitary",
+    }
 
 
-def _draw_mass(img: np.ndarray, x: np.ndarray, y: np.ndarray, mass: dict,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _draw_mass(
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, mass: dict, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """The image with the mass drawn in, and the mask of the pixels it changed."""
     mx, my, radius = mass["x"], mass["y"], mass["r"]
     theta = np.arctan2(y - my, x - mx)

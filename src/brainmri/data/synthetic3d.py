@@ -100,8 +100,10 @@ def make_template(size: int = 32, *, n_regions: int = 24) -> Template:
     try:
         from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
     except ImportError:
-        raise ConfigError("synthetic volumes (demo-data --3d) need nilearn, whose package holds the MNI152 template; "
-                          "it is not installed: pip install 'brainmri[volumes]'") from None
+        raise ConfigError(
+            "synthetic volumes (demo-data --3d) need nilearn, whose package holds the MNI152 template; "
+            "it is not installed: pip install 'brainmri[volumes]'"
+        ) from None
 
     image = load_mni152_template(resolution=2)
     brain = load_mni152_brain_mask(resolution=2).get_fdata() > 0
@@ -111,8 +113,15 @@ def make_template(size: int = 32, *, n_regions: int = 24) -> Template:
     volume = np.clip(grid.resample(raw, box), 0, None)
     volume /= volume.max()
     mask = grid.resample(brain.astype(np.float32), box, order=0) > 0.5
-    labels = slic(volume, n_segments=n_regions, compactness=0.2, mask=mask, channel_axis=None, start_label=1,
-                  enforce_connectivity=True)
+    labels = slic(
+        volume,
+        n_segments=n_regions,
+        compactness=0.2,
+        mask=mask,
+        channel_axis=None,
+        start_label=1,
+        enforce_connectivity=True,
+    )
     scale = np.array([(s.stop - s.start) / size for s in box])
     start = np.array([s.start for s in box])
     to_raw = np.eye(4)
@@ -130,8 +139,15 @@ def plant_regions(template: Template, n: int, rng: np.random.Generator) -> list[
     return sorted(int(r) for r in rng.choice(large, size=n, replace=False))
 
 
-def synthetic_volume(template: Template, planted: list[int], atrophy: bool, rng: np.random.Generator, *,
-                     deform: float = 0.02, noise: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_volume(
+    template: Template,
+    planted: list[int],
+    atrophy: bool,
+    rng: np.random.Generator,
+    *,
+    deform: float = 0.02,
+    noise: float = 0.03,
+) -> tuple[np.ndarray, np.ndarray]:
     """One subject: the deformed template, with atrophy of the ``planted`` regions when ``atrophy``.
 
     Parameters
@@ -172,15 +188,26 @@ def synthetic_volume(template: Template, planted: list[int], atrophy: bool, rng:
             coords += rng.uniform(0.2, 0.35) * weight * (grid - middle)
             loss = np.maximum(loss, rng.uniform(0.15, 0.3) * weight)
     volume = map_coordinates(template.volume * (1 - loss), coords, order=1, mode="constant")
-    mask = map_coordinates(np.isin(template.labels, planted).astype(np.float32), coords, order=0) > 0.5 if atrophy \
+    mask = (
+        map_coordinates(np.isin(template.labels, planted).astype(np.float32), coords, order=0) > 0.5
+        if atrophy
         else np.zeros(shape, dtype=bool)
+    )
     volume *= rng.uniform(0.9, 1.1)
     volume = np.hypot(volume + rng.normal(0, noise, shape), rng.normal(0, noise, shape))
     return volume.astype(np.float32), mask
 
 
-def write_demo_volumes(out: str | Path, *, n: int = 20, size: int = 32, n_regions: int = 24, planted: int = 3,
-                       seed: int = 0, progress: Callable[[int], None] | None = None) -> Path:
+def write_demo_volumes(
+    out: str | Path,
+    *,
+    n: int = 20,
+    size: int = 32,
+    n_regions: int = 24,
+    planted: int = 3,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
     """Write a dataset folder of synthetic volumes with their known answer.
 
     ``out/<class>/sub-<class>NNN.nii.gz`` for :data:`CLASSES_3D` (one volume
@@ -222,19 +249,30 @@ def write_demo_volumes(out: str | Path, *, n: int = 20, size: int = 32, n_region
         (tmp / MASKS_FOLDER / CLASSES_3D[0]).mkdir(parents=True)
         nib.save(nib.Nifti1Image(template.labels, template.affine), tmp / REGIONS_FOLDER / ATLAS_FILE)
         sizes = {int(r): int((template.labels == r).sum()) for r in template.regions}
-        write_json(tmp / REGIONS_FOLDER / PLANTED_FILE, {
-            "planted_regions": chosen, "affected_class": CLASSES_3D[0], "control_class": CLASSES_3D[1],
-            "atlas": f"{REGIONS_FOLDER}/{ATLAS_FILE}", "n_regions": len(sizes), "region_voxels": sizes,
-            "parcellation": f"SLIC supervoxels of the MNI152 2009 template (nilearn), {n_regions} asked",
-            "signal": "atrophy subjects: each planted region shrinks towards its centre by 20-35 % and loses 15-30 % "
-                      "of its intensity; every subject: smooth random deformation, head scale 0.95-1.05, intensity "
-                      "scale 0.9-1.1, Rician noise",
-            "size": size, "seed": seed, "n_per_class": n})
+        write_json(
+            tmp / REGIONS_FOLDER / PLANTED_FILE,
+            {
+                "planted_regions": chosen,
+                "affected_class": CLASSES_3D[0],
+                "control_class": CLASSES_3D[1],
+                "atlas": f"{REGIONS_FOLDER}/{ATLAS_FILE}",
+                "n_regions": len(sizes),
+                "region_voxels": sizes,
+                "parcellation": f"SLIC supervoxels of the MNI152 2009 template (nilearn), {n_regions} asked",
+                "signal": "atrophy subjects: each planted region shrinks towards its centre by 20-35 % and loses 15-30 % "
+                "of its intensity; every subject: smooth random deformation, head scale 0.95-1.05, intensity "
+                "scale 0.9-1.1, Rician noise",
+                "size": size,
+                "seed": seed,
+                "n_per_class": n,
+            },
+        )
         for c, label in enumerate(CLASSES_3D):
             (tmp / label).mkdir()
             for k in range(n):
-                volume, mask = synthetic_volume(template, chosen, label == CLASSES_3D[0],
-                                                np.random.default_rng([seed, c, k]))
+                volume, mask = synthetic_volume(
+                    template, chosen, label == CLASSES_3D[0], np.random.default_rng([seed, c, k])
+                )
                 name = f"{label}/sub-{label}{k:03d}.nii.gz"
                 nib.save(nib.Nifti1Image(volume, template.affine), tmp / name)
                 if mask.any():

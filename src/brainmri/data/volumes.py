@@ -76,8 +76,9 @@ class VolumePreprocess:
 
     def __post_init__(self):
         if isinstance(self.size, bool) or not isinstance(self.size, int) or not 8 <= self.size <= MAX_VOLUME_SIZE:
-            raise ConfigError(f"volume size must be an integer from 8 to {MAX_VOLUME_SIZE} (voxels a side), got "
-                              f"{self.size!r}")
+            raise ConfigError(
+                f"volume size must be an integer from 8 to {MAX_VOLUME_SIZE} (voxels a side), got {self.size!r}"
+            )
         Preprocess(clip_percentiles=self.clip_percentiles)  # the same check of the percentiles
 
     @classmethod
@@ -105,8 +106,9 @@ class VolumePreprocess:
             volume = volume[box]
         shape = (self.size,) * 3
         if volume.shape != shape:
-            volume = resize(np.asarray(volume, dtype=np.float32), shape, order=order, anti_aliasing=order > 0,
-                            preserve_range=True)
+            volume = resize(
+                np.asarray(volume, dtype=np.float32), shape, order=order, anti_aliasing=order > 0, preserve_range=True
+            )
         return np.asarray(volume, dtype=np.float32)
 
     def __call__(self, volume: np.ndarray) -> np.ndarray:
@@ -127,8 +129,10 @@ class VolumePreprocess:
         """
         volume = np.asarray(volume, dtype=np.float32)
         if volume.ndim != 3:
-            raise DataError(f"expected a 3D volume, got an array of shape {volume.shape}; volume methods "
-                            "(cnn3d) take NIfTI volumes, 2D slices need a 2D method")
+            raise DataError(
+                f"expected a 3D volume, got an array of shape {volume.shape}; volume methods "
+                "(cnn3d) take NIfTI volumes, 2D slices need a 2D method"
+            )
         if not volume.any():
             raise DataError("every voxel of the volume is 0 (a failed conversion or an empty mask?); remove it")
         return normalize_intensity(self.resample(volume, self.box(volume)), self.clip_percentiles)

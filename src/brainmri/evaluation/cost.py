@@ -85,8 +85,11 @@ def uncached(model) -> Iterator[None]:
     The settings are restored afterwards, also on an error; the fitted
     steps are not refitted (``cache_dir`` only says where features are kept).
     """
-    steps = [step for _, step in getattr(model, "steps", [])
-             if hasattr(step, "get_params") and "cache_dir" in step.get_params(deep=False)]  # not "passthrough"
+    steps = [
+        step
+        for _, step in getattr(model, "steps", [])
+        if hasattr(step, "get_params") and "cache_dir" in step.get_params(deep=False)
+    ]  # not "passthrough"
     saved = [step.cache_dir for step in steps]
     try:
         for step in steps:
@@ -112,8 +115,11 @@ def measure_inference(model, paths) -> dict:
         start = time.perf_counter()
         model.predict_proba(paths)
         seconds = time.perf_counter() - start
-    return {"images": len(paths), "seconds": round(seconds, 4),
-            "images_per_s": round(len(paths) / seconds, 3) if seconds > 0 else None}
+    return {
+        "images": len(paths),
+        "seconds": round(seconds, 4),
+        "images_per_s": round(len(paths) / seconds, 3) if seconds > 0 else None,
+    }
 
 
 def cost_entry(units: list[dict]) -> dict:
@@ -133,11 +139,16 @@ def cost_entry(units: list[dict]) -> dict:
     inference = None
     if timed and len(timed) == len(units):
         images, seconds = sum(t["images"] for t in timed), sum(t["seconds"] for t in timed)
-        inference = {"images": images, "seconds": round(seconds, 4),
-                     "images_per_s": round(images / seconds, 3) if seconds > 0 else None}
-    return {"parameters": units[0].get("parameters"),
-            "fit_s": {"total": round(sum(fit), 2), "per_fold": round(sum(fit) / len(fit), 2)},
-            "inference": inference}
+        inference = {
+            "images": images,
+            "seconds": round(seconds, 4),
+            "images_per_s": round(images / seconds, 3) if seconds > 0 else None,
+        }
+    return {
+        "parameters": units[0].get("parameters"),
+        "fit_s": {"total": round(sum(fit), 2), "per_fold": round(sum(fit) / len(fit), 2)},
+        "inference": inference,
+    }
 
 
 def format_parameters(parameters: dict | None) -> str:
@@ -157,12 +168,25 @@ def format_cost(results: dict) -> list[str]:
     if not costs:
         return []
     heads = ["method", "parameters (trainable / total)", "fit s (all folds)", "fit s (per fold)", "images/s"]
-    rows = [[name, format_parameters(c["parameters"]), f"{c['fit_s']['total']:.2f}", f"{c['fit_s']['per_fold']:.2f}",
-             "-" if not c["inference"] or c["inference"]["images_per_s"] is None
-             else f"{c['inference']['images_per_s']:.1f}"] for name, c in costs.items()]
+    rows = [
+        [
+            name,
+            format_parameters(c["parameters"]),
+            f"{c['fit_s']['total']:.2f}",
+            f"{c['fit_s']['per_fold']:.2f}",
+            "-"
+            if not c["inference"] or c["inference"]["images_per_s"] is None
+            else f"{c['inference']['images_per_s']:.1f}",
+        ]
+        for name, c in costs.items()
+    ]
     widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
-    lines = ["cost (parameters: network weights, - without a network; fit: excluding the features computed once for "
-             "all methods; images/s: predict from the file, without feature cache):"]
-    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
-              for r in [heads, ["-" * w for w in widths], *rows]]
+    lines = [
+        "cost (parameters: network weights, - without a network; fit: excluding the features computed once for "
+        "all methods; images/s: predict from the file, without feature cache):"
+    ]
+    lines += [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+        for r in [heads, ["-" * w for w in widths], *rows]
+    ]
     return lines

@@ -72,7 +72,15 @@ from brainmri.errors import ConfigError
 
 #: Names of the metrics, in the order every result lists them.
 METRICS = (
-    "accuracy", "balanced_accuracy", "macro_f1", "auc", "sensitivity", "specificity", "precision", "brier", "ece",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "auc",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "brier",
+    "ece",
 )
 
 #: The metrics of :data:`METRICS` where a lower value is better; higher is better for the others.
@@ -256,8 +264,13 @@ def summarize(
         "confusion": point["confusion"],
         "n": scorer.n,
         "calibration": {"n_bins": ECE_BINS, "mean_confidence": float(confidence.sum() / scorer.n), "bins": bins},
-        "bootstrap": {"method": "percentile", "level": 0.95, "n_boot": n_boot,
-                      "unit": "items" if n_units == scorer.n else "groups", "n_units": n_units},
+        "bootstrap": {
+            "method": "percentile",
+            "level": 0.95,
+            "n_boot": n_boot,
+            "unit": "items" if n_units == scorer.n else "groups",
+            "n_units": n_units,
+        },
     }
 
 
@@ -283,8 +296,10 @@ def interval_statement(bootstrap: dict) -> str:
     """
     groups = bootstrap.get("groups")
     what = f" ({groups})" if groups and bootstrap["unit"] == "groups" else ""
-    return (f"{bootstrap['level']:.0%} percentile bootstrap, {bootstrap['n_boot']} resamples, "
-            f"over {bootstrap['n_units']} {bootstrap['unit']}{what}")
+    return (
+        f"{bootstrap['level']:.0%} percentile bootstrap, {bootstrap['n_boot']} resamples, "
+        f"over {bootstrap['n_units']} {bootstrap['unit']}{what}"
+    )
 
 
 class _Scorer:
@@ -335,6 +350,7 @@ class _Scorer:
 
     def reliability(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per confidence bin: the weight of its items, of those classified correctly, and their summed confidence."""
+
         def per_bin(values):
             return np.bincount(self.bin_of, weights=values, minlength=ECE_BINS)
 
@@ -446,7 +462,9 @@ def _scorer(y_true: Sequence[str], proba, classes: Sequence[str]) -> tuple[_Scor
     if not np.isfinite(proba).all():
         raise ConfigError("proba must be finite, got NaN or infinite values")
     if proba.min() < 0 or proba.max() > 1:
-        raise ConfigError(f"proba must hold probabilities in [0, 1], got values from {proba.min():g} to {proba.max():g}")
+        raise ConfigError(
+            f"proba must hold probabilities in [0, 1], got values from {proba.min():g} to {proba.max():g}"
+        )
     worst = int(np.argmax(np.abs(proba.sum(axis=1) - 1)))
     if abs(proba[worst].sum() - 1) > _SUM_TOLERANCE:
         raise ConfigError(

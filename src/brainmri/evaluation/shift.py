@@ -147,7 +147,9 @@ def predict_shifted(
             descriptors = ood.describe(batch) if ood is not None else None
             for k, s in enumerate(severities):
                 blocks[s].append(Xt[k * len(images) : (k + 1) * len(images)])
-                described[s].append(None if descriptors is None else descriptors[k * len(images) : (k + 1) * len(images)])
+                described[s].append(
+                    None if descriptors is None else descriptors[k * len(images) : (k + 1) * len(images)]
+                )
         Xs = {s: np.concatenate(blocks[s]) for s in severities}
         out[name] = {str(s): final.predict_proba(X) for s, X in Xs.items()}
         if ood is not None:
@@ -265,8 +267,10 @@ def format_shift(results: dict) -> list[str]:
     if not entries:
         return []
     run = results["shift"]
-    lines = [f"accuracy under {len(run['shifts'])} acquisition shift(s), mean over shifts "
-             f"({run['subset']}; points lost against clean):"]
+    lines = [
+        f"accuracy under {len(run['shifts'])} acquisition shift(s), mean over shifts "
+        f"({run['subset']}; points lost against clean):"
+    ]
     for name, entry in entries.items():
         mean = entry["mean_over_shifts"]
         clean = mean["clean"]["accuracy"]

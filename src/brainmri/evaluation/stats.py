@@ -60,9 +60,7 @@ def mcnemar(correct_a, correct_b) -> dict:
     """
     a, b = _as_bool(correct_a, "correct_a"), _as_bool(correct_b, "correct_b")
     if a.shape != b.shape:
-        raise ConfigError(
-            f"correct_a and correct_b must score the same items, got lengths {a.size} and {b.size}"
-        )
+        raise ConfigError(f"correct_a and correct_b must score the same items, got lengths {a.size} and {b.size}")
     n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
     discordant = n01 + n10
     if discordant == 0:

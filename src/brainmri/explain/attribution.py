@@ -74,8 +74,10 @@ class GradCAM:
         if layer is None:
             convs = [m for m in self.module.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
             if not convs:
-                raise ConfigError("gradcam needs a network with a 2D or 3D convolution; this one has none; use "
-                                  "saliency, integrated-gradients or occlusion")
+                raise ConfigError(
+                    "gradcam needs a network with a 2D or 3D convolution; this one has none; use "
+                    "saliency, integrated-gradients or occlusion"
+                )
             layer = convs[-1]
         cam = LayerGradCam(self.module, layer).attribute(x, target=target, relu_attributions=True)
         mode = "trilinear" if x.ndim == 5 else "bilinear"
@@ -104,8 +106,9 @@ class IntegratedGradients:
     def __call__(self, x, target) -> np.ndarray:
         from captum.attr import IntegratedGradients as CaptumIG
 
-        attr = CaptumIG(self.module).attribute(x, baselines=0.0, target=target, n_steps=self.steps,
-                                               internal_batch_size=len(x) * 8)
+        attr = CaptumIG(self.module).attribute(
+            x, baselines=0.0, target=target, n_steps=self.steps, internal_batch_size=len(x) * 8
+        )
         return _numpy(attr)
 
 
@@ -167,9 +170,14 @@ class Occlusion:
         window = self.window or max(2, min(x.shape[2:]) // 8)
         stride = self.stride or max(1, window // 2)
         sides = x.ndim - 2
-        attr = CaptumOcclusion(self.forward).attribute(x, sliding_window_shapes=(1,) + (window,) * sides,
-                                                      strides=(1,) + (stride,) * sides, baselines=0.0, target=target,
-                                                      perturbations_per_eval=self.batch)
+        attr = CaptumOcclusion(self.forward).attribute(
+            x,
+            sliding_window_shapes=(1,) + (window,) * sides,
+            strides=(1,) + (stride,) * sides,
+            baselines=0.0,
+            target=target,
+            perturbations_per_eval=self.batch,
+        )
         return _numpy(attr)
 
 
@@ -202,5 +210,9 @@ def _numpy(attr) -> np.ndarray:
 
 
 #: Attribution methods by the name ``brainmri explain --method`` takes.
-METHODS = {"gradcam": GradCAM, "integrated-gradients": IntegratedGradients, "saliency": Saliency,
-           "occlusion": Occlusion}
+METHODS = {
+    "gradcam": GradCAM,
+    "integrated-gradients": IntegratedGradients,
+    "saliency": Saliency,
+    "occlusion": Occlusion,
+}

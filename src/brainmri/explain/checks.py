@@ -111,8 +111,14 @@ def random_map_baseline(masks: np.ndarray, *, tolerance: float = 0) -> np.ndarra
     return near(masks, tolerance).reshape(len(masks), -1).mean(axis=1)
 
 
-def perturbation_curves(score: Callable[[int, np.ndarray], np.ndarray], images: np.ndarray, maps: np.ndarray, *,
-                        steps: int = 10, seed: int = 0) -> dict:
+def perturbation_curves(
+    score: Callable[[int, np.ndarray], np.ndarray],
+    images: np.ndarray,
+    maps: np.ndarray,
+    *,
+    steps: int = 10,
+    seed: int = 0,
+) -> dict:
     """Deletion and insertion curves of ``maps``, and of a random ranking of the pixels.
 
     Pixels are ranked by the map (largest first). Step ``k`` of ``steps``
@@ -148,7 +154,10 @@ def perturbation_curves(score: Callable[[int, np.ndarray], np.ndarray], images: 
     for index, (image, attribution) in enumerate(zip(images, maps, strict=True)):
         flat = image.ravel()
         jitter = rng.random(flat.size)  # breaks ties of flat maps at random, not in raster order
-        for prefix, order in (("", np.lexsort((jitter, -attribution.ravel()))), ("random_", rng.permutation(flat.size))):
+        for prefix, order in (
+            ("", np.lexsort((jitter, -attribution.ravel()))),
+            ("random_", rng.permutation(flat.size)),
+        ):
             counts = (fractions * flat.size).round().astype(int)
             deleted = np.repeat(flat[None], len(counts), axis=0)
             inserted = np.zeros_like(deleted)

@@ -56,8 +56,9 @@ def pick_examples(y_true, proba: np.ndarray, classes, *, per_class: int = PER_CL
     return chosen
 
 
-def explain_examples(model, paths, y_true, proba: np.ndarray, *, method: str, preprocess, max_pixels: int,
-                     per_class: int = PER_CLASS) -> list[dict]:
+def explain_examples(
+    model, paths, y_true, proba: np.ndarray, *, method: str, preprocess, max_pixels: int, per_class: int = PER_CLASS
+) -> list[dict]:
     """Attribution overlays of :func:`pick_examples` for a fitted method.
 
     Parameters
@@ -97,8 +98,7 @@ def explain_examples(model, paths, y_true, proba: np.ndarray, *, method: str, pr
         name, attribute = "gradcam", view.attribution("gradcam")
     else:
         side = view.preprocess.size or 64
-        name, attribute = "occlusion", view.attribution("occlusion", window=max(2, side // 4),
-                                                        stride=max(1, side // 8))
+        name, attribute = "occlusion", view.attribution("occlusion", window=max(2, side // 4), stride=max(1, side // 8))
     images = np.stack([view.preprocess(read_image(paths[k], max_pixels=max_pixels)[0]) for k, _ in picks])
     targets = proba[[k for k, _ in picks]].argmax(axis=1)
     with view.running():
@@ -107,7 +107,13 @@ def explain_examples(model, paths, y_true, proba: np.ndarray, *, method: str, pr
     examples = []
     for (k, correct), image, heat, target in zip(picks, images, maps, targets, strict=True):
         called = f"{classes[target]} p={proba[k, target]:.2f}"
-        examples.append({"index": k, "correct": correct, "attribution": name,
-                         "caption": f"{'correct' if correct else 'wrong'}: {y_true[k]} called {called} ({name})",
-                         "png": overlay.png(image, heat, f"{name}: {called} (label {y_true[k]})")})
+        examples.append(
+            {
+                "index": k,
+                "correct": correct,
+                "attribution": name,
+                "caption": f"{'correct' if correct else 'wrong'}: {y_true[k]} called {called} ({name})",
+                "png": overlay.png(image, heat, f"{name}: {called} (label {y_true[k]})"),
+            }
+        )
     return examples

@@ -89,8 +89,9 @@ class ExplainConfig:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ConfigError(f"--method {self.method!r} is not an attribution method; valid methods: "
-                              f"{', '.join(METHODS)}")
+            raise ConfigError(
+                f"--method {self.method!r} is not an attribution method; valid methods: {', '.join(METHODS)}"
+            )
         for name, low in (("check_items", 1), ("steps", 2)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -110,12 +111,16 @@ class MaskFolder:
     def __init__(self, folder: str | Path):
         folder = Path(folder)
         if not folder.is_dir():
-            raise DataError(f"--masks {folder}: no such folder; give the folder of lesion masks "
-                            "(brainmri demo-data writes them to DATA/.masks)")
+            raise DataError(
+                f"--masks {folder}: no such folder; give the folder of lesion masks "
+                "(brainmri demo-data writes them to DATA/.masks)"
+            )
         self.folder = folder
         self.files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file() and image_format(p)}
         if not self.files:
-            raise DataError(f"--masks {folder}: no mask images in this folder or below; give the folder of lesion masks")
+            raise DataError(
+                f"--masks {folder}: no mask images in this folder or below; give the folder of lesion masks"
+            )
 
     def find(self, image: str | Path, label: str | None) -> Path | None:
         """The mask file of ``image``, or None (an image without a lesion)."""
@@ -129,8 +134,10 @@ class MaskFolder:
         """The mask at ``path`` as bool, checked to be of the image's ``shape``."""
         mask, _ = read_image(path)
         if mask.shape != tuple(shape):
-            raise DataError(f"--masks: {path} is {'x'.join(map(str, mask.shape))}, its image "
-                            f"{'x'.join(map(str, shape))}; a mask must have its image's size")
+            raise DataError(
+                f"--masks: {path} is {'x'.join(map(str, mask.shape))}, its image "
+                f"{'x'.join(map(str, shape))}; a mask must have its image's size"
+            )
         return mask > 0
 
 
@@ -146,8 +153,9 @@ def _output_names(rows: list[dict], taken: set[str]) -> list[str]:
     names = []
     for row in rows:
         name = Path(row["path"]).name
-        base = (f"{row['label']}/" if row["label"] else "") + (name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz")
-                                                              else Path(name).stem)
+        base = (f"{row['label']}/" if row["label"] else "") + (
+            name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else Path(name).stem
+        )
         name, k = base, 1
         while name in taken:
             k += 1
@@ -218,19 +226,27 @@ class Explainer:
             x = np.stack([self.view.preprocess(image) for image in images])
             with self.view.running():
                 maps = self.attribute(self.view.tensor(x), torch.as_tensor(targets))
-        for row, image, name, seen, attribution, target in zip(rows, images, _output_names(rows, self._taken), x, maps,
-                                                               targets, strict=True):
+        for row, image, name, seen, attribution, target in zip(
+            rows, images, _output_names(rows, self._taken), x, maps, targets, strict=True
+        ):
             index = len(self.entries)
-            entry = {"path": row["path"], "label": row["label"], "predicted": row["predicted"],
-                     "probability": round(row["proba"][target], 6), "map": f"maps/{name}.npy",
-                     "overlay": f"overlays/{name}.png"}
+            entry = {
+                "path": row["path"],
+                "label": row["label"],
+                "predicted": row["predicted"],
+                "probability": round(row["proba"][target], 6),
+                "map": f"maps/{name}.npy",
+                "overlay": f"overlays/{name}.png",
+            }
             if self.masks is not None:
                 mask_path = self.masks.find(row["path"], row["label"])
                 entry["mask"] = str(mask_path) if mask_path else None
                 if mask_path:
                     self.lesions[index] = self.view.align(self.masks.read(mask_path, image.shape), image)
             _save_npy(self.out / entry["map"], attribution)
-            title = f"{row['predicted']} p={row['proba'][target]:.2f}" + (f" (label {row['label']})" if row["label"] else "")
+            title = f"{row['predicted']} p={row['proba'][target]:.2f}" + (
+                f" (label {row['label']})" if row["label"] else ""
+            )
             self.overlay(self.out / entry["overlay"], seen, attribution, f"{self.method}: {title}")
             self.entries.append(entry)
             self.images.append(seen)
@@ -253,18 +269,24 @@ class Explainer:
         hits, strict = pointing_game(maps, masks, tolerance=tolerance), pointing_game(maps, masks)
         share = lesion_share(maps, masks)
         for k, hit, exact, part in zip(keys, hits, strict, share, strict=True):
-            self.entries[k].update(pointing_hit=bool(hit), pointing_hit_strict=bool(exact),
-                                   lesion_share=round(float(part), 6))
-        return {"n_images": len(keys), "n_without_mask": len(self.entries) - len(keys), "tolerance_px": tolerance,
-                "pointing_game": float(hits.mean()),
-                "random_map_pointing_game": float(random_map_baseline(masks, tolerance=tolerance).mean()),
-                "pointing_game_strict": float(strict.mean()),
-                "random_map_pointing_game_strict": float(random_map_baseline(masks).mean()),
-                "lesion_share": float(share.mean()), "random_map_lesion_share": float(random_map_baseline(masks).mean()),
-                "how": "hit: the map's maximum lies within tolerance_px pixels of the lesion mask (strict: inside "
-                       "it; Zhang et al. 2018 use 15 px of 224); share: positive attribution inside the mask / all "
-                       "positive attribution; random map: the share of the image that counts as a hit (exact "
-                       "expectation for a map of random values)"}
+            self.entries[k].update(
+                pointing_hit=bool(hit), pointing_hit_strict=bool(exact), lesion_share=round(float(part), 6)
+            )
+        return {
+            "n_images": len(keys),
+            "n_without_mask": len(self.entries) - len(keys),
+            "tolerance_px": tolerance,
+            "pointing_game": float(hits.mean()),
+            "random_map_pointing_game": float(random_map_baseline(masks, tolerance=tolerance).mean()),
+            "pointing_game_strict": float(strict.mean()),
+            "random_map_pointing_game_strict": float(random_map_baseline(masks).mean()),
+            "lesion_share": float(share.mean()),
+            "random_map_lesion_share": float(random_map_baseline(masks).mean()),
+            "how": "hit: the map's maximum lies within tolerance_px pixels of the lesion mask (strict: inside "
+            "it; Zhang et al. 2018 use 15 px of 224); share: positive attribution inside the mask / all "
+            "positive attribution; random map: the share of the image that counts as a hit (exact "
+            "expectation for a map of random values)",
+        }
 
     def sample(self, n: int, seed: int) -> np.ndarray:
         """Indices of at most ``n`` explained images, a seeded random sample in input order."""
@@ -273,6 +295,7 @@ class Explainer:
 
     def faithfulness(self, picked: np.ndarray, *, steps: int, seed: int) -> dict:
         """Deletion and insertion curves of the maps of ``picked``, beside a random ranking of the pixels."""
+
         def score(k, perturbed):
             with self.view.running():
                 return self.view.proba(self.view.tensor(perturbed))[:, self.targets[picked[k]]].cpu().numpy()
@@ -294,11 +317,14 @@ class Explainer:
             other = attribute(x, torch.as_tensor([self.targets[k] for k in picked]))
         rho = rank_correlations(np.stack([self.maps[k] for k in picked]), other)
         defined = rho[~np.isnan(rho)]
-        return {"n_images": len(picked), "n_undefined": int(np.isnan(rho).sum()),
-                "spearman_mean": float(defined.mean()) if len(defined) else None,
-                "spearman_median": float(np.median(defined)) if len(defined) else None,
-                "how": "every layer re-initialised (Adebayo et al. 2018, full randomisation); Spearman correlation "
-                       "of the absolute maps; low means the maps depend on what the network learnt"}
+        return {
+            "n_images": len(picked),
+            "n_undefined": int(np.isnan(rho).sum()),
+            "spearman_mean": float(defined.mean()) if len(defined) else None,
+            "spearman_median": float(np.median(defined)) if len(defined) else None,
+            "how": "every layer re-initialised (Adebayo et al. 2018, full randomisation); Spearman correlation "
+            "of the absolute maps; low means the maps depend on what the network learnt",
+        }
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -306,10 +332,18 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(fh, np.asarray(array, dtype=np.float32), allow_pickle=False)
 
 
-def explain_images(bundle, items, config: ExplainConfig, out: str | Path, *, batch_size: int = 64, n_jobs: int = 1,
-                   max_pixels: int = MAX_PIXELS,
-                   progress: Callable[[int], None] | None = None,
-                   on_event: Callable[[str], None] | None = None) -> tuple[dict, dict]:
+def explain_images(
+    bundle,
+    items,
+    config: ExplainConfig,
+    out: str | Path,
+    *,
+    batch_size: int = 64,
+    n_jobs: int = 1,
+    max_pixels: int = MAX_PIXELS,
+    progress: Callable[[int], None] | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> tuple[dict, dict]:
     """Explain ``items`` with ``bundle``: maps, overlays, checks and ``out/explain.json``.
 
     Parameters
@@ -348,18 +382,46 @@ def explain_images(bundle, items, config: ExplainConfig, out: str | Path, *, bat
     folder = OutputFolder(out, "explain")
     with folder.recording():
         folder.start({"config": asdict(config), "model": str(bundle.path)})
-        return _explain_images(bundle, items, config, out, explainer, batch_size=batch_size, n_jobs=n_jobs,
-                               progress=progress, on_event=on_event, max_pixels=max_pixels)
+        return _explain_images(
+            bundle,
+            items,
+            config,
+            out,
+            explainer,
+            batch_size=batch_size,
+            n_jobs=n_jobs,
+            progress=progress,
+            on_event=on_event,
+            max_pixels=max_pixels,
+        )
 
 
-def _explain_images(bundle, items, config: ExplainConfig, out: Path, explainer: Explainer, *, batch_size: int,
-                    n_jobs: int, progress, on_event, max_pixels: int) -> tuple[dict, dict]:
+def _explain_images(
+    bundle,
+    items,
+    config: ExplainConfig,
+    out: Path,
+    explainer: Explainer,
+    *,
+    batch_size: int,
+    n_jobs: int,
+    progress,
+    on_event,
+    max_pixels: int,
+) -> tuple[dict, dict]:
     say = on_event or (lambda message: None)
     view = explainer.view
     start = time.perf_counter()
-    result = predict_images(bundle, items, batch_size=batch_size, n_jobs=n_jobs, progress=progress, on_batch=explainer,
-                            max_pixels=max_pixels,
-                            predict=explainer.predict_proba if explainer.single_pass else None)
+    result = predict_images(
+        bundle,
+        items,
+        batch_size=batch_size,
+        n_jobs=n_jobs,
+        progress=progress,
+        on_batch=explainer,
+        max_pixels=max_pixels,
+        predict=explainer.predict_proba if explainer.single_pass else None,
+    )
     seconds = time.perf_counter() - start
     n = len(explainer.entries)
     checks: dict = {}
@@ -371,14 +433,28 @@ def _explain_images(bundle, items, config: ExplainConfig, out: Path, explainer: 
             checks["deletion_insertion"] = explainer.faithfulness(picked, steps=config.steps, seed=config.seed)
             say(f"randomisation check on {len(picked)} maps")
             checks["randomisation"] = explainer.randomisation(picked, seed=config.seed)
-    document = {"config": asdict(config), "model": str(bundle.path), "method": config.method,
-                "model_method": bundle.manifest["method"]["name"], "valid_methods": view.methods(),
-                "space": f"maps, overlays and masks are {_space(view.preprocess)} as the model sees them (cropped to "
-                         "the head, resized)" + ("; overlays show the three planes through the map's maximum"
-                                                 if isinstance(view.preprocess, VolumePreprocess) else ""),
-                "timing": {"n_images": n, "seconds": round(seconds, 3),
-                           "images_per_s": round(n / seconds, 2) if seconds > 0 else None},
-                "checks": checks, "images": explainer.entries, "skipped": result["skipped"]}
+    document = {
+        "config": asdict(config),
+        "model": str(bundle.path),
+        "method": config.method,
+        "model_method": bundle.manifest["method"]["name"],
+        "valid_methods": view.methods(),
+        "space": f"maps, overlays and masks are {_space(view.preprocess)} as the model sees them (cropped to "
+        "the head, resized)"
+        + (
+            "; overlays show the three planes through the map's maximum"
+            if isinstance(view.preprocess, VolumePreprocess)
+            else ""
+        ),
+        "timing": {
+            "n_images": n,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(n / seconds, 2) if seconds > 0 else None,
+        },
+        "checks": checks,
+        "images": explainer.entries,
+        "skipped": result["skipped"],
+    }
     write_json(out / RESULTS, document)
     return document, result
 
@@ -392,28 +468,36 @@ def _space(preprocess) -> str:
 
 def format_checks(document: dict) -> list[str]:
     """The checks of an ``explain.json`` document as lines of text."""
-    lines = [f"{document['method']}: {document['timing']['n_images']} maps in {document['timing']['seconds']:.1f} s "
-             f"({document['timing']['images_per_s']} images/s, reading and overlays included)"]
+    lines = [
+        f"{document['method']}: {document['timing']['n_images']} maps in {document['timing']['seconds']:.1f} s "
+        f"({document['timing']['images_per_s']} images/s, reading and overlays included)"
+    ]
     checks = document["checks"]
     known = checks.get("known_answer", {})
     if "pointing_game" in known:
-        lines.append(f"known answer ({known['n_images']} images with a lesion mask): pointing game "
-                     f"{known['pointing_game']:.1%} within {known['tolerance_px']} px (random map "
-                     f"{known['random_map_pointing_game']:.1%}), {known['pointing_game_strict']:.1%} strictly inside "
-                     f"(random map {known['random_map_pointing_game_strict']:.1%}); lesion share "
-                     f"{known['lesion_share']:.1%} (random map {known['random_map_lesion_share']:.1%})")
+        lines.append(
+            f"known answer ({known['n_images']} images with a lesion mask): pointing game "
+            f"{known['pointing_game']:.1%} within {known['tolerance_px']} px (random map "
+            f"{known['random_map_pointing_game']:.1%}), {known['pointing_game_strict']:.1%} strictly inside "
+            f"(random map {known['random_map_pointing_game_strict']:.1%}); lesion share "
+            f"{known['lesion_share']:.1%} (random map {known['random_map_lesion_share']:.1%})"
+        )
     elif known:
         lines.append(f"known answer skipped: {known['skipped']}")
     curves = checks.get("deletion_insertion")
     if curves:
-        lines.append(f"deletion AOPC {curves['deletion_aopc']:.3f} (random ranking {curves['random_deletion_aopc']:.3f}), "
-                     f"insertion AUC {curves['insertion_auc']:.3f} (random ranking {curves['random_insertion_auc']:.3f}); "
-                     f"{curves['n_images']} images, higher is better")
+        lines.append(
+            f"deletion AOPC {curves['deletion_aopc']:.3f} (random ranking {curves['random_deletion_aopc']:.3f}), "
+            f"insertion AUC {curves['insertion_auc']:.3f} (random ranking {curves['random_insertion_auc']:.3f}); "
+            f"{curves['n_images']} images, higher is better"
+        )
     sanity = checks.get("randomisation")
     if sanity and "skipped" in sanity:
         lines.append(f"randomisation check skipped: {sanity['skipped']}")
     elif sanity:
         mean = "undefined" if sanity["spearman_mean"] is None else f"{sanity['spearman_mean']:.3f}"
-        lines.append(f"randomisation check: Spearman rank correlation with random weights {mean} "
-                     f"({sanity['n_images']} images, {sanity['n_undefined']} constant maps; low is good)")
+        lines.append(
+            f"randomisation check: Spearman rank correlation with random weights {mean} "
+            f"({sanity['n_images']} images, {sanity['n_undefined']} constant maps; low is good)"
+        )
     return lines

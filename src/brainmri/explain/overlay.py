@@ -69,7 +69,8 @@ class Overlay:
 
         factor = max(1, -(-self.side // max(image.shape)))
         picture = Image.fromarray(self.blend(image, attribution)).resize(
-            (image.shape[1] * factor, image.shape[0] * factor), Image.NEAREST)
+            (image.shape[1] * factor, image.shape[0] * factor), Image.NEAREST
+        )
         band = 24
         canvas = Image.new("RGB", (picture.width, picture.height + band), "white")
         canvas.paste(picture, (0, band))

@@ -46,7 +46,9 @@ class ModelView:
         final = final_step(bundle.model)
         shape = getattr(final, "input_shape_", None)
         self.classifier = final
-        self.module = final.module_ if hasattr(final, "module_") and shape is not None and len(shape) in (2, 3) else None
+        self.module = (
+            final.module_ if hasattr(final, "module_") and shape is not None and len(shape) in (2, 3) else None
+        )
 
         size = bundle.manifest.get("input_size")
         preprocess = bundle.preprocess
@@ -71,11 +73,14 @@ class ModelView:
         if method not in self.methods():
             name = self.bundle.manifest["method"]["name"]
             why = "it needs a torch network on the images, and this model is not one"
-            raise ConfigError(f"--method {method}: does not apply to {name} ({why}); valid methods for this model: "
-                              f"{', '.join(self.methods())}")
+            raise ConfigError(
+                f"--method {method}: does not apply to {name} ({why}); valid methods for this model: "
+                f"{', '.join(self.methods())}"
+            )
         if importlib.util.find_spec("captum") is None:
-            raise ConfigError(f"--method {method}: explanations need Captum, which is not installed; "
-                              "pip install 'brainmri[explain]'")
+            raise ConfigError(
+                f"--method {method}: explanations need Captum, which is not installed; pip install 'brainmri[explain]'"
+            )
         cls = METHODS[method]
         return cls(self.module, **settings) if cls.needs_gradients else cls(self.proba, **settings)
 
@@ -99,15 +104,18 @@ class ModelView:
         for parameter in parameters:  # attribution needs gradients of inputs and activations, not of weights
             parameter.requires_grad_(False)
         try:
-            with torch_threads(self.classifier.threads), \
-                    torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
+            with (
+                torch_threads(self.classifier.threads),
+                torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext(),
+            ):
                 yield
         finally:
             for parameter in parameters:
                 parameter.requires_grad_(True)
 
     def tensor(self, images: np.ndarray):
-        """Preprocessed images ``(n, H, W)`` (volumes ``(n, D, H, W)``) as a float32 tensor with a channel axis on the model's device."""
+        """Preprocessed images ``(n, H, W)`` (volumes ``(n, D, H, W)``) as a float32 tensor with a channel axis, on the
+        model's device."""
         import torch
 
         x = torch.as_tensor(np.asarray(images, dtype=np.float32))[:, None]

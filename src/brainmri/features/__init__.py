@@ -9,8 +9,27 @@ from brainmri.features.texture import GLCMFeatures, LBPFeatures
 from brainmri.features.wavelet import WaveletFeatures
 
 #: Every extractor class; their ``version`` values are recorded in ``results.json``.
-EXTRACTORS = (AcquisitionDescriptors, BackboneEmbeddings, FCMWaveletFeatures, GLCMFeatures, IntensityFeatures, LBPFeatures,
-              OtsuFeatures, ShapeFeatures, WaveletFeatures)
+EXTRACTORS = (
+    AcquisitionDescriptors,
+    BackboneEmbeddings,
+    FCMWaveletFeatures,
+    GLCMFeatures,
+    IntensityFeatures,
+    LBPFeatures,
+    OtsuFeatures,
+    ShapeFeatures,
+    WaveletFeatures,
+)
 
-__all__ = ["EXTRACTORS", "AcquisitionDescriptors", "BackboneEmbeddings", "FCMWaveletFeatures", "GLCMFeatures",
-           "IntensityFeatures", "LBPFeatures", "OtsuFeatures", "ShapeFeatures", "WaveletFeatures"]
+__all__ = [
+    "EXTRACTORS",
+    "AcquisitionDescriptors",
+    "BackboneEmbeddings",
+    "FCMWaveletFeatures",
+    "GLCMFeatures",
+    "IntensityFeatures",
+    "LBPFeatures",
+    "OtsuFeatures",
+    "ShapeFeatures",
+    "WaveletFeatures",
+]

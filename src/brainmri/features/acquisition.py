@@ -83,8 +83,22 @@ class AcquisitionDescriptors(ImageTransformer):
     version = 1
 
     def _names(self) -> list[str]:
-        return ["q5", "q25", "q50", "q75", "q95", "bg_mean", "bg_std", "laplacian", "hf_share", "noise",
-                "blockiness", "ghost_half", "ghost_quarter", "grey_levels"]
+        return [
+            "q5",
+            "q25",
+            "q50",
+            "q75",
+            "q95",
+            "bg_mean",
+            "bg_std",
+            "laplacian",
+            "hf_share",
+            "noise",
+            "blockiness",
+            "ghost_half",
+            "ghost_quarter",
+            "grey_levels",
+        ]
 
     def _extract(self, image: np.ndarray) -> np.ndarray:
         from scipy import ndimage
@@ -100,10 +114,18 @@ class AcquisitionDescriptors(ImageTransformer):
         fy, fx = np.meshgrid(np.fft.fftfreq(x.shape[0]), np.fft.fftfreq(x.shape[1]), indexing="ij")
         high = power[np.hypot(fy, fx) > 0.25].sum() / max(power.sum(), 1e-12)
         ghosts = [_ghost(x, head, axis, part) for part in (2, 4) for axis in (0, 1)]
-        return np.r_[np.percentile(inside, [5, 25, 50, 75, 95]), outside.mean(), outside.std(),
-                     np.log(ndimage.laplace(x).var() + 1e-12), np.log(high + 1e-12),
-                     np.log(np.nan_to_num(estimate_sigma(x)) + 1e-6), np.log(_blockiness(x, 1) * _blockiness(x, 0)),
-                     max(ghosts[:2]), max(ghosts[2:]), np.log(len(np.unique(x)))]
+        return np.r_[
+            np.percentile(inside, [5, 25, 50, 75, 95]),
+            outside.mean(),
+            outside.std(),
+            np.log(ndimage.laplace(x).var() + 1e-12),
+            np.log(high + 1e-12),
+            np.log(np.nan_to_num(estimate_sigma(x)) + 1e-6),
+            np.log(_blockiness(x, 1) * _blockiness(x, 0)),
+            max(ghosts[:2]),
+            max(ghosts[2:]),
+            np.log(len(np.unique(x))),
+        ]
 
 
 def _blockiness(x: np.ndarray, axis: int) -> float:

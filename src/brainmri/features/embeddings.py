@@ -104,8 +104,19 @@ class BackboneEmbeddings(ImageTransformer):
 
     version = 1  # bump with every change of the output (see ImageTransformer.version)
 
-    def __init__(self, backbone="efficientnet_lite0", *, weights_file=None, size=224, depths=1, precision="bf16",
-                 channels_last=True, batch_size=64, device="auto", threads=None):
+    def __init__(
+        self,
+        backbone="efficientnet_lite0",
+        *,
+        weights_file=None,
+        size=224,
+        depths=1,
+        precision="bf16",
+        channels_last=True,
+        batch_size=64,
+        device="auto",
+        threads=None,
+    ):
         self.backbone = backbone
         self.weights_file = weights_file
         self.size = size
@@ -123,11 +134,19 @@ class BackboneEmbeddings(ImageTransformer):
         check_threads(self.threads)
         self._check(isinstance(self.size, int) and self.size >= 32, "size", self.size, "an integer >= 32")
         self._check(self.precision in PRECISIONS, "precision", self.precision, " or ".join(PRECISIONS))
-        self._check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size,
-                    "a positive integer")
+        self._check(
+            isinstance(self.batch_size, int) and self.batch_size >= 1,
+            "batch_size",
+            self.batch_size,
+            "a positive integer",
+        )
         stages = len(self._module()[0].widths)
-        self._check(isinstance(self.depths, int) and 1 <= self.depths <= stages, "depths", self.depths,
-                    f"an integer in 1..{stages} (the stages of {self.backbone})")
+        self._check(
+            isinstance(self.depths, int) and 1 <= self.depths <= stages,
+            "depths",
+            self.depths,
+            f"an integer in 1..{stages} (the stages of {self.backbone})",
+        )
 
     def _names(self) -> list[str]:
         widths = self._module()[0].widths
@@ -139,8 +158,14 @@ class BackboneEmbeddings(ImageTransformer):
 
         sha = weights_for(self.backbone, self.weights_file).sha256
         device = str(resolve_device(self.device))
-        return _loaded(self.backbone, None if self.weights_file is None else str(self.weights_file), self.size, sha,
-                       device, bool(self.channels_last))
+        return _loaded(
+            self.backbone,
+            None if self.weights_file is None else str(self.weights_file),
+            self.size,
+            sha,
+            device,
+            bool(self.channels_last),
+        )
 
     @property
     def n_parameters_(self) -> dict:
@@ -152,8 +177,10 @@ class BackboneEmbeddings(ImageTransformer):
         from brainmri.nets.backbones import weights_for
 
         weights = weights_for(self.backbone, self.weights_file)
-        return (f"{type(self).__name__}-v{self.version}-{self.backbone}-{weights.sha256 or weights.source}-"
-                f"{self.size}px-d{self.depths}-{self.precision}")
+        return (
+            f"{type(self).__name__}-v{self.version}-{self.backbone}-{weights.sha256 or weights.source}-"
+            f"{self.size}px-d{self.depths}-{self.precision}"
+        )
 
     def transform(self, X) -> np.ndarray:
         """Embeddings of 2D images in [0, 1], float64 of shape ``(len(X), n_features_out_)``."""
@@ -173,12 +200,19 @@ class BackboneEmbeddings(ImageTransformer):
         device = module.mean.device
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         autocast = device.type in ("cpu", "cuda") and self.precision == "bf16"
-        with torch_threads(self.threads), torch.inference_mode(), \
-                torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with (
+            torch_threads(self.threads),
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast),
+        ):
             for s in range(0, len(images), self.batch_size):
                 batch = [torch.from_numpy(im)[None, None] for im in images[s : s + self.batch_size]]
-                batch = [b if b.shape[-2:] == (self.size, self.size) else
-                         F.interpolate(b, size=(self.size, self.size), mode="bilinear", antialias=True) for b in batch]
+                batch = [
+                    b
+                    if b.shape[-2:] == (self.size, self.size)
+                    else F.interpolate(b, size=(self.size, self.size), mode="bilinear", antialias=True)
+                    for b in batch
+                ]
                 x = torch.cat(batch).to(device).contiguous(memory_format=memory)
                 out[s : s + len(batch)] = module.pooled(x, self.depths).float().cpu().numpy()
         return out

@@ -25,7 +25,9 @@ from brainmri.features.base import ImageTransformer
 logger = logging.getLogger(__name__)
 
 
-def _extract_chunk(paths: list[str | np.ndarray], preprocess: Preprocess, extractors: list[ImageTransformer]) -> list[list[np.ndarray]]:
+def _extract_chunk(
+    paths: list[str | np.ndarray], preprocess: Preprocess, extractors: list[ImageTransformer]
+) -> list[list[np.ndarray]]:
     images = [load_preprocessed(p, preprocess) for p in paths]
     return [ex.transform(images) for ex in extractors]
 
@@ -67,8 +69,10 @@ def compute_features(
     paths = [p if isinstance(p, np.ndarray) else str(p) for p in paths]
     digests = [item_digest(p) for p in paths]
     keys = [f"{ex.cache_key()}|{preprocess_key(preprocess)}" for ex in extractors]
-    known = [cache.get(k, digests, length=ex.n_features_out_) if cache is not None else {}
-             for k, ex in zip(keys, extractors, strict=True)]
+    known = [
+        cache.get(k, digests, length=ex.n_features_out_) if cache is not None else {}
+        for k, ex in zip(keys, extractors, strict=True)
+    ]
     todo = sorted({k for k, d in enumerate(digests) if any(d not in kn for kn in known)})
     if todo:
         first = {}
@@ -80,7 +84,9 @@ def compute_features(
         runner = (
             (_extract_chunk([paths[k] for k in c], preprocess, extractors) for c in chunks)
             if n_jobs == 1 or len(chunks) == 1
-            else Parallel(n_jobs=n_jobs, return_as="generator")(job([paths[k] for k in c], preprocess, extractors) for c in chunks)
+            else Parallel(n_jobs=n_jobs, return_as="generator")(
+                job([paths[k] for k in c], preprocess, extractors) for c in chunks
+            )
         )
         fresh: list[dict[str, np.ndarray]] = [{} for _ in extractors]
         for chunk, blocks in zip(chunks, runner, strict=True):
@@ -94,7 +100,10 @@ def compute_features(
             if cache is not None:
                 cache.put(keys[e], rows)
         logger.info("computed features of %d images (%d from cache)", len(todo), len(paths) - len(todo))
-    blocks = [np.vstack([kn[d] for d in digests]) if digests else np.zeros((0, ex.n_features_out_)) for kn, ex in zip(known, extractors, strict=True)]
+    blocks = [
+        np.vstack([kn[d] for d in digests]) if digests else np.zeros((0, ex.n_features_out_))
+        for kn, ex in zip(known, extractors, strict=True)
+    ]
     return np.hstack(blocks)
 
 
@@ -150,9 +159,13 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X) -> np.ndarray:
-        return compute_features(list(X), [ex for _, ex in self.extractors],
-                                preprocess=getattr(self, "preprocess_", self.preprocess),
-                                cache=open_cache(self.cache_dir), n_jobs=self.n_jobs)
+        return compute_features(
+            list(X),
+            [ex for _, ex in self.extractors],
+            preprocess=getattr(self, "preprocess_", self.preprocess),
+            cache=open_cache(self.cache_dir),
+            n_jobs=self.n_jobs,
+        )
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self.feature_names_, dtype=object)
@@ -175,12 +188,22 @@ def precompute_features(models, paths, *, n_jobs: int = 1, progress: Callable[[i
         for _, step in getattr(model, "steps", []):
             preprocess = step.preprocess or Preprocess() if isinstance(step, ImageFeatures) else None
             # A step that learns landmarks in fit computes its features then: they depend on the fold.
-            if preprocess is not None and step.cache_dir and not (preprocess.harmonise == "nyul" and preprocess.landmarks is None):
+            if (
+                preprocess is not None
+                and step.cache_dir
+                and not (preprocess.harmonise == "nyul" and preprocess.landmarks is None)
+            ):
                 where = step.cache_dir if isinstance(step.cache_dir, MemoryCache) else str(step.cache_dir)
                 group = wanted.setdefault((where, preprocess), {})
                 for _, extractor in step.extractors:
                     group.setdefault(extractor.cache_key(), extractor)
     for (where, preprocess), extractors in wanted.items():
-        compute_features(paths, list(extractors.values()), preprocess=preprocess, cache=open_cache(where),
-                         n_jobs=n_jobs, progress=progress)
+        compute_features(
+            paths,
+            list(extractors.values()),
+            preprocess=preprocess,
+            cache=open_cache(where),
+            n_jobs=n_jobs,
+            progress=progress,
+        )
     return sum(len(e) for e in wanted.values())

@@ -56,8 +56,19 @@ from brainmri.features.base import ImageTransformer
 _EPS = np.finfo(np.float64).eps
 
 #: Colours of the segmentation pictures, darkest cluster first (RGB, uint8).
-PALETTE = np.array([(0, 0, 0), (38, 70, 160), (40, 160, 120), (235, 200, 60), (215, 50, 40),
-                    (160, 60, 200), (250, 140, 20), (130, 130, 130)], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        (0, 0, 0),
+        (38, 70, 160),
+        (40, 160, 120),
+        (235, 200, 60),
+        (215, 50, 40),
+        (160, 60, 200),
+        (250, 140, 20),
+        (130, 130, 130),
+    ],
+    dtype=np.uint8,
+)
 
 
 def _memberships(distances: np.ndarray, m: float) -> np.ndarray:
@@ -73,8 +84,9 @@ def _memberships(distances: np.ndarray, m: float) -> np.ndarray:
     return x / x.sum(axis=0, keepdims=True)
 
 
-def fuzzy_cmeans_1d(values, weights, centres, *, m: float = 2.0, error: float = 0.005,
-                    max_iter: int = 100) -> tuple[np.ndarray, np.ndarray, int]:
+def fuzzy_cmeans_1d(
+    values, weights, centres, *, m: float = 2.0, error: float = 0.005, max_iter: int = 100
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Fuzzy C-means of weighted 1D values (a histogram), as ``skfuzzy.cmeans`` on the repeated values.
 
     Parameters
@@ -119,8 +131,9 @@ def fuzzy_cmeans_1d(values, weights, centres, *, m: float = 2.0, error: float = 
     return centres, u, n_iter
 
 
-def fcm_segment(image: np.ndarray, *, n_clusters: int = 5, m: float = 2.0, error: float = 0.005,
-                max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def fcm_segment(
+    image: np.ndarray, *, n_clusters: int = 5, m: float = 2.0, error: float = 0.005, max_iter: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
     """Segment a slice into ``n_clusters`` intensity classes by fuzzy C-means.
 
     Intensities are quantised to 256 levels, FCM runs on their histogram
@@ -213,19 +226,33 @@ class FCMWaveletFeatures(ImageTransformer):
     def _validate(self):
         import pywt
 
-        self._check(isinstance(self.n_clusters, int) and 2 <= self.n_clusters <= len(PALETTE), "n_clusters",
-                    self.n_clusters, f"an integer in 2..{len(PALETTE)}")
+        self._check(
+            isinstance(self.n_clusters, int) and 2 <= self.n_clusters <= len(PALETTE),
+            "n_clusters",
+            self.n_clusters,
+            f"an integer in 2..{len(PALETTE)}",
+        )
         self._check(isinstance(self.m, (int, float)) and self.m > 1, "m", self.m, "a number > 1")
         self._check(isinstance(self.error, (int, float)) and self.error > 0, "error", self.error, "a number > 0")
         self._check(isinstance(self.max_iter, int) and self.max_iter >= 1, "max_iter", self.max_iter, "an integer >= 1")
-        self._check(self.wavelet in pywt.wavelist(kind="discrete"), "wavelet", self.wavelet,
-                    "a discrete PyWavelets wavelet such as 'haar' or 'db4'")
+        self._check(
+            self.wavelet in pywt.wavelist(kind="discrete"),
+            "wavelet",
+            self.wavelet,
+            "a discrete PyWavelets wavelet such as 'haar' or 'db4'",
+        )
         self._check(isinstance(self.level, int) and 1 <= self.level <= 8, "level", self.level, "an integer in 1..8")
-        self._check(isinstance(self.size, int) and self.size >= 2**self.level and self.size % 2**self.level == 0,
-                    "size", self.size, f"a multiple of 2**level = {2**self.level}")
+        self._check(
+            isinstance(self.size, int) and self.size >= 2**self.level and self.size % 2**self.level == 0,
+            "size",
+            self.size,
+            f"a multiple of 2**level = {2**self.level}",
+        )
         if pywt.Wavelet(self.wavelet).dec_len != 2:
-            raise ConfigError(f"FCMWaveletFeatures: wavelet must have 2 filter taps (such as 'haar') so that the "
-                              f"approximation band is size / 2**level wide, got {self.wavelet!r}")
+            raise ConfigError(
+                f"FCMWaveletFeatures: wavelet must have 2 filter taps (such as 'haar') so that the "
+                f"approximation band is size / 2**level wide, got {self.wavelet!r}"
+            )
 
     def _names(self):
         side = self.size // 2**self.level
@@ -260,6 +287,8 @@ class FCMWaveletFeatures(ImageTransformer):
             image = resize(image, self.size)
         labels, _ = self.segment(image)
         grey = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
-        caption = (f"fuzzy C-means segmentation into {self.n_clusters} intensity classes (left the slice, right "
-                   "its classes from dark to bright: black, blue, green, yellow, red...)")
+        caption = (
+            f"fuzzy C-means segmentation into {self.n_clusters} intensity classes (left the slice, right "
+            "its classes from dark to bright: black, blue, green, yellow, red...)"
+        )
         return caption, np.hstack([np.repeat(grey[..., None], 3, axis=2), PALETTE[labels]])

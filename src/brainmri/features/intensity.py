@@ -75,8 +75,15 @@ class OtsuFeatures(ImageTransformer):
     version = 1  # bump with every change of the output (see ImageTransformer.version)
 
     def _names(self):
-        return ["otsu_threshold", "otsu_foreground", "otsu_in_mean", "otsu_in_std",
-                "otsu_out_mean", "otsu_out_std", "otsu_contrast"]
+        return [
+            "otsu_threshold",
+            "otsu_foreground",
+            "otsu_in_mean",
+            "otsu_in_std",
+            "otsu_out_mean",
+            "otsu_out_std",
+            "otsu_contrast",
+        ]
 
     def _extract(self, image):
         mask = otsu_mask(image)

@@ -7,8 +7,17 @@ import numpy as np
 from brainmri.features.base import ImageTransformer
 from brainmri.features.intensity import otsu_mask
 
-_PROPS = ("area", "perimeter", "eccentricity", "solidity", "extent", "major_axis", "minor_axis", "orientation",
-          "n_components")
+_PROPS = (
+    "area",
+    "perimeter",
+    "eccentricity",
+    "solidity",
+    "extent",
+    "major_axis",
+    "minor_axis",
+    "orientation",
+    "n_components",
+)
 
 
 class ShapeFeatures(ImageTransformer):

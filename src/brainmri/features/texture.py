@@ -61,8 +61,16 @@ class GLCMFeatures(ImageTransformer):
 
     version = 1  # bump with every change of the output (see ImageTransformer.version)
 
-    def __init__(self, *, distances=(1, 3), angles=(0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4), levels=16,
-                 properties=GLCM_PROPERTIES, per_angle=False, grid=4):
+    def __init__(
+        self,
+        *,
+        distances=(1, 3),
+        angles=(0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4),
+        levels=16,
+        properties=GLCM_PROPERTIES,
+        per_angle=False,
+        grid=4,
+    ):
         self.distances = distances
         self.angles = angles
         self.levels = levels
@@ -72,11 +80,15 @@ class GLCMFeatures(ImageTransformer):
 
     def _validate(self):
         self._check(2 <= int(self.levels) <= 256, "levels", self.levels, "an integer in 2..256")
-        self._check(len(self.distances) > 0 and min(self.distances) >= 1, "distances", self.distances, "positive integers")
+        self._check(
+            len(self.distances) > 0 and min(self.distances) >= 1, "distances", self.distances, "positive integers"
+        )
         self._check(len(self.angles) > 0, "angles", self.angles, "at least one angle")
         self._check(1 <= int(self.grid) <= 8, "grid", self.grid, "an integer in 1..8")
         unknown = set(self.properties) - set(GLCM_PROPERTIES)
-        self._check(not unknown and len(self.properties) > 0, "properties", self.properties, f"a subset of {GLCM_PROPERTIES}")
+        self._check(
+            not unknown and len(self.properties) > 0, "properties", self.properties, f"a subset of {GLCM_PROPERTIES}"
+        )
 
     def _names(self):
         angle_part = [f"a{k}" for k in range(len(self.angles))] if self.per_angle else ["mean"]

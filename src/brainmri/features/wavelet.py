@@ -37,8 +37,12 @@ class WaveletFeatures(ImageTransformer):
     def _validate(self):
         import pywt
 
-        self._check(self.wavelet in pywt.wavelist(kind="discrete"), "wavelet", self.wavelet,
-                    "a discrete PyWavelets wavelet such as 'haar' or 'db4'")
+        self._check(
+            self.wavelet in pywt.wavelist(kind="discrete"),
+            "wavelet",
+            self.wavelet,
+            "a discrete PyWavelets wavelet such as 'haar' or 'db4'",
+        )
         self._check(1 <= int(self.level) <= 8, "level", self.level, "an integer in 1..8")
 
     def _names(self):

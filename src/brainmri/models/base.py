@@ -134,16 +134,19 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
             # hyperparameters are chosen on the uncalibrated predictions, as GridSearchCV does inside fit.
             self.calibrated_ = estimator.fit(X, y)
         else:
-            self.calibrated_ = CalibratedClassifierCV(estimator, method=self.calibration, cv=splits,
-                                                      ensemble=self.ensemble).fit(X, y)
+            self.calibrated_ = CalibratedClassifierCV(
+                estimator, method=self.calibration, cv=splits, ensemble=self.ensemble
+            ).fit(X, y)
         self.classes_ = self.calibrated_.classes_
 
     def calibration_params(self, how: str) -> dict:
         """What the calibration was, for ``params_``; ``how`` names the inner split."""
         if self.calibration is None:
             return {"calibration": "none", "inner_cv": how}
-        return {"calibration": f"{self.calibration}{'' if self.ensemble else ', one calibrator on out-of-fold scores'}",
-                "inner_cv": how}
+        return {
+            "calibration": f"{self.calibration}{'' if self.ensemble else ', one calibrator on out-of-fold scores'}",
+            "inner_cv": how,
+        }
 
     def predict_proba(self, X) -> np.ndarray:
         """Calibrated class probabilities, shape (n_items, n_classes), columns in ``classes_`` order.
@@ -155,8 +158,10 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "calibrated_")
         if not hasattr(self.calibrated_, "predict_proba"):
-            raise AttributeError(f"{type(self).__name__} was fitted with calibration=None: it has no probabilities; "
-                                 "use predict, or fit with a calibration")
+            raise AttributeError(
+                f"{type(self).__name__} was fitted with calibration=None: it has no probabilities; "
+                "use predict, or fit with a calibration"
+            )
         return self.calibrated_.predict_proba(np.asarray(X, dtype=np.float64))
 
     def predict(self, X) -> np.ndarray:

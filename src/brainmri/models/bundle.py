@@ -69,8 +69,19 @@ OOD_FILE = "ood.npz"
 
 
 #: Libraries whose versions a manifest records (those installed).
-LIBRARIES = ("numpy", "scipy", "scikit-learn", "scikit-image", "Pillow", "PyWavelets", "skops", "torch",
-             "torchvision", "safetensors", "scikit-fuzzy")
+LIBRARIES = (
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "scikit-image",
+    "Pillow",
+    "PyWavelets",
+    "skops",
+    "torch",
+    "torchvision",
+    "safetensors",
+    "scikit-fuzzy",
+)
 
 
 # --- saving and loading the steps of a method -------------------------------------------------------------------
@@ -107,12 +118,16 @@ def check_bundle_target(out: str | Path, *, inputs=()) -> Path:
     if out.is_dir() and any(out.iterdir()):
         inside = containing_inputs(out, inputs)
         if inside:
-            raise ConfigError(f"--out {out}: holds the input {inside[0]}, which replacing the folder would delete; "
-                              "choose a new folder")
+            raise ConfigError(
+                f"--out {out}: holds the input {inside[0]}, which replacing the folder would delete; "
+                "choose a new folder"
+            )
         problem = replaceable_bundle(out)
         if problem:
-            raise ConfigError(f"--out {out}: {problem}, so brainmri does not replace it; choose a new folder, or an "
-                              "earlier bundle to replace")
+            raise ConfigError(
+                f"--out {out}: {problem}, so brainmri does not replace it; choose a new folder, or an "
+                "earlier bundle to replace"
+            )
     return out
 
 
@@ -132,12 +147,18 @@ def replaceable_bundle(folder: Path) -> str | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         manifest = None
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    if (not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or not isinstance(files, dict)
-            or not all(isinstance(name, str) and Path(name).name == name for name in files)):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != BUNDLE_FORMAT
+        or not isinstance(files, dict)
+        or not all(isinstance(name, str) and Path(name).name == name for name in files)
+    ):
         return f"its {MANIFEST} is not a brainmri bundle manifest"
     foreign = sorted(set(os.listdir(folder)) - {MANIFEST, *files})
     if foreign:
-        return f"holds {', '.join(foreign[:3])}{' and more' if len(foreign) > 3 else ''}, which the bundle did not write"
+        return (
+            f"holds {', '.join(foreign[:3])}{' and more' if len(foreign) > 3 else ''}, which the bundle did not write"
+        )
     for name, digest in files.items():
         file = folder / name
         if file.is_symlink() or not file.is_file() or sha256(file) != digest:
@@ -177,8 +198,10 @@ def save_bundle(model, out: str | Path, manifest: dict, *, ood=None) -> dict:
             if problem:  # changed while the model trained: keep both
                 kept = out.parent / f"{out.name}-new-{uuid.uuid4().hex[:8]}"
                 os.rename(tmp, kept)
-                raise ConfigError(f"--out {out}: {problem} (it changed during training), so it was not replaced; the "
-                                  f"new bundle is in {kept}")
+                raise ConfigError(
+                    f"--out {out}: {problem} (it changed during training), so it was not replaced; the "
+                    f"new bundle is in {kept}"
+                )
             old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
             os.rename(out, old)
             os.rename(tmp, out)
@@ -211,25 +234,40 @@ def read_manifest(folder: str | Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         format_version, made_by = manifest["format_version"], str(manifest["brainmri_version"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: not a readable bundle manifest ({type(exc).__name__}: {exc}); train the bundle again") from None
+        raise DataError(
+            f"{path}: not a readable bundle manifest ({type(exc).__name__}: {exc}); train the bundle again"
+        ) from None
     if format_version != FORMAT_VERSION:
-        raise DataError(f"{path}: bundle format version {format_version}, this brainmri {__version__} reads version "
-                        f"{FORMAT_VERSION}; train the bundle again with this brainmri")
+        raise DataError(
+            f"{path}: bundle format version {format_version}, this brainmri {__version__} reads version "
+            f"{FORMAT_VERSION}; train the bundle again with this brainmri"
+        )
     if made_by.split(".")[0] != __version__.split(".")[0]:
-        raise DataError(f"{path}: bundle written by brainmri {made_by}, incompatible with brainmri {__version__} "
-                        f"(another major version); train it again, or install brainmri {made_by}")
+        raise DataError(
+            f"{path}: bundle written by brainmri {made_by}, incompatible with brainmri {__version__} "
+            f"(another major version); train it again, or install brainmri {made_by}"
+        )
 
     now, then = code_versions(), manifest.get("versions", {})
     # Only the extractors the bundle's brainmri had are compared: one added since then cannot be in the bundle.
     was = then.get("extractors") if isinstance(then.get("extractors"), dict) else {}
-    moved = [f"preprocess {then.get('preprocess')} -> {now['preprocess']}"] if then.get("preprocess") != now["preprocess"] else []
-    moved += [f"{name} {version} -> {now['extractors'].get(name)}" for name, version in was.items()
-              if now["extractors"].get(name) != version]
+    moved = (
+        [f"preprocess {then.get('preprocess')} -> {now['preprocess']}"]
+        if then.get("preprocess") != now["preprocess"]
+        else []
+    )
+    moved += [
+        f"{name} {version} -> {now['extractors'].get(name)}"
+        for name, version in was.items()
+        if now["extractors"].get(name) != version
+    ]
     if not was:
         moved.append("no extractor versions recorded")
     if moved:
-        raise DataError(f"{path}: made with other preprocessing or feature code ({'; '.join(moved)}), so its inputs "
-                        "would differ; train the bundle again with this brainmri")
+        raise DataError(
+            f"{path}: made with other preprocessing or feature code ({'; '.join(moved)}), so its inputs "
+            "would differ; train the bundle again with this brainmri"
+        )
     return manifest
 
 
@@ -249,12 +287,16 @@ def verify_files(folder: str | Path, manifest: dict) -> None:
     for name, digest in files.items():
         path = folder / name
         if Path(name).name != name:
-            raise DataError(f"{folder / MANIFEST}: file name {name!r} leads out of the bundle folder; the manifest is not brainmri's")
+            raise DataError(
+                f"{folder / MANIFEST}: file name {name!r} leads out of the bundle folder; the manifest is not brainmri's"
+            )
         if not path.is_file():
             raise DataError(f"{path}: missing from the bundle; copy the whole folder, or train it again")
         if sha256(path) != digest:
-            raise DataError(f"{path}: sha256 differs from the manifest (the file was changed, truncated or damaged); "
-                            "copy the bundle again, or train it again")
+            raise DataError(
+                f"{path}: sha256 differs from the manifest (the file was changed, truncated or damaged); "
+                "copy the bundle again, or train it again"
+            )
 
 
 class Bundle:
@@ -291,9 +333,12 @@ class Bundle:
         step) and the input size it sees. The benchmark explains the
         methods of its units this way.
         """
-        manifest = {"classes": [str(c) for c in model.classes_], "method": {"name": name},
-                    "preprocess": fitted_preprocess(model, preprocess).to_dict(),
-                    "input_size": input_size(model, preprocess)}
+        manifest = {
+            "classes": [str(c) for c in model.classes_],
+            "method": {"name": name},
+            "preprocess": fitted_preprocess(model, preprocess).to_dict(),
+            "input_size": input_size(model, preprocess),
+        }
         return cls(model, manifest, Path(name))
 
     @property
@@ -389,14 +434,23 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
     try:
         spec = get_method(method["name"])  # a named configuration (method@label) too
     except ConfigError:
-        raise ConfigError(f"{folder / MANIFEST}: method {method['name']!r} is not registered in this brainmri "
-                          f"{__version__}; valid methods: {', '.join(available_methods())}") from None
-    model = spec.build(seed=manifest["config"]["seed"], n_jobs=n_jobs, preprocess=Preprocess.from_dict(manifest["preprocess"]),
-                       device=device, params=method["params"])
+        raise ConfigError(
+            f"{folder / MANIFEST}: method {method['name']!r} is not registered in this brainmri "
+            f"{__version__}; valid methods: {', '.join(available_methods())}"
+        ) from None
+    model = spec.build(
+        seed=manifest["config"]["seed"],
+        n_jobs=n_jobs,
+        preprocess=Preprocess.from_dict(manifest["preprocess"]),
+        device=device,
+        params=method["params"],
+    )
     [(_, model)] = load_steps([("model", model)], folder, "")
     if [str(c) for c in model.classes_] != manifest["classes"]:
-        raise DataError(f"{folder / MANIFEST}: classes {manifest['classes']} differ from the saved model's "
-                        f"{[str(c) for c in model.classes_]}; train the bundle again")
+        raise DataError(
+            f"{folder / MANIFEST}: classes {manifest['classes']} differ from the saved model's "
+            f"{[str(c) for c in model.classes_]}; train the bundle again"
+        )
     check_fitted(model, manifest, folder)
     ood = None
     if OOD_FILE in manifest["files"]:
@@ -404,11 +458,17 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
             with np.load(folder / OOD_FILE, allow_pickle=False) as arrays:
                 ood = OODDetector.from_arrays(arrays)
         except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{folder / OOD_FILE}: not an out-of-distribution detector ({exc}); train the bundle again") from None
+            raise DataError(
+                f"{folder / OOD_FILE}: not an out-of-distribution detector ({exc}); train the bundle again"
+            ) from None
     trained_with = manifest.get("libraries", {}).get("scikit-learn")
     if trained_with and trained_with != metadata.version("scikit-learn"):
-        logger.warning("%s was trained with scikit-learn %s, this is %s: predictions may differ slightly",
-                       folder, trained_with, metadata.version("scikit-learn"))
+        logger.warning(
+            "%s was trained with scikit-learn %s, this is %s: predictions may differ slightly",
+            folder,
+            trained_with,
+            metadata.version("scikit-learn"),
+        )
     return Bundle(model, manifest, folder, ood)
 
 
@@ -437,14 +497,16 @@ def check_fitted(model, manifest: dict, folder: Path) -> None:
         proba = np.asarray(model.predict_proba(items), dtype=np.float64)
     except (ValueError, RuntimeError, TypeError, IndexError, KeyError, AttributeError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"{folder / MANIFEST}: the saved model does not work as method "
-                        f"{manifest['method']['name']!r} ({reason}); the manifest was changed or belongs to another "
-                        "bundle, train the bundle again") from None
+        raise DataError(
+            f"{folder / MANIFEST}: the saved model does not work as method "
+            f"{manifest['method']['name']!r} ({reason}); the manifest was changed or belongs to another "
+            "bundle, train the bundle again"
+        ) from None
     if proba.shape != (1, len(manifest["classes"])) or not np.isfinite(proba).all() or abs(proba.sum() - 1) > 1e-3:
-        raise DataError(f"{folder / MANIFEST}: the saved model gives no valid probabilities (got "
-                        f"{np.round(proba, 4).tolist()}); its files were changed after training, train the bundle again")
+        raise DataError(
+            f"{folder / MANIFEST}: the saved model gives no valid probabilities (got "
+            f"{np.round(proba, 4).tolist()}); its files were changed after training, train the bundle again"
+        )
 
 
 # --- training ---------------------------------------------------------------------------------------------------
-
-

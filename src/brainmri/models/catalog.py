@@ -53,8 +53,7 @@ def get_method(name: str) -> MethodSpec:
     if not at:
         return methods[name]
     if not _LABEL.fullmatch(label):
-        raise ConfigError(f"method {name!r}: the label after @ must be letters, digits, _ or - "
-                          f"(e.g. {base}@config1)")
+        raise ConfigError(f"method {name!r}: the label after @ must be letters, digits, _ or - (e.g. {base}@config1)")
     return dataclasses.replace(methods[base], name=name)
 
 
@@ -76,8 +75,10 @@ def protocol_notes(names, folds: int) -> list[str]:
     for name in names:
         study = get_method(name).default_cv
         if study != folds:
-            notes.append(f"{name} was evaluated with {study}-fold cross-validation in its study; this run uses "
-                         f"{folds} folds, shared by all methods (--cv {study} follows the study)")
+            notes.append(
+                f"{name} was evaluated with {study}-fold cross-validation in its study; this run uses "
+                f"{folds} folds, shared by all methods (--cv {study} follows the study)"
+            )
     return notes
 
 
@@ -102,8 +103,10 @@ def check_inputs(names, kinds, option: str = "--methods") -> None:
     misfit = [name for name in names if get_method(name).inputs != kind]
     if misfit:
         fit = [name for name, spec in available_methods().items() if spec.inputs == kind]
-        raise ConfigError(f"{option} {', '.join(misfit)}: read{'s' * (len(misfit) == 1)} "
-                          f"{get_method(misfit[0]).inputs}, but DATA holds {kind}; methods for {kind}: {', '.join(fit)}")
+        raise ConfigError(
+            f"{option} {', '.join(misfit)}: read{'s' * (len(misfit) == 1)} "
+            f"{get_method(misfit[0]).inputs}, but DATA holds {kind}; methods for {kind}: {', '.join(fit)}"
+        )
 
 
 def parse_methods(text: str) -> list[str]:
@@ -121,6 +124,8 @@ def parse_methods(text: str) -> list[str]:
         get_method(name)
     twice = next((n for k, n in enumerate(names) if n in names[:k]), None)
     if twice:
-        raise ConfigError(f"--methods lists {twice} twice: {text}; to compare configurations of one method, "
-                          f"name each one ({twice}@a,{twice}@b) and give each its --params")
+        raise ConfigError(
+            f"--methods lists {twice} twice: {text}; to compare configurations of one method, "
+            f"name each one ({twice}@a,{twice}@b) and give each its --params"
+        )
     return names

@@ -161,8 +161,17 @@ class CalibratedSVC(CalibratedClassifier):
     classes_ : ndarray
     """
 
-    def __init__(self, *, param_grid=None, svc_params=None, one_vs_one=False, calibration="isotonic", ensemble=False,
-                 random_state=0, n_jobs=1):
+    def __init__(
+        self,
+        *,
+        param_grid=None,
+        svc_params=None,
+        one_vs_one=False,
+        calibration="isotonic",
+        ensemble=False,
+        random_state=0,
+        n_jobs=1,
+    ):
         self.param_grid = param_grid
         self.svc_params = svc_params
         self.one_vs_one = one_vs_one
@@ -187,8 +196,9 @@ class CalibratedSVC(CalibratedClassifier):
         splits, how = inner_splits(y, groups, random_state=self.random_state)
         base = Pipeline([("scale", StandardScaler()), ("svc", SVC(**(self.svc_params or {})))])
         if self.param_grid:
-            self.search_ = GridSearchCV(base, self.param_grid, cv=splits, n_jobs=self.n_jobs,
-                                        scoring="balanced_accuracy", refit=False).fit(X, y)
+            self.search_ = GridSearchCV(
+                base, self.param_grid, cv=splits, n_jobs=self.n_jobs, scoring="balanced_accuracy", refit=False
+            ).fit(X, y)
             base.set_params(**self.search_.best_params_)
             chosen = {k.removeprefix("svc__"): v for k, v in self.search_.best_params_.items()}
         else:
@@ -225,8 +235,18 @@ class CalibratedForest(CalibratedClassifier):
     classes_ : ndarray
     """
 
-    def __init__(self, *, n_estimators=300, max_depth=None, max_features="sqrt", min_samples_leaf=1,
-                 calibration="isotonic", ensemble=False, random_state=0, n_jobs=1):
+    def __init__(
+        self,
+        *,
+        n_estimators=300,
+        max_depth=None,
+        max_features="sqrt",
+        min_samples_leaf=1,
+        calibration="isotonic",
+        ensemble=False,
+        random_state=0,
+        n_jobs=1,
+    ):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.max_features = max_features
@@ -240,9 +260,14 @@ class CalibratedForest(CalibratedClassifier):
         """Fit and calibrate on grouped inner folds (see :meth:`CalibratedSVC.fit`)."""
         y = np.asarray(y)
         splits, how = inner_splits(y, groups, random_state=self.random_state)
-        forest = RandomForestClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
-                                        max_features=self.max_features, min_samples_leaf=self.min_samples_leaf,
-                                        random_state=self.random_state, n_jobs=self.n_jobs)
+        forest = RandomForestClassifier(
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            max_features=self.max_features,
+            min_samples_leaf=self.min_samples_leaf,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
         self.calibrate(forest, X, y, splits)
         self.params_ = self.calibration_params(how)
         return self
@@ -259,20 +284,40 @@ def _pipeline(features: str, classifier, *, preprocess, cache_dir, n_jobs) -> Gr
 #: classification of MRI brain image"), its references [5]-[7]. Kumari's article has no DOI; the Chinese-language
 #: articles of Zhan et al. and Zheng et al. are given with the bibliographic data of the seed's reference list, as
 #: their titles and DOIs could not be verified here.
-KUMARI_2013 = ("R. Kumari (2013), \"SVM classification an approach on detecting abnormality in brain MRI images\", "
-               "International Journal of Engineering Research and Applications (IJERA) 3(4):1686-1690, ISSN 2248-9622")
-ZHAN_2013 = ("S. Zhan, Y. Yao and H. Gao (2013), Journal of Electronic Measurement and Instrumentation "
-             "27(11):1067-1072 (article title not verified; a random forest on texture, gray-level, histogram, "
-             "Otsu-threshold and shape features of brain MR images)")
-ZHENG_2023 = ("Y. Zheng, T. Yang and Z. Zhou (2023), Modeling and Simulation 12:1321-1330 (article title not "
-              "verified; pairwise SVMs and a random forest for Alzheimer's disease staging, binary to five classes)")
+KUMARI_2013 = (
+    'R. Kumari (2013), "SVM classification an approach on detecting abnormality in brain MRI images", '
+    "International Journal of Engineering Research and Applications (IJERA) 3(4):1686-1690, ISSN 2248-9622"
+)
+ZHAN_2013 = (
+    "S. Zhan, Y. Yao and H. Gao (2013), Journal of Electronic Measurement and Instrumentation "
+    "27(11):1067-1072 (article title not verified; a random forest on texture, gray-level, histogram, "
+    "Otsu-threshold and shape features of brain MR images)"
+)
+ZHENG_2023 = (
+    "Y. Zheng, T. Yang and Z. Zhou (2023), Modeling and Simulation 12:1321-1330 (article title not "
+    "verified; pairwise SVMs and a random forest for Alzheimer's disease staging, binary to five classes)"
+)
 
 
-@register_method("glcm-svm", summary="GLCM texture features + SVM, kernel and C chosen by grouped inner CV",
-                 reference=KUMARI_2013, search_space=SVM_SPACE)
-def glcm_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-             device: str = "auto", kernel: str | None = None, C: float = 1.0, gamma: float | str = "scale",
-             degree: int = 3) -> GroupedPipeline:
+@register_method(
+    "glcm-svm",
+    summary="GLCM texture features + SVM, kernel and C chosen by grouped inner CV",
+    reference=KUMARI_2013,
+    search_space=SVM_SPACE,
+)
+def glcm_svm(
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir=None,
+    preprocess=None,
+    work_dir=None,
+    device: str = "auto",
+    kernel: str | None = None,
+    C: float = 1.0,
+    gamma: float | str = "scale",
+    degree: int = 3,
+) -> GroupedPipeline:
     """GLCM features, standardisation, SVM with kernel/C/gamma chosen by grouped inner CV.
 
     With the setting ``kernel`` (``linear``, ``rbf`` or ``poly``; e.g. a
@@ -295,22 +340,39 @@ def glcm_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None,
     """
     if kernel is None:
         if (C, gamma, degree) != (1.0, "scale", 3):
-            raise ConfigError("--params glcm-svm: C, gamma and degree apply to a fixed kernel, but kernel is not set; "
-                              f"add glcm-svm.kernel ({', '.join(SVM_KERNELS)}), or leave them out for the inner grid search")
+            raise ConfigError(
+                "--params glcm-svm: C, gamma and degree apply to a fixed kernel, but kernel is not set; "
+                f"add glcm-svm.kernel ({', '.join(SVM_KERNELS)}), or leave them out for the inner grid search"
+            )
         classifier = CalibratedSVC(param_grid=SVM_GRID, random_state=seed, n_jobs=n_jobs)
     elif kernel not in SVM_KERNELS:
         raise ConfigError(f"--params glcm-svm.kernel: {kernel!r} is not a kernel; choose {', '.join(SVM_KERNELS)}")
     else:
-        classifier = CalibratedSVC(svc_params={"kernel": kernel, "C": C, "gamma": gamma, "degree": degree},
-                                   random_state=seed, n_jobs=n_jobs)
+        classifier = CalibratedSVC(
+            svc_params={"kernel": kernel, "C": C, "gamma": gamma, "degree": degree}, random_state=seed, n_jobs=n_jobs
+        )
     return _pipeline("glcm", classifier, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
-@register_method("multifeature-rf", summary="texture + gray-level + histogram + Otsu + shape features + random forest",
-                 reference=ZHAN_2013, search_space=FOREST_SPACE)
-def multifeature_rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-                    device: str = "auto", n_estimators: int = 300, max_depth: int | None = None,
-                    max_features: str | float = "sqrt", min_samples_leaf: int = 1) -> GroupedPipeline:
+@register_method(
+    "multifeature-rf",
+    summary="texture + gray-level + histogram + Otsu + shape features + random forest",
+    reference=ZHAN_2013,
+    search_space=FOREST_SPACE,
+)
+def multifeature_rf(
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir=None,
+    preprocess=None,
+    work_dir=None,
+    device: str = "auto",
+    n_estimators: int = 300,
+    max_depth: int | None = None,
+    max_features: str | float = "sqrt",
+    min_samples_leaf: int = 1,
+) -> GroupedPipeline:
     """GLCM, first-order, histogram, Otsu and shape features with a random forest.
 
     The settings are those of :class:`CalibratedForest`.
@@ -325,17 +387,34 @@ def multifeature_rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproces
     L. Breiman, "Random forests", Machine Learning 45:5-32, 2001.
     DOI: 10.1023/A:1010933404324
     """
-    forest = CalibratedForest(n_estimators=n_estimators, max_depth=max_depth, max_features=max_features,
-                              min_samples_leaf=min_samples_leaf, random_state=seed, n_jobs=n_jobs)
-    return _pipeline("multifeature", forest,
-                     preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
+    forest = CalibratedForest(
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        max_features=max_features,
+        min_samples_leaf=min_samples_leaf,
+        random_state=seed,
+        n_jobs=n_jobs,
+    )
+    return _pipeline("multifeature", forest, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
-@register_method("ovo-svm", summary="one-vs-one RBF SVMs on texture, intensity, Otsu, shape and wavelet features "
-                 "(multi-class staging)", reference=ZHENG_2023,
-                 search_space={k: SVM_SPACE[k] for k in ("C", "gamma")})
-def ovo_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-            device: str = "auto", C: float = 10.0, gamma: float | str = "scale") -> GroupedPipeline:
+@register_method(
+    "ovo-svm",
+    summary="one-vs-one RBF SVMs on texture, intensity, Otsu, shape and wavelet features (multi-class staging)",
+    reference=ZHENG_2023,
+    search_space={k: SVM_SPACE[k] for k in ("C", "gamma")},
+)
+def ovo_svm(
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir=None,
+    preprocess=None,
+    work_dir=None,
+    device: str = "auto",
+    C: float = 10.0,
+    gamma: float | str = "scale",
+) -> GroupedPipeline:
     """Explicit one-vs-one RBF SVMs on every classical feature, calibrated.
 
     ``C`` and ``gamma`` are the RBF SVMs' settings.
@@ -350,16 +429,31 @@ def ovo_svm(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, 
     vector machines", IEEE Transactions on Neural Networks 13(2):415-425,
     2002. DOI: 10.1109/72.991427
     """
-    classifier = CalibratedSVC(svc_params={"kernel": "rbf", "C": C, "gamma": gamma}, one_vs_one=True,
-                               random_state=seed, n_jobs=n_jobs)
+    classifier = CalibratedSVC(
+        svc_params={"kernel": "rbf", "C": C, "gamma": gamma}, one_vs_one=True, random_state=seed, n_jobs=n_jobs
+    )
     return _pipeline("extended", classifier, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
 
 
-@register_method("rf", summary="random forest on the features of ovo-svm (its RF counterpart)", reference=ZHENG_2023,
-                 search_space=FOREST_SPACE)
-def rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-       device: str = "auto", n_estimators: int = 300, max_depth: int | None = None,
-       max_features: str | float = "sqrt", min_samples_leaf: int = 1) -> GroupedPipeline:
+@register_method(
+    "rf",
+    summary="random forest on the features of ovo-svm (its RF counterpart)",
+    reference=ZHENG_2023,
+    search_space=FOREST_SPACE,
+)
+def rf(
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir=None,
+    preprocess=None,
+    work_dir=None,
+    device: str = "auto",
+    n_estimators: int = 300,
+    max_depth: int | None = None,
+    max_features: str | float = "sqrt",
+    min_samples_leaf: int = 1,
+) -> GroupedPipeline:
     """Random forest on every classical feature, calibrated (the random-forest baseline of Zheng et al.).
 
     The settings are those of :class:`CalibratedForest`.
@@ -372,7 +466,12 @@ def rf(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_
     L. Breiman, "Random forests", Machine Learning 45:5-32, 2001.
     DOI: 10.1023/A:1010933404324
     """
-    forest = CalibratedForest(n_estimators=n_estimators, max_depth=max_depth, max_features=max_features,
-                              min_samples_leaf=min_samples_leaf, random_state=seed, n_jobs=n_jobs)
-    return _pipeline("extended", forest,
-                     preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
+    forest = CalibratedForest(
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        max_features=max_features,
+        min_samples_leaf=min_samples_leaf,
+        random_state=seed,
+        n_jobs=n_jobs,
+    )
+    return _pipeline("extended", forest, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)

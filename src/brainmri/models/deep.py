@@ -14,8 +14,10 @@ from brainmri.models.settings import MAX_VOLUME_SIZE, Rule
 from brainmri.models.torch_classifier import TorchClassifier
 from brainmri.training.arrays import ImageArrays, VolumeArrays
 
-AYADI_2021 = ("W. Ayadi, W. Elhamzi, I. Charfi and M. Atri (2021), \"Deep CNN for brain tumor classification\", "
-              "Neural Processing Letters 53:671-700, DOI 10.1007/s11063-020-10398-2")
+AYADI_2021 = (
+    'W. Ayadi, W. Elhamzi, I. Charfi and M. Atri (2021), "Deep CNN for brain tumor classification", '
+    "Neural Processing Letters 53:671-700, DOI 10.1007/s11063-020-10398-2"
+)
 
 
 #: What ``brainmri tune`` searches for ``ayadi-cnn`` (format: :mod:`brainmri.tuning.space`).
@@ -27,14 +29,37 @@ AYADI_SPACE = {
 }
 
 
-@register_method("ayadi-cnn", family="deep", reference=AYADI_2021, search_space=AYADI_SPACE,
-                 summary="10-layer sequential CNN on 128 px grayscale (Ayadi et al. 2021), AdamW one-cycle, EMA")
-def ayadi_cnn_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-                     device: str = "auto", size: int = 128, epochs: int = 30, lr: float = 2e-3,
-                     weight_decay: float = 0.05, batch_size: int = 64, label_smoothing: float = 0.05,
-                     augment: bool | str = True, ema_decay: float | None = 0.99, patience: int | None = None,
-                     precision: str = "bf16", channels_last: bool = True, width: int = 32, dropout: float = 0.3,
-                     val_fraction: float = 0.1, threads: int | None = None) -> GroupedPipeline:
+@register_method(
+    "ayadi-cnn",
+    family="deep",
+    reference=AYADI_2021,
+    search_space=AYADI_SPACE,
+    summary="10-layer sequential CNN on 128 px grayscale (Ayadi et al. 2021), AdamW one-cycle, EMA",
+)
+def ayadi_cnn_method(
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir=None,
+    preprocess=None,
+    work_dir=None,
+    device: str = "auto",
+    size: int = 128,
+    epochs: int = 30,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
+    batch_size: int = 64,
+    label_smoothing: float = 0.05,
+    augment: bool | str = True,
+    ema_decay: float | None = 0.99,
+    patience: int | None = None,
+    precision: str = "bf16",
+    channels_last: bool = True,
+    width: int = 32,
+    dropout: float = 0.3,
+    val_fraction: float = 0.1,
+    threads: int | None = None,
+) -> GroupedPipeline:
     """Ayadi et al.'s CNN (:func:`brainmri.nets.cnn.ayadi_cnn`) on ``size x size`` grayscale slices.
 
     The defaults are the recipe that reached 99.4 % on the brain-tumor-mri
@@ -56,17 +81,33 @@ def ayadi_cnn_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproce
     from brainmri.nets.cnn import ayadi_cnn
 
     images = ImageArrays(size=size, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
-    net = TorchClassifier(ayadi_cnn, module_params={"width": width, "dropout": dropout}, epochs=epochs, lr=lr,
-                          weight_decay=weight_decay, batch_size=batch_size, label_smoothing=label_smoothing,
-                          augment=augment, ema_decay=ema_decay, patience=patience, precision=precision,
-                          channels_last=channels_last, val_fraction=val_fraction, device=device, threads=threads,
-                          seed=seed, work_dir=work_dir)
+    net = TorchClassifier(
+        ayadi_cnn,
+        module_params={"width": width, "dropout": dropout},
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        label_smoothing=label_smoothing,
+        augment=augment,
+        ema_decay=ema_decay,
+        patience=patience,
+        precision=precision,
+        channels_last=channels_last,
+        val_fraction=val_fraction,
+        device=device,
+        threads=threads,
+        seed=seed,
+        work_dir=work_dir,
+    )
     return GroupedPipeline([("images", images), ("classifier", net)])
 
 
-SHOJAEI_2023 = ("S. Shojaei, M. Saniee Abadeh and Z. Momeni (2023), \"An evolutionary explainable deep learning approach "
-                "for Alzheimer's MRI classification\", Expert Systems with Applications 220:119709, "
-                "DOI 10.1016/j.eswa.2023.119709")
+SHOJAEI_2023 = (
+    'S. Shojaei, M. Saniee Abadeh and Z. Momeni (2023), "An evolutionary explainable deep learning approach '
+    "for Alzheimer's MRI classification\", Expert Systems with Applications 220:119709, "
+    "DOI 10.1016/j.eswa.2023.119709"
+)
 
 
 #: What ``brainmri tune`` searches for cnn3d: its optimiser and width (batches of a few volumes on a CPU).
@@ -78,14 +119,37 @@ CNN3D_SPACE = {
 }
 
 
-@register_method("cnn3d", family="deep", reference=SHOJAEI_2023, inputs="volumes", search_space=CNN3D_SPACE,
-                 rules={"size": Rule("int", 8, MAX_VOLUME_SIZE)},
-                 summary="small 3D CNN on whole NIfTI volumes resampled to size^3 voxels (after Shojaei et al. 2023)")
-def cnn3d_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-                 device: str = "auto", size: int = 32, epochs: int = 40, lr: float = 3e-3, weight_decay: float = 0.05,
-                 batch_size: int = 4, label_smoothing: float = 0.05, ema_decay: float | None = 0.9,
-                 patience: int | None = None, precision: str = "auto", width: int = 8, dropout: float = 0.3,
-                 val_fraction: float = 0.2, threads: int | None = None) -> GroupedPipeline:
+@register_method(
+    "cnn3d",
+    family="deep",
+    reference=SHOJAEI_2023,
+    inputs="volumes",
+    search_space=CNN3D_SPACE,
+    rules={"size": Rule("int", 8, MAX_VOLUME_SIZE)},
+    summary="small 3D CNN on whole NIfTI volumes resampled to size^3 voxels (after Shojaei et al. 2023)",
+)
+def cnn3d_method(
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir=None,
+    preprocess=None,
+    work_dir=None,
+    device: str = "auto",
+    size: int = 32,
+    epochs: int = 40,
+    lr: float = 3e-3,
+    weight_decay: float = 0.05,
+    batch_size: int = 4,
+    label_smoothing: float = 0.05,
+    ema_decay: float | None = 0.9,
+    patience: int | None = None,
+    precision: str = "auto",
+    width: int = 8,
+    dropout: float = 0.3,
+    val_fraction: float = 0.2,
+    threads: int | None = None,
+) -> GroupedPipeline:
     """:func:`brainmri.nets.cnn.cnn3d` on volumes of ``size`` voxels a side.
 
     Volumes (NIfTI, reoriented to RAS+) are cropped to the head, resampled
@@ -112,8 +176,21 @@ def cnn3d_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=N
     from brainmri.nets.cnn import cnn3d
 
     volumes = VolumeArrays(size=size, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
-    net = TorchClassifier(cnn3d, module_params={"width": width, "dropout": dropout}, epochs=epochs, lr=lr,
-                          weight_decay=weight_decay, batch_size=batch_size, label_smoothing=label_smoothing,
-                          ema_decay=ema_decay, patience=patience, precision=precision, val_fraction=val_fraction,
-                          device=device, threads=threads, seed=seed, work_dir=work_dir)
+    net = TorchClassifier(
+        cnn3d,
+        module_params={"width": width, "dropout": dropout},
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        label_smoothing=label_smoothing,
+        ema_decay=ema_decay,
+        patience=patience,
+        precision=precision,
+        val_fraction=val_fraction,
+        device=device,
+        threads=threads,
+        seed=seed,
+        work_dir=work_dir,
+    )
     return GroupedPipeline([("volumes", volumes), ("classifier", net)])

@@ -29,17 +29,32 @@ from brainmri.models.classical import feature_sets
 from brainmri.models.registry import register_method
 from brainmri.models.torch_classifier import TorchClassifier
 
-MOHSEN_2018 = ("H. Mohsen, E.-S. A. El-Dahshan, E.-S. M. El-Horbaty and A.-B. M. Salem (2018), \"Classification "
-               "using deep learning neural networks for brain tumors\", Future Computing and Informatics Journal "
-               "3(1):68-71, DOI 10.1016/j.fcij.2017.12.001")
-RUMELHART_1986 = ("D. E. Rumelhart, G. E. Hinton and R. J. Williams (1986), \"Learning representations by "
-                  "back-propagating errors\", Nature 323:533-536, DOI 10.1038/323533a0 (the multilayer perceptron; "
-                  "features as in ovo-svm and rf)")
+MOHSEN_2018 = (
+    'H. Mohsen, E.-S. A. El-Dahshan, E.-S. M. El-Horbaty and A.-B. M. Salem (2018), "Classification '
+    'using deep learning neural networks for brain tumors", Future Computing and Informatics Journal '
+    "3(1):68-71, DOI 10.1016/j.fcij.2017.12.001"
+)
+RUMELHART_1986 = (
+    'D. E. Rumelhart, G. E. Hinton and R. J. Williams (1986), "Learning representations by '
+    'back-propagating errors", Nature 323:533-536, DOI 10.1038/323533a0 (the multilayer perceptron; '
+    "features as in ovo-svm and rf)"
+)
 
 
 #: The builder arguments of both methods that go to their TorchClassifier as they are.
-_TRAINING = ("epochs", "lr", "weight_decay", "batch_size", "label_smoothing", "ema_decay", "patience", "device",
-             "threads", "seed", "work_dir")
+_TRAINING = (
+    "epochs",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "label_smoothing",
+    "ema_decay",
+    "patience",
+    "device",
+    "threads",
+    "seed",
+    "work_dir",
+)
 
 
 def _training(arguments: dict) -> dict:
@@ -80,6 +95,7 @@ class IllustratedPipeline(GroupedPipeline):
                 pictures.append((f"{name}: {caption}", picture))
         return pictures
 
+
 #: What ``brainmri tune`` searches for the two networks of this module (format: :mod:`brainmri.tuning.space`).
 NETWORK_SPACE = {
     "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
@@ -88,15 +104,37 @@ NETWORK_SPACE = {
 }
 
 
-@register_method("fcm-dwt-dnn", family="deep", reference=MOHSEN_2018, default_cv=7, search_space=NETWORK_SPACE,
-                 summary="fuzzy C-means segmentation (5 classes), Haar DWT approximation, PCA, 7-hidden-layer DNN "
-                 "(Mohsen et al. 2018; 7-fold CV by default)")
-def fcm_dwt_dnn(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir: str | Path | None = None,
-                device: str = "auto", n_clusters: int = 5, size: int = 256, level: int = 3,
-                n_components: float | int = 0.9, dropout: float = 0.1, epochs: int = 60, lr: float = 1e-3,
-                weight_decay: float = 0.01, batch_size: int = 64, label_smoothing: float = 0.05,
-                ema_decay: float | None = 0.99, patience: int | None = None,
-                threads: int | None = 1) -> IllustratedPipeline:
+@register_method(
+    "fcm-dwt-dnn",
+    family="deep",
+    reference=MOHSEN_2018,
+    default_cv=7,
+    search_space=NETWORK_SPACE,
+    summary="fuzzy C-means segmentation (5 classes), Haar DWT approximation, PCA, 7-hidden-layer DNN "
+    "(Mohsen et al. 2018; 7-fold CV by default)",
+)
+def fcm_dwt_dnn(
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir=None,
+    preprocess=None,
+    work_dir: str | Path | None = None,
+    device: str = "auto",
+    n_clusters: int = 5,
+    size: int = 256,
+    level: int = 3,
+    n_components: float | int = 0.9,
+    dropout: float = 0.1,
+    epochs: int = 60,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    batch_size: int = 64,
+    label_smoothing: float = 0.05,
+    ema_decay: float | None = 0.99,
+    patience: int | None = None,
+    threads: int | None = 1,
+) -> IllustratedPipeline:
     """Mohsen et al.'s method: FCM segmentation, DWT features, PCA, a DNN with 7 hidden layers.
 
     Each preprocessed slice is resized to ``size`` (256 as in the study),
@@ -131,21 +169,44 @@ def fcm_dwt_dnn(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=No
 
     from brainmri.nets.dnn import dnn7
 
-    features = ImageFeatures([("fcm_dwt", FCMWaveletFeatures(n_clusters=n_clusters, size=size, level=level))],
-                             preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
+    features = ImageFeatures(
+        [("fcm_dwt", FCMWaveletFeatures(n_clusters=n_clusters, size=size, level=level))],
+        preprocess=preprocess,
+        cache_dir=cache_dir,
+        n_jobs=n_jobs,
+    )
     net = TorchClassifier(dnn7, module_params={"dropout": dropout}, **_training(locals()))
     pca = PCA(n_components=n_components, whiten=True, svd_solver="full", random_state=seed)
     return IllustratedPipeline([("features", features), ("pca", pca), ("classifier", net)])
 
 
-@register_method("mlp", family="deep", reference=RUMELHART_1986, search_space=NETWORK_SPACE,
-                 summary="2-hidden-layer perceptron on the standardised classical features of ovo-svm and rf "
-                 "(a baseline between the classical and deep methods)")
-def mlp_method(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir: str | Path | None = None,
-               device: str = "auto", hidden: tuple[int, ...] = (256, 128), dropout: float = 0.2, epochs: int = 60,
-               lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 64, label_smoothing: float = 0.05,
-               ema_decay: float | None = 0.99, patience: int | None = None,
-               threads: int | None = 1) -> GroupedPipeline:
+@register_method(
+    "mlp",
+    family="deep",
+    reference=RUMELHART_1986,
+    search_space=NETWORK_SPACE,
+    summary="2-hidden-layer perceptron on the standardised classical features of ovo-svm and rf "
+    "(a baseline between the classical and deep methods)",
+)
+def mlp_method(
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir=None,
+    preprocess=None,
+    work_dir: str | Path | None = None,
+    device: str = "auto",
+    hidden: tuple[int, ...] = (256, 128),
+    dropout: float = 0.2,
+    epochs: int = 60,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    batch_size: int = 64,
+    label_smoothing: float = 0.05,
+    ema_decay: float | None = 0.99,
+    patience: int | None = None,
+    threads: int | None = 1,
+) -> GroupedPipeline:
     """A small network on the ``extended`` classical features (GLCM, intensity, Otsu, shape, wavelet).
 
     The features are those of ``ovo-svm`` and ``rf`` (cached, shared with

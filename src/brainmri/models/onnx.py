@@ -85,8 +85,10 @@ def _onnx():
         import onnx
         import onnxruntime
     except ImportError as exc:
-        raise ConfigError(f"ONNX export and prediction need the onnx and onnxruntime packages ({exc.name} is missing); "
-                          "install them with: pip install 'brainmri[onnx]'") from None
+        raise ConfigError(
+            f"ONNX export and prediction need the onnx and onnxruntime packages ({exc.name} is missing); "
+            "install them with: pip install 'brainmri[onnx]'"
+        ) from None
     return onnx, onnxruntime
 
 
@@ -117,9 +119,11 @@ def _network_parts(bundle: Bundle):
     steps = [step for _, step in getattr(bundle.model, "steps", [("model", bundle.model)])]
     final = steps[-1]
     if len(steps) < 2 or not hasattr(final, "module_"):
-        raise ConfigError(f"{bundle.path}: {name} ends in a {type(final).__name__}, not a torch network, so it has no "
-                          "ONNX graph; export works for the methods whose last step is a network (e.g. ayadi-cnn, "
-                          "fcm-dwt-dnn, mlp, transfer-finetune)")
+        raise ConfigError(
+            f"{bundle.path}: {name} ends in a {type(final).__name__}, not a torch network, so it has no "
+            "ONNX graph; export works for the methods whose last step is a network (e.g. ayadi-cnn, "
+            "fcm-dwt-dnn, mlp, transfer-finetune)"
+        )
     for step in steps[1:-1]:
         _linear_map(step, name)
     return steps[0], steps[1:-1], final
@@ -145,8 +149,10 @@ def _linear_map(step, method: str) -> tuple[np.ndarray, np.ndarray]:
         n = step.n_features_in_
         shift = step.mean_ if step.mean_ is not None else np.zeros(n)
         return shift, np.diag(1.0 / step.scale_ if step.scale_ is not None else np.ones(n))
-    raise ConfigError(f"{method}: its step {type(step).__name__} has no ONNX form in brainmri (PCA and StandardScaler "
-                      "do), so the method cannot be exported")
+    raise ConfigError(
+        f"{method}: its step {type(step).__name__} has no ONNX form in brainmri (PCA and StandardScaler "
+        "do), so the method cannot be exported"
+    )
 
 
 def _graph(middle, classifier, method: str):
@@ -191,15 +197,23 @@ def _input_description(first, middle, classifier) -> dict:
     """The graph's input in words: the first step's output (before the linear steps, which are in the graph)."""
     shape = (middle[0].n_features_in_,) if middle else tuple(classifier.input_shape_)
     if len(shape) == 2:
-        return {"name": "input", "shape": ["N", 1, *shape], "dtype": "float32",
-                "what": f"grayscale slices after the bundle's preprocessing (settings under 'preprocess': crop to the "
-                        f"head when crop is true, resize to {shape[0]}x{shape[1]}, clip to clip_percentiles and "
-                        "scale to [0, 1]; brainmri.data.preprocess.Preprocess), values in [0, 1]"}
+        return {
+            "name": "input",
+            "shape": ["N", 1, *shape],
+            "dtype": "float32",
+            "what": f"grayscale slices after the bundle's preprocessing (settings under 'preprocess': crop to the "
+            f"head when crop is true, resize to {shape[0]}x{shape[1]}, clip to clip_percentiles and "
+            "scale to [0, 1]; brainmri.data.preprocess.Preprocess), values in [0, 1]",
+        }
     names = [name for name, _ in getattr(first, "extractors", [])]
-    return {"name": "input", "shape": ["N", *shape], "dtype": "float32",
-            "what": f"feature vectors of the bundle's first step ({type(first).__name__}: {', '.join(names) or '?'}), "
-                    "computed by brainmri from the preprocessed image; the steps between them and the network "
-                    "(PCA, standardisation) are inside the graph"}
+    return {
+        "name": "input",
+        "shape": ["N", *shape],
+        "dtype": "float32",
+        "what": f"feature vectors of the bundle's first step ({type(first).__name__}: {', '.join(names) or '?'}), "
+        "computed by brainmri from the preprocessed image; the steps between them and the network "
+        "(PCA, standardisation) are inside the graph",
+    }
 
 
 # --- export ---------------------------------------------------------------------------------------------------
@@ -230,8 +244,10 @@ def _check_target(out: Path) -> None:
         raise ConfigError(f"--out {out}: is a folder; name a .onnx file")
     check_output_folder(out.parent, "--out")
     if out.exists() and _read_description(out) is None:
-        raise ConfigError(f"--out {out}: an existing file that brainmri did not export; choose another file name, "
-                          "or remove it yourself")
+        raise ConfigError(
+            f"--out {out}: an existing file that brainmri did not export; choose another file name, "
+            "or remove it yourself"
+        )
     sidecar = description_path(out)
     if sidecar.exists():
         try:
@@ -239,8 +255,10 @@ def _check_target(out: Path) -> None:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             ours = False
         if not ours:
-            raise ConfigError(f"--out {out}: {sidecar} exists and is not a description brainmri wrote; choose another "
-                              "file name, or remove it yourself")
+            raise ConfigError(
+                f"--out {out}: {sidecar} exists and is not a description brainmri wrote; choose another "
+                "file name, or remove it yourself"
+            )
 
 
 def _check_inputs(first, n: int = CHECK_IMAGES) -> np.ndarray:
@@ -260,9 +278,12 @@ def _compare(session, X: np.ndarray, middle, classifier) -> dict:
     reference.precision, reference.device_ = "fp32", torch.device("cpu")
     expected = reference.predict_proba(X_net)
     got = session.run(None, {"input": _graph_input(X)})[0].astype(np.float64)
-    check = {"images": f"{len(X)} synthetic slices (brainmri.data.synthetic, seed 0)",
-             "reference": "the bundle's PyTorch prediction in float32",
-             "max_abs_diff": float(np.abs(got - expected).max()), "tolerance": TOLERANCE}
+    check = {
+        "images": f"{len(X)} synthetic slices (brainmri.data.synthetic, seed 0)",
+        "reference": "the bundle's PyTorch prediction in float32",
+        "max_abs_diff": float(np.abs(got - expected).max()),
+        "tolerance": TOLERANCE,
+    }
     if autocast_dtype(classifier.precision, torch.device("cpu")) is not None:
         as_predicted = classifier.predict_proba(X_net)
         check["bundle_precision"] = classifier.precision
@@ -320,20 +341,31 @@ def export_onnx(bundle: str | Path, out: str | Path | None = None, *, tolerance:
         # It warns that it is deprecated (from its own functions too), and that it cannot constant-fold the mirror
         # of TTA (a Slice of step -1, of the input: nothing to fold).
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export",
-                                    DeprecationWarning)
+            warnings.filterwarnings(
+                "ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning
+            )
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
             warnings.filterwarnings("ignore", "Constant folding - Only steps=1 can be constant folded", UserWarning)
-            torch.onnx.export(graph, (example,), str(tmp), input_names=["input"], output_names=["proba"],
-                              dynamic_axes={"input": {0: "N"}, "proba": {0: "N"}}, opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                graph,
+                (example,),
+                str(tmp),
+                input_names=["input"],
+                output_names=["proba"],
+                dynamic_axes={"input": {0: "N"}, "proba": {0: "N"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model, full_check=True)
         session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         check = _compare(session, X, middle, classifier)
         if not check["max_abs_diff"] <= tolerance:
-            raise DataError(f"{folder}: the ONNX graph's probabilities differ from PyTorch's by up to "
-                            f"{check['max_abs_diff']:.3g} on {len(X)} images (tolerance {tolerance:g}); nothing was "
-                            "written. Rerun with --debug and report it")
+            raise DataError(
+                f"{folder}: the ONNX graph's probabilities differ from PyTorch's by up to "
+                f"{check['max_abs_diff']:.3g} on {len(X)} images (tolerance {tolerance:g}); nothing was "
+                "written. Rerun with --debug and report it"
+            )
         description["check"] = {**check, "tolerance": tolerance}
         onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(description)})
         onnx.save(model, str(tmp))
@@ -347,16 +379,24 @@ def _description(folder: Path, loaded, first, middle, classifier) -> dict:
     method = loaded.manifest["method"]["name"]
     mirror = ", logits averaged over the image and its left-right mirror (TTA)" if classifier.tta else ""
     return {
-        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "brainmri_version": __version__,
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_VERSION,
+        "brainmri_version": __version__,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "bundle": {"path": str(folder), "manifest_sha256": sha256(folder / MANIFEST), "method": method},
         "classes": loaded.manifest["classes"],
         "input": _input_description(first, middle, classifier),
-        "output": {"name": "proba", "shape": ["N", len(loaded.classes_)], "dtype": "float32",
-                   "what": f"class probabilities in the order of 'classes': softmax(logits / {classifier.temperature_:.6g})"
-                           f", the bundle's calibration temperature{mirror}"},
-        "preprocess": loaded.manifest["preprocess"], "input_size": loaded.manifest.get("input_size"),
-        "opset": OPSET, "exporter": "torch.onnx.export (TorchScript)",
+        "output": {
+            "name": "proba",
+            "shape": ["N", len(loaded.classes_)],
+            "dtype": "float32",
+            "what": f"class probabilities in the order of 'classes': softmax(logits / {classifier.temperature_:.6g})"
+            f", the bundle's calibration temperature{mirror}",
+        },
+        "preprocess": loaded.manifest["preprocess"],
+        "input_size": loaded.manifest.get("input_size"),
+        "opset": OPSET,
+        "exporter": "torch.onnx.export (TorchScript)",
         "libraries": {name: metadata.version(name) for name in ("torch", "onnx", "onnxruntime")},
     }
 
@@ -386,8 +426,10 @@ class OnnxModel:
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, float64 of shape ``(n, n_classes)``, of images (paths or 2D arrays)."""
         Z = self.first.transform(X)
-        out = [self.session.run(None, {"input": _graph_input(Z[s : s + self.batch_size])})[0]
-               for s in range(0, len(Z), self.batch_size)]
+        out = [
+            self.session.run(None, {"input": _graph_input(Z[s : s + self.batch_size])})[0]
+            for s in range(0, len(Z), self.batch_size)
+        ]
         return np.concatenate(out).astype(np.float64)
 
 
@@ -412,12 +454,15 @@ class OnnxBundle(Bundle):
         self.description = description
 
     def __repr__(self) -> str:
-        return (f"OnnxBundle({str(self.path)!r}, onnx={str(self.onnx_path)!r}, "
-                f"method={self.manifest['method']['name']!r}, classes={list(self.classes_)})")
+        return (
+            f"OnnxBundle({str(self.path)!r}, onnx={str(self.onnx_path)!r}, "
+            f"method={self.manifest['method']['name']!r}, classes={list(self.classes_)})"
+        )
 
 
-def load_onnx(bundle: str | Path, onnx_file: str | Path | None = None, *, n_jobs: int = 1,
-              threads: int | None = None) -> OnnxBundle:
+def load_onnx(
+    bundle: str | Path, onnx_file: str | Path | None = None, *, n_jobs: int = 1, threads: int | None = None
+) -> OnnxBundle:
     """Load a bundle with its exported ONNX graph, to predict with ONNX Runtime.
 
     Parameters
@@ -457,7 +502,9 @@ def load_onnx(bundle: str | Path, onnx_file: str | Path | None = None, *, n_jobs
         raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
     folder = Path(bundle)
     path = Path(onnx_file) if onnx_file is not None else default_path(folder)
-    again = f"export it again with: brainmri export {folder} --onnx" + (f" --out {path}" if onnx_file is not None else "")
+    again = f"export it again with: brainmri export {folder} --onnx" + (
+        f" --out {path}" if onnx_file is not None else ""
+    )
     sidecar = description_path(path)
     if not path.is_file() or not sidecar.is_file():
         raise DataError(f"{path if not path.is_file() else sidecar}: no such file; {again}")
@@ -465,10 +512,13 @@ def load_onnx(bundle: str | Path, onnx_file: str | Path | None = None, *, n_jobs
         description = json.loads(sidecar.read_text(encoding="utf-8"))
         made_from, digest = description["bundle"]["manifest_sha256"], description["sha256"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{sidecar}: not a description of a brainmri ONNX export ({type(exc).__name__}: {exc}); "
-                        f"{again}") from None
+        raise DataError(
+            f"{sidecar}: not a description of a brainmri ONNX export ({type(exc).__name__}: {exc}); {again}"
+        ) from None
     if digest != sha256(path):
-        raise DataError(f"{path}: sha256 differs from {sidecar.name} (the file was changed, truncated or damaged); {again}")
+        raise DataError(
+            f"{path}: sha256 differs from {sidecar.name} (the file was changed, truncated or damaged); {again}"
+        )
     loaded = load_model(folder, n_jobs=n_jobs, device="cpu")
     if made_from != sha256(folder / MANIFEST):
         raise DataError(f"{path}: exported from another bundle, or from an earlier training of {folder}; {again}")
@@ -477,5 +527,10 @@ def load_onnx(bundle: str | Path, onnx_file: str | Path | None = None, *, n_jobs
     options.intra_op_num_threads = threads or 0
     options.log_severity_level = 3  # errors only: ONNX Runtime's own warnings go to stderr, not to logging
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return OnnxBundle(OnnxModel(first, session, loaded.manifest["classes"]), loaded.manifest, folder,
-                      onnx_path=path, description=description)
+    return OnnxBundle(
+        OnnxModel(first, session, loaded.manifest["classes"]),
+        loaded.manifest,
+        folder,
+        onnx_path=path,
+        description=description,
+    )

@@ -82,9 +82,11 @@ def load_steps(steps, folder: str | Path, prefix: str) -> list:
             path = folder / f"{prefix}{name}.skops"
             saved = _load_skops(path)
             if type(saved) is not type(step):  # a manifest naming another method than the one saved
-                raise DataError(f"{path}: holds a {type(saved).__name__}, but the method the manifest names builds a "
-                                f"{type(step).__name__} there; the manifest was changed or belongs to another bundle, "
-                                "train the bundle again")
+                raise DataError(
+                    f"{path}: holds a {type(saved).__name__}, but the method the manifest names builds a "
+                    f"{type(step).__name__} there; the manifest was changed or belongs to another bundle, "
+                    "train the bundle again"
+                )
             step = saved
         loaded.append((name, step))
     return loaded
@@ -97,9 +99,13 @@ def _load_skops(path: Path):
     try:
         return skops.io.load(path, trusted=TRUSTED_TYPES)
     except UntrustedTypesFoundException as exc:
-        raise DataError(f"{path}: holds types that brainmri does not load ({exc}); use bundles written by brainmri train") from None
+        raise DataError(
+            f"{path}: holds types that brainmri does not load ({exc}); use bundles written by brainmri train"
+        ) from None
     except FileNotFoundError:
         raise DataError(f"{path}: missing; the bundle is incomplete, train it again with brainmri train") from None
     except Exception as exc:  # zipfile, json and skops raise many types for a damaged file
-        raise DataError(f"{path}: cannot be read as a skops file ({type(exc).__name__}: {exc}); "
-                        "the bundle is damaged, train it again with brainmri train") from None
+        raise DataError(
+            f"{path}: cannot be read as a skops file ({type(exc).__name__}: {exc}); "
+            "the bundle is damaged, train it again with brainmri train"
+        ) from None

@@ -90,8 +90,10 @@ def list_images(sources: Sequence[str | Path]) -> list[ImageItem]:
             if flat:
                 items += [ImageItem(p, None, str(source)) for p in flat]
             elif not any(image_format(p) for p in source.rglob("*") if not p.name.startswith(".")):
-                raise DataError(f"{source}: no image files in this folder or below; give image files, a folder of "
-                                "images or a folder of class sub-folders")
+                raise DataError(
+                    f"{source}: no image files in this folder or below; give image files, a folder of "
+                    "images or a folder of class sub-folders"
+                )
             else:
                 items += [ImageItem(it.path, it.label, str(source)) for it in load_dataset(source).items]
         elif source.exists() or source.is_symlink():
@@ -135,16 +137,24 @@ def _note(meta, training: dict, input_size) -> str:
         notes.append(f"size {size} not seen in training ({seen}): resized to {target}")
     seen_channels = training.get("channels") or {}
     if seen_channels and channels not in seen_channels:
-        notes.append(f"{channels} channel(s) ({meta.mode}) where training images had {'/'.join(seen_channels)}: "
-                     "converted to grayscale")
+        notes.append(
+            f"{channels} channel(s) ({meta.mode}) where training images had {'/'.join(seen_channels)}: "
+            "converted to grayscale"
+        )
     return "; ".join(notes)
 
 
-def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATCH_SIZE, n_jobs: int = 1,
-                   progress: Callable[[int], None] | None = None,
-                   on_batch: Callable[[list[dict], list[np.ndarray]], None] | None = None,
-                   predict: Callable[[list[np.ndarray]], np.ndarray] | None = None,
-                   max_pixels: int = MAX_PIXELS) -> dict:
+def predict_images(
+    bundle,
+    items: Sequence[ImageItem],
+    *,
+    batch_size: int = BATCH_SIZE,
+    n_jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
+    on_batch: Callable[[list[dict], list[np.ndarray]], None] | None = None,
+    predict: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> dict:
     """Predict every readable image of ``items`` with ``bundle``, batch by batch.
 
     Images that cannot be scans (:func:`~brainmri.data.io.degenerate_reason`:
@@ -204,10 +214,19 @@ def predict_images(bundle, items: Sequence[ImageItem], *, batch_size: int = BATC
             if images:
                 proba, ood = (predict(images), None) if predict else bundle.predict_with_ood(images)
                 ood = [None] * len(images) if ood is None else [float(v) for v in ood]
-                new = [{"path": str(item.path), "label": item.label, "source": item.source,
-                        "proba": [float(v) for v in p], "predicted": str(bundle.classes_[int(np.argmax(p))]),
-                        "note": note, "ood_score": o, "unlike_training": None if o is None else o > FLAG_QUANTILE}
-                       for (item, note), p, o in zip(kept, proba, ood, strict=True)]
+                new = [
+                    {
+                        "path": str(item.path),
+                        "label": item.label,
+                        "source": item.source,
+                        "proba": [float(v) for v in p],
+                        "predicted": str(bundle.classes_[int(np.argmax(p))]),
+                        "note": note,
+                        "ood_score": o,
+                        "unlike_training": None if o is None else o > FLAG_QUANTILE,
+                    }
+                    for (item, note), p, o in zip(kept, proba, ood, strict=True)
+                ]
                 rows += new
                 if on_batch:
                     on_batch(new, images)
@@ -231,8 +250,11 @@ def folder_metrics(rows: list[dict], classes: Sequence[str]) -> dict[str, dict]:
         mine = [r for r in rows if r["source"] == source]
         unknown = sorted({r["label"] for r in mine} - set(classes))
         if unknown:
-            out[source] = {"n": len(mine), "skipped": f"class(es) {', '.join(unknown)} are not among the bundle's "
-                                                       f"({', '.join(classes)}), so no metrics"}
+            out[source] = {
+                "n": len(mine),
+                "skipped": f"class(es) {', '.join(unknown)} are not among the bundle's "
+                f"({', '.join(classes)}), so no metrics",
+            }
             continue
         scores = classification_metrics([r["label"] for r in mine], [r["proba"] for r in mine], list(classes))
         out[source] = {"n": len(mine), **scores}
@@ -244,10 +266,14 @@ def predictions_csv(rows: list[dict], classes: Sequence[str]) -> str:
     out-of-distribution score and flag (empty without a detector)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes], "note", "ood_score", "unlike_training"])
+    writer.writerow(
+        ["path", "label", "predicted", *[f"p_{c}" for c in classes], "note", "ood_score", "unlike_training"]
+    )
     for r in rows:
         ood = ["", ""] if r["ood_score"] is None else [f"{r['ood_score']:.4f}", str(r["unlike_training"]).lower()]
-        writer.writerow([r["path"], r["label"] or "", r["predicted"], *[f"{v:.6f}" for v in r["proba"]], r["note"], *ood])
+        writer.writerow(
+            [r["path"], r["label"] or "", r["predicted"], *[f"{v:.6f}" for v in r["proba"]], r["note"], *ood]
+        )
     return buffer.getvalue()
 
 
@@ -278,9 +304,25 @@ def predictions_document(bundle, result: dict, metrics: dict, *, adapt: str = "n
     """The JSON output: the bundle, every prediction (probabilities by class, OOD score), skipped files, metrics,
     the out-of-distribution detector and the test-time adaptation used."""
     classes = [str(c) for c in bundle.classes_]
-    predictions = [{"path": r["path"], "label": r["label"], "predicted": r["predicted"],
-                    "proba": dict(zip(classes, r["proba"], strict=True)), "note": r["note"], "ood_score": r["ood_score"],
-                    "unlike_training": r["unlike_training"]} for r in result["rows"]]
-    return {"bundle": str(bundle.path), "method": bundle.manifest["method"]["name"], "classes": classes,
-            "predictions": predictions, "skipped": result["skipped"], "metrics": metrics,
-            "ood": bundle.manifest.get("ood"), "adapt": adapt}
+    predictions = [
+        {
+            "path": r["path"],
+            "label": r["label"],
+            "predicted": r["predicted"],
+            "proba": dict(zip(classes, r["proba"], strict=True)),
+            "note": r["note"],
+            "ood_score": r["ood_score"],
+            "unlike_training": r["unlike_training"],
+        }
+        for r in result["rows"]
+    ]
+    return {
+        "bundle": str(bundle.path),
+        "method": bundle.manifest["method"]["name"],
+        "classes": classes,
+        "predictions": predictions,
+        "skipped": result["skipped"],
+        "metrics": metrics,
+        "ood": bundle.manifest.get("ood"),
+        "adapt": adapt,
+    }

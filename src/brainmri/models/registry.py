@@ -80,8 +80,11 @@ class MethodSpec:
 
     def settings(self) -> dict:
         """The method's own settings (the builder's keywords beyond the common ones) and their defaults."""
-        return {name: p.default for name, p in inspect.signature(self.builder).parameters.items()
-                if p.kind is p.KEYWORD_ONLY and name not in COMMON_KWARGS}
+        return {
+            name: p.default
+            for name, p in inspect.signature(self.builder).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and name not in COMMON_KWARGS
+        }
 
     def rule(self, name: str) -> Rule | None:
         """The valid values of the setting ``name`` (None when no rule declares them)."""
@@ -98,24 +101,43 @@ class MethodSpec:
             try:
                 import torch  # noqa: F401
             except ImportError:
-                raise ConfigError(f"method {self.name} needs PyTorch, which is not installed; "
-                                  "install it with: pip install 'brainmri[deep]'") from None
+                raise ConfigError(
+                    f"method {self.name} needs PyTorch, which is not installed; "
+                    "install it with: pip install 'brainmri[deep]'"
+                ) from None
         unknown = sorted(set(params or {}) - set(self.settings()))
         if unknown:
             valid = ", ".join(self.settings()) or "none"
-            raise ConfigError(f"--params {self.name}.{unknown[0]}: {self.name} has no setting {unknown[0]!r}; "
-                              f"its settings: {valid}")
+            raise ConfigError(
+                f"--params {self.name}.{unknown[0]}: {self.name} has no setting {unknown[0]!r}; its settings: {valid}"
+            )
         for name, value in (params or {}).items():
             rule = self.rule(name)
             if rule is not None:
                 check_setting(self.name, name, value, rule)
 
-    def build(self, *, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-              device: str = "auto", params: dict | None = None):
+    def build(
+        self,
+        *,
+        seed: int = 0,
+        n_jobs: int = 1,
+        cache_dir=None,
+        preprocess=None,
+        work_dir=None,
+        device: str = "auto",
+        params: dict | None = None,
+    ):
         """An unfitted instance of the method with ``params`` (checked by :meth:`check_params`)."""
         self.check_params(params)
-        return self.builder(seed=seed, n_jobs=n_jobs, cache_dir=cache_dir, preprocess=preprocess,
-                            work_dir=work_dir, device=device, **(params or {}))
+        return self.builder(
+            seed=seed,
+            n_jobs=n_jobs,
+            cache_dir=cache_dir,
+            preprocess=preprocess,
+            work_dir=work_dir,
+            device=device,
+            **(params or {}),
+        )
 
 
 #: Keywords every builder takes; the others are the method's settings.
@@ -130,18 +152,25 @@ def registered() -> dict[str, MethodSpec]:
     return dict(_REGISTRY)
 
 
-def register_method(name: str, *, summary: str, reference: str, family: str = "classical",
-                    default_cv: int = DEFAULT_CV, search_space: dict | None = None, inputs: str = "slices",
-                    rules: dict | None = None):
+def register_method(
+    name: str,
+    *,
+    summary: str,
+    reference: str,
+    family: str = "classical",
+    default_cv: int = DEFAULT_CV,
+    search_space: dict | None = None,
+    inputs: str = "slices",
+    rules: dict | None = None,
+):
     """Decorator registering a builder under ``name`` (arguments as in :class:`MethodSpec`)."""
 
     def decorate(builder: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is registered twice")
-        _REGISTRY[name] = MethodSpec(name, builder, summary, reference, family, default_cv, search_space, inputs,
-                                     dict(rules or {}))
+        _REGISTRY[name] = MethodSpec(
+            name, builder, summary, reference, family, default_cv, search_space, inputs, dict(rules or {})
+        )
         return builder
 
     return decorate
-
-

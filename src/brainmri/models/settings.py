@@ -123,7 +123,6 @@ def _positive_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
 
 
-
 _PROBABILITY_BELOW_1 = Rule("float", 0, 1, high_open=True)
 
 #: Rules of the settings that several methods share, by name.

@@ -70,8 +70,10 @@ def holdout_split(y, groups=None, *, fraction: float = 0.2, random_state: int = 
         how = f"StratifiedGroupKFold holdout (1 of {n_folds} folds) over {len(np.unique(groups))} groups"
     missing = sorted(map(str, set(labels) - set(y[train]) | set(labels) - set(y[val])))
     if missing:
-        raise DataError(f"class(es) {', '.join(missing)} fall on one side of {purpose}; add images of independent "
-                        "subjects, or merge classes with --label-map")
+        raise DataError(
+            f"class(es) {', '.join(missing)} fall on one side of {purpose}; add images of independent "
+            "subjects, or merge classes with --label-map"
+        )
     return train, val, how
 
 
@@ -156,11 +158,33 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         Trainable and total weights of ``module_``.
     """
 
-    def __init__(self, module_builder, *, module_params=None, epochs=10, lr=2e-3, weight_decay=0.05, batch_size=64,
-                 label_smoothing=0.05, class_weight="balanced", augment=False, backbone_lr_factor=1.0,
-                 unfreeze_after=0, frozen_stages=0, tta=False, ema_decay=0.99, patience=None, precision="auto",
-                 channels_last=False, val_fraction=0.2, device="auto", threads=None, adapt="none", seed=0,
-                 work_dir=None):
+    def __init__(
+        self,
+        module_builder,
+        *,
+        module_params=None,
+        epochs=10,
+        lr=2e-3,
+        weight_decay=0.05,
+        batch_size=64,
+        label_smoothing=0.05,
+        class_weight="balanced",
+        augment=False,
+        backbone_lr_factor=1.0,
+        unfreeze_after=0,
+        frozen_stages=0,
+        tta=False,
+        ema_decay=0.99,
+        patience=None,
+        precision="auto",
+        channels_last=False,
+        val_fraction=0.2,
+        device="auto",
+        threads=None,
+        adapt="none",
+        seed=0,
+        work_dir=None,
+    ):
         self.module_builder = module_builder
         self.module_params = module_params
         self.epochs = epochs
@@ -186,12 +210,23 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.work_dir = work_dir
 
     def _settings(self):
-        return TrainSettings(epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
-                             batch_size=self.batch_size, label_smoothing=self.label_smoothing,
-                             class_weight=self.class_weight, augment=self.augment, ema_decay=self.ema_decay,
-                             patience=self.patience, precision=self.precision, channels_last=self.channels_last,
-                             seed=self.seed, backbone_lr_factor=self.backbone_lr_factor,
-                             unfreeze_after=self.unfreeze_after, frozen_stages=self.frozen_stages)
+        return TrainSettings(
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            label_smoothing=self.label_smoothing,
+            class_weight=self.class_weight,
+            augment=self.augment,
+            ema_decay=self.ema_decay,
+            patience=self.patience,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            seed=self.seed,
+            backbone_lr_factor=self.backbone_lr_factor,
+            unfreeze_after=self.unfreeze_after,
+            frozen_stages=self.frozen_stages,
+        )
 
     def _build(self, n_classes: int, input_shape: tuple, *, restoring: bool = False):
         import torch
@@ -206,9 +241,11 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def _check_X(X) -> np.ndarray:
         X = np.asarray(X)
         if X.ndim not in (2, 3, 4) or not np.issubdtype(X.dtype, np.floating):
-            raise DataError(f"TorchClassifier takes a float array of images (N, H, W), volumes (N, D, H, W) or "
-                            f"vectors (N, F), got "
-                            f"{X.dtype} of shape {X.shape}")
+            raise DataError(
+                f"TorchClassifier takes a float array of images (N, H, W), volumes (N, D, H, W) or "
+                f"vectors (N, F), got "
+                f"{X.dtype} of shape {X.shape}"
+            )
         return X
 
     def fit(self, X, y, groups=None):
@@ -224,7 +261,9 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         """
         settings = self._settings()
         if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction <= 0.5):
-            raise ConfigError(f"training parameter val_fraction must be a number in (0, 0.5], got {self.val_fraction!r}")
+            raise ConfigError(
+                f"training parameter val_fraction must be a number in (0, 0.5], got {self.val_fraction!r}"
+            )
         if not isinstance(self.tta, bool):
             raise ConfigError(f"training parameter tta must be true or false, got {self.tta!r}")
         X = self._check_X(X)
@@ -239,8 +278,16 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         tune_malloc()
         with torch_threads(self.threads):
             module = self._build(len(self.classes_), X.shape[1:])
-            result = train_module(module, X[train], y_idx[train], X[val], y_idx[val], settings=settings,
-                                  device=device, work_dir=self.work_dir)
+            result = train_module(
+                module,
+                X[train],
+                y_idx[train],
+                X[val],
+                y_idx[val],
+                settings=settings,
+                device=device,
+                work_dir=self.work_dir,
+            )
         module.load_state_dict(result.state)
         self.module_ = module.eval()
         self.__dict__.pop("_inference_module_", None)
@@ -251,10 +298,17 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.temperature_ = fit_temperature(val_logits, y_idx[val])
         self.history_ = result.history
         val_acc = float((val_logits.argmax(1) == y_idx[val]).mean())
-        self.params_ = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                        "val_accuracy": round(val_acc, 6), "n_val": int(len(val)),
-                        "temperature": round(self.temperature_, 4), "calibration": "temperature scaling on the validation part",
-                        "inner_cv": how, "device": str(device), "precision": self.precision}
+        self.params_ = {
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "val_accuracy": round(val_acc, 6),
+            "n_val": int(len(val)),
+            "temperature": round(self.temperature_, 4),
+            "calibration": "temperature scaling on the validation part",
+            "inner_cv": how,
+            "device": str(device),
+            "precision": self.precision,
+        }
         if self.tta:
             self.params_["tta"] = "mean logits of " + " and ".join(TTA_VIEWS)
         if result.resumed_from:
@@ -274,9 +328,17 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         views = list(TTA_VIEWS.values()) if self.tta else [TTA_VIEWS["identity"]]
         with torch_threads(self.threads):
             module = self._inference_module() if self.adapt == "none" else self._adapted_module(X)
-            logits = [predict_logits(module, view(X), device=self.device_,
-                                     batch_size=max(self.batch_size, 128), precision=self.precision,
-                                     channels_last=self.channels_last) for view in views]
+            logits = [
+                predict_logits(
+                    module,
+                    view(X),
+                    device=self.device_,
+                    batch_size=max(self.batch_size, 128),
+                    precision=self.precision,
+                    channels_last=self.channels_last,
+                )
+                for view in views
+            ]
         return sum(logits) / len(logits)
 
     def embed(self, X) -> np.ndarray:
@@ -296,8 +358,14 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         hook = linear[-1].register_forward_pre_hook(lambda module, args: captured.append(args[0].float().cpu().numpy()))
         try:
             with torch_threads(self.threads):
-                predict_logits(self.module_, X, device=self.device_, batch_size=max(self.batch_size, 128),
-                               precision=self.precision, channels_last=self.channels_last)
+                predict_logits(
+                    self.module_,
+                    X,
+                    device=self.device_,
+                    batch_size=max(self.batch_size, 128),
+                    precision=self.precision,
+                    channels_last=self.channels_last,
+                )
         finally:
             hook.remove()
         return np.concatenate(captured).reshape(len(X), -1)
@@ -329,9 +397,16 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
     def _adapted_module(self, X: np.ndarray):
         """``module_`` adapted to the items ``X`` (``adapt``), then folded: adaptation needs the batch norms."""
-        adapted = adapt_module(self.module_, X, method=self.adapt, device=self.device_, seed=self.seed,
-                               batch_size=self.batch_size, channels_last=self.channels_last,
-                               what=f"the network built by {self._builder_name()}")
+        adapted = adapt_module(
+            self.module_,
+            X,
+            method=self.adapt,
+            device=self.device_,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            channels_last=self.channels_last,
+            what=f"the network built by {self._builder_name()}",
+        )
         return self._folded(adapted)
 
     def predict_proba(self, X) -> np.ndarray:
@@ -385,12 +460,22 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
         with atomic_path(folder / weights) as tmp:
             save_file(tensors, str(tmp))
-        params = {k: v for k, v in self.get_params(deep=False).items() if k not in ("module_builder", "work_dir", "adapt")}
-        write_json(folder / meta, {
-            "format": STATE_FORMAT, "module_builder": self._builder_name(), "params": params,
-            "classes": self.classes_.tolist(), "temperature": self.temperature_, "input_shape": list(self.input_shape_),
-            "history": self.history_, "params_": self.params_,
-        })
+        params = {
+            k: v for k, v in self.get_params(deep=False).items() if k not in ("module_builder", "work_dir", "adapt")
+        }
+        write_json(
+            folder / meta,
+            {
+                "format": STATE_FORMAT,
+                "module_builder": self._builder_name(),
+                "params": params,
+                "classes": self.classes_.tolist(),
+                "temperature": self.temperature_,
+                "input_shape": list(self.input_shape_),
+                "history": self.history_,
+                "params_": self.params_,
+            },
+        )
         return [weights, meta]
 
     def load_state(self, folder: str | Path, prefix: str) -> TorchClassifier:
@@ -413,11 +498,14 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DataError(f"{meta_path}: cannot be read as the state of a deep method ({exc})") from None
         if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
-            raise DataError(f"{meta_path}: state format {meta.get('format') if isinstance(meta, dict) else None!r}, "
-                            f"this brainmri reads format {STATE_FORMAT}; retrain the model with this version")
+            raise DataError(
+                f"{meta_path}: state format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                f"this brainmri reads format {STATE_FORMAT}; retrain the model with this version"
+            )
         if _current_home(meta.get("module_builder")) != self._builder_name():
-            raise DataError(f"{meta_path}: weights of {meta.get('module_builder')}, but the method builds "
-                            f"{self._builder_name()}")
+            raise DataError(
+                f"{meta_path}: weights of {meta.get('module_builder')}, but the method builds {self._builder_name()}"
+            )
         try:
             tensors = load_file(str(weights_path))
             module = self._build(len(meta["classes"]), tuple(meta["input_shape"]), restoring=True)
@@ -434,8 +522,10 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             self.module_.to(memory_format=torch.channels_last)
         temperature = meta.get("temperature")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
-            raise DataError(f"{meta_path}: temperature {temperature!r} is not a positive number, so every probability "
-                            "would be NaN or infinite; the file was changed after training, train the bundle again")
+            raise DataError(
+                f"{meta_path}: temperature {temperature!r} is not a positive number, so every probability "
+                "would be NaN or infinite; the file was changed after training, train the bundle again"
+            )
         self.classes_ = np.asarray(meta["classes"])
         self.temperature_ = float(temperature)
         self.input_shape_ = tuple(meta["input_shape"])
@@ -445,7 +535,9 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
 
 #: Modules of the networks before they moved to :mod:`brainmri.nets`; bundles written then name their builders so.
-_FORMER_HOMES = {f"brainmri.models.{name}.": f"brainmri.nets.{name}." for name in ("cnn", "dnn", "finetune", "backbones")}
+_FORMER_HOMES = {
+    f"brainmri.models.{name}.": f"brainmri.nets.{name}." for name in ("cnn", "dnn", "finetune", "backbones")
+}
 
 
 def _current_home(builder) -> str | None:
@@ -454,5 +546,5 @@ def _current_home(builder) -> str | None:
         return None
     for old, new in _FORMER_HOMES.items():
         if builder.startswith(old):
-            return new + builder[len(old):]
+            return new + builder[len(old) :]
     return builder

@@ -57,10 +57,14 @@ from brainmri.models.torch_classifier import TorchClassifier
 from brainmri.models.validation import inner_splits
 from brainmri.training.arrays import ImageArrays
 
-HOWARD_2018 = ("J. Howard and S. Ruder (2018), \"Universal language model fine-tuning for text classification\", "
-               "Proc. ACL 328-339, DOI 10.18653/v1/P18-1031")
-RAZAVIAN_2014 = ("A. Sharif Razavian, H. Azizpour, J. Sullivan and S. Carlsson (2014), \"CNN features off-the-shelf: "
-                 "an astounding baseline for recognition\", CVPR Workshops 806-813, DOI 10.1109/CVPRW.2014.131")
+HOWARD_2018 = (
+    'J. Howard and S. Ruder (2018), "Universal language model fine-tuning for text classification", '
+    "Proc. ACL 328-339, DOI 10.18653/v1/P18-1031"
+)
+RAZAVIAN_2014 = (
+    'A. Sharif Razavian, H. Azizpour, J. Sullivan and S. Carlsson (2014), "CNN features off-the-shelf: '
+    'an astounding baseline for recognition", CVPR Workshops 806-813, DOI 10.1109/CVPRW.2014.131'
+)
 
 #: C of the RBF SVM searched by grouped inner CV when the setting ``C`` is None.
 SVM_GRID = [{"svc__kernel": ["rbf"], "svc__C": [1.0, 10.0], "svc__gamma": ["scale"]}]
@@ -126,8 +130,9 @@ class CalibratedLogistic(CalibratedClassifier):
         base = Pipeline([("scale", StandardScaler()), ("logreg", LogisticRegression(C=self.C, max_iter=2000))])
         chosen = {"C": self.C}
         if self.param_grid:
-            self.search_ = GridSearchCV(base, list(self.param_grid), cv=splits, n_jobs=self.n_jobs,
-                                        scoring="balanced_accuracy", refit=False).fit(X, y)
+            self.search_ = GridSearchCV(
+                base, list(self.param_grid), cv=splits, n_jobs=self.n_jobs, scoring="balanced_accuracy", refit=False
+            ).fit(X, y)
             base.set_params(**self.search_.best_params_)
             chosen = {k.removeprefix("logreg__"): v for k, v in self.search_.best_params_.items()}
         self.calibrate(base, X, y, splits)
@@ -135,14 +140,33 @@ class CalibratedLogistic(CalibratedClassifier):
         return self
 
 
-@register_method("transfer-features", family="deep", reference=RAZAVIAN_2014, search_space=FEATURES_SPACE,
-                 rules={"C": Rule("float", 0, low_open=True, none=True)},  # None: C chosen by grouped inner CV
-                 summary="frozen ImageNet backbone (offline EfficientNet-Lite0 by default), pooled embeddings of "
-                         "several depths, calibrated RBF SVM")
-def transfer_features(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-                      device: str = "auto", backbone: str = "efficientnet_lite0", weights_file: str | None = None,
-                      size: int = 224, depths: int = 3, classifier: str = "svm", C: float | None = 10.0,
-                      precision: str = "bf16", batch_size: int = 64, threads: int | None = None) -> GroupedPipeline:
+@register_method(
+    "transfer-features",
+    family="deep",
+    reference=RAZAVIAN_2014,
+    search_space=FEATURES_SPACE,
+    rules={"C": Rule("float", 0, low_open=True, none=True)},  # None: C chosen by grouped inner CV
+    summary="frozen ImageNet backbone (offline EfficientNet-Lite0 by default), pooled embeddings of "
+    "several depths, calibrated RBF SVM",
+)
+def transfer_features(
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir=None,
+    preprocess=None,
+    work_dir=None,
+    device: str = "auto",
+    backbone: str = "efficientnet_lite0",
+    weights_file: str | None = None,
+    size: int = 224,
+    depths: int = 3,
+    classifier: str = "svm",
+    C: float | None = 10.0,
+    precision: str = "bf16",
+    batch_size: int = 64,
+    threads: int | None = None,
+) -> GroupedPipeline:
     """Pooled embeddings of a frozen backbone, then a calibrated classifier with grouped inner CV.
 
     Every keyword after ``device`` is a ``--params`` setting
@@ -173,35 +197,72 @@ def transfer_features(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
     """
     if classifier not in CLASSIFIERS:
         raise ConfigError(f"--params transfer-features.classifier={classifier!r}: use one of {', '.join(CLASSIFIERS)}")
-    embeddings = BackboneEmbeddings(backbone, weights_file=weights_file, size=size, depths=depths,
-                                    precision=precision, batch_size=batch_size, device=device, threads=threads)
+    embeddings = BackboneEmbeddings(
+        backbone,
+        weights_file=weights_file,
+        size=size,
+        depths=depths,
+        precision=precision,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
+    )
     embeddings.fit()  # checks every setting (and loads the weights) before any image is read
     images = dataclasses.replace(preprocess or Preprocess(), size=size)
     features = ImageFeatures([("embeddings", embeddings)], preprocess=images, cache_dir=cache_dir, n_jobs=n_jobs)
     if classifier == "svm":
-        model = CalibratedSVC(param_grid=SVM_GRID if C is None else None,
-                              svc_params=None if C is None else {"kernel": "rbf", "C": C, "gamma": "scale",
-                                                                 "cache_size": SVC_CACHE_MB},
-                              random_state=seed, n_jobs=n_jobs)
+        model = CalibratedSVC(
+            param_grid=SVM_GRID if C is None else None,
+            svc_params=None if C is None else {"kernel": "rbf", "C": C, "gamma": "scale", "cache_size": SVC_CACHE_MB},
+            random_state=seed,
+            n_jobs=n_jobs,
+        )
     else:
-        model = CalibratedLogistic(param_grid=LOGREG_GRID if C is None else None, C=1.0 if C is None else C,
-                                   random_state=seed, n_jobs=n_jobs)
+        model = CalibratedLogistic(
+            param_grid=LOGREG_GRID if C is None else None, C=1.0 if C is None else C, random_state=seed, n_jobs=n_jobs
+        )
     return GroupedPipeline([("features", features), ("classifier", model)])
 
 
-@register_method("transfer-finetune", family="deep", reference=HOWARD_2018, search_space=FINETUNE_SPACE,
-                 rules={"size": Rule("int", 32, MAX_IMAGE_SIZE)},
-                 summary="ImageNet backbone (offline EfficientNet-Lite0 by default) fine-tuned end to end, its first "
-                         "stages frozen: warm-up + cosine, label smoothing, TTA; discriminative learning rates and "
-                         "gradual unfreezing as settings")
-def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preprocess=None, work_dir=None,
-                      device: str = "auto", backbone: str = "efficientnet_lite0", weights_file: str | None = None,
-                      size: int = 128, epochs: int = 12, lr: float = 1e-3, backbone_lr_factor: float = 1.0,
-                      unfreeze_after: int = 0, frozen_stages: int = 3, weight_decay: float = 0.01, batch_size: int = 32,
-                      label_smoothing: float = 0.1, class_weight: str | None = "balanced",
-                      augment: bool | str = True, dropout: float = 0.2,
-                      ema_decay: float | None = 0.99, precision: str = "bf16", channels_last: bool = True,
-                      tta: bool = True, val_fraction: float = 0.1, threads: int | None = None) -> GroupedPipeline:
+@register_method(
+    "transfer-finetune",
+    family="deep",
+    reference=HOWARD_2018,
+    search_space=FINETUNE_SPACE,
+    rules={"size": Rule("int", 32, MAX_IMAGE_SIZE)},
+    summary="ImageNet backbone (offline EfficientNet-Lite0 by default) fine-tuned end to end, its first "
+    "stages frozen: warm-up + cosine, label smoothing, TTA; discriminative learning rates and "
+    "gradual unfreezing as settings",
+)
+def transfer_finetune(
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir=None,
+    preprocess=None,
+    work_dir=None,
+    device: str = "auto",
+    backbone: str = "efficientnet_lite0",
+    weights_file: str | None = None,
+    size: int = 128,
+    epochs: int = 12,
+    lr: float = 1e-3,
+    backbone_lr_factor: float = 1.0,
+    unfreeze_after: int = 0,
+    frozen_stages: int = 3,
+    weight_decay: float = 0.01,
+    batch_size: int = 32,
+    label_smoothing: float = 0.1,
+    class_weight: str | None = "balanced",
+    augment: bool | str = True,
+    dropout: float = 0.2,
+    ema_decay: float | None = 0.99,
+    precision: str = "bf16",
+    channels_last: bool = True,
+    tta: bool = True,
+    val_fraction: float = 0.1,
+    threads: int | None = None,
+) -> GroupedPipeline:
     """A pretrained backbone and a new linear head, fine-tuned end to end (:mod:`brainmri.nets.finetune`).
 
     Every keyword after ``device`` is a ``--params`` setting
@@ -249,18 +310,35 @@ def transfer_finetune(*, seed: int = 0, n_jobs: int = 1, cache_dir=None, preproc
     from brainmri.nets.finetune import finetune_net
 
     weights_for(backbone, weights_file)  # an unknown backbone or a missing file is refused before any image is read
-    checks = [("size", size, isinstance(size, int) and size >= 32, "an integer of at least 32 (pixels)"),
-              ("dropout", dropout, isinstance(dropout, (int, float)) and 0 <= dropout < 1, "a number in [0, 1)")]
+    checks = [
+        ("size", size, isinstance(size, int) and size >= 32, "an integer of at least 32 (pixels)"),
+        ("dropout", dropout, isinstance(dropout, (int, float)) and 0 <= dropout < 1, "a number in [0, 1)"),
+    ]
     for name, value, ok, allowed in checks:
         if not ok:
             raise ConfigError(f"--params transfer-finetune.{name}={value!r}: use {allowed}")
     images = ImageArrays(size=size, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
-    net = TorchClassifier(finetune_net, module_params={"backbone_name": backbone, "weights_file": weights_file,
-                                                       "dropout": dropout},
-                          epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                          label_smoothing=label_smoothing, class_weight=class_weight, augment=augment,
-                          backbone_lr_factor=backbone_lr_factor, unfreeze_after=unfreeze_after,
-                          frozen_stages=frozen_stages, tta=tta, ema_decay=ema_decay, precision=precision,
-                          channels_last=channels_last, val_fraction=val_fraction, device=device, threads=threads,
-                          seed=seed, work_dir=work_dir)
+    net = TorchClassifier(
+        finetune_net,
+        module_params={"backbone_name": backbone, "weights_file": weights_file, "dropout": dropout},
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        label_smoothing=label_smoothing,
+        class_weight=class_weight,
+        augment=augment,
+        backbone_lr_factor=backbone_lr_factor,
+        unfreeze_after=unfreeze_after,
+        frozen_stages=frozen_stages,
+        tta=tta,
+        ema_decay=ema_decay,
+        precision=precision,
+        channels_last=channels_last,
+        val_fraction=val_fraction,
+        device=device,
+        threads=threads,
+        seed=seed,
+        work_dir=work_dir,
+    )
     return GroupedPipeline([("images", images), ("classifier", net)])

@@ -49,8 +49,14 @@ def check_class_counts(y, need: int, purpose: str, groups=None) -> None:
     y = np.asarray(y)
     labels = np.unique(y)
     if len(labels) < 2:
-        raise DataError(f"training data has a single class ({labels[0] if len(labels) else 'none'}); a classifier needs at least two")
-    unit = "training images" if groups is None else "independent groups of training images (subjects or duplicate clusters)"
+        raise DataError(
+            f"training data has a single class ({labels[0] if len(labels) else 'none'}); a classifier needs at least two"
+        )
+    unit = (
+        "training images"
+        if groups is None
+        else "independent groups of training images (subjects or duplicate clusters)"
+    )
     counts = [len(y[y == lab]) if groups is None else len(np.unique(np.asarray(groups)[y == lab])) for lab in labels]
     small = [f"'{lab}' ({n})" for lab, n in zip(labels, counts, strict=True) if n < need]
     if small:
@@ -110,8 +116,9 @@ def inner_splits(y, groups=None, *, random_state: int = 0) -> tuple[list[tuple[n
             raise DataError(f"groups must hold one id per training item, got {groups.size} ids for {len(y)} items")
     # Two items (groups) per class is the least with which every inner training part holds every class;
     # a class with fewer than INNER_FOLDS of them lowers the number of folds instead of stopping the run.
-    check_class_counts(y, 2, "inner cross-validation" if groups is None else "grouped inner cross-validation",
-                       groups=groups)
+    check_class_counts(
+        y, 2, "inner cross-validation" if groups is None else "grouped inner cross-validation", groups=groups
+    )
     labels = np.unique(y)
     units = [np.sum(y == lab) if groups is None else len(np.unique(groups[y == lab])) for lab in labels]
     n_folds = int(min(INNER_FOLDS, min(units)))
@@ -126,9 +133,11 @@ def inner_splits(y, groups=None, *, random_state: int = 0) -> tuple[list[tuple[n
         for train, _ in splits:
             missing = sorted(set(labels) - set(y[train]))
             if missing:
-                raise DataError(f"class(es) {', '.join(map(str, missing))} fall in a single inner validation fold, so an "
-                                "inner model never sees them; add images of independent subjects, or merge classes "
-                                "with --label-map")
+                raise DataError(
+                    f"class(es) {', '.join(map(str, missing))} fall in a single inner validation fold, so an "
+                    "inner model never sees them; add images of independent subjects, or merge classes "
+                    "with --label-map"
+                )
     if n_folds < INNER_FOLDS:
         fewest = labels[int(np.argmin(units))]
         how += f", {n_folds} folds (class '{fewest}' has only {min(units)} {'items' if groups is None else 'groups'})"

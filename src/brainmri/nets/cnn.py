@@ -53,8 +53,11 @@ def ayadi_cnn(*, num_classes: int, in_channels: int = 1, width: int = 32, dropou
     channels = in_channels
     for factor in AYADI_CHANNELS:
         for _ in range(2):
-            layers += [nn.Conv2d(channels, width * factor, 3, padding=1, bias=False), nn.BatchNorm2d(width * factor),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, width * factor, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width * factor),
+                nn.ReLU(inplace=True),
+            ]
             channels = width * factor
         layers.append(nn.MaxPool2d(2))
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)]
@@ -109,8 +112,12 @@ def cnn3d(*, num_classes: int, in_channels: int = 1, width: int = 8, dropout: fl
     layers: list = []
     channels = in_channels
     for factor in CNN3D_CHANNELS:
-        layers += [nn.Conv3d(channels, width * factor, 3, padding=1, bias=False), nn.BatchNorm3d(width * factor),
-                   nn.ReLU(inplace=True), nn.MaxPool3d(2)]
+        layers += [
+            nn.Conv3d(channels, width * factor, 3, padding=1, bias=False),
+            nn.BatchNorm3d(width * factor),
+            nn.ReLU(inplace=True),
+            nn.MaxPool3d(2),
+        ]
         channels = width * factor
     layers += [nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)]
     return nn.Sequential(*layers)

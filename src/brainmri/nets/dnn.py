@@ -27,7 +27,9 @@ from brainmri.errors import ConfigError
 DNN7_HIDDEN = (256, 256, 128, 128, 64, 64, 32)
 
 
-def _dense(*, num_classes: int, input_shape: Sequence[int], hidden: Sequence[int], dropout: float, name: str) -> nn.Sequential:
+def _dense(
+    *, num_classes: int, input_shape: Sequence[int], hidden: Sequence[int], dropout: float, name: str
+) -> nn.Sequential:
     """``Flatten``, one ``Linear-LayerNorm-ReLU-Dropout`` block per width of ``hidden``, a final ``Linear``."""
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"{name}: num_classes must be an integer >= 2, got {num_classes!r}")
@@ -46,8 +48,9 @@ def _dense(*, num_classes: int, input_shape: Sequence[int], hidden: Sequence[int
     return nn.Sequential(*layers)
 
 
-def dnn7(*, num_classes: int, input_shape: Sequence[int], hidden: Sequence[int] = DNN7_HIDDEN,
-         dropout: float = 0.1) -> nn.Sequential:
+def dnn7(
+    *, num_classes: int, input_shape: Sequence[int], hidden: Sequence[int] = DNN7_HIDDEN, dropout: float = 0.1
+) -> nn.Sequential:
     """The deep neural network of Mohsen et al. (2018): 7 fully connected hidden layers.
 
     Parameters
@@ -74,13 +77,15 @@ def dnn7(*, num_classes: int, input_shape: Sequence[int], hidden: Sequence[int] 
     DOI: 10.1016/j.fcij.2017.12.001
     """
     if len(hidden) != 7:
-        raise ConfigError(f"dnn7: hidden must list 7 layer widths, got {len(hidden)}: {hidden!r}; "
-                          "use mlp for another depth")
+        raise ConfigError(
+            f"dnn7: hidden must list 7 layer widths, got {len(hidden)}: {hidden!r}; use mlp for another depth"
+        )
     return _dense(num_classes=num_classes, input_shape=input_shape, hidden=hidden, dropout=dropout, name="dnn7")
 
 
-def mlp(*, num_classes: int, input_shape: Sequence[int], hidden: Sequence[int] = (256, 128),
-        dropout: float = 0.2) -> nn.Sequential:
+def mlp(
+    *, num_classes: int, input_shape: Sequence[int], hidden: Sequence[int] = (256, 128), dropout: float = 0.2
+) -> nn.Sequential:
     """A small multilayer perceptron (2 hidden layers by default).
 
     Parameters
@@ -104,4 +109,3 @@ def mlp(*, num_classes: int, input_shape: Sequence[int], hidden: Sequence[int] =
     DOI: 10.1038/323533a0
     """
     return _dense(num_classes=num_classes, input_shape=input_shape, hidden=hidden, dropout=dropout, name="mlp")
-

@@ -64,8 +64,15 @@ class FineTuneNet(nn.Module):
         return self.head(self.backbone(x)[-1].mean(dim=(2, 3)))
 
 
-def finetune_net(*, num_classes: int, input_shape: tuple, backbone_name: str = "efficientnet_lite0",
-                 weights_file: str | None = None, dropout: float = 0.2, pretrained: bool = True) -> FineTuneNet:
+def finetune_net(
+    *,
+    num_classes: int,
+    input_shape: tuple,
+    backbone_name: str = "efficientnet_lite0",
+    weights_file: str | None = None,
+    dropout: float = 0.2,
+    pretrained: bool = True,
+) -> FineTuneNet:
     """A pretrained backbone with a new linear head, for grayscale images of ``input_shape``.
 
     A :class:`~brainmri.models.torch_classifier.TorchClassifier` builder.
@@ -92,6 +99,10 @@ def finetune_net(*, num_classes: int, input_shape: tuple, backbone_name: str = "
     FineTuneNet
         In training mode, on the CPU.
     """
-    trunk, _ = backbone(backbone_name, weights_file=weights_file if pretrained else None, size=int(input_shape[0]),
-                        pretrained=pretrained)
+    trunk, _ = backbone(
+        backbone_name,
+        weights_file=weights_file if pretrained else None,
+        size=int(input_shape[0]),
+        pretrained=pretrained,
+    )
     return FineTuneNet(trunk, num_classes=num_classes, dropout=dropout).train()

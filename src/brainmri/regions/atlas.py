@@ -111,24 +111,34 @@ def load_atlas(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> 
         data = np.asanyarray(image.dataobj)
     except Exception as exc:  # nibabel raises many kinds; the user needs the file and the cause
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
-        raise DataError(f"--atlas {path}: cannot be read as a NIfTI label volume ({type(exc).__name__}: {detail}); "
-                        "give a .nii or .nii.gz file") from None
+        raise DataError(
+            f"--atlas {path}: cannot be read as a NIfTI label volume ({type(exc).__name__}: {detail}); "
+            "give a .nii or .nii.gz file"
+        ) from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise DataError(f"--atlas {path}: a label atlas must be one 3D volume, got shape {data.shape}; for a "
-                        "probabilistic (4D) atlas use its maximum-probability label volume")
+        raise DataError(
+            f"--atlas {path}: a label atlas must be one 3D volume, got shape {data.shape}; for a "
+            "probabilistic (4D) atlas use its maximum-probability label volume"
+        )
     data = np.asarray(data, dtype=np.float64)
     if not np.isfinite(data).all():
-        raise DataError(f"--atlas {path}: holds NaN or infinite values, so it is not a label volume; give integer "
-                        "region labels (0 = no region)")
+        raise DataError(
+            f"--atlas {path}: holds NaN or infinite values, so it is not a label volume; give integer "
+            "region labels (0 = no region)"
+        )
     fractional = data[np.abs(data - np.rint(data)) > 1e-3]
     if fractional.size:
-        raise DataError(f"--atlas {path}: holds values that are not whole numbers (e.g. {fractional[0]:.4g}), so it "
-                        "is an image rather than a label volume; give integer region labels (0 = no region)")
+        raise DataError(
+            f"--atlas {path}: holds values that are not whole numbers (e.g. {fractional[0]:.4g}), so it "
+            "is an image rather than a label volume; give integer region labels (0 = no region)"
+        )
     if (data < 0).any():
-        raise DataError(f"--atlas {path}: holds negative labels (e.g. {data[data < 0][0]:.0f}); labels must be 0 "
-                        "(no region) or positive region numbers")
+        raise DataError(
+            f"--atlas {path}: holds negative labels (e.g. {data[data < 0][0]:.0f}); labels must be 0 "
+            "(no region) or positive region numbers"
+        )
     labels = np.rint(data).astype(np.int32)
     if not labels.any():
         raise DataError(f"--atlas {path}: every voxel is 0, so it has no region; give a label volume")
@@ -136,14 +146,21 @@ def load_atlas(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> 
     note = None
     if moved is not None:
         lost = sorted(set(np.unique(labels[labels > 0]).tolist()) - set(np.unique(moved[moved > 0]).tolist()))
-        note = (f"--atlas {path}: on another grid ({_grid(labels.shape, image.affine)}) than the volumes "
-                f"({_grid(shape, affine)}); resampled onto the volumes' grid by nearest neighbour"
-                + (f"; label(s) {', '.join(map(str, lost))} fell outside it or between its voxels and are left out"
-                   if lost else ""))
+        note = (
+            f"--atlas {path}: on another grid ({_grid(labels.shape, image.affine)}) than the volumes "
+            f"({_grid(shape, affine)}); resampled onto the volumes' grid by nearest neighbour"
+            + (
+                f"; label(s) {', '.join(map(str, lost))} fell outside it or between its voxels and are left out"
+                if lost
+                else ""
+            )
+        )
         labels = moved
         if not labels.any():
-            raise DataError(f"--atlas {path}: no region is left on the volumes' grid after resampling: the atlas and "
-                            "the volumes do not overlap in world coordinates; register them to the same space")
+            raise DataError(
+                f"--atlas {path}: no region is left on the volumes' grid after resampling: the atlas and "
+                "the volumes do not overlap in world coordinates; register them to the same space"
+            )
     return Atlas(labels, str(path), note)
 
 
@@ -172,11 +189,17 @@ def template_parcellation(shape: tuple[int, ...], affine: np.ndarray, *, n_regio
     if moved is None:
         return Atlas(template.labels.astype(np.int32), source)
     if not moved.any():
-        raise DataError("the volumes do not overlap the MNI152 template in world coordinates, so the template's "
-                        "regions do not apply; register the volumes to MNI space or give --atlas in their space")
-    return Atlas(moved, source, f"the template's parcellation ({_grid(template.labels.shape, template.affine)}) was "
-                 f"resampled onto the volumes' grid ({_grid(shape, affine)}) by nearest neighbour; the volumes must "
-                 "be in MNI space for its regions to mean anything")
+        raise DataError(
+            "the volumes do not overlap the MNI152 template in world coordinates, so the template's "
+            "regions do not apply; register the volumes to MNI space or give --atlas in their space"
+        )
+    return Atlas(
+        moved,
+        source,
+        f"the template's parcellation ({_grid(template.labels.shape, template.affine)}) was "
+        f"resampled onto the volumes' grid ({_grid(shape, affine)}) by nearest neighbour; the volumes must "
+        "be in MNI space for its regions to mean anything",
+    )
 
 
 def brain_mask(mean_volume: np.ndarray) -> np.ndarray:
@@ -206,11 +229,17 @@ def check_inside(atlas: Atlas, mask: np.ndarray) -> dict[int, float]:
     outside = {r: s for r, s in share.items() if s < MIN_INSIDE}
     if outside:
         shown = ", ".join(f"{r} ({s:.0%} inside)" for r, s in list(outside.items())[:10])
-        raise DataError(f"atlas {atlas.source}: {len(outside)} label(s) lie mostly outside the brain of the volumes: "
-                        f"{shown}; the atlas is not in the volumes' space: register it (or the volumes) to the same "
-                        "template, or remove those labels")
+        raise DataError(
+            f"atlas {atlas.source}: {len(outside)} label(s) lie mostly outside the brain of the volumes: "
+            f"{shown}; the atlas is not in the volumes' space: register it (or the volumes) to the same "
+            "template, or remove those labels"
+        )
     partly = {r: s for r, s in share.items() if s < WARN_INSIDE}
     if partly:
-        logger.warning("atlas %s: %d label(s) lie partly outside the brain of the volumes: %s", atlas.source,
-                       len(partly), ", ".join(f"{r} ({s:.0%} inside)" for r, s in list(partly.items())[:10]))
+        logger.warning(
+            "atlas %s: %d label(s) lie partly outside the brain of the volumes: %s",
+            atlas.source,
+            len(partly),
+            ", ".join(f"{r} ({s:.0%} inside)" for r, s in list(partly.items())[:10]),
+        )
     return share

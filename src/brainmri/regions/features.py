@@ -33,8 +33,11 @@ FEATURES = ("mean", "std")
 
 #: ``--attribution`` maps of a ``--model`` network, the default first: a method of
 #: :mod:`brainmri.explain.attribution` and its settings (occlusion would take thousands of passes per volume).
-NETWORK_ATTRIBUTIONS = {"gradient": ("saliency", {"absolute": False}),
-                        "integrated-gradients": ("integrated-gradients", {}), "gradcam": ("gradcam", {})}
+NETWORK_ATTRIBUTIONS = {
+    "gradient": ("saliency", {"absolute": False}),
+    "integrated-gradients": ("integrated-gradients", {}),
+    "gradcam": ("gradcam", {}),
+}
 
 
 def region_features(volume: np.ndarray, labels: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -60,8 +63,8 @@ def region_features(volume: np.ndarray, labels: np.ndarray, regions: np.ndarray)
     flat, values = labels.ravel(), np.asarray(volume, dtype=np.float64).ravel()
     count = np.bincount(flat, minlength=regions.max() + 1)[regions]
     mean = np.bincount(flat, weights=values, minlength=regions.max() + 1)[regions] / count
-    square = np.bincount(flat, weights=values ** 2, minlength=regions.max() + 1)[regions] / count
-    return np.stack([mean, np.sqrt(np.maximum(square - mean ** 2, 0))], axis=1)
+    square = np.bincount(flat, weights=values**2, minlength=regions.max() + 1)[regions] / count
+    return np.stack([mean, np.sqrt(np.maximum(square - mean**2, 0))], axis=1)
 
 
 def attribution_ranking(features: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
@@ -223,9 +226,11 @@ class RegionAttribution:
         self.view = ModelView(load_model(model, device=device))
         if not isinstance(self.view.preprocess, VolumePreprocess) or self.view.module is None:
             name = self.view.bundle.manifest["method"]["name"]
-            raise ConfigError(f"--model {model}: is a {name} bundle; the attribution "
-                              "ranking needs a network on volumes (brainmri train --method cnn3d), or leave --model "
-                              "out for the ANOVA ranking")
+            raise ConfigError(
+                f"--model {model}: is a {name} bundle; the attribution "
+                "ranking needs a network on volumes (brainmri train --method cnn3d), or leave --model "
+                "out for the ANOVA ranking"
+            )
         name, settings = NETWORK_ATTRIBUTIONS[method]
         self.attribution = self.view.attribution(name, **settings)
         self.classes = [str(c) for c in self.view.bundle.classes_]
@@ -236,8 +241,10 @@ class RegionAttribution:
         import torch
 
         if label not in self.classes:
-            raise DataError(f"class '{label}' is not one of the model's classes ({', '.join(self.classes)}); the "
-                            "attribution ranking needs a model trained on these classes")
+            raise DataError(
+                f"class '{label}' is not one of the model's classes ({', '.join(self.classes)}); the "
+                "attribution ranking needs a model trained on these classes"
+            )
         x = self.view.preprocess(volume)
         box = self.view.preprocess.box(np.asarray(volume, dtype=np.float32))
         moved = np.rint(self.view.preprocess.resample(labels, box, order=0)).astype(np.int64)
@@ -254,8 +261,13 @@ def _volume_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
     return tuple(int(s) for s in image.shape[:3]), image.affine
 
 
-def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas], *,
-                         attribution: RegionAttribution | None = None, progress: Callable[[int], None] | None = None):
+def read_region_features(
+    items,
+    atlas_for: Callable[[tuple, np.ndarray], Atlas],
+    *,
+    attribution: RegionAttribution | None = None,
+    progress: Callable[[int], None] | None = None,
+):
     """Read every volume once: the atlas on their grid, their region features and their mean.
 
     With ``attribution``, also the region densities of the map of every
@@ -282,12 +294,16 @@ def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas],
         try:
             volume, meta = read_image(item.path)
             if volume.ndim != 3 or meta.mode != "volume":
-                raise DataError(f"{item.path}: not a 3D volume (shape {volume.shape}); brainmri regions needs NIfTI "
-                                "volumes in one space")
+                raise DataError(
+                    f"{item.path}: not a 3D volume (shape {volume.shape}); brainmri regions needs NIfTI "
+                    "volumes in one space"
+                )
             shape, affine = _volume_grid(item.path)
             if grid is not None and (shape != grid[0] or not np.allclose(affine, grid[1], atol=1e-3)):
-                raise DataError(f"{item.path}: on another voxel grid ({shape}) than the first volume ({grid[0]}); "
-                                "resample every volume to one space (e.g. MNI) first")
+                raise DataError(
+                    f"{item.path}: on another voxel grid ({shape}) than the first volume ({grid[0]}); "
+                    "resample every volume to one space (e.g. MNI) first"
+                )
         except DataError as exc:
             logger.warning("skipped: %s", exc)
             skipped.append({"path": str(item.path), "reason": str(exc)})
@@ -307,5 +323,12 @@ def read_region_features(items, atlas_for: Callable[[tuple, np.ndarray], Atlas],
         kept.append(k)
     if not kept:
         raise DataError(f"none of the {len(items)} volume(s) could be read; see the messages above")
-    return (atlas, np.stack(features), kept, skipped, (total / len(kept)).astype(np.float32), grid,
-            np.stack(densities) if densities else None)
+    return (
+        atlas,
+        np.stack(features),
+        kept,
+        skipped,
+        (total / len(kept)).astype(np.float32),
+        grid,
+        np.stack(densities) if densities else None,
+    )

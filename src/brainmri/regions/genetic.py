@@ -115,8 +115,17 @@ class GeneticRegionSearch(BaseEstimator):
     ([2], 1.0)
     """
 
-    def __init__(self, *, population: int = 30, generations: int = 40, mutation: float | None = None,
-                 penalty: float = 0.002, elite: int = 2, alpha: float = 1.0, random_state: int = 0):
+    def __init__(
+        self,
+        *,
+        population: int = 30,
+        generations: int = 40,
+        mutation: float | None = None,
+        penalty: float = 0.002,
+        elite: int = 2,
+        alpha: float = 1.0,
+        random_state: int = 0,
+    ):
         self.population = population
         self.generations = generations
         self.mutation = mutation
@@ -126,18 +135,24 @@ class GeneticRegionSearch(BaseEstimator):
         self.random_state = random_state
 
     def _check_params(self, n_regions: int) -> float:
-        for name, value, low in (("population", self.population, 4), ("generations", self.generations, 1),
-                                 ("elite", self.elite, 0)):
+        for name, value, low in (
+            ("population", self.population, 4),
+            ("generations", self.generations, 1),
+            ("elite", self.elite, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ConfigError(f"--{name} must be an integer >= {low}, got {value!r}")
         if self.elite >= self.population:
             raise ConfigError(f"elite ({self.elite}) must be below --population ({self.population})")
         if n_regions < 2:
-            raise DataError(f"a region search needs at least 2 regions to choose among, the atlas has {n_regions}; "
-                            "give an atlas with more regions (or --regions N without --atlas)")
+            raise DataError(
+                f"a region search needs at least 2 regions to choose among, the atlas has {n_regions}; "
+                "give an atlas with more regions (or --regions N without --atlas)"
+            )
         if self.mutation is not None and not 0 < self.mutation <= 0.5:
-            raise ConfigError(f"--mutation must be a probability in (0, 0.5] (per region and child), got "
-                              f"{self.mutation!r}")
+            raise ConfigError(
+                f"--mutation must be a probability in (0, 0.5] (per region and child), got {self.mutation!r}"
+            )
         mutation = 1.0 / n_regions if self.mutation is None else self.mutation
         if not self.penalty >= 0:
             raise ConfigError(f"--penalty must be >= 0 (fitness lost per region), got {self.penalty!r}")
@@ -185,9 +200,13 @@ class GeneticRegionSearch(BaseEstimator):
             order = np.argsort(-fitness, kind="stable")
             population, fitness = population[order], fitness[order]
             best = population[0]
-            entry = {"generation": generation, "best_fitness": float(fitness[0]),
-                     "best_accuracy": self._cache[best.tobytes()][1], "best_regions": int(best.sum()),
-                     "mean_fitness": float(fitness.mean())}
+            entry = {
+                "generation": generation,
+                "best_fitness": float(fitness[0]),
+                "best_accuracy": self._cache[best.tobytes()][1],
+                "best_regions": int(best.sum()),
+                "mean_fitness": float(fitness.mean()),
+            }
             self.history_.append(entry)
             if progress:
                 progress(entry)
@@ -221,7 +240,7 @@ class GeneticRegionSearch(BaseEstimator):
     def _evolve(self, population: np.ndarray, rng: np.random.Generator, mutation: float) -> np.ndarray:
         """The next generation of a population sorted best first: elite, tournament, uniform crossover, mutation."""
         fitness = np.array([self._cache[m.tobytes()][0] for m in population])
-        children = [m.copy() for m in population[:self.elite]]
+        children = [m.copy() for m in population[: self.elite]]
 
         def pick() -> np.ndarray:
             contestants = rng.choice(len(population), size=3, replace=False)

@@ -113,13 +113,20 @@ class RegionSearchConfig:
 
     def __post_init__(self):
         if self.attribution not in NETWORK_ATTRIBUTIONS:
-            raise ConfigError(f"--attribution {self.attribution!r} is not a region attribution method; valid: "
-                              f"{', '.join(NETWORK_ATTRIBUTIONS)}")
+            raise ConfigError(
+                f"--attribution {self.attribution!r} is not a region attribution method; valid: "
+                f"{', '.join(NETWORK_ATTRIBUTIONS)}"
+            )
         self.search()._check_params(2)  # the GA's own checks, before any volume is read
 
     def search(self) -> GeneticRegionSearch:
-        return GeneticRegionSearch(population=self.population, generations=self.generations, mutation=self.mutation,
-                                   penalty=self.penalty, random_state=self.seed)
+        return GeneticRegionSearch(
+            population=self.population,
+            generations=self.generations,
+            mutation=self.mutation,
+            penalty=self.penalty,
+            random_state=self.seed,
+        )
 
 
 def check_regions_folder(out: str | Path, *, inputs=()) -> Path:
@@ -150,12 +157,17 @@ def planted_comparison(root: Path, atlas: Atlas, ranked: list[int], selected: li
     comparable = own.shape == atlas.labels.shape and bool(np.array_equal(own, atlas.labels))
     out = {"planted_regions": planted, "comparable": comparable}
     if not comparable:
-        out["note"] = (f"the regions searched are not {folder / ATLAS_FILE}, so its planted region numbers do not "
-                       f"name them; to compare, rerun with --atlas {folder / ATLAS_FILE}")
+        out["note"] = (
+            f"the regions searched are not {folder / ATLAS_FILE}, so its planted region numbers do not "
+            f"name them; to compare, rerun with --atlas {folder / ATLAS_FILE}"
+        )
         return out
-    top = ranked[:len(planted)]
-    out.update(top_ranked=top, recovered_top=len(set(top) & set(planted)) / len(planted),
-               recovered_selected=len(set(selected) & set(planted)) / len(planted))
+    top = ranked[: len(planted)]
+    out.update(
+        top_ranked=top,
+        recovered_top=len(set(top) & set(planted)) / len(planted),
+        recovered_selected=len(set(selected) & set(planted)) / len(planted),
+    )
     return out
 
 
@@ -166,9 +178,15 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
         tmp.write_bytes(gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), mtime=0))
 
 
-def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | Path, *, device: str = "auto",
-                      progress: Callable[[int], None] | None = None,
-                      on_event: Callable[[str], None] | None = None) -> dict:
+def run_region_search(
+    data: str | Path,
+    config: RegionSearchConfig,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    progress: Callable[[int], None] | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> dict:
     """Run ``brainmri regions`` and write its outputs.
 
     Parameters
@@ -197,10 +215,10 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
     say = on_event or (lambda line: logger.info("%s", line))
     started = time.perf_counter()
     dataset = load_dataset(data)
-    out = check_regions_folder(out, inputs=[data, *([config.atlas] if config.atlas else []),
-                                            *([config.model] if config.model else [])])
-    attribution = (RegionAttribution(config.model, method=config.attribution, device=device) if config.model
-                   else None)
+    out = check_regions_folder(
+        out, inputs=[data, *([config.atlas] if config.atlas else []), *([config.model] if config.model else [])]
+    )
+    attribution = RegionAttribution(config.model, method=config.attribution, device=device) if config.model else None
     folder = OutputFolder(out, "regions")
     with folder.recording():
         folder.start({"config": asdict(config), "data": str(data)})
@@ -212,9 +230,11 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
         search = config.search()
 
         def generation(entry: dict) -> None:
-            say(f"generation {entry['generation']}/{config.generations}: best fitness {entry['best_fitness']:.3f} "
+            say(
+                f"generation {entry['generation']}/{config.generations}: best fitness {entry['best_fitness']:.3f} "
                 f"(accuracy {entry['best_accuracy']:.3f} with {entry['best_regions']} regions), "
-                f"mean {entry['mean_fitness']:.3f}")
+                f"mean {entry['mean_fitness']:.3f}"
+            )
 
         search.fit(v.features, y, groups=v.groups, ranking=ranking, progress=generation)
         ranked, selected = _ranked_regions(atlas, search, ranking, score, v.inside)
@@ -234,10 +254,13 @@ def run_region_search(data: str | Path, config: RegionSearchConfig, out: str | P
             "attribution": attributed,
             **_search_record(search, v.grouping, len(atlas.regions)),
             "selected_regions": selected,
-            "accuracy": {"mask": search.accuracy_, "whole_brain": search.whole_accuracy_,
-                         "difference": search.accuracy_ - search.whole_accuracy_,
-                         "note": "both on the same grouped inner folds; the mask was selected on them, so its accuracy "
-                                 "is optimistic by the selection"},
+            "accuracy": {
+                "mask": search.accuracy_,
+                "whole_brain": search.whole_accuracy_,
+                "difference": search.accuracy_ - search.whole_accuracy_,
+                "note": "both on the same grouped inner folds; the mask was selected on them, so its accuracy "
+                "is optimistic by the selection",
+            },
             "planted": planted,
             "history": search.history_,
             "n_evaluations": search.n_evaluations_,
@@ -265,29 +288,47 @@ class _Volumes:
     grouping: str
 
 
-def _read_volumes(dataset, config: RegionSearchConfig, attribution, *, say: Callable[[str], None],
-                  progress) -> _Volumes:
+def _read_volumes(
+    dataset, config: RegionSearchConfig, attribution, *, say: Callable[[str], None], progress
+) -> _Volumes:
     """Every volume read once (:func:`~brainmri.regions.features.read_region_features`) with its labels and groups."""
 
     def atlas_for(shape, affine) -> Atlas:
-        atlas = (load_atlas(config.atlas, shape, affine) if config.atlas
-                 else template_parcellation(shape, affine, n_regions=config.n_regions))
+        atlas = (
+            load_atlas(config.atlas, shape, affine)
+            if config.atlas
+            else template_parcellation(shape, affine, n_regions=config.n_regions)
+        )
         if atlas.note:
             say(atlas.note)
         return atlas
 
     atlas, features, kept, skipped, mean, grid, densities = read_region_features(
-        dataset.items, atlas_for, attribution=attribution, progress=progress)
+        dataset.items, atlas_for, attribution=attribution, progress=progress
+    )
     inside = check_inside(atlas, brain_mask(mean))
-    say(f"{len(atlas.regions)} regions from {atlas.source}; {len(kept)} volumes read"
-        + (f", {len(skipped)} skipped" if skipped else ""))
+    say(
+        f"{len(atlas.regions)} regions from {atlas.source}; {len(kept)} volumes read"
+        + (f", {len(skipped)} skipped" if skipped else "")
+    )
     items = [dataset.items[k] for k in kept]
     if dataset.has_subjects:
         groups, grouping = np.array([it.subject for it in items]), "subject column of the manifest"
     else:
         groups, grouping = np.arange(len(items)), "one subject per volume (no subject column)"
-    return _Volumes(atlas, features, items, skipped, mean, grid, densities, inside,
-                    np.array([it.label for it in items]), groups, grouping)
+    return _Volumes(
+        atlas,
+        features,
+        items,
+        skipped,
+        mean,
+        grid,
+        densities,
+        inside,
+        np.array([it.label for it in items]),
+        groups,
+        grouping,
+    )
 
 
 def _ranking(attribution, features: np.ndarray, densities, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
@@ -296,22 +337,38 @@ def _ranking(attribution, features: np.ndarray, densities, y: np.ndarray) -> tup
         score, ranking = attribution_ranking(features, y)
         return score, ranking, "ANOVA F of the region's features between classes (the larger of mean and std)"
     score, ranking = class_relevance(densities, y)
-    return score, ranking, (f"density of the {attribution.source} of each volume's class in the region (its mean per "
-                            "voxel over the mean absolute map of all regions' voxels; 1: an average brain voxel), "
-                            "averaged with its sign over each class's volumes; the mean over the classes of its "
-                            "absolute value")
+    return (
+        score,
+        ranking,
+        (
+            f"density of the {attribution.source} of each volume's class in the region (its mean per "
+            "voxel over the mean absolute map of all regions' voxels; 1: an average brain voxel), "
+            "averaged with its sign over each class's volumes; the mean over the classes of its "
+            "absolute value"
+        ),
+    )
 
 
-def _ranked_regions(atlas: Atlas, search: GeneticRegionSearch, ranking, score, inside: dict) -> tuple[list[dict], list[int]]:
+def _ranked_regions(
+    atlas: Atlas, search: GeneticRegionSearch, ranking, score, inside: dict
+) -> tuple[list[dict], list[int]]:
     """``regions.json``'s rows (the selected regions first, in ranking order, then the others) and the selected ones."""
     regions = atlas.regions
     selected_idx = [int(i) for i in ranking if search.support_[i]]
     order = selected_idx + [int(i) for i in ranking if not search.support_[i]]
     sizes = np.bincount(atlas.labels.ravel(), minlength=regions.max() + 1)
-    ranked = [{"rank": k + 1, "region": int(regions[i]), "selected": bool(search.support_[i]),
-               "attribution": float(score[i]), "population_share": float(search.population_share_[i]),
-               "voxels": int(sizes[regions[i]]), "inside_brain": inside[int(regions[i])]}
-              for k, i in enumerate(order)]
+    ranked = [
+        {
+            "rank": k + 1,
+            "region": int(regions[i]),
+            "selected": bool(search.support_[i]),
+            "attribution": float(score[i]),
+            "population_share": float(search.population_share_[i]),
+            "voxels": int(sizes[regions[i]]),
+            "inside_brain": inside[int(regions[i])],
+        }
+        for k, i in enumerate(order)
+    ]
     return ranked, [int(regions[i]) for i in selected_idx]
 
 
@@ -322,8 +379,10 @@ def _write_masks_and_regions(out: Path, atlas: Atlas, affine, ranked: list[dict]
     _save_nifti(out / "atlas.nii.gz", atlas.labels, affine)
     write_json(out / "regions.json", ranked)
     header = list(ranked[0])
-    write_text(out / "regions.csv", ",".join(header) + "\n"
-               + "".join(",".join(str(row[h]) for h in header) + "\n" for row in ranked))
+    write_text(
+        out / "regions.csv",
+        ",".join(header) + "\n" + "".join(",".join(str(row[h]) for h in header) + "\n" for row in ranked),
+    )
     return mask
 
 
@@ -340,15 +399,19 @@ def _search_record(search: GeneticRegionSearch, grouping: str, n_regions: int) -
 def format_summary(results: dict) -> list[str]:
     """The lines ``brainmri regions`` prints: the mask, the two accuracies and the known answer."""
     acc = results["accuracy"]
-    lines = [f"selected {len(results['selected_regions'])} of {results['atlas']['n_regions']} regions: "
-             f"{', '.join(map(str, results['selected_regions'])) or 'none'}",
-             f"accuracy with the mask {acc['mask']:.3f} vs the whole brain {acc['whole_brain']:.3f} "
-             f"({results['cv']}; the mask's is optimistic by its selection)"]
+    lines = [
+        f"selected {len(results['selected_regions'])} of {results['atlas']['n_regions']} regions: "
+        f"{', '.join(map(str, results['selected_regions'])) or 'none'}",
+        f"accuracy with the mask {acc['mask']:.3f} vs the whole brain {acc['whole_brain']:.3f} "
+        f"({results['cv']}; the mask's is optimistic by its selection)",
+    ]
     planted = results.get("planted")
     if planted and planted["comparable"]:
-        lines.append(f"planted regions {', '.join(map(str, planted['planted_regions']))}: "
-                     f"{planted['recovered_top']:.0%} among the top {len(planted['planted_regions'])} ranked, "
-                     f"{planted['recovered_selected']:.0%} selected")
+        lines.append(
+            f"planted regions {', '.join(map(str, planted['planted_regions']))}: "
+            f"{planted['recovered_top']:.0%} among the top {len(planted['planted_regions'])} ranked, "
+            f"{planted['recovered_selected']:.0%} selected"
+        )
     elif planted:
         lines.append(f"planted regions not compared: {planted['note']}")
     return lines

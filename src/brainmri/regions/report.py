@@ -40,8 +40,14 @@ def mask_figure(mean: np.ndarray, mask: np.ndarray):
     for axis, name in enumerate(("sagittal", "coronal", "axial")):
         ax = fig.add_subplot(1, 3, axis + 1)
         ax.imshow(np.take(mean, centre[axis], axis=axis).T, cmap="gray", origin="lower")
-        ax.imshow(np.ma.masked_equal(np.take(mask, centre[axis], axis=axis).T, 0), cmap="autumn", alpha=0.6,
-                  origin="lower", vmin=0, vmax=1)
+        ax.imshow(
+            np.ma.masked_equal(np.take(mask, centre[axis], axis=axis).T, 0),
+            cmap="autumn",
+            alpha=0.6,
+            origin="lower",
+            vmin=0,
+            vmax=1,
+        )
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
     return fig
@@ -70,30 +76,55 @@ def render_regions_report(results: dict, ranked: list[dict], mean: np.ndarray, m
     planted = results.get("planted")
     if planted and planted["comparable"]:
         summary.append(("planted regions (known answer)", escape_html(", ".join(map(str, planted["planted_regions"])))))
-        summary.append((f"planted among the top {len(planted['planted_regions'])} ranked",
-                        f"{planted['recovered_top']:.0%}"))
+        summary.append(
+            (f"planted among the top {len(planted['planted_regions'])} ranked", f"{planted['recovered_top']:.0%}")
+        )
         summary.append(("planted regions selected", f"{planted['recovered_selected']:.0%}"))
     elif planted:
         notes.append(f"<p>Planted regions not compared: {escape_html(planted['note'])}.</p>")
-    rows = [[number(r["rank"]), number(r["region"]), "yes" if r["selected"] else "", number(r["attribution"]),
-             number(r["population_share"]), number(r["voxels"]), f"{r['inside_brain']:.0%}"] for r in ranked]
-    body = [
-        f"<h1>brainmri region search</h1><p class=\"meta\">{escape_html(results['created'])}</p>",
-        "<h2>Summary</h2>", key_values(summary), *notes,
-        "<h2>Search</h2>", image(figure_png(history_figure(results["history"])), "fitness per generation",
-                                f"{results['n_evaluations']} distinct masks scored"),
-        "<h2>Selected regions</h2>", image(figure_png(mask_figure(mean, mask)), "selected regions on the mean volume"),
-        "<h2>Ranked regions</h2>",
-        table(["rank", "region", "selected", "attribution", "share of last generation", "voxels", "inside brain"],
-               rows, numeric_from=0),
-        "<h2>Configuration</h2>", f"<pre>{escape_html(json.dumps(results['config'], indent=2))}</pre>",
+    rows = [
+        [
+            number(r["rank"]),
+            number(r["region"]),
+            "yes" if r["selected"] else "",
+            number(r["attribution"]),
+            number(r["population_share"]),
+            number(r["voxels"]),
+            f"{r['inside_brain']:.0%}",
+        ]
+        for r in ranked
     ]
-    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>brainmri region search ({escape_html(results['created'])})</title>\n<style>{CSS}</style>\n"
-            "</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+    body = [
+        f'<h1>brainmri region search</h1><p class="meta">{escape_html(results["created"])}</p>',
+        "<h2>Summary</h2>",
+        key_values(summary),
+        *notes,
+        "<h2>Search</h2>",
+        image(
+            figure_png(history_figure(results["history"])),
+            "fitness per generation",
+            f"{results['n_evaluations']} distinct masks scored",
+        ),
+        "<h2>Selected regions</h2>",
+        image(figure_png(mask_figure(mean, mask)), "selected regions on the mean volume"),
+        "<h2>Ranked regions</h2>",
+        table(
+            ["rank", "region", "selected", "attribution", "share of last generation", "voxels", "inside brain"],
+            rows,
+            numeric_from=0,
+        ),
+        "<h2>Configuration</h2>",
+        f"<pre>{escape_html(json.dumps(results['config'], indent=2))}</pre>",
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>brainmri region search ({escape_html(results['created'])})</title>\n<style>{CSS}</style>\n"
+        "</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
 
 
-def write_regions_report(results: dict, ranked: list[dict], mean: np.ndarray, mask: np.ndarray,
-                         path: str | Path) -> Path:
+def write_regions_report(
+    results: dict, ranked: list[dict], mean: np.ndarray, mask: np.ndarray, path: str | Path
+) -> Path:
     """Write :func:`render_regions_report` to ``path`` atomically."""
     return write_text(path, render_regions_report(results, ranked, mean, mask))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from brainmri.report.charts import figure_png
 from brainmri.report.figures import (
-                                     confusion_matrix_figure,
-                                     metric_comparison_figure,
-                                     reliability_figure,
-                                     render_figures,
-                                     roc_curves_figure,
-                                     write_figures,
+    confusion_matrix_figure,
+    metric_comparison_figure,
+    reliability_figure,
+    render_figures,
+    roc_curves_figure,
+    write_figures,
 )
 from brainmri.report.html import render_report, write_report
 

@@ -68,7 +68,9 @@ def confusion_matrix_figure(confusion: dict, title: str):
     for i in range(n):
         for j in range(n):
             color = "white" if share[i, j] > 0.55 else "black"
-            ax.text(j, i, f"{int(matrix[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", color=color, fontsize=size)
+            ax.text(
+                j, i, f"{int(matrix[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", color=color, fontsize=size
+            )
     return fig
 
 
@@ -200,9 +202,17 @@ def metric_comparison_figure(results: dict):
             lows.append(lo)
         lows.append(value)
         ax.bar(
-            xk, value, width=width * 0.92, color=colour_of[method], edgecolor="black", linewidth=0.6,
-            hatch="///" if is_dedup else None, alpha=0.55 if is_dedup else 1.0,
-            yerr=yerr, capsize=2.5, error_kw={"linewidth": 0.9},
+            xk,
+            value,
+            width=width * 0.92,
+            color=colour_of[method],
+            edgecolor="black",
+            linewidth=0.6,
+            hatch="///" if is_dedup else None,
+            alpha=0.55 if is_dedup else 1.0,
+            yerr=yerr,
+            capsize=2.5,
+            error_kw={"linewidth": 0.9},
         )
         top = hi if yerr is not None else value
         ax.text(xk, top + 0.004, f"{value:.3f}", ha="center", va="bottom", rotation=90, fontsize=7)
@@ -216,7 +226,14 @@ def metric_comparison_figure(results: dict):
     handles = [Patch(facecolor=colour_of[m], edgecolor="black", label=m) for m in methods]
     if dedup:
         handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label="accuracy, deduplicated test"))
-    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=min(len(handles), 4), frameon=False)
+    ax.legend(
+        handles=handles,
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.08),
+        ncols=min(len(handles), 4),
+        frameon=False,
+    )
     ax.set_title("Headline metrics with confidence intervals")
     return fig
 
@@ -261,16 +278,23 @@ def reliability_figure(calibration: dict, ece: float, title: str):
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
     ece_text = f"{ece:.3f}" if _finite(ece) else "n/a"
-    top.plot(confidence, accuracy, color=colors(1)[0], marker="o", linewidth=1.6,
-             label=f"accuracy per confidence bin (ECE {ece_text})")
+    top.plot(
+        confidence,
+        accuracy,
+        color=colors(1)[0],
+        marker="o",
+        linewidth=1.6,
+        label=f"accuracy per confidence bin (ECE {ece_text})",
+    )
     top.set_ylabel("accuracy")
     top.set_xlim(0, 1)
     top.set_ylim(-0.01, 1.01)
     top.grid(alpha=0.3)
     top.legend(loc="upper left", fontsize=8)
     top.set_title(title)
-    bars = bottom.bar(np.arange(n_bins) / n_bins, count, width=1 / n_bins, align="edge",
-                      color="0.7", edgecolor="black", linewidth=0.5)
+    bars = bottom.bar(
+        np.arange(n_bins) / n_bins, count, width=1 / n_bins, align="edge", color="0.7", edgecolor="black", linewidth=0.5
+    )
     bottom.bar_label(bars, labels=[str(c) if c else "" for c in count], fontsize=7)
     bottom.set_ylim(0, max(count.max(initial=0), 1) * 1.3)
     bottom.set_ylabel("items")
@@ -339,11 +363,24 @@ def shift_severity_figure(shift: dict, severities: Sequence[int], title: str):
     clean = shift["clean"]["accuracy"]["value"]
     for k, (color, (name, by)) in enumerate(zip(colors(len(shift["shifts"])), shift["shifts"].items(), strict=True)):
         # tab10 has ten colours: the eleventh shift on is dashed.
-        ax.plot(x, [clean, *(by[str(s)]["accuracy"]["value"] for s in severities)], color=color, marker=".",
-                linewidth=1, linestyle="-" if k < 10 else "--", label=name)
+        ax.plot(
+            x,
+            [clean, *(by[str(s)]["accuracy"]["value"] for s in severities)],
+            color=color,
+            marker=".",
+            linewidth=1,
+            linestyle="-" if k < 10 else "--",
+            label=name,
+        )
     mean = shift["mean_over_shifts"]
-    ax.plot(x, [mean["clean"]["accuracy"], *(mean[str(s)]["accuracy"] for s in severities)], color="black",
-            linewidth=2.5, marker="o", label="mean over shifts")
+    ax.plot(
+        x,
+        [mean["clean"]["accuracy"], *(mean[str(s)]["accuracy"] for s in severities)],
+        color="black",
+        linewidth=2.5,
+        marker="o",
+        label="mean over shifts",
+    )
     ax.set_xticks(x, ["clean", *(str(s) for s in severities)])
     ax.set_xlabel("severity")
     ax.set_ylabel("accuracy")
@@ -426,21 +463,32 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
         figures["shift_summary"] = figure_png(shift_summary_figure(results))
     for name, method in results["methods"].items():
         if method.get("confusion"):
-            figures[f"confusion/{name}"] = figure_png(confusion_matrix_figure(method["confusion"], f"{name}: confusion matrix"))
+            figures[f"confusion/{name}"] = figure_png(
+                confusion_matrix_figure(method["confusion"], f"{name}: confusion matrix")
+            )
         if name in predictions:
             p = predictions[name]
-            figures[f"roc/{name}"] = figure_png(roc_curves_figure(p["y_true"], p["proba"], p["classes"], f"{name}: ROC, one vs rest"))
+            figures[f"roc/{name}"] = figure_png(
+                roc_curves_figure(p["y_true"], p["proba"], p["classes"], f"{name}: ROC, one vs rest")
+            )
         if method.get("calibration"):
             ece = method.get("metrics", {}).get("ece", {}).get("value")
-            figures[f"reliability/{name}"] = figure_png(reliability_figure(method["calibration"], ece, f"{name}: reliability"))
+            figures[f"reliability/{name}"] = figure_png(
+                reliability_figure(method["calibration"], ece, f"{name}: reliability")
+            )
         if method.get("history"):
-            figures[f"learning/{name}"] = figure_png(learning_curves_figure(method["history"], f"{name}: learning curves"))
+            figures[f"learning/{name}"] = figure_png(
+                learning_curves_figure(method["history"], f"{name}: learning curves")
+            )
         for kind in ("illustration", "explanation"):
             for k, png in enumerate(predictions.get(name, {}).get(f"{kind}s", [])):
                 figures[f"{kind}/{name}/{k}"] = png
         if method.get("shift"):
-            figures[f"shift/{name}"] = figure_png(shift_severity_figure(
-                method["shift"], results["shift"]["severities"], f"{name}: accuracy under acquisition shifts"))
+            figures[f"shift/{name}"] = figure_png(
+                shift_severity_figure(
+                    method["shift"], results["shift"]["severities"], f"{name}: accuracy under acquisition shifts"
+                )
+            )
     return figures
 
 
@@ -458,8 +506,9 @@ def _file_names(keys) -> dict[str, str]:
     return names
 
 
-def write_figures(results: dict, predictions: dict[str, dict], out_dir: str | Path,
-                  figures: dict[str, bytes] | None = None) -> dict[str, Path]:
+def write_figures(
+    results: dict, predictions: dict[str, dict], out_dir: str | Path, figures: dict[str, bytes] | None = None
+) -> dict[str, Path]:
     """Write every figure of :func:`render_figures` as a PNG file in ``out_dir/figures/``, atomically.
 
     ``figures`` are those already drawn by :func:`render_figures` (drawn here when None).

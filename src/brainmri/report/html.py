@@ -47,14 +47,21 @@ def _header(results: dict) -> str:
     return (
         "<h1>brainmri benchmark report</h1>"
         f'<p class="meta">Created {escape_html(results.get("created", "n/a"))} with brainmri '
-        f'{escape_html(results.get("brainmri_version", "n/a"))} &middot; data <code>{escape_html(config.get("data", results.get("dataset", {}).get("path", "n/a")))}</code>'
-        f" &middot; methods: {methods} &middot; preprocessing: {escape_html(preprocessing_text(config.get('preprocess') or {}))}</p>"
+        f"{escape_html(results.get('brainmri_version', 'n/a'))} &middot; data "
+        f"<code>{escape_html(config.get('data', results.get('dataset', {}).get('path', 'n/a')))}</code>"
+        f" &middot; methods: {methods}"
+        f" &middot; preprocessing: {escape_html(preprocessing_text(config.get('preprocess') or {}))}</p>"
     )
 
 
 def _contents(results: dict) -> str:
-    items = [("protocol", "Protocol"), ("results", "Results"), ("pairwise", "Pairwise comparisons"),
-             ("dataset", "Dataset"), ("audit", "Audit")]
+    items = [
+        ("protocol", "Protocol"),
+        ("results", "Results"),
+        ("pairwise", "Pairwise comparisons"),
+        ("dataset", "Dataset"),
+        ("audit", "Audit"),
+    ]
     if results.get("shift"):
         items.insert(2, ("shift", "Robustness to shifts"))
     if any("ood" in m for m in results["methods"].values()):
@@ -117,14 +124,13 @@ def render_report(results: dict, predictions: dict[str, dict], figures: dict[str
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body>\n</html>\n"
+        f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
 
 
-def write_report(results: dict, predictions: dict[str, dict], out_dir: str | Path,
-                 figures: dict[str, bytes] | None = None) -> Path:
+def write_report(
+    results: dict, predictions: dict[str, dict], out_dir: str | Path, figures: dict[str, bytes] | None = None
+) -> Path:
     """Write :func:`render_report` to ``out_dir/report.html`` atomically and return its path."""
     path = write_text(Path(out_dir) / "report.html", render_report(results, predictions, figures))
     logger.info("wrote %s", path)

@@ -128,7 +128,9 @@ def table(header: list[str] | None, rows: list[list[str]], numeric_from: int = 1
     """
     head = "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead>" if header else ""
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{c}</td>' if j >= numeric_from else f"<td>{c}</td>" for j, c in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(f'<td class="num">{c}</td>' if j >= numeric_from else f"<td>{c}</td>" for j, c in enumerate(row))
+        + "</tr>"
         for row in rows
     )
     return f'<div class="table-wrap"><table>{head}<tbody>{body}</tbody></table></div>'
@@ -161,8 +163,11 @@ def dict_table(items: dict[str, dict] | list[dict], first: str, *, summary: bool
     if summary and len(items) > 1:
         values = [np.array([metric_value(it.get(k)) for it in items]) for k in keys]
         for stat, fn in (("mean", np.mean), ("sd", lambda v: np.std(v, ddof=1))):
-            rows.append([f"<em>{stat}</em>"] + [
-                "" if np.isnan(v).any() else f"{fn(v):.0f}" if k in COUNTS else number(float(fn(v)))
-                for k, v in zip(keys, values, strict=True)
-            ])
+            rows.append(
+                [f"<em>{stat}</em>"]
+                + [
+                    "" if np.isnan(v).any() else f"{fn(v):.0f}" if k in COUNTS else number(float(fn(v)))
+                    for k, v in zip(keys, values, strict=True)
+                ]
+            )
     return table([escape_html(first)] + [escape_html(metric_label(k)) for k in keys], rows)

@@ -69,8 +69,12 @@ def preprocessing_text(settings: dict) -> str:
     if settings.get("n4"):
         parts.append("N4 bias-field correction")
     harmonise = settings.get("harmonise", "none")
-    parts.append({"zscore": "z-scored in the head", "nyul": "Nyúl histogram standardisation (landmarks learned on "
-                  "each training split)"}.get(harmonise, "no harmonisation"))
+    parts.append(
+        {
+            "zscore": "z-scored in the head",
+            "nyul": "Nyúl histogram standardisation (landmarks learned on each training split)",
+        }.get(harmonise, "no harmonisation")
+    )
     return ", ".join(parts)
 
 
@@ -106,7 +110,13 @@ def protocol_section(results: dict) -> str:
         parts.append(_cross_dataset_leaks(p["cross_dataset_leaks"]))
     if p.get("label_map"):
         parts.append("<h3>Label map</h3>")
-        parts.append(table(["class in the data", "class used"], [[escape_html(a), escape_html(b)] for a, b in p["label_map"].items()], numeric_from=2))
+        parts.append(
+            table(
+                ["class in the data", "class used"],
+                [[escape_html(a), escape_html(b)] for a, b in p["label_map"].items()],
+                numeric_from=2,
+            )
+        )
     return "".join(parts)
 
 
@@ -122,13 +132,25 @@ def _cross_dataset_leaks(block: dict) -> str:
         "</strong> (perceptual hash and structure correlation, after decoding and resizing). A score on them "
         "measures memorisation, not generalisation.</div>"
     )
-    rows = [[escape_html(c), number(v["leaking"]), number(v["of"]), escape_html(", ".join(f"{k} {m}" for k, m in v["matches"].items()))]
-            for c, v in block.get("per_class", {}).items()]
+    rows = [
+        [
+            escape_html(c),
+            number(v["leaking"]),
+            number(v["of"]),
+            escape_html(", ".join(f"{k} {m}" for k, m in v["matches"].items())),
+        ]
+        for c, v in block.get("per_class", {}).items()
+    ]
     parts.append(table(["external class", "copies", "of", "training classes copied"], rows))
-    pairs = [[escape_html(x["other_path"]), escape_html(x["data_path"]), number(x["similarity"]), yes_no(x["exact"])] for x in block.get("pairs", [])]
-    parts.append("<details><summary>Every copy and its closest training image</summary>"
-                 + table(["external item", "training image", "structure correlation", "exact"], pairs, numeric_from=2)
-                 + "</details>")
+    pairs = [
+        [escape_html(x["other_path"]), escape_html(x["data_path"]), number(x["similarity"]), yes_no(x["exact"])]
+        for x in block.get("pairs", [])
+    ]
+    parts.append(
+        "<details><summary>Every copy and its closest training image</summary>"
+        + table(["external item", "training image", "structure correlation", "exact"], pairs, numeric_from=2)
+        + "</details>"
+    )
     return "".join(parts)
 
 
@@ -166,14 +188,18 @@ def comparison_section(results: dict, figures: dict[str, bytes]) -> str:
     parts.append(
         f'<p class="small">Each metric: value [95% confidence interval: {intervals(results)}]. '
         "The best value of each column is in bold: the highest"
-        + (f", or the lowest for {lower} (lower is better)" if lower else "") + ".</p>"
+        + (f", or the lowest for {lower} (lower is better)" if lower else "")
+        + ".</p>"
     )
     if dedup:
         gaps = []
         for name, d in dedup.items():
             full, clean = metric_value(methods[name]["metrics"].get("accuracy")), metric_value(d.get("accuracy"))
             gap = "n/a" if math.isnan(full - clean) else f"{(full - clean) * 100:.1f}"
-            gaps.append(f"{escape_html(name)} {number(full)} on all test items, {number(clean)} without them: a gap of {gap} percentage points")
+            gaps.append(
+                f"{escape_html(name)} {number(full)} on all test items, {number(clean)} without them: "
+                f"a gap of {gap} percentage points"
+            )
         parts.append(
             '<div class="callout alert"><strong>Duplicate inflation.</strong> Accuracy on all test items against accuracy on the '
             "test items that do not duplicate a training item: " + "; ".join(gaps) + ".</div>"
@@ -190,16 +216,32 @@ def cost_section(results: dict) -> str:
     rows = []
     for name, c in costs.items():
         inference = c.get("inference") or {}
-        rows.append([f'<a href="#{method_anchor(name, order.index(name))}">{escape_html(name)}</a>',
-                     escape_html(format_parameters(c.get("parameters"))), number(c["fit_s"]["total"]),
-                     number(c["fit_s"]["per_fold"]), number(inference.get("images_per_s"))])
-    return ("<h3>Cost</h3>"
-            + table(["method", "parameters (trainable / total)", "fit (s, all folds)", "fit (s, per fold)",
-                      "inference (images/s)"], rows)
-            + '<p class="small">Parameters: the weights of the method\'s networks (- for a method without one; '
-            "the classifier on frozen embeddings is not counted). Fit: seconds of training, without the features "
-            "computed once for all methods before it. Inference: images per second of the prediction on up to "
-            f"{SPEED_ITEMS} test items per fold, from the image file, without feature cache.</p>")
+        rows.append(
+            [
+                f'<a href="#{method_anchor(name, order.index(name))}">{escape_html(name)}</a>',
+                escape_html(format_parameters(c.get("parameters"))),
+                number(c["fit_s"]["total"]),
+                number(c["fit_s"]["per_fold"]),
+                number(inference.get("images_per_s")),
+            ]
+        )
+    return (
+        "<h3>Cost</h3>"
+        + table(
+            [
+                "method",
+                "parameters (trainable / total)",
+                "fit (s, all folds)",
+                "fit (s, per fold)",
+                "inference (images/s)",
+            ],
+            rows,
+        )
+        + '<p class="small">Parameters: the weights of the method\'s networks (- for a method without one; '
+        "the classifier on frozen embeddings is not counted). Fit: seconds of training, without the features "
+        "computed once for all methods before it. Inference: images per second of the prediction on up to "
+        f"{SPEED_ITEMS} test items per fold, from the image file, without feature cache.</p>"
+    )
 
 
 def shift_section(results: dict, figures: dict[str, bytes]) -> str:
@@ -223,27 +265,60 @@ def shift_section(results: dict, figures: dict[str, bytes]) -> str:
         mean = shift["mean_over_shifts"]
         for metric in SHIFT_METRICS:
             clean = mean["clean"][metric]
-            cells = [f"{number(mean[str(s)][metric])} ({(mean[str(s)][metric] - clean) * 100:+.1f})" for s in severities]
+            cells = [
+                f"{number(mean[str(s)][metric])} ({(mean[str(s)][metric] - clean) * 100:+.1f})" for s in severities
+            ]
             rows.append([escape_html(name), escape_html(metric_label(metric)), number(clean), *cells])
     parts.append("<h3>Mean over shifts</h3>" + table(header, rows, numeric_from=2))
-    parts.append('<p class="small">Clean: the same test items without a shift. In brackets: percentage points '
-                 "gained (+) or lost (-) against clean.</p>")
+    parts.append(
+        '<p class="small">Clean: the same test items without a shift. In brackets: percentage points '
+        "gained (+) or lost (-) against clean.</p>"
+    )
     if "shift_summary" in figures:
-        parts.append(image(figures["shift_summary"], "bar chart of accuracy clean and under shifts per method",
-                          "Accuracy averaged over the shifts, per severity, beside the clean accuracy."))
-    parts.append(table(["shift", "imitates", "parameter", "at severities 1-5", "applied by"],
-                        [[escape_html(n), escape_html(d["description"]), escape_html(d["parameter"]), escape_html(", ".join(map(str, d["levels"]))),
-                          escape_html(d["source"])] for n, d in run["shifts"].items()], numeric_from=5))
+        parts.append(
+            image(
+                figures["shift_summary"],
+                "bar chart of accuracy clean and under shifts per method",
+                "Accuracy averaged over the shifts, per severity, beside the clean accuracy.",
+            )
+        )
+    parts.append(
+        table(
+            ["shift", "imitates", "parameter", "at severities 1-5", "applied by"],
+            [
+                [
+                    escape_html(n),
+                    escape_html(d["description"]),
+                    escape_html(d["parameter"]),
+                    escape_html(", ".join(map(str, d["levels"]))),
+                    escape_html(d["source"]),
+                ]
+                for n, d in run["shifts"].items()
+            ],
+            numeric_from=5,
+        )
+    )
     for name, shift in methods.items():
         parts.append(f"<h3>{escape_html(name)} under shifts</h3>")
         for k, metric in enumerate(SHIFT_METRICS):
             header = ["shift", "clean"] + [escape_html(severity_label(s)) for s in severities]
-            grid = table(header, [[escape_html(n), metric_cell(shift["clean"][metric]),
-                                   *(metric_cell(by[str(s)][metric]) for s in severities)]
-                                  for n, by in shift["shifts"].items()])
+            grid = table(
+                header,
+                [
+                    [
+                        escape_html(n),
+                        metric_cell(shift["clean"][metric]),
+                        *(metric_cell(by[str(s)][metric]) for s in severities),
+                    ]
+                    for n, by in shift["shifts"].items()
+                ],
+            )
             title = f"{metric_label(metric)} [95% CI] per shift and severity"
-            parts.append(f"<h4>{escape_html(title)}</h4>{grid}" if k == 0 else
-                         f"<details><summary>{escape_html(title)}</summary>{grid}</details>")
+            parts.append(
+                f"<h4>{escape_html(title)}</h4>{grid}"
+                if k == 0
+                else f"<details><summary>{escape_html(title)}</summary>{grid}</details>"
+            )
         if f"shift/{name}" in figures:
             parts.append(image(figures[f"shift/{name}"], f"accuracy of {name} against severity per shift"))
     return "".join(parts)
@@ -260,21 +335,29 @@ def ood_section(results: dict) -> str:
     shifts = list(shifted[0]["shift"]["auc_per_shift"]) if shifted else []
     header = ["method", "clean test flagged", "mean score"]
     if shifted:
-        header += [f"AUC shifted (severity {shifted[0]['shift']['severity']}) vs clean", "shifted flagged",
-                   *[f"AUC {escape_html(n)}" for n in shifts]]
+        header += [
+            f"AUC shifted (severity {shifted[0]['shift']['severity']}) vs clean",
+            "shifted flagged",
+            *[f"AUC {escape_html(n)}" for n in shifts],
+        ]
     rows = []
     for name, o in methods.items():
         row = [escape_html(name), number(o["test_flagged"]), number(o["test_mean_score"])]
         if "shift" in o:
-            row += [number(o["shift"]["auc"]), number(o["shift"]["flagged"]),
-                    *[number(o["shift"]["auc_per_shift"].get(n)) for n in shifts]]
+            row += [
+                number(o["shift"]["auc"]),
+                number(o["shift"]["flagged"]),
+                *[number(o["shift"]["auc_per_shift"].get(n)) for n in shifts],
+            ]
         rows.append(row)
-    return ('<h2 id="ood">Unlike the training data: the out-of-distribution score</h2>'
-            f"<p>Every prediction has a score from 0 (like the training images) to 1 (farther than every training "
-            f"image): {escape_html(first['detector'])}. A test item above the {100 * first['flag_quantile']:g}th training "
-            "percentile is flagged (its <code>ood_score</code> in predictions.csv). With shifts, the AUC says how "
-            "well the distance tells the shifted test images from the same images clean (1: always; 0.5: chance), "
-            "per fold and averaged over the folds.</p>" + table(header, rows, numeric_from=1))
+    return (
+        '<h2 id="ood">Unlike the training data: the out-of-distribution score</h2>'
+        f"<p>Every prediction has a score from 0 (like the training images) to 1 (farther than every training "
+        f"image): {escape_html(first['detector'])}. A test item above the {100 * first['flag_quantile']:g}th training "
+        "percentile is flagged (its <code>ood_score</code> in predictions.csv). With shifts, the AUC says how "
+        "well the distance tells the shifted test images from the same images clean (1: always; 0.5: chance), "
+        "per fold and averaged over the folds.</p>" + table(header, rows, numeric_from=1)
+    )
 
 
 #: The test that decides a comparison (its ``decided_by``); results written before that key was added used McNemar.
@@ -289,26 +372,52 @@ def pairwise_section(results: dict) -> str:
     if not comparisons:
         parts.append("<p>No pairwise comparison (fewer than two methods).</p>")
         return "".join(parts)
-    header = ["method A", "method B", "McNemar n01 (A right, B wrong)", "McNemar n10 (A wrong, B right)", "McNemar p",
-              "t-test mean accuracy difference (A &minus; B)", "t-test p", "decided by", "adjusted p (Holm)",
-              f"significant at &alpha; = {alpha}"]
+    header = [
+        "method A",
+        "method B",
+        "McNemar n01 (A right, B wrong)",
+        "McNemar n10 (A wrong, B right)",
+        "McNemar p",
+        "t-test mean accuracy difference (A &minus; B)",
+        "t-test p",
+        "decided by",
+        "adjusted p (Holm)",
+        f"significant at &alpha; = {alpha}",
+    ]
     rows = []
     for c in comparisons:
         mc, tt = c.get("mcnemar") or {}, c.get("t_test") or {}
         decided_by = c.get("decided_by", "mcnemar")
-        rows.append([
-            escape_html(c["a"]), escape_html(c["b"]), number(mc.get("n01")), number(mc.get("n10")), p_value(mc.get("p_value")),
-            number(tt.get("mean_difference")), p_value(tt.get("p_value")), escape_html(_DECIDERS.get(decided_by, decided_by)),
-            p_value(c.get("p_adjusted")),
-            f"<strong>{yes_no(c.get('significant'))}</strong>" if c.get("significant") else yes_no(c.get("significant")),
-        ])
+        rows.append(
+            [
+                escape_html(c["a"]),
+                escape_html(c["b"]),
+                number(mc.get("n01")),
+                number(mc.get("n10")),
+                p_value(mc.get("p_value")),
+                number(tt.get("mean_difference")),
+                p_value(tt.get("p_value")),
+                escape_html(_DECIDERS.get(decided_by, decided_by)),
+                p_value(c.get("p_adjusted")),
+                f"<strong>{yes_no(c.get('significant'))}</strong>"
+                if c.get("significant")
+                else yes_no(c.get("significant")),
+            ]
+        )
     parts.append(table(header, rows, numeric_from=2))
     significant = [c for c in comparisons if c.get("significant")]
     if significant:
-        listed = "; ".join(f"{escape_html(c['a'])} vs {escape_html(c['b'])} (adjusted p {p_value(c.get('p_adjusted'))})" for c in significant)
-        parts.append(f"<p>Significant differences at &alpha; = {alpha} after adjustment for multiple comparisons: {listed}.</p>")
+        listed = "; ".join(
+            f"{escape_html(c['a'])} vs {escape_html(c['b'])} (adjusted p {p_value(c.get('p_adjusted'))})"
+            for c in significant
+        )
+        parts.append(
+            f"<p>Significant differences at &alpha; = {alpha} after adjustment for multiple comparisons: {listed}.</p>"
+        )
     else:
-        parts.append(f"<p>No pair of methods differs significantly at &alpha; = {alpha} after adjustment for multiple comparisons.</p>")
+        parts.append(
+            f"<p>No pair of methods differs significantly at &alpha; = {alpha} after adjustment for multiple comparisons.</p>"
+        )
     parts.append(
         '<p class="small">McNemar: exact test on the items where exactly one method of the pair is right. t-test: '
         "Nadeau-Bengio corrected resampled t-test of per-fold accuracy (n/a with a single test set). "
@@ -319,11 +428,32 @@ def pairwise_section(results: dict) -> str:
     dedup = results.get("comparisons_deduplicated") or []
     if dedup:
         parts.append("<h3>Without the test items that duplicate a training item</h3>")
-        parts.append(table(["method A", "method B", "McNemar n01 (A right, B wrong)", "McNemar n10 (A wrong, B right)",
-                             "McNemar p", "adjusted p (Holm)", f"significant at &alpha; = {alpha}"],
-                            [[escape_html(c["a"]), escape_html(c["b"]), number(c["mcnemar"].get("n01")), number(c["mcnemar"].get("n10")),
-                              p_value(c["mcnemar"].get("p_value")), p_value(c.get("p_adjusted")), yes_no(c.get("significant"))]
-                             for c in dedup], numeric_from=2))
+        parts.append(
+            table(
+                [
+                    "method A",
+                    "method B",
+                    "McNemar n01 (A right, B wrong)",
+                    "McNemar n10 (A wrong, B right)",
+                    "McNemar p",
+                    "adjusted p (Holm)",
+                    f"significant at &alpha; = {alpha}",
+                ],
+                [
+                    [
+                        escape_html(c["a"]),
+                        escape_html(c["b"]),
+                        number(c["mcnemar"].get("n01")),
+                        number(c["mcnemar"].get("n10")),
+                        p_value(c["mcnemar"].get("p_value")),
+                        p_value(c.get("p_adjusted")),
+                        yes_no(c.get("significant")),
+                    ]
+                    for c in dedup
+                ],
+                numeric_from=2,
+            )
+        )
     return "".join(parts)
 
 
@@ -346,10 +476,13 @@ def dataset_section(results: dict) -> str:
     rows.append(["<strong>total</strong>"] + [f"<strong>{sum(per.values())}</strong>" for per in columns.values()])
     parts = [
         '<h2 id="dataset">Dataset</h2>',
-        f'<p><code>{escape_html(d.get("path", "n/a"))}</code>: {number(d.get("n_items"))} items, {len(classes)} classes.</p>',
+        f"<p><code>{escape_html(d.get('path', 'n/a'))}</code>: {number(d.get('n_items'))} items, {len(classes)} classes.</p>",
     ]
     if external:
-        parts.append(f'<p>External test data: <code>{escape_html(external.get("path", "n/a"))}</code>, {number(external.get("n_items"))} items.</p>')
+        parts.append(
+            f"<p>External test data: <code>{escape_html(external.get('path', 'n/a'))}</code>, "
+            f"{number(external.get('n_items'))} items.</p>"
+        )
     parts.append(table(["class"] + [escape_html(s) for s in columns], rows))
     return "".join(parts)
 
@@ -360,8 +493,13 @@ def _leak_consequence(protocol: dict) -> str:
     if kind == "official":
         return "Scores on the official test set overstate how a method does on unseen images."
     if grouping in (None, "none"):
-        return f"This run ({escape_html(kind)}) does not group items, so duplicates can also fall on both sides of a fold."
-    return f"This run ({escape_html(kind)}) does not use that split; it keeps each group ({escape_html(grouping)}) on one side of every fold."
+        return (
+            f"This run ({escape_html(kind)}) does not group items, so duplicates can also fall on both sides of a fold."
+        )
+    return (
+        f"This run ({escape_html(kind)}) does not use that split; it keeps each group ({escape_html(grouping)}) on one "
+        "side of every fold."
+    )
 
 
 def audit_section(results: dict) -> str:
@@ -375,7 +513,8 @@ def audit_section(results: dict) -> str:
     if leaks:
         worst = [
             f"{escape_html(split)}/{escape_html(cls)}: {v['leaking']} of {v['of']}"
-            for split, per in per_split.items() for cls, v in per.items()
+            for split, per in per_split.items()
+            for cls, v in per.items()
         ]
         parts.append(
             f'<div class="callout alert"><strong>Leakage: {leaks} held-out items duplicate a training item</strong>'
@@ -387,9 +526,15 @@ def audit_section(results: dict) -> str:
             [
                 ("unreadable files", number(_count(a.get("n_unreadable")))),
                 ("exact-duplicate clusters", number(_count(a.get("exact_duplicate_clusters")))),
-                ("images in exact-duplicate clusters", number(a.get("exact_duplicate_images", a.get("n_exact_duplicate_images")))),
+                (
+                    "images in exact-duplicate clusters",
+                    number(a.get("exact_duplicate_images", a.get("n_exact_duplicate_images"))),
+                ),
                 ("near-duplicate clusters", number(_count(a.get("near_duplicate_clusters")))),
-                ("images in near-duplicate clusters", number(a.get("near_duplicate_images", a.get("n_near_duplicate_images")))),
+                (
+                    "images in near-duplicate clusters",
+                    number(a.get("near_duplicate_images", a.get("n_near_duplicate_images"))),
+                ),
                 ("largest cluster", number(a.get("largest_cluster_size"))),
                 ("clusters with conflicting labels", number(_count(a.get("conflicting_label_clusters")))),
                 ("held-out items duplicating a training item", number(leaks)),
@@ -398,8 +543,15 @@ def audit_section(results: dict) -> str:
     )
     if per_split:
         rows = [
-            [escape_html(split), escape_html(cls), number(v["leaking"]), number(v["of"]), f"{100 * v['leaking'] / v['of']:.1f}%" if v["of"] else "n/a"]
-            for split, per in per_split.items() for cls, v in per.items()
+            [
+                escape_html(split),
+                escape_html(cls),
+                number(v["leaking"]),
+                number(v["of"]),
+                f"{100 * v['leaking'] / v['of']:.1f}%" if v["of"] else "n/a",
+            ]
+            for split, per in per_split.items()
+            for cls, v in per.items()
         ]
         parts.append("<h3>Cross-split leaks per class</h3>")
         parts.append(table(["split", "class", "leaking items", "of", "share"], rows, numeric_from=2))
@@ -435,13 +587,26 @@ def method_section(name: str, index: int, m: dict, figures: dict[str, bytes]) ->
         parts.append(f'<p class="small">Reference: {escape_html(m["reference"])}</p>')
     params = m.get("params") or {}
     parts.append("<h4>Parameters</h4>")
-    parts.append(table(["parameter", "value"], [[escape_html(k), escape_html(v if isinstance(v, str) else json.dumps(v, default=str))] for k, v in params.items()], numeric_from=2)
-                 if params else "<p>Defaults of the method.</p>")
+    parts.append(
+        table(
+            ["parameter", "value"],
+            [
+                [escape_html(k), escape_html(v if isinstance(v, str) else json.dumps(v, default=str))]
+                for k, v in params.items()
+            ],
+            numeric_from=2,
+        )
+        if params
+        else "<p>Defaults of the method.</p>"
+    )
 
     metrics, dedup = m.get("metrics", {}), m.get("metrics_deduplicated") or {}
     header = ["metric", "all test items" if dedup else "value [CI]"] + (["deduplicated test items"] if dedup else [])
-    rows = [[escape_html(metric_label(k)), metric_cell(metrics[k])] + ([metric_cell(dedup.get(k)) if k in dedup else "n/a"] if dedup else [])
-            for k in ordered_metrics(metrics)]
+    rows = [
+        [escape_html(metric_label(k)), metric_cell(metrics[k])]
+        + ([metric_cell(dedup.get(k)) if k in dedup else "n/a"] if dedup else [])
+        for k in ordered_metrics(metrics)
+    ]
     parts.append("<h4>Metrics</h4>" + table(header, rows))
 
     if m.get("per_class"):
@@ -450,36 +615,57 @@ def method_section(name: str, index: int, m: dict, figures: dict[str, bytes]) ->
         parts.append("<h4>Per fold</h4>" + dict_table(m["per_fold"], "fold", summary=True))
     timing = m.get("timing_s") or {}
     if timing:
-        parts.append('<p class="small">Time (s): ' + ", ".join(f"{escape_html(k)} {number(v)}" for k, v in timing.items()) + "</p>")
+        parts.append(
+            '<p class="small">Time (s): '
+            + ", ".join(f"{escape_html(k)} {number(v)}" for k, v in timing.items())
+            + "</p>"
+        )
     parts.append(_calibration(m))
 
-    reliability = ("Below the diagonal the method is overconfident, above it underconfident; "
-                   "the bars count the test items in each confidence bin.")
+    reliability = (
+        "Below the diagonal the method is overconfident, above it underconfident; "
+        "the bars count the test items in each confidence bin."
+    )
     images = [
         image(figures[key], f"{kind} of {name}", caption)
         for key, kind, caption in (
             (f"confusion/{name}", "confusion matrix", ""),
             (f"roc/{name}", "ROC curves", ""),
             (f"reliability/{name}", "reliability diagram", reliability),
-            (f"learning/{name}", "learning curves",
-             "Per epoch on the grouped validation part of the training data; the weights of the best epoch are kept."),
+            (
+                f"learning/{name}",
+                "learning curves",
+                "Per epoch on the grouped validation part of the training data; the weights of the best epoch are kept.",
+            ),
         )
         if key in figures
     ]
     if images:
         parts.append('<div class="figures">' + "".join(images) + "</div>")
-    pictures = [image(figures[key], caption, caption) for k, caption in enumerate(m.get("illustrations") or [])
-                if (key := f"illustration/{name}/{k}") in figures]
+    pictures = [
+        image(figures[key], caption, caption)
+        for k, caption in enumerate(m.get("illustrations") or [])
+        if (key := f"illustration/{name}/{k}") in figures
+    ]
     if pictures:
-        parts.append("<h4>Illustrations</h4><p>What the method computes on a few test images of the first fold, "
-                     "as the method draws them.</p>" + '<div class="figures">' + "".join(pictures) + "</div>")
-    pictures = [image(figures[key], caption, caption) for k, caption in enumerate(m.get("explanations") or [])
-                if (key := f"explanation/{name}/{k}") in figures]
+        parts.append(
+            "<h4>Illustrations</h4><p>What the method computes on a few test images of the first fold, "
+            "as the method draws them.</p>" + '<div class="figures">' + "".join(pictures) + "</div>"
+        )
+    pictures = [
+        image(figures[key], caption, caption)
+        for k, caption in enumerate(m.get("explanations") or [])
+        if (key := f"explanation/{name}/{k}") in figures
+    ]
     if pictures:
-        parts.append("<h4>Where the method looked</h4><p>Attribution maps (Grad-CAM for networks on the images, "
-                     "occlusion otherwise) of the most confident correct and the most confident wrong prediction "
-                     "of each class in the first fold, for the class the method called. Red: what raised that "
-                     "class's score most. A map on the border or the skull rather than the brain is a warning "
-                     "that the method learned the collection, not the disease.</p>"
-                     + '<div class="figures">' + "".join(pictures) + "</div>")
+        parts.append(
+            "<h4>Where the method looked</h4><p>Attribution maps (Grad-CAM for networks on the images, "
+            "occlusion otherwise) of the most confident correct and the most confident wrong prediction "
+            "of each class in the first fold, for the class the method called. Red: what raised that "
+            "class's score most. A map on the border or the skull rather than the brain is a warning "
+            "that the method learned the collection, not the disease.</p>"
+            + '<div class="figures">'
+            + "".join(pictures)
+            + "</div>"
+        )
     return "".join(parts)

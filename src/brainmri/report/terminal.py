@@ -10,16 +10,31 @@ from brainmri.evaluation.shift import format_shift
 
 def format_results(results: dict) -> str:
     """The comparison table for the terminal."""
-    shown = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "brier", "ece", "sensitivity", "specificity", "precision")
-    heads = ["method", *[{"balanced_accuracy": "bal_acc"}.get(m, m) + ("(low)" if m in LOWER_IS_BETTER else "")
-                         for m in shown]]
+    shown = (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "auc",
+        "brier",
+        "ece",
+        "sensitivity",
+        "specificity",
+        "precision",
+    )
+    heads = [
+        "method",
+        *[{"balanced_accuracy": "bal_acc"}.get(m, m) + ("(low)" if m in LOWER_IS_BETTER else "") for m in shown],
+    ]
     rows = []
     for name, entry in results["methods"].items():
         cells = [name]
         for m in shown:
             v = entry["metrics"][m]
-            cells.append("n/a" if v["value"] is None or v["value"] != v["value"] else
-                         f"{v['value']:.3f} [{v['ci_low']:.3f},{v['ci_high']:.3f}]")
+            cells.append(
+                "n/a"
+                if v["value"] is None or v["value"] != v["value"]
+                else f"{v['value']:.3f} [{v['ci_low']:.3f},{v['ci_high']:.3f}]"
+            )
         rows.append(cells)
     widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)), "  ".join("-" * w for w in widths)]
@@ -36,20 +51,29 @@ def format_results(results: dict) -> str:
         lines.append("")
         lines.append("calibration (mean confidence equals accuracy when calibrated):")
     for name, entry in results["methods"].items():
-        lines.append(f"  {name}: mean confidence {entry['calibration']['mean_confidence']:.3f} at accuracy "
-                     f"{entry['metrics']['accuracy']['value']:.3f}, ECE {entry['metrics']['ece']['value']:.3f}")
+        lines.append(
+            f"  {name}: mean confidence {entry['calibration']['mean_confidence']:.3f} at accuracy "
+            f"{entry['metrics']['accuracy']['value']:.3f}, ECE {entry['metrics']['ece']['value']:.3f}"
+        )
     dedup = [(n, e) for n, e in results["methods"].items() if "metrics_deduplicated" in e]
     if dedup:
         lines.append("")
         lines.append("accuracy on the test items that do not duplicate a training item:")
         for name, e in dedup:
             full, clean = e["metrics"]["accuracy"]["value"], e["metrics_deduplicated"]["accuracy"]["value"]
-            lines.append(f"  {name}: {clean:.3f} on {e['n_test_deduplicated']} items (full test {full:.3f}, "
-                         f"gap {100 * (full - clean):+.1f} points)")
+            lines.append(
+                f"  {name}: {clean:.3f} on {e['n_test_deduplicated']} items (full test {full:.3f}, "
+                f"gap {100 * (full - clean):+.1f} points)"
+            )
             if "per_class_deduplicated" in e:  # absent from results written before it was recorded
-                lines.append("    recall per class: " + ", ".join(
-                    f"{c} {r['sensitivity']:.3f} ({round(r['sensitivity'] * r['support'])} of {r['support']})"
-                    for c, r in e["per_class_deduplicated"].items() if r["support"]))
+                lines.append(
+                    "    recall per class: "
+                    + ", ".join(
+                        f"{c} {r['sensitivity']:.3f} ({round(r['sensitivity'] * r['support'])} of {r['support']})"
+                        for c, r in e["per_class_deduplicated"].items()
+                        if r["support"]
+                    )
+                )
     cost_lines = format_cost(results)
     if cost_lines:
         lines.append("")
@@ -61,24 +85,37 @@ def format_results(results: dict) -> str:
     ood = {name: e["ood"] for name, e in results["methods"].items() if "ood" in e}
     if ood:
         lines.append("")
-        lines.append("out-of-distribution score (Mahalanobis distances of the embedding and the acquisition, "
-                     "calibrated on training):")
+        lines.append(
+            "out-of-distribution score (Mahalanobis distances of the embedding and the acquisition, "
+            "calibrated on training):"
+        )
         for name, o in ood.items():
             line = f"  {name}: {100 * o['test_flagged']:.1f}% of clean test items flagged"
             if "shift" in o:
-                line += (f"; AUC severe-shifted vs clean {o['shift']['auc']:.3f} (severity {o['shift']['severity']}, "
-                         f"{100 * o['shift']['flagged']:.1f}% of them flagged)")
+                line += (
+                    f"; AUC severe-shifted vs clean {o['shift']['auc']:.3f} (severity {o['shift']['severity']}, "
+                    f"{100 * o['shift']['flagged']:.1f}% of them flagged)"
+                )
             lines.append(line)
     significant = [c for c in results["comparisons"] if c["significant"]]
     if results["comparisons"]:
-        test = {"t_test": "corrected resampled t-test over folds", "mcnemar": "McNemar"}[results["comparisons"][0]["decided_by"]]
+        test = {"t_test": "corrected resampled t-test over folds", "mcnemar": "McNemar"}[
+            results["comparisons"][0]["decided_by"]
+        ]
         lines.append("")
-        lines.append(f"significant differences ({test}, Holm-adjusted p < {results['alpha']:g}): " +
-                     (", ".join(f"{c['a']} vs {c['b']} (p={c['p_adjusted']:.3g})" for c in significant) or "none"))
+        lines.append(
+            f"significant differences ({test}, Holm-adjusted p < {results['alpha']:g}): "
+            + (", ".join(f"{c['a']} vs {c['b']} (p={c['p_adjusted']:.3g})" for c in significant) or "none")
+        )
     if results.get("comparisons_deduplicated"):
-        lines.append("on the test items that do not duplicate a training item (McNemar, Holm-adjusted): " + ", ".join(
-            f"{c['a']} vs {c['b']} {c['mcnemar']['n01']}:{c['mcnemar']['n10']} (p={c['p_adjusted']:.3g}"
-            f"{', significant' if c['significant'] else ''})" for c in results["comparisons_deduplicated"]))
+        lines.append(
+            "on the test items that do not duplicate a training item (McNemar, Holm-adjusted): "
+            + ", ".join(
+                f"{c['a']} vs {c['b']} {c['mcnemar']['n01']}:{c['mcnemar']['n10']} (p={c['p_adjusted']:.3g}"
+                f"{', significant' if c['significant'] else ''})"
+                for c in results["comparisons_deduplicated"]
+            )
+        )
     for note in p["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -106,11 +106,14 @@ def check_adaptable(module, method: str, what: str) -> None:
         layers with affine parameters; ``what`` names the model.
     """
     if method == "adabn" and not _batch_norms(module):
-        raise ConfigError(f"--adapt adabn: {what} has no batch-norm layers whose statistics could be re-estimated; "
-                          "use --adapt tent (if it has other normalisation layers) or --adapt none")
+        raise ConfigError(
+            f"--adapt adabn: {what} has no batch-norm layers whose statistics could be re-estimated; "
+            "use --adapt tent (if it has other normalisation layers) or --adapt none"
+        )
     if method == "tent" and not _norm_layers(module):
-        raise ConfigError(f"--adapt tent: {what} has no normalisation layers with affine parameters to adapt; "
-                          "use --adapt none")
+        raise ConfigError(
+            f"--adapt tent: {what} has no normalisation layers with affine parameters to adapt; use --adapt none"
+        )
 
 
 def _batches(n: int, batch_size: int, generator):
@@ -166,8 +169,17 @@ def _tent(module, X: np.ndarray, *, device, batch_size: int, channels_last: bool
     module.eval()
 
 
-def adapt_module(module, X: np.ndarray, *, method: str, device, seed: int = 0, batch_size: int = 64,
-                 channels_last: bool = False, what: str = "the model"):
+def adapt_module(
+    module,
+    X: np.ndarray,
+    *,
+    method: str,
+    device,
+    seed: int = 0,
+    batch_size: int = 64,
+    channels_last: bool = False,
+    what: str = "the model",
+):
     """A copy of a trained ``module`` adapted to the unlabelled items ``X``.
 
     Parameters
@@ -226,8 +238,10 @@ def check_model_adapts(model, method: str, *, name: str | None = None):
     final = final_step(model)
     what = name or "the model"
     if "adapt" not in final.get_params(deep=False):
-        raise ConfigError(f"--adapt {method}: {what} classifies with {type(final).__name__}, not a neural network with "
-                          "normalisation layers, so there is nothing to adapt; use --adapt none, or a deep method")
+        raise ConfigError(
+            f"--adapt {method}: {what} classifies with {type(final).__name__}, not a neural network with "
+            "normalisation layers, so there is nothing to adapt; use --adapt none, or a deep method"
+        )
     if hasattr(final, "module_"):
         check_adaptable(final.module_, method, f"the network of {what}")
     return final

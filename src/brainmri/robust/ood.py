@@ -170,8 +170,10 @@ class MahalanobisOOD(BaseEstimator):
         Z = _finite_columns(Z)
         classes, counts = np.unique(y, return_counts=True)
         if len(Z) < 4 or counts.min() < 2:
-            raise DataError(f"out-of-distribution score: needs at least 2 training items per class, got "
-                            f"{dict(zip(classes.tolist(), counts.tolist(), strict=True))}")
+            raise DataError(
+                f"out-of-distribution score: needs at least 2 training items per class, got "
+                f"{dict(zip(classes.tolist(), counts.tolist(), strict=True))}"
+            )
         self.center_ = Z.mean(0)
         scale = Z.std(0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
@@ -210,25 +212,36 @@ class MahalanobisOOD(BaseEstimator):
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The fitted state as named arrays (saved with :func:`numpy.savez`)."""
         check_is_fitted(self, "reference_")
-        return {"center": self.center_, "scale": self.scale_, "means": self.means_, "precision": self.precision_,
-                "reference": self.reference_, "threshold": np.array(self.threshold_)}
+        return {
+            "center": self.center_,
+            "scale": self.scale_,
+            "means": self.means_,
+            "precision": self.precision_,
+            "reference": self.reference_,
+            "threshold": np.array(self.threshold_),
+        }
 
     @classmethod
     def from_arrays(cls, arrays) -> MahalanobisOOD:
         """A fitted detector from :meth:`to_arrays`' arrays."""
         ood = cls()
-        ood.center_, ood.scale_, ood.means_ = (np.asarray(arrays[k], dtype=np.float64) for k in ("center", "scale", "means"))
+        ood.center_, ood.scale_, ood.means_ = (
+            np.asarray(arrays[k], dtype=np.float64) for k in ("center", "scale", "means")
+        )
         ood.precision_, ood.reference_ = np.asarray(arrays["precision"]), np.asarray(arrays["reference"])
         ood.threshold_ = float(arrays["threshold"])
         return ood
 
     def summary(self) -> dict:
         """What manifests and results record: the method and its calibration."""
-        return {"method": "class-conditional Mahalanobis distance of the embedding (Lee et al. 2018), "
-                          "Ledoit-Wolf covariance, calibrated on cross-fitted training distances",
-                "dimensions": int(len(self.center_)), "flag_quantile": FLAG_QUANTILE,
-                "threshold": round(self.threshold_, 6),
-                "median_training_distance": round(float(np.interp(0.5, REFERENCE_QUANTILES, self.reference_)), 6)}
+        return {
+            "method": "class-conditional Mahalanobis distance of the embedding (Lee et al. 2018), "
+            "Ledoit-Wolf covariance, calibrated on cross-fitted training distances",
+            "dimensions": int(len(self.center_)),
+            "flag_quantile": FLAG_QUANTILE,
+            "threshold": round(self.threshold_, 6),
+            "median_training_distance": round(float(np.interp(0.5, REFERENCE_QUANTILES, self.reference_)), 6),
+        }
 
 
 class OODDetector(BaseEstimator):
@@ -290,8 +303,9 @@ class OODDetector(BaseEstimator):
         self.detectors_ = {"embedding": MahalanobisOOD(seed=self.seed).fit(Z, y)}
         if self.acquisition:
             self.detectors_["acquisition"] = MahalanobisOOD(seed=self.seed).fit(self.describe(images), y)
-        self.reference_, self.threshold_ = _calibration(self._combine(
-            {name: d.training_distances_ for name, d in self.detectors_.items()}))
+        self.reference_, self.threshold_ = _calibration(
+            self._combine({name: d.training_distances_ for name, d in self.detectors_.items()})
+        )
         return self
 
     def describe(self, images) -> np.ndarray | None:
@@ -299,8 +313,12 @@ class OODDetector(BaseEstimator):
         if not self.acquisition:
             return None
 
-        step = ImageFeatures([("acquisition", AcquisitionDescriptors())], preprocess=DESCRIPTOR_PREPROCESS,
-                             cache_dir=self.cache_dir, n_jobs=self.n_jobs)
+        step = ImageFeatures(
+            [("acquisition", AcquisitionDescriptors())],
+            preprocess=DESCRIPTOR_PREPROCESS,
+            cache_dir=self.cache_dir,
+            n_jobs=self.n_jobs,
+        )
         return step.fit(None).transform(list(images))
 
     def _combine(self, distances: dict[str, np.ndarray]) -> np.ndarray:
@@ -324,8 +342,11 @@ class OODDetector(BaseEstimator):
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The fitted state as named arrays (``embedding.center``, ..., ``reference``, ``threshold``)."""
         check_is_fitted(self, "reference_")
-        return {**{f"{name}.{k}": v for name, d in self.detectors_.items() for k, v in d.to_arrays().items()},
-                "reference": self.reference_, "threshold": np.array(self.threshold_)}
+        return {
+            **{f"{name}.{k}": v for name, d in self.detectors_.items() for k, v in d.to_arrays().items()},
+            "reference": self.reference_,
+            "threshold": np.array(self.threshold_),
+        }
 
     @classmethod
     def from_arrays(cls, arrays) -> OODDetector:
@@ -340,8 +361,10 @@ class OODDetector(BaseEstimator):
             return ood
         names = [name for name in ("embedding", "acquisition") if f"{name}.center" in keys]
         ood = cls(acquisition="acquisition" in names)
-        ood.detectors_ = {name: MahalanobisOOD.from_arrays({k.split(".", 1)[1]: arrays[k] for k in keys
-                                                            if k.startswith(f"{name}.")}) for name in names}
+        ood.detectors_ = {
+            name: MahalanobisOOD.from_arrays({k.split(".", 1)[1]: arrays[k] for k in keys if k.startswith(f"{name}.")})
+            for name in names
+        }
         ood.reference_, ood.threshold_ = np.asarray(arrays["reference"]), float(arrays["threshold"])
         return ood
 
@@ -349,14 +372,19 @@ class OODDetector(BaseEstimator):
         """What manifests and results record: the method, its calibration and each detector's."""
         check_is_fitted(self, "reference_")
         parts = " and of the image's acquisition descriptors" if "acquisition" in self.detectors_ else ""
-        return {"method": f"class-conditional Mahalanobis distance of the embedding{parts} (Lee et al. 2018), "
-                          "Ledoit-Wolf covariance, calibrated on cross-fitted training distances"
-                          + (", the larger of the two in units of its 99th percentile" if parts else ""),
-                "version": OOD_VERSION, "dimensions": int(len(self.detectors_["embedding"].center_)),
-                "flag_quantile": FLAG_QUANTILE, "threshold": round(self.threshold_, 6),
-                "median_training_distance": round(float(np.interp(0.5, REFERENCE_QUANTILES, self.reference_)), 6),
-                "detectors": {name: {k: v for k, v in d.summary().items() if k != "method"}
-                              for name, d in self.detectors_.items()}}
+        return {
+            "method": f"class-conditional Mahalanobis distance of the embedding{parts} (Lee et al. 2018), "
+            "Ledoit-Wolf covariance, calibrated on cross-fitted training distances"
+            + (", the larger of the two in units of its 99th percentile" if parts else ""),
+            "version": OOD_VERSION,
+            "dimensions": int(len(self.detectors_["embedding"].center_)),
+            "flag_quantile": FLAG_QUANTILE,
+            "threshold": round(self.threshold_, 6),
+            "median_training_distance": round(float(np.interp(0.5, REFERENCE_QUANTILES, self.reference_)), 6),
+            "detectors": {
+                name: {k: v for k, v in d.summary().items() if k != "method"} for name, d in self.detectors_.items()
+            },
+        }
 
 
 def fit_ood(model, X, y, *, seed: int = 0, acquisition: bool = True, cache_dir=None, n_jobs: int = 1) -> OODDetector:
@@ -367,7 +395,8 @@ def fit_ood(model, X, y, *, seed: int = 0, acquisition: bool = True, cache_dir=N
     head, final = split_model(model)
     Xt = head.transform(X) if head is not None else X
     return OODDetector(acquisition=acquisition, seed=seed, cache_dir=cache_dir, n_jobs=n_jobs).fit(
-        embed(final, Xt), X, np.asarray(y).astype(str))
+        embed(final, Xt), X, np.asarray(y).astype(str)
+    )
 
 
 def predict_with_ood(model, ood: OODDetector | None, X) -> tuple[np.ndarray, np.ndarray | None]:

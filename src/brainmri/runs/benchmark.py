@@ -54,10 +54,19 @@ def _cluster_client(address: str | None) -> Iterator:
         client.close()
 
 
-def run_benchmark(config: BenchmarkConfig, out: str | Path, *, n_jobs: int = -1, cache_dir: str | Path | None = None,
-                  restart: bool = False, device: str = "auto", cluster: str | None = None,
-                  on_event: Callable[[str], None] | None = None, progress: Callable[[int], None] | None = None,
-                  feature_progress: Callable[[int], None] | None = None) -> dict:
+def run_benchmark(
+    config: BenchmarkConfig,
+    out: str | Path,
+    *,
+    n_jobs: int = -1,
+    cache_dir: str | Path | None = None,
+    restart: bool = False,
+    device: str = "auto",
+    cluster: str | None = None,
+    on_event: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    feature_progress: Callable[[int], None] | None = None,
+) -> dict:
     """Run (or resume) a benchmark and write its results, predictions, figures and report.
 
     Parameters
@@ -111,18 +120,27 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, *, n_jobs: int = -1,
         write_json(out / "audit.json", plan.audit_report)
         # Without a cache folder, the features of this run are kept in memory and shared by all methods and folds.
         cache = str(cache_dir) if cache_dir else MemoryCache()
-        _precompute_pending(config, plan, out, cache, cache_dir, device=device, n_jobs=n_jobs, say=say,
-                            progress=feature_progress)
+        _precompute_pending(
+            config, plan, out, cache, cache_dir, device=device, n_jobs=n_jobs, say=say, progress=feature_progress
+        )
         remote = set()
         if client is not None:  # the units not done yet run on the cluster; its workers write them to the run folder
-            todo = [(method, split, unit_path(out, method, split.name), _where(config, plan, method, split))
-                    for method in config.methods for split in plan.splits
-                    if not unit_path(out, method, split.name).exists()]
+            todo = [
+                (method, split, unit_path(out, method, split.name), _where(config, plan, method, split))
+                for method in config.methods
+                for split in plan.splits
+                if not unit_path(out, method, split.name).exists()
+            ]
             _record_remote_units(out, [path for _, _, path, _ in todo])
             run_units(client, config, plan, todo, n_jobs=n_jobs, cache_dir=cache, device=device, say=say)
             remote = {(method, split.name) for method, split, _, _ in todo}
-        units = {method: [_unit(config, plan, out, method, split, remote, cache=cache, device=device, n_jobs=n_jobs,
-                                say=say) for split in plan.splits] for method in config.methods}
+        units = {
+            method: [
+                _unit(config, plan, out, method, split, remote, cache=cache, device=device, n_jobs=n_jobs, say=say)
+                for split in plan.splits
+            ]
+            for method in config.methods
+        }
         say("computing metrics, confidence intervals and tests")
         results, predictions = summarize_units(config, plan, split_adapted(config, units))
         write_benchmark_outputs(out, results, predictions, plan)
@@ -141,21 +159,51 @@ def _check_before_writing(config: BenchmarkConfig, out, inputs: list, *, cache_d
     return n_files
 
 
-def _precompute_pending(config: BenchmarkConfig, plan: Plan, out: Path, cache, cache_dir, *, device: str, n_jobs: int,
-                        say: Callable[[str], None], progress) -> None:
+def _precompute_pending(
+    config: BenchmarkConfig,
+    plan: Plan,
+    out: Path,
+    cache,
+    cache_dir,
+    *,
+    device: str,
+    n_jobs: int,
+    say: Callable[[str], None],
+    progress,
+) -> None:
     """The features of every image for the methods with units still to run, computed once for all of them."""
     pending = [m for m in config.methods if not all(unit_path(out, m, s.name).exists() for s in plan.splits)]
     if not pending:
         return
-    models = [get_method(m).build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
-                                  device=device, params=config.method_params(m)) for m in pending]
+    models = [
+        get_method(m).build(
+            seed=config.seed,
+            n_jobs=n_jobs,
+            cache_dir=cache,
+            preprocess=config.preprocess,
+            device=device,
+            params=config.method_params(m),
+        )
+        for m in pending
+    ]
     kept = f"cached in {cache_dir}" if cache_dir else "kept in memory for this run"
     say(f"computing features of {len(plan.paths)} images for all methods at once ({kept})")
     precompute_features(models, plan.paths, n_jobs=n_jobs, progress=progress)
 
 
-def _unit(config: BenchmarkConfig, plan: Plan, out: Path, method: str, split: Split, remote: set, *, cache,
-          device: str, n_jobs: int, say: Callable[[str], None]) -> dict:
+def _unit(
+    config: BenchmarkConfig,
+    plan: Plan,
+    out: Path,
+    method: str,
+    split: Split,
+    remote: set,
+    *,
+    cache,
+    device: str,
+    n_jobs: int,
+    say: Callable[[str], None],
+) -> dict:
     """The unit of ``method`` on ``split``: read back when an earlier run or a cluster worker wrote it, else run here
     and written."""
     path, where = unit_path(out, method, split.name), _where(config, plan, method, split)
@@ -165,8 +213,17 @@ def _unit(config: BenchmarkConfig, plan: Plan, out: Path, method: str, split: Sp
         return json.loads(path.read_text(encoding="utf-8"))
     say(f"{where}: training on {len(split.train)} images, testing on {len(split.test)}")
     with epoch_lines(where, say):
-        unit = run_unit(config, plan, method, split, n_jobs=n_jobs, cache_dir=cache, work_dir=path.with_suffix(".work"),
-                        device=device, on_event=lambda message: say(f"{where}: {message}"))
+        unit = run_unit(
+            config,
+            plan,
+            method,
+            split,
+            n_jobs=n_jobs,
+            cache_dir=cache,
+            work_dir=path.with_suffix(".work"),
+            device=device,
+            on_event=lambda message: say(f"{where}: {message}"),
+        )
     write_json(path, unit)
     shifted = f", shifted tests {unit['shift_s']:.1f}s" if "shift_s" in unit else ""
     say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s{shifted}")
@@ -190,5 +247,3 @@ def write_benchmark_outputs(out: Path, results: dict, predictions: dict, plan: P
     figures = render_figures(results, predictions)
     write_figures(results, predictions, out, figures)
     write_report(results, predictions, out, figures)
-
-

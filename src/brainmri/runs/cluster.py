@@ -68,8 +68,9 @@ def connect(address: str, *, timeout: float = CONNECT_TIMEOUT_S):
     try:
         from distributed import Client
     except ImportError:
-        raise ConfigError("--cluster needs Dask distributed, which is not installed; "
-                          "install it with: pip install 'brainmri[cluster]'") from None
+        raise ConfigError(
+            "--cluster needs Dask distributed, which is not installed; install it with: pip install 'brainmri[cluster]'"
+        ) from None
     from distributed.comm import parse_address
     from distributed.comm.addressing import parse_host_port
     from distributed.comm.registry import get_backend
@@ -82,10 +83,14 @@ def connect(address: str, *, timeout: float = CONNECT_TIMEOUT_S):
         if scheme != "inproc":
             parse_host_port(location)
     except ValueError as exc:
-        raise ConfigError(f"--cluster {address}: not a Dask scheduler address ({exc}); give the address that "
-                          "`dask scheduler` prints (tcp://HOST:8786)") from None
-    refused = (f"--cluster {address}: no Dask scheduler answered within {timeout:g} s ({{}}); give the address that "
-               "`dask scheduler` prints (tcp://HOST:8786), or leave out --cluster to run here")
+        raise ConfigError(
+            f"--cluster {address}: not a Dask scheduler address ({exc}); give the address that "
+            "`dask scheduler` prints (tcp://HOST:8786)"
+        ) from None
+    refused = (
+        f"--cluster {address}: no Dask scheduler answered within {timeout:g} s ({{}}); give the address that "
+        "`dask scheduler` prints (tcp://HOST:8786), or leave out --cluster to run here"
+    )
     # A peer that is not a scheduler (a web server) can keep a Client's handshake waiting for minutes, and a Client
     # that failed complains again when it is garbage-collected: ask for the peer's identity first, under a deadline.
     problem = _not_a_scheduler(address, timeout)
@@ -144,14 +149,31 @@ def _run_on_worker(config, plan, method: str, split, *, n_jobs: int, cache_dir, 
     else:
         threads_context = nullcontext()
     with threads_context:
-        unit = run_unit(config, plan, method, split, n_jobs=threads if n_jobs < 1 else n_jobs, cache_dir=cache_dir,
-                        work_dir=path.with_suffix(".work"), device=device)
+        unit = run_unit(
+            config,
+            plan,
+            method,
+            split,
+            n_jobs=threads if n_jobs < 1 else n_jobs,
+            cache_dir=cache_dir,
+            work_dir=path.with_suffix(".work"),
+            device=device,
+        )
     write_json(path, unit)
     return {"fit_s": unit["fit_s"], "predict_s": unit["predict_s"], "worker": worker.address}
 
 
-def run_units(client, config, plan, todo: list[tuple[str, object, Path, str]], *, n_jobs: int, cache_dir,
-              device: str, say: Callable[[str], None]) -> None:
+def run_units(
+    client,
+    config,
+    plan,
+    todo: list[tuple[str, object, Path, str]],
+    *,
+    n_jobs: int,
+    cache_dir,
+    device: str,
+    say: Callable[[str], None],
+) -> None:
     """Run the units ``todo`` (method, split, unit file, description) on the cluster of ``client``.
 
     Each finished unit is written by its worker and announced through
@@ -162,11 +184,25 @@ def run_units(client, config, plan, todo: list[tuple[str, object, Path, str]], *
 
     if not todo:
         return
-    say(f"running {len(todo)} unit(s) on the Dask cluster {client.scheduler.address} ({len(client.nthreads())} workers)")
+    say(
+        f"running {len(todo)} unit(s) on the Dask cluster {client.scheduler.address} ({len(client.nthreads())} workers)"
+    )
     shared_plan, shared_cache = client.scatter([plan, cache_dir], broadcast=True)
-    futures = {client.submit(_run_on_worker, config, shared_plan, method, split, n_jobs=n_jobs, cache_dir=shared_cache,
-                             device=device, path=path, pure=False): where
-               for method, split, path, where in todo}
+    futures = {
+        client.submit(
+            _run_on_worker,
+            config,
+            shared_plan,
+            method,
+            split,
+            n_jobs=n_jobs,
+            cache_dir=shared_cache,
+            device=device,
+            path=path,
+            pure=False,
+        ): where
+        for method, split, path, where in todo
+    }
     try:
         for future in as_completed(futures, loop=client.loop):
             done = future.result()

@@ -137,25 +137,33 @@ class BenchmarkConfig(DataSettings):
         # Stored as tuples, severities sorted: lists, or severities in another order, make the same run.
         object.__setattr__(self, "shift", tuple(self.shift))
         object.__setattr__(self, "shift_severities", check_severities(self.shift_severities))
-        if self.shift_max_items is not None and (isinstance(self.shift_max_items, bool)
-                                                 or not isinstance(self.shift_max_items, int) or self.shift_max_items < 1):
-            raise ConfigError(f"--shift-max-items must be a positive integer (test items per split), "
-                              f"got {self.shift_max_items!r}")
+        if self.shift_max_items is not None and (
+            isinstance(self.shift_max_items, bool)
+            or not isinstance(self.shift_max_items, int)
+            or self.shift_max_items < 1
+        ):
+            raise ConfigError(
+                f"--shift-max-items must be a positive integer (test items per split), got {self.shift_max_items!r}"
+            )
         if self.shift_max_items is not None and not self.shift:
             raise ConfigError("--shift-max-items only applies with --shift; add --shift (all shifts) or remove it")
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.drop_test_duplicates and self.split != "official" and not self.test_data:
-            raise ConfigError("--drop-test-duplicates only applies to --split official or --test-data; "
-                              "k-fold already keeps duplicates on one side")
+            raise ConfigError(
+                "--drop-test-duplicates only applies to --split official or --test-data; "
+                "k-fold already keeps duplicates on one side"
+            )
         if self.test_data and self.split != "cv":
             raise ConfigError("--test-data trains on all of DATA; do not combine it with --split official")
         if not isinstance(self.n_boot, int) or self.n_boot < 0:
             raise ConfigError(f"--n-boot must be a non-negative integer, got {self.n_boot!r}")
         stray = sorted(set(self.params or {}) - set(self.methods))
         if stray:
-            raise ConfigError(f"--params names method {stray[0]!r}, which is not among --methods "
-                              f"({', '.join(self.methods)}); add it to --methods or remove its settings")
+            raise ConfigError(
+                f"--params names method {stray[0]!r}, which is not among --methods "
+                f"({', '.join(self.methods)}); add it to --methods or remove its settings"
+            )
 
     @property
     def adapt_modes(self) -> tuple[str, ...]:
@@ -203,8 +211,11 @@ class BenchmarkConfig(DataSettings):
         if record.get("config") != json.loads(json.dumps(self.to_dict(), default=str)):
             changes.append("other arguments")
         old, new = flat_versions(record.get("versions") or {}), flat_versions(code_versions())
-        moved = [f"{name} {old.get(name, 'none')} -> {new.get(name, 'none')}"
-                 for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)]
+        moved = [
+            f"{name} {old.get(name, 'none')} -> {new.get(name, 'none')}"
+            for name in sorted(old.keys() | new.keys())
+            if old.get(name) != new.get(name)
+        ]
         if moved:
             changes.append(f"other code versions ({', '.join(moved)})")
         return " and ".join(changes) or "other arguments"
@@ -229,7 +240,7 @@ def parse_params(text: str | None, option: str = "--params") -> dict[str, dict] 
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{option} {text}: not a JSON object of method -> settings ({exc})") from None
         if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
-            raise ConfigError(f"{option} {text}: expected a JSON object such as {{\"ayadi-cnn\": {{\"epochs\": 5}}}}")
+            raise ConfigError(f'{option} {text}: expected a JSON object such as {{"ayadi-cnn": {{"epochs": 5}}}}')
         return {str(m): dict(v) for m, v in params.items()}
     params: dict[str, dict] = {}
     for part in (p.strip() for p in text.split(",")):

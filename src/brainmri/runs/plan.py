@@ -66,8 +66,15 @@ def audit_summary(report: dict) -> dict:
     }
 
 
-def read_training_data(settings: DataSettings, *, methods, option: str = "--methods", label_map: dict | None = None,
-                       n_jobs: int = -1, progress: Callable[[int], None] | None = None) -> Analysis:
+def read_training_data(
+    settings: DataSettings,
+    *,
+    methods,
+    option: str = "--methods",
+    label_map: dict | None = None,
+    n_jobs: int = -1,
+    progress: Callable[[int], None] | None = None,
+) -> Analysis:
     """Read and audit DATA once (every image decoded and fingerprinted), as ``benchmark``, ``train`` and ``tune`` do.
 
     Unreadable images are skipped and reported by the audit; the dataset
@@ -82,28 +89,51 @@ def read_training_data(settings: DataSettings, *, methods, option: str = "--meth
         A method reads another kind of item than DATA holds (``option``
         names the option that chose the methods).
     """
-    dataset = apply_label_map(load_dataset(settings.data, allow_outside=settings.allow_outside_paths), label_map, "DATA")
-    analysis = analyse(dataset, params=settings.duplicates, n_jobs=n_jobs, progress=progress,
-                       max_pixels=settings.max_pixels)
+    dataset = apply_label_map(
+        load_dataset(settings.data, allow_outside=settings.allow_outside_paths), label_map, "DATA"
+    )
+    analysis = analyse(
+        dataset, params=settings.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=settings.max_pixels
+    )
     if not len(analysis.dataset):
         raise DataError(f"{settings.data}: no readable image; run `brainmri audit` to see why")
     check_inputs(methods, (item_kind(r.shape, r.mode) for r in analysis.records), option)
     return analysis
 
 
-def read_extra_data(settings: DataSettings, extra_data: str, extra_label_map: dict | None, classes: list[str],
-                    against: list[Analysis], *, n_jobs: int = -1, progress: Callable[[int], None] | None = None):
+def read_extra_data(
+    settings: DataSettings,
+    extra_data: str,
+    extra_label_map: dict | None,
+    classes: list[str],
+    against: list[Analysis],
+    *,
+    n_jobs: int = -1,
+    progress: Callable[[int], None] | None = None,
+):
     """``--extra-data`` read and audited as DATA is, its copies of the ``against`` collections dropped
     (:func:`~brainmri.data.extra.load_extra`)."""
-    return load_extra(extra_data, extra_label_map, classes, against=against, params=settings.duplicates,
-                      n_jobs=n_jobs, progress=progress, max_pixels=settings.max_pixels,
-                      allow_outside=settings.allow_outside_paths)
+    return load_extra(
+        extra_data,
+        extra_label_map,
+        classes,
+        against=against,
+        params=settings.duplicates,
+        n_jobs=n_jobs,
+        progress=progress,
+        max_pixels=settings.max_pixels,
+        allow_outside=settings.allow_outside_paths,
+    )
 
 
 def check_extra_listing(settings: DataSettings, extra_data: str, extra_label_map: dict | None, classes) -> int:
     """Refuse, from its listing alone, ``--extra-data`` whose classes do not map onto ``classes``; its item count."""
-    listing = apply_label_map(load_dataset(extra_data, allow_outside=settings.allow_outside_paths), extra_label_map,
-                              "--extra-data", option="--extra-label-map")
+    listing = apply_label_map(
+        load_dataset(extra_data, allow_outside=settings.allow_outside_paths),
+        extra_label_map,
+        "--extra-data",
+        option="--extra-label-map",
+    )
     check_extra_classes(listing.classes, classes, extra_data)
     return len(listing)
 
@@ -125,13 +155,24 @@ class _Draft:
 
 def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Callable[[int], None] | None = None) -> Plan:
     """Read and audit the data, then build the splits the config asks for."""
-    analysis = read_training_data(config, methods=config.methods, label_map=config.label_map, n_jobs=n_jobs,
-                                  progress=progress)
+    analysis = read_training_data(
+        config, methods=config.methods, label_map=config.label_map, n_jobs=n_jobs, progress=progress
+    )
     ds = analysis.dataset
     report = audit_report(analysis)
-    draft = _Draft(np.array([str(it.path) for it in ds.items]), ds.labels.astype(str), [ds.relpath(it) for it in ds.items],
-                   notes=_listing_notes(config, analysis))
-    dataset_info = {"path": str(ds.root), "n_items": len(ds), "classes": ds.classes, "counts": ds.counts(), "test_data": None}
+    draft = _Draft(
+        np.array([str(it.path) for it in ds.items]),
+        ds.labels.astype(str),
+        [ds.relpath(it) for it in ds.items],
+        notes=_listing_notes(config, analysis),
+    )
+    dataset_info = {
+        "path": str(ds.root),
+        "n_items": len(ds),
+        "classes": ds.classes,
+        "counts": ds.counts(),
+        "test_data": None,
+    }
     against = [analysis]
     if config.kind == "cv":
         _cv_splits(config, analysis, draft)
@@ -144,15 +185,32 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         dataset_info["test_data"] = {"path": str(tds.root), "n_items": len(tds), "counts": tds.counts()}
         against.append(test_analysis)
     if config.extra_data:
-        extra = read_extra_data(config, config.extra_data, config.extra_label_map, ds.classes, against, n_jobs=n_jobs,
-                                progress=progress)
+        extra = read_extra_data(
+            config, config.extra_data, config.extra_label_map, ds.classes, against, n_jobs=n_jobs, progress=progress
+        )
         _add_extra(draft, extra)
         dataset_info["extra_data"] = extra.info
     _check_splits(config, draft)
-    draft.protocol.update({"subjects_known": ds.has_subjects, "dropped_duplicates": draft.splits[0].dropped,
-                           "label_map": config.label_map, "notes": draft.notes})
-    return Plan(draft.paths, draft.labels, draft.rel, np.asarray(draft.groups), draft.splits, draft.protocol,
-                dataset_info, audit_summary(report), report, draft.dedup)
+    draft.protocol.update(
+        {
+            "subjects_known": ds.has_subjects,
+            "dropped_duplicates": draft.splits[0].dropped,
+            "label_map": config.label_map,
+            "notes": draft.notes,
+        }
+    )
+    return Plan(
+        draft.paths,
+        draft.labels,
+        draft.rel,
+        np.asarray(draft.groups),
+        draft.splits,
+        draft.protocol,
+        dataset_info,
+        audit_summary(report),
+        report,
+        draft.dedup,
+    )
 
 
 def _listing_notes(config: BenchmarkConfig, analysis: Analysis) -> list[str]:
@@ -164,12 +222,16 @@ def _listing_notes(config: BenchmarkConfig, analysis: Analysis) -> list[str]:
     if ds.problems:
         notes.append(_listing_note(ds, config.data))
     if config.kind == "cv" and config.grouping == "none":
-        notes.append("grouping none: items are split one by one, so duplicates and slices of one patient can sit in "
-                     "training and test; these numbers show what a naive split reports, not unseen-data performance")
+        notes.append(
+            "grouping none: items are split one by one, so duplicates and slices of one patient can sit in "
+            "training and test; these numbers show what a naive split reports, not unseen-data performance"
+        )
     elif not ds.has_subjects and config.kind == "cv":
-        notes.append("subject ids are absent: folds group items by "
-                     f"{'look-alike group' if config.grouping == 'similar' else 'near-duplicate cluster'} instead, "
-                     "which keeps copies together but cannot guarantee that one patient's slices stay on one side")
+        notes.append(
+            "subject ids are absent: folds group items by "
+            f"{'look-alike group' if config.grouping == 'similar' else 'near-duplicate cluster'} instead, "
+            "which keeps copies together but cannot guarantee that one patient's slices stay on one side"
+        )
     elif not ds.has_subjects:
         notes.append("subject ids are absent: the split cannot be checked for patients in both training and test")
     return notes
@@ -183,8 +245,10 @@ def _cv_splits(config: BenchmarkConfig, analysis: Analysis, draft: _Draft) -> No
     for label in analysis.dataset.classes:
         absent = [s.name for s in draft.splits if not (draft.labels[s.test] == label).any()]
         if absent:
-            draft.notes.append(f"class {label} has too few independent groups to appear in every test fold "
-                               f"(absent from {', '.join(absent)}); pooled metrics still include it")
+            draft.notes.append(
+                f"class {label} has too few independent groups to appear in every test fold "
+                f"(absent from {', '.join(absent)}); pooled metrics still include it"
+            )
 
 
 def _official_split(config: BenchmarkConfig, analysis: Analysis, draft: _Draft) -> None:
@@ -193,25 +257,36 @@ def _official_split(config: BenchmarkConfig, analysis: Analysis, draft: _Draft) 
     draft.groups, _ = group_labels(analysis, "auto")  # subjects when known, else near-duplicate clusters
     leaking = {leak["test_path"] for leak in cross_split_leaks(analysis)}
     draft.dedup = np.array([k for k in split.test if draft.rel[k] not in leaking], dtype=int)
-    draft.protocol = {"kind": "official", "folds": 1, "grouping": "official split",
-                      "n_groups": int(len(np.unique(draft.groups)))}
+    draft.protocol = {
+        "kind": "official",
+        "folds": 1,
+        "grouping": "official split",
+        "n_groups": int(len(np.unique(draft.groups))),
+    }
     if leaking and not config.drop_test_duplicates:
-        draft.notes.append(f"{len(leaking)} test items duplicate a training item; metrics_deduplicated "
-                           "reports the test split without them")
+        draft.notes.append(
+            f"{len(leaking)} test items duplicate a training item; metrics_deduplicated "
+            "reports the test split without them"
+        )
     unsplit = sum(it.split is None for it in analysis.dataset.items)
     if unsplit:
-        draft.notes.append(f"{unsplit} item(s) have a blank split and are used neither for training nor for testing; "
-                           "fill in their split (train or test) in the CSV")
+        draft.notes.append(
+            f"{unsplit} item(s) have a blank split and are used neither for training nor for testing; "
+            "fill in their split (train or test) in the CSV"
+        )
 
 
-def _external_split(config: BenchmarkConfig, analysis: Analysis, draft: _Draft, *, n_jobs: int,
-                    progress: Callable[[int], None] | None) -> Analysis:
+def _external_split(
+    config: BenchmarkConfig, analysis: Analysis, draft: _Draft, *, n_jobs: int, progress: Callable[[int], None] | None
+) -> Analysis:
     """``--test-data``: its items appended to the draft as the one split's test part; the test data's analysis."""
     ds = analysis.dataset
-    test_ds = apply_label_map(load_dataset(config.test_data, allow_outside=config.allow_outside_paths),
-                              config.label_map, "--test-data")
-    test_analysis = analyse(test_ds, params=config.duplicates, n_jobs=n_jobs, progress=progress,
-                            max_pixels=config.max_pixels)
+    test_ds = apply_label_map(
+        load_dataset(config.test_data, allow_outside=config.allow_outside_paths), config.label_map, "--test-data"
+    )
+    test_analysis = analyse(
+        test_ds, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels
+    )
     check_test_classes(ds.classes, test_analysis.dataset.classes, config.test_data)
     tds = test_analysis.dataset
     leaks = cross_dataset_leaks(analysis, test_analysis)
@@ -224,24 +299,35 @@ def _external_split(config: BenchmarkConfig, analysis: Analysis, draft: _Draft, 
     draft.groups = np.concatenate([group_labels(analysis, "auto")[0], test_analysis.graph.cluster_of + n_train])
     draft.dedup = n_train + np.flatnonzero(~copies)
     if copies.all() and config.drop_test_duplicates:
-        raise DataError(f"{config.test_data}: all {len(tds)} test items copy a {ds.root.name} image, so "
-                        "--drop-test-duplicates leaves no test item; test on another dataset")
+        raise DataError(
+            f"{config.test_data}: all {len(tds)} test items copy a {ds.root.name} image, so "
+            "--drop-test-duplicates leaves no test item; test on another dataset"
+        )
     if config.drop_test_duplicates:
         dropped = {label: v["leaking"] for label, v in leaks["per_class"].items() if v["leaking"]}
         draft.splits = [Split("external", np.arange(n_train), draft.dedup, dropped)]
     else:
         draft.splits = [Split("external", np.arange(n_train), np.arange(n_train, len(draft.paths)))]
-    draft.protocol = {"kind": "external", "folds": 1, "grouping": "separate datasets", "n_groups": None,
-                      "cross_dataset_leaks": leaks}
+    draft.protocol = {
+        "kind": "external",
+        "folds": 1,
+        "grouping": "separate datasets",
+        "n_groups": None,
+        "cross_dataset_leaks": leaks,
+    }
     draft.notes.append(f"external validation: trained on all of {ds.root.name}, tested on {tds.root.name}")
     if copies.all():
-        draft.notes.append(f"all {len(tds)} items of {tds.root.name} copy a {ds.root.name} image: the external score "
-                           "measures memorisation only, and there is no deduplicated score")
+        draft.notes.append(
+            f"all {len(tds)} items of {tds.root.name} copy a {ds.root.name} image: the external score "
+            "measures memorisation only, and there is no deduplicated score"
+        )
         draft.dedup = None
     elif leaking and not config.drop_test_duplicates:
-        draft.notes.append(f"{len(leaking)} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image, so "
-                           "the external score partly measures memorisation; metrics_deduplicated reports the test "
-                           "without them")
+        draft.notes.append(
+            f"{len(leaking)} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image, so "
+            "the external score partly measures memorisation; metrics_deduplicated reports the test "
+            "without them"
+        )
     if tds.problems:
         draft.notes.append(_listing_note(tds, config.test_data))
     return test_analysis
@@ -268,8 +354,10 @@ def _check_splits(config: BenchmarkConfig, draft: _Draft) -> None:
 
 def _listing_note(ds: Dataset, source: str) -> str:
     first = ds.problems[0]
-    return (f"{len(ds.problems)} problem(s) found while listing {source} (rows, files or folders skipped or to check), "
-            f"e.g. {first['path']}: {first['reason']}; `brainmri audit {source}` lists them all")
+    return (
+        f"{len(ds.problems)} problem(s) found while listing {source} (rows, files or folders skipped or to check), "
+        f"e.g. {first['path']}: {first['reason']}; `brainmri audit {source}` lists them all"
+    )
 
 
 def check_before_reading(config: BenchmarkConfig) -> int:
@@ -285,17 +373,23 @@ def check_before_reading(config: BenchmarkConfig) -> int:
         for mode in config.adapt_modes:
             if mode != "none":
                 check_model_adapts(get_method(method).build(params=config.method_params(method)), mode, name=method)
-    dataset = apply_label_map(load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA")
-    n_extra = (check_extra_listing(config, config.extra_data, config.extra_label_map, dataset.classes)
-               if config.extra_data else 0)
+    dataset = apply_label_map(
+        load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA"
+    )
+    n_extra = (
+        check_extra_listing(config, config.extra_data, config.extra_label_map, dataset.classes)
+        if config.extra_data
+        else 0
+    )
     if config.kind == "cv":
         check_folds(config.cv, len(dataset))
         check_grouping(dataset, config.grouping)
     elif config.kind == "official":
         official_indices(dataset)
     else:
-        test = apply_label_map(load_dataset(config.test_data, allow_outside=config.allow_outside_paths),
-                               config.label_map, "--test-data")
+        test = apply_label_map(
+            load_dataset(config.test_data, allow_outside=config.allow_outside_paths), config.label_map, "--test-data"
+        )
         check_test_classes(dataset.classes, test.classes, config.test_data)
         return len(dataset) + len(test) + n_extra
     return len(dataset) + n_extra
@@ -317,10 +411,12 @@ def _untested_classes_note(y_train: np.ndarray, y_test: np.ndarray) -> list[str]
     if not untested:
         return []
     n_classes = len(set(y_train))
-    return [f"class(es) {', '.join(untested)} have training images but none in the test set, so they cannot be scored: "
-            f"balanced accuracy averages recall over the {n_classes - len(untested)} tested classes, while macro "
-            f"sensitivity, precision and F1 average over all {n_classes} classes and count 0 for "
-            f"{', '.join(untested)}; compare methods on balanced accuracy, or add test images of those classes"]
+    return [
+        f"class(es) {', '.join(untested)} have training images but none in the test set, so they cannot be scored: "
+        f"balanced accuracy averages recall over the {n_classes - len(untested)} tested classes, while macro "
+        f"sensitivity, precision and F1 average over all {n_classes} classes and count 0 for "
+        f"{', '.join(untested)}; compare methods on balanced accuracy, or add test images of those classes"
+    ]
 
 
 def _check_training_counts(y: np.ndarray, groups: np.ndarray, fold: str) -> None:

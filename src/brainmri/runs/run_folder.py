@@ -37,13 +37,14 @@ def read_run_file(out: str | Path) -> dict | None:
     """
     run = run_folder(out).read_run()
     if run is not None and not isinstance(run.get("fingerprint"), str):
-        raise ConfigError(f"{Path(out) / 'run.json'}: not a run file written by brainmri, so the folder is not "
-                          "brainmri's to write in; choose a new or empty --out")
+        raise ConfigError(
+            f"{Path(out) / 'run.json'}: not a run file written by brainmri, so the folder is not "
+            "brainmri's to write in; choose a new or empty --out"
+        )
     return run
 
 
-def check_run_folder(out: str | Path, config, *, restart: bool = False,
-                     inputs: Iterable[str | Path] = ()) -> None:
+def check_run_folder(out: str | Path, config, *, restart: bool = False, inputs: Iterable[str | Path] = ()) -> None:
     """Refuse an output folder that brainmri must not write in, without writing anything.
 
     Parameters
@@ -66,8 +67,9 @@ def check_run_folder(out: str | Path, config, *, restart: bool = False,
     if run is not None:
         read_run_file(out)
         if run["fingerprint"] != config.fingerprint() and not restart:
-            raise ConfigError(f"{out} holds a benchmark run with {config.changes_since(run)}; "
-                              "choose another --out or add --restart")
+            raise ConfigError(
+                f"{out} holds a benchmark run with {config.changes_since(run)}; choose another --out or add --restart"
+            )
 
 
 def start_run_folder(out: str | Path, record: dict, *, restart: bool = False) -> Path:

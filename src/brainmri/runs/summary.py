@@ -43,8 +43,13 @@ def _pooled(plan: Plan, units: list[dict], classes: list[str]) -> dict:
         index += unit["test"]
         folds += [unit["fold"]] * len(unit["test"])
         proba.append(_columns(unit, unit["proba"], classes))
-    pooled = {"index": np.asarray(index, dtype=int), "fold": folds, "proba": np.vstack(proba),
-              "y_true": [str(v) for v in plan.labels[np.asarray(index, dtype=int)]], "classes": classes}
+    pooled = {
+        "index": np.asarray(index, dtype=int),
+        "fold": folds,
+        "proba": np.vstack(proba),
+        "y_true": [str(v) for v in plan.labels[np.asarray(index, dtype=int)]],
+        "classes": classes,
+    }
     if all("ood" in unit for unit in units):  # units saved before the OOD score existed have none
         pooled["ood_score"] = np.concatenate([unit["ood"]["score"] for unit in units])
     return pooled
@@ -60,9 +65,12 @@ def _ood_entry(config: BenchmarkConfig, units: list[dict]) -> dict | None:
     if not all("ood" in u for u in units):
         return None
     scores = np.concatenate([u["ood"]["score"] for u in units])
-    entry = {"detector": units[0]["ood"]["method"], "flag_quantile": FLAG_QUANTILE,
-             "test_flagged": round(float(np.mean(scores > FLAG_QUANTILE)), 6),
-             "test_mean_score": round(float(np.mean(scores)), 6)}
+    entry = {
+        "detector": units[0]["ood"]["method"],
+        "flag_quantile": FLAG_QUANTILE,
+        "test_flagged": round(float(np.mean(scores > FLAG_QUANTILE)), 6),
+        "test_mean_score": round(float(np.mean(scores)), 6),
+    }
     if config.shift and all("distance" in u.get("shift", {}) for u in units):
         severity = max(config.shift_severities)
         folds, weights, flagged = [], [], []
@@ -74,9 +82,12 @@ def _ood_entry(config: BenchmarkConfig, units: list[dict]) -> dict | None:
             weights.append(len(clean))
             flagged += [np.asarray(by[str(severity)]) > u["ood"]["threshold"] for by in shifted.values()]
         mean = lambda values: round(float(np.average(values, weights=weights)), 6)  # noqa: E731
-        entry["shift"] = {"severity": severity, "auc": mean([f["pooled"] for f in folds]),
-                          "auc_per_shift": {name: mean([f["per_shift"][name] for f in folds]) for name in folds[0]["per_shift"]},
-                          "flagged": round(float(np.mean(np.concatenate(flagged))), 6)}
+        entry["shift"] = {
+            "severity": severity,
+            "auc": mean([f["pooled"] for f in folds]),
+            "auc_per_shift": {name: mean([f["per_shift"][name] for f in folds]) for name in folds[0]["per_shift"]},
+            "flagged": round(float(np.mean(np.concatenate(flagged))), 6),
+        }
     return entry
 
 
@@ -84,11 +95,19 @@ def _shift_entry(config: BenchmarkConfig, plan: Plan, units: list[dict], pooled:
     """The ``shift`` block of a method: its units' shifted probabilities pooled and scored."""
     index = np.asarray([k for u in units for k in u["shift"]["test"]], dtype=int)
     row = {k: r for r, k in enumerate(pooled["index"])}
-    shifted = {name: {s: np.vstack([_columns(u, u["shift"]["proba"][name][s], pooled["classes"]) for u in units])
-                      for s in by}
-               for name, by in units[0]["shift"]["proba"].items()}
-    return summarize_shift([str(v) for v in plan.labels[index]], pooled["proba"][[row[k] for k in index]], shifted,
-                           pooled["classes"], groups=plan.groups[index], n_boot=config.n_boot, seed=config.seed)
+    shifted = {
+        name: {s: np.vstack([_columns(u, u["shift"]["proba"][name][s], pooled["classes"]) for u in units]) for s in by}
+        for name, by in units[0]["shift"]["proba"].items()
+    }
+    return summarize_shift(
+        [str(v) for v in plan.labels[index]],
+        pooled["proba"][[row[k] for k in index]],
+        shifted,
+        pooled["classes"],
+        groups=plan.groups[index],
+        n_boot=config.n_boot,
+        seed=config.seed,
+    )
 
 
 #: Metrics of each ``per_fold`` entry.
@@ -136,27 +155,40 @@ def summarize_units(config: BenchmarkConfig, plan: Plan, units: dict[str, list[d
         "audit": plan.audit,
         "methods": methods,
         "comparisons": comparisons(predictions, methods),
-        **({"comparisons_deduplicated": comparisons(predictions, methods, keep=plan.dedup_test)}
-           if any("metrics_deduplicated" in m for m in methods.values()) else {}),
+        **(
+            {"comparisons_deduplicated": comparisons(predictions, methods, keep=plan.dedup_test)}
+            if any("metrics_deduplicated" in m for m in methods.values())
+            else {}
+        ),
         "alpha": ALPHA,
     }
     if config.shift:
         first = next(iter(methods.values()))
         n_items = first["shift"]["n_items"]
-        subset = (f"all {n_items} test items" if n_items == first["n_test"] else
-                  f"{n_items} of {first['n_test']} test items, a stratified sample of at most "
-                  f"{config.shift_max_items} per split")
-        results["shift"] = {"shifts": shift_definitions(config.shift), "severities": list(config.shift_severities),
-                            "subset": subset, "seed": config.seed}
+        subset = (
+            f"all {n_items} test items"
+            if n_items == first["n_test"]
+            else f"{n_items} of {first['n_test']} test items, a stratified sample of at most "
+            f"{config.shift_max_items} per split"
+        )
+        results["shift"] = {
+            "shifts": shift_definitions(config.shift),
+            "severities": list(config.shift_severities),
+            "subset": subset,
+            "seed": config.seed,
+        }
     return results, predictions
 
 
-def _method_entry(config: BenchmarkConfig, plan: Plan, method: str, us: list[dict], pooled: dict,
-                  classes: list[str]) -> dict:
+def _method_entry(
+    config: BenchmarkConfig, plan: Plan, method: str, us: list[dict], pooled: dict, classes: list[str]
+) -> dict:
     """The ``results.json`` entry of one method from its units and pooled predictions (its pictures go to ``pooled``)."""
     spec = get_method(method.partition("+")[0])  # a method tested with one of several adaptations (split_adapted)
     groups = plan.groups[pooled["index"]]
-    summary = summarize(pooled["y_true"], pooled["proba"], classes, groups=groups, n_boot=config.n_boot, seed=config.seed)
+    summary = summarize(
+        pooled["y_true"], pooled["proba"], classes, groups=groups, n_boot=config.n_boot, seed=config.seed
+    )
     groups_name = _bootstrap_groups(plan.protocol)
     entry = {
         "summary": spec.summary,
@@ -166,12 +198,21 @@ def _method_entry(config: BenchmarkConfig, plan: Plan, method: str, us: list[dic
         "confusion": summary["confusion"],
         "n_test": summary["n"],
         "calibration": summary["calibration"],
-        "bootstrap": {**summary["bootstrap"], "groups": groups_name if summary["bootstrap"]["unit"] == "groups" else None},
+        "bootstrap": {
+            **summary["bootstrap"],
+            "groups": groups_name if summary["bootstrap"]["unit"] == "groups" else None,
+        },
     }
     if plan.dedup_test is not None and len(plan.dedup_test) < len(pooled["index"]):
         keep = np.isin(pooled["index"], plan.dedup_test)
-        dedup = summarize([y for y, k in zip(pooled["y_true"], keep, strict=True) if k], pooled["proba"][keep], classes,
-                          groups=groups[keep], n_boot=config.n_boot, seed=config.seed)
+        dedup = summarize(
+            [y for y, k in zip(pooled["y_true"], keep, strict=True) if k],
+            pooled["proba"][keep],
+            classes,
+            groups=groups[keep],
+            n_boot=config.n_boot,
+            seed=config.seed,
+        )
         entry["metrics_deduplicated"] = dedup["metrics"]
         entry["per_class_deduplicated"] = dedup["per_class"]
         entry["n_test_deduplicated"] = dedup["n"]
@@ -206,8 +247,14 @@ def _per_fold(plan: Plan, us: list[dict], pooled: dict, classes: list[str]) -> l
         y = [str(v) for v in plan.labels[unit["test"]]]
         p = pooled["proba"][np.asarray(pooled["fold"]) == unit["fold"]]
         scores = classification_metrics(y, p, classes)["metrics"]
-        per_fold.append({"fold": unit["fold"], "n_train": len(split.train), "n_test": len(y),
-                         **{k: scores[k] for k in FOLD_METRICS}})
+        per_fold.append(
+            {
+                "fold": unit["fold"],
+                "n_train": len(split.train),
+                "n_test": len(y),
+                **{k: scores[k] for k in FOLD_METRICS},
+            }
+        )
     return per_fold
 
 
@@ -242,8 +289,10 @@ def comparisons(predictions: dict, methods: dict, *, keep=None) -> list[dict]:
             folds_a, folds_b = methods[a]["per_fold"], methods[b]["per_fold"]
             if len(folds_a) >= 2 and keep is None:
                 row["t_test"] = corrected_resampled_ttest(
-                    [f["accuracy"] for f in folds_a], [f["accuracy"] for f in folds_b],
-                    n_train=[f["n_train"] for f in folds_a], n_test=[f["n_test"] for f in folds_a],
+                    [f["accuracy"] for f in folds_a],
+                    [f["accuracy"] for f in folds_b],
+                    n_train=[f["n_train"] for f in folds_a],
+                    n_test=[f["n_test"] for f in folds_a],
                 )
                 row["decided_by"] = "t_test"
             rows.append(row)
@@ -263,7 +312,18 @@ def predictions_table(plan: Plan, predictions: dict) -> str:
     writer.writerow(["method", "fold", "path", "label", "predicted", *[f"p_{c}" for c in classes], "ood_score"])
     for method, pooled in predictions.items():
         ood = pooled.get("ood_score", [None] * len(pooled["index"]))
-        for k, fold, p, y, o in zip(pooled["index"], pooled["fold"], pooled["proba"], pooled["y_true"], ood, strict=True):
-            writer.writerow([method, fold, plan.rel[k], y, classes[int(np.argmax(p))], *[f"{v:.6f}" for v in p],
-                             "" if o is None else f"{o:.4f}"])
+        for k, fold, p, y, o in zip(
+            pooled["index"], pooled["fold"], pooled["proba"], pooled["y_true"], ood, strict=True
+        ):
+            writer.writerow(
+                [
+                    method,
+                    fold,
+                    plan.rel[k],
+                    y,
+                    classes[int(np.argmax(p))],
+                    *[f"{v:.6f}" for v in p],
+                    "" if o is None else f"{o:.4f}",
+                ]
+            )
     return buffer.getvalue()

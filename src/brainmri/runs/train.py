@@ -51,15 +51,26 @@ logger = logging.getLogger(__name__)
 
 
 def _image_kinds(records) -> dict[str, dict[str, int]]:
-    """Sizes (``HxW``, ``XxYxZ`` for volumes), channel counts and Pillow modes (or DICOM photometry) of scanned images, with counts."""
+    """Sizes (``HxW``, ``XxYxZ`` for volumes), channel counts and Pillow modes (or DICOM photometry) of scanned
+    images, with counts."""
     kinds = [size_and_channels(tuple(r.shape), str(r.mode)) for r in records]
-    return {"image_sizes": dict(Counter(size for size, _ in kinds).most_common()),
-            "channels": dict(Counter(channels for _, channels in kinds).most_common()),
-            "modes": dict(Counter(str(r.mode) for r in records).most_common())}
+    return {
+        "image_sizes": dict(Counter(size for size, _ in kinds).most_common()),
+        "channels": dict(Counter(channels for _, channels in kinds).most_common()),
+        "modes": dict(Counter(str(r.mode) for r in records).most_common()),
+    }
 
 
-def internal_validation(build: Callable, model, paths: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                        *, seed: int, on_event: Callable[[str], None]) -> dict:
+def internal_validation(
+    build: Callable,
+    model,
+    paths: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    *,
+    seed: int,
+    on_event: Callable[[str], None],
+) -> dict:
     """How well the method does on training data it did not learn from.
 
     A method whose final step kept a validation part of the training data
@@ -80,9 +91,11 @@ def internal_validation(build: Callable, model, paths: np.ndarray, labels: np.nd
     history = getattr(final, "history_", None)
     if history:
         best = max(history, key=lambda row: (row["val_accuracy"], -row["val_loss"]))
-        return {"how": f"validation part of the training data (grouped), epoch {best['epoch']} of {len(history)}: "
-                       "the best validation accuracy",
-                "metrics": {k: v for k, v in best.items() if k.startswith("val_")}}
+        return {
+            "how": f"validation part of the training data (grouped), epoch {best['epoch']} of {len(history)}: "
+            "the best validation accuracy",
+            "metrics": {k: v for k, v in best.items() if k.startswith("val_")},
+        }
     splits, how = inner_splits(labels, groups, random_state=seed)
     classes = [str(c) for c in model.classes_]
     proba = np.zeros((len(labels), len(classes)))
@@ -95,8 +108,12 @@ def internal_validation(build: Callable, model, paths: np.ndarray, labels: np.nd
         logger.warning("internal validation skipped: %s", exc)
         return {"skipped": str(exc)}
     scores = classification_metrics([str(v) for v in labels], proba, classes)
-    return {"how": f"out-of-fold predictions of {how}, the method refitted on each inner training part",
-            "metrics": scores["metrics"], "per_class": scores["per_class"], "confusion": scores["confusion"]}
+    return {
+        "how": f"out-of-fold predictions of {how}, the method refitted on each inner training part",
+        "metrics": scores["metrics"],
+        "per_class": scores["per_class"],
+        "confusion": scores["confusion"],
+    }
 
 
 def train_bundle(
@@ -145,8 +162,15 @@ def train_bundle(
     extra = None
     if config.extra_data:
         say(f"reading and auditing {n_extra} files of {config.extra_data}")
-        extra = read_extra_data(config, config.extra_data, config.extra_label_map, analysis.dataset.classes,
-                                [analysis], n_jobs=n_jobs, progress=progress)
+        extra = read_extra_data(
+            config,
+            config.extra_data,
+            config.extra_label_map,
+            analysis.dataset.classes,
+            [analysis],
+            n_jobs=n_jobs,
+            progress=progress,
+        )
         say(format_extra(extra.info))
         paths, labels = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels])
         groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
@@ -154,8 +178,14 @@ def train_bundle(
     cache = str(cache_dir) if cache_dir else MemoryCache()
 
     def build():
-        return spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
-                          device=config.device, params=config.params)
+        return spec.build(
+            seed=config.seed,
+            n_jobs=n_jobs,
+            cache_dir=cache,
+            preprocess=config.preprocess,
+            device=config.device,
+            params=config.params,
+        )
 
     say(f"computing features of {len(paths)} images")
     precompute_features([build()], paths, n_jobs=n_jobs, progress=feature_progress)
@@ -165,12 +195,20 @@ def train_bundle(
         model = build().fit(paths, labels, groups=groups)
     fit_s = time.perf_counter() - start
     say(f"calibrating the out-of-distribution score on the {len(paths)} training images")
-    ood = fit_ood(model, paths, labels, seed=config.seed, acquisition=spec.inputs == "slices", cache_dir=cache,
-                  n_jobs=n_jobs)
-    validation = (internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
-                  if config.validate else {"skipped": "not asked for (--no-validation)"})
-    training = {"grouping": grouping, "n_groups": int(len(np.unique(groups))), "fit_s": round(fit_s, 2),
-                **({"extra_data": extra.info} if extra is not None else {})}
+    ood = fit_ood(
+        model, paths, labels, seed=config.seed, acquisition=spec.inputs == "slices", cache_dir=cache, n_jobs=n_jobs
+    )
+    validation = (
+        internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
+        if config.validate
+        else {"skipped": "not asked for (--no-validation)"}
+    )
+    training = {
+        "grouping": grouping,
+        "n_groups": int(len(np.unique(groups))),
+        "fit_s": round(fit_s, 2),
+        **({"extra_data": extra.info} if extra is not None else {}),
+    }
     manifest = save_bundle(model, out, _manifest(config, spec, model, analysis, training, validation, ood), ood=ood)
     say(f"wrote the bundle {out}")
     return Bundle(model, manifest, Path(out), ood)
@@ -186,8 +224,11 @@ def _check_before_reading(config: TrainConfig, spec, out, cache_dir) -> tuple[in
     if cache_dir:
         check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
     dataset = load_dataset(config.data, allow_outside=config.allow_outside_paths)
-    n_extra = (check_extra_listing(config, config.extra_data, config.extra_label_map, dataset.classes)
-               if config.extra_data else 0)
+    n_extra = (
+        check_extra_listing(config, config.extra_data, config.extra_label_map, dataset.classes)
+        if config.extra_data
+        else 0
+    )
     return len(dataset), n_extra
 
 
@@ -199,17 +240,29 @@ def _manifest(config: TrainConfig, spec, model, analysis, training: dict, valida
         "format_version": FORMAT_VERSION,
         "brainmri_version": __version__,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "method": {"name": spec.name, "family": spec.family, "summary": spec.summary, "reference": spec.reference,
-                   "params": dict(config.params), "fitted": dict(getattr(model, "params_", {}))},
+        "method": {
+            "name": spec.name,
+            "family": spec.family,
+            "summary": spec.summary,
+            "reference": spec.reference,
+            "params": dict(config.params),
+            "fitted": dict(getattr(model, "params_", {})),
+        },
         "classes": [str(c) for c in model.classes_],
         "preprocess": {**fitted_preprocess(model, config.preprocess).to_dict(), "version": Preprocess.version},
         "input_size": input_size(model, config.preprocess),
         "versions": code_versions(),
         "config": config.to_dict(),
-        "training_data": {"path": str(ds.root), "n_items": len(ds), "counts": ds.counts(),
-                          "grouping": training["grouping"], "n_groups": training["n_groups"],
-                          **_image_kinds(analysis.records), "fit_s": training["fit_s"],
-                          **({"extra_data": training["extra_data"]} if "extra_data" in training else {})},
+        "training_data": {
+            "path": str(ds.root),
+            "n_items": len(ds),
+            "counts": ds.counts(),
+            "grouping": training["grouping"],
+            "n_groups": training["n_groups"],
+            **_image_kinds(analysis.records),
+            "fit_s": training["fit_s"],
+            **({"extra_data": training["extra_data"]} if "extra_data" in training else {}),
+        },
         "audit": audit_summary(audit_report(analysis)),
         "validation": validation,
         "ood": ood.summary(),

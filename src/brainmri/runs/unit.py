@@ -35,8 +35,18 @@ def unit_path(out: Path, method: str, fold: str) -> Path:
     return out / "units" / method / f"{fold}.json"
 
 
-def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, n_jobs: int, cache_dir,
-             work_dir: Path | None = None, device: str = "auto", on_event: Callable[[str], None] | None = None) -> dict:
+def run_unit(
+    config: BenchmarkConfig,
+    plan: Plan,
+    method: str,
+    split: Split,
+    *,
+    n_jobs: int,
+    cache_dir,
+    work_dir: Path | None = None,
+    device: str = "auto",
+    on_event: Callable[[str], None] | None = None,
+) -> dict:
     """Fit one method on one split's training items and predict its test items.
 
     ``cache_dir`` is a feature cache folder, the run's ``MemoryCache`` or None;
@@ -56,14 +66,28 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
     receives a line per shift.
     """
     spec = get_method(method)
-    model = spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache_dir, preprocess=config.preprocess,
-                       work_dir=work_dir, device=device, params=config.method_params(method))
+    model = spec.build(
+        seed=config.seed,
+        n_jobs=n_jobs,
+        cache_dir=cache_dir,
+        preprocess=config.preprocess,
+        work_dir=work_dir,
+        device=device,
+        params=config.method_params(method),
+    )
     start = time.perf_counter()
     # Every method gets the outer split's groups, so its inner splits keep them together too.
     model.fit(plan.paths[split.train], plan.labels[split.train], groups=plan.groups[split.train])
     fitted = time.perf_counter()
-    ood = fit_ood(model, plan.paths[split.train], plan.labels[split.train], seed=config.seed,
-                  acquisition=spec.inputs == "slices", cache_dir=cache_dir, n_jobs=n_jobs)
+    ood = fit_ood(
+        model,
+        plan.paths[split.train],
+        plan.labels[split.train],
+        seed=config.seed,
+        acquisition=spec.inputs == "slices",
+        cache_dir=cache_dir,
+        n_jobs=n_jobs,
+    )
     calibrated = time.perf_counter()
     modes = config.adapt_modes
     predictor = adapt_model(model, modes[0], name=method)
@@ -98,14 +122,26 @@ def run_unit(config: BenchmarkConfig, plan: Plan, method: str, split: Split, *, 
         if hasattr(model, "illustrate"):
             unit["illustrations"] = _illustrations(model, plan, split)
         unit["explanations"] = [
-            {"caption": f"{plan.rel[split.test[e['index']]]}: {e['caption']}", "png": base64.b64encode(e["png"]).decode()}
-            for e in explain_examples(model, plan.paths[split.test], plan.labels[split.test], proba, method=method,
-                                      preprocess=config.preprocess, max_pixels=config.max_pixels)]
+            {
+                "caption": f"{plan.rel[split.test[e['index']]]}: {e['caption']}",
+                "png": base64.b64encode(e["png"]).decode(),
+            }
+            for e in explain_examples(
+                model,
+                plan.paths[split.test],
+                plan.labels[split.test],
+                proba,
+                method=method,
+                preprocess=config.preprocess,
+                max_pixels=config.max_pixels,
+            )
+        ]
     return unit
 
 
-def _test_predictions(config: BenchmarkConfig, plan: Plan, split: Split, predictor, ood, *,
-                      on_event: Callable[[str], None] | None = None) -> dict:
+def _test_predictions(
+    config: BenchmarkConfig, plan: Plan, split: Split, predictor, ood, *, on_event: Callable[[str], None] | None = None
+) -> dict:
     """What ``predictor`` says of a split's test items: probabilities, OOD scores and, with ``--shift``, shifted tests.
 
     Returns the unit entries ``proba`` (an array, not rounded yet), ``predict_s``,
@@ -115,17 +151,28 @@ def _test_predictions(config: BenchmarkConfig, plan: Plan, split: Split, predict
     start = time.perf_counter()
     proba, distance = predict_with_ood(predictor, ood, plan.paths[split.test])
     done = time.perf_counter()
-    tested = {"proba": proba, "predict_s": round(done - start, 3),
-              "ood": {"score": np.round(ood.score_distance(distance), 4).tolist(), "distance": _round(distance)}}
+    tested = {
+        "proba": proba,
+        "predict_s": round(done - start, 3),
+        "ood": {"score": np.round(ood.score_distance(distance), 4).tolist(), "distance": _round(distance)},
+    }
     if config.shift:
         items = shift_subset(plan.labels, split.test, config.shift_max_items, seed=config.seed)
-        shifted, distances = predict_shifted(predictor, plan.paths[items], config.shift, config.shift_severities,
-                                             seed=config.seed, max_pixels=config.max_pixels, ood=ood,
-                                             on_event=on_event)
-        tested["shift"] = {"test": items.tolist(),
-                           "proba": {name: {s: np.round(p, 6).tolist() for s, p in by.items()}
-                                     for name, by in shifted.items()},
-                           "distance": {name: {s: _round(d) for s, d in by.items()} for name, by in distances.items()}}
+        shifted, distances = predict_shifted(
+            predictor,
+            plan.paths[items],
+            config.shift,
+            config.shift_severities,
+            seed=config.seed,
+            max_pixels=config.max_pixels,
+            ood=ood,
+            on_event=on_event,
+        )
+        tested["shift"] = {
+            "test": items.tolist(),
+            "proba": {name: {s: np.round(p, 6).tolist() for s, p in by.items()} for name, by in shifted.items()},
+            "distance": {name: {s: _round(d) for s, d in by.items()} for name, by in distances.items()},
+        }
         tested["shift_s"] = round(time.perf_counter() - done, 3)
     return tested
 
@@ -159,8 +206,11 @@ def split_adapted(config: BenchmarkConfig, units: dict[str, list[dict]]) -> dict
             for u in us:
                 tested = u["adapted"][mode]
                 copy = {k: v for k, v in u.items() if k not in ("adapted", "illustrations", "explanations")}
-                copy.update({k: v for k, v in tested.items() if k != "ood"},
-                            method=adapted_name(method, mode), ood={**u["ood"], **tested["ood"]})
+                copy.update(
+                    {k: v for k, v in tested.items() if k != "ood"},
+                    method=adapted_name(method, mode),
+                    ood={**u["ood"], **tested["ood"]},
+                )
                 copies.append(copy)
             out[adapted_name(method, mode)] = copies
     return out
@@ -187,17 +237,24 @@ def _illustrations(model, plan: Plan, split: Split) -> list[dict]:
     for k, (caption, rgb) in zip(chosen, model.illustrate(plan.paths[chosen]), strict=True):
         buffer = io.BytesIO()
         Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buffer, format="PNG")
-        pictures.append({"caption": f"{plan.rel[k]} ({plan.labels[k]}): {caption}",
-                         "png": base64.b64encode(buffer.getvalue()).decode("ascii")})
+        pictures.append(
+            {
+                "caption": f"{plan.rel[k]} ({plan.labels[k]}): {caption}",
+                "png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+            }
+        )
     return pictures
 
 
 @contextmanager
 def epoch_lines(where: str, say: Callable[[str], None]) -> Iterator[None]:
     """Within the block, each finished training epoch (of any method that trains in epochs) becomes a line."""
+
     def line(r: dict) -> None:
-        say(f"{where}: epoch {r['epoch']}/{r['epochs']} train loss {r['train_loss']:.4f}, validation loss "
-            f"{r['val_loss']:.4f}, accuracy {r['val_accuracy']:.3f} ({r['seconds']:.1f} s, {r['images_per_s']:.0f} img/s)")
+        say(
+            f"{where}: epoch {r['epoch']}/{r['epochs']} train loss {r['train_loss']:.4f}, validation loss "
+            f"{r['val_loss']:.4f}, accuracy {r['val_accuracy']:.3f} ({r['seconds']:.1f} s, {r['images_per_s']:.0f} img/s)"
+        )
 
     with epoch_listener(line):
         yield

@@ -42,8 +42,9 @@ try:
     from starlette.formparsers import MultiPartException, MultiPartParser
     from starlette.requests import ClientDisconnect
 except ImportError as exc:
-    raise ConfigError(f"brainmri serve needs FastAPI, uvicorn and python-multipart ({exc}); "
-                      "pip install 'brainmri[serve]'") from None
+    raise ConfigError(
+        f"brainmri serve needs FastAPI, uvicorn and python-multipart ({exc}); pip install 'brainmri[serve]'"
+    ) from None
 
 from brainmri.serve import schemas
 from brainmri.serve.inference import Inference
@@ -56,11 +57,15 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 #: The page may load and call this server only (no other host, no inline script).
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
-                           "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 
-DISCLAIMER = ("brainmri is a research tool, not a diagnostic device: its predictions and heatmaps must not be used "
-              "for the diagnosis or treatment of any patient.")
+DISCLAIMER = (
+    "brainmri is a research tool, not a diagnostic device: its predictions and heatmaps must not be used "
+    "for the diagnosis or treatment of any patient."
+)
 
 
 def create_app(model, settings: ServeSettings | None = None, *, explain=None) -> fastapi.FastAPI:
@@ -83,8 +88,14 @@ def create_app(model, settings: ServeSettings | None = None, *, explain=None) ->
         Its worker threads stop when the application shuts down.
     """
     settings = settings or ServeSettings()
-    inference = Inference(model, explain=explain, workers=settings.workers, queue_size=settings.queue_size,
-                          max_pixels=settings.max_pixels, keep_uploads=settings.keep_uploads)
+    inference = Inference(
+        model,
+        explain=explain,
+        workers=settings.workers,
+        queue_size=settings.queue_size,
+        max_pixels=settings.max_pixels,
+        keep_uploads=settings.keep_uploads,
+    )
     name = Path(str(getattr(model, "path", model.manifest["method"]["name"]))).name
     bearer = HTTPBearer(auto_error=False, description="the token given to brainmri serve --token")
 
@@ -100,13 +111,21 @@ def create_app(model, settings: ServeSettings | None = None, *, explain=None) ->
         yield
         inference.close()
 
-    app = fastapi.FastAPI(title="brainmri serve", version=__version__, lifespan=lifespan, docs_url=None,
-                          redoc_url=None, description=f"Predictions and heatmaps of one model bundle. {DISCLAIMER}")
+    app = fastapi.FastAPI(
+        title="brainmri serve",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description=f"Predictions and heatmaps of one model bundle. {DISCLAIMER}",
+    )
     secured = [Depends(check_token)] if settings.token else []
     refusals = {401: "missing or wrong token"} if settings.token else {}
 
     def responses(codes: dict | None = None) -> dict:
-        return {code: {"model": schemas.Error, "description": text} for code, text in {**refusals, **(codes or {})}.items()}
+        return {
+            code: {"model": schemas.Error, "description": text} for code, text in {**refusals, **(codes or {})}.items()
+        }
 
     _add_error_handlers(app)
     _add_page(app)
@@ -137,61 +156,114 @@ def _add_page(app) -> None:
 
     @app.get("/", include_in_schema=False)
     async def page():
-        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
-                                                            "X-Content-Type-Options": "nosniff"})
+        return FileResponse(
+            STATIC / "index.html",
+            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"},
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
-def _add_info_routes(app, inference: Inference, settings: ServeSettings, *, name: str, secured: list,
-                     responses: Callable) -> None:
+def _add_info_routes(
+    app, inference: Inference, settings: ServeSettings, *, name: str, secured: list, responses: Callable
+) -> None:
     """``GET /health`` and ``GET /model``."""
     manifest = inference.model.manifest
 
-    @app.get("/health", response_model=schemas.Health, dependencies=secured, responses=responses(),
-             summary="whether the server is up, and how busy")
+    @app.get(
+        "/health",
+        response_model=schemas.Health,
+        dependencies=secured,
+        responses=responses(),
+        summary="whether the server is up, and how busy",
+    )
     async def health():
-        return {"status": "ok", "model": name, "version": inference.version, "busy": inference.pending,
-                "capacity": inference.capacity}
+        return {
+            "status": "ok",
+            "model": name,
+            "version": inference.version,
+            "busy": inference.pending,
+            "capacity": inference.capacity,
+        }
 
-    @app.get("/model", response_model=schemas.ModelInfo, dependencies=secured, responses=responses(),
-             summary="the model: classes, method, preprocessing, validation metrics")
+    @app.get(
+        "/model",
+        response_model=schemas.ModelInfo,
+        dependencies=secured,
+        responses=responses(),
+        summary="the model: classes, method, preprocessing, validation metrics",
+    )
     async def model_info():
-        return {"name": name, "version": inference.version, "method": manifest["method"], "classes": inference.classes,
-                "preprocess": manifest.get("preprocess"), "input_size": manifest.get("input_size"),
-                "validation": manifest.get("validation"), "training_data": manifest.get("training_data"),
-                "created": manifest.get("created"), "explanation": inference.explanation,
-                "disclaimer": DISCLAIMER, "limits": {"max_upload_mb": settings.max_upload_mb,
-                                                     "max_pixels": settings.max_pixels, "max_files": settings.max_files}}
+        return {
+            "name": name,
+            "version": inference.version,
+            "method": manifest["method"],
+            "classes": inference.classes,
+            "preprocess": manifest.get("preprocess"),
+            "input_size": manifest.get("input_size"),
+            "validation": manifest.get("validation"),
+            "training_data": manifest.get("training_data"),
+            "created": manifest.get("created"),
+            "explanation": inference.explanation,
+            "disclaimer": DISCLAIMER,
+            "limits": {
+                "max_upload_mb": settings.max_upload_mb,
+                "max_pixels": settings.max_pixels,
+                "max_files": settings.max_files,
+            },
+        }
 
 
-def _add_predict_route(app, inference: Inference, settings: ServeSettings, *, name: str, secured: list,
-                       responses: Callable) -> None:
+def _add_predict_route(
+    app, inference: Inference, settings: ServeSettings, *, name: str, secured: list, responses: Callable
+) -> None:
     """``POST /predict``: its body read within the memory budget (:mod:`brainmri.serve.limits`), then predicted."""
     budget = UploadBudget(settings.max_pending_bytes)
     method = inference.model.manifest["method"]["name"]
 
-    @app.post("/predict", response_model=schemas.Predictions, dependencies=secured,
-              summary="class probabilities (and heatmaps) of one or more images",
-              description="Send the images as multipart/form-data, each in a field named `files`: PNG, JPEG, DICOM "
-                          "or a NIfTI slice (`.nii`, `.nii.gz`), recognised by content, not by name.",
-              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
-                  "schema": {"type": "object", "required": ["files"], "properties": {
-                      "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}},
-              responses=responses(PREDICT_REFUSALS))
+    @app.post(
+        "/predict",
+        response_model=schemas.Predictions,
+        dependencies=secured,
+        summary="class probabilities (and heatmaps) of one or more images",
+        description="Send the images as multipart/form-data, each in a field named `files`: PNG, JPEG, DICOM "
+        "or a NIfTI slice (`.nii`, `.nii.gz`), recognised by content, not by name.",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["files"],
+                            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                        }
+                    }
+                },
+            }
+        },
+        responses=responses(PREDICT_REFUSALS),
+    )
     async def predict(request: Request, heatmap: bool = Query(False, description="also return a heatmap overlay")):
         declared = request.headers.get("content-length", "")
         size = min(int(declared), settings.max_upload_bytes + 1) if declared.isdigit() else settings.max_upload_bytes
         if not budget.reserve(size):
-            raise RequestError(503, f"the server holds {budget.held / 2**20:.0f} MiB of uploads already (--max-pending-mb "
-                                    f"{settings.pending_mb:g}); retry shortly", {"Retry-After": "2"})
+            raise RequestError(
+                503,
+                f"the server holds {budget.held / 2**20:.0f} MiB of uploads already (--max-pending-mb "
+                f"{settings.pending_mb:g}); retry shortly",
+                {"Retry-After": "2"},
+            )
         try:
             uploads = await _read_uploads(request, settings)
         finally:
             budget.release(size)
         rows = await inference.run(inference.predict, uploads, heatmap)
-        return {"model": {"name": name, "method": method, "version": inference.version},
-                "predictions": rows, "disclaimer": DISCLAIMER}
+        return {
+            "model": {"name": name, "method": method, "version": inference.version},
+            "predictions": rows,
+            "disclaimer": DISCLAIMER,
+        }
 
 
 #: What ``POST /predict`` answers instead of predictions, as its OpenAPI spec documents them.
@@ -202,7 +274,7 @@ PREDICT_REFUSALS = {
     415: "not multipart/form-data, or a file that is not PNG, JPEG, DICOM or NIfTI",
     422: "a corrupt image, a DICOM without pixel data, a volume, a colour image, or an invalid query parameter",
     503: "every worker is busy and the queue is full, or the uploads held in memory reach --max-pending-mb: retry "
-         "after Retry-After seconds",
+    "after Retry-After seconds",
 }
 
 
@@ -218,17 +290,25 @@ def run_server(app, settings: ServeSettings, *, quiet: bool = False) -> None:
 
 def server_config(app, settings: ServeSettings, *, quiet: bool = False, **overrides) -> uvicorn.Config:
     """uvicorn's configuration of ``app``: address, logs, and the limits of :mod:`brainmri.serve.limits`."""
-    options = {"host": settings.host, "port": settings.port, "log_level": "warning" if quiet else "info",
-               "timeout_graceful_shutdown": 5, "http": HeaderDeadlineProtocol, "timeout_keep_alive": 5,
-               "limit_concurrency": settings.workers + settings.queue_size + 32}
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning" if quiet else "info",
+        "timeout_graceful_shutdown": 5,
+        "http": HeaderDeadlineProtocol,
+        "timeout_keep_alive": 5,
+        "limit_concurrency": settings.workers + settings.queue_size + 32,
+    }
     return uvicorn.Config(app, **{**options, **overrides})
 
 
 async def _read_uploads(request: Request, settings: ServeSettings) -> list:
     """The checked uploads of a ``POST /predict`` request (the body is read up to the size limit only)."""
     limit = settings.max_upload_bytes
-    too_big = (f"request body above the limit of {settings.max_upload_mb:g} MiB; send fewer or smaller images, "
-               "or start the server with a higher --max-upload-mb")
+    too_big = (
+        f"request body above the limit of {settings.max_upload_mb:g} MiB; send fewer or smaller images, "
+        "or start the server with a higher --max-upload-mb"
+    )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise RequestError(413, too_big)
@@ -245,27 +325,42 @@ async def _read_uploads(request: Request, settings: ServeSettings) -> list:
         raise RequestError(400, "empty body; send the images as multipart/form-data, each in a field named 'files'")
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "multipart/form-data":
-        raise RequestError(415, f"Content-Type {content_type or 'missing'}: send the images as multipart/form-data, "
-                                "each in a field named 'files'")
+        raise RequestError(
+            415,
+            f"Content-Type {content_type or 'missing'}: send the images as multipart/form-data, "
+            "each in a field named 'files'",
+        )
 
     async def stream():  # in slices of the body already read: no second whole copy of it
         view = memoryview(body)
         for start in range(0, len(view), 1 << 16):
-            yield bytes(view[start:start + (1 << 16)])
+            yield bytes(view[start : start + (1 << 16)])
 
     parser = MultiPartParser(request.headers, stream())  # its own limits (1000 files and fields) lie above ours
     try:
         form = await parser.parse()
     except MultiPartException as exc:
-        raise RequestError(400, f"malformed multipart/form-data body ({exc}); send each image in a field named 'files'") from None
+        raise RequestError(
+            400, f"malformed multipart/form-data body ({exc}); send each image in a field named 'files'"
+        ) from None
     try:
         files = [v for v in form.getlist("files") if isinstance(v, UploadFile)]
         if not files:
             raise RequestError(400, "no file in the field 'files'; send each image in a multipart field named 'files'")
         if len(files) > settings.max_files:
-            raise RequestError(413, f"more than {settings.max_files} files in one request; send them in several "
-                                    "requests, or start the server with a higher --max-files")
-        return [check_upload(f"files[{k}] ({f.filename!r})" if f.filename else f"files[{k}]", f.filename,
-                             await f.read(), max_pixels=settings.max_pixels) for k, f in enumerate(files)]
+            raise RequestError(
+                413,
+                f"more than {settings.max_files} files in one request; send them in several "
+                "requests, or start the server with a higher --max-files",
+            )
+        return [
+            check_upload(
+                f"files[{k}] ({f.filename!r})" if f.filename else f"files[{k}]",
+                f.filename,
+                await f.read(),
+                max_pixels=settings.max_pixels,
+            )
+            for k, f in enumerate(files)
+        ]
     finally:
         await form.close()

@@ -92,8 +92,16 @@ class Inference:
         Requests being computed or waiting.
     """
 
-    def __init__(self, model, *, explain=None, workers: int, queue_size: int, max_pixels: int,
-                 keep_uploads: str | Path | None = None):
+    def __init__(
+        self,
+        model,
+        *,
+        explain=None,
+        workers: int,
+        queue_size: int,
+        max_pixels: int,
+        keep_uploads: str | Path | None = None,
+    ):
         self.model = model
         self.classes = [str(c) for c in model.classes_]
         self.version = model_version(model.manifest)
@@ -141,10 +149,13 @@ class Inference:
         with self._count_lock:
             if self.pending >= self.capacity:
                 wait = max(1, math.ceil(self._seconds * self.pending / self.workers))
-                raise RequestError(503, f"busy: {self.pending} requests are being computed or waiting, the most "
-                                        f"this server takes (--workers {self.workers}, --queue-size "
-                                        f"{self.capacity - self.workers}); retry in {wait} s",
-                                   headers={"Retry-After": str(wait)})
+                raise RequestError(
+                    503,
+                    f"busy: {self.pending} requests are being computed or waiting, the most "
+                    f"this server takes (--workers {self.workers}, --queue-size "
+                    f"{self.capacity - self.workers}); retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
             self.pending += 1
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="brainmri-serve")
@@ -186,9 +197,15 @@ class Inference:
             raise RequestError(422, f"the model cannot predict these images: {exc}") from None
         targets = proba.argmax(axis=1)
         heatmaps = self._heatmaps(images, targets) if heatmap else [None] * len(images)
-        rows = [{"filename": u.filename, "predicted": self.classes[t],
-                 "probabilities": {c: float(v) for c, v in zip(self.classes, p, strict=True)}, "heatmap": h}
-                for u, p, t, h in zip(uploads, proba, targets, heatmaps, strict=True)]
+        rows = [
+            {
+                "filename": u.filename,
+                "predicted": self.classes[t],
+                "probabilities": {c: float(v) for c, v in zip(self.classes, p, strict=True)},
+                "heatmap": h,
+            }
+            for u, p, t, h in zip(uploads, proba, targets, heatmaps, strict=True)
+        ]
         if self.keep_uploads is not None:
             self._keep(uploads, rows)
         return rows
@@ -199,8 +216,14 @@ class Inference:
         seen = np.stack([self._view.preprocess(image) for image in images])
         with self.explain_lock, self._view.running():
             maps = self._attribute(self._view.tensor(seen), torch.as_tensor(targets))
-        return [{"method": self.explanation, "image_png": png_base64((np.clip(x, 0, 1) * 255).round().astype(np.uint8)),
-                 "overlay_png": png_base64(self._overlay.blend(x, m))} for x, m in zip(seen, maps, strict=True)]
+        return [
+            {
+                "method": self.explanation,
+                "image_png": png_base64((np.clip(x, 0, 1) * 255).round().astype(np.uint8)),
+                "overlay_png": png_base64(self._overlay.blend(x, m)),
+            }
+            for x, m in zip(seen, maps, strict=True)
+        ]
 
     def _keep(self, uploads: list[Upload], rows: list[dict]) -> None:
         """Write the uploads and their predictions (without heatmaps) to a new folder of ``keep_uploads``."""
@@ -210,8 +233,14 @@ class Inference:
             names.append(f"{k}{SUFFIXES[upload.kind]}")
             with atomic_path(folder / names[-1]) as tmp:
                 tmp.write_bytes(upload.data)
-        write_json(folder / "result.json", {
-            "model": {"method": self.model.manifest["method"]["name"], "version": self.version},
-            "predictions": [{"file": name, **{k: v for k, v in row.items() if k != "heatmap"}}
-                            for name, row in zip(names, rows, strict=True)]})
+        write_json(
+            folder / "result.json",
+            {
+                "model": {"method": self.model.manifest["method"]["name"], "version": self.version},
+                "predictions": [
+                    {"file": name, **{k: v for k, v in row.items() if k != "heatmap"}}
+                    for name, row in zip(names, rows, strict=True)
+                ],
+            },
+        )
         logger.info("kept %d upload(s) in %s", len(uploads), folder)

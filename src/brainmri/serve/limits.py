@@ -84,8 +84,9 @@ class BodyTimeout(Exception):
     """The request body stopped arriving, or took too long."""
 
 
-async def read_body(chunks: AsyncIterator[bytes], limit: int, *, idle_s: float | None = None,
-                    total_s: float | None = None) -> bytearray | None:
+async def read_body(
+    chunks: AsyncIterator[bytes], limit: int, *, idle_s: float | None = None, total_s: float | None = None
+) -> bytearray | None:
     """The whole body from ``chunks``, or None as soon as it exceeds ``limit`` bytes.
 
     Raises

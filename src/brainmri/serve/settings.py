@@ -65,15 +65,22 @@ class ServeSettings:
         if not self.max_upload_mb > 0:
             raise ConfigError(f"--max-upload-mb must be a positive number of MiB, got {self.max_upload_mb}")
         if self.max_pending_mb is not None and not self.max_pending_mb >= self.max_upload_mb:
-            raise ConfigError(f"--max-pending-mb must be at least --max-upload-mb ({self.max_upload_mb:g}), so that one "
-                              f"request of the largest size fits; got {self.max_pending_mb}")
-        for option, value, low in (("--max-files", self.max_files, 1), ("--workers", self.workers, 1),
-                                   ("--queue-size", self.queue_size, 0)):
+            raise ConfigError(
+                f"--max-pending-mb must be at least --max-upload-mb ({self.max_upload_mb:g}), so that one "
+                f"request of the largest size fits; got {self.max_pending_mb}"
+            )
+        for option, value, low in (
+            ("--max-files", self.max_files, 1),
+            ("--workers", self.workers, 1),
+            ("--queue-size", self.queue_size, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{option} must be an integer >= {low}, got {value!r}")
         if self.token is not None and (len(self.token) < 8 or not self.token.isprintable() or " " in self.token):
-            raise ConfigError("--token must be at least 8 printable characters without spaces; "
-                              "make one with: python -c 'import secrets; print(secrets.token_urlsafe())'")
+            raise ConfigError(
+                "--token must be at least 8 printable characters without spaces; "
+                "make one with: python -c 'import secrets; print(secrets.token_urlsafe())'"
+            )
 
     @property
     def max_upload_bytes(self) -> int:

@@ -118,7 +118,7 @@ def _nifti_header(head: bytes):
     from nibabel.nifti2 import Nifti2Header
 
     for cls, size, magic_at, magic in ((Nifti1Header, 348, 344, b"n+1\0"), (Nifti2Header, 540, 4, b"n+2\0")):
-        if len(head) < size or head[magic_at:magic_at + 4] != magic:
+        if len(head) < size or head[magic_at : magic_at + 4] != magic:
             continue
         for order in "<>":
             if struct.unpack(f"{order}i", head[:4])[0] == size:
@@ -165,11 +165,11 @@ def _jpeg_pixels(data: bytes) -> int | None:
         if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
             at += 2
             continue
-        (length,) = struct.unpack(">H", data[at + 2:at + 4])
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn: precision, height, width
             if at + 9 > len(data):
                 return None
-            height, width = struct.unpack(">HH", data[at + 5:at + 9])
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
             return height * width
         at += 2 + length
     return None
@@ -188,14 +188,20 @@ def check_upload(name: str, filename: str | None, data: bytes, *, max_pixels: in
         raise RequestError(400, f"{name}: empty file (0 bytes); send the image's content")
     kind = sniff(data)
     if kind is None:
-        raise RequestError(415, f"{name}: not a PNG, JPEG, DICOM (with its 128-byte preamble and DICM prefix) or "
-                                f"NIfTI image by its content (it begins {data[:8]!r}); the file name does not count, "
-                                "send one of those types")
+        raise RequestError(
+            415,
+            f"{name}: not a PNG, JPEG, DICOM (with its 128-byte preamble and DICM prefix) or "
+            f"NIfTI image by its content (it begins {data[:8]!r}); the file name does not count, "
+            "send one of those types",
+        )
     pixels = pixel_count(data, kind)
     if pixels is not None and pixels > max_pixels:
-        raise RequestError(413, f"{name}: {kind} image of {pixels:,} pixels, above the limit of {max_pixels:,} "
-                                "(a decompression bomb, or a larger scan than this server takes); send a smaller "
-                                "image, or start the server with a higher --max-pixels")
+        raise RequestError(
+            413,
+            f"{name}: {kind} image of {pixels:,} pixels, above the limit of {max_pixels:,} "
+            "(a decompression bomb, or a larger scan than this server takes); send a smaller "
+            "image, or start the server with a higher --max-pixels",
+        )
     return Upload(name, filename, data, kind)
 
 
@@ -221,8 +227,11 @@ def read_upload(upload: Upload, folder: Path, index: int, *, max_pixels: int) ->
     except DataError as exc:
         raise RequestError(422, str(exc).replace(str(path), upload.name)) from None
     if image.ndim != 2:
-        raise RequestError(422, f"{upload.name}: a {upload.kind} volume or series of shape {'x'.join(map(str, image.shape))}, "
-                                "not one slice; send one 2D slice per file")
+        raise RequestError(
+            422,
+            f"{upload.name}: a {upload.kind} volume or series of shape {'x'.join(map(str, image.shape))}, "
+            "not one slice; send one 2D slice per file",
+        )
     problem = degenerate_reason(image)
     if problem:  # as the audit and predict refuse it: no class for an image without anatomy
         raise RequestError(422, f"{upload.name}: {problem.removesuffix('; remove it')}; send an MRI slice")

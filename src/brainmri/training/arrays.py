@@ -125,7 +125,9 @@ class ImageArrays(TransformerMixin, BaseEstimator):
                 decoded = [_decode([p for _, p in c], preprocess) for c in chunks]
             else:
                 decoded = Parallel(n_jobs=self.n_jobs)(delayed(_decode)([p for _, p in c], preprocess) for c in chunks)
-            fresh = {d: a for c, arrays in zip(chunks, decoded, strict=True) for (d, _), a in zip(c, arrays, strict=True)}
+            fresh = {
+                d: a for c, arrays in zip(chunks, decoded, strict=True) for (d, _), a in zip(c, arrays, strict=True)
+            }
             if cache is not None:
                 cache.put(key, fresh)
             known.update(fresh)
@@ -185,8 +187,9 @@ class VolumeArrays(ImageArrays):
         given = self.preprocess or Preprocess()
         if given.harmonise != "none" or given.n4:
             option = f"--harmonise {given.harmonise}" if given.harmonise != "none" else "--n4"
-            raise ConfigError(f"{option}: harmonisation applies to 2D slices, not to volumes; leave it out for "
-                              "volume methods")
+            raise ConfigError(
+                f"{option}: harmonisation applies to 2D slices, not to volumes; leave it out for volume methods"
+            )
         self.preprocess_ = self._preprocess()
         self.params_ = {}
         return self

@@ -62,7 +62,10 @@ APPEARANCE = {
     "gamma": ("RandomGamma", {"log_gamma": (-0.4, 0.4)}),
     "blur": ("RandomBlur", {"std": (0.0, 1.0, 0.0, 1.0, 0.0, 0.0)}),
     "noise": (None, {"sigma": (0.0, 0.1)}),  # Rician, by hand: see _random_rician_noise
-    "motion": ("RandomMotion", {"degrees": 2.0, "translation": 2.0, "num_transforms": 1, "image_interpolation": "linear"}),
+    "motion": (
+        "RandomMotion",
+        {"degrees": 2.0, "translation": 2.0, "num_transforms": 1, "image_interpolation": "linear"},
+    ),
     "ghosting": ("RandomGhosting", {"num_ghosts": (2, 6), "axes": (0, 1), "intensity": (0.1, 0.5)}),
     "anisotropy": ("RandomAnisotropy", {"axes": (0, 1), "downsampling": (1.5, 3.0)}),
 }
@@ -90,8 +93,10 @@ def parse_augment(setting) -> tuple[str, ...]:
     names = [n.strip() for n in setting.split(",")] if isinstance(setting, str) else [setting]
     parts = {p for n in names for p in PRESETS.get(n, (n,))}
     if not names or not parts <= set(PARTS):
-        raise ConfigError(f"training parameter augment must be true, false, appearance or a comma-separated list of "
-                          f"{', '.join(PARTS)}; got {setting!r}")
+        raise ConfigError(
+            f"training parameter augment must be true, false, appearance or a comma-separated list of "
+            f"{', '.join(PARTS)}; got {setting!r}"
+        )
     return tuple(p for p in PARTS if p in parts)
 
 
@@ -118,12 +123,18 @@ def _appearance_transform(names):
     try:
         import torchio
     except ImportError:
-        raise ConfigError(f"appearance augmentation ({', '.join(names)}) needs TorchIO: "
-                          "pip install 'brainmri[shift]'") from None
-    return torchio.Compose([torchio.Lambda(_random_rician_noise(**APPEARANCE[n][1]), p=APPEARANCE_P, copy=False)
-                            if APPEARANCE[n][0] is None else
-                            getattr(torchio, APPEARANCE[n][0])(p=APPEARANCE_P, copy=False, **APPEARANCE[n][1])
-                            for n in names], copy=False)
+        raise ConfigError(
+            f"appearance augmentation ({', '.join(names)}) needs TorchIO: pip install 'brainmri[shift]'"
+        ) from None
+    return torchio.Compose(
+        [
+            torchio.Lambda(_random_rician_noise(**APPEARANCE[n][1]), p=APPEARANCE_P, copy=False)
+            if APPEARANCE[n][0] is None
+            else getattr(torchio, APPEARANCE[n][0])(p=APPEARANCE_P, copy=False, **APPEARANCE[n][1])
+            for n in names
+        ],
+        copy=False,
+    )
 
 
 def _random_rician_noise(sigma):
@@ -204,8 +215,9 @@ def augment_batch(x):
     contrast = 1 + uniform(n) * CONTRAST
     sign = torch.where(flip, -1.0, 1.0)  # a horizontal flip negates the x column of the sampling grid
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos * sign, -sin, shift[:, 0]], 1),
-                         torch.stack([sin * sign, cos, shift[:, 1]], 1)], 1).to(x.device, x.dtype)
+    theta = torch.stack(
+        [torch.stack([cos * sign, -sin, shift[:, 0]], 1), torch.stack([sin * sign, cos, shift[:, 1]], 1)], 1
+    ).to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)

@@ -46,8 +46,9 @@ def tune_malloc() -> bool:
         _malloc_tuned = False
         if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-                                 and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            _malloc_tuned = bool(
+                libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+            )
             logger.debug("glibc mallopt thresholds raised: %s", _malloc_tuned)
     return _malloc_tuned
 
@@ -85,8 +86,10 @@ def resolve_device(device: str = "auto"):
         mps = getattr(torch.backends, "mps", None)
         return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
-                          "use --device cpu or --device auto")
+        raise ConfigError(
+            f"--device {name}: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+            "use --device cpu or --device auto"
+        )
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"--device {name}: Apple MPS is not available here; use --device cpu or --device auto")
     return torch.device(name)

@@ -134,20 +134,42 @@ class TrainSettings:
             ("lr", isinstance(self.lr, (int, float)) and self.lr > 0, "a number > 0"),
             ("weight_decay", isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "a number >= 0"),
             ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 2, "an integer >= 2"),
-            ("label_smoothing", isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
-             "a number in [0, 1)"),
+            (
+                "label_smoothing",
+                isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
+                "a number in [0, 1)",
+            ),
             ("class_weight", self.class_weight in (None, "balanced"), "'balanced' or null"),
-            ("ema_decay", self.ema_decay is None or (isinstance(self.ema_decay, float) and 0 < self.ema_decay < 1),
-             "a number in (0, 1) or null"),
-            ("patience", self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
-             "an integer >= 1 or null"),
+            (
+                "ema_decay",
+                self.ema_decay is None or (isinstance(self.ema_decay, float) and 0 < self.ema_decay < 1),
+                "a number in (0, 1) or null",
+            ),
+            (
+                "patience",
+                self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
+                "an integer >= 1 or null",
+            ),
             ("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-            ("backbone_lr_factor", isinstance(self.backbone_lr_factor, (int, float)) and self.backbone_lr_factor > 0,
-             "a number > 0"),
-            ("unfreeze_after", isinstance(self.unfreeze_after, int) and not isinstance(self.unfreeze_after, bool)
-             and self.unfreeze_after >= 0, "an integer >= 0"),
-            ("frozen_stages", isinstance(self.frozen_stages, int) and not isinstance(self.frozen_stages, bool)
-             and self.frozen_stages >= 0, "an integer >= 0"),
+            (
+                "backbone_lr_factor",
+                isinstance(self.backbone_lr_factor, (int, float)) and self.backbone_lr_factor > 0,
+                "a number > 0",
+            ),
+            (
+                "unfreeze_after",
+                isinstance(self.unfreeze_after, int)
+                and not isinstance(self.unfreeze_after, bool)
+                and self.unfreeze_after >= 0,
+                "an integer >= 0",
+            ),
+            (
+                "frozen_stages",
+                isinstance(self.frozen_stages, int)
+                and not isinstance(self.frozen_stages, bool)
+                and self.frozen_stages >= 0,
+                "an integer >= 0",
+            ),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -207,8 +229,9 @@ def to_batch(X: np.ndarray, device, *, channels_last: bool = False, augment=None
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
-def predict_logits(module, X: np.ndarray, *, device, batch_size: int = 256, precision: str = "auto",
-                   channels_last: bool = False) -> np.ndarray:
+def predict_logits(
+    module, X: np.ndarray, *, device, batch_size: int = 256, precision: str = "auto", channels_last: bool = False
+) -> np.ndarray:
     """Logits of ``module`` (in eval mode) for every item of ``X``, float32 of shape (n, n_classes)."""
     import torch
 
@@ -245,8 +268,13 @@ _LATER_SETTINGS = {"backbone_lr_factor": 1.0, "unfreeze_after": 0, "frozen_stage
 def _fingerprint(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, settings: TrainSettings) -> str:
     h = hashlib.blake2b(digest_size=12)
     fields = {k: v for k, v in asdict(settings).items() if k not in _LATER_SETTINGS or v != _LATER_SETTINGS[k]}
-    h.update(json.dumps({"module": type(module).__name__, "settings": fields,
-                         "shapes": [X.shape, X_val.shape]}, sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            {"module": type(module).__name__, "settings": fields, "shapes": [X.shape, X_val.shape]},
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     for array in (X, y, X_val):
         h.update(np.ascontiguousarray(array).tobytes())
     h.update(str(sum(p.numel() for p in module.parameters())).encode())
@@ -274,21 +302,28 @@ def _optimizer(module, s: TrainSettings, steps: int):
     if trunk is None:
         for name in ("backbone_lr_factor", "unfreeze_after", "frozen_stages"):
             if getattr(s, name) != _LATER_SETTINGS[name]:
-                raise ConfigError(f"training parameter {name}={getattr(s, name)!r} needs a network with a backbone, "
-                                  f"and {type(module).__name__} has none; leave it at {_LATER_SETTINGS[name]}")
+                raise ConfigError(
+                    f"training parameter {name}={getattr(s, name)!r} needs a network with a backbone, "
+                    f"and {type(module).__name__} has none; leave it at {_LATER_SETTINGS[name]}"
+                )
         params, max_lr = module.parameters(), s.lr
     else:
         stages = len(getattr(trunk, "stage_ends", ()))
         if s.frozen_stages >= max(stages, 1):
-            raise ConfigError(f"training parameter frozen_stages={s.frozen_stages} leaves no stage of the backbone "
-                              f"to train: it has {stages} stages, use 0 to {max(stages - 1, 0)}")
+            raise ConfigError(
+                f"training parameter frozen_stages={s.frozen_stages} leaves no stage of the backbone "
+                f"to train: it has {stages} stages, use 0 to {max(stages - 1, 0)}"
+            )
         in_trunk = {id(p) for p in trunk.parameters()}
-        params = [{"params": [p for p in module.parameters() if id(p) not in in_trunk]},
-                  {"params": list(trunk.parameters())}]
+        params = [
+            {"params": [p for p in module.parameters() if id(p) not in in_trunk]},
+            {"params": list(trunk.parameters())},
+        ]
         max_lr = [s.lr, s.lr * s.backbone_lr_factor]
     optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=s.epochs * steps,
-                                                    anneal_strategy="cos")
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=s.epochs * steps, anneal_strategy="cos"
+    )
     return optimizer, scheduler
 
 
@@ -297,7 +332,7 @@ def frozen_blocks(trunk, stages: int) -> list:
     return list(trunk.blocks[: trunk.stage_ends[stages - 1] + 1]) if stages else []
 
 
-def _train_mode(module, frozen: bool, frozen_stages: int = 0) -> None:
+def set_train_mode(module, frozen: bool, frozen_stages: int = 0) -> None:
     """Training mode, with the module's ``backbone`` (if any) frozen, or only its first ``frozen_stages`` stages.
 
     A frozen part gets no gradient (hence no AdamW step or decay) and
@@ -314,8 +349,17 @@ def _train_mode(module, frozen: bool, frozen_stages: int = 0) -> None:
             part.eval()
 
 
-def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
-                 settings: TrainSettings, device, work_dir: str | Path | None = None) -> TrainResult:
+def train_module(
+    module,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    settings: TrainSettings,
+    device,
+    work_dir: str | Path | None = None,
+) -> TrainResult:
     """Train ``module`` on (X, y), choosing the epoch on (X_val, y_val).
 
     Parameters
@@ -346,9 +390,15 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
         total, seen = run.train_epoch(X, y, epoch, s, device)
         train_s = time.perf_counter() - start
         val_logits, val_loss, val_acc = _validate(evaluated, X_val, y_val, s, device)
-        record = {"epoch": epoch + 1, "train_loss": round(total / max(seen, 1), 6), "val_loss": round(val_loss, 6),
-                  "val_accuracy": round(val_acc, 6), "lr": float(run.optimizer.param_groups[0]["lr"]),
-                  "seconds": round(time.perf_counter() - start, 3), "images_per_s": round(seen / train_s, 1)}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": round(total / max(seen, 1), 6),
+            "val_loss": round(val_loss, 6),
+            "val_accuracy": round(val_acc, 6),
+            "lr": float(run.optimizer.param_groups[0]["lr"]),
+            "seconds": round(time.perf_counter() - start, 3),
+            "images_per_s": round(seen / train_s, 1),
+        }
         _keep_epoch(state, record, epoch, evaluated, val_logits, (val_acc, -val_loss), s.patience)
         if work is not None:
             run.save(work, fingerprint, state)
@@ -358,8 +408,13 @@ def train_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
         if state["stopped"]:
             logger.info("early stopping after epoch %d: no better validation for %d epochs", epoch + 1, s.patience)
             break
-    return TrainResult(state["best_state"], state["best_logits"].numpy(), state["best_epoch"] + 1,
-                       state["history"], None if resumed_from is None else resumed_from + 1)
+    return TrainResult(
+        state["best_state"],
+        state["best_logits"].numpy(),
+        state["best_epoch"] + 1,
+        state["history"],
+        None if resumed_from is None else resumed_from + 1,
+    )
 
 
 @dataclass
@@ -399,8 +454,15 @@ class _Run:
         """The loop's state: from the checkpoint in ``work`` when it belongs to this run, else a fresh one."""
         import torch
 
-        state = {"epoch": -1, "history": [], "best_key": None, "best_epoch": -1, "best_state": None,
-                 "best_logits": None, "stopped": False}
+        state = {
+            "epoch": -1,
+            "history": [],
+            "best_key": None,
+            "best_epoch": -1,
+            "best_state": None,
+            "best_logits": None,
+            "stopped": False,
+        }
         if work is None or not (work / CHECKPOINT).exists():
             return state, None
         saved = torch.load(work / CHECKPOINT, map_location="cpu", weights_only=True)
@@ -422,7 +484,7 @@ class _Run:
 
         torch.manual_seed(s.seed * 100_003 + epoch)  # shuffling, augmentation and dropout of this epoch
         order = torch.randperm(len(X)).numpy()
-        _train_mode(self.module, frozen=epoch < s.unfreeze_after, frozen_stages=s.frozen_stages)
+        set_train_mode(self.module, frozen=epoch < s.unfreeze_after, frozen_stages=s.frozen_stages)
         total, seen = 0.0, 0
         for b in range(self.steps):
             idx = np.sort(order[b * s.batch_size : (b + 1) * s.batch_size])
@@ -445,33 +507,50 @@ class _Run:
         """The checkpoint (atomically) and the CSV log of the epochs so far."""
         import torch
 
-        saved = {"fingerprint": fingerprint, "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else {},
-                 "loop": state}
+        saved = {
+            "fingerprint": fingerprint,
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "loop": state,
+        }
         with atomic_path(work / CHECKPOINT) as tmp:
             torch.save(saved, tmp)
         _write_log(work / LOG, state["history"])
 
 
-def _validate(evaluated, X_val: np.ndarray, y_val: np.ndarray, s: TrainSettings, device) -> tuple[np.ndarray, float, float]:
+def _validate(
+    evaluated, X_val: np.ndarray, y_val: np.ndarray, s: TrainSettings, device
+) -> tuple[np.ndarray, float, float]:
     """The validation logits of the network as it predicts, their loss and accuracy."""
     import torch
 
-    val_logits = predict_logits(evaluated, X_val, device=device, batch_size=max(s.batch_size, 128),
-                                precision=s.precision, channels_last=s.channels_last)
+    val_logits = predict_logits(
+        evaluated,
+        X_val,
+        device=device,
+        batch_size=max(s.batch_size, 128),
+        precision=s.precision,
+        channels_last=s.channels_last,
+    )
     log_p = torch.log_softmax(torch.from_numpy(val_logits).double(), dim=1).numpy()
     return val_logits, float(-log_p[np.arange(len(y_val)), y_val].mean()), float((val_logits.argmax(1) == y_val).mean())
 
 
-def _keep_epoch(state: dict, record: dict, epoch: int, evaluated, val_logits: np.ndarray, key: tuple,
-                patience: int | None) -> None:
+def _keep_epoch(
+    state: dict, record: dict, epoch: int, evaluated, val_logits: np.ndarray, key: tuple, patience: int | None
+) -> None:
     """Record the epoch in ``state``; keep its weights and logits when its validation is the best so far."""
     import torch
 
     state["history"].append(record)
     if state["best_key"] is None or key > tuple(state["best_key"]):
-        state.update(best_key=list(key), best_epoch=epoch,
-                     best_state={k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()},
-                     best_logits=torch.from_numpy(val_logits.copy()))
+        state.update(
+            best_key=list(key),
+            best_epoch=epoch,
+            best_state={k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()},
+            best_logits=torch.from_numpy(val_logits.copy()),
+        )
     state["epoch"] = epoch
     state["stopped"] = bool(patience and epoch - state["best_epoch"] >= patience)

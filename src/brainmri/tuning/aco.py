@@ -31,8 +31,9 @@ try:
     from optuna.study import StudyDirection
     from optuna.trial import TrialState
 except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise ConfigError("the ant colony sampler needs Optuna, which is not installed; "
-                      "install it with pip install 'brainmri[tune]'") from exc
+    raise ConfigError(
+        "the ant colony sampler needs Optuna, which is not installed; install it with pip install 'brainmri[tune]'"
+    ) from exc
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -191,19 +192,39 @@ class ACOSampler(BaseSampler):
     True
     """
 
-    def __init__(self, *, archive_size: int = 20, q: float = 0.1, xi: float = 0.7, n_startup_trials: int = 10,
-                 local_search_rate: float = 0.2, de_rate: float = 0.2, restart_patience: int | None = None,
-                 seed: int | None = None, independent_sampler: BaseSampler | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        archive_size: int = 20,
+        q: float = 0.1,
+        xi: float = 0.7,
+        n_startup_trials: int = 10,
+        local_search_rate: float = 0.2,
+        de_rate: float = 0.2,
+        restart_patience: int | None = None,
+        seed: int | None = None,
+        independent_sampler: BaseSampler | None = None,
+    ) -> None:
         _check(archive_size, "archive_size", "an integer >= 2", isinstance(archive_size, int) and archive_size >= 2)
         _check(q, "q", "a number > 0", _is_number(q) and q > 0)
         _check(xi, "xi", "a number > 0", _is_number(xi) and xi > 0)
-        _check(n_startup_trials, "n_startup_trials", "an integer >= 2",
-               isinstance(n_startup_trials, int) and n_startup_trials >= 2)
+        _check(
+            n_startup_trials,
+            "n_startup_trials",
+            "an integer >= 2",
+            isinstance(n_startup_trials, int) and n_startup_trials >= 2,
+        )
         for name, rate in (("local_search_rate", local_search_rate), ("de_rate", de_rate)):
             _check(rate, name, "a number in [0, 1]", _is_number(rate) and 0 <= rate <= 1)
-        _check(local_search_rate + de_rate, "local_search_rate + de_rate", "at most 1", local_search_rate + de_rate <= 1)
-        _check(restart_patience, "restart_patience", "None or an integer >= 0",
-               restart_patience is None or (isinstance(restart_patience, int) and restart_patience >= 0))
+        _check(
+            local_search_rate + de_rate, "local_search_rate + de_rate", "at most 1", local_search_rate + de_rate <= 1
+        )
+        _check(
+            restart_patience,
+            "restart_patience",
+            "None or an integer >= 0",
+            restart_patience is None or (isinstance(restart_patience, int) and restart_patience >= 0),
+        )
         self.archive_size = archive_size
         self.q = q
         self.xi = xi
@@ -223,12 +244,15 @@ class ACOSampler(BaseSampler):
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         """Parameters that every completed trial has with the same distribution, single values left out."""
         if len(study.directions) > 1:
-            raise ConfigError(f"study {study.study_name!r} has {len(study.directions)} objectives; ACOSampler "
-                              "optimises one: use a multi-objective sampler such as NSGAIISampler")
+            raise ConfigError(
+                f"study {study.study_name!r} has {len(study.directions)} objectives; ACOSampler "
+                "optimises one: use a multi-objective sampler such as NSGAIISampler"
+            )
         return {name: dist for name, dist in self._search_space.calculate(study).items() if not dist.single()}
 
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         """One ant: the parameters of ``search_space`` sampled from the archive of completed trials."""
         if not search_space:
             return {}
@@ -244,8 +268,9 @@ class ACOSampler(BaseSampler):
         unit, choice = space.encode([trials[i] for i in archive])
         return space.decode(*self._ant(unit, choice, space))
 
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         """A parameter outside the colony's search space, from ``independent_sampler``."""
         return self._independent_sampler.sample_independent(study, trial, param_name, param_distribution)
 
@@ -299,12 +324,15 @@ class ACOSampler(BaseSampler):
         new = 1 - np.abs(np.mod(new, 2) - 1)  # reflect into [0, 1]
         if local:
             return new, choice[0].copy()
-        return new, np.array([_categorical_choice(choice[:, j], n, weights, self.q, rng)
-                              for j, n in enumerate(space.n_choices)], dtype=int)
+        return new, np.array(
+            [_categorical_choice(choice[:, j], n, weights, self.q, rng) for j, n in enumerate(space.n_choices)],
+            dtype=int,
+        )
 
 
-def _categorical_choice(column: np.ndarray, n_options: int, weights: np.ndarray, q: float,
-                        rng: np.random.Generator) -> int:
+def _categorical_choice(
+    column: np.ndarray, n_options: int, weights: np.ndarray, q: float, rng: np.random.Generator
+) -> int:
     """One option index drawn by ACO_MV's rule (Liao et al. 2014, eq. 4) from the archive's ``column``.
 
     ``column`` holds the archive members' option indices, best first; ``weights`` their rank weights.
@@ -346,8 +374,9 @@ class _UnitSpace:
         logs = np.array([d.log for _, d in self.numeric], dtype=bool)
         values[:, logs] = np.log(values[:, logs])
         unit = (values - self.low) / (self.high - self.low)
-        choice = np.array([[int(d.to_internal_repr(t.params[n])) for n, d in self.categorical] for t in trials],
-                          dtype=int).reshape(len(trials), len(self.categorical))
+        choice = np.array(
+            [[int(d.to_internal_repr(t.params[n])) for n, d in self.categorical] for t in trials], dtype=int
+        ).reshape(len(trials), len(self.categorical))
         return unit, choice
 
     def decode(self, unit: np.ndarray, choice: np.ndarray) -> dict[str, Any]:

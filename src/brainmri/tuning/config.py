@@ -62,9 +62,15 @@ class TuneConfig(DataSettings):
     def benchmark_config(self, params: dict | None = None) -> BenchmarkConfig:
         """The benchmark configuration of the protocol, with the fixed ``--params`` and ``params`` as the method's settings."""
         params = {**(self.params or {}), **(params or {})}
-        return BenchmarkConfig(**self.data_settings(), methods=(self.method,), split=self.split, cv=self.cv,
-                               test_data=self.test_data, n_boot=self.n_boot,
-                               params={self.method: params} if params else None)
+        return BenchmarkConfig(
+            **self.data_settings(),
+            methods=(self.method,),
+            split=self.split,
+            cv=self.cv,
+            test_data=self.test_data,
+            n_boot=self.n_boot,
+            params={self.method: params} if params else None,
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)

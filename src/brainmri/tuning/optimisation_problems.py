@@ -51,8 +51,12 @@ def ackley(x: np.ndarray) -> np.ndarray:
     """Ackley's function (a = 20, b = 0.2, c = 2 pi): minimum 0 at the origin, a nearly flat, rippled plain around it."""
     x = np.asarray(x, dtype=float)
     d = x.shape[-1]
-    return (-20.0 * np.exp(-0.2 * np.sqrt(np.sum(x * x, axis=-1) / d))
-            - np.exp(np.sum(np.cos(2 * np.pi * x), axis=-1) / d) + 20.0 + np.e)
+    return (
+        -20.0 * np.exp(-0.2 * np.sqrt(np.sum(x * x, axis=-1) / d))
+        - np.exp(np.sum(np.cos(2 * np.pi * x), axis=-1) / d)
+        + 20.0
+        + np.e
+    )
 
 
 #: name -> (function, bound): each coordinate is searched in [-bound, bound].

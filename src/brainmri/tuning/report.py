@@ -50,7 +50,9 @@ def best_so_far_figure(searches: dict):
             mean = np.nanmean(values, axis=0) if not np.isnan(values).all() else values[0]
         ax.step(np.arange(1, n + 1), mean, where="post", color=color, label=sampler)
     ax.set_xlabel("finished trials")
-    ax.set_ylabel("best inner score so far" + (" (mean over folds)" if any(len(b) > 1 for b in searches.values()) else ""))
+    ax.set_ylabel(
+        "best inner score so far" + (" (mean over folds)" if any(len(b) > 1 for b in searches.values()) else "")
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return fig
@@ -76,39 +78,67 @@ def render_tune_figures(results: dict, predictions: dict) -> dict[str, bytes]:
     for sampler, by_fold in results["searches"].items():
         for fold, search in by_fold.items():
             if search["importances"]["values"]:
-                figures[f"importance/{sampler}/{fold}"] = figure_png(importances_figure(
-                    search["importances"]["values"], f"{sampler}, {fold}: parameter importance"))
+                figures[f"importance/{sampler}/{fold}"] = figure_png(
+                    importances_figure(search["importances"]["values"], f"{sampler}, {fold}: parameter importance")
+                )
     return figures
 
 
 def _search(results: dict, figures: dict[str, bytes]) -> str:
     config = results["config"]
-    parts = ['<h2 id="search">Search</h2>',
-             key_values([("method", f"{escape_html(results['method']['name'])}: {escape_html(results['method']['summary'])}"),
-                          ("samplers", escape_html(", ".join(config["samplers"]))),
-                          ("trials per study", number(config["trials"])),
-                          ("objective", escape_html(results["objective"])),
-                          ("pruner", escape_html(config["pruner"])),
-                          ("storage", f"<code>{escape_html(results['storage'])}</code>")]),
-             '<div class="callout"><strong>No selection on the test set:</strong> every configuration was scored by '
-             "grouped inner cross-validation on the training part only. The test part was used once, after the "
-             "search, for the configuration with the best inner score.</div>",
-             image(figures["best_so_far"], "best inner score so far against finished trials",
-                  "Best inner score after each finished trial (pruned trials count as finished).")]
+    parts = [
+        '<h2 id="search">Search</h2>',
+        key_values(
+            [
+                ("method", f"{escape_html(results['method']['name'])}: {escape_html(results['method']['summary'])}"),
+                ("samplers", escape_html(", ".join(config["samplers"]))),
+                ("trials per study", number(config["trials"])),
+                ("objective", escape_html(results["objective"])),
+                ("pruner", escape_html(config["pruner"])),
+                ("storage", f"<code>{escape_html(results['storage'])}</code>"),
+            ]
+        ),
+        '<div class="callout"><strong>No selection on the test set:</strong> every configuration was scored by '
+        "grouped inner cross-validation on the training part only. The test part was used once, after the "
+        "search, for the configuration with the best inner score.</div>",
+        image(
+            figures["best_so_far"],
+            "best inner score so far against finished trials",
+            "Best inner score after each finished trial (pruned trials count as finished).",
+        ),
+    ]
     rows = []
     for sampler, by_fold in results["searches"].items():
         for fold, s in by_fold.items():
-            params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["best"]["params"].items())
+            params = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["best"]["params"].items()
+            )
             states = ", ".join(f"{n} {state}" for state, n in s["states"].items())
-            rows.append([escape_html(sampler), escape_html(fold), number(s["n_trials"]), escape_html(states), number(s["best"]["value"]),
-                         number(s["best"]["number"]), escape_html(params)])
-    parts.append("<h3>Best configurations</h3>" +
-                 table(["sampler", "fold", "finished trials", "states", "best inner score", "trial", "configuration"],
-                        rows, numeric_from=2))
-    parts.append(f"<p><code>best_params.json</code> ({escape_html(results['best_params_from'])}) is a <code>--params</code> "
-                 "file: <code>brainmri train DATA --method "
-                 f"{escape_html(results['method']['name'])} --params best_params.json</code> or <code>brainmri benchmark DATA "
-                 f"--methods {escape_html(results['method']['name'])} --params best_params.json</code>.</p>")
+            rows.append(
+                [
+                    escape_html(sampler),
+                    escape_html(fold),
+                    number(s["n_trials"]),
+                    escape_html(states),
+                    number(s["best"]["value"]),
+                    number(s["best"]["number"]),
+                    escape_html(params),
+                ]
+            )
+    parts.append(
+        "<h3>Best configurations</h3>"
+        + table(
+            ["sampler", "fold", "finished trials", "states", "best inner score", "trial", "configuration"],
+            rows,
+            numeric_from=2,
+        )
+    )
+    parts.append(
+        f"<p><code>best_params.json</code> ({escape_html(results['best_params_from'])}) is a <code>--params</code> "
+        "file: <code>brainmri train DATA --method "
+        f"{escape_html(results['method']['name'])} --params best_params.json</code> or <code>brainmri benchmark DATA "
+        f"--methods {escape_html(results['method']['name'])} --params best_params.json</code>.</p>"
+    )
     images, notes = [], []
     for sampler, by_fold in results["searches"].items():
         for fold, s in by_fold.items():
@@ -116,10 +146,19 @@ def _search(results: dict, figures: dict[str, bytes]) -> str:
             if key in figures:
                 images.append(image(figures[key], f"parameter importance, {sampler} {fold}"))
             else:
-                notes.append(f"{escape_html(sampler)} {escape_html(fold)}: {escape_html(s['importances'].get('reason', 'none'))}")
+                notes.append(
+                    f"{escape_html(sampler)} {escape_html(fold)}: {escape_html(s['importances'].get('reason', 'none'))}"
+                )
     parts.append("<h3>Parameter importance</h3>")
-    method = next((s["importances"]["method"] for b in results["searches"].values() for s in b.values()
-                   if s["importances"]["method"]), None)
+    method = next(
+        (
+            s["importances"]["method"]
+            for b in results["searches"].values()
+            for s in b.values()
+            if s["importances"]["method"]
+        ),
+        None,
+    )
     if method:
         parts.append(f'<p class="small">{escape_html(method)}, over the complete trials of each study.</p>')
     if images:
@@ -136,8 +175,9 @@ def render_tune_report(results: dict, predictions: dict, figures: dict[str, byte
     test = results["test"]
     body = [
         "<h1>brainmri tune report</h1>",
-        f'<p class="meta">Created {escape_html(results["created"])} with brainmri {escape_html(results["brainmri_version"])} &middot; '
-        f'data <code>{escape_html(results["config"]["data"])}</code> &middot; method {escape_html(results["method"]["name"])}</p>',
+        f'<p class="meta">Created {escape_html(results["created"])} with brainmri '
+        f"{escape_html(results['brainmri_version'])} &middot; data <code>{escape_html(results['config']['data'])}</code> "
+        f"&middot; method {escape_html(results['method']['name'])}</p>",
         _search(results, figures),
         protocol_section(test),
         comparison_section(test, figures),
@@ -145,12 +185,16 @@ def render_tune_report(results: dict, predictions: dict, figures: dict[str, byte
         '<h2 id="methods">Best configuration of each sampler, tested</h2>',
         *(method_section(name, k, m, figures) for k, (name, m) in enumerate(test["methods"].items())),
         '<h2 id="config">Configuration</h2><p>The settings of this tune; with the same data, brainmri version and '
-        f"trials in the storage they reproduce it.</p><pre>{escape_html(json.dumps(results['config'], indent=2, default=str))}</pre>",
+        "trials in the storage they reproduce it.</p>"
+        f"<pre>{escape_html(json.dumps(results['config'], indent=2, default=str))}</pre>",
     ]
-    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>brainmri tune report ({escape_html(results['created'])})</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>brainmri tune report ({escape_html(results['created'])})</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
 
 
 def write_tune_report(results: dict, predictions: dict, out_dir: str | Path) -> Path:

@@ -33,10 +33,18 @@ def search_summary(study, seed: int) -> dict:
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     rows, curve, best_so_far = [], [], -math.inf
     for t in trials:
-        rows.append({"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
-                     "seconds": round(t.duration.total_seconds(), 3) if t.duration else None,
-                     "inner_scores": t.user_attrs.get("inner_scores"), "worker": t.user_attrs.get("worker"),
-                     "uncalibrated": t.user_attrs.get("uncalibrated")})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                "params": t.params,
+                "seconds": round(t.duration.total_seconds(), 3) if t.duration else None,
+                "inner_scores": t.user_attrs.get("inner_scores"),
+                "worker": t.user_attrs.get("worker"),
+                "uncalibrated": t.user_attrs.get("uncalibrated"),
+            }
+        )
         if t.state == TrialState.COMPLETE:
             best_so_far = max(best_so_far, t.value)
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
@@ -46,8 +54,13 @@ def search_summary(study, seed: int) -> dict:
         "study": study.study_name,
         "n_trials": len(curve),
         "states": {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})},
-        "best": {"number": best.number, "value": best.value, "params": best.params,
-                 "inner_scores": best.user_attrs.get("inner_scores"), "inner_cv": best.user_attrs.get("inner_cv")},
+        "best": {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "inner_scores": best.user_attrs.get("inner_scores"),
+            "inner_cv": best.user_attrs.get("inner_cv"),
+        },
         "best_so_far": curve,
         "importances": _importances(study, seed),
         "trials": rows,
@@ -65,14 +78,17 @@ def _importances(study, seed: int) -> dict:
             warnings.simplefilter("ignore")
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
             values = optuna.importance.get_param_importances(study, evaluator=evaluator)
-        return {"method": "fANOVA (Hutter, Hoos and Leyton-Brown 2014, PMLR 32(1):754-762)",
-                "values": {k: round(float(v), 4) for k, v in values.items()}}
+        return {
+            "method": "fANOVA (Hutter, Hoos and Leyton-Brown 2014, PMLR 32(1):754-762)",
+            "values": {k: round(float(v), 4) for k, v in values.items()},
+        }
     except (ValueError, RuntimeError) as exc:
         return {"method": None, "values": {}, "reason": str(exc).splitlines()[0]}
 
 
-def tune_results(config: TuneConfig, bench: BenchmarkConfig, plan, searches: dict, units: dict, space: dict,
-             storage_url: str | None) -> tuple[dict, dict]:
+def tune_results(
+    config: TuneConfig, bench: BenchmarkConfig, plan, searches: dict, units: dict, space: dict, storage_url: str | None
+) -> tuple[dict, dict]:
     """``results.json``: the searches, and the test of each sampler's best configuration as a benchmark scores it."""
     methods, predictions = {}, {}
     test = None
@@ -81,10 +97,17 @@ def tune_results(config: TuneConfig, bench: BenchmarkConfig, plan, searches: dic
         methods[tested_name(config.method, sampler)] = test["methods"][config.method]
         predictions[tested_name(config.method, sampler)] = pooled[config.method]
     test.update(methods=methods, comparisons=comparisons(predictions, methods) if len(methods) > 1 else [])
-    uncalibrated = any(t.get("uncalibrated") for by_fold in searches.values()
-                       for summary in by_fold.values() for t in summary["trials"])
-    test["protocol"]["notes"] = [SELECTION_NOTE, *([UNCALIBRATED_NOTE] if uncalibrated else []),
-                                 *test["protocol"]["notes"]]
+    uncalibrated = any(
+        t.get("uncalibrated")
+        for by_fold in searches.values()
+        for summary in by_fold.values()
+        for t in summary["trials"]
+    )
+    test["protocol"]["notes"] = [
+        SELECTION_NOTE,
+        *([UNCALIBRATED_NOTE] if uncalibrated else []),
+        *test["protocol"]["notes"],
+    ]
     first = searches[config.samplers[0]]
     chosen = max(first.values(), key=lambda s: s["best"]["value"])
     results = {
@@ -92,15 +115,20 @@ def tune_results(config: TuneConfig, bench: BenchmarkConfig, plan, searches: dic
         "versions": code_versions(),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "config": config.to_dict(),
-        "method": {"name": config.method, "summary": get_method(config.method).summary,
-                   "reference": get_method(config.method).reference},
+        "method": {
+            "name": config.method,
+            "summary": get_method(config.method).summary,
+            "reference": get_method(config.method).reference,
+        },
         "space": space,
         "objective": OBJECTIVE,
         "storage": redact(storage_url) if storage_url else JOURNAL,
         "searches": searches,
         "best_params": {config.method: {**(config.params or {}), **chosen["best"]["params"]}},
-        "best_params_from": (f"{config.samplers[0]}, study {chosen['study']}" + (
-            " (the outer fold with the best inner score; each fold's own is in searches)" if len(first) > 1 else "")),
+        "best_params_from": (
+            f"{config.samplers[0]}, study {chosen['study']}"
+            + (" (the outer fold with the best inner score; each fold's own is in searches)" if len(first) > 1 else "")
+        ),
         "test": test,
     }
     return results, predictions
@@ -120,8 +148,17 @@ def trials_csv(results: dict) -> str:
     for sampler, by_fold in results["searches"].items():
         for fold, search in by_fold.items():
             for t in search["trials"]:
-                writer.writerow([sampler, fold, t["number"], t["state"], "" if t["value"] is None else f"{t['value']:.6f}",
-                                 t["seconds"], *[t["params"].get(n, "") for n in names]])
+                writer.writerow(
+                    [
+                        sampler,
+                        fold,
+                        t["number"],
+                        t["state"],
+                        "" if t["value"] is None else f"{t['value']:.6f}",
+                        t["seconds"],
+                        *[t["params"].get(n, "") for n in names],
+                    ]
+                )
     return buffer.getvalue()
 
 
@@ -140,8 +177,10 @@ def format_tune(results: dict) -> str:
     lines = [f"objective: {results['objective']}"]
     for sampler, by_fold in results["searches"].items():
         for fold, s in by_fold.items():
-            lines.append(f"{sampler} {fold}: {s['n_trials']} trials, best inner score {s['best']['value']:.4f} "
-                         f"(trial {s['best']['number']}): {shown_params(s['best']['params'])}")
+            lines.append(
+                f"{sampler} {fold}: {s['n_trials']} trials, best inner score {s['best']['value']:.4f} "
+                f"(trial {s['best']['number']}): {shown_params(s['best']['params'])}"
+            )
     lines.append("")
     lines.append("test of the best configuration, once, after the search:")
     lines.append(format_results(results["test"]))
@@ -153,8 +192,10 @@ OBJECTIVE = "balanced accuracy, mean over the grouped inner folds of the trainin
 
 
 #: How a classical method's trial is scored (see the module docstring).
-UNCALIBRATED_NOTE = ("trials of a classical method were scored on the uncalibrated classifier's predictions; the "
-                     "configuration tested was refitted with its calibration")
+UNCALIBRATED_NOTE = (
+    "trials of a classical method were scored on the uncalibrated classifier's predictions; the "
+    "configuration tested was refitted with its calibration"
+)
 
 
 #: The journal file of the study in the output folder when ``--storage`` is not given.
@@ -165,9 +206,11 @@ JOURNAL = "study.journal"
 BEST_PARAMS = "best_params.json"
 
 
-SELECTION_NOTE = ("every configuration was scored by grouped inner cross-validation on the training part only; the "
-                  "test part was used once, after the search, to test the configuration with the best inner score "
-                  "(no selection on the test set)")
+SELECTION_NOTE = (
+    "every configuration was scored by grouped inner cross-validation on the training part only; the "
+    "test part was used once, after the search, to test the configuration with the best inner score "
+    "(no selection on the test set)"
+)
 
 
 def best_trial(study):
@@ -175,8 +218,10 @@ def best_trial(study):
     from optuna.trial import TrialState
 
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        raise ConfigError(f"study {study.study_name}: none of its {len(study.trials)} trials ran to the end (all "
-                          "pruned or failed), so there is no configuration to test; use --pruner none or more --trials")
+        raise ConfigError(
+            f"study {study.study_name}: none of its {len(study.trials)} trials ran to the end (all "
+            "pruned or failed), so there is no configuration to test; use --pruner none or more --trials"
+        )
     return study.best_trial
 
 

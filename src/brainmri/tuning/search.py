@@ -92,14 +92,22 @@ def _require_optuna() -> None:
     try:
         import optuna  # noqa: F401
     except ImportError:
-        raise ConfigError("brainmri tune needs Optuna, which is not installed; install it with: "
-                          "pip install 'brainmri[tune]'") from None
+        raise ConfigError(
+            "brainmri tune needs Optuna, which is not installed; install it with: pip install 'brainmri[tune]'"
+        ) from None
 
 
-def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir: str | Path | None = None,
-             device: str = "auto", on_event: Callable[[str], None] | None = None,
-             progress: Callable[[int], None] | None = None,
-             feature_progress: Callable[[int], None] | None = None) -> dict:
+def run_tune(
+    config: TuneConfig,
+    out: str | Path,
+    *,
+    n_jobs: int = -1,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    on_event: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    feature_progress: Callable[[int], None] | None = None,
+) -> dict:
     """Run (or resume) a tune and write its results, best configuration, figures and report.
 
     Parameters
@@ -141,8 +149,10 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
     space = load_space(spec, config.space_file)
     both = sorted(set(space) & set(config.params or {}))
     if both:
-        raise ConfigError(f"--params {config.method}.{both[0]} fixes a setting that the search space varies; remove it "
-                          "from --params, or from the space (--space FILE)")
+        raise ConfigError(
+            f"--params {config.method}.{both[0]} fixes a setting that the search space varies; remove it "
+            "from --params, or from the space (--space FILE)"
+        )
     make_pruner(config.pruner)
     bench = config.benchmark_config()
     inputs = [config.data, *([config.test_data] if config.test_data else [])]
@@ -158,12 +168,37 @@ def run_tune(config: TuneConfig, out: str | Path, *, n_jobs: int = -1, cache_dir
     if spec.family == "deep":
         resolve_device(device)
     with folder.recording():
-        return _tune(config, folder, spec, space, bench, n_files, n_jobs=n_jobs, cache_dir=cache_dir, device=device,
-                     say=say, progress=progress, feature_progress=feature_progress)
+        return _tune(
+            config,
+            folder,
+            spec,
+            space,
+            bench,
+            n_files,
+            n_jobs=n_jobs,
+            cache_dir=cache_dir,
+            device=device,
+            say=say,
+            progress=progress,
+            feature_progress=feature_progress,
+        )
 
 
-def _tune(config: TuneConfig, folder: OutputFolder, spec, space: dict, bench: BenchmarkConfig, n_files: int, *,
-          n_jobs: int, cache_dir, device: str, say: Callable[[str], None], progress, feature_progress) -> dict:
+def _tune(
+    config: TuneConfig,
+    folder: OutputFolder,
+    spec,
+    space: dict,
+    bench: BenchmarkConfig,
+    n_files: int,
+    *,
+    n_jobs: int,
+    cache_dir,
+    device: str,
+    say: Callable[[str], None],
+    progress,
+    feature_progress,
+) -> dict:
     """:func:`run_tune` once every check passed: open the studies, search, test, write."""
     out = folder.path
     inputs = [config.data, *([config.test_data] if config.test_data else [])]
@@ -180,8 +215,12 @@ def _tune(config: TuneConfig, folder: OutputFolder, spec, space: dict, bench: Be
     plan = plan_benchmark(bench, n_jobs=n_jobs, progress=progress)
     cache = str(cache_dir) if cache_dir else MemoryCache()
     say(f"computing features of {len(plan.paths)} images ({f'cached in {cache_dir}' if cache_dir else 'in memory'})")
-    precompute_features([spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess,
-                                    device=device)], plan.paths, n_jobs=n_jobs, progress=feature_progress)
+    precompute_features(
+        [spec.build(seed=config.seed, n_jobs=n_jobs, cache_dir=cache, preprocess=config.preprocess, device=device)],
+        plan.paths,
+        n_jobs=n_jobs,
+        progress=feature_progress,
+    )
     context = _Context(config, plan, space, cache, n_jobs, device, say)
     searches: dict[str, dict] = {}
     units: dict[str, list[dict]] = {}
@@ -190,12 +229,19 @@ def _tune(config: TuneConfig, folder: OutputFolder, spec, space: dict, bench: Be
         for split in plan.splits:
             name = _study_name(config, sampler, split.name, len(plan.splits))
             where = f"[{sampler}] {split.name}" if len(plan.splits) > 1 or len(config.samplers) > 1 else f"[{sampler}]"
-            study = open_study(storage, name, _study_attrs(config, plan, split, space),
-                               sampler=make_sampler(sampler, seed=config.seed), pruner=make_pruner(config.pruner))
+            study = open_study(
+                storage,
+                name,
+                _study_attrs(config, plan, split, space),
+                sampler=make_sampler(sampler, seed=config.seed),
+                pruner=make_pruner(config.pruner),
+            )
             _search(context, study, sampler, split, where)
             best = best_trial(study)
-            say(f"{where}: best inner score {best.value:.4f} (trial {best.number}) with {shown_params(best.params)}; "
-                f"refitting on {len(split.train)} training images and testing once on {len(split.test)}")
+            say(
+                f"{where}: best inner score {best.value:.4f} (trial {best.number}) with {shown_params(best.params)}; "
+                f"refitting on {len(split.train)} training images and testing once on {len(split.test)}"
+            )
             units[sampler].append(_tested_unit(context, out, sampler, split, study.study_name, best))
             searches[sampler][split.name] = search_summary(study, config.seed)
     say("computing metrics, confidence intervals and tests")
@@ -230,8 +276,7 @@ def _study_name(config: TuneConfig, sampler: str, fold: str, n_splits: int) -> s
 def _study_attrs(config: TuneConfig, plan, split, space: dict) -> dict:
     """What a study is for; a study created for anything else is refused (:func:`open_study`)."""
     counts = {str(c): int(n) for c, n in zip(*np.unique(plan.labels[split.train], return_counts=True), strict=True)}
-    return {**_known_attrs(config, space), "split": f"{plan.protocol['kind']} {split.name}",
-            "training_classes": counts}
+    return {**_known_attrs(config, space), "split": f"{plan.protocol['kind']} {split.name}", "training_classes": counts}
 
 
 def _known_attrs(config: TuneConfig, space: dict) -> dict:
@@ -268,9 +313,11 @@ def _search(context: _Context, study, sampler: str, split, where: str) -> None:
     if done >= config.trials:
         context.say(f"{where}: {done} trials finished earlier, reusing them")
         return
-    context.say(f"{where}: {done} of {config.trials} trials finished; searching {len(context.space)} settings "
-                f"({', '.join(context.space)}) with {sampler}, each trial scored by grouped inner CV on "
-                f"{len(split.train)} training images")
+    context.say(
+        f"{where}: {done} of {config.trials} trials finished; searching {len(context.space)} settings "
+        f"({', '.join(context.space)}) with {sampler}, each trial scored by grouped inner CV on "
+        f"{len(split.train)} training images"
+    )
     y, groups = context.plan.labels[split.train], context.plan.groups[split.train]
     folds, how = inner_splits(y, groups, random_state=config.seed)
 
@@ -278,15 +325,21 @@ def _search(context: _Context, study, sampler: str, split, where: str) -> None:
         return _score(context, trial, split, folds, how)
 
     def line(study, trial) -> None:
-        value = "pruned" if trial.state == TrialState.PRUNED else (
-            f"score {trial.value:.4f}" if trial.value is not None else trial.state.name.lower())
+        value = (
+            "pruned"
+            if trial.state == TrialState.PRUNED
+            else (f"score {trial.value:.4f}" if trial.value is not None else trial.state.name.lower())
+        )
         best = study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
-        context.say(f"{where}: trial {trial.number} ({_finished(study)}/{config.trials}) {value} with "
-                    f"{shown_params(trial.params)} in {trial.duration.total_seconds():.1f} s"
-                    + (f"; best {best.value:.4f} (trial {best.number})" if best else ""))
+        context.say(
+            f"{where}: trial {trial.number} ({_finished(study)}/{config.trials}) {value} with "
+            f"{shown_params(trial.params)} in {trial.duration.total_seconds():.1f} s"
+            + (f"; best {best.value:.4f} (trial {best.number})" if best else "")
+        )
 
-    stop = optuna.study.MaxTrialsCallback(config.trials, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                 TrialState.RUNNING))
+    stop = optuna.study.MaxTrialsCallback(
+        config.trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    )
     study.optimize(objective, n_trials=config.trials - done, callbacks=[line, stop], gc_after_trial=False)
     _wait_for_others(study, where, context.say)
 
@@ -338,8 +391,14 @@ def _score(context: _Context, trial, split, folds, how: str) -> float:
     params = {**(config.params or {}), **suggest(trial, context.space)}
     spec = get_method(config.method)
     data = (plan.paths[split.train], plan.labels[split.train], plan.groups[split.train])
-    build = {"seed": config.seed, "n_jobs": context.n_jobs, "cache_dir": context.cache,
-             "preprocess": config.preprocess, "device": context.device, "params": params}
+    build = {
+        "seed": config.seed,
+        "n_jobs": context.n_jobs,
+        "cache_dir": context.cache,
+        "preprocess": config.preprocess,
+        "device": context.device,
+        "params": params,
+    }
     pruning = config.pruner != "none"
 
     def report_epoch(record: dict) -> None:
@@ -357,8 +416,9 @@ def _score(context: _Context, trial, split, folds, how: str) -> float:
             if pruning and f < len(folds) - 1 and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after inner fold {f + 1} of {len(folds)}")
     else:
-        scored = Parallel(n_jobs=context.n_jobs)(delayed(_fold_score)(spec, {**build, "n_jobs": 1}, data, fold)
-                                                 for fold in folds)
+        scored = Parallel(n_jobs=context.n_jobs)(
+            delayed(_fold_score)(spec, {**build, "n_jobs": 1}, data, fold) for fold in folds
+        )
         scores, uncalibrated = [score for score, _ in scored], scored[0][1]
         for f in range(len(folds)):
             trial.report(float(np.mean(scores[: f + 1])), step=FOLD_STEP + f)
@@ -370,8 +430,9 @@ def _score(context: _Context, trial, split, folds, how: str) -> float:
     return float(np.mean(scores))
 
 
-def _fold_score(spec, build: dict, data: tuple, fold: tuple,
-                on_epoch: Callable[[dict], None] | None = None) -> tuple[float, bool]:
+def _fold_score(
+    spec, build: dict, data: tuple, fold: tuple, on_epoch: Callable[[dict], None] | None = None
+) -> tuple[float, bool]:
     """Balanced accuracy on one inner fold's validation part of the method fitted on its training part.
 
     Also whether the method was fitted uncalibrated (a classical pipeline, see the module docstring).
@@ -415,11 +476,16 @@ def _tested_unit(context: _Context, out: Path, sampler: str, split, study_name: 
     config = context.config
     where = f"[{sampler}] {split.name}"
     with epoch_lines(where, context.say):
-        unit = run_unit(config.benchmark_config(best.params), context.plan, config.method, split,
-                        n_jobs=context.n_jobs, cache_dir=context.cache, device=context.device)
+        unit = run_unit(
+            config.benchmark_config(best.params),
+            context.plan,
+            config.method,
+            split,
+            n_jobs=context.n_jobs,
+            cache_dir=context.cache,
+            device=context.device,
+        )
     unit.update(key)
     write_json(path, unit)
     context.say(f"{where}: fit {unit['fit_s']:.1f}s, predict {unit['predict_s']:.1f}s")
     return unit
-
-

@@ -56,8 +56,10 @@ def load_space(spec: MethodSpec, path: str | Path | None = None) -> dict[str, di
     if path is None:
         space = spec.search_space
         if not space:
-            raise ConfigError(f"method {spec.name} declares no search space; give one with --space FILE "
-                              f"(its settings: {', '.join(spec.settings()) or 'none'})")
+            raise ConfigError(
+                f"method {spec.name} declares no search space; give one with --space FILE "
+                f"(its settings: {', '.join(spec.settings()) or 'none'})"
+            )
     else:
         try:
             space = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -66,36 +68,41 @@ def load_space(spec: MethodSpec, path: str | Path | None = None) -> dict[str, di
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"--space {path}: not a JSON object of setting -> range ({exc})") from None
         if not isinstance(space, dict) or not space:
-            raise ConfigError(f"--space {path}: expected a non-empty JSON object such as "
-                              '{"C": {"type": "float", "low": 0.01, "high": 100, "log": true}}')
+            raise ConfigError(
+                f"--space {path}: expected a non-empty JSON object such as "
+                '{"C": {"type": "float", "low": 0.01, "high": 100, "log": true}}'
+            )
     settings = spec.settings()
     unknown = sorted(set(space) - set(settings))
     if unknown:
-        raise ConfigError(f"{where}: {spec.name} has no setting {unknown[0]!r}; its settings: "
-                          f"{', '.join(settings) or 'none'}")
+        raise ConfigError(
+            f"{where}: {spec.name} has no setting {unknown[0]!r}; its settings: {', '.join(settings) or 'none'}"
+        )
     return {name: _check_range(where, name, space[name]) for name in sorted(space)}
 
 
 def _check_range(where: str, name: str, entry) -> dict:
     """One entry of a space, checked, with ``log`` filled in."""
     if not isinstance(entry, dict) or entry.get("type") not in TYPES:
-        raise ConfigError(f"{where}: {name} must be an object with \"type\" one of {', '.join(TYPES)}, got {entry!r}")
+        raise ConfigError(f'{where}: {name} must be an object with "type" one of {", ".join(TYPES)}, got {entry!r}')
     if entry["type"] == "categorical":
         choices = entry.get("choices")
         if not isinstance(choices, list) or not choices:
-            raise ConfigError(f"{where}: {name} has no choices; give a non-empty list, e.g. \"choices\": [16, 32]")
+            raise ConfigError(f'{where}: {name} has no choices; give a non-empty list, e.g. "choices": [16, 32]')
         if not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
             raise ConfigError(f"{where}: {name} choices must be numbers, strings, true/false or null, got {choices!r}")
         return {"type": "categorical", "choices": list(choices)}
     low, high, log = entry.get("low"), entry.get("high"), entry.get("log", False)
     number = int if entry["type"] == "int" else (int, float)
     if any(isinstance(v, bool) or not isinstance(v, number) or not math.isfinite(v) for v in (low, high)):
-        raise ConfigError(f"{where}: {name} needs {entry['type']} \"low\" and \"high\", got low={low!r}, high={high!r}")
+        raise ConfigError(f'{where}: {name} needs {entry["type"]} "low" and "high", got low={low!r}, high={high!r}')
     if not low < high:
-        raise ConfigError(f"{where}: {name} has an empty range (low {low} must be below high {high}); "
-                          "to fix a setting, use --params instead")
+        raise ConfigError(
+            f"{where}: {name} has an empty range (low {low} must be below high {high}); "
+            "to fix a setting, use --params instead"
+        )
     if not isinstance(log, bool) or (log and low <= 0):
-        raise ConfigError(f"{where}: {name} with \"log\": true needs low > 0, got low={low!r}")
+        raise ConfigError(f'{where}: {name} with "log": true needs low > 0, got low={low!r}')
     return {"type": entry["type"], "low": low, "high": high, "log": log}
 
 

@@ -86,7 +86,9 @@ def parse_samplers(text: str) -> tuple[str, ...]:
     for name in names:
         check_sampler(name)
     if len(names) < 2 or len(set(names)) != len(names):
-        raise ConfigError(f"--compare needs at least two different samplers, got {text!r}; e.g. --compare tpe,random,aco")
+        raise ConfigError(
+            f"--compare needs at least two different samplers, got {text!r}; e.g. --compare tpe,random,aco"
+        )
     return names
 
 
@@ -104,8 +106,9 @@ def make_sampler(name: str, *, seed: int | None):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return SAMPLERS[name](seed)
     except ImportError as exc:  # the gp sampler runs on PyTorch
-        raise ConfigError(f"--sampler {name} needs {exc.name}, which is not installed; install it with: "
-                          "pip install 'brainmri[deep]'") from None
+        raise ConfigError(
+            f"--sampler {name} needs {exc.name}, which is not installed; install it with: pip install 'brainmri[deep]'"
+        ) from None
 
 
 def make_pruner(name: str):
@@ -168,9 +171,11 @@ def open_storage(url: str | None, default: Path):
         return _rdb_storage(url, engine)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise ConfigError(f"--storage {redact(given)}: cannot open the study storage ({reason}); check the URL, that "
-                          "the server runs and accepts this user, and that its driver is installed (pip install "
-                          "'brainmri[tune]')") from None
+        raise ConfigError(
+            f"--storage {redact(given)}: cannot open the study storage ({reason}); check the URL, that "
+            "the server runs and accepts this user, and that its driver is installed (pip install "
+            "'brainmri[tune]')"
+        ) from None
 
 
 def storage_file(url: str | None, default: Path) -> Path | None:
@@ -211,8 +216,10 @@ def check_journal(path: Path, given: str) -> None:
         return
     if not path.is_file():
         raise ConfigError(f"--storage {given}: is not a regular file; name a journal file (e.g. study.journal)")
-    not_journal = (f"--storage {given}: is not an Optuna journal of brainmri tune ({{}}), so it is left as it is; "
-                   "name a new journal file, or the journal of an earlier tune")
+    not_journal = (
+        f"--storage {given}: is not an Optuna journal of brainmri tune ({{}}), so it is left as it is; "
+        "name a new journal file, or the journal of an earlier tune"
+    )
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -226,9 +233,11 @@ def check_journal(path: Path, given: str) -> None:
         if not isinstance(record, dict) or "op_code" not in record:
             raise ConfigError(not_journal.format(f"line {number} is not an Optuna journal record"))
     if lines[-1]:
-        raise ConfigError(f"--storage {given}: its last record (line {len(lines)}) is cut short, as when a disk fills "
-                          "or a copy is interrupted; restore the journal from a copy, or delete that line to continue "
-                          "from the trials before it")
+        raise ConfigError(
+            f"--storage {given}: its last record (line {len(lines)}) is cut short, as when a disk fills "
+            "or a copy is interrupted; restore the journal from a copy, or delete that line to continue "
+            "from the trials before it"
+        )
 
 
 def check_sqlite(path: Path, given: str) -> None:
@@ -243,8 +252,10 @@ def check_sqlite(path: Path, given: str) -> None:
     except OSError as exc:
         raise ConfigError(f"--storage {given}: cannot be read ({exc.strerror})") from None
     if header != SQLITE_HEADER:
-        raise ConfigError(f"--storage {given}: {path} is not a SQLite database, so it is left as it is; name a new "
-                          "database file, or the database of an earlier tune")
+        raise ConfigError(
+            f"--storage {given}: {path} is not a SQLite database, so it is left as it is; name a new "
+            "database file, or the database of an earlier tune"
+        )
 
 
 def _rdb_storage(url: str, engine: dict, attempts: int = 3):
@@ -258,8 +269,7 @@ def _rdb_storage(url: str, engine: dict, attempts: int = 3):
             # calls the argument experimental (its interface may change), which is no news for brainmri's user.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60,
-                                                  grace_period=180)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60, grace_period=180)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Two workers starting on an empty database both create Optuna's tables; one loses the race.
             if attempt == attempts - 1:
@@ -291,8 +301,9 @@ def open_study(storage, name: str, attrs: dict, *, sampler, pruner):
     import optuna
 
     attrs = json.loads(json.dumps(attrs))  # as the storage gives them back (tuples become lists)
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
-                                pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
+    )
     if not study.user_attrs:
         # Two workers may create the study at once; each writes the same attributes.
         for key, value in attrs.items():
@@ -320,7 +331,8 @@ def _check_attrs(name: str, stored: dict, attrs: dict) -> None:
         if stored and stored.get(key) != value:
             raise ConfigError(
                 f"--study {name}: this study was created for {key} {shown_params(stored.get(key))}, not "
-                f"{shown_params(value)}; give another --study name (or another --storage) for a new search")
+                f"{shown_params(value)}; give another --study name (or another --storage) for a new search"
+            )
 
 
 def shown_params(value) -> str:
