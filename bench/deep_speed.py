@@ -33,7 +33,7 @@ def main() -> None:
     from brainmri.training import device as device_module
     from brainmri.training.arrays import ImageArrays
     from brainmri.training.augment import augment_batch
-    from brainmri.training.loop import predict_logits, to_batch
+    from brainmri.training.batches import predict_logits, to_batch
 
     if args.no_malloc:
         device_module._malloc_tuned = False  # pretend it was already decided: tune_malloc() then does nothing

@@ -100,7 +100,7 @@ class _Run:
         """One training step each: whole network, backbone frozen, first stages frozen; then one forward pass."""
         import torch
 
-        from brainmri.training.loop import set_train_mode
+        from brainmri.training.run import set_train_mode
 
         for what in ("whole", "frozen", *self.stages):
             set_train_mode(self.net, frozen=what == "frozen", frozen_stages=what if isinstance(what, int) else 0)

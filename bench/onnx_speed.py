@@ -36,7 +36,8 @@ def main() -> None:
     from brainmri.data.preprocess import Preprocess
     from brainmri.data.synthetic import write_demo_data
     from brainmri.models.bundle import load_model
-    from brainmri.models.onnx import export_onnx, load_onnx
+    from brainmri.models.onnx import export_onnx
+    from brainmri.models.onnx_runtime import load_onnx
     from brainmri.runs.config import TrainConfig
     from brainmri.runs.train import train_bundle
 

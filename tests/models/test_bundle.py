@@ -14,7 +14,8 @@ from brainmri.data.io import read_image
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import BrainMRIError, ConfigError, DataError
 from brainmri.files import sha256
-from brainmri.models.bundle import MANIFEST, load_model
+from brainmri.models.bundle import load_model
+from brainmri.models.manifest import MANIFEST
 from brainmri.runs.config import TrainConfig
 from brainmri.runs.train import train_bundle
 

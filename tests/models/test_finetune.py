@@ -19,7 +19,9 @@ from brainmri.nets.cnn import ayadi_cnn  # noqa: E402
 from brainmri.nets.finetune import finetune_net  # noqa: E402
 from brainmri.runs.config import TrainConfig
 from brainmri.runs.train import train_bundle
-from brainmri.training.loop import TrainSettings, _optimizer, epoch_listener  # noqa: E402
+from brainmri.training.loop import epoch_listener
+from brainmri.training.run import make_optimizer
+from brainmri.training.settings import TrainSettings
 
 #: 32 px, float32, one thread, batches of 8: a fast and deterministic fine-tuning of the offline EfficientNet-Lite0.
 TINY = {"size": 32, "epochs": 2, "batch_size": 8, "precision": "fp32", "channels_last": False, "threads": 1}
@@ -64,7 +66,7 @@ def same(a: dict, b: dict) -> bool:
 
 def test_the_backbone_learns_at_its_own_rate_and_the_head_at_lr():
     net = finetune_net(num_classes=4, input_shape=(32, 32))
-    optimizer, scheduler = _optimizer(net, TrainSettings(epochs=2, lr=1e-2, backbone_lr_factor=0.1), steps=5)
+    optimizer, scheduler = make_optimizer(net, TrainSettings(epochs=2, lr=1e-2, backbone_lr_factor=0.1), steps=5)
     head, trunk = optimizer.param_groups
     assert {id(p) for p in trunk["params"]} == {id(p) for p in net.backbone.parameters()}
     assert {id(p) for p in head["params"]} == {id(p) for p in net.head.parameters()}
@@ -79,7 +81,7 @@ def test_the_backbone_learns_at_its_own_rate_and_the_head_at_lr():
 
 
 def test_a_network_without_backbone_keeps_one_group_at_lr():
-    optimizer, _ = _optimizer(ayadi_cnn(num_classes=4, width=4), TrainSettings(lr=1e-2), steps=5)
+    optimizer, _ = make_optimizer(ayadi_cnn(num_classes=4, width=4), TrainSettings(lr=1e-2), steps=5)
     assert len(optimizer.param_groups) == 1 and optimizer.param_groups[0]["max_lr"] == 1e-2
 
 

@@ -22,7 +22,8 @@ onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
 from brainmri.models import onnx as exporting  # noqa: E402  (after the skips: needs torch)
-from brainmri.models.onnx import export_onnx, load_onnx  # noqa: E402
+from brainmri.models.onnx import export_onnx  # noqa: E402
+from brainmri.models.onnx_runtime import load_onnx  # noqa: E402
 
 #: A tiny ayadi-cnn (32 px, 4 channels wide), predicting in float32 so that its probabilities are ONNX Runtime's.
 CNN = {"size": 32, "width": 4, "epochs": 3, "batch_size": 8, "threads": 1, "precision": "fp32"}
@@ -86,14 +87,14 @@ def test_onnx_bundle_predicts_what_the_bundle_predicts(cnn_copy, demo_source):
 
 
 def test_an_export_that_disagrees_with_pytorch_is_refused_and_nothing_is_written(cnn_copy, monkeypatch):
-    make_graph = exporting._graph
+    make_graph = exporting.torch_graph
 
     def without_temperature(*args):
         graph = make_graph(*args)
         graph.temperature.fill_(1.0)
         return graph
 
-    monkeypatch.setattr(exporting, "_graph", without_temperature)
+    monkeypatch.setattr(exporting, "torch_graph", without_temperature)
     before = sorted(p.name for p in cnn_copy.iterdir())
     with pytest.raises(DataError, match=r"differ from PyTorch's by up to .* \(tolerance 0.0001\); nothing was written"):
         export_onnx(cnn_copy)

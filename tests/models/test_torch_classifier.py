@@ -7,7 +7,8 @@ torch = pytest.importorskip("torch")
 
 from brainmri.data.synthetic import CLASSES, synthetic_slice  # noqa: E402
 from brainmri.errors import ConfigError, DataError  # noqa: E402
-from brainmri.models.torch_classifier import TorchClassifier, holdout_split  # noqa: E402
+from brainmri.models.torch_classifier import TorchClassifier  # noqa: E402
+from brainmri.models.validation import holdout_split  # noqa: E402
 from brainmri.nets.cnn import ayadi_cnn  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -198,7 +198,7 @@ def _shift_results(severities, methods=("glcm-svm",)):
 @pytest.mark.parametrize("severities, methods", [((1, 2, 3, 4, 5), ("glcm-svm",)), ((3,), ("a", "b", "c", "d"))])
 def test_shift_figures_draw_the_means_and_every_shift(severities, methods):
     from brainmri.report.charts import figure_png
-    from brainmri.report.figures import shift_severity_figure, shift_summary_figure
+    from brainmri.report.shift_figures import shift_severity_figure, shift_summary_figure
 
     results = _shift_results(severities, methods)
     summary = shift_summary_figure(results)

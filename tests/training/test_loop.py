@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from brainmri.models.torch_classifier import TorchClassifier
-from brainmri.training.loop import HISTORY_FIELDS, epoch_listener
+from brainmri.training.loop import epoch_listener
+from brainmri.training.settings import HISTORY_FIELDS
 
 
 def weights(model: TorchClassifier) -> dict:

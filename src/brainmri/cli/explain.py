@@ -130,12 +130,8 @@ def add_regions(sub) -> None:
 
 
 def cmd_explain(args) -> int:
-    from brainmri.explain.explainer import (
-        ExplainConfig,
-        check_explain_folder,
-        explain_images,
-        format_checks,
-    )
+    from brainmri.explain.checks import format_checks
+    from brainmri.explain.explainer import ExplainConfig, check_explain_folder, explain_images
     from brainmri.models.bundle import load_model
     from brainmri.models.predict import list_images
 

@@ -285,7 +285,8 @@ def _predict_and_explain(args, bundle, items, jobs: int, update) -> dict:
 
 
 def cmd_export(args) -> int:
-    from brainmri.models.onnx import default_path, description_path, export_onnx
+    from brainmri.models.onnx import export_onnx
+    from brainmri.models.onnx_graph import default_path, description_path
 
     out = args.out or default_path(args.model)
     description = export_onnx(args.model, out, **({} if args.tolerance is None else {"tolerance": args.tolerance}))

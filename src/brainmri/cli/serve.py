@@ -145,7 +145,7 @@ def cmd_serve(args) -> int:
     with torch_threads_for(args.threads):
         bundle = load_model(args.model, device=args.device)
         if args.onnx:
-            from brainmri.models.onnx import load_onnx
+            from brainmri.models.onnx_runtime import load_onnx
 
             # ONNX Runtime predicts; heatmaps still come from the torch network of the bundle.
             app = create_app(load_onnx(args.model, args.onnx_file, threads=args.threads), settings, explain=bundle)

@@ -248,25 +248,7 @@ def write_demo_volumes(
         (tmp / REGIONS_FOLDER).mkdir()
         (tmp / MASKS_FOLDER / CLASSES_3D[0]).mkdir(parents=True)
         nib.save(nib.Nifti1Image(template.labels, template.affine), tmp / REGIONS_FOLDER / ATLAS_FILE)
-        sizes = {int(r): int((template.labels == r).sum()) for r in template.regions}
-        write_json(
-            tmp / REGIONS_FOLDER / PLANTED_FILE,
-            {
-                "planted_regions": chosen,
-                "affected_class": CLASSES_3D[0],
-                "control_class": CLASSES_3D[1],
-                "atlas": f"{REGIONS_FOLDER}/{ATLAS_FILE}",
-                "n_regions": len(sizes),
-                "region_voxels": sizes,
-                "parcellation": f"SLIC supervoxels of the MNI152 2009 template (nilearn), {n_regions} asked",
-                "signal": "atrophy subjects: each planted region shrinks towards its centre by 20-35 % and loses 15-30 % "
-                "of its intensity; every subject: smooth random deformation, head scale 0.95-1.05, intensity "
-                "scale 0.9-1.1, Rician noise",
-                "size": size,
-                "seed": seed,
-                "n_per_class": n,
-            },
-        )
+        write_json(tmp / REGIONS_FOLDER / PLANTED_FILE, _planted_record(template, chosen, n, size, n_regions, seed))
         for c, label in enumerate(CLASSES_3D):
             (tmp / label).mkdir()
             for k in range(n):
@@ -280,3 +262,23 @@ def write_demo_volumes(
                 if progress:
                     progress(1)
     return Path(out)
+
+
+def _planted_record(template, chosen: list, n: int, size: int, n_regions: int, seed: int) -> dict:
+    """``planted_regions.json``: the planted regions of the demo volumes and how they were planted."""
+    sizes = {int(r): int((template.labels == r).sum()) for r in template.regions}
+    return {
+        "planted_regions": chosen,
+        "affected_class": CLASSES_3D[0],
+        "control_class": CLASSES_3D[1],
+        "atlas": f"{REGIONS_FOLDER}/{ATLAS_FILE}",
+        "n_regions": len(sizes),
+        "region_voxels": sizes,
+        "parcellation": f"SLIC supervoxels of the MNI152 2009 template (nilearn), {n_regions} asked",
+        "signal": "atrophy subjects: each planted region shrinks towards its centre by 20-35 % and loses 15-30 % "
+        "of its intensity; every subject: smooth random deformation, head scale 0.95-1.05, intensity "
+        "scale 0.9-1.1, Rician noise",
+        "size": size,
+        "seed": seed,
+        "n_per_class": n,
+    }

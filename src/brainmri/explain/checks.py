@@ -19,6 +19,8 @@
   Spearman rank correlation between the maps of the trained and the
   randomised network should be low.
 
+:func:`format_checks` writes the checks of an ``explain.json`` as lines of text.
+
 References
 ----------
 J. Zhang et al., "Top-down neural attention by excitation backprop", IJCV
@@ -216,3 +218,40 @@ def rank_correlations(maps: np.ndarray, others: np.ndarray) -> np.ndarray:
         if ra.std() > 0 and rb.std() > 0:
             out[k] = float(np.corrcoef(ra, rb)[0, 1])
     return out
+
+
+def format_checks(document: dict) -> list[str]:
+    """The checks of an ``explain.json`` document as lines of text."""
+    lines = [
+        f"{document['method']}: {document['timing']['n_images']} maps in {document['timing']['seconds']:.1f} s "
+        f"({document['timing']['images_per_s']} images/s, reading and overlays included)"
+    ]
+    checks = document["checks"]
+    known = checks.get("known_answer", {})
+    if "pointing_game" in known:
+        lines.append(
+            f"known answer ({known['n_images']} images with a lesion mask): pointing game "
+            f"{known['pointing_game']:.1%} within {known['tolerance_px']} px (random map "
+            f"{known['random_map_pointing_game']:.1%}), {known['pointing_game_strict']:.1%} strictly inside "
+            f"(random map {known['random_map_pointing_game_strict']:.1%}); lesion share "
+            f"{known['lesion_share']:.1%} (random map {known['random_map_lesion_share']:.1%})"
+        )
+    elif known:
+        lines.append(f"known answer skipped: {known['skipped']}")
+    curves = checks.get("deletion_insertion")
+    if curves:
+        lines.append(
+            f"deletion AOPC {curves['deletion_aopc']:.3f} (random ranking {curves['random_deletion_aopc']:.3f}), "
+            f"insertion AUC {curves['insertion_auc']:.3f} (random ranking {curves['random_insertion_auc']:.3f}); "
+            f"{curves['n_images']} images, higher is better"
+        )
+    sanity = checks.get("randomisation")
+    if sanity and "skipped" in sanity:
+        lines.append(f"randomisation check skipped: {sanity['skipped']}")
+    elif sanity:
+        mean = "undefined" if sanity["spearman_mean"] is None else f"{sanity['spearman_mean']:.3f}"
+        lines.append(
+            f"randomisation check: Spearman rank correlation with random weights {mean} "
+            f"({sanity['n_images']} images, {sanity['n_undefined']} constant maps; low is good)"
+        )
+    return lines

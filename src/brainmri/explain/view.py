@@ -19,8 +19,8 @@ from brainmri.data.volumes import VolumePreprocess
 from brainmri.errors import ConfigError
 from brainmri.explain.attribution import METHODS
 from brainmri.steps import final_step
+from brainmri.training.batches import autocast_dtype
 from brainmri.training.device import torch_threads
-from brainmri.training.loop import autocast_dtype
 
 
 class ModelView:

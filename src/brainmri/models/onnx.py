@@ -36,6 +36,11 @@ came from (the sha256 of its manifest) and the check. :func:`load_onnx`
 refuses a file exported from another bundle (or from an earlier training
 of this one), and the export never replaces a file brainmri did not write.
 
+This module owns the export and its checks. What the graph computes is
+:mod:`brainmri.models.onnx_graph`'s; prediction with ONNX Runtime
+(:func:`load_onnx`, :class:`OnnxBundle`) is :mod:`brainmri.models.onnx_runtime`'s,
+and its names are importable from here too.
+
 References
 ----------
 ONNX: Open Neural Network Exchange, https://onnx.ai (operator set 17);
@@ -58,9 +63,37 @@ import numpy as np
 from brainmri.data.synthetic import CLASSES, synthetic_slice
 from brainmri.errors import ConfigError, DataError
 from brainmri.files import atomic_path, check_output_folder, sha256, write_json
-from brainmri.models.bundle import MANIFEST, Bundle, load_model
-from brainmri.training.loop import autocast_dtype
+from brainmri.models.bundle import load_model
+from brainmri.models.manifest import MANIFEST
+from brainmri.models.onnx_graph import (
+    default_path,
+    description_path,
+    graph_input,
+    input_description,
+    network_parts,
+    onnx_modules,
+    torch_graph,
+)
+from brainmri.models.onnx_runtime import OnnxBundle, OnnxModel, load_onnx
+from brainmri.training.batches import autocast_dtype
 from brainmri.version import __version__
+
+#: The export, and the prediction with ONNX Runtime (from :mod:`brainmri.models.onnx_runtime`).
+__all__ = [
+    "CHECK_IMAGES",
+    "CHECK_SIZE",
+    "EXPORT_FORMAT",
+    "EXPORT_VERSION",
+    "METADATA_KEY",
+    "OPSET",
+    "TOLERANCE",
+    "OnnxBundle",
+    "OnnxModel",
+    "default_path",
+    "description_path",
+    "export_onnx",
+    "load_onnx",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,153 +108,11 @@ OPSET = 17
 TOLERANCE = 1e-4
 #: Synthetic slices of the check (cycling through the synthetic classes), and their side before preprocessing.
 CHECK_IMAGES, CHECK_SIZE = 8, 256
-#: Items per ONNX Runtime call of :class:`OnnxModel` (bounds the memory of the activations).
-BATCH_SIZE = 64
-
-
-def _onnx():
-    """The ``onnx`` and ``onnxruntime`` modules, or a one-line error naming the extra."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as exc:
-        raise ConfigError(
-            f"ONNX export and prediction need the onnx and onnxruntime packages ({exc.name} is missing); "
-            "install them with: pip install 'brainmri[onnx]'"
-        ) from None
-    return onnx, onnxruntime
-
-
-def default_path(bundle: str | Path) -> Path:
-    """Where :func:`export_onnx` writes by default: ``model.onnx`` inside the bundle folder."""
-    return Path(bundle) / "model.onnx"
-
-
-def description_path(path: str | Path) -> Path:
-    """The JSON description beside an exported file: ``FILE.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-# --- what the graph computes ----------------------------------------------------------------------------------
-
-
-def _network_parts(bundle: Bundle):
-    """The bundle's first step, the steps between it and the network, and the network's classifier.
-
-    Raises
-    ------
-    ConfigError
-        The bundle does not end in a torch network, or has a step between
-        its first one and the network that is not linear.
-    """
-    name = bundle.manifest["method"]["name"]
-    steps = [step for _, step in getattr(bundle.model, "steps", [("model", bundle.model)])]
-    final = steps[-1]
-    if len(steps) < 2 or not hasattr(final, "module_"):
-        raise ConfigError(
-            f"{bundle.path}: {name} ends in a {type(final).__name__}, not a torch network, so it has no "
-            "ONNX graph; export works for the methods whose last step is a network (e.g. ayadi-cnn, "
-            "fcm-dwt-dnn, mlp, transfer-finetune)"
-        )
-    for step in steps[1:-1]:
-        _linear_map(step, name)
-    return steps[0], steps[1:-1], final
-
-
-def _linear_map(step, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(shift, matrix)`` with ``step.transform(X) == (X - shift) @ matrix``, for PCA and StandardScaler.
-
-    Raises
-    ------
-    ConfigError
-        Any other step.
-    """
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
-
-    if isinstance(step, PCA):
-        matrix = step.components_.T
-        if step.whiten:
-            matrix = matrix / np.sqrt(step.explained_variance_)
-        return step.mean_, matrix
-    if isinstance(step, StandardScaler):
-        n = step.n_features_in_
-        shift = step.mean_ if step.mean_ is not None else np.zeros(n)
-        return shift, np.diag(1.0 / step.scale_ if step.scale_ is not None else np.ones(n))
-    raise ConfigError(
-        f"{method}: its step {type(step).__name__} has no ONNX form in brainmri (PCA and StandardScaler "
-        "do), so the method cannot be exported"
-    )
-
-
-def _graph(middle, classifier, method: str):
-    """The torch module that is exported: linear steps, network (with TTA), softmax of the logits over ``T``."""
-    import torch
-    from torch import nn
-
-    class Graph(nn.Module):
-        """Probabilities ``softmax(logits / temperature)`` of the network's input (and its mirror, with TTA)."""
-
-        def __init__(self):
-            super().__init__()
-            linear = []
-            for step in middle:
-                shift, matrix = _linear_map(step, method)
-                layer = nn.Linear(*matrix.shape)
-                layer.weight.data = torch.as_tensor(matrix.T, dtype=torch.float32).contiguous()
-                layer.bias.data = torch.as_tensor(-(shift @ matrix), dtype=torch.float32)
-                linear.append(layer)
-            self.linear = nn.Sequential(*linear)
-            self.network = classifier.module_
-            self.register_buffer("temperature", torch.tensor(float(classifier.temperature_)))
-            self.tta = bool(classifier.tta)
-
-        def forward(self, x):
-            x = self.linear(x)
-            logits = self.network(x)
-            if self.tta:  # TorchClassifier.TTA_VIEWS: the image and its left-right mirror
-                logits = (logits + self.network(torch.flip(x, dims=[-1]))) / 2
-            return torch.softmax(logits / self.temperature, dim=1)
-
-    return Graph().eval()
-
-
-def _graph_input(X: np.ndarray) -> np.ndarray:
-    """The first step's output as the graph takes it: float32, images ``(N, H, W)`` with a channel axis."""
-    X = np.asarray(X, dtype=np.float32)
-    return X[:, None] if X.ndim == 3 else X
-
-
-def _input_description(first, middle, classifier) -> dict:
-    """The graph's input in words: the first step's output (before the linear steps, which are in the graph)."""
-    shape = (middle[0].n_features_in_,) if middle else tuple(classifier.input_shape_)
-    if len(shape) == 2:
-        return {
-            "name": "input",
-            "shape": ["N", 1, *shape],
-            "dtype": "float32",
-            "what": f"grayscale slices after the bundle's preprocessing (settings under 'preprocess': crop to the "
-            f"head when crop is true, resize to {shape[0]}x{shape[1]}, clip to clip_percentiles and "
-            "scale to [0, 1]; brainmri.data.preprocess.Preprocess), values in [0, 1]",
-        }
-    names = [name for name, _ in getattr(first, "extractors", [])]
-    return {
-        "name": "input",
-        "shape": ["N", *shape],
-        "dtype": "float32",
-        "what": f"feature vectors of the bundle's first step ({type(first).__name__}: {', '.join(names) or '?'}), "
-        "computed by brainmri from the preprocessed image; the steps between them and the network "
-        "(PCA, standardisation) are inside the graph",
-    }
-
-
-# --- export ---------------------------------------------------------------------------------------------------
 
 
 def _read_description(path: Path) -> dict | None:
     """The brainmri description of an existing ONNX file, or None when the file is not one brainmri wrote."""
-    onnx, _ = _onnx()
+    onnx, _ = onnx_modules()
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # protobuf and onnx raise many types for a file that is not ONNX
@@ -277,7 +168,7 @@ def _compare(session, X: np.ndarray, middle, classifier) -> dict:
     reference = copy.copy(classifier)  # shares the fitted network; only its precision and device differ
     reference.precision, reference.device_ = "fp32", torch.device("cpu")
     expected = reference.predict_proba(X_net)
-    got = session.run(None, {"input": _graph_input(X)})[0].astype(np.float64)
+    got = session.run(None, {"input": graph_input(X)})[0].astype(np.float64)
     check = {
         "images": f"{len(X)} synthetic slices (brainmri.data.synthetic, seed 0)",
         "reference": "the bundle's PyTorch prediction in float32",
@@ -324,18 +215,18 @@ def export_onnx(bundle: str | Path, out: str | Path | None = None, *, tolerance:
     """
     import torch
 
-    onnx, onnxruntime = _onnx()
+    onnx, onnxruntime = onnx_modules()
     folder = Path(bundle)
     out = Path(out) if out is not None else default_path(folder)
     if not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise ConfigError(f"--tolerance must be a positive number, got {tolerance!r}")
     _check_target(out)
     loaded = load_model(folder, device="cpu")
-    first, middle, classifier = _network_parts(loaded)
+    first, middle, classifier = network_parts(loaded)
     X = _check_inputs(first)
-    graph = _graph(middle, classifier, loaded.manifest["method"]["name"])
+    graph = torch_graph(middle, classifier, loaded.manifest["method"]["name"])
     description = _description(folder, loaded, first, middle, classifier)
-    example = torch.as_tensor(_graph_input(X[:2]))
+    example = torch.as_tensor(graph_input(X[:2]))
     with atomic_path(out) as tmp:
         # The TorchScript exporter: the torch.export-based one needs onnxscript, which brainmri does not require.
         # It warns that it is deprecated (from its own functions too), and that it cannot constant-fold the mirror
@@ -385,7 +276,7 @@ def _description(folder: Path, loaded, first, middle, classifier) -> dict:
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "bundle": {"path": str(folder), "manifest_sha256": sha256(folder / MANIFEST), "method": method},
         "classes": loaded.manifest["classes"],
-        "input": _input_description(first, middle, classifier),
+        "input": input_description(first, middle, classifier),
         "output": {
             "name": "proba",
             "shape": ["N", len(loaded.classes_)],
@@ -399,138 +290,3 @@ def _description(folder: Path, loaded, first, middle, classifier) -> dict:
         "exporter": "torch.onnx.export (TorchScript)",
         "libraries": {name: metadata.version(name) for name in ("torch", "onnx", "onnxruntime")},
     }
-
-
-# --- prediction -----------------------------------------------------------------------------------------------
-
-
-class OnnxModel:
-    """The bundle's first step (Python), then the exported graph (ONNX Runtime): what :class:`OnnxBundle` predicts with.
-
-    Parameters
-    ----------
-    first : transformer
-        The bundle's first step (image arrays or features).
-    session : onnxruntime.InferenceSession
-    classes : sequence of str
-    batch_size : int
-        Items per call of the session.
-    """
-
-    def __init__(self, first, session, classes, *, batch_size: int = BATCH_SIZE):
-        self.first = first
-        self.session = session
-        self.classes_ = np.asarray(classes)
-        self.batch_size = batch_size
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities, float64 of shape ``(n, n_classes)``, of images (paths or 2D arrays)."""
-        Z = self.first.transform(X)
-        out = [
-            self.session.run(None, {"input": _graph_input(Z[s : s + self.batch_size])})[0]
-            for s in range(0, len(Z), self.batch_size)
-        ]
-        return np.concatenate(out).astype(np.float64)
-
-
-class OnnxBundle(Bundle):
-    """A deep bundle that predicts through its exported ONNX graph (see :func:`load_onnx`).
-
-    The interface of :class:`~brainmri.models.bundle.Bundle`
-    (``predict_proba``, ``predict``, ``classes_``, ``manifest``, ``path``);
-    images are read and preprocessed by the bundle's own first step.
-
-    Attributes
-    ----------
-    model : OnnxModel
-    onnx_path : Path
-    description : dict
-        The export's description (``FILE.json``): input, output, check.
-    """
-
-    def __init__(self, model: OnnxModel, manifest: dict, path: Path, *, onnx_path: Path, description: dict):
-        super().__init__(model, manifest, path)
-        self.onnx_path = onnx_path
-        self.description = description
-
-    def __repr__(self) -> str:
-        return (
-            f"OnnxBundle({str(self.path)!r}, onnx={str(self.onnx_path)!r}, "
-            f"method={self.manifest['method']['name']!r}, classes={list(self.classes_)})"
-        )
-
-
-def load_onnx(
-    bundle: str | Path, onnx_file: str | Path | None = None, *, n_jobs: int = 1, threads: int | None = None
-) -> OnnxBundle:
-    """Load a bundle with its exported ONNX graph, to predict with ONNX Runtime.
-
-    Parameters
-    ----------
-    bundle : path
-        The bundle folder (checked as :func:`~brainmri.models.bundle.load_model` does).
-    onnx_file : path or None
-        The file :func:`export_onnx` wrote (default :func:`default_path`),
-        with its description beside it.
-    n_jobs : int
-        Worker processes of the bundle's first step.
-    threads : int or None
-        ONNX Runtime's threads within an operator (None: one per physical core).
-
-    Returns
-    -------
-    OnnxBundle
-
-    Raises
-    ------
-    DataError
-        The file or its description is missing, changed since the export,
-        or exported from another bundle (or an earlier training of this
-        one); the message says to export again.
-    ConfigError
-        onnx/onnxruntime are not installed, or ``threads`` is not a
-        positive integer.
-
-    Examples
-    --------
-    >>> model = load_onnx("model/")                               # doctest: +SKIP
-    >>> model.predict_proba(["scan1.png"]).shape                  # doctest: +SKIP
-    (1, 4)
-    """
-    _, onnxruntime = _onnx()
-    if threads is not None and not (isinstance(threads, int) and threads >= 1):
-        raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
-    folder = Path(bundle)
-    path = Path(onnx_file) if onnx_file is not None else default_path(folder)
-    again = f"export it again with: brainmri export {folder} --onnx" + (
-        f" --out {path}" if onnx_file is not None else ""
-    )
-    sidecar = description_path(path)
-    if not path.is_file() or not sidecar.is_file():
-        raise DataError(f"{path if not path.is_file() else sidecar}: no such file; {again}")
-    try:
-        description = json.loads(sidecar.read_text(encoding="utf-8"))
-        made_from, digest = description["bundle"]["manifest_sha256"], description["sha256"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(
-            f"{sidecar}: not a description of a brainmri ONNX export ({type(exc).__name__}: {exc}); {again}"
-        ) from None
-    if digest != sha256(path):
-        raise DataError(
-            f"{path}: sha256 differs from {sidecar.name} (the file was changed, truncated or damaged); {again}"
-        )
-    loaded = load_model(folder, n_jobs=n_jobs, device="cpu")
-    if made_from != sha256(folder / MANIFEST):
-        raise DataError(f"{path}: exported from another bundle, or from an earlier training of {folder}; {again}")
-    first, _, _ = _network_parts(loaded)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or 0
-    options.log_severity_level = 3  # errors only: ONNX Runtime's own warnings go to stderr, not to logging
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return OnnxBundle(
-        OnnxModel(first, session, loaded.manifest["classes"]),
-        loaded.manifest,
-        folder,
-        onnx_path=path,
-        description=description,
-    )

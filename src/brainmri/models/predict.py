@@ -24,7 +24,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -198,41 +198,61 @@ def predict_images(
     batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
     read_one = partial(_read, ndim=model_ndim(bundle), max_pixels=check_max_pixels(max_pixels))
     with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-        reading = pool.map(read_one, [it.path for it in batches[0]]) if batches else iter(())
-        for k, batch in enumerate(batches):
-            read = list(reading)
-            if k + 1 < len(batches):  # Executor.map submits at once: the next batch is read during this one's predict
-                reading = pool.map(read_one, [it.path for it in batches[k + 1]])
-            images, kept = [], []
-            for item, got in zip(batch, read, strict=True):
-                if isinstance(got, str):
-                    logger.warning("skipped %s", got)
-                    skipped.append({"path": str(item.path), "reason": got})
-                else:
-                    images.append(got[0])
-                    kept.append((item, _note(got[1], training, input_size)))
+        for batch, read in _read_ahead(pool, read_one, batches):
+            images, kept = _usable(batch, read, training, input_size, skipped)
             if images:
                 proba, ood = (predict(images), None) if predict else bundle.predict_with_ood(images)
-                ood = [None] * len(images) if ood is None else [float(v) for v in ood]
-                new = [
-                    {
-                        "path": str(item.path),
-                        "label": item.label,
-                        "source": item.source,
-                        "proba": [float(v) for v in p],
-                        "predicted": str(bundle.classes_[int(np.argmax(p))]),
-                        "note": note,
-                        "ood_score": o,
-                        "unlike_training": None if o is None else o > FLAG_QUANTILE,
-                    }
-                    for (item, note), p, o in zip(kept, proba, ood, strict=True)
-                ]
+                new = _prediction_rows(bundle, kept, proba, ood)
                 rows += new
                 if on_batch:
                     on_batch(new, images)
             if progress:
                 progress(len(batch))
     return {"rows": rows, "skipped": skipped}
+
+
+def _read_ahead(pool: ThreadPoolExecutor, read_one: Callable, batches: list) -> Iterator[tuple[list, list]]:
+    """Every batch with what ``read_one`` gave for each of its images, read by ``pool``.
+
+    The next batch is read while the caller predicts the one yielded.
+    """
+    reading = pool.map(read_one, [it.path for it in batches[0]]) if batches else iter(())
+    for k, batch in enumerate(batches):
+        read = list(reading)
+        if k + 1 < len(batches):  # Executor.map submits at once: the next batch is read during this one's predict
+            reading = pool.map(read_one, [it.path for it in batches[k + 1]])
+        yield batch, read
+
+
+def _usable(batch, read, training: dict, input_size, skipped: list[dict]) -> tuple[list[np.ndarray], list]:
+    """The images read of a batch and their ``(item, note)``; each unusable one is logged and added to ``skipped``."""
+    images, kept = [], []
+    for item, got in zip(batch, read, strict=True):
+        if isinstance(got, str):
+            logger.warning("skipped %s", got)
+            skipped.append({"path": str(item.path), "reason": got})
+        else:
+            images.append(got[0])
+            kept.append((item, _note(got[1], training, input_size)))
+    return images, kept
+
+
+def _prediction_rows(bundle, kept: list, proba, ood) -> list[dict]:
+    """One row of :func:`predict_images`'s result per ``(item, note)`` of ``kept``, from its probabilities and OOD score."""
+    ood = [None] * len(kept) if ood is None else [float(v) for v in ood]
+    return [
+        {
+            "path": str(item.path),
+            "label": item.label,
+            "source": item.source,
+            "proba": [float(v) for v in p],
+            "predicted": str(bundle.classes_[int(np.argmax(p))]),
+            "note": note,
+            "ood_score": o,
+            "unlike_training": None if o is None else o > FLAG_QUANTILE,
+        }
+        for (item, note), p, o in zip(kept, proba, ood, strict=True)
+    ]
 
 
 def folder_metrics(rows: list[dict], classes: Sequence[str]) -> dict[str, dict]:

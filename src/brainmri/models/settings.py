@@ -127,7 +127,7 @@ _PROBABILITY_BELOW_1 = Rule("float", 0, 1, high_open=True)
 
 #: Rules of the settings that several methods share, by name.
 RULES: dict[str, Rule] = {
-    # training (brainmri.training.loop.TrainSettings)
+    # training (brainmri.training.settings.TrainSettings)
     "epochs": Rule("int", 1, 100_000),
     "lr": Rule("float", 0, 10, low_open=True),
     "weight_decay": Rule("float", 0, 10),

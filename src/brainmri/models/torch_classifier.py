@@ -1,80 +1,39 @@
 """A scikit-learn classifier around a torch module: the last step of every deep method.
 
 :class:`TorchClassifier` holds out a validation part of its training data,
-grouped like the outer split, trains with :func:`brainmri.training.loop.train_module`
+grouped like the outer split (:func:`brainmri.models.validation.holdout_split`),
+trains with :func:`brainmri.training.loop.train_module`
 (epoch chosen on that part), then fits a temperature on it
 (:func:`brainmri.training.calibration.fit_temperature`) so that its
-probabilities are calibrated like those of the classical methods.
+probabilities are calibrated like those of the classical methods. Its
+fitted state is saved and read as files by :mod:`brainmri.models.torch_state`.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
 from brainmri.errors import ConfigError, DataError
-from brainmri.files import atomic_path, write_json
-from brainmri.models.validation import check_class_counts
+from brainmri.models.torch_state import checked_temperature, read_state, write_state
+from brainmri.models.validation import holdout_split
 from brainmri.robust.adapt import adapt_module
+from brainmri.training.batches import predict_logits
 from brainmri.training.calibration import fit_temperature
 from brainmri.training.device import resolve_device, torch_threads, tune_malloc
-from brainmri.training.loop import TrainSettings, frozen_blocks, predict_logits, train_module
+from brainmri.training.loop import train_module
+from brainmri.training.run import frozen_blocks
+from brainmri.training.settings import TrainSettings
 
 logger = logging.getLogger(__name__)
 
-#: Version of the files written by :meth:`TorchClassifier.save_state`.
-STATE_FORMAT = 1
 #: Test-time augmentation: the views of a batch of images (N, H, W) whose logits are averaged.
 TTA_VIEWS = {"identity": lambda X: X, "horizontal flip": lambda X: np.ascontiguousarray(X[:, :, ::-1])}
-
-
-def holdout_split(y, groups=None, *, fraction: float = 0.2, random_state: int = 0):
-    """One stratified train/validation split, grouped when groups are given.
-
-    The validation part is one fold of ``round(1 / fraction)`` folds
-    (``StratifiedGroupKFold`` with groups, ``StratifiedKFold`` without),
-    fewer folds when a class has fewer items (groups), so that it is about
-    ``fraction`` of the items and no group straddles the two parts.
-
-    Returns
-    -------
-    train, val : ndarray of int
-    description : str
-        For ``params_``.
-
-    Raises
-    ------
-    DataError
-        A class has fewer than two items (groups), or lands in one part only.
-    """
-    y = np.asarray(y)
-    purpose = "the validation part that selects the epoch and calibrates a deep method"
-    check_class_counts(y, 2, purpose, groups=groups)
-    labels = np.unique(y)
-    units = [np.sum(y == c) if groups is None else len(np.unique(np.asarray(groups)[y == c])) for c in labels]
-    n_folds = int(min(max(round(1 / fraction), 2), min(units)))
-    if groups is None:
-        train, val = next(StratifiedKFold(n_folds, shuffle=True, random_state=random_state).split(y, y))
-        how = f"StratifiedKFold holdout (1 of {n_folds} folds), no groups given"
-    else:
-        cv = StratifiedGroupKFold(n_folds, shuffle=True, random_state=random_state)
-        train, val = next(cv.split(y, y, groups))
-        how = f"StratifiedGroupKFold holdout (1 of {n_folds} folds) over {len(np.unique(groups))} groups"
-    missing = sorted(map(str, set(labels) - set(y[train]) | set(labels) - set(y[val])))
-    if missing:
-        raise DataError(
-            f"class(es) {', '.join(missing)} fall on one side of {purpose}; add images of independent "
-            "subjects, or merge classes with --label-map"
-        )
-    return train, val, how
 
 
 class TorchClassifier(ClassifierMixin, BaseEstimator):
@@ -452,31 +411,20 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         list of str
             The file names written.
         """
-        from safetensors.torch import save_file
-
         check_is_fitted(self, "module_")
-        folder = Path(folder)
-        weights, meta = f"{prefix}weights.safetensors", f"{prefix}state.json"
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
-        with atomic_path(folder / weights) as tmp:
-            save_file(tensors, str(tmp))
         params = {
             k: v for k, v in self.get_params(deep=False).items() if k not in ("module_builder", "work_dir", "adapt")
         }
-        write_json(
-            folder / meta,
-            {
-                "format": STATE_FORMAT,
-                "module_builder": self._builder_name(),
-                "params": params,
-                "classes": self.classes_.tolist(),
-                "temperature": self.temperature_,
-                "input_shape": list(self.input_shape_),
-                "history": self.history_,
-                "params_": self.params_,
-            },
-        )
-        return [weights, meta]
+        record = {
+            "module_builder": self._builder_name(),
+            "params": params,
+            "classes": self.classes_.tolist(),
+            "temperature": self.temperature_,
+            "input_shape": list(self.input_shape_),
+            "history": self.history_,
+            "params_": self.params_,
+        }
+        return write_state(folder, prefix, self.module_, record)
 
     def load_state(self, folder: str | Path, prefix: str) -> TorchClassifier:
         """Restore what :meth:`save_state` wrote into this unfitted classifier (built with the same parameters).
@@ -488,31 +436,9 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         DataError
             A missing, unreadable or mismatching file, named in the message.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        meta_path, weights_path = folder / f"{prefix}state.json", folder / f"{prefix}weights.safetensors"
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{meta_path}: cannot be read as the state of a deep method ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
-            raise DataError(
-                f"{meta_path}: state format {meta.get('format') if isinstance(meta, dict) else None!r}, "
-                f"this brainmri reads format {STATE_FORMAT}; retrain the model with this version"
-            )
-        if _current_home(meta.get("module_builder")) != self._builder_name():
-            raise DataError(
-                f"{meta_path}: weights of {meta.get('module_builder')}, but the method builds {self._builder_name()}"
-            )
-        try:
-            tensors = load_file(str(weights_path))
-            module = self._build(len(meta["classes"]), tuple(meta["input_shape"]), restoring=True)
-            module.load_state_dict(tensors, strict=True)
-        except (OSError, SafetensorError, RuntimeError, KeyError, TypeError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DataError(f"{weights_path}: not the weights this method expects ({reason})") from None
+        meta, module = read_state(
+            folder, prefix, self._builder_name(), lambda n_classes, shape: self._build(n_classes, shape, restoring=True)
+        )
         self.device_ = resolve_device(self.device)
         self.module_ = module.to(self.device_).eval()
         self.__dict__.pop("_inference_module_", None)
@@ -520,31 +446,10 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             import torch
 
             self.module_.to(memory_format=torch.channels_last)
-        temperature = meta.get("temperature")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
-            raise DataError(
-                f"{meta_path}: temperature {temperature!r} is not a positive number, so every probability "
-                "would be NaN or infinite; the file was changed after training, train the bundle again"
-            )
+        temperature = checked_temperature(meta, folder, prefix)
         self.classes_ = np.asarray(meta["classes"])
-        self.temperature_ = float(temperature)
+        self.temperature_ = temperature
         self.input_shape_ = tuple(meta["input_shape"])
         self.history_ = meta["history"]
         self.params_ = meta["params_"]
         return self
-
-
-#: Modules of the networks before they moved to :mod:`brainmri.nets`; bundles written then name their builders so.
-_FORMER_HOMES = {
-    f"brainmri.models.{name}.": f"brainmri.nets.{name}." for name in ("cnn", "dnn", "finetune", "backbones")
-}
-
-
-def _current_home(builder) -> str | None:
-    """The qualified name of a network builder as a state file records it, in the module where it lives now."""
-    if not isinstance(builder, str):
-        return None
-    for old, new in _FORMER_HOMES.items():
-        if builder.startswith(old):
-            return new + builder[len(old) :]
-    return builder

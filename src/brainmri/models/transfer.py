@@ -306,10 +306,50 @@ def transfer_finetune(
     M. Tan and Q. V. Le, "EfficientNet: Rethinking model scaling for
     convolutional neural networks", Proc. 36th ICML, PMLR 97:6105-6114, 2019.
     """
-    from brainmri.nets.backbones import weights_for
-    from brainmri.nets.finetune import finetune_net
+    from brainmri.nets.finetune import finetune_net  # torch: the deep extra
 
-    weights_for(backbone, weights_file)  # an unknown backbone or a missing file is refused before any image is read
+    _check_finetune(backbone, weights_file, size=size, dropout=dropout)
+    images = ImageArrays(size=size, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
+    module_params = {"backbone_name": backbone, "weights_file": weights_file, "dropout": dropout}
+    net = TorchClassifier(finetune_net, module_params=module_params, **_finetune_training(locals()))
+    return GroupedPipeline([("images", images), ("classifier", net)])
+
+
+#: The settings of ``transfer-finetune`` that go to its TorchClassifier as they are.
+_FINETUNE_TRAINING = (
+    "epochs",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "label_smoothing",
+    "class_weight",
+    "augment",
+    "backbone_lr_factor",
+    "unfreeze_after",
+    "frozen_stages",
+    "tta",
+    "ema_decay",
+    "precision",
+    "channels_last",
+    "val_fraction",
+    "device",
+    "threads",
+    "seed",
+    "work_dir",
+)
+
+
+def _finetune_training(arguments: dict) -> dict:
+    """The :data:`_FINETUNE_TRAINING` entries of ``transfer_finetune``'s ``locals()``."""
+    return {name: arguments[name] for name in _FINETUNE_TRAINING}
+
+
+def _check_finetune(backbone: str, weights_file: str | None, *, size, dropout) -> None:
+    """Refuse an unknown backbone, a missing weights file, or a ``size`` or ``dropout`` out of range, before any
+    image is read."""
+    from brainmri.nets.backbones import weights_for  # torch: the deep extra
+
+    weights_for(backbone, weights_file)
     checks = [
         ("size", size, isinstance(size, int) and size >= 32, "an integer of at least 32 (pixels)"),
         ("dropout", dropout, isinstance(dropout, (int, float)) and 0 <= dropout < 1, "a number in [0, 1)"),
@@ -317,28 +357,3 @@ def transfer_finetune(
     for name, value, ok, allowed in checks:
         if not ok:
             raise ConfigError(f"--params transfer-finetune.{name}={value!r}: use {allowed}")
-    images = ImageArrays(size=size, preprocess=preprocess, cache_dir=cache_dir, n_jobs=n_jobs)
-    net = TorchClassifier(
-        finetune_net,
-        module_params={"backbone_name": backbone, "weights_file": weights_file, "dropout": dropout},
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        label_smoothing=label_smoothing,
-        class_weight=class_weight,
-        augment=augment,
-        backbone_lr_factor=backbone_lr_factor,
-        unfreeze_after=unfreeze_after,
-        frozen_stages=frozen_stages,
-        tta=tta,
-        ema_decay=ema_decay,
-        precision=precision,
-        channels_last=channels_last,
-        val_fraction=val_fraction,
-        device=device,
-        threads=threads,
-        seed=seed,
-        work_dir=work_dir,
-    )
-    return GroupedPipeline([("images", images), ("classifier", net)])

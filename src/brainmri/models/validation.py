@@ -12,6 +12,8 @@ The benchmark passes the outer split's group ids to ``fit(X, y, groups=...)``;
 :func:`inner_splits` turns them into ``StratifiedGroupKFold`` folds. A method
 called without groups falls back to ``StratifiedKFold`` and says so in the
 description it returns (recorded in the method's ``params_``).
+:func:`holdout_split` is the one validation part of a deep method
+(:class:`~brainmri.models.torch_classifier.TorchClassifier`), grouped the same way.
 """
 
 from __future__ import annotations
@@ -142,3 +144,44 @@ def inner_splits(y, groups=None, *, random_state: int = 0) -> tuple[list[tuple[n
         fewest = labels[int(np.argmin(units))]
         how += f", {n_folds} folds (class '{fewest}' has only {min(units)} {'items' if groups is None else 'groups'})"
     return splits, how
+
+
+def holdout_split(y, groups=None, *, fraction: float = 0.2, random_state: int = 0):
+    """One stratified train/validation split, grouped when groups are given.
+
+    The validation part is one fold of ``round(1 / fraction)`` folds
+    (``StratifiedGroupKFold`` with groups, ``StratifiedKFold`` without),
+    fewer folds when a class has fewer items (groups), so that it is about
+    ``fraction`` of the items and no group straddles the two parts.
+
+    Returns
+    -------
+    train, val : ndarray of int
+    description : str
+        For ``params_``.
+
+    Raises
+    ------
+    DataError
+        A class has fewer than two items (groups), or lands in one part only.
+    """
+    y = np.asarray(y)
+    purpose = "the validation part that selects the epoch and calibrates a deep method"
+    check_class_counts(y, 2, purpose, groups=groups)
+    labels = np.unique(y)
+    units = [np.sum(y == c) if groups is None else len(np.unique(np.asarray(groups)[y == c])) for c in labels]
+    n_folds = int(min(max(round(1 / fraction), 2), min(units)))
+    if groups is None:
+        train, val = next(StratifiedKFold(n_folds, shuffle=True, random_state=random_state).split(y, y))
+        how = f"StratifiedKFold holdout (1 of {n_folds} folds), no groups given"
+    else:
+        cv = StratifiedGroupKFold(n_folds, shuffle=True, random_state=random_state)
+        train, val = next(cv.split(y, y, groups))
+        how = f"StratifiedGroupKFold holdout (1 of {n_folds} folds) over {len(np.unique(groups))} groups"
+    missing = sorted(map(str, set(labels) - set(y[train]) | set(labels) - set(y[val])))
+    if missing:
+        raise DataError(
+            f"class(es) {', '.join(missing)} fall on one side of {purpose}; add images of independent "
+            "subjects, or merge classes with --label-map"
+        )
+    return train, val, how

@@ -122,24 +122,7 @@ def load_atlas(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> 
             f"--atlas {path}: a label atlas must be one 3D volume, got shape {data.shape}; for a "
             "probabilistic (4D) atlas use its maximum-probability label volume"
         )
-    data = np.asarray(data, dtype=np.float64)
-    if not np.isfinite(data).all():
-        raise DataError(
-            f"--atlas {path}: holds NaN or infinite values, so it is not a label volume; give integer "
-            "region labels (0 = no region)"
-        )
-    fractional = data[np.abs(data - np.rint(data)) > 1e-3]
-    if fractional.size:
-        raise DataError(
-            f"--atlas {path}: holds values that are not whole numbers (e.g. {fractional[0]:.4g}), so it "
-            "is an image rather than a label volume; give integer region labels (0 = no region)"
-        )
-    if (data < 0).any():
-        raise DataError(
-            f"--atlas {path}: holds negative labels (e.g. {data[data < 0][0]:.0f}); labels must be 0 "
-            "(no region) or positive region numbers"
-        )
-    labels = np.rint(data).astype(np.int32)
+    labels = _whole_labels(path, data)
     if not labels.any():
         raise DataError(f"--atlas {path}: every voxel is 0, so it has no region; give a label volume")
     moved = _on_grid(labels, image.affine, shape, affine)
@@ -162,6 +145,28 @@ def load_atlas(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> 
                 "the volumes do not overlap in world coordinates; register them to the same space"
             )
     return Atlas(labels, str(path), note)
+
+
+def _whole_labels(path: Path, data: np.ndarray) -> np.ndarray:
+    """The atlas's values as int32 labels; refused unless they are finite, whole and non-negative."""
+    data = np.asarray(data, dtype=np.float64)
+    if not np.isfinite(data).all():
+        raise DataError(
+            f"--atlas {path}: holds NaN or infinite values, so it is not a label volume; give integer "
+            "region labels (0 = no region)"
+        )
+    fractional = data[np.abs(data - np.rint(data)) > 1e-3]
+    if fractional.size:
+        raise DataError(
+            f"--atlas {path}: holds values that are not whole numbers (e.g. {fractional[0]:.4g}), so it "
+            "is an image rather than a label volume; give integer region labels (0 = no region)"
+        )
+    if (data < 0).any():
+        raise DataError(
+            f"--atlas {path}: holds negative labels (e.g. {data[data < 0][0]:.0f}); labels must be 0 "
+            "(no region) or positive region numbers"
+        )
+    return np.rint(data).astype(np.int32)
 
 
 def template_parcellation(shape: tuple[int, ...], affine: np.ndarray, *, n_regions: int = 24) -> Atlas:

@@ -223,7 +223,7 @@ def run_region_search(
     with folder.recording():
         folder.start({"config": asdict(config), "data": str(data)})
         v = _read_volumes(dataset, config, attribution, say=say, progress=progress)
-        atlas, y, (shape, affine) = v.atlas, v.y, v.grid
+        atlas, y, affine = v.atlas, v.y, v.grid[1]
         read_s = time.perf_counter() - started
 
         score, ranking, attributed = _ranking(attribution, v.features, v.densities, y)
@@ -241,34 +241,41 @@ def run_region_search(
         planted = planted_comparison(dataset.root, atlas, [r["region"] for r in ranked], selected)
         mask = _write_masks_and_regions(out, atlas, affine, ranked, selected)
         results = {
-            "command": "regions",
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "data": str(data),
-            "config": asdict(config),
-            "classes": sorted(set(y.tolist())),
-            "n_volumes": len(v.items),
-            "skipped": v.skipped,
-            "grid": {"shape": list(shape), "affine": np.asarray(affine).round(6).tolist()},
-            "atlas": {"source": atlas.source, "note": atlas.note, "n_regions": len(atlas.regions)},
-            "features": list(FEATURES),
-            "attribution": attributed,
-            **_search_record(search, v.grouping, len(atlas.regions)),
-            "selected_regions": selected,
-            "accuracy": {
-                "mask": search.accuracy_,
-                "whole_brain": search.whole_accuracy_,
-                "difference": search.accuracy_ - search.whole_accuracy_,
-                "note": "both on the same grouped inner folds; the mask was selected on them, so its accuracy "
-                "is optimistic by the selection",
-            },
-            "planted": planted,
-            "history": search.history_,
-            "n_evaluations": search.n_evaluations_,
+            **_results_record(data, config, v, atlas, attributed, search, selected, planted),
             "seconds": {"reading": round(read_s, 2), "total": round(time.perf_counter() - started, 2)},
         }
         write_regions_report(results, ranked, v.mean, mask, out / "report.html")
         write_json(out / RESULTS, results)
         return results
+
+
+def _results_record(data, config: RegionSearchConfig, v, atlas, attributed, search, selected, planted) -> dict:
+    """``results.json`` of a finished search, but for its times."""
+    return {
+        "command": "regions",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": str(data),
+        "config": asdict(config),
+        "classes": sorted(set(v.y.tolist())),
+        "n_volumes": len(v.items),
+        "skipped": v.skipped,
+        "grid": {"shape": list(v.grid[0]), "affine": np.asarray(v.grid[1]).round(6).tolist()},
+        "atlas": {"source": atlas.source, "note": atlas.note, "n_regions": len(atlas.regions)},
+        "features": list(FEATURES),
+        "attribution": attributed,
+        **_search_record(search, v.grouping, len(atlas.regions)),
+        "selected_regions": selected,
+        "accuracy": {
+            "mask": search.accuracy_,
+            "whole_brain": search.whole_accuracy_,
+            "difference": search.accuracy_ - search.whole_accuracy_,
+            "note": "both on the same grouped inner folds; the mask was selected on them, so its accuracy "
+            "is optimistic by the selection",
+        },
+        "planted": planted,
+        "history": search.history_,
+        "n_evaluations": search.n_evaluations_,
+    }
 
 
 @dataclass

@@ -5,7 +5,8 @@ with the Agg canvas, so nothing here selects a backend, opens a window or
 leaves a figure in pyplot's global registry; the figure's axes can be
 inspected (tests read the plotted values back) and :func:`figure_png` encodes
 it. :func:`render_figures` draws every figure of a benchmark once as PNG
-bytes; :func:`write_figures` saves them and the HTML report
+bytes (those of the shift benchmark come from :mod:`brainmri.report.shift_figures`);
+:func:`write_figures` saves them and the HTML report
 (:mod:`brainmri.report.html`) inlines them.
 """
 
@@ -19,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from brainmri.evaluation.shift import severity_label
 from brainmri.files import atomic_path
 from brainmri.report.charts import colors, figure_png, new_figure
 from brainmri.report.parts import CHART_METRICS
+from brainmri.report.shift_figures import shift_severity_figure, shift_summary_figure
 
 logger = logging.getLogger(__name__)
 
@@ -163,28 +164,12 @@ def metric_comparison_figure(results: dict):
         leave a gap. Each bar is labelled with its value, since the value axis
         starts above zero when every value is high.
     """
-    from matplotlib.patches import Patch
-
     methods = list(results["methods"])
     colour_of = dict(zip(methods, colors(len(methods)), strict=True))
     dedup = [m for m in methods if results["methods"][m].get("metrics_deduplicated")]
-
-    # one slot per bar: (metric, method, deduplicated?)
-    slots: list[tuple[str, str, bool]] = []
-    for metric in CHART_METRICS:
-        for method in methods:
-            slots.append((metric, method, False))
-            if metric == "accuracy" and method in dedup:
-                slots.append((metric, method, True))
-
+    slots = _bar_slots(methods, dedup)
     width, gap = 0.8, 0.8
-    x, pos, centres = [], 0.0, {}
-    for k, (metric, _, _) in enumerate(slots):
-        if k and metric != slots[k - 1][0]:
-            pos += gap
-        x.append(pos)
-        centres.setdefault(metric, []).append(pos)
-        pos += width
+    x, centres = _slot_positions(slots, width, gap)
 
     fig = new_figure(max(6.5, 0.42 * len(slots) + 2.5), 4.4)
     ax = fig.add_subplot()
@@ -192,30 +177,7 @@ def metric_comparison_figure(results: dict):
     for xk, (metric, method, is_dedup) in zip(x, slots, strict=True):
         key = "metrics_deduplicated" if is_dedup else "metrics"
         m = results["methods"][method].get(key, {}).get(metric, {})
-        value = m.get("value")
-        if not _finite(value):
-            continue
-        lo, hi = m.get("ci_low"), m.get("ci_high")
-        yerr = None
-        if _finite(lo) and _finite(hi):
-            yerr = [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
-            lows.append(lo)
-        lows.append(value)
-        ax.bar(
-            xk,
-            value,
-            width=width * 0.92,
-            color=colour_of[method],
-            edgecolor="black",
-            linewidth=0.6,
-            hatch="///" if is_dedup else None,
-            alpha=0.55 if is_dedup else 1.0,
-            yerr=yerr,
-            capsize=2.5,
-            error_kw={"linewidth": 0.9},
-        )
-        top = hi if yerr is not None else value
-        ax.text(xk, top + 0.004, f"{value:.3f}", ha="center", va="bottom", rotation=90, fontsize=7)
+        lows += _metric_bar(ax, xk, m, colour=colour_of[method], width=width, hatched=is_dedup)
 
     bottom = max(0.0, math.floor((min(lows, default=0.0) - 0.05) * 10) / 10)
     ax.set_ylim(bottom, 1.06)
@@ -223,8 +185,75 @@ def metric_comparison_figure(results: dict):
     ax.set_ylabel("value (bars: 95% CI)" if bottom == 0 else f"value (axis starts at {bottom:.1f})")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    handles = [Patch(facecolor=colour_of[m], edgecolor="black", label=m) for m in methods]
-    if dedup:
+    _method_legend(ax, colour_of, hatched=bool(dedup))
+    ax.set_title("Headline metrics with confidence intervals")
+    return fig
+
+
+def _bar_slots(methods: list[str], dedup: list[str]) -> list[tuple[str, str, bool]]:
+    """One slot per bar, ``(metric, method, deduplicated?)``: each method per metric of :data:`CHART_METRICS`,
+    and beside it in the accuracy group its deduplicated accuracy when ``dedup`` names it."""
+    slots: list[tuple[str, str, bool]] = []
+    for metric in CHART_METRICS:
+        for method in methods:
+            slots.append((metric, method, False))
+            if metric == "accuracy" and method in dedup:
+                slots.append((metric, method, True))
+    return slots
+
+
+def _slot_positions(slots: list[tuple[str, str, bool]], width: float, gap: float) -> tuple[list, dict]:
+    """The x position of each slot (bars ``width`` apart, ``gap`` more between metrics) and per metric its bars'."""
+    x, pos, centres = [], 0.0, {}
+    for k, (metric, _, _) in enumerate(slots):
+        if k and metric != slots[k - 1][0]:
+            pos += gap
+        x.append(pos)
+        centres.setdefault(metric, []).append(pos)
+        pos += width
+    return x, centres
+
+
+def _metric_bar(ax, xk: float, m: dict, *, colour, width: float, hatched: bool) -> list[float]:
+    """Draw the bar of metric ``m`` (``{"value", "ci_low", "ci_high"}``) at ``xk`` with its interval and value.
+
+    Returns the values that bound the bar from below (its ``ci_low`` when finite, then its value); nothing is
+    drawn, and nothing returned, when the value is missing or not finite.
+    """
+    value = m.get("value")
+    if not _finite(value):
+        return []
+    lows = []
+    lo, hi = m.get("ci_low"), m.get("ci_high")
+    yerr = None
+    if _finite(lo) and _finite(hi):
+        yerr = [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
+        lows.append(lo)
+    lows.append(value)
+    ax.bar(
+        xk,
+        value,
+        width=width * 0.92,
+        color=colour,
+        edgecolor="black",
+        linewidth=0.6,
+        hatch="///" if hatched else None,
+        alpha=0.55 if hatched else 1.0,
+        yerr=yerr,
+        capsize=2.5,
+        error_kw={"linewidth": 0.9},
+    )
+    top = hi if yerr is not None else value
+    ax.text(xk, top + 0.004, f"{value:.3f}", ha="center", va="bottom", rotation=90, fontsize=7)
+    return lows
+
+
+def _method_legend(ax, colour_of: dict, *, hatched: bool) -> None:
+    """A legend under the axes: a patch per method, and the hatched patch of deduplicated accuracy when drawn."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=colour, edgecolor="black", label=m) for m, colour in colour_of.items()]
+    if hatched:
         handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label="accuracy, deduplicated test"))
     ax.legend(
         handles=handles,
@@ -234,8 +263,6 @@ def metric_comparison_figure(results: dict):
         ncols=min(len(handles), 4),
         frameon=False,
     )
-    ax.set_title("Headline metrics with confidence intervals")
-    return fig
 
 
 def reliability_figure(calibration: dict, ece: float, title: str):
@@ -335,100 +362,6 @@ def learning_curves_figure(history: dict[str, list[dict]], title: str):
     for ax in (loss, accuracy):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    return fig
-
-
-def shift_severity_figure(shift: dict, severities: Sequence[int], title: str):
-    """Draw a method's accuracy against the severity of each shift, and its mean over the shifts.
-
-    Parameters
-    ----------
-    shift : dict
-        A method's ``shift`` block in ``results.json``: ``clean`` and
-        ``shifts`` (shift -> str(severity) -> metric -> ``{"value", ...}``)
-        and ``mean_over_shifts``.
-    severities : sequence of int
-        The severities tested, drawn after severity 0 (the clean images).
-    title : str
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        One axes: a line per shift from the clean accuracy (severity 0) through
-        the tested severities, and the mean over shifts as a thick black line.
-    """
-    fig = new_figure(6.4, 4.2)
-    ax = fig.add_subplot()
-    x = [0, *severities]
-    clean = shift["clean"]["accuracy"]["value"]
-    for k, (color, (name, by)) in enumerate(zip(colors(len(shift["shifts"])), shift["shifts"].items(), strict=True)):
-        # tab10 has ten colours: the eleventh shift on is dashed.
-        ax.plot(
-            x,
-            [clean, *(by[str(s)]["accuracy"]["value"] for s in severities)],
-            color=color,
-            marker=".",
-            linewidth=1,
-            linestyle="-" if k < 10 else "--",
-            label=name,
-        )
-    mean = shift["mean_over_shifts"]
-    ax.plot(
-        x,
-        [mean["clean"]["accuracy"], *(mean[str(s)]["accuracy"] for s in severities)],
-        color="black",
-        linewidth=2.5,
-        marker="o",
-        label="mean over shifts",
-    )
-    ax.set_xticks(x, ["clean", *(str(s) for s in severities)])
-    ax.set_xlabel("severity")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.01, 1.01)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_title(title)
-    return fig
-
-
-def shift_summary_figure(results: dict):
-    """Draw, per method, its clean accuracy and its accuracy averaged over the shifts at each severity.
-
-    Parameters
-    ----------
-    results : dict
-        Benchmark results with a top-level ``shift`` block (its
-        ``severities``) and a ``shift`` block per method.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        One axes: a group of bars per method (clean, then each severity,
-        lighter as it gets worse), each labelled with its value.
-    """
-    from matplotlib import colormaps
-
-    severities = results["shift"]["severities"]
-    methods = [name for name, m in results["methods"].items() if "shift" in m]
-    labels = ["clean", *(severity_label(s) for s in severities)]
-    shades = colormaps["Blues_r"](np.linspace(0.1, 0.75, len(labels)))
-    width = 0.8 / len(labels)
-    fig = new_figure(max(6.4, 0.35 * len(methods) * len(labels) + 2.5), 4.6)
-    ax = fig.add_subplot()
-    for k, (label, shade) in enumerate(zip(labels, shades, strict=True)):
-        key = "clean" if k == 0 else str(severities[k - 1])
-        values = [results["methods"][m]["shift"]["mean_over_shifts"][key]["accuracy"] for m in methods]
-        xs = np.arange(len(methods)) + (k - (len(labels) - 1) / 2) * width
-        ax.bar(xs, values, width=width * 0.92, color=shade, edgecolor="black", linewidth=0.6, label=label)
-        for xk, v in zip(xs, values, strict=True):
-            ax.text(xk, v + 0.01, f"{v:.3f}", ha="center", va="bottom", rotation=90, fontsize=7)
-    ax.set_xticks(np.arange(len(methods)), methods)
-    ax.set_ylim(0, 1.12)
-    ax.set_ylabel("accuracy (mean over shifts)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=3, frameon=False)
-    ax.set_title("Accuracy under acquisition shifts")
     return fig
 
 

@@ -16,20 +16,17 @@ import logging
 from pathlib import Path
 
 from brainmri.files import write_text
+from brainmri.report.comparison_sections import comparison_section, cost_section, pairwise_section
 from brainmri.report.figures import render_figures
+from brainmri.report.method_sections import method_section
 from brainmri.report.parts import CSS, escape_html
+from brainmri.report.robustness_sections import ood_section, shift_section
 from brainmri.report.sections import (
     audit_section,
-    comparison_section,
-    cost_section,
     dataset_section,
     method_anchor,
-    method_section,
-    ood_section,
-    pairwise_section,
     preprocessing_text,
     protocol_section,
-    shift_section,
 )
 
 logger = logging.getLogger(__name__)

@@ -7,28 +7,54 @@ from brainmri.evaluation.cost import format_cost
 from brainmri.evaluation.metrics import LOWER_IS_BETTER, interval_statement
 from brainmri.evaluation.shift import format_shift
 
+#: The metrics of the terminal's table, in its column order.
+SHOWN = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "auc",
+    "brier",
+    "ece",
+    "sensitivity",
+    "specificity",
+    "precision",
+)
+
 
 def format_results(results: dict) -> str:
     """The comparison table for the terminal."""
-    shown = (
-        "accuracy",
-        "balanced_accuracy",
-        "macro_f1",
-        "auc",
-        "brier",
-        "ece",
-        "sensitivity",
-        "specificity",
-        "precision",
-    )
+    table = _metric_table(results)
+    p = results["protocol"]
+    lines = _protocol_lines(results, p) + table
+    if "cross_dataset_leaks" in p:
+        lines.append("")
+        lines += format_cross_dataset_leaks(p["cross_dataset_leaks"])
+    lines += _calibration_lines(results)
+    lines += _deduplicated_lines(results)
+    lines += _after_blank(format_cost(results))
+    lines += _after_blank(format_shift(results))
+    lines += _ood_lines(results)
+    lines += _comparison_lines(results)
+    for note in p["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def _after_blank(block: list[str]) -> list[str]:
+    """``block`` after an empty line, or nothing when it is empty."""
+    return ["", *block] if block else []
+
+
+def _metric_table(results: dict) -> list[str]:
+    """One row per method of each metric of :data:`SHOWN` with its interval, under a header and a rule."""
     heads = [
         "method",
-        *[{"balanced_accuracy": "bal_acc"}.get(m, m) + ("(low)" if m in LOWER_IS_BETTER else "") for m in shown],
+        *[{"balanced_accuracy": "bal_acc"}.get(m, m) + ("(low)" if m in LOWER_IS_BETTER else "") for m in SHOWN],
     ]
     rows = []
     for name, entry in results["methods"].items():
         cells = [name]
-        for m in shown:
+        for m in SHOWN:
             v = entry["metrics"][m]
             cells.append(
                 "n/a"
@@ -39,14 +65,21 @@ def format_results(results: dict) -> str:
     widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    p = results["protocol"]
-    lines.insert(0, f"protocol: {p['kind']}, {p['folds']} fold(s), grouping: {p['grouping']}")
+    return lines
+
+
+def _protocol_lines(results: dict, p: dict) -> list[str]:
+    """The protocol ``p`` of the run and, with a method, how its intervals were computed."""
+    lines = [f"protocol: {p['kind']}, {p['folds']} fold(s), grouping: {p['grouping']}"]
     if results["methods"]:
         bootstrap = next(iter(results["methods"].values()))["bootstrap"]
-        lines.insert(1, f"intervals: {interval_statement(bootstrap)}; (low): lower is better")
-    if "cross_dataset_leaks" in p:
-        lines.append("")
-        lines += format_cross_dataset_leaks(p["cross_dataset_leaks"])
+        lines.append(f"intervals: {interval_statement(bootstrap)}; (low): lower is better")
+    return lines
+
+
+def _calibration_lines(results: dict) -> list[str]:
+    """Per method its mean confidence beside its accuracy, and its ECE."""
+    lines = []
     if results["methods"]:
         lines.append("")
         lines.append("calibration (mean confidence equals accuracy when calibrated):")
@@ -55,48 +88,57 @@ def format_results(results: dict) -> str:
             f"  {name}: mean confidence {entry['calibration']['mean_confidence']:.3f} at accuracy "
             f"{entry['metrics']['accuracy']['value']:.3f}, ECE {entry['metrics']['ece']['value']:.3f}"
         )
+    return lines
+
+
+def _deduplicated_lines(results: dict) -> list[str]:
+    """Per method with deduplicated metrics: its accuracy without the test items that duplicate a training item."""
     dedup = [(n, e) for n, e in results["methods"].items() if "metrics_deduplicated" in e]
-    if dedup:
-        lines.append("")
-        lines.append("accuracy on the test items that do not duplicate a training item:")
-        for name, e in dedup:
-            full, clean = e["metrics"]["accuracy"]["value"], e["metrics_deduplicated"]["accuracy"]["value"]
-            lines.append(
-                f"  {name}: {clean:.3f} on {e['n_test_deduplicated']} items (full test {full:.3f}, "
-                f"gap {100 * (full - clean):+.1f} points)"
-            )
-            if "per_class_deduplicated" in e:  # absent from results written before it was recorded
-                lines.append(
-                    "    recall per class: "
-                    + ", ".join(
-                        f"{c} {r['sensitivity']:.3f} ({round(r['sensitivity'] * r['support'])} of {r['support']})"
-                        for c, r in e["per_class_deduplicated"].items()
-                        if r["support"]
-                    )
-                )
-    cost_lines = format_cost(results)
-    if cost_lines:
-        lines.append("")
-        lines += cost_lines
-    shift_lines = format_shift(results)
-    if shift_lines:
-        lines.append("")
-        lines += shift_lines
-    ood = {name: e["ood"] for name, e in results["methods"].items() if "ood" in e}
-    if ood:
-        lines.append("")
+    if not dedup:
+        return []
+    lines = ["", "accuracy on the test items that do not duplicate a training item:"]
+    for name, e in dedup:
+        full, clean = e["metrics"]["accuracy"]["value"], e["metrics_deduplicated"]["accuracy"]["value"]
         lines.append(
-            "out-of-distribution score (Mahalanobis distances of the embedding and the acquisition, "
-            "calibrated on training):"
+            f"  {name}: {clean:.3f} on {e['n_test_deduplicated']} items (full test {full:.3f}, "
+            f"gap {100 * (full - clean):+.1f} points)"
         )
-        for name, o in ood.items():
-            line = f"  {name}: {100 * o['test_flagged']:.1f}% of clean test items flagged"
-            if "shift" in o:
-                line += (
-                    f"; AUC severe-shifted vs clean {o['shift']['auc']:.3f} (severity {o['shift']['severity']}, "
-                    f"{100 * o['shift']['flagged']:.1f}% of them flagged)"
+        if "per_class_deduplicated" in e:  # absent from results written before it was recorded
+            lines.append(
+                "    recall per class: "
+                + ", ".join(
+                    f"{c} {r['sensitivity']:.3f} ({round(r['sensitivity'] * r['support'])} of {r['support']})"
+                    for c, r in e["per_class_deduplicated"].items()
+                    if r["support"]
                 )
-            lines.append(line)
+            )
+    return lines
+
+
+def _ood_lines(results: dict) -> list[str]:
+    """Per method with an out-of-distribution score: the share of clean test items flagged, and with shifts its AUC."""
+    ood = {name: e["ood"] for name, e in results["methods"].items() if "ood" in e}
+    if not ood:
+        return []
+    lines = [
+        "",
+        "out-of-distribution score (Mahalanobis distances of the embedding and the acquisition, "
+        "calibrated on training):",
+    ]
+    for name, o in ood.items():
+        line = f"  {name}: {100 * o['test_flagged']:.1f}% of clean test items flagged"
+        if "shift" in o:
+            line += (
+                f"; AUC severe-shifted vs clean {o['shift']['auc']:.3f} (severity {o['shift']['severity']}, "
+                f"{100 * o['shift']['flagged']:.1f}% of them flagged)"
+            )
+        lines.append(line)
+    return lines
+
+
+def _comparison_lines(results: dict) -> list[str]:
+    """The pairs that differ significantly, and the McNemar tests on the deduplicated test items where present."""
+    lines = []
     significant = [c for c in results["comparisons"] if c["significant"]]
     if results["comparisons"]:
         test = {"t_test": "corrected resampled t-test over folds", "mcnemar": "McNemar"}[
@@ -116,6 +158,4 @@ def format_results(results: dict) -> str:
                 for c in results["comparisons_deduplicated"]
             )
         )
-    for note in p["notes"]:
-        lines.append(f"note: {note}")
-    return "\n".join(lines)
+    return lines

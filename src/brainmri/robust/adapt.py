@@ -43,7 +43,7 @@ import numpy as np
 
 from brainmri.errors import ConfigError
 from brainmri.steps import final_step, with_final_step
-from brainmri.training.loop import to_batch
+from brainmri.training.batches import to_batch
 
 logger = logging.getLogger(__name__)
 

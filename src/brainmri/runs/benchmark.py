@@ -29,7 +29,7 @@ from brainmri.runs.run_folder import check_run_folder, run_folder, start_run_fol
 from brainmri.runs.summary import predictions_table, summarize_units
 from brainmri.runs.unit import epoch_lines, run_unit, split_adapted, unit_path
 from brainmri.training.device import resolve_device
-from brainmri.training.loop import CHECKPOINT, LOG
+from brainmri.training.settings import CHECKPOINT, LOG
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,7 @@ def run_benchmark(
     n_jobs : int
         Worker processes for reading, features and model fitting.
     cache_dir : path or None
-        Feature cache folder; None keeps the features in memory for this
-        run only (computed once, shared by all methods and folds).
+        Feature cache folder; None keeps them in memory, computed once for all methods and folds.
     restart : bool
         Discard the outputs of an earlier brainmri run in ``out`` (see
         :mod:`brainmri.runs.run_folder`).
@@ -123,17 +122,7 @@ def run_benchmark(
         _precompute_pending(
             config, plan, out, cache, cache_dir, device=device, n_jobs=n_jobs, say=say, progress=feature_progress
         )
-        remote = set()
-        if client is not None:  # the units not done yet run on the cluster; its workers write them to the run folder
-            todo = [
-                (method, split, unit_path(out, method, split.name), _where(config, plan, method, split))
-                for method in config.methods
-                for split in plan.splits
-                if not unit_path(out, method, split.name).exists()
-            ]
-            _record_remote_units(out, [path for _, _, path, _ in todo])
-            run_units(client, config, plan, todo, n_jobs=n_jobs, cache_dir=cache, device=device, say=say)
-            remote = {(method, split.name) for method, split, _, _ in todo}
+        remote = _run_on_cluster(client, config, plan, out, cache, device=device, n_jobs=n_jobs, say=say)
         units = {
             method: [
                 _unit(config, plan, out, method, split, remote, cache=cache, device=device, n_jobs=n_jobs, say=say)
@@ -145,6 +134,24 @@ def run_benchmark(
         results, predictions = summarize_units(config, plan, split_adapted(config, units))
         write_benchmark_outputs(out, results, predictions, plan)
         return results
+
+
+def _run_on_cluster(client, config: BenchmarkConfig, plan: Plan, out: Path, cache, *, device, n_jobs, say) -> set:
+    """Run the units not done yet on the cluster (its workers write them to the run folder); their (method, fold)s.
+
+    Nothing runs without a cluster (``client`` None): the empty set.
+    """
+    if client is None:
+        return set()
+    todo = [
+        (method, split, unit_path(out, method, split.name), _where(config, plan, method, split))
+        for method in config.methods
+        for split in plan.splits
+        if not unit_path(out, method, split.name).exists()
+    ]
+    _record_remote_units(out, [path for _, _, path, _ in todo])
+    run_units(client, config, plan, todo, n_jobs=n_jobs, cache_dir=cache, device=device, say=say)
+    return {(method, split.name) for method, split, _, _ in todo}
 
 
 def _check_before_writing(config: BenchmarkConfig, out, inputs: list, *, cache_dir, restart: bool, device: str) -> int:

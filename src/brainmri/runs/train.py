@@ -27,16 +27,10 @@ from brainmri.errors import DataError
 from brainmri.evaluation.metrics import classification_metrics
 from brainmri.features.extract import precompute_features
 from brainmri.files import check_output_folder
-from brainmri.models.bundle import (
-    BUNDLE_FORMAT,
-    FORMAT_VERSION,
-    Bundle,
-    check_bundle_target,
-    library_versions,
-    save_bundle,
-)
+from brainmri.models.bundle import Bundle, check_bundle_target, save_bundle
 from brainmri.models.catalog import get_method
 from brainmri.models.inputs import fitted_preprocess, input_size
+from brainmri.models.manifest import BUNDLE_FORMAT, FORMAT_VERSION, library_versions
 from brainmri.models.validation import check_class_counts, inner_splits
 from brainmri.models.versions import code_versions
 from brainmri.robust.ood import fit_ood
@@ -157,23 +151,7 @@ def train_bundle(
     n_files, n_extra = _check_before_reading(config, spec, out, cache_dir)
     say(f"reading and auditing {n_files} files of {config.data}")
     analysis = read_training_data(config, methods=[config.method], option="--method", n_jobs=n_jobs, progress=progress)
-    paths, labels = np.array([str(it.path) for it in analysis.dataset.items]), analysis.dataset.labels.astype(str)
-    groups, grouping = group_labels(analysis, "auto")
-    extra = None
-    if config.extra_data:
-        say(f"reading and auditing {n_extra} files of {config.extra_data}")
-        extra = read_extra_data(
-            config,
-            config.extra_data,
-            config.extra_label_map,
-            analysis.dataset.classes,
-            [analysis],
-            n_jobs=n_jobs,
-            progress=progress,
-        )
-        say(format_extra(extra.info))
-        paths, labels = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels])
-        groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
+    paths, labels, groups, grouping, extra = _training_items(config, analysis, n_extra, n_jobs, progress, say)
     check_class_counts(labels, 2, "grouped inner validation", groups=groups)
     cache = str(cache_dir) if cache_dir else MemoryCache()
 
@@ -212,6 +190,28 @@ def train_bundle(
     manifest = save_bundle(model, out, _manifest(config, spec, model, analysis, training, validation, ood), ood=ood)
     say(f"wrote the bundle {out}")
     return Bundle(model, manifest, Path(out), ood)
+
+
+def _training_items(config: TrainConfig, analysis, n_extra: int, n_jobs: int, progress, say) -> tuple:
+    """Paths, labels and groups of DATA, with ``--extra-data`` appended (its groups apart); the grouping; the extra data."""
+    paths, labels = np.array([str(it.path) for it in analysis.dataset.items]), analysis.dataset.labels.astype(str)
+    groups, grouping = group_labels(analysis, "auto")
+    extra = None
+    if config.extra_data:
+        say(f"reading and auditing {n_extra} files of {config.extra_data}")
+        extra = read_extra_data(
+            config,
+            config.extra_data,
+            config.extra_label_map,
+            analysis.dataset.classes,
+            [analysis],
+            n_jobs=n_jobs,
+            progress=progress,
+        )
+        say(format_extra(extra.info))
+        paths, labels = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels])
+        groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
+    return paths, labels, groups, grouping, extra
 
 
 def _check_before_reading(config: TrainConfig, spec, out, cache_dir) -> tuple[int, int]:

@@ -65,6 +65,40 @@ def run_unit(
     shift and severity (:mod:`brainmri.evaluation.shift`), and ``on_event``
     receives a line per shift.
     """
+    model, ood, fit_s, ood_s = _fit(config, plan, split, method, n_jobs, cache_dir, work_dir, device)
+    modes = config.adapt_modes
+    predictor = adapt_model(model, modes[0], name=method)
+    tested = _test_predictions(config, plan, split, predictor, ood, on_event=on_event)
+    proba = tested.pop("proba")
+    inference = measure_inference(predictor, plan.paths[speed_sample(split.test)])
+    history = getattr(final_step(model), "history_", None)
+    unit = {
+        "method": method,
+        "fold": split.name,
+        "test": split.test.tolist(),
+        "classes": [str(c) for c in model.classes_],
+        "proba": np.round(proba, 6).tolist(),
+        "fit_s": fit_s,
+        "predict_s": tested.pop("predict_s"),
+        "params": dict(getattr(model, "params_", {})),
+        "parameters": count_parameters(model),
+        "inference": inference,
+        **({"history": history} if history is not None else {}),
+        "ood": {**ood.summary(), "fit_s": ood_s, **tested.pop("ood")},
+        **tested,
+    }
+    if len(modes) > 1:  # the same network, adapted each other way: reported as methods of their own
+        unit["adapted"] = {
+            mode: _adapted_predictions(config, plan, split, adapt_model(model, mode, name=method), ood, on_event)
+            for mode in modes[1:]
+        }
+    if split.name == plan.splits[0].name:
+        unit.update(_report_pictures(config, plan, split, model, method, proba))
+    return unit
+
+
+def _fit(config: BenchmarkConfig, plan: Plan, split: Split, method: str, n_jobs, cache_dir, work_dir, device) -> tuple:
+    """The method fitted on the split's training items, its OOD score calibrated there, and the seconds each took."""
     spec = get_method(method)
     model = spec.build(
         seed=config.seed,
@@ -89,54 +123,37 @@ def run_unit(
         n_jobs=n_jobs,
     )
     calibrated = time.perf_counter()
-    modes = config.adapt_modes
-    predictor = adapt_model(model, modes[0], name=method)
-    tested = _test_predictions(config, plan, split, predictor, ood, on_event=on_event)
-    proba = tested.pop("proba")
-    inference = measure_inference(predictor, plan.paths[speed_sample(split.test)])
-    final = final_step(model)
-    history = getattr(final, "history_", None)
-    unit = {
-        "method": method,
-        "fold": split.name,
-        "test": split.test.tolist(),
-        "classes": [str(c) for c in model.classes_],
-        "proba": np.round(proba, 6).tolist(),
-        "fit_s": round(fitted - start, 3),
-        "predict_s": tested.pop("predict_s"),
-        "params": dict(getattr(model, "params_", {})),
-        "parameters": count_parameters(model),
-        "inference": inference,
-        **({"history": history} if history is not None else {}),
-        "ood": {**ood.summary(), "fit_s": round(calibrated - fitted, 3), **tested.pop("ood")},
-        **tested,
-    }
-    if len(modes) > 1:  # the same network, adapted each other way: reported as methods of their own
-        unit["adapted"] = {}
-        for mode in modes[1:]:
-            adapted = adapt_model(model, mode, name=method)
-            other = _test_predictions(config, plan, split, adapted, ood, on_event=on_event)
-            unit["adapted"][mode] = {**other, "proba": np.round(other["proba"], 6).tolist()}
+    return model, ood, round(fitted - start, 3), round(calibrated - fitted, 3)
+
+
+def _adapted_predictions(config: BenchmarkConfig, plan: Plan, split: Split, adapted, ood, on_event) -> dict:
+    """The test predictions of the unit's network adapted another way (``unit["adapted"][mode]``)."""
+    other = _test_predictions(config, plan, split, adapted, ood, on_event=on_event)
+    return {**other, "proba": np.round(other["proba"], 6).tolist()}
+
+
+def _report_pictures(config: BenchmarkConfig, plan: Plan, split: Split, model, method: str, proba) -> dict:
+    """The first fold's pictures for the report: the method's illustrations (optional hook) and explained examples."""
+    pictures = {}
     # The optional hook of the method interface: pictures of what the method computes, for the report.
-    if split.name == plan.splits[0].name:
-        if hasattr(model, "illustrate"):
-            unit["illustrations"] = _illustrations(model, plan, split)
-        unit["explanations"] = [
-            {
-                "caption": f"{plan.rel[split.test[e['index']]]}: {e['caption']}",
-                "png": base64.b64encode(e["png"]).decode(),
-            }
-            for e in explain_examples(
-                model,
-                plan.paths[split.test],
-                plan.labels[split.test],
-                proba,
-                method=method,
-                preprocess=config.preprocess,
-                max_pixels=config.max_pixels,
-            )
-        ]
-    return unit
+    if hasattr(model, "illustrate"):
+        pictures["illustrations"] = _illustrations(model, plan, split)
+    pictures["explanations"] = [
+        {
+            "caption": f"{plan.rel[split.test[e['index']]]}: {e['caption']}",
+            "png": base64.b64encode(e["png"]).decode(),
+        }
+        for e in explain_examples(
+            model,
+            plan.paths[split.test],
+            plan.labels[split.test],
+            proba,
+            method=method,
+            preprocess=config.preprocess,
+            max_pixels=config.max_pixels,
+        )
+    ]
+    return pictures
 
 
 def _test_predictions(

@@ -19,9 +19,11 @@ import numpy as np
 
 from brainmri.files import write_text
 from brainmri.report.charts import colors, figure_png, new_figure
+from brainmri.report.comparison_sections import comparison_section, pairwise_section
 from brainmri.report.figures import render_figures, write_figures
+from brainmri.report.method_sections import method_section
 from brainmri.report.parts import CSS, escape_html, image, key_values, number, table
-from brainmri.report.sections import comparison_section, method_section, pairwise_section, protocol_section
+from brainmri.report.sections import protocol_section
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +109,19 @@ def _search(results: dict, figures: dict[str, bytes]) -> str:
             "Best inner score after each finished trial (pruned trials count as finished).",
         ),
     ]
+    parts.append(_best_configurations(results))
+    parts.append(
+        f"<p><code>best_params.json</code> ({escape_html(results['best_params_from'])}) is a <code>--params</code> "
+        "file: <code>brainmri train DATA --method "
+        f"{escape_html(results['method']['name'])} --params best_params.json</code> or <code>brainmri benchmark DATA "
+        f"--methods {escape_html(results['method']['name'])} --params best_params.json</code>.</p>"
+    )
+    parts.append(_importance(results, figures))
+    return "".join(parts)
+
+
+def _best_configurations(results: dict) -> str:
+    """The table of the best configuration of each sampler and fold."""
     rows = []
     for sampler, by_fold in results["searches"].items():
         for fold, s in by_fold.items():
@@ -125,20 +140,15 @@ def _search(results: dict, figures: dict[str, bytes]) -> str:
                     escape_html(params),
                 ]
             )
-    parts.append(
-        "<h3>Best configurations</h3>"
-        + table(
-            ["sampler", "fold", "finished trials", "states", "best inner score", "trial", "configuration"],
-            rows,
-            numeric_from=2,
-        )
+    return "<h3>Best configurations</h3>" + table(
+        ["sampler", "fold", "finished trials", "states", "best inner score", "trial", "configuration"],
+        rows,
+        numeric_from=2,
     )
-    parts.append(
-        f"<p><code>best_params.json</code> ({escape_html(results['best_params_from'])}) is a <code>--params</code> "
-        "file: <code>brainmri train DATA --method "
-        f"{escape_html(results['method']['name'])} --params best_params.json</code> or <code>brainmri benchmark DATA "
-        f"--methods {escape_html(results['method']['name'])} --params best_params.json</code>.</p>"
-    )
+
+
+def _importance(results: dict, figures: dict[str, bytes]) -> str:
+    """Parameter importance of each study: its figure, or why there is none."""
     images, notes = [], []
     for sampler, by_fold in results["searches"].items():
         for fold, s in by_fold.items():
@@ -149,7 +159,7 @@ def _search(results: dict, figures: dict[str, bytes]) -> str:
                 notes.append(
                     f"{escape_html(sampler)} {escape_html(fold)}: {escape_html(s['importances'].get('reason', 'none'))}"
                 )
-    parts.append("<h3>Parameter importance</h3>")
+    parts = ["<h3>Parameter importance</h3>"]
     method = next(
         (
             s["importances"]["method"]

@@ -146,27 +146,7 @@ def run_tune(
     _require_optuna()
     say = on_event or (lambda message: None)
     spec = get_method(config.method)
-    space = load_space(spec, config.space_file)
-    both = sorted(set(space) & set(config.params or {}))
-    if both:
-        raise ConfigError(
-            f"--params {config.method}.{both[0]} fixes a setting that the search space varies; remove it "
-            "from --params, or from the space (--space FILE)"
-        )
-    make_pruner(config.pruner)
-    bench = config.benchmark_config()
-    inputs = [config.data, *([config.test_data] if config.test_data else [])]
-    out = Path(out)
-    folder = OutputFolder(out, "tune")
-    folder.check(inputs=inputs)
-    if cache_dir:
-        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
-    journal = storage_file(config.storage, out / JOURNAL)
-    if journal is not None and config.storage:
-        check_output_folder(journal.parent, "--storage", inputs=inputs)
-    n_files = check_before_reading(bench)
-    if spec.family == "deep":
-        resolve_device(device)
+    folder, space, bench, n_files = _check_before_reading(config, spec, Path(out), cache_dir, device)
     with folder.recording():
         return _tune(
             config,
@@ -182,6 +162,34 @@ def run_tune(
             progress=progress,
             feature_progress=feature_progress,
         )
+
+
+def _check_before_reading(config: TuneConfig, spec, out: Path, cache_dir, device: str) -> tuple:
+    """Refuse, before any image is read, a bad space, pruner, output, cache or storage folder, or device.
+
+    Returns the output folder, the search space, the benchmark configuration of a trial and the number of files.
+    """
+    space = load_space(spec, config.space_file)
+    both = sorted(set(space) & set(config.params or {}))
+    if both:
+        raise ConfigError(
+            f"--params {config.method}.{both[0]} fixes a setting that the search space varies; remove it "
+            "from --params, or from the space (--space FILE)"
+        )
+    make_pruner(config.pruner)
+    bench = config.benchmark_config()
+    inputs = [config.data, *([config.test_data] if config.test_data else [])]
+    folder = OutputFolder(out, "tune")
+    folder.check(inputs=inputs)
+    if cache_dir:
+        check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
+    journal = storage_file(config.storage, out / JOURNAL)
+    if journal is not None and config.storage:
+        check_output_folder(journal.parent, "--storage", inputs=inputs)
+    n_files = check_before_reading(bench)
+    if spec.family == "deep":
+        resolve_device(device)
+    return folder, space, bench, n_files
 
 
 def _tune(
