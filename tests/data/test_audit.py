@@ -215,6 +215,7 @@ def test_format_cross_dataset_leaks(demo_source, copies_elsewhere):
     )
     assert format_cross_dataset_leaks(block) == [
         f"copies of DATA images in {copies_elsewhere.resolve()}: 4 of its 16 items",
+        "  kinds: identical 1, re-encoded 3",
         "  glioma: 1 of 4 (copies of DATA glioma 1)",
         "  meningioma: 0 of 3",
         "  notumor: 2 of 5 (copies of DATA notumor 2)",

@@ -71,7 +71,11 @@ def test_brain_tumor_audit(brain_tumor):
 def test_brain_tumor_cross_split_leaks(brain_tumor):
     _, report = brain_tumor
     leaks = report["cross_split_leaks"]
-    assert len(leaks) > 400
+    # An all-pairs correlation over the 8 orientations (bench/duplicate_truth.py) finds 1,010 leaking test images;
+    # the upright detection found 551. Mirrored copies are the largest share of those it missed.
+    assert len(leaks) >= 980
+    assert report["leak_kinds"]["test"]["mirrored"] > 300
+    assert report["leaks_per_class"]["test"]["notumor"] == {"leaking": 405, "of": 405}  # no notumor test image left
     assert all(x["test_path"].startswith("Testing/") and x["train_path"].startswith("Training/") for x in leaks)
     per_class = {label: v["leaking"] for label, v in report["leaks_per_class"]["test"].items()}
     assert max(per_class, key=per_class.get) == "notumor"
@@ -104,13 +108,17 @@ def test_brain_tumor_official_split_drops_leaking_test_items(brain_tumor):
 
 def test_brain_tumor_yes_no_copies_of_brain_tumor_mri_are_all_found(brain_tumor):
     # The datasets README: 115 of the 253 yes/no images copy brain-tumor-mri images
-    # (96 of the 98 "no", which match notumor; 19 "yes", which match meningioma).
+    # (96 of the 98 "no", which match notumor; 19 "yes", which match meningioma). One more is found since copies
+    # may be re-processed: yes/Y106.jpg is Testing/meningioma/Te-me_0018.jpg re-contrasted (checked by eye).
     from brainmri.data.audit import cross_dataset_leaks
 
     other, _ = _analysis("brain-tumor-yes-no")
     block = cross_dataset_leaks(brain_tumor[0], other)
-    assert block["n_other"] == 253 and block["n_leaking"] == 115
+    assert block["n_other"] == 253 and block["n_leaking"] == 116
     assert block["per_class"] == {
         "no": {"leaking": 96, "of": 98, "matches": {"notumor": 96}},
-        "yes": {"leaking": 19, "of": 155, "matches": {"meningioma": 19}},
+        "yes": {"leaking": 20, "of": 155, "matches": {"meningioma": 20}},
     }
+    assert {x["other_path"]: x["data_path"] for x in block["pairs"]}["yes/Y106.jpg"] == (
+        "Testing/meningioma/Te-me_0018.jpg"
+    )

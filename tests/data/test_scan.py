@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from brainmri.data.dataset import load_dataset
-from brainmri.data.duplicates import fingerprint
+from brainmri.data.fingerprint import fingerprint
 from brainmri.data.scan import scan_dataset
 
 

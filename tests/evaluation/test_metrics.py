@@ -130,17 +130,55 @@ def test_class_absent_from_y_true():
     y_arr, p_arr = np.array(y), np.array(proba)
     expected_auc = np.mean([skm.roc_auc_score(y_arr[present] == c, p_arr[present, j]) for j, c in enumerate("ab")])
     assert out["metrics"]["auc"] == pytest.approx(expected_auc)
-    assert out["per_class"]["c"] == {"sensitivity": 0.0, "specificity": 0.75, "precision": 0.0, "f1": 0.0, "support": 0}
-    # balanced accuracy averages the classes present (1/2 and 1/2); sensitivity counts c's recall as 0.
-    assert out["metrics"]["balanced_accuracy"] == pytest.approx(0.5)
-    assert out["metrics"]["sensitivity"] == pytest.approx(1 / 3)
+    # c has no per-class figures, and no macro average is zero-filled with them: all run over a and b.
+    assert out["per_class"]["c"] == {
+        "sensitivity": None,
+        "specificity": None,
+        "precision": None,
+        "f1": None,
+        "support": 0,
+    }
+    # Predicted a, c, b, a: recall 1/2 and 1/2, precision 1/2 and 1, F1 1/2 and 2/3, specificity 1/2 and 1.
+    assert out["per_class"]["b"] == {
+        "sensitivity": 0.5,
+        "specificity": 1.0,
+        "precision": 1.0,
+        "f1": 2 / 3,
+        "support": 2,
+    }
+    expected = {
+        "balanced_accuracy": 0.5,
+        "sensitivity": 0.5,
+        "precision": 3 / 4,
+        "macro_f1": 7 / 12,
+        "specificity": 3 / 4,
+    }
+    assert {name: out["metrics"][name] for name in expected} == pytest.approx(expected)
+    pred = np.array(["a", "c", "b", "a"])
+    assert out["metrics"]["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro", labels=["a", "b"]))
+    assert out["metrics"]["precision"] == pytest.approx(
+        skm.precision_score(y, pred, average="macro", labels=["a", "b"])
+    )
 
 
-def test_single_class_gives_nan_auc():
+def test_single_class_gives_nan_auc_and_specificity():
     out = summarize(["a", "a", "a"], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["a", "b"], n_boot=50)
     assert np.isnan(out["metrics"]["auc"]["value"])
     assert np.isnan(out["metrics"]["auc"]["ci_low"]) and np.isnan(out["metrics"]["auc"]["ci_high"])
     assert out["metrics"]["accuracy"]["value"] == pytest.approx(2 / 3)
+    # Nor is specificity defined, with no item of another class; the rates of a alone are the macro averages.
+    assert np.isnan(out["metrics"]["specificity"]["value"]) and out["per_class"]["a"]["specificity"] is None
+    assert out["per_class"]["b"] == {
+        "sensitivity": None,
+        "specificity": None,
+        "precision": None,
+        "f1": None,
+        "support": 0,
+    }
+    assert (
+        out["metrics"]["sensitivity"]["value"] == out["metrics"]["balanced_accuracy"]["value"] == pytest.approx(2 / 3)
+    )
+    assert out["metrics"]["macro_f1"]["value"] == pytest.approx(0.8)  # precision 1, recall 2/3
 
 
 def test_summarize_is_json_ready():

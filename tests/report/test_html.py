@@ -215,6 +215,36 @@ def test_report_states_the_deduplicated_accuracy_gap(official_report):
     assert "glioma tumor" in text  # label map
 
 
+def test_report_says_which_test_part_lacks_a_class_and_of_which_methods(make_benchmark):
+    # External test data without meningioma; its copy-free part also without notumor, for one method only.
+    results, predictions = make_benchmark(methods={"a": 0.8, "b": 0.7}, split="official")
+    for m in results["methods"].values():
+        m.update(
+            classes_absent=["meningioma"], classes_present=["glioma", "notumor", "pituitary"], metrics_undefined={}
+        )
+        m["per_class"]["meningioma"] = dict.fromkeys(("sensitivity", "specificity", "precision", "f1"))
+        m["per_class"]["meningioma"]["support"] = 0
+    results["methods"]["b"].update(
+        classes_absent_deduplicated=["meningioma", "notumor"],
+        classes_present_deduplicated=["glioma", "pituitary"],
+        metrics_undefined_deduplicated={},
+    )
+    page = render_report(results, predictions)
+    whole = (
+        "The test has no meningioma item: per-class figures for meningioma undefined; balanced accuracy, "
+        "macro averages and AUC over glioma, notumor, pituitary."
+    )
+    dedup = (
+        "The deduplicated test has no meningioma or notumor item: per-class figures for meningioma and notumor "
+        "undefined; balanced accuracy, macro averages and AUC over glioma, pituitary"
+    )
+    text = _text(page)
+    assert text.count(whole) == 3  # under the results table, and in each method's metrics
+    assert text.count(f"{dedup} (b).") == 1 and text.count(f"{dedup}.") == 1  # results section, b's metrics
+    assert text.index(whole) < text.index("Duplicate inflation") < text.index(f"{dedup} (b).")
+    assert _table(page, "class", after='id="method-0-a"')["meningioma"]["sensitivity"][0] == "n/a"
+
+
 def test_pairwise_comparisons(cv_report):
     _, page = cv_report
     text = _text(page)

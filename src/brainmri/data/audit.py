@@ -18,11 +18,13 @@ from functools import cached_property
 
 import numpy as np
 
+from brainmri.data.copy_kinds import format_kinds, kind_counts
 from brainmri.data.dataset import Dataset
 from brainmri.data.duplicates import (
     DuplicateGraph,
     DuplicateParams,
     clusters_from_labels,
+    components,
     find_cross_duplicates,
     find_duplicates,
 )
@@ -41,6 +43,8 @@ AUDIT_KEYS = (
     "near_duplicate_clusters",
     "conflicting_label_clusters",
     "cross_split_leaks",
+    "copy_kinds",
+    "leak_kinds",
     "params",
 )
 
@@ -70,13 +74,19 @@ class Analysis:
 
     @cached_property
     def similar_groups(self) -> np.ndarray:
-        """Group label of every item under the looser look-alike grouping."""
-        graph = find_duplicates(
+        """Group label of every item under the looser look-alike grouping, which keeps every copy's group too.
+
+        Look-alikes are compared upright only; the copies (in any orientation) of :attr:`graph` are joined too.
+        """
+        looks = find_duplicates(
             [r.fingerprint for r in self.records],
             radius=self.params.similar_radius,
             threshold=self.params.similar_threshold,
+            upright=True,
         )
-        return graph.cluster_of
+        i = np.concatenate([looks.pairs["i"], self.graph.pairs["i"]])
+        j = np.concatenate([looks.pairs["j"], self.graph.pairs["j"]])
+        return components(len(self.records), i, j)
 
 
 def analyse(
@@ -114,17 +124,19 @@ def _reason(message: str, path) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def _closest(held, match, exact, similarity, distance) -> dict[int, tuple[bool, float, int, int]]:
+def _closest(held, match, exact, similarity, distance, kind) -> dict[int, tuple[bool, float, int, int, str]]:
     """For each held-out index, its closest match: an exact copy first, then the highest similarity.
 
-    Returns ``{held: (exact, similarity, distance, match)}``; ties keep the input order.
+    Returns ``{held: (exact, similarity, distance, match, kind)}``; ties keep the input order.
     """
     order = np.lexsort(
         (-np.asarray(similarity, dtype=float), ~np.asarray(exact, dtype=bool), np.asarray(held, dtype=int))
     )
-    best: dict[int, tuple[bool, float, int, int]] = {}
+    best: dict[int, tuple[bool, float, int, int, str]] = {}
     for k in order:
-        best.setdefault(int(held[k]), (bool(exact[k]), float(similarity[k]), int(distance[k]), int(match[k])))
+        best.setdefault(
+            int(held[k]), (bool(exact[k]), float(similarity[k]), int(distance[k]), int(match[k]), str(kind[k]))
+        )
     return best
 
 
@@ -138,19 +150,21 @@ def cross_split_leaks(analysis: Analysis) -> list[dict]:
     splits = np.array([it.split or "" for it in items])
     if not (splits == "train").any():
         return []
-    found: list[tuple[int, int, bool, float, int]] = []
+    found: list[tuple[int, int, bool, float, int, str]] = []
     g = analysis.graph
     for c in g.exact_clusters:
         train = [k for k in c if splits[k] == "train"]
         if train:
-            found += [(k, train[0], True, 1.0, 0) for k in c if splits[k] in ("test", "val")]
+            found += [(k, train[0], True, 1.0, 0, "identical") for k in c if splits[k] in ("test", "val")]
     p = g.pairs
-    for i, j, d, s, exact in zip(p["i"], p["j"], p["distance"], p["similarity"], p["exact"], strict=True):
+    for i, j, d, s, exact, kind in zip(
+        p["i"], p["j"], p["distance"], p["similarity"], p["exact"], p["kind"], strict=True
+    ):
         if exact:
             continue
         for held, train in ((i, j), (j, i)):
             if splits[held] in ("test", "val") and splits[train] == "train":
-                found.append((int(held), int(train), False, float(s), int(d)))
+                found.append((int(held), int(train), False, float(s), int(d), str(kind)))
     if not found:
         return []
     best = _closest(*zip(*found, strict=True))
@@ -162,11 +176,12 @@ def cross_split_leaks(analysis: Analysis) -> list[dict]:
             "distance": d,
             "similarity": round(s, 4),
             "exact": exact,
+            "kind": kind,
             "label": items[k].label,
             "train_label": items[t].label,
             "split": items[k].split,
         }
-        for k, (exact, s, d, t) in sorted(best.items())
+        for k, (exact, s, d, t, kind) in sorted(best.items())
     ]
 
 
@@ -197,7 +212,7 @@ def cross_dataset_leaks(reference: Analysis, other: Analysis) -> dict:
         threshold=params.near_threshold,
     )
     best = (
-        _closest(pairs["j"], pairs["i"], pairs["exact"], pairs["similarity"], pairs["distance"])
+        _closest(pairs["j"], pairs["i"], pairs["exact"], pairs["similarity"], pairs["distance"], pairs["kind"])
         if len(pairs["i"])
         else {}
     )
@@ -211,8 +226,9 @@ def cross_dataset_leaks(reference: Analysis, other: Analysis) -> dict:
             "distance": d,
             "similarity": round(s, 4),
             "exact": exact,
+            "kind": kind,
         }
-        for k, (exact, s, d, t) in sorted(best.items())
+        for k, (exact, s, d, t, kind) in sorted(best.items())
     ]
     per_class = {}
     for label, total in sorted(Counter(it.label for it in oth.items).items()):
@@ -227,6 +243,7 @@ def cross_dataset_leaks(reference: Analysis, other: Analysis) -> dict:
         "other": str(oth.root),
         "n_other": len(oth),
         "n_leaking": len(leaks),
+        "kinds": kind_counts(leak["kind"] for leak in leaks),
         "per_class": per_class,
         "pairs": leaks,
     }
@@ -237,6 +254,8 @@ def format_cross_dataset_leaks(block: dict) -> list[str]:
     if not block["n_leaking"]:
         return [f"copies of DATA images in {block['other']}: none among its {block['n_other']} items"]
     lines = [f"copies of DATA images in {block['other']}: {block['n_leaking']} of its {block['n_other']} items"]
+    if block.get("kinds"):  # absent from blocks written before copies had kinds
+        lines.append(f"  kinds: {format_kinds(block['kinds'])}")
     for label, v in block["per_class"].items():
         matches = ", ".join(f"{c} {n}" for c, n in v["matches"].items())
         lines.append(f"  {label}: {v['leaking']} of {v['of']}" + (f" (copies of DATA {matches})" if matches else ""))
@@ -256,6 +275,9 @@ def audit_report(analysis: Analysis) -> dict:
         if len({labels[k] for k in c}) > 1
     ]
     leaks = cross_split_leaks(analysis)
+    leak_kinds: dict[str, list[str]] = {}
+    for leak in leaks:
+        leak_kinds.setdefault(leak["split"], []).append(leak["kind"])
     leak_counts: dict[str, dict[str, int]] = {}
     for leak in leaks:
         per = leak_counts.setdefault(leak["split"], {})
@@ -285,12 +307,14 @@ def audit_report(analysis: Analysis) -> dict:
         "near_duplicate_clusters": [[rel[k] for k in c] for c in near],
         "n_near_duplicate_images": sum(len(c) for c in near),
         "largest_cluster_size": max((len(c) for c in all_sizes), default=1),
+        "copy_kinds": kind_counts(analysis.graph.pairs["kind"]),
         "conflicting_label_clusters": conflicting,
         "cross_split_leaks": leaks,
         "leaks_per_class": {
             split: {label: {"leaking": n, "of": held_out[(split, label)]} for label, n in sorted(per.items())}
             for split, per in sorted(leak_counts.items())
         },
+        "leak_kinds": {split: kind_counts(kinds) for split, kinds in sorted(leak_kinds.items())},
         "params": analysis.params.to_dict(),
     }
 
@@ -329,12 +353,16 @@ def format_audit(report: dict) -> str:
         f"{len(report['near_duplicate_clusters'])} clusters, {report['n_near_duplicate_images']} images; "
         f"largest cluster {report['largest_cluster_size']}"
     )
+    if report.get("copy_kinds"):  # absent from reports written before copies had kinds
+        lines.append(f"  kinds of copy (pairs): {format_kinds(report['copy_kinds'])}")
     lines.append(f"clusters with conflicting labels: {len(report['conflicting_label_clusters'])}")
     if report["leaks_per_class"]:
         lines.append(f"cross-split leaks: {len(report['cross_split_leaks'])} held-out items duplicate a training item")
         for split, per in report["leaks_per_class"].items():
             for label, v in per.items():
                 lines.append(f"  {split}/{label}: {v['leaking']} of {v['of']}")
+            if report.get("leak_kinds", {}).get(split):
+                lines.append(f"  {split}, kinds of copy: {format_kinds(report['leak_kinds'][split])}")
     elif splits and "train" in splits:
         lines.append("cross-split leaks: none")
     for bad in report["unreadable"][:10]:

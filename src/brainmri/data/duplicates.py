@@ -1,64 +1,85 @@
-"""Exact and near-duplicate detection that scales and does not chain.
+"""Exact and near-duplicate detection that scales, does not chain, and sees mirrored, flipped and rotated copies.
 
-The approach, and the evidence for its defaults (measured on the two real
-datasets in ``../shared/datasets``, see ``docs/datasets.md``):
+The approach, and the evidence for its defaults (measured on the real
+datasets in ``../shared/datasets``, see ``docs/datasets.md``; the ruler is
+``bench/duplicate_truth.py``, a brute-force all-pairs correlation):
 
-1. Every image gets a *fingerprint*: a hash of its decoded pixels (exact
-   duplicates), a 64-bit DCT perceptual hash (pHash) of a 32x32 thumbnail,
-   and a 64x64 *structure thumbnail*: the image minus its Gaussian blur
-   (sigma 2 px), z-scored. The structure thumbnail keeps gyri, edges and
-   lesions and drops global brightness and contrast.
-2. Candidate pairs are the pairs whose pHashes differ in at most
-   ``hash_radius`` bits, found with a multi-index hash (see
-   :func:`candidate_pairs`), so the cost grows with the number of
-   candidates, not with all pairs.
+1. Every image gets a *fingerprint* (:mod:`brainmri.data.fingerprint`): a
+   hash of its decoded pixels (exact duplicates) and, for two views (the
+   whole frame and the head's bounding box), a 64x64 *structure thumbnail*
+   (the image minus its Gaussian blur, z-scored: gyri, edges and lesions
+   without global brightness and contrast), a tone thumbnail, and the
+   64-bit DCT perceptual hash (pHash) of the view in each of the 8
+   symmetries of the square.
+2. Candidate pairs are the pairs where one image, in some orientation and
+   view, hashes within ``hash_radius`` bits of the other upright
+   (:func:`oriented_candidates`, a multi-index join, :func:`radius_join`), so
+   the cost grows with the number of candidates, not with all pairs.
 3. A candidate is confirmed as a near-duplicate when the Pearson correlation
-   of the two structure thumbnails is at least ``near_threshold``.
+   of the two structure thumbnails, the first turned into the candidate's
+   orientation, is at least ``near_threshold`` in either view
+   (:func:`confirm`). Each confirmed pair says what kind of copy it is
+   (:func:`copy_kinds`, :data:`KINDS`).
+
+Why orientations: published collections mirror and flip images to enlarge
+themselves. On ``brain-tumor-mri`` the upright detection found 551 of the
+test images copying a training image, an all-pairs check over the
+orientations about 1,010; 437 of those it missed match best as a left-right
+mirror.
+
+Why the head box: a copy cut out with another margin, padded, or zoomed or
+shifted a little, no longer lines up with its original over the whole
+frame; cut to the head's box, it does again. What is *not* caught: a copy
+rotated by a small angle, cropped into the head, or deformed; a copy whose
+structure was changed more than the threshold allows (strong smoothing or
+noise); and, by design, another slice of the same scan.
 
 Why not pHash alone: on ``alzheimer-mri`` unrelated slices of similar anatomy
 sit at pHash distance 6-10 and transitive grouping at distance <= 8 joins all
 6,400 slices into one cluster. Their structure correlation is 0.3-0.6 while
 copies and re-encodes score above 0.9 (median 0.95), so the confirmation
-breaks the chains: the largest cluster drops to 32 images.
+breaks the chains.
 
-``--group-similar`` uses the same machinery with looser settings
-(``similar_radius``, ``similar_threshold``) to also join look-alikes such as
-adjacent slices of one patient.
+``--group-similar`` uses looser settings (``similar_radius``,
+``similar_threshold``) to also join look-alikes such as adjacent slices.
 
 Copies *between* two datasets (:func:`find_cross_duplicates`, used by
-``audit --against`` and ``benchmark --test-data``) use the same hash and
-threshold, with one difference: the confirmation takes the best correlation
-over shifts of -0.5, 0 and +0.5 thumbnail pixel in each direction
-(:data:`SUBPIXEL_SHIFTS`). Collections compiled from each other resize images
-with their own kernels, crops and pixel-centre conventions, which
-misregisters a copy by a fraction of a pixel, and a high-pass map is
+``audit --against``, ``benchmark --test-data`` and ``--extra-data``) use the
+same hash and threshold, with one difference: the confirmation takes the
+best correlation over shifts of -0.5, 0 and +0.5 thumbnail pixel in each
+direction (:data:`SUBPIXEL_SHIFTS`). Collections compiled from each other
+resize images with their own kernels, crops and pixel-centre conventions,
+which misregisters a copy by a fraction of a pixel, and a high-pass map is
 sensitive to that. Evidence: ``brain-tumor-yes-no`` holds 115 copies of
-``brain-tumor-mri`` images (its README). Without shifts the default
+``brain-tumor-mri`` images (its README). Without shifts the upright frame
 confirmation finds 114; the missed one (``yes/Y36.JPG``, 251x204, a copy of
-``Testing/meningioma/Te-me_0036.jpg``, 224x224; pixel correlation 0.985 at
-64x64) scores 0.88, and 0.98 after a half-pixel horizontal shift. With shifts
-all 115 score >= 0.96 while the best non-copy within the hash radius scores
-0.79 (0.67 without shifts). Shifts do not make look-alikes pass: of the 11,509
-``alzheimer-mri`` candidate pairs at 0.60-0.90 without shifts (adjacent
-slices), none reaches 0.90 with them. Within one dataset the unshifted
-confirmation is kept, so the clusters above are unchanged.
+``Testing/meningioma/Te-me_0036.jpg``, 224x224) scores 0.88, and 0.98 after
+a half-pixel horizontal shift. Shifts do not make look-alikes pass: of the
+11,509 ``alzheimer-mri`` candidate pairs at 0.60-0.90 without shifts
+(adjacent slices), none reaches 0.90 with them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from brainmri.data.preprocess import resize
+from brainmri.data.copy_kinds import copy_kinds, format_kinds, kind_counts
+from brainmri.data.fingerprint import INVERSE, ORIENTATIONS, THUMB, VIEWS, Fingerprint, orient
+from brainmri.data.hash_join import radius_join
 from brainmri.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-THUMB = 64
+#: Version of what duplicate detection finds; bump it when its pairs can change. Groups, folds, inner splits and the
+#: deduplicated test follow from them, so run folders made with another version are not resumed.
+DUPLICATES_VERSION = 2
+
+#: How much more than the threshold a pair must correlate in the head-box view alone (see :func:`confirm`).
+BOX_MARGIN = 0.04
 
 #: Sub-pixel shifts (thumbnail pixels, each axis) tried when confirming copies between two datasets.
 SUBPIXEL_SHIFTS = (-0.5, 0.0, 0.5)
@@ -99,135 +120,83 @@ class DuplicateParams:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Fingerprint:
-    """What duplicate detection needs of one image."""
+def oriented_candidates(
+    queries: list[Fingerprint], base: list[Fingerprint], radius: int, *, upright: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(q, g, b)`` where query image ``q`` in orientation ``g`` hashes within ``radius`` bits of ``b``.
 
-    pixel_hash: str
-    phash: np.uint64
-    thumb: np.ndarray  # (THUMB*THUMB,) float16, z-scored structure
+    Each view (:data:`~brainmri.data.fingerprint.VIEWS`) is joined on its
+    own: the 8 oriented hashes of every query against the upright hash of
+    every base image. A pair found in several views is kept once, with its
+    smallest distance. With ``upright``, only the whole frame as it is.
+
+    Returns
+    -------
+    q, g, b, distance : ndarray of int64
+        Sorted by ``(q, b, g)``.
+    """
+    n_views, n_orient = (1, 1) if upright else (len(VIEWS), len(ORIENTATIONS))
+    if not queries or not base:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
+    query_hashes = np.stack([f.phashes[:n_views, :n_orient] for f in queries])  # (n, views, orientations)
+    base_hashes = np.stack([f.phashes[:, 0] for f in base])  # (m, views)
+    codes, distances = [], []
+    for v in range(n_views):
+        k, b, d = radius_join(query_hashes[:, v, :].ravel(), base_hashes[:, v], radius)
+        codes.append(((k // n_orient) * len(base) + b) * n_orient + k % n_orient)
+        distances.append(d)
+    code, distance = np.concatenate(codes), np.concatenate(distances)
+    order = np.lexsort((distance, code))
+    code, distance = code[order], distance[order]
+    first = np.r_[True, code[1:] != code[:-1]] if len(code) else np.zeros(0, dtype=bool)
+    code, distance = code[first], distance[first]
+    g, pair = code % n_orient, code // n_orient
+    return pair // len(base), g, pair % len(base), distance
 
 
-def fingerprint(image: np.ndarray) -> Fingerprint:
-    """Fingerprint a 2D image (a 3D volume is represented by its middle slice).
+def oriented_similarity(
+    left: np.ndarray, i: np.ndarray, g: np.ndarray, right: np.ndarray, j: np.ndarray, *, shifts: bool = False
+) -> np.ndarray:
+    """Pearson correlation of z-scored square thumbnails ``left[i]`` in orientation ``g`` and ``right[j]``.
+
+    With ``shifts``, the best over ``right[j]`` moved by each pair of
+    :data:`SUBPIXEL_SHIFTS` (bilinear, re-z-scored). Pairs are taken in
+    chunks, so memory stays bounded whatever their number.
 
     Parameters
     ----------
-    image : ndarray, shape (H, W) or (A, B, C)
+    left, right : ndarray, shape (n, side * side)
+    i, g, j : ndarray of int, shape (n_pairs,)
 
     Returns
     -------
-    Fingerprint
+    ndarray of float32, shape (n_pairs,)
     """
-    digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
-    digest.update(np.ascontiguousarray(image).data)
-    pixel_hash = digest.hexdigest()
-    plane = image if image.ndim == 2 else np.take(image, image.shape[-1] // 2, axis=-1)
-    small = resize(plane, THUMB)
-    return Fingerprint(pixel_hash, _phash(resize(small, 32)), _structure_thumb(small))
-
-
-def _phash(small: np.ndarray) -> np.uint64:
-    """DCT perceptual hash: low 8x8 DCT coefficients of a 32x32 thumbnail above their median.
-
-    Written here rather than taken from ``imagehash`` because that package
-    re-decodes through Pillow's 8-bit path; this works on any float array.
-    """
-    from scipy.fft import dctn
-
-    coeffs = dctn(small.astype(np.float64), norm="ortho")[:8, :8].ravel()
-    bits = coeffs > np.median(coeffs)
-    return np.packbits(bits).view(">u8")[0].astype(np.uint64)
-
-
-def _structure_thumb(small: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    detail = small - gaussian_filter(small, 2.0)
-    std = detail.std()
-    detail = (detail - detail.mean()) / std if std > 0 else np.zeros_like(detail)
-    return detail.ravel().astype(np.float16)
-
-
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bitwise Hamming distance between uint64 hashes.
-
-    >>> hamming(np.array([0b1011], np.uint64), np.array([0b0001], np.uint64)).tolist()
-    [2]
-    """
-    return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int64)
-
-
-def candidate_pairs(hashes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All pairs ``i < j`` whose 64-bit hashes are within ``radius`` bits.
-
-    Multi-index hashing (Norouzi et al., CVPR 2012): the 64 bits are cut
-    into four 16-bit chunks. Two hashes within ``radius`` bits differ in at
-    most ``radius // 4`` bits on at least one chunk (pigeonhole), so each
-    chunk is probed with every key within that sub-radius and only the items
-    found are compared. Written by hand because no maintained Python library
-    offers a vectorised Hamming-radius join; the cost grows with the number
-    of candidates, not with all pairs.
-
-    Returns
-    -------
-    I, J, distance : ndarray of int64, shape (n_pairs,)
-        Sorted by ``(I, J)``.
-    """
-    from itertools import combinations
-
-    hashes = np.asarray(hashes, dtype=np.uint64)
-    n = len(hashes)
-    sub = radius // 4
-    masks = np.array(
-        [sum(1 << b for b in bits) for r in range(sub + 1) for bits in combinations(range(16), r)], dtype=np.int64
-    )
-    found = []
-    for shift in (0, 16, 32, 48):
-        keys = ((hashes >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.int64)
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        for mask in masks:
-            probe = keys ^ mask
-            lo = np.searchsorted(sorted_keys, probe, side="left")
-            hi = np.searchsorted(sorted_keys, probe, side="right")
-            counts = hi - lo
-            if not counts.any():
-                continue
-            query = np.repeat(np.arange(n), counts)
-            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-            match = order[np.repeat(lo, counts) + offsets]
-            keep = query < match
-            i, j = query[keep], match[keep]
-            close = hamming(hashes[i], hashes[j]) <= radius
-            found.append(i[close] * n + j[close])
-    codes = np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
-    i, j = codes // n, codes % n
-    return i, j, hamming(hashes[i], hashes[j])
+    side = int(round(np.sqrt(left.shape[1]))) if left.ndim == 2 and left.shape[1] else THUMB
+    out = np.empty(len(i), dtype=np.float32)
+    for s in range(0, len(i), 2048):
+        chunk = slice(s, s + 2048)
+        a = np.asarray(left[i[chunk]], dtype=np.float32).reshape(-1, side, side)
+        for k in np.unique(g[chunk]):
+            at = g[chunk] == k
+            a[at] = orient(a[at], int(k))
+        b = np.asarray(right[j[chunk]], dtype=np.float32).reshape(-1, side, side)
+        moved = shifted_thumbs(b.reshape(len(b), -1)).reshape(-1, len(b), side, side) if shifts else b[None]
+        out[chunk] = np.max([np.einsum("nij,nij->n", a, m) for m in moved], axis=0) / (side * side)
+    return out
 
 
 def structure_similarity(
     thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, *, partners: np.ndarray | None = None
 ) -> np.ndarray:
-    """Pearson correlation of the structure thumbnails of pairs ``(i, j)``.
+    """Pearson correlation of the upright structure thumbnails of pairs ``(i, j)``.
 
     ``i`` indexes ``thumbs`` and ``j`` indexes ``partners`` (default:
-    ``thumbs`` too). Pairs are taken per first index, one matrix-vector
-    product each: this reads each partner once and is ~10x faster than
-    gathering both sides.
+    ``thumbs`` too).
     """
-    thumbs = np.asarray(thumbs, dtype=np.float32)
-    partners = thumbs if partners is None else np.asarray(partners, dtype=np.float32)
-    order = np.argsort(i, kind="stable")
-    si, sj = i[order], j[order]
-    sims = np.empty(len(i), dtype=np.float32)
-    starts = np.flatnonzero(np.r_[True, si[1:] != si[:-1]]) if len(si) else np.zeros(0, dtype=int)
-    ends = np.r_[starts[1:], len(si)] if len(si) else np.zeros(0, dtype=int)
-    for s, e in zip(starts, ends, strict=True):
-        sims[s:e] = partners[sj[s:e]] @ thumbs[si[s]]
-    out = np.empty_like(sims)
-    out[order] = sims / thumbs.shape[1]
-    return out
+    partners = thumbs if partners is None else partners
+    return oriented_similarity(thumbs, i, np.zeros(len(i), dtype=np.int64), partners, j)
 
 
 def shifted_thumbs(thumbs: np.ndarray) -> np.ndarray:
@@ -235,15 +204,16 @@ def shifted_thumbs(thumbs: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    thumbs : ndarray, shape (n, THUMB*THUMB)
+    thumbs : ndarray, shape (n, side * side)
 
     Returns
     -------
-    ndarray of float32, shape (len(SUBPIXEL_SHIFTS) ** 2, n, THUMB*THUMB)
+    ndarray of float32, shape (len(SUBPIXEL_SHIFTS) ** 2, n, side * side)
     """
     from scipy.ndimage import shift
 
-    planes = np.asarray(thumbs, dtype=np.float32).reshape(-1, THUMB, THUMB)
+    side = int(round(np.sqrt(thumbs.shape[1])))
+    planes = np.asarray(thumbs, dtype=np.float32).reshape(-1, side, side)
     out = []
     for dy in SUBPIXEL_SHIFTS:
         for dx in SUBPIXEL_SHIFTS:
@@ -252,6 +222,63 @@ def shifted_thumbs(thumbs: np.ndarray) -> np.ndarray:
             std = moved.std(axis=(1, 2), keepdims=True)
             out.append((moved / np.where(std > 0, std, 1)).reshape(len(planes), -1))
     return np.stack(out)
+
+
+def confirm(
+    queries: list[Fingerprint],
+    base: list[Fingerprint],
+    candidates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    threshold: float,
+    *,
+    shifts: bool = False,
+    upright: bool = False,
+) -> dict[str, np.ndarray]:
+    """The candidates whose structure correlation, in their orientation and best view, reaches ``threshold``.
+
+    Each pair of images is kept once, in the orientation that correlates
+    best (upright when another orientation is no more than 0.01 better: a
+    brain is nearly symmetric, and an upright copy is the plain reading).
+    With ``upright``, only the whole frame is compared.
+
+    Returns
+    -------
+    dict of ndarray
+        ``i`` (query), ``j`` (base), ``orientation``, ``view``, ``distance``, ``similarity``,
+        ``kind`` (see :func:`copy_kind`), sorted by ``(i, j)``.
+    """
+    q, g, b, distance = candidates
+    sims = np.stack(
+        [
+            oriented_similarity(
+                np.stack([f.thumbs[v] for f in queries]) if len(q) else np.zeros((0, THUMB * THUMB)),
+                q,
+                g,
+                np.stack([f.thumbs[v] for f in base]) if len(q) else np.zeros((0, THUMB * THUMB)),
+                b,
+                shifts=shifts,
+            )
+            for v in range(1 if upright else len(VIEWS))
+        ]
+    )
+    # The head-box view must clear the threshold by BOX_MARGIN: scaling every head to its box also makes
+    # neighbouring slices of one scan, whose heads differ a little in size, look more alike.
+    score = sims - np.array([0.0, BOX_MARGIN][: len(sims)], dtype=np.float32)[:, None]
+    view = score.argmax(axis=0) if len(q) else np.zeros(0, dtype=np.int64)
+    sim = np.take_along_axis(sims, view[None], axis=0)[0] if len(q) else np.zeros(0, dtype=np.float32)
+    score = score.max(axis=0) if len(q) else np.zeros(0, dtype=np.float32)
+    order = np.lexsort((g, -(score + 0.01 * (g == 0)), b, q))
+    first = order[np.r_[True, (q[order][1:] != q[order][:-1]) | (b[order][1:] != b[order][:-1])]] if len(q) else order
+    keep = first[score[first] >= threshold]
+    pairs = {
+        "i": q[keep],
+        "j": b[keep],
+        "orientation": g[keep],
+        "view": view[keep],
+        "distance": distance[keep],
+        "similarity": sim[keep],
+    }
+    pairs["kind"] = copy_kinds(queries, base, pairs)
+    return pairs
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -286,8 +313,11 @@ class DuplicateGraph:
         Images with identical decoded pixels.
     pairs : dict of ndarray
         ``i``, ``j``, ``distance`` (pHash bits), ``similarity`` (structure
-        correlation), ``exact`` (bool) of every confirmed pair, exact pairs
-        included (one edge per member to its cluster's first image).
+        correlation), ``exact`` (bool), ``orientation`` (index into
+        :data:`~brainmri.data.fingerprint.ORIENTATIONS` that maps ``i`` onto
+        ``j``) and ``kind`` (one of :data:`KINDS`) of every confirmed pair,
+        exact pairs included (one edge per member to its cluster's first
+        image).
     cluster_of : ndarray of int
         Near-duplicate cluster label of every image (exact and near edges).
     """
@@ -305,14 +335,29 @@ class DuplicateGraph:
         return [c for c in clusters_from_labels(self.cluster_of) if frozenset(c) not in exact_sets]
 
 
+def _with_exact(near: dict[str, np.ndarray], ei: np.ndarray, ej: np.ndarray) -> dict[str, np.ndarray]:
+    """The confirmed near pairs after the exact pairs ``(ei, ej)``, in the layout of :attr:`DuplicateGraph.pairs`."""
+    n_exact = len(ei)
+    return {
+        "i": np.concatenate([ei, near["i"]]).astype(np.int64),
+        "j": np.concatenate([ej, near["j"]]).astype(np.int64),
+        "distance": np.concatenate([np.zeros(n_exact, np.int64), near["distance"]]),
+        "similarity": np.concatenate([np.ones(n_exact, np.float32), near["similarity"]]).astype(np.float32),
+        "exact": np.concatenate([np.ones(n_exact, bool), np.zeros(len(near["i"]), bool)]),
+        "orientation": np.concatenate([np.zeros(n_exact, np.int64), near["orientation"]]).astype(np.int64),
+        "kind": np.concatenate([np.full(n_exact, "identical", dtype=object), near["kind"]]),
+    }
+
+
 def find_duplicates(
     fingerprints: list[Fingerprint],
     *,
     radius: int,
     threshold: float,
+    upright: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> DuplicateGraph:
-    """Find exact duplicates and confirmed near-duplicates.
+    """Find exact duplicates and confirmed near-duplicates, in any of the 8 orientations.
 
     Parameters
     ----------
@@ -321,55 +366,44 @@ def find_duplicates(
         pHash candidate radius in bits.
     threshold : float
         Smallest structure correlation that confirms a pair.
+    upright : bool
+        Compare the whole frames as they are only (the look-alike grouping,
+        whose loose threshold would join mirrored look-alikes of a nearly
+        symmetric organ).
 
     Returns
     -------
     DuplicateGraph
     """
     n = len(fingerprints)
-    if n == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return DuplicateGraph(
-            0,
-            [],
-            {
-                "i": empty,
-                "j": empty,
-                "distance": empty,
-                "similarity": empty.astype(np.float32),
-                "exact": empty.astype(bool),
-            },
-            empty,
-        )
-    pixel_ids = np.unique([f.pixel_hash for f in fingerprints], return_inverse=True)[1].ravel()
-    exact_clusters = clusters_from_labels(pixel_ids)
-    hashes = np.array([f.phash for f in fingerprints], dtype=np.uint64)
-    thumbs = np.stack([f.thumb for f in fingerprints]).astype(np.float32)
-
-    ci, cj, dist = candidate_pairs(hashes, radius)
-    not_exact = pixel_ids[ci] != pixel_ids[cj]
-    ci, cj, dist = ci[not_exact], cj[not_exact], dist[not_exact]
-    if progress:
-        progress(f"confirming {len(ci)} candidate pairs")
-    sim = structure_similarity(thumbs, ci, cj)
-    keep = sim >= threshold
-    logger.info(
-        "%d candidate pairs within %d bits, %d confirmed at similarity >= %.2f",
-        len(ci),
-        radius,
-        int(keep.sum()),
-        threshold,
+    pixel_ids = (
+        np.unique([f.pixel_hash for f in fingerprints], return_inverse=True)[1].ravel()
+        if n
+        else np.zeros(0, dtype=np.int64)
     )
-
-    ei = np.concatenate([np.full(len(c) - 1, c[0]) for c in exact_clusters] or [np.zeros(0, np.int64)]).astype(np.int64)
-    ej = np.concatenate([np.asarray(c[1:]) for c in exact_clusters] or [np.zeros(0, np.int64)]).astype(np.int64)
-    pairs = {
-        "i": np.concatenate([ei, ci[keep]]),
-        "j": np.concatenate([ej, cj[keep]]),
-        "distance": np.concatenate([np.zeros(len(ei), np.int64), dist[keep]]),
-        "similarity": np.concatenate([np.ones(len(ei), np.float32), sim[keep]]),
-        "exact": np.concatenate([np.ones(len(ei), bool), np.zeros(int(keep.sum()), bool)]),
-    }
+    exact_clusters = clusters_from_labels(pixel_ids)
+    q, g, b, dist = oriented_candidates(fingerprints, fingerprints, radius, upright=upright)
+    # Each pair is found from both sides: keep it as (smaller, larger), the orientation inverted when swapped.
+    swap = q > b
+    q, b, g = np.where(swap, b, q), np.where(swap, q, b), np.where(swap, INVERSE[g], g)
+    keep = (q != b) & (pixel_ids[q] != pixel_ids[b])
+    code = (q[keep] * n + b[keep]) * len(ORIENTATIONS) + g[keep]
+    code, first = np.unique(code, return_index=True)
+    candidates = (q[keep][first], g[keep][first], b[keep][first], dist[keep][first])
+    if progress:
+        progress(f"confirming {len(code)} candidate pairs")
+    near = confirm(fingerprints, fingerprints, candidates, threshold, upright=upright)
+    logger.info(
+        "%d candidate pairs within %d bits in any orientation, %d confirmed at similarity >= %.2f (%s)",
+        len(code),
+        radius,
+        len(near["i"]),
+        threshold,
+        format_kinds(kind_counts(near["kind"])),
+    )
+    ei = np.concatenate([np.full(len(c) - 1, c[0]) for c in exact_clusters] or [np.zeros(0, np.int64)])
+    ej = np.concatenate([np.asarray(c[1:]) for c in exact_clusters] or [np.zeros(0, np.int64)])
+    pairs = _with_exact(near, ei.astype(np.int64), ej.astype(np.int64))
     return DuplicateGraph(n, exact_clusters, pairs, components(n, pairs["i"], pairs["j"]))
 
 
@@ -380,12 +414,12 @@ def find_cross_duplicates(
     radius: int,
     threshold: float,
 ) -> dict[str, np.ndarray]:
-    """Exact and confirmed near-duplicates between two sets of images.
+    """Exact and confirmed near-duplicates between two sets of images, in any of the 8 orientations.
 
-    Candidates come from the same pHash radius join as
-    :func:`find_duplicates`, run over both sets and restricted to pairs
-    across them; a candidate is confirmed by the best structure correlation
-    over :data:`SUBPIXEL_SHIFTS` (see the module docstring for why).
+    Candidates come from the same oriented pHash join as
+    :func:`find_duplicates`, restricted to pairs across the sets; a
+    candidate is confirmed by the best structure correlation over
+    :data:`SUBPIXEL_SHIFTS` (see the module docstring for why).
 
     Parameters
     ----------
@@ -399,30 +433,37 @@ def find_cross_duplicates(
     -------
     dict of ndarray
         ``i`` (index into ``reference``), ``j`` (index into ``other``),
-        ``distance`` (pHash bits), ``similarity`` (1.0 for exact copies) and
-        ``exact`` (identical decoded pixels) of every confirmed pair, sorted
-        by ``(i, j)``.
+        ``distance`` (pHash bits), ``similarity`` (1.0 for exact copies),
+        ``exact`` (identical decoded pixels), ``orientation`` (that maps
+        ``i`` onto ``j``) and ``kind`` of every confirmed pair, sorted by
+        ``(i, j)``.
     """
-    n = len(reference)
-    both = [*reference, *other]
-    hashes = np.array([f.phash for f in both], dtype=np.uint64)
-    ci, cj, dist = candidate_pairs(hashes, radius)
-    across = (ci < n) & (cj >= n)
-    ci, cj, dist = ci[across], cj[across] - n, dist[across]
-    pixel_ids = np.unique([f.pixel_hash for f in both], return_inverse=True)[1].ravel() if both else np.zeros(0, int)
-    exact = pixel_ids[ci] == pixel_ids[cj + n]
-    sim = np.ones(len(ci), dtype=np.float32)
-    if len(other) and (~exact).any():
-        thumbs = np.stack([f.thumb for f in reference]).astype(np.float32)
-        moved = shifted_thumbs(np.stack([f.thumb for f in other]))
-        a, b = ci[~exact], cj[~exact]
-        sim[~exact] = np.max([structure_similarity(thumbs, a, b, partners=m) for m in moved], axis=0)
-    keep = exact | (sim >= threshold)
+    exact_i, exact_j = _identical_pairs(reference, other)
+    q, g, b, dist = oriented_candidates(reference, other, radius)
+    identical = {(int(i), int(j)) for i, j in zip(exact_i, exact_j, strict=True)}
+    keep = np.array([(int(i), int(j)) not in identical for i, j in zip(q, b, strict=True)], dtype=bool)
+    near = confirm(reference, other, (q[keep], g[keep], b[keep], dist[keep]), threshold, shifts=True)
+    pairs = _with_exact(near, exact_i, exact_j)
+    order = np.lexsort((pairs["j"], pairs["i"]))
+    pairs = {k: v[order] for k, v in pairs.items()}
     logger.info(
-        "%d candidate pairs across the two sets within %d bits, %d confirmed (%d exact)",
-        len(ci),
+        "%d candidate pairs across the two sets within %d bits in any orientation, %d confirmed (%s)",
+        int(keep.sum()) + len(exact_i),
         radius,
-        int(keep.sum()),
-        int(exact.sum()),
+        len(pairs["i"]),
+        format_kinds(kind_counts(pairs["kind"])),
     )
-    return {"i": ci[keep], "j": cj[keep], "distance": dist[keep], "similarity": sim[keep], "exact": exact[keep]}
+    return pairs
+
+
+def _identical_pairs(reference: list[Fingerprint], other: list[Fingerprint]) -> tuple[np.ndarray, np.ndarray]:
+    """Every (reference, other) pair with identical decoded pixels."""
+    by_hash: dict[str, list[int]] = {}
+    for k, f in enumerate(reference):
+        by_hash.setdefault(f.pixel_hash, []).append(k)
+    pairs = sorted((i, j) for j, f in enumerate(other) for i in by_hash.get(f.pixel_hash, []))
+    if not pairs:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    i, j = np.array(pairs, dtype=np.int64).T
+    return i, j

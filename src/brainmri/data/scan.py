@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.data.dataset import Dataset
-from brainmri.data.duplicates import Fingerprint, fingerprint
+from brainmri.data.fingerprint import Fingerprint, fingerprint
 from brainmri.data.io import MAX_PIXELS, check_max_pixels, degenerate_reason, read_image
 from brainmri.errors import DataError
 

@@ -12,15 +12,21 @@
 
 Conventions
 -----------
-The predicted class is the argmax of the probabilities. A rate whose
-denominator is zero (the recall of a class absent from ``y_true``, the
-precision of a class never predicted) counts as 0, as scikit-learn's
-``zero_division=0`` does, and the macro averages ``sensitivity``,
-``specificity``, ``precision`` and ``macro_f1`` are plain means over all
-``classes``. ``balanced_accuracy`` follows
+The predicted class is the argmax of the probabilities. A class absent from
+``y_true`` has no per-class figures (``None``: its recall, precision and F1
+have nothing to count, and leaving its specificity out keeps every average
+over the same classes), and the macro averages ``sensitivity``,
+``specificity``, ``precision`` and ``macro_f1`` are means over the classes
+present in ``y_true``, never zero-filled for the others (a test set of
+brain-tumor-mri without its copies of training images has no ``notumor``
+item). ``balanced_accuracy`` follows
 :func:`sklearn.metrics.balanced_accuracy_score`: the mean recall over the
-classes present in ``y_true``. The two therefore differ only when a class is
-absent from ``y_true``.
+classes present in ``y_true``; it equals ``sensitivity`` except in a bootstrap
+resample that misses a class present in ``y_true``, where ``sensitivity``
+counts that class's recall as 0 and ``balanced_accuracy`` leaves it out. With a
+single class present, ``specificity`` (per class and averaged) is undefined:
+NaN, or ``None`` per class. The precision of a present class that is never
+predicted counts as 0, as scikit-learn's ``zero_division=0`` does.
 
 ``auc`` is the one-vs-rest macro ROC AUC (scikit-learn's
 ``roc_auc_score(multi_class="ovr", average="macro")``): the mean over the
@@ -93,7 +99,7 @@ ECE_BINS = 15
 _SUM_TOLERANCE = 1e-3
 
 #: Per-class rates, in the order ``per_class`` lists them (followed by ``support``).
-_RATES = ("sensitivity", "specificity", "precision", "f1")
+RATES = ("sensitivity", "specificity", "precision", "f1")
 
 
 def classification_metrics(y_true: Sequence[str], proba, classes: Sequence[str]) -> dict:
@@ -113,12 +119,13 @@ def classification_metrics(y_true: Sequence[str], proba, classes: Sequence[str])
     -------
     dict
         ``{"metrics": {name: float}, "per_class": {class: {"sensitivity",
-        "specificity", "precision", "f1": float, "support": int}},
+        "specificity", "precision", "f1": float or None, "support": int}},
         "confusion": {"labels": list of str, "matrix": list of lists of int}}``.
         ``metrics`` has every name in :data:`METRICS`; ``matrix[i][j]`` counts
         items of class ``labels[i]`` predicted as ``labels[j]``. Values are
         plain Python numbers; ``auc`` is NaN when fewer than two classes occur
-        in ``y_true``. See the module docstring for how undefined rates count.
+        in ``y_true``; the rates of a class absent from ``y_true`` are None. See
+        the module docstring for how undefined rates count.
 
     Raises
     ------
@@ -233,8 +240,9 @@ def summarize(
         resamples drew. ``unit`` is ``"items"`` when ``groups`` is None or
         every group holds a single item (then the two are the same bootstrap).
 
-        All numbers are plain Python ``float`` / ``int`` (NaN where
-        undefined), so the result can be written with :func:`json.dump`.
+        All numbers are plain Python ``float`` / ``int`` (NaN where a metric
+        is undefined, None where a per-class rate is), so the result can be
+        written with :func:`json.dump`.
 
     Examples
     --------
@@ -314,6 +322,8 @@ class _Scorer:
 
     def __init__(self, codes: np.ndarray, proba: np.ndarray):
         self.n, self.k = proba.shape
+        # The classes the macro averages run over: those of y_true, in every resample alike.
+        self.present = np.bincount(codes, minlength=self.k) > 0
         predicted = np.argmax(proba, axis=1)
         self.cells = codes * self.k + predicted
         self.correct = (predicted == codes).astype(float)
@@ -362,14 +372,15 @@ class _Scorer:
         rates, support = _rates(cm)
         total = weights.sum()
         _, correct, confidence = self.reliability(weights)
+        present = self.present
         metrics = {
             "accuracy": np.trace(cm) / cm.sum(),
             "balanced_accuracy": rates["sensitivity"][support > 0].mean(),
-            "macro_f1": rates["f1"].mean(),
+            "macro_f1": rates["f1"][present].mean(),
             "auc": self.auc(weights),
-            "sensitivity": rates["sensitivity"].mean(),
-            "specificity": rates["specificity"].mean(),
-            "precision": rates["precision"].mean(),
+            "sensitivity": rates["sensitivity"][present].mean(),
+            "specificity": rates["specificity"][present].mean() if present.sum() > 1 else np.nan,
+            "precision": rates["precision"][present].mean(),
             "brier": weights @ self.squared_error / total,
             # sum_b |B_b| / n * |acc(B_b) - conf(B_b)| = sum_b |correct(B_b) - confidence(B_b)| / n
             "ece": np.abs(correct - confidence).sum() / total,
@@ -402,8 +413,14 @@ def _point_estimate(scorer: _Scorer, classes: list[str]) -> dict:
     weights = np.ones(scorer.n)
     cm = scorer.confusion(weights)
     rates, support = _rates(cm)
+    # Undefined: every rate of a class absent from y_true, and specificity where no item is of another class.
+    defined = {name: support > 0 for name in RATES}
+    defined["specificity"] = defined["specificity"] & (cm.sum() - support > 0)
     per_class = {
-        cls: {**{name: float(rates[name][j]) for name in _RATES}, "support": int(support[j])}
+        cls: {
+            **{name: float(rates[name][j]) if defined[name][j] else None for name in RATES},
+            "support": int(support[j]),
+        }
         for j, cls in enumerate(classes)
     }
     return {

@@ -6,6 +6,7 @@ them means features, units or bundles computed before are not reused.
 
 from __future__ import annotations
 
+from brainmri.data.duplicates import DUPLICATES_VERSION
 from brainmri.data.preprocess import Preprocess
 from brainmri.features import EXTRACTORS
 from brainmri.robust.ood import OOD_VERSION
@@ -13,7 +14,7 @@ from brainmri.version import __version__
 
 
 def code_versions() -> dict:
-    """Versions of the code behind a benchmark's numbers: brainmri, the preprocessing and every extractor.
+    """Versions of the code behind a benchmark's numbers: brainmri, preprocessing, OOD score, duplicates, extractors.
 
     Recorded in ``results.json`` and part of :meth:`BenchmarkConfig.fingerprint`,
     so that a run folder is never resumed with units computed by other code.
@@ -23,6 +24,7 @@ def code_versions() -> dict:
         "brainmri": __version__,
         "preprocess": Preprocess.version,
         "ood": OOD_VERSION,
+        "duplicates": DUPLICATES_VERSION,
         "extractors": {cls.__name__: cls.version for cls in EXTRACTORS},
     }
 

@@ -14,6 +14,7 @@ import math
 from brainmri.evaluation.cost import SPEED_ITEMS, format_parameters
 from brainmri.evaluation.metrics import LOWER_IS_BETTER
 from brainmri.report.parts import (
+    coverage_callout,
     escape_html,
     image,
     is_number,
@@ -67,6 +68,7 @@ def comparison_section(results: dict, figures: dict[str, bytes]) -> str:
             caption += " Hatched: accuracy on the test items that do not duplicate a training item."
         parts.append(image(figures["metric_comparison"], "bar chart of the headline metrics of every method", caption))
     parts.append(table(header, rows))
+    parts.append(coverage_callout(methods))
     lower = ", ".join(escape_html(metric_label(k)) for k in keys if k in LOWER_IS_BETTER)
     parts.append(
         f'<p class="small">Each metric: value [95% confidence interval: {intervals(results)}]. '
@@ -87,6 +89,7 @@ def comparison_section(results: dict, figures: dict[str, bytes]) -> str:
             '<div class="callout alert"><strong>Duplicate inflation.</strong> Accuracy on all test items against accuracy on the '
             "test items that do not duplicate a training item: " + "; ".join(gaps) + ".</div>"
         )
+        parts.append(coverage_callout(methods, "_deduplicated"))
     return "".join(parts)
 
 

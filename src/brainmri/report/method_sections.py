@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 
+from brainmri.evaluation.coverage import TEST_PARTS
 from brainmri.report.parts import (
+    coverage_callout,
     dict_table,
     escape_html,
     image,
@@ -81,7 +83,8 @@ def _parameters(params: dict) -> str:
 
 
 def _metrics(m: dict) -> str:
-    """Every metric with its interval, beside its value on the deduplicated test items where the results have it."""
+    """Every metric with its interval, beside its value on the deduplicated test items where the results have it,
+    and under them the warning that a test part lacks a class where one does."""
     metrics, dedup = m.get("metrics", {}), m.get("metrics_deduplicated") or {}
     header = ["metric", "all test items" if dedup else "value [CI]"] + (["deduplicated test items"] if dedup else [])
     rows = [
@@ -89,7 +92,8 @@ def _metrics(m: dict) -> str:
         + ([metric_cell(dedup.get(k)) if k in dedup else "n/a"] if dedup else [])
         for k in ordered_metrics(metrics)
     ]
-    return "<h4>Metrics</h4>" + table(header, rows)
+    statements = "".join(coverage_callout({"": m}, suffix) for suffix in TEST_PARTS)
+    return "<h4>Metrics</h4>" + table(header, rows) + statements
 
 
 def _breakdowns(m: dict) -> str:

@@ -13,6 +13,8 @@ from html import escape
 
 import numpy as np
 
+from brainmri.evaluation.coverage import coverage_statements
+
 #: Display names of metrics; also their column order (others follow, sorted).
 METRIC_NAMES = {
     "n_train": "training items",
@@ -171,3 +173,16 @@ def dict_table(items: dict[str, dict] | list[dict], first: str, *, summary: bool
                 ]
             )
     return table([escape_html(first)] + [escape_html(metric_label(k)) for k in keys], rows)
+
+
+def coverage_callout(methods: dict, suffix: str = "") -> str:
+    """A warning that says how a test part (``suffix``, as in :func:`coverage_statements`) of these methods lacks
+    a class, so that its figures are not read as covering every class; empty when it lacks none."""
+    statements = coverage_statements(methods, suffix)
+    if not statements:
+        return ""
+    return (
+        '<div class="callout"><strong>Not every class is in the test.</strong> '
+        + " ".join(f"The {escape_html(statement)}." for statement in statements)
+        + "</div>"
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from brainmri.data.copy_kinds import format_kinds
 from brainmri.evaluation.metrics import interval_statement
 from brainmri.report.parts import escape_html, key_values, number, table, yes_no
 
@@ -122,13 +123,20 @@ def _cross_dataset_leaks(block: dict) -> str:
         for c, v in block.get("per_class", {}).items()
     ]
     parts.append(table(["external class", "copies", "of", "training classes copied"], rows))
+    if block.get("kinds"):  # absent from results written before copies had kinds
+        parts.append(f"<p>Kinds of copy: {escape_html(format_kinds(block['kinds']))}.</p>")
     pairs = [
-        [escape_html(x["other_path"]), escape_html(x["data_path"]), number(x["similarity"]), yes_no(x["exact"])]
+        [
+            escape_html(x["other_path"]),
+            escape_html(x["data_path"]),
+            escape_html(x.get("kind", "identical" if x["exact"] else "")),
+            number(x["similarity"]),
+        ]
         for x in block.get("pairs", [])
     ]
     parts.append(
         "<details><summary>Every copy and its closest training image</summary>"
-        + table(["external item", "training image", "structure correlation", "exact"], pairs, numeric_from=2)
+        + table(["external item", "training image", "kind of copy", "structure correlation"], pairs, numeric_from=3)
         + "</details>"
     )
     return "".join(parts)
@@ -232,4 +240,24 @@ def audit_section(results: dict) -> str:
         ]
         parts.append("<h3>Cross-split leaks per class</h3>")
         parts.append(table(["split", "class", "leaking items", "of", "share"], rows, numeric_from=2))
+    if a.get("copy_kinds"):  # absent from results written before copies had kinds
+        parts.append(_copy_kinds(a["copy_kinds"], a.get("leak_kinds") or {}))
     return "".join(parts)
+
+
+def _copy_kinds(pairs: dict[str, int], leaks: dict[str, dict[str, int]]) -> str:
+    """The kinds of copy: confirmed pairs per kind, and held-out items per kind of their closest training copy."""
+    splits = list(leaks)
+    rows = [
+        [escape_html(kind), number(n)] + [number(leaks[split].get(kind, 0)) for split in splits]
+        for kind, n in pairs.items()
+    ]
+    return (
+        "<h3>Kinds of copy</h3><p>Each confirmed pair of copies is named by what separates them: identical "
+        "pixels, re-encoded (resized or re-saved, same intensities), re-processed (another margin, zoom, shift or "
+        "contrast), or mirrored, flipped or rotated. Pairs are counted inside the whole dataset; held-out items "
+        "by their closest training copy.</p>"
+        + table(
+            ["kind", "pairs"] + [f"{split} items copying a training item" for split in splits], rows, numeric_from=1
+        )
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from brainmri.data.audit import format_cross_dataset_leaks
 from brainmri.evaluation.cost import format_cost
+from brainmri.evaluation.coverage import coverage_statements
 from brainmri.evaluation.metrics import LOWER_IS_BETTER, interval_statement
 from brainmri.evaluation.shift import format_shift
 
@@ -25,7 +26,7 @@ def format_results(results: dict) -> str:
     """The comparison table for the terminal."""
     table = _metric_table(results)
     p = results["protocol"]
-    lines = _protocol_lines(results, p) + table
+    lines = _protocol_lines(results, p) + table + _coverage_lines(results["methods"], "")
     if "cross_dataset_leaks" in p:
         lines.append("")
         lines += format_cross_dataset_leaks(p["cross_dataset_leaks"])
@@ -92,13 +93,17 @@ def _calibration_lines(results: dict) -> list[str]:
 
 
 def _deduplicated_lines(results: dict) -> list[str]:
-    """Per method with deduplicated metrics: its accuracy without the test items that duplicate a training item."""
+    """Per method with deduplicated metrics: its accuracy without the test items that duplicate a training item,
+    and what that part lacks where it has no item of some class."""
     dedup = [(n, e) for n, e in results["methods"].items() if "metrics_deduplicated" in e]
     if not dedup:
         return []
     lines = ["", "accuracy on the test items that do not duplicate a training item:"]
     for name, e in dedup:
         full, clean = e["metrics"]["accuracy"]["value"], e["metrics_deduplicated"]["accuracy"]["value"]
+        if clean is None:  # every test item duplicates a training item
+            lines.append(f"  {name}: no such item (full test {full:.3f})")
+            continue
         lines.append(
             f"  {name}: {clean:.3f} on {e['n_test_deduplicated']} items (full test {full:.3f}, "
             f"gap {100 * (full - clean):+.1f} points)"
@@ -112,7 +117,12 @@ def _deduplicated_lines(results: dict) -> list[str]:
                     if r["support"]
                 )
             )
-    return lines
+    return lines + _coverage_lines(dict(dedup), "_deduplicated")
+
+
+def _coverage_lines(methods: dict, suffix: str) -> list[str]:
+    """A line per way the test part of ``suffix`` lacks a class (:func:`coverage_statements`)."""
+    return [f"  {statement}" for statement in coverage_statements(methods, suffix)]
 
 
 def _ood_lines(results: dict) -> list[str]:

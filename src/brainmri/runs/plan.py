@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from brainmri.data.audit import Analysis, analyse, audit_report, cross_dataset_leaks, cross_split_leaks
+from brainmri.data.copy_kinds import format_kinds, kind_counts
 from brainmri.data.dataset import Dataset, load_dataset
 from brainmri.data.extra import check_extra_classes, format_extra, load_extra
 from brainmri.data.io import item_kind
@@ -63,6 +64,8 @@ def audit_summary(report: dict) -> dict:
         "conflicting_label_clusters": len(report["conflicting_label_clusters"]),
         "cross_split_leaks": len(report["cross_split_leaks"]),
         "leaks_per_class": report["leaks_per_class"],
+        "copy_kinds": report["copy_kinds"],
+        "leak_kinds": report["leak_kinds"],
     }
 
 
@@ -255,7 +258,8 @@ def _official_split(config: BenchmarkConfig, analysis: Analysis, draft: _Draft) 
     split = official_split(analysis, drop_test_duplicates=config.drop_test_duplicates)
     draft.splits = [split]
     draft.groups, _ = group_labels(analysis, "auto")  # subjects when known, else near-duplicate clusters
-    leaking = {leak["test_path"] for leak in cross_split_leaks(analysis)}
+    leaks = cross_split_leaks(analysis)
+    leaking = {leak["test_path"] for leak in leaks}
     draft.dedup = np.array([k for k in split.test if draft.rel[k] not in leaking], dtype=int)
     draft.protocol = {
         "kind": "official",
@@ -265,7 +269,8 @@ def _official_split(config: BenchmarkConfig, analysis: Analysis, draft: _Draft) 
     }
     if leaking and not config.drop_test_duplicates:
         draft.notes.append(
-            f"{len(leaking)} test items duplicate a training item; metrics_deduplicated "
+            f"{len(leaking)} test items duplicate a training item "
+            f"({format_kinds(kind_counts(leak['kind'] for leak in leaks))}); metrics_deduplicated "
             "reports the test split without them"
         )
     unsplit = sum(it.split is None for it in analysis.dataset.items)
@@ -324,7 +329,8 @@ def _external_split(
         draft.dedup = None
     elif leaking and not config.drop_test_duplicates:
         draft.notes.append(
-            f"{len(leaking)} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image, so "
+            f"{len(leaking)} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image "
+            f"({format_kinds(leaks['kinds'])}), so "
             "the external score partly measures memorisation; metrics_deduplicated reports the test "
             "without them"
         )

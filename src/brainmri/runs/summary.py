@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 import numpy as np
 
 from brainmri.evaluation.cost import cost_entry
-from brainmri.evaluation.metrics import classification_metrics, summarize
+from brainmri.evaluation.coverage import TEST_PARTS, class_coverage
+from brainmri.evaluation.metrics import METRICS, RATES, classification_metrics, summarize
 from brainmri.evaluation.shift import ood_auc, shift_definitions, summarize_shift
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.models.catalog import get_method
@@ -202,20 +203,10 @@ def _method_entry(
             **summary["bootstrap"],
             "groups": groups_name if summary["bootstrap"]["unit"] == "groups" else None,
         },
+        **_coverage(summary["metrics"], summary["per_class"], ""),
     }
     if plan.dedup_test is not None and len(plan.dedup_test) < len(pooled["index"]):
-        keep = np.isin(pooled["index"], plan.dedup_test)
-        dedup = summarize(
-            [y for y, k in zip(pooled["y_true"], keep, strict=True) if k],
-            pooled["proba"][keep],
-            classes,
-            groups=groups[keep],
-            n_boot=config.n_boot,
-            seed=config.seed,
-        )
-        entry["metrics_deduplicated"] = dedup["metrics"]
-        entry["per_class_deduplicated"] = dedup["per_class"]
-        entry["n_test_deduplicated"] = dedup["n"]
+        entry.update(_deduplicated(config, pooled, np.isin(pooled["index"], plan.dedup_test), groups, classes))
     entry["per_fold"] = _per_fold(plan, us, pooled, classes)
     fit = sum(u["fit_s"] for u in us)
     predict = sum(u["predict_s"] for u in us)
@@ -238,6 +229,44 @@ def _method_entry(
             entry[kind] = [p["caption"] for p in pictures]
             pooled[kind] = [base64.b64decode(p["png"]) for p in pictures]
     return entry
+
+
+def _deduplicated(config: BenchmarkConfig, pooled: dict, keep: np.ndarray, groups, classes: list[str]) -> dict:
+    """The ``*_deduplicated`` keys of a method entry: its scores on the pooled test items that ``keep`` marks
+    (those that copy no training item), with what they lack (:func:`_coverage`); every figure null when none."""
+    if keep.any():
+        dedup = summarize(
+            [y for y, k in zip(pooled["y_true"], keep, strict=True) if k],
+            pooled["proba"][keep],
+            classes,
+            groups=groups[keep],
+            n_boot=config.n_boot,
+            seed=config.seed,
+        )
+    else:  # every test item copies a training item
+        dedup = {
+            "metrics": {name: dict.fromkeys(("value", "ci_low", "ci_high")) for name in METRICS},
+            "per_class": {c: {**dict.fromkeys(RATES), "support": 0} for c in classes},
+            "n": 0,
+        }
+    return {
+        "metrics_deduplicated": dedup["metrics"],
+        "per_class_deduplicated": dedup["per_class"],
+        "n_test_deduplicated": dedup["n"],
+        **_coverage(dedup["metrics"], dedup["per_class"], "_deduplicated"),
+    }
+
+
+def _coverage(metrics: dict, per_class: dict, suffix: str) -> dict:
+    """Where a test part (``suffix``: :data:`~brainmri.evaluation.coverage.TEST_PARTS`) has no item of some class:
+    ``classes_absent``, ``classes_present`` and ``metrics_undefined`` with that suffix, the undefined metrics of
+    ``metrics`` set to null in place. Nothing, and ``metrics`` untouched, when it has every class."""
+    coverage = class_coverage({c: r["support"] for c, r in per_class.items()}, test=TEST_PARTS[suffix])
+    if not coverage["classes_absent"]:
+        return {}
+    for name in coverage["metrics_undefined"]:
+        metrics[name] = dict.fromkeys(("value", "ci_low", "ci_high"))
+    return {f"{key}{suffix}": value for key, value in coverage.items()}
 
 
 def _per_fold(plan: Plan, us: list[dict], pooled: dict, classes: list[str]) -> list[dict]:
