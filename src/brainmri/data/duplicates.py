@@ -248,17 +248,7 @@ def confirm(
     """
     q, g, b, distance = candidates
     sims = np.stack(
-        [
-            oriented_similarity(
-                np.stack([f.thumbs[v] for f in queries]) if len(q) else np.zeros((0, THUMB * THUMB)),
-                q,
-                g,
-                np.stack([f.thumbs[v] for f in base]) if len(q) else np.zeros((0, THUMB * THUMB)),
-                b,
-                shifts=shifts,
-            )
-            for v in range(1 if upright else len(VIEWS))
-        ]
+        [_view_similarity(queries, base, v, candidates, shifts) for v in range(1 if upright else len(VIEWS))]
     )
     # The head-box view must clear the threshold by BOX_MARGIN: scaling every head to its box also makes
     # neighbouring slices of one scan, whose heads differ a little in size, look more alike.
@@ -279,6 +269,18 @@ def confirm(
     }
     pairs["kind"] = copy_kinds(queries, base, pairs)
     return pairs
+
+
+def _view_similarity(
+    queries: list[Fingerprint], base: list[Fingerprint], view: int, candidates: tuple, shifts: bool
+) -> np.ndarray:
+    """:func:`oriented_similarity` of the candidates in one view; thumbnails widened to float32 once, not per pair."""
+    q, g, b, _ = candidates
+    if not len(q):
+        return np.zeros(0, dtype=np.float32)
+    left = np.stack([f.thumbs[view] for f in queries]).astype(np.float32)
+    right = left if base is queries else np.stack([f.thumbs[view] for f in base]).astype(np.float32)
+    return oriented_similarity(left, q, g, right, b, shifts=shifts)
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -182,7 +182,12 @@ def _silhouette(small: np.ndarray) -> np.ndarray | None:
     sizes[0] = 0
     if sizes.max() < 0.05 * small.size:
         return None
-    return ndimage.binary_fill_holes(labels == sizes.argmax())
+    head = labels == sizes.argmax()
+    # Holes filled as binary_fill_holes does (the background parts, 4-connected, that do not reach the border),
+    # by one labelling instead of its iterated dilation: a quarter of the cost, the same mask.
+    holes, _ = ndimage.label(~head)
+    border = np.unique(np.r_[holes[0], holes[-1], holes[:, 0], holes[:, -1]])
+    return head | ~np.isin(holes, border) & (holes > 0)
 
 
 def oriented_phashes(small: np.ndarray) -> np.ndarray:
@@ -203,14 +208,14 @@ def oriented_phashes(small: np.ndarray) -> np.ndarray:
 
     coeffs = dctn(small.astype(np.float64), norm="ortho")[:8, :8]
     sign = np.where(np.arange(8) % 2, -1.0, 1.0)
-    hashes = np.empty(len(ORIENTATIONS), dtype=np.uint64)
-    for g, (_, (transpose, rows, cols)) in enumerate(ORIENTATIONS):
+    oriented = []
+    for _, (transpose, rows, cols) in ORIENTATIONS:
         c = coeffs.T if transpose else coeffs
         c = c * sign[:, None] if rows else c
-        c = c * sign[None, :] if cols else c
-        bits = c.ravel() > np.median(c)
-        hashes[g] = np.packbits(bits).view(">u8")[0]
-    return hashes
+        oriented.append((c * sign[None, :] if cols else c).ravel())
+    oriented = np.stack(oriented)
+    bits = oriented > np.median(oriented, axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">u8")[:, 0].astype(np.uint64)
 
 
 def _zscored(a: np.ndarray) -> np.ndarray:

@@ -43,13 +43,15 @@ def radius_join(queries: np.ndarray, base: np.ndarray, radius: int) -> tuple[np.
     )
     found = []
     for shift in (0, 16, 32, 48):
+        # A table of the 65,536 chunk values: where each value's base items start in `order`, and how many there are.
         keys = ((base >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.int64)
         order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
+        bucket = np.bincount(keys, minlength=1 << 16)
+        start = np.cumsum(bucket) - bucket
         probes = ((queries >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.int64)
         for mask in masks:
-            lo = np.searchsorted(sorted_keys, probes ^ mask, side="left")
-            counts = np.searchsorted(sorted_keys, probes ^ mask, side="right") - lo
+            probe = probes ^ mask
+            lo, counts = start[probe], bucket[probe]
             if not counts.any():
                 continue
             q = np.repeat(np.arange(len(queries)), counts)
