@@ -93,6 +93,13 @@ def add_benchmark(sub) -> None:
         help="run the (method, fold) units on this Dask scheduler's workers; they need DATA, --out and "
         "--cache-dir at the same paths (a shared filesystem) and the same brainmri",
     )
+    p.add_argument(
+        "--shortcuts",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="the shortcut audit: how well the labels follow from file metadata, acquisition, contrast and "
+        "background alone (auto: from 500 images on; default auto)",
+    )
     add_shift_options(p)
     add_adapt_option(p, "each test set (the clean one, and each shift and severity)", several=True)
     add_training_options(p)
@@ -124,6 +131,7 @@ def cmd_benchmark(args) -> int:
         adapt=args.adapt,
         extra_data=str(args.extra_data) if args.extra_data else None,
         extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
+        shortcuts=args.shortcuts,
         **shift_settings(args),
     )
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())

@@ -51,9 +51,15 @@ def add_audit(sub) -> None:
     p.add_argument(
         "--group-similar", action="store_true", help="also report the look-alike groups used by --group-similar splits"
     )
+    p.add_argument(
+        "--shortcuts",
+        action="store_true",
+        help="also measure how well the labels follow from what is not anatomy (file metadata, acquisition, "
+        "contrast, background with the head masked out), by grouped cross-validation against chance",
+    )
     add_input_options(p)
     add_duplicate_options(p)
-    add_general_options(p, jobs=True)
+    add_general_options(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_audit)
 
 
@@ -138,6 +144,11 @@ def cmd_audit(args) -> int:
 
         sizes = np.bincount(analysis.similar_groups)
         report["similar_groups"] = {"n_groups": int(len(sizes)), "largest": int(sizes.max(initial=0))}
+    if args.shortcuts:
+        from brainmri.runs.plan import audit_shortcuts
+
+        with progress(args, len(analysis.dataset), "shortcuts") as update:
+            report["shortcuts"] = audit_shortcuts(analysis, seed=args.seed, n_jobs=args.jobs, progress=update)
     print(format_audit(report))
     if args.group_similar:
         print(
@@ -146,6 +157,10 @@ def cmd_audit(args) -> int:
         )
     if other is not None:
         print("\n".join(format_cross_dataset_leaks(report["cross_dataset_leaks"])))
+    if args.shortcuts:
+        from brainmri.evaluation.shortcuts import format_shortcuts
+
+        print("\n".join(format_shortcuts(report["shortcuts"])))
     if folder is not None:
         with folder.recording():
             folder.start({"data": str(args.data)})
@@ -212,7 +227,7 @@ def cmd_demo(args) -> int:
     else:
         print(f"using existing demo data in {data}")
     common = {**vars(args), "data": data, "group_similar": False, **input_defaults(), **duplicate_defaults()}
-    status = cmd_audit(argparse.Namespace(**{**common, "out": args.out / "audit", "against": None}))
+    status = cmd_audit(argparse.Namespace(**{**common, "out": args.out / "audit", "against": None, "shortcuts": False}))
     if status:
         return status
     print()
@@ -232,6 +247,7 @@ def cmd_demo(args) -> int:
                 "split": None,
                 "grouping": "auto",
                 "drop_test_duplicates": False,
+                "shortcuts": "auto",
                 "test_data": None,
                 "label_map": None,
                 "n_boot": 1000,

@@ -16,6 +16,7 @@ import re
 
 from brainmri.data.copy_kinds import format_kinds
 from brainmri.evaluation.metrics import interval_statement
+from brainmri.evaluation.shortcuts import MARGIN
 from brainmri.report.parts import escape_html, key_values, number, table, yes_no
 
 
@@ -242,6 +243,51 @@ def audit_section(results: dict) -> str:
         parts.append(table(["split", "class", "leaking items", "of", "share"], rows, numeric_from=2))
     if a.get("copy_kinds"):  # absent from results written before copies had kinds
         parts.append(_copy_kinds(a["copy_kinds"], a.get("leak_kinds") or {}))
+    if a.get("shortcuts"):
+        parts.append(shortcuts_part(a["shortcuts"]))
+    return "".join(parts)
+
+
+def shortcuts_part(block: dict) -> str:
+    """The shortcut audit: a warning when labels follow from what is not anatomy, the scores, the per-class shares."""
+    if "skipped" in block:
+        return f"<h3>Shortcuts</h3><p>Shortcut audit skipped: {escape_html(block['skipped'])}.</p>"
+    chance = block["chance"]
+    parts = ["<h3>Shortcuts: what predicts the label without anatomy</h3>"]
+    if block["flagged"]:
+        parts.append(
+            '<div class="callout alert"><strong>Shortcut risk: the labels follow from '
+            f"{escape_html(', '.join(block['flagged']))}.</strong> {escape_html(block['verdict'])}</div>"
+        )
+    parts.append(
+        f"<p>A random forest predicts the label from each group of properties alone, by grouped "
+        f"{block['folds']}-fold cross-validation ({escape_html(block['grouping'])}); chance is a balanced accuracy of "
+        f"{chance['balanced_accuracy']:.3f}. A group is flagged when its interval lies more than {MARGIN:.2f} above "
+        "chance. "
+        "The estimated contrast is never flagged by itself: lesions move it too. After Zech et al. (2018) and "
+        "DeGrave et al. (2021).</p>"
+    )
+    rows = []
+    for name, s in block["sets"].items():
+        ba = s["balanced_accuracy"]
+        verdict = "shortcut" if name in block["flagged"] else ("informational" if s["informational"] else "")
+        rows.append(
+            [
+                escape_html(name),
+                f"{ba['value']:.3f} [{ba['ci_low']:.3f}, {ba['ci_high']:.3f}]",
+                f"{s['accuracy']['value']:.3f}",
+                escape_html(", ".join(t["property"] for t in s["top_properties"][:3])),
+                verdict,
+            ]
+        )
+    parts.append(table(["properties", "balanced accuracy [95% CI]", "accuracy", "carried by", ""], rows))
+    for prop, info in block["by_class"].items():
+        cells = [
+            [escape_html(c), escape_html(", ".join(f"{v} {share:.0%}" for v, share in shares.items()))]
+            for c, shares in info["shares"].items()
+        ]
+        parts.append(f"<p>{escape_html(prop)} by class (Cramér's V {info['cramers_v']:.2f}):</p>")
+        parts.append(table(["class", "commonest values"], cells))
     return "".join(parts)
 
 

@@ -36,6 +36,9 @@ def format_results(results: dict) -> str:
     lines += _after_blank(format_shift(results))
     lines += _ood_lines(results)
     lines += _comparison_lines(results)
+    shortcuts = (results.get("audit") or {}).get("shortcuts") or {}
+    if shortcuts.get("flagged"):
+        lines.append(f"\nshortcut risk: {shortcuts['verdict']}")
     for note in p["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)

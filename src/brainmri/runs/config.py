@@ -60,6 +60,11 @@ class DataSettings:
         return {f.name: getattr(self, f.name) for f in fields(DataSettings)}
 
 
+#: From this many readable training images on, ``--shortcuts auto`` runs the shortcut audit (below it, its
+#: intervals are wide and its minute of work is not worth a small run).
+SHORTCUTS_MIN_ITEMS = 500
+
+
 @dataclass(frozen=True, kw_only=True)
 class BenchmarkConfig(DataSettings):
     """Everything that determines a benchmark's numbers (written to ``results.json``).
@@ -110,6 +115,10 @@ class BenchmarkConfig(DataSettings):
     extra_label_map : dict or None
         Class renaming of ``extra_data`` onto the training classes
         (``--extra-label-map``).
+    shortcuts : {"auto", "on", "off"}
+        The shortcut audit of the training data (``--shortcuts``,
+        :mod:`brainmri.evaluation.shortcuts`): ``auto`` runs it from
+        :data:`SHORTCUTS_MIN_ITEMS` readable images on.
     """
 
     methods: tuple[str, ...]
@@ -127,9 +136,12 @@ class BenchmarkConfig(DataSettings):
     adapt: str = "none"
     extra_data: str | None = None
     extra_label_map: dict | None = None
+    shortcuts: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.shortcuts not in ("auto", "on", "off"):
+            raise ConfigError(f"--shortcuts must be auto, on or off, got {self.shortcuts!r}")
         adapt_modes(self.adapt)
         if self.extra_label_map and not self.extra_data:
             raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
@@ -190,7 +202,13 @@ class BenchmarkConfig(DataSettings):
             del d["adapt"]  # likewise for a run without test-time adaptation
         if not self.extra_data:
             del d["extra_data"], d["extra_label_map"]  # and without extra training data
+        if self.shortcuts == "auto":
+            del d["shortcuts"]
         return d
+
+    def wants_shortcuts(self, n_items: int) -> bool:
+        """Whether the shortcut audit runs on training data of ``n_items`` readable images."""
+        return self.shortcuts == "on" or (self.shortcuts == "auto" and n_items >= SHORTCUTS_MIN_ITEMS)
 
     def fingerprint(self) -> str:
         """Hash of the settings and code versions that change results, to recognise a resumable run."""
@@ -291,9 +309,12 @@ class TrainConfig(DataSettings):
     validate: bool = True
     extra_data: str | None = None
     extra_label_map: dict | None = None
+    shortcuts: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.shortcuts not in ("auto", "on", "off"):
+            raise ConfigError(f"--shortcuts must be auto, on or off, got {self.shortcuts!r}")
         if self.extra_label_map and not self.extra_data:
             raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
 

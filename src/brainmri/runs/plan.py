@@ -66,7 +66,19 @@ def audit_summary(report: dict) -> dict:
         "leaks_per_class": report["leaks_per_class"],
         "copy_kinds": report["copy_kinds"],
         "leak_kinds": report["leak_kinds"],
+        **({"shortcuts": report["shortcuts"]} if "shortcuts" in report else {}),
     }
+
+
+def audit_shortcuts(
+    analysis: Analysis, *, seed: int = 0, n_jobs: int = -1, progress: Callable[[int], None] | None = None
+) -> dict:
+    """The shortcut audit of a read dataset (:mod:`brainmri.evaluation.shortcuts`), grouped by look-alike group."""
+    from brainmri.evaluation.shortcuts import measure_files, shortcut_study
+
+    ds = analysis.dataset
+    properties = measure_files([it.path for it in ds.items], n_jobs=n_jobs, progress=progress)
+    return shortcut_study(properties, ds.labels.astype(str), analysis.similar_groups, seed=seed, n_jobs=n_jobs)
 
 
 def read_training_data(
@@ -163,6 +175,8 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
     )
     ds = analysis.dataset
     report = audit_report(analysis)
+    if config.wants_shortcuts(len(ds)):
+        report["shortcuts"] = audit_shortcuts(analysis, seed=config.seed, n_jobs=n_jobs, progress=progress)
     draft = _Draft(
         np.array([str(it.path) for it in ds.items]),
         ds.labels.astype(str),
