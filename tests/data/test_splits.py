@@ -134,7 +134,7 @@ def test_grouping_none_puts_every_item_alone(grouped):
         (
             {"grouping": "patients"},
             ConfigError,
-            r"grouping must be one of auto, subject, duplicates, similar, none, got 'patients'",
+            r"grouping must be one of auto, subject, duplicates, similar, none, source, got 'patients'",
         ),
         (
             {"grouping": "subject"},

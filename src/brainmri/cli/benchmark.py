@@ -68,10 +68,11 @@ def add_benchmark(sub) -> None:
     )
     p.add_argument(
         "--grouping",
-        choices=["auto", "subject", "duplicates", "similar", "none"],
+        choices=["auto", "subject", "duplicates", "similar", "none", "source"],
         default="auto",
         help="what k-fold keeps together: auto (subjects if known, else near-duplicate clusters), "
-        "subject, duplicates, similar, or none (a naive split, to measure what leakage adds)",
+        "subject, duplicates, similar, none (a naive split, to measure what leakage adds), or source (one fold per "
+        "source, held out whole: a manifest's source column, else sources inferred from how the files were made)",
     )
     p.add_argument(
         "--test-data", type=Path, metavar="OTHER", help="external validation: train on all of DATA, test on OTHER"

@@ -55,7 +55,8 @@ def add_audit(sub) -> None:
         "--shortcuts",
         action="store_true",
         help="also measure how well the labels follow from what is not anatomy (file metadata, acquisition, "
-        "contrast, background with the head masked out), by grouped cross-validation against chance",
+        "contrast, background with the head masked out), by grouped cross-validation against chance, and "
+        "report the sources (a manifest's source column, or inferred from how the files were made)",
     )
     add_input_options(p)
     add_duplicate_options(p)
@@ -145,10 +146,14 @@ def cmd_audit(args) -> int:
         sizes = np.bincount(analysis.similar_groups)
         report["similar_groups"] = {"n_groups": int(len(sizes)), "largest": int(sizes.max(initial=0))}
     if args.shortcuts:
-        from brainmri.runs.plan import audit_shortcuts
+        from brainmri.evaluation.shortcuts import measure_files
+        from brainmri.runs.provenance import audit_shortcuts, dataset_sources
 
         with progress(args, len(analysis.dataset), "shortcuts") as update:
-            report["shortcuts"] = audit_shortcuts(analysis, seed=args.seed, n_jobs=args.jobs, progress=update)
+            properties = measure_files([it.path for it in analysis.dataset.items], n_jobs=args.jobs, progress=update)
+        report["shortcuts"] = audit_shortcuts(analysis, seed=args.seed, n_jobs=args.jobs, properties=properties)
+        if all(p is not None for p in properties):
+            report["sources"] = dataset_sources(analysis, seed=args.seed, properties=properties)[1]
     print(format_audit(report))
     if args.group_similar:
         print(
@@ -159,8 +164,14 @@ def cmd_audit(args) -> int:
         print("\n".join(format_cross_dataset_leaks(report["cross_dataset_leaks"])))
     if args.shortcuts:
         from brainmri.evaluation.shortcuts import format_shortcuts
+        from brainmri.evaluation.sources import format_sources
 
         print("\n".join(format_shortcuts(report["shortcuts"])))
+        sources = report.get("sources") or {}
+        if sources.get("origin") == "inferred":
+            print("\n".join(format_sources(sources)))
+        elif sources:
+            print(f"sources (manifest): {', '.join(sources['names'])}")
     if folder is not None:
         with folder.recording():
             folder.start({"data": str(args.data)})

@@ -6,8 +6,8 @@ from
 
 * a folder of class sub-folders, optionally below split folders
   (``Training/Testing``, ``train/val/test``, matched case-insensitively), or
-* a CSV manifest with columns ``path,label[,subject][,split]``, the paths
-  relative to the CSV file.
+* a CSV manifest with columns ``path,label[,subject][,split][,source]``, the
+  paths relative to the CSV file.
 
 Listing never decodes images; unreadable files are found by the readers and
 reported by the batch job that reads them. What listing can see is reported
@@ -63,12 +63,17 @@ class Item:
         a train/test boundary.
     split : str or None
         ``"train"``, ``"val"`` or ``"test"`` when the dataset defines one.
+    source : str or None
+        The collection, hospital or scanner the image came from, when the
+        manifest says (its ``source`` column): ``benchmark --grouping source``
+        holds out one source at a time.
     """
 
     path: Path
     label: str
     subject: str | None = None
     split: str | None = None
+    source: str | None = None
 
 
 @dataclass
@@ -115,6 +120,11 @@ class Dataset:
     @property
     def has_subjects(self) -> bool:
         return bool(self.items) and all(it.subject for it in self.items)
+
+    @property
+    def has_sources(self) -> bool:
+        """Whether every item has a source (a manifest's ``source`` column)."""
+        return bool(self.items) and all(it.source for it in self.items)
 
     @property
     def splits(self) -> list[str]:
@@ -295,7 +305,7 @@ def _from_csv(path: Path, allow_outside: bool) -> Dataset:
     if missing:
         raise DataError(
             f"{path}: CSV manifest lacks column(s) {', '.join(missing)}; "
-            f"found {columns or 'no header'}, expected path,label[,subject][,split]"
+            f"found {columns or 'no header'}, expected path,label[,subject][,split][,source]"
         )
     listed: dict[Path, list[tuple[int, Item]]] = {}
     problems: list[dict] = []
@@ -337,7 +347,8 @@ def _from_csv(path: Path, allow_outside: bool) -> Dataset:
             reason = f": {problem}" if problem else " but the file does not exist; fix the path (relative to the CSV)"
             problems.append({"path": row["path"], "reason": f"listed in {path.name} line {line}{reason}"})
             continue
-        listed.setdefault(file, []).append((line, Item(file, row["label"], row.get("subject") or None, split)))
+        item = Item(file, row["label"], row.get("subject") or None, split, row.get("source") or None)
+        listed.setdefault(file, []).append((line, item))
     kept = _one_row_per_file(listed, root, path.name, problems)
     items = [it for _, it in kept]
     if "split" in columns:
@@ -363,7 +374,7 @@ def _one_row_per_file(
             kept.append(rows[0])
             repeated += [line for line, _ in rows[1:]]
             continue
-        fields = [f for f in ("label", "subject", "split") if len({getattr(it, f) for _, it in rows}) > 1]
+        fields = [f for f in ("label", "subject", "split", "source") if len({getattr(it, f) for _, it in rows}) > 1]
         detail = "; ".join(
             f"line {line}: " + ", ".join(f"{f} {getattr(it, f) or '(blank)'}" for f in fields) for line, it in rows
         )

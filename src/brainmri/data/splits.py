@@ -23,7 +23,7 @@ from brainmri.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-GROUPINGS = ("auto", "subject", "duplicates", "similar", "none")
+GROUPINGS = ("auto", "subject", "duplicates", "similar", "none", "source")
 
 
 @dataclass
@@ -42,10 +42,12 @@ def group_labels(analysis: Analysis, grouping: str = "auto") -> tuple[np.ndarray
     Parameters
     ----------
     analysis : Analysis
-    grouping : {"auto", "subject", "duplicates", "similar", "none"}
+    grouping : {"auto", "subject", "duplicates", "similar", "none", "source"}
         ``auto`` uses subjects when every item has one, else duplicate
         clusters. ``similar`` joins look-alikes too (``--group-similar``); it
-        is applied on top of subjects when those are known.
+        is applied on top of subjects when those are known. ``source`` folds
+        hold out whole sources (:func:`source_splits`); inside them items are
+        grouped as ``similar``.
 
     Returns
     -------
@@ -59,6 +61,7 @@ def group_labels(analysis: Analysis, grouping: str = "auto") -> tuple[np.ndarray
         return np.arange(n), "none"
     if grouping in ("auto", "subject") and ds.has_subjects:
         return np.unique([it.subject for it in ds.items], return_inverse=True)[1].ravel(), "subject"
+    grouping = "similar" if grouping == "source" else grouping
     base = analysis.similar_groups if grouping == "similar" else analysis.graph.cluster_of
     if ds.has_subjects:
         # Join subjects with the image groups so that neither is split.
@@ -160,6 +163,76 @@ def kfold_splits(analysis: Analysis, *, k: int = 5, grouping: str = "auto", seed
         for f, (tr, te) in enumerate(cv.split(np.zeros(len(labels)), labels, groups))
     ]
     return splits, used
+
+
+#: Independent groups of training images a class needs in a leave-source-out split (grouped inner validation).
+MIN_TRAIN_GROUPS = 2
+
+
+def source_splits(analysis: Analysis, sources: np.ndarray, names: list[str]) -> tuple[list[Split], list[str]]:
+    """Leave-source-out: one split per source, its items the test part and every other source's the training part.
+
+    A training item in a look-alike group with a test item (a copy across sources) is left out of that training
+    part, so no image is trained on in one source and tested on in another. Test items of a class that no training
+    item has cannot be scored: they are left out of that split and counted in ``Split.dropped``.
+
+    Parameters
+    ----------
+    sources : ndarray of int, shape (n_items,)
+        Source index of every item.
+    names : list of str
+        Name of each source index.
+
+    Returns
+    -------
+    splits : list of Split
+        Named ``source <name>``, in the order of ``names``; a source whose every item is left out is skipped.
+    notes : list of str
+        What could not be scored, and the copies left out, per held-out source.
+    """
+    labels = analysis.dataset.labels.astype(str)
+    groups = analysis.similar_groups
+    splits, notes = [], []
+    for s, name in enumerate(names):
+        held = sources == s
+        shared = np.isin(groups, np.unique(groups[held])) & ~held
+        train = np.flatnonzero(~held & ~shared)
+        # A class needs MIN_TRAIN_GROUPS independent groups to be trained with grouped inner validation.
+        n_groups = {c: len(np.unique(groups[train][labels[train] == c])) for c in np.unique(labels[train])}
+        thin = sorted(c for c, n in n_groups.items() if n < MIN_TRAIN_GROUPS)
+        trained = set(n_groups) - set(thin)
+        dropped = {}
+        if thin:
+            keep = np.isin(labels[train], sorted(trained))
+            n_thin = int((~keep).sum())
+            dropped["training items of a class with too few groups"] = n_thin
+            notes.append(
+                f"held-out source {name}: class(es) {', '.join(thin)} have fewer than {MIN_TRAIN_GROUPS} independent "
+                f"groups of images in the other sources ({n_thin} image{'s' if n_thin != 1 else ''}), too few to "
+                "train on; left out of this split"
+            )
+            train = train[keep]
+        test_all = np.flatnonzero(held)
+        unscorable = sorted(set(labels[test_all].tolist()) - trained)
+        test = test_all[np.isin(labels[test_all], sorted(trained))]
+        if unscorable:
+            dropped["class absent from the other sources"] = int(len(test_all) - len(test))
+            notes.append(
+                f"held-out source {name}: class(es) {', '.join(unscorable)} cannot be trained from the other "
+                f"sources, so this split cannot score them ({dropped['class absent from the other sources']} "
+                "test items left out)"
+            )
+        if shared.any():
+            dropped["training copies of test items"] = int(shared.sum())
+            notes.append(
+                f"held-out source {name}: {int(shared.sum())} training items of other sources copy or look like its "
+                "images and were left out of training"
+            )
+        if len(test) and len(trained) >= 2:
+            splits.append(Split(f"source {name}", train, test, dropped))
+        else:
+            notes.append(f"held-out source {name}: nothing left to score (training classes {sorted(trained)})")
+    return splits, notes
 
 
 def official_indices(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ from brainmri.models.catalog import check_inputs, get_method, protocol_notes
 from brainmri.models.validation import check_class_counts
 from brainmri.robust.adapt import check_model_adapts
 from brainmri.runs.config import BenchmarkConfig, DataSettings
+from brainmri.runs.provenance import Provenance, audit_shortcuts, source_folds
 
 
 @dataclass
@@ -68,17 +69,6 @@ def audit_summary(report: dict) -> dict:
         "leak_kinds": report["leak_kinds"],
         **({"shortcuts": report["shortcuts"]} if "shortcuts" in report else {}),
     }
-
-
-def audit_shortcuts(
-    analysis: Analysis, *, seed: int = 0, n_jobs: int = -1, progress: Callable[[int], None] | None = None
-) -> dict:
-    """The shortcut audit of a read dataset (:mod:`brainmri.evaluation.shortcuts`), grouped by look-alike group."""
-    from brainmri.evaluation.shortcuts import measure_files, shortcut_study
-
-    ds = analysis.dataset
-    properties = measure_files([it.path for it in ds.items], n_jobs=n_jobs, progress=progress)
-    return shortcut_study(properties, ds.labels.astype(str), analysis.similar_groups, seed=seed, n_jobs=n_jobs)
 
 
 def read_training_data(
@@ -175,8 +165,9 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
     )
     ds = analysis.dataset
     report = audit_report(analysis)
+    provenance = Provenance(analysis, n_jobs, progress)
     if config.wants_shortcuts(len(ds)):
-        report["shortcuts"] = audit_shortcuts(analysis, seed=config.seed, n_jobs=n_jobs, progress=progress)
+        report["shortcuts"] = audit_shortcuts(analysis, seed=config.seed, n_jobs=n_jobs, properties=provenance.get())
     draft = _Draft(
         np.array([str(it.path) for it in ds.items]),
         ds.labels.astype(str),
@@ -191,7 +182,9 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         "test_data": None,
     }
     against = [analysis]
-    if config.kind == "cv":
+    if config.kind == "cv" and config.grouping == "source":
+        report["sources"] = _source_splits(config, analysis, draft, provenance)
+    elif config.kind == "cv":
         _cv_splits(config, analysis, draft)
     elif config.kind == "official":
         _official_split(config, analysis, draft)
@@ -266,6 +259,21 @@ def _cv_splits(config: BenchmarkConfig, analysis: Analysis, draft: _Draft) -> No
                 f"class {label} has too few independent groups to appear in every test fold "
                 f"(absent from {', '.join(absent)}); pooled metrics still include it"
             )
+
+
+def _source_splits(config: BenchmarkConfig, analysis: Analysis, draft: _Draft, provenance: Provenance) -> dict:
+    """Leave-source-out folds (``--grouping source``); returns what is known of the sources, for the audit."""
+    draft.splits, notes, report = source_folds(analysis, provenance, seed=config.seed)
+    draft.groups, _ = group_labels(analysis, "source")
+    draft.protocol = {
+        "kind": "cv",
+        "folds": len(draft.splits),
+        "grouping": "source",
+        "n_groups": len(report["names"]),
+        "sources": {k: report[k] for k in ("origin", "names", "n_sources", "confidence") if k in report},
+    }
+    draft.notes += notes
+    return report
 
 
 def _official_split(config: BenchmarkConfig, analysis: Analysis, draft: _Draft) -> None:

@@ -122,6 +122,7 @@ _GROUP_NAMES = {
     "similar": "look-alike groups",
     "subject+duplicates": "subjects joined with their near-duplicate clusters",
     "subject+similar": "subjects joined with their look-alike groups",
+    "source": "look-alike groups (folds hold out whole sources)",
 }
 
 
