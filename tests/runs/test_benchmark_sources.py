@@ -80,6 +80,19 @@ def test_leave_source_out_holds_out_each_source_and_says_what_it_cannot_score(tm
     assert not any(p["label"] == "pituitary" for p in predictions)
     assert len(predictions) == 60  # every glioma and notumor image, each scored once, from the other sources
     assert json.loads((tmp_path / "out/results.json").read_text())["protocol"]["folds"] == 3
+    # the OOD flag, per held-out source: what share of the wrong calls it catches, recomputed from predictions.csv
+    from brainmri.robust.ood import FLAG_QUANTILE
+
+    ood = results["methods"]["rf"]["ood"]
+    assert list(ood["per_fold"]) == folds
+    for entry in results["methods"]["rf"]["per_fold"]:
+        assert ood["per_fold"][entry["fold"]]["accuracy"] == pytest.approx(entry["accuracy"], abs=1e-6)
+    wrong = [p for p in predictions if p["predicted"] != p["label"]]
+    if wrong:
+        caught = sum(float(p["ood_score"]) > FLAG_QUANTILE for p in wrong) / len(wrong)
+        assert ood["wrong_flagged"] == pytest.approx(caught, abs=1e-6)
+    kept = [p for p in predictions if float(p["ood_score"]) <= FLAG_QUANTILE]
+    assert ood["coverage_unflagged"] == pytest.approx(len(kept) / len(predictions), abs=1e-6)
 
 
 def test_one_source_is_refused_with_what_to_do(tmp_path):

@@ -140,6 +140,13 @@ def _ood_lines(results: dict) -> list[str]:
     ]
     for name, o in ood.items():
         line = f"  {name}: {100 * o['test_flagged']:.1f}% of clean test items flagged"
+        if o.get("wrong_flagged") is not None:
+            line += f", {100 * o['wrong_flagged']:.1f}% of its wrong calls"
+            if o.get("accuracy_unflagged") is not None:
+                line += (
+                    f" (accuracy on the unflagged {o['accuracy_unflagged']:.3f}, "
+                    f"{100 * o['coverage_unflagged']:.1f}% of the items)"
+                )
         if "shift" in o:
             line += (
                 f"; AUC severe-shifted vs clean {o['shift']['auc']:.3f} (severity {o['shift']['severity']}, "

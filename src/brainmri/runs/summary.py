@@ -56,9 +56,10 @@ def _pooled(plan: Plan, units: list[dict], classes: list[str]) -> dict:
     return pooled
 
 
-def _ood_entry(config: BenchmarkConfig, units: list[dict]) -> dict | None:
-    """The ``ood`` block of a method: its detector, the share of clean test items flagged, and with ``--shift``
-    the AUC of the OOD distance telling the most severely shifted test items from the same items clean.
+def _ood_entry(config: BenchmarkConfig, units: list[dict], pooled: dict) -> dict | None:
+    """The ``ood`` block of a method: its detector, the share of clean test items flagged, what the flag catches
+    (:func:`_flag_coverage`), and with ``--shift`` the AUC of the OOD distance telling the most severely shifted
+    test items from the same items clean.
 
     Each fold has its own detector, so the AUC is computed per fold and
     averaged, weighted by the fold's re-tested items.
@@ -71,6 +72,7 @@ def _ood_entry(config: BenchmarkConfig, units: list[dict]) -> dict | None:
         "flag_quantile": FLAG_QUANTILE,
         "test_flagged": round(float(np.mean(scores > FLAG_QUANTILE)), 6),
         "test_mean_score": round(float(np.mean(scores)), 6),
+        **_flag_coverage(pooled, scores > FLAG_QUANTILE),
     }
     if config.shift and all("distance" in u.get("shift", {}) for u in units):
         severity = max(config.shift_severities)
@@ -90,6 +92,32 @@ def _ood_entry(config: BenchmarkConfig, units: list[dict]) -> dict | None:
             "flagged": round(float(np.mean(np.concatenate(flagged))), 6),
         }
     return entry
+
+
+def _flag_coverage(pooled: dict, flagged: np.ndarray) -> dict:
+    """What the flag catches: the shares of wrong and of right test predictions flagged, the accuracy kept when the
+    flagged are set aside (with the share kept), and per fold (a held-out source under ``--grouping source``)."""
+    classes = pooled["classes"]
+    wrong = np.array([classes[k] for k in pooled["proba"].argmax(axis=1)]) != np.asarray(pooled["y_true"])
+    folds = np.asarray(pooled["fold"])
+
+    def shares(part: np.ndarray) -> dict:
+        w, f = wrong[part], flagged[part]
+        return {
+            "flagged": round(float(f.mean()), 6) if part.any() else None,
+            "wrong_flagged": round(float(f[w].mean()), 6) if w.any() else None,
+            "right_flagged": round(float(f[~w].mean()), 6) if (~w).any() else None,
+            "accuracy": round(float(1 - w.mean()), 6) if part.any() else None,
+            "accuracy_unflagged": round(float(1 - w[~f].mean()), 6) if (~f).any() else None,
+            "coverage_unflagged": round(float((~f).mean()), 6) if part.any() else None,
+        }
+
+    every = np.ones(len(wrong), dtype=bool)
+    overall = shares(every)
+    return {
+        **{k: overall[k] for k in ("wrong_flagged", "right_flagged", "accuracy_unflagged", "coverage_unflagged")},
+        "per_fold": {fold: shares(folds == fold) for fold in dict.fromkeys(pooled["fold"])},
+    }
 
 
 def _shift_entry(config: BenchmarkConfig, plan: Plan, units: list[dict], pooled: dict) -> dict:
@@ -213,7 +241,7 @@ def _method_entry(
     predict = sum(u["predict_s"] for u in us)
     entry["timing_s"] = {"fit": round(fit, 2), "predict": round(predict, 2), "total": round(fit + predict, 2)}
     entry["cost"] = cost_entry(us)
-    ood = _ood_entry(config, us)
+    ood = _ood_entry(config, us, pooled)
     if ood is not None:
         entry["ood"] = ood
         entry["timing_s"]["ood_calibration"] = round(sum(u["ood"]["fit_s"] for u in us), 2)
