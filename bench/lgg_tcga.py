@@ -1,6 +1,7 @@
 """A bundle trained on brain-tumor-mri, tested on another source: TCGA lower-grade gliomas (issue 23).
 
-Usage: .venv/bin/python bench/lgg_tcga.py BUNDLE LGG_DIR [--out DIR] [--predictions CSV] [--seed 0]
+Usage: .venv/bin/python bench/lgg_tcga.py BUNDLE LGG_DIR [--out DIR] [--predictions CSV] [--adapt none|adabn|tent]
+       [--seed 0]
 
 LGG_DIR is the lgg-tcga collection built by ``../shared/datasets/lgg-tcga-recipe/make_lgg_tcga.py`` (its
 ``manifest.csv``: case, institution, slice, sequence, class, mask_pixels, file). The script runs ``brainmri predict``
@@ -40,11 +41,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/brainmri-lgg-tcga"))
     parser.add_argument("--predictions", type=Path, help="an earlier predictions CSV of these images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adapt", default="none", help="test-time adaptation of predict (none, adabn, tent)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    predictions = args.predictions or _predict(args.bundle, args.lgg, args.out / "predictions.csv")
+    predictions = args.predictions or _predict(
+        args.bundle, args.lgg, args.out / "predictions.csv", args.adapt, args.seed
+    )
     rows = _join(args.lgg, predictions)
-    report = {"bundle": str(args.bundle), "n_images": len(rows), "by_sequence": {}, "by_institution": {}}
+    report = {"bundle": str(args.bundle), "adapt": args.adapt, "n_images": len(rows), "by_sequence": {}}
+    report["by_institution"] = {}
     for seq in SEQUENCES:
         report["by_sequence"][seq] = _scores([r for r in rows if r["sequence"] == seq], args.seed)
     for inst in sorted({r["institution"] for r in rows}):
@@ -54,10 +59,22 @@ def main() -> None:
     _print(report)
 
 
-def _predict(bundle: Path, lgg: Path, out: Path) -> Path:
-    folders = [str(lgg / cls / seq) for cls in ("glioma", "nomask") for seq in SEQUENCES]
+def _predict(bundle: Path, lgg: Path, out: Path, adapt: str, seed: int) -> Path:
+    folders = [lgg / cls / seq for cls in ("glioma", "nomask") for seq in SEQUENCES]
+    if adapt != "none":
+        # predict adapts to each batch of 64 images in reading order; a folder holds one class of one sequence, and
+        # batches of one class would give AdaBN and Tent label information. A folder of links in a seeded random
+        # order mixes classes and sequences in every batch, as a clinic's stream would.
+        files = sorted(p for folder in folders for p in folder.glob("*.png"))
+        mixed = out.parent / f"mixed-{seed}"
+        if not mixed.exists():
+            mixed.mkdir()
+            for k, index in enumerate(np.random.default_rng(seed).permutation(len(files))):
+                (mixed / f"{k:05d}.png").symlink_to(files[index].resolve())
+        folders = [mixed]
     brainmri = Path(sys.executable).with_name("brainmri")
-    subprocess.run([str(brainmri), "predict", str(bundle), *folders, "--out", str(out), "--force", "-q"], check=True)
+    command = [str(brainmri), "predict", str(bundle), *map(str, folders), "--out", str(out), "--force", "-q"]
+    subprocess.run([*command, "--adapt", adapt], check=True)
     return out
 
 
