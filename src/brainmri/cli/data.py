@@ -146,14 +146,14 @@ def cmd_audit(args) -> int:
         sizes = np.bincount(analysis.similar_groups)
         report["similar_groups"] = {"n_groups": int(len(sizes)), "largest": int(sizes.max(initial=0))}
     if args.shortcuts:
-        from brainmri.evaluation.shortcuts import measure_files
-        from brainmri.runs.provenance import audit_shortcuts, dataset_sources
+        from brainmri.runs.provenance import Provenance, audit_shortcuts, dataset_sources
 
         with progress(args, len(analysis.dataset), "shortcuts") as update:
-            properties = measure_files([it.path for it in analysis.dataset.items], n_jobs=args.jobs, progress=update)
-        report["shortcuts"] = audit_shortcuts(analysis, seed=args.seed, n_jobs=args.jobs, properties=properties)
+            provenance = Provenance(analysis, args.jobs, update)
+            properties = provenance.get()
+        report["shortcuts"] = audit_shortcuts(analysis, properties, seed=args.seed, n_jobs=args.jobs)
         if all(p is not None for p in properties):
-            report["sources"] = dataset_sources(analysis, seed=args.seed, properties=properties)[1]
+            report["sources"] = dataset_sources(analysis, provenance, seed=args.seed)[1]
     print(format_audit(report))
     if args.group_similar:
         print(

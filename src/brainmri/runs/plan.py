@@ -167,7 +167,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
     report = audit_report(analysis)
     provenance = Provenance(analysis, n_jobs, progress)
     if config.wants_shortcuts(len(ds)):
-        report["shortcuts"] = audit_shortcuts(analysis, seed=config.seed, n_jobs=n_jobs, properties=provenance.get())
+        report["shortcuts"] = audit_shortcuts(analysis, provenance.get(), seed=config.seed, n_jobs=n_jobs)
     draft = _Draft(
         np.array([str(it.path) for it in ds.items]),
         ds.labels.astype(str),

@@ -17,24 +17,15 @@ from brainmri.data.splits import Split, source_splits
 from brainmri.errors import DataError
 
 
-def audit_shortcuts(
-    analysis: Analysis,
-    *,
-    seed: int = 0,
-    n_jobs: int = -1,
-    progress: Callable[[int], None] | None = None,
-    properties: list | None = None,
-) -> dict:
+def audit_shortcuts(analysis: Analysis, properties: list, *, seed: int = 0, n_jobs: int = -1) -> dict:
     """The shortcut audit of a read dataset (:mod:`brainmri.evaluation.shortcuts`), grouped by look-alike group.
 
-    ``properties``: the files' :func:`~brainmri.evaluation.shortcuts.measure_files`, when already measured.
+    ``properties``: the files' :func:`~brainmri.evaluation.shortcuts.measure_files` (:meth:`Provenance.get`).
     """
     from brainmri.evaluation.shortcuts import shortcut_study
 
-    ds = analysis.dataset
-    if properties is None:
-        properties = Provenance(analysis, n_jobs, progress).get()
-    return shortcut_study(properties, ds.labels.astype(str), analysis.similar_groups, seed=seed, n_jobs=n_jobs)
+    labels = analysis.dataset.labels.astype(str)
+    return shortcut_study(properties, labels, analysis.similar_groups, seed=seed, n_jobs=n_jobs)
 
 
 class Provenance:
@@ -52,8 +43,9 @@ class Provenance:
         return self.properties
 
 
-def dataset_sources(analysis: Analysis, *, seed: int = 0, properties: list | None = None) -> tuple[np.ndarray, dict]:
-    """The source of every item: the manifest's ``source`` column, or sources inferred from the files.
+def dataset_sources(analysis: Analysis, provenance: Provenance, *, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """The source of every item: the manifest's ``source`` column, or sources inferred from the files (measured
+    through ``provenance`` only then).
 
     Returns the source index of each item and a report: ``origin`` (``manifest`` or ``inferred``), ``names``, and
     for inferred sources what :func:`brainmri.evaluation.sources.infer_sources` says of them.
@@ -64,8 +56,7 @@ def dataset_sources(analysis: Analysis, *, seed: int = 0, properties: list | Non
     if ds.has_sources:
         names, index = np.unique([it.source for it in ds.items], return_inverse=True)
         return index.ravel(), {"origin": "manifest", "names": [str(n) for n in names]}
-    if properties is None:
-        properties = Provenance(analysis, -1, None).get()
+    properties = provenance.get()
     if any(p is None for p in properties):
         raise DataError("some files could not be measured for their source; see the audit's unreadable list")
     sources, report = infer_sources(properties, ds.labels.astype(str), seed=seed)
@@ -80,8 +71,7 @@ def source_folds(analysis: Analysis, provenance: Provenance, *, seed: int = 0) -
     DataError
         When DATA holds one source, or no held-out source can be scored.
     """
-    properties = None if analysis.dataset.has_sources else provenance.get()
-    sources, report = dataset_sources(analysis, seed=seed, properties=properties)
+    sources, report = dataset_sources(analysis, provenance, seed=seed)
     if len(report["names"]) < 2:
         raise DataError(
             f"--grouping source: DATA holds one source ({report['origin']}"
