@@ -7,10 +7,12 @@ import doctest
 import numpy as np
 import pytest
 
+from brainmri.data import tissue
 from brainmri.data.synthetic import synthetic_slice
+from brainmri.data.tissue import fuzzy_cmeans_1d
 from brainmri.errors import ConfigError
 from brainmri.features import fcm
-from brainmri.features.fcm import PALETTE, FCMWaveletFeatures, fcm_segment, fuzzy_cmeans_1d
+from brainmri.features.fcm import PALETTE, FCMWaveletFeatures, fcm_segment
 
 
 def plateaus(levels=(0, 51, 102, 153, 204), size=64) -> np.ndarray:
@@ -27,7 +29,7 @@ def test_histogram_fcm_equals_scikit_fuzzy_on_the_pixels():
     centres, u, n_iter = fuzzy_cmeans_1d(values, counts, start, m=2.0, error=0.005, max_iter=100)
 
     pixels = image.reshape(1, -1)
-    init = fcm._memberships(np.fmax(np.abs(pixels - start[:, None]), fcm._EPS), 2.0)
+    init = tissue._memberships(np.fmax(np.abs(pixels - start[:, None]), tissue._EPS), 2.0)
     sk_centres, sk_u, _, _, _, sk_iter, _ = skfuzzy.cmeans(pixels, 5, 2.0, 0.005, 100, init=init)
 
     assert n_iter == sk_iter > 1
@@ -48,7 +50,7 @@ def test_labels_follow_the_centres_whatever_order_fcm_returns_them(monkeypatch):
         c, u, n = fuzzy_cmeans_1d(values, weights, centres, **kw)
         return c[::-1], u[::-1], n
 
-    monkeypatch.setattr(fcm, "fuzzy_cmeans_1d", reversed_fcm)
+    monkeypatch.setattr(tissue, "fuzzy_cmeans_1d", reversed_fcm)
     labels, centres = fcm_segment(plateaus(), n_clusters=5)
     assert (np.diff(centres) > 0).all()
     assert labels[0, 0] == 0 and labels[0, -1] == 4

@@ -200,7 +200,9 @@ def test_bad_training_settings_are_refused_before_training(images, settings, mes
         finetuner(**settings).fit(X, y, groups)
 
 
-@pytest.mark.parametrize("setting", [{"unfreeze_after": 1}, {"backbone_lr_factor": 0.1}, {"frozen_stages": 2}])
+@pytest.mark.parametrize(
+    "setting", [{"unfreeze_after": 1}, {"backbone_lr_factor": 0.1}, {"frozen_stages": 2}, {"style": "mixstyle"}]
+)
 def test_backbone_settings_on_a_network_without_backbone_are_refused(images, setting):
     X, y, groups = images
     with pytest.raises(

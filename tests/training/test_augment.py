@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from brainmri.errors import ConfigError
-from brainmri.training.augment import APPEARANCE, PARTS, augment_batch, augmentation, parse_augment
+from brainmri.training.augment import APPEARANCE, PARTS, PRESETS, augment_batch, augmentation, parse_augment
 
 
 def test_each_image_draws_its_own_transform_within_range():
@@ -45,9 +45,10 @@ def test_changes_stay_small():
         (None, ()),
         (True, ("geometric",)),
         ("geometric", ("geometric",)),
-        ("appearance", PARTS),
+        ("appearance", PRESETS["appearance"]),
         ("gamma, bias-field", ("bias-field", "gamma")),
-        ("appearance,gamma", PARTS),
+        ("appearance,gamma", PRESETS["appearance"]),
+        ("appearance,tissue-contrast", PARTS),
     ],
 )
 def test_augment_settings_name_presets_or_parts(setting, parts):
@@ -122,6 +123,24 @@ def test_the_noise_part_is_rician_and_lifts_the_dark_background():
     # A magnitude image: the background rises to sigma * sqrt(pi / 2); bright tissue keeps its level, spread by sigma.
     assert dark.min() >= 0 and abs(dark.mean().item() - 0.05 * math.sqrt(math.pi / 2)) < 0.002
     assert abs(bright.mean().item() - 0.8) < 0.003 and abs(bright.std().item() - 0.05) < 0.002
+
+
+def test_tissue_contrast_gives_tissues_new_intensities_in_any_order_and_keeps_the_background():
+    pytest.importorskip("torchio")
+    x = torch.zeros(64, 1, 32, 32)  # background 0, then three tissues as bands of 0.3, 0.6 and 0.9
+    for k, level in enumerate((0.3, 0.6, 0.9)):
+        x[:, :, 8 + 6 * k : 14 + 6 * k, 4:28] = level
+    torch.manual_seed(0)
+    out = augmentation("tissue-contrast")(x)
+    changed = [not torch.equal(o, x[0]) for o in out]
+    assert 20 <= sum(changed) <= 44  # half the images, each with its own draw
+    assert torch.all(out[:, :, :8] == 0)  # the background stays black
+    bands = out[:, 0, [10, 16, 22], 16]  # the new intensity of each tissue
+    assert torch.allclose(out[:, 0, 8:14, 4:28], bands[:, 0, None, None].expand(-1, 6, 24))  # a tissue stays flat
+    inverted = (bands[:, 0] > bands[:, 2]).sum()
+    assert 8 <= int(inverted) <= 30  # the brightest tissue often becomes darker than the darkest: T1 <-> T2-like
+    torch.manual_seed(0)
+    assert torch.equal(out, augmentation("tissue-contrast")(x))
 
 
 def test_appearance_without_torchio_names_the_extra(monkeypatch):

@@ -11,7 +11,7 @@ by PCA before the deep network.
 Why FCM runs on the histogram. FCM on intensities is one-dimensional, and
 pixels of equal intensity have equal memberships at every iteration, so the
 algorithm on the pixels equals the algorithm on the distinct intensities,
-each weighted by its pixel count. :func:`fuzzy_cmeans_1d` implements the
+each weighted by its pixel count. :func:`~brainmri.data.tissue.fuzzy_cmeans_1d` implements the
 update of scikit-fuzzy's ``skfuzzy.cmeans`` (Ross 2010, eq. 10.28-10.35,
 with the same stopping rule: the Frobenius norm of the membership change over
 all pixels) on the 256-bin histogram of the slice (the slices are 8-bit
@@ -50,10 +50,9 @@ from __future__ import annotations
 import numpy as np
 
 from brainmri.data.preprocess import resize
+from brainmri.data.tissue import histogram_fcm
 from brainmri.errors import ConfigError
 from brainmri.features.base import ImageTransformer
-
-_EPS = np.finfo(np.float64).eps
 
 #: Colours of the segmentation pictures, darkest cluster first (RGB, uint8).
 PALETTE = np.array(
@@ -71,73 +70,13 @@ PALETTE = np.array(
 )
 
 
-def _memberships(distances: np.ndarray, m: float) -> np.ndarray:
-    """FCM memberships from point-to-centre distances, shape (n_clusters, n_points).
-
-    ``u[k, j] = d[k, j]^(-2/(m-1)) / sum_i d[i, j]^(-2/(m-1))``, computed as
-    scikit-fuzzy's ``normalize_power_columns`` does (scaled first, so that a
-    point on a centre gives membership 1 instead of an overflow).
-    """
-    x = distances / distances.max(axis=0, keepdims=True)
-    x = np.fmax(x, _EPS)
-    x = (x / x.min(axis=0, keepdims=True)) ** (-2.0 / (m - 1.0))
-    return x / x.sum(axis=0, keepdims=True)
-
-
-def fuzzy_cmeans_1d(
-    values, weights, centres, *, m: float = 2.0, error: float = 0.005, max_iter: int = 100
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Fuzzy C-means of weighted 1D values (a histogram), as ``skfuzzy.cmeans`` on the repeated values.
-
-    Parameters
-    ----------
-    values : array-like of shape (n_values,)
-        Distinct values (e.g. the intensities of a histogram's bins).
-    weights : array-like of shape (n_values,)
-        How many points have each value (positive).
-    centres : array-like of shape (n_clusters,)
-        Initial centres; the initial memberships follow from them.
-    m : float
-        Fuzzifier, > 1.
-    error : float
-        Stop when the Frobenius norm of the membership change, counted over
-        the repeated points, is below this.
-    max_iter : int
-
-    Returns
-    -------
-    centres : ndarray of float64, shape (n_clusters,)
-    memberships : ndarray of float64, shape (n_clusters, n_values)
-        Columns sum to 1.
-    n_iter : int
-
-    Examples
-    --------
-    >>> c, u, _ = fuzzy_cmeans_1d([0.0, 1.0], [3, 1], [0.2, 0.8])
-    >>> np.round(c, 3).tolist(), u.argmax(axis=0).tolist()
-    ([0.0, 1.0], [0, 1])
-    """
-    x = np.asarray(values, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    centres = np.asarray(centres, dtype=np.float64)
-    u = _memberships(np.fmax(np.abs(x[None, :] - centres[:, None]), _EPS), m)
-    for n_iter in range(1, max_iter + 1):  # noqa: B007 (the count of iterations is returned after the loop)
-        previous = u
-        um = np.fmax(previous / previous.sum(axis=0, keepdims=True), _EPS) ** m * w
-        centres = um @ x / um.sum(axis=1)
-        u = _memberships(np.fmax(np.abs(x[None, :] - centres[:, None]), _EPS), m)
-        if np.sqrt((w * (u - previous) ** 2).sum()) < error:
-            break
-    return centres, u, n_iter
-
-
 def fcm_segment(
     image: np.ndarray, *, n_clusters: int = 5, m: float = 2.0, error: float = 0.005, max_iter: int = 100
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment a slice into ``n_clusters`` intensity classes by fuzzy C-means.
 
     Intensities are quantised to 256 levels, FCM runs on their histogram
-    (:func:`fuzzy_cmeans_1d`, initial centres evenly spaced over the
+    (:func:`~brainmri.data.tissue.fuzzy_cmeans_1d`, initial centres evenly spaced over the
     intensity range) and each pixel
     takes the cluster of highest membership. Clusters are numbered by
     increasing centre.
@@ -147,7 +86,7 @@ def fcm_segment(
     image : ndarray of shape (H, W)
         Values in [0, 1] (values outside are clipped).
     n_clusters, m, error, max_iter
-        See :func:`fuzzy_cmeans_1d`.
+        See :func:`~brainmri.data.tissue.fuzzy_cmeans_1d`.
 
     Returns
     -------
@@ -162,12 +101,7 @@ def fcm_segment(
     >>> labels.tolist(), np.round(centres, 2).tolist()
     ([[0, 0], [1, 2]], [0.0, 0.5, 1.0])
     """
-    levels = np.rint(np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0) * 255).astype(np.int64)
-    counts = np.bincount(levels.ravel(), minlength=256)
-    present = np.flatnonzero(counts)
-    values = present / 255.0
-    start = values[0] + (values[-1] - values[0]) * (np.arange(n_clusters) + 0.5) / n_clusters
-    centres, u, _ = fuzzy_cmeans_1d(values, counts[present], start, m=m, error=error, max_iter=max_iter)
+    levels, present, centres, u = histogram_fcm(image, n_clusters, m=m, error=error, max_iter=max_iter)
     order = np.argsort(centres, kind="stable")
     rank = np.empty(n_clusters, dtype=np.int64)
     rank[order] = np.arange(n_clusters)
@@ -191,7 +125,7 @@ class FCMWaveletFeatures(ImageTransformer):
     m : float
         FCM fuzzifier.
     error : float
-        FCM stopping tolerance (see :func:`fuzzy_cmeans_1d`).
+        FCM stopping tolerance (see :func:`~brainmri.data.tissue.fuzzy_cmeans_1d`).
     max_iter : int
         FCM iteration limit.
     size : int

@@ -141,6 +141,7 @@ RULES: dict[str, Rule] = {
     "threads": Rule("int", 1, 4096, none=True),
     "dropout": _PROBABILITY_BELOW_1,
     "augment": Rule(boolean=True, text=True),  # parse_augment checks the words
+    "style": Rule(words=("mixstyle", "dsu"), none=True),
     "class_weight": Rule(words=("balanced",), none=True),
     "tta": Rule(boolean=True),
     # networks

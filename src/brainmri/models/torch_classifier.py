@@ -73,6 +73,9 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     frozen_stages : int
         That backbone's first stages stay frozen in every epoch (their
         backward pass is saved); 0: none.
+    style : {None, "mixstyle", "dsu"}
+        For a module with a backbone: perturb the statistics of its early
+        feature maps in training steps (:mod:`brainmri.training.style`).
     tta : bool
         Test-time augmentation of images: the logits are the mean over
         :data:`TTA_VIEWS` (the image and its left-right mirror), in
@@ -132,6 +135,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         backbone_lr_factor=1.0,
         unfreeze_after=0,
         frozen_stages=0,
+        style=None,
         tta=False,
         ema_decay=0.99,
         patience=None,
@@ -156,6 +160,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.backbone_lr_factor = backbone_lr_factor
         self.unfreeze_after = unfreeze_after
         self.frozen_stages = frozen_stages
+        self.style = style
         self.tta = tta
         self.ema_decay = ema_decay
         self.patience = patience
@@ -185,6 +190,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             backbone_lr_factor=self.backbone_lr_factor,
             unfreeze_after=self.unfreeze_after,
             frozen_stages=self.frozen_stages,
+            style=self.style,
         )
 
     def _build(self, n_classes: int, input_shape: tuple, *, restoring: bool = False):

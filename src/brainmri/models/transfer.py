@@ -255,6 +255,7 @@ def transfer_finetune(
     label_smoothing: float = 0.1,
     class_weight: str | None = "balanced",
     augment: bool | str = True,
+    style: str | None = None,
     dropout: float = 0.2,
     ema_decay: float | None = 0.99,
     precision: str = "bf16",
@@ -277,7 +278,9 @@ def transfer_finetune(
     loss by its inverse frequency; ``null``: none, as on alzheimer-mri, where
     the 25x weight of a class of 64 slices made fine-tuning predict it for
     almost everything), ``augment`` (flips, small affine,
-    brightness-contrast), ``dropout`` (before the head), ``ema_decay``,
+    brightness-contrast; ``appearance``, ``tissue-contrast``: :mod:`brainmri.training.augment`),
+    ``style`` (``mixstyle`` or ``dsu``: early feature statistics perturbed in training,
+    :mod:`brainmri.training.style`), ``dropout`` (before the head), ``ema_decay``,
     ``precision`` (``bf16`` autocast or ``fp32``), ``channels_last``,
     ``tta`` (average the logits of each image and its mirror, in prediction
     and calibration), ``val_fraction`` (grouped validation part choosing
@@ -293,10 +296,8 @@ def transfer_finetune(
     in 8 epochs where this one reached 0.975 in 4: MRI slices are far from
     ImageNet, and the backbone has to move. Both are settings.
 
-    Test-time augmentation is a setting of the method rather than a
-    command-line flag: it is recorded with the other settings in
-    results.json and in a trained bundle, which then predicts with it, and
-    methods that cannot use it (the classical ones) need no special case.
+    Test-time augmentation is a setting of the method, recorded in
+    results.json and in a trained bundle, which then predicts with it.
 
     References
     ----------
@@ -324,6 +325,7 @@ _FINETUNE_TRAINING = (
     "label_smoothing",
     "class_weight",
     "augment",
+    "style",
     "backbone_lr_factor",
     "unfreeze_after",
     "frozen_stages",

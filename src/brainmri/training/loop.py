@@ -76,6 +76,7 @@ import numpy as np
 from brainmri.training.batches import predict_logits
 from brainmri.training.run import TrainingRun, run_fingerprint
 from brainmri.training.settings import TrainResult, TrainSettings
+from brainmri.training.style import style_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -134,29 +135,30 @@ def train_module(
     fingerprint = run_fingerprint(module, X, y, X_val, s)
     state, resumed_from = run.resume(work, fingerprint)
     evaluated = run.ema.module if run.ema is not None else module
-    for epoch in range(state["epoch"] + 1, 0 if state["stopped"] else s.epochs):
-        start = time.perf_counter()
-        total, seen = run.train_epoch(X, y, epoch, s, device)
-        train_s = time.perf_counter() - start
-        val_logits, val_loss, val_acc = _validate(evaluated, X_val, y_val, s, device)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": round(total / max(seen, 1), 6),
-            "val_loss": round(val_loss, 6),
-            "val_accuracy": round(val_acc, 6),
-            "lr": float(run.optimizer.param_groups[0]["lr"]),
-            "seconds": round(time.perf_counter() - start, 3),
-            "images_per_s": round(seen / train_s, 1),
-        }
-        _keep_epoch(state, record, epoch, evaluated, val_logits, (val_acc, -val_loss), s.patience)
-        if work is not None:
-            run.save(work, fingerprint, state)
-        logger.debug("epoch %d/%d: %s", epoch + 1, s.epochs, record)
-        for listener in _listeners.get():
-            listener({**record, "epochs": s.epochs})
-        if state["stopped"]:
-            logger.info("early stopping after epoch %d: no better validation for %d epochs", epoch + 1, s.patience)
-            break
+    with style_hooks(module, s.style):
+        for epoch in range(state["epoch"] + 1, 0 if state["stopped"] else s.epochs):
+            start = time.perf_counter()
+            total, seen = run.train_epoch(X, y, epoch, s, device)
+            train_s = time.perf_counter() - start
+            val_logits, val_loss, val_acc = _validate(evaluated, X_val, y_val, s, device)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": round(total / max(seen, 1), 6),
+                "val_loss": round(val_loss, 6),
+                "val_accuracy": round(val_acc, 6),
+                "lr": float(run.optimizer.param_groups[0]["lr"]),
+                "seconds": round(time.perf_counter() - start, 3),
+                "images_per_s": round(seen / train_s, 1),
+            }
+            _keep_epoch(state, record, epoch, evaluated, val_logits, (val_acc, -val_loss), s.patience)
+            if work is not None:
+                run.save(work, fingerprint, state)
+            logger.debug("epoch %d/%d: %s", epoch + 1, s.epochs, record)
+            for listener in _listeners.get():
+                listener({**record, "epochs": s.epochs})
+            if state["stopped"]:
+                logger.info("early stopping after epoch %d: no better validation for %d epochs", epoch + 1, s.patience)
+                break
     return TrainResult(
         state["best_state"],
         state["best_logits"].numpy(),

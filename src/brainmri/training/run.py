@@ -45,7 +45,7 @@ def _ema_avg(decay: float):
 
 #: Settings added after checkpoints were first written, with their defaults: left out of the fingerprint at those
 #: defaults, so that the checkpoints of earlier runs (same training) still resume.
-_LATER_SETTINGS = {"backbone_lr_factor": 1.0, "unfreeze_after": 0, "frozen_stages": 0}
+_LATER_SETTINGS = {"backbone_lr_factor": 1.0, "unfreeze_after": 0, "frozen_stages": 0, "style": None}
 
 
 def run_fingerprint(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, settings: TrainSettings) -> str:

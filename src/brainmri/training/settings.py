@@ -11,6 +11,7 @@ import numpy as np
 
 from brainmri.errors import ConfigError
 from brainmri.training.augment import parse_augment
+from brainmri.training.style import check_style
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -44,6 +45,7 @@ class TrainSettings:
     backbone_lr_factor: float = 1.0
     unfreeze_after: int = 0
     frozen_stages: int = 0
+    style: str | None = None
 
     def __post_init__(self):
         checks = [
@@ -93,6 +95,7 @@ class TrainSettings:
                 raise ConfigError(f"training parameter {name} must be {allowed}, got {getattr(self, name)!r}")
 
         parse_augment(self.augment)
+        check_style(self.style)
 
 
 @dataclass
