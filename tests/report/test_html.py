@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+from brainmri.report.figures import render_figures
 from brainmri.report.html import render_report, write_report
 
 
@@ -382,3 +383,28 @@ def test_write_report(make_benchmark, tmp_path, listing):
     assert path == tmp_path / "out" / "report.html"
     assert list(listing(tmp_path / "out")) == ["report.html"]  # no temporary file left
     assert path.read_text(encoding="utf-8") == render_report(results, predictions)
+
+
+def test_the_ood_section_shows_what_the_flag_catches_per_held_out_source_and_the_risk_coverage_curve(make_benchmark):
+    results, predictions = make_benchmark(methods={"rf": 0.7, "glcm-svm": 0.8})
+    curve = {"coverage": [0.5, 1.0], "accuracy": [0.9, 0.7], "mean_accuracy": 0.8}
+    fold = {"flagged": 0.25, "wrong_flagged": 0.125, "right_flagged": 0.05, "accuracy": 0.61, "ece": 0.432}
+    results["methods"]["rf"]["ood"] = {
+        "detector": "Mahalanobis distance of the embedding",
+        "flag_quantile": 0.99,
+        "test_flagged": 0.25,
+        "test_mean_score": 0.4,
+        "wrong_flagged": 0.125,
+        "right_flagged": 0.05,
+        "accuracy_unflagged": 0.75,
+        "coverage_unflagged": 0.8,
+        "risk_coverage": {"ood_score": curve, "confidence": {**curve, "mean_accuracy": 0.85}},
+        "per_fold": {"source <b>a</b>": {**fold, "accuracy_unflagged": 0.7, "coverage_unflagged": 0.75}},
+    }
+    figures = render_figures(results, predictions)
+    assert "risk_coverage/rf" in figures and "risk_coverage/glcm-svm" not in figures
+    page = render_report(results, predictions, figures)
+    section = page[page.index('<h2 id="ood">') : page.index('<h2 id="pairwise">')]
+    assert "0.750 (0.800)" in section and "0.800 / 0.850" in section  # accuracy kept (share kept); curve areas
+    assert "source &lt;b&gt;a&lt;/b&gt;" in section and "0.432" in section  # the held-out source, its ECE
+    assert 'alt="accuracy of rf when abstaining, against the share kept"' in section

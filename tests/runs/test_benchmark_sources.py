@@ -93,6 +93,17 @@ def test_leave_source_out_holds_out_each_source_and_says_what_it_cannot_score(tm
         assert ood["wrong_flagged"] == pytest.approx(caught, abs=1e-6)
     kept = [p for p in predictions if float(p["ood_score"]) <= FLAG_QUANTILE]
     assert ood["coverage_unflagged"] == pytest.approx(len(kept) / len(predictions), abs=1e-6)
+    # calibration on each held-out source, and the accuracy kept when abstaining on the least like training
+    for entry in results["methods"]["rf"]["per_fold"]:
+        assert ood["per_fold"][entry["fold"]]["ece"] == pytest.approx(entry["ece"], abs=1e-4)
+    curve = ood["risk_coverage"]["ood_score"]
+    assert curve["coverage"][-1] == 1.0 and curve["accuracy"][-1] == pytest.approx(1 - len(wrong) / 60, abs=1e-4)
+    half = sorted(predictions, key=lambda p: float(p["ood_score"]))[:30]
+    assert curve["accuracy"][4] == pytest.approx(sum(p["predicted"] == p["label"] for p in half) / 30, abs=1e-4)
+    from brainmri.report.terminal import format_results
+
+    ece = ", ".join(f"{fold} {ood['per_fold'][fold]['ece']:.3f}" for fold in folds)
+    assert f"ECE on each held-out source (calibration under shift): {ece}" in format_results(results)
 
 
 def test_one_source_is_refused_with_what_to_do(tmp_path):

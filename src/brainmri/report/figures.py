@@ -22,6 +22,7 @@ import numpy as np
 
 from brainmri.files import atomic_path
 from brainmri.report.charts import colors, figure_png, new_figure
+from brainmri.report.ood_figures import risk_coverage_figure
 from brainmri.report.parts import CHART_METRICS
 from brainmri.report.shift_figures import shift_severity_figure, shift_summary_figure
 
@@ -388,7 +389,8 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
         ``"illustration/<method>/<k>"`` (the PNG pictures of the method's
         ``illustrate`` hook, ``predictions[method]["illustrations"]``, as
         they are), ``"explanation/<method>/<k>"`` (the attribution overlays
-        of ``predictions[method]["explanations"]``, as they are) and ``"shift/<method>"`` (with ``--shift``), methods in the
+        of ``predictions[method]["explanations"]``, as they are), ``"risk_coverage/<method>"`` (when its
+        ``ood`` block has curves) and ``"shift/<method>"`` (with ``--shift``), methods in the
         order of ``results``; with ``--shift`` also ``"shift_summary"``.
     """
     figures = {"metric_comparison": figure_png(metric_comparison_figure(results))}
@@ -416,6 +418,10 @@ def render_figures(results: dict, predictions: dict[str, dict]) -> dict[str, byt
         for kind in ("illustration", "explanation"):
             for k, png in enumerate(predictions.get(name, {}).get(f"{kind}s", [])):
                 figures[f"{kind}/{name}/{k}"] = png
+        if method.get("ood", {}).get("risk_coverage"):
+            figures[f"risk_coverage/{name}"] = figure_png(
+                risk_coverage_figure(method["ood"], f"{name}: accuracy when abstaining")
+            )
         if method.get("shift"):
             figures[f"shift/{name}"] = figure_png(
                 shift_severity_figure(

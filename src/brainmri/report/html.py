@@ -109,7 +109,7 @@ def render_report(results: dict, predictions: dict[str, dict], figures: dict[str
         comparison_section(results, figures),
         cost_section(results),
         shift_section(results, figures),
-        ood_section(results),
+        ood_section(results, figures),
         pairwise_section(results),
         dataset_section(results),
         audit_section(results),

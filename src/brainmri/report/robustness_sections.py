@@ -116,16 +116,19 @@ def _method_under_shifts(name: str, shift: dict, severities: list[int], figures:
     return "".join(parts)
 
 
-def ood_section(results: dict) -> str:
-    """The out-of-distribution score: its detector, how often clean test items are flagged, and with shifts
-    how well it tells the most severely shifted test images from the clean ones."""
+def ood_section(results: dict, figures: dict[str, bytes]) -> str:
+    """The out-of-distribution score: its detector, how often clean test items are flagged, what the flag catches
+    (wrong calls flagged, accuracy kept), calibration and the flag per fold (per held-out source under
+    ``--grouping source``), the risk-coverage curves, and with shifts how well it tells the most severely shifted
+    test images from the clean ones."""
     methods = {name: m["ood"] for name, m in results["methods"].items() if "ood" in m}
     if not methods:
         return ""
     first = next(iter(methods.values()))
     shifted = [o for o in methods.values() if "shift" in o]
     shifts = list(shifted[0]["shift"]["auc_per_shift"]) if shifted else []
-    header = ["method", "clean test flagged", "mean score"]
+    header = ["method", "test flagged", "wrong calls flagged", "right calls flagged", "accuracy kept (share kept)"]
+    header += ["mean accuracy over coverages: OOD / confidence"]
     if shifted:
         header += [
             f"AUC shifted (severity {shifted[0]['shift']['severity']}) vs clean",
@@ -134,7 +137,11 @@ def ood_section(results: dict) -> str:
         ]
     rows = []
     for name, o in methods.items():
-        row = [escape_html(name), number(o["test_flagged"]), number(o["test_mean_score"])]
+        curves = o.get("risk_coverage", {})
+        mean = " / ".join(number(curves.get(k, {}).get("mean_accuracy")) for k in ("ood_score", "confidence"))
+        kept = f"{number(o.get('accuracy_unflagged'))} ({number(o.get('coverage_unflagged'))})"
+        row = [escape_html(name), number(o["test_flagged"]), number(o.get("wrong_flagged"))]
+        row += [number(o.get("right_flagged")), kept, mean]
         if "shift" in o:
             row += [
                 number(o["shift"]["auc"]),
@@ -142,11 +149,45 @@ def ood_section(results: dict) -> str:
                 *[number(o["shift"]["auc_per_shift"].get(n)) for n in shifts],
             ]
         rows.append(row)
-    return (
+    parts = [
         '<h2 id="ood">Unlike the training data: the out-of-distribution score</h2>'
         f"<p>Every prediction has a score from 0 (like the training images) to 1 (farther than every training "
         f"image): {escape_html(first['detector'])}. A test item above the {100 * first['flag_quantile']:g}th training "
-        "percentile is flagged (its <code>ood_score</code> in predictions.csv). With shifts, the AUC says how "
-        "well the distance tells the shifted test images from the same images clean (1: always; 0.5: chance), "
-        "per fold and averaged over the folds.</p>" + table(header, rows, numeric_from=1)
+        "percentile is flagged (its <code>ood_score</code> in predictions.csv). A useful flag catches most wrong "
+        "calls and few right ones, so the accuracy of the calls it keeps rises; the mean accuracy over coverages "
+        "is the area under the curves below (abstaining on the highest OOD score, or on the lowest confidence). "
+        "With shifts, the AUC says how well the distance tells the shifted test images from the same images clean "
+        "(1: always; 0.5: chance), per fold and averaged over the folds.</p>" + table(header, rows, numeric_from=1),
+        _ood_per_fold(methods),
+    ]
+    parts += [
+        image(figures[f"risk_coverage/{name}"], f"accuracy of {name} when abstaining, against the share kept")
+        for name in methods
+        if f"risk_coverage/{name}" in figures
+    ]
+    return "".join(parts)
+
+
+def _ood_per_fold(methods: dict) -> str:
+    """Per fold (a held-out source under ``--grouping source``): accuracy, ECE and what the flag catches."""
+    rows = [
+        [
+            escape_html(name),
+            escape_html(fold),
+            number(f.get("accuracy")),
+            number(f.get("ece")),
+            number(f.get("flagged")),
+            number(f.get("wrong_flagged")),
+            number(f.get("accuracy_unflagged")),
+        ]
+        for name, o in methods.items()
+        for fold, f in o.get("per_fold", {}).items()
+    ]
+    if not rows:
+        return ""
+    header = ["method", "fold", "accuracy", "ECE", "flagged", "wrong calls flagged", "accuracy kept"]
+    return (
+        "<h3>Per fold</h3><p>Each fold's test items scored by the model trained without them; under "
+        "<code>--grouping source</code> a fold is a held-out source, and its ECE is the calibration under that "
+        "shift (0: confidences match accuracy).</p>" + table(header, rows, numeric_from=2)
     )

@@ -153,6 +153,9 @@ def _ood_lines(results: dict) -> list[str]:
                 f"{100 * o['shift']['flagged']:.1f}% of them flagged)"
             )
         lines.append(line)
+        if results.get("protocol", {}).get("grouping") == "source" and o.get("per_fold"):
+            ece = ", ".join(f"{fold} {f['ece']:.3f}" for fold, f in o["per_fold"].items() if f.get("ece") is not None)
+            lines.append(f"    ECE on each held-out source (calibration under shift): {ece}")
     return lines
 
 

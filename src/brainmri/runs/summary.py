@@ -17,6 +17,7 @@ import numpy as np
 from brainmri.evaluation.cost import cost_entry
 from brainmri.evaluation.coverage import TEST_PARTS, class_coverage
 from brainmri.evaluation.metrics import METRICS, RATES, classification_metrics, summarize
+from brainmri.evaluation.selective import risk_coverage
 from brainmri.evaluation.shift import ood_auc, shift_definitions, summarize_shift
 from brainmri.evaluation.stats import corrected_resampled_ttest, holm, mcnemar
 from brainmri.models.catalog import get_method
@@ -72,7 +73,7 @@ def _ood_entry(config: BenchmarkConfig, units: list[dict], pooled: dict) -> dict
         "flag_quantile": FLAG_QUANTILE,
         "test_flagged": round(float(np.mean(scores > FLAG_QUANTILE)), 6),
         "test_mean_score": round(float(np.mean(scores)), 6),
-        **_flag_coverage(pooled, scores > FLAG_QUANTILE),
+        **_flag_coverage(pooled, scores),
     }
     if config.shift and all("distance" in u.get("shift", {}) for u in units):
         severity = max(config.shift_severities)
@@ -94,15 +95,19 @@ def _ood_entry(config: BenchmarkConfig, units: list[dict], pooled: dict) -> dict
     return entry
 
 
-def _flag_coverage(pooled: dict, flagged: np.ndarray) -> dict:
+def _flag_coverage(pooled: dict, scores: np.ndarray) -> dict:
     """What the flag catches: the shares of wrong and of right test predictions flagged, the accuracy kept when the
-    flagged are set aside (with the share kept), and per fold (a held-out source under ``--grouping source``)."""
+    flagged are set aside (with the share kept), the risk-coverage curves of the OOD score and of the confidence
+    (:func:`~brainmri.evaluation.selective.risk_coverage`), and per fold (a held-out source under ``--grouping
+    source``) the same shares with the fold's ECE: calibration under shift."""
     classes = pooled["classes"]
     wrong = np.array([classes[k] for k in pooled["proba"].argmax(axis=1)]) != np.asarray(pooled["y_true"])
+    flagged = scores > FLAG_QUANTILE
     folds = np.asarray(pooled["fold"])
 
     def shares(part: np.ndarray) -> dict:
         w, f = wrong[part], flagged[part]
+        y_true = [y for y, k in zip(pooled["y_true"], part, strict=True) if k]
         return {
             "flagged": round(float(f.mean()), 6) if part.any() else None,
             "wrong_flagged": round(float(f[w].mean()), 6) if w.any() else None,
@@ -110,12 +115,19 @@ def _flag_coverage(pooled: dict, flagged: np.ndarray) -> dict:
             "accuracy": round(float(1 - w.mean()), 6) if part.any() else None,
             "accuracy_unflagged": round(float(1 - w[~f].mean()), 6) if (~f).any() else None,
             "coverage_unflagged": round(float((~f).mean()), 6) if part.any() else None,
+            "ece": round(classification_metrics(y_true, pooled["proba"][part], classes)["metrics"]["ece"], 6)
+            if part.any()
+            else None,
         }
 
     every = np.ones(len(wrong), dtype=bool)
     overall = shares(every)
     return {
         **{k: overall[k] for k in ("wrong_flagged", "right_flagged", "accuracy_unflagged", "coverage_unflagged")},
+        "risk_coverage": {
+            "ood_score": risk_coverage(~wrong, scores),
+            "confidence": risk_coverage(~wrong, -pooled["proba"].max(axis=1)),
+        },
         "per_fold": {fold: shares(folds == fold) for fold in dict.fromkeys(pooled["fold"])},
     }
 
