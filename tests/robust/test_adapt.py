@@ -159,4 +159,42 @@ def test_predict_adapts_a_deep_bundle_without_changing_it(demo_source, tmp_path,
     assert {p.name: p.read_bytes() for p in model.iterdir()} == files  # the bundle on disk is as trained
     out = tmp_path / "p.json"
     assert main(["predict", str(model), str(demo_source), "-q", "--adapt", "adabn", "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["adapt"] == "adabn"
+    document = json.loads(out.read_text())
+    assert document["adapt"] == "adabn"
+    # both calls are reported, with how far the adaptation moved them and the accuracy of each on labelled images
+    said = capsys.readouterr().out
+    rows = document["predictions"]
+    classes = document["classes"]
+    as_trained = [classes[max(range(len(p)), key=p.__getitem__)] for p in plain]
+    assert [r["predicted_as_trained"] for r in rows] == as_trained
+    changed = sum(r["predicted"] != r["predicted_as_trained"] for r in rows) / len(rows)
+    check = document["adaptation"]
+    assert check["method"] == "adabn" and check["calls_changed"] == pytest.approx(changed, abs=1e-4)
+    assert f"adabn changed {100 * changed:.1f}% of the calls" in said
+    right = sum(r["predicted_as_trained"] == r["label"] for r in rows) / len(rows)
+    assert f"accuracy as trained {right:.3f}" in said
+    assert all(f"risk: {risk}" in said for risk in check["risks"])
+
+
+@pytest.mark.parametrize(
+    "as_trained, adapted, unlike, batch_size, risks",
+    [
+        (["a"] * 40, ["a"] * 40, [True] * 40, 64, []),
+        (["a"] * 40, ["a"] * 30 + ["b"] * 10, [True] * 40, 64, ["changed 25.0% of the calls"]),
+        (["a"] * 40, ["a"] * 40, [True] * 40, 16, ["batches of 16 images (fewer than 32)"]),
+        (["a"] * 40, ["a"] * 40, [False] * 30 + [True] * 10, 64, ["only 25.0% of the images look unlike"]),
+        (
+            ["a", "b"] * 20,
+            ["a"] * 39 + ["b"],
+            [True] * 40,
+            64,
+            ["changed", "97.5% of the calls are a (as trained: 50.0%)"],
+        ),
+    ],
+)
+def test_the_adaptation_check_states_the_risks_the_data_show(as_trained, adapted, unlike, batch_size, risks):
+    from brainmri.robust.adapt import adaptation_check
+
+    check = adaptation_check(as_trained, adapted, unlike, method="tent", batch_size=batch_size)
+    assert len(check["risks"]) == len(risks)
+    assert all(expected in said for expected, said in zip(risks, check["risks"], strict=True))

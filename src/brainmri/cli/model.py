@@ -196,6 +196,7 @@ def cmd_predict(args) -> int:
         predictions_document,
     )
     from brainmri.outputs import check_output_file
+    from brainmri.robust.adapt import adaptation_check
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
@@ -212,7 +213,7 @@ def cmd_predict(args) -> int:
 
         check_explain_folder(args.explain, inputs=[args.model, *args.images], option="--explain")
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
-    bundle = load_model(args.model, n_jobs=jobs, device=args.device)
+    bundle = as_trained = load_model(args.model, n_jobs=jobs, device=args.device)
     if args.adapt != "none":
         if args.explain is not None:
             raise ConfigError(
@@ -223,25 +224,48 @@ def cmd_predict(args) -> int:
     with torch_threads_for(args.threads), progress(args, len(items), "predicting") as update:
         if args.explain is None:
             result = predict_images(
-                bundle, items, batch_size=args.batch_size, n_jobs=jobs, progress=update, max_pixels=args.max_pixels
+                bundle,
+                items,
+                batch_size=args.batch_size,
+                n_jobs=jobs,
+                progress=update,
+                max_pixels=args.max_pixels,
+                as_trained=as_trained if args.adapt != "none" else None,
             )
         else:
             result = _predict_and_explain(args, bundle, items, jobs, update)
-    rows, skipped = result["rows"], result["skipped"]
+    rows = result["rows"]
     if not rows:
         logger.error("none of the %d image(s) could be read; nothing was predicted", len(items))
         return 1
     classes = [str(c) for c in bundle.classes_]
     metrics = folder_metrics(rows, classes)
+    if args.adapt != "none":
+        result["adaptation"] = adaptation_check(
+            [r["predicted_as_trained"] for r in rows],
+            [r["predicted"] for r in rows],
+            [r["unlike_training"] for r in rows],
+            method=args.adapt,
+            batch_size=args.batch_size,
+        )
     if args.out is None:
         sys.stdout.write(predictions_csv(rows, classes))
     elif args.out.suffix.lower() == ".csv":
         write_text(args.out, predictions_csv(rows, classes))
     else:
         write_json(args.out, predictions_document(bundle, result, metrics, adapt=args.adapt))
+    _say_predictions(args, bundle, result, metrics)
+    return 0
+
+
+def _say_predictions(args, bundle, result: dict, metrics: dict) -> None:
+    """The summary of ``predict``: counts, what ``--adapt`` changed, and the metrics of labelled folders.
+
+    It is a result (stdout), unless stdout carries the CSV.
+    """
+    rows, skipped = result["rows"], result["skipped"]
     noted = sum(bool(r["note"]) for r in rows)
     unlike = sum(bool(r["unlike_training"]) for r in rows)
-    # The summary is a result (stdout), unless stdout carries the CSV.
     say = print if args.out else args.reporter.say
     say(
         f"predicted {len(rows)} image(s) with {bundle.manifest['method']['name']}"
@@ -250,6 +274,8 @@ def cmd_predict(args) -> int:
         + (f"; {unlike} look unlike the training data (ood_score above its 99th percentile)" if unlike else "")
         + (f"; wrote {args.out}" if args.out else "")
     )
+    if "adaptation" in result:
+        _say_adaptation(say, result["adaptation"], rows)
     for source, entry in metrics.items():
         if "skipped" in entry:
             say(f"{source}: {entry['skipped']}")
@@ -260,7 +286,25 @@ def cmd_predict(args) -> int:
                 f"{m['balanced_accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}, AUC {m['auc']:.3f}, "
                 f"ECE {m['ece']:.3f}"
             )
-    return 0
+
+
+def _say_adaptation(say, check: dict, rows: list[dict]) -> None:
+    """What ``--adapt`` changed (both calls are in the output), the accuracy of both on labelled images, the risks."""
+    say(
+        f"{check['method']} changed {100 * check['calls_changed']:.1f}% of the calls; the calls as trained are in "
+        "predicted_as_trained"
+    )
+    labelled = [r for r in rows if r["label"]]
+    if labelled:
+        right = {
+            k: sum(r[k] == r["label"] for r in labelled) / len(labelled) for k in ("predicted_as_trained", "predicted")
+        }
+        say(
+            f"on the {len(labelled)} labelled images: accuracy as trained {right['predicted_as_trained']:.3f}, "
+            f"adapted {right['predicted']:.3f}"
+        )
+    for risk in check["risks"]:
+        say(f"risk: {risk}")
 
 
 def _predict_and_explain(args, bundle, items, jobs: int, update) -> dict:

@@ -154,6 +154,7 @@ def predict_images(
     on_batch: Callable[[list[dict], list[np.ndarray]], None] | None = None,
     predict: Callable[[list[np.ndarray]], np.ndarray] | None = None,
     max_pixels: int = MAX_PIXELS,
+    as_trained=None,
 ) -> dict:
     """Predict every readable image of ``items`` with ``bundle``, batch by batch.
 
@@ -183,13 +184,17 @@ def predict_images(
         pass it explains).
     max_pixels : int
         Images with more pixels are skipped unread (``--max-pixels``).
+    as_trained : Bundle, optional
+        With an adapted ``bundle`` (``--adapt``): the bundle as trained, which
+        also predicts every batch, so that both calls are reported.
 
     Returns
     -------
     dict
         ``rows``: ``{path, label, source, proba (n_classes floats), predicted,
-        note, ood_score, unlike_training}`` per usable image, in input order
-        (the last two None without a detector, or with ``predict``); ``skipped``: ``{path,
+        note, ood_score, unlike_training, predicted_as_trained}`` per usable image, in input order
+        (the OOD pair None without a detector, or with ``predict``; the last None without ``as_trained``);
+        ``skipped``: ``{path,
         reason}`` per unusable one (also logged as warnings).
     """
     training = bundle.manifest.get("training_data", {})
@@ -203,6 +208,9 @@ def predict_images(
             if images:
                 proba, ood = (predict(images), None) if predict else bundle.predict_with_ood(images)
                 new = _prediction_rows(bundle, kept, proba, ood)
+                if as_trained is not None:
+                    for row, p in zip(new, as_trained.predict_proba(images), strict=True):
+                        row["predicted_as_trained"] = str(as_trained.classes_[int(np.argmax(p))])
                 rows += new
                 if on_batch:
                     on_batch(new, images)
@@ -250,6 +258,7 @@ def _prediction_rows(bundle, kept: list, proba, ood) -> list[dict]:
             "note": note,
             "ood_score": o,
             "unlike_training": None if o is None else o > FLAG_QUANTILE,
+            "predicted_as_trained": None,
         }
         for (item, note), p, o in zip(kept, proba, ood, strict=True)
     ]
@@ -282,18 +291,21 @@ def folder_metrics(rows: list[dict], classes: Sequence[str]) -> dict[str, dict]:
 
 
 def predictions_csv(rows: list[dict], classes: Sequence[str]) -> str:
-    """One line per image: path, label (empty when unknown), predicted class, probabilities, note, and the
-    out-of-distribution score and flag (empty without a detector)."""
+    """One line per image: path, label (empty when unknown), predicted class, probabilities, with ``--adapt`` the
+    class predicted by the bundle as trained, note, and the out-of-distribution score and flag (empty without a
+    detector)."""
+    adapted = any(r.get("predicted_as_trained") is not None for r in rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    extra = ["predicted_as_trained"] if adapted else []
     writer.writerow(
-        ["path", "label", "predicted", *[f"p_{c}" for c in classes], "note", "ood_score", "unlike_training"]
+        ["path", "label", "predicted", *[f"p_{c}" for c in classes], *extra, "note", "ood_score", "unlike_training"]
     )
     for r in rows:
         ood = ["", ""] if r["ood_score"] is None else [f"{r['ood_score']:.4f}", str(r["unlike_training"]).lower()]
-        writer.writerow(
-            [r["path"], r["label"] or "", r["predicted"], *[f"{v:.6f}" for v in r["proba"]], r["note"], *ood]
-        )
+        probabilities = [f"{v:.6f}" for v in r["proba"]]
+        extra = [r["predicted_as_trained"]] if adapted else []
+        writer.writerow([r["path"], r["label"] or "", r["predicted"], *probabilities, *extra, r["note"], *ood])
     return buffer.getvalue()
 
 
@@ -322,7 +334,8 @@ def is_prediction_file(path: str | Path) -> bool:
 
 def predictions_document(bundle, result: dict, metrics: dict, *, adapt: str = "none") -> dict:
     """The JSON output: the bundle, every prediction (probabilities by class, OOD score), skipped files, metrics,
-    the out-of-distribution detector and the test-time adaptation used."""
+    the out-of-distribution detector and the test-time adaptation used, with its check
+    (:func:`~brainmri.robust.adapt.adaptation_check`, ``result["adaptation"]``) and each call as trained."""
     classes = [str(c) for c in bundle.classes_]
     predictions = [
         {
@@ -333,6 +346,7 @@ def predictions_document(bundle, result: dict, metrics: dict, *, adapt: str = "n
             "note": r["note"],
             "ood_score": r["ood_score"],
             "unlike_training": r["unlike_training"],
+            **({"predicted_as_trained": r["predicted_as_trained"]} if "adaptation" in result else {}),
         }
         for r in result["rows"]
     ]
@@ -345,4 +359,5 @@ def predictions_document(bundle, result: dict, metrics: dict, *, adapt: str = "n
         "metrics": metrics,
         "ood": bundle.manifest.get("ood"),
         "adapt": adapt,
+        **({"adaptation": result["adaptation"]} if "adaptation" in result else {}),
     }

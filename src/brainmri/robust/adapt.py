@@ -281,3 +281,88 @@ def adapt_model(model, method: str, *, name: str | None = None, seed: int | None
     final = check_model_adapts(model, method, name=name)
     adapted = copy.copy(final).set_params(adapt=method, **({} if seed is None else {"seed": seed}))
     return with_final_step(model, adapted)
+
+
+#: Thresholds of :func:`adaptation_check`: the share of calls an adaptation may change, the smallest batch it may
+#: adapt to, the share of a batch that should look unlike training for adaptation to have something to correct,
+#: and the rise of the largest class's share that reads as a collapse towards one class.
+MAX_CHANGED, MIN_BATCH, MIN_UNLIKE, MAX_MIX_RISE = 0.10, 32, 0.5, 0.20
+
+
+def adaptation_check(
+    as_trained: list[str], adapted: list[str], unlike_training: list[bool | None], *, method: str, batch_size: int
+) -> dict:
+    """How far a test-time adaptation moved the calls, and the risks the data show: both calls are reported.
+
+    No label-free rule tells whether an adaptation helped: on lgg-tcga
+    (docs/benchmarks.md, issue 23) AdaBN changed 24% of the calls of a
+    fine-tuned network and lowered glioma recall from 0.708 to 0.623, and
+    on another external set every figure fell, while on brain-tumor-yes-no's
+    tumours it raised the share called tumour. So ``predict --adapt`` keeps
+    the calls as trained beside the adapted ones and states these risks.
+
+    Parameters
+    ----------
+    as_trained, adapted : list of str
+        The call of every image by the bundle as trained and as adapted.
+    unlike_training : list of bool or None
+        The OOD flag of every image (None without a detector).
+    method : str
+        The adaptation (``adabn`` or ``tent``).
+    batch_size : int
+        Images adapted to at a time.
+
+    Returns
+    -------
+    dict
+        ``method``, ``n``, ``calls_changed`` (share), ``class_mix`` (``as_trained`` and ``adapted``: class ->
+        share), ``flagged_unlike_training`` (share, or None) and ``risks`` (sentences; empty when none applies).
+
+    Examples
+    --------
+    >>> check = adaptation_check(["a", "a", "b", "b"], ["a", "b", "b", "b"], [True] * 4, method="adabn", batch_size=64)
+    >>> check["calls_changed"], check["class_mix"]["adapted"]
+    (0.25, {'a': 0.25, 'b': 0.75})
+    >>> check["risks"][0][:60]
+    'adabn changed 25.0% of the calls (more than 10%): on lgg-tcga'
+    """
+    n = len(adapted)
+    changed = sum(a != b for a, b in zip(as_trained, adapted, strict=True)) / max(n, 1)
+    classes = sorted(set(as_trained) | set(adapted))
+    mix = {
+        name: {c: round(calls.count(c) / max(n, 1), 4) for c in classes}
+        for name, calls in (("as_trained", as_trained), ("adapted", adapted))
+    }
+    flags = [f for f in unlike_training if f is not None]
+    unlike = sum(flags) / len(flags) if flags else None
+    risks = []
+    if changed > MAX_CHANGED:
+        risks.append(
+            f"{method} changed {100 * changed:.1f}% of the calls (more than {100 * MAX_CHANGED:.0f}%): on lgg-tcga a "
+            "change of 24% lowered glioma recall from 0.708 to 0.623; trust neither set of calls on a new source "
+            "without labelled images of it"
+        )
+    if batch_size < MIN_BATCH or n < MIN_BATCH:
+        risks.append(
+            f"{method} estimated its statistics from batches of {min(batch_size, n)} images (fewer than "
+            f"{MIN_BATCH}): too few for stable statistics; use --batch-size {2 * MIN_BATCH} or more"
+        )
+    if unlike is not None and unlike < MIN_UNLIKE:
+        risks.append(
+            f"only {100 * unlike:.1f}% of the images look unlike the training data: adaptation has little to "
+            "correct and may only move calls"
+        )
+    if max(mix["adapted"].values(), default=0) > max(mix["as_trained"].values(), default=0) + MAX_MIX_RISE:
+        top = max(mix["adapted"], key=mix["adapted"].get)
+        risks.append(
+            f"after {method}, {100 * mix['adapted'][top]:.1f}% of the calls are {top} (as trained: "
+            f"{100 * mix['as_trained'][top]:.1f}%): the calls collapse towards one class"
+        )
+    return {
+        "method": method,
+        "n": n,
+        "calls_changed": round(changed, 4),
+        "class_mix": mix,
+        "flagged_unlike_training": None if unlike is None else round(unlike, 4),
+        "risks": risks,
+    }
