@@ -88,8 +88,8 @@ def test_every_prediction_is_saved(cv_run):
         f"explanation_{m}_{k}.png" for m, e in results["methods"].items() for k in range(len(e["explanations"]))
     }
     assert (
-        explained <= figures and len(figures - explained) == 1 + 3 * 2
-    )  # comparison, confusion + ROC + reliability each
+        explained <= figures and len(figures - explained) == 1 + 4 * 2
+    )  # comparison, confusion + ROC + reliability + risk-coverage each
 
 
 def test_rerun_resumes_without_refitting(cv_run, monkeypatch):

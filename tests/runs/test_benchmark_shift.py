@@ -65,7 +65,7 @@ def test_severe_noise_lowers_accuracy_and_the_clean_score_is_the_clean_run(shift
 def test_the_report_has_the_shift_table_and_plots(shift_runs):
     root, _, _ = shift_runs
     html = (root / "shifted/report.html").read_text()
-    section = html[html.index('<h2 id="shift">') : html.index('<h2 id="pairwise">')]
+    section = html[html.index('<h2 id="shift">') : html.index('<h2 id="ood">')]
     assert "Robustness to acquisition shifts" in section and "Mean over shifts" in section
     assert "severity 5 (severe)" in section and "rician-noise" in section and "Rician" in section
     assert section.count("data:image/png;base64") == 2  # the summary bars and rf's accuracy against severity

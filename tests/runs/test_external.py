@@ -166,3 +166,53 @@ def test_cli_audit_against_and_benchmark_test_data(demo_source, copies_elsewhere
     assert "  notumor: 2 of 5 (copies of DATA notumor 2)" in lines
     results = json.loads((tmp_path / "b/results.json").read_text())
     assert results["protocol"]["dropped_duplicates"] == {"glioma": 1, "notumor": 2, "pituitary": 1}
+
+
+def test_several_test_collections_are_scored_each_on_its_own_by_one_trained_model(
+    demo_source, copies_elsewhere, tmp_path, capsys
+):
+    clean = shutil.copytree(copies_elsewhere, tmp_path / "clean")
+    for copy in clean.glob("*/copy_of_*"):
+        copy.unlink()
+    argv = ["benchmark", str(demo_source), "--test-data", str(copies_elsewhere), str(clean), "--methods", "rf"]
+    argv += ["--size", "48", "--n-boot", "20", "--no-cache", "--jobs", "1", "--out", str(tmp_path / "b")]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    results = json.loads((tmp_path / "b/results.json").read_text())
+    sets = results["protocol"]["test_sets"]
+    assert [t["name"] for t in sets] == ["other", "clean"] and [t["n_items"] for t in sets] == [16, 12]
+    assert sets[0]["cross_dataset_leaks"]["n_leaking"] == 4 and sets[1]["cross_dataset_leaks"]["n_leaking"] == 0
+    assert results["protocol"]["folds"] == 1  # trained once
+    rf = results["methods"]["rf"]
+    predictions = _predictions(tmp_path / "b")
+    for name, n in (("other", 16), ("clean", 12)):
+        mine = [p for p in predictions if p["path"].startswith(f"TEST/{name}/")]
+        entry = rf["per_test_set"][name]
+        assert entry["n_test"] == len(mine) == n
+        right = sum(p["predicted"] == p["label"] for p in mine) / n
+        assert entry["metrics"]["accuracy"]["value"] == pytest.approx(right, abs=1e-6)
+        assert f"rf on {name} ({n} items): accuracy {right:.3f}" in said
+    # the collection with copies is also scored without them; the clean one needs no such score
+    kept = [p for p in predictions if p["path"].startswith("TEST/other/") and "copy_of_" not in p["path"]]
+    dedup = rf["per_test_set"]["other"]["metrics_deduplicated"]["accuracy"]["value"]
+    assert dedup == pytest.approx(sum(p["predicted"] == p["label"] for p in kept) / len(kept), abs=1e-6)
+    assert "metrics_deduplicated" not in rf["per_test_set"]["clean"]
+    assert [d["name"] for d in results["dataset"]["test_data"]] == ["other", "clean"]
+    page = (tmp_path / "b/report.html").read_text()
+    assert "Per test collection" in page and "Copies of training images in the external test data (other)" in page
+
+
+@pytest.mark.parametrize(
+    "given, stored",
+    [(["a"], "a"), (("a", "b"), ("a", "b")), ("a", "a"), (None, None)],
+)
+def test_one_test_collection_is_stored_as_before_several_as_a_tuple(given, stored):
+    cfg = BenchmarkConfig(data="d", methods=("rf",), test_data=given)
+    assert cfg.test_data == stored and cfg.test_sets == (
+        () if given is None else tuple([stored] if isinstance(stored, str) else stored)
+    )
+
+
+def test_a_test_collection_named_twice_is_refused():
+    with pytest.raises(ConfigError, match="--test-data names a collection twice"):
+        BenchmarkConfig(data="d", methods=("rf",), test_data=("a", "a"))

@@ -75,7 +75,13 @@ def add_benchmark(sub) -> None:
         "source, held out whole: a manifest's source column, else sources inferred from how the files were made)",
     )
     p.add_argument(
-        "--test-data", type=Path, metavar="OTHER", help="external validation: train on all of DATA, test on OTHER"
+        "--test-data",
+        type=Path,
+        nargs="+",
+        action="extend",
+        metavar="OTHER",
+        help="external validation: train on all of DATA once, test on OTHER; several OTHERs are each scored on "
+        "their own (per_test_set in results.json)",
     )
     p.add_argument("--label-map", metavar="MAP", help="JSON file or inline old=new,... applied to DATA and OTHER")
     add_extra_options(p, "DATA or OTHER")
@@ -125,7 +131,7 @@ def cmd_benchmark(args) -> int:
         cv=default_cv(methods) if args.cv is None else args.cv,
         grouping="similar" if args.group_similar else args.grouping,
         drop_test_duplicates=args.drop_test_duplicates,
-        test_data=str(args.test_data) if args.test_data else None,
+        test_data=tuple(str(t) for t in args.test_data) if args.test_data else None,
         label_map=parse_label_map(args.label_map),
         n_boot=args.n_boot,
         params=parse_params(args.params),

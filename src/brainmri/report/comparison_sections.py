@@ -38,6 +38,29 @@ def _best(values: list[float], key: str) -> float:
     return min(finite) if key in LOWER_IS_BETTER else max(finite)
 
 
+#: The metrics of the per-test-collection table.
+PER_TEST_SET_METRICS = ("accuracy", "balanced_accuracy", "auc", "ece")
+
+
+def _per_test_set_table(methods: dict) -> str:
+    """With several ``--test-data`` collections: each method's scores on each collection (and without its copies)."""
+    rows = [
+        [escape_html(name), escape_html(test), number(t.get("n_test"))]
+        + [metric_cell(t["metrics"].get(k)) for k in PER_TEST_SET_METRICS]
+        + [metric_cell((t.get("metrics_deduplicated") or {}).get("accuracy")) if "metrics_deduplicated" in t else "n/a"]
+        for name, m in methods.items()
+        for test, t in m.get("per_test_set", {}).items()
+    ]
+    if not rows:
+        return ""
+    header = ["method", "test collection", "items", *(escape_html(metric_label(k)) for k in PER_TEST_SET_METRICS)]
+    return (
+        "<h3>Per test collection</h3><p>The same model, trained once on all of DATA, scored on each "
+        "<code>--test-data</code> collection on its own; the last column leaves out the collection's copies of "
+        "training images.</p>" + table([*header, "accuracy without copies"], rows, numeric_from=2)
+    )
+
+
 def comparison_section(results: dict, figures: dict[str, bytes]) -> str:
     methods = results["methods"]
     keys = ordered_metrics(k for m in methods.values() for k in m.get("metrics", {}))
@@ -68,6 +91,7 @@ def comparison_section(results: dict, figures: dict[str, bytes]) -> str:
             caption += " Hatched: accuracy on the test items that do not duplicate a training item."
         parts.append(image(figures["metric_comparison"], "bar chart of the headline metrics of every method", caption))
     parts.append(table(header, rows))
+    parts.append(_per_test_set_table(methods))
     parts.append(coverage_callout(methods))
     lower = ", ".join(escape_html(metric_label(k)) for k in keys if k in LOWER_IS_BETTER)
     parts.append(

@@ -90,6 +90,8 @@ def protocol_section(results: dict) -> str:
         parts.append(table(["class", "dropped"], [[escape_html(c), number(n)] for c, n in dropped.items()]))
     if p.get("cross_dataset_leaks"):
         parts.append(_cross_dataset_leaks(p["cross_dataset_leaks"]))
+    for test_set in p.get("test_sets", []):  # several --test-data collections
+        parts.append(_cross_dataset_leaks(test_set["cross_dataset_leaks"], test_set["name"]))
     if p.get("label_map"):
         parts.append("<h3>Label map</h3>")
         parts.append(
@@ -102,10 +104,12 @@ def protocol_section(results: dict) -> str:
     return "".join(parts)
 
 
-def _cross_dataset_leaks(block: dict) -> str:
-    """External test items that copy a training image: a callout, counts per class and the pairs."""
+def _cross_dataset_leaks(block: dict, name: str | None = None) -> str:
+    """External test items (of the collection ``name``, when there are several) that copy a training image: a
+    callout, counts per class and the pairs."""
     n, of = block.get("n_leaking", 0), block.get("n_other", 0)
-    parts = ["<h3>Copies of training images in the external test data</h3>"]
+    of_what = f" ({escape_html(name)})" if name else ""
+    parts = [f"<h3>Copies of training images in the external test data{of_what}</h3>"]
     if not n:
         parts.append(f"<p>None of the {number(of)} external test items copies a training image.</p>")
         return "".join(parts)
@@ -154,9 +158,11 @@ def dataset_section(results: dict) -> str:
     d = results.get("dataset", {})
     columns = dict(_split_counts(d.get("counts", {})))
     external = d.get("test_data")
-    if external:
-        for split, per in _split_counts(external.get("counts", {})).items():
-            columns[f"external {split}" if split != "all" else "external test"] = per
+    externals = external if isinstance(external, list) else [external] if external else []  # several: a list
+    for e in externals:
+        test = f"external test {e['name']}" if "name" in e else "external test"
+        for split, per in _split_counts(e.get("counts", {})).items():
+            columns[f"{test} {split}" if split != "all" else test] = per
     classes = list(dict.fromkeys([*d.get("classes", []), *(c for per in columns.values() for c in per)]))
     rows = [[escape_html(c)] + [number(per.get(c, 0)) for per in columns.values()] for c in classes]
     rows.append(["<strong>total</strong>"] + [f"<strong>{sum(per.values())}</strong>" for per in columns.values()])
@@ -164,10 +170,10 @@ def dataset_section(results: dict) -> str:
         '<h2 id="dataset">Dataset</h2>',
         f"<p><code>{escape_html(d.get('path', 'n/a'))}</code>: {number(d.get('n_items'))} items, {len(classes)} classes.</p>",
     ]
-    if external:
+    for e in externals:
         parts.append(
-            f"<p>External test data: <code>{escape_html(external.get('path', 'n/a'))}</code>, "
-            f"{number(external.get('n_items'))} items.</p>"
+            f"<p>External test data: <code>{escape_html(e.get('path', 'n/a'))}</code>, "
+            f"{number(e.get('n_items'))} items.</p>"
         )
     parts.append(table(["class"] + [escape_html(s) for s in columns], rows))
     return "".join(parts)

@@ -30,6 +30,10 @@ def format_results(results: dict) -> str:
     if "cross_dataset_leaks" in p:
         lines.append("")
         lines += format_cross_dataset_leaks(p["cross_dataset_leaks"])
+    for test_set in p.get("test_sets", []):
+        lines += ["", f"test collection {test_set['name']} ({test_set['path']}):"]
+        lines += format_cross_dataset_leaks(test_set["cross_dataset_leaks"])
+    lines += _per_test_set_lines(results)
     lines += _calibration_lines(results)
     lines += _deduplicated_lines(results)
     lines += _after_blank(format_cost(results))
@@ -79,6 +83,23 @@ def _protocol_lines(results: dict, p: dict) -> list[str]:
         bootstrap = next(iter(results["methods"].values()))["bootstrap"]
         lines.append(f"intervals: {interval_statement(bootstrap)}; (low): lower is better")
     return lines
+
+
+def _per_test_set_lines(results: dict) -> list[str]:
+    """With several ``--test-data`` collections: each method's accuracy and balanced accuracy on each."""
+    lines = []
+    for name, m in results["methods"].items():
+        for test, t in m.get("per_test_set", {}).items():
+            acc, bal = t["metrics"]["accuracy"], t["metrics"]["balanced_accuracy"]
+            line = f"  {name} on {test} ({t['n_test']} items): accuracy {acc['value']:.3f}"
+            if acc.get("ci_low") is not None:
+                line += f" [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]"
+            line += f", balanced accuracy {bal['value']:.3f}"
+            dedup = (t.get("metrics_deduplicated") or {}).get("accuracy") or {}
+            if dedup.get("value") is not None:
+                line += f", accuracy without its copies of DATA {dedup['value']:.3f}"
+            lines.append(line)
+    return ["", "per test collection (one model, trained once):", *lines] if lines else []
 
 
 def _calibration_lines(results: dict) -> list[str]:

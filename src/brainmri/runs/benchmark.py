@@ -107,7 +107,7 @@ def run_benchmark(
         listings allow comes before anything is written or any image is read.
     """
     say = on_event or (lambda message: None)
-    inputs = [config.data, *[p for p in (config.test_data, config.extra_data) if p]]
+    inputs = [config.data, *config.test_sets, *([config.extra_data] if config.extra_data else [])]
     n_files = _check_before_writing(config, out, inputs, cache_dir=cache_dir, restart=restart, device=device)
     out = Path(out)
     # An unreachable scheduler is refused here, before anything is read or written.

@@ -87,8 +87,10 @@ class BenchmarkConfig(DataSettings):
     drop_test_duplicates : bool
         With ``split="official"`` or ``test_data``: remove test items that
         duplicate training items.
-    test_data : str or None
-        External validation: train on all of ``data``, test on this dataset.
+    test_data : str, tuple of str, or None
+        External validation: train on all of ``data`` once, test on this
+        dataset, or on each of several (stored as a str for one, a tuple for
+        several; :attr:`test_sets` is always a tuple).
     label_map : dict or None
         Class renaming applied to both datasets.
     n_boot : int
@@ -126,7 +128,7 @@ class BenchmarkConfig(DataSettings):
     cv: int = 5
     grouping: str = "auto"
     drop_test_duplicates: bool = False
-    test_data: str | None = None
+    test_data: str | tuple[str, ...] | None = None
     label_map: dict | None = None
     n_boot: int = 1000
     params: dict | None = None
@@ -140,6 +142,12 @@ class BenchmarkConfig(DataSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        if isinstance(self.test_data, (list, tuple)):
+            # One collection is stored as a str, as before several were possible, so earlier run folders resume.
+            sets = tuple(str(t) for t in self.test_data)
+            if len(set(sets)) < len(sets):
+                raise ConfigError(f"--test-data names a collection twice ({', '.join(sets)}); name each once")
+            object.__setattr__(self, "test_data", sets[0] if len(sets) == 1 else (sets or None))
         if self.shortcuts not in ("auto", "on", "off"):
             raise ConfigError(f"--shortcuts must be auto, on or off, got {self.shortcuts!r}")
         adapt_modes(self.adapt)
@@ -189,6 +197,13 @@ class BenchmarkConfig(DataSettings):
     @property
     def kind(self) -> str:
         return "external" if self.test_data else self.split
+
+    @property
+    def test_sets(self) -> tuple[str, ...]:
+        """The ``--test-data`` collections, as a tuple (empty without any)."""
+        if not self.test_data:
+            return ()
+        return (self.test_data,) if isinstance(self.test_data, str) else tuple(self.test_data)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from brainmri.data.audit import Analysis, analyse, audit_report, cross_dataset_leaks, cross_split_leaks
 from brainmri.data.copy_kinds import format_kinds, kind_counts
 from brainmri.data.dataset import Dataset, load_dataset
-from brainmri.data.extra import check_extra_classes, format_extra, load_extra
-from brainmri.data.io import item_kind
+from brainmri.data.extra import format_extra
 from brainmri.data.labels import apply_label_map, check_test_classes
 from brainmri.data.splits import (
     Split,
@@ -30,11 +30,12 @@ from brainmri.data.splits import (
     official_split,
 )
 from brainmri.errors import DataError
-from brainmri.models.catalog import check_inputs, get_method, protocol_notes
+from brainmri.models.catalog import get_method, protocol_notes
 from brainmri.models.validation import check_class_counts
 from brainmri.robust.adapt import check_model_adapts
-from brainmri.runs.config import BenchmarkConfig, DataSettings
+from brainmri.runs.config import BenchmarkConfig
 from brainmri.runs.provenance import Provenance, audit_shortcuts, source_folds
+from brainmri.runs.reading import audit_summary, check_extra_listing, read_extra_data, read_training_data
 
 
 @dataclass
@@ -51,96 +52,6 @@ class Plan:
     audit: dict
     audit_report: dict
     dedup_test: np.ndarray | None = None  # official split or external test: test items without a training duplicate
-
-
-def audit_summary(report: dict) -> dict:
-    """The counts of an ``audit.json`` report that results and bundle manifests carry."""
-    return {
-        "n_unreadable": report["n_unreadable"],
-        "exact_duplicate_clusters": len(report["exact_duplicate_clusters"]),
-        "exact_duplicate_images": report["n_exact_duplicate_images"],
-        "near_duplicate_clusters": len(report["near_duplicate_clusters"]),
-        "near_duplicate_images": report["n_near_duplicate_images"],
-        "largest_cluster_size": report["largest_cluster_size"],
-        "conflicting_label_clusters": len(report["conflicting_label_clusters"]),
-        "cross_split_leaks": len(report["cross_split_leaks"]),
-        "leaks_per_class": report["leaks_per_class"],
-        "copy_kinds": report["copy_kinds"],
-        "leak_kinds": report["leak_kinds"],
-        **({"shortcuts": report["shortcuts"]} if "shortcuts" in report else {}),
-    }
-
-
-def read_training_data(
-    settings: DataSettings,
-    *,
-    methods,
-    option: str = "--methods",
-    label_map: dict | None = None,
-    n_jobs: int = -1,
-    progress: Callable[[int], None] | None = None,
-) -> Analysis:
-    """Read and audit DATA once (every image decoded and fingerprinted), as ``benchmark``, ``train`` and ``tune`` do.
-
-    Unreadable images are skipped and reported by the audit; the dataset
-    must keep at least one readable image, of the kind (slices or volumes)
-    that ``methods`` read.
-
-    Raises
-    ------
-    DataError
-        No readable image in DATA.
-    ConfigError
-        A method reads another kind of item than DATA holds (``option``
-        names the option that chose the methods).
-    """
-    dataset = apply_label_map(
-        load_dataset(settings.data, allow_outside=settings.allow_outside_paths), label_map, "DATA"
-    )
-    analysis = analyse(
-        dataset, params=settings.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=settings.max_pixels
-    )
-    if not len(analysis.dataset):
-        raise DataError(f"{settings.data}: no readable image; run `brainmri audit` to see why")
-    check_inputs(methods, (item_kind(r.shape, r.mode) for r in analysis.records), option)
-    return analysis
-
-
-def read_extra_data(
-    settings: DataSettings,
-    extra_data: str,
-    extra_label_map: dict | None,
-    classes: list[str],
-    against: list[Analysis],
-    *,
-    n_jobs: int = -1,
-    progress: Callable[[int], None] | None = None,
-):
-    """``--extra-data`` read and audited as DATA is, its copies of the ``against`` collections dropped
-    (:func:`~brainmri.data.extra.load_extra`)."""
-    return load_extra(
-        extra_data,
-        extra_label_map,
-        classes,
-        against=against,
-        params=settings.duplicates,
-        n_jobs=n_jobs,
-        progress=progress,
-        max_pixels=settings.max_pixels,
-        allow_outside=settings.allow_outside_paths,
-    )
-
-
-def check_extra_listing(settings: DataSettings, extra_data: str, extra_label_map: dict | None, classes) -> int:
-    """Refuse, from its listing alone, ``--extra-data`` whose classes do not map onto ``classes``; its item count."""
-    listing = apply_label_map(
-        load_dataset(extra_data, allow_outside=settings.allow_outside_paths),
-        extra_label_map,
-        "--extra-data",
-        option="--extra-label-map",
-    )
-    check_extra_classes(listing.classes, classes, extra_data)
-    return len(listing)
 
 
 @dataclass
@@ -189,11 +100,17 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
     elif config.kind == "official":
         _official_split(config, analysis, draft)
     else:
-        test_analysis = _external_split(config, analysis, draft, n_jobs=n_jobs, progress=progress)
-        report["cross_dataset_leaks"] = draft.protocol["cross_dataset_leaks"]
-        tds = test_analysis.dataset
-        dataset_info["test_data"] = {"path": str(tds.root), "n_items": len(tds), "counts": tds.counts()}
-        against.append(test_analysis)
+        tests = _external_split(config, analysis, draft, n_jobs=n_jobs, progress=progress)
+        infos = [{"path": str(t.dataset.root), "n_items": len(t.dataset), "counts": t.dataset.counts()} for t in tests]
+        if len(tests) == 1:
+            report["cross_dataset_leaks"] = draft.protocol["cross_dataset_leaks"]
+            dataset_info["test_data"] = infos[0]
+        else:
+            report["test_sets"] = draft.protocol["test_sets"]
+            dataset_info["test_data"] = [
+                {"name": t["name"], **i} for t, i in zip(draft.protocol["test_sets"], infos, strict=True)
+            ]
+        against += tests
     if config.extra_data:
         extra = read_extra_data(
             config, config.extra_data, config.extra_label_map, ds.classes, against, n_jobs=n_jobs, progress=progress
@@ -305,50 +222,92 @@ def _official_split(config: BenchmarkConfig, analysis: Analysis, draft: _Draft) 
 
 def _external_split(
     config: BenchmarkConfig, analysis: Analysis, draft: _Draft, *, n_jobs: int, progress: Callable[[int], None] | None
-) -> Analysis:
-    """``--test-data``: its items appended to the draft as the one split's test part; the test data's analysis."""
+) -> list[Analysis]:
+    """``--test-data``: the items of every test collection appended to the draft as the one split's test part (the
+    model is trained once, on all of DATA); the test collections' analyses.
+
+    With several collections, each keeps its name (``TEST/<name>/...`` in the outputs) so that the summary scores
+    each on its own (``per_test_set``), and ``protocol["test_sets"]`` lists them with their copies of DATA.
+    """
     ds = analysis.dataset
-    test_ds = apply_label_map(
-        load_dataset(config.test_data, allow_outside=config.allow_outside_paths), config.label_map, "--test-data"
-    )
-    test_analysis = analyse(
-        test_ds, params=config.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=config.max_pixels
-    )
-    check_test_classes(ds.classes, test_analysis.dataset.classes, config.test_data)
-    tds = test_analysis.dataset
-    leaks = cross_dataset_leaks(analysis, test_analysis)
-    leaking = {leak["other_path"] for leak in leaks["pairs"]}
-    copies = np.array([tds.relpath(it) in leaking for it in tds.items], dtype=bool)
     n_train = len(draft.paths)
-    draft.paths = np.concatenate([draft.paths, [str(it.path) for it in tds.items]])
-    draft.labels = np.concatenate([draft.labels, tds.labels.astype(str)])
-    draft.rel = draft.rel + [f"TEST/{tds.relpath(it)}" for it in tds.items]
-    draft.groups = np.concatenate([group_labels(analysis, "auto")[0], test_analysis.graph.cluster_of + n_train])
-    draft.dedup = n_train + np.flatnonzero(~copies)
-    if copies.all() and config.drop_test_duplicates:
+    groups = [group_labels(analysis, "auto")[0]]
+    keep, test_sets, analyses = [], [], []
+    for name, path in test_set_names(config.test_sets).items():
+        test_analysis = analyse(
+            apply_label_map(
+                load_dataset(path, allow_outside=config.allow_outside_paths), config.label_map, "--test-data"
+            ),
+            params=config.duplicates,
+            n_jobs=n_jobs,
+            progress=progress,
+            max_pixels=config.max_pixels,
+        )
+        check_test_classes(ds.classes, test_analysis.dataset.classes, path)
+        tds = test_analysis.dataset
+        leaks = cross_dataset_leaks(analysis, test_analysis)
+        leaking = {leak["other_path"] for leak in leaks["pairs"]}
+        copies = np.array([tds.relpath(it) in leaking for it in tds.items], dtype=bool)
+        start = len(draft.paths)
+        prefix = "TEST/" if len(config.test_sets) == 1 else f"TEST/{name}/"
+        draft.paths = np.concatenate([draft.paths, [str(it.path) for it in tds.items]])
+        draft.labels = np.concatenate([draft.labels, tds.labels.astype(str)])
+        draft.rel = draft.rel + [f"{prefix}{tds.relpath(it)}" for it in tds.items]
+        groups.append(test_analysis.graph.cluster_of + start)
+        keep.append(start + np.flatnonzero(~copies))
+        test_sets.append({"name": name, "path": str(tds.root), "n_items": len(tds), "cross_dataset_leaks": leaks})
+        analyses.append(test_analysis)
+        _external_notes(config, ds, tds, copies, leaks, draft, path)
+    draft.groups = np.concatenate(groups)
+    draft.dedup = np.concatenate(keep)
+    if not len(draft.dedup) and config.drop_test_duplicates:
         raise DataError(
-            f"{config.test_data}: all {len(tds)} test items copy a {ds.root.name} image, so "
+            f"{', '.join(config.test_sets)}: all {len(draft.paths) - n_train} test items copy a {ds.root.name} image, so "
             "--drop-test-duplicates leaves no test item; test on another dataset"
         )
     if config.drop_test_duplicates:
-        dropped = {label: v["leaking"] for label, v in leaks["per_class"].items() if v["leaking"]}
+        dropped: dict[str, int] = {}
+        for t in test_sets:
+            for label, v in t["cross_dataset_leaks"]["per_class"].items():
+                if v["leaking"]:
+                    dropped[label] = dropped.get(label, 0) + v["leaking"]
         draft.splits = [Split("external", np.arange(n_train), draft.dedup, dropped)]
     else:
         draft.splits = [Split("external", np.arange(n_train), np.arange(n_train, len(draft.paths)))]
-    draft.protocol = {
-        "kind": "external",
-        "folds": 1,
-        "grouping": "separate datasets",
-        "n_groups": None,
-        "cross_dataset_leaks": leaks,
-    }
+    draft.protocol = {"kind": "external", "folds": 1, "grouping": "separate datasets", "n_groups": None}
+    if len(test_sets) == 1:
+        draft.protocol["cross_dataset_leaks"] = test_sets[0]["cross_dataset_leaks"]
+    else:
+        draft.protocol["test_sets"] = test_sets
+    if not len(draft.dedup):
+        draft.dedup = None
+    return analyses
+
+
+def test_set_names(paths) -> dict[str, str]:
+    """A name for every ``--test-data`` collection: its folder or file name, numbered when two would share one.
+
+    >>> test_set_names(["/a/lgg", "/b/yes-no", "/c/lgg"])
+    {'lgg': '/a/lgg', 'yes-no': '/b/yes-no', 'lgg-3': '/c/lgg'}
+    """
+    names: dict[str, str] = {}
+    for k, path in enumerate(paths):
+        name = Path(path).stem if Path(path).suffix.lower() == ".csv" else Path(path).name
+        names[name if name not in names else f"{name}-{k + 1}"] = str(path)
+    return names
+
+
+def _external_notes(
+    config: BenchmarkConfig, ds, tds, copies: np.ndarray, leaks: dict, draft: _Draft, path: str
+) -> None:
+    """The notes on one external test collection: what it is, and how much of it copies DATA."""
+    leaking = {leak["other_path"] for leak in leaks["pairs"]}
     draft.notes.append(f"external validation: trained on all of {ds.root.name}, tested on {tds.root.name}")
     if copies.all():
         draft.notes.append(
             f"all {len(tds)} items of {tds.root.name} copy a {ds.root.name} image: the external score "
             "measures memorisation only, and there is no deduplicated score"
         )
-        draft.dedup = None
     elif leaking and not config.drop_test_duplicates:
         draft.notes.append(
             f"{len(leaking)} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image "
@@ -357,8 +316,7 @@ def _external_split(
             "without them"
         )
     if tds.problems:
-        draft.notes.append(_listing_note(tds, config.test_data))
-    return test_analysis
+        draft.notes.append(_listing_note(tds, path))
 
 
 def _add_extra(draft: _Draft, extra) -> None:
@@ -415,11 +373,14 @@ def check_before_reading(config: BenchmarkConfig) -> int:
     elif config.kind == "official":
         official_indices(dataset)
     else:
-        test = apply_label_map(
-            load_dataset(config.test_data, allow_outside=config.allow_outside_paths), config.label_map, "--test-data"
-        )
-        check_test_classes(dataset.classes, test.classes, config.test_data)
-        return len(dataset) + len(test) + n_extra
+        n_test = 0
+        for path in config.test_sets:
+            test = apply_label_map(
+                load_dataset(path, allow_outside=config.allow_outside_paths), config.label_map, "--test-data"
+            )
+            check_test_classes(dataset.classes, test.classes, path)
+            n_test += len(test)
+        return len(dataset) + n_test + n_extra
     return len(dataset) + n_extra
 
 

@@ -249,6 +249,8 @@ def _method_entry(
     if plan.dedup_test is not None and len(plan.dedup_test) < len(pooled["index"]):
         entry.update(_deduplicated(config, pooled, np.isin(pooled["index"], plan.dedup_test), groups, classes))
     entry["per_fold"] = _per_fold(plan, us, pooled, classes)
+    if "test_sets" in plan.protocol:
+        entry["per_test_set"] = _per_test_set(config, plan, pooled, groups, classes)
     fit = sum(u["fit_s"] for u in us)
     predict = sum(u["predict_s"] for u in us)
     entry["timing_s"] = {"fit": round(fit, 2), "predict": round(predict, 2), "total": round(fit + predict, 2)}
@@ -270,6 +272,29 @@ def _method_entry(
             entry[kind] = [p["caption"] for p in pictures]
             pooled[kind] = [base64.b64decode(p["png"]) for p in pictures]
     return entry
+
+
+def _per_test_set(config: BenchmarkConfig, plan: Plan, pooled: dict, groups, classes: list[str]) -> dict:
+    """With several ``--test-data`` collections: each scored on its own (metrics with intervals, per class, and
+    without its copies of DATA), the same trained model for all."""
+    out = {}
+    rel = np.asarray(plan.rel, dtype=object)[pooled["index"]]
+    for test_set in plan.protocol["test_sets"]:
+        mine = np.array([r.startswith(f"TEST/{test_set['name']}/") for r in rel], dtype=bool)
+        if not mine.any():
+            continue
+        part = {**pooled, "proba": pooled["proba"][mine], "index": pooled["index"][mine]}
+        part["y_true"] = [y for y, k in zip(pooled["y_true"], mine, strict=True) if k]
+        summary = summarize(
+            part["y_true"], part["proba"], classes, groups=groups[mine], n_boot=config.n_boot, seed=config.seed
+        )
+        entry = {"n_test": summary["n"], "metrics": summary["metrics"], "per_class": summary["per_class"]}
+        if plan.dedup_test is not None:
+            keep = np.isin(part["index"], plan.dedup_test)
+            if not keep.all():
+                entry.update(_deduplicated(config, part, keep, groups[mine], classes))
+        out[test_set["name"]] = entry
+    return out
 
 
 def _deduplicated(config: BenchmarkConfig, pooled: dict, keep: np.ndarray, groups, classes: list[str]) -> dict:

@@ -35,7 +35,7 @@ from brainmri.models.validation import check_class_counts, inner_splits
 from brainmri.models.versions import code_versions
 from brainmri.robust.ood import fit_ood
 from brainmri.runs.config import TrainConfig
-from brainmri.runs.plan import audit_summary, check_extra_listing, read_extra_data, read_training_data
+from brainmri.runs.reading import audit_summary, check_extra_listing, read_extra_data, read_training_data
 from brainmri.runs.unit import epoch_lines
 from brainmri.steps import final_step
 from brainmri.training.device import resolve_device
