@@ -27,7 +27,8 @@ called notumor, balanced accuracy their mean; AUC and ECE of the tumour probabil
 alzheimer normals. Intervals: 95% percentile bootstrap, resampling lgg-tcga patients and alzheimer images (the set
 has no subject ids, so its interval is too narrow), 1,000 draws, seeded. Every configuration is compared with the
 first one by the paired bootstrap of the balanced-accuracy difference (the same draws for both) and an exact
-McNemar test of the tumour-vs-normal calls. Results: OUT/generalise.json, a table on stdout; each configuration's
+McNemar test of the tumour-vs-normal calls (every external image: large gliomas, tumour-free slices, normals),
+Holm-adjusted over the configurations compared. Results: OUT/generalise.json, a table on stdout; each configuration's
 bundle and predictions stay in OUT/<config>/ (a finished one is not trained again).
 """
 
@@ -43,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainmri.evaluation.stats import mcnemar
+from brainmri.evaluation.stats import holm, mcnemar
 from brainmri.models.bundle import load_model
 from brainmri.models.predict import FLAG_QUANTILE
 
@@ -83,6 +84,9 @@ def main() -> None:
     first = args.configs[0]
     for name in args.configs[1:]:
         report["configs"][name]["against_" + first] = paired(calls[first], calls[name], args.seed)
+    tests = [report["configs"][name]["against_" + first]["mcnemar"] for name in args.configs[1:]]
+    for test, adjusted in zip(tests, holm([t["p_value"] for t in tests]), strict=True):
+        test["p_holm"] = round(adjusted, 6)  # every option against the first, as one family
     (args.out / "generalise.json").write_text(json.dumps(report, indent=1))
     print_table(report)
 
