@@ -84,12 +84,6 @@ APPEARANCE = {
 #: trained on one collection learns most readily, issue 23).
 TISSUE_CONTRAST_P = 0.5
 
-#: The parts written here rather than taken from TorchIO: a function of the part's arguments that returns the
-#: function of one image tensor for ``torchio.Lambda``, and its probability.
-_BY_HAND = {
-    "noise": ("_random_rician_noise", APPEARANCE_P),
-    "tissue-contrast": ("_random_tissue_contrast", TISSUE_CONTRAST_P),
-}
 
 #: The parts an ``augment`` setting may list, and the presets. ``appearance`` is what it was when it was measured
 #: (docs/benchmarks.md): ``tissue-contrast`` is listed on its own.
@@ -150,7 +144,7 @@ def _appearance_transform(names):
         ) from None
     return torchio.Compose(
         [
-            torchio.Lambda(globals()[_BY_HAND[n][0]](**APPEARANCE[n][1]), p=_BY_HAND[n][1], copy=False)
+            torchio.Lambda(_BY_HAND[n][0](**APPEARANCE[n][1]), p=_BY_HAND[n][1], copy=False)
             if n in _BY_HAND
             else getattr(torchio, APPEARANCE[n][0])(p=APPEARANCE_P, copy=False, **APPEARANCE[n][1])
             for n in names
@@ -206,6 +200,14 @@ def _random_tissue_contrast(n_clusters):
         return torch.from_numpy(random_tissue_contrast(image, levels))[None, :, :, None].to(x.dtype)
 
     return contrast
+
+
+#: The parts written here rather than taken from TorchIO: the function of the part's arguments that returns the
+#: function of one image tensor for ``torchio.Lambda``, and its probability.
+_BY_HAND = {
+    "noise": (_random_rician_noise, APPEARANCE_P),
+    "tissue-contrast": (_random_tissue_contrast, TISSUE_CONTRAST_P),
+}
 
 
 def appearance_batch(x, transform):
