@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainmri.evaluation.metrics import classification_metrics
 from brainmri.evaluation.stats import holm, mcnemar
 from brainmri.models.bundle import load_model
 from brainmri.models.predict import FLAG_QUANTILE
@@ -177,16 +178,12 @@ def _balanced(rows: list[dict]) -> float:
 
 
 def _auc_ece(rows: list[dict]) -> tuple[float, float]:
-    from sklearn.metrics import roc_auc_score
-
+    """AUC and ECE of the tumour probability, large gliomas against normals (brainmri's own metrics)."""
     part = [r for r in rows if r["set"] in {f"lgg-{s}" for s in SEQUENCES} | {"alzheimer-normal"}]
-    y = np.array([r["truth"] != "notumor" for r in part])
-    p = np.array([1 - r["p_notumor"] for r in part])
-    confidence = np.maximum(p, 1 - p)
-    right = (p >= 0.5) == y
-    bins = np.minimum((confidence - 0.5) * 20, 9).astype(int)  # 10 bins over [0.5, 1]
-    ece = sum(abs(confidence[bins == b].mean() - right[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins))
-    return float(roc_auc_score(y, p)), float(ece)
+    truth = ["tumour" if r["truth"] != "notumor" else "normal" for r in part]
+    proba = np.array([[r["p_notumor"], 1 - r["p_notumor"]] for r in part])
+    metrics = classification_metrics(truth, proba, ["normal", "tumour"])["metrics"]
+    return float(metrics["auc"]), float(metrics["ece"])
 
 
 def _external(rows: list[dict]) -> list[dict]:

@@ -301,16 +301,15 @@ def _external_notes(
     config: BenchmarkConfig, ds, tds, copies: np.ndarray, leaks: dict, draft: _Draft, path: str
 ) -> None:
     """The notes on one external test collection: what it is, and how much of it copies DATA."""
-    leaking = {leak["other_path"] for leak in leaks["pairs"]}
     draft.notes.append(f"external validation: trained on all of {ds.root.name}, tested on {tds.root.name}")
     if copies.all():
         draft.notes.append(
             f"all {len(tds)} items of {tds.root.name} copy a {ds.root.name} image: the external score "
             "measures memorisation only, and there is no deduplicated score"
         )
-    elif leaking and not config.drop_test_duplicates:
+    elif leaks["n_leaking"] and not config.drop_test_duplicates:
         draft.notes.append(
-            f"{len(leaking)} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image "
+            f"{leaks['n_leaking']} of the {len(tds)} items of {tds.root.name} copy a {ds.root.name} image "
             f"({format_kinds(leaks['kinds'])}), so "
             "the external score partly measures memorisation; metrics_deduplicated reports the test "
             "without them"
