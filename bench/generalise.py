@@ -11,6 +11,14 @@ so that each option costs about 15 minutes on the 2-core CPU) and these settings
     dsu                 augment=appearance, style=dsu
     tissue-mixstyle     augment=appearance,tissue-contrast, style=mixstyle
     tissue-dsu          augment=appearance,tissue-contrast, style=dsu
+    canonical           augment=appearance and --canonical (8-bit grey, one JPEG quantisation before anything else)
+    multi-du, multi-rest                 augment=appearance, multi-source: lgg-tcga slices of the institutions
+    multi-du-balanced, multi-rest-balanced   other than those held out added with --extra-data (at most 800 large
+                        gliomas and as many tumour-free slices, drawn by patient with the seed), and with
+                        sampling=source (each source, and each class within it, drawn equally often) for -balanced;
+                        held out: DU (39 patients) for multi-du, CS, EZ, FG and HT (54 patients) for multi-rest.
+                        These are scored on the held-out institutions' slices only, and so is the first
+                        configuration in their comparison (leave-institution-out, issue 23 item 6).
 
 Each is trained with ``brainmri train`` on all of brain-tumor-mri's Training folder (4 classes) and tested on
 fixed, seeded sets that share no image with it (the model never sees them before):
@@ -56,7 +64,17 @@ CONFIGS = {
     "dsu": {"augment": "appearance", "style": "dsu"},
     "tissue-mixstyle": {"augment": "appearance,tissue-contrast", "style": "mixstyle"},
     "tissue-dsu": {"augment": "appearance,tissue-contrast", "style": "dsu"},
+    "canonical": {"augment": "appearance"},
+    "multi-du": {"augment": "appearance"},
+    "multi-rest": {"augment": "appearance"},
+    "multi-du-balanced": {"augment": "appearance", "sampling": "source"},
+    "multi-rest-balanced": {"augment": "appearance", "sampling": "source"},
 }
+#: Command-line options of a configuration besides its --params.
+OPTIONS = {"canonical": ["--canonical"]}
+#: The lgg-tcga institutions each multi-source configuration holds out (the others are added to its training data).
+HELD_OUT = {"du": {"DU"}, "rest": {"CS", "EZ", "FG", "HT"}}
+N_EXTRA = 800
 SEQUENCES = ("t1pre", "flair", "t1post")
 MASK_MIN = 655  # 1% of a 256 x 256 slice, as bench/lgg_tcga.py
 N_FREE, N_NORMAL, N_BOOT = 300, 600, 1000
@@ -77,14 +95,29 @@ def main() -> None:
     calls = {}
     for name in args.configs:
         folder = args.out / name
-        bundle = train(folder, args.data / "brain-tumor-mri" / "Training", CONFIGS[name], args.epochs, args.seed)
+        fold = _fold(name)
+        options = OPTIONS.get(name, [])
+        if fold:
+            folder.mkdir(parents=True, exist_ok=True)
+            extra = extra_manifest(args.lgg, HELD_OUT[fold], folder / "extra.csv", args.seed)
+            options = [*options, "--extra-data", str(extra), "--allow-outside-paths"]
+        training = args.data / "brain-tumor-mri" / "Training"
+        bundle = train(folder, training, CONFIGS[name], options, args.epochs, args.seed)
         rows = predict(bundle, sets, folder / "predictions.csv")
-        report["configs"][name] = {"settings": CONFIGS[name], **scores(rows, args.seed)}
+        report["configs"][name] = {
+            "settings": CONFIGS[name],
+            "options": options,
+            **scores(_held_out(rows, fold), args.seed),
+        }
+        if fold:
+            report["configs"][name]["held_out_institutions"] = sorted(HELD_OUT[fold])
         report["configs"][name]["train_seconds"] = json.loads((folder / "train_seconds.json").read_text())
         calls[name] = rows
     first = args.configs[0]
     for name in args.configs[1:]:
-        report["configs"][name]["against_" + first] = paired(calls[first], calls[name], args.seed)
+        fold = _fold(name)
+        base, other = _held_out(calls[first], fold), _held_out(calls[name], fold)
+        report["configs"][name]["against_" + first] = paired(base, other, args.seed)
     tests = [report["configs"][name]["against_" + first]["mcnemar"] for name in args.configs[1:]]
     for test, adjusted in zip(tests, holm([t["p_value"] for t in tests]), strict=True):
         test["p_holm"] = round(adjusted, 6)  # every option against the first, as one family
@@ -114,7 +147,49 @@ def test_sets(data: Path, lgg: Path, seed: int) -> dict[str, list[dict]]:
     return sets
 
 
-def train(folder: Path, training: Path, settings: dict, epochs: int, seed: int) -> Path:
+def _fold(name: str) -> str | None:
+    """The held-out institutions' key of a multi-source configuration (None for the others)."""
+    return name.split("-")[1] if name.startswith("multi-") else None
+
+
+def _institution(row: dict) -> str:
+    return row["group"].split("_")[1]  # TCGA_<institution>_<patient>_<date>
+
+
+def _held_out(rows: list[dict], fold: str | None) -> list[dict]:
+    """The rows a configuration is scored on: every row, or, for a multi-source one, lgg-tcga's held-out
+    institutions (with brain-tumor-mri's test and the alzheimer normals)."""
+    if fold is None:
+        return rows
+    return [r for r in rows if not r["set"].startswith("lgg") or _institution(r) in HELD_OUT[fold]]
+
+
+def extra_manifest(lgg: Path, held_out: set[str], out: Path, seed: int) -> Path:
+    """A CSV manifest of lgg-tcga's other institutions for ``--extra-data``: at most :data:`N_EXTRA` large gliomas
+    (``glioma``) and as many tumour-free slices (``notumor``), whole patients drawn with the seed in turn."""
+    manifest = [r for r in csv.DictReader(open(lgg / "manifest.csv")) if r["status"] == "kept"]
+    kept = [r for r in manifest if r["institution"] not in held_out]
+    rng = np.random.default_rng(seed)
+    cases = sorted({r["case"] for r in kept})
+    order = {case: k for k, case in enumerate(rng.permutation(cases))}
+    rows = []
+    for label, part in (
+        ("glioma", [r for r in kept if r["class"] == "glioma" and int(r["mask_pixels"]) >= MASK_MIN]),
+        ("notumor", [r for r in kept if r["class"] == "nomask"]),
+    ):
+        part = sorted(part, key=lambda r: (order[r["case"]], r["file"]))[:N_EXTRA]
+        rows += [
+            {"path": str(lgg / r["file"]), "label": label, "subject": r["case"], "source": r["institution"]}
+            for r in part
+        ]
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "label", "subject", "source"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def train(folder: Path, training: Path, settings: dict, options: list[str], epochs: int, seed: int) -> Path:
     """The bundle of one configuration (trained unless it is there), and its training time in train_seconds.json."""
     bundle = folder / "bundle"
     if (folder / "train_seconds.json").exists():
@@ -125,7 +200,8 @@ def train(folder: Path, training: Path, settings: dict, epochs: int, seed: int) 
     brainmri = Path(sys.executable).with_name("brainmri")
     start = time.perf_counter()
     command = [str(brainmri), "train", str(training), "--method", "transfer-finetune", "--params", str(params)]
-    subprocess.run([*command, "--out", str(bundle), "--device", "cpu", "--seed", str(seed), "-q"], check=True)
+    command += [*options, "--out", str(bundle), "--device", "cpu", "--seed", str(seed), "-q"]
+    subprocess.run(command, check=True)
     (folder / "train_seconds.json").write_text(json.dumps(round(time.perf_counter() - start, 1)))
     return bundle
 
@@ -219,7 +295,27 @@ def scores(rows: list[dict], seed: int) -> dict:
         "ece": round(ece, 4),
         "flagged": round(_rate(external, "flagged"), 4),
         "wrong_flagged": round(_rate(wrong, "flagged"), 4),
+        "by_institution": _by_institution(rows),
     }
+
+
+def _by_institution(rows: list[dict]) -> dict:
+    """lgg-tcga per institution: the share of large gliomas (every sequence) called a tumour, of tumour-free slices
+    called notumor, and the patients behind them."""
+    lgg = [r for r in rows if r["set"].startswith("lgg")]
+    out = {}
+    for place in sorted({_institution(r) for r in lgg}):
+        here = [r for r in lgg if _institution(r) == place]
+        gliomas = [r for r in here if not r["set"].startswith("lgg-free")]
+        free = [r for r in here if r["set"].startswith("lgg-free")]
+        out[place] = {
+            "patients": len({r["group"] for r in here}),
+            "glioma_called_tumour": round(_rate(gliomas), 4),
+            "n_gliomas": len(gliomas),
+            "tumour_free_called_notumor": round(_rate(free), 4),
+            "n_tumour_free": len(free),
+        }
+    return out
 
 
 def paired(base: list[dict], other: list[dict], seed: int) -> dict:
@@ -252,6 +348,12 @@ def print_table(report: dict) -> None:
             f"{c['balanced_accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {c['auc']:.3f} | {c['ece']:.3f} | "
             f"{c['flagged']:.3f} | {c['wrong_flagged']:.3f} | {c['train_seconds']:.0f}"
         )
+    for name, c in report["configs"].items():
+        places = ", ".join(
+            f"{k} {v['glioma_called_tumour']:.3f} / {v['tumour_free_called_notumor']:.3f} ({v['patients']} patients)"
+            for k, v in c["by_institution"].items()
+        )
+        print(f"{name} per institution (glioma -> tumour / tumour-free -> notumor): {places}")
     for name, c in report["configs"].items():
         for key, value in c.items():
             if key.startswith("against_"):

@@ -96,3 +96,21 @@ def test_train_adds_the_extra_items_and_records_them_in_the_bundle(demo_source, 
     extra = json.loads((out / "manifest.json").read_text())["training_data"]["extra_data"]
     assert (extra["n_items"], extra["n_used"]) == (16, 12)
     assert "extra training data: 12 of 16 items" in capsys.readouterr().err
+
+
+def test_source_balanced_sampling_trains_on_data_and_extra_data_and_needs_both(
+    demo_source, copies_elsewhere, tmp_path, error_line
+):
+    pytest.importorskip("torch")
+
+    settings = "ayadi-cnn.size=32,ayadi-cnn.epochs=1,ayadi-cnn.batch_size=8,ayadi-cnn.sampling=source"
+    base = ["train", str(demo_source), "--method", "ayadi-cnn", "--params", settings, "--device", "cpu"]
+    base += ["--threads", "1", "--jobs", "1", "--no-cache", "-q"]
+    out = tmp_path / "model"
+    assert main([*base, "--extra-data", str(copies_elsewhere), "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"]["params"]["sampling"] == "source"
+    assert set(manifest["method"]["fitted"]["sampled_sources"]) == {"data", "extra:other"}
+    assert main([*base, "--out", str(tmp_path / "alone")]) == 2
+    assert "sampling=source needs training items from at least two sources, got one source" in error_line("train")
+    assert not (tmp_path / "alone").exists()

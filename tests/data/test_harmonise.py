@@ -200,6 +200,7 @@ def test_cli_harmonise_options_reach_results_and_a_bad_value_is_refused(demo_sou
                 "--harmonise",
                 "zscore",
                 "--keep-aspect",
+                "--canonical",
                 "--out",
                 str(out),
                 "--no-cache",
@@ -215,6 +216,7 @@ def test_cli_harmonise_options_reach_results_and_a_bad_value_is_refused(demo_sou
         "clip_percentiles": [0.5, 99.5],
         "harmonise": "zscore",
         "keep_aspect": True,
+        "canonical": True,
     }
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:

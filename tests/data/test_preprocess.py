@@ -123,3 +123,51 @@ def test_preprocess_rejects_bad_settings(kwargs, message):
 def test_preprocess_refuses_volumes():
     with pytest.raises(DataError, match=r"expected a 2D slice, got an array of shape \(2, 8, 8\); 3D volumes need"):
         Preprocess()(np.zeros((2, 8, 8)))
+
+
+def _jpeg_signature(image: np.ndarray) -> float:
+    """Share of near-zero high-frequency DCT coefficients in 8x8 blocks: what a JPEG export leaves behind."""
+    from scipy.fft import dctn
+
+    rows, cols = image.shape[0] // 8 * 8, image.shape[1] // 8 * 8
+    blocks = image[:rows, :cols].reshape(rows // 8, 8, cols // 8, 8).transpose(0, 2, 1, 3)
+    return float(np.mean(np.abs(dctn(blocks, axes=(2, 3), norm="ortho")[..., 4:, 4:]) < 0.5))
+
+
+def test_canonical_decoding_hides_which_export_a_slice_came_from(tmp_path):
+    """One class as PNG, the other as RGB JPEG (quality 95), same anatomy: the export's trace separates them
+    perfectly as read, and hardly at all after canonical decoding."""
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score
+
+    from brainmri.data.io import read_image
+    from brainmri.data.preprocess import canonical_decoding
+
+    rng = np.random.default_rng(0)
+    raw, canonical = [], []
+    for k in range(16):
+        gray = Image.fromarray(
+            np.round(255 * normalize_intensity(synthetic_slice("notumor", rng), None)).astype(np.uint8)
+        )
+        path = tmp_path / (f"{k}.png" if k % 2 == 0 else f"{k}.jpg")
+        (gray if k % 2 == 0 else gray.convert("RGB")).save(path, quality=95)
+        image = read_image(path)[0]
+        raw.append(_jpeg_signature(image))
+        canonical.append(_jpeg_signature(canonical_decoding(image)))
+    exported_as_jpeg = [k % 2 for k in range(16)]
+    assert roc_auc_score(exported_as_jpeg, raw) == 1.0
+    assert 0.3 <= roc_auc_score(exported_as_jpeg, canonical) <= 0.75
+
+
+def test_canonical_decoding_gives_one_bit_depth_and_is_recorded():
+    from brainmri.data.preprocess import canonical_decoding
+
+    eight = np.round(255 * normalize_intensity(synthetic_slice("glioma", np.random.default_rng(1)), None))
+    np.testing.assert_array_equal(canonical_decoding(eight * 257), canonical_decoding(eight))  # a 16-bit copy
+    assert not np.array_equal(canonical_decoding(eight), eight)  # quantised again
+    assert Preprocess(canonical=True).to_dict()["canonical"] is True
+    assert "canonical" not in Preprocess().to_dict()  # earlier cache keys and bundles stay valid
+    image = synthetic_slice("glioma", np.random.default_rng(1))
+    assert not np.array_equal(Preprocess(canonical=True)(image), Preprocess()(image))
+    with pytest.raises(ConfigError, match="preprocess canonical must be true or false, got 'yes'"):
+        Preprocess(canonical="yes")

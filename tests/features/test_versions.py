@@ -36,6 +36,7 @@ RECORDED = [
     (Preprocess(size=None, clip_percentiles=None), 1, "844fdbafd1cf6fe5"),
     (Preprocess(harmonise="zscore"), 1, "38a1cf6b342a9065"),
     (Preprocess(size=128, keep_aspect=True), 1, "c2276f02f396c240"),
+    (Preprocess(canonical=True), 1, "de0c98f9757840d3"),
     (
         Preprocess(harmonise="nyul", landmarks=(0.0, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0)),
         1,

@@ -329,9 +329,9 @@ def duplicated_run(tmp_path_factory):
             model = spec.builder(**kwargs)
             fit = model.fit
 
-            def recording_fit(X, y, groups=None):
+            def recording_fit(X, y, groups=None, sources=None):
                 built.append((name, np.asarray(X), model))
-                return fit(X, y, groups=groups)
+                return fit(X, y, groups=groups, sources=sources)
 
             model.fit = recording_fit
             return model

@@ -267,6 +267,7 @@ def cmd_demo(args) -> int:
                 "harmonise": "none",
                 "n4": False,
                 "keep_aspect": False,
+                "canonical": False,
                 "cache_dir": args.out / "cache",
                 "no_cache": False,
                 "restart": False,

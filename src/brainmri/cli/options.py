@@ -229,14 +229,26 @@ def add_harmonise_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="pad the head crop to a square before resizing, so the head keeps its shape",
     )
+    group.add_argument(
+        "--canonical",
+        action="store_true",
+        help="decode every file the same way first (8-bit grey, one JPEG quantisation), so that file mode, bit "
+        "depth and JPEG tables carry as little as possible to the model (a shortcut when a class comes from one "
+        "export)",
+    )
 
 
 def preprocess_from(args):
-    """The Preprocess of ``--size``, ``--no-crop``, ``--harmonise``, ``--n4`` and ``--keep-aspect``."""
+    """The Preprocess of ``--size``, ``--no-crop``, ``--harmonise``, ``--n4``, ``--keep-aspect`` and ``--canonical``."""
     from brainmri.data.preprocess import Preprocess
 
     return Preprocess(
-        crop=not args.no_crop, size=args.size, harmonise=args.harmonise, n4=args.n4, keep_aspect=args.keep_aspect
+        crop=not args.no_crop,
+        size=args.size,
+        harmonise=args.harmonise,
+        n4=args.n4,
+        keep_aspect=args.keep_aspect,
+        canonical=args.canonical,
     )
 
 

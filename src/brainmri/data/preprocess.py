@@ -56,6 +56,12 @@ class Preprocess:
         training images only, never set by hand: the first step of a method
         learns them in ``fit`` (:func:`~brainmri.data.harmonise.learn_landmarks`),
         and a bundle's manifest keeps them.
+    canonical : bool
+        Decode every file the same way before any other step
+        (:func:`canonical_decoding`): one 8-bit grey channel and one JPEG
+        quantisation, so that the file's mode, bit depth and JPEG tables
+        (a shortcut when one class comes from one publisher's export) reach
+        the model as little as possible.
 
     Attributes
     ----------
@@ -81,11 +87,12 @@ class Preprocess:
     n4: bool = False
     keep_aspect: bool = False
     landmarks: tuple[float, ...] | None = None
+    canonical: bool = False
 
     def __post_init__(self):
         if self.harmonise not in HARMONISE:
             raise ConfigError(f"--harmonise must be one of {', '.join(HARMONISE)}, got {self.harmonise!r}")
-        for name in ("crop", "n4", "keep_aspect"):
+        for name in ("crop", "n4", "keep_aspect", "canonical"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"preprocess {name} must be true or false, got {getattr(self, name)!r}")
         if self.landmarks is not None:
@@ -163,6 +170,8 @@ class Preprocess:
                 f"expected a 2D slice, got an array of shape {image.shape}; "
                 "3D volumes need a 3D method or slicing first"
             )
+        if self.canonical:
+            image = canonical_decoding(image)
         image = self.geometry(image)
         if self.harmonise == "none" and not self.n4:
             return normalize_intensity(image, self.clip_percentiles)
@@ -184,6 +193,40 @@ class Preprocess:
 
 #: Fields of :class:`Preprocess` at version 1 (crop, size, clip_percentiles); later ones are recorded only when set.
 _VERSION_1_FIELDS = 3
+
+
+#: JPEG quality of :func:`canonical_decoding`: coarser than the exports of the public sets (their luminance tables
+#: are those of quality 75-95), so that its quantisation, not the file's, sets the fine detail the model sees.
+CANONICAL_QUALITY = 75
+
+
+def canonical_decoding(image: np.ndarray) -> np.ndarray:
+    """``image`` as if every file had been exported the same way: 8-bit grey, then one JPEG round trip.
+
+    The reader has already made one grey channel of every mode (the channel
+    mean of grey RGB content, :func:`~brainmri.data.io.read_image`). This
+    step scales the stored values (any bit depth, DICOM units) to 0..255,
+    rounds them to 8 bits and passes them through one JPEG encoding at
+    :data:`CANONICAL_QUALITY` with Pillow, so that PNG, grayscale JPEG and
+    RGB JPEG files of one slice reach the model nearly alike (issue 23:
+    98.5% of one public set's ``notumor`` files are RGB JPEGs). It cannot
+    undo an earlier, coarser compression. Returns float32 in 0..255.
+
+    >>> canonical_decoding(np.zeros((8, 8))).max()
+    np.float32(0.0)
+    """
+    import io
+
+    from PIL import Image
+
+    image = np.asarray(image, dtype=np.float64)
+    low, high = float(image.min()), float(image.max())
+    scaled = np.zeros(image.shape) if high <= low else (image - low) * (255.0 / (high - low))
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(scaled).astype(np.uint8), mode="L").save(buffer, format="JPEG", quality=CANONICAL_QUALITY)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded, dtype=np.float32)
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -9,6 +9,7 @@ method against it, a method added later included.
 
 from __future__ import annotations
 
+import inspect
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -68,7 +69,7 @@ class Method(Protocol):
 
     classes_: np.ndarray
 
-    def fit(self, X, y, groups=None) -> Method: ...
+    def fit(self, X, y, groups=None, sources=None) -> Method: ...
 
     def predict_proba(self, X) -> np.ndarray: ...
 
@@ -96,10 +97,14 @@ class GroupedPipeline(Pipeline):
         first step).
     """
 
-    def fit(self, X, y=None, groups=None, **params):
-        """Fit every step; ``groups`` (one id per item of ``X``) goes to the final step's ``fit``."""
+    def fit(self, X, y=None, groups=None, sources=None, **params):
+        """Fit every step; ``groups`` (one id per item of ``X``) goes to the final step's ``fit``, and so do
+        ``sources`` (one per item) when that ``fit`` takes them (the deep methods' source-balanced sampling)."""
+        name, final = self.steps[-1]
         if groups is not None:
-            params[f"{self.steps[-1][0]}__groups"] = groups
+            params[f"{name}__groups"] = groups
+        if sources is not None and "sources" in inspect.signature(final.fit).parameters:
+            params[f"{name}__sources"] = sources
         return super().fit(X, y, **params)
 
     @property

@@ -51,6 +51,7 @@ def ayadi_cnn_method(
     batch_size: int = 64,
     label_smoothing: float = 0.05,
     augment: bool | str = True,
+    sampling: str = "shuffle",
     ema_decay: float | None = 0.99,
     patience: int | None = None,
     precision: str = "bf16",
@@ -69,8 +70,11 @@ def ayadi_cnn_method(
     brightness-contrast augmentation, bf16 autocast and channels-last
     (122 training images/s there). A tenth of the training items (grouped
     like the outer split) is held out to choose the epoch and fit the
-    temperature (``val_fraction``). Every keyword after ``device`` is a
-    ``--params`` setting (``ayadi-cnn.epochs=10``).
+    temperature (``val_fraction``). ``sampling`` draws the items of an
+    epoch balanced over classes (``class``) or over sources and the classes
+    in each (``source``: DATA's manifest ``source`` column and
+    ``--extra-data``; :mod:`brainmri.training.sampling`). Every keyword
+    after ``device`` is a ``--params`` setting (``ayadi-cnn.epochs=10``).
 
     References
     ----------
@@ -90,6 +94,7 @@ def ayadi_cnn_method(
         batch_size=batch_size,
         label_smoothing=label_smoothing,
         augment=augment,
+        sampling=sampling,
         ema_decay=ema_decay,
         patience=patience,
         precision=precision,

@@ -142,6 +142,7 @@ RULES: dict[str, Rule] = {
     "dropout": _PROBABILITY_BELOW_1,
     "augment": Rule(boolean=True, text=True),  # parse_augment checks the words
     "style": Rule(words=("mixstyle", "dsu"), none=True),
+    "sampling": Rule(words=("shuffle", "class", "source")),
     "class_weight": Rule(words=("balanced",), none=True),
     "tta": Rule(boolean=True),
     # networks

@@ -76,6 +76,11 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     style : {None, "mixstyle", "dsu"}
         For a module with a backbone: perturb the statistics of its early
         feature maps in training steps (:mod:`brainmri.training.style`).
+    sampling : {"shuffle", "class", "source"}
+        How an epoch draws its items: each once (``shuffle``), or as many
+        draws with each class, or each source and each class within it,
+        equally likely (:mod:`brainmri.training.sampling`); ``source``
+        needs the ``sources`` of :meth:`fit`.
     tta : bool
         Test-time augmentation of images: the logits are the mean over
         :data:`TTA_VIEWS` (the image and its left-right mirror), in
@@ -136,6 +141,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         unfreeze_after=0,
         frozen_stages=0,
         style=None,
+        sampling="shuffle",
         tta=False,
         ema_decay=0.99,
         patience=None,
@@ -161,6 +167,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.unfreeze_after = unfreeze_after
         self.frozen_stages = frozen_stages
         self.style = style
+        self.sampling = sampling
         self.tta = tta
         self.ema_decay = ema_decay
         self.patience = patience
@@ -191,6 +198,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             unfreeze_after=self.unfreeze_after,
             frozen_stages=self.frozen_stages,
             style=self.style,
+            sampling=self.sampling,
         )
 
     def _build(self, n_classes: int, input_shape: tuple, *, restoring: bool = False):
@@ -213,7 +221,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             )
         return X
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, sources=None):
         """Hold out a grouped validation part, train, keep the best epoch, fit the temperature.
 
         Parameters
@@ -223,6 +231,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         groups : array-like of shape (n,) or None
             Group id of every item (the outer split's grouping); no group
             straddles the training and validation parts.
+        sources : array-like of shape (n,) or None
+            Source of every item, used by ``sampling="source"`` only.
         """
         settings = self._settings()
         if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction <= 0.5):
@@ -237,6 +247,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         if len(X) != len(y):
             raise DataError(f"X has {len(X)} items but y has {len(y)} labels")
+        if sources is not None and len(sources) != len(y):
+            raise DataError(f"sources has {len(sources)} items but y has {len(y)} labels")
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         train, val, how = holdout_split(y, groups, fraction=self.val_fraction, random_state=self.seed)
         device = resolve_device(self.device)
@@ -252,6 +264,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
                 settings=settings,
                 device=device,
                 work_dir=self.work_dir,
+                sources=None if sources is None else np.asarray(sources)[train],
             )
         module.load_state_dict(result.state)
         self.module_ = module.eval()
@@ -276,6 +289,9 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         }
         if self.tta:
             self.params_["tta"] = "mean logits of " + " and ".join(TTA_VIEWS)
+        if self.sampling == "source":  # the sources the draws were balanced over, with their training items
+            names, counts = np.unique(np.asarray(sources).astype(str)[train], return_counts=True)
+            self.params_["sampled_sources"] = {str(k): int(n) for k, n in zip(names, counts, strict=True)}
         if result.resumed_from:
             self.params_["resumed_after_epoch"] = result.resumed_from
         return self

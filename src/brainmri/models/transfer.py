@@ -256,6 +256,7 @@ def transfer_finetune(
     class_weight: str | None = "balanced",
     augment: bool | str = True,
     style: str | None = None,
+    sampling: str = "shuffle",
     dropout: float = 0.2,
     ema_decay: float | None = 0.99,
     precision: str = "bf16",
@@ -280,7 +281,8 @@ def transfer_finetune(
     almost everything), ``augment`` (flips, small affine,
     brightness-contrast; ``appearance``, ``tissue-contrast``: :mod:`brainmri.training.augment`),
     ``style`` (``mixstyle`` or ``dsu``: early feature statistics perturbed in training,
-    :mod:`brainmri.training.style`), ``dropout`` (before the head), ``ema_decay``,
+    :mod:`brainmri.training.style`), ``sampling`` (:mod:`brainmri.training.sampling`), ``dropout`` (before the
+    head), ``ema_decay``,
     ``precision`` (``bf16`` autocast or ``fp32``), ``channels_last``,
     ``tta`` (average the logits of each image and its mirror, in prediction
     and calibration), ``val_fraction`` (grouped validation part choosing
@@ -294,10 +296,8 @@ def transfer_finetune(
     (``backbone_lr_factor`` 1). The gentler Howard and Ruder schedule (one
     frozen epoch, backbone at 0.1x) reached only 0.937 validation accuracy
     in 8 epochs where this one reached 0.975 in 4: MRI slices are far from
-    ImageNet, and the backbone has to move. Both are settings.
-
-    Test-time augmentation is a setting of the method, recorded in
-    results.json and in a trained bundle, which then predicts with it.
+    ImageNet, and the backbone has to move. Both are settings. A trained
+    bundle predicts with the test-time augmentation it was trained with.
 
     References
     ----------
@@ -326,6 +326,7 @@ _FINETUNE_TRAINING = (
     "class_weight",
     "augment",
     "style",
+    "sampling",
     "backbone_lr_factor",
     "unfreeze_after",
     "frozen_stages",

@@ -44,6 +44,8 @@ def intervals(results: dict) -> str:
 def preprocessing_text(settings: dict) -> str:
     """The preprocessing of a run in words (``results.json`` omits the later settings at their defaults)."""
     parts = ["crop to the head" if settings.get("crop", True) else "no crop"]
+    if settings.get("canonical"):
+        parts.insert(0, "canonical decoding (8-bit grey, one JPEG quantisation)")
     if settings.get("keep_aspect"):
         parts.append("padded to a square")
     if settings.get("size"):

@@ -35,7 +35,13 @@ from brainmri.models.validation import check_class_counts
 from brainmri.robust.adapt import check_model_adapts
 from brainmri.runs.config import BenchmarkConfig
 from brainmri.runs.provenance import Provenance, audit_shortcuts, source_folds
-from brainmri.runs.reading import audit_summary, check_extra_listing, read_extra_data, read_training_data
+from brainmri.runs.reading import (
+    audit_summary,
+    check_extra_listing,
+    item_sources,
+    read_extra_data,
+    read_training_data,
+)
 
 
 @dataclass
@@ -52,6 +58,7 @@ class Plan:
     audit: dict
     audit_report: dict
     dedup_test: np.ndarray | None = None  # official split or external test: test items without a training duplicate
+    sources: np.ndarray | None = None  # source of every item (reading.item_sources), for source-balanced sampling
 
 
 @dataclass
@@ -111,12 +118,14 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
                 {"name": t["name"], **i} for t, i in zip(draft.protocol["test_sets"], infos, strict=True)
             ]
         against += tests
+    n_extra = 0
     if config.extra_data:
         extra = read_extra_data(
             config, config.extra_data, config.extra_label_map, ds.classes, against, n_jobs=n_jobs, progress=progress
         )
         _add_extra(draft, extra)
         dataset_info["extra_data"] = extra.info
+        n_extra = len(extra.paths)
     _check_splits(config, draft)
     draft.protocol.update(
         {
@@ -137,6 +146,7 @@ def plan_benchmark(config: BenchmarkConfig, *, n_jobs: int = -1, progress: Calla
         audit_summary(report),
         report,
         draft.dedup,
+        item_sources(ds, len(draft.paths) - len(ds) - n_extra, config.extra_data, n_extra),
     )
 
 

@@ -5,6 +5,9 @@ and checked as DATA is; :func:`audit_summary` gives the audit counts that result
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 
 from brainmri.data.audit import Analysis, analyse
 from brainmri.data.dataset import load_dataset
@@ -104,3 +107,17 @@ def check_extra_listing(settings: DataSettings, extra_data: str, extra_label_map
     )
     check_extra_classes(listing.classes, classes, extra_data)
     return len(listing)
+
+
+def item_sources(dataset, n_test: int = 0, extra_data: str | None = None, n_extra: int = 0) -> np.ndarray:
+    """The source of every item of a plan (DATA's, then ``n_test`` test items, then ``n_extra`` extra ones).
+
+    DATA's items keep their manifest's ``source`` column, or are all of one
+    source named after DATA's folder; the extra items form a source of their
+    own (``extra:<folder>``); test items are never trained on (``test``).
+    Source-balanced sampling (:mod:`brainmri.training.sampling`) reads them.
+    """
+    name = Path(str(dataset.root)).name or "DATA"
+    own = [it.source or name for it in dataset.items] if dataset.has_sources else [name] * len(dataset)
+    extra = [f"extra:{Path(str(extra_data)).name}"] * n_extra
+    return np.array(own + ["test"] * n_test + extra, dtype=object)

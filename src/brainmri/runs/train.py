@@ -35,7 +35,13 @@ from brainmri.models.validation import check_class_counts, inner_splits
 from brainmri.models.versions import code_versions
 from brainmri.robust.ood import fit_ood
 from brainmri.runs.config import TrainConfig
-from brainmri.runs.reading import audit_summary, check_extra_listing, read_extra_data, read_training_data
+from brainmri.runs.reading import (
+    audit_summary,
+    check_extra_listing,
+    item_sources,
+    read_extra_data,
+    read_training_data,
+)
 from brainmri.runs.unit import epoch_lines
 from brainmri.steps import final_step
 from brainmri.training.device import resolve_device
@@ -151,7 +157,7 @@ def train_bundle(
     n_files, n_extra = _check_before_reading(config, spec, out, cache_dir)
     say(f"reading and auditing {n_files} files of {config.data}")
     analysis = read_training_data(config, methods=[config.method], option="--method", n_jobs=n_jobs, progress=progress)
-    paths, labels, groups, grouping, extra = _training_items(config, analysis, n_extra, n_jobs, progress, say)
+    paths, labels, groups, sources, grouping, extra = _training_items(config, analysis, n_extra, n_jobs, progress, say)
     check_class_counts(labels, 2, "grouped inner validation", groups=groups)
     cache = str(cache_dir) if cache_dir else MemoryCache()
 
@@ -170,7 +176,7 @@ def train_bundle(
     say(f"training {config.method} on {len(paths)} images ({len(np.unique(groups))} groups: {grouping})")
     start = time.perf_counter()
     with epoch_lines(config.method, say):
-        model = build().fit(paths, labels, groups=groups)
+        model = build().fit(paths, labels, groups=groups, sources=sources)
     fit_s = time.perf_counter() - start
     say(f"calibrating the out-of-distribution score on the {len(paths)} training images")
     ood = fit_ood(
@@ -193,7 +199,8 @@ def train_bundle(
 
 
 def _training_items(config: TrainConfig, analysis, n_extra: int, n_jobs: int, progress, say) -> tuple:
-    """Paths, labels and groups of DATA, with ``--extra-data`` appended (its groups apart); the grouping; the extra data."""
+    """Paths, labels, groups and sources of DATA, with ``--extra-data`` appended (its groups apart); the grouping; the
+    extra data."""
     paths, labels = np.array([str(it.path) for it in analysis.dataset.items]), analysis.dataset.labels.astype(str)
     groups, grouping = group_labels(analysis, "auto")
     extra = None
@@ -211,7 +218,8 @@ def _training_items(config: TrainConfig, analysis, n_extra: int, n_jobs: int, pr
         say(format_extra(extra.info))
         paths, labels = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels])
         groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
-    return paths, labels, groups, grouping, extra
+    sources = item_sources(analysis.dataset, extra_data=config.extra_data, n_extra=len(paths) - len(analysis.dataset))
+    return paths, labels, groups, sources, grouping, extra
 
 
 def _check_before_reading(config: TrainConfig, spec, out, cache_dir) -> tuple[int, int]:

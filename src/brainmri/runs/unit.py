@@ -111,7 +111,8 @@ def _fit(config: BenchmarkConfig, plan: Plan, split: Split, method: str, n_jobs,
     )
     start = time.perf_counter()
     # Every method gets the outer split's groups, so its inner splits keep them together too.
-    model.fit(plan.paths[split.train], plan.labels[split.train], groups=plan.groups[split.train])
+    sources = None if plan.sources is None else plan.sources[split.train]
+    model.fit(plan.paths[split.train], plan.labels[split.train], groups=plan.groups[split.train], sources=sources)
     fitted = time.perf_counter()
     ood = fit_ood(
         model,

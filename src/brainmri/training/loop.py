@@ -75,6 +75,7 @@ import numpy as np
 
 from brainmri.training.batches import predict_logits
 from brainmri.training.run import TrainingRun, run_fingerprint
+from brainmri.training.sampling import sampling_weights
 from brainmri.training.settings import TrainResult, TrainSettings
 from brainmri.training.style import style_hooks
 
@@ -109,6 +110,7 @@ def train_module(
     settings: TrainSettings,
     device,
     work_dir: str | Path | None = None,
+    sources: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``module`` on (X, y), choosing the epoch on (X_val, y_val).
 
@@ -124,15 +126,19 @@ def train_module(
     device : torch.device
     work_dir : path or None
         Folder of the checkpoint and CSV log; None keeps neither (no resume).
+    sources : ndarray or None
+        Source of every training item, for ``settings.sampling="source"``
+        (:mod:`brainmri.training.sampling`).
 
     Returns
     -------
     TrainResult
     """
     s = settings
-    run = TrainingRun.set_up(module, X, y, y_val, s, device)
+    weights = sampling_weights(y, sources, s.sampling)
+    run = TrainingRun.set_up(module, X, y, y_val, s, device, weights)
     work = Path(work_dir) if work_dir else None
-    fingerprint = run_fingerprint(module, X, y, X_val, s)
+    fingerprint = run_fingerprint(module, X, y, X_val, s, weights)
     state, resumed_from = run.resume(work, fingerprint)
     evaluated = run.ema.module if run.ema is not None else module
     with style_hooks(module, s.style):

@@ -24,6 +24,7 @@ from brainmri.errors import ConfigError
 from brainmri.files import atomic_path, write_text
 from brainmri.training.augment import augmentation
 from brainmri.training.batches import autocast_dtype, to_batch
+from brainmri.training.sampling import expected_class_counts
 from brainmri.training.settings import CHECKPOINT, HISTORY_FIELDS, LOG, TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -45,10 +46,18 @@ def _ema_avg(decay: float):
 
 #: Settings added after checkpoints were first written, with their defaults: left out of the fingerprint at those
 #: defaults, so that the checkpoints of earlier runs (same training) still resume.
-_LATER_SETTINGS = {"backbone_lr_factor": 1.0, "unfreeze_after": 0, "frozen_stages": 0, "style": None}
+_LATER_SETTINGS = {
+    "backbone_lr_factor": 1.0,
+    "unfreeze_after": 0,
+    "frozen_stages": 0,
+    "style": None,
+    "sampling": "shuffle",
+}
 
 
-def run_fingerprint(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, settings: TrainSettings) -> str:
+def run_fingerprint(
+    module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, settings: TrainSettings, weights: np.ndarray | None = None
+) -> str:
     h = hashlib.blake2b(digest_size=12)
     fields = {k: v for k, v in asdict(settings).items() if k not in _LATER_SETTINGS or v != _LATER_SETTINGS[k]}
     h.update(
@@ -58,7 +67,7 @@ def run_fingerprint(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, set
             default=str,
         ).encode()
     )
-    for array in (X, y, X_val):
+    for array in (X, y, X_val, *([] if weights is None else [weights])):
         h.update(np.ascontiguousarray(array).tobytes())
     h.update(str(sum(p.numel() for p in module.parameters())).encode())
     return h.hexdigest()
@@ -144,9 +153,19 @@ class TrainingRun:
     dtype: object
     augment: Callable | None
     steps: int
+    weights: np.ndarray | None = None  # probability of drawing each item (sampling), None: shuffle
 
     @classmethod
-    def set_up(cls, module, X: np.ndarray, y: np.ndarray, y_val: np.ndarray, s: TrainSettings, device) -> TrainingRun:
+    def set_up(
+        cls,
+        module,
+        X: np.ndarray,
+        y: np.ndarray,
+        y_val: np.ndarray,
+        s: TrainSettings,
+        device,
+        weights: np.ndarray | None = None,
+    ) -> TrainingRun:
         import torch
         from torch.optim.swa_utils import AveragedModel
 
@@ -159,11 +178,12 @@ class TrainingRun:
         ema = AveragedModel(module, avg_fn=_ema_avg(s.ema_decay), use_buffers=True) if s.ema_decay else None
         weight = None
         if s.class_weight == "balanced":
-            counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+            counts = expected_class_counts(y, weights, n_classes)
             weight = torch.tensor(len(y) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
         criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=s.label_smoothing)
         augment = augmentation(s.augment) if X.ndim == 3 else None
-        return cls(module, optimizer, scheduler, ema, criterion, autocast_dtype(s.precision, device), augment, steps)
+        dtype = autocast_dtype(s.precision, device)
+        return cls(module, optimizer, scheduler, ema, criterion, dtype, augment, steps, weights)
 
     def resume(self, work: Path | None, fingerprint: str) -> tuple[dict, int | None]:
         """The loop's state: from the checkpoint in ``work`` when it belongs to this run, else a fresh one."""
@@ -194,11 +214,14 @@ class TrainingRun:
         return state, state["epoch"]
 
     def train_epoch(self, X: np.ndarray, y: np.ndarray, epoch: int, s: TrainSettings, device) -> tuple[float, int]:
-        """One pass over the shuffled training items; the summed loss and the items seen."""
+        """One pass over the shuffled (or, with ``sampling``, drawn) training items; the summed loss and the items seen."""
         import torch
 
         torch.manual_seed(s.seed * 100_003 + epoch)  # shuffling, augmentation and dropout of this epoch
-        order = torch.randperm(len(X)).numpy()
+        if self.weights is None:
+            order = torch.randperm(len(X)).numpy()
+        else:
+            order = torch.multinomial(torch.from_numpy(self.weights), len(X), replacement=True).numpy()
         set_train_mode(self.module, frozen=epoch < s.unfreeze_after, frozen_stages=s.frozen_stages)
         total, seen = 0.0, 0
         for b in range(self.steps):

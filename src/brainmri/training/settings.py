@@ -22,6 +22,10 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seco
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
+#: How a training epoch draws its items: each once in a new order; or n draws with replacement, each class (or each
+#: source, and each class within it) equally likely.
+SAMPLINGS = ("shuffle", "class", "source")
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -46,6 +50,7 @@ class TrainSettings:
     unfreeze_after: int = 0
     frozen_stages: int = 0
     style: str | None = None
+    sampling: str = "shuffle"
 
     def __post_init__(self):
         checks = [
@@ -70,6 +75,7 @@ class TrainSettings:
                 "an integer >= 1 or null",
             ),
             ("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            ("sampling", self.sampling in SAMPLINGS, f"one of {', '.join(SAMPLINGS)}"),
             (
                 "backbone_lr_factor",
                 isinstance(self.backbone_lr_factor, (int, float)) and self.backbone_lr_factor > 0,
