@@ -62,7 +62,13 @@ def test_predict_a_labelled_folder_to_json_with_metrics(model, demo_source, tmp_
     assert metrics["n"] == 24 and 0 <= metrics["metrics"]["accuracy"] <= 1
     right = np.mean([p["predicted"] == p["label"] for p in doc["predictions"]])
     assert metrics["metrics"]["accuracy"] == pytest.approx(right)
-    assert f"{demo_source}: 24 labelled images, accuracy {right:.3f}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{demo_source}: 24 labelled images, accuracy {right:.3f}" in printed
+    timing = doc["timing_s"]  # where the time went, stage by stage
+    assert list(timing) == ["loading", "reading", "preprocessing", "network", "ood", "total"]
+    assert all(v >= 0 for v in timing.values()) and timing["total"] >= sum(v for k, v in timing.items() if k != "total")
+    last = printed.strip().splitlines()[-1]
+    assert last.startswith("time: loading (imports, bundle) ") and ", writing " in last and "images/s)" in last
 
 
 def test_predict_files_to_csv_on_stdout_in_input_order(model, demo_source, capsys):
@@ -102,7 +108,7 @@ def test_unreadable_images_are_reported_and_skipped(model, demo_source, tmp_path
     assert main(["predict", str(model), str(folder), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "skipped" in captured.err and "b.png: not a readable PNG image" in captured.err
-    assert "predicted 1 image(s) with ovo-svm, skipped 1 unreadable" in captured.out
+    assert "predicted 1 image(s) with ovo-svm (scikit-learn), skipped 1 unreadable" in captured.out
     assert [Path(r["path"]).name for r in _csv(out.read_text())] == ["a.png"]
 
 
@@ -254,6 +260,7 @@ def test_a_deep_bundle_from_the_command_line(demo_source, tmp_path, capsys):
     )
     doc = json.loads((tmp_path / "p.json").read_text())
     assert doc["method"] == "ayadi-cnn" and len(doc["predictions"]) == 24
+    assert doc["timing_s"]["network"] > 0 and doc["timing_s"]["ood"] > 0
     assert doc["metrics"][str(demo_source)]["n"] == 24
 
 

@@ -230,3 +230,53 @@ def test_cli_export_refuses_a_classical_bundle_in_one_line(svm, error_line):
     assert main(["export", str(svm), "--onnx"]) == 2
     assert "not a torch network" in error_line("export")
     assert not (svm / "model.onnx").exists()
+
+
+def test_onnx_bundle_scores_out_of_distribution_like_the_bundle(cnn_copy, demo_source):
+    export_onnx(cnn_copy)
+    torch_bundle, onnx_bundle = load_model(cnn_copy), load_onnx(cnn_copy, threads=1)
+    paths = _images(demo_source)
+    proba, ood = onnx_bundle.predict_with_ood(paths)
+    expected_proba, expected_ood = torch_bundle.predict_with_ood(paths)
+    np.testing.assert_allclose(proba, expected_proba, atol=1e-5)
+    np.testing.assert_allclose(ood, expected_ood, atol=1e-3)  # the embedding is the graph's second output
+
+
+def _predict_json(bundle, data, out, cache, *extra) -> dict:
+    argv = ["predict", str(bundle), str(data), "--out", str(out), "--cache-dir", str(cache), "--threads", "1", "-q"]
+    assert main([*argv, *extra]) == 0
+    return json.loads(out.read_text())
+
+
+def test_predict_picks_onnx_runtime_exports_once_into_the_cache_and_agrees_with_pytorch(
+    cnn, demo_source, tmp_path, capsys
+):
+    cache = tmp_path / "cache"
+    before = sorted(p.name for p in cnn.iterdir())
+    auto = _predict_json(cnn, demo_source, tmp_path / "a.json", cache)
+    assert auto["runtime"] == "ONNX Runtime"
+    assert "(ONNX Runtime)" in capsys.readouterr().out
+    [export] = list((cache / "onnx").glob("*/model.onnx"))  # keyed by the bundle's manifest hash
+    assert sorted(p.name for p in cnn.iterdir()) == before  # nothing written into the bundle
+    made = export.stat().st_mtime_ns
+    again = _predict_json(cnn, demo_source, tmp_path / "b.json", cache, "--runtime", "onnx")
+    assert export.stat().st_mtime_ns == made  # loaded from the cache, not exported again
+    torch_run = _predict_json(cnn, demo_source, tmp_path / "t.json", cache, "--runtime", "torch")
+    assert torch_run["runtime"] == "PyTorch"
+    for doc in (auto, again):
+        for got, want in zip(doc["predictions"], torch_run["predictions"], strict=True):
+            assert got["predicted"] == want["predicted"]
+            assert max(abs(got["proba"][c] - want["proba"][c]) for c in want["proba"]) < 1e-4
+            assert abs(got["ood_score"] - want["ood_score"]) < 1e-3
+
+
+def test_predict_takes_pytorch_where_onnx_runtime_cannot_run_and_says_why(
+    cnn, demo_source, tmp_path, capsys, error_line
+):
+    cache = tmp_path / "cache"
+    adapted = _predict_json(cnn, demo_source, tmp_path / "a.json", cache, "--adapt", "adabn")
+    assert adapted["runtime"] == "PyTorch (--adapt adabn adapts the PyTorch network)"
+    assert not cache.exists()
+    argv = ["predict", str(cnn), str(demo_source), "--cache-dir", str(cache), "--runtime", "onnx", "--adapt", "tent"]
+    assert main(argv) == 2
+    assert "--runtime onnx: --adapt tent adapts the PyTorch network; use --runtime torch" in error_line("predict")

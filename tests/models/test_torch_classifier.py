@@ -133,3 +133,14 @@ def test_damaged_state_files_are_named_in_the_error(data, tmp_path):
     meta.write_text("{")
     with pytest.raises(DataError, match=r"c\.state\.json: cannot be read"):
         small().load_state(tmp_path, "c.")
+
+
+@pytest.mark.parametrize("kw", [{"tta": True}, {"tta": False}, {"tta": True, "adapt": "adabn"}])
+def test_probabilities_and_embedding_in_one_pass_equal_those_of_two(data, kw):
+    X, y, groups = data
+    model = small(tta=kw["tta"]).fit(X, y, groups)
+    model.set_params(adapt=kw.get("adapt", "none"))
+    proba, Z = model.predict_proba_with_embedding(X)
+    np.testing.assert_allclose(proba, model.predict_proba(X), atol=1e-6)
+    np.testing.assert_allclose(Z, model.embed(X), rtol=1e-4, atol=1e-4)
+    assert Z.shape == (len(X), model.embed(X[:1]).shape[1])

@@ -104,6 +104,17 @@ def add_predict(sub) -> None:
         help="attribution method of --explain (default: gradcam for a CNN, occlusion for other models)",
     )
     add_adapt_option(p, "each batch of --batch-size images")
+    p.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="what runs a deep bundle's network: onnx (ONNX Runtime, CPU; the graph is exported on first use, "
+        "checked against PyTorch, and cached under --cache-dir by the bundle's hash), torch, or auto: ONNX "
+        "Runtime when it is installed and can run the bundle here, else PyTorch (default auto)",
+    )
+    p.add_argument(
+        "--cache-dir", type=Path, help="cache folder of the ONNX exports (default $BRAINMRI_CACHE or ~/.cache/brainmri)"
+    )
     add_training_options(p, params=False)
     add_input_options(p, manifests=False)
     add_general_options(p, seed=True, jobs=True)
@@ -186,34 +197,22 @@ def cmd_train(args) -> int:
 
 def cmd_predict(args) -> int:
     from brainmri.files import write_json, write_text
-    from brainmri.models.bundle import load_model
     from brainmri.models.predict import (
         folder_metrics,
-        is_prediction_file,
         list_images,
         predict_images,
         predictions_csv,
         predictions_document,
     )
-    from brainmri.outputs import check_output_file
     from brainmri.robust.adapt import adaptation_check
+    from brainmri.timing import Stopwatch, timing_line
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    if args.out is not None:
-        if args.out.suffix.lower() not in (".csv", ".json"):
-            raise ConfigError(f"--out {args.out}: name a .csv or .json file")
-        if args.out.is_dir():
-            raise ConfigError(f"--out {args.out}: is a folder; name a .csv or .json file")
-        check_output_file(
-            args.out, "--out", force=args.force, ours=is_prediction_file, inputs=[args.model, *args.images]
-        )
-    if args.explain is not None:
-        from brainmri.explain.explainer import check_explain_folder
-
-        check_explain_folder(args.explain, inputs=[args.model, *args.images], option="--explain")
+    _check_predict_outputs(args)
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
-    bundle = as_trained = load_model(args.model, n_jobs=jobs, device=args.device)
+    watch = Stopwatch()
+    with watch("loading"):
+        bundle, runtime = _load_for_predict(args, jobs)
+    as_trained = bundle
     if args.adapt != "none":
         if args.explain is not None:
             raise ConfigError(
@@ -231,9 +230,11 @@ def cmd_predict(args) -> int:
                 progress=update,
                 max_pixels=args.max_pixels,
                 as_trained=as_trained if args.adapt != "none" else None,
+                watch=watch,
             )
         else:
-            result = _predict_and_explain(args, bundle, items, jobs, update)
+            with watch("explaining"):
+                result = _predict_and_explain(args, bundle, items, jobs, update)
     rows = result["rows"]
     if not rows:
         logger.error("none of the %d image(s) could be read; nothing was predicted", len(items))
@@ -248,17 +249,63 @@ def cmd_predict(args) -> int:
             method=args.adapt,
             batch_size=args.batch_size,
         )
-    if args.out is None:
-        sys.stdout.write(predictions_csv(rows, classes))
-    elif args.out.suffix.lower() == ".csv":
-        write_text(args.out, predictions_csv(rows, classes))
-    else:
-        write_json(args.out, predictions_document(bundle, result, metrics, adapt=args.adapt))
-    _say_predictions(args, bundle, result, metrics)
+    with watch("writing"):
+        if args.out is None:
+            sys.stdout.write(predictions_csv(rows, classes))
+        elif args.out.suffix.lower() == ".csv":
+            write_text(args.out, predictions_csv(rows, classes))
+        else:
+            # The JSON records the time up to its writing; the terminal's last line includes the writing.
+            result["timing_s"], result["runtime"] = watch.report(), runtime
+            write_json(args.out, predictions_document(bundle, result, metrics, adapt=args.adapt))
+    _say_predictions(args, bundle, result, metrics, runtime)
+    (print if args.out else args.reporter.say)(timing_line(watch.report(), len(rows) + len(result["skipped"])))
     return 0
 
 
-def _say_predictions(args, bundle, result: dict, metrics: dict) -> None:
+def _check_predict_outputs(args) -> None:
+    """Refuse, before any image is read, a bad ``--batch-size``, ``--out`` or ``--explain``."""
+    from brainmri.models.predict import is_prediction_file
+    from brainmri.outputs import check_output_file
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.out is not None:
+        if args.out.suffix.lower() not in (".csv", ".json"):
+            raise ConfigError(f"--out {args.out}: name a .csv or .json file")
+        if args.out.is_dir():
+            raise ConfigError(f"--out {args.out}: is a folder; name a .csv or .json file")
+        check_output_file(
+            args.out, "--out", force=args.force, ours=is_prediction_file, inputs=[args.model, *args.images]
+        )
+    if args.explain is not None:
+        from brainmri.explain.explainer import check_explain_folder
+
+        check_explain_folder(args.explain, inputs=[args.model, *args.images], option="--explain")
+
+
+def _load_for_predict(args, jobs: int):
+    """The bundle of ``predict`` with the runtime ``--runtime`` asks for (:mod:`brainmri.models.runtimes`)."""
+    from brainmri.models.runtimes import load_for_prediction
+    from brainmri.runs.config import default_cache_dir
+
+    torch_only = (
+        f"--adapt {args.adapt} adapts the PyTorch network"
+        if args.adapt != "none"
+        else ("--explain reads the PyTorch network's gradients" if args.explain is not None else None)
+    )
+    return load_for_prediction(
+        args.model,
+        runtime=args.runtime,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        device=args.device,
+        n_jobs=jobs,
+        threads=args.threads,
+        torch_only=torch_only,
+    )
+
+
+def _say_predictions(args, bundle, result: dict, metrics: dict, runtime: str = "PyTorch") -> None:
     """The summary of ``predict``: counts, what ``--adapt`` changed, and the metrics of labelled folders.
 
     It is a result (stdout), unless stdout carries the CSV.
@@ -268,7 +315,7 @@ def _say_predictions(args, bundle, result: dict, metrics: dict) -> None:
     unlike = sum(bool(r["unlike_training"]) for r in rows)
     say = print if args.out else args.reporter.say
     say(
-        f"predicted {len(rows)} image(s) with {bundle.manifest['method']['name']}"
+        f"predicted {len(rows)} image(s) with {bundle.manifest['method']['name']} ({runtime})"
         + (f", skipped {len(skipped)} unreadable" if skipped else "")
         + (f"; {noted} differ from the training images (see the note column)" if noted else "")
         + (f"; {unlike} look unlike the training data (ood_score above its 99th percentile)" if unlike else "")

@@ -222,14 +222,15 @@ class Bundle:
         """The most probable class of every image (see :meth:`predict_proba`)."""
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
-    def predict_with_ood(self, X) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict_with_ood(self, X, *, watch=None) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities (as :meth:`predict_proba`) and the 0-1 out-of-distribution score of every image.
 
         The score (:meth:`~brainmri.robust.ood.OODDetector.score`) is None
-        for a bundle without a detector.
+        for a bundle without a detector. ``watch`` (a
+        :class:`~brainmri.timing.Stopwatch`) adds the seconds of each stage.
         """
         items = self._items(X)
-        proba, distance = predict_with_ood(self.model, self.ood, items)
+        proba, distance = predict_with_ood(self.model, self.ood, items, watch)
         return proba, (None if distance is None else self.ood.score_distance(distance))
 
     def adapted(self, method: str, *, seed: int = 0) -> Bundle:

@@ -74,7 +74,7 @@ from brainmri.models.onnx_graph import (
     onnx_modules,
     torch_graph,
 )
-from brainmri.models.onnx_runtime import OnnxBundle, OnnxModel, load_onnx
+from brainmri.models.onnx_runtime import OnnxBundle, OnnxNetwork, load_onnx
 from brainmri.training.batches import autocast_dtype
 from brainmri.version import __version__
 
@@ -88,7 +88,7 @@ __all__ = [
     "OPSET",
     "TOLERANCE",
     "OnnxBundle",
-    "OnnxModel",
+    "OnnxNetwork",
     "default_path",
     "description_path",
     "export_onnx",
@@ -99,7 +99,7 @@ logger = logging.getLogger(__name__)
 
 #: The ``format`` of the description (ONNX metadata and ``FILE.json``); a file without it is not brainmri's.
 EXPORT_FORMAT = "brainmri onnx export"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: a second output, the embedding of the out-of-distribution score
 #: Key of the description in the ONNX file's ``metadata_props``.
 METADATA_KEY = "brainmri"
 #: ONNX operator set of the graph (supported by ONNX Runtime 1.12 and later).
@@ -168,12 +168,17 @@ def _compare(session, X: np.ndarray, middle, classifier) -> dict:
     reference = copy.copy(classifier)  # shares the fitted network; only its precision and device differ
     reference.precision, reference.device_ = "fp32", torch.device("cpu")
     expected = reference.predict_proba(X_net)
-    got = session.run(None, {"input": graph_input(X)})[0].astype(np.float64)
+    got, embedding = session.run(["proba", "embedding"], {"input": graph_input(X)})
+    got = got.astype(np.float64)
+    expected_embedding = reference.embed(X_net)
     check = {
         "images": f"{len(X)} synthetic slices (brainmri.data.synthetic, seed 0)",
         "reference": "the bundle's PyTorch prediction in float32",
         "max_abs_diff": float(np.abs(got - expected).max()),
         "tolerance": TOLERANCE,
+        "embedding_max_rel_diff": float(
+            np.abs(embedding - expected_embedding).max() / max(float(np.abs(expected_embedding).max()), 1e-12)
+        ),
     }
     if autocast_dtype(classifier.precision, torch.device("cpu")) is not None:
         as_predicted = classifier.predict_proba(X_net)
@@ -242,8 +247,8 @@ def export_onnx(bundle: str | Path, out: str | Path | None = None, *, tolerance:
                 (example,),
                 str(tmp),
                 input_names=["input"],
-                output_names=["proba"],
-                dynamic_axes={"input": {0: "N"}, "proba": {0: "N"}},
+                output_names=["proba", "embedding"],
+                dynamic_axes={"input": {0: "N"}, "proba": {0: "N"}, "embedding": {0: "N"}},
                 opset_version=OPSET,
                 dynamo=False,
             )
@@ -283,6 +288,10 @@ def _description(folder: Path, loaded, first, middle, classifier) -> dict:
             "dtype": "float32",
             "what": f"class probabilities in the order of 'classes': softmax(logits / {classifier.temperature_:.6g})"
             f", the bundle's calibration temperature{mirror}",
+        },
+        "outputs": {
+            "embedding": "the input of the network's last linear layer for the image itself (no mirror), float32 "
+            "(N, d): what the bundle's out-of-distribution detector (ood.npz) reads"
         },
         "preprocess": loaded.manifest["preprocess"],
         "input_size": loaded.manifest.get("input_size"),

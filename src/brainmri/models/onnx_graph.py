@@ -99,12 +99,17 @@ def linear_map(step, method: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def torch_graph(middle, classifier, method: str):
-    """The torch module that is exported: linear steps, network (with TTA), softmax of the logits over ``T``."""
+    """The torch module that is exported: linear steps, network (with TTA), softmax of the logits over ``T``; and
+    the embedding of the out-of-distribution score (:meth:`~brainmri.models.torch_classifier.TorchClassifier.embed`:
+    the input of the network's last linear layer, for the image itself)."""
     import torch
     from torch import nn
 
+    last_linear = [m for m in classifier.module_.modules() if isinstance(m, nn.Linear)][-1]
+
     class Graph(nn.Module):
-        """Probabilities ``softmax(logits / temperature)`` of the network's input (and its mirror, with TTA)."""
+        """Probabilities ``softmax(logits / temperature)`` of the network's input (and its mirror, with TTA), and
+        the embedding of the input."""
 
         def __init__(self):
             super().__init__()
@@ -122,10 +127,15 @@ def torch_graph(middle, classifier, method: str):
 
         def forward(self, x):
             x = self.linear(x)
-            logits = self.network(x)
+            seen = []
+            hook = last_linear.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+            try:
+                logits = self.network(x)
+            finally:
+                hook.remove()
             if self.tta:  # TorchClassifier.TTA_VIEWS: the image and its left-right mirror
                 logits = (logits + self.network(torch.flip(x, dims=[-1]))) / 2
-            return torch.softmax(logits / self.temperature, dim=1)
+            return torch.softmax(logits / self.temperature, dim=1), seen[0].flatten(1)
 
     return Graph().eval()
 

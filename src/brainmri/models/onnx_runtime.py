@@ -5,8 +5,9 @@
 file and its description are unchanged and were exported from this very
 bundle (the sha256 of its manifest). The :class:`OnnxBundle` it returns
 predicts like a :class:`~brainmri.models.bundle.Bundle`: the bundle's first
-step reads and preprocesses the images in Python (:class:`OnnxModel`), the
-graph computes the calibrated probabilities.
+step reads and preprocesses the images in Python, the graph
+(:class:`OnnxNetwork`) computes the calibrated probabilities and the
+embedding of the out-of-distribution score.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from brainmri.errors import ConfigError, DataError
 from brainmri.files import sha256
+from brainmri.models.base import GroupedPipeline
 from brainmri.models.bundle import Bundle, load_model
 from brainmri.models.manifest import MANIFEST
 from brainmri.models.onnx_graph import default_path, description_path, graph_input, network_parts, onnx_modules
@@ -26,33 +29,52 @@ from brainmri.models.onnx_graph import default_path, description_path, graph_inp
 BATCH_SIZE = 64
 
 
-class OnnxModel:
-    """The bundle's first step (Python), then the exported graph (ONNX Runtime): what :class:`OnnxBundle` predicts with.
+class OnnxNetwork(ClassifierMixin, BaseEstimator):
+    """The exported graph as a method's last step: ONNX Runtime computes what the bundle's network did.
+
+    It takes the output of the bundle's first step, which stays in Python
+    (:func:`load_onnx` puts both in one pipeline), and gives the calibrated
+    probabilities and, for a graph of export version 2 or later, the
+    embedding of the out-of-distribution score in the same run.
 
     Parameters
     ----------
-    first : transformer
-        The bundle's first step (image arrays or features).
     session : onnxruntime.InferenceSession
     classes : sequence of str
     batch_size : int
         Items per call of the session.
     """
 
-    def __init__(self, first, session, classes, *, batch_size: int = BATCH_SIZE):
-        self.first = first
+    def __init__(self, session, classes, *, batch_size: int = BATCH_SIZE):
         self.session = session
+        self.classes = classes
         self.classes_ = np.asarray(classes)
         self.batch_size = batch_size
+        self.has_embedding = "embedding" in {o.name for o in session.get_outputs()}
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities, float64 of shape ``(n, n_classes)``, of images (paths or 2D arrays)."""
-        Z = self.first.transform(X)
-        out = [
-            self.session.run(None, {"input": graph_input(Z[s : s + self.batch_size])})[0]
+    def fit(self, X, y=None):
+        raise ConfigError("an ONNX graph is exported from a trained bundle and cannot be fitted; train the bundle")
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def _run(self, Z, names: list[str]) -> list[np.ndarray]:
+        parts = [
+            self.session.run(names, {"input": graph_input(Z[s : s + self.batch_size])})
             for s in range(0, len(Z), self.batch_size)
         ]
-        return np.concatenate(out).astype(np.float64)
+        return [np.concatenate([part[k] for part in parts]) for k in range(len(names))]
+
+    def predict_proba(self, Z) -> np.ndarray:
+        """Class probabilities, float64 of shape ``(n, n_classes)``, of the first step's output ``Z``."""
+        return self._run(Z, ["proba"])[0].astype(np.float64)
+
+    def predict_proba_with_embedding(self, Z) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities and the embedding (float32 ``(n, d)``) of ``Z``, from one run of the graph."""
+        if not self.has_embedding:
+            raise DataError("this ONNX export has no embedding output (export version 1); export the bundle again")
+        proba, embedding = self._run(Z, ["proba", "embedding"])
+        return proba.astype(np.float64), embedding
 
 
 class OnnxBundle(Bundle):
@@ -64,14 +86,15 @@ class OnnxBundle(Bundle):
 
     Attributes
     ----------
-    model : OnnxModel
+    model : Pipeline
+        The bundle's first step, then :class:`OnnxNetwork`.
     onnx_path : Path
     description : dict
         The export's description (``FILE.json``): input, output, check.
     """
 
-    def __init__(self, model: OnnxModel, manifest: dict, path: Path, *, onnx_path: Path, description: dict):
-        super().__init__(model, manifest, path)
+    def __init__(self, model, manifest: dict, path: Path, *, onnx_path: Path, description: dict, ood=None):
+        super().__init__(model, manifest, path, ood)
         self.onnx_path = onnx_path
         self.description = description
 
@@ -83,7 +106,12 @@ class OnnxBundle(Bundle):
 
 
 def load_onnx(
-    bundle: str | Path, onnx_file: str | Path | None = None, *, n_jobs: int = 1, threads: int | None = None
+    bundle: str | Path,
+    onnx_file: str | Path | None = None,
+    *,
+    n_jobs: int = 1,
+    threads: int | None = None,
+    loaded: Bundle | None = None,
 ) -> OnnxBundle:
     """Load a bundle with its exported ONNX graph, to predict with ONNX Runtime.
 
@@ -98,6 +126,8 @@ def load_onnx(
         Worker processes of the bundle's first step.
     threads : int or None
         ONNX Runtime's threads within an operator (None: one per physical core).
+    loaded : Bundle or None
+        The bundle, when it is already loaded from ``bundle`` (on the CPU).
 
     Returns
     -------
@@ -127,12 +157,36 @@ def load_onnx(
     again = f"export it again with: brainmri export {folder} --onnx" + (
         f" --out {path}" if onnx_file is not None else ""
     )
+    description = _checked_description(path, again)
+    made_from = description["bundle"]["manifest_sha256"]
+    loaded = loaded or load_model(folder, n_jobs=n_jobs, device="cpu")
+    if made_from != sha256(folder / MANIFEST):
+        raise DataError(f"{path}: exported from another bundle, or from an earlier training of {folder}; {again}")
+    first, _, _ = network_parts(loaded)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.log_severity_level = 3  # errors only: ONNX Runtime's own warnings go to stderr, not to logging
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    network = OnnxNetwork(session, loaded.manifest["classes"])
+    return OnnxBundle(
+        GroupedPipeline([("first", first), ("onnx", network)]),
+        loaded.manifest,
+        folder,
+        onnx_path=path,
+        description=description,
+        # The out-of-distribution score needs the graph's embedding (exports of version 2 and later).
+        ood=loaded.ood if network.has_embedding else None,
+    )
+
+
+def _checked_description(path: Path, again: str) -> dict:
+    """The description beside the export ``path``, once it is there, readable and of this very file (sha256)."""
     sidecar = description_path(path)
     if not path.is_file() or not sidecar.is_file():
         raise DataError(f"{path if not path.is_file() else sidecar}: no such file; {again}")
     try:
         description = json.loads(sidecar.read_text(encoding="utf-8"))
-        made_from, digest = description["bundle"]["manifest_sha256"], description["sha256"]
+        _, digest = description["bundle"]["manifest_sha256"], description["sha256"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(
             f"{sidecar}: not a description of a brainmri ONNX export ({type(exc).__name__}: {exc}); {again}"
@@ -141,18 +195,4 @@ def load_onnx(
         raise DataError(
             f"{path}: sha256 differs from {sidecar.name} (the file was changed, truncated or damaged); {again}"
         )
-    loaded = load_model(folder, n_jobs=n_jobs, device="cpu")
-    if made_from != sha256(folder / MANIFEST):
-        raise DataError(f"{path}: exported from another bundle, or from an earlier training of {folder}; {again}")
-    first, _, _ = network_parts(loaded)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or 0
-    options.log_severity_level = 3  # errors only: ONNX Runtime's own warnings go to stderr, not to logging
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return OnnxBundle(
-        OnnxModel(first, session, loaded.manifest["classes"]),
-        loaded.manifest,
-        folder,
-        onnx_path=path,
-        description=description,
-    )
+    return description

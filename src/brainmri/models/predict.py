@@ -44,6 +44,7 @@ from brainmri.data.io import (
 from brainmri.errors import DataError
 from brainmri.evaluation.metrics import classification_metrics
 from brainmri.robust.ood import FLAG_QUANTILE
+from brainmri.timing import Stopwatch
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def predict_images(
     predict: Callable[[list[np.ndarray]], np.ndarray] | None = None,
     max_pixels: int = MAX_PIXELS,
     as_trained=None,
+    watch=None,
 ) -> dict:
     """Predict every readable image of ``items`` with ``bundle``, batch by batch.
 
@@ -187,6 +189,9 @@ def predict_images(
     as_trained : Bundle, optional
         With an adapted ``bundle`` (``--adapt``): the bundle as trained, which
         also predicts every batch, so that both calls are reported.
+    watch : Stopwatch, optional
+        Adds the seconds spent waiting for images to be read, preprocessing,
+        in the network and on the OOD score (:mod:`brainmri.timing`).
 
     Returns
     -------
@@ -202,11 +207,12 @@ def predict_images(
     rows, skipped = [], []
     batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
     read_one = partial(_read, ndim=model_ndim(bundle), max_pixels=check_max_pixels(max_pixels))
+    watch = watch or Stopwatch()
     with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-        for batch, read in _read_ahead(pool, read_one, batches):
+        for batch, read in _read_ahead(pool, read_one, batches, watch):
             images, kept = _usable(batch, read, training, input_size, skipped)
             if images:
-                proba, ood = (predict(images), None) if predict else bundle.predict_with_ood(images)
+                proba, ood = (predict(images), None) if predict else bundle.predict_with_ood(images, watch=watch)
                 new = _prediction_rows(bundle, kept, proba, ood)
                 if as_trained is not None:
                     for row, p in zip(new, as_trained.predict_proba(images), strict=True):
@@ -219,14 +225,16 @@ def predict_images(
     return {"rows": rows, "skipped": skipped}
 
 
-def _read_ahead(pool: ThreadPoolExecutor, read_one: Callable, batches: list) -> Iterator[tuple[list, list]]:
+def _read_ahead(pool: ThreadPoolExecutor, read_one: Callable, batches: list, watch) -> Iterator[tuple[list, list]]:
     """Every batch with what ``read_one`` gave for each of its images, read by ``pool``.
 
-    The next batch is read while the caller predicts the one yielded.
+    The next batch is read while the caller predicts the one yielded; the
+    time spent waiting for a batch goes to ``watch``'s ``reading``.
     """
     reading = pool.map(read_one, [it.path for it in batches[0]]) if batches else iter(())
     for k, batch in enumerate(batches):
-        read = list(reading)
+        with watch("reading"):
+            read = list(reading)
         if k + 1 < len(batches):  # Executor.map submits at once: the next batch is read during this one's predict
             reading = pool.map(read_one, [it.path for it in batches[k + 1]])
         yield batch, read
@@ -360,4 +368,6 @@ def predictions_document(bundle, result: dict, metrics: dict, *, adapt: str = "n
         "ood": bundle.manifest.get("ood"),
         "adapt": adapt,
         **({"adaptation": result["adaptation"]} if "adaptation" in result else {}),
+        **({"runtime": result["runtime"]} if "runtime" in result else {}),
+        **({"timing_s": result["timing_s"]} if "timing_s" in result else {}),
     }

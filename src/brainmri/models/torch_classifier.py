@@ -23,7 +23,7 @@ from brainmri.errors import ConfigError, DataError
 from brainmri.models.torch_state import checked_temperature, read_state, write_state
 from brainmri.models.validation import holdout_split
 from brainmri.robust.adapt import adapt_module
-from brainmri.training.batches import predict_logits
+from brainmri.training.batches import logits_of_views
 from brainmri.training.calibration import fit_temperature
 from brainmri.training.device import resolve_device, torch_threads, tune_malloc
 from brainmri.training.loop import train_module
@@ -301,6 +301,21 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
         With ``adapt``, the module is first adapted to ``X`` (the identity view).
         """
+        return self._logits(X)[0]
+
+    def predict_proba_with_embedding(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_proba` and :meth:`embed` of ``X``, from one pass of the network where they can share it.
+
+        Without adaptation the embedding is captured in the identity view's
+        pass that the probabilities need anyway (the network with its batch
+        norms folded: the same numbers up to float rounding), which saves a
+        forward pass per image; an adapted network embeds in a pass of its own.
+        """
+        logits, Z = self._logits(X, capture=self.adapt == "none")
+        return self._calibrated(logits), (self.embed(X) if Z is None else Z)
+
+    def _logits(self, X, *, capture: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The logits of :meth:`predict_logits` and, with ``capture``, the embedding of the identity view."""
         check_is_fitted(self, "module_")
         X = self._check_X(X)
         if tuple(X.shape[1:]) != self.input_shape_:
@@ -309,18 +324,17 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         views = list(TTA_VIEWS.values()) if self.tta else [TTA_VIEWS["identity"]]
         with torch_threads(self.threads):
             module = self._inference_module() if self.adapt == "none" else self._adapted_module(X)
-            logits = [
-                predict_logits(
-                    module,
-                    view(X),
-                    device=self.device_,
-                    batch_size=max(self.batch_size, 128),
-                    precision=self.precision,
-                    channels_last=self.channels_last,
-                )
-                for view in views
-            ]
-        return sum(logits) / len(logits)
+            return logits_of_views(module, X, views, embed=capture, **self._predicting())
+
+    def _predicting(self) -> dict:
+        """The settings of :func:`~brainmri.training.batches.predict_logits` for this classifier."""
+        return {
+            "device": self.device_,
+            "batch_size": max(self.batch_size, 128),
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "what": f"the network built by {self._builder_name()}",
+        }
 
     def embed(self, X) -> np.ndarray:
         """The embedding the logits are read from: the input of the module's last linear layer, float32 (n, d).
@@ -328,28 +342,10 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         Computed with the trained ``module_`` (never an adapted copy), for
         the out-of-distribution score (:mod:`brainmri.robust.ood`).
         """
-        import torch
-
         check_is_fitted(self, "module_")
         X = self._check_X(X)
-        linear = [m for m in self.module_.modules() if isinstance(m, torch.nn.Linear)]
-        if not linear:
-            raise ConfigError(f"{self._builder_name()} has no linear layer whose input could serve as its embedding")
-        captured = []
-        hook = linear[-1].register_forward_pre_hook(lambda module, args: captured.append(args[0].float().cpu().numpy()))
-        try:
-            with torch_threads(self.threads):
-                predict_logits(
-                    self.module_,
-                    X,
-                    device=self.device_,
-                    batch_size=max(self.batch_size, 128),
-                    precision=self.precision,
-                    channels_last=self.channels_last,
-                )
-        finally:
-            hook.remove()
-        return np.concatenate(captured).reshape(len(X), -1)
+        with torch_threads(self.threads):
+            return logits_of_views(self.module_, X, [TTA_VIEWS["identity"]], embed=True, **self._predicting())[1]
 
     def _inference_module(self):
         """``module_`` with every batch norm folded into the convolution before it, built once."""
@@ -392,9 +388,12 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Temperature-scaled softmax, float64 of shape (n, n_classes), columns in ``classes_`` order."""
+        return self._calibrated(self.predict_logits(X))
+
+    def _calibrated(self, logits: np.ndarray) -> np.ndarray:
         from scipy.special import softmax
 
-        return softmax(self.predict_logits(X).astype(np.float64) / self.temperature_, axis=1)
+        return softmax(logits.astype(np.float64) / self.temperature_, axis=1)
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of every item."""

@@ -60,6 +60,7 @@ from brainmri.errors import DataError
 from brainmri.features.acquisition import DESCRIPTOR_PREPROCESS, AcquisitionDescriptors
 from brainmri.features.extract import ImageFeatures
 from brainmri.steps import split_model
+from brainmri.timing import Stopwatch
 
 #: Folds of the cross-fitted training distances that calibrate the score.
 CALIBRATION_FOLDS = 5
@@ -118,7 +119,9 @@ def _gaussian(Z: np.ndarray, y: np.ndarray):
 
 def _distance(Z: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """Smallest squared Mahalanobis distance of each row of ``Z`` to the class means."""
-    d = [np.einsum("ij,jk,ik->i", Z - m, precision, Z - m) for m in means]
+    # A matrix product (BLAS) and a row sum: the same numbers as einsum("ij,jk,ik->i"), which without optimize
+    # loops in C over n * d * d terms (4 s for 300 images of a 1280-d embedding; this takes milliseconds).
+    d = [(((Z - m) @ precision) * (Z - m)).sum(axis=1) for m in means]
     return np.min(d, axis=0)
 
 
@@ -399,15 +402,29 @@ def fit_ood(model, X, y, *, seed: int = 0, acquisition: bool = True, cache_dir=N
     )
 
 
-def predict_with_ood(model, ood: OODDetector | None, X) -> tuple[np.ndarray, np.ndarray | None]:
+def predict_with_ood(model, ood: OODDetector | None, X, watch=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities of a fitted method and the OOD distance of each item, in one pass of its head.
+
+    ``watch`` (a :class:`~brainmri.timing.Stopwatch`, optional) adds the
+    seconds of ``preprocessing`` (the head), ``network`` (the classifier and
+    the embedding) and ``ood`` (the acquisition descriptors and distances).
 
     Returns
     -------
     proba : ndarray of shape (n, n_classes)
     distance : ndarray of shape (n,), or None without ``ood``
     """
+    watch = watch or Stopwatch()
     head, final = split_model(model)
-    Xt = head.transform(X) if head is not None else X
-    proba = final.predict_proba(Xt)
-    return proba, (None if ood is None else ood.distance(embed(final, Xt), ood.describe(X)))
+    with watch("preprocessing"):
+        Xt = head.transform(X) if head is not None else X
+    with watch("network"):
+        if ood is None:
+            return final.predict_proba(Xt), None
+        if hasattr(final, "predict_proba_with_embedding"):  # a torch classifier: one pass of the network for both
+            proba, Z = final.predict_proba_with_embedding(Xt)
+            Z = np.nan_to_num(np.asarray(Z, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        else:
+            proba, Z = final.predict_proba(Xt), embed(final, Xt)
+    with watch("ood"):
+        return proba, ood.distance(Z, ood.describe(X))

@@ -9,6 +9,8 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from brainmri.errors import ConfigError
+
 
 def autocast_dtype(precision: str, device):
     """The autocast dtype of ``precision`` on ``device`` (None: full float32).
@@ -52,3 +54,35 @@ def predict_logits(
             with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
                 out.append(module(x).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def logits_of_views(
+    module, X: np.ndarray, views, *, embed: bool = False, what: str = "the network", **settings
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The mean logits of ``module`` over ``views`` of ``X`` (each a function of the array) and, with ``embed``,
+    the input of its last linear layer for the first view: float32 ``(n, d)``, else None.
+
+    The embedding is caught by a forward hook in the pass the logits need
+    anyway, so it costs no pass of its own. ``settings`` go to
+    :func:`predict_logits`; ``what`` names the network in the error.
+    """
+    import torch
+
+    captured: list[np.ndarray] = []
+    hook = None
+    if embed:
+        linear = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+        if not linear:
+            raise ConfigError(f"{what} has no linear layer whose input could serve as its embedding")
+        hook = linear[-1].register_forward_pre_hook(lambda m, args: captured.append(args[0].float().cpu().numpy()))
+    logits = []
+    try:
+        for view in views:
+            logits.append(predict_logits(module, view(X), **settings))
+            if hook is not None:  # the first view only
+                hook.remove()
+                hook = None
+    finally:
+        if hook is not None:
+            hook.remove()
+    return sum(logits) / len(logits), (np.concatenate(captured).reshape(len(X), -1) if embed else None)

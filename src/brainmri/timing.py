@@ -1,0 +1,60 @@
+"""Where a command's time goes: seconds per stage, for its last line and its JSON output (``timing_s``).
+
+>>> watch = Stopwatch()
+>>> with watch("reading"):
+...     pass
+>>> sorted(watch.seconds)
+['reading']
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+#: The stages of prediction, in the order the terminal names them, with their words.
+STAGES = {
+    "loading": "loading (imports, bundle)",
+    "reading": "reading (waited for)",
+    "preprocessing": "preprocessing",
+    "network": "network",
+    "ood": "out-of-distribution score",
+    "explaining": "explaining",
+    "writing": "writing",
+}
+
+
+class Stopwatch:
+    """Seconds spent per stage, summed over every time a stage runs (``with watch("network"): ...``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def report(self) -> dict[str, float]:
+        """The seconds of every stage that ran, and ``total`` since the watch was made, rounded to milliseconds."""
+        known = [s for s in STAGES if s in self.seconds] + sorted(set(self.seconds) - set(STAGES))
+        return {**{s: round(self.seconds[s], 3) for s in known}, "total": round(time.perf_counter() - self._start, 3)}
+
+
+def timing_line(timing: dict[str, float], n_images: int | None = None) -> str:
+    """The terminal's line of :meth:`Stopwatch.report`.
+
+    >>> timing_line({"network": 1.5, "writing": 0.25, "total": 2.0}, 100)
+    'time: network 1.50 s, writing 0.25 s; total 2.00 s (50 images/s)'
+    """
+    parts = ", ".join(f"{STAGES.get(k, k)} {v:.2f} s" for k, v in timing.items() if k != "total")
+    rate = f" ({n_images / timing['total']:.0f} images/s)" if n_images and timing["total"] > 0 else ""
+    return f"time: {parts}; total {timing['total']:.2f} s{rate}"
