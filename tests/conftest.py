@@ -307,3 +307,16 @@ def tmpfs(tmp_path):
     yield mount
     for path in mounts:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_default_cache(tmp_path_factory):
+    """Commands that cache by default (the ONNX exports of predict and serve, features without --cache-dir)
+    write into a folder of the test session, never into the user's ~/.cache/brainmri."""
+    saved = os.environ.get("BRAINMRI_CACHE")
+    os.environ["BRAINMRI_CACHE"] = str(tmp_path_factory.mktemp("default-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("BRAINMRI_CACHE", None)
+    else:
+        os.environ["BRAINMRI_CACHE"] = saved

@@ -167,3 +167,23 @@ def test_serve_onnx_without_an_export_is_one_line(cnn_bundle, started, tmp_path,
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert not started and len(err) == 1 and "none.onnx" in err[0]
+
+
+def test_serve_picks_onnx_runtime_by_itself_and_still_explains_with_the_network(
+    cnn_bundle, started, tmp_path, capsys
+):
+    from fastapi.testclient import TestClient
+
+    pytest.importorskip("onnxruntime")
+    assert main(["serve", str(cnn_bundle), "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]) == 0
+    [(app, _, _)] = started
+    assert "(ayadi-cnn with ONNX Runtime, classes" in capsys.readouterr().err
+    assert list((tmp_path / "cache" / "onnx").glob("*/model.onnx"))  # exported on first use, outside the bundle
+    assert not (cnn_bundle / "model.onnx").exists()
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(1).random((64, 64)) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    with TestClient(app) as client:
+        answer = client.post("/predict?heatmap=true", files={"files": ("slice.png", buffer.getvalue(), "image/png")})
+    assert answer.status_code == 200, answer.text
+    [result] = answer.json()["predictions"]
+    assert result["heatmap"]["method"] == "gradcam" and abs(sum(result["probabilities"].values()) - 1) < 1e-6

@@ -37,6 +37,16 @@ def add_serve(sub) -> None:
         "slice was answered 2-3x faster than by PyTorch, see docs/benchmarks.md; heatmaps still use PyTorch",
     )
     p.add_argument("--onnx-file", type=Path, metavar="FILE", help="the exported file, when not MODEL/model.onnx")
+    p.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="without --onnx: what runs a deep bundle's network, as in predict (auto: ONNX Runtime through an "
+        "export made on first use and cached under --cache-dir, when it can run here; heatmaps use PyTorch)",
+    )
+    p.add_argument(
+        "--cache-dir", type=Path, help="cache folder of the ONNX exports (default $BRAINMRI_CACHE or ~/.cache/brainmri)"
+    )
     _serve_options(p)
     add_training_options(
         p,
@@ -113,7 +123,6 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args) -> int:
-    from brainmri.models.bundle import load_model
     from brainmri.outputs import OutputFolder
     from brainmri.serve.app import create_app, run_server
     from brainmri.serve.settings import ServeSettings
@@ -143,18 +152,33 @@ def cmd_serve(args) -> int:
             else " and there is no authentication: anyone who reaches it can use the model; set --token",
         )
     with torch_threads_for(args.threads):
-        bundle = load_model(args.model, device=args.device)
-        if args.onnx:
-            from brainmri.models.onnx_runtime import load_onnx
-
-            # ONNX Runtime predicts; heatmaps still come from the torch network of the bundle.
-            app = create_app(load_onnx(args.model, args.onnx_file, threads=args.threads), settings, explain=bundle)
-        else:
-            app = create_app(bundle, settings)
-        runtime = " with ONNX Runtime" if args.onnx else ""
+        served, runtime = _served_model(args)
+        bundle = getattr(served, "pytorch", served)
+        # ONNX Runtime predicts; heatmaps still come from the torch network of the bundle.
+        app = create_app(served, settings, explain=None if served is bundle else bundle)
         args.reporter.say(
-            f"serving {args.model} ({bundle.manifest['method']['name']}{runtime}, classes "
+            f"serving {args.model} ({bundle.manifest['method']['name']} with {runtime}, classes "
             f"{', '.join(bundle.manifest['classes'])}); a research tool, not a diagnostic device"
         )
         run_server(app, settings, quiet=args.quiet)
     return 0
+
+
+def _served_model(args):
+    """The bundle that answers, and its runtime in words: the export of ``--onnx``, else ``--runtime``'s choice."""
+    from brainmri.models.runtimes import load_for_prediction
+    from brainmri.runs.config import default_cache_dir
+
+    if args.onnx:
+        from brainmri.models.bundle import load_model
+        from brainmri.models.onnx_runtime import load_onnx
+
+        loaded = load_model(args.model, device=args.device)
+        return load_onnx(args.model, args.onnx_file, threads=args.threads, loaded=loaded), "ONNX Runtime"
+    return load_for_prediction(
+        args.model,
+        runtime=args.runtime,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        device=args.device,
+        threads=args.threads,
+    )

@@ -89,12 +89,17 @@ class OnnxBundle(Bundle):
     model : Pipeline
         The bundle's first step, then :class:`OnnxNetwork`.
     onnx_path : Path
+    pytorch : Bundle
+        The same bundle in PyTorch, for what needs the network itself (explanations).
     description : dict
         The export's description (``FILE.json``): input, output, check.
     """
 
-    def __init__(self, model, manifest: dict, path: Path, *, onnx_path: Path, description: dict, ood=None):
+    def __init__(
+        self, model, manifest: dict, path: Path, *, onnx_path: Path, description: dict, ood=None, pytorch=None
+    ):
         super().__init__(model, manifest, path, ood)
+        self.pytorch = pytorch  # the bundle as loaded in PyTorch: what explanations (gradients) need
         self.onnx_path = onnx_path
         self.description = description
 
@@ -176,6 +181,7 @@ def load_onnx(
         description=description,
         # The out-of-distribution score needs the graph's embedding (exports of version 2 and later).
         ood=loaded.ood if network.has_embedding else None,
+        pytorch=loaded,
     )
 
 
