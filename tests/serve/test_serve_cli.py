@@ -169,9 +169,7 @@ def test_serve_onnx_without_an_export_is_one_line(cnn_bundle, started, tmp_path,
     assert not started and len(err) == 1 and "none.onnx" in err[0]
 
 
-def test_serve_picks_onnx_runtime_by_itself_and_still_explains_with_the_network(
-    cnn_bundle, started, tmp_path, capsys
-):
+def test_serve_picks_onnx_runtime_by_itself_and_still_explains_with_the_network(cnn_bundle, started, tmp_path, capsys):
     from fastapi.testclient import TestClient
 
     pytest.importorskip("onnxruntime")

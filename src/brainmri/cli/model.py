@@ -19,6 +19,7 @@ from brainmri.cli.options import (
     add_general_options,
     add_harmonise_options,
     add_input_options,
+    add_runtime_options,
     add_size_options,
     add_training_options,
     data_settings_from,
@@ -104,17 +105,7 @@ def add_predict(sub) -> None:
         help="attribution method of --explain (default: gradcam for a CNN, occlusion for other models)",
     )
     add_adapt_option(p, "each batch of --batch-size images")
-    p.add_argument(
-        "--runtime",
-        choices=["auto", "torch", "onnx"],
-        default="auto",
-        help="what runs a deep bundle's network: onnx (ONNX Runtime, CPU; the graph is exported on first use, "
-        "checked against PyTorch, and cached under --cache-dir by the bundle's hash), torch, or auto: ONNX "
-        "Runtime when it is installed and can run the bundle here, else PyTorch (default auto)",
-    )
-    p.add_argument(
-        "--cache-dir", type=Path, help="cache folder of the ONNX exports (default $BRAINMRI_CACHE or ~/.cache/brainmri)"
-    )
+    add_runtime_options(p)
     add_training_options(p, params=False)
     add_input_options(p, manifests=False)
     add_general_options(p, seed=True, jobs=True)

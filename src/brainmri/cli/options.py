@@ -214,6 +214,21 @@ def shift_settings(args) -> dict:
     return {"shift": parse_shifts(args.shift), "shift_severities": severities, "shift_max_items": args.shift_max_items}
 
 
+def add_runtime_options(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """``--runtime`` and the ``--cache-dir`` of its ONNX exports (predict, serve; :mod:`brainmri.models.runtimes`)."""
+    parser.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help=f"{when}what runs a deep bundle's network: onnx (ONNX Runtime, CPU; the graph is exported on first use, "
+        "checked against PyTorch, and cached under --cache-dir by the bundle's hash), torch, or auto: ONNX "
+        "Runtime when it is installed and can run the bundle here, else PyTorch (default auto)",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, help="cache folder of the ONNX exports (default $BRAINMRI_CACHE or ~/.cache/brainmri)"
+    )
+
+
 def add_harmonise_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("intensity harmonisation (preprocessing)")
     group.add_argument(

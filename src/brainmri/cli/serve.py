@@ -12,6 +12,7 @@ from pathlib import Path
 
 from brainmri.cli.options import (
     add_general_options,
+    add_runtime_options,
     add_training_options,
     torch_threads_for,
 )
@@ -37,16 +38,7 @@ def add_serve(sub) -> None:
         "slice was answered 2-3x faster than by PyTorch, see docs/benchmarks.md; heatmaps still use PyTorch",
     )
     p.add_argument("--onnx-file", type=Path, metavar="FILE", help="the exported file, when not MODEL/model.onnx")
-    p.add_argument(
-        "--runtime",
-        choices=["auto", "torch", "onnx"],
-        default="auto",
-        help="without --onnx: what runs a deep bundle's network, as in predict (auto: ONNX Runtime through an "
-        "export made on first use and cached under --cache-dir, when it can run here; heatmaps use PyTorch)",
-    )
-    p.add_argument(
-        "--cache-dir", type=Path, help="cache folder of the ONNX exports (default $BRAINMRI_CACHE or ~/.cache/brainmri)"
-    )
+    add_runtime_options(p, "without --onnx (heatmaps always use PyTorch): ")
     _serve_options(p)
     add_training_options(
         p,
