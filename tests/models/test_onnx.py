@@ -254,12 +254,14 @@ def test_predict_picks_onnx_runtime_exports_once_into_the_cache_and_agrees_with_
     cache = tmp_path / "cache"
     before = sorted(p.name for p in cnn.iterdir())
     auto = _predict_json(cnn, demo_source, tmp_path / "a.json", cache)
-    assert auto["runtime"] == "ONNX Runtime"
-    assert "(ONNX Runtime)" in capsys.readouterr().out
     [export] = list((cache / "onnx").glob("*/model.onnx"))  # keyed by the bundle's manifest hash
     assert sorted(p.name for p in cnn.iterdir()) == before  # nothing written into the bundle
+    speed = json.loads(export.with_name("speed.json").read_text())  # both runtimes timed at first use
+    faster = "ONNX Runtime" if speed["onnx_ms"] < speed["torch_ms"] else "PyTorch (faster here than ONNX Runtime"
+    assert auto["runtime"].startswith(faster) and f"({faster}" in capsys.readouterr().out
     made = export.stat().st_mtime_ns
     again = _predict_json(cnn, demo_source, tmp_path / "b.json", cache, "--runtime", "onnx")
+    assert again["runtime"] == "ONNX Runtime"
     assert export.stat().st_mtime_ns == made  # loaded from the cache, not exported again
     torch_run = _predict_json(cnn, demo_source, tmp_path / "t.json", cache, "--runtime", "torch")
     assert torch_run["runtime"] == "PyTorch"
@@ -280,3 +282,15 @@ def test_predict_takes_pytorch_where_onnx_runtime_cannot_run_and_says_why(
     argv = ["predict", str(cnn), str(demo_source), "--cache-dir", str(cache), "--runtime", "onnx", "--adapt", "tent"]
     assert main(argv) == 2
     assert "--runtime onnx: --adapt tent adapts the PyTorch network; use --runtime torch" in error_line("predict")
+
+
+@pytest.mark.parametrize("torch_ms, onnx_ms, chosen", [(1.0, 2.0, "PyTorch (faster here"), (2.0, 1.0, "ONNX Runtime")])
+def test_auto_takes_the_runtime_measured_faster_at_first_use(cnn, demo_source, tmp_path, torch_ms, onnx_ms, chosen):
+    from brainmri.models.runtimes import load_for_prediction, onnx_cache_path
+
+    export = onnx_cache_path(cnn, tmp_path)
+    load_for_prediction(cnn, cache_dir=tmp_path, device="cpu")  # exports and times
+    export.with_name("speed.json").write_text(json.dumps({"images": 32, "torch_ms": torch_ms, "onnx_ms": onnx_ms}))
+    bundle, runtime = load_for_prediction(cnn, cache_dir=tmp_path, device="cpu")
+    assert runtime.startswith(chosen)
+    assert (type(bundle).__name__ == "OnnxBundle") == (chosen == "ONNX Runtime")

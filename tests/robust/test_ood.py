@@ -62,3 +62,27 @@ def test_a_network_scores_noise_and_shifted_images_higher_than_clean_ones(one_to
         d_other = predict_with_ood(model, ood, other)[1]
         auc = roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(other))], np.r_[d_clean, d_other])
         assert auc > 0.9
+
+
+def test_acquisition_descriptors_of_images_in_memory_are_the_same_on_several_threads():
+    from brainmri.data.synthetic import synthetic_slice
+    from brainmri.robust.ood import OODDetector
+
+    rng = np.random.default_rng(0)
+    images = [synthetic_slice("glioma", rng, 96) * 255 for _ in range(7)]
+    serial = OODDetector(n_jobs=1).describe(images)
+    threaded = OODDetector(n_jobs=3).describe(images)
+    assert serial.shape == (7, 14)
+    np.testing.assert_array_equal(threaded, serial)  # in input order, nothing lost or repeated
+    np.testing.assert_array_equal(OODDetector(n_jobs=3).describe(images[:1]), serial[:1])
+
+
+def test_mahalanobis_distance_matches_its_definition():
+    from brainmri.robust.ood import _distance
+
+    rng = np.random.default_rng(0)
+    Z, means = rng.normal(size=(5, 4)), rng.normal(size=(3, 4))
+    A = rng.normal(size=(4, 4))
+    precision = A @ A.T
+    expected = [min(float((z - m) @ precision @ (z - m)) for m in means) for z in Z]
+    np.testing.assert_allclose(_distance(Z, means, precision), expected, rtol=1e-12)

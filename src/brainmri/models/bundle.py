@@ -248,7 +248,8 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
     path : path
         The bundle folder.
     n_jobs : int
-        Worker processes of the feature step, when the method has one.
+        Worker processes of the feature step, when the method has one, and
+        of the OOD detector's acquisition descriptors.
     device : str
         Where a deep method runs (``auto``, ``cpu``, ``cuda``, ``mps``).
 
@@ -301,6 +302,7 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
         try:
             with np.load(folder / OOD_FILE, allow_pickle=False) as arrays:
                 ood = OODDetector.from_arrays(arrays)
+            ood.n_jobs = n_jobs  # its acquisition descriptors are a feature step too
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(
                 f"{folder / OOD_FILE}: not an out-of-distribution detector ({exc}); train the bundle again"

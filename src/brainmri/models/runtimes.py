@@ -1,14 +1,18 @@
 """Which runtime predicts with a bundle: PyTorch, or ONNX Runtime through an export cached by the bundle's hash.
 
-``predict --runtime auto`` (the default) takes ONNX Runtime for a deep
-bundle when onnx and onnxruntime are installed and the network runs on the
-CPU: its graph answers 1.4-3x faster than PyTorch here
-(docs/benchmarks.md, "Prediction runtimes"). The graph is exported on first
-use (:func:`~brainmri.models.onnx.export_onnx`, checked against PyTorch in
-float32 before it is kept) into the cache folder, under the sha256 of the
-bundle's manifest and the export version, never into the bundle; later runs
-load it from there, and :func:`~brainmri.models.onnx_runtime.load_onnx`
-refuses an export that does not belong to the bundle. Everything else
+``predict --runtime auto`` (the default) takes the faster of PyTorch and ONNX
+Runtime for a deep bundle whose network runs on the CPU, when onnx and
+onnxruntime are installed. Neither wins everywhere: on the 2-core
+development machine ONNX Runtime (float32) ran ``transfer-finetune``'s
+network 1.6x faster than PyTorch's bf16 autocast, and ``ayadi-cnn``'s 1.5x
+slower (docs/benchmarks.md, "Prediction runtimes"). So at first use the graph
+is exported (:func:`~brainmri.models.onnx.export_onnx`, checked against
+PyTorch in float32 before it is kept) into the cache folder, under the sha256
+of the bundle's manifest and the export version, never into the bundle; both
+runtimes are timed there on a few synthetic slices (``speed.json``), and
+later runs read the export and the timing from there.
+:func:`~brainmri.models.onnx_runtime.load_onnx` refuses an export that does
+not belong to the bundle. Everything else
 (a classical method, a GPU, test-time adaptation, explanations, a missing
 onnxruntime, a graph that fails its check) predicts with PyTorch, and the
 runtime used is said in words.
@@ -19,21 +23,28 @@ and one runtime besides PyTorch is what the tests can keep honest.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 
+import numpy as np
+
+from brainmri.data.synthetic import CLASSES, synthetic_slice
 from brainmri.errors import ConfigError, DataError
-from brainmri.files import sha256
+from brainmri.files import sha256, write_json
 from brainmri.models.bundle import Bundle, load_model
 from brainmri.models.manifest import MANIFEST
 from brainmri.models.onnx import EXPORT_VERSION, export_onnx
 from brainmri.models.onnx_graph import network_parts, onnx_modules
 from brainmri.models.onnx_runtime import load_onnx
-from brainmri.steps import final_step
+from brainmri.steps import final_step, first_step
 
 logger = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx")
+#: Synthetic slices the two runtimes are timed on at first use (``auto`` takes the faster one).
+SPEED_IMAGES = 32
 
 
 def onnx_cache_path(bundle: str | Path, cache_dir: str | Path) -> Path:
@@ -105,7 +116,42 @@ def load_for_prediction(
                 raise
             logger.warning("predicting with PyTorch: the ONNX export failed (%s)", exc)
             return bundle, "PyTorch (the ONNX export failed its check)"
-    return load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle), "ONNX Runtime"
+    onnx_bundle = load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle)
+    if runtime == "onnx":
+        return onnx_bundle, "ONNX Runtime"
+    speed = _speed(cached, bundle, onnx_bundle)
+    if speed["torch_ms"] <= speed["onnx_ms"]:
+        return bundle, (
+            f"PyTorch (faster here than ONNX Runtime: {speed['torch_ms']:.1f} against {speed['onnx_ms']:.1f} ms per "
+            "image, measured at first use)"
+        )
+    return onnx_bundle, "ONNX Runtime"
+
+
+def _speed(cached: Path, bundle: Bundle, onnx_bundle) -> dict:
+    """The network's milliseconds per image in each runtime on this machine: measured once, at first use, on
+    :data:`SPEED_IMAGES` synthetic slices (the best of 3 timed runs after a warm-up), kept in ``speed.json``
+    beside the cached export."""
+    record = cached.with_name("speed.json")
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    rng = np.random.default_rng(0)
+    images = [synthetic_slice(CLASSES[k % len(CLASSES)], rng, 256) for k in range(SPEED_IMAGES)]
+    Z = first_step(bundle.model).transform(images)
+    speed = {"images": SPEED_IMAGES}
+    for name, final in (("torch", final_step(bundle.model)), ("onnx", final_step(onnx_bundle.model))):
+        final.predict_proba_with_embedding(Z)  # warm-up: kernels, folded batch norms
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            final.predict_proba_with_embedding(Z)
+            times.append(time.perf_counter() - start)
+        speed[f"{name}_ms"] = round(1000 * min(times) / SPEED_IMAGES, 3)
+    write_json(record, speed)
+    logger.info("network speed here: PyTorch %.1f, ONNX Runtime %.1f ms per image", speed["torch_ms"], speed["onnx_ms"])
+    return speed
 
 
 def _onnx_problem(bundle: Bundle) -> str | None:
