@@ -5,7 +5,8 @@ Usage: .venv/bin/python bench/predict_speed.py OUT [--bundle NAME=PATH ...] [--r
 Each bundle (default: an ``ayadi-cnn`` trained for one epoch at its default size, 128 px, on brain-tumor-mri's
 Training folder, made in OUT/ayadi-cnn when it is not there; add a ``transfer-finetune`` bundle with
 ``--bundle transfer-finetune=PATH``) predicts brain-tumor-mri's Testing folder (1,311 images) with
-``brainmri predict BUNDLE Testing --runtime R --out x.json`` as a new process, the wall-clock time measured
+``brainmri predict BUNDLE Testing --runtime R --out x.json`` (R: torch, onnx, and auto, which takes the one
+timed faster at first use) as a new process, the wall-clock time measured
 from its start to its exit. The runtimes take turns, ``--repeats`` times each; the ONNX export of the first use
 (cached afterwards under OUT/cache) is made and timed before. Also timed: a fresh process that loads the bundle
 and predicts one image. Reported per bundle and runtime: the median images/s, the stages of the command's own
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "auto")
 
 
 def main() -> None:

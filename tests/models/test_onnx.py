@@ -294,3 +294,40 @@ def test_auto_takes_the_runtime_measured_faster_at_first_use(cnn, demo_source, t
     bundle, runtime = load_for_prediction(cnn, cache_dir=tmp_path, device="cpu")
     assert runtime.startswith(chosen)
     assert (type(bundle).__name__ == "OnnxBundle") == (chosen == "ONNX Runtime")
+
+
+def test_int8_graph_is_kept_with_its_figures_and_predicts_like_float32(cnn_copy, demo_source, monkeypatch):
+    from brainmri.models import quantise
+
+    monkeypatch.setattr(quantise, "MIN_AGREEMENT", 0.0)  # the tiny test network's calls are close to ties
+    monkeypatch.setattr(quantise, "MAX_ACCURACY_DROP", 1.0)
+    description = quantise.quantise_onnx(cnn_copy, demo_source, n_calibration=8, n_check=16)
+    q = description["quantisation"]
+    assert q["n_check"] == 16 and 0 <= q["agreement"] <= 1 and q["calibration"] == str(demo_source)
+    assert q["accuracy_drop"] == pytest.approx(q["accuracy_fp32"] - q["accuracy_int8"])
+    path = cnn_copy / "model.int8.onnx"
+    graph = onnx.load(str(path))
+    assert any(node.op_type == "QuantizeLinear" for node in graph.graph.node)  # really quantised
+    int8 = load_onnx(cnn_copy, path, threads=1)  # checked like any export of this bundle
+    paths = _images(demo_source)
+    assert np.abs(int8.predict_proba(paths) - load_model(cnn_copy).predict_proba(paths)).max() < 0.25
+
+
+def test_int8_graph_that_disagrees_with_float32_is_refused_with_the_figures(cnn_copy, demo_source, monkeypatch):
+    from brainmri.models import quantise
+
+    monkeypatch.setattr(quantise, "MIN_AGREEMENT", 1.01)  # no graph can pass
+    with pytest.raises(
+        DataError,
+        match=r"the int8 graph calls the float32 graph's class on .*% of 16 check images "
+        r"\(at least 101.0% needed\) .* nothing was written",
+    ):
+        quantise.quantise_onnx(cnn_copy, demo_source, n_calibration=8, n_check=16)
+    assert not (cnn_copy / "model.int8.onnx").exists() and not (cnn_copy / "model.int8.onnx.json").exists()
+    with pytest.raises(DataError, match=r"--calibration .*: 24 images of the bundle's classes .* 1000 needed"):
+        quantise.quantise_onnx(cnn_copy, demo_source, n_calibration=500, n_check=500)
+
+
+def test_cli_int8_export_needs_int8_for_calibration(cnn, demo_source, error_line):
+    assert main(["export", str(cnn), "--onnx", "--calibration", str(demo_source)]) == 2
+    assert "--calibration only applies with --int8; add --int8 or remove it" in error_line("export")

@@ -127,7 +127,7 @@ def _read_description(path: Path) -> dict | None:
     return None
 
 
-def _check_target(out: Path) -> None:
+def check_export_target(out: Path) -> None:
     """Refuse ``--out`` unless it and its description are new, or earlier exports of brainmri."""
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out {out}: name a .onnx file")
@@ -225,7 +225,7 @@ def export_onnx(bundle: str | Path, out: str | Path | None = None, *, tolerance:
     out = Path(out) if out is not None else default_path(folder)
     if not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise ConfigError(f"--tolerance must be a positive number, got {tolerance!r}")
-    _check_target(out)
+    check_export_target(out)
     loaded = load_model(folder, device="cpu")
     first, middle, classifier = network_parts(loaded)
     X = _check_inputs(first)

@@ -4,7 +4,7 @@
 Runtime for a deep bundle whose network runs on the CPU, when onnx and
 onnxruntime are installed. Neither wins everywhere: on the 2-core
 development machine ONNX Runtime (float32) ran ``transfer-finetune``'s
-network 1.6x faster than PyTorch's bf16 autocast, and ``ayadi-cnn``'s 1.5x
+network 1.5x faster than PyTorch's bf16 autocast, and ``ayadi-cnn``'s 1.5x
 slower (docs/benchmarks.md, "Prediction runtimes"). So at first use the graph
 is exported (:func:`~brainmri.models.onnx.export_onnx`, checked against
 PyTorch in float32 before it is kept) into the cache folder, under the sha256
