@@ -116,10 +116,12 @@ def load_for_prediction(
                 raise
             logger.warning("predicting with PyTorch: the ONNX export failed (%s)", exc)
             return bundle, "PyTorch (the ONNX export failed its check)"
-    onnx_bundle = load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle)
-    if runtime == "onnx":
-        return onnx_bundle, "ONNX Runtime"
-    speed = _speed(cached, bundle, onnx_bundle)
+    speed = _known_speed(cached) if runtime == "auto" else None
+    if speed is None or speed["onnx_ms"] < speed["torch_ms"]:  # ONNX Runtime is not loaded when it is slower
+        onnx_bundle = load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle)
+        if runtime == "onnx":
+            return onnx_bundle, "ONNX Runtime"
+        speed = speed or _measure_speed(cached, bundle, onnx_bundle)
     if speed["torch_ms"] <= speed["onnx_ms"]:
         return bundle, (
             f"PyTorch (faster here than ONNX Runtime: {speed['torch_ms']:.1f} against {speed['onnx_ms']:.1f} ms per "
@@ -128,15 +130,20 @@ def load_for_prediction(
     return onnx_bundle, "ONNX Runtime"
 
 
-def _speed(cached: Path, bundle: Bundle, onnx_bundle) -> dict:
-    """The network's milliseconds per image in each runtime on this machine: measured once, at first use, on
-    :data:`SPEED_IMAGES` synthetic slices (the best of 3 timed runs after a warm-up), kept in ``speed.json``
+def _known_speed(cached: Path) -> dict | None:
+    """What :func:`_measure_speed` recorded beside the cached export, or None."""
+    try:
+        speed = json.loads(cached.with_name("speed.json").read_text(encoding="utf-8"))
+        return speed if isinstance(speed.get("torch_ms"), float) and isinstance(speed.get("onnx_ms"), float) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _measure_speed(cached: Path, bundle: Bundle, onnx_bundle) -> dict:
+    """The network's milliseconds per image in each runtime on this machine, measured at first use on
+    :data:`SPEED_IMAGES` synthetic slices (the best of 3 timed runs after a warm-up) and kept in ``speed.json``
     beside the cached export."""
     record = cached.with_name("speed.json")
-    try:
-        return json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
     rng = np.random.default_rng(0)
     images = [synthetic_slice(CLASSES[k % len(CLASSES)], rng, 256) for k in range(SPEED_IMAGES)]
     Z = first_step(bundle.model).transform(images)
