@@ -98,8 +98,9 @@ def main() -> None:
         fold = _fold(name)
         options = OPTIONS.get(name, [])
         if fold:
-            folder.mkdir(parents=True, exist_ok=True)
-            extra = extra_manifest(args.lgg, HELD_OUT[fold], folder / "extra.csv", args.seed)
+            # Beside the configuration's folder, not in it: brainmri writes no bundle inside an input's folder.
+            (args.out / "extra").mkdir(parents=True, exist_ok=True)
+            extra = extra_manifest(args.lgg, HELD_OUT[fold], args.out / "extra" / f"{name}.csv", args.seed)
             options = [*options, "--extra-data", str(extra), "--allow-outside-paths"]
         training = args.data / "brain-tumor-mri" / "Training"
         bundle = train(folder, training, CONFIGS[name], options, args.epochs, args.seed)
