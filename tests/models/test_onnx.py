@@ -331,3 +331,14 @@ def test_int8_graph_that_disagrees_with_float32_is_refused_with_the_figures(cnn_
 def test_cli_int8_export_needs_int8_for_calibration(cnn, demo_source, error_line):
     assert main(["export", str(cnn), "--onnx", "--calibration", str(demo_source)]) == 2
     assert "--calibration only applies with --int8; add --int8 or remove it" in error_line("export")
+
+
+def test_auto_predicts_with_pytorch_when_the_cache_cannot_be_written(cnn, tmp_path):
+    from brainmri.models.runtimes import load_for_prediction
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    bundle, runtime = load_for_prediction(cnn, cache_dir=blocked, device="cpu")
+    assert runtime == "PyTorch (the ONNX export failed)" and type(bundle).__name__ == "Bundle"
+    with pytest.raises((OSError, ConfigError)):
+        load_for_prediction(cnn, runtime="onnx", cache_dir=blocked, device="cpu")

@@ -111,11 +111,11 @@ def load_for_prediction(
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             export_onnx(path, cached)
-        except (DataError, ConfigError) as exc:
+        except (DataError, ConfigError, OSError) as exc:  # OSError: a cache folder that cannot be written
             if runtime == "onnx":
                 raise
             logger.warning("predicting with PyTorch: the ONNX export failed (%s)", exc)
-            return bundle, "PyTorch (the ONNX export failed its check)"
+            return bundle, "PyTorch (the ONNX export failed)"
     speed = _known_speed(cached) if runtime == "auto" else None
     if speed is None or speed["onnx_ms"] < speed["torch_ms"]:  # ONNX Runtime is not loaded when it is slower
         onnx_bundle = load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle)
@@ -156,7 +156,10 @@ def _measure_speed(cached: Path, bundle: Bundle, onnx_bundle) -> dict:
             final.predict_proba_with_embedding(Z)
             times.append(time.perf_counter() - start)
         speed[f"{name}_ms"] = round(1000 * min(times) / SPEED_IMAGES, 3)
-    write_json(record, speed)
+    try:
+        write_json(record, speed)
+    except OSError as exc:  # measured again next time
+        logger.warning("%s: not written (%s)", record, exc)
     logger.info("network speed here: PyTorch %.1f, ONNX Runtime %.1f ms per image", speed["torch_ms"], speed["onnx_ms"])
     return speed
 
