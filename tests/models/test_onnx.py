@@ -342,3 +342,13 @@ def test_auto_predicts_with_pytorch_when_the_cache_cannot_be_written(cnn, tmp_pa
     assert runtime == "PyTorch (the ONNX export failed)" and type(bundle).__name__ == "Bundle"
     with pytest.raises((OSError, ConfigError)):
         load_for_prediction(cnn, runtime="onnx", cache_dir=blocked, device="cpu")
+
+
+def test_a_damaged_cached_export_is_made_again(cnn, tmp_path):
+    from brainmri.models.runtimes import load_for_prediction, onnx_cache_path
+
+    load_for_prediction(cnn, runtime="onnx", cache_dir=tmp_path, device="cpu")
+    export = onnx_cache_path(cnn, tmp_path)
+    export.write_bytes(export.read_bytes()[:100])  # truncated
+    bundle, runtime = load_for_prediction(cnn, runtime="onnx", cache_dir=tmp_path, device="cpu")
+    assert runtime == "ONNX Runtime" and export.stat().st_size > 100

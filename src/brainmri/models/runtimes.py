@@ -35,8 +35,8 @@ from brainmri.errors import ConfigError, DataError
 from brainmri.files import sha256, write_json
 from brainmri.models.bundle import Bundle, load_model
 from brainmri.models.manifest import MANIFEST
-from brainmri.models.onnx import EXPORT_VERSION, export_onnx
-from brainmri.models.onnx_graph import network_parts, onnx_modules
+from brainmri.models.onnx import EXPORT_FORMAT, EXPORT_VERSION, export_onnx
+from brainmri.models.onnx_graph import description_path, network_parts, onnx_modules
 from brainmri.models.onnx_runtime import load_onnx
 from brainmri.steps import final_step, first_step
 
@@ -106,19 +106,15 @@ def load_for_prediction(
             raise ConfigError(f"--runtime onnx: {why_not}; use --runtime torch")
         return bundle, f"PyTorch ({why_not})"
     cached = onnx_cache_path(path, cache_dir)
-    if not cached.exists():
-        logger.info("exporting %s to ONNX for ONNX Runtime (first use; cached in %s)", path, cached.parent)
+    speed = _known_speed(cached) if runtime == "auto" and cached.exists() else None
+    if speed is None or speed["onnx_ms"] < speed["torch_ms"]:  # ONNX Runtime is not loaded when it is slower
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            export_onnx(path, cached)
+            onnx_bundle = _cached_onnx(path, cached, n_jobs, threads, bundle)
         except (DataError, ConfigError, OSError) as exc:  # OSError: a cache folder that cannot be written
             if runtime == "onnx":
                 raise
             logger.warning("predicting with PyTorch: the ONNX export failed (%s)", exc)
             return bundle, "PyTorch (the ONNX export failed)"
-    speed = _known_speed(cached) if runtime == "auto" else None
-    if speed is None or speed["onnx_ms"] < speed["torch_ms"]:  # ONNX Runtime is not loaded when it is slower
-        onnx_bundle = load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle)
         if runtime == "onnx":
             return onnx_bundle, "ONNX Runtime"
         speed = speed or _measure_speed(cached, bundle, onnx_bundle)
@@ -128,6 +124,32 @@ def load_for_prediction(
             "image, measured at first use)"
         )
     return onnx_bundle, "ONNX Runtime"
+
+
+def _cached_onnx(path, cached: Path, n_jobs: int, threads: int | None, bundle: Bundle):
+    """The bundle with its cached export, exported first when the cache has none, or again when the one it has is
+    damaged (the cache is brainmri's own)."""
+    if cached.exists():
+        try:
+            return load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle)
+        except DataError as exc:
+            if not _ours(cached):
+                raise
+            logger.warning("exporting %s again: the cached export is unusable (%s)", path, exc)
+            cached.unlink()  # brainmri's own export (its description says so), damaged
+    else:
+        logger.info("exporting %s to ONNX for ONNX Runtime (first use; cached in %s)", path, cached.parent)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(path, cached)
+    return load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle)
+
+
+def _ours(cached: Path) -> bool:
+    """Whether the description beside ``cached`` is one brainmri wrote (then the file is brainmri's export)."""
+    try:
+        return json.loads(description_path(cached).read_text(encoding="utf-8")).get("format") == EXPORT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _known_speed(cached: Path) -> dict | None:
