@@ -40,9 +40,6 @@ class Stopwatch:
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
-    def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
     def report(self) -> dict[str, float]:
         """The seconds of every stage that ran, and ``total`` since the watch was made, rounded to milliseconds."""
         known = [s for s in STAGES if s in self.seconds] + sorted(set(self.seconds) - set(STAGES))

@@ -221,8 +221,9 @@ def add_runtime_options(parser: argparse.ArgumentParser, when: str = "") -> None
         choices=["auto", "torch", "onnx"],
         default="auto",
         help=f"{when}what runs a deep bundle's network: onnx (ONNX Runtime, CPU; the graph is exported on first use, "
-        "checked against PyTorch, and cached under --cache-dir by the bundle's hash), torch, or auto: ONNX "
-        "Runtime when it is installed and can run the bundle here, else PyTorch (default auto)",
+        "checked against PyTorch, and cached under --cache-dir by the bundle's hash), torch, or auto: the one "
+        "timed faster on this machine at first use, where ONNX Runtime is installed and can run the bundle, "
+        "else PyTorch (default auto)",
     )
     parser.add_argument(
         "--cache-dir", type=Path, help="cache folder of the ONNX exports (default $BRAINMRI_CACHE or ~/.cache/brainmri)"

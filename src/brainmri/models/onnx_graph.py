@@ -23,6 +23,7 @@ import numpy as np
 
 from brainmri.errors import ConfigError
 from brainmri.models.bundle import Bundle
+from brainmri.training.batches import last_linear
 
 
 def onnx_modules():
@@ -105,7 +106,7 @@ def torch_graph(middle, classifier, method: str):
     import torch
     from torch import nn
 
-    last_linear = [m for m in classifier.module_.modules() if isinstance(m, nn.Linear)][-1]
+    head = last_linear(classifier.module_)
 
     class Graph(nn.Module):
         """Probabilities ``softmax(logits / temperature)`` of the network's input (and its mirror, with TTA), and
@@ -128,7 +129,7 @@ def torch_graph(middle, classifier, method: str):
         def forward(self, x):
             x = self.linear(x)
             seen = []
-            hook = last_linear.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+            hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
             try:
                 logits = self.network(x)
             finally:

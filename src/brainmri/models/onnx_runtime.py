@@ -162,8 +162,7 @@ def load_onnx(
     again = f"export it again with: brainmri export {folder} --onnx" + (
         f" --out {path}" if onnx_file is not None else ""
     )
-    description = _checked_description(path, again)
-    made_from = description["bundle"]["manifest_sha256"]
+    description, made_from = _checked_description(path, again)
     loaded = loaded or load_model(folder, n_jobs=n_jobs, device="cpu")
     if made_from != sha256(folder / MANIFEST):
         raise DataError(f"{path}: exported from another bundle, or from an earlier training of {folder}; {again}")
@@ -185,14 +184,15 @@ def load_onnx(
     )
 
 
-def _checked_description(path: Path, again: str) -> dict:
-    """The description beside the export ``path``, once it is there, readable and of this very file (sha256)."""
+def _checked_description(path: Path, again: str) -> tuple[dict, str]:
+    """The description beside the export ``path``, once it is there, readable and of this very file (sha256), and
+    the sha256 of the bundle manifest it names."""
     sidecar = description_path(path)
     if not path.is_file() or not sidecar.is_file():
         raise DataError(f"{path if not path.is_file() else sidecar}: no such file; {again}")
     try:
         description = json.loads(sidecar.read_text(encoding="utf-8"))
-        _, digest = description["bundle"]["manifest_sha256"], description["sha256"]
+        made_from, digest = description["bundle"]["manifest_sha256"], description["sha256"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(
             f"{sidecar}: not a description of a brainmri ONNX export ({type(exc).__name__}: {exc}); {again}"
@@ -201,4 +201,4 @@ def _checked_description(path: Path, again: str) -> dict:
         raise DataError(
             f"{path}: sha256 differs from {sidecar.name} (the file was changed, truncated or damaged); {again}"
         )
-    return description
+    return description, made_from

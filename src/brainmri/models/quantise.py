@@ -119,7 +119,8 @@ def quantise_onnx(
                 " allowed); nothing was written. Predict in float32 (brainmri export --onnx)"
             )
         description = json.loads(description_path(fp32).read_text(encoding="utf-8"))
-        description.pop("file", None), description.pop("sha256", None)
+        for key in ("file", "sha256"):  # of the float32 file; _write adds the int8 file's
+            description.pop(key, None)
         description["precision"] = "int8 (QDQ: weights int8 per channel, activations uint8, min-max calibration)"
         description["quantisation"] = figures
         _write(int8, out, description)

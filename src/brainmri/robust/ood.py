@@ -80,7 +80,11 @@ def embed(final, Xt) -> np.ndarray:
     A classifier with an ``embed`` method (a torch classifier) gives its own;
     for any other, the features it receives are the embedding.
     """
-    Z = final.embed(Xt) if hasattr(final, "embed") else np.asarray(Xt, dtype=np.float64).reshape(len(Xt), -1)
+    return _finite(final.embed(Xt) if hasattr(final, "embed") else np.asarray(Xt).reshape(len(Xt), -1))
+
+
+def _finite(Z) -> np.ndarray:
+    """An embedding as float64 with every NaN or infinite value set to 0."""
     return np.nan_to_num(np.asarray(Z, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -434,7 +438,7 @@ def predict_with_ood(model, ood: OODDetector | None, X, watch=None) -> tuple[np.
             return final.predict_proba(Xt), None
         if hasattr(final, "predict_proba_with_embedding"):  # a torch classifier: one pass of the network for both
             proba, Z = final.predict_proba_with_embedding(Xt)
-            Z = np.nan_to_num(np.asarray(Z, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            Z = _finite(Z)
         else:
             proba, Z = final.predict_proba(Xt), embed(final, Xt)
     with watch("ood"):

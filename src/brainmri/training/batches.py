@@ -56,6 +56,16 @@ def predict_logits(
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
+def last_linear(module, what: str = "the network"):
+    """The last ``torch.nn.Linear`` of ``module``: its input is the embedding the logits are read from."""
+    import torch
+
+    linear = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    if not linear:
+        raise ConfigError(f"{what} has no linear layer whose input could serve as its embedding")
+    return linear[-1]
+
+
 def logits_of_views(
     module, X: np.ndarray, views, *, embed: bool = False, what: str = "the network", **settings
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -66,15 +76,12 @@ def logits_of_views(
     anyway, so it costs no pass of its own. ``settings`` go to
     :func:`predict_logits`; ``what`` names the network in the error.
     """
-    import torch
-
     captured: list[np.ndarray] = []
     hook = None
     if embed:
-        linear = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
-        if not linear:
-            raise ConfigError(f"{what} has no linear layer whose input could serve as its embedding")
-        hook = linear[-1].register_forward_pre_hook(lambda m, args: captured.append(args[0].float().cpu().numpy()))
+        hook = last_linear(module, what).register_forward_pre_hook(
+            lambda m, args: captured.append(args[0].float().cpu().numpy())
+        )
     logits = []
     try:
         for view in views:
