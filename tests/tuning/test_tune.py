@@ -1,11 +1,12 @@
 import json
 import re
+import threading
 import time
 
 import numpy as np
 import pytest
 
-pytest.importorskip("optuna")
+optuna = pytest.importorskip("optuna")
 
 from brainmri.cli import main  # noqa: E402
 from brainmri.models.base import GroupedPipeline
@@ -484,3 +485,26 @@ def test_a_tune_continues_in_its_own_folder(leaky_split_source, tmp_path, capsys
     assert tune(leaky_split_source, out, "--trials", "2") == 0
     assert len(complete(json.loads((out / "results.json").read_text()))) == 2
     assert json.loads((out / "run.json").read_text())["command"] == "tune"
+
+
+def test_a_study_another_worker_is_still_describing_is_waited_for_not_refused(tmp_path):
+    from brainmri.errors import ConfigError
+    from brainmri.tuning.study import open_study
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'tune.db'}")
+    attrs = {"method": "glcm-svm", "seed": 0}
+    first = optuna.create_study(storage=storage, study_name="shared", direction="maximize")
+    first.set_user_attr("method", "glcm-svm")  # the creating worker has written one attribute of two so far
+
+    def finish():
+        time.sleep(1.0)
+        first.set_user_attr("seed", 0)
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    study = open_study(storage, "shared", attrs, sampler=None, pruner=None)
+    writer.join()
+    assert study.user_attrs == attrs
+
+    with pytest.raises(ConfigError, match="created for seed 0, not 1"):
+        open_study(storage, "shared", {**attrs, "seed": 1}, sampler=None, pruner=None)

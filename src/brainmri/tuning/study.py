@@ -309,8 +309,22 @@ def open_study(storage, name: str, attrs: dict, *, sampler, pruner):
         for key, value in attrs.items():
             study.set_user_attr(key, value)
         return study
-    _check_attrs(name, study.user_attrs, attrs)
+    _check_attrs(name, settled_attrs(study, attrs), attrs)
     return study
+
+
+def settled_attrs(study, attrs: dict, wait_s: float = 30.0) -> dict:
+    """The study's user attributes once another worker has finished writing them (each is its own write).
+
+    A study that still lacks some of ``attrs`` after ``wait_s`` seconds is
+    returned as it is (one made by an older brainmri, say), and is refused.
+    """
+    deadline = time.monotonic() + wait_s
+    stored = study.user_attrs  # read again from the storage at each access
+    while not attrs.keys() <= stored.keys() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        stored = study.user_attrs
+    return stored
 
 
 def check_studies(storage, base: str, attrs: dict) -> None:
@@ -322,7 +336,9 @@ def check_studies(storage, base: str, attrs: dict) -> None:
     attrs = json.loads(json.dumps(attrs))
     for study in storage.get_all_studies():
         if study.study_name == base or study.study_name.startswith(base + "/"):
-            _check_attrs(study.study_name, study.user_attrs, attrs)
+            # A key not there yet may be being written by another worker: open_study checks it when it is.
+            known = {key: value for key, value in attrs.items() if key in study.user_attrs}
+            _check_attrs(study.study_name, study.user_attrs, known)
 
 
 def _check_attrs(name: str, stored: dict, attrs: dict) -> None:
