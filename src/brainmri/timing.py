@@ -13,13 +13,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: The stages of prediction, in the order the terminal names them, with their words.
+#: The stages of prediction and training, in the order the terminal names them, with their words.
 STAGES = {
     "loading": "loading (imports, bundle)",
     "reading": "reading (waited for)",
     "preprocessing": "preprocessing",
+    "features": "preprocessing and features",
     "network": "network",
+    "training": "training",
     "ood": "out-of-distribution score",
+    "validation": "internal validation",
     "explaining": "explaining",
     "writing": "writing",
 }

@@ -47,6 +47,11 @@ def test_train_prints_the_internal_validation_and_writes_a_bundle(trained):
     assert f"accuracy {accuracy:.3f}" in printed
     assert f"bundle: {model} (ovo-svm, classes glioma, meningioma, notumor, pituitary, 24 training images)" in printed
     assert sorted(p.name for p in model.iterdir()) == ["manifest.json", "model.classifier.skops", "ood.npz"]
+    timing = manifest["training_data"]["timing_s"]  # where the time went, stage by stage
+    assert list(timing) == ["reading", "features", "training", "ood", "validation", "total"]
+    assert all(v >= 0 for v in timing.values()) and timing["total"] >= sum(v for k, v in timing.items() if k != "total")
+    last = printed.strip().splitlines()[-1]
+    assert last.startswith("time: reading (waited for) ") and ", writing " in last and "images/s)" in last
 
 
 def test_predict_a_labelled_folder_to_json_with_metrics(model, demo_source, tmp_path, capsys):

@@ -62,6 +62,14 @@ def add_train(sub) -> None:
     )
     add_extra_options(p, "DATA")
     add_training_options(p)
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train a deep method's network in N data-parallel processes (PyTorch DDP: gloo on the CPU, "
+        "NCCL with one GPU each on CUDA); the same seed gives the same weights for the same N (default 1)",
+    )
     add_input_options(p)
     add_duplicate_options(p)
     add_general_options(p, seed=True, jobs=True)
@@ -157,12 +165,14 @@ def cmd_train(args) -> int:
     from brainmri.data.labels import parse_label_map
     from brainmri.runs.config import TrainConfig, default_cache_dir
     from brainmri.runs.train import train_bundle
+    from brainmri.timing import timing_line
 
     config = TrainConfig(
         **data_settings_from(args, preprocess_from(args)),
         method=args.method,
         params=method_params_from(args),
         device=args.device,
+        processes=args.nproc,
         validate=not args.no_validation,
         extra_data=str(args.extra_data) if args.extra_data else None,
         extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
@@ -173,7 +183,7 @@ def cmd_train(args) -> int:
         progress(args, None, "reading") as read,
         progress(args, None, "features") as features,
     ):
-        manifest = train_bundle(
+        bundle = train_bundle(
             config,
             args.out,
             n_jobs=args.jobs,
@@ -181,7 +191,8 @@ def cmd_train(args) -> int:
             on_event=args.reporter.say,
             progress=read,
             feature_progress=features,
-        ).manifest
+        )
+    manifest = bundle.manifest
     validation = manifest["validation"]
     if "metrics" in validation:
         shown = ", ".join(
@@ -196,6 +207,7 @@ def cmd_train(args) -> int:
         f"bundle: {args.out} ({manifest['method']['name']}, classes {', '.join(manifest['classes'])}, "
         f"{manifest['training_data']['n_items']} training images)"
     )
+    print(timing_line(bundle.timing_s, manifest["training_data"]["n_items"]))
     return 0
 
 

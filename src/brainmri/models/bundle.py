@@ -157,6 +157,9 @@ class Bundle:
     ood : OODDetector or None
         The out-of-distribution detector calibrated on the training data
         (None for a bundle written before it existed).
+    timing_s : dict or None
+        Seconds per stage of the training that has just written the bundle
+        (:func:`~brainmri.runs.train.train_bundle`); None when loaded.
     """
 
     def __init__(self, model, manifest: dict, path: Path, ood=None):
@@ -165,6 +168,7 @@ class Bundle:
         self.path = path
         self.classes_ = np.asarray(manifest["classes"])
         self.ood = ood
+        self.timing_s: dict | None = None
 
     @classmethod
     def of(cls, model, *, name: str, preprocess: Preprocess) -> Bundle:

@@ -26,6 +26,7 @@ from brainmri.robust.adapt import adapt_module
 from brainmri.training.batches import logits_of_views
 from brainmri.training.calibration import fit_temperature
 from brainmri.training.device import resolve_device, torch_threads, tune_malloc
+from brainmri.training.distributed import check_processes, train_in_processes
 from brainmri.training.loop import train_module
 from brainmri.training.run import frozen_blocks
 from brainmri.training.settings import TrainSettings
@@ -98,7 +99,13 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     device : str
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     threads : int or None
-        CPU threads of torch during fit and predict (None: torch's default).
+        CPU threads of torch during fit and predict (None: torch's default);
+        with ``processes``, of each training process (None: the cores shared
+        out).
+    processes : int
+        Training processes (``brainmri train --nproc``): data-parallel
+        training, :mod:`brainmri.training.distributed`. The same seed gives
+        the same weights for the same number of processes.
     adapt : {"none", "adabn", "tent"}
         Test-time adaptation: each call of :meth:`predict_logits` adapts a
         copy of the trained module to the items it is given, without labels
@@ -150,6 +157,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         val_fraction=0.2,
         device="auto",
         threads=None,
+        processes=1,
         adapt="none",
         seed=0,
         work_dir=None,
@@ -176,6 +184,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.val_fraction = val_fraction
         self.device = device
         self.threads = threads
+        self.processes = processes
         self.adapt = adapt
         self.seed = seed
         self.work_dir = work_dir
@@ -252,10 +261,12 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         train, val, how = holdout_split(y, groups, fraction=self.val_fraction, random_state=self.seed)
         device = resolve_device(self.device)
+        check_processes(self.processes, device, settings.batch_size)
         tune_malloc()
         with torch_threads(self.threads):
             module = self._build(len(self.classes_), X.shape[1:])
-            result = train_module(
+            trainer = train_module if self.processes == 1 else self._train_in_processes
+            result = trainer(
                 module,
                 X[train],
                 y_idx[train],
@@ -292,9 +303,14 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         if self.sampling == "source":  # the sources the draws were balanced over, with their training items
             names, counts = np.unique(np.asarray(sources).astype(str)[train], return_counts=True)
             self.params_["sampled_sources"] = {str(k): int(n) for k, n in zip(names, counts, strict=True)}
+        if self.processes > 1:
+            self.params_["processes"] = self.processes
         if result.resumed_from:
             self.params_["resumed_after_epoch"] = result.resumed_from
         return self
+
+    def _train_in_processes(self, *args, **kwargs):
+        return train_in_processes(*args, processes=self.processes, threads=self.threads, **kwargs)
 
     def predict_logits(self, X) -> np.ndarray:
         """Uncalibrated logits, float32 of shape (n, n_classes); with ``tta``, their mean over :data:`TTA_VIEWS`.

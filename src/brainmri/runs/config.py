@@ -316,11 +316,15 @@ class TrainConfig(DataSettings):
         images are dropped.
     extra_label_map : dict or None
         Class renaming of ``extra_data`` (``--extra-label-map``).
+    processes : int
+        Data-parallel training processes of a deep method (``--nproc``,
+        :mod:`brainmri.training.distributed`).
     """
 
     method: str
     params: dict = field(default_factory=dict)
     device: str = "auto"
+    processes: int = 1
     validate: bool = True
     extra_data: str | None = None
     extra_label_map: dict | None = None
@@ -332,6 +336,8 @@ class TrainConfig(DataSettings):
             raise ConfigError(f"--shortcuts must be auto, on or off, got {self.shortcuts!r}")
         if self.extra_label_map and not self.extra_data:
             raise ConfigError("--extra-label-map only applies with --extra-data; add --extra-data OTHER or remove it")
+        if not isinstance(self.processes, int) or isinstance(self.processes, bool) or self.processes < 1:
+            raise ConfigError(f"--nproc must be an integer >= 1, got {self.processes!r}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "preprocess": self.preprocess.to_dict()}

@@ -8,7 +8,6 @@ never splits a group; the bundle format is :mod:`brainmri.models.bundle`'s.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from brainmri.data.extra import format_extra
 from brainmri.data.io import size_and_channels
 from brainmri.data.preprocess import Preprocess
 from brainmri.data.splits import group_labels
-from brainmri.errors import DataError
+from brainmri.errors import ConfigError, DataError
 from brainmri.evaluation.metrics import classification_metrics
 from brainmri.features.extract import precompute_features
 from brainmri.files import check_output_folder
@@ -44,6 +43,7 @@ from brainmri.runs.reading import (
 )
 from brainmri.runs.unit import epoch_lines
 from brainmri.steps import final_step
+from brainmri.timing import Stopwatch
 from brainmri.training.device import resolve_device
 from brainmri.version import __version__
 
@@ -153,16 +153,54 @@ def train_bundle(
         The fitted method and the manifest written to ``out/manifest.json``.
     """
     say = on_event or (lambda message: None)
-    spec = get_method(config.method)
+    spec, watch = get_method(config.method), Stopwatch()
     n_files, n_extra = _check_before_reading(config, spec, out, cache_dir)
     say(f"reading and auditing {n_files} files of {config.data}")
-    analysis = read_training_data(config, methods=[config.method], option="--method", n_jobs=n_jobs, progress=progress)
-    paths, labels, groups, sources, grouping, extra = _training_items(config, analysis, n_extra, n_jobs, progress, say)
+    with watch("reading"):
+        analysis, paths, labels, groups, sources, grouping, extra = _training_items(
+            config, n_extra, n_jobs, progress, say
+        )
     check_class_counts(labels, 2, "grouped inner validation", groups=groups)
     cache = str(cache_dir) if cache_dir else MemoryCache()
+    build = _builder(spec, config, cache, n_jobs)
+    say(f"computing features of {len(paths)} images")
+    with watch("features"):
+        precompute_features([build()], paths, n_jobs=n_jobs, progress=feature_progress)
+    say(f"training {config.method} on {len(paths)} images ({len(np.unique(groups))} groups: {grouping})")
+    with watch("training"), epoch_lines(config.method, say):
+        model = build().fit(paths, labels, groups=groups, sources=sources)
+    say(f"calibrating the out-of-distribution score on the {len(paths)} training images")
+    with watch("ood"):
+        ood = fit_ood(
+            model, paths, labels, seed=config.seed, acquisition=spec.inputs == "slices", cache_dir=cache, n_jobs=n_jobs
+        )
+    with watch("validation"):
+        validation = (
+            internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
+            if config.validate
+            else {"skipped": "not asked for (--no-validation)"}
+        )
+    training = {
+        "grouping": grouping,
+        "n_groups": int(len(np.unique(groups))),
+        "fit_s": round(watch.seconds["training"], 2),
+        **({"extra_data": extra.info} if extra is not None else {}),
+    }
+    with watch("writing"):
+        manifest = _manifest(config, spec, model, analysis, training, validation, ood)
+        manifest["training_data"]["timing_s"] = watch.report()  # up to the writing of the bundle, which holds it
+        manifest = save_bundle(model, out, manifest, ood=ood)
+    say(f"wrote the bundle {out}")
+    bundle = Bundle(model, manifest, Path(out), ood)
+    bundle.timing_s = watch.report()
+    return bundle
+
+
+def _builder(spec, config: TrainConfig, cache, n_jobs: int) -> Callable:
+    """A function that builds the method unfitted, with the settings of ``config`` (``--nproc`` included)."""
 
     def build():
-        return spec.build(
+        model = spec.build(
             seed=config.seed,
             n_jobs=n_jobs,
             cache_dir=cache,
@@ -170,37 +208,17 @@ def train_bundle(
             device=config.device,
             params=config.params,
         )
+        if config.processes > 1:
+            final_step(model).set_params(processes=config.processes)
+        return model
 
-    say(f"computing features of {len(paths)} images")
-    precompute_features([build()], paths, n_jobs=n_jobs, progress=feature_progress)
-    say(f"training {config.method} on {len(paths)} images ({len(np.unique(groups))} groups: {grouping})")
-    start = time.perf_counter()
-    with epoch_lines(config.method, say):
-        model = build().fit(paths, labels, groups=groups, sources=sources)
-    fit_s = time.perf_counter() - start
-    say(f"calibrating the out-of-distribution score on the {len(paths)} training images")
-    ood = fit_ood(
-        model, paths, labels, seed=config.seed, acquisition=spec.inputs == "slices", cache_dir=cache, n_jobs=n_jobs
-    )
-    validation = (
-        internal_validation(build, model, paths, labels, groups, seed=config.seed, on_event=say)
-        if config.validate
-        else {"skipped": "not asked for (--no-validation)"}
-    )
-    training = {
-        "grouping": grouping,
-        "n_groups": int(len(np.unique(groups))),
-        "fit_s": round(fit_s, 2),
-        **({"extra_data": extra.info} if extra is not None else {}),
-    }
-    manifest = save_bundle(model, out, _manifest(config, spec, model, analysis, training, validation, ood), ood=ood)
-    say(f"wrote the bundle {out}")
-    return Bundle(model, manifest, Path(out), ood)
+    return build
 
 
-def _training_items(config: TrainConfig, analysis, n_extra: int, n_jobs: int, progress, say) -> tuple:
-    """Paths, labels, groups and sources of DATA, with ``--extra-data`` appended (its groups apart); the grouping; the
-    extra data."""
+def _training_items(config: TrainConfig, n_extra: int, n_jobs: int, progress, say) -> tuple:
+    """DATA read and audited; the paths, labels, groups and sources of its items, with ``--extra-data`` appended (its
+    groups apart); the grouping; the extra data."""
+    analysis = read_training_data(config, methods=[config.method], option="--method", n_jobs=n_jobs, progress=progress)
     paths, labels = np.array([str(it.path) for it in analysis.dataset.items]), analysis.dataset.labels.astype(str)
     groups, grouping = group_labels(analysis, "auto")
     extra = None
@@ -219,7 +237,7 @@ def _training_items(config: TrainConfig, analysis, n_extra: int, n_jobs: int, pr
         paths, labels = np.concatenate([paths, extra.paths]), np.concatenate([labels, extra.labels])
         groups = np.concatenate([groups, extra.groups + np.max(groups) + 1])
     sources = item_sources(analysis.dataset, extra_data=config.extra_data, n_extra=len(paths) - len(analysis.dataset))
-    return paths, labels, groups, sources, grouping, extra
+    return analysis, paths, labels, groups, sources, grouping, extra
 
 
 def _check_before_reading(config: TrainConfig, spec, out, cache_dir) -> tuple[int, int]:
@@ -227,6 +245,11 @@ def _check_before_reading(config: TrainConfig, spec, out, cache_dir) -> tuple[in
     spec.check_params(config.params)
     if spec.family == "deep":  # refuse --device cuda without a GPU before reading anything
         resolve_device(config.device)
+    if config.processes > 1 and "processes" not in final_step(spec.build(params=config.params)).get_params():
+        raise ConfigError(
+            f"--nproc {config.processes}: {config.method} trains no network in brainmri's training loop; "
+            "leave --nproc out (its --jobs spreads its work over processes)"
+        )
     inputs = [config.data, *([config.extra_data] if config.extra_data else [])]
     check_bundle_target(out, inputs=inputs)
     if cache_dir:

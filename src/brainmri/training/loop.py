@@ -78,6 +78,7 @@ from brainmri.training.run import TrainingRun, run_fingerprint
 from brainmri.training.sampling import sampling_weights
 from brainmri.training.settings import TrainResult, TrainSettings
 from brainmri.training.style import style_hooks
+from brainmri.training.world import ONE_PROCESS, World
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,11 @@ def epoch_listener(callback: Callable[[dict], None]) -> Iterator[None]:
         _listeners.reset(token)
 
 
+def epoch_listeners() -> tuple[Callable[[dict], None], ...]:
+    """The callbacks :func:`epoch_listener` set in this context (to hand them to another thread)."""
+    return _listeners.get()
+
+
 def train_module(
     module,
     X: np.ndarray,
@@ -111,7 +117,8 @@ def train_module(
     device,
     work_dir: str | Path | None = None,
     sources: np.ndarray | None = None,
-) -> TrainResult:
+    world: World = ONE_PROCESS,
+) -> TrainResult | None:
     """Train ``module`` on (X, y), choosing the epoch on (X_val, y_val).
 
     Parameters
@@ -129,42 +136,45 @@ def train_module(
     sources : ndarray or None
         Source of every training item, for ``settings.sampling="source"``
         (:mod:`brainmri.training.sampling`).
+    world : World
+        This process's place among data-parallel training processes
+        (:mod:`brainmri.training.distributed`); process 0 alone validates,
+        writes the checkpoint and tells the epoch listeners.
 
     Returns
     -------
     TrainResult
+        None in a process other than process 0.
     """
     s = settings
     weights = sampling_weights(y, sources, s.sampling)
-    run = TrainingRun.set_up(module, X, y, y_val, s, device, weights)
+    run = TrainingRun.set_up(module, X, y, y_val, s, device, weights, world)
     work = Path(work_dir) if work_dir else None
-    fingerprint = run_fingerprint(module, X, y, X_val, s, weights)
+    fingerprint = run_fingerprint(module, X, y, X_val, s, weights, processes=world.size)
     state, resumed_from = run.resume(work, fingerprint)
     evaluated = run.ema.module if run.ema is not None else module
     with style_hooks(module, s.style):
         for epoch in range(state["epoch"] + 1, 0 if state["stopped"] else s.epochs):
             start = time.perf_counter()
-            total, seen = run.train_epoch(X, y, epoch, s, device)
+            total, seen = world.total(*run.train_epoch(X, y, epoch, s, device, world))
             train_s = time.perf_counter() - start
-            val_logits, val_loss, val_acc = _validate(evaluated, X_val, y_val, s, device)
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": round(total / max(seen, 1), 6),
-                "val_loss": round(val_loss, 6),
-                "val_accuracy": round(val_acc, 6),
-                "lr": float(run.optimizer.param_groups[0]["lr"]),
-                "seconds": round(time.perf_counter() - start, 3),
-                "images_per_s": round(seen / train_s, 1),
-            }
-            _keep_epoch(state, record, epoch, evaluated, val_logits, (val_acc, -val_loss), s.patience)
-            if work is not None:
-                run.save(work, fingerprint, state)
-            logger.debug("epoch %d/%d: %s", epoch + 1, s.epochs, record)
-            for listener in _listeners.get():
-                listener({**record, "epochs": s.epochs})
-            if state["stopped"]:
+            halted = None
+            if world.main:
+                val_logits, val_loss, val_acc = _validate(evaluated, X_val, y_val, s, device)
+                record = _record(epoch, total, seen, val_loss, val_acc, run, time.perf_counter() - start, train_s)
+                _keep_epoch(state, record, epoch, evaluated, val_logits, (val_acc, -val_loss), s.patience)
+                if work is not None:
+                    run.save(work, fingerprint, state)
+                logger.debug("epoch %d/%d: %s", epoch + 1, s.epochs, record)
+                halted = _tell_listeners({**record, "epochs": s.epochs})
+            stop = world.from_main(state["stopped"] or halted is not None)
+            if halted is not None:  # after the other processes know to stop
+                raise halted
+            if stop:
                 logger.info("early stopping after epoch %d: no better validation for %d epochs", epoch + 1, s.patience)
                 break
+    if not world.main:
+        return None
     return TrainResult(
         state["best_state"],
         state["best_logits"].numpy(),
@@ -172,6 +182,31 @@ def train_module(
         state["history"],
         None if resumed_from is None else resumed_from + 1,
     )
+
+
+def _record(
+    epoch: int, total: float, seen: int, val_loss: float, val_acc: float, run, seconds: float, train_s: float
+) -> dict:
+    """The epoch's line of the history (:data:`~brainmri.training.settings.HISTORY_FIELDS`)."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": round(total / max(seen, 1), 6),
+        "val_loss": round(val_loss, 6),
+        "val_accuracy": round(val_acc, 6),
+        "lr": float(run.optimizer.param_groups[0]["lr"]),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(seen / train_s, 1),
+    }
+
+
+def _tell_listeners(record: dict) -> Exception | None:
+    """Call the epoch listeners; the exception one raised (which stops the run), if any."""
+    try:
+        for listener in _listeners.get():
+            listener(record)
+    except Exception as exc:  # noqa: BLE001 - raised by the caller once every process knows to stop
+        return exc
+    return None
 
 
 def _validate(

@@ -26,6 +26,7 @@ from brainmri.training.augment import augmentation
 from brainmri.training.batches import autocast_dtype, to_batch
 from brainmri.training.sampling import expected_class_counts
 from brainmri.training.settings import CHECKPOINT, HISTORY_FIELDS, LOG, TrainSettings
+from brainmri.training.world import ONE_PROCESS, World
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +57,18 @@ _LATER_SETTINGS = {
 
 
 def run_fingerprint(
-    module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, settings: TrainSettings, weights: np.ndarray | None = None
+    module,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    settings: TrainSettings,
+    weights: np.ndarray | None = None,
+    processes: int = 1,
 ) -> str:
     h = hashlib.blake2b(digest_size=12)
     fields = {k: v for k, v in asdict(settings).items() if k not in _LATER_SETTINGS or v != _LATER_SETTINGS[k]}
+    if processes > 1:  # another number of processes is another run (brainmri.training.distributed)
+        fields["processes"] = processes
     h.update(
         json.dumps(
             {"module": type(module).__name__, "settings": fields, "shapes": [X.shape, X_val.shape]},
@@ -154,6 +163,7 @@ class TrainingRun:
     augment: Callable | None
     steps: int
     weights: np.ndarray | None = None  # probability of drawing each item (sampling), None: shuffle
+    network: object = None  # what computes the training step: the module, or DistributedDataParallel around it
 
     @classmethod
     def set_up(
@@ -165,6 +175,7 @@ class TrainingRun:
         s: TrainSettings,
         device,
         weights: np.ndarray | None = None,
+        world: World = ONE_PROCESS,
     ) -> TrainingRun:
         import torch
         from torch.optim.swa_utils import AveragedModel
@@ -183,7 +194,8 @@ class TrainingRun:
         criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=s.label_smoothing)
         augment = augmentation(s.augment) if X.ndim == 3 else None
         dtype = autocast_dtype(s.precision, device)
-        return cls(module, optimizer, scheduler, ema, criterion, dtype, augment, steps, weights)
+        network = world.wrap(module)
+        return cls(module, optimizer, scheduler, ema, criterion, dtype, augment, steps, weights, network)
 
     def resume(self, work: Path | None, fingerprint: str) -> tuple[dict, int | None]:
         """The loop's state: from the checkpoint in ``work`` when it belongs to this run, else a fresh one."""
@@ -213,8 +225,11 @@ class TrainingRun:
         logger.info("resuming training from %s after epoch %d", work / CHECKPOINT, state["epoch"] + 1)
         return state, state["epoch"]
 
-    def train_epoch(self, X: np.ndarray, y: np.ndarray, epoch: int, s: TrainSettings, device) -> tuple[float, int]:
-        """One pass over the shuffled (or, with ``sampling``, drawn) training items; the summed loss and the items seen."""
+    def train_epoch(
+        self, X: np.ndarray, y: np.ndarray, epoch: int, s: TrainSettings, device, world: World = ONE_PROCESS
+    ) -> tuple[float, int]:
+        """One pass over the shuffled (or, with ``sampling``, drawn) training items; the summed loss and the items seen
+        (by this process: its part of every batch)."""
         import torch
 
         torch.manual_seed(s.seed * 100_003 + epoch)  # shuffling, augmentation and dropout of this epoch
@@ -225,11 +240,11 @@ class TrainingRun:
         set_train_mode(self.module, frozen=epoch < s.unfreeze_after, frozen_stages=s.frozen_stages)
         total, seen = 0.0, 0
         for b in range(self.steps):
-            idx = np.sort(order[b * s.batch_size : (b + 1) * s.batch_size])
+            idx = world.part(np.sort(order[b * s.batch_size : (b + 1) * s.batch_size]))
             xb = to_batch(X[idx], device, channels_last=s.channels_last, augment=self.augment)
             yb = torch.from_numpy(y[idx]).to(device)
             with torch.autocast(device.type, dtype=self.dtype) if self.dtype is not None else nullcontext():
-                logits = self.module(xb)
+                logits = self.network(xb)
             loss = self.criterion(logits.float(), yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
