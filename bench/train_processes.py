@@ -4,8 +4,9 @@ Usage: .venv/bin/python bench/train_processes.py OUT [--epochs 2] [--nproc 1 2] 
        [--device cpu]
 
 For each N: ``brainmri train Training --method M --params M.epochs=E --nproc N --no-validation --seed 0`` into
-OUT/nproc-N (features cached in OUT/cache, filled by a first run that is not timed: every timed run reads the same
-cached arrays), then ``brainmri predict`` of the official Testing folder (1,311 images). Reported per N: the
+OUT/nproc-N (a bundle already there is measured, not trained again: delete it to retrain; features cached in
+OUT/cache, filled by a first run that is not timed: every timed run reads the same
+cached arrays), then ``brainmri predict --runtime torch`` of the official Testing folder (1,311 images). Reported per N: the
 training images/s of each epoch (the loop's own figure: the items of the epoch over its seconds, process start not
 included), the training stage's seconds (``timing_s.training``: process start, rendezvous and the validation of every
 epoch included), the ratio of each to N = 1, and the official-test accuracy with its 95% Wilson interval. Results:
@@ -44,7 +45,8 @@ def main() -> None:
     report = {"method": args.method, "epochs": args.epochs, "device": args.device, "cores": os.cpu_count(), "runs": {}}
     for n in args.nproc:
         bundle = args.out / f"nproc-{n}"
-        brainmri("train", str(root / "Training"), *common, *params, "--nproc", str(n), "--out", str(bundle))
+        if not (bundle / "manifest.json").exists():  # a bundle already there is measured again, not retrained
+            brainmri("train", str(root / "Training"), *common, *params, "--nproc", str(n), "--out", str(bundle))
         report["runs"][str(n)] = measure(bundle, root / "Testing", args.out / f"nproc-{n}.json")
     base = report["runs"].get("1")
     for run in report["runs"].values():
@@ -64,7 +66,7 @@ def measure(bundle: Path, testing: Path, predictions: Path) -> dict:
     manifest = json.loads((bundle / "manifest.json").read_text())
     state = json.loads((bundle / "model.classifier.state.json").read_text())
     speeds = [epoch["images_per_s"] for epoch in state["history"]]
-    brainmri("predict", str(bundle), str(testing), "--out", str(predictions))
+    brainmri("predict", str(bundle), str(testing), "--runtime", "torch", "--out", str(predictions))
     doc = json.loads(predictions.read_text())
     right = sum(p["predicted"] == p["label"] for p in doc["predictions"])
     low, high = binomtest(right, len(doc["predictions"])).proportion_ci(method="wilson")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: The stages of prediction and training, in the order the terminal names them, with their words.
+#: The stages of prediction, training and benchmarks, in the order the terminal names them, with their words.
 STAGES = {
     "loading": "loading (imports, bundle)",
     "reading": "reading (waited for)",
@@ -21,8 +21,10 @@ STAGES = {
     "features": "preprocessing and features",
     "network": "network",
     "training": "training",
+    "methods": "methods (fit, calibrate, test)",
     "ood": "out-of-distribution score",
     "validation": "internal validation",
+    "summary": "metrics and tests",
     "explaining": "explaining",
     "writing": "writing",
 }

@@ -92,6 +92,9 @@ def test_demo_runs_the_whole_flow(tmp_path, capsys):
     assert (out / "benchmark" / "figures" / "learning_ayadi-cnn.png").exists()
     assert f"report: {out / 'benchmark' / 'report.html'}" in stdout
     assert (out / "benchmark" / "report.html").exists()
+    assert list(results["timing_s"]) == ["reading", "features", "methods", "summary", "total"]
+    last = stdout.strip().splitlines()[-1]  # the run's time, stage by stage, writing included
+    assert last.startswith("time: reading (waited for) ") and ", writing " in last
     assert main(["demo", "--out", str(out), "--n", "8", "-q", "--jobs", "1"]) == 0
     assert f"using existing demo data in {out / 'data'}" in capsys.readouterr().out
 

@@ -16,9 +16,11 @@ from brainmri.errors import ConfigError, DataError
 from brainmri.models.bundle import load_model
 from brainmri.runs.config import TrainConfig
 from brainmri.runs.train import train_bundle
+from brainmri.steps import final_step
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
 pytest.importorskip("torch")
 
 from brainmri.models import onnx as exporting  # noqa: E402  (after the skips: needs torch)
@@ -256,16 +258,20 @@ def test_predict_picks_onnx_runtime_exports_once_into_the_cache_and_agrees_with_
     auto = _predict_json(cnn, demo_source, tmp_path / "a.json", cache)
     [export] = list((cache / "onnx").glob("*/model.onnx"))  # keyed by the bundle's manifest hash
     assert sorted(p.name for p in cnn.iterdir()) == before  # nothing written into the bundle
-    speed = json.loads(export.with_name("speed.json").read_text())  # both runtimes timed at first use
-    faster = "ONNX Runtime" if speed["onnx_ms"] < speed["torch_ms"] else "PyTorch (faster here than ONNX Runtime"
-    assert auto["runtime"].startswith(faster) and f"({faster}" in capsys.readouterr().out
+    speed = json.loads(export.with_name("speed.json").read_text())  # every runtime timed at first use
+    assert {"torch_ms", "onnx_ms", "openvino_ms"} <= set(speed)
+    fastest = min(["torch", "onnx", "openvino"], key=lambda name: speed[f"{name}_ms"])
+    words = {"torch": "PyTorch (the fastest here: PyTorch ", "onnx": "ONNX Runtime", "openvino": "OpenVINO"}[fastest]
+    assert auto["runtime"].startswith(words) and f"({words}" in capsys.readouterr().out
     made = export.stat().st_mtime_ns
     again = _predict_json(cnn, demo_source, tmp_path / "b.json", cache, "--runtime", "onnx")
     assert again["runtime"] == "ONNX Runtime"
     assert export.stat().st_mtime_ns == made  # loaded from the cache, not exported again
+    vino = _predict_json(cnn, demo_source, tmp_path / "v.json", cache, "--runtime", "openvino")
+    assert vino["runtime"] == "OpenVINO" and export.stat().st_mtime_ns == made  # the same export, compiled
     torch_run = _predict_json(cnn, demo_source, tmp_path / "t.json", cache, "--runtime", "torch")
     assert torch_run["runtime"] == "PyTorch"
-    for doc in (auto, again):
+    for doc in (auto, again, vino):  # float32 everywhere: this network computes in float32 in PyTorch
         for got, want in zip(doc["predictions"], torch_run["predictions"], strict=True):
             assert got["predicted"] == want["predicted"]
             assert max(abs(got["proba"][c] - want["proba"][c]) for c in want["proba"]) < 1e-4
@@ -284,16 +290,28 @@ def test_predict_takes_pytorch_where_onnx_runtime_cannot_run_and_says_why(
     assert "--runtime onnx: --adapt tent adapts the PyTorch network; use --runtime torch" in error_line("predict")
 
 
-@pytest.mark.parametrize("torch_ms, onnx_ms, chosen", [(1.0, 2.0, "PyTorch (faster here"), (2.0, 1.0, "ONNX Runtime")])
-def test_auto_takes_the_runtime_measured_faster_at_first_use(cnn, demo_source, tmp_path, torch_ms, onnx_ms, chosen):
+@pytest.mark.parametrize(
+    "times, chosen, engine",
+    [
+        ((1.0, 2.0, 3.0), "PyTorch (the fastest here: PyTorch 1.0, ONNX Runtime 2.0, OpenVINO 3.0 ms", None),
+        ((2.0, 1.0, 3.0), "ONNX Runtime", "InferenceSession"),
+        ((2.0, 3.0, 1.0), "OpenVINO", "OpenVinoSession"),
+    ],
+)
+def test_auto_takes_the_runtime_measured_fastest_at_first_use(cnn, tmp_path, times, chosen, engine):
     from brainmri.models.runtimes import load_for_prediction, onnx_cache_path
 
     export = onnx_cache_path(cnn, tmp_path)
     load_for_prediction(cnn, cache_dir=tmp_path, device="cpu")  # exports and times
-    export.with_name("speed.json").write_text(json.dumps({"images": 32, "torch_ms": torch_ms, "onnx_ms": onnx_ms}))
+    speed = dict(zip(["torch_ms", "onnx_ms", "openvino_ms"], times, strict=True))
+    export.with_name("speed.json").write_text(json.dumps({"images": 32, **speed}))
     bundle, runtime = load_for_prediction(cnn, cache_dir=tmp_path, device="cpu")
     assert runtime.startswith(chosen)
-    assert (type(bundle).__name__ == "OnnxBundle") == (chosen == "ONNX Runtime")
+    assert type(getattr(final_step(bundle.model), "session", None)).__name__ == (engine or "NoneType")
+    # A timing without OpenVINO's (written before it was installed) is measured again, with it.
+    export.with_name("speed.json").write_text(json.dumps({"images": 32, "torch_ms": 1.0, "onnx_ms": 2.0}))
+    load_for_prediction(cnn, cache_dir=tmp_path, device="cpu")
+    assert "openvino_ms" in json.loads(export.with_name("speed.json").read_text())
 
 
 def test_int8_graph_is_kept_with_its_figures_and_predicts_like_float32(cnn_copy, demo_source, monkeypatch):

@@ -65,6 +65,9 @@ def test_results_have_the_documented_shape(cv_run):
     assert comparison["t_test"]["df"] == 2 and "p_adjusted" in comparison
     assert comparison["decided_by"] == "t_test" and comparison["mcnemar"]["p_value"] <= 1
     assert on_disk["config"]["seed"] == 0 and on_disk["config"]["preprocess"]["size"] == 48
+    timing = on_disk["timing_s"]  # where this run's time went, up to the writing of the outputs
+    assert list(timing) == ["reading", "features", "methods", "summary", "total"]
+    assert timing["total"] >= timing["methods"] >= sum(e["timing_s"]["fit"] for e in on_disk["methods"].values())
 
 
 def test_every_prediction_is_saved(cv_run):

@@ -122,6 +122,7 @@ def cmd_benchmark(args) -> int:
     from brainmri.report.terminal import format_results
     from brainmri.runs.benchmark import run_benchmark
     from brainmri.runs.config import BenchmarkConfig, default_cache_dir, parse_params
+    from brainmri.timing import Stopwatch, timing_line
 
     methods = tuple(parse_methods(args.methods))
     config = BenchmarkConfig(
@@ -141,7 +142,7 @@ def cmd_benchmark(args) -> int:
         shortcuts=args.shortcuts,
         **shift_settings(args),
     )
-    cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    cache, watch = None if args.no_cache else (args.cache_dir or default_cache_dir()), Stopwatch()
     with (
         torch_threads_for(args.threads),
         progress(args, None, "reading") as read,
@@ -158,7 +159,9 @@ def cmd_benchmark(args) -> int:
             on_event=args.reporter.say,
             progress=read,
             feature_progress=features,
+            watch=watch,
         )
     print(format_results(results))
     print(f"\nreport: {args.out / 'report.html'}")
+    print(timing_line(watch.report()))
     return 0

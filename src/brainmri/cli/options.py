@@ -218,12 +218,12 @@ def add_runtime_options(parser: argparse.ArgumentParser, when: str = "") -> None
     """``--runtime`` and the ``--cache-dir`` of its ONNX exports (predict, serve; :mod:`brainmri.models.runtimes`)."""
     parser.add_argument(
         "--runtime",
-        choices=["auto", "torch", "onnx"],
+        choices=["auto", "torch", "onnx", "openvino"],
         default="auto",
         help=f"{when}what runs a deep bundle's network: onnx (ONNX Runtime, CPU; the graph is exported on first use, "
-        "checked against PyTorch, and cached under --cache-dir by the bundle's hash), torch, or auto: the one "
-        "timed faster on this machine at first use, where ONNX Runtime is installed and can run the bundle, "
-        "else PyTorch (default auto)",
+        "checked against PyTorch, and cached under --cache-dir by the bundle's hash), openvino (OpenVINO, CPU, "
+        "the same export, at the precision of the network in PyTorch), torch, or auto: the one timed fastest on "
+        "this machine at first use among those installed that can run the bundle (default auto)",
     )
     parser.add_argument(
         "--cache-dir", type=Path, help="cache folder of the ONNX exports (default $BRAINMRI_CACHE or ~/.cache/brainmri)"

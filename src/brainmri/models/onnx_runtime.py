@@ -1,4 +1,4 @@
-"""Prediction with an exported ONNX graph: a deep bundle whose network runs in ONNX Runtime.
+"""Prediction with an exported ONNX graph: a deep bundle whose network runs in ONNX Runtime or OpenVINO.
 
 :func:`load_onnx` loads a bundle together with the file that
 :func:`~brainmri.models.onnx.export_onnx` wrote, after checking that the
@@ -7,13 +7,16 @@ bundle (the sha256 of its manifest). The :class:`OnnxBundle` it returns
 predicts like a :class:`~brainmri.models.bundle.Bundle`: the bundle's first
 step reads and preprocesses the images in Python, the graph
 (:class:`OnnxNetwork`) computes the calibrated probabilities and the
-embedding of the out-of-distribution score.
+embedding of the out-of-distribution score, in ONNX Runtime or, compiled
+from the same file, in OpenVINO (:class:`OpenVinoSession`).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -24,6 +27,7 @@ from brainmri.models.base import GroupedPipeline
 from brainmri.models.bundle import Bundle, load_model
 from brainmri.models.manifest import MANIFEST
 from brainmri.models.onnx_graph import default_path, description_path, graph_input, network_parts, onnx_modules
+from brainmri.steps import final_step
 
 #: Items per ONNX Runtime call of :class:`OnnxModel` (bounds the memory of the activations).
 BATCH_SIZE = 64
@@ -77,6 +81,56 @@ class OnnxNetwork(ClassifierMixin, BaseEstimator):
         return proba.astype(np.float64), embedding
 
 
+#: The engines that run an export, with their names in words.
+ENGINES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+class OpenVinoSession:
+    """The export compiled by OpenVINO for the CPU, with the two methods of ``onnxruntime.InferenceSession`` that
+    :class:`OnnxNetwork` calls (``get_outputs`` and ``run``).
+
+    Parameters
+    ----------
+    path : path
+        The ONNX file (OpenVINO reads it directly).
+    threads : int or None
+        OpenVINO's inference threads (None: its choice).
+    bf16 : bool
+        Compute in bfloat16 where the CPU has it, as the bundle's network does
+        in PyTorch (its ``precision``); float32 otherwise, which gives
+        ONNX Runtime's probabilities to about 1e-6.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, bf16: bool = False):
+        try:
+            import openvino
+        except ImportError:
+            raise ConfigError(
+                "--runtime openvino needs the openvino package; install it with: pip install openvino"
+            ) from None
+        core = openvino.Core()
+        bf16 = bf16 and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.precision = "bf16" if bf16 else "f32"
+        self._compiled = core.compile_model(str(path), "CPU", config)
+        self._requests = threading.local()  # an infer request is not shared between threads (serve answers in several)
+        # An output can have several names (the graph's, and its node's): every one answers.
+        self._outputs = [SimpleNamespace(name=name) for output in self._compiled.outputs for name in output.get_names()]
+
+    def get_outputs(self) -> list:
+        return self._outputs
+
+    def run(self, names: list[str], feeds: dict) -> list[np.ndarray]:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        result = request.infer(feeds)
+        by_name = {name: value for output, value in result.items() for name in output.get_names()}
+        return [np.array(by_name[name]) for name in names]  # copies: the request reuses its buffers
+
+
 class OnnxBundle(Bundle):
     """A deep bundle that predicts through its exported ONNX graph (see :func:`load_onnx`).
 
@@ -117,8 +171,9 @@ def load_onnx(
     n_jobs: int = 1,
     threads: int | None = None,
     loaded: Bundle | None = None,
+    engine: str = "onnxruntime",
 ) -> OnnxBundle:
-    """Load a bundle with its exported ONNX graph, to predict with ONNX Runtime.
+    """Load a bundle with its exported ONNX graph, to predict with ONNX Runtime (or OpenVINO).
 
     Parameters
     ----------
@@ -133,6 +188,9 @@ def load_onnx(
         ONNX Runtime's threads within an operator (None: one per physical core).
     loaded : Bundle or None
         The bundle, when it is already loaded from ``bundle`` (on the CPU).
+    engine : {"onnxruntime", "openvino"}
+        What runs the graph; OpenVINO computes at the precision the bundle's
+        network uses in PyTorch (:class:`OpenVinoSession`).
 
     Returns
     -------
@@ -167,10 +225,13 @@ def load_onnx(
     if made_from != sha256(folder / MANIFEST):
         raise DataError(f"{path}: exported from another bundle, or from an earlier training of {folder}; {again}")
     first, _, _ = network_parts(loaded)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or 0
-    options.log_severity_level = 3  # errors only: ONNX Runtime's own warnings go to stderr, not to logging
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if engine == "openvino":
+        session = OpenVinoSession(path, threads=threads, bf16=_pytorch_bf16(loaded))
+    else:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or 0
+        options.log_severity_level = 3  # errors only: ONNX Runtime's own warnings go to stderr, not to logging
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     network = OnnxNetwork(session, loaded.manifest["classes"])
     return OnnxBundle(
         GroupedPipeline([("first", first), ("onnx", network)]),
@@ -182,6 +243,15 @@ def load_onnx(
         ood=loaded.ood if network.has_embedding else None,
         pytorch=loaded,
     )
+
+
+def _pytorch_bf16(bundle: Bundle) -> bool:
+    """Whether the bundle's network computes in bfloat16 on the CPU in PyTorch (its ``precision``)."""
+    import torch
+
+    from brainmri.training.batches import autocast_dtype
+
+    return autocast_dtype(getattr(final_step(bundle.model), "precision", "fp32"), torch.device("cpu")) is not None
 
 
 def _checked_description(path: Path, again: str) -> tuple[dict, str]:

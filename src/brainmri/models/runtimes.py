@@ -1,28 +1,30 @@
-"""Which runtime predicts with a bundle: PyTorch, or ONNX Runtime through an export cached by the bundle's hash.
+"""Which runtime predicts with a bundle: PyTorch, or ONNX Runtime or OpenVINO through an export cached by the
+bundle's hash.
 
-``predict --runtime auto`` (the default) takes the faster of PyTorch and ONNX
-Runtime for a deep bundle whose network runs on the CPU, when onnx and
-onnxruntime are installed. Neither wins everywhere: on the 2-core
-development machine ONNX Runtime (float32) ran ``transfer-finetune``'s
-network 1.5x faster than PyTorch's bf16 autocast, and ``ayadi-cnn``'s 1.5x
-slower (docs/benchmarks.md, "Prediction runtimes"). So at first use the graph
-is exported (:func:`~brainmri.models.onnx.export_onnx`, checked against
-PyTorch in float32 before it is kept) into the cache folder, under the sha256
-of the bundle's manifest and the export version, never into the bundle; both
+``predict --runtime auto`` (the default) takes the fastest of PyTorch, ONNX
+Runtime and OpenVINO (when the openvino package is installed) for a deep
+bundle whose network runs on the CPU, when onnx and onnxruntime are
+installed. None wins everywhere: on the 2-core development machine ONNX
+Runtime (float32) ran ``transfer-finetune``'s network 1.5x faster than
+PyTorch's bf16 autocast, and ``ayadi-cnn``'s 1.5x slower (docs/benchmarks.md,
+"Prediction runtimes"). So at first use the graph is exported
+(:func:`~brainmri.models.onnx.export_onnx`, checked against PyTorch in
+float32 before it is kept) into the cache folder, under the sha256 of the
+bundle's manifest and the export version, never into the bundle; the
 runtimes are timed there on a few synthetic slices (``speed.json``), and
-later runs read the export and the timing from there.
+later runs read the export and the timing from there, and load only the
+fastest runtime. OpenVINO compiles the same file, at the precision of the
+bundle's network in PyTorch (bfloat16 where the CPU has it, else float32).
 :func:`~brainmri.models.onnx_runtime.load_onnx` refuses an export that does
 not belong to the bundle. Everything else
 (a classical method, a GPU, test-time adaptation, explanations, a missing
 onnxruntime, a graph that fails its check) predicts with PyTorch, and the
 runtime used is said in words.
-
-OpenVINO is not offered: ONNX Runtime's CPU kernels serve the same graph,
-and one runtime besides PyTorch is what the tests can keep honest.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import time
@@ -37,13 +39,15 @@ from brainmri.models.bundle import Bundle, load_model
 from brainmri.models.manifest import MANIFEST
 from brainmri.models.onnx import EXPORT_FORMAT, EXPORT_VERSION, export_onnx
 from brainmri.models.onnx_graph import description_path, network_parts, onnx_modules
-from brainmri.models.onnx_runtime import load_onnx
+from brainmri.models.onnx_runtime import ENGINES, load_onnx
 from brainmri.steps import final_step, first_step
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnx")
-#: Synthetic slices the two runtimes are timed on at first use (``auto`` takes the faster one).
+RUNTIMES = ("auto", "torch", "onnx", "openvino")
+#: The runtimes that run the ONNX export, with their engine (:func:`~brainmri.models.onnx_runtime.load_onnx`).
+EXPORT_RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
+#: Synthetic slices the runtimes are timed on at first use (``auto`` takes the fastest).
 SPEED_IMAGES = 32
 
 
@@ -70,78 +74,87 @@ def load_for_prediction(
 
     Parameters
     ----------
-    runtime : {"auto", "torch", "onnx"}
+    runtime : {"auto", "torch", "onnx", "openvino"}
+        ``auto`` takes the fastest of PyTorch, ONNX Runtime and (when
+        installed) OpenVINO, timed at first use.
     cache_dir : path
         The cache folder of the ONNX exports.
     device : str
-        Where PyTorch runs; ONNX Runtime runs on the CPU, so ``auto`` picks it
-        only when this resolves to the CPU.
+        Where PyTorch runs; ONNX Runtime and OpenVINO run on the CPU, so
+        ``auto`` picks them only when this resolves to the CPU.
     threads : int or None
-        ONNX Runtime's threads within an operator.
+        ONNX Runtime's (OpenVINO's) threads.
     torch_only : str or None
         Why this prediction needs PyTorch (``--adapt``, ``--explain``): ``auto``
-        takes PyTorch, ``onnx`` is refused with it.
+        takes PyTorch, ``onnx`` and ``openvino`` are refused with it.
 
     Raises
     ------
     ConfigError
-        ``onnx`` asked for where it cannot run (say why), an unknown runtime.
+        ``onnx`` or ``openvino`` asked for where it cannot run (say why), an
+        unknown runtime.
     DataError
-        ``onnx`` asked for and the export fails its check.
+        ``onnx`` or ``openvino`` asked for and the export fails its check.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     bundle = load_model(path, n_jobs=n_jobs, device=device)
     if not hasattr(final_step(bundle.model), "module_"):
-        if runtime == "onnx":
+        if runtime in EXPORT_RUNTIMES:
             raise ConfigError(
-                f"--runtime onnx: {bundle.manifest['method']['name']} is not a network; it predicts with scikit-learn"
+                f"--runtime {runtime}: {bundle.manifest['method']['name']} is not a network; it predicts with "
+                "scikit-learn"
             )
         return bundle, "scikit-learn"
     if runtime == "torch":
         return bundle, "PyTorch"
     why_not = torch_only or _onnx_problem(bundle)
     if why_not:
-        if runtime == "onnx":
-            raise ConfigError(f"--runtime onnx: {why_not}; use --runtime torch")
+        if runtime in EXPORT_RUNTIMES:
+            raise ConfigError(f"--runtime {runtime}: {why_not}; use --runtime torch")
         return bundle, f"PyTorch ({why_not})"
     cached = onnx_cache_path(path, cache_dir)
-    speed = _known_speed(cached) if runtime == "auto" and cached.exists() else None
-    if speed is None or speed["onnx_ms"] < speed["torch_ms"]:  # ONNX Runtime is not loaded when it is slower
-        try:
-            onnx_bundle = _cached_onnx(path, cached, n_jobs, threads, bundle)
-        except (DataError, ConfigError, OSError) as exc:  # OSError: a cache folder that cannot be written
-            if runtime == "onnx":
-                raise
-            logger.warning("predicting with PyTorch: the ONNX export failed (%s)", exc)
-            return bundle, "PyTorch (the ONNX export failed)"
-        if runtime == "onnx":
-            return onnx_bundle, "ONNX Runtime"
-        speed = speed or _measure_speed(cached, bundle, onnx_bundle)
-    if speed["torch_ms"] <= speed["onnx_ms"]:
-        return bundle, (
-            f"PyTorch (faster here than ONNX Runtime: {speed['torch_ms']:.1f} against {speed['onnx_ms']:.1f} ms per "
-            "image, measured at first use)"
-        )
-    return onnx_bundle, "ONNX Runtime"
+    if runtime in EXPORT_RUNTIMES:
+        return _cached_onnx(path, cached, n_jobs, threads, bundle, runtime), ENGINES[EXPORT_RUNTIMES[runtime]]
+    candidates = ["onnx", *(["openvino"] if importlib.util.find_spec("openvino") else [])]
+    speed = _known_speed(cached, candidates) if cached.exists() else None
+    try:
+        if speed is None:  # first use: every runtime loaded and timed
+            loaded = {name: _cached_onnx(path, cached, n_jobs, threads, bundle, name) for name in candidates}
+            speed = _measure_speed(cached, bundle, loaded)
+        fastest = min(["torch", *candidates], key=lambda name: speed[f"{name}_ms"])
+        if fastest == "torch":
+            return bundle, f"PyTorch (the fastest here: {_speeds(speed)} ms per image, measured at first use)"
+        # Only the fastest is loaded once the timing is known.
+        return _cached_onnx(path, cached, n_jobs, threads, bundle, fastest), ENGINES[EXPORT_RUNTIMES[fastest]]
+    except (DataError, ConfigError, OSError) as exc:  # OSError: a cache folder that cannot be written
+        logger.warning("predicting with PyTorch: the ONNX export failed (%s)", exc)
+        return bundle, "PyTorch (the ONNX export failed)"
 
 
-def _cached_onnx(path, cached: Path, n_jobs: int, threads: int | None, bundle: Bundle):
-    """The bundle with its cached export, exported first when the cache has none, or again when the one it has is
-    damaged (the cache is brainmri's own)."""
+def _speeds(speed: dict) -> str:
+    """``PyTorch 4.9, ONNX Runtime 8.2, OpenVINO 3.1``: the times of :func:`_measure_speed`."""
+    words = {"torch": "PyTorch", **{name: ENGINES[engine] for name, engine in EXPORT_RUNTIMES.items()}}
+    return ", ".join(f"{word} {speed[f'{name}_ms']:.1f}" for name, word in words.items() if f"{name}_ms" in speed)
+
+
+def _cached_onnx(path, cached: Path, n_jobs: int, threads: int | None, bundle: Bundle, runtime: str = "onnx"):
+    """The bundle with its cached export in ``runtime``, exported first when the cache has none, or again when the
+    one it has is damaged (the cache is brainmri's own)."""
+    engine = EXPORT_RUNTIMES[runtime]
     if cached.exists():
         try:
-            return load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle)
+            return load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle, engine=engine)
         except DataError as exc:
             if not _ours(cached):
                 raise
             logger.warning("exporting %s again: the cached export is unusable (%s)", path, exc)
             cached.unlink()  # brainmri's own export (its description says so), damaged
     else:
-        logger.info("exporting %s to ONNX for ONNX Runtime (first use; cached in %s)", path, cached.parent)
+        logger.info("exporting %s to ONNX (first use; cached in %s)", path, cached.parent)
     cached.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(path, cached)
-    return load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle)
+    return load_onnx(path, cached, n_jobs=n_jobs, threads=threads, loaded=bundle, engine=engine)
 
 
 def _ours(cached: Path) -> bool:
@@ -152,25 +165,27 @@ def _ours(cached: Path) -> bool:
         return False
 
 
-def _known_speed(cached: Path) -> dict | None:
-    """What :func:`_measure_speed` recorded beside the cached export, or None."""
+def _known_speed(cached: Path, candidates: list[str]) -> dict | None:
+    """What :func:`_measure_speed` recorded beside the cached export, or None (also when it lacks a candidate)."""
     try:
         speed = json.loads(cached.with_name("speed.json").read_text(encoding="utf-8"))
-        return speed if isinstance(speed.get("torch_ms"), float) and isinstance(speed.get("onnx_ms"), float) else None
+        known = all(isinstance(speed.get(f"{name}_ms"), float) for name in ["torch", *candidates])
+        return speed if known else None
     except (OSError, ValueError, AttributeError):
         return None
 
 
-def _measure_speed(cached: Path, bundle: Bundle, onnx_bundle) -> dict:
-    """The network's milliseconds per image in each runtime on this machine, measured at first use on
-    :data:`SPEED_IMAGES` synthetic slices (the best of 3 timed runs after a warm-up) and kept in ``speed.json``
-    beside the cached export."""
+def _measure_speed(cached: Path, bundle: Bundle, loaded: dict) -> dict:
+    """The network's milliseconds per image in PyTorch and in each runtime of ``loaded`` on this machine, measured at
+    first use on :data:`SPEED_IMAGES` synthetic slices (the best of 3 timed runs after a warm-up) and kept in
+    ``speed.json`` beside the cached export."""
     record = cached.with_name("speed.json")
     rng = np.random.default_rng(0)
     images = [synthetic_slice(CLASSES[k % len(CLASSES)], rng, 256) for k in range(SPEED_IMAGES)]
     Z = first_step(bundle.model).transform(images)
     speed = {"images": SPEED_IMAGES}
-    for name, final in (("torch", final_step(bundle.model)), ("onnx", final_step(onnx_bundle.model))):
+    finals = {"torch": final_step(bundle.model), **{name: final_step(b.model) for name, b in loaded.items()}}
+    for name, final in finals.items():
         final.predict_proba_with_embedding(Z)  # warm-up: kernels, folded batch norms
         times = []
         for _ in range(3):
@@ -182,7 +197,7 @@ def _measure_speed(cached: Path, bundle: Bundle, onnx_bundle) -> dict:
         write_json(record, speed)
     except OSError as exc:  # measured again next time
         logger.warning("%s: not written (%s)", record, exc)
-    logger.info("network speed here: PyTorch %.1f, ONNX Runtime %.1f ms per image", speed["torch_ms"], speed["onnx_ms"])
+    logger.info("network speed here, ms per image: %s", _speeds(speed))
     return speed
 
 

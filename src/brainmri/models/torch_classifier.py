@@ -28,7 +28,7 @@ from brainmri.training.calibration import fit_temperature
 from brainmri.training.device import resolve_device, torch_threads, tune_malloc
 from brainmri.training.distributed import check_processes, train_in_processes
 from brainmri.training.loop import train_module
-from brainmri.training.run import frozen_blocks
+from brainmri.training.run import frozen_blocks, place
 from brainmri.training.settings import TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -277,6 +277,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
                 work_dir=self.work_dir,
                 sources=None if sources is None else np.asarray(sources)[train],
             )
+        if self.processes > 1:  # trained in copies: this one is placed as one process would have placed it
+            place(module, settings, X.ndim, device)
         module.load_state_dict(result.state)
         self.module_ = module.eval()
         self.__dict__.pop("_inference_module_", None)

@@ -28,6 +28,7 @@ from brainmri.runs.plan import Plan, check_before_reading, plan_benchmark
 from brainmri.runs.run_folder import check_run_folder, run_folder, start_run_folder
 from brainmri.runs.summary import predictions_table, summarize_units
 from brainmri.runs.unit import epoch_lines, run_unit, split_adapted, unit_path
+from brainmri.timing import Stopwatch
 from brainmri.training.device import resolve_device
 from brainmri.training.settings import CHECKPOINT, LOG
 
@@ -66,6 +67,7 @@ def run_benchmark(
     on_event: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
     feature_progress: Callable[[int], None] | None = None,
+    watch: Stopwatch | None = None,
 ) -> dict:
     """Run (or resume) a benchmark and write its results, predictions, figures and report.
 
@@ -94,6 +96,8 @@ def run_benchmark(
         Receive one-line messages (per method, fold and epoch), counts of
         images read during the audit, counts of images whose features were
         computed.
+    watch : Stopwatch, optional
+        Adds each stage's seconds; those before the writing are ``results.json``'s ``timing_s``.
 
     Returns
     -------
@@ -106,7 +110,7 @@ def run_benchmark(
         A refused configuration or output folder; every refusal that the file
         listings allow comes before anything is written or any image is read.
     """
-    say = on_event or (lambda message: None)
+    say, watch = on_event or (lambda message: None), watch or Stopwatch()
     inputs = [config.data, *config.test_sets, *([config.extra_data] if config.extra_data else [])]
     n_files = _check_before_writing(config, out, inputs, cache_dir=cache_dir, restart=restart, device=device)
     out = Path(out)
@@ -115,25 +119,34 @@ def run_benchmark(
         start_run_folder(out, config.run_record(), restart=restart)
 
         say(f"reading and auditing {n_files} files of {' and '.join(inputs)}")
-        plan = plan_benchmark(config, n_jobs=n_jobs, progress=progress)
-        write_json(out / "audit.json", plan.audit_report)
+        with watch("reading"):
+            plan = plan_benchmark(config, n_jobs=n_jobs, progress=progress)
+            write_json(out / "audit.json", plan.audit_report)
         # Without a cache folder, the features of this run are kept in memory and shared by all methods and folds.
         cache = str(cache_dir) if cache_dir else MemoryCache()
-        _precompute_pending(
-            config, plan, out, cache, cache_dir, device=device, n_jobs=n_jobs, say=say, progress=feature_progress
-        )
-        remote = _run_on_cluster(client, config, plan, out, cache, device=device, n_jobs=n_jobs, say=say)
-        units = {
-            method: [
-                _unit(config, plan, out, method, split, remote, cache=cache, device=device, n_jobs=n_jobs, say=say)
-                for split in plan.splits
-            ]
-            for method in config.methods
-        }
+        with watch("features"):
+            _precompute_pending(config, plan, out, cache, cache_dir, device, n_jobs, say, feature_progress)
+        with watch("methods"):
+            units = _all_units(client, config, plan, out, cache, device=device, n_jobs=n_jobs, say=say)
         say("computing metrics, confidence intervals and tests")
-        results, predictions = summarize_units(config, plan, split_adapted(config, units))
-        write_benchmark_outputs(out, results, predictions, plan)
+        with watch("summary"):
+            results, predictions = summarize_units(config, plan, split_adapted(config, units))
+        results["timing_s"] = watch.report()  # this run's (units done earlier are read back); writing not included
+        with watch("writing"):
+            write_benchmark_outputs(out, results, predictions, plan)
         return results
+
+
+def _all_units(client, config: BenchmarkConfig, plan: Plan, out: Path, cache, *, device, n_jobs, say) -> dict:
+    """Every (method, split) unit: on the cluster when there is one, else here; read back when done earlier."""
+    remote = _run_on_cluster(client, config, plan, out, cache, device=device, n_jobs=n_jobs, say=say)
+    return {
+        method: [
+            _unit(config, plan, out, method, split, remote, cache=cache, device=device, n_jobs=n_jobs, say=say)
+            for split in plan.splits
+        ]
+        for method in config.methods
+    }
 
 
 def _run_on_cluster(client, config: BenchmarkConfig, plan: Plan, out: Path, cache, *, device, n_jobs, say) -> set:
@@ -172,7 +185,6 @@ def _precompute_pending(
     out: Path,
     cache,
     cache_dir,
-    *,
     device: str,
     n_jobs: int,
     say: Callable[[str], None],

@@ -150,6 +150,15 @@ def set_train_mode(module, frozen: bool, frozen_stages: int = 0) -> None:
             part.eval()
 
 
+def place(module, s: TrainSettings, ndim: int, device) -> None:
+    """Move ``module`` to ``device``, in channels-last memory format for images (``ndim`` 3) when ``s`` asks."""
+    import torch
+
+    module.to(device)
+    if s.channels_last and ndim == 3:
+        module.to(memory_format=torch.channels_last)
+
+
 @dataclass
 class TrainingRun:
     """What one training run updates: the network, its optimiser and schedule, the EMA copy, the loss, the batches."""
@@ -181,9 +190,7 @@ class TrainingRun:
         from torch.optim.swa_utils import AveragedModel
 
         n_classes = int(max(y.max(), y_val.max())) + 1
-        module.to(device)
-        if s.channels_last and X.ndim == 3:
-            module.to(memory_format=torch.channels_last)
+        place(module, s, X.ndim, device)
         steps = max(len(X) // s.batch_size, 1)
         optimizer, scheduler = make_optimizer(module, s, steps)
         ema = AveragedModel(module, avg_fn=_ema_avg(s.ema_decay), use_buffers=True) if s.ema_decay else None
