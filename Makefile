@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,openvino,cluster,tune,volumes
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install wheel-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports
+
+# The sdist and wheel, and the wheel installed alone in a fresh environment and run (.ci/wheel-check; .ci/run runs it
+# after the tests).
+wheel-check: $(STAMP)
+	bash .ci/wheel-check
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
