@@ -117,40 +117,24 @@ def add_benchmark(sub) -> None:
 
 
 def cmd_benchmark(args) -> int:
+    from brainmri.api import benchmark
     from brainmri.data.labels import parse_label_map
-    from brainmri.models.catalog import default_cv, parse_methods
     from brainmri.report.terminal import format_results
-    from brainmri.runs.benchmark import run_benchmark
-    from brainmri.runs.config import BenchmarkConfig, default_cache_dir, parse_params
+    from brainmri.runs.config import default_cache_dir, parse_params
     from brainmri.timing import Stopwatch, timing_line
 
-    methods = tuple(parse_methods(args.methods))
-    config = BenchmarkConfig(
-        **data_settings_from(args, preprocess_from(args)),
-        methods=methods,
-        split=args.split or "cv",
-        cv=default_cv(methods) if args.cv is None else args.cv,
-        grouping="similar" if args.group_similar else args.grouping,
-        drop_test_duplicates=args.drop_test_duplicates,
-        test_data=tuple(str(t) for t in args.test_data) if args.test_data else None,
-        label_map=parse_label_map(args.label_map),
-        n_boot=args.n_boot,
-        params=parse_params(args.params),
-        adapt=args.adapt,
-        extra_data=str(args.extra_data) if args.extra_data else None,
-        extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
-        shortcuts=args.shortcuts,
-        **shift_settings(args),
-    )
+    settings = data_settings_from(args, preprocess_from(args))
     cache, watch = None if args.no_cache else (args.cache_dir or default_cache_dir()), Stopwatch()
     with (
         torch_threads_for(args.threads),
         progress(args, None, "reading") as read,
         progress(args, None, "features") as features,
     ):
-        results = run_benchmark(
-            config,
-            args.out,
+        results = benchmark(
+            settings.pop("data"),
+            args.methods,
+            out=args.out,
+            preprocess=settings.pop("preprocess"),
             n_jobs=args.jobs,
             cache_dir=cache,
             restart=args.restart,
@@ -160,7 +144,21 @@ def cmd_benchmark(args) -> int:
             progress=read,
             feature_progress=features,
             watch=watch,
-        )
+            split=args.split or "cv",
+            **({} if args.cv is None else {"cv": args.cv}),
+            grouping="similar" if args.group_similar else args.grouping,
+            drop_test_duplicates=args.drop_test_duplicates,
+            test_data=tuple(str(t) for t in args.test_data) if args.test_data else None,
+            label_map=parse_label_map(args.label_map),
+            n_boot=args.n_boot,
+            params=parse_params(args.params),
+            adapt=args.adapt,
+            extra_data=str(args.extra_data) if args.extra_data else None,
+            extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
+            shortcuts=args.shortcuts,
+            **shift_settings(args),
+            **settings,
+        ).results
     print(format_results(results))
     print(f"\nreport: {args.out / 'report.html'}")
     print(timing_line(watch.report()))

@@ -112,55 +112,30 @@ def add_demo(sub) -> None:
 
 
 def cmd_audit(args) -> int:
-    from brainmri.data.audit import (
-        analyse,
-        audit_report,
-        cross_dataset_leaks,
-        format_audit,
-        format_cross_dataset_leaks,
+    from brainmri.api import audit
+    from brainmri.data.audit import format_audit, format_cross_dataset_leaks
+
+    result = audit(
+        args.data,
+        against=args.against,
+        group_similar=args.group_similar,
+        shortcuts=args.shortcuts,
+        duplicates=duplicate_params_from(args),
+        max_pixels=args.max_pixels,
+        allow_outside_paths=args.allow_outside_paths,
+        seed=args.seed,
+        n_jobs=args.jobs,
+        out=args.out,
+        stage=lambda n, what: progress(args, n, what),
     )
-    from brainmri.data.dataset import load_dataset
-    from brainmri.data.io import check_max_pixels
-    from brainmri.files import write_json
-    from brainmri.outputs import OutputFolder
-
-    params = duplicate_params_from(args)
-    check_max_pixels(args.max_pixels)
-    folder = OutputFolder(args.out, "audit") if args.out else None
-    if folder is not None:
-        folder.check(inputs=[args.data, *([args.against] if args.against else [])])
-    dataset = load_dataset(args.data, allow_outside=args.allow_outside_paths)
-    other = load_dataset(args.against, allow_outside=args.allow_outside_paths) if args.against else None
-    with progress(args, len(dataset), "reading") as update:
-        analysis = analyse(dataset, params=params, n_jobs=args.jobs, progress=update, max_pixels=args.max_pixels)
-    report = audit_report(analysis)
-    if other is not None:
-        with progress(args, len(other), "reading OTHER") as update:
-            other_analysis = analyse(
-                other, params=params, n_jobs=args.jobs, progress=update, max_pixels=args.max_pixels
-            )
-        report["cross_dataset_leaks"] = cross_dataset_leaks(analysis, other_analysis)
-    if args.group_similar:
-        import numpy as np
-
-        sizes = np.bincount(analysis.similar_groups)
-        report["similar_groups"] = {"n_groups": int(len(sizes)), "largest": int(sizes.max(initial=0))}
-    if args.shortcuts:
-        from brainmri.runs.provenance import Provenance, audit_shortcuts, dataset_sources
-
-        with progress(args, len(analysis.dataset), "shortcuts") as update:
-            provenance = Provenance(analysis, args.jobs, update)
-            properties = provenance.get()
-        report["shortcuts"] = audit_shortcuts(analysis, properties, seed=args.seed, n_jobs=args.jobs)
-        if all(p is not None for p in properties):
-            report["sources"] = dataset_sources(analysis, provenance, seed=args.seed)[1]
+    report = result.report
     print(format_audit(report))
     if args.group_similar:
         print(
             f"look-alike groups (--group-similar): {report['similar_groups']['n_groups']}, "
             f"largest {report['similar_groups']['largest']}"
         )
-    if other is not None:
+    if args.against:
         print("\n".join(format_cross_dataset_leaks(report["cross_dataset_leaks"])))
     if args.shortcuts:
         from brainmri.evaluation.shortcuts import format_shortcuts
@@ -172,12 +147,9 @@ def cmd_audit(args) -> int:
             print("\n".join(format_sources(sources)))
         elif sources:
             print(f"sources (manifest): {', '.join(sources['names'])}")
-    if folder is not None:
-        with folder.recording():
-            folder.start({"data": str(args.data)})
-            path = write_json(folder / "audit.json", report)
-        print(f"\nwrote {path}")
-    if not len(analysis.dataset):
+    if result.path is not None:
+        print(f"\nwrote {result.path}")
+    if not result.n_readable:
         logger.error("%s: no readable image; see the unreadable list above", args.data)
         return 1
     return 0

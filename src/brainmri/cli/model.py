@@ -162,35 +162,35 @@ def add_export(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from brainmri.api import train
     from brainmri.data.labels import parse_label_map
-    from brainmri.runs.config import TrainConfig, default_cache_dir
-    from brainmri.runs.train import train_bundle
+    from brainmri.runs.config import default_cache_dir
     from brainmri.timing import timing_line
 
-    config = TrainConfig(
-        **data_settings_from(args, preprocess_from(args)),
-        method=args.method,
-        params=method_params_from(args),
-        device=args.device,
-        processes=args.nproc,
-        validate=not args.no_validation,
-        extra_data=str(args.extra_data) if args.extra_data else None,
-        extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
-    )
+    settings = data_settings_from(args, preprocess_from(args))
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     with (
         torch_threads_for(args.threads),
         progress(args, None, "reading") as read,
         progress(args, None, "features") as features,
     ):
-        bundle = train_bundle(
-            config,
-            args.out,
+        bundle = train(
+            settings.pop("data"),
+            args.method,
+            out=args.out,
+            preprocess=settings.pop("preprocess"),
             n_jobs=args.jobs,
             cache_dir=cache,
             on_event=args.reporter.say,
             progress=read,
             feature_progress=features,
+            params=method_params_from(args),
+            device=args.device,
+            processes=args.nproc,
+            validate=not args.no_validation,
+            extra_data=str(args.extra_data) if args.extra_data else None,
+            extra_label_map=parse_label_map(args.extra_label_map, "--extra-label-map"),
+            **settings,
         )
     manifest = bundle.manifest
     validation = manifest["validation"]
