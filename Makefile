@@ -8,9 +8,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,openvino,cluster,tune,volumes
+EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,openvino,cluster,tune,volumes,docs
 
-.PHONY: demo test lint install wheel-check clean
+.PHONY: demo test lint install docs wheel-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports
 
+# The documentation site, built strictly (a broken link or docstring fails) into site/; the command-line page is
+# generated from the parser first.
+docs: $(STAMP)
+	$(BIN)/python docs/gen_cli.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # The sdist and wheel, and the wheel installed alone in a fresh environment and run (.ci/wheel-check; .ci/run runs it
 # after the tests).
 wheel-check: $(STAMP)
 	bash .ci/wheel-check
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache site
