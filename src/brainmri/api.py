@@ -60,7 +60,7 @@ class BenchmarkResult:
     Attributes
     ----------
     results : dict
-        The ``results.json`` document (README, "Outputs").
+        The ``results.json`` document (docs/guide/benchmark.md, "Outputs").
     out : Path
         The run folder (``results.json``, ``predictions.csv``, ``figures/``, ``report.html``).
     """
