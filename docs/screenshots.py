@@ -35,7 +35,8 @@ def main() -> None:
     bundle = brainmri.train(data, "ayadi-cnn", out=work / "cnn", params=cnn, cache_dir=False, n_jobs=1, device="cpu")
     image = sorted((data / "glioma").glob("*.png"))[0]
     print(
-        "the CNN calls the pictured slice", dict(zip(bundle.classes_, bundle.predict_proba([str(image)])[0].round(3)))
+        "the CNN calls the pictured slice",
+        dict(zip(bundle.classes_, bundle.predict_proba([str(image)])[0].round(3), strict=True)),
     )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
