@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,openvino,cluster,tune,volumes,docs
+EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,openvino,cluster,tune,volumes,docs,mlflow
 
 .PHONY: demo test lint install docs wheel-check clean
 

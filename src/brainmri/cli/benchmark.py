@@ -16,11 +16,13 @@ from brainmri.cli.options import (
     add_general_options,
     add_harmonise_options,
     add_input_options,
+    add_mlflow_option,
     add_shift_options,
     add_size_options,
     add_training_options,
     data_settings_from,
     preprocess_from,
+    record_in_mlflow,
     shift_settings,
     torch_threads_for,
 )
@@ -112,6 +114,7 @@ def add_benchmark(sub) -> None:
     add_training_options(p)
     add_input_options(p)
     add_duplicate_options(p)
+    add_mlflow_option(p)
     add_general_options(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_benchmark, resume_hint="rerun the same command to resume from the finished units")
 
@@ -121,6 +124,7 @@ def cmd_benchmark(args) -> int:
     from brainmri.data.labels import parse_label_map
     from brainmri.report.terminal import format_results
     from brainmri.runs.config import default_cache_dir, parse_params
+    from brainmri.runs.tracking import method_metrics
     from brainmri.timing import Stopwatch, timing_line
 
     settings = data_settings_from(args, preprocess_from(args))
@@ -161,5 +165,13 @@ def cmd_benchmark(args) -> int:
         ).results
     print(format_results(results))
     print(f"\nreport: {args.out / 'report.html'}")
+    record_in_mlflow(
+        args,
+        command="benchmark",
+        name=f"benchmark {Path(args.data).name}",
+        config=results["config"],
+        metrics=method_metrics(results),
+        artifacts=[args.out / name for name in ("results.json", "report.html", "predictions.csv")],
+    )
     print(timing_line(watch.report()))
     return 0

@@ -19,12 +19,14 @@ from brainmri.cli.options import (
     add_general_options,
     add_harmonise_options,
     add_input_options,
+    add_mlflow_option,
     add_runtime_options,
     add_size_options,
     add_training_options,
     data_settings_from,
     method_params_from,
     preprocess_from,
+    record_in_mlflow,
     torch_threads_for,
 )
 from brainmri.cli.progress import progress
@@ -72,6 +74,7 @@ def add_train(sub) -> None:
     )
     add_input_options(p)
     add_duplicate_options(p)
+    add_mlflow_option(p)
     add_general_options(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_train)
 
@@ -206,6 +209,16 @@ def cmd_train(args) -> int:
     print(
         f"bundle: {args.out} ({manifest['method']['name']}, classes {', '.join(manifest['classes'])}, "
         f"{manifest['training_data']['n_items']} training images)"
+    )
+    validated = {k: v for k, v in validation.get("metrics", {}).items() if isinstance(v, (int, float))}
+    record_in_mlflow(
+        args,
+        command="train",
+        name=f"train {args.method} on {Path(args.data).name}",
+        config={**manifest["config"], "fitted": manifest["method"]["fitted"]},
+        metrics={**{f"validation.{k}": float(v) for k, v in validated.items()}, "fit_s": bundle.timing_s["training"]},
+        artifacts=[args.out / "manifest.json"],
+        bundle=args.out,
     )
     print(timing_line(bundle.timing_s, manifest["training_data"]["n_items"]))
     return 0

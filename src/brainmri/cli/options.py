@@ -230,6 +230,29 @@ def add_runtime_options(parser: argparse.ArgumentParser, when: str = "") -> None
     )
 
 
+def add_mlflow_option(parser: argparse.ArgumentParser) -> None:
+    """``--mlflow [URI]``: record the command as an MLflow run (:mod:`brainmri.runs.tracking`)."""
+    parser.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        metavar="URI",
+        help="also record the run in MLflow: configuration, metrics with their intervals, outputs (and the bundle "
+        "as an MLflow model); URI: a tracking URI (folder, sqlite:///mlflow.db, http://host:5000), default "
+        "$MLFLOW_TRACKING_URI or MLflow's own; experiment $MLFLOW_EXPERIMENT_NAME or brainmri",
+    )
+
+
+def record_in_mlflow(args, **run) -> None:
+    """With ``--mlflow``, record the command (:func:`brainmri.runs.tracking.log_run`) and say where."""
+    if args.mlflow is None:
+        return
+    from brainmri.runs.tracking import log_run
+
+    run_id = log_run(args.mlflow or None, **run)
+    print(f"recorded in MLflow: run {run_id}" + (f" at {args.mlflow}" if args.mlflow else ""))
+
+
 def add_harmonise_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("intensity harmonisation (preprocessing)")
     group.add_argument(

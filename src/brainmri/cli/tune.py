@@ -14,10 +14,12 @@ from brainmri.cli.options import (
     add_duplicate_options,
     add_general_options,
     add_input_options,
+    add_mlflow_option,
     add_size_options,
     add_training_options,
     data_settings_from,
     method_params_from,
+    record_in_mlflow,
     torch_threads_for,
 )
 from brainmri.cli.progress import progress
@@ -88,6 +90,7 @@ def add_tune(sub) -> None:
     add_training_options(p)
     add_input_options(p)
     add_duplicate_options(p)
+    add_mlflow_option(p)
     add_general_options(p, seed=True, jobs=True)
     p.set_defaults(func=cmd_tune, resume_hint="rerun the same command to continue from the finished trials")
 
@@ -96,6 +99,7 @@ def cmd_tune(args) -> int:
     from brainmri.data.preprocess import Preprocess
     from brainmri.models.catalog import get_method
     from brainmri.runs.config import default_cache_dir
+    from brainmri.runs.tracking import method_metrics
     from brainmri.tuning.config import TuneConfig
     from brainmri.tuning.results import format_tune
     from brainmri.tuning.search import run_tune
@@ -139,6 +143,14 @@ def cmd_tune(args) -> int:
     print(format_tune(results))
     print(f"\nbest configuration: {args.out / 'best_params.json'} (use it with --params)")
     print(f"report: {args.out / 'report.html'}")
+    record_in_mlflow(
+        args,
+        command="tune",
+        name=f"tune {args.method} on {Path(args.data).name}",
+        config={**results["config"], "best_params": results["best_params"]},
+        metrics=method_metrics(results["test"]),
+        artifacts=[args.out / name for name in ("results.json", "report.html", "best_params.json")],
+    )
     return 0
 
 
