@@ -123,7 +123,7 @@ def test_seven_folds_only_when_every_method_follows_the_study():
 
 @pytest.mark.parametrize("extra, folds", [([], 7), (["--cv", "3"], 3)])
 def test_benchmark_without_cv_uses_the_methods_protocol(small, tmp_path, monkeypatch, extra, folds):
-    from brainmri.runs import benchmark
+    from brainmri import api
 
     seen = []
 
@@ -131,7 +131,7 @@ def test_benchmark_without_cv_uses_the_methods_protocol(small, tmp_path, monkeyp
         seen.append(config)
         raise ConfigError("stop here")
 
-    monkeypatch.setattr(benchmark, "run_benchmark", record)
+    monkeypatch.setattr(api, "run_benchmark", record)  # what the command calls, through brainmri.api
     data, _, _ = small
     for methods, expected in (("fcm-dwt-dnn", folds), ("fcm-dwt-dnn,glcm-svm", 5 if not extra else folds)):
         assert main(["benchmark", str(data), "--methods", methods, "--out", str(tmp_path / "out"), *extra]) == 2
