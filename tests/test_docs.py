@@ -22,6 +22,18 @@ def test_the_command_line_reference_is_the_parsers_help():
     assert "## brainmri train" in page and "--nproc N" in page and "openvino" in page
 
 
+def test_every_method_has_its_page_from_the_registry():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "gen_methods.py"), "--check"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr  # stale: run .venv/bin/python docs/gen_methods.py
+    page = (ROOT / "docs" / "methods" / "fcm-dwt-dnn.md").read_text()
+    assert "7-fold grouped cross-validation (its study's protocol)" in page and "Mohsen" in page
+    assert "| `epochs` |" in (ROOT / "docs" / "methods" / "ayadi-cnn.md").read_text()
+    site = (ROOT / "mkdocs.yml").read_text()
+    assert all(f"methods/{page.name}" in site for page in (ROOT / "docs" / "methods").glob("*.md"))  # in the nav
+
+
 @pytest.mark.system  # mkdocs-material: skipped without it, a failure in CI
 def test_the_site_builds_strictly(tmp_path):
     pytest.importorskip("mkdocs")
