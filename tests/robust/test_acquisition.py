@@ -74,3 +74,12 @@ def test_descriptors_see_sharpness_noise_and_bit_depth():
     assert blurred["laplacian"] < d["laplacian"] and blurred["hf_share"] < d["hf_share"]
     assert blurred["noise"] < d["noise"]
     assert np.exp(coarse["grey_levels"]) == pytest.approx(4)
+
+
+def test_the_grey_level_count_is_the_number_of_distinct_8_bit_levels():
+    rng = np.random.default_rng(0)
+    images = [rng.random((64, 80)) ** k for k in (1, 2, 5)] + [np.round(rng.random((50, 50)) * 3) / 3]
+    columns = AcquisitionDescriptors().fit().transform(images)
+    counted = [len(np.unique(np.round(np.clip(image, 0, 1) * 255))) for image in images]
+    assert np.array_equal(columns[:, 13], np.log(counted))  # the same numbers as np.unique's count, to the bit
+    assert counted[-1] == 4

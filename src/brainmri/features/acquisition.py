@@ -106,7 +106,8 @@ class AcquisitionDescriptors(ImageTransformer):
 
         # A uniform image has no noise to estimate (scikit-image gives NaN): its noise is 0. Only such images'
         # descriptors changed, and a cache holding their NaN is damaged and recomputed, so the version stays.
-        x = np.round(np.clip(image, 0.0, 1.0) * 255) / 255
+        levels = np.round(np.clip(image, 0.0, 1.0) * 255)
+        x = levels / 255
         head = ndimage.binary_fill_holes(x > otsu_threshold(x))
         inside = x[head] if head.any() else x.ravel()
         outside = x[~head] if (~head).any() else np.zeros(1)
@@ -124,7 +125,9 @@ class AcquisitionDescriptors(ImageTransformer):
             np.log(_blockiness(x, 1) * _blockiness(x, 0)),
             max(ghosts[:2]),
             max(ghosts[2:]),
-            np.log(len(np.unique(x))),
+            # The distinct grey levels counted on the 256 integer levels: np.unique's count, without its sort
+            # (1.4 of 9 ms per 224 px image).
+            np.log(np.count_nonzero(np.bincount(levels.astype(np.uint8).ravel(), minlength=256))),
         ]
 
 
