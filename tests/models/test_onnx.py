@@ -329,6 +329,12 @@ def test_int8_graph_is_kept_with_its_figures_and_predicts_like_float32(cnn_copy,
     int8 = load_onnx(cnn_copy, path, threads=1)  # checked like any export of this bundle
     paths = _images(demo_source)
     assert np.abs(int8.predict_proba(paths) - load_model(cnn_copy).predict_proba(paths)).max() < 0.25
+    out = cnn_copy.parent / "int8.json"  # predict with it: --onnx-file
+    doc = _predict_json(cnn_copy, demo_source, out, cnn_copy.parent / "cache", "--onnx-file", str(path))
+    assert doc["runtime"] == "ONNX Runtime (model.int8.onnx)"
+    expected = int8.predict_proba(paths)
+    got = {p["path"]: [p["proba"][c] for c in int8.classes_] for p in doc["predictions"]}
+    np.testing.assert_allclose([got[p] for p in paths], expected, atol=1e-6)
 
 
 def test_int8_graph_that_disagrees_with_float32_is_refused_with_the_figures(cnn_copy, demo_source, monkeypatch):
@@ -344,6 +350,15 @@ def test_int8_graph_that_disagrees_with_float32_is_refused_with_the_figures(cnn_
     assert not (cnn_copy / "model.int8.onnx").exists() and not (cnn_copy / "model.int8.onnx.json").exists()
     with pytest.raises(DataError, match=r"--calibration .*: 24 images of the bundle's classes .* 1000 needed"):
         quantise.quantise_onnx(cnn_copy, demo_source, n_calibration=500, n_check=500)
+
+
+def test_predict_onnx_file_is_refused_where_pytorch_must_run(cnn_copy, demo_source, error_line):
+    export_onnx(cnn_copy)
+    argv = ["predict", str(cnn_copy), str(demo_source), "--onnx-file", str(cnn_copy / "model.onnx")]
+    assert main([*argv, "--runtime", "torch"]) == 2
+    assert "--runtime torch predicts with the bundle's own network; leave --onnx-file out" in error_line("predict")
+    assert main([*argv, "--adapt", "adabn"]) == 2
+    assert "--adapt adabn adapts the PyTorch network; leave --onnx-file out" in error_line("predict")
 
 
 def test_cli_int8_export_needs_int8_for_calibration(cnn, demo_source, error_line):

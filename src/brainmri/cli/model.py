@@ -117,6 +117,13 @@ def add_predict(sub) -> None:
     )
     add_adapt_option(p, "each batch of --batch-size images")
     add_runtime_options(p)
+    p.add_argument(
+        "--onnx-file",
+        type=Path,
+        metavar="FILE",
+        help="predict with this export of MODEL (e.g. the int8 graph of export --onnx --int8) in ONNX Runtime, or "
+        "in OpenVINO with --runtime openvino; refused when it was exported from another bundle",
+    )
     add_training_options(p, params=False)
     add_input_options(p, manifests=False)
     add_general_options(p, seed=True, jobs=True)
@@ -323,6 +330,8 @@ def _load_for_predict(args, jobs: int):
         if args.adapt != "none"
         else ("--explain reads the PyTorch network's gradients" if args.explain is not None else None)
     )
+    if args.onnx_file is not None:
+        return _load_export(args, jobs, torch_only)
     return load_for_prediction(
         args.model,
         runtime=args.runtime,
@@ -332,6 +341,21 @@ def _load_for_predict(args, jobs: int):
         threads=args.threads,
         torch_only=torch_only,
     )
+
+
+def _load_export(args, jobs: int, torch_only: str | None):
+    """The bundle predicting with the export ``--onnx-file`` (its int8 graph, say), and its runtime in words."""
+    from brainmri.models.bundle import load_model
+    from brainmri.models.onnx_runtime import ENGINES, load_onnx
+    from brainmri.models.runtimes import EXPORT_RUNTIMES
+
+    if args.runtime == "torch" or torch_only:
+        why = torch_only or "--runtime torch predicts with the bundle's own network"
+        raise ConfigError(f"--onnx-file {args.onnx_file}: {why}; leave --onnx-file out")
+    engine = EXPORT_RUNTIMES.get(args.runtime, "onnxruntime")  # auto: ONNX Runtime, which runs every export
+    loaded = load_model(args.model, n_jobs=jobs, device="cpu")
+    exported = load_onnx(args.model, args.onnx_file, n_jobs=jobs, threads=args.threads, loaded=loaded, engine=engine)
+    return exported, f"{ENGINES[engine]} ({args.onnx_file.name})"
 
 
 def _say_predictions(args, bundle, result: dict, metrics: dict, runtime: str = "PyTorch") -> None:

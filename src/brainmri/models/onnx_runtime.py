@@ -71,14 +71,24 @@ class OnnxNetwork(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, Z) -> np.ndarray:
         """Class probabilities, float64 of shape ``(n, n_classes)``, of the first step's output ``Z``."""
-        return self._run(Z, ["proba"])[0].astype(np.float64)
+        return _summing_to_one(self._run(Z, ["proba"])[0])
 
     def predict_proba_with_embedding(self, Z) -> tuple[np.ndarray, np.ndarray]:
         """The probabilities and the embedding (float32 ``(n, d)``) of ``Z``, from one run of the graph."""
         if not self.has_embedding:
             raise DataError("this ONNX export has no embedding output (export version 1); export the bundle again")
         proba, embedding = self._run(Z, ["proba", "embedding"])
-        return proba.astype(np.float64), embedding
+        return _summing_to_one(proba), embedding
+
+
+def _summing_to_one(proba: np.ndarray) -> np.ndarray:
+    """The graph's probabilities as float64 rows that sum to 1.
+
+    An int8 graph (``export --onnx --int8``) gives its probabilities in steps of 1/255, so its rows sum to 0.99
+    or 1.01; a float32 graph's rows are changed by about 1e-7.
+    """
+    proba = proba.astype(np.float64)
+    return proba / np.maximum(proba.sum(axis=1, keepdims=True), 1e-12)
 
 
 #: The engines that run an export, with their names in words.
