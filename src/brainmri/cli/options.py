@@ -245,7 +245,7 @@ def add_mlflow_option(parser: argparse.ArgumentParser) -> None:
 
 def record_in_mlflow(args, **run) -> None:
     """With ``--mlflow``, record the command (:func:`brainmri.runs.tracking.log_run`) and say where."""
-    if args.mlflow is None:
+    if getattr(args, "mlflow", None) is None:  # also a command run by another (demo runs benchmark)
         return
     from brainmri.runs.tracking import log_run
 
