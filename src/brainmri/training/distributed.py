@@ -31,7 +31,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +192,7 @@ def _worker(module, folder: str, settings: TrainSettings, device_type: str, thre
             raise Halted
 
     try:
-        with epoch_listener(tell) if world.main else _nothing():
+        with epoch_listener(tell) if world.main else nullcontext():
             return train_module(
                 module,
                 arrays["X"],
@@ -236,9 +236,3 @@ def _quiet_launcher() -> Iterator[None]:
         yield
     finally:
         launcher.setLevel(level)
-
-
-def _nothing():
-    from contextlib import nullcontext
-
-    return nullcontext()
