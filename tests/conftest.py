@@ -65,11 +65,13 @@ def _write_dicom(
     intercept: float | None = None,
     spacing: tuple[float, float] | None = None,
     pixel_data: bool = True,
+    **attributes,
 ) -> Path:
     """Write a minimal MR DICOM file (Explicit VR Little Endian, 16-bit unsigned, 12 bits stored).
 
     ``pixels`` of shape (frames, H, W) writes a multi-frame file; ``pixel_data=False`` writes
-    a DICOM with no PixelData element (like a structured report).
+    a DICOM with no PixelData element (like a structured report). ``attributes`` are further
+    elements by keyword (``SeriesInstanceUID=...``, ``ImagePositionPatient=[...]``).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -99,8 +101,61 @@ def _write_dicom(
         if spacing is not None:
             ds.PixelSpacing = list(spacing)
         ds.PixelData = pixels.tobytes()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def _write_dicom_series(
+    folder,
+    volume,
+    *,
+    row=(1.0, 0.0, 0.0),
+    column=(0.0, 1.0, 0.0),
+    uid: str | None = None,
+    seed: int = 0,
+    skip: tuple[int, ...] = (),
+) -> str:
+    """Write the RAS volume ``volume`` (voxel i, j, k at i, j, k mm) as a DICOM series; return its SeriesInstanceUID.
+
+    ``row`` and ``column`` are the ImageOrientationPatient directions in DICOM's LPS space (axis-aligned); one
+    file per slice along their normal, named in a shuffled order so that the names do not give the order.
+    ``skip`` leaves those slice indices out (a series with missing slices).
+    """
+    from pydicom.uid import generate_uid
+
+    folder = Path(folder)
+    uid = uid or generate_uid()
+    flip = np.array([-1.0, -1.0, 1.0])  # LPS <-> RAS
+    row, column = np.asarray(row, float), np.asarray(column, float)
+    normal = np.cross(row, column)
+    steps = [flip * d for d in (row, column, normal)]  # RAS voxel steps of a column, a row, a slice
+    shape = np.array(volume.shape)
+    sizes = [int(shape[np.argmax(np.abs(step))]) for step in steps]
+    origin = np.sum([np.where(step < 0, shape - 1, 0) * (np.abs(step) > 0.5) for step in steps], axis=0)
+    names = np.random.default_rng(seed).permutation(sizes[2])
+    c, r = np.meshgrid(np.arange(sizes[0]), np.arange(sizes[1]))
+    for k in range(sizes[2]):
+        if k in skip:
+            continue
+        index = (
+            origin[:, None, None]
+            + steps[0][:, None, None] * c
+            + steps[1][:, None, None] * r
+            + steps[2][:, None, None] * k
+        )
+        pixels = volume[tuple(np.rint(index).astype(int))]
+        _write_dicom(
+            folder / f"IM{names[k]:04d}.dcm",
+            pixels,
+            spacing=(1.0, 1.0),
+            SeriesInstanceUID=uid,
+            ImageOrientationPatient=[*map(float, row), *map(float, column)],
+            ImagePositionPatient=[float(v) for v in flip * (origin + steps[2] * k)],
+            InstanceNumber=int(names[k]) + 1,
+        )
+    return uid
 
 
 def _write_nifti(path, volume, zooms=(1.0, 1.0, 1.0)) -> Path:
@@ -134,6 +189,11 @@ def write_pil():
 @pytest.fixture(scope="session")
 def write_dicom():
     return _write_dicom
+
+
+@pytest.fixture(scope="session")
+def write_dicom_series():
+    return _write_dicom_series
 
 
 @pytest.fixture(scope="session")

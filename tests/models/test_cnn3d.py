@@ -250,3 +250,46 @@ def test_predictions_csv_of_volumes_has_one_row_per_volume(volume_model, volume_
     assert main(["predict", str(volume_model), str(volume_source), "--out", str(out), "-q"]) == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(rows) == 12 and {r["label"] for r in rows} == {"atrophy", "control"}
+
+
+@pytest.fixture(scope="module")
+def series_and_nifti(volume_source, write_dicom_series, write_nifti, tmp_path_factory) -> tuple[Path, Path]:
+    """``volume_source``'s volumes twice, as DICOM series (``<class>/<subject>/IM*.dcm``) and as NIfTI files.
+
+    The voxels are the same in both: the volumes scaled to 0..1000 and rounded, which DICOM's 16-bit integers hold
+    exactly.
+    """
+    root = tmp_path_factory.mktemp("series")
+    for nifti in sorted(volume_source.glob("*/*.nii.gz")):
+        volume = np.asarray(nib.as_closest_canonical(nib.load(nifti)).dataobj, dtype=np.float32)
+        volume = np.rint(1000 * (volume - volume.min()) / np.ptp(volume))
+        subject = nifti.name.removesuffix(".nii.gz")
+        write_dicom_series(root / "series" / nifti.parent.name / subject, volume)
+        write_nifti(root / "nifti" / nifti.parent.name / f"{subject}.nii.gz", volume)
+    return root / "series", root / "nifti"
+
+
+def test_a_dataset_of_dicom_series_is_audited_trained_on_and_predicted_like_nifti(
+    series_and_nifti, volume_model, tmp_path, one_torch_thread
+):
+    from brainmri.models.bundle import load_model
+
+    series, nifti = series_and_nifti
+    assert main(["audit", str(series), "--out", str(tmp_path / "audit"), "--jobs", "1", "-q"]) == 0
+    audit = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert audit["n_items"] == 12 and audit["n_unreadable"] == 0
+
+    loaded = load_model(volume_model, device="cpu")
+    series_paths = sorted(p for p in series.glob("*/*") if p.is_dir())
+    nifti_paths = sorted(nifti.glob("*/*.nii.gz"))
+    assert [p.name for p in series_paths] == [p.name.removesuffix(".nii.gz") for p in nifti_paths]
+    np.testing.assert_allclose(loaded.predict_proba(series_paths), loaded.predict_proba(nifti_paths), atol=1e-6)
+
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(volume_model), str(series_paths[0]), "--out", str(out), "-q"]) == 0
+    assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == 1  # one series, one row
+
+    model = tmp_path / "model"
+    command = ["train", str(series), "--method", "cnn3d", "--params", TINY, "--out", str(model)]
+    assert main([*command, "--device", "cpu", "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
+    assert json.loads((model / "manifest.json").read_text())["training_data"]["image_sizes"] == {"16x16x16": 12}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainmri.data.dicom import find_series
 from brainmri.data.preprocess import Preprocess
 from brainmri.errors import DataError
 from brainmri.files import atomic_path
@@ -38,7 +39,17 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    """Content hash of a file (memoised on path, size and modification time)."""
+    """Content hash of a file (memoised on path, size and modification time), or of a DICOM series.
+
+    A series (:func:`brainmri.data.dicom.find_series`) hashes its UID and
+    the name and content of each of its files.
+    """
+    series = find_series(path)
+    if series is not None:
+        h = hashlib.blake2b(series.uid.encode(), digest_size=16)
+        for file in series.files:
+            h.update(file.name.encode() + b"\0" + file_digest(file).encode())
+        return "series-" + h.hexdigest()
     st = os.stat(path)
     return _digest(str(path), st.st_mtime_ns, st.st_size)
 

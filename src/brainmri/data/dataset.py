@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainmri.data.dicom import find_series, series_items
 from brainmri.data.io import file_problem, image_format
 from brainmri.errors import DataError
 
@@ -278,13 +279,19 @@ def _files_below(
 ) -> list[Path]:
     """Every non-hidden file below ``folder`` (class folders may nest, e.g. one per subject).
 
+    The slices of a DICOM series are one item, the series
+    (:func:`~brainmri.data.dicom.series_items`).
+
     A file symlink that loops or points nowhere is kept: reading it reports why it is unusable.
     """
     ancestors = ancestors | {folder.resolve()}
-    files = []
+    files, below = [], []
     for child in _visible_children(folder, root, ignored, problems, ancestors):
-        files += _files_below(child, root, ignored, problems, ancestors) if child.is_dir() else [child]
-    return files
+        if child.is_dir():
+            below += _files_below(child, root, ignored, problems, ancestors)
+        else:
+            files.append(child)
+    return series_items(folder, files) + below
 
 
 def _from_csv(path: Path, allow_outside: bool) -> Dataset:
@@ -342,9 +349,8 @@ def _from_csv(path: Path, allow_outside: bool) -> Dataset:
                 }
             )
             continue
-        if not file.is_file():
-            problem = file_problem(file) if file.exists() or file.is_symlink() else None
-            reason = f": {problem}" if problem else " but the file does not exist; fix the path (relative to the CSV)"
+        reason = _why_not_an_item(file)
+        if reason:
             problems.append({"path": row["path"], "reason": f"listed in {path.name} line {line}{reason}"})
             continue
         item = Item(file, row["label"], row.get("subject") or None, split, row.get("source") or None)
@@ -362,6 +368,22 @@ def _from_csv(path: Path, allow_outside: bool) -> Dataset:
                 }
             )
     return Dataset(root, items, "csv", [], problems)
+
+
+def _why_not_an_item(path: Path) -> str | None:
+    """Why a CSV row's ``path`` is not an item (``": reason"``), or None: a file, or a DICOM series.
+
+    A series is a folder holding one, or ``folder/<SeriesInstanceUID>`` (:func:`~brainmri.data.dicom.find_series`).
+    """
+    if path.is_file():
+        return None
+    try:
+        if find_series(path) is not None:
+            return None
+    except DataError as exc:  # a folder of several series: the row must name one
+        return ": " + str(exc).removeprefix(f"{path}: ")
+    problem = file_problem(path) if path.exists() or path.is_symlink() else None
+    return f": {problem}" if problem else " but the file does not exist; fix the path (relative to the CSV)"
 
 
 def _one_row_per_file(

@@ -5,7 +5,8 @@ One entry point, :func:`read_image`, dispatches on the file type:
 * 2D images (PNG, JPEG, BMP, TIFF), 8- or 16-bit, grayscale or RGB holding
   grayscale content, through Pillow;
 * DICOM through pydicom (rescale slope/intercept applied, MONOCHROME1
-  inverted, multi-frame files returned as a stack of slices);
+  inverted, multi-frame files returned as a stack of slices), and a DICOM
+  series (a folder of slices) as one volume (:mod:`brainmri.data.dicom`);
 * NIfTI through nibabel (3D volumes as volumes, their voxel axes put in
   RAS+ order by ``nibabel.as_closest_canonical`` so that volumes stored
   with other orientations line up; :func:`volume_slices` cuts 2D slices
@@ -30,17 +31,13 @@ import errno
 import os
 import stat
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from brainmri.data.dicom import find_series, read_dicom_file, read_series
+from brainmri.data.formats import SUPPORTED_SUFFIXES, ImageMeta, check_pixel_count, image_format, one_line
 from brainmri.errors import ConfigError, DataError
-
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-DICOM_SUFFIXES = (".dcm", ".dicom")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-SUPPORTED_SUFFIXES = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
 
 #: Default pixel limit of a 2D image (width x height); larger images are refused
 #: undecoded. 200 MP is ten times a 4096 x 4096 scan; an image above half the
@@ -87,36 +84,6 @@ def check_max_pixels(max_pixels) -> int:
     return int(max_pixels)
 
 
-@dataclass(frozen=True)
-class ImageMeta:
-    """What is known about an image besides its pixels.
-
-    Attributes
-    ----------
-    path : str
-        The file read.
-    format : str
-        ``"png"``, ``"jpeg"``, ``"bmp"``, ``"tiff"``, ``"dicom"`` or ``"nifti"``.
-    original_shape : tuple of int
-        Shape of the array as stored (before any channel reduction).
-    mode : str
-        Pillow mode (``"L"``, ``"RGB"``, ``"I;16"``...), DICOM photometric
-        interpretation, or ``"volume"`` for NIfTI.
-    bit_depth : int
-        Bits per stored sample (8, 16, 32...).
-    spacing : tuple of float or None
-        Pixel or voxel spacing in mm where the file records it.
-    """
-
-    path: str
-    format: str
-    original_shape: tuple[int, ...]
-    mode: str
-    bit_depth: int
-    spacing: tuple[float, ...] | None = None
-    extra: dict = field(default_factory=dict, compare=False)
-
-
 def size_and_channels(shape: tuple[int, ...], mode: str) -> tuple[str, str]:
     """Size and channel count of an image as stored (its ``original_shape`` and ``mode``), as text.
 
@@ -140,30 +107,15 @@ def item_kind(shape: tuple[int, ...], mode: str) -> str:
     return "volumes" if mode == "volume" and sum(side > 1 for side in shape) == 3 else "slices"
 
 
-def image_format(path: str | Path) -> str | None:
-    """Return the reader name for ``path`` from its suffix, or None if unsupported.
-
-    >>> image_format("a/b/scan.nii.gz"), image_format("x.JPG"), image_format("notes.txt")
-    ('nifti', 'jpeg', None)
-    """
-    name = str(path).lower()
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if name.endswith(DICOM_SUFFIXES):
-        return "dicom"
-    for suffix in PIL_SUFFIXES:
-        if name.endswith(suffix):
-            return {"jpg": "jpeg", "tif": "tiff"}.get(suffix[1:], suffix[1:])
-    return None
-
-
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Read one image or volume.
 
     Parameters
     ----------
     path : str or Path
-        A PNG, JPEG, BMP, TIFF, DICOM or NIfTI file.
+        A PNG, JPEG, BMP, TIFF, DICOM or NIfTI file, or a DICOM series: a
+        folder holding one, or ``folder/<SeriesInstanceUID>``
+        (:mod:`brainmri.data.dicom`).
     max_pixels : int, optional
         Refuse images with more pixels than this (a volume: voxels; a
         multi-frame DICOM: frames x pixels), from the file's header before
@@ -173,7 +125,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[np.n
     -------
     array : ndarray of float32
         ``(H, W)`` for 2D images and single-frame DICOM, ``(frames, H, W)``
-        for multi-frame DICOM, ``(X, Y, Z)`` for NIfTI volumes. Values keep
+        for multi-frame DICOM, ``(X, Y, Z)`` in RAS+ order for NIfTI volumes
+        and DICOM series. Values keep
         their stored scale (0-255 for 8-bit, 0-65535 for 16-bit, physical
         units for DICOM after rescale).
     meta : ImageMeta
@@ -184,12 +137,21 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[np.n
         The file is missing, a symlink loop, not readable by this user, of an
         unsupported type, truncated or corrupt, too large (``max_pixels``),
         made of several frames (GIF, APNG, multi-page TIFF), holds colour
-        content, has no pixel data or contains NaNs.
+        content, has no pixel data or contains NaNs; a DICOM series that is
+        4D, mixed, has missing slices or no geometry.
     ConfigError
         ``max_pixels`` is not a positive integer.
     """
     path = Path(path)
     max_pixels = check_max_pixels(MAX_PIXELS if max_pixels is None else max_pixels)
+    series = find_series(path)
+    array, meta = read_series(series, max_pixels) if series is not None else _read_file(path, max_pixels)
+    if not np.all(np.isfinite(array)):
+        raise DataError(f"{path}: contains NaN or infinite values; fix or remove the file")
+    return array, meta
+
+
+def _read_file(path: Path, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
     problem = file_problem(path)
     if problem:
         raise DataError(f"{path}: {problem}")
@@ -199,13 +161,11 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[np.n
             f"{path}: not a supported image type ({path.suffix or 'no suffix'}); "
             f"use one of {', '.join(SUPPORTED_SUFFIXES)} or remove the file"
         )
-    if kind in ("nifti", "dicom"):
-        array, meta = (_read_nifti if kind == "nifti" else _read_dicom)(path, kind, max_pixels)
-    else:
-        array, meta = _read_pil(path, kind, max_pixels)
-    if not np.all(np.isfinite(array)):
-        raise DataError(f"{path}: contains NaN or infinite values; fix or remove the file")
-    return array, meta
+    if kind == "nifti":
+        return _read_nifti(path, kind, max_pixels)
+    if kind == "dicom":
+        return read_dicom_file(path, max_pixels)
+    return _read_pil(path, kind, max_pixels)
 
 
 def file_problem(path: str | Path) -> str | None:
@@ -253,11 +213,6 @@ def volume_slices(volume: np.ndarray, axis: int = 2) -> list[np.ndarray]:
     return [np.take(volume, i, axis=axis) for i in range(volume.shape[axis])]
 
 
-def _one_line(exc: BaseException) -> str:
-    """The library's own message, on one line (nibabel's span two), for our one-line errors."""
-    return " ".join(str(exc).split())
-
-
 #: Bits per sample of Pillow modes whose array dtype does not tell it.
 _PIL_BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16}
 
@@ -303,7 +258,7 @@ def _read_pil(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, Image
         raise DataError(f"{path}: not a readable {kind.upper()} image; re-export or remove it") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(
-            f"{path}: cannot decode ({_one_line(exc)}); the file is truncated or corrupt, re-export or remove it"
+            f"{path}: cannot decode ({one_line(exc)}); the file is truncated or corrupt, re-export or remove it"
         ) from None
     original_shape = array.shape
     bit_depth = _PIL_BIT_DEPTH.get(mode, 8 * array.dtype.itemsize)
@@ -333,72 +288,6 @@ def _gray_from_channels(array: np.ndarray, path: Path, mode: str) -> np.ndarray:
     return (rgb[..., 0].astype(np.float32) + rgb[..., 1] + rgb[..., 2]) / 3.0
 
 
-def check_pixel_count(path: Path, shape: tuple[int, ...], max_pixels: int) -> None:
-    """Refuse, from its header's ``shape``, an image whose pixels (voxels, frames x pixels) exceed ``max_pixels``.
-
-    Raises
-    ------
-    DataError
-        The message names the file, its size and the option that raises the limit.
-    """
-    count = int(np.prod([int(side) for side in shape], dtype=np.int64)) if len(shape) else 0
-    if count > max_pixels:
-        what = "values" if len([side for side in shape if side > 1]) > 2 else "pixels"
-        raise DataError(
-            f"{path}: {'x'.join(map(str, shape))} image has {count:,} {what}, above the limit of {max_pixels:,} "
-            f"(a decompression bomb, or a scan larger than expected); remove it, or raise the limit with "
-            f"--max-pixels {count}"
-        )
-
-
-def _read_dicom(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut
-
-    try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable DICOM file ({_one_line(exc)}); re-export or remove it") from None
-    if "PixelData" not in ds:
-        raise DataError(
-            f"{path}: DICOM file has no pixel data (a report or structured file?); remove it from the dataset"
-        )
-    try:
-        declared = (
-            int(ds.get("NumberOfFrames", 1) or 1),
-            int(ds.Rows),
-            int(ds.Columns),
-            int(ds.get("SamplesPerPixel", 1) or 1),
-        )
-    except (AttributeError, TypeError, ValueError):
-        raise DataError(f"{path}: DICOM file without a valid Rows/Columns header; re-export or remove it") from None
-    check_pixel_count(path, tuple(side for side in declared if side != 1) or (1,), max_pixels)
-    try:
-        raw = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types for broken pixel data
-        raise DataError(
-            f"{path}: DICOM pixel data cannot be decoded ({_one_line(exc)}); re-export or remove it"
-        ) from None
-    array = np.asarray(apply_modality_lut(raw, ds), dtype=np.float32)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric == "MONOCHROME1":
-        array = array.max() + array.min() - array
-    elif photometric not in ("MONOCHROME2",):
-        raise DataError(f"{path}: DICOM photometric interpretation {photometric} is not grayscale; convert it first")
-    spacing = ds.get("PixelSpacing")
-    meta = ImageMeta(
-        str(path),
-        kind,
-        tuple(raw.shape),
-        photometric,
-        int(ds.get("BitsStored", 8 * raw.dtype.itemsize)),
-        tuple(float(s) for s in spacing) if spacing is not None else None,
-        {"frames": int(ds.get("NumberOfFrames", 1))},
-    )
-    return array, meta
-
-
 def _read_nifti(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
@@ -411,7 +300,7 @@ def _read_nifti(path: Path, kind: str, max_pixels: int) -> tuple[np.ndarray, Ima
             img = nib.as_closest_canonical(img)  # volumes in RAS+ voxel order: axis flips and swaps, no resampling
         array = np.asarray(img.get_fdata(dtype=np.float32))
     except (ImageFileError, OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable NIfTI file ({_one_line(exc)}); re-export or remove it") from None
+        raise DataError(f"{path}: not a readable NIfTI file ({one_line(exc)}); re-export or remove it") from None
     array = np.squeeze(array)
     if array.ndim not in (2, 3):
         raise DataError(

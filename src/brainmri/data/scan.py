@@ -48,7 +48,7 @@ def _scan_one(path: Path, max_pixels: int) -> ScanRecord:
     problem = degenerate_reason(array)
     if problem:
         return ScanRecord(f"{path}: {problem}")
-    if meta.format == "dicom" and array.ndim == 3:
+    if meta.format == "dicom" and meta.mode != "volume" and array.ndim == 3:
         array = np.moveaxis(array, 0, -1)  # frames first in DICOM; fingerprint slices the last axis
     return ScanRecord(None, meta.format, tuple(meta.original_shape), meta.mode, meta.bit_depth, fingerprint(array))
 

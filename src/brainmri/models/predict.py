@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.data.dataset import load_dataset
+from brainmri.data.dicom import series_items
 from brainmri.data.io import (
     MAX_PIXELS,
     check_max_pixels,
@@ -74,7 +75,8 @@ def list_images(sources: Sequence[str | Path]) -> list[ImageItem]:
     """The images named by ``brainmri predict`` arguments.
 
     An image file stands for itself. A folder holding image files lists
-    them (unlabelled); a folder without any lists its class sub-folders
+    them (unlabelled; the slices of a DICOM series are one item, the
+    series); a folder without any lists its class sub-folders
     (optionally under split folders) as a dataset does
     (:func:`~brainmri.data.dataset.load_dataset`), with labels.
 
@@ -89,7 +91,7 @@ def list_images(sources: Sequence[str | Path]) -> list[ImageItem]:
         if source.is_dir():
             flat = sorted(p for p in source.iterdir() if not p.name.startswith(".") and p.is_file() and image_format(p))
             if flat:
-                items += [ImageItem(p, None, str(source)) for p in flat]
+                items += [ImageItem(p, None, str(source)) for p in series_items(source, flat)]
             elif not any(image_format(p) for p in source.rglob("*") if not p.name.startswith(".")):
                 raise DataError(
                     f"{source}: no image files in this folder or below; give image files, a folder of "
