@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,openvino,cluster,tune,volumes,docs,mlflow
+EXTRAS := test,deep,transfer,shift,explain,harmonise,serve,test-serve,onnx,openvino,cluster,tune,volumes,docs,mlflow,bids
 
 .PHONY: demo test lint install docs wheel-check clean
 

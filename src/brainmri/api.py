@@ -123,6 +123,8 @@ def audit(
     duplicates: DuplicateParams | None = None,
     max_pixels: int = MAX_PIXELS,
     allow_outside_paths: bool = False,
+    bids_label: str | None = None,
+    bids_suffix: str = "T1w",
     seed: int = 0,
     n_jobs: int = -1,
     out: str | Path | None = None,
@@ -140,6 +142,8 @@ def audit(
         duplicates=duplicates,
         max_pixels=max_pixels,
         allow_outside_paths=allow_outside_paths,
+        bids_label=bids_label,
+        bids_suffix=bids_suffix,
         seed=seed,
         n_jobs=n_jobs,
         out=out,
@@ -184,7 +188,8 @@ def benchmark(
         As :func:`~brainmri.runs.benchmark.run_benchmark`.
     **settings
         Fields of :class:`~brainmri.runs.config.BenchmarkConfig`: ``split`` ("cv", "official", "naive"), ``cv``,
-        ``seed``, ``grouping``, ``params`` ({"method": {"key": value}}), ``test_data``, ``label_map``, ``shift``, ...
+        ``seed``, ``grouping``, ``params`` ({"method": {"key": value}}), ``test_data``, ``label_map``, ``shift``,
+        ``bids_label`` (a BIDS dataset's ``participants.tsv`` column with the class), ``bids_suffix``, ...
 
     Returns
     -------

@@ -260,7 +260,7 @@ def series_and_nifti(volume_source, write_dicom_series, write_nifti, tmp_path_fa
     exactly.
     """
     root = tmp_path_factory.mktemp("series")
-    for nifti in sorted(volume_source.glob("*/*.nii.gz")):
+    for nifti in sorted(p for c in ("atrophy", "control") for p in (volume_source / c).glob("*.nii.gz")):
         volume = np.asarray(nib.as_closest_canonical(nib.load(nifti)).dataobj, dtype=np.float32)
         volume = np.rint(1000 * (volume - volume.min()) / np.ptp(volume))
         subject = nifti.name.removesuffix(".nii.gz")
@@ -293,3 +293,24 @@ def test_a_dataset_of_dicom_series_is_audited_trained_on_and_predicted_like_nift
     command = ["train", str(series), "--method", "cnn3d", "--params", TINY, "--out", str(model)]
     assert main([*command, "--device", "cpu", "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
     assert json.loads((model / "manifest.json").read_text())["training_data"]["image_sizes"] == {"16x16x16": 12}
+
+
+def test_a_bids_dataset_trains_a_volume_model(volume_source, write_nifti, tmp_path, one_torch_thread):
+    pytest.importorskip("bids")
+    root = tmp_path / "bids"
+    root.mkdir()
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "volumes", "BIDSVersion": "1.8.0"}))
+    rows = ["participant_id\tgroup"]
+    for k, nifti in enumerate(sorted(p for c in ("atrophy", "control") for p in (volume_source / c).glob("*.nii.gz"))):
+        subject = f"sub-{k:02d}"
+        rows.append(f"{subject}\t{nifti.parent.name}")
+        volume = np.asarray(nib.load(nifti).dataobj, dtype=np.float32)
+        write_nifti(root / subject / "anat" / f"{subject}_T1w.nii.gz", volume)
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
+
+    model = tmp_path / "model"
+    command = ["train", str(root), "--bids-label", "group", "--method", "cnn3d", "--params", TINY, "--out", str(model)]
+    assert main([*command, "--device", "cpu", "--no-cache", "--no-validation", "--jobs", "1", "-q"]) == 0
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["classes"] == ["atrophy", "control"]
+    assert manifest["training_data"]["image_sizes"] == {"16x16x16": 12}

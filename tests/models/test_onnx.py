@@ -385,3 +385,43 @@ def test_a_damaged_cached_export_is_made_again(cnn, tmp_path):
     export.write_bytes(export.read_bytes()[:100])  # truncated
     bundle, runtime = load_for_prediction(cnn, runtime="onnx", cache_dir=tmp_path, device="cpu")
     assert runtime == "ONNX Runtime" and export.stat().st_size > 100
+
+
+_NO_TORCH = (
+    "import sys\n"
+    "from brainmri.cli import main\n"
+    "rc = main()\n"  # the command line of the process, as the brainmri script runs it
+    "print('IMPORTED', sorted(m for m in ('torch', 'onnx') if m in sys.modules))\n"
+    "sys.exit(rc)\n"
+)
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino", "auto"])
+def test_a_cached_export_predicts_in_a_fresh_process_without_importing_torch(
+    runtime, cnn, demo_source, tmp_path, one_torch_thread
+):
+    import subprocess
+
+    from brainmri.models.runtimes import onnx_cache_path
+    from brainmri.training.device import surely_cpu
+
+    if not surely_cpu("auto"):
+        pytest.skip("a GPU may be here: brainmri asks torch where the network runs")
+    cache = tmp_path / "cache"
+    want = _predict_json(cnn, demo_source, tmp_path / "t.json", cache, "--runtime", "torch")
+    _predict_json(cnn, demo_source, tmp_path / "first.json", cache, "--runtime", "onnx")  # exports into the cache
+    speed = {"images": 32, "torch_ms": 3.0, "onnx_ms": 1.0, "openvino_ms": 2.0}  # auto: ONNX Runtime the fastest
+    onnx_cache_path(cnn, cache).with_name("speed.json").write_text(json.dumps(speed))
+    out = tmp_path / "p.json"
+    argv = ["predict", str(cnn), str(demo_source), "--out", str(out), "--cache-dir", str(cache), "--runtime", runtime]
+    done = subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr
+    assert "IMPORTED []" in done.stdout
+    got = json.loads(out.read_text())
+    assert got["runtime"] == ("OpenVINO" if runtime == "openvino" else "ONNX Runtime")
+    for row, ref in zip(got["predictions"], want["predictions"], strict=True):
+        assert row["predicted"] == ref["predicted"]
+        assert max(abs(row["proba"][c] - ref["proba"][c]) for c in ref["proba"]) < 1e-4
+        assert abs(row["ood_score"] - ref["ood_score"]) < 1e-3
+    assert "time: starting (interpreter, command line)" in done.stdout

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.whole_process = argv is None  # the process's own command line: its timing may start with the process
     args.reporter = Reporter(sys.stderr, quiet=args.quiet)
     configure_logging(args)
     workers_exit_with_parent()

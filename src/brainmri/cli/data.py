@@ -123,6 +123,8 @@ def cmd_audit(args) -> int:
         duplicates=duplicate_params_from(args),
         max_pixels=args.max_pixels,
         allow_outside_paths=args.allow_outside_paths,
+        bids_label=args.bids_label,
+        bids_suffix=args.bids_suffix,
         seed=args.seed,
         n_jobs=args.jobs,
         out=args.out,

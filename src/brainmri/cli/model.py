@@ -232,21 +232,23 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from brainmri.files import write_json, write_text
-    from brainmri.models.predict import (
-        folder_metrics,
-        list_images,
-        predict_images,
-        predictions_csv,
-        predictions_document,
-    )
-    from brainmri.robust.adapt import adaptation_check
     from brainmri.timing import Stopwatch, timing_line
 
-    _check_predict_outputs(args)
-    jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
-    watch = Stopwatch()
+    # Run as the process's command, the last line counts the whole command, interpreter included.
+    watch = Stopwatch(since_process_start=getattr(args, "whole_process", False))
     with watch("loading"):
+        from brainmri.files import write_json, write_text
+        from brainmri.models.predict import (
+            folder_metrics,
+            list_images,
+            predict_images,
+            predictions_csv,
+            predictions_document,
+        )
+        from brainmri.robust.adapt import adaptation_check
+
+        _check_predict_outputs(args)
+        jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
         bundle, runtime = _load_for_predict(args, jobs)
     as_trained = bundle
     if args.adapt != "none":

@@ -93,7 +93,8 @@ def add_duplicate_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_input_options(parser: argparse.ArgumentParser, *, manifests: bool = True) -> None:
-    """``--max-pixels``, and ``--allow-outside-paths`` for commands that read CSV manifests (``manifests``)."""
+    """``--max-pixels``, and for commands that read datasets (``manifests``) ``--allow-outside-paths`` (CSV
+    manifests), ``--bids-label`` and ``--bids-suffix`` (BIDS datasets)."""
     from brainmri.data.io import MAX_PIXELS
 
     group = parser.add_argument_group("input")
@@ -110,6 +111,18 @@ def add_input_options(parser: argparse.ArgumentParser, *, manifests: bool = True
             "--allow-outside-paths",
             action="store_true",
             help="accept CSV manifest paths that lead out of the CSV's folder (../x.png, absolute paths)",
+        )
+        group.add_argument(
+            "--bids-label",
+            metavar="COLUMN",
+            help="DATA is a BIDS dataset: the participants.tsv column holding each subject's class "
+            "(subjects are the groups splits keep together)",
+        )
+        group.add_argument(
+            "--bids-suffix",
+            default="T1w",
+            metavar="SUFFIX",
+            help="a BIDS dataset's images to take, by suffix (default T1w; T2w, FLAIR, ...)",
         )
 
 
@@ -325,6 +338,8 @@ def data_settings_from(args, preprocess) -> dict:
         "duplicates": duplicate_params_from(args),
         "max_pixels": args.max_pixels,
         "allow_outside_paths": args.allow_outside_paths,
+        "bids_label": args.bids_label,
+        "bids_suffix": args.bids_suffix,
     }
 
 
@@ -358,7 +373,7 @@ def torch_threads_for(threads: int | None):
 def input_defaults() -> dict:
     from brainmri.data.io import MAX_PIXELS
 
-    return {"max_pixels": MAX_PIXELS, "allow_outside_paths": False}
+    return {"max_pixels": MAX_PIXELS, "allow_outside_paths": False, "bids_label": None, "bids_suffix": "T1w"}
 
 
 def duplicate_defaults() -> dict:

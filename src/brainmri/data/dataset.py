@@ -7,7 +7,9 @@ from
 * a folder of class sub-folders, optionally below split folders
   (``Training/Testing``, ``train/val/test``, matched case-insensitively), or
 * a CSV manifest with columns ``path,label[,subject][,split][,source]``, the
-  paths relative to the CSV file.
+  paths relative to the CSV file, or
+* a BIDS dataset (:mod:`brainmri.data.bids`): one suffix's images, labelled
+  from a ``participants.tsv`` column, subjects as groups.
 
 Listing never decodes images; unreadable files are found by the readers and
 reported by the batch job that reads them. What listing can see is reported
@@ -33,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from brainmri.data.bids import DESCRIPTION, BidsQuery, bids_images, is_bids
 from brainmri.data.dicom import find_series, series_items
 from brainmri.data.io import file_problem, image_format
-from brainmri.errors import DataError
+from brainmri.errors import ConfigError, DataError
 
 #: Split folder names understood in a folder dataset (lower case) -> canonical split.
 SPLIT_NAMES = {
@@ -88,7 +91,7 @@ class Dataset:
         paths in every output are written relative to it.
     items : list of Item
     source : str
-        ``"folder"`` or ``"csv"``.
+        ``"folder"``, ``"csv"`` or ``"bids"``.
     ignored : list of str
         Hidden files and folders, and files outside any class folder, that
         were not taken as items (relative paths).
@@ -151,18 +154,22 @@ class Dataset:
         return {s: dict(sorted(c.items())) for s, c in sorted(out.items())}
 
 
-def load_dataset(source: str | Path, *, allow_outside: bool = False) -> Dataset:
-    """List a dataset from a folder or a CSV manifest.
+def load_dataset(source: str | Path, *, allow_outside: bool = False, bids: BidsQuery | None = None) -> Dataset:
+    """List a dataset from a folder, a CSV manifest or a BIDS dataset.
 
     Parameters
     ----------
     source : str or Path
-        A folder of class sub-folders (optionally under split folders) or a
-        ``.csv`` manifest.
+        A folder of class sub-folders (optionally under split folders), a
+        ``.csv`` manifest, or the root of a BIDS dataset (a folder with
+        ``dataset_description.json``, :mod:`brainmri.data.bids`).
     allow_outside : bool
         Accept CSV paths that lead out of the CSV's folder (``../x.png`` or
         absolute paths; ``--allow-outside-paths``). Off by default, so a
         manifest cannot pull in files from elsewhere unnoticed.
+    bids : BidsQuery, optional
+        What to take from a BIDS dataset (``--bids-label``, ``--bids-suffix``);
+        its ``label`` is required there and refused elsewhere.
 
     Returns
     -------
@@ -184,8 +191,15 @@ def load_dataset(source: str | Path, *, allow_outside: bool = False) -> Dataset:
                 f"{source}: a dataset is a folder of class sub-folders or a .csv manifest, not a {source.suffix or 'plain'} file"
             )
         dataset = _from_csv(source, allow_outside)
+    elif is_bids(source):
+        dataset = _from_bids(source, bids or BidsQuery())
     else:
         dataset = _from_folder(source)
+    if bids is not None and bids.label is not None and dataset.source != "bids":
+        raise ConfigError(
+            f"{source}: --bids-label {bids.label} is for a BIDS dataset (a folder with {DESCRIPTION}); "
+            "this is not one, drop the option"
+        )
     stray = [p for p in dataset.ignored if image_format(p) and not _hidden(Path(p).name)]
     if not dataset.items and stray:
         raise DataError(
@@ -204,6 +218,12 @@ def load_dataset(source: str | Path, *, allow_outside: bool = False) -> Dataset:
             "or a CSV with columns path,label"
         )
     return dataset
+
+
+def _from_bids(root: Path, query: BidsQuery) -> Dataset:
+    root = root.resolve()
+    images, problems = bids_images(root, query)
+    return Dataset(root, [Item(im.path, im.label, im.subject) for im in images], "bids", [], problems)
 
 
 def _hidden(name: str) -> bool:

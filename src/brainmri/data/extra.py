@@ -83,7 +83,7 @@ def load_extra(
     n_jobs: int = -1,
     progress: Callable[[int], None] | None = None,
     max_pixels: int | None = None,
-    allow_outside: bool = False,
+    listing: dict | None = None,
 ) -> ExtraData:
     """Read the extra collection, check its classes and drop its copies of the images of ``against``.
 
@@ -98,9 +98,11 @@ def load_extra(
         DATA and the test data, when it is another dataset.
     params : DuplicateParams
         The thresholds of DATA.
-    n_jobs, progress, max_pixels, allow_outside
-        As for :func:`~brainmri.data.audit.analyse` and
-        :func:`~brainmri.data.dataset.load_dataset`.
+    n_jobs, progress, max_pixels
+        As for :func:`~brainmri.data.audit.analyse`.
+    listing : dict or None
+        Keyword arguments of :func:`~brainmri.data.dataset.load_dataset`
+        (``allow_outside``, ``bids``).
 
     Raises
     ------
@@ -110,23 +112,14 @@ def load_extra(
         No readable item, or every item copies a test item.
     """
     dataset = apply_label_map(
-        load_dataset(source, allow_outside=allow_outside), label_map, "--extra-data", option="--extra-label-map"
+        load_dataset(source, **(listing or {})), label_map, "--extra-data", option="--extra-label-map"
     )
     check_extra_classes(dataset.classes, train_classes, source)
     analysis = analyse(dataset, params=params, n_jobs=n_jobs, progress=progress, max_pixels=max_pixels)
     ds = analysis.dataset
     if not len(ds):
         raise DataError(f"--extra-data {source}: no readable image; run `brainmri audit {source}` to see why")
-    copies: dict[int, str] = {}
-    for reference in against:
-        pairs = find_cross_duplicates(
-            [r.fingerprint for r in reference.records],
-            [r.fingerprint for r in analysis.records],
-            radius=params.hash_radius,
-            threshold=params.near_threshold,
-        )
-        for i, j in zip(pairs["i"], pairs["j"], strict=True):
-            copies.setdefault(int(j), str(reference.dataset.items[int(i)].path))
+    copies = _copies_of(against, analysis, params)
     keep = np.array([k not in copies for k in range(len(ds))], dtype=bool)
     if not keep.any():
         raise DataError(
@@ -153,6 +146,21 @@ def load_extra(
         groups,
         info,
     )
+
+
+def _copies_of(against: Sequence, analysis, params) -> dict[int, str]:
+    """``{index in analysis: path of the image of against it copies}``, the first copy found."""
+    copies: dict[int, str] = {}
+    for reference in against:
+        pairs = find_cross_duplicates(
+            [r.fingerprint for r in reference.records],
+            [r.fingerprint for r in analysis.records],
+            radius=params.hash_radius,
+            threshold=params.near_threshold,
+        )
+        for i, j in zip(pairs["i"], pairs["j"], strict=True):
+            copies.setdefault(int(j), str(reference.dataset.items[int(i)].path))
+    return copies
 
 
 def format_extra(info: dict) -> str:

@@ -301,16 +301,7 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
             f"{[str(c) for c in model.classes_]}; train the bundle again"
         )
     check_fitted(model, manifest, folder)
-    ood = None
-    if OOD_FILE in manifest["files"]:
-        try:
-            with np.load(folder / OOD_FILE, allow_pickle=False) as arrays:
-                ood = OODDetector.from_arrays(arrays)
-            ood.n_jobs = n_jobs  # its acquisition descriptors are a feature step too
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(
-                f"{folder / OOD_FILE}: not an out-of-distribution detector ({exc}); train the bundle again"
-            ) from None
+    ood = load_ood(folder, manifest, n_jobs)
     trained_with = manifest.get("libraries", {}).get("scikit-learn")
     if trained_with and trained_with != metadata.version("scikit-learn"):
         logger.warning(
@@ -320,6 +311,27 @@ def load_model(path: str | Path, *, n_jobs: int = 1, device: str = "auto") -> Bu
             metadata.version("scikit-learn"),
         )
     return Bundle(model, manifest, folder, ood)
+
+
+def load_ood(folder: Path, manifest: dict, n_jobs: int = 1) -> OODDetector | None:
+    """The bundle's out-of-distribution detector (``ood.npz``), or None when it has none.
+
+    Raises
+    ------
+    DataError
+        The file is not a detector.
+    """
+    if OOD_FILE not in manifest["files"]:
+        return None
+    try:
+        with np.load(folder / OOD_FILE, allow_pickle=False) as arrays:
+            ood = OODDetector.from_arrays(arrays)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(
+            f"{folder / OOD_FILE}: not an out-of-distribution detector ({exc}); train the bundle again"
+        ) from None
+    ood.n_jobs = n_jobs  # its acquisition descriptors are a feature step too
+    return ood
 
 
 def check_fitted(model, manifest: dict, folder: Path) -> None:

@@ -39,6 +39,17 @@ def onnx_modules():
     return onnx, onnxruntime
 
 
+def onnxruntime_module():
+    """The ``onnxruntime`` module alone (predicting with an export needs no ``onnx``), or a one-line error."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError(
+            "prediction with an ONNX export needs the onnxruntime package; install it with: pip install 'brainmri[onnx]'"
+        ) from None
+    return onnxruntime
+
+
 def default_path(bundle: str | Path) -> Path:
     """Where :func:`~brainmri.models.onnx.export_onnx` writes by default: ``model.onnx`` inside the bundle folder."""
     return Path(bundle) / "model.onnx"

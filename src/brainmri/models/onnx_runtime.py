@@ -21,13 +21,16 @@ from types import SimpleNamespace
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from brainmri.data.preprocess import Preprocess
 from brainmri.errors import ConfigError, DataError
 from brainmri.files import sha256
 from brainmri.models.base import GroupedPipeline
-from brainmri.models.bundle import Bundle, load_model
-from brainmri.models.manifest import MANIFEST
-from brainmri.models.onnx_graph import default_path, description_path, graph_input, network_parts, onnx_modules
-from brainmri.steps import final_step
+from brainmri.models.bundle import Bundle, load_model, load_ood
+from brainmri.models.catalog import get_method
+from brainmri.models.manifest import MANIFEST, read_manifest, verify_files
+from brainmri.models.onnx_graph import default_path, description_path, graph_input, network_parts, onnxruntime_module
+from brainmri.models.persist import learns_nothing
+from brainmri.steps import first_step
 
 #: Items per ONNX Runtime call of :class:`OnnxModel` (bounds the memory of the activations).
 BATCH_SIZE = 64
@@ -163,9 +166,17 @@ class OnnxBundle(Bundle):
         self, model, manifest: dict, path: Path, *, onnx_path: Path, description: dict, ood=None, pytorch=None
     ):
         super().__init__(model, manifest, path, ood)
-        self.pytorch = pytorch  # the bundle as loaded in PyTorch: what explanations (gradients) need
+        self._pytorch = pytorch
         self.onnx_path = onnx_path
         self.description = description
+
+    @property
+    def pytorch(self) -> Bundle:
+        """The bundle as loaded in PyTorch, what explanations (gradients) need: loaded at first use when the
+        export was loaded without PyTorch."""
+        if self._pytorch is None:
+            self._pytorch = load_model(self.path, n_jobs=self.ood.n_jobs if self.ood else 1, device="cpu")
+        return self._pytorch
 
     def __repr__(self) -> str:
         return (
@@ -222,7 +233,7 @@ def load_onnx(
     >>> model.predict_proba(["scan1.png"]).shape                  # doctest: +SKIP
     (1, 4)
     """
-    _, onnxruntime = onnx_modules()
+    onnxruntime = onnxruntime_module() if engine != "openvino" else None
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
     folder = Path(bundle)
@@ -231,37 +242,64 @@ def load_onnx(
         f" --out {path}" if onnx_file is not None else ""
     )
     description, made_from = _checked_description(path, again)
-    loaded = loaded or load_model(folder, n_jobs=n_jobs, device="cpu")
     if made_from != sha256(folder / MANIFEST):
         raise DataError(f"{path}: exported from another bundle, or from an earlier training of {folder}; {again}")
-    first, _, _ = network_parts(loaded)
-    if engine == "openvino":
-        session = OpenVinoSession(path, threads=threads, bf16=_pytorch_bf16(loaded))
+    if loaded is not None:
+        manifest, first, ood = loaded.manifest, network_parts(loaded)[0], loaded.ood
     else:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or 0
-        options.log_severity_level = 3  # errors only: ONNX Runtime's own warnings go to stderr, not to logging
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    network = OnnxNetwork(session, loaded.manifest["classes"])
+        manifest, first, ood = _without_torch(folder, n_jobs) or _with_torch(folder, n_jobs)
+    network = OnnxNetwork(_session(path, engine, threads, manifest, onnxruntime), manifest["classes"])
     return OnnxBundle(
         GroupedPipeline([("first", first), ("onnx", network)]),
-        loaded.manifest,
+        manifest,
         folder,
         onnx_path=path,
         description=description,
         # The out-of-distribution score needs the graph's embedding (exports of version 2 and later).
-        ood=loaded.ood if network.has_embedding else None,
+        ood=ood if network.has_embedding else None,
         pytorch=loaded,
     )
 
 
-def _pytorch_bf16(bundle: Bundle) -> bool:
-    """Whether the bundle's network computes in bfloat16 on the CPU in PyTorch (its ``precision``)."""
-    import torch
+def _session(path: Path, engine: str, threads: int | None, manifest: dict, onnxruntime):
+    """The export at ``path`` ready to run in ``engine``."""
+    if engine == "openvino":
+        # PyTorch's autocast on the CPU computes in bfloat16 exactly when the network's precision says bf16.
+        method = manifest["method"]
+        bf16 = (method.get("fitted", {}).get("precision") or method["params"].get("precision")) == "bf16"
+        return OpenVinoSession(path, threads=threads, bf16=bf16)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.log_severity_level = 3  # errors only: ONNX Runtime's own warnings go to stderr, not to logging
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    from brainmri.training.batches import autocast_dtype
 
-    return autocast_dtype(getattr(final_step(bundle.model), "precision", "fp32"), torch.device("cpu")) is not None
+def _without_torch(folder: Path, n_jobs: int) -> tuple[dict, object, object] | None:
+    """The manifest, first step and out-of-distribution detector of the bundle, read without PyTorch, or None when
+    its first step learned something in training (then the whole bundle is loaded).
+
+    The export holds the rest of the method (linear steps, network, calibration); its description names the sha256
+    of this manifest, and the manifest the sha256 of every file, so nothing else is needed to predict.
+    """
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest)
+    method = manifest["method"]
+    model = get_method(method["name"]).build(
+        seed=manifest["config"]["seed"],
+        n_jobs=n_jobs,
+        preprocess=Preprocess.from_dict(manifest["preprocess"]),
+        device="cpu",
+        params=method["params"],
+    )
+    first = first_step(model)
+    if not learns_nothing(first):
+        return None
+    return manifest, first.fit([]), load_ood(folder, manifest, n_jobs)
+
+
+def _with_torch(folder: Path, n_jobs: int) -> tuple[dict, object, object]:
+    loaded = load_model(folder, n_jobs=n_jobs, device="cpu")
+    return loaded.manifest, network_parts(loaded)[0], loaded.ood
 
 
 def _checked_description(path: Path, again: str) -> tuple[dict, str]:

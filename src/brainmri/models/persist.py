@@ -42,7 +42,8 @@ TRUSTED_TYPES = [
 ]
 
 
-def _learns_nothing(step) -> bool:
+def learns_nothing(step) -> bool:
+    """Whether ``step`` learns nothing in ``fit`` (scikit-learn's ``requires_fit`` tag): a bundle stores no file of it."""
     from sklearn.utils import get_tags
 
     return not get_tags(step).requires_fit
@@ -60,7 +61,7 @@ def save_steps(steps, folder: str | Path, prefix: str) -> list[str]:
     for name, step in steps:
         if hasattr(step, "save_state"):
             files += step.save_state(folder, f"{prefix}{name}.")
-        elif not _learns_nothing(step):
+        elif not learns_nothing(step):
             import skops.io
 
             with atomic_path(folder / f"{prefix}{name}.skops") as tmp:
@@ -76,7 +77,7 @@ def load_steps(steps, folder: str | Path, prefix: str) -> list:
     for name, step in steps:
         if hasattr(step, "load_state"):
             step = step.load_state(folder, f"{prefix}{name}.")
-        elif _learns_nothing(step):
+        elif learns_nothing(step):
             step = step.fit([])
         else:
             path = folder / f"{prefix}{name}.skops"

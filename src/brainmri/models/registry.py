@@ -14,6 +14,7 @@ runner, tuning and serving look methods up there only.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,13 +99,12 @@ class MethodSpec:
         ConfigError
         """
         if self.family == "deep":
-            try:
-                import torch  # noqa: F401
-            except ImportError:
+            # find_spec, not import: loading a bundle to predict through its ONNX export needs no torch.
+            if importlib.util.find_spec("torch") is None:
                 raise ConfigError(
                     f"method {self.name} needs PyTorch, which is not installed; "
                     "install it with: pip install 'brainmri[deep]'"
-                ) from None
+                )
         unknown = sorted(set(params or {}) - set(self.settings()))
         if unknown:
             valid = ", ".join(self.settings()) or "none"

@@ -38,9 +38,10 @@ from brainmri.files import sha256, write_json
 from brainmri.models.bundle import Bundle, load_model
 from brainmri.models.manifest import MANIFEST
 from brainmri.models.onnx import EXPORT_FORMAT, EXPORT_VERSION, export_onnx
-from brainmri.models.onnx_graph import description_path, network_parts, onnx_modules
+from brainmri.models.onnx_graph import description_path, network_parts, onnxruntime_module
 from brainmri.models.onnx_runtime import ENGINES, load_onnx
 from brainmri.steps import final_step, first_step
+from brainmri.training.device import surely_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,10 @@ def load_for_prediction(
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime != "torch" and torch_only is None:
+        light = _cached_without_torch(path, runtime, cache_dir, device, n_jobs, threads)
+        if light is not None:
+            return light
     bundle = load_model(path, n_jobs=n_jobs, device=device)
     if not hasattr(final_step(bundle.model), "module_"):
         if runtime in EXPORT_RUNTIMES:
@@ -116,13 +121,13 @@ def load_for_prediction(
     cached = onnx_cache_path(path, cache_dir)
     if runtime in EXPORT_RUNTIMES:
         return _cached_onnx(path, cached, n_jobs, threads, bundle, runtime), ENGINES[EXPORT_RUNTIMES[runtime]]
-    candidates = ["onnx", *(["openvino"] if importlib.util.find_spec("openvino") else [])]
+    candidates = _candidates()
     speed = _known_speed(cached, candidates) if cached.exists() else None
     try:
         if speed is None:  # first use: every runtime loaded and timed
             loaded = {name: _cached_onnx(path, cached, n_jobs, threads, bundle, name) for name in candidates}
             speed = _measure_speed(cached, bundle, loaded)
-        fastest = min(["torch", *candidates], key=lambda name: speed[f"{name}_ms"])
+        fastest = _fastest(speed, candidates)
         if fastest == "torch":
             return bundle, f"PyTorch (the fastest here: {_speeds(speed)} ms per image, measured at first use)"
         # Only the fastest is loaded once the timing is known.
@@ -130,6 +135,45 @@ def load_for_prediction(
     except (DataError, ConfigError, OSError) as exc:  # OSError: a cache folder that cannot be written
         logger.warning("predicting with PyTorch: the ONNX export failed (%s)", exc)
         return bundle, "PyTorch (the ONNX export failed)"
+
+
+def _cached_without_torch(path, runtime: str, cache_dir, device: str, n_jobs: int, threads: int | None):
+    """``(bundle, runtime in words)`` predicting through the cached export, loaded without importing PyTorch, when
+    that is what the full path would choose; None otherwise (no export cached yet, a GPU may be there, ``auto``
+    without a timing or with PyTorch the fastest, an export that fails its checks): then the bundle is loaded in
+    PyTorch, and the full path decides and says why.
+
+    PyTorch's import alone takes 1.3-1.7 s on the 2-core machine, more than the rest of loading a bundle.
+    """
+    if not surely_cpu(device):
+        return None
+    try:
+        cached = onnx_cache_path(path, cache_dir)
+    except OSError:  # no manifest: not a bundle, which loading it says in words
+        return None
+    if not cached.exists():
+        return None
+    if runtime == "auto":
+        candidates = _candidates()
+        speed = _known_speed(cached, candidates)
+        runtime = _fastest(speed, candidates) if speed is not None else "torch"
+        if runtime == "torch":
+            return None
+    try:
+        bundle = load_onnx(path, cached, n_jobs=n_jobs, threads=threads, engine=EXPORT_RUNTIMES[runtime])
+    except (DataError, ConfigError) as exc:
+        logger.info("loading %s in PyTorch: %s", path, exc)
+        return None
+    return bundle, ENGINES[EXPORT_RUNTIMES[runtime]]
+
+
+def _candidates() -> list[str]:
+    """The export runtimes installed here (``auto`` times them against PyTorch)."""
+    return ["onnx", *(["openvino"] if importlib.util.find_spec("openvino") else [])]
+
+
+def _fastest(speed: dict, candidates: list[str]) -> str:
+    return min(["torch", *candidates], key=lambda name: speed[f"{name}_ms"])
 
 
 def _speeds(speed: dict) -> str:
@@ -204,7 +248,7 @@ def _measure_speed(cached: Path, bundle: Bundle, loaded: dict) -> dict:
 def _onnx_problem(bundle: Bundle) -> str | None:
     """Why ONNX Runtime cannot predict for ``bundle`` here, or None."""
     try:
-        onnx_modules()
+        onnxruntime_module()
         network_parts(bundle)
     except ConfigError as exc:
         return str(exc).split(";")[0].removeprefix(f"{bundle.path}: ")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.data.audit import analyse, audit_report, cross_dataset_leaks
+from brainmri.data.bids import BidsQuery
 from brainmri.data.dataset import load_dataset
 from brainmri.data.duplicates import DuplicateParams
 from brainmri.data.io import MAX_PIXELS, check_max_pixels
@@ -33,6 +34,8 @@ def run_audit(
     duplicates: DuplicateParams | None = None,
     max_pixels: int = MAX_PIXELS,
     allow_outside_paths: bool = False,
+    bids_label: str | None = None,
+    bids_suffix: str = "T1w",
     seed: int = 0,
     n_jobs: int = -1,
     out: str | Path | None = None,
@@ -54,6 +57,8 @@ def run_audit(
         Thresholds of the duplicate search (None: the defaults).
     max_pixels, allow_outside_paths, seed, n_jobs
         As for every command.
+    bids_label, bids_suffix
+        For a BIDS dataset: the ``participants.tsv`` column with the class and the suffix of the images.
     out : path or None
         Folder of ``audit.json`` (checked before anything is read; never inside ``data``).
     stage : callable or None
@@ -65,8 +70,9 @@ def run_audit(
     folder = OutputFolder(out, "audit") if out else None
     if folder is not None:
         folder.check(inputs=[data, *([against] if against else [])])
-    dataset = load_dataset(data, allow_outside=allow_outside_paths)
-    other = load_dataset(against, allow_outside=allow_outside_paths) if against else None
+    listing = {"allow_outside": allow_outside_paths, "bids": BidsQuery(bids_label, bids_suffix)}
+    dataset = load_dataset(data, **listing)
+    other = load_dataset(against, **listing) if against else None
     with stage(len(dataset), "reading") as update:
         analysis = analyse(dataset, params=params, n_jobs=n_jobs, progress=update, max_pixels=max_pixels)
     report = audit_report(analysis)

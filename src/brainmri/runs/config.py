@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from brainmri.data.bids import BidsQuery
 from brainmri.data.duplicates import DuplicateParams
 from brainmri.data.io import MAX_PIXELS, check_max_pixels
 from brainmri.data.labels import unique_keys
@@ -43,6 +44,10 @@ class DataSettings:
         Images with more pixels are skipped as unreadable (``--max-pixels``).
     allow_outside_paths : bool
         Accept CSV paths leading out of the CSV's folder (``--allow-outside-paths``).
+    bids_label : str or None
+        For a BIDS dataset: the ``participants.tsv`` column holding the class (``--bids-label``).
+    bids_suffix : str
+        For a BIDS dataset: the suffix of the images to take (``--bids-suffix``, default ``T1w``).
     """
 
     data: str
@@ -51,9 +56,17 @@ class DataSettings:
     duplicates: DuplicateParams = field(default_factory=DuplicateParams)
     max_pixels: int = MAX_PIXELS
     allow_outside_paths: bool = False
+    bids_label: str | None = None
+    bids_suffix: str = "T1w"
 
     def __post_init__(self):
         check_max_pixels(self.max_pixels)
+        self.listing()  # checks the BIDS suffix
+
+    def listing(self) -> dict:
+        """How DATA and the other collections are listed: the keyword arguments of
+        :func:`~brainmri.data.dataset.load_dataset`."""
+        return {"allow_outside": self.allow_outside_paths, "bids": BidsQuery(self.bids_label, self.bids_suffix)}
 
     def data_settings(self) -> dict:
         """The settings of :class:`DataSettings` as keyword arguments (to make another configuration of the same data)."""
@@ -71,7 +84,7 @@ class BenchmarkConfig(DataSettings):
 
     Parameters
     ----------
-    data, seed, preprocess, duplicates, max_pixels, allow_outside_paths
+    data, seed, preprocess, duplicates, max_pixels, allow_outside_paths, bids_label, bids_suffix
         As :class:`DataSettings`.
     methods : tuple of str
         Registered method names, or named configurations of them
@@ -298,7 +311,7 @@ class TrainConfig(DataSettings):
 
     Parameters
     ----------
-    data, seed, preprocess, duplicates, max_pixels, allow_outside_paths
+    data, seed, preprocess, duplicates, max_pixels, allow_outside_paths, bids_label, bids_suffix
         As :class:`DataSettings`; every readable item of DATA is used for
         training, grouped by ``duplicates`` for the inner validation.
     method : str

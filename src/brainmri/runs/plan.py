@@ -245,9 +245,7 @@ def _external_split(
     keep, test_sets, analyses = [], [], []
     for name, path in test_set_names(config.test_sets).items():
         test_analysis = analyse(
-            apply_label_map(
-                load_dataset(path, allow_outside=config.allow_outside_paths), config.label_map, "--test-data"
-            ),
+            apply_label_map(load_dataset(path, **config.listing()), config.label_map, "--test-data"),
             params=config.duplicates,
             n_jobs=n_jobs,
             progress=progress,
@@ -368,9 +366,7 @@ def check_before_reading(config: BenchmarkConfig) -> int:
         for mode in config.adapt_modes:
             if mode != "none":
                 check_model_adapts(get_method(method).build(params=config.method_params(method)), mode, name=method)
-    dataset = apply_label_map(
-        load_dataset(config.data, allow_outside=config.allow_outside_paths), config.label_map, "DATA"
-    )
+    dataset = apply_label_map(load_dataset(config.data, **config.listing()), config.label_map, "DATA")
     n_extra = (
         check_extra_listing(config, config.extra_data, config.extra_label_map, dataset.classes)
         if config.extra_data
@@ -384,9 +380,7 @@ def check_before_reading(config: BenchmarkConfig) -> int:
     else:
         n_test = 0
         for path in config.test_sets:
-            test = apply_label_map(
-                load_dataset(path, allow_outside=config.allow_outside_paths), config.label_map, "--test-data"
-            )
+            test = apply_label_map(load_dataset(path, **config.listing()), config.label_map, "--test-data")
             check_test_classes(dataset.classes, test.classes, path)
             n_test += len(test)
         return len(dataset) + n_test + n_extra

@@ -60,9 +60,7 @@ def read_training_data(
         A method reads another kind of item than DATA holds (``option``
         names the option that chose the methods).
     """
-    dataset = apply_label_map(
-        load_dataset(settings.data, allow_outside=settings.allow_outside_paths), label_map, "DATA"
-    )
+    dataset = apply_label_map(load_dataset(settings.data, **settings.listing()), label_map, "DATA")
     analysis = analyse(
         dataset, params=settings.duplicates, n_jobs=n_jobs, progress=progress, max_pixels=settings.max_pixels
     )
@@ -93,14 +91,14 @@ def read_extra_data(
         n_jobs=n_jobs,
         progress=progress,
         max_pixels=settings.max_pixels,
-        allow_outside=settings.allow_outside_paths,
+        listing=settings.listing(),
     )
 
 
 def check_extra_listing(settings: DataSettings, extra_data: str, extra_label_map: dict | None, classes) -> int:
     """Refuse, from its listing alone, ``--extra-data`` whose classes do not map onto ``classes``; its item count."""
     listing = apply_label_map(
-        load_dataset(extra_data, allow_outside=settings.allow_outside_paths),
+        load_dataset(extra_data, **settings.listing()),
         extra_label_map,
         "--extra-data",
         option="--extra-label-map",

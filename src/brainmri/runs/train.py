@@ -254,7 +254,7 @@ def _check_before_reading(config: TrainConfig, spec, out, cache_dir) -> tuple[in
     check_bundle_target(out, inputs=inputs)
     if cache_dir:
         check_output_folder(cache_dir, "--cache-dir", inputs=inputs)
-    dataset = load_dataset(config.data, allow_outside=config.allow_outside_paths)
+    dataset = load_dataset(config.data, **config.listing())
     n_extra = (
         check_extra_listing(config, config.extra_data, config.extra_label_map, dataset.classes)
         if config.extra_data

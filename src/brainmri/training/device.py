@@ -19,8 +19,10 @@ import ctypes
 import ctypes.util
 import logging
 import platform
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from brainmri.errors import ConfigError
 
@@ -54,6 +56,22 @@ def tune_malloc() -> bool:
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def surely_cpu(device: str) -> bool:
+    """Whether ``device`` resolves to the CPU, told without importing torch (False when unsure).
+
+    ``cpu`` does; ``auto`` does on a Linux machine with no GPU device node
+    (``/dev/nvidia*`` for CUDA, ``/dev/kfd`` for ROCm, ``/dev/dxg`` for WSL),
+    where torch can see no GPU. Elsewhere (macOS and its MPS, Windows) only
+    torch can tell.
+    """
+    if str(device) == "cpu":
+        return True
+    if str(device) != "auto" or not sys.platform.startswith("linux"):
+        return False
+    dev = Path("/dev")
+    return not (any(dev.glob("nvidia[0-9]*")) or (dev / "kfd").exists() or (dev / "dxg").exists())
 
 
 def resolve_device(device: str = "auto"):

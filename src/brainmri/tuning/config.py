@@ -15,7 +15,7 @@ class TuneConfig(DataSettings):
 
     Parameters
     ----------
-    data, seed, preprocess, duplicates, max_pixels, allow_outside_paths
+    data, seed, preprocess, duplicates, max_pixels, allow_outside_paths, bids_label, bids_suffix
         As :class:`~brainmri.runs.config.DataSettings`.
     method : str
         Registered method name.
