@@ -72,11 +72,18 @@ def test_the_cache_serves_known_images_without_running_the_backbone(demo_source,
     assert sum(forwards) == 20
 
 
-@pytest.mark.parametrize(
-    "change", [{"backbone": "efficientnet_lite1"}, {"size": 96}, {"depths": 2}, {"precision": "fp32"}]
-)
+@pytest.mark.parametrize("change", [{"backbone": "efficientnet_lite1"}, {"size": 96}, {"depths": 2}])
 def test_the_cache_key_changes_with_what_changes_the_embedding(change):
     assert BackboneEmbeddings(**{"size": 64, **change}).cache_key() != BackboneEmbeddings(size=64).cache_key()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_cache_key_holds_the_precision_computed_in(native, monkeypatch):
+    from brainmri.features import embeddings
+
+    monkeypatch.setattr(embeddings, "cpu_has_bf16", lambda: native)  # bf16 on a CPU without it computes in float32
+    bf16, fp32 = (BackboneEmbeddings(size=64, precision=p, device="cpu").cache_key() for p in ("bf16", "fp32"))
+    assert (bf16 != fp32) is native
 
 
 def test_the_cache_key_ignores_how_the_embedding_is_computed():

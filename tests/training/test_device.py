@@ -43,3 +43,31 @@ def test_malloc_is_tuned_on_glibc():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt exists in glibc only")
     assert tune_malloc() is True
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_is_bfloat16_only_where_the_cpu_has_it(native, monkeypatch, caplog):
+    from brainmri.training import batches
+
+    monkeypatch.setattr(batches, "cpu_has_bf16", lambda: native)
+    batches._warn_emulated_bf16.cache_clear()
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING", logger="brainmri.training.batches"):
+        assert batches.autocast_dtype("bf16", cpu) == (torch.bfloat16 if native else None)
+        assert batches.autocast_dtype("bf16", cpu) == (torch.bfloat16 if native else None)
+    assert batches.autocast_dtype("fp32", cpu) is None and batches.autocast_dtype("auto", cpu) is None
+    emulated = [r for r in caplog.records if "no native bfloat16" in r.getMessage()]
+    assert len(emulated) == (0 if native else 1)  # said once, not per batch
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    from brainmri.training import device
+
+    for flags, native in (("fpu sse2 avx2 fma", False), ("fpu avx512f avx512_bf16 amx_tile", True)):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        real = device.Path
+        monkeypatch.setattr(device, "Path", lambda p, real=real, info=info: info if p == "/proc/cpuinfo" else real(p))
+        device.cpu_has_bf16.cache_clear()
+        assert device.cpu_has_bf16() is native
+    device.cpu_has_bf16.cache_clear()

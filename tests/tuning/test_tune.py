@@ -508,3 +508,26 @@ def test_a_study_another_worker_is_still_describing_is_waited_for_not_refused(tm
 
     with pytest.raises(ConfigError, match="created for seed 0, not 1"):
         open_study(storage, "shared", {**attrs, "seed": 1}, sampler=None, pruner=None)
+
+
+def test_a_second_worker_on_a_sqlite_study_is_refused_without_failing_the_first_ones_trial(
+    leaky_split_source, tmp_path, error_line
+):
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    assert tune(leaky_split_source, tmp_path / "one", "--storage", url, "--study", "s", "--trials", "1") == 0
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):  # Optuna's heartbeat arguments
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    study = optuna.load_study(study_name="s", storage=storage)
+    with pytest.warns(UserWarning, match="Heartbeat of storage is supposed to be used with Study.optimize"):
+        running = study.ask()  # another worker's trial, its heartbeat fresh
+    storage.record_heartbeat(running._trial_id)
+
+    assert tune(leaky_split_source, tmp_path / "two", "--storage", url, "--study", "s", "--trials", "3") == 2
+
+    assert error_line("tune").endswith(
+        f"--storage {url}: trial {running.number} of study s is running in another worker now (or in a run killed "
+        "less than 3 minutes ago); a SQLite file serves one worker at a time: run this one when it is done, or "
+        "share the study through a database server (--storage postgresql://USER@HOST/DB)"
+    )
+    state = optuna.load_study(study_name="s", storage=storage).trials[running.number].state
+    assert state == optuna.trial.TrialState.RUNNING  # the other worker's trial is left to it

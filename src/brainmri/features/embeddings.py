@@ -38,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from brainmri.errors import DataError
 from brainmri.features.base import ImageTransformer
-from brainmri.training.device import check_threads, resolve_device, torch_threads, tune_malloc
+from brainmri.training.device import check_threads, cpu_has_bf16, resolve_device, torch_threads, tune_malloc
 
 PRECISIONS = ("bf16", "fp32")
 
@@ -179,8 +179,14 @@ class BackboneEmbeddings(ImageTransformer):
         weights = weights_for(self.backbone, self.weights_file)
         return (
             f"{type(self).__name__}-v{self.version}-{self.backbone}-{weights.sha256 or weights.source}-"
-            f"{self.size}px-d{self.depths}-{self.precision}"
+            f"{self.size}px-d{self.depths}-{self._precision(resolve_device(self.device))}"
         )
+
+    def _precision(self, device) -> str:
+        """The precision computed in on ``device``: bf16 on a CPU only where it is native (float32 elsewhere)."""
+        if self.precision == "bf16" and (device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())):
+            return "bf16"
+        return "fp32"
 
     def transform(self, X) -> np.ndarray:
         """Embeddings of 2D images in [0, 1], float64 of shape ``(len(X), n_features_out_)``."""
@@ -199,7 +205,7 @@ class BackboneEmbeddings(ImageTransformer):
         module, _ = self._module()
         device = module.mean.device
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
-        autocast = device.type in ("cpu", "cuda") and self.precision == "bf16"
+        autocast = self._precision(device) == "bf16"
         with (
             torch_threads(self.threads),
             torch.inference_mode(),

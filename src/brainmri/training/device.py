@@ -22,6 +22,7 @@ import platform
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 from brainmri.errors import ConfigError
@@ -56,6 +57,31 @@ def tune_malloc() -> bool:
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+#: x86 (AVX512-BF16, AMX) and Arm (BF16) /proc/cpuinfo flags of native bfloat16 arithmetic.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX on x86, BF16 on Arm).
+
+    Without it PyTorch emulates a bfloat16 autocast: a 3x3 convolution of 16 x 32 x 64 x 64 took 2.5 s against
+    0.03 s in float32 (85x) on the AVX2 EPYC of a 2-core machine, so brainmri computes in float32 there
+    (:func:`~brainmri.training.batches.autocast_dtype`). Read from ``/proc/cpuinfo`` (Linux); elsewhere from
+    oneDNN through torch.
+    """
+    try:
+        return bool(BF16_FLAGS & set(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()))
+    except OSError:
+        pass
+    try:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001 - an old torch without the op, or no torch: assume emulation
+        return False
 
 
 def surely_cpu(device: str) -> bool:

@@ -40,6 +40,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -313,7 +314,7 @@ def _search(context: _Context, study, sampler: str, split, where: str) -> None:
 
     config = context.config
     if not is_server(config.storage):
-        _recover_interrupted(study, where, context.say)
+        _recover_interrupted(study, where, context.say, config.storage)
     # A resumed study (or a second worker) gets another sampler seed, so that it does not redraw the first trials.
     seed = config.seed + 7919 * len(study.trials) + (os.getpid() if is_server(config.storage) else 0)
     study.sampler = make_sampler(sampler, seed=seed)
@@ -352,15 +353,38 @@ def _search(context: _Context, study, sampler: str, split, where: str) -> None:
     _wait_for_others(study, where, context.say)
 
 
-def _recover_interrupted(study, where: str, say: Callable[[str], None]) -> None:
+def _recover_interrupted(study, where: str, say: Callable[[str], None], storage: str | None = None) -> None:
     """Fail the trials a killed run left running, and queue every failed trial's configuration again.
 
     Only for storages that one process uses at a time (a journal or SQLite
     file): there a trial still running when the command starts was
     abandoned. A server storage finds its abandoned trials by heartbeat.
+    A SQLite file has heartbeats too: a trial whose heartbeat is recent is
+    another worker's, running now, and this one is refused rather than
+    failing that worker's trial under it (which stopped it with Optuna's
+    "Cannot tell a FAIL trial").
+
+    Raises
+    ------
+    ConfigError
+        Another worker is running a trial of the study in the same SQLite file.
     """
+    import optuna
+    from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
+    if storage is not None and storage.startswith("sqlite"):
+        with warnings.catch_warnings():  # Optuna calls the function experimental, no news for brainmri's user
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)  # heartbeat older than the grace period: abandoned
+        live = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if live:
+            raise ConfigError(
+                f"--storage {storage}: trial {live[0].number} of study {study.study_name} is running in another "
+                "worker now (or in a run killed less than 3 minutes ago); a SQLite file serves one worker at a "
+                "time: run this one when it is done, or share the study through a database server "
+                "(--storage postgresql://USER@HOST/DB)"
+            )
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
