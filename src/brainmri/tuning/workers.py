@@ -42,8 +42,11 @@ def recover_interrupted(study, where: str, say: Callable[[str], None], storage: 
                 "time: run this one when it is done, or share the study through a database server "
                 "(--storage postgresql://USER@HOST/DB)"
             )
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    else:  # a journal file has no heartbeat: a trial running when the command starts was abandoned
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    # (SQLite: failing the running trials here too would race a worker that starts one between the check above and
+    # this line; its abandoned ones were failed by their stale heartbeat.)
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for trial in trials:
