@@ -79,9 +79,9 @@ def test_the_cache_key_changes_with_what_changes_the_embedding(change):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_the_cache_key_holds_the_precision_computed_in(native, monkeypatch):
-    from brainmri.features import embeddings
+    from brainmri.training import device
 
-    monkeypatch.setattr(embeddings, "cpu_has_bf16", lambda: native)  # bf16 on a CPU without it computes in float32
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: native)  # bf16 on a CPU without it computes in float32
     bf16, fp32 = (BackboneEmbeddings(size=64, precision=p, device="cpu").cache_key() for p in ("bf16", "fp32"))
     assert (bf16 != fp32) is native
 

@@ -47,12 +47,12 @@ def test_malloc_is_tuned_on_glibc():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_cpu_is_bfloat16_only_where_the_cpu_has_it(native, monkeypatch, caplog):
-    from brainmri.training import batches
+    from brainmri.training import batches, device
 
-    monkeypatch.setattr(batches, "cpu_has_bf16", lambda: native)
-    batches._warn_emulated_bf16.cache_clear()
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: native)
+    device._warn_emulated_bf16.cache_clear()
     cpu = torch.device("cpu")
-    with caplog.at_level("WARNING", logger="brainmri.training.batches"):
+    with caplog.at_level("WARNING", logger="brainmri.training.device"):
         assert batches.autocast_dtype("bf16", cpu) == (torch.bfloat16 if native else None)
         assert batches.autocast_dtype("bf16", cpu) == (torch.bfloat16 if native else None)
     assert batches.autocast_dtype("fp32", cpu) is None and batches.autocast_dtype("auto", cpu) is None

@@ -78,7 +78,7 @@ def bids_images(root: Path, query: BidsQuery) -> tuple[list[BidsImage], list[dic
     layout = _layout(root)
     files = sorted(Path(f.path) for f in layout.get(suffix=query.suffix, extension=[".nii", ".nii.gz"]))
     if not files:
-        found = sorted(layout.get_suffixes()) if hasattr(layout, "get_suffixes") else []
+        found = sorted(layout.get_suffixes())
         raise DataError(
             f"{root}: no NIfTI images with the BIDS suffix {query.suffix} (found: {', '.join(found) or 'none'}); "
             "choose one with --bids-suffix"

@@ -38,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from brainmri.errors import DataError
 from brainmri.features.base import ImageTransformer
-from brainmri.training.device import check_threads, cpu_has_bf16, resolve_device, torch_threads, tune_malloc
+from brainmri.training.device import check_threads, computes_bf16, resolve_device, torch_threads, tune_malloc
 
 PRECISIONS = ("bf16", "fp32")
 
@@ -184,9 +184,7 @@ class BackboneEmbeddings(ImageTransformer):
 
     def _precision(self, device) -> str:
         """The precision computed in on ``device``: bf16 on a CPU only where it is native (float32 elsewhere)."""
-        if self.precision == "bf16" and (device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())):
-            return "bf16"
-        return "fp32"
+        return "bf16" if device.type in ("cpu", "cuda") and computes_bf16(self.precision, device.type) else "fp32"
 
     def transform(self, X) -> np.ndarray:
         """Embeddings of 2D images in [0, 1], float64 of shape ``(len(X), n_features_out_)``."""

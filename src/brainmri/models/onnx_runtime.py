@@ -31,7 +31,7 @@ from brainmri.models.manifest import MANIFEST, read_manifest, verify_files
 from brainmri.models.onnx_graph import default_path, description_path, graph_input, network_parts, onnxruntime_module
 from brainmri.models.persist import learns_nothing
 from brainmri.steps import first_step
-from brainmri.training.device import cpu_has_bf16
+from brainmri.training.device import computes_bf16
 
 #: Items per ONNX Runtime call of :class:`OnnxModel` (bounds the memory of the activations).
 BATCH_SIZE = 64
@@ -269,7 +269,7 @@ def _session(path: Path, engine: str, threads: int | None, manifest: dict, onnxr
         # it natively (brainmri.training.batches.autocast_dtype).
         method = manifest["method"]
         precision = method.get("fitted", {}).get("precision") or method["params"].get("precision")
-        bf16 = precision == "bf16" and cpu_has_bf16()
+        bf16 = computes_bf16(precision, "cpu")
         return OpenVinoSession(path, threads=threads, bf16=bf16)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.data.audit import analyse, audit_report, cross_dataset_leaks
-from brainmri.data.bids import BidsQuery
 from brainmri.data.dataset import load_dataset
 from brainmri.data.duplicates import DuplicateParams
 from brainmri.data.io import MAX_PIXELS, check_max_pixels
 from brainmri.files import write_json
 from brainmri.outputs import OutputFolder
+from brainmri.runs.config import DataSettings
 from brainmri.runs.provenance import Provenance, audit_shortcuts, dataset_sources
 
 #: ``stage(n_items, what)``: a context that yields the function to call with the number of items done so far.
@@ -70,7 +70,9 @@ def run_audit(
     folder = OutputFolder(out, "audit") if out else None
     if folder is not None:
         folder.check(inputs=[data, *([against] if against else [])])
-    listing = {"allow_outside": allow_outside_paths, "bids": BidsQuery(bids_label, bids_suffix)}
+    listing = DataSettings(
+        data=str(data), allow_outside_paths=allow_outside_paths, bids_label=bids_label, bids_suffix=bids_suffix
+    ).listing()
     dataset = load_dataset(data, **listing)
     other = load_dataset(against, **listing) if against else None
     with stage(len(dataset), "reading") as update:

@@ -5,42 +5,28 @@ Torch is imported inside the functions: importing :mod:`brainmri.training` does 
 
 from __future__ import annotations
 
-import logging
 from contextlib import nullcontext
-from functools import lru_cache
 
 import numpy as np
 
 from brainmri.errors import ConfigError
-from brainmri.training.device import cpu_has_bf16
-
-logger = logging.getLogger(__name__)
+from brainmri.training.device import computes_bf16
 
 
 def autocast_dtype(precision: str, device):
     """The autocast dtype of ``precision`` on ``device`` (None: full float32).
 
     ``auto`` is bf16 on a CUDA GPU that supports it, float32 elsewhere.
-    ``bf16`` on a CPU without native bfloat16 is float32 too, with a warning
-    once: PyTorch would emulate it, 85x slower for a convolution on an AVX2
-    CPU (:func:`~brainmri.training.device.cpu_has_bf16`).
+    ``bf16`` on a CPU without native bfloat16 is float32 too
+    (:func:`~brainmri.training.device.computes_bf16`).
     """
     import torch
 
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        _warn_emulated_bf16()
-        return None
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+    if precision == "bf16":
+        return torch.bfloat16 if computes_bf16(precision, device.type) else None
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
-
-
-@lru_cache(maxsize=1)
-def _warn_emulated_bf16() -> None:
-    logger.warning(
-        "precision bf16: this CPU has no native bfloat16 (AVX512-BF16, AMX or Arm BF16), so PyTorch would emulate "
-        "it, about 85x slower for a convolution; computing in float32 instead"
-    )
 
 
 def to_batch(X: np.ndarray, device, *, channels_last: bool = False, augment=None):

@@ -84,6 +84,28 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def computes_bf16(precision: str, device_type: str) -> bool:
+    """Whether ``precision`` (a network's or an extractor's setting) computes in bfloat16 on a ``device_type`` device.
+
+    ``bf16`` does, except on a CPU without native bfloat16 (:func:`cpu_has_bf16`), where PyTorch would emulate it,
+    about 85x slower for a convolution: float32 there, with a warning once.
+    """
+    if precision != "bf16":
+        return False
+    if device_type == "cpu" and not cpu_has_bf16():
+        _warn_emulated_bf16()
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def _warn_emulated_bf16() -> None:
+    logger.warning(
+        "precision bf16: this CPU has no native bfloat16 (AVX512-BF16, AMX or Arm BF16), so PyTorch would emulate "
+        "it, about 85x slower for a convolution; computing in float32 instead"
+    )
+
+
 def surely_cpu(device: str) -> bool:
     """Whether ``device`` resolves to the CPU, told without importing torch (False when unsure).
 
