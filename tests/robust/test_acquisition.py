@@ -31,12 +31,13 @@ def test_a_shifted_copy_with_a_typical_embedding_is_flagged(fitted, shift):
     Z = rng.normal(size=(len(images), 4)) + (np.searchsorted(CLASSES, labels) * 3.0)[:, None]
     copies = np.stack([shift_image(x, shift, 5, seed=0) for x in images])
     embedding = ood.detectors_["embedding"]
-    assert not embedding.flag(Z).any()  # the embedding alone calls every copy typical
+    # the embedding alone sees the copies as training-like: flagged at about the calibrated rate, no more
+    assert embedding.flag(Z).mean() <= 2 * (1 - FLAG_QUANTILE)
     clean, shifted = ood.distance(Z, ood.describe(images)), ood.distance(Z, ood.describe(copies))
     truth = np.r_[np.zeros(len(clean)), np.ones(len(shifted))]
     assert roc_auc_score(truth, np.r_[clean, shifted]) >= 0.99  # every copy farther than (almost) every original
     assert (ood.score_distance(shifted) > FLAG_QUANTILE).mean() >= 0.5  # severity 5 noise: 0.6 flagged, the others all
-    assert (clean > ood.threshold_).mean() <= 0.05
+    assert (clean > ood.unit_).mean() <= 0.05  # the unit: the 99th training percentile
 
 
 def test_clean_items_are_flagged_at_about_the_calibrated_rate(fitted):
@@ -58,7 +59,7 @@ def test_the_detector_round_trips_and_reads_a_detector_saved_before_the_descript
     loaded = OODDetector.from_arrays(old.to_arrays())
     assert loaded.describe(images) is None and sorted(loaded.detectors_) == ["embedding"]
     np.testing.assert_allclose(loaded.score(Z), old.score(Z))
-    np.testing.assert_array_equal(loaded.distance(Z) > loaded.threshold_, old.flag(Z))
+    np.testing.assert_array_equal(loaded.score(Z) > FLAG_QUANTILE, old.flag(Z))
 
 
 def test_descriptors_see_sharpness_noise_and_bit_depth():

@@ -44,7 +44,7 @@ def test_the_ood_score_separates_severe_noise_from_clean_images(data, tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 36 and all(0 <= float(r["ood_score"]) <= 1 for r in rows)
     report = (tmp_path / "out/report.html").read_text()
-    assert '<h2 id="ood">Unlike the training data' in report and "above the 99th training percentile" in report
+    assert '<h2 id="ood">Unlike the training data' in report and "above the 95th training percentile" in report
     assert f'<td class="num">{ood["shift"]["auc"]:.3f}</td>' in report
 
 

@@ -28,7 +28,7 @@ def test_the_detector_round_trips_through_its_arrays(gaussian):
     Z = rng.normal(size=(10, 8)) * 3
     again = MahalanobisOOD.from_arrays(ood.to_arrays())
     np.testing.assert_array_equal(again.score(Z), ood.score(Z))
-    assert again.threshold_ == ood.threshold_
+    assert again.unit_ == ood.unit_
 
 
 def test_too_few_training_items_per_class_are_refused():

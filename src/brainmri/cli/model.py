@@ -365,6 +365,8 @@ def _say_predictions(args, bundle, result: dict, metrics: dict, runtime: str = "
 
     It is a result (stdout), unless stdout carries the CSV.
     """
+    from brainmri.robust.ood import FLAG_QUANTILE  # loaded already: predict scored the images with it
+
     rows, skipped = result["rows"], result["skipped"]
     noted = sum(bool(r["note"]) for r in rows)
     unlike = sum(bool(r["unlike_training"]) for r in rows)
@@ -373,7 +375,12 @@ def _say_predictions(args, bundle, result: dict, metrics: dict, runtime: str = "
         f"predicted {len(rows)} image(s) with {bundle.manifest['method']['name']} ({runtime})"
         + (f", skipped {len(skipped)} unreadable" if skipped else "")
         + (f"; {noted} differ from the training images (see the note column)" if noted else "")
-        + (f"; {unlike} look unlike the training data (ood_score above its 99th percentile)" if unlike else "")
+        + (
+            f"; {unlike} look unlike the training data (ood_score above {FLAG_QUANTILE:g}, the training "
+            "images' percentile)"
+            if unlike
+            else ""
+        )
         + (f"; wrote {args.out}" if args.out else "")
     )
     if "adaptation" in result:

@@ -11,7 +11,8 @@ takes 2D arrays as well as paths), so no image is decoded twice.
 Every prediction of a bundle that has an out-of-distribution detector
 (:mod:`brainmri.robust.ood`) carries its ``ood_score``: 0 for an image like
 the training images, 1 for one farther from them than every training image;
-above the 99th training percentile, ``unlike_training`` is true.
+above the 95th training percentile (:data:`~brainmri.robust.ood.FLAG_QUANTILE`),
+``unlike_training`` is true.
 
 A folder of class sub-folders also yields metrics
 (:func:`~brainmri.evaluation.metrics.classification_metrics`) when its
