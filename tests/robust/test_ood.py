@@ -40,7 +40,9 @@ def test_too_few_training_items_per_class_are_refused():
         MahalanobisOOD().fit(np.zeros((4, 2)), ["a", "a", "a", "b"])
 
 
-def test_a_network_scores_noise_and_shifted_images_higher_than_clean_ones(one_torch_thread):
+@pytest.fixture(scope="module")
+def network():
+    """A tiny ayadi-cnn trained on 40 synthetic 32 x 32 slices (its last map is 2 x 2), with its training data."""
     pytest.importorskip("torch")
     from brainmri.data.synthetic import CLASSES, synthetic_slice
     from brainmri.models.torch_classifier import TorchClassifier
@@ -50,8 +52,16 @@ def test_a_network_scores_noise_and_shifted_images_higher_than_clean_ones(one_to
     X = np.stack([synthetic_slice(c, rng, 32) for c in CLASSES for _ in range(10)]).astype(np.float32)
     y = np.repeat(np.array(CLASSES), 10)
     model = TorchClassifier(
-        ayadi_cnn, module_params={"width": 4}, epochs=4, batch_size=8, precision="fp32", device="cpu"
+        ayadi_cnn, module_params={"width": 4}, epochs=4, batch_size=8, precision="fp32", device="cpu", threads=1
     ).fit(X, y)
+    return model, X, y
+
+
+def test_a_network_scores_noise_and_shifted_images_higher_than_clean_ones(network):
+    from brainmri.data.synthetic import CLASSES, synthetic_slice
+
+    model, X, y = network
+    rng = np.random.default_rng(6)
     ood = fit_ood(model, X, y)
     clean = np.stack([synthetic_slice(c, rng, 32) for c in CLASSES for _ in range(5)]).astype(np.float32)
     noise = rng.uniform(0, 1, size=clean.shape).astype(np.float32)
@@ -62,6 +72,29 @@ def test_a_network_scores_noise_and_shifted_images_higher_than_clean_ones(one_to
         d_other = predict_with_ood(model, ood, other)[1]
         auc = roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(other))], np.r_[d_clean, d_other])
         assert auc > 0.9
+
+
+def test_a_network_with_a_global_pool_has_a_spread_detector_that_older_detectors_ignore(network):
+    import torch
+
+    from brainmri.robust.ood import OODDetector
+
+    model, X, y = network
+    Z = model.embed(X)
+    width = model.embedding_width
+    assert Z.shape == (len(X), 2 * width)
+    # the spread: the standard deviation over the 2 x 2 positions of the map the global pool reduces
+    module = model.module_
+    with torch.no_grad():
+        maps = module[: [type(m).__name__ for m in module].index("AdaptiveAvgPool2d")](torch.as_tensor(X[:, None]))
+    np.testing.assert_allclose(Z[:, width:], maps.flatten(2).std(2, correction=0).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(Z[:, :width], maps.mean((2, 3)).numpy(), rtol=1e-4, atol=1e-5)
+    ood = fit_ood(model, X, y)
+    assert sorted(ood.detectors_) == ["acquisition", "embedding", "spread"]
+    assert "and of its spread" in ood.summary()["method"]
+    # a detector fitted before the spread (the embedding alone) reads its own columns of the wider embedding
+    older = OODDetector(acquisition=False).fit(Z[:, :width], X, y)
+    np.testing.assert_array_equal(older.distance(Z), older.distance(Z[:, :width]))
 
 
 def test_acquisition_descriptors_of_images_in_memory_are_the_same_on_several_threads():

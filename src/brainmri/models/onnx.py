@@ -99,7 +99,7 @@ logger = logging.getLogger(__name__)
 
 #: The ``format`` of the description (ONNX metadata and ``FILE.json``); a file without it is not brainmri's.
 EXPORT_FORMAT = "brainmri onnx export"
-EXPORT_VERSION = 2  # 2: a second output, the embedding of the out-of-distribution score
+EXPORT_VERSION = 3  # 2: a second output, the embedding of the out-of-distribution score; 3: with its spread
 #: Key of the description in the ONNX file's ``metadata_props``.
 METADATA_KEY = "brainmri"
 #: ONNX operator set of the graph (supported by ONNX Runtime 1.12 and later).
@@ -290,8 +290,9 @@ def _description(folder: Path, loaded, first, middle, classifier) -> dict:
             f", the bundle's calibration temperature{mirror}",
         },
         "outputs": {
-            "embedding": "the input of the network's last linear layer for the image itself (no mirror), float32 "
-            "(N, d): what the bundle's out-of-distribution detector (ood.npz) reads"
+            "embedding": "the input of the network's last linear layer for the image itself (no mirror) and, when the "
+            "network has a global average pool, the standard deviation over positions of the map it reduces, side "
+            "by side, float32 (N, d): what the bundle's out-of-distribution detector (ood.npz) reads"
         },
         "preprocess": loaded.manifest["preprocess"],
         "input_size": loaded.manifest.get("input_size"),

@@ -23,7 +23,7 @@ import numpy as np
 
 from brainmri.errors import ConfigError
 from brainmri.models.bundle import Bundle
-from brainmri.training.batches import last_linear
+from brainmri.training.batches import capture_embedding, join_embedding, last_linear
 
 
 def onnx_modules():
@@ -113,11 +113,11 @@ def linear_map(step, method: str) -> tuple[np.ndarray, np.ndarray]:
 def torch_graph(middle, classifier, method: str):
     """The torch module that is exported: linear steps, network (with TTA), softmax of the logits over ``T``; and
     the embedding of the out-of-distribution score (:meth:`~brainmri.models.torch_classifier.TorchClassifier.embed`:
-    the input of the network's last linear layer, for the image itself)."""
+    :func:`~brainmri.training.batches.capture_embedding`, for the image itself)."""
     import torch
     from torch import nn
 
-    head = last_linear(classifier.module_)
+    last_linear(classifier.module_)  # refused here, with the reason, when the network has none
 
     class Graph(nn.Module):
         """Probabilities ``softmax(logits / temperature)`` of the network's input (and its mirror, with TTA), and
@@ -140,14 +140,15 @@ def torch_graph(middle, classifier, method: str):
         def forward(self, x):
             x = self.linear(x)
             seen = []
-            hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+            hooks = capture_embedding(self.network, seen)
             try:
                 logits = self.network(x)
             finally:
-                hook.remove()
+                for hook in hooks:
+                    hook.remove()
             if self.tta:  # TorchClassifier.TTA_VIEWS: the image and its left-right mirror
                 logits = (logits + self.network(torch.flip(x, dims=[-1]))) / 2
-            return torch.softmax(logits / self.temperature, dim=1), seen[0].flatten(1)
+            return torch.softmax(logits / self.temperature, dim=1), join_embedding(seen)
 
     return Graph().eval()
 

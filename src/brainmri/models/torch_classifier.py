@@ -23,7 +23,7 @@ from brainmri.errors import ConfigError, DataError
 from brainmri.models.torch_state import checked_temperature, read_state, write_state
 from brainmri.models.validation import holdout_split
 from brainmri.robust.adapt import adapt_module
-from brainmri.training.batches import logits_of_views
+from brainmri.training.batches import last_linear, logits_of_views
 from brainmri.training.calibration import fit_temperature
 from brainmri.training.device import resolve_device, torch_threads, tune_malloc
 from brainmri.training.distributed import check_processes, train_in_processes
@@ -354,8 +354,17 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             "what": f"the network built by {self._builder_name()}",
         }
 
+    @property
+    def embedding_width(self) -> int:
+        """The columns of :meth:`embed` that are the input of the module's last linear layer; the rest, for a
+        network with a global average pool, are the spread of the map it reduces."""
+        check_is_fitted(self, "module_")
+        return int(last_linear(self.module_).in_features)
+
     def embed(self, X) -> np.ndarray:
-        """The embedding the logits are read from: the input of the module's last linear layer, float32 (n, d).
+        """The embedding of the out-of-distribution score: the input of the module's last linear layer and, for a
+        network with a global average pool, the standard deviation over positions of the map it reduces
+        (:func:`~brainmri.training.batches.capture_embedding`), float32 (n, d).
 
         Computed with the trained ``module_`` (never an adapted copy), for
         the out-of-distribution score (:mod:`brainmri.robust.ood`).

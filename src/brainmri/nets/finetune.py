@@ -57,11 +57,12 @@ class FineTuneNet(nn.Module):
     def __init__(self, trunk: Backbone, *, num_classes: int, dropout: float):
         super().__init__()
         self.backbone = trunk
+        self.pool = nn.AdaptiveAvgPool2d(1)  # a module (no weights), so that its input can be hooked
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(trunk.widths[-1], num_classes))
 
     def forward(self, x):
         """Logits ``(N, num_classes)`` of gray images ``(N, 1, H, W)`` in [0, 1]."""
-        return self.head(self.backbone(x)[-1].mean(dim=(2, 3)))
+        return self.head(self.pool(self.backbone(x)[-1]).flatten(1))
 
 
 def finetune_net(

@@ -80,8 +80,8 @@ FLAG_QUANTILE = 0.95
 #: Training percentile whose distance is a detector's unit when two are combined (:class:`OODDetector`).
 UNIT_QUANTILE = 0.99
 #: Version of the score's definition, in results and bundles (2: the acquisition detector added; 3: flagged at
-#: the 95th percentile, not the 99th; the score itself is the same).
-OOD_VERSION = 3
+#: the 95th percentile, not the 99th; the score itself is the same; 4: a network's spread, a detector of its own).
+OOD_VERSION = 4
 #: Quantiles of the training distances kept to turn a distance into a score (0, 0.005, ..., 1).
 REFERENCE_QUANTILES = np.linspace(0.0, 1.0, 201)
 
@@ -322,13 +322,20 @@ class OODDetector(BaseEstimator):
         self.cache_dir = cache_dir
         self.n_jobs = n_jobs
 
-    def fit(self, Z, images, y) -> OODDetector:
-        """Fit and calibrate both detectors on the training embeddings ``Z`` (n, d), their ``images`` and labels ``y``.
+    def fit(self, Z, images, y, width: int | None = None) -> OODDetector:
+        """Fit and calibrate the detectors on the training embeddings ``Z`` (n, d), their ``images`` and labels ``y``.
 
         ``images`` are what the method reads: file paths or 2D arrays.
+        ``width``: the columns of ``Z`` that are the embedding proper, when
+        the rest is its spread (a network's, :meth:`~brainmri.models.torch_classifier.TorchClassifier.embed`),
+        which gets a detector of its own.
         """
         y = np.asarray(y)
-        self.detectors_ = {"embedding": MahalanobisOOD(seed=self.seed).fit(Z, y)}
+        Z = np.asarray(Z)
+        width = Z.shape[1] if width is None else int(width)
+        self.detectors_ = {"embedding": MahalanobisOOD(seed=self.seed).fit(Z[:, :width], y)}
+        if Z.shape[1] > width:
+            self.detectors_["spread"] = MahalanobisOOD(seed=self.seed).fit(Z[:, width:], y)
         if self.acquisition:
             self.detectors_["acquisition"] = MahalanobisOOD(seed=self.seed).fit(self.describe(images), y)
         self.reference_, self.unit_ = _calibration(
@@ -364,7 +371,11 @@ class OODDetector(BaseEstimator):
     def distance(self, Z, descriptors=None) -> np.ndarray:
         """Combined distance of embeddings ``Z`` (n, d) and their :meth:`describe` rows, float64 (n,)."""
         check_is_fitted(self, "reference_")
-        parts = {"embedding": Z, "acquisition": descriptors}
+        Z = np.asarray(Z)
+        width = len(self.detectors_["embedding"].center_)
+        # Columns beyond the detectors' (a spread that a detector fitted before version 4 did not read) are ignored.
+        spread = len(self.detectors_["spread"].center_) if "spread" in self.detectors_ else 0
+        parts = {"embedding": Z[:, :width], "spread": Z[:, width : width + spread], "acquisition": descriptors}
         return self._combine({name: d.distance(parts[name]) for name, d in self.detectors_.items()})
 
     def score(self, Z, descriptors=None) -> np.ndarray:
@@ -396,7 +407,7 @@ class OODDetector(BaseEstimator):
             ood.detectors_ = {"embedding": embedding}
             ood.reference_, ood.unit_ = embedding.reference_ / max(embedding.unit_, 1e-12), 1.0
             return ood
-        names = [name for name in ("embedding", "acquisition") if f"{name}.center" in keys]
+        names = [name for name in ("embedding", "spread", "acquisition") if f"{name}.center" in keys]
         ood = cls(acquisition="acquisition" in names)
         ood.detectors_ = {
             name: MahalanobisOOD.from_arrays({k.split(".", 1)[1]: arrays[k] for k in keys if k.startswith(f"{name}.")})
@@ -408,11 +419,13 @@ class OODDetector(BaseEstimator):
     def summary(self) -> dict:
         """What manifests and results record: the method, its calibration and each detector's."""
         check_is_fitted(self, "reference_")
-        parts = " and of the image's acquisition descriptors" if "acquisition" in self.detectors_ else ""
+        parts = (" and of its spread" if "spread" in self.detectors_ else "") + (
+            " and of the image's acquisition descriptors" if "acquisition" in self.detectors_ else ""
+        )
         return {
             "method": f"class-conditional Mahalanobis distance of the embedding{parts} (Lee et al. 2018), "
             "Ledoit-Wolf covariance, calibrated on cross-fitted training distances"
-            + (", the larger of the two in units of its 99th percentile" if parts else ""),
+            + (", the largest of them in units of its 99th percentile" if parts else ""),
             "version": OOD_VERSION,
             "dimensions": int(len(self.detectors_["embedding"].center_)),
             "flag_quantile": FLAG_QUANTILE,
@@ -432,7 +445,7 @@ def fit_ood(model, X, y, *, seed: int = 0, acquisition: bool = True, cache_dir=N
     head, final = split_model(model)
     Xt = head.transform(X) if head is not None else X
     return OODDetector(acquisition=acquisition, seed=seed, cache_dir=cache_dir, n_jobs=n_jobs).fit(
-        embed(final, Xt), X, np.asarray(y).astype(str)
+        embed(final, Xt), X, np.asarray(y).astype(str), width=getattr(final, "embedding_width", None)
     )
 
 

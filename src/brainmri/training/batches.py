@@ -71,30 +71,72 @@ def last_linear(module, what: str = "the network"):
     return linear[-1]
 
 
+def last_pool(module):
+    """The last global average pool (``torch.nn.AdaptiveAvgPool1d/2d/3d``) of ``module``, or None: the feature map
+    it reduces is where the spread of the embedding is read (:func:`capture_embedding`)."""
+    import torch
+
+    pools = (torch.nn.AdaptiveAvgPool1d, torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveAvgPool3d)
+    found = [m for m in module.modules() if isinstance(m, pools)]
+    return found[-1] if found else None
+
+
+def capture_embedding(module, seen: list, what: str = "the network") -> list:
+    """Forward hooks that append to ``seen`` what the out-of-distribution score reads of one pass of ``module``:
+    the input of its last linear layer (the embedding) and, when it has a global average pool, the standard
+    deviation over positions of the map that pool reduces (the spread, which the pool throws away; on another
+    publisher's gliomas it told them from the training source better than the embedding, docs/benchmarks.md).
+    :func:`join_embedding` puts them side by side. Returns the hook handles, to remove."""
+    hooks = [last_linear(module, what).register_forward_pre_hook(lambda m, args: seen.append(("mean", args[0])))]
+    pool = last_pool(module)
+    if pool is not None:
+        hooks.append(
+            pool.register_forward_pre_hook(
+                lambda m, args: seen.append(("spread", args[0].float().flatten(2).std(2, correction=0)))
+            )
+        )
+    return hooks
+
+
+def join_embedding(seen: list):
+    """The embedding of one pass from :func:`capture_embedding`'s records: ``(N, d)``, or ``(N, 2C)`` with the
+    spread after the embedding (a torch tensor, float32)."""
+    import torch
+
+    parts = dict(seen)
+    mean = parts["mean"].float().flatten(1)
+    return mean if "spread" not in parts else torch.cat([mean, parts["spread"].flatten(1)], 1)
+
+
 def logits_of_views(
     module, X: np.ndarray, views, *, embed: bool = False, what: str = "the network", **settings
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The mean logits of ``module`` over ``views`` of ``X`` (each a function of the array) and, with ``embed``,
-    the input of its last linear layer for the first view: float32 ``(n, d)``, else None.
+    the embedding of the out-of-distribution score for the first view (:func:`capture_embedding`): float32
+    ``(n, d)``, else None.
 
-    The embedding is caught by a forward hook in the pass the logits need
+    The embedding is caught by forward hooks in the pass the logits need
     anyway, so it costs no pass of its own. ``settings`` go to
     :func:`predict_logits`; ``what`` names the network in the error.
     """
     captured: list[np.ndarray] = []
-    hook = None
+    hooks: list = []
     if embed:
-        hook = last_linear(module, what).register_forward_pre_hook(
-            lambda m, args: captured.append(args[0].float().cpu().numpy())
-        )
+        seen: list = []
+
+        def batch_done(m, args, out):  # after each batch: that batch's embedding
+            captured.append(join_embedding(seen).cpu().numpy())
+            seen.clear()
+
+        hooks = [*capture_embedding(module, seen, what), module.register_forward_hook(batch_done)]
     logits = []
     try:
         for view in views:
             logits.append(predict_logits(module, view(X), **settings))
-            if hook is not None:  # the first view only
+            for hook in hooks:  # the first view only
                 hook.remove()
-                hook = None
+            hooks = []
     finally:
-        if hook is not None:
+        for hook in hooks:
             hook.remove()
     return sum(logits) / len(logits), (np.concatenate(captured).reshape(len(X), -1) if embed else None)
