@@ -356,18 +356,14 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
     @property
     def embedding_width(self) -> int:
-        """The columns of :meth:`embed` that are the input of the module's last linear layer; the rest, for a
-        network with a global average pool, are the spread of the map it reduces."""
-        check_is_fitted(self, "module_")
+        """The columns of :meth:`embed` that are the last linear layer's input (the rest: the spread)."""
         return int(last_linear(self.module_).in_features)
 
     def embed(self, X) -> np.ndarray:
         """The embedding of the out-of-distribution score: the input of the module's last linear layer and, for a
         network with a global average pool, the standard deviation over positions of the map it reduces
-        (:func:`~brainmri.training.batches.capture_embedding`), float32 (n, d).
-
-        Computed with the trained ``module_`` (never an adapted copy), for
-        the out-of-distribution score (:mod:`brainmri.robust.ood`).
+        (:func:`~brainmri.training.batches.capture_embedding`), float32 (n, d), with the trained ``module_`` (never
+        an adapted copy).
         """
         check_is_fitted(self, "module_")
         X = self._check_X(X)

@@ -46,6 +46,15 @@ catches a new source"): an alert that misses two wrong calls of three on
 another hospital's images protects nobody, and 5% of in-domain false flags
 is the budget issue 23 allows. The score itself is unchanged.
 
+A network's global average pool keeps the mean of its last feature map
+over positions (the embedding) and throws away how much it varies. That
+spread told another publisher's gliomas from the training source better
+than the embedding did (wrong calls flagged by each alone at its 95th
+percentile: 76% against 59%, docs/benchmarks.md), so since version 4 a
+network with a global pool has a third detector of the same kind on it
+(:func:`~brainmri.training.batches.capture_embedding`), combined like the
+other two.
+
 References
 ----------
 K. Lee, K. Lee, H. Lee and J. Shin, "A simple unified framework for detecting
